@@ -1,0 +1,25 @@
+//! Types that carry meaning across ferry, parsed once at the edge: [`Version`],
+//! [`DeviceId`], [`Sha256`], and the [`Diagnose`] contract every error honours.
+//!
+//! Inner code never takes a bare `String` for a version or a bare `[u8; 32]` for a
+//! digest; JSON goes through the same constructors as the CLI, so it cannot bypass
+//! the checks (an all-zero device id, a malformed version).
+//!
+//! ```
+//! use ferry_types::{Version, DeviceId};
+//! let v1: Version = "1.9".parse().unwrap();
+//! let v2: Version = "1.10".parse().unwrap();
+//! assert!(v2 > v1);
+//! assert!("0000000000000000".parse::<DeviceId>().is_err());
+//! ```
+#![deny(missing_docs)]
+
+mod diagnose;
+mod digest;
+mod id;
+mod version;
+
+pub use diagnose::{Diagnose, Report};
+pub use digest::{Sha256, Sha256Hasher};
+pub use id::{DeviceId, IdError};
+pub use version::{Version, VersionError};

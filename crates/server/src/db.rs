@@ -1,0 +1,160 @@
+//! Server state in SQL: SQLite, created on first start, schema by versioned migrations
+//! (`migrations/`, embedded in the binary).
+
+use std::path::Path;
+use std::str::FromStr;
+
+use ferry_types::{Sha256, Version};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::ServerError;
+use crate::api::{Artifact, Release};
+
+/// A handle on the server database (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: SqlitePool,
+}
+
+/// A release row as the server stores it.
+#[derive(Debug, Clone)]
+pub struct ReleaseRow {
+    /// Device class.
+    pub class: String,
+    /// Version.
+    pub version: Version,
+    /// Build id.
+    pub build_id: String,
+    /// Audience.
+    pub audience: String,
+    /// `full`.
+    pub kind: String,
+    /// Image size.
+    pub image_size: u64,
+    /// Image digest.
+    pub image_sha256: Sha256,
+    /// Object-store key of the payload.
+    pub payload_key: String,
+    /// Payload size.
+    pub payload_size: u64,
+    /// Payload digest.
+    pub payload_sha256: Sha256,
+    /// Object-store key of the manifest.
+    pub manifest_key: String,
+    /// Manifest size.
+    pub manifest_size: u64,
+    /// Manifest digest.
+    pub manifest_sha256: Sha256,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl ReleaseRow {
+    /// The device-facing view.
+    pub fn to_api(&self) -> Release {
+        Release {
+            class: self.class.clone(),
+            version: self.version.clone(),
+            build_id: self.build_id.clone(),
+            audience: self.audience.clone(),
+            kind: self.kind.clone(),
+            image_size: self.image_size,
+            image_sha256: self.image_sha256,
+            payload: Artifact {
+                url: format!("/artifacts/{}", self.payload_key),
+                size: self.payload_size,
+                sha256: self.payload_sha256,
+            },
+            manifest: Artifact {
+                url: format!("/artifacts/{}", self.manifest_key),
+                size: self.manifest_size,
+                sha256: self.manifest_sha256,
+            },
+            published_at: self.created_at.clone(),
+        }
+    }
+}
+
+impl Db {
+    /// Opens the database file (creating it) and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Db, ServerError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Db { pool })
+    }
+
+    /// Inserts a release; a second one with the same class and version is refused.
+    pub async fn insert_release(&self, r: &ReleaseRow) -> Result<(), ServerError> {
+        let result = sqlx::query(
+            "INSERT INTO releases (class, version, build_id, audience, kind, image_size, image_sha256,
+                payload_key, payload_size, payload_sha256, manifest_key, manifest_size, manifest_sha256, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.class)
+        .bind(r.version.as_str())
+        .bind(&r.build_id)
+        .bind(&r.audience)
+        .bind(&r.kind)
+        .bind(r.image_size as i64)
+        .bind(r.image_sha256.to_hex())
+        .bind(&r.payload_key)
+        .bind(r.payload_size as i64)
+        .bind(r.payload_sha256.to_hex())
+        .bind(&r.manifest_key)
+        .bind(r.manifest_size as i64)
+        .bind(r.manifest_sha256.to_hex())
+        .bind(&r.created_at)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(ServerError::DuplicateVersion { class: r.class.clone(), version: r.version.to_string() })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// All releases of a class, newest version first (versions compare numerically).
+    pub async fn releases(&self, class: &str) -> Result<Vec<ReleaseRow>, ServerError> {
+        let rows = sqlx::query("SELECT * FROM releases WHERE class = ?").bind(class).fetch_all(&self.pool).await?;
+        let mut out = rows.iter().map(row_to_release).collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| b.version.cmp(&a.version));
+        Ok(out)
+    }
+
+    /// Whether `class` already has `version` (any spelling that compares equal).
+    pub async fn has_version(&self, class: &str, version: &Version) -> Result<bool, ServerError> {
+        Ok(self.releases(class).await?.iter().any(|r| &r.version == version))
+    }
+}
+
+fn row_to_release(row: &sqlx::sqlite::SqliteRow) -> Result<ReleaseRow, ServerError> {
+    let corrupt = |what: &str| ServerError::Database(sqlx::Error::Decode(format!("bad {what} in releases").into()));
+    let digest = |col: &str| -> Result<Sha256, ServerError> {
+        row.try_get::<String, _>(col)?.parse().map_err(|_| corrupt(col))
+    };
+    Ok(ReleaseRow {
+        class: row.try_get("class")?,
+        version: row.try_get::<String, _>("version")?.parse().map_err(|_| corrupt("version"))?,
+        build_id: row.try_get("build_id")?,
+        audience: row.try_get("audience")?,
+        kind: row.try_get("kind")?,
+        image_size: row.try_get::<i64, _>("image_size")? as u64,
+        image_sha256: digest("image_sha256")?,
+        payload_key: row.try_get("payload_key")?,
+        payload_size: row.try_get::<i64, _>("payload_size")? as u64,
+        payload_sha256: digest("payload_sha256")?,
+        manifest_key: row.try_get("manifest_key")?,
+        manifest_size: row.try_get::<i64, _>("manifest_size")? as u64,
+        manifest_sha256: digest("manifest_sha256")?,
+        created_at: row.try_get("created_at")?,
+    })
+}

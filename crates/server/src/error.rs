@@ -1,0 +1,130 @@
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ferry_types::Diagnose;
+
+/// Everything the server and `ferry publish` can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// `publish` was given a version that is already published for the class.
+    #[error("version {version} is already published for device class {class}")]
+    DuplicateVersion {
+        /// Device class.
+        class: String,
+        /// Version.
+        version: String,
+    },
+    /// A request or command named something that is not valid.
+    #[error("{what} {value:?} is not valid: {why}")]
+    Invalid {
+        /// What it is (`device class`, `audience`, …).
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// Why.
+        why: String,
+    },
+    /// The image to publish is not whole 4096-byte blocks.
+    #[error("the image is {size} bytes, which is not a positive multiple of 4096")]
+    ImageUnaligned {
+        /// Its size.
+        size: u64,
+    },
+    /// Not found.
+    #[error("{0} was not found")]
+    NotFound(String),
+    /// A `Range` header that cannot be served.
+    #[error("the requested range is outside the {size}-byte artifact")]
+    RangeNotSatisfiable {
+        /// The artifact's size.
+        size: u64,
+    },
+    /// The database failed.
+    #[error("the server database failed: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the schema migrations failed.
+    #[error("the server database schema could not be brought up to date: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The artifact store failed.
+    #[error("the artifact store failed: {0}")]
+    Store(#[from] object_store::Error),
+    /// Encoding the payload failed.
+    #[error(transparent)]
+    Payload(#[from] ferry_payload::PayloadError),
+    /// Local I/O failed.
+    #[error("I/O failed while {op}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl Diagnose for ServerError {
+    fn code(&self) -> &'static str {
+        match self {
+            ServerError::DuplicateVersion { .. } => "DUPLICATE_VERSION",
+            ServerError::Invalid { .. } => "INVALID_ARGUMENT",
+            ServerError::ImageUnaligned { .. } => "IMAGE_UNALIGNED",
+            ServerError::NotFound(_) => "NOT_FOUND",
+            ServerError::RangeNotSatisfiable { .. } => "RANGE_NOT_SATISFIABLE",
+            ServerError::Database(_) | ServerError::Migrate(_) => "SERVER_DATABASE",
+            ServerError::Store(_) => "SERVER_STORE",
+            ServerError::Payload(e) => e.code(),
+            ServerError::Io { .. } => "SERVER_IO",
+        }
+    }
+
+    fn fix(&self) -> String {
+        match self {
+            ServerError::DuplicateVersion { .. } => {
+                "publish under a new, higher version number; published versions never change".into()
+            }
+            ServerError::Invalid { .. } => "correct the value and run the command again".into(),
+            ServerError::ImageUnaligned { .. } => {
+                "pad the image to whole blocks (truncate -s %4096 IMAGE) or build it with 4096-byte blocks".into()
+            }
+            ServerError::NotFound(_) => "check the name; list what exists with GET /v1/releases?class=CLASS".into(),
+            ServerError::RangeNotSatisfiable { .. } => "ask for a range inside the artifact".into(),
+            ServerError::Database(_) | ServerError::Migrate(_) => {
+                "check that the data directory is writable and not used by another ferry version".into()
+            }
+            ServerError::Store(_) => "check that the artifact store is reachable and has space".into(),
+            ServerError::Payload(e) => e.fix(),
+            ServerError::Io { .. } => "check the path, its permissions and free space".into(),
+        }
+    }
+}
+
+impl ServerError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ServerError::DuplicateVersion { .. } => StatusCode::CONFLICT,
+            ServerError::Invalid { .. } | ServerError::ImageUnaligned { .. } => StatusCode::BAD_REQUEST,
+            ServerError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServerError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ServerError::Store(object_store::Error::NotFound { .. }) => StatusCode::NOT_FOUND,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// The one place errors become HTTP: status from the variant, body `{code, cause, fix}`.
+/// Internal faults are logged with their detail and answered with their code only.
+impl IntoResponse for ServerError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut report = self.report();
+        if status.is_server_error() {
+            tracing::error!(code = report.code, error = %report.cause, "request failed");
+            report.cause = "the server hit an internal error; its log has the detail".into();
+        }
+        let mut response = (status, axum::Json(report)).into_response();
+        if let ServerError::RangeNotSatisfiable { size } = self {
+            if let Ok(v) = format!("bytes */{size}").parse() {
+                response.headers_mut().insert(axum::http::header::CONTENT_RANGE, v);
+            }
+        }
+        response
+    }
+}

@@ -59,11 +59,20 @@ impl DataDir {
 /// Serves `data` on `listener` until SIGINT or SIGTERM, then finishes in-flight
 /// requests and returns.
 pub async fn serve(listener: tokio::net::TcpListener, data: DataDir) -> Result<(), ServerError> {
+    serve_until(listener, data, shutdown_signal()).await
+}
+
+/// Serves `data` on `listener` until `shutdown` completes (for the demo and tests).
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    data: DataDir,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let addr: SocketAddr =
         listener.local_addr().map_err(|source| ServerError::Io { op: "reading the listen address", source })?;
     tracing::info!(%addr, data = %data.path.display(), "ferry server listening");
     axum::serve(listener, app(data))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| ServerError::Io { op: "serving HTTP", source })?;
     tracing::info!("ferry server stopped");

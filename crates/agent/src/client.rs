@@ -1,0 +1,164 @@
+//! HTTP to the update server: release list, small verified artifacts, ranged payload
+//! streams. Every failure becomes an [`AgentError`] that names the URL.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_types::{Sha256, Version};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use crate::AgentError;
+
+/// An artifact reference from the server.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Artifact {
+    /// Server path.
+    pub url: String,
+    /// Length.
+    pub size: u64,
+    /// Digest.
+    pub sha256: Sha256,
+}
+
+/// A release as the server lists it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Release {
+    /// Device class.
+    pub class: String,
+    /// Version.
+    pub version: Version,
+    /// Build id.
+    pub build_id: String,
+    /// Audience.
+    pub audience: String,
+    /// Payload kind.
+    pub kind: String,
+    /// Unarchived size.
+    pub image_size: u64,
+    /// Image digest.
+    pub image_sha256: Sha256,
+    /// The payload.
+    pub payload: Artifact,
+    /// Its manifest.
+    pub manifest: Artifact,
+}
+
+/// A client for one server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// A client for `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str) -> Result<Client, AgentError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(30))
+            .user_agent(concat!("ferry-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| AgentError::ServerUnreachable { url: base.to_owned(), reason: e.to_string() })?;
+        Ok(Client { http, base: base.trim_end_matches('/').to_owned() })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// The releases for a device class.
+    pub async fn releases(&self, class: &str) -> Result<Vec<Release>, AgentError> {
+        let url = self.url(&format!("/v1/releases?class={class}"));
+        let bytes = self.get_limited(&url, 16 << 20).await?;
+        serde_json::from_slice(&bytes).map_err(|e| AgentError::ServerInvalid { url, reason: e.to_string() })
+    }
+
+    /// A small artifact, checked against its expected size and digest.
+    pub async fn artifact(&self, artifact: &Artifact, what: &str) -> Result<Bytes, AgentError> {
+        let url = self.url(&artifact.url);
+        let bytes = self.get_limited(&url, artifact.size).await?;
+        if bytes.len() as u64 != artifact.size {
+            return Err(AgentError::PayloadTruncated { received: bytes.len() as u64, expected: artifact.size });
+        }
+        let actual = Sha256::of(&bytes);
+        if actual != artifact.sha256 {
+            return Err(AgentError::DigestMismatch { what: what.to_owned(), expected: artifact.sha256, actual });
+        }
+        Ok(bytes)
+    }
+
+    /// Starts streaming `path` from byte `start`. Returns the response and the offset
+    /// its body really starts at (a server that ignores `Range` starts at 0).
+    pub async fn stream_from(&self, path: &str, start: u64) -> Result<(reqwest::Response, u64), AgentError> {
+        let url = self.url(path);
+        let mut request = self.http.get(&url);
+        if start > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={start}-"));
+        }
+        let response = request.send().await.map_err(|e| unreachable(&url, e))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::PARTIAL_CONTENT {
+            let content_range = response
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let begins = content_range
+                .strip_prefix("bytes ")
+                .and_then(|r| r.split('-').next())
+                .and_then(|s| s.parse::<u64>().ok());
+            if begins != Some(start) {
+                return Err(AgentError::ServerInvalid {
+                    url,
+                    reason: format!("asked for bytes from {start}, got Content-Range {content_range:?}"),
+                });
+            }
+            Ok((response, start))
+        } else if status.is_success() {
+            Ok((response, 0))
+        } else {
+            Err(refused(url, response).await)
+        }
+    }
+
+    async fn get_limited(&self, url: &str, limit: u64) -> Result<Bytes, AgentError> {
+        let response = self.http.get(url).send().await.map_err(|e| unreachable(url, e))?;
+        if !response.status().is_success() {
+            return Err(refused(url.to_owned(), response).await);
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| AgentError::ServerUnreachable { url: url.to_owned(), reason: e.to_string() })?;
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(AgentError::ServerInvalid {
+                    url: url.to_owned(),
+                    reason: format!("the answer is longer than the {limit} bytes allowed"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.into())
+    }
+}
+
+fn unreachable(url: &str, e: reqwest::Error) -> AgentError {
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        reason = format!("{reason}: {s}");
+        source = s.source();
+    }
+    AgentError::ServerUnreachable { url: url.to_owned(), reason }
+}
+
+async fn refused(url: String, response: reqwest::Response) -> AgentError {
+    #[derive(Deserialize)]
+    struct Body {
+        code: String,
+    }
+    let status = response.status().as_u16();
+    let code = response.json::<Body>().await.ok().map(|b| b.code);
+    AgentError::ServerRefused { url, status, code }
+}

@@ -1,0 +1,190 @@
+//! The device's one error type: every failure has a stable code, a cause and a fix.
+
+use std::path::PathBuf;
+
+use ferry_types::{Diagnose, Sha256};
+
+/// Everything a device command can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// `--device DIR` does not exist or is not a device directory.
+    #[error("there is no ferry device at {}", dir.display())]
+    DeviceMissing {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A device file is missing or unreadable.
+    #[error("the device file {} is corrupt: {reason}", path.display())]
+    DeviceCorrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `device init` into a directory that is already in use.
+    #[error("{} already exists and is not empty", dir.display())]
+    DeviceExists {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Another ferry process holds the device.
+    #[error("another ferry process is using the device at {}", dir.display())]
+    DeviceBusy {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The server could not be reached at all.
+    #[error("the update server at {url} could not be reached: {reason}")]
+    ServerUnreachable {
+        /// What was asked for.
+        url: String,
+        /// What the network said.
+        reason: String,
+    },
+    /// The server answered with an error status.
+    #[error("the update server answered {status} for {url}{}", code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    ServerRefused {
+        /// What was asked for.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The server's error code, when it sent one.
+        code: Option<String>,
+    },
+    /// The server's answer is not what the protocol says.
+    #[error("the update server sent an invalid answer for {url}: {reason}")]
+    ServerInvalid {
+        /// What was asked for.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `install LABEL` named no available update.
+    #[error("no update is labelled {label:?}{}", if available.is_empty() { " (none is available)".to_owned() } else { format!(" (available: {})", available.join(", ")) })]
+    NoSuchLabel {
+        /// What was asked for.
+        label: String,
+        /// What exists.
+        available: Vec<String>,
+    },
+    /// The image does not fit the inactive slot.
+    #[error("the update needs {needed} bytes but slot {slot} holds only {capacity}")]
+    SlotTooSmall {
+        /// The slot.
+        slot: String,
+        /// Image size.
+        needed: u64,
+        /// Slot capacity.
+        capacity: u64,
+    },
+    /// The payload ended before all its bytes arrived.
+    #[error("the payload ended after {received} of {expected} bytes")]
+    PayloadTruncated {
+        /// Bytes received (counted from the start of the payload).
+        received: u64,
+        /// Bytes expected.
+        expected: u64,
+    },
+    /// Bytes did not match their digest.
+    #[error("{what} does not match its digest: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// What was checked.
+        what: String,
+        /// Expected digest.
+        expected: Sha256,
+        /// Actual digest.
+        actual: Sha256,
+    },
+    /// The payload could not be decoded.
+    #[error(transparent)]
+    Payload(#[from] ferry_payload::PayloadError),
+    /// Boot control failed.
+    #[error(transparent)]
+    Boot(#[from] ferry_boot::BootError),
+    /// The slot that should boot did not verify; the device fell back.
+    #[error("slot {slot} (version {version}) failed verification and was abandoned: {reason}")]
+    SlotVerifyFailed {
+        /// The slot.
+        slot: String,
+        /// Its version.
+        version: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Local I/O failed.
+    #[error("I/O failed while {op} ({}): {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl AgentError {
+    /// An [`AgentError::Io`] for `op` on `path`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AgentError {
+        let path = path.into();
+        move |source| AgentError::Io { op, path, source }
+    }
+}
+
+impl Diagnose for AgentError {
+    fn code(&self) -> &'static str {
+        match self {
+            AgentError::DeviceMissing { .. } => "DEVICE_MISSING",
+            AgentError::DeviceCorrupt { .. } => "DEVICE_CORRUPT",
+            AgentError::DeviceExists { .. } => "DEVICE_EXISTS",
+            AgentError::DeviceBusy { .. } => "DEVICE_BUSY",
+            AgentError::ServerUnreachable { .. } => "SERVER_UNREACHABLE",
+            AgentError::ServerRefused { .. } => "SERVER_REFUSED",
+            AgentError::ServerInvalid { .. } => "SERVER_INVALID",
+            AgentError::NoSuchLabel { .. } => "NO_SUCH_LABEL",
+            AgentError::SlotTooSmall { .. } => "SLOT_TOO_SMALL",
+            AgentError::PayloadTruncated { .. } => "PAYLOAD_TRUNCATED",
+            AgentError::DigestMismatch { .. } => "DIGEST_MISMATCH",
+            AgentError::Payload(e) => e.code(),
+            AgentError::Boot(e) => e.code(),
+            AgentError::SlotVerifyFailed { .. } => "SLOT_VERIFY_FAILED",
+            AgentError::Io { .. } => "DEVICE_IO",
+        }
+    }
+
+    fn fix(&self) -> String {
+        match self {
+            AgentError::DeviceMissing { .. } => {
+                "pass the right --device DIR (or FERRY_DEVICE), or make one with `ferry device init`".into()
+            }
+            AgentError::DeviceCorrupt { .. } => {
+                "restore the file from a backup or re-create the device with `ferry device init`; the running slot is untouched".into()
+            }
+            AgentError::DeviceExists { .. } => "choose a new directory or remove the old device first".into(),
+            AgentError::DeviceBusy { .. } => "wait for the other ferry command to finish, then run this one again".into(),
+            AgentError::ServerUnreachable { .. } => {
+                "check the network and that the server in config.toml is running; nothing on the device changed".into()
+            }
+            AgentError::ServerRefused { .. } => "check the server's log for this request; nothing on the device changed".into(),
+            AgentError::ServerInvalid { .. } => {
+                "check that the server runs the same ferry version and that no proxy rewrites its answers".into()
+            }
+            AgentError::NoSuchLabel { .. } => "run `ferry list` and use one of the labels it shows".into(),
+            AgentError::SlotTooSmall { .. } => {
+                "give the device larger slots (device init --slot-size) or publish a smaller image".into()
+            }
+            AgentError::PayloadTruncated { .. } => {
+                "run the install again once the server or network is back; it resumes where it stopped".into()
+            }
+            AgentError::DigestMismatch { .. } => {
+                "run the install again; if it repeats, the release on the server is damaged and must be republished".into()
+            }
+            AgentError::Payload(e) => e.fix(),
+            AgentError::Boot(e) => e.fix(),
+            AgentError::SlotVerifyFailed { .. } => {
+                "the device still runs its previous version; install the update again to rewrite the slot".into()
+            }
+            AgentError::Io { .. } => "check the path, its permissions and free space on the device".into(),
+        }
+    }
+}

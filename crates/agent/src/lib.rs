@@ -1,0 +1,21 @@
+//! The ferry device agent: the device directory ([`device`]), offers ([`offer`]),
+//! the streaming install into the inactive slot ([`install`], [`download`]), the
+//! simulated restart and boot check ([`reboot`]), and status ([`status`]).
+//!
+//! Invariant: the running slot is never written, and every durable effect happens in
+//! an order after which a crash leaves a bootable device and a resumable install
+//! (see [`install`]). Every failure is an [`AgentError`] with a stable code.
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod device;
+pub mod download;
+pub mod durable;
+mod error;
+pub mod install;
+pub mod offer;
+pub mod progress;
+pub mod reboot;
+pub mod status;
+
+pub use error::AgentError;

@@ -1,0 +1,145 @@
+//! Honest progress: the fixed checkpoints of DESIGN §5, measured work in between, and
+//! a time-remaining estimate from the rate observed now.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// A checkpoint of the overall bar: (percent, state).
+pub type Checkpoint = (f64, &'static str);
+
+/// The checkpoints, as the source articles list them for macOS 26.3.
+pub const CHECKPOINTS: &[Checkpoint] = &[
+    (0.1, "ACCEPTED"),
+    (0.2, "STARTUP"),
+    (0.3, "LOADING_PERSISTED"),
+    (0.5, "PURGING"),
+    (0.9, "READY"),
+    (1.0, "RELOADING"),
+    (4.0, "DOWNLOADING_UPDATE_BRAIN"),
+    (7.0, "PREFLIGHT_WAKEUP"),
+    (9.0, "PREFLIGHT_PREREQUISITE"),
+    (10.0, "PREFLIGHT_PERSONALIZE"),
+    (15.0, "DOWNLOADING_RUNTIME"),
+    (16.0, "DOWNLOADING_UPDATE"),
+    (54.0, "DOWNLOADED_UPDATE"),
+    (55.0, "PREFLIGHT_RECOVERY"),
+    (60.0, "PREPARING_UPDATE"),
+    (99.0, "PREPARED"),
+    (100.0, "COMPLETED"),
+];
+
+/// Percent of the bar at `state`'s checkpoint.
+pub fn checkpoint(state: &str) -> f64 {
+    CHECKPOINTS.iter().find(|(_, s)| *s == state).map_or(0.0, |(p, _)| *p)
+}
+
+/// The percent after `state`'s checkpoint (where its measured work ends).
+pub fn next_checkpoint(state: &str) -> f64 {
+    let idx = CHECKPOINTS.iter().position(|(_, s)| *s == state).unwrap_or(0);
+    CHECKPOINTS.get(idx + 1).map_or(100.0, |(p, _)| *p)
+}
+
+/// One progress report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    /// Overall percent, 0–100.
+    pub percent: f64,
+    /// Controller state (a checkpoint name).
+    pub state: &'static str,
+    /// What is being done, for people ("Downloading update…").
+    pub action: String,
+    /// Work done in this phase (bytes).
+    pub done: u64,
+    /// Work in this phase (bytes).
+    pub total: u64,
+    /// Observed rate, bytes/s.
+    pub rate: f64,
+    /// Estimated seconds left in this phase.
+    pub eta_secs: Option<f64>,
+}
+
+/// Where progress goes: a terminal bar, log lines, an agent socket, a test.
+pub trait ProgressSink: Send + Sync {
+    /// Called at each checkpoint and at least once a second while work goes on.
+    fn report(&self, progress: &Progress);
+}
+
+/// A sink that drops everything.
+#[derive(Debug, Default)]
+pub struct Quiet;
+
+impl ProgressSink for Quiet {
+    fn report(&self, _: &Progress) {}
+}
+
+/// Tracks one measured phase between two checkpoints.
+#[derive(Debug)]
+pub struct Phase {
+    state: &'static str,
+    action: String,
+    from: f64,
+    to: f64,
+    total: u64,
+    start: Instant,
+    start_done: u64,
+    last_report: Option<Instant>,
+}
+
+impl Phase {
+    /// A phase starting at `state`'s checkpoint and ending at the next one, with
+    /// `total` units of work of which `already` are done (a resume).
+    pub fn new(state: &'static str, action: impl Into<String>, total: u64, already: u64) -> Phase {
+        Phase {
+            state,
+            action: action.into(),
+            from: checkpoint(state),
+            to: next_checkpoint(state),
+            total,
+            start: Instant::now(),
+            start_done: already,
+            last_report: None,
+        }
+    }
+
+    /// The report for `done` units, and whether it is due (at most ~4 per second).
+    pub fn at(&mut self, done: u64, force: bool) -> Option<Progress> {
+        let now = Instant::now();
+        if !force && self.last_report.is_some_and(|t| now.duration_since(t) < Duration::from_millis(250)) {
+            return None;
+        }
+        self.last_report = Some(now);
+        let frac = if self.total == 0 { 1.0 } else { (done as f64 / self.total as f64).min(1.0) };
+        let elapsed = now.duration_since(self.start).as_secs_f64();
+        let rate = if elapsed > 0.0 { done.saturating_sub(self.start_done) as f64 / elapsed } else { 0.0 };
+        let eta_secs = (rate > 0.0).then(|| self.total.saturating_sub(done) as f64 / rate);
+        Some(Progress {
+            percent: self.from + (self.to - self.from) * frac,
+            state: self.state,
+            action: self.action.clone(),
+            done,
+            total: self.total,
+            rate,
+            eta_secs,
+        })
+    }
+}
+
+/// A checkpoint report with no measured work.
+pub fn mark(state: &'static str, action: impl Into<String>) -> Progress {
+    Progress { percent: checkpoint(state), state, action: action.into(), done: 0, total: 0, rate: 0.0, eta_secs: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_increase_and_phases_interpolate() {
+        assert!(CHECKPOINTS.windows(2).all(|w| w[0].0 < w[1].0));
+        let mut phase = Phase::new("DOWNLOADING_UPDATE", "Downloading", 100, 0);
+        let p = phase.at(50, true).unwrap();
+        assert!((p.percent - 35.0).abs() < 1e-9, "{}", p.percent);
+        assert_eq!(phase.at(100, true).unwrap().percent, 54.0);
+    }
+}

@@ -1,0 +1,82 @@
+//! `ferry reboot` (what the bootloader does) and `ferry boot-check` (what the booted
+//! system does before it commits to the new slot).
+
+use chrono::Utc;
+use ferry_boot::Slot;
+use ferry_payload::Manifest;
+use serde::Serialize;
+
+use crate::device::{Device, SLOTS_DIR};
+use crate::{AgentError, download};
+use ferry_types::Diagnose;
+
+/// What a simulated reboot did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebootOutcome {
+    /// Slot the device booted and kept.
+    pub running: Slot,
+    /// Version it runs.
+    pub version: String,
+    /// Whether a new slot was tried.
+    pub tried: Option<Slot>,
+    /// Why the new slot was abandoned, if it was.
+    pub failure: Option<ferry_types::Report>,
+}
+
+/// Simulates a restart: the bootloader picks a slot (a trial slot spends one try),
+/// then the booted system checks it ([`boot_check`]); a slot that fails is abandoned
+/// and the device runs the previous one again.
+pub fn reboot(device: &Device) -> Result<RebootOutcome, AgentError> {
+    let boot = device.boot_control();
+    let state = boot.load()?;
+    let (booted, after) = state.select_for_boot(Utc::now());
+    boot.store(&after)?;
+    let tried = after.trial().map(|t| t.slot).filter(|s| *s == booted);
+    let failure = if tried.is_some() {
+        boot_check(device, booted).err().map(|e| {
+            let report = e.report();
+            tracing::warn!(slot = %booted, code = report.code, "new slot failed its boot check");
+            report
+        })
+    } else {
+        None
+    };
+    let state = boot.load()?;
+    let state = match (&failure, tried) {
+        (None, Some(slot)) => state.mark_good(slot)?,
+        (Some(report), Some(slot)) => state.abandon(slot, &report.code, &report.cause, Utc::now())?,
+        _ => state,
+    };
+    boot.store(&state)?;
+    let running = state.primary();
+    let version = device.slot_info(running)?.map(|i| i.version.to_string()).unwrap_or_else(|| "unknown".into());
+    let tried = tried.or_else(|| {
+        // A trial that ran out of tries was abandoned by the bootloader itself.
+        state.last_failure().filter(|f| f.code == ferry_boot::BOOT_TRIES_EXHAUSTED && after.trial().is_none() && state.trial().is_none()).map(|f| f.slot)
+    });
+    Ok(RebootOutcome { running, version, tried, failure })
+}
+
+/// Verifies that `slot` holds exactly the image its metadata names.
+pub fn boot_check(device: &Device, slot: Slot) -> Result<(), AgentError> {
+    let info = device.slot_info(slot)?.ok_or_else(|| AgentError::SlotVerifyFailed {
+        slot: slot.to_string(),
+        version: "unknown".into(),
+        reason: "the slot has no metadata".into(),
+    })?;
+    let manifest_path = device.dir.join(SLOTS_DIR).join(format!("{slot}.manifest.json"));
+    let bytes = std::fs::read(&manifest_path).map_err(AgentError::io("reading the slot manifest", &manifest_path))?;
+    let manifest = Manifest::from_json(&bytes)?;
+    if manifest.image_sha256 != info.image_sha256 || manifest.image_size != info.image_size {
+        return Err(AgentError::SlotVerifyFailed {
+            slot: slot.to_string(),
+            version: info.version.to_string(),
+            reason: "the manifest stored beside the slot is for another image".into(),
+        });
+    }
+    download::verify_slot(&device.slot_path(slot), &manifest, &|_| {}).map_err(|e| AgentError::SlotVerifyFailed {
+        slot: slot.to_string(),
+        version: info.version.to_string(),
+        reason: format!("{} [{}]", e, e.code()),
+    })
+}

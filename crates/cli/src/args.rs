@@ -1,0 +1,159 @@
+//! Every flag of the `ferry` command, parsed and validated; nothing runs here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ferry_types::Version;
+
+/// ferry: operating-system updates for fleets of Linux devices and VMs.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Logs as JSON lines (on stderr).
+    #[arg(long, global = true, env = "FERRY_LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the update server.
+    Server(ServerArgs),
+    /// Publish a system image as a release.
+    Publish(PublishArgs),
+    /// Manage simulated devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// List the updates available to the device.
+    List(DeviceArgs),
+    /// List every full image for the device's class.
+    ListFull(DeviceArgs),
+    /// Download and install an update into the inactive slot.
+    Install(InstallArgs),
+    /// Show what the device runs and what each slot holds.
+    Status(DeviceArgs),
+    /// Show every install.
+    History(DeviceArgs),
+    /// Simulate a restart: boot the new slot if it verifies, else fall back.
+    Reboot(DeviceArgs),
+    /// Check the slot that booted and commit to it (what a real device runs at boot).
+    BootCheck(DeviceArgs),
+    /// The whole story on loopback: server, two releases, a device, an update.
+    Demo(DemoArgs),
+}
+
+/// `ferry server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Data directory (database and artifacts).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+/// `ferry publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Server data directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The system image (a multiple of 4096 bytes).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Its version, e.g. 26.3 or 1.0.2.
+    #[arg(long)]
+    pub version: Version,
+    /// Device class it is for.
+    #[arg(long)]
+    pub class: String,
+    /// Audience it opens to.
+    #[arg(long, default_value = "customer")]
+    pub audience: String,
+    /// Build id (default: version and image digest).
+    #[arg(long)]
+    pub build: Option<String>,
+    /// zstd level.
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub level: i32,
+    /// Print the release as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ferry device …`.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Make a simulated device directory.
+    Init(DeviceInitArgs),
+}
+
+/// `ferry device init`.
+#[derive(Debug, Args)]
+pub struct DeviceInitArgs {
+    /// Device directory to create.
+    pub dir: PathBuf,
+    /// Device class.
+    #[arg(long)]
+    pub class: String,
+    /// Image for slot A.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Version of that image.
+    #[arg(long)]
+    pub version: Version,
+    /// Update server URL.
+    #[arg(long)]
+    pub server: String,
+    /// Audience.
+    #[arg(long, default_value = "customer")]
+    pub audience: String,
+    /// Capacity of each slot in bytes (default: twice the image, at least 64 MiB).
+    #[arg(long)]
+    pub slot_size: Option<u64>,
+}
+
+/// The device a command acts on.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// Device directory.
+    #[arg(long, env = "FERRY_DEVICE")]
+    pub device: PathBuf,
+    /// Machine-readable output (stable for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ferry install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Label from `ferry list`.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub label: Option<String>,
+    /// Install the recommended update.
+    #[arg(long)]
+    pub all: bool,
+    /// Print every progress step.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Restart into the new slot when done.
+    #[arg(long)]
+    pub restart: bool,
+}
+
+/// `ferry demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory for the demo's server, images and device (default: ./ferry-demo).
+    #[arg(long, default_value = "ferry-demo")]
+    pub dir: PathBuf,
+    /// Size of the generated images in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub image_mib: u64,
+}

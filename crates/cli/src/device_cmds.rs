@@ -1,0 +1,233 @@
+//! The server-side and device-side subcommands.
+
+use std::process::ExitCode;
+
+use ferry_agent::device::{self, Device, InitOptions};
+use ferry_agent::{install, reboot as agent_reboot, status as agent_status};
+use ferry_server::{DataDir, PublishRequest};
+
+use crate::args::{DeviceArgs, DeviceInitArgs, InstallArgs, PublishArgs, ServerArgs};
+use crate::render::{self, ProgressUi};
+use crate::Failure;
+
+pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
+    let data = DataDir::open(&a.data).await?;
+    let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
+        Failure::new(
+            "LISTEN_FAILED",
+            format!("the server could not listen on {}: {e}", a.listen),
+            "choose a free address with --listen, or stop what uses it",
+        )
+    })?;
+    let addr = listener.local_addr().map_err(|e| Failure::new("LISTEN_FAILED", e.to_string(), "try again"))?;
+    // The first line on stdout is the address, for scripts and tests that pass port 0.
+    println!("ferry server listening on http://{addr}");
+    ferry_server::serve(listener, data).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn publish(a: PublishArgs) -> Result<ExitCode, Failure> {
+    let json = a.json;
+    let data = DataDir::open(&a.data).await.map_err(|e| Failure::from(e).json(json))?;
+    let request = PublishRequest {
+        image: a.image,
+        version: a.version,
+        class: a.class,
+        audience: a.audience,
+        build_id: a.build,
+        level: a.level,
+    };
+    let row = ferry_server::publish(&data, request).await.map_err(|e| Failure::from(e).json(json))?;
+    let release = row.to_api();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&release).unwrap_or_default());
+    } else {
+        println!(
+            "published {} {} ({}): image {}, download {} ({:.1}%)",
+            release.class,
+            release.version,
+            release.build_id,
+            render::bytes(release.image_size),
+            render::bytes(release.payload.size),
+            100.0 * release.payload.size as f64 / release.image_size.max(1) as f64
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
+    let identity = device::init(
+        &a.dir,
+        &InitOptions {
+            class: a.class,
+            image: a.image,
+            version: a.version.clone(),
+            server: a.server,
+            audience: a.audience,
+            slot_size: a.slot_size,
+            boot: ferry_boot::BootBackend::File,
+        },
+    )?;
+    println!("device {} ({}) at {} runs {} on slot a", identity.device_id, identity.device_class, a.dir.display(), a.version);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open(a: &DeviceArgs) -> Result<Device, Failure> {
+    Device::open(&a.device).map_err(|e| Failure::from(e).json(a.json))
+}
+
+pub async fn list(a: DeviceArgs, full: bool) -> Result<ExitCode, Failure> {
+    let device = open(&a)?;
+    let offers = if full { install::list_full(&device).await } else { install::list(&device).await }
+        .map_err(|e| Failure::from(e).json(a.json))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&offers).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if offers.is_empty() {
+        println!("No new software available.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Software Update found the following {}:", if full { "full installers" } else { "new or updated software" });
+    for o in &offers {
+        println!("* Label: {}", o.label);
+        println!(
+            "\tTitle: {}, Version: {}, Size: {}, Recommended: {}, Action: {}",
+            o.title,
+            o.version,
+            render::bytes(o.download_size),
+            if o.recommended { "YES" } else { "NO" },
+            o.action
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
+    let json = a.device.json;
+    let device = open(&a.device)?;
+    let ui = ProgressUi::new(a.verbose);
+    let label = if a.all { None } else { a.label.as_deref() };
+    let result = install::install(&device, label, &ui).await;
+    ui.finish();
+    let outcome = result.map_err(|e| Failure::from(e).json(json))?;
+    let Some(outcome) = outcome else {
+        if json {
+            println!("{}", serde_json::json!({ "installed": null }));
+        } else {
+            println!("No new software available.");
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    if json {
+        println!("{}", serde_json::json!({ "installed": outcome }));
+    } else {
+        let secs = outcome.download_secs.max(1e-9);
+        println!(
+            "Installed {} into slot {} (update {}): {} downloaded{} in {:.1}s ({}/s of image), verified in {:.1}s.",
+            outcome.version,
+            outcome.slot,
+            outcome.update_id,
+            render::bytes(outcome.bytes_downloaded),
+            if outcome.resumed_from_frame > 0 { format!(" (resumed at frame {})", outcome.resumed_from_frame) } else { String::new() },
+            outcome.download_secs,
+            render::bytes((outcome.image_size as f64 / secs) as u64),
+            outcome.verify_secs,
+        );
+        if !a.restart {
+            println!("Restart to use it: ferry reboot --device {}", a.device.device.display());
+        }
+    }
+    if a.restart {
+        print_reboot(&agent_reboot::reboot(&device).map_err(|e| Failure::from(e).json(json))?, json);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_reboot(outcome: &agent_reboot::RebootOutcome, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(outcome).unwrap_or_default());
+        return;
+    }
+    match (&outcome.tried, &outcome.failure) {
+        (Some(slot), None) => println!("Restarted into slot {slot}: now running {}.", outcome.version),
+        (Some(slot), Some(f)) => {
+            println!("Restarted, but slot {slot} failed its check and was abandoned: {} [{}]", f.cause, f.code);
+            println!("Fell back to slot {}: still running {}.", outcome.running, outcome.version);
+        }
+        (None, _) => println!("Restarted slot {}: running {}.", outcome.running, outcome.version),
+    }
+}
+
+pub fn reboot(a: DeviceArgs) -> Result<ExitCode, Failure> {
+    let device = open(&a)?;
+    let outcome = agent_reboot::reboot(&device).map_err(|e| Failure::from(e).json(a.json))?;
+    print_reboot(&outcome, a.json);
+    Ok(if outcome.failure.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+pub fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
+    let device = open(&a)?;
+    let running = device.running_slot().map_err(|e| Failure::from(e).json(a.json))?;
+    agent_reboot::boot_check(&device, running).map_err(|e| Failure::from(e).json(a.json))?;
+    if a.json {
+        println!("{}", serde_json::json!({ "slot": running, "ok": true }));
+    } else {
+        println!("slot {running} verified");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
+    let device = open(&a)?;
+    let s = agent_status::status(&device).map_err(|e| Failure::from(e).json(a.json))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("device {} ({}), audience {}, server {}", s.identity.device_id, s.identity.device_class, s.audience, s.server);
+    println!("running {} on slot {}; next boot: slot {}", s.version, s.running_slot, s.next_boot);
+    for slot in &s.slots {
+        let content = slot.content.as_ref().map_or("empty".to_owned(), |c| format!("{} ({})", c.version, c.build_id));
+        let mut flags = Vec::new();
+        if slot.running {
+            flags.push("running".to_owned());
+        }
+        if slot.good {
+            flags.push("good".to_owned());
+        }
+        if let Some(t) = slot.tries_left {
+            flags.push(format!("on trial, {t} tries left"));
+        }
+        println!("  slot {}: {content} [{}]", slot.slot, flags.join(", "));
+    }
+    if let Some(f) = &s.last_boot_failure {
+        println!("last boot failure: slot {} at {}: {} [{}]", f.slot, f.at, f.message, f.code);
+    }
+    if let Some(p) = &s.install_in_progress {
+        println!("install in progress: {} into slot {}, {} frames done (run install again to resume)", p.version, p.slot, p.frames_done);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
+    let device = open(&a)?;
+    let receipts = agent_status::history(&device).map_err(|e| Failure::from(e).json(a.json))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&receipts).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<28} {:<10} {:<22} {:<5} {:<8} {:>12}", "Installed", "Version", "Build", "Slot", "Payload", "Downloaded");
+    for r in &receipts {
+        println!(
+            "{:<28} {:<10} {:<22} {:<5} {:<8} {:>12}",
+            r.installed_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            r.version.to_string(),
+            r.build_id,
+            r.slot.to_string(),
+            r.payload_kind,
+            render::bytes(r.bytes_downloaded)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

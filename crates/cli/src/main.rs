@@ -1,0 +1,91 @@
+//! The `ferry` command. Only this crate knows clap and how errors look on a terminal:
+//! it parses flags ([`args`]), calls the library crates, and renders ([`render`]).
+//!
+//! Exit codes: 0 success, 1 an operation failed (its code printed once), 2 bad usage.
+
+mod args;
+mod demo;
+mod device_cmds;
+mod images;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ferry_types::{Diagnose, Report};
+
+use args::{Cli, Command};
+
+/// A failure on its way to the terminal: the rendered report and whether to print JSON.
+pub struct Failure {
+    report: Report,
+    json: bool,
+}
+
+impl<E: Diagnose> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        Failure { report: e.report(), json: false }
+    }
+}
+
+impl Failure {
+    /// Marks the failure for JSON output.
+    pub fn json(mut self, json: bool) -> Failure {
+        self.json = json;
+        self
+    }
+
+    /// A failure that no library error describes.
+    pub fn new(code: &str, cause: impl Into<String>, fix: impl Into<String>) -> Failure {
+        Failure { report: Report { code: code.into(), cause: cause.into(), fix: fix.into() }, json: false }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    match main_inner(cli) {
+        Ok(code) => code,
+        Err(failure) => {
+            render::error(&failure.report, failure.json);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new("RUNTIME", format!("the async runtime could not start: {e}"), "check the system's thread and file limits"))?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Server(a) => device_cmds::server(a).await,
+            Command::Publish(a) => device_cmds::publish(a).await,
+            Command::Device(args::DeviceCommand::Init(a)) => device_cmds::device_init(a),
+            Command::List(a) => device_cmds::list(a, false).await,
+            Command::ListFull(a) => device_cmds::list(a, true).await,
+            Command::Install(a) => device_cmds::install(a).await,
+            Command::Status(a) => device_cmds::status(a),
+            Command::History(a) => device_cmds::history(a),
+            Command::Reboot(a) => device_cmds::reboot(a),
+            Command::BootCheck(a) => device_cmds::boot_check(a),
+            Command::Demo(a) => demo::run(a).await,
+        }
+    })
+}
+
+fn init_tracing(cli: &Cli) {
+    let default = match cli.command {
+        Command::Server(_) => "info,tower_http=info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

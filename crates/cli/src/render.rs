@@ -1,0 +1,95 @@
+//! Output for people and for scripts: errors, progress, tables.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ferry_agent::progress::{Progress, ProgressSink};
+use ferry_types::Report;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Prints an error once: `error[CODE]: cause` and `fix: …`, or JSON with `--json`.
+pub fn error(report: &Report, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "error": report }));
+    } else {
+        eprintln!("{report}");
+    }
+}
+
+/// Bytes for people.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+/// Progress on stderr: a bar on a terminal, plain lines (at least one a second while
+/// work goes on, one per checkpoint) otherwise.
+pub struct ProgressUi {
+    bar: Option<ProgressBar>,
+    verbose: bool,
+    last: Mutex<(Instant, &'static str)>,
+}
+
+impl ProgressUi {
+    /// Chooses the form from whether stderr is a terminal.
+    pub fn new(verbose: bool) -> ProgressUi {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(1000);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:40.cyan/blue} {percent_precise:>6}% {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        ProgressUi { bar, verbose, last: Mutex::new((Instant::now() - Duration::from_secs(10), "")) }
+    }
+
+    /// Clears the bar.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn describe(p: &Progress) -> String {
+    let mut s = p.action.clone();
+    if p.total > 0 {
+        s.push_str(&format!(" {} of {}", bytes(p.done), bytes(p.total)));
+        if p.rate > 0.0 {
+            s.push_str(&format!(", {}/s", bytes(p.rate as u64)));
+        }
+        if let Some(eta) = p.eta_secs {
+            s.push_str(&format!(", about {} left", human_secs(eta)));
+        }
+    }
+    s
+}
+
+fn human_secs(s: f64) -> String {
+    if s < 60.0 { format!("{}s", s.ceil() as u64) } else { format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64) }
+}
+
+impl ProgressSink for ProgressUi {
+    fn report(&self, p: &Progress) {
+        if let Some(bar) = &self.bar {
+            bar.set_position((p.percent * 10.0).round() as u64);
+            bar.set_message(describe(p));
+            return;
+        }
+        let Ok(mut last) = self.last.lock() else { return };
+        let state_changed = last.1 != p.state;
+        if state_changed || self.verbose || last.0.elapsed() >= Duration::from_secs(1) {
+            eprintln!("[{:5.1}%] {:<20} {}", p.percent, p.state, describe(p));
+            *last = (Instant::now(), p.state);
+        }
+    }
+}

@@ -59,8 +59,14 @@ impl Client {
             .read_timeout(Duration::from_secs(30))
             .user_agent(concat!("ferry-agent/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| AgentError::ServerUnreachable { url: base.to_owned(), reason: e.to_string() })?;
-        Ok(Client { http, base: base.trim_end_matches('/').to_owned() })
+            .map_err(|e| AgentError::ServerUnreachable {
+                url: base.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Client {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -71,7 +77,10 @@ impl Client {
     pub async fn releases(&self, class: &str) -> Result<Vec<Release>, AgentError> {
         let url = self.url(&format!("/v1/releases?class={class}"));
         let bytes = self.get_limited(&url, 16 << 20).await?;
-        serde_json::from_slice(&bytes).map_err(|e| AgentError::ServerInvalid { url, reason: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| AgentError::ServerInvalid {
+            url,
+            reason: e.to_string(),
+        })
     }
 
     /// A small artifact, checked against its expected size and digest.
@@ -79,18 +88,29 @@ impl Client {
         let url = self.url(&artifact.url);
         let bytes = self.get_limited(&url, artifact.size).await?;
         if bytes.len() as u64 != artifact.size {
-            return Err(AgentError::PayloadTruncated { received: bytes.len() as u64, expected: artifact.size });
+            return Err(AgentError::PayloadTruncated {
+                received: bytes.len() as u64,
+                expected: artifact.size,
+            });
         }
         let actual = Sha256::of(&bytes);
         if actual != artifact.sha256 {
-            return Err(AgentError::DigestMismatch { what: what.to_owned(), expected: artifact.sha256, actual });
+            return Err(AgentError::DigestMismatch {
+                what: what.to_owned(),
+                expected: artifact.sha256,
+                actual,
+            });
         }
         Ok(bytes)
     }
 
     /// Starts streaming `path` from byte `start`. Returns the response and the offset
     /// its body really starts at (a server that ignores `Range` starts at 0).
-    pub async fn stream_from(&self, path: &str, start: u64) -> Result<(reqwest::Response, u64), AgentError> {
+    pub async fn stream_from(
+        &self,
+        path: &str,
+        start: u64,
+    ) -> Result<(reqwest::Response, u64), AgentError> {
         let url = self.url(path);
         let mut request = self.http.get(&url);
         if start > 0 {
@@ -111,7 +131,9 @@ impl Client {
             if begins != Some(start) {
                 return Err(AgentError::ServerInvalid {
                     url,
-                    reason: format!("asked for bytes from {start}, got Content-Range {content_range:?}"),
+                    reason: format!(
+                        "asked for bytes from {start}, got Content-Range {content_range:?}"
+                    ),
                 });
             }
             Ok((response, start))
@@ -123,14 +145,22 @@ impl Client {
     }
 
     async fn get_limited(&self, url: &str, limit: u64) -> Result<Bytes, AgentError> {
-        let response = self.http.get(url).send().await.map_err(|e| unreachable(url, e))?;
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| unreachable(url, e))?;
         if !response.status().is_success() {
             return Err(refused(url.to_owned(), response).await);
         }
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| AgentError::ServerUnreachable { url: url.to_owned(), reason: e.to_string() })?;
+            let chunk = chunk.map_err(|e| AgentError::ServerUnreachable {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
             if body.len() as u64 + chunk.len() as u64 > limit {
                 return Err(AgentError::ServerInvalid {
                     url: url.to_owned(),
@@ -150,7 +180,10 @@ fn unreachable(url: &str, e: reqwest::Error) -> AgentError {
         reason = format!("{reason}: {s}");
         source = s.source();
     }
-    AgentError::ServerUnreachable { url: url.to_owned(), reason }
+    AgentError::ServerUnreachable {
+        url: url.to_owned(),
+        reason,
+    }
 }
 
 async fn refused(url: String, response: reqwest::Response) -> AgentError {

@@ -151,18 +151,29 @@ impl Device {
     /// Opens a device directory, taking its lock (one ferry process at a time).
     pub fn open(dir: &Path) -> Result<Device, AgentError> {
         if !dir.join(IDENTITY_FILE).is_file() {
-            return Err(AgentError::DeviceMissing { dir: dir.to_owned() });
+            return Err(AgentError::DeviceMissing {
+                dir: dir.to_owned(),
+            });
         }
         let lock = lock(dir)?;
         let identity: Identity = read_json(&dir.join(IDENTITY_FILE))?;
         let config_path = dir.join(CONFIG_FILE);
-        let text = fs::read_to_string(&config_path).map_err(AgentError::io("reading config.toml", &config_path))?;
-        let config: Config =
-            toml::from_str(&text).map_err(|e| AgentError::DeviceCorrupt { path: config_path, reason: e.to_string() })?;
+        let text = fs::read_to_string(&config_path)
+            .map_err(AgentError::io("reading config.toml", &config_path))?;
+        let config: Config = toml::from_str(&text).map_err(|e| AgentError::DeviceCorrupt {
+            path: config_path,
+            reason: e.to_string(),
+        })?;
         for sub in [CACHE_DIR, RECEIPTS_DIR, EVENTS_DIR, JOURNAL_DIR] {
-            fs::create_dir_all(dir.join(sub)).map_err(AgentError::io("creating a device directory", dir.join(sub)))?;
+            fs::create_dir_all(dir.join(sub))
+                .map_err(AgentError::io("creating a device directory", dir.join(sub)))?;
         }
-        Ok(Device { dir: dir.to_owned(), identity, config, _lock: lock })
+        Ok(Device {
+            dir: dir.to_owned(),
+            identity,
+            config,
+            _lock: lock,
+        })
     }
 
     /// Path of a slot's image (block device or file).
@@ -171,7 +182,11 @@ impl Device {
             Slot::A => &self.config.slots.a,
             Slot::B => &self.config.slots.b,
         };
-        if p.is_absolute() { p.clone() } else { self.dir.join(p) }
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            self.dir.join(p)
+        }
     }
 
     fn slot_info_path(&self, slot: Slot) -> PathBuf {
@@ -191,7 +206,8 @@ impl Device {
     pub fn set_slot_info(&self, slot: Slot, info: Option<&SlotInfo>) -> Result<(), AgentError> {
         let path = self.slot_info_path(slot);
         match info {
-            Some(info) => durable::write_json(&path, info).map_err(AgentError::io("writing slot metadata", &path)),
+            Some(info) => durable::write_json(&path, info)
+                .map_err(AgentError::io("writing slot metadata", &path)),
             None => durable::remove(&path).map_err(AgentError::io("removing slot metadata", &path)),
         }
     }
@@ -214,16 +230,22 @@ impl Device {
     /// The version the device runs.
     pub fn running_version(&self) -> Result<Version, AgentError> {
         let slot = self.running_slot()?;
-        let info = self.slot_info(slot)?.ok_or_else(|| AgentError::DeviceCorrupt {
-            path: self.slot_info_path(slot),
-            reason: "the running slot has no metadata".into(),
-        })?;
+        let info = self
+            .slot_info(slot)?
+            .ok_or_else(|| AgentError::DeviceCorrupt {
+                path: self.slot_info_path(slot),
+                reason: "the running slot has no metadata".into(),
+            })?;
         Ok(info.version)
     }
 
     /// Writes a receipt and returns its file name.
     pub fn write_receipt(&self, receipt: &Receipt) -> Result<String, AgentError> {
-        let name = format!("{}-{}.json", receipt.installed_at.format("%Y%m%dT%H%M%S%.6fZ"), receipt.version);
+        let name = format!(
+            "{}-{}.json",
+            receipt.installed_at.format("%Y%m%dT%H%M%S%.6fZ"),
+            receipt.version
+        );
         let path = self.dir.join(RECEIPTS_DIR).join(&name);
         durable::write_json(&path, receipt).map_err(AgentError::io("writing a receipt", &path))?;
         Ok(name)
@@ -265,16 +287,41 @@ pub struct InitOptions {
 /// Makes a simulated device: identity, config, slots A (with the image) and B (empty),
 /// boot state (A good and primary), and a receipt for the installed image.
 pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
-    if dir.exists() && fs::read_dir(dir).map_err(AgentError::io("reading", dir))?.next().is_some() {
-        return Err(AgentError::DeviceExists { dir: dir.to_owned() });
+    if dir.exists()
+        && fs::read_dir(dir)
+            .map_err(AgentError::io("reading", dir))?
+            .next()
+            .is_some()
+    {
+        return Err(AgentError::DeviceExists {
+            dir: dir.to_owned(),
+        });
     }
-    let image_len = fs::metadata(&opts.image).map_err(AgentError::io("reading the image", &opts.image))?.len();
-    let capacity = opts.slot_size.unwrap_or_else(|| (image_len * 2).max(64 << 20).div_ceil(1 << 20) << 20);
+    let image_len = fs::metadata(&opts.image)
+        .map_err(AgentError::io("reading the image", &opts.image))?
+        .len();
+    let capacity = opts
+        .slot_size
+        .unwrap_or_else(|| (image_len * 2).max(64 << 20).div_ceil(1 << 20) << 20);
     if image_len > capacity {
-        return Err(AgentError::SlotTooSmall { slot: "a".into(), needed: image_len, capacity });
+        return Err(AgentError::SlotTooSmall {
+            slot: "a".into(),
+            needed: image_len,
+            capacity,
+        });
     }
-    for sub in [SLOTS_DIR, BOOT_DIR, CACHE_DIR, RECEIPTS_DIR, JOURNAL_DIR, EVENTS_DIR] {
-        fs::create_dir_all(dir.join(sub)).map_err(AgentError::io("creating the device directory", dir.join(sub)))?;
+    for sub in [
+        SLOTS_DIR,
+        BOOT_DIR,
+        CACHE_DIR,
+        RECEIPTS_DIR,
+        JOURNAL_DIR,
+        EVENTS_DIR,
+    ] {
+        fs::create_dir_all(dir.join(sub)).map_err(AgentError::io(
+            "creating the device directory",
+            dir.join(sub),
+        ))?;
     }
     let identity = Identity {
         device_id: DeviceId::random(),
@@ -288,13 +335,19 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         audience: opts.audience.clone(),
         check_interval_secs: default_check_interval(),
         boot_tries: default_tries(),
-        slots: SlotsConfig { a: "slots/a.img".into(), b: "slots/b.img".into(), capacity },
+        slots: SlotsConfig {
+            a: "slots/a.img".into(),
+            b: "slots/b.img".into(),
+            capacity,
+        },
         boot: opts.boot.clone(),
     };
     let a = dir.join(SLOTS_DIR).join("a.img");
     let b = dir.join(SLOTS_DIR).join("b.img");
     let image_sha256 = copy_and_hash(&opts.image, &a)?;
-    File::create(&b).and_then(|f| f.set_len(capacity)).map_err(AgentError::io("creating slot b", &b))?;
+    File::create(&b)
+        .and_then(|f| f.set_len(capacity))
+        .map_err(AgentError::io("creating slot b", &b))?;
     OpenOptions::new()
         .write(true)
         .open(&a)
@@ -305,11 +358,15 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         .map_err(AgentError::io("sizing slot a", &a))?;
 
     let id_path = dir.join(IDENTITY_FILE);
-    durable::write_json(&id_path, &identity).map_err(AgentError::io("writing the identity", &id_path))?;
+    durable::write_json(&id_path, &identity)
+        .map_err(AgentError::io("writing the identity", &id_path))?;
     let cfg_path = dir.join(CONFIG_FILE);
-    let text = toml::to_string_pretty(&config)
-        .map_err(|e| AgentError::DeviceCorrupt { path: cfg_path.clone(), reason: e.to_string() })?;
-    durable::write_atomic(&cfg_path, text.as_bytes()).map_err(AgentError::io("writing config.toml", &cfg_path))?;
+    let text = toml::to_string_pretty(&config).map_err(|e| AgentError::DeviceCorrupt {
+        path: cfg_path.clone(),
+        reason: e.to_string(),
+    })?;
+    durable::write_atomic(&cfg_path, text.as_bytes())
+        .map_err(AgentError::io("writing config.toml", &cfg_path))?;
     let device = Device::open(dir)?;
     device.boot_control().store(&BootState::new(Slot::A))?;
     let now = Utc::now();
@@ -351,7 +408,10 @@ pub fn hash_prefix(path: &Path, len: u64) -> Result<Sha256, AgentError> {
     let mut h = Sha256Hasher::new();
     let n = std::io::copy(&mut r, &mut h).map_err(AgentError::io("reading a slot", path))?;
     if n != len {
-        return Err(AgentError::DeviceCorrupt { path: path.to_owned(), reason: format!("slot holds {n} bytes, {len} expected") });
+        return Err(AgentError::DeviceCorrupt {
+            path: path.to_owned(),
+            reason: format!("slot holds {n} bytes, {len} expected"),
+        });
     }
     Ok(h.finish())
 }
@@ -362,24 +422,38 @@ fn copy_and_hash(from: &Path, to: &Path) -> Result<Sha256, AgentError> {
     let mut h = Sha256Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = src.read(&mut buf).map_err(AgentError::io("reading the image", from))?;
+        let n = src
+            .read(&mut buf)
+            .map_err(AgentError::io("reading the image", from))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
-        std::io::Write::write_all(&mut dst, &buf[..n]).map_err(AgentError::io("writing slot a", to))?;
+        std::io::Write::write_all(&mut dst, &buf[..n])
+            .map_err(AgentError::io("writing slot a", to))?;
     }
-    dst.sync_all().map_err(AgentError::io("syncing slot a", to))?;
+    dst.sync_all()
+        .map_err(AgentError::io("syncing slot a", to))?;
     Ok(h.finish())
 }
 
 /// Reads a JSON device file; a parse failure is [`AgentError::DeviceCorrupt`].
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, AgentError> {
     let bytes = fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => AgentError::DeviceCorrupt { path: path.to_owned(), reason: "it is missing".into() },
-        _ => AgentError::Io { op: "reading a device file", path: path.to_owned(), source: e },
+        std::io::ErrorKind::NotFound => AgentError::DeviceCorrupt {
+            path: path.to_owned(),
+            reason: "it is missing".into(),
+        },
+        _ => AgentError::Io {
+            op: "reading a device file",
+            path: path.to_owned(),
+            source: e,
+        },
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| AgentError::DeviceCorrupt { path: path.to_owned(), reason: e.to_string() })
+    serde_json::from_slice(&bytes).map_err(|e| AgentError::DeviceCorrupt {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 fn lock(dir: &Path) -> Result<File, AgentError> {
@@ -393,7 +467,9 @@ fn lock(dir: &Path) -> Result<File, AgentError> {
     // SAFETY: flock on a valid, owned descriptor; no memory is shared.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        return Err(AgentError::DeviceBusy { dir: dir.to_owned() });
+        return Err(AgentError::DeviceBusy {
+            dir: dir.to_owned(),
+        });
     }
     Ok(f)
 }

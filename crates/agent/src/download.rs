@@ -20,6 +20,9 @@ use tokio::sync::mpsc;
 use crate::AgentError;
 use crate::client::Client;
 
+/// The queue of compressed frames the decode workers share.
+type WorkQueue = Arc<Mutex<mpsc::Receiver<(usize, Vec<u8>)>>>;
+
 /// Frames in flight per decode worker: bounds memory to about
 /// `workers × (QUEUE_PER_WORKER + 1) × 2 × frame_size`.
 const QUEUE_PER_WORKER: usize = 2;
@@ -57,25 +60,53 @@ pub async fn stream_into_slot(
 ) -> Result<DownloadStats, AgentError> {
     let started = Instant::now();
     let n_frames = manifest.frames.len();
-    let mut stats = DownloadStats { start_frame, ..Default::default() };
+    let mut stats = DownloadStats {
+        start_frame,
+        ..Default::default()
+    };
     if start_frame >= n_frames {
         return Ok(stats);
     }
     let file = Arc::new(
-        OpenOptions::new().write(true).open(slot).map_err(AgentError::io("opening the inactive slot", slot))?,
+        OpenOptions::new()
+            .write(true)
+            .open(slot)
+            .map_err(AgentError::io("opening the inactive slot", slot))?,
     );
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
     let (work_tx, work_rx) = mpsc::channel::<(usize, Vec<u8>)>(workers * QUEUE_PER_WORKER);
     let work_rx = Arc::new(Mutex::new(work_rx));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<usize, AgentError>>();
     let handles: Vec<_> = (0..workers)
-        .map(|_| spawn_worker(manifest.clone(), file.clone(), slot.to_owned(), work_rx.clone(), done_tx.clone()))
+        .map(|_| {
+            spawn_worker(
+                manifest.clone(),
+                file.clone(),
+                slot.to_owned(),
+                work_rx.clone(),
+                done_tx.clone(),
+            )
+        })
         .collect();
     drop(done_tx);
     drop(work_rx);
 
-    let result = drive(client, url, &manifest, start_frame, work_tx, &mut done_rx, &file, slot, checkpoint, on_bytes, &mut stats)
-        .await;
+    let result = drive(
+        client,
+        url,
+        &manifest,
+        start_frame,
+        work_tx,
+        &mut done_rx,
+        &file,
+        slot,
+        checkpoint,
+        on_bytes,
+        &mut stats,
+    )
+    .await;
     // Workers end when the queue closes (drive dropped the sender); wait so no write
     // is still running when the caller decides what the slot holds.
     for h in handles {
@@ -150,9 +181,14 @@ async fn drive(
                 buf.extend_from_slice(&rest[..take]);
                 rest = &rest[take..];
                 if buf.len() == manifest.frames[next_frame].len as usize {
-                    let next_len = manifest.frames.get(next_frame + 1).map_or(0, |f| f.len as usize);
+                    let next_len = manifest
+                        .frames
+                        .get(next_frame + 1)
+                        .map_or(0, |f| f.len as usize);
                     let frame = std::mem::replace(&mut buf, Vec::with_capacity(next_len));
-                    let Some(tx) = work_tx.as_ref() else { break 'stream };
+                    let Some(tx) = work_tx.as_ref() else {
+                        break 'stream;
+                    };
                     if tx.send((next_frame, frame)).await.is_err() {
                         // Every worker has stopped: one of them reported why.
                         stream_error = Some("the decode workers stopped".into());
@@ -179,8 +215,16 @@ async fn drive(
     sync_and_checkpoint(file, slot, watermark, checkpoint).await?;
     if watermark < n_frames {
         let expected = manifest.payload_size;
-        tracing::warn!(received_offset, expected, reason = stream_error.as_deref().unwrap_or("?"), "payload stream ended early");
-        return Err(AgentError::PayloadTruncated { received: received_offset, expected });
+        tracing::warn!(
+            received_offset,
+            expected,
+            reason = stream_error.as_deref().unwrap_or("?"),
+            "payload stream ended early"
+        );
+        return Err(AgentError::PayloadTruncated {
+            received: received_offset,
+            expected,
+        });
     }
     Ok(())
 }
@@ -202,7 +246,11 @@ async fn sync_and_checkpoint(
     let path: PathBuf = slot.to_owned();
     tokio::task::spawn_blocking(move || f.sync_data())
         .await
-        .map_err(|e| AgentError::Io { op: "syncing the slot", path: path.clone(), source: std::io::Error::other(e) })?
+        .map_err(|e| AgentError::Io {
+            op: "syncing the slot",
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?
         .map_err(AgentError::io("syncing the slot", path))?;
     checkpoint(watermark)
 }
@@ -211,7 +259,7 @@ fn spawn_worker(
     manifest: Arc<Manifest>,
     file: Arc<File>,
     slot: PathBuf,
-    work_rx: Arc<Mutex<mpsc::Receiver<(usize, Vec<u8>)>>>,
+    work_rx: WorkQueue,
     done_tx: mpsc::UnboundedSender<Result<usize, AgentError>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
@@ -221,7 +269,9 @@ fn spawn_worker(
                 Ok(mut rx) => rx.blocking_recv(),
                 Err(_) => None,
             };
-            let Some((idx, compressed)) = next else { return };
+            let Some((idx, compressed)) = next else {
+                return;
+            };
             let result = ferry_payload::decode_frame(&manifest, idx, &compressed, &mut out)
                 .map_err(AgentError::from)
                 .and_then(|()| {
@@ -238,9 +288,15 @@ fn spawn_worker(
 
 /// Checks the first `manifest.image_size` bytes of `slot` frame by frame against the
 /// manifest, on every core. Returns the first bad frame's error.
-pub fn verify_slot(slot: &Path, manifest: &Manifest, on_progress: &(dyn Fn(u64) + Sync)) -> Result<(), AgentError> {
+pub fn verify_slot(
+    slot: &Path,
+    manifest: &Manifest,
+    on_progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), AgentError> {
     let file = File::open(slot).map_err(AgentError::io("opening a slot", slot))?;
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
     let n_frames = manifest.frames.len();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let verified = std::sync::atomic::AtomicU64::new(0);
@@ -265,7 +321,10 @@ pub fn verify_slot(slot: &Path, manifest: &Manifest, on_progress: &(dyn Fn(u64) 
                                 Ok(())
                             } else {
                                 Err(AgentError::DigestMismatch {
-                                    what: format!("block range {idx} of the slot (bytes {}..)", manifest.frame_image_offset(idx)),
+                                    what: format!(
+                                        "block range {idx} of the slot (bytes {}..)",
+                                        manifest.frame_image_offset(idx)
+                                    ),
                                     expected,
                                     actual,
                                 })
@@ -273,14 +332,16 @@ pub fn verify_slot(slot: &Path, manifest: &Manifest, on_progress: &(dyn Fn(u64) 
                         });
                     match result {
                         Ok(()) => {
-                            let v = verified.fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed) + len as u64;
+                            let v = verified
+                                .fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed)
+                                + len as u64;
                             on_progress(v);
                         }
                         Err(e) => {
-                            if let Ok(mut slot_err) = first_error.lock() {
-                                if slot_err.as_ref().is_none_or(|(i, _)| idx < *i) {
-                                    *slot_err = Some((idx, e));
-                                }
+                            if let Ok(mut slot_err) = first_error.lock()
+                                && slot_err.as_ref().is_none_or(|(i, _)| idx < *i)
+                            {
+                                *slot_err = Some((idx, e));
                             }
                             return;
                         }
@@ -292,6 +353,10 @@ pub fn verify_slot(slot: &Path, manifest: &Manifest, on_progress: &(dyn Fn(u64) 
     match first_error.into_inner() {
         Ok(Some((_, e))) => Err(e),
         Ok(None) => Ok(()),
-        Err(_) => Err(AgentError::Io { op: "verifying a slot", path: slot.to_owned(), source: std::io::Error::other("a verifier thread panicked") }),
+        Err(_) => Err(AgentError::Io {
+            op: "verifying a slot",
+            path: slot.to_owned(),
+            source: std::io::Error::other("a verifier thread panicked"),
+        }),
     }
 }

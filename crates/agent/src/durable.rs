@@ -7,8 +7,12 @@ use std::path::Path;
 /// Replaces `path` with `bytes` so that after a power cut it holds either the old or
 /// the new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("path has no parent directory"))?;
-    let name = path.file_name().ok_or_else(|| std::io::Error::other("path has no file name"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("path has no parent directory"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("path has no file name"))?;
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
     {
         let mut f = File::create(&tmp)?;

@@ -125,7 +125,10 @@ pub enum AgentError {
 
 impl AgentError {
     /// An [`AgentError::Io`] for `op` on `path`.
-    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> AgentError {
+    pub fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> AgentError {
         let path = path.into();
         move |source| AgentError::Io { op, path, source }
     }

@@ -25,11 +25,15 @@ use crate::progress::{self, Phase, ProgressSink};
 use crate::{AgentError, download, durable};
 
 /// Namespace of update UUIDs (v5 of device id and build id).
-pub const UPDATE_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6b9f_0a3c_1d2e_4f50_8a6b_7c8d_9e0f_1a2b);
+pub const UPDATE_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6b9f_0a3c_1d2e_4f50_8a6b_7c8d_9e0f_1a2b);
 
 /// The update's UUID: the same device installing the same build always gets the same one.
 pub fn update_id(device: &Device, build_id: &str) -> uuid::Uuid {
-    uuid::Uuid::new_v5(&UPDATE_NAMESPACE, format!("{}/{build_id}", device.identity.device_id).as_bytes())
+    uuid::Uuid::new_v5(
+        &UPDATE_NAMESPACE,
+        format!("{}/{build_id}", device.identity.device_id).as_bytes(),
+    )
 }
 
 /// The resume record of an install in progress (`cache/install.json`).
@@ -77,34 +81,57 @@ pub async fn list(device: &Device) -> Result<Vec<Offer>, AgentError> {
     let client = Client::new(&device.config.server)?;
     let releases = client.releases(&device.identity.device_class).await?;
     let current = device.running_version()?;
-    Ok(offer::offers(&releases, &device.identity.device_class, &device.config.audience, &current))
+    Ok(offer::offers(
+        &releases,
+        &device.identity.device_class,
+        &device.config.audience,
+        &current,
+    ))
 }
 
 /// Every full image for the device's class (`list-full`).
 pub async fn list_full(device: &Device) -> Result<Vec<Offer>, AgentError> {
     let client = Client::new(&device.config.server)?;
     let releases = client.releases(&device.identity.device_class).await?;
-    Ok(offer::full_images(&releases, &device.identity.device_class, &device.config.audience))
+    Ok(offer::full_images(
+        &releases,
+        &device.identity.device_class,
+        &device.config.audience,
+    ))
 }
 
 /// Installs the offer labelled `label`, or the recommended one when `label` is `None`.
 /// `Ok(None)`: nothing to install.
-pub async fn install(device: &Device, label: Option<&str>, sink: &dyn ProgressSink) -> Result<Option<InstallOutcome>, AgentError> {
+pub async fn install(
+    device: &Device,
+    label: Option<&str>,
+    sink: &dyn ProgressSink,
+) -> Result<Option<InstallOutcome>, AgentError> {
     sink.report(&progress::mark("ACCEPTED", "Accepted"));
     sink.report(&progress::mark("STARTUP", "Starting"));
     let offers = list(device).await?;
     let chosen = match label {
         None => offers.iter().find(|o| o.recommended).cloned(),
-        Some(l) => Some(offers.iter().find(|o| o.label == l).cloned().ok_or_else(|| AgentError::NoSuchLabel {
-            label: l.to_owned(),
-            available: offers.iter().map(|o| o.label.clone()).collect(),
-        })?),
+        Some(l) => Some(
+            offers
+                .iter()
+                .find(|o| o.label == l)
+                .cloned()
+                .ok_or_else(|| AgentError::NoSuchLabel {
+                    label: l.to_owned(),
+                    available: offers.iter().map(|o| o.label.clone()).collect(),
+                })?,
+        ),
     };
     let Some(offer) = chosen else { return Ok(None) };
     install_offer(device, &offer, sink).await.map(Some)
 }
 
-async fn install_offer(device: &Device, offer: &Offer, sink: &dyn ProgressSink) -> Result<InstallOutcome, AgentError> {
+async fn install_offer(
+    device: &Device,
+    offer: &Offer,
+    sink: &dyn ProgressSink,
+) -> Result<InstallOutcome, AgentError> {
     let release = &offer.release;
     let client = Client::new(&device.config.server)?;
     let boot = device.boot_control();
@@ -114,12 +141,18 @@ async fn install_offer(device: &Device, offer: &Offer, sink: &dyn ProgressSink) 
     let from_version = device.running_version()?;
     let capacity = device.config.slots.capacity;
     if release.image_size > capacity {
-        return Err(AgentError::SlotTooSmall { slot: target.to_string(), needed: release.image_size, capacity });
+        return Err(AgentError::SlotTooSmall {
+            slot: target.to_string(),
+            needed: release.image_size,
+            capacity,
+        });
     }
     let update_id = update_id(device, &release.build_id);
 
     sink.report(&progress::mark("LOADING_PERSISTED", "Loading saved state"));
-    let manifest_bytes = client.artifact(&release.manifest, "the payload manifest").await?;
+    let manifest_bytes = client
+        .artifact(&release.manifest, "the payload manifest")
+        .await?;
     let manifest = Manifest::from_json(&manifest_bytes)?;
     check_manifest(&manifest, offer)?;
     let manifest = Arc::new(manifest);
@@ -127,7 +160,11 @@ async fn install_offer(device: &Device, offer: &Offer, sink: &dyn ProgressSink) 
     let progress_path = device.dir.join(CACHE_DIR).join("install.json");
     let resumable = crate::device::read_json::<InstallProgress>(&progress_path)
         .ok()
-        .filter(|p| p.manifest_sha256 == release.manifest.sha256 && p.slot == target && p.frames_done <= manifest.frames.len());
+        .filter(|p| {
+            p.manifest_sha256 == release.manifest.sha256
+                && p.slot == target
+                && p.frames_done <= manifest.frames.len()
+        });
     let mut record = match resumable {
         Some(p) if !state.is_good(target) && state.trial().is_none_or(|t| t.slot != target) => {
             tracing::info!(frames_done = p.frames_done, "resuming the install");
@@ -147,7 +184,8 @@ async fn install_offer(device: &Device, offer: &Offer, sink: &dyn ProgressSink) 
                 frames_done: 0,
                 bytes_downloaded: 0,
             };
-            durable::write_json(&progress_path, &fresh).map_err(AgentError::io("writing install progress", &progress_path))?;
+            durable::write_json(&progress_path, &fresh)
+                .map_err(AgentError::io("writing install progress", &progress_path))?;
             fresh
         }
     };
@@ -157,15 +195,24 @@ async fn install_offer(device: &Device, offer: &Offer, sink: &dyn ProgressSink) 
     let slot_path = device.slot_path(target);
     let start_frame = record.frames_done;
     let payload_size = manifest.payload_size;
-    let start_offset = manifest.frames.get(start_frame).map_or(payload_size, |f| f.offset);
-    let mut phase = Phase::new("DOWNLOADING_UPDATE", "Downloading update…", payload_size, start_offset);
+    let start_offset = manifest
+        .frames
+        .get(start_frame)
+        .map_or(payload_size, |f| f.offset);
+    let mut phase = Phase::new(
+        "DOWNLOADING_UPDATE",
+        "Downloading update…",
+        payload_size,
+        start_offset,
+    );
     if let Some(p) = phase.at(start_offset, true) {
         sink.report(&p);
     }
     let base_downloaded = record.bytes_downloaded;
     let mut checkpoint = |frames_done: usize| -> Result<(), AgentError> {
         record.frames_done = frames_done;
-        durable::write_json(&progress_path, &record).map_err(AgentError::io("writing install progress", &progress_path))
+        durable::write_json(&progress_path, &record)
+            .map_err(AgentError::io("writing install progress", &progress_path))
     };
     let mut on_bytes = |offset: u64| {
         if let Some(p) = phase.at(offset, false) {
@@ -188,20 +235,26 @@ async fn install_offer(device: &Device, offer: &Offer, sink: &dyn ProgressSink) 
     };
     let mut record: InstallProgress = crate::device::read_json(&progress_path)?;
     record.bytes_downloaded = base_downloaded + stats.bytes_downloaded;
-    durable::write_json(&progress_path, &record).map_err(AgentError::io("writing install progress", &progress_path))?;
+    durable::write_json(&progress_path, &record)
+        .map_err(AgentError::io("writing install progress", &progress_path))?;
     sink.report(&progress::mark("DOWNLOADED_UPDATE", "Downloaded"));
 
     // Prepare: 60% → 99%, re-read every written byte and check it.
     let verify_started = Instant::now();
-    let verify_phase = std::sync::Mutex::new(Phase::new("PREPARING_UPDATE", "Verifying system image…", manifest.image_size, 0));
+    let verify_phase = std::sync::Mutex::new(Phase::new(
+        "PREPARING_UPDATE",
+        "Verifying system image…",
+        manifest.image_size,
+        0,
+    ));
     {
         let manifest = manifest.clone();
         let slot_path = slot_path.clone();
         let on_progress = |v: u64| {
-            if let Ok(mut ph) = verify_phase.lock() {
-                if let Some(p) = ph.at(v, false) {
-                    sink.report(&p);
-                }
+            if let Ok(mut ph) = verify_phase.lock()
+                && let Some(p) = ph.at(v, false)
+            {
+                sink.report(&p);
             }
         };
         download::verify_slot(&slot_path, &manifest, &on_progress)?;
@@ -226,8 +279,12 @@ async fn install_offer(device: &Device, offer: &Offer, sink: &dyn ProgressSink) 
         update_id: Some(update_id),
     };
     let receipt_name = device.write_receipt(&receipt)?;
-    let manifest_path = device.dir.join(crate::device::SLOTS_DIR).join(format!("{target}.manifest.json"));
-    durable::write_atomic(&manifest_path, &manifest_bytes).map_err(AgentError::io("storing the manifest", &manifest_path))?;
+    let manifest_path = device
+        .dir
+        .join(crate::device::SLOTS_DIR)
+        .join(format!("{target}.manifest.json"));
+    durable::write_atomic(&manifest_path, &manifest_bytes)
+        .map_err(AgentError::io("storing the manifest", &manifest_path))?;
     device.set_slot_info(
         target,
         Some(&SlotInfo {
@@ -241,9 +298,13 @@ async fn install_offer(device: &Device, offer: &Offer, sink: &dyn ProgressSink) 
     )?;
     let state = boot.load()?;
     boot.store(&state.set_trial(target, device.config.boot_tries)?)?;
-    durable::remove(&progress_path).map_err(AgentError::io("removing install progress", &progress_path))?;
+    durable::remove(&progress_path)
+        .map_err(AgentError::io("removing install progress", &progress_path))?;
     sink.report(&progress::mark("PREPARED", "Ready to restart"));
-    sink.report(&progress::mark("COMPLETED", "Update installed: restart to use it"));
+    sink.report(&progress::mark(
+        "COMPLETED",
+        "Update installed: restart to use it",
+    ));
 
     Ok(InstallOutcome {
         update_id,

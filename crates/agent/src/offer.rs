@@ -43,12 +43,19 @@ pub fn offers(releases: &[Release], class: &str, audience: &str, current: &Versi
         .filter(|r| r.class == class && open_to(r, audience) && &r.version > current)
         .collect();
     newer.sort_by(|a, b| b.version.cmp(&a.version));
-    newer.iter().enumerate().map(|(idx, r)| to_offer(r, idx == 0)).collect()
+    newer
+        .iter()
+        .enumerate()
+        .map(|(idx, r)| to_offer(r, idx == 0))
+        .collect()
 }
 
 /// Every full image for the class open to the audience, newest first (`list-full`).
 pub fn full_images(releases: &[Release], class: &str, audience: &str) -> Vec<Offer> {
-    let mut all: Vec<&Release> = releases.iter().filter(|r| r.class == class && open_to(r, audience)).collect();
+    let mut all: Vec<&Release> = releases
+        .iter()
+        .filter(|r| r.class == class && open_to(r, audience))
+        .collect();
     all.sort_by(|a, b| b.version.cmp(&a.version));
     all.iter().map(|r| to_offer(r, false)).collect()
 }
@@ -74,7 +81,11 @@ mod tests {
     use ferry_types::Sha256;
 
     fn release(version: &str, audience: &str) -> Release {
-        let artifact = Artifact { url: "/x".into(), size: 10, sha256: Sha256([0; 32]) };
+        let artifact = Artifact {
+            url: "/x".into(),
+            size: 10,
+            sha256: Sha256([0; 32]),
+        };
         Release {
             class: "vm".into(),
             version: version.parse().unwrap(),
@@ -90,10 +101,21 @@ mod tests {
 
     #[test]
     fn newest_open_release_is_recommended() {
-        let all = [release("1.0", "customer"), release("1.10", "customer"), release("1.9", "customer"), release("2.0", "beta")];
+        let all = [
+            release("1.0", "customer"),
+            release("1.10", "customer"),
+            release("1.9", "customer"),
+            release("2.0", "beta"),
+        ];
         let current: Version = "1.0".parse().unwrap();
         let customer = offers(&all, "vm", "customer", &current);
-        assert_eq!(customer.iter().map(|o| o.version.to_string()).collect::<Vec<_>>(), ["1.10", "1.9"]);
+        assert_eq!(
+            customer
+                .iter()
+                .map(|o| o.version.to_string())
+                .collect::<Vec<_>>(),
+            ["1.10", "1.9"]
+        );
         assert!(customer[0].recommended && !customer[1].recommended);
         let beta = offers(&all, "vm", "beta", &current);
         assert_eq!(beta[0].version.to_string(), "2.0");

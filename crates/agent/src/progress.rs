@@ -31,12 +31,18 @@ pub const CHECKPOINTS: &[Checkpoint] = &[
 
 /// Percent of the bar at `state`'s checkpoint.
 pub fn checkpoint(state: &str) -> f64 {
-    CHECKPOINTS.iter().find(|(_, s)| *s == state).map_or(0.0, |(p, _)| *p)
+    CHECKPOINTS
+        .iter()
+        .find(|(_, s)| *s == state)
+        .map_or(0.0, |(p, _)| *p)
 }
 
 /// The percent after `state`'s checkpoint (where its measured work ends).
 pub fn next_checkpoint(state: &str) -> f64 {
-    let idx = CHECKPOINTS.iter().position(|(_, s)| *s == state).unwrap_or(0);
+    let idx = CHECKPOINTS
+        .iter()
+        .position(|(_, s)| *s == state)
+        .unwrap_or(0);
     CHECKPOINTS.get(idx + 1).map_or(100.0, |(p, _)| *p)
 }
 
@@ -105,13 +111,25 @@ impl Phase {
     /// The report for `done` units, and whether it is due (at most ~4 per second).
     pub fn at(&mut self, done: u64, force: bool) -> Option<Progress> {
         let now = Instant::now();
-        if !force && self.last_report.is_some_and(|t| now.duration_since(t) < Duration::from_millis(250)) {
+        if !force
+            && self
+                .last_report
+                .is_some_and(|t| now.duration_since(t) < Duration::from_millis(250))
+        {
             return None;
         }
         self.last_report = Some(now);
-        let frac = if self.total == 0 { 1.0 } else { (done as f64 / self.total as f64).min(1.0) };
+        let frac = if self.total == 0 {
+            1.0
+        } else {
+            (done as f64 / self.total as f64).min(1.0)
+        };
         let elapsed = now.duration_since(self.start).as_secs_f64();
-        let rate = if elapsed > 0.0 { done.saturating_sub(self.start_done) as f64 / elapsed } else { 0.0 };
+        let rate = if elapsed > 0.0 {
+            done.saturating_sub(self.start_done) as f64 / elapsed
+        } else {
+            0.0
+        };
         let eta_secs = (rate > 0.0).then(|| self.total.saturating_sub(done) as f64 / rate);
         Some(Progress {
             percent: self.from + (self.to - self.from) * frac,
@@ -127,7 +145,15 @@ impl Phase {
 
 /// A checkpoint report with no measured work.
 pub fn mark(state: &'static str, action: impl Into<String>) -> Progress {
-    Progress { percent: checkpoint(state), state, action: action.into(), done: 0, total: 0, rate: 0.0, eta_secs: None }
+    Progress {
+        percent: checkpoint(state),
+        state,
+        action: action.into(),
+        done: 0,
+        total: 0,
+        rate: 0.0,
+        eta_secs: None,
+    }
 }
 
 #[cfg(test)]

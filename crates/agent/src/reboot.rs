@@ -44,28 +44,51 @@ pub fn reboot(device: &Device) -> Result<RebootOutcome, AgentError> {
     let state = boot.load()?;
     let state = match (&failure, tried) {
         (None, Some(slot)) => state.mark_good(slot)?,
-        (Some(report), Some(slot)) => state.abandon(slot, &report.code, &report.cause, Utc::now())?,
+        (Some(report), Some(slot)) => {
+            state.abandon(slot, &report.code, &report.cause, Utc::now())?
+        }
         _ => state,
     };
     boot.store(&state)?;
     let running = state.primary();
-    let version = device.slot_info(running)?.map(|i| i.version.to_string()).unwrap_or_else(|| "unknown".into());
+    let version = device
+        .slot_info(running)?
+        .map(|i| i.version.to_string())
+        .unwrap_or_else(|| "unknown".into());
     let tried = tried.or_else(|| {
         // A trial that ran out of tries was abandoned by the bootloader itself.
-        state.last_failure().filter(|f| f.code == ferry_boot::BOOT_TRIES_EXHAUSTED && after.trial().is_none() && state.trial().is_none()).map(|f| f.slot)
+        state
+            .last_failure()
+            .filter(|f| {
+                f.code == ferry_boot::BOOT_TRIES_EXHAUSTED
+                    && after.trial().is_none()
+                    && state.trial().is_none()
+            })
+            .map(|f| f.slot)
     });
-    Ok(RebootOutcome { running, version, tried, failure })
+    Ok(RebootOutcome {
+        running,
+        version,
+        tried,
+        failure,
+    })
 }
 
 /// Verifies that `slot` holds exactly the image its metadata names.
 pub fn boot_check(device: &Device, slot: Slot) -> Result<(), AgentError> {
-    let info = device.slot_info(slot)?.ok_or_else(|| AgentError::SlotVerifyFailed {
-        slot: slot.to_string(),
-        version: "unknown".into(),
-        reason: "the slot has no metadata".into(),
-    })?;
-    let manifest_path = device.dir.join(SLOTS_DIR).join(format!("{slot}.manifest.json"));
-    let bytes = std::fs::read(&manifest_path).map_err(AgentError::io("reading the slot manifest", &manifest_path))?;
+    let info = device
+        .slot_info(slot)?
+        .ok_or_else(|| AgentError::SlotVerifyFailed {
+            slot: slot.to_string(),
+            version: "unknown".into(),
+            reason: "the slot has no metadata".into(),
+        })?;
+    let manifest_path = device
+        .dir
+        .join(SLOTS_DIR)
+        .join(format!("{slot}.manifest.json"));
+    let bytes = std::fs::read(&manifest_path)
+        .map_err(AgentError::io("reading the slot manifest", &manifest_path))?;
     let manifest = Manifest::from_json(&bytes)?;
     if manifest.image_sha256 != info.image_sha256 || manifest.image_size != info.image_size {
         return Err(AgentError::SlotVerifyFailed {
@@ -74,9 +97,11 @@ pub fn boot_check(device: &Device, slot: Slot) -> Result<(), AgentError> {
             reason: "the manifest stored beside the slot is for another image".into(),
         });
     }
-    download::verify_slot(&device.slot_path(slot), &manifest, &|_| {}).map_err(|e| AgentError::SlotVerifyFailed {
-        slot: slot.to_string(),
-        version: info.version.to_string(),
-        reason: format!("{} [{}]", e, e.code()),
+    download::verify_slot(&device.slot_path(slot), &manifest, &|_| {}).map_err(|e| {
+        AgentError::SlotVerifyFailed {
+            slot: slot.to_string(),
+            version: info.version.to_string(),
+            reason: format!("{} [{}]", e, e.code()),
+        }
     })
 }

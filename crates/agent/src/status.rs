@@ -58,10 +58,16 @@ pub fn status(device: &Device) -> Result<Status, AgentError> {
             content: device.slot_info(slot)?,
             good: state.is_good(slot),
             running: slot == running,
-            tries_left: state.trial().filter(|t| t.slot == slot).map(|t| t.tries_left),
+            tries_left: state
+                .trial()
+                .filter(|t| t.slot == slot)
+                .map(|t| t.tries_left),
         });
     }
-    let progress_path = device.dir.join(crate::device::CACHE_DIR).join("install.json");
+    let progress_path = device
+        .dir
+        .join(crate::device::CACHE_DIR)
+        .join("install.json");
     Ok(Status {
         identity: device.identity.clone(),
         server: device.config.server.clone(),

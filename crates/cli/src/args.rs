@@ -8,7 +8,7 @@ use ferry_types::Version;
 
 /// ferry: operating-system updates for fleets of Linux devices and VMs.
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about, propagate_version = true)]
+#[command(name = "ferry", version, about)]
 pub struct Cli {
     /// Logs as JSON lines (on stderr).
     #[arg(long, global = true, env = "FERRY_LOG_JSON")]
@@ -156,4 +156,14 @@ pub struct DemoArgs {
     /// Size of the generated images in MiB.
     #[arg(long, default_value_t = 64)]
     pub image_mib: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

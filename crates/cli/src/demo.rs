@@ -15,7 +15,11 @@ const MARKER: &str = ".ferry-demo";
 const CLASS: &str = "demo-vm";
 
 fn io_failure(what: &str, e: std::io::Error) -> Failure {
-    Failure::new("DEMO_IO", format!("the demo could not {what}: {e}"), "check the --dir path, its permissions and free space")
+    Failure::new(
+        "DEMO_IO",
+        format!("the demo could not {what}: {e}"),
+        "check the --dir path, its permissions and free space",
+    )
 }
 
 /// Runs the demo; exits 0 only if the device really runs the new version from slot b.
@@ -26,8 +30,12 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode, Failure> {
 
     // 1. A server on a free loopback port.
     let data = DataDir::open(&dir.join("server")).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| io_failure("listen on loopback", e))?;
-    let addr = listener.local_addr().map_err(|e| io_failure("read the listen address", e))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| io_failure("listen on loopback", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| io_failure("read the listen address", e))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(ferry_server::serve_until(listener, data.clone(), async {
         let _ = stop_rx.await;
@@ -50,7 +58,8 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
     std::fs::create_dir_all(&images_dir).map_err(|e| io_failure("create images/", e))?;
     for (n, version) in [(1, "1.0"), (2, "2.0")] {
         let path = images_dir.join(format!("v{n}.img"));
-        let kind = images::make(&path, n, a.image_mib).map_err(|e| io_failure("make an image", e))?;
+        let kind =
+            images::make(&path, n, a.image_mib).map_err(|e| io_failure("make an image", e))?;
         let row = ferry_server::publish(
             data,
             PublishRequest {
@@ -85,25 +94,51 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
             boot: ferry_boot::BootBackend::File,
         },
     )?;
-    println!("== device {} made at {} running 1.0", identity.device_id, device_dir.display());
+    println!(
+        "== device {} made at {} running 1.0",
+        identity.device_id,
+        device_dir.display()
+    );
     let device = Device::open(&device_dir)?;
 
     // 4. List, install, reboot, status.
     println!("\n$ ferry list");
     let offers = install::list(&device).await?;
     for o in &offers {
-        println!("* Label: {}\n\tTitle: {}, Version: {}, Size: {}, Recommended: {}", o.label, o.title, o.version, render::bytes(o.download_size), if o.recommended { "YES" } else { "NO" });
+        println!(
+            "* Label: {}\n\tTitle: {}, Version: {}, Size: {}, Recommended: {}",
+            o.label,
+            o.title,
+            o.version,
+            render::bytes(o.download_size),
+            if o.recommended { "YES" } else { "NO" }
+        );
     }
     let label = offers.first().map(|o| o.label.clone()).ok_or_else(|| {
-        Failure::new("DEMO_NO_OFFER", "the device was offered no update", "this is a bug in ferry: report it with the demo directory")
+        Failure::new(
+            "DEMO_NO_OFFER",
+            "the device was offered no update",
+            "this is a bug in ferry: report it with the demo directory",
+        )
     })?;
 
     println!("\n$ ferry install {label}");
     let ui = ProgressUi::new(false);
     let outcome = install::install(&device, Some(&label), &ui).await;
     ui.finish();
-    let outcome = outcome?.ok_or_else(|| Failure::new("DEMO_NO_OFFER", "nothing was installed", "this is a bug in ferry"))?;
-    println!("installed {} into slot {} ({} downloaded)", outcome.version, outcome.slot, render::bytes(outcome.bytes_downloaded));
+    let outcome = outcome?.ok_or_else(|| {
+        Failure::new(
+            "DEMO_NO_OFFER",
+            "nothing was installed",
+            "this is a bug in ferry",
+        )
+    })?;
+    println!(
+        "installed {} into slot {} ({} downloaded)",
+        outcome.version,
+        outcome.slot,
+        render::bytes(outcome.bytes_downloaded)
+    );
 
     println!("\n$ ferry reboot");
     let r = reboot::reboot(&device)?;
@@ -114,45 +149,79 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
 
     println!("\n$ ferry status");
     let s = status::status(&device)?;
-    println!("running {} on slot {}; slots: {}", s.version, s.running_slot, s.slots.iter().map(|x| format!("{}={}", x.slot, x.content.as_ref().map_or("empty".into(), |c| c.version.to_string()))).collect::<Vec<_>>().join(", "));
+    println!(
+        "running {} on slot {}; slots: {}",
+        s.version,
+        s.running_slot,
+        s.slots
+            .iter()
+            .map(|x| format!(
+                "{}={}",
+                x.slot,
+                x.content
+                    .as_ref()
+                    .map_or("empty".into(), |c| c.version.to_string())
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     if s.version == "2.0" && s.running_slot == ferry_boot::Slot::B {
-        println!("\n== demo passed: the device runs 2.0 from slot b (device: {})", device_dir.display());
+        println!(
+            "\n== demo passed: the device runs 2.0 from slot b (device: {})",
+            device_dir.display()
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         Err(Failure::new(
             "DEMO_FAILED",
-            format!("the device runs {} from slot {} instead of 2.0 from slot b", s.version, s.running_slot),
-            format!("inspect the device with `ferry status --device {}`", device_dir.display()),
+            format!(
+                "the device runs {} from slot {} instead of 2.0 from slot b",
+                s.version, s.running_slot
+            ),
+            format!(
+                "inspect the device with `ferry status --device {}`",
+                device_dir.display()
+            ),
         ))
     }
 }
 
 fn parse_version(v: &str) -> Result<ferry_types::Version, Failure> {
-    v.parse().map_err(|e: ferry_types::VersionError| Failure::new("DEMO_FAILED", e.to_string(), "this is a bug in ferry"))
+    v.parse().map_err(|e: ferry_types::VersionError| {
+        Failure::new("DEMO_FAILED", e.to_string(), "this is a bug in ferry")
+    })
 }
 
 /// The demo directory must be new, empty, or an earlier demo's (which is cleared).
 fn prepare_dir(dir: &Path) -> Result<(), Failure> {
     if dir.exists() {
-        let empty = std::fs::read_dir(dir).map_err(|e| io_failure("read the demo directory", e))?.next().is_none();
+        let empty = std::fs::read_dir(dir)
+            .map_err(|e| io_failure("read the demo directory", e))?
+            .next()
+            .is_none();
         if !empty {
             if !dir.join(MARKER).exists() {
                 return Err(Failure::new(
                     "DEMO_DIR_IN_USE",
-                    format!("{} is not empty and was not made by ferry demo", dir.display()),
+                    format!(
+                        "{} is not empty and was not made by ferry demo",
+                        dir.display()
+                    ),
                     "pass a new directory with --dir",
                 ));
             }
             for sub in ["server", "device", "images"] {
                 let p = dir.join(sub);
                 if p.exists() {
-                    std::fs::remove_dir_all(&p).map_err(|e| io_failure("clear the previous demo", e))?;
+                    std::fs::remove_dir_all(&p)
+                        .map_err(|e| io_failure("clear the previous demo", e))?;
                 }
             }
         }
     }
     std::fs::create_dir_all(dir).map_err(|e| io_failure("create the demo directory", e))?;
-    std::fs::write(dir.join(MARKER), b"made by ferry demo\n").map_err(|e| io_failure("mark the demo directory", e))?;
+    std::fs::write(dir.join(MARKER), b"made by ferry demo\n")
+        .map_err(|e| io_failure("mark the demo directory", e))?;
     Ok(())
 }

@@ -6,9 +6,9 @@ use ferry_agent::device::{self, Device, InitOptions};
 use ferry_agent::{install, reboot as agent_reboot, status as agent_status};
 use ferry_server::{DataDir, PublishRequest};
 
+use crate::Failure;
 use crate::args::{DeviceArgs, DeviceInitArgs, InstallArgs, PublishArgs, ServerArgs};
 use crate::render::{self, ProgressUi};
-use crate::Failure;
 
 pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
     let data = DataDir::open(&a.data).await?;
@@ -19,7 +19,9 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
             "choose a free address with --listen, or stop what uses it",
         )
     })?;
-    let addr = listener.local_addr().map_err(|e| Failure::new("LISTEN_FAILED", e.to_string(), "try again"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::new("LISTEN_FAILED", e.to_string(), "try again"))?;
     // The first line on stdout is the address, for scripts and tests that pass port 0.
     println!("ferry server listening on http://{addr}");
     ferry_server::serve(listener, data).await?;
@@ -28,7 +30,9 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
 
 pub async fn publish(a: PublishArgs) -> Result<ExitCode, Failure> {
     let json = a.json;
-    let data = DataDir::open(&a.data).await.map_err(|e| Failure::from(e).json(json))?;
+    let data = DataDir::open(&a.data)
+        .await
+        .map_err(|e| Failure::from(e).json(json))?;
     let request = PublishRequest {
         image: a.image,
         version: a.version,
@@ -37,10 +41,15 @@ pub async fn publish(a: PublishArgs) -> Result<ExitCode, Failure> {
         build_id: a.build,
         level: a.level,
     };
-    let row = ferry_server::publish(&data, request).await.map_err(|e| Failure::from(e).json(json))?;
+    let row = ferry_server::publish(&data, request)
+        .await
+        .map_err(|e| Failure::from(e).json(json))?;
     let release = row.to_api();
     if json {
-        println!("{}", serde_json::to_string_pretty(&release).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&release).unwrap_or_default()
+        );
     } else {
         println!(
             "published {} {} ({}): image {}, download {} ({:.1}%)",
@@ -68,7 +77,13 @@ pub fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
             boot: ferry_boot::BootBackend::File,
         },
     )?;
-    println!("device {} ({}) at {} runs {} on slot a", identity.device_id, identity.device_class, a.dir.display(), a.version);
+    println!(
+        "device {} ({}) at {} runs {} on slot a",
+        identity.device_id,
+        identity.device_class,
+        a.dir.display(),
+        a.version
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -78,17 +93,31 @@ fn open(a: &DeviceArgs) -> Result<Device, Failure> {
 
 pub async fn list(a: DeviceArgs, full: bool) -> Result<ExitCode, Failure> {
     let device = open(&a)?;
-    let offers = if full { install::list_full(&device).await } else { install::list(&device).await }
-        .map_err(|e| Failure::from(e).json(a.json))?;
+    let offers = if full {
+        install::list_full(&device).await
+    } else {
+        install::list(&device).await
+    }
+    .map_err(|e| Failure::from(e).json(a.json))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&offers).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&offers).unwrap_or_default()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if offers.is_empty() {
         println!("No new software available.");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("Software Update found the following {}:", if full { "full installers" } else { "new or updated software" });
+    println!(
+        "Software Update found the following {}:",
+        if full {
+            "full installers"
+        } else {
+            "new or updated software"
+        }
+    );
     for o in &offers {
         println!("* Label: {}", o.label);
         println!(
@@ -129,33 +158,58 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
             outcome.slot,
             outcome.update_id,
             render::bytes(outcome.bytes_downloaded),
-            if outcome.resumed_from_frame > 0 { format!(" (resumed at frame {})", outcome.resumed_from_frame) } else { String::new() },
+            if outcome.resumed_from_frame > 0 {
+                format!(" (resumed at frame {})", outcome.resumed_from_frame)
+            } else {
+                String::new()
+            },
             outcome.download_secs,
             render::bytes((outcome.image_size as f64 / secs) as u64),
             outcome.verify_secs,
         );
         if !a.restart {
-            println!("Restart to use it: ferry reboot --device {}", a.device.device.display());
+            println!(
+                "Restart to use it: ferry reboot --device {}",
+                a.device.device.display()
+            );
         }
     }
     if a.restart {
-        print_reboot(&agent_reboot::reboot(&device).map_err(|e| Failure::from(e).json(json))?, json);
+        print_reboot(
+            &agent_reboot::reboot(&device).map_err(|e| Failure::from(e).json(json))?,
+            json,
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn print_reboot(outcome: &agent_reboot::RebootOutcome, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(outcome).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(outcome).unwrap_or_default()
+        );
         return;
     }
     match (&outcome.tried, &outcome.failure) {
-        (Some(slot), None) => println!("Restarted into slot {slot}: now running {}.", outcome.version),
+        (Some(slot), None) => println!(
+            "Restarted into slot {slot}: now running {}.",
+            outcome.version
+        ),
         (Some(slot), Some(f)) => {
-            println!("Restarted, but slot {slot} failed its check and was abandoned: {} [{}]", f.cause, f.code);
-            println!("Fell back to slot {}: still running {}.", outcome.running, outcome.version);
+            println!(
+                "Restarted, but slot {slot} failed its check and was abandoned: {} [{}]",
+                f.cause, f.code
+            );
+            println!(
+                "Fell back to slot {}: still running {}.",
+                outcome.running, outcome.version
+            );
         }
-        (None, _) => println!("Restarted slot {}: running {}.", outcome.running, outcome.version),
+        (None, _) => println!(
+            "Restarted slot {}: running {}.",
+            outcome.running, outcome.version
+        ),
     }
 }
 
@@ -163,12 +217,18 @@ pub fn reboot(a: DeviceArgs) -> Result<ExitCode, Failure> {
     let device = open(&a)?;
     let outcome = agent_reboot::reboot(&device).map_err(|e| Failure::from(e).json(a.json))?;
     print_reboot(&outcome, a.json);
-    Ok(if outcome.failure.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if outcome.failure.is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
     let device = open(&a)?;
-    let running = device.running_slot().map_err(|e| Failure::from(e).json(a.json))?;
+    let running = device
+        .running_slot()
+        .map_err(|e| Failure::from(e).json(a.json))?;
     agent_reboot::boot_check(&device, running).map_err(|e| Failure::from(e).json(a.json))?;
     if a.json {
         println!("{}", serde_json::json!({ "slot": running, "ok": true }));
@@ -185,10 +245,18 @@ pub fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
-    println!("device {} ({}), audience {}, server {}", s.identity.device_id, s.identity.device_class, s.audience, s.server);
-    println!("running {} on slot {}; next boot: slot {}", s.version, s.running_slot, s.next_boot);
+    println!(
+        "device {} ({}), audience {}, server {}",
+        s.identity.device_id, s.identity.device_class, s.audience, s.server
+    );
+    println!(
+        "running {} on slot {}; next boot: slot {}",
+        s.version, s.running_slot, s.next_boot
+    );
     for slot in &s.slots {
-        let content = slot.content.as_ref().map_or("empty".to_owned(), |c| format!("{} ({})", c.version, c.build_id));
+        let content = slot.content.as_ref().map_or("empty".to_owned(), |c| {
+            format!("{} ({})", c.version, c.build_id)
+        });
         let mut flags = Vec::new();
         if slot.running {
             flags.push("running".to_owned());
@@ -202,10 +270,16 @@ pub fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
         println!("  slot {}: {content} [{}]", slot.slot, flags.join(", "));
     }
     if let Some(f) = &s.last_boot_failure {
-        println!("last boot failure: slot {} at {}: {} [{}]", f.slot, f.at, f.message, f.code);
+        println!(
+            "last boot failure: slot {} at {}: {} [{}]",
+            f.slot, f.at, f.message, f.code
+        );
     }
     if let Some(p) = &s.install_in_progress {
-        println!("install in progress: {} into slot {}, {} frames done (run install again to resume)", p.version, p.slot, p.frames_done);
+        println!(
+            "install in progress: {} into slot {}, {} frames done (run install again to resume)",
+            p.version, p.slot, p.frames_done
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -214,10 +288,16 @@ pub fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
     let device = open(&a)?;
     let receipts = agent_status::history(&device).map_err(|e| Failure::from(e).json(a.json))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&receipts).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&receipts).unwrap_or_default()
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<28} {:<10} {:<22} {:<5} {:<8} {:>12}", "Installed", "Version", "Build", "Slot", "Payload", "Downloaded");
+    println!(
+        "{:<28} {:<10} {:<22} {:<5} {:<8} {:>12}",
+        "Installed", "Version", "Build", "Slot", "Payload", "Downloaded"
+    );
     for r in &receipts {
         println!(
             "{:<28} {:<10} {:<22} {:<5} {:<8} {:>12}",

@@ -24,8 +24,9 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "kernel", "module", "service", "network", "daemon", "config", "socket", "mount", "device", "update", "slot",
-    "verity", "journal", "systemd", "libc", "python", "openssh", "curl", "package", "version", "security", "patch",
+    "kernel", "module", "service", "network", "daemon", "config", "socket", "mount", "device",
+    "update", "slot", "verity", "journal", "systemd", "libc", "python", "openssh", "curl",
+    "package", "version", "security", "patch",
 ];
 
 fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
@@ -40,7 +41,15 @@ fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
 
 fn binary(rng: &mut Rng, len: usize) -> Vec<u8> {
     // Half random, half structured: compresses about as well as executables do.
-    (0..len).map(|i| if (i / 64) % 2 == 0 { rng.next() as u8 } else { (i % 251) as u8 }).collect()
+    (0..len)
+        .map(|i| {
+            if (i / 64) % 2 == 0 {
+                rng.next() as u8
+            } else {
+                (i % 251) as u8
+            }
+        })
+        .collect()
 }
 
 /// Writes the file tree of version `n` (1-based) into `root`.
@@ -52,7 +61,11 @@ fn write_tree(root: &Path, n: u32, budget: usize) -> std::io::Result<()> {
         let dir = root.join(["usr/bin", "usr/lib", "usr/share/doc", "etc"][(idx % 4) as usize]);
         fs::create_dir_all(&dir)?;
         let size = 2048 + rng.below(96 * 1024) as usize;
-        let mut content = if idx % 3 == 0 { binary(&mut rng, size) } else { text(&mut rng, size) };
+        let mut content = if idx.is_multiple_of(3) {
+            binary(&mut rng, size)
+        } else {
+            text(&mut rng, size)
+        };
         // Each later version rewrites about one file in twelve and grows a few.
         for v in 2..=n {
             if (idx.wrapping_mul(2_654_435_761).wrapping_add(v)) % 12 == 0 {
@@ -69,12 +82,18 @@ fn write_tree(root: &Path, n: u32, budget: usize) -> std::io::Result<()> {
         idx += 1;
     }
     fs::create_dir_all(root.join("etc"))?;
-    fs::write(root.join("etc/os-release"), format!("NAME=ferry-demo\nVERSION_ID={n}.0\n"))?;
+    fs::write(
+        root.join("etc/os-release"),
+        format!("NAME=ferry-demo\nVERSION_ID={n}.0\n"),
+    )?;
     Ok(())
 }
 
 fn mke2fs() -> Option<PathBuf> {
-    ["/usr/sbin/mke2fs", "/sbin/mke2fs"].iter().map(PathBuf::from).find(|p| p.exists())
+    ["/usr/sbin/mke2fs", "/sbin/mke2fs"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
 }
 
 /// Makes image version `n` of `size_mib` MiB at `out`, returning how it was built.
@@ -88,9 +107,14 @@ pub fn make(out: &Path, n: u32, size_mib: u64) -> std::io::Result<&'static str> 
         let _ = fs::remove_file(out);
         let status = Command::new(mke2fs)
             .env("E2FSPROGS_FAKE_TIME", "1700000000")
-            .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-L", "rootfs"])
+            .args([
+                "-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-L", "rootfs",
+            ])
             .args(["-U", "00000000-0000-0000-0000-0000000000f1"])
-            .args(["-E", "root_owner=0:0,hash_seed=00000000-0000-0000-0000-0000000000f2,nodiscard"])
+            .args([
+                "-E",
+                "root_owner=0:0,hash_seed=00000000-0000-0000-0000-0000000000f2,nodiscard",
+            ])
             .args(["-O", "^has_journal,^metadata_csum_seed", "-d"])
             .arg(&tree)
             .arg(out)
@@ -107,8 +131,14 @@ pub fn make(out: &Path, n: u32, size_mib: u64) -> std::io::Result<&'static str> 
     let mut image = Vec::with_capacity(size as usize);
     let mut block = 0u64;
     while (image.len() as u64) < size {
-        let changed = (2..=n).any(|v| (block * 31 + u64::from(v)) % 40 == 0);
-        let mut content = if block % 4 == 3 { vec![0u8; 4096] } else if block % 3 == 0 { binary(&mut rng, 4096) } else { text(&mut rng, 4096) };
+        let changed = (2..=n).any(|v| (block * 31 + u64::from(v)).is_multiple_of(40));
+        let mut content = if block % 4 == 3 {
+            vec![0u8; 4096]
+        } else if block.is_multiple_of(3) {
+            binary(&mut rng, 4096)
+        } else {
+            text(&mut rng, 4096)
+        };
         if changed {
             content = text(&mut Rng(block ^ u64::from(n) << 40 | 1), 4096);
         }

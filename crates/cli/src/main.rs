@@ -24,7 +24,10 @@ pub struct Failure {
 
 impl<E: Diagnose> From<E> for Failure {
     fn from(e: E) -> Failure {
-        Failure { report: e.report(), json: false }
+        Failure {
+            report: e.report(),
+            json: false,
+        }
     }
 }
 
@@ -37,7 +40,14 @@ impl Failure {
 
     /// A failure that no library error describes.
     pub fn new(code: &str, cause: impl Into<String>, fix: impl Into<String>) -> Failure {
-        Failure { report: Report { code: code.into(), cause: cause.into(), fix: fix.into() }, json: false }
+        Failure {
+            report: Report {
+                code: code.into(),
+                cause: cause.into(),
+                fix: fix.into(),
+            },
+            json: false,
+        }
     }
 }
 
@@ -57,7 +67,13 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::new("RUNTIME", format!("the async runtime could not start: {e}"), "check the system's thread and file limits"))?;
+        .map_err(|e| {
+            Failure::new(
+                "RUNTIME",
+                format!("the async runtime could not start: {e}"),
+                "check the system's thread and file limits",
+            )
+        })?;
     runtime.block_on(async move {
         match cli.command {
             Command::Server(a) => device_cmds::server(a).await,
@@ -82,7 +98,9 @@ fn init_tracing(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();
     } else {

@@ -26,7 +26,11 @@ pub fn bytes(n: u64) -> String {
         v /= 1000.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 /// Progress on stderr: a bar on a terminal, plain lines (at least one a second while
@@ -49,7 +53,11 @@ impl ProgressUi {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        ProgressUi { bar, verbose, last: Mutex::new((Instant::now() - Duration::from_secs(10), "")) }
+        ProgressUi {
+            bar,
+            verbose,
+            last: Mutex::new((Instant::now() - Duration::from_secs(10), "")),
+        }
     }
 
     /// Clears the bar.
@@ -75,7 +83,11 @@ fn describe(p: &Progress) -> String {
 }
 
 fn human_secs(s: f64) -> String {
-    if s < 60.0 { format!("{}s", s.ceil() as u64) } else { format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64) }
+    if s < 60.0 {
+        format!("{}s", s.ceil() as u64)
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
 }
 
 impl ProgressSink for ProgressUi {
@@ -85,7 +97,9 @@ impl ProgressSink for ProgressUi {
             bar.set_message(describe(p));
             return;
         }
-        let Ok(mut last) = self.last.lock() else { return };
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
         let state_changed = last.1 != p.state;
         if state_changed || self.verbose || last.0.elapsed() >= Duration::from_secs(1) {
             eprintln!("[{:5.1}%] {:<20} {}", p.percent, p.state, describe(p));

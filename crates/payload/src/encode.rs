@@ -18,7 +18,10 @@ impl Default for EncodeOptions {
     fn default() -> Self {
         // 1 MiB frames: a crash re-downloads at most one frame; at level 9 the ratio
         // is within a few percent of one long stream on system images.
-        EncodeOptions { frame_size: 1 << 20, level: 9 }
+        EncodeOptions {
+            frame_size: 1 << 20,
+            level: 9,
+        }
     }
 }
 
@@ -26,7 +29,11 @@ impl Default for EncodeOptions {
 /// returns the manifest (with version `0` until the caller sets it).
 ///
 /// Memory is bounded by a batch of `2 × threads` frames, whatever the image size.
-pub fn encode<R: Read, W: Write>(mut image: R, mut out: W, opts: &EncodeOptions) -> Result<Manifest, PayloadError> {
+pub fn encode<R: Read, W: Write>(
+    mut image: R,
+    mut out: W,
+    opts: &EncodeOptions,
+) -> Result<Manifest, PayloadError> {
     let io = |op| move |source| PayloadError::Io { op, source };
     let frame_size = opts.frame_size as usize;
     let batch = 2 * rayon::current_num_threads().max(1);
@@ -54,7 +61,8 @@ pub fn encode<R: Read, W: Write>(mut image: R, mut out: W, opts: &EncodeOptions)
         let compressed: Vec<Result<(Vec<u8>, Sha256), PayloadError>> = chunks
             .par_iter()
             .map(|chunk| {
-                let z = zstd::bulk::compress(chunk, opts.level).map_err(io("compressing a frame"))?;
+                let z =
+                    zstd::bulk::compress(chunk, opts.level).map_err(io("compressing a frame"))?;
                 Ok((z, Sha256::of(chunk)))
             })
             .collect();
@@ -64,7 +72,11 @@ pub fn encode<R: Read, W: Write>(mut image: R, mut out: W, opts: &EncodeOptions)
             image_hash.update(chunk);
             payload_hash.update(&z);
             out.write_all(&z).map_err(io("writing the payload"))?;
-            frames.push(Frame { offset, len: z.len() as u32, sha256: digest });
+            frames.push(Frame {
+                offset,
+                len: z.len() as u32,
+                sha256: digest,
+            });
             offset += z.len() as u64;
             image_size += chunk.len() as u64;
         }
@@ -75,7 +87,9 @@ pub fn encode<R: Read, W: Write>(mut image: R, mut out: W, opts: &EncodeOptions)
     out.flush().map_err(io("writing the payload"))?;
     Ok(Manifest {
         format: FORMAT.to_owned(),
-        version: "0".parse::<Version>().map_err(|e| PayloadError::ManifestInvalid(e.to_string()))?,
+        version: "0"
+            .parse::<Version>()
+            .map_err(|e| PayloadError::ManifestInvalid(e.to_string()))?,
         kind: PayloadKind::Full,
         frame_size: opts.frame_size,
         image_size,
@@ -88,7 +102,12 @@ pub fn encode<R: Read, W: Write>(mut image: R, mut out: W, opts: &EncodeOptions)
 
 /// Decodes frame `idx` from its compressed bytes into `out` (cleared first) and
 /// checks its length and digest against the manifest.
-pub fn decode_frame(manifest: &Manifest, idx: usize, compressed: &[u8], out: &mut Vec<u8>) -> Result<(), PayloadError> {
+pub fn decode_frame(
+    manifest: &Manifest,
+    idx: usize,
+    compressed: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), PayloadError> {
     let expected_len = manifest.frame_len(idx);
     let frame = manifest
         .frames
@@ -100,7 +119,10 @@ pub fn decode_frame(manifest: &Manifest, idx: usize, compressed: &[u8], out: &mu
     out.reserve(expected_len + 1);
     let n = zstd::bulk::Decompressor::new()
         .and_then(|mut d| d.decompress_to_buffer(compressed, out))
-        .map_err(|e| PayloadError::FrameCorrupt { frame: idx, reason: e.to_string() })?;
+        .map_err(|e| PayloadError::FrameCorrupt {
+            frame: idx,
+            reason: e.to_string(),
+        })?;
     if n != expected_len {
         return Err(PayloadError::FrameCorrupt {
             frame: idx,
@@ -109,7 +131,11 @@ pub fn decode_frame(manifest: &Manifest, idx: usize, compressed: &[u8], out: &mu
     }
     let actual = Sha256::of(out);
     if actual != frame.sha256 {
-        return Err(PayloadError::DigestMismatch { frame: idx, expected: frame.sha256, actual });
+        return Err(PayloadError::DigestMismatch {
+            frame: idx,
+            expected: frame.sha256,
+            actual,
+        });
     }
     Ok(())
 }
@@ -127,14 +153,22 @@ mod tests {
     use proptest::prelude::*;
 
     fn opts(frame_size: u32) -> EncodeOptions {
-        EncodeOptions { frame_size, level: 3 }
+        EncodeOptions {
+            frame_size,
+            level: 3,
+        }
     }
 
     fn decode_all(manifest: &Manifest, payload: &[u8]) -> Result<Vec<u8>, PayloadError> {
         let mut image = Vec::new();
         let mut buf = Vec::new();
         for (idx, f) in manifest.frames.iter().enumerate() {
-            decode_frame(manifest, idx, &payload[f.offset as usize..][..f.len as usize], &mut buf)?;
+            decode_frame(
+                manifest,
+                idx,
+                &payload[f.offset as usize..][..f.len as usize],
+                &mut buf,
+            )?;
             image.extend_from_slice(&buf);
         }
         Ok(image)
@@ -165,7 +199,10 @@ mod tests {
             let mut bad = payload.clone();
             bad[pos] ^= 0x40;
             let err = decode_all(&m, &bad).expect_err("a flipped byte must not decode cleanly");
-            assert!(matches!(err.code(), "PAYLOAD_CORRUPT" | "DIGEST_MISMATCH"), "{err}");
+            assert!(
+                matches!(err.code(), "PAYLOAD_CORRUPT" | "DIGEST_MISMATCH"),
+                "{err}"
+            );
         }
     }
 

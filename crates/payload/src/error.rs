@@ -12,7 +12,9 @@ pub enum PayloadError {
         reason: String,
     },
     /// A frame decoded, but its bytes are not the ones the manifest promised.
-    #[error("frame {frame} decoded to bytes whose SHA-256 is {actual}, but the manifest expects {expected}")]
+    #[error(
+        "frame {frame} decoded to bytes whose SHA-256 is {actual}, but the manifest expects {expected}"
+    )]
     DigestMismatch {
         /// Frame index.
         frame: usize,

@@ -55,8 +55,8 @@ pub struct Manifest {
 impl Manifest {
     /// Parses and checks a manifest that came from outside the process.
     pub fn from_json(bytes: &[u8]) -> Result<Manifest, PayloadError> {
-        let manifest: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| PayloadError::ManifestInvalid(e.to_string()))?;
+        let manifest: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| PayloadError::ManifestInvalid(e.to_string()))?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -68,25 +68,40 @@ impl Manifest {
             return bad(format!("format is {:?}, expected {FORMAT:?}", self.format));
         }
         if self.frame_size == 0 || self.frame_size > MAX_FRAME_SIZE {
-            return bad(format!("frame size {} is outside 1..={MAX_FRAME_SIZE}", self.frame_size));
+            return bad(format!(
+                "frame size {} is outside 1..={MAX_FRAME_SIZE}",
+                self.frame_size
+            ));
         }
         let expected_frames = self.image_size.div_ceil(self.frame_size as u64);
         if self.frames.len() as u64 != expected_frames {
-            return bad(format!("{} frames listed, {expected_frames} needed for the image size", self.frames.len()));
+            return bad(format!(
+                "{} frames listed, {expected_frames} needed for the image size",
+                self.frames.len()
+            ));
         }
         let bound = zstd::zstd_safe::compress_bound(self.frame_size as usize) as u64;
         let mut offset = 0u64;
         for (idx, frame) in self.frames.iter().enumerate() {
             if frame.offset != offset {
-                return bad(format!("frame {idx} starts at {} instead of {offset}", frame.offset));
+                return bad(format!(
+                    "frame {idx} starts at {} instead of {offset}",
+                    frame.offset
+                ));
             }
             if frame.len == 0 || frame.len as u64 > bound {
-                return bad(format!("frame {idx} has an impossible length {}", frame.len));
+                return bad(format!(
+                    "frame {idx} has an impossible length {}",
+                    frame.len
+                ));
             }
             offset += frame.len as u64;
         }
         if offset != self.payload_size {
-            return bad(format!("frames add up to {offset} bytes, payload size says {}", self.payload_size));
+            return bad(format!(
+                "frames add up to {offset} bytes, payload size says {}",
+                self.payload_size
+            ));
         }
         Ok(())
     }

@@ -85,7 +85,10 @@ impl Db {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Db { pool })
     }
@@ -116,7 +119,10 @@ impl Db {
         match result {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(ServerError::DuplicateVersion { class: r.class.clone(), version: r.version.to_string() })
+                Err(ServerError::DuplicateVersion {
+                    class: r.class.clone(),
+                    version: r.version.to_string(),
+                })
             }
             Err(e) => Err(e.into()),
         }
@@ -124,26 +130,45 @@ impl Db {
 
     /// All releases of a class, newest version first (versions compare numerically).
     pub async fn releases(&self, class: &str) -> Result<Vec<ReleaseRow>, ServerError> {
-        let rows = sqlx::query("SELECT * FROM releases WHERE class = ?").bind(class).fetch_all(&self.pool).await?;
-        let mut out = rows.iter().map(row_to_release).collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query("SELECT * FROM releases WHERE class = ?")
+            .bind(class)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = rows
+            .iter()
+            .map(row_to_release)
+            .collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| b.version.cmp(&a.version));
         Ok(out)
     }
 
     /// Whether `class` already has `version` (any spelling that compares equal).
     pub async fn has_version(&self, class: &str, version: &Version) -> Result<bool, ServerError> {
-        Ok(self.releases(class).await?.iter().any(|r| &r.version == version))
+        Ok(self
+            .releases(class)
+            .await?
+            .iter()
+            .any(|r| &r.version == version))
     }
 }
 
 fn row_to_release(row: &sqlx::sqlite::SqliteRow) -> Result<ReleaseRow, ServerError> {
-    let corrupt = |what: &str| ServerError::Database(sqlx::Error::Decode(format!("bad {what} in releases").into()));
+    let corrupt = |what: &str| {
+        ServerError::Database(sqlx::Error::Decode(
+            format!("bad {what} in releases").into(),
+        ))
+    };
     let digest = |col: &str| -> Result<Sha256, ServerError> {
-        row.try_get::<String, _>(col)?.parse().map_err(|_| corrupt(col))
+        row.try_get::<String, _>(col)?
+            .parse()
+            .map_err(|_| corrupt(col))
     };
     Ok(ReleaseRow {
         class: row.try_get("class")?,
-        version: row.try_get::<String, _>("version")?.parse().map_err(|_| corrupt("version"))?,
+        version: row
+            .try_get::<String, _>("version")?
+            .parse()
+            .map_err(|_| corrupt("version"))?,
         build_id: row.try_get("build_id")?,
         audience: row.try_get("audience")?,
         kind: row.try_get("kind")?,

@@ -100,7 +100,9 @@ impl ServerError {
     fn status(&self) -> StatusCode {
         match self {
             ServerError::DuplicateVersion { .. } => StatusCode::CONFLICT,
-            ServerError::Invalid { .. } | ServerError::ImageUnaligned { .. } => StatusCode::BAD_REQUEST,
+            ServerError::Invalid { .. } | ServerError::ImageUnaligned { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ServerError::NotFound(_) => StatusCode::NOT_FOUND,
             ServerError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ServerError::Store(object_store::Error::NotFound { .. }) => StatusCode::NOT_FOUND,
@@ -120,10 +122,12 @@ impl IntoResponse for ServerError {
             report.cause = "the server hit an internal error; its log has the detail".into();
         }
         let mut response = (status, axum::Json(report)).into_response();
-        if let ServerError::RangeNotSatisfiable { size } = self {
-            if let Ok(v) = format!("bytes */{size}").parse() {
-                response.headers_mut().insert(axum::http::header::CONTENT_RANGE, v);
-            }
+        if let ServerError::RangeNotSatisfiable { size } = self
+            && let Ok(v) = format!("bytes */{size}").parse()
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONTENT_RANGE, v);
         }
         response
     }

@@ -39,17 +39,23 @@ pub struct DataDir {
 
 impl std::fmt::Debug for DataDir {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataDir").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("DataDir")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
 impl DataDir {
     /// Opens (creating on first use) a data directory and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<DataDir, ServerError> {
-        std::fs::create_dir_all(path).map_err(|source| ServerError::Io { op: "creating the data directory", source })?;
-        let path = path
-            .canonicalize()
-            .map_err(|source| ServerError::Io { op: "resolving the data directory", source })?;
+        std::fs::create_dir_all(path).map_err(|source| ServerError::Io {
+            op: "creating the data directory",
+            source,
+        })?;
+        let path = path.canonicalize().map_err(|source| ServerError::Io {
+            op: "resolving the data directory",
+            source,
+        })?;
         let db = db::Db::open(&path.join("ferry.db")).await?;
         let store = Arc::new(store::Store::local(&path.join("artifacts"))?);
         Ok(DataDir { path, db, store })
@@ -68,13 +74,18 @@ pub async fn serve_until(
     data: DataDir,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let addr: SocketAddr =
-        listener.local_addr().map_err(|source| ServerError::Io { op: "reading the listen address", source })?;
+    let addr: SocketAddr = listener.local_addr().map_err(|source| ServerError::Io {
+        op: "reading the listen address",
+        source,
+    })?;
     tracing::info!(%addr, data = %data.path.display(), "ferry server listening");
     axum::serve(listener, app(data))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|source| ServerError::Io { op: "serving HTTP", source })?;
+        .map_err(|source| ServerError::Io {
+            op: "serving HTTP",
+            source,
+        })?;
     tracing::info!("ferry server stopped");
     Ok(())
 }

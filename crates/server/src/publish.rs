@@ -32,25 +32,45 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
     check_slug("device class", &req.class)?;
     check_slug("audience", &req.audience)?;
     if data.db.has_version(&req.class, &req.version).await? {
-        return Err(ServerError::DuplicateVersion { class: req.class, version: req.version.to_string() });
+        return Err(ServerError::DuplicateVersion {
+            class: req.class,
+            version: req.version.to_string(),
+        });
     }
-    let meta = std::fs::metadata(&req.image).map_err(|source| ServerError::Io { op: "reading the image", source })?;
+    let meta = std::fs::metadata(&req.image).map_err(|source| ServerError::Io {
+        op: "reading the image",
+        source,
+    })?;
     if meta.len() == 0 || meta.len() % 4096 != 0 {
         return Err(ServerError::ImageUnaligned { size: meta.len() });
     }
 
     let tmp_dir = data.path.join("tmp");
-    std::fs::create_dir_all(&tmp_dir).map_err(|source| ServerError::Io { op: "creating tmp/", source })?;
+    std::fs::create_dir_all(&tmp_dir).map_err(|source| ServerError::Io {
+        op: "creating tmp/",
+        source,
+    })?;
     let payload_tmp =
-        tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|source| ServerError::Io { op: "creating a temp file", source })?;
+        tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|source| ServerError::Io {
+            op: "creating a temp file",
+            source,
+        })?;
     let image_path = req.image.clone();
     let level = req.level;
     let payload_path = payload_tmp.path().to_owned();
     let mut manifest: Manifest = tokio::task::spawn_blocking(move || {
-        let image = std::fs::File::open(&image_path).map_err(|source| ServerError::Io { op: "opening the image", source })?;
-        let out = std::fs::File::create(&payload_path)
-            .map_err(|source| ServerError::Io { op: "creating the payload", source })?;
-        let opts = EncodeOptions { level, ..EncodeOptions::default() };
+        let image = std::fs::File::open(&image_path).map_err(|source| ServerError::Io {
+            op: "opening the image",
+            source,
+        })?;
+        let out = std::fs::File::create(&payload_path).map_err(|source| ServerError::Io {
+            op: "creating the payload",
+            source,
+        })?;
+        let opts = EncodeOptions {
+            level,
+            ..EncodeOptions::default()
+        };
         let manifest = ferry_payload::encode(
             std::io::BufReader::with_capacity(1 << 20, image),
             std::io::BufWriter::with_capacity(1 << 20, out),
@@ -59,16 +79,24 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
         Ok::<_, ServerError>(manifest)
     })
     .await
-    .map_err(|e| ServerError::Io { op: "encoding the payload", source: std::io::Error::other(e) })??;
+    .map_err(|e| ServerError::Io {
+        op: "encoding the payload",
+        source: std::io::Error::other(e),
+    })??;
     manifest.version = req.version.clone();
 
-    let build_id = req.build_id.clone().unwrap_or_else(|| format!("{}-{}", req.version, &manifest.image_sha256.to_hex()[..8]));
+    let build_id = req
+        .build_id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", req.version, &manifest.image_sha256.to_hex()[..8]));
     check_slug("build id", &build_id)?;
     let base = format!("releases/{}/{}", req.class, req.version);
     let payload_key = format!("{base}/{}.payload.zst", manifest.payload_sha256.to_hex());
     let manifest_key = format!("{base}/{}.manifest.json", manifest.payload_sha256.to_hex());
     let manifest_json = manifest.to_json();
-    data.store.put_file(&payload_key, payload_tmp.path()).await?;
+    data.store
+        .put_file(&payload_key, payload_tmp.path())
+        .await?;
     let manifest_size = manifest_json.len() as u64;
     let manifest_sha256 = Sha256::of(&manifest_json);
     data.store.put_bytes(&manifest_key, manifest_json).await?;
@@ -98,10 +126,16 @@ fn check_slug(what: &'static str, value: &str) -> Result<(), ServerError> {
     let ok = !value.is_empty()
         && value.len() <= 64
         && !value.starts_with('.')
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(ServerError::Invalid { what, value: value.to_owned(), why: "use 1-64 of a-z, 0-9, '.', '_', '-'".into() })
+        Err(ServerError::Invalid {
+            what,
+            value: value.to_owned(),
+            why: "use 1-64 of a-z, 0-9, '.', '_', '-'".into(),
+        })
     }
 }

@@ -33,7 +33,10 @@ struct ReleaseQuery {
     class: String,
 }
 
-async fn releases(State(data): State<DataDir>, Query(q): Query<ReleaseQuery>) -> Result<axum::Json<Vec<Release>>, ServerError> {
+async fn releases(
+    State(data): State<DataDir>,
+    Query(q): Query<ReleaseQuery>,
+) -> Result<axum::Json<Vec<Release>>, ServerError> {
     let rows = data.db.releases(&q.class).await?;
     Ok(axum::Json(rows.iter().map(|r| r.to_api()).collect()))
 }
@@ -51,7 +54,10 @@ async fn artifact(
     Path(key): Path<String>,
     range: Option<TypedHeader<Range>>,
 ) -> Result<Response, ServerError> {
-    if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+    if key
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
         return Err(ServerError::NotFound(format!("artifact {key:?}")));
     }
     let size = match data.store.size(&key).await {
@@ -62,8 +68,14 @@ async fn artifact(
         Err(e) => return Err(e),
     };
     let mut headers = HeaderMap::new();
-    headers.insert(header::ACCEPT_RANGES, "bytes".parse().expect("static header"));
-    headers.insert(header::CONTENT_TYPE, "application/octet-stream".parse().expect("static header"));
+    headers.insert(
+        header::ACCEPT_RANGES,
+        "bytes".parse().expect("static header"),
+    );
+    headers.insert(
+        header::CONTENT_TYPE,
+        "application/octet-stream".parse().expect("static header"),
+    );
     let wanted = match range {
         Some(TypedHeader(r)) => single_range(&r, size)?,
         None => None,
@@ -71,7 +83,12 @@ async fn artifact(
     let (status, range) = match wanted {
         Some(r) => {
             let value = format!("bytes {}-{}/{size}", r.start, r.end - 1);
-            headers.insert(header::CONTENT_RANGE, value.parse().map_err(|_| ServerError::RangeNotSatisfiable { size })?);
+            headers.insert(
+                header::CONTENT_RANGE,
+                value
+                    .parse()
+                    .map_err(|_| ServerError::RangeNotSatisfiable { size })?,
+            );
             (StatusCode::PARTIAL_CONTENT, Some(r))
         }
         None => (StatusCode::OK, None),
@@ -87,7 +104,11 @@ async fn artifact(
 fn single_range(range: &Range, size: u64) -> Result<Option<std::ops::Range<u64>>, ServerError> {
     let ranges: Vec<_> = range.satisfiable_ranges(size).collect();
     if ranges.len() != 1 {
-        return if ranges.is_empty() { Err(ServerError::RangeNotSatisfiable { size }) } else { Ok(None) };
+        return if ranges.is_empty() {
+            Err(ServerError::RangeNotSatisfiable { size })
+        } else {
+            Ok(None)
+        };
     }
     let (start, end) = ranges[0];
     let start = match start {

@@ -20,21 +20,30 @@ pub struct Store {
 impl Store {
     /// A store on a local directory (created if missing).
     pub fn local(root: &Path) -> Result<Store, ServerError> {
-        std::fs::create_dir_all(root).map_err(|source| ServerError::Io { op: "creating the artifact directory", source })?;
+        std::fs::create_dir_all(root).map_err(|source| ServerError::Io {
+            op: "creating the artifact directory",
+            source,
+        })?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(root)?;
-        Ok(Store { inner: Arc::new(fs) })
+        Ok(Store {
+            inner: Arc::new(fs),
+        })
     }
 
     /// Stores small bytes under `key`.
     pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), ServerError> {
-        self.inner.put(&Key::from(key), PutPayload::from(bytes)).await?;
+        self.inner
+            .put(&Key::from(key), PutPayload::from(bytes))
+            .await?;
         Ok(())
     }
 
     /// Streams a local file into the store under `key` (multipart, bounded memory).
     pub async fn put_file(&self, key: &str, file: &Path) -> Result<(), ServerError> {
         let io = |op| move |source| ServerError::Io { op, source };
-        let mut f = tokio::fs::File::open(file).await.map_err(io("opening the payload"))?;
+        let mut f = tokio::fs::File::open(file)
+            .await
+            .map_err(io("opening the payload"))?;
         let upload = self.inner.put_multipart(&Key::from(key)).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
         let mut buf = vec![0u8; 1 << 20];
@@ -61,8 +70,15 @@ impl Store {
         key: &str,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<BoxStream<'static, object_store::Result<Bytes>>, ServerError> {
-        let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
-        Ok(self.inner.get_opts(&Key::from(key), options).await?.into_stream())
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..Default::default()
+        };
+        Ok(self
+            .inner
+            .get_opts(&Key::from(key), options)
+            .await?
+            .into_stream())
     }
 
     /// Reads a whole (small) object.

@@ -14,7 +14,11 @@ pub trait Diagnose: std::error::Error {
     fn fix(&self) -> String;
     /// Everything at once, ready for `--json` output or an event report.
     fn report(&self) -> Report {
-        Report { code: self.code().to_owned(), cause: self.to_string(), fix: self.fix() }
+        Report {
+            code: self.code().to_owned(),
+            cause: self.to_string(),
+            fix: self.fix(),
+        }
     }
 }
 
@@ -31,6 +35,10 @@ pub struct Report {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "error[{}]: {}\n  fix: {}", self.code, self.cause, self.fix)
+        write!(
+            f,
+            "error[{}]: {}\n  fix: {}",
+            self.code, self.cause, self.fix
+        )
     }
 }

@@ -97,7 +97,10 @@ mod tests {
     #[test]
     fn known_vector_and_round_trip() {
         let d = Sha256::of(b"abc");
-        assert_eq!(d.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            d.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(d.to_hex().parse::<Sha256>().unwrap(), d);
         assert!("xyz".parse::<Sha256>().is_err());
     }

@@ -21,7 +21,11 @@ pub enum IdError {
 impl DeviceId {
     /// From a raw value; zero is refused.
     pub fn new(raw: u64) -> Result<Self, IdError> {
-        if raw == 0 { Err(IdError::AllZero) } else { Ok(DeviceId(raw)) }
+        if raw == 0 {
+            Err(IdError::AllZero)
+        } else {
+            Ok(DeviceId(raw))
+        }
     }
     /// A random, non-zero id (for simulated devices).
     pub fn random() -> Self {
@@ -70,7 +74,9 @@ impl Serialize for DeviceId {
 
 impl<'de> Deserialize<'de> for DeviceId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -82,7 +88,10 @@ mod tests {
     fn parse_rules() {
         let id: DeviceId = "00000000deadbeef".parse().unwrap();
         assert_eq!(id.to_string(), "00000000deadbeef");
-        assert_eq!("0000000000000000".parse::<DeviceId>(), Err(IdError::AllZero));
+        assert_eq!(
+            "0000000000000000".parse::<DeviceId>(),
+            Err(IdError::AllZero)
+        );
         assert!("nothex".parse::<DeviceId>().is_err());
         assert!("1234567890abcdef0".parse::<DeviceId>().is_err());
         let json = serde_json_like(&id);

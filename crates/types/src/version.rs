@@ -40,14 +40,19 @@ impl Version {
 impl std::str::FromStr for Version {
     type Err = VersionError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = |why| VersionError { text: s.to_owned(), why };
+        let err = |why| VersionError {
+            text: s.to_owned(),
+            why,
+        };
         if s.is_empty() {
             return Err(err("it is empty"));
         }
         let mut parts = Vec::new();
         for piece in s.split('.') {
             if piece.is_empty() || !piece.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(err("each dot-separated part must be a decimal number, e.g. 26.3 or 1.0.2"));
+                return Err(err(
+                    "each dot-separated part must be a decimal number, e.g. 26.3 or 1.0.2",
+                ));
             }
             if piece.len() > 1 && piece.starts_with('0') {
                 return Err(err("parts must not have leading zeros"));
@@ -57,7 +62,10 @@ impl std::str::FromStr for Version {
         if parts.len() > 4 {
             return Err(err("at most four parts are allowed"));
         }
-        Ok(Version { parts, text: s.to_owned() })
+        Ok(Version {
+            parts,
+            text: s.to_owned(),
+        })
     }
 }
 
@@ -97,7 +105,9 @@ impl Serialize for Version {
 
 impl<'de> Deserialize<'de> for Version {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -1,0 +1,280 @@
+//! Test harness: the real `ferry` binary, a real server on a free loopback port, and a
+//! fault-injecting TCP proxy between device and server.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub fn ferry() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.env_remove("FERRY_DEVICE").env("FERRY_LOG", "warn");
+    c
+}
+
+/// Runs `ferry ARGS`, returning its output.
+pub fn run(args: &[&str]) -> Output {
+    ferry().args(args).output().expect("run ferry")
+}
+
+/// Runs `ferry ARGS` and insists on success.
+pub fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "ferry {args:?} failed:\nstdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The error code a failed `--json` command printed.
+pub fn json_error_code(out: &Output) -> String {
+    let stdout = text(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\nstderr: {}", text(&out.stderr)));
+    v["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A `ferry server` child process on 127.0.0.1 with a free port.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+}
+
+impl Server {
+    pub fn start(data: &Path) -> Server {
+        let mut child = ferry()
+            .args(["server", "--data"])
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ferry server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read address");
+        let url = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .expect("address")
+            .trim_start_matches("http://")
+            .to_owned();
+        Server {
+            child,
+            addr: url.parse().expect("socket address"),
+            data: data.to_owned(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A deterministic image: `mib` MiB, mostly incompressible so payload sizes are
+/// predictable, with version `n` differing from `n - 1` in a few blocks.
+pub fn make_image(path: &Path, n: u32, mib: usize) {
+    let mut state = 0x1234_5678_9abc_def1u64;
+    let mut data = Vec::with_capacity(mib << 20);
+    for block in 0..(mib << 20) / 4096 {
+        for _ in 0..512 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            data.extend_from_slice(&state.to_le_bytes());
+        }
+        if block % 7 == 0 {
+            let start = data.len() - 4096;
+            data[start..start + 2048].fill(b'x');
+        }
+        if (2..=n).any(|v| (block as u32 * 13 + v).is_multiple_of(29)) {
+            let start = data.len() - 4096;
+            data[start..start + 16].copy_from_slice(&[n as u8; 16]);
+        }
+    }
+    std::fs::write(path, data).expect("write image");
+}
+
+/// Publishes `image` as `version` of class `vm`.
+pub fn publish(data: &Path, image: &Path, version: &str) {
+    ok(&[
+        "publish",
+        "--data",
+        s(data),
+        "--image",
+        s(image),
+        "--version",
+        version,
+        "--class",
+        "vm",
+        "--level",
+        "3",
+    ]);
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// What the proxy does to responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Pass everything.
+    None,
+    /// Close the connection after this many response bytes on any one connection.
+    CutAfter(u64),
+    /// Stop forwarding (but keep the connection open) after this many response bytes.
+    StallAfter(u64),
+}
+
+/// A TCP proxy on 127.0.0.1 that forwards to an upstream it can be re-pointed at, and
+/// injects one [`Fault`] into responses.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    upstream: Arc<Mutex<SocketAddr>>,
+    fault: Arc<Mutex<Fault>>,
+    /// Response bytes forwarded on the connection that forwarded most.
+    pub max_forwarded: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let proxy = Proxy {
+            addr,
+            upstream: Arc::new(Mutex::new(upstream)),
+            fault: Arc::new(Mutex::new(Fault::None)),
+            max_forwarded: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (up, fault, max, stop) = (
+            proxy.upstream.clone(),
+            proxy.fault.clone(),
+            proxy.max_forwarded.clone(),
+            proxy.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let upstream = *up.lock().unwrap();
+                let fault = *fault.lock().unwrap();
+                let max = max.clone();
+                std::thread::spawn(move || relay(client, upstream, fault, max));
+            }
+        });
+        proxy
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_fault(&self, f: Fault) {
+        *self.fault.lock().unwrap() = f;
+        self.max_forwarded.store(0, Ordering::SeqCst);
+    }
+
+    pub fn set_upstream(&self, a: SocketAddr) {
+        *self.upstream.lock().unwrap() = a;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, max: Arc<AtomicU64>) {
+    let Ok(server) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let (mut c_read, mut s_write) = (
+        client.try_clone().expect("clone"),
+        server.try_clone().expect("clone"),
+    );
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c_read, &mut s_write);
+        let _ = s_write.shutdown(Shutdown::Write);
+    });
+    let (mut s_read, mut c_write) = (server, client);
+    let mut forwarded = 0u64;
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = match s_read.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let limit = match fault {
+            Fault::None => u64::MAX,
+            Fault::CutAfter(l) | Fault::StallAfter(l) => l,
+        };
+        let allowed = (limit.saturating_sub(forwarded)).min(n as u64) as usize;
+        if c_write.write_all(&buf[..allowed]).is_err() {
+            break;
+        }
+        forwarded += allowed as u64;
+        max.fetch_max(forwarded, Ordering::SeqCst);
+        if allowed < n {
+            if let Fault::StallAfter(_) = fault {
+                // Hold the connection open; keep reading upstream until it dies.
+                while let Ok(k) = s_read.read(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                }
+            }
+            break;
+        }
+    }
+    let _ = c_write.shutdown(Shutdown::Both);
+}
+
+/// Waits until `f` holds, up to `secs`.
+pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// SHA-256 of a file's first `len` bytes, via the agent's own helper.
+pub fn slot_digest(path: &Path, len: u64) -> ferry_types::Sha256 {
+    ferry_agent::device::hash_prefix(path, len).expect("hash slot")
+}

@@ -144,14 +144,27 @@ async fn drive(
     let mut last_checkpoint = Instant::now();
     let mut work_tx = Some(work_tx);
     let mut stream_error: Option<String> = None;
+    let mut pending_sync: Option<(tokio::task::JoinHandle<std::io::Result<()>>, usize)> = None;
 
     'stream: while watermark < n_frames {
         // Take whatever decode results are ready without waiting.
         while let Ok(msg) = done_rx.try_recv() {
             mark_done(msg?, &mut done, &mut watermark);
         }
-        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-            sync_and_checkpoint(file, slot, watermark, checkpoint).await?;
+        // Checkpoints overlap the stream: the slot syncs in the background, and the
+        // watermark captured when the sync started is recorded once it is done.
+        if pending_sync.as_ref().is_some_and(|(h, _)| h.is_finished())
+            && let Some((handle, synced_watermark)) = pending_sync.take()
+        {
+            finish_sync(handle, slot).await?;
+            checkpoint(synced_watermark)?;
+        }
+        if pending_sync.is_none() && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            let f = file.clone();
+            pending_sync = Some((
+                tokio::task::spawn_blocking(move || f.sync_data()),
+                watermark,
+            ));
             last_checkpoint = Instant::now();
         }
         if next_frame < n_frames {
@@ -212,6 +225,9 @@ async fn drive(
     while let Some(msg) = done_rx.recv().await {
         mark_done(msg?, &mut done, &mut watermark);
     }
+    if let Some((handle, _)) = pending_sync.take() {
+        finish_sync(handle, slot).await?;
+    }
     sync_and_checkpoint(file, slot, watermark, checkpoint).await?;
     if watermark < n_frames {
         let expected = manifest.payload_size;
@@ -234,6 +250,20 @@ fn mark_done(idx: usize, done: &mut [bool], watermark: &mut usize) {
     while *watermark < done.len() && done[*watermark] {
         *watermark += 1;
     }
+}
+
+async fn finish_sync(
+    handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    slot: &Path,
+) -> Result<(), AgentError> {
+    handle
+        .await
+        .map_err(|e| AgentError::Io {
+            op: "syncing the slot",
+            path: slot.to_owned(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(AgentError::io("syncing the slot", slot))
 }
 
 async fn sync_and_checkpoint(

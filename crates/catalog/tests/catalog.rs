@@ -1,0 +1,414 @@
+//! The catalog end to end: a repository built with `repo`, served on loopback, refreshed by a
+//! device with `Catalog`; each attack staged for real against the served files.
+
+mod support;
+
+use chrono::TimeDelta;
+use ferry_catalog::offer::{list_full, select_offer};
+use ferry_catalog::repo::{self, Expiries};
+use ferry_catalog::{DeviceQuery, Version};
+use support::{Fixture, publish_gateway_releases, release};
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_then_offers_follow_audience_and_current_version() {
+    let fixture = Fixture::new().await;
+    publish_gateway_releases(&fixture).await;
+    let catalog = fixture.refresh().await.expect("refresh");
+    assert_eq!(
+        catalog.releases().len(),
+        4,
+        "the manifest is a target, not a release"
+    );
+    assert!(catalog.rejected_releases().is_empty());
+
+    let current = Version::parse("1.9").expect("version");
+    let beta = select_offer(
+        catalog.releases(),
+        &DeviceQuery {
+            device_class: "gw",
+            audience: "beta",
+            current_version: &current,
+        },
+    )
+    .expect("beta offer");
+    assert_eq!(beta.version.to_string(), "1.11");
+    assert_eq!(
+        beta.release.target.name, "gw-1.11.full",
+        "no 1.9→1.11 delta is published"
+    );
+
+    let customer = select_offer(
+        catalog.releases(),
+        &DeviceQuery {
+            device_class: "gw",
+            audience: "customer",
+            current_version: &current,
+        },
+    )
+    .expect("customer offer");
+    assert_eq!(
+        customer.version.to_string(),
+        "1.10",
+        "the beta build is not offered to customers"
+    );
+    assert_eq!(customer.release.target.name, "gw-1.9-1.10.delta");
+
+    let older = Version::parse("1.8").expect("version");
+    let from_older = select_offer(
+        catalog.releases(),
+        &DeviceQuery {
+            device_class: "gw",
+            audience: "customer",
+            current_version: &older,
+        },
+    )
+    .expect("offer");
+    assert_eq!(
+        from_older.release.target.name, "gw-1.10.full",
+        "no delta from 1.8: the full image"
+    );
+
+    let full = list_full(
+        catalog.releases(),
+        &DeviceQuery {
+            device_class: "gw",
+            audience: "customer",
+            current_version: &current,
+        },
+    );
+    assert_eq!(
+        full.iter()
+            .map(|r| r.target.name.as_str())
+            .collect::<Vec<_>>(),
+        ["gw-1.10.full", "gw-1.9.full"]
+    );
+
+    let manifest = catalog
+        .read_target("gw-1.10.manifest")
+        .await
+        .expect("read manifest");
+    assert_eq!(manifest, br#"{"chunks":3}"#);
+    let unknown = catalog
+        .read_target("gw-9.manifest")
+        .await
+        .expect_err("unknown target");
+    assert_eq!(unknown.code(), "CATALOG_TARGET_UNKNOWN");
+    assert_eq!(fixture.trusted_version("timestamp.json"), 2);
+    assert_eq!(catalog.versions().targets, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_old_timestamp_is_a_rollback_and_keeps_the_trusted_metadata() {
+    let fixture = Fixture::new().await;
+    publish_gateway_releases(&fixture).await;
+    let old_timestamp = std::fs::read(fixture.metadata().join("timestamp.json")).expect("read");
+    fixture
+        .publish(&[(
+            "gw-2.0.full",
+            b"2.0".to_vec(),
+            release("gw", "2.0", &["customer"], None, b"2.0"),
+        )])
+        .await;
+    fixture.refresh().await.expect("refresh");
+    assert_eq!(fixture.trusted_version("timestamp.json"), 3);
+
+    std::fs::write(fixture.metadata().join("timestamp.json"), old_timestamp).expect("replay");
+    let error = fixture
+        .refresh()
+        .await
+        .expect_err("rollback must be refused");
+    assert_eq!(error.code(), "CATALOG_ROLLBACK", "{error}");
+    assert_eq!(fixture.trusted_version("timestamp.json"), 3);
+    assert_eq!(fixture.trusted_version("targets.json"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_snapshot_is_refused() {
+    let fixture = Fixture::new().await;
+    publish_gateway_releases(&fixture).await;
+    fixture.refresh().await.expect("refresh");
+    let expired_snapshot = Expiries {
+        snapshot: TimeDelta::hours(-1),
+        ..Expiries::default()
+    };
+    fixture
+        .publish_with(
+            &[(
+                "gw-2.0.full",
+                b"2.0".to_vec(),
+                release("gw", "2.0", &["customer"], None, b"2.0"),
+            )],
+            &expired_snapshot,
+        )
+        .await;
+    let error = fixture
+        .refresh()
+        .await
+        .expect_err("expired snapshot must be refused");
+    assert_eq!(error.code(), "CATALOG_EXPIRED", "{error}");
+    assert!(error.to_string().contains("snapshot"), "{error}");
+    assert_eq!(fixture.trusted_version("snapshot.json"), 2);
+    assert_eq!(fixture.trusted_version("timestamp.json"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_signed_by_a_revoked_key_are_refused() {
+    let fixture = Fixture::new().await;
+    publish_gateway_releases(&fixture).await;
+    // The attacker keeps a copy of the repository and of the targets key before rotation.
+    let stolen = fixture.dir.path().join("stolen");
+    copy_dir(&fixture.keys(), &stolen.join("keys"));
+    copy_dir(&fixture.metadata(), &stolen.join("metadata"));
+
+    repo::rotate_targets_key(
+        &fixture.keys(),
+        &fixture.online_keys(),
+        &fixture.metadata(),
+        &Expiries::default(),
+    )
+    .await
+    .expect("rotate");
+    let catalog = fixture.refresh().await.expect("refresh after rotation");
+    assert_eq!(catalog.versions().root, 2);
+    let trusted_targets = fixture.trusted_version("targets.json");
+
+    // With the revoked key (and the online keys), the attacker signs a malicious release with
+    // versions above the device's, and serves it next to the real root.
+    for round in 0..3 {
+        let name = format!("gw-9.{round}.full");
+        let custom = release("gw", &format!("9.{round}"), &["customer"], None, b"evil");
+        let sha256 = ferry_catalog::Sha256Digest::of(b"evil");
+        std::fs::write(
+            fixture
+                .targets()
+                .join(repo::target_file_name(&name, &sha256)),
+            b"evil",
+        )
+        .expect("write");
+        repo::add_targets(
+            &stolen.join("keys"),
+            &fixture.online_keys(),
+            &stolen.join("metadata"),
+            vec![ferry_catalog::NewTarget {
+                name,
+                length: 4,
+                sha256,
+                custom,
+            }],
+            &Expiries::default(),
+        )
+        .await
+        .expect("attacker signs with the old key");
+    }
+    for entry in std::fs::read_dir(stolen.join("metadata")).expect("read") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().into_string().expect("utf8");
+        if !name.ends_with(".root.json") {
+            std::fs::copy(entry.path(), fixture.metadata().join(&name)).expect("serve forged");
+        }
+    }
+    let error = fixture
+        .refresh()
+        .await
+        .expect_err("revoked key must be refused");
+    assert_eq!(error.code(), "CATALOG_BAD_SIGNATURE", "{error}");
+    assert!(error.to_string().contains("targets"), "{error}");
+    assert_eq!(fixture.trusted_version("targets.json"), trusted_targets);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swapped_or_longer_target_is_refused() {
+    let fixture = Fixture::new().await;
+    publish_gateway_releases(&fixture).await;
+    let catalog = fixture.refresh().await.expect("refresh");
+    let manifest = catalog.target("gw-1.10.manifest").expect("listed");
+    let served = fixture
+        .targets()
+        .join(repo::target_file_name(&manifest.name, &manifest.sha256));
+
+    std::fs::write(&served, br#"{"chunks":9}"#).expect("swap, same length");
+    let error = catalog
+        .read_target("gw-1.10.manifest")
+        .await
+        .expect_err("swapped target");
+    assert_eq!(error.code(), "CATALOG_TARGET_MISMATCH", "{error}");
+
+    std::fs::write(&served, br#"{"chunks":3}     and more"#).expect("longer");
+    let error = catalog
+        .read_target("gw-1.10.manifest")
+        .await
+        .expect_err("longer target");
+    assert_eq!(error.code(), "CATALOG_TARGET_TOO_LONG", "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_timestamp_is_cut_off() {
+    let fixture = Fixture::new().await;
+    publish_gateway_releases(&fixture).await;
+    fixture.refresh().await.expect("refresh");
+    fixture.server.make_endless("timestamp.json");
+    let error = fixture.refresh().await.expect_err("endless data");
+    assert_eq!(error.code(), "CATALOG_ENDLESS_DATA", "{error}");
+    assert_eq!(fixture.trusted_version("timestamp.json"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_that_do_not_match_the_snapshot_are_mix_and_match() {
+    let fixture = Fixture::new().await;
+    publish_gateway_releases(&fixture).await;
+    fixture.refresh().await.expect("refresh");
+    fixture
+        .publish(&[(
+            "gw-2.0.full",
+            b"2.0".to_vec(),
+            release("gw", "2.0", &["customer"], None, b"2.0"),
+        )])
+        .await;
+    // A stale cache serves the previous targets under the new name.
+    std::fs::copy(
+        fixture.metadata().join("2.targets.json"),
+        fixture.metadata().join("3.targets.json"),
+    )
+    .expect("mix");
+    let error = fixture.refresh().await.expect_err("mix and match");
+    assert_eq!(error.code(), "CATALOG_MIX_AND_MATCH", "{error}");
+    assert_eq!(fixture.trusted_version("targets.json"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_server_is_reported_and_keeps_the_trusted_metadata() {
+    let fixture = Fixture::new().await;
+    publish_gateway_releases(&fixture).await;
+    fixture.refresh().await.expect("refresh");
+    fixture.server.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let error = fixture.refresh().await.expect_err("server is down");
+    assert_eq!(error.code(), "CATALOG_UNREACHABLE", "{error}");
+    assert_eq!(fixture.trusted_version("timestamp.json"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_that_missed_several_root_versions_catches_up() {
+    let fixture = Fixture::new().await;
+    publish_gateway_releases(&fixture).await;
+    fixture.refresh().await.expect("refresh on root 1");
+    for _ in 0..3 {
+        repo::rotate_root(&fixture.keys(), &fixture.metadata(), TimeDelta::days(365))
+            .await
+            .expect("rotate root");
+    }
+    repo::rotate_targets_key(
+        &fixture.keys(),
+        &fixture.online_keys(),
+        &fixture.metadata(),
+        &Expiries::default(),
+    )
+    .await
+    .expect("rotate targets key");
+    let catalog = fixture.refresh().await.expect("walk the root chain");
+    assert_eq!(catalog.versions().root, 5);
+    assert_eq!(fixture.trusted_version("root.json"), 5);
+    assert_eq!(catalog.releases().len(), 4);
+
+    // A new device pinned to root 1 also walks 1 → 5.
+    let fresh = fixture.dir.path().join("fresh-device");
+    let catalog = ferry_catalog::Catalog::refresh(
+        &fresh,
+        &fixture.pinned_root(),
+        &fixture.server.metadata_url(),
+        &fixture.server.targets_url(),
+    )
+    .await
+    .expect("fresh device");
+    assert_eq!(catalog.versions().root, 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_timestamp_is_refreshed_on_its_own() {
+    let fixture = Fixture::new().await;
+    publish_gateway_releases(&fixture).await;
+    assert!(!repo::needs_refresh(
+        &fixture.metadata(),
+        TimeDelta::hours(1)
+    ));
+    assert!(repo::needs_refresh(&fixture.metadata(), TimeDelta::days(2)));
+    let version = repo::refresh_timestamp(
+        &fixture.online_keys(),
+        &fixture.metadata(),
+        TimeDelta::days(3),
+    )
+    .await
+    .expect("refresh");
+    assert_eq!(version, 3);
+    assert!(!repo::needs_refresh(
+        &fixture.metadata(),
+        TimeDelta::days(2)
+    ));
+    let catalog = fixture.refresh().await.expect("device refresh");
+    assert_eq!(catalog.versions().timestamp, 3);
+    assert_eq!(catalog.versions().snapshot, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_offline_keys_are_not_needed_to_refresh_the_timestamp() {
+    let fixture = Fixture::new().await;
+    std::fs::remove_dir_all(fixture.keys()).expect("take the offline keys away");
+    repo::refresh_timestamp(
+        &fixture.online_keys(),
+        &fixture.metadata(),
+        TimeDelta::days(1),
+    )
+    .await
+    .expect("refresh");
+    let target = ferry_catalog::NewTarget {
+        name: "gw-1.0.full".into(),
+        length: 1,
+        sha256: ferry_catalog::Sha256Digest::of(b"x"),
+        custom: serde_json::json!({}),
+    };
+    let error = repo::add_targets(
+        &fixture.keys(),
+        &fixture.online_keys(),
+        &fixture.metadata(),
+        vec![target],
+        &Expiries::default(),
+    )
+    .await
+    .expect_err("publishing needs the targets key");
+    assert_eq!(error.code(), "CATALOG_SIGNING", "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsafe_target_names_are_refused() {
+    let fixture = Fixture::new().await;
+    for name in ["a/b", "../x", "", ".hidden", "sp ace"] {
+        let target = ferry_catalog::NewTarget {
+            name: name.into(),
+            length: 1,
+            sha256: ferry_catalog::Sha256Digest::of(b"x"),
+            custom: serde_json::json!({}),
+        };
+        let error = repo::add_targets(
+            &fixture.keys(),
+            &fixture.online_keys(),
+            &fixture.metadata(),
+            vec![target],
+            &Expiries::default(),
+        )
+        .await
+        .expect_err(name);
+        assert_eq!(error.code(), "CATALOG_TARGET_NAME_INVALID", "{name}");
+    }
+}

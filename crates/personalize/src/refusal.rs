@@ -1,0 +1,259 @@
+//! Why the personalization service refused to sign, and its JSON shape on the wire.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::json;
+
+use crate::types::{BuildId, DeviceClass, DeviceId, Sha256Hash};
+
+/// The service refused to sign a ticket; each variant is one cause with its own code.
+///
+/// On the wire (the body of a refused `POST /v1/personalize`) a refusal is
+/// `{"code":…,"cause":…,"fix":…,"data":{…}}`: `Serialize` writes that shape and
+/// [`Refusal::from_wire`] reads it back into the same variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Deserialize)]
+#[serde(tag = "code", content = "data", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Refusal {
+    /// The request itself is unusable (no components, a component named twice).
+    #[error("the ticket request is unusable: {reason}")]
+    BadRequest {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The identity has all-zero ids: a hardware fault, the ids could not be read.
+    #[error("device {device_id} sent an identity whose {} read as all zero, a hardware fault: the ids could not be read", .zero_fields.join(", "))]
+    BadIdentity {
+        /// The device id as sent (may itself be zero).
+        device_id: DeviceId,
+        /// The fields that read as zero (`device_id`, `board_id`, `chip_id`, `hardware_uuid`).
+        zero_fields: Vec<String>,
+    },
+    /// The device never enrolled.
+    #[error("device {device_id} is not enrolled with this service")]
+    UnknownDevice {
+        /// The device.
+        device_id: DeviceId,
+    },
+    /// The device's enrollment was revoked.
+    #[error("device {device_id} has been revoked")]
+    RevokedDevice {
+        /// The device.
+        device_id: DeviceId,
+    },
+    /// The device asked too often.
+    #[error("device {device_id} asked for tickets too often")]
+    RateLimited {
+        /// The device.
+        device_id: DeviceId,
+    },
+    /// The device's clock differs from the server's by more than the limit.
+    #[error(
+        "the device clock ({device_time}) is {skew_seconds} s from the server clock ({server_time}), beyond the {limit_seconds} s limit"
+    )]
+    ClockSkew {
+        /// The device's clock, as sent.
+        device_time: DateTime<Utc>,
+        /// The server's clock.
+        server_time: DateTime<Utc>,
+        /// Device time minus server time, in whole seconds.
+        skew_seconds: i64,
+        /// The limit, in seconds.
+        limit_seconds: u64,
+    },
+    /// The build is not being signed for this device class (its signing window is closed or
+    /// never opened).
+    #[error("build {build_id} is not being signed for device class {device_class}")]
+    NotSigned {
+        /// The build asked for.
+        build_id: BuildId,
+        /// The device's class.
+        device_class: DeviceClass,
+    },
+    /// The nonce was used in an earlier request.
+    #[error("the nonce (sha256 {nonce_sha256}) was already used in an earlier request")]
+    NonceReused {
+        /// SHA-256 of the reused nonce.
+        nonce_sha256: Sha256Hash,
+    },
+}
+
+/// The codes [`Refusal::from_wire`] knows, in the order [`crate::Policy::decide`] checks them.
+pub const REFUSAL_CODES: [&str; 8] = [
+    "BAD_REQUEST",
+    "BAD_IDENTITY",
+    "UNKNOWN_DEVICE",
+    "REVOKED_DEVICE",
+    "RATE_LIMITED",
+    "CLOCK_SKEW",
+    "NOT_SIGNED",
+    "NONCE_REUSED",
+];
+
+impl Refusal {
+    /// Stable error code (also the `code` member on the wire).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::BadRequest { .. } => "BAD_REQUEST",
+            Refusal::BadIdentity { .. } => "BAD_IDENTITY",
+            Refusal::UnknownDevice { .. } => "UNKNOWN_DEVICE",
+            Refusal::RevokedDevice { .. } => "REVOKED_DEVICE",
+            Refusal::RateLimited { .. } => "RATE_LIMITED",
+            Refusal::ClockSkew { .. } => "CLOCK_SKEW",
+            Refusal::NotSigned { .. } => "NOT_SIGNED",
+            Refusal::NonceReused { .. } => "NONCE_REUSED",
+        }
+    }
+
+    /// One sentence on how to fix it.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            Refusal::BadRequest { .. } => {
+                "Update ferry on the device: it sent a request this service cannot use"
+            }
+            Refusal::BadIdentity { .. } => {
+                "Have the device's hardware checked: its identity registers could not be read"
+            }
+            Refusal::UnknownDevice { .. } => {
+                "Enroll the device with an enrollment token from the server's administrator"
+            }
+            Refusal::RevokedDevice { .. } => {
+                "Ask the fleet administrator to re-enroll the device if its revocation was a mistake"
+            }
+            Refusal::RateLimited { .. } => "Wait a few minutes and try again",
+            Refusal::ClockSkew { .. } => {
+                "Set the device clock (enable NTP, or set it from the server's GET /v1/time) and try again"
+            }
+            Refusal::NotSigned { .. } => {
+                "Choose a build the catalog currently offers for this device class, or ask the administrator to open its signing window"
+            }
+            Refusal::NonceReused { .. } => {
+                "Try again: the device makes a fresh nonce for each request"
+            }
+        }
+    }
+
+    /// The variant's fields as the wire's `data` member.
+    pub fn data(&self) -> serde_json::Value {
+        match self {
+            Refusal::BadRequest { reason } => json!({ "reason": reason }),
+            Refusal::BadIdentity {
+                device_id,
+                zero_fields,
+            } => json!({ "device_id": device_id, "zero_fields": zero_fields }),
+            Refusal::UnknownDevice { device_id }
+            | Refusal::RevokedDevice { device_id }
+            | Refusal::RateLimited { device_id } => json!({ "device_id": device_id }),
+            Refusal::ClockSkew {
+                device_time,
+                server_time,
+                skew_seconds,
+                limit_seconds,
+            } => json!({
+                "device_time": device_time,
+                "server_time": server_time,
+                "skew_seconds": skew_seconds,
+                "limit_seconds": limit_seconds,
+            }),
+            Refusal::NotSigned {
+                build_id,
+                device_class,
+            } => json!({ "build_id": build_id, "device_class": device_class }),
+            Refusal::NonceReused { nonce_sha256 } => json!({ "nonce_sha256": nonce_sha256 }),
+        }
+    }
+
+    /// The wire shape `{code, cause, fix, data}`.
+    pub fn to_wire(&self) -> RefusalWire {
+        RefusalWire {
+            code: self.code().to_owned(),
+            cause: self.to_string(),
+            fix: self.fix().to_owned(),
+            data: self.data(),
+        }
+    }
+
+    /// Reads a refusal body back into its variant.
+    ///
+    /// A body with a code this version does not know (a newer server) is
+    /// [`RefusalWireError::UnknownCode`], which still carries the server's cause and fix.
+    pub fn from_wire(body: &[u8]) -> Result<Refusal, RefusalWireError> {
+        let wire: RefusalWire =
+            serde_json::from_slice(body).map_err(|error| RefusalWireError::Malformed {
+                reason: error.to_string(),
+            })?;
+        if !REFUSAL_CODES.contains(&wire.code.as_str()) {
+            return Err(RefusalWireError::UnknownCode {
+                code: wire.code,
+                cause: wire.cause,
+                fix: wire.fix,
+            });
+        }
+        serde_json::from_value(json!({ "code": wire.code, "data": wire.data })).map_err(|error| {
+            RefusalWireError::Malformed {
+                reason: format!("{} data: {error}", wire.code),
+            }
+        })
+    }
+}
+
+impl Serialize for Refusal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_wire().serialize(serializer)
+    }
+}
+
+/// A refusal as JSON: what the server returns and what a device or operator reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefusalWire {
+    /// Stable code, one of [`REFUSAL_CODES`].
+    pub code: String,
+    /// The cause, one sentence.
+    pub cause: String,
+    /// The fix, one sentence.
+    pub fix: String,
+    /// The variant's fields.
+    pub data: serde_json::Value,
+}
+
+/// A refusal body could not be read back into a [`Refusal`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefusalWireError {
+    /// The body is not a refusal.
+    #[error("the service's refusal could not be read: {reason}")]
+    Malformed {
+        /// What the parser said.
+        reason: String,
+    },
+    /// The server used a code this version does not know.
+    #[error("the service refused with code {code} unknown to this version: {cause}")]
+    UnknownCode {
+        /// The code sent.
+        code: String,
+        /// The server's cause.
+        cause: String,
+        /// The server's fix.
+        fix: String,
+    },
+}
+
+impl RefusalWireError {
+    /// Stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RefusalWireError::Malformed { .. } => "REFUSAL_MALFORMED",
+            RefusalWireError::UnknownCode { .. } => "REFUSAL_UNKNOWN_CODE",
+        }
+    }
+
+    /// One sentence on how to fix it.
+    pub fn fix(&self) -> &'static str {
+        match self {
+            RefusalWireError::Malformed { .. } => {
+                "Check that the server URL points at a ferry server and that no proxy rewrites its answers"
+            }
+            RefusalWireError::UnknownCode { .. } => {
+                "Update ferry on the device to read this server's answer, and follow the server's fix meanwhile"
+            }
+        }
+    }
+}

@@ -64,6 +64,9 @@ pub struct Config {
     /// Boot-control backend.
     #[serde(default)]
     pub boot: BootBackend,
+    /// Health checks run at boot before a new slot is committed (`sh -c` each).
+    #[serde(default)]
+    pub health_checks: Vec<String>,
 }
 
 /// Where the slots are.
@@ -102,6 +105,9 @@ pub struct SlotInfo {
     pub installed_at: DateTime<Utc>,
     /// The receipt file for this install.
     pub receipt: String,
+    /// Its dm-verity seal.
+    #[serde(default)]
+    pub seal: Option<crate::seal::SlotSeal>,
 }
 
 /// One receipt per installed image (`receipts/`): what, when, from which payload.
@@ -282,6 +288,8 @@ pub struct InitOptions {
     pub slot_size: Option<u64>,
     /// Boot backend.
     pub boot: BootBackend,
+    /// Health checks run at boot before a new slot is committed.
+    pub health_checks: Vec<String>,
 }
 
 /// Makes a simulated device: identity, config, slots A (with the image) and B (empty),
@@ -341,6 +349,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
             capacity,
         },
         boot: opts.boot.clone(),
+        health_checks: opts.health_checks.clone(),
     };
     let a = dir.join(SLOTS_DIR).join("a.img");
     let b = dir.join(SLOTS_DIR).join("b.img");
@@ -368,7 +377,13 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
     durable::write_atomic(&cfg_path, text.as_bytes())
         .map_err(AgentError::io("writing config.toml", &cfg_path))?;
     let device = Device::open(dir)?;
+    prepare_boot_backend(&device)?;
     device.boot_control().store(&BootState::new(Slot::A))?;
+    let seal = crate::seal::seal_existing(&a, image_len, &dir.join(SLOTS_DIR).join("a.verity"))?;
+    let seal = crate::seal::SlotSeal {
+        tree: PathBuf::from(SLOTS_DIR).join("a.verity"),
+        ..seal
+    };
     let now = Utc::now();
     let build_id = format!("{}-{}", opts.version, &image_sha256.to_hex()[..8]);
     let receipt = Receipt {
@@ -396,9 +411,41 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
             image_sha256,
             installed_at: now,
             receipt: receipt_name,
+            seal: Some(seal),
         }),
     )?;
     Ok(identity)
+}
+
+/// Gives a bootloader environment its first content: a U-Boot environment must exist
+/// (with two copies) before boot state can be stored in it.
+fn prepare_boot_backend(device: &Device) -> Result<(), AgentError> {
+    if let BootBackend::Uboot { config } = &device.config.boot {
+        let boot_dir = device.dir.join(BOOT_DIR);
+        let config_path = if config.is_absolute() {
+            config.clone()
+        } else {
+            boot_dir.join(config)
+        };
+        if !config_path.exists() {
+            let env = boot_dir.join("uboot.env");
+            let text = format!(
+                "# ferry: redundant U-Boot environment (fw_env.config format)\n{} 0x0000 0x4000\n{} 0x4000 0x4000\n",
+                env.display(),
+                env.display()
+            );
+            durable::write_atomic(&config_path, text.as_bytes())
+                .map_err(AgentError::io("writing fw_env.config", &config_path))?;
+            File::create(&env)
+                .and_then(|f| f.set_len(0x8000))
+                .map_err(AgentError::io("creating the U-Boot environment", &env))?;
+            let uboot_config = ferry_boot::uboot::UbootEnvConfig::read(&config_path)?;
+            let mut vars = ferry_boot::vars::EnvMap::new();
+            vars.insert("bootcmd".into(), "run ferry_boot".into());
+            ferry_boot::uboot::write_env(&uboot_config, &vars)?;
+        }
+    }
+    Ok(())
 }
 
 /// SHA-256 of the first `len` bytes of `path` (a slot), read in 1 MiB blocks.

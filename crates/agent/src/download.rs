@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::AgentError;
 use crate::client::Client;
+use crate::seal::LeafStore;
 
 /// The queue of compressed frames the decode workers share.
 type WorkQueue = Arc<Mutex<mpsc::Receiver<(usize, Vec<u8>)>>>;
@@ -49,10 +50,12 @@ pub type Checkpoint<'a> = &'a mut (dyn FnMut(usize) -> Result<(), AgentError> + 
 pub type OnBytes<'a> = &'a mut (dyn FnMut(u64) + Send);
 
 /// Streams frames `start_frame..` of the payload at `url` into `slot`.
+#[allow(clippy::too_many_arguments)]
 pub async fn stream_into_slot(
     client: &Client,
     url: &str,
     manifest: Arc<Manifest>,
+    leaves: Option<Arc<LeafStore>>,
     slot: &Path,
     start_frame: usize,
     checkpoint: Checkpoint<'_>,
@@ -83,6 +86,7 @@ pub async fn stream_into_slot(
         .map(|_| {
             spawn_worker(
                 manifest.clone(),
+                leaves.clone(),
                 file.clone(),
                 slot.to_owned(),
                 work_rx.clone(),
@@ -287,6 +291,7 @@ async fn sync_and_checkpoint(
 
 fn spawn_worker(
     manifest: Arc<Manifest>,
+    leaves: Option<Arc<LeafStore>>,
     file: Arc<File>,
     slot: PathBuf,
     work_rx: WorkQueue,
@@ -305,6 +310,9 @@ fn spawn_worker(
             let result = ferry_payload::decode_frame(&manifest, idx, &compressed, &mut out)
                 .map_err(AgentError::from)
                 .and_then(|()| {
+                    if let Some(leaves) = &leaves {
+                        leaves.record(idx, &out);
+                    }
                     file.write_all_at(&out, manifest.frame_image_offset(idx))
                         .map_err(AgentError::io("writing the inactive slot", &slot))
                 });

@@ -111,6 +111,31 @@ pub enum AgentError {
         /// What failed.
         reason: String,
     },
+    /// A slot's content does not match its seal.
+    #[error("{what} does not match its seal (root hash {expected}){}", first_bad_block.map(|b| format!(": block {b} is the first that differs")).unwrap_or_else(|| format!(", its tree gives {actual}")))]
+    SealMismatch {
+        /// What was checked.
+        what: String,
+        /// The trusted root hash.
+        expected: String,
+        /// What was found.
+        actual: String,
+        /// The first data block that differs, when known.
+        first_bad_block: Option<u64>,
+    },
+    /// The seal could not be built or read.
+    #[error(transparent)]
+    Seal(#[from] ferry_seal::SealError),
+    /// A health check failed at boot.
+    #[error("the health check `{command}` {outcome}{}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    HealthCheckFailed {
+        /// The command.
+        command: String,
+        /// How it failed.
+        outcome: String,
+        /// The end of what it printed on stderr.
+        stderr: String,
+    },
     /// Local I/O failed.
     #[error("I/O failed while {op} ({}): {source}", path.display())]
     Io {
@@ -151,6 +176,9 @@ impl Diagnose for AgentError {
             AgentError::Payload(e) => e.code(),
             AgentError::Boot(e) => e.code(),
             AgentError::SlotVerifyFailed { .. } => "SLOT_VERIFY_FAILED",
+            AgentError::SealMismatch { .. } => "SEAL_MISMATCH",
+            AgentError::Seal(e) => e.code(),
+            AgentError::HealthCheckFailed { .. } => "HEALTH_CHECK_FAILED",
             AgentError::Io { .. } => "DEVICE_IO",
         }
     }
@@ -186,6 +214,15 @@ impl Diagnose for AgentError {
             AgentError::Boot(e) => e.fix(),
             AgentError::SlotVerifyFailed { .. } => {
                 "the device still runs its previous version; install the update again to rewrite the slot".into()
+            }
+            AgentError::SealMismatch { .. } => {
+                "the slot's bytes changed after they were written (disk fault or tampering): reinstall the update; \
+                 if it repeats on the same block, check the storage"
+                    .into()
+            }
+            AgentError::Seal(e) => e.fix(),
+            AgentError::HealthCheckFailed { .. } => {
+                "the device rolled back to the previous version; fix what the check reports, then install again".into()
             }
             AgentError::Io { .. } => "check the path, its permissions and free space on the device".into(),
         }

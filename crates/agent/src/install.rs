@@ -219,10 +219,12 @@ async fn install_offer(
             sink.report(&p);
         }
     };
+    let leaves = crate::seal::LeafStore::new(&manifest).map(Arc::new);
     let result = download::stream_into_slot(
         &client,
         &release.payload.url,
         manifest.clone(),
+        leaves.clone(),
         &slot_path,
         start_frame,
         &mut checkpoint,
@@ -239,7 +241,9 @@ async fn install_offer(
         .map_err(AgentError::io("writing install progress", &progress_path))?;
     sink.report(&progress::mark("DOWNLOADED_UPDATE", "Downloaded"));
 
-    // Prepare: 60% → 99%, re-read every written byte and check it.
+    // Prepare: 60% → 99%. A sealed release: finish the dm-verity tree built while
+    // writing (re-reading only frames an earlier run wrote) and compare its root hash
+    // with the release's. An unsealed one: re-read and check every frame.
     let verify_started = Instant::now();
     let verify_phase = std::sync::Mutex::new(Phase::new(
         "PREPARING_UPDATE",
@@ -247,18 +251,29 @@ async fn install_offer(
         manifest.image_size,
         0,
     ));
-    {
-        let manifest = manifest.clone();
-        let slot_path = slot_path.clone();
-        let on_progress = |v: u64| {
-            if let Ok(mut ph) = verify_phase.lock()
-                && let Some(p) = ph.at(v, false)
-            {
-                sink.report(&p);
-            }
-        };
-        download::verify_slot(&slot_path, &manifest, &on_progress)?;
-    }
+    let report = |done: u64, total: u64| {
+        if let Ok(mut ph) = verify_phase.lock()
+            && let Some(p) = ph.at(done * manifest.image_size / total.max(1), false)
+        {
+            sink.report(&p);
+        }
+    };
+    let tree_rel =
+        std::path::PathBuf::from(crate::device::SLOTS_DIR).join(format!("{target}.verity"));
+    let seal = match leaves.and_then(Arc::into_inner) {
+        Some(leaves) => {
+            let seal =
+                leaves.finish(&slot_path, &manifest, &device.dir.join(&tree_rel), &report)?;
+            Some(crate::seal::SlotSeal {
+                tree: tree_rel,
+                ..seal
+            })
+        }
+        None => {
+            download::verify_slot(&slot_path, &manifest, &|v| report(v, manifest.image_size))?;
+            None
+        }
+    };
     let verify_secs = verify_started.elapsed().as_secs_f64();
 
     // Apply: receipt, slot metadata, manifest beside the slot, then boot control.
@@ -294,6 +309,7 @@ async fn install_offer(
             image_sha256: manifest.image_sha256,
             installed_at: now,
             receipt: receipt_name.clone(),
+            seal,
         }),
     )?;
     let state = boot.load()?;

@@ -9,13 +9,16 @@
 
 pub mod client;
 pub mod device;
+pub mod doctor;
 pub mod download;
 pub mod durable;
 mod error;
+pub mod health;
 pub mod install;
 pub mod offer;
 pub mod progress;
 pub mod reboot;
+pub mod seal;
 pub mod status;
 
 pub use error::AgentError;

@@ -26,12 +26,31 @@ pub struct RebootOutcome {
 /// Simulates a restart: the bootloader picks a slot (a trial slot spends one try),
 /// then the booted system checks it ([`boot_check`]); a slot that fails is abandoned
 /// and the device runs the previous one again.
-pub fn reboot(device: &Device) -> Result<RebootOutcome, AgentError> {
+///
+/// `crash`: the new system dies before its boot check runs (a kernel panic, a hang
+/// the watchdog resets): the bootloader has spent a try and nothing is committed.
+pub fn reboot(device: &Device, crash: bool) -> Result<RebootOutcome, AgentError> {
     let boot = device.boot_control();
     let state = boot.load()?;
     let (booted, after) = state.select_for_boot(Utc::now());
     boot.store(&after)?;
     let tried = after.trial().map(|t| t.slot).filter(|s| *s == booted);
+    if crash && tried.is_some() {
+        let version = device
+            .slot_info(booted)?
+            .map(|i| i.version.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        return Ok(RebootOutcome {
+            running: booted,
+            version,
+            tried,
+            failure: Some(ferry_types::Report {
+                code: "BOOT_CRASHED".into(),
+                cause: format!("slot {booted} crashed before its boot check; {} tries left", after.trial().map_or(0, |t| t.tries_left)),
+                fix: "restart again: the slot gets its remaining tries, then the device falls back on its own".into(),
+            }),
+        });
+    }
     let failure = if tried.is_some() {
         boot_check(device, booted).err().map(|e| {
             let report = e.report();
@@ -74,7 +93,9 @@ pub fn reboot(device: &Device) -> Result<RebootOutcome, AgentError> {
     })
 }
 
-/// Verifies that `slot` holds exactly the image its metadata names.
+/// What the booted system checks before it commits to `slot`: the slot's seal (every
+/// block against the dm-verity tree and its root hash), then the device's health
+/// checks.
 pub fn boot_check(device: &Device, slot: Slot) -> Result<(), AgentError> {
     let info = device
         .slot_info(slot)?
@@ -83,6 +104,26 @@ pub fn boot_check(device: &Device, slot: Slot) -> Result<(), AgentError> {
             version: "unknown".into(),
             reason: "the slot has no metadata".into(),
         })?;
+    match &info.seal {
+        Some(seal) => {
+            crate::seal::verify(&device.slot_path(slot), info.image_size, seal, &device.dir)?
+        }
+        None => verify_by_manifest(device, slot, &info)?,
+    }
+    crate::health::run_checks(
+        &device.config.health_checks,
+        &slot.to_string(),
+        info.version.as_str(),
+        &device.dir,
+    )
+}
+
+/// Slots written before seals existed: check them frame by frame.
+fn verify_by_manifest(
+    device: &Device,
+    slot: Slot,
+    info: &crate::device::SlotInfo,
+) -> Result<(), AgentError> {
     let manifest_path = device
         .dir
         .join(SLOTS_DIR)
@@ -97,11 +138,5 @@ pub fn boot_check(device: &Device, slot: Slot) -> Result<(), AgentError> {
             reason: "the manifest stored beside the slot is for another image".into(),
         });
     }
-    download::verify_slot(&device.slot_path(slot), &manifest, &|_| {}).map_err(|e| {
-        AgentError::SlotVerifyFailed {
-            slot: slot.to_string(),
-            version: info.version.to_string(),
-            reason: format!("{} [{}]", e, e.code()),
-        }
-    })
+    download::verify_slot(&device.slot_path(slot), &manifest, &|_| {})
 }

@@ -38,7 +38,9 @@ pub enum Command {
     /// Show every install.
     History(DeviceArgs),
     /// Simulate a restart: boot the new slot if it verifies, else fall back.
-    Reboot(DeviceArgs),
+    Reboot(RebootArgs),
+    /// Check every known cause of failure and name the one that applies.
+    Doctor(DeviceArgs),
     /// Check the slot that booted and commit to it (what a real device runs at boot).
     BootCheck(DeviceArgs),
     /// The whole story on loopback: server, two releases, a device, an update.
@@ -115,6 +117,12 @@ pub struct DeviceInitArgs {
     /// Capacity of each slot in bytes (default: twice the image, at least 64 MiB).
     #[arg(long)]
     pub slot_size: Option<u64>,
+    /// Boot-control backend.
+    #[arg(long, value_enum, default_value = "file")]
+    pub boot: BootKind,
+    /// A health check run at boot before a new slot is committed (repeatable).
+    #[arg(long = "health-check")]
+    pub health_checks: Vec<String>,
 }
 
 /// The device a command acts on.
@@ -126,6 +134,27 @@ pub struct DeviceArgs {
     /// Machine-readable output (stable for scripts).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `ferry reboot`.
+#[derive(Debug, Args)]
+pub struct RebootArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Simulate a new system that crashes before its boot check (spends one try).
+    #[arg(long)]
+    pub simulate_crash: bool,
+}
+
+/// Boot-control backend for a new device.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BootKind {
+    /// A JSON file in boot/.
+    File,
+    /// A GRUB environment block (boot/grubenv), as grub-editenv writes it.
+    Grub,
+    /// A redundant U-Boot environment (boot/uboot.env, boot/fw_env.config).
+    Uboot,
 }
 
 /// `ferry install`.

@@ -92,6 +92,7 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
             audience: "customer".into(),
             slot_size: None,
             boot: ferry_boot::BootBackend::File,
+            health_checks: Vec::new(),
         },
     )?;
     println!(
@@ -141,7 +142,7 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
     );
 
     println!("\n$ ferry reboot");
-    let r = reboot::reboot(&device)?;
+    let r = reboot::reboot(&device, false)?;
     if let Some(f) = &r.failure {
         println!("slot failed its check: {} [{}]", f.cause, f.code);
     }

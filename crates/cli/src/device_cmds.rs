@@ -7,7 +7,9 @@ use ferry_agent::{install, reboot as agent_reboot, status as agent_status};
 use ferry_server::{DataDir, PublishRequest};
 
 use crate::Failure;
-use crate::args::{DeviceArgs, DeviceInitArgs, InstallArgs, PublishArgs, ServerArgs};
+use crate::args::{
+    BootKind, DeviceArgs, DeviceInitArgs, InstallArgs, PublishArgs, RebootArgs, ServerArgs,
+};
 use crate::render::{self, ProgressUi};
 
 pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
@@ -74,7 +76,16 @@ pub fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
             server: a.server,
             audience: a.audience,
             slot_size: a.slot_size,
-            boot: ferry_boot::BootBackend::File,
+            boot: match a.boot {
+                BootKind::File => ferry_boot::BootBackend::File,
+                BootKind::Grub => ferry_boot::BootBackend::Grub {
+                    path: "grubenv".into(),
+                },
+                BootKind::Uboot => ferry_boot::BootBackend::Uboot {
+                    config: "fw_env.config".into(),
+                },
+            },
+            health_checks: a.health_checks,
         },
     )?;
     println!(
@@ -176,7 +187,7 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
     }
     if a.restart {
         print_reboot(
-            &agent_reboot::reboot(&device).map_err(|e| Failure::from(e).json(json))?,
+            &agent_reboot::reboot(&device, false).map_err(|e| Failure::from(e).json(json))?,
             json,
         );
     }
@@ -196,6 +207,12 @@ fn print_reboot(outcome: &agent_reboot::RebootOutcome, json: bool) {
             "Restarted into slot {slot}: now running {}.",
             outcome.version
         ),
+        (Some(slot), Some(f)) if f.code == "BOOT_CRASHED" => {
+            println!(
+                "Restarted into slot {slot}, which crashed before its boot check: {} [{}]",
+                f.cause, f.code
+            );
+        }
         (Some(slot), Some(f)) => {
             println!(
                 "Restarted, but slot {slot} failed its check and was abandoned: {} [{}]",
@@ -213,11 +230,18 @@ fn print_reboot(outcome: &agent_reboot::RebootOutcome, json: bool) {
     }
 }
 
-pub fn reboot(a: DeviceArgs) -> Result<ExitCode, Failure> {
+pub fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
+    let a = r.device;
     let device = open(&a)?;
-    let outcome = agent_reboot::reboot(&device).map_err(|e| Failure::from(e).json(a.json))?;
+    let outcome = agent_reboot::reboot(&device, r.simulate_crash)
+        .map_err(|e| Failure::from(e).json(a.json))?;
     print_reboot(&outcome, a.json);
-    Ok(if outcome.failure.is_some() {
+    // A fall-back is a failure; a crash the caller asked to simulate is not.
+    let fell_back = outcome
+        .failure
+        .as_ref()
+        .is_some_and(|f| f.code != "BOOT_CRASHED");
+    Ok(if fell_back {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -310,4 +334,31 @@ pub fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub async fn doctor(a: DeviceArgs) -> Result<ExitCode, Failure> {
+    use ferry_agent::doctor::{self, Outcome};
+    let device = open(&a)?;
+    let checks = doctor::run(&device).await;
+    let failed = checks.iter().any(|c| c.outcome == Outcome::Fail);
+    if a.json {
+        println!("{}", serde_json::json!({ "ok": !failed, "checks": checks }));
+    } else {
+        for c in &checks {
+            let mark = match c.outcome {
+                Outcome::Ok => "ok  ",
+                Outcome::Warn => "warn",
+                Outcome::Fail => "FAIL",
+            };
+            println!("[{mark}] {}: {}", c.name, c.detail);
+            if let Some(p) = &c.problem {
+                println!("       [{}] {}\n       fix: {}", p.code, p.cause, p.fix);
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

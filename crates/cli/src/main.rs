@@ -85,6 +85,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Status(a) => device_cmds::status(a),
             Command::History(a) => device_cmds::history(a),
             Command::Reboot(a) => device_cmds::reboot(a),
+            Command::Doctor(a) => device_cmds::doctor(a).await,
             Command::BootCheck(a) => device_cmds::boot_check(a),
             Command::Demo(a) => demo::run(a).await,
         }

@@ -7,54 +7,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-struct Fleet {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    server: Server,
-    device: PathBuf,
-    v1: PathBuf,
-}
-
-/// A server with 1.0 and 2.0 published and a device on 1.0 talking to `server_url`
-/// (the server itself, or a proxy in front of it).
-fn fleet(mib: usize, via: impl FnOnce(&Server) -> String) -> Fleet {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_owned();
-    let data = root.join("server");
-    let (v1, v2) = (root.join("v1.img"), root.join("v2.img"));
-    make_image(&v1, 1, mib);
-    make_image(&v2, 2, mib);
-    publish(&data, &v1, "1.0");
-    publish(&data, &v2, "2.0");
-    let server = Server::start(&data);
-    let url = via(&server);
-    let device = root.join("device");
-    ok(&[
-        "device",
-        "init",
-        s(&device),
-        "--class",
-        "vm",
-        "--image",
-        s(&v1),
-        "--version",
-        "1.0",
-        "--server",
-        &url,
-    ]);
-    Fleet {
-        _tmp: tmp,
-        root,
-        server,
-        device,
-        v1,
-    }
-}
-
-fn status(device: &Path) -> serde_json::Value {
-    serde_json::from_str(&ok(&["status", "--json", "--device", s(device)])).unwrap()
-}
-
 fn assert_still_on_v1(f: &Fleet) {
     let st = status(&f.device);
     assert_eq!(st["version"], "1.0", "{st}");

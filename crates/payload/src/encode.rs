@@ -97,6 +97,7 @@ pub fn encode<R: Read, W: Write>(
         payload_size: offset,
         payload_sha256: payload_hash.finish(),
         frames,
+        seal: None,
     })
 }
 

@@ -34,4 +34,4 @@ mod manifest;
 
 pub use encode::{EncodeOptions, decode_frame, encode};
 pub use error::PayloadError;
-pub use manifest::{FORMAT, Frame, Manifest, PayloadKind};
+pub use manifest::{FORMAT, Frame, Manifest, PayloadKind, SealRef};

@@ -28,6 +28,16 @@ pub struct Frame {
     pub sha256: Sha256,
 }
 
+/// The dm-verity seal of the image a payload rebuilds: its root hash and salt (the
+/// tree itself is rebuilt on the device, in the pass that writes the slot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealRef {
+    /// Root hash of the image's dm-verity tree.
+    pub root_hash: ferry_seal::RootHash,
+    /// The salt it was built with.
+    pub salt: ferry_seal::Salt,
+}
+
 /// Everything a device needs to fetch, decode and verify a payload frame by frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -50,6 +60,9 @@ pub struct Manifest {
     pub payload_sha256: Sha256,
     /// The frames, in image order.
     pub frames: Vec<Frame>,
+    /// The image's seal, when the publisher sealed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<SealRef>,
 }
 
 impl Manifest {
@@ -96,6 +109,12 @@ impl Manifest {
                 ));
             }
             offset += frame.len as u64;
+        }
+        if self.seal.is_some()
+            && (!(self.frame_size as u64).is_multiple_of(ferry_seal::BLOCK_SIZE)
+                || !self.image_size.is_multiple_of(ferry_seal::BLOCK_SIZE))
+        {
+            return bad("a sealed image needs whole 4096-byte blocks in every frame".into());
         }
         if offset != self.payload_size {
             return bad(format!(

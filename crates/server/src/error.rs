@@ -50,6 +50,9 @@ pub enum ServerError {
     /// Encoding the payload failed.
     #[error(transparent)]
     Payload(#[from] ferry_payload::PayloadError),
+    /// Sealing the image failed.
+    #[error("the image could not be sealed: {0}")]
+    Seal(String),
     /// Local I/O failed.
     #[error("I/O failed while {op}: {source}")]
     Io {
@@ -71,6 +74,7 @@ impl Diagnose for ServerError {
             ServerError::Database(_) | ServerError::Migrate(_) => "SERVER_DATABASE",
             ServerError::Store(_) => "SERVER_STORE",
             ServerError::Payload(e) => e.code(),
+            ServerError::Seal(_) => "SEAL_FAILED",
             ServerError::Io { .. } => "SERVER_IO",
         }
     }
@@ -91,6 +95,7 @@ impl Diagnose for ServerError {
             }
             ServerError::Store(_) => "check that the artifact store is reachable and has space".into(),
             ServerError::Payload(e) => e.fix(),
+            ServerError::Seal(_) => "check that the image is readable and whole 4096-byte blocks".into(),
             ServerError::Io { .. } => "check the path, its permissions and free space".into(),
         }
     }

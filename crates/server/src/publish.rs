@@ -71,11 +71,21 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
             level,
             ..EncodeOptions::default()
         };
-        let manifest = ferry_payload::encode(
-            std::io::BufReader::with_capacity(1 << 20, image),
+        let mut manifest = ferry_payload::encode(
+            std::io::BufReader::with_capacity(1 << 20, &image),
             std::io::BufWriter::with_capacity(1 << 20, out),
             &opts,
         )?;
+        // Seal: a dm-verity tree with a fresh salt; the tree itself is discarded (the
+        // device rebuilds it), its root hash and salt travel in the manifest.
+        let salt = ferry_seal::Salt::random();
+        let tree = tempfile::tempfile().map_err(|source| ServerError::Io {
+            op: "creating a temp file",
+            source,
+        })?;
+        let (root_hash, _) = ferry_seal::build_tree(&image, manifest.image_size, salt, &tree, 0)
+            .map_err(|e| ServerError::Seal(e.to_string()))?;
+        manifest.seal = Some(ferry_payload::SealRef { root_hash, salt });
         Ok::<_, ServerError>(manifest)
     })
     .await

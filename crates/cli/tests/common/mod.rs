@@ -278,3 +278,55 @@ pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 pub fn slot_digest(path: &Path, len: u64) -> ferry_types::Sha256 {
     ferry_agent::device::hash_prefix(path, len).expect("hash slot")
 }
+
+pub struct Fleet {
+    pub _tmp: tempfile::TempDir,
+    pub root: PathBuf,
+    pub server: Server,
+    pub device: PathBuf,
+    pub v1: PathBuf,
+}
+
+/// A server with 1.0 and 2.0 published and a device on 1.0 talking to `server_url`
+/// (the server itself, or a proxy in front of it).
+pub fn fleet(mib: usize, via: impl FnOnce(&Server) -> String) -> Fleet {
+    fleet_with(mib, &[], via)
+}
+
+/// [`fleet`] with extra `device init` arguments.
+pub fn fleet_with(mib: usize, init_args: &[&str], via: impl FnOnce(&Server) -> String) -> Fleet {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_owned();
+    let data = root.join("server");
+    let (v1, v2) = (root.join("v1.img"), root.join("v2.img"));
+    make_image(&v1, 1, mib);
+    make_image(&v2, 2, mib);
+    publish(&data, &v1, "1.0");
+    publish(&data, &v2, "2.0");
+    let server = Server::start(&data);
+    let url = via(&server);
+    let device = root.join("device");
+    let mut args = vec![
+        "device",
+        "init",
+        s(&device),
+        "--class",
+        "vm",
+        "--image",
+        s(&v1),
+    ];
+    args.extend_from_slice(&["--version", "1.0", "--server", &url]);
+    args.extend_from_slice(init_args);
+    ok(&args);
+    Fleet {
+        _tmp: tmp,
+        root,
+        server,
+        device,
+        v1,
+    }
+}
+
+pub fn status(device: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(&["status", "--json", "--device", s(device)])).unwrap()
+}

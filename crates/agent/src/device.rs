@@ -141,6 +141,17 @@ pub struct Receipt {
     pub update_id: Option<uuid::Uuid>,
 }
 
+impl Receipt {
+    /// The file name [`Device::write_receipt`] gives it.
+    pub fn file_name(&self) -> String {
+        format!(
+            "{}-{}.json",
+            self.installed_at.format("%Y%m%dT%H%M%S%.6fZ"),
+            self.version
+        )
+    }
+}
+
 /// An open device directory. Holding it holds the device lock.
 #[derive(Debug)]
 pub struct Device {

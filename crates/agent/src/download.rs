@@ -398,3 +398,27 @@ pub fn verify_slot(
         }),
     }
 }
+
+/// How many frames from `frames_done` on are already in the slot and verify: after a
+/// crash, frames written since the last checkpoint are re-verified, not re-downloaded.
+pub fn verified_prefix(
+    slot: &Path,
+    manifest: &Manifest,
+    frames_done: usize,
+) -> Result<usize, AgentError> {
+    let file = File::open(slot).map_err(AgentError::io("opening a slot", slot))?;
+    let mut buf = vec![0u8; manifest.frame_size as usize];
+    let mut idx = frames_done;
+    while idx < manifest.frames.len() {
+        let len = manifest.frame_len(idx);
+        if file
+            .read_exact_at(&mut buf[..len], manifest.frame_image_offset(idx))
+            .is_err()
+            || ferry_types::Sha256::of(&buf[..len]) != manifest.frames[idx].sha256
+        {
+            break;
+        }
+        idx += 1;
+    }
+    Ok(idx)
+}

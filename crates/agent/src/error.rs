@@ -136,6 +136,16 @@ pub enum AgentError {
         /// The end of what it printed on stderr.
         stderr: String,
     },
+    /// The journal or a machine's state could not be used.
+    #[error("{cause}")]
+    Journal {
+        /// The fsm crate's code (NO_TRANSITION, STATE_CORRUPT, JOURNAL_IO, …).
+        code: &'static str,
+        /// Its cause.
+        cause: String,
+        /// Its fix.
+        fix: String,
+    },
     /// Local I/O failed.
     #[error("I/O failed while {op} ({}): {source}", path.display())]
     Io {
@@ -179,6 +189,7 @@ impl Diagnose for AgentError {
             AgentError::SealMismatch { .. } => "SEAL_MISMATCH",
             AgentError::Seal(e) => e.code(),
             AgentError::HealthCheckFailed { .. } => "HEALTH_CHECK_FAILED",
+            AgentError::Journal { code, .. } => code,
             AgentError::Io { .. } => "DEVICE_IO",
         }
     }
@@ -224,6 +235,7 @@ impl Diagnose for AgentError {
             AgentError::HealthCheckFailed { .. } => {
                 "the device rolled back to the previous version; fix what the check reports, then install again".into()
             }
+            AgentError::Journal { fix, .. } => fix.clone(),
             AgentError::Io { .. } => "check the path, its permissions and free space on the device".into(),
         }
     }

@@ -1,27 +1,38 @@
-//! `ferry list` and `ferry install`: pick the offer, then download, verify and apply.
+//! `ferry list` and `ferry install`. An install is the `controller[uuid]` machine run
+//! as a table: each action below returns the event that moves the machine on, the
+//! engine makes the new state durable before the action runs, and after a crash the
+//! controller resumes through LOADING_PERSISTED, which re-derives where to continue
+//! from durable device state.
 //!
-//! Order of durable effects, so that a crash between any two leaves a bootable device
-//! and a resumable install:
+//! Order of durable effects, so a crash between any two leaves a bootable device and
+//! a resumable install:
 //! 1. the target (inactive) slot is invalidated in boot control and its metadata
 //!    removed — the running slot is never touched;
-//! 2. frames are written and, once a second, the slot synced and the count of frames
-//!    done recorded in `cache/install.json`;
-//! 3. the whole slot is verified against the manifest;
+//! 2. frames are written and, about once a second, the slot synced and the count of
+//!    frames done recorded in `cache/install.json` (and the journal);
+//! 3. the seal is finished and its root hash checked (frames written by an earlier,
+//!    interrupted run are re-read and re-verified, never re-downloaded);
 //! 4. receipt, slot metadata, then boot control: the slot boots next with N tries.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
 use ferry_boot::Slot;
+use ferry_fsm::{Instance, Machine};
 use ferry_payload::Manifest;
-use ferry_types::{Sha256, Version};
+use ferry_types::{Diagnose, Sha256, Version};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::client::Client;
-use crate::device::{CACHE_DIR, Device, Receipt, SlotInfo};
+use crate::device::{CACHE_DIR, Device, Receipt, SLOTS_DIR, SlotInfo};
+use crate::journal::{Journal, fire};
+use crate::machines::{CONTROLLER, DOWNLOADER, UPDATE};
 use crate::offer::{self, Offer};
 use crate::progress::{self, Phase, ProgressSink};
+use crate::seal::{LeafStore, SlotSeal};
 use crate::{AgentError, download, durable};
 
 /// Namespace of update UUIDs (v5 of device id and build id).
@@ -70,23 +81,18 @@ pub struct InstallOutcome {
     pub image_size: u64,
     /// Seconds downloading (decode and write included).
     pub download_secs: f64,
-    /// Seconds verifying the written slot.
+    /// Seconds finishing the seal and verifying.
     pub verify_secs: f64,
     /// Receipt file.
     pub receipt: String,
+    /// Warnings met on the way (a torn journal tail, a corrupt state file), with codes.
+    pub warnings: Vec<ferry_types::Report>,
 }
 
-/// The offers for this device.
+/// The offers for this device (a journaled scan).
 pub async fn list(device: &Device) -> Result<Vec<Offer>, AgentError> {
-    let client = Client::new(&device.config.server)?;
-    let releases = client.releases(&device.identity.device_class).await?;
-    let current = device.running_version()?;
-    Ok(offer::offers(
-        &releases,
-        &device.identity.device_class,
-        &device.config.audience,
-        &current,
-    ))
+    let mut journal = Journal::open(device)?;
+    Ok(crate::scan::scan(device, &mut journal).await?.offers)
 }
 
 /// Every full image for the device's class (`list-full`).
@@ -107,9 +113,8 @@ pub async fn install(
     label: Option<&str>,
     sink: &dyn ProgressSink,
 ) -> Result<Option<InstallOutcome>, AgentError> {
-    sink.report(&progress::mark("ACCEPTED", "Accepted"));
-    sink.report(&progress::mark("STARTUP", "Starting"));
-    let offers = list(device).await?;
+    let mut journal = Journal::open(device)?;
+    let offers = crate::scan::scan(device, &mut journal).await?.offers;
     let chosen = match label {
         None => offers.iter().find(|o| o.recommended).cloned(),
         Some(l) => Some(
@@ -124,215 +129,484 @@ pub async fn install(
         ),
     };
     let Some(offer) = chosen else { return Ok(None) };
-    install_offer(device, &offer, sink).await.map(Some)
+    let id = update_id(device, &offer.release.build_id);
+    let id_text = id.to_string();
+    let mut update = journal.instance(machine(&UPDATE)?, &id_text, true)?;
+    fire(
+        &mut update,
+        "Install",
+        json!({ "label": offer.label, "version": offer.version }),
+    )?;
+    let mut controller = journal.instance(machine(&CONTROLLER)?, &id_text, true)?;
+    let mut run = Run::new(device, &offer, id, sink);
+    match run.drive(&mut journal, &mut controller).await {
+        Ok(()) => {
+            fire(
+                &mut update,
+                "Installed",
+                json!({ "slot": run.target, "receipt": run.receipt }),
+            )?;
+            let mut outcome = run.outcome()?;
+            outcome.warnings = journal.warnings.clone();
+            Ok(Some(outcome))
+        }
+        Err(e) => {
+            let report = e.report();
+            // Record the failure; if even that fails, the original error matters more.
+            let _ = fire(&mut controller, "Fail", json!({ "error": report }));
+            let _ = fire(&mut update, "Fail", json!({ "error": report }));
+            Err(e)
+        }
+    }
 }
 
-async fn install_offer(
-    device: &Device,
-    offer: &Offer,
-    sink: &dyn ProgressSink,
-) -> Result<InstallOutcome, AgentError> {
-    let release = &offer.release;
-    let client = Client::new(&device.config.server)?;
-    let boot = device.boot_control();
-    let state = boot.load()?;
-    let running = state.primary();
-    let target = !running;
-    let from_version = device.running_version()?;
-    let capacity = device.config.slots.capacity;
-    if release.image_size > capacity {
-        return Err(AgentError::SlotTooSmall {
-            slot: target.to_string(),
-            needed: release.image_size,
-            capacity,
-        });
-    }
-    let update_id = update_id(device, &release.build_id);
-
-    sink.report(&progress::mark("LOADING_PERSISTED", "Loading saved state"));
-    let manifest_bytes = client
-        .artifact(&release.manifest, "the payload manifest")
-        .await?;
-    let manifest = Manifest::from_json(&manifest_bytes)?;
-    check_manifest(&manifest, offer)?;
-    let manifest = Arc::new(manifest);
-
-    let progress_path = device.dir.join(CACHE_DIR).join("install.json");
-    let resumable = crate::device::read_json::<InstallProgress>(&progress_path)
-        .ok()
-        .filter(|p| {
-            p.manifest_sha256 == release.manifest.sha256
-                && p.slot == target
-                && p.frames_done <= manifest.frames.len()
-        });
-    let mut record = match resumable {
-        Some(p) if !state.is_good(target) && state.trial().is_none_or(|t| t.slot != target) => {
-            tracing::info!(frames_done = p.frames_done, "resuming the install");
-            p
-        }
-        _ => {
-            // The target slot is about to be overwritten: make sure nothing boots it.
-            if state.trial().is_some_and(|t| t.slot == target) || state.is_good(target) {
-                boot.store(&state.invalidate(target)?)?;
-            }
-            device.set_slot_info(target, None)?;
-            let fresh = InstallProgress {
-                update_id,
-                version: release.version.clone(),
-                manifest_sha256: release.manifest.sha256,
-                slot: target,
-                frames_done: 0,
-                bytes_downloaded: 0,
-            };
-            durable::write_json(&progress_path, &fresh)
-                .map_err(AgentError::io("writing install progress", &progress_path))?;
-            fresh
-        }
-    };
-    sink.report(&progress::mark("READY", "Ready to download"));
-
-    // Download: 16% → 54%, measured in payload bytes.
-    let slot_path = device.slot_path(target);
-    let start_frame = record.frames_done;
-    let payload_size = manifest.payload_size;
-    let start_offset = manifest
-        .frames
-        .get(start_frame)
-        .map_or(payload_size, |f| f.offset);
-    let mut phase = Phase::new(
-        "DOWNLOADING_UPDATE",
-        "Downloading update…",
-        payload_size,
-        start_offset,
-    );
-    if let Some(p) = phase.at(start_offset, true) {
-        sink.report(&p);
-    }
-    let base_downloaded = record.bytes_downloaded;
-    let mut checkpoint = |frames_done: usize| -> Result<(), AgentError> {
-        record.frames_done = frames_done;
-        durable::write_json(&progress_path, &record)
-            .map_err(AgentError::io("writing install progress", &progress_path))
-    };
-    let mut on_bytes = |offset: u64| {
-        if let Some(p) = phase.at(offset, false) {
-            sink.report(&p);
-        }
-    };
-    let leaves = crate::seal::LeafStore::new(&manifest).map(Arc::new);
-    let result = download::stream_into_slot(
-        &client,
-        &release.payload.url,
-        manifest.clone(),
-        leaves.clone(),
-        &slot_path,
-        start_frame,
-        &mut checkpoint,
-        &mut on_bytes,
-    )
-    .await;
-    let stats = match result {
-        Ok(stats) => stats,
-        Err(e) => return Err(e),
-    };
-    let mut record: InstallProgress = crate::device::read_json(&progress_path)?;
-    record.bytes_downloaded = base_downloaded + stats.bytes_downloaded;
-    durable::write_json(&progress_path, &record)
-        .map_err(AgentError::io("writing install progress", &progress_path))?;
-    sink.report(&progress::mark("DOWNLOADED_UPDATE", "Downloaded"));
-
-    // Prepare: 60% → 99%. A sealed release: finish the dm-verity tree built while
-    // writing (re-reading only frames an earlier run wrote) and compare its root hash
-    // with the release's. An unsealed one: re-read and check every frame.
-    let verify_started = Instant::now();
-    let verify_phase = std::sync::Mutex::new(Phase::new(
-        "PREPARING_UPDATE",
-        "Verifying system image…",
-        manifest.image_size,
-        0,
-    ));
-    let report = |done: u64, total: u64| {
-        if let Ok(mut ph) = verify_phase.lock()
-            && let Some(p) = ph.at(done * manifest.image_size / total.max(1), false)
-        {
-            sink.report(&p);
-        }
-    };
-    let tree_rel =
-        std::path::PathBuf::from(crate::device::SLOTS_DIR).join(format!("{target}.verity"));
-    let seal = match leaves.and_then(Arc::into_inner) {
-        Some(leaves) => {
-            let seal =
-                leaves.finish(&slot_path, &manifest, &device.dir.join(&tree_rel), &report)?;
-            Some(crate::seal::SlotSeal {
-                tree: tree_rel,
-                ..seal
-            })
-        }
-        None => {
-            download::verify_slot(&slot_path, &manifest, &|v| report(v, manifest.image_size))?;
-            None
-        }
-    };
-    let verify_secs = verify_started.elapsed().as_secs_f64();
-
-    // Apply: receipt, slot metadata, manifest beside the slot, then boot control.
-    let now = Utc::now();
-    let receipt = Receipt {
-        component: "system".into(),
-        version: release.version.clone(),
-        build_id: release.build_id.clone(),
-        slot: target,
-        image_sha256: manifest.image_sha256,
-        image_size: manifest.image_size,
-        payload_kind: release.kind.clone(),
-        payload_sha256: manifest.payload_sha256,
-        payload_size: manifest.payload_size,
-        bytes_downloaded: record.bytes_downloaded,
-        installed_at: now,
-        from_version: Some(from_version),
-        update_id: Some(update_id),
-    };
-    let receipt_name = device.write_receipt(&receipt)?;
-    let manifest_path = device
-        .dir
-        .join(crate::device::SLOTS_DIR)
-        .join(format!("{target}.manifest.json"));
-    durable::write_atomic(&manifest_path, &manifest_bytes)
-        .map_err(AgentError::io("storing the manifest", &manifest_path))?;
-    device.set_slot_info(
-        target,
-        Some(&SlotInfo {
-            version: release.version.clone(),
-            build_id: release.build_id.clone(),
-            image_size: manifest.image_size,
-            image_sha256: manifest.image_sha256,
-            installed_at: now,
-            receipt: receipt_name.clone(),
-            seal,
-        }),
-    )?;
-    let state = boot.load()?;
-    boot.store(&state.set_trial(target, device.config.boot_tries)?)?;
-    durable::remove(&progress_path)
-        .map_err(AgentError::io("removing install progress", &progress_path))?;
-    sink.report(&progress::mark("PREPARED", "Ready to restart"));
-    sink.report(&progress::mark(
-        "COMPLETED",
-        "Update installed: restart to use it",
-    ));
-
-    Ok(InstallOutcome {
-        update_id,
-        version: release.version.clone(),
-        slot: target,
-        bytes_downloaded: stats.bytes_downloaded,
-        resumed_from_frame: stats.start_frame,
-        image_size: manifest.image_size,
-        download_secs: stats.elapsed.as_secs_f64(),
-        verify_secs,
-        receipt: receipt_name,
+fn machine(def: &'static ferry_fsm::MachineDef) -> Result<Machine, AgentError> {
+    Machine::new(def).map_err(|e| AgentError::Journal {
+        code: e.code(),
+        cause: e.to_string(),
+        fix: e.fix(),
     })
+}
+
+/// One install run: what the controller's actions share.
+struct Run<'a> {
+    device: &'a Device,
+    offer: &'a Offer,
+    id: uuid::Uuid,
+    sink: &'a dyn ProgressSink,
+    target: Slot,
+    manifest: Option<(Arc<Manifest>, Vec<u8>)>,
+    record: Option<InstallProgress>,
+    leaves: Option<Arc<LeafStore>>,
+    seal: Option<SlotSeal>,
+    bytes_downloaded: u64,
+    start_frame: usize,
+    download_secs: f64,
+    verify_secs: f64,
+    receipt: String,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        device: &'a Device,
+        offer: &'a Offer,
+        id: uuid::Uuid,
+        sink: &'a dyn ProgressSink,
+    ) -> Run<'a> {
+        Run {
+            device,
+            offer,
+            id,
+            sink,
+            target: Slot::B,
+            manifest: None,
+            record: None,
+            leaves: None,
+            seal: None,
+            bytes_downloaded: 0,
+            start_frame: 0,
+            download_secs: 0.0,
+            verify_secs: 0.0,
+            receipt: String::new(),
+        }
+    }
+
+    fn progress_path(&self) -> PathBuf {
+        self.device.dir.join(CACHE_DIR).join("install.json")
+    }
+
+    /// Runs the controller's table to COMPLETED: fire, run the action, fire what it
+    /// returns. A fresh or failed controller starts; any other state resumes.
+    async fn drive(&mut self, journal: &mut Journal, ctl: &mut Instance) -> Result<(), AgentError> {
+        let mut event = if matches!(ctl.state(), "ACCEPTED" | "FAILED") {
+            "Start"
+        } else {
+            "Resume"
+        };
+        let mut data = json!({ "update": self.id, "version": self.offer.version });
+        loop {
+            let action = fire(ctl, event, data)?;
+            self.sink.report(&progress::mark(
+                state_name(ctl.state()),
+                action_text(action),
+            ));
+            (event, data) = match action {
+                "StartUp" => ("Started", json!({})),
+                "LoadPersisted" => self.load_persisted().await?,
+                "Ready" => ("Go", json!({})),
+                "Download" => self.download(journal).await?,
+                "MarkDownloaded" => ("Go", json!({})),
+                "Prepare" => self.prepare()?,
+                "Apply" => self.apply()?,
+                "Complete" => {
+                    ctl.complete_action().map_err(crate::journal::fsm_error)?;
+                    return Ok(());
+                }
+                other => {
+                    return Err(AgentError::Journal {
+                        code: "NO_ACTION",
+                        cause: format!(
+                            "the controller table names an action ({other}) the agent does not run"
+                        ),
+                        fix: "this is a bug in ferry: report it with the device's journal".into(),
+                    });
+                }
+            };
+        }
+    }
+
+    /// LOADING_PERSISTED: where to continue, from durable device state only.
+    async fn load_persisted(&mut self) -> Result<(&'static str, serde_json::Value), AgentError> {
+        let release = &self.offer.release;
+        let boot = self.device.boot_control();
+        let state = boot.load()?;
+        self.target = !state.primary();
+        let capacity = self.device.config.slots.capacity;
+        if release.image_size > capacity {
+            return Err(AgentError::SlotTooSmall {
+                slot: self.target.to_string(),
+                needed: release.image_size,
+                capacity,
+            });
+        }
+        let client = Client::new(&self.device.config.server)?;
+        let manifest_bytes = client
+            .artifact(&release.manifest, "the payload manifest")
+            .await?;
+        let manifest = Manifest::from_json(&manifest_bytes)?;
+        check_manifest(&manifest, self.offer)?;
+        let manifest = Arc::new(manifest);
+        self.manifest = Some((manifest.clone(), manifest_bytes.to_vec()));
+
+        // Already applied (a crash after boot control was told): finish the bookkeeping.
+        let staged = self.device.slot_info(self.target)?;
+        if state.trial().is_some_and(|t| t.slot == self.target)
+            && staged.as_ref().is_some_and(|i| {
+                i.version == release.version && i.image_sha256 == release.image_sha256
+            })
+        {
+            self.receipt = staged.map(|i| i.receipt).unwrap_or_default();
+            durable::remove(&self.progress_path()).map_err(AgentError::io(
+                "removing install progress",
+                self.progress_path(),
+            ))?;
+            return Ok(("AlreadyStaged", json!({ "slot": self.target })));
+        }
+
+        let path = self.progress_path();
+        let resumable = crate::device::read_json::<InstallProgress>(&path)
+            .ok()
+            .filter(|p| {
+                p.manifest_sha256 == release.manifest.sha256
+                    && p.slot == self.target
+                    && p.frames_done <= manifest.frames.len()
+            });
+        let target_bootable =
+            state.is_good(self.target) || state.trial().is_some_and(|t| t.slot == self.target);
+        if let Some(mut record) = resumable.filter(|_| !target_bootable) {
+            // Frames written after the last checkpoint are still in the slot: re-verify
+            // them instead of downloading them again.
+            let slot = self.device.slot_path(self.target);
+            record.frames_done = download::verified_prefix(&slot, &manifest, record.frames_done)?;
+            durable::write_json(&path, &record)
+                .map_err(AgentError::io("writing install progress", &path))?;
+            let frames_done = record.frames_done;
+            self.record = Some(record);
+            return Ok((
+                "Resumable",
+                json!({ "frames_done": frames_done, "frames": manifest.frames.len() }),
+            ));
+        }
+        // A fresh start: make sure nothing boots the slot about to be overwritten.
+        if target_bootable {
+            boot.store(&state.invalidate(self.target)?)?;
+        }
+        self.device.set_slot_info(self.target, None)?;
+        let fresh = InstallProgress {
+            update_id: self.id,
+            version: release.version.clone(),
+            manifest_sha256: release.manifest.sha256,
+            slot: self.target,
+            frames_done: 0,
+            bytes_downloaded: 0,
+        };
+        durable::write_json(&path, &fresh)
+            .map_err(AgentError::io("writing install progress", &path))?;
+        self.record = Some(fresh);
+        Ok(("Fresh", json!({ "slot": self.target })))
+    }
+
+    /// DOWNLOADING_UPDATE, 16% → 54% by payload bytes, through `downloader[uuid]`.
+    async fn download(
+        &mut self,
+        journal: &mut Journal,
+    ) -> Result<(&'static str, serde_json::Value), AgentError> {
+        let (manifest, _) = self
+            .manifest
+            .clone()
+            .ok_or_else(|| missing("the manifest"))?;
+        let mut record = self
+            .record
+            .clone()
+            .ok_or_else(|| missing("the install progress"))?;
+        let release = &self.offer.release;
+        let client = Client::new(&self.device.config.server)?;
+        let slot_path = self.device.slot_path(self.target);
+        let path = self.progress_path();
+        self.start_frame = record.frames_done;
+        let start_offset = manifest
+            .frames
+            .get(self.start_frame)
+            .map_or(manifest.payload_size, |f| f.offset);
+        let mut downloader = journal.instance(machine(&DOWNLOADER)?, &self.id.to_string(), true)?;
+        fire(
+            &mut downloader,
+            "Begin",
+            json!({ "from_frame": self.start_frame, "offset": start_offset }),
+        )?;
+
+        let mut phase = Phase::new(
+            "DOWNLOADING_UPDATE",
+            "Downloading update…",
+            manifest.payload_size,
+            start_offset,
+        );
+        if let Some(p) = phase.at(start_offset, true) {
+            self.sink.report(&p);
+        }
+        let base_downloaded = record.bytes_downloaded;
+        let received = std::sync::atomic::AtomicU64::new(0);
+        let mut checkpoint = |frames_done: usize| -> Result<(), AgentError> {
+            record.frames_done = frames_done;
+            record.bytes_downloaded =
+                base_downloaded + received.load(std::sync::atomic::Ordering::Relaxed);
+            durable::write_json(&path, &record)
+                .map_err(AgentError::io("writing install progress", &path))?;
+            fire(
+                &mut downloader,
+                "Checkpoint",
+                json!({ "frames_done": frames_done, "bytes": record.bytes_downloaded }),
+            )?;
+            Ok(())
+        };
+        let sink = self.sink;
+        let mut on_bytes = |offset: u64| {
+            received.store(offset - start_offset, std::sync::atomic::Ordering::Relaxed);
+            crate::journal::bytes_received(offset - start_offset);
+            if let Some(p) = phase.at(offset, false) {
+                sink.report(&p);
+            }
+        };
+        self.leaves = LeafStore::new(&manifest).map(Arc::new);
+        let result = download::stream_into_slot(
+            &client,
+            &release.payload.url,
+            manifest.clone(),
+            self.leaves.clone(),
+            &slot_path,
+            self.start_frame,
+            &mut checkpoint,
+            &mut on_bytes,
+        )
+        .await;
+        match result {
+            Ok(stats) => {
+                self.bytes_downloaded = stats.bytes_downloaded;
+                self.download_secs = stats.elapsed.as_secs_f64();
+                let mut done: InstallProgress = crate::device::read_json(&path)?;
+                done.bytes_downloaded = base_downloaded + stats.bytes_downloaded;
+                durable::write_json(&path, &done)
+                    .map_err(AgentError::io("writing install progress", &path))?;
+                self.record = Some(done);
+                fire(
+                    &mut downloader,
+                    "Done",
+                    json!({ "bytes": stats.bytes_downloaded, "secs": self.download_secs }),
+                )?;
+                Ok(("Downloaded", json!({ "bytes": stats.bytes_downloaded })))
+            }
+            Err(e) => {
+                let _ = fire(&mut downloader, "Fail", json!({ "error": e.report() }));
+                Err(e)
+            }
+        }
+    }
+
+    /// PREPARING_UPDATE, 60% → 99%: finish the seal (or re-check every frame of an
+    /// unsealed release) and compare the root hash with the release's.
+    fn prepare(&mut self) -> Result<(&'static str, serde_json::Value), AgentError> {
+        let (manifest, _) = self
+            .manifest
+            .clone()
+            .ok_or_else(|| missing("the manifest"))?;
+        let slot_path = self.device.slot_path(self.target);
+        let started = Instant::now();
+        let phase = std::sync::Mutex::new(Phase::new(
+            "PREPARING_UPDATE",
+            "Verifying system image…",
+            manifest.image_size,
+            0,
+        ));
+        let sink = self.sink;
+        let report = |done: u64, total: u64| {
+            if let Ok(mut ph) = phase.lock()
+                && let Some(p) = ph.at(done * manifest.image_size / total.max(1), false)
+            {
+                sink.report(&p);
+            }
+        };
+        let tree_rel = PathBuf::from(SLOTS_DIR).join(format!("{}.verity", self.target));
+        // A store filled by this run's download, or an empty one (every frame re-read).
+        let leaves = self
+            .leaves
+            .take()
+            .and_then(Arc::into_inner)
+            .or_else(|| LeafStore::new(&manifest));
+        self.seal = match leaves {
+            Some(leaves) => {
+                let seal = leaves.finish(
+                    &slot_path,
+                    &manifest,
+                    &self.device.dir.join(&tree_rel),
+                    &report,
+                )?;
+                Some(SlotSeal {
+                    tree: tree_rel,
+                    ..seal
+                })
+            }
+            None => {
+                download::verify_slot(&slot_path, &manifest, &|v| report(v, manifest.image_size))?;
+                None
+            }
+        };
+        self.verify_secs = started.elapsed().as_secs_f64();
+        Ok((
+            "Sealed",
+            json!({ "root_hash": self.seal.as_ref().map(|s| s.root_hash.to_string()) }),
+        ))
+    }
+
+    /// PREPARED: receipt, slot metadata, then boot control.
+    fn apply(&mut self) -> Result<(&'static str, serde_json::Value), AgentError> {
+        let (manifest, manifest_bytes) = self
+            .manifest
+            .clone()
+            .ok_or_else(|| missing("the manifest"))?;
+        let release = &self.offer.release;
+        let record = self
+            .record
+            .clone()
+            .ok_or_else(|| missing("the install progress"))?;
+        let now = Utc::now();
+        let from_version = self.device.running_version()?;
+        // A crash after the receipt was written must not leave two receipts.
+        let existing = self
+            .device
+            .receipts()?
+            .into_iter()
+            .find(|r| r.update_id == Some(self.id) && r.slot == self.target);
+        self.receipt = match existing {
+            Some(r) => r.file_name(),
+            None => self.device.write_receipt(&Receipt {
+                component: "system".into(),
+                version: release.version.clone(),
+                build_id: release.build_id.clone(),
+                slot: self.target,
+                image_sha256: manifest.image_sha256,
+                image_size: manifest.image_size,
+                payload_kind: release.kind.clone(),
+                payload_sha256: manifest.payload_sha256,
+                payload_size: manifest.payload_size,
+                bytes_downloaded: record.bytes_downloaded,
+                installed_at: now,
+                from_version: Some(from_version),
+                update_id: Some(self.id),
+            })?,
+        };
+        let manifest_path = self
+            .device
+            .dir
+            .join(SLOTS_DIR)
+            .join(format!("{}.manifest.json", self.target));
+        durable::write_atomic(&manifest_path, &manifest_bytes)
+            .map_err(AgentError::io("storing the manifest", &manifest_path))?;
+        self.device.set_slot_info(
+            self.target,
+            Some(&SlotInfo {
+                version: release.version.clone(),
+                build_id: release.build_id.clone(),
+                image_size: manifest.image_size,
+                image_sha256: manifest.image_sha256,
+                installed_at: now,
+                receipt: self.receipt.clone(),
+                seal: self.seal.clone(),
+            }),
+        )?;
+        let boot = self.device.boot_control();
+        let state = boot.load()?;
+        boot.store(&state.set_trial(self.target, self.device.config.boot_tries)?)?;
+        let path = self.progress_path();
+        durable::remove(&path).map_err(AgentError::io("removing install progress", &path))?;
+        self.sink.report(&progress::mark(
+            "COMPLETED",
+            "Update installed: restart to use it",
+        ));
+        Ok((
+            "Applied",
+            json!({ "slot": self.target, "receipt": self.receipt }),
+        ))
+    }
+
+    fn outcome(&self) -> Result<InstallOutcome, AgentError> {
+        let (manifest, _) = self
+            .manifest
+            .clone()
+            .ok_or_else(|| missing("the manifest"))?;
+        Ok(InstallOutcome {
+            update_id: self.id,
+            version: self.offer.release.version.clone(),
+            slot: self.target,
+            bytes_downloaded: self.bytes_downloaded,
+            resumed_from_frame: self.start_frame,
+            image_size: manifest.image_size,
+            download_secs: self.download_secs,
+            verify_secs: self.verify_secs,
+            receipt: self.receipt.clone(),
+            warnings: Vec::new(),
+        })
+    }
+}
+
+fn missing(what: &str) -> AgentError {
+    AgentError::Journal {
+        code: "NO_TRANSITION",
+        cause: format!("the controller reached a step that needs {what} before it was loaded"),
+        fix: "this is a bug in ferry: report it with the device's journal".into(),
+    }
+}
+
+/// The checkpoint name a controller state reports (FAILED has none: keep the last).
+fn state_name(state: &'static str) -> &'static str {
+    if progress::CHECKPOINTS.iter().any(|(_, s)| *s == state) {
+        state
+    } else {
+        "READY"
+    }
+}
+
+fn action_text(action: &str) -> &'static str {
+    match action {
+        "StartUp" => "Starting",
+        "LoadPersisted" => "Loading saved state",
+        "Ready" => "Ready to download",
+        "Download" => "Downloading update…",
+        "MarkDownloaded" => "Downloaded",
+        "Prepare" => "Verifying system image…",
+        "Apply" => "Applying update…",
+        "Complete" => "Update installed: restart to use it",
+        _ => "Working…",
+    }
 }
 
 /// The manifest must describe exactly the release that was offered.

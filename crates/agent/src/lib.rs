@@ -15,9 +15,12 @@ pub mod durable;
 mod error;
 pub mod health;
 pub mod install;
+pub mod journal;
+pub mod machines;
 pub mod offer;
 pub mod progress;
 pub mod reboot;
+pub mod scan;
 pub mod seal;
 pub mod status;
 

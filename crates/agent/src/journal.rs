@@ -1,0 +1,132 @@
+//! The device's journal and machine instances: opening the fsm store under the device
+//! directory, reporting torn tails and corrupt state instead of crashing, and the
+//! crash-injection points the crash harness uses.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferry_fsm::{FsmError, Instance, Machine, Store, StoreOptions, Warning};
+use ferry_types::Report;
+
+use crate::AgentError;
+use crate::device::{Device, JOURNAL_DIR};
+
+/// Instance state files (one per machine instance).
+pub const STATE_DIR: &str = "state";
+
+/// Fault injection for the crash harness (`tests/crash.rs`, `bench/crash`): the process
+/// kills itself with SIGKILL right after its Nth durable journal record.
+pub const CRASH_AFTER_RECORDS: &str = "FERRY_CRASH_AFTER_RECORDS";
+/// Fault injection: SIGKILL once this many payload bytes have arrived.
+pub const CRASH_AFTER_BYTES: &str = "FERRY_CRASH_AFTER_BYTES";
+
+static RECORDS: AtomicU64 = AtomicU64::new(0);
+
+/// The journal of one device, opened.
+#[derive(Debug)]
+pub struct Journal {
+    /// The fsm store (journal and state files).
+    pub store: Store,
+    /// What was found wrong and repaired on opening (torn tails, corrupt state).
+    pub warnings: Vec<Report>,
+}
+
+impl Journal {
+    /// Opens the device's journal; a torn tail is cut and reported, not fatal.
+    pub fn open(device: &Device) -> Result<Journal, AgentError> {
+        let (store, warnings) = Store::open(
+            device.dir.join(JOURNAL_DIR),
+            device.dir.join(STATE_DIR),
+            StoreOptions::default(),
+        )
+        .map_err(fsm_error)?;
+        let warnings = warnings.iter().map(warning_report).collect();
+        Ok(Journal { store, warnings })
+    }
+
+    /// The instance `id` of `machine`: loaded if it exists and is usable, else started.
+    /// A finished instance is started afresh (`restart_finished`), and a corrupt state
+    /// file is reported and replaced by a fresh instance: the device state it would
+    /// have pointed to (install progress, slots) is re-derived in LOADING_PERSISTED.
+    pub fn instance(
+        &mut self,
+        machine: Machine,
+        id: &str,
+        restart_finished: bool,
+    ) -> Result<Instance, AgentError> {
+        match Instance::load(machine, id, &self.store) {
+            Ok(inst) if restart_finished && inst.is_finished() => {
+                remove_state(&self.store, machine.name(), id)?;
+                Instance::start(machine, id, &self.store).map_err(fsm_error)
+            }
+            Ok(inst) => Ok(inst),
+            Err(e) if e.code() == "STATE_MISSING" => {
+                Instance::start(machine, id, &self.store).map_err(fsm_error)
+            }
+            Err(e) if e.code() == "STATE_CORRUPT" => {
+                self.warnings.push(Report {
+                    code: e.code().into(),
+                    cause: e.to_string(),
+                    fix: e.fix(),
+                });
+                remove_state(&self.store, machine.name(), id)?;
+                Instance::start(machine, id, &self.store).map_err(fsm_error)
+            }
+            Err(e) => Err(fsm_error(e)),
+        }
+    }
+}
+
+/// Fires `event` on `inst`, journals it, and honours the crash-injection point.
+pub fn fire(
+    inst: &mut Instance,
+    event: &str,
+    data: serde_json::Value,
+) -> Result<&'static str, AgentError> {
+    let step = inst.fire(event, data).map_err(fsm_error)?;
+    let n = RECORDS.fetch_add(1, Ordering::SeqCst) + 1;
+    if crash_point(CRASH_AFTER_RECORDS).is_some_and(|at| n >= at) {
+        crash();
+    }
+    Ok(step.action)
+}
+
+/// Checks the byte crash point.
+pub fn bytes_received(n: u64) {
+    if crash_point(CRASH_AFTER_BYTES).is_some_and(|at| n >= at) {
+        crash();
+    }
+}
+
+fn crash_point(var: &str) -> Option<u64> {
+    std::env::var(var).ok().and_then(|v| v.parse().ok())
+}
+
+fn crash() -> ! {
+    // SAFETY: sending SIGKILL to ourselves; nothing runs after it.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::process::abort()
+}
+
+fn remove_state(store: &Store, fsm: &str, id: &str) -> Result<(), AgentError> {
+    let path = store.state_path(fsm, id);
+    crate::durable::remove(&path).map_err(AgentError::io("removing a machine state file", &path))
+}
+
+fn warning_report(w: &Warning) -> Report {
+    Report {
+        code: w.code().into(),
+        cause: w.to_string(),
+        fix: w.fix(),
+    }
+}
+
+/// An fsm error as the device's error.
+pub fn fsm_error(e: FsmError) -> AgentError {
+    AgentError::Journal {
+        code: e.code(),
+        cause: e.to_string(),
+        fix: e.fix(),
+    }
+}

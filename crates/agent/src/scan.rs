@@ -1,0 +1,106 @@
+//! A scan through the scan machines: `scan_manager` → `scan[uuid]` (fetch the catalog,
+//! select offers) → `recovery_scan[uuid]`.
+
+use serde_json::json;
+
+use crate::AgentError;
+use crate::client::{Client, Release};
+use crate::device::Device;
+use crate::journal::{Journal, fire};
+use crate::machines::{RECOVERY_SCAN, SCAN, SCAN_MANAGER};
+use crate::offer::{self, Offer};
+use ferry_fsm::Machine;
+use ferry_types::Diagnose;
+
+/// What a scan found.
+#[derive(Debug, Clone)]
+pub struct ScanResult {
+    /// Every release the catalog lists for the device's class.
+    pub releases: Vec<Release>,
+    /// The offers for this device, newest first.
+    pub offers: Vec<Offer>,
+}
+
+/// Runs a scan, journaled. `asked`: a person asked for it (always runs).
+pub async fn scan(device: &Device, journal: &mut Journal) -> Result<ScanResult, AgentError> {
+    let machine = |def| {
+        Machine::new(def).map_err(|e| AgentError::Journal {
+            code: e.code(),
+            cause: e.to_string(),
+            fix: e.fix(),
+        })
+    };
+    let mut manager = journal.instance(machine(&SCAN_MANAGER)?, "device", false)?;
+    if manager.state() == "SCANNING" {
+        // The previous scan was cut short (crash): close it before starting another.
+        fire(&mut manager, "Fail", json!({ "reason": "interrupted" }))?;
+    }
+    fire(&mut manager, "Scan", json!({ "asked": true }))?;
+    let scan_id = uuid::Uuid::new_v4().to_string();
+    let mut one = journal.instance(machine(&SCAN)?, &scan_id, false)?;
+    let result = run(device, journal, &mut one, &scan_id).await;
+    match &result {
+        Ok(found) => {
+            fire(
+                &mut manager,
+                "Found",
+                json!({ "scan": scan_id, "n_offers": found.offers.len() }),
+            )?;
+        }
+        Err(e) => {
+            let report = e.report();
+            let _ = fire(&mut one, "Fail", json!({ "error": report }));
+            fire(
+                &mut manager,
+                "Fail",
+                json!({ "scan": scan_id, "error": report }),
+            )?;
+        }
+    }
+    result
+}
+
+async fn run(
+    device: &Device,
+    journal: &mut Journal,
+    one: &mut ferry_fsm::Instance,
+    scan_id: &str,
+) -> Result<ScanResult, AgentError> {
+    fire(one, "Refresh", json!({ "server": device.config.server }))?;
+    let client = Client::new(&device.config.server)?;
+    let releases = client.releases(&device.identity.device_class).await?;
+    let catalog: Vec<_> = releases
+        .iter()
+        .map(|r| json!({ "version": r.version, "build_id": r.build_id, "audience": r.audience, "payload": r.payload.sha256 }))
+        .collect();
+    fire(
+        one,
+        "Fetched",
+        json!({ "n_releases": releases.len(), "catalog": catalog }),
+    )?;
+    let current = device.running_version()?;
+    let offers = offer::offers(
+        &releases,
+        &device.identity.device_class,
+        &device.config.audience,
+        &current,
+    );
+    fire(
+        one,
+        "Selected",
+        json!({ "current": current, "offers": offers.iter().map(|o| &o.label).collect::<Vec<_>>() }),
+    )?;
+    let recovery = Machine::new(&RECOVERY_SCAN).map_err(|e| AgentError::Journal {
+        code: e.code(),
+        cause: e.to_string(),
+        fix: e.fix(),
+    })?;
+    let mut recovery = journal.instance(recovery, scan_id, false)?;
+    fire(&mut recovery, "Check", json!({}))?;
+    fire(
+        &mut recovery,
+        "NotNeeded",
+        json!({ "reason": "the device has no recovery component" }),
+    )?;
+    Ok(ScanResult { releases, offers })
+}

@@ -26,7 +26,7 @@ type WorkQueue = Arc<Mutex<mpsc::Receiver<(usize, Vec<u8>)>>>;
 
 /// Frames in flight per decode worker: bounds memory to about
 /// `workers × (QUEUE_PER_WORKER + 1) × 2 × frame_size`.
-const QUEUE_PER_WORKER: usize = 2;
+const QUEUE_PER_WORKER: usize = 1;
 
 /// How often the slot is synced and progress made durable.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);

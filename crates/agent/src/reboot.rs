@@ -69,6 +69,9 @@ pub fn reboot(device: &Device, crash: bool) -> Result<RebootOutcome, AgentError>
         _ => state,
     };
     boot.store(&state)?;
+    if let Some(slot) = tried {
+        record_boot(device, slot, failure.as_ref())?;
+    }
     let running = state.primary();
     let version = device
         .slot_info(running)?
@@ -139,4 +142,43 @@ fn verify_by_manifest(
         });
     }
     download::verify_slot(&device.slot_path(slot), &manifest, &|_| {})
+}
+
+/// Moves the slot's `update[uuid]` machine on: Booted (committed) or BootFailed.
+fn record_boot(
+    device: &Device,
+    slot: Slot,
+    failure: Option<&ferry_types::Report>,
+) -> Result<(), AgentError> {
+    let Some(info) = device.slot_info(slot)? else {
+        return Ok(());
+    };
+    let Some(update_id) = device
+        .receipts()?
+        .into_iter()
+        .find(|r| r.file_name() == info.receipt)
+        .and_then(|r| r.update_id)
+    else {
+        return Ok(());
+    };
+    let mut journal = crate::journal::Journal::open(device)?;
+    let machine =
+        ferry_fsm::Machine::new(&crate::machines::UPDATE).map_err(|e| AgentError::Journal {
+            code: e.code(),
+            cause: e.to_string(),
+            fix: e.fix(),
+        })?;
+    let mut update = journal.instance(machine, &update_id.to_string(), false)?;
+    if update.state() != "STAGED" {
+        return Ok(());
+    }
+    match failure {
+        None => crate::journal::fire(&mut update, "Booted", serde_json::json!({ "slot": slot }))?,
+        Some(report) => crate::journal::fire(
+            &mut update,
+            "BootFailed",
+            serde_json::json!({ "slot": slot, "error": report }),
+        )?,
+    };
+    Ok(())
 }

@@ -45,6 +45,51 @@ pub enum Command {
     BootCheck(DeviceArgs),
     /// The whole story on loopback: server, two releases, a device, an update.
     Demo(DemoArgs),
+    /// Read and check the device's state-machine journal.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Print the agent's state machines.
+    #[command(subcommand)]
+    Fsm(FsmCommand),
+}
+
+/// `ferry log …`.
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Show journal records (oldest first).
+    Show(LogShowArgs),
+    /// Re-run the machines' tables over the journal; exit 1 at the first divergence.
+    Replay(DeviceArgs),
+}
+
+/// `ferry log show`.
+#[derive(Debug, Args)]
+pub struct LogShowArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Only this machine (scan_manager, scan, recovery_scan, downloader, controller, update).
+    #[arg(long)]
+    pub fsm: Option<String>,
+    /// Only this instance (e.g. an update UUID).
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+/// `ferry fsm …`.
+#[derive(Debug, Subcommand)]
+pub enum FsmCommand {
+    /// Print a machine as Graphviz.
+    Dot {
+        /// Machine name.
+        name: String,
+    },
+    /// Print a machine's transition table.
+    Table {
+        /// Machine name.
+        name: String,
+    },
+    /// List the machines.
+    List,
 }
 
 /// `ferry server`.

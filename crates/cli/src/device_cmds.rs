@@ -151,6 +151,9 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
     let result = install::install(&device, label, &ui).await;
     ui.finish();
     let outcome = result.map_err(|e| Failure::from(e).json(json))?;
+    for w in outcome.iter().flat_map(|o| &o.warnings) {
+        eprintln!("warning[{}]: {}\n  fix: {}", w.code, w.cause, w.fix);
+    }
     let Some(outcome) = outcome else {
         if json {
             println!("{}", serde_json::json!({ "installed": null }));

@@ -7,6 +7,7 @@ mod args;
 mod demo;
 mod device_cmds;
 mod images;
+mod log_cmds;
 mod render;
 
 use std::process::ExitCode;
@@ -88,6 +89,9 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Doctor(a) => device_cmds::doctor(a).await,
             Command::BootCheck(a) => device_cmds::boot_check(a),
             Command::Demo(a) => demo::run(a).await,
+            Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a),
+            Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a),
+            Command::Fsm(c) => log_cmds::fsm(c),
         }
     })
 }

@@ -151,6 +151,13 @@ pub fn replay_from<'r>(
                 (*machine, state)
             }
         };
+        // An instance id may be used again once it has finished (a retried update):
+        // its new life starts at the initial state.
+        let state = if machine.is_final(state) && record.s == machine.initial() {
+            machine.initial()
+        } else {
+            state
+        };
         if record.s != state {
             return Err(diverged(DivergenceKind::StateGap {
                 expected_state: state.to_string(),

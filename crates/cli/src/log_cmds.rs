@@ -1,0 +1,132 @@
+//! `ferry log` and `ferry fsm`: the journal, read-only, and the machines' tables.
+
+use std::process::ExitCode;
+
+use ferry_agent::device::{Device, JOURNAL_DIR};
+use ferry_agent::machines;
+
+use crate::Failure;
+use crate::args::{DeviceArgs, FsmCommand, LogShowArgs};
+
+fn read(a: &DeviceArgs) -> Result<ferry_fsm::JournalRead, Failure> {
+    let device = Device::open(&a.device).map_err(|e| Failure::from(e).json(a.json))?;
+    let journal = ferry_fsm::read_journal(device.dir.join(JOURNAL_DIR))
+        .map_err(|e| fsm_failure(&e).json(a.json))?;
+    if let Some(torn) = &journal.torn {
+        eprintln!(
+            "warning[JOURNAL_TORN]: the end of {} is torn ({} bytes, {} records); they are skipped",
+            torn.path.display(),
+            torn.n_bytes_dropped,
+            torn.n_records_dropped
+        );
+    }
+    Ok(journal)
+}
+
+fn fsm_failure(e: &ferry_fsm::FsmError) -> Failure {
+    Failure::new(e.code(), e.to_string(), e.fix())
+}
+
+pub fn show(a: LogShowArgs) -> Result<ExitCode, Failure> {
+    let journal = read(&a.device)?;
+    for r in journal.records.iter().filter(|r| {
+        a.fsm.as_deref().is_none_or(|f| r.fsm == f) && a.id.as_deref().is_none_or(|id| r.id == id)
+    }) {
+        if a.device.json {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        } else {
+            let data = if r.data.is_null() {
+                String::new()
+            } else {
+                format!(" {}", r.data)
+            };
+            let blob = r
+                .blob
+                .as_deref()
+                .map(|b| format!(" [{b}]"))
+                .unwrap_or_default();
+            println!(
+                "{} {}[{}] {} --{}--> {} ({}){data}{blob}",
+                r.t.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
+                r.fsm,
+                r.id,
+                r.s,
+                r.e,
+                r.next,
+                r.a
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn replay(a: DeviceArgs) -> Result<ExitCode, Failure> {
+    let journal = read(&a)?;
+    let all = machines::all().map_err(|e| Failure::new(e.code(), e.to_string(), e.fix()))?;
+    match ferry_fsm::replay_from(&all, &journal.records, journal.start()) {
+        Ok(report) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": true, "instances": report.n_instances, "transitions": report.n_transitions, "finished": report.n_finished })
+                );
+            } else {
+                println!(
+                    "replay ok: {} transitions of {} instances reproduced ({} finished)",
+                    report.n_transitions, report.n_instances, report.n_finished
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(divergence) => {
+            Err(
+                Failure::new(divergence.code(), divergence.to_string(), divergence.fix())
+                    .json(a.json),
+            )
+        }
+    }
+}
+
+pub fn fsm(c: FsmCommand) -> Result<ExitCode, Failure> {
+    let find = |name: &str| {
+        machines::by_name(name).ok_or_else(|| {
+            Failure::new(
+                "NO_SUCH_MACHINE",
+                format!("there is no machine named {name:?}"),
+                format!(
+                    "use one of: {}",
+                    machines::ALL
+                        .iter()
+                        .map(|d| d.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })
+    };
+    match c {
+        FsmCommand::Dot { name } => print!("{}", find(&name)?.to_dot()),
+        FsmCommand::Table { name } => {
+            let m = find(&name)?;
+            println!("{:<20} {:<14} {:<16} next", "state", "event", "action");
+            for r in m.rows() {
+                println!(
+                    "{:<20} {:<14} {:<16} {}",
+                    r.state, r.event, r.action, r.next
+                );
+            }
+        }
+        FsmCommand::List => {
+            for d in machines::ALL {
+                println!(
+                    "{:<14} initial {:<10} finals {:?}, {} rows",
+                    d.name,
+                    d.initial,
+                    d.finals,
+                    d.rows.len()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,239 @@
+//! Issue 3's crash harness: an install runs as a child process and is killed with
+//! SIGKILL at points spread over the whole run (after the Nth journal record, and
+//! after N payload bytes); the next `ferry install` must resume and finish, slot a must
+//! be untouched until the switch, and `ferry log replay` must reproduce the journal.
+//! `FERRY_CRASH_POINTS` sets how many points (default 26; `bench/crash` runs 200).
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::Instant;
+
+use common::*;
+
+const IMAGE_MIB: usize = 8;
+
+struct Point {
+    var: &'static str,
+    at: u64,
+}
+
+fn journal_records(device: &Path) -> u64 {
+    std::fs::read_to_string(device.join("journal/journal.jsonl"))
+        .map_or(0, |t| t.lines().count() as u64)
+}
+
+#[test]
+fn killed_at_any_point_the_install_resumes_and_the_journal_replays() {
+    let n_points: usize = std::env::var("FERRY_CRASH_POINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(26);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let (v1, v2) = (tmp.path().join("v1.img"), tmp.path().join("v2.img"));
+    make_image(&v1, 1, IMAGE_MIB);
+    make_image(&v2, 2, IMAGE_MIB);
+    publish(&data, &v1, "1.0");
+    publish(&data, &v2, "2.0");
+    let server = Server::start(&data);
+    let v1_len = std::fs::metadata(&v1).unwrap().len();
+    let v1_digest = slot_digest(&v1, v1_len);
+    let mut n_device = 0;
+    let mut new_device = || {
+        n_device += 1;
+        let dir = tmp.path().join(format!("device{n_device}"));
+        ok(&[
+            "device",
+            "init",
+            s(&dir),
+            "--class",
+            "vm",
+            "--image",
+            s(&v1),
+            "--version",
+            "1.0",
+            "--server",
+            &server.url(),
+        ]);
+        dir
+    };
+
+    // A clean run measures the whole: records written and payload size.
+    let probe = new_device();
+    let before = journal_records(&probe);
+    let started = Instant::now();
+    let clean: serde_json::Value =
+        serde_json::from_str(&ok(&["install", "vm-2.0", "--json", "--device", s(&probe)])).unwrap();
+    let clean_secs = started.elapsed().as_secs_f64();
+    let records = journal_records(&probe) - before;
+    let payload = clean["installed"]["bytes_downloaded"].as_u64().unwrap();
+    let journal_bytes = std::fs::metadata(probe.join("journal/journal.jsonl"))
+        .unwrap()
+        .len();
+
+    // Points: half by record count (all of them when there are few), half by bytes.
+    let n_record_points = (n_points / 2).max(1);
+    let mut points = Vec::new();
+    for i in 0..n_record_points {
+        points.push(Point {
+            var: "FERRY_CRASH_AFTER_RECORDS",
+            at: 1 + (i as u64 * records) / n_record_points as u64,
+        });
+    }
+    let n_byte_points = n_points - n_record_points;
+    for i in 0..n_byte_points {
+        points.push(Point {
+            var: "FERRY_CRASH_AFTER_BYTES",
+            at: 1 + (i as u64 * payload) / n_byte_points.max(1) as u64,
+        });
+    }
+
+    let mut redownloaded = Vec::new();
+    let mut resume_secs = Vec::new();
+    for point in &points {
+        let device = new_device();
+        let crashed = ferry()
+            .args(["install", "vm-2.0", "--json", "--device", s(&device)])
+            .env(point.var, point.at.to_string())
+            .output()
+            .unwrap();
+        let killed = crashed.status.signal() == Some(9);
+        assert!(
+            killed || crashed.status.success(),
+            "{}={} ended neither killed nor done: {}",
+            point.var,
+            point.at,
+            text(&crashed.stdout)
+        );
+        assert_eq!(
+            slot_digest(&device.join("slots/a.img"), v1_len),
+            v1_digest,
+            "slot a changed ({}={})",
+            point.var,
+            point.at
+        );
+        let st = status(&device);
+        assert_eq!(st["version"], "1.0", "{}={}: {st}", point.var, point.at);
+        assert_eq!(st["running_slot"], "a");
+
+        let started = Instant::now();
+        let resumed = run(&["install", "vm-2.0", "--json", "--device", s(&device)]);
+        resume_secs.push(started.elapsed().as_secs_f64());
+        assert!(
+            resumed.status.success(),
+            "resume after {}={} failed: {}",
+            point.var,
+            point.at,
+            text(&resumed.stdout)
+        );
+        let resumed: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+        if point.var == "FERRY_CRASH_AFTER_BYTES" && killed {
+            let again = resumed["installed"]["bytes_downloaded"]
+                .as_u64()
+                .unwrap_or(0);
+            redownloaded.push((point.at + again).saturating_sub(payload));
+        }
+        assert_eq!(
+            slot_digest(&device.join("slots/a.img"), v1_len),
+            v1_digest,
+            "slot a changed before the switch"
+        );
+        let replay = run(&["log", "replay", "--device", s(&device)]);
+        assert!(
+            replay.status.success(),
+            "replay after {}={}: {}{}",
+            point.var,
+            point.at,
+            text(&replay.stdout),
+            text(&replay.stderr)
+        );
+        ok(&["reboot", "--device", s(&device)]);
+        let st = status(&device);
+        assert_eq!(st["version"], "2.0", "{}={}: {st}", point.var, point.at);
+        assert_eq!(st["running_slot"], "b");
+        ok(&["log", "replay", "--device", s(&device)]);
+    }
+    redownloaded.sort_unstable();
+    let max = redownloaded.last().copied().unwrap_or(0);
+    let median = redownloaded
+        .get(redownloaded.len() / 2)
+        .copied()
+        .unwrap_or(0);
+    let mean_resume = resume_secs.iter().sum::<f64>() / resume_secs.len().max(1) as f64;
+    eprintln!(
+        "crash harness: {} points ({} by record over {records} records, {} by byte over {payload} bytes); \
+         re-downloaded per byte-point crash: median {median} B, max {max} B; resume run mean {mean_resume:.2} s \
+         (clean install {clean_secs:.2} s); journal {journal_bytes} B for one install",
+        points.len(),
+        n_record_points,
+        n_byte_points
+    );
+}
+
+#[test]
+fn torn_journal_tail_is_reported_and_the_next_install_works() {
+    for garbage in [false, true] {
+        let f = fleet(2, |s| s.url());
+        ok(&["list", "--device", s(&f.device)]);
+        let journal = f.device.join("journal/journal.jsonl");
+        let mut bytes = std::fs::read(&journal).unwrap();
+        if garbage {
+            bytes.extend_from_slice(b"\x00\x17{not json at all\xff\xfe");
+        } else {
+            // Cut the last line in half, as a power cut mid-append would.
+            let body = &bytes[..bytes.len() - 1];
+            let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+            let cut = start + (bytes.len() - start) / 2;
+            bytes.truncate(cut);
+        }
+        std::fs::write(&journal, &bytes).unwrap();
+        let out = run(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("warning[JOURNAL_TORN]"),
+            "the code is reported: {}",
+            text(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["installed"]["warnings"][0]["code"], "JOURNAL_TORN");
+        ok(&["reboot", "--device", s(&f.device)]);
+        assert_eq!(status(&f.device)["version"], "2.0");
+        ok(&["log", "replay", "--device", s(&f.device)]);
+    }
+}
+
+#[test]
+fn corrupt_persisted_state_is_reported_and_the_device_falls_back_safely() {
+    let f = fleet(4, |s| s.url());
+    // Crash mid-download, then garble the controller's state file.
+    let crashed = ferry()
+        .args(["install", "vm-2.0", "--device", s(&f.device)])
+        .env("FERRY_CRASH_AFTER_BYTES", (2u64 << 20).to_string())
+        .output()
+        .unwrap();
+    assert_eq!(crashed.status.signal(), Some(9));
+    let state_dir = f.device.join("state/controller");
+    let state_file = std::fs::read_dir(&state_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&state_file, b"{\"format\":1,\"state\":\"DOWNLOAD").unwrap();
+    let out = run(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("warning[STATE_CORRUPT]"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["version"], "2.0");
+}

@@ -44,19 +44,28 @@ pub struct Release {
     pub manifest: Artifact,
 }
 
+/// How long a read may wait for a byte by default.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A client for one server.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    read_timeout: Duration,
 }
 
 impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: &str) -> Result<Client, AgentError> {
+        Client::with_timeout(base, DEFAULT_READ_TIMEOUT)
+    }
+
+    /// A client whose reads time out after `read_timeout` without a byte.
+    pub fn with_timeout(base: &str, read_timeout: Duration) -> Result<Client, AgentError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(30))
+            .read_timeout(read_timeout)
             .user_agent(concat!("ferry-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| AgentError::ServerUnreachable {
@@ -66,7 +75,13 @@ impl Client {
         Ok(Client {
             http,
             base: base.trim_end_matches('/').to_owned(),
+            read_timeout,
         })
+    }
+
+    /// How long a read may wait for a byte.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
     }
 
     fn url(&self, path: &str) -> String {

@@ -67,6 +67,23 @@ pub struct Config {
     /// Health checks run at boot before a new slot is committed (`sh -c` each).
     #[serde(default)]
     pub health_checks: Vec<String>,
+    /// Seconds a download may wait for a byte before it counts as stalled.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_secs: u64,
+}
+
+fn default_read_timeout() -> u64 {
+    crate::client::DEFAULT_READ_TIMEOUT.as_secs()
+}
+
+impl Device {
+    /// An HTTP client for the device's server, with its configured timeouts.
+    pub fn client(&self) -> Result<crate::client::Client, AgentError> {
+        crate::client::Client::with_timeout(
+            &self.config.server,
+            std::time::Duration::from_secs(self.config.read_timeout_secs),
+        )
+    }
 }
 
 /// Where the slots are.
@@ -361,6 +378,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         },
         boot: opts.boot.clone(),
         health_checks: opts.health_checks.clone(),
+        read_timeout_secs: default_read_timeout(),
     };
     let a = dir.join(SLOTS_DIR).join("a.img");
     let b = dir.join(SLOTS_DIR).join("b.img");

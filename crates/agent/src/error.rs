@@ -85,6 +85,20 @@ pub enum AgentError {
         /// Bytes expected.
         expected: u64,
     },
+    /// The server stopped sending mid-download.
+    #[error(
+        "the download from {url} stalled: no byte for {secs}s after {received} of {expected} bytes"
+    )]
+    NetworkTimeout {
+        /// What was being fetched.
+        url: String,
+        /// The read timeout.
+        secs: u64,
+        /// Bytes received (payload offset).
+        received: u64,
+        /// Bytes expected.
+        expected: u64,
+    },
     /// Bytes did not match their digest.
     #[error("{what} does not match its digest: expected {expected}, got {actual}")]
     DigestMismatch {
@@ -182,6 +196,7 @@ impl Diagnose for AgentError {
             AgentError::NoSuchLabel { .. } => "NO_SUCH_LABEL",
             AgentError::SlotTooSmall { .. } => "SLOT_TOO_SMALL",
             AgentError::PayloadTruncated { .. } => "PAYLOAD_TRUNCATED",
+            AgentError::NetworkTimeout { .. } => "NETWORK_TIMEOUT",
             AgentError::DigestMismatch { .. } => "DIGEST_MISMATCH",
             AgentError::Payload(e) => e.code(),
             AgentError::Boot(e) => e.code(),
@@ -217,6 +232,9 @@ impl Diagnose for AgentError {
             }
             AgentError::PayloadTruncated { .. } => {
                 "run the install again once the server or network is back; it resumes where it stopped".into()
+            }
+            AgentError::NetworkTimeout { .. } => {
+                "check the network path to the server (a proxy or link that stalls); run the install again: it resumes".into()
             }
             AgentError::DigestMismatch { .. } => {
                 "run the install again; if it repeats, the release on the server is damaged and must be republished".into()

@@ -26,7 +26,6 @@ use ferry_types::{Diagnose, Sha256, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::client::Client;
 use crate::device::{CACHE_DIR, Device, Receipt, SLOTS_DIR, SlotInfo};
 use crate::journal::{Journal, fire};
 use crate::machines::{CONTROLLER, DOWNLOADER, UPDATE};
@@ -97,7 +96,7 @@ pub async fn list(device: &Device) -> Result<Vec<Offer>, AgentError> {
 
 /// Every full image for the device's class (`list-full`).
 pub async fn list_full(device: &Device) -> Result<Vec<Offer>, AgentError> {
-    let client = Client::new(&device.config.server)?;
+    let client = device.client()?;
     let releases = client.releases(&device.identity.device_class).await?;
     Ok(offer::full_images(
         &releases,
@@ -269,7 +268,7 @@ impl<'a> Run<'a> {
                 capacity,
             });
         }
-        let client = Client::new(&self.device.config.server)?;
+        let client = self.device.client()?;
         let manifest_bytes = client
             .artifact(&release.manifest, "the payload manifest")
             .await?;
@@ -350,7 +349,7 @@ impl<'a> Run<'a> {
             .clone()
             .ok_or_else(|| missing("the install progress"))?;
         let release = &self.offer.release;
-        let client = Client::new(&self.device.config.server)?;
+        let client = self.device.client()?;
         let slot_path = self.device.slot_path(self.target);
         let path = self.progress_path();
         self.start_frame = record.frames_done;

@@ -151,6 +151,9 @@ pub enum Fault {
     CutAfter(u64),
     /// Stop forwarding (but keep the connection open) after this many response bytes.
     StallAfter(u64),
+    /// Answer every request with this HTTP status, as an overloaded server or a
+    /// misconfigured gateway would.
+    Status(u16),
 }
 
 /// A TCP proxy on 127.0.0.1 that forwards to an upstream it can be re-pointed at, and
@@ -218,6 +221,19 @@ impl Drop for Proxy {
 }
 
 fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, max: Arc<AtomicU64>) {
+    if let Fault::Status(code) = fault {
+        let mut client = client;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).is_ok_and(|n| n == 1) {
+            head.push(byte[0]);
+        }
+        let _ = write!(
+            client,
+            "HTTP/1.1 {code} Injected\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        return;
+    }
     let Ok(server) = TcpStream::connect(upstream) else {
         return;
     };
@@ -238,7 +254,7 @@ fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, max: Arc<AtomicU
             Ok(n) => n,
         };
         let limit = match fault {
-            Fault::None => u64::MAX,
+            Fault::None | Fault::Status(_) => u64::MAX,
             Fault::CutAfter(l) | Fault::StallAfter(l) => l,
         };
         let allowed = (limit.saturating_sub(forwarded)).min(n as u64) as usize;

@@ -21,6 +21,15 @@ pub struct Artifact {
     pub sha256: Sha256,
 }
 
+/// A tailored delta to a release.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ReleaseDelta {
+    /// The version it applies to.
+    pub from: Version,
+    /// The delta artifact.
+    pub artifact: Artifact,
+}
+
 /// A release as the server lists it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Release {
@@ -42,6 +51,9 @@ pub struct Release {
     pub payload: Artifact,
     /// Its manifest.
     pub manifest: Artifact,
+    /// Tailored deltas from earlier versions.
+    #[serde(default)]
+    pub deltas: Vec<ReleaseDelta>,
 }
 
 /// How long a read may wait for a byte by default.

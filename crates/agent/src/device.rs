@@ -150,6 +150,12 @@ pub struct Receipt {
     pub payload_size: u64,
     /// Bytes fetched over the network for this install (resumes count once).
     pub bytes_downloaded: u64,
+    /// Bytes of the running slot reused (a delta's copies).
+    #[serde(default)]
+    pub bytes_reused: u64,
+    /// Why a tailored delta was abandoned for the full image, if it was.
+    #[serde(default)]
+    pub fallback: Option<ferry_types::Report>,
     /// When the install finished.
     pub installed_at: DateTime<Utc>,
     /// Version it updated from.
@@ -426,6 +432,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         payload_sha256: image_sha256,
         payload_size: image_len,
         bytes_downloaded: 0,
+        bytes_reused: 0,
+        fallback: None,
         installed_at: now,
         from_version: None,
         update_id: None,

@@ -150,6 +150,16 @@ pub enum AgentError {
         /// The end of what it printed on stderr.
         stderr: String,
     },
+    /// A tailored delta could not be applied (the install falls back to the full image).
+    #[error("{cause}")]
+    Delta {
+        /// The delta crate's code (BASE_MISMATCH, DELTA_CORRUPT, …).
+        code: &'static str,
+        /// Its cause.
+        cause: String,
+        /// Its fix.
+        fix: String,
+    },
     /// The journal or a machine's state could not be used.
     #[error("{cause}")]
     Journal {
@@ -204,7 +214,7 @@ impl Diagnose for AgentError {
             AgentError::SealMismatch { .. } => "SEAL_MISMATCH",
             AgentError::Seal(e) => e.code(),
             AgentError::HealthCheckFailed { .. } => "HEALTH_CHECK_FAILED",
-            AgentError::Journal { code, .. } => code,
+            AgentError::Journal { code, .. } | AgentError::Delta { code, .. } => code,
             AgentError::Io { .. } => "DEVICE_IO",
         }
     }
@@ -253,7 +263,7 @@ impl Diagnose for AgentError {
             AgentError::HealthCheckFailed { .. } => {
                 "the device rolled back to the previous version; fix what the check reports, then install again".into()
             }
-            AgentError::Journal { fix, .. } => fix.clone(),
+            AgentError::Journal { fix, .. } | AgentError::Delta { fix, .. } => fix.clone(),
             AgentError::Io { .. } => "check the path, its permissions and free space on the device".into(),
         }
     }

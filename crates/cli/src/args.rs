@@ -127,6 +127,9 @@ pub struct PublishArgs {
     /// zstd level.
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub level: i32,
+    /// Also build a tailored delta from this earlier version (repeatable).
+    #[arg(long = "delta-from")]
+    pub delta_from: Vec<Version>,
     /// Print the release as JSON.
     #[arg(long)]
     pub json: bool,

@@ -42,6 +42,7 @@ pub async fn publish(a: PublishArgs) -> Result<ExitCode, Failure> {
         audience: a.audience,
         build_id: a.build,
         level: a.level,
+        delta_from: a.delta_from,
     };
     let row = ferry_server::publish(&data, request)
         .await

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod db;
+mod delta;
 mod error;
 mod publish;
 mod routes;

@@ -65,6 +65,7 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     read_timeout: Duration,
+    cache: Option<String>,
 }
 
 impl Client {
@@ -88,7 +89,24 @@ impl Client {
             http,
             base: base.trim_end_matches('/').to_owned(),
             read_timeout,
+            cache: None,
         })
+    }
+
+    /// Fetches artifacts through a LAN cache first (`ferry cache`), going to the origin
+    /// when the cache is down or failing. Everything is verified end to end either way.
+    pub fn with_cache(mut self, cache: Option<String>) -> Client {
+        self.cache = cache.map(|c| c.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The bases to try for `path`: the cache first for immutable artifact paths.
+    fn bases(&self, path: &str) -> Vec<&str> {
+        let cacheable = path.starts_with("/artifacts/") || path.starts_with("/tuf/targets/");
+        match &self.cache {
+            Some(cache) if cacheable => vec![cache.as_str(), self.base.as_str()],
+            _ => vec![self.base.as_str()],
+        }
     }
 
     /// How long a read may wait for a byte.
@@ -112,8 +130,22 @@ impl Client {
 
     /// A small artifact, checked against its expected size and digest.
     pub async fn artifact(&self, artifact: &Artifact, what: &str) -> Result<Bytes, AgentError> {
-        let url = self.url(&artifact.url);
-        let bytes = self.get_limited(&url, artifact.size).await?;
+        let bases = self.bases(&artifact.url);
+        let mut result = Err(AgentError::ServerUnreachable {
+            url: artifact.url.clone(),
+            reason: "no server".into(),
+        });
+        for (idx, base) in bases.iter().enumerate() {
+            let url = format!("{base}{}", artifact.url);
+            result = self.get_limited(&url, artifact.size).await;
+            match &result {
+                Err(e) if idx + 1 < bases.len() && cache_should_fall_back(e) => {
+                    tracing::warn!(%url, error = %e, "the cache failed; going to the origin");
+                }
+                _ => break,
+            }
+        }
+        let bytes = result?;
         if bytes.len() as u64 != artifact.size {
             return Err(AgentError::PayloadTruncated {
                 received: bytes.len() as u64,
@@ -138,7 +170,29 @@ impl Client {
         path: &str,
         start: u64,
     ) -> Result<(reqwest::Response, u64), AgentError> {
-        let url = self.url(path);
+        let bases = self.bases(path);
+        for (idx, base) in bases.iter().enumerate() {
+            let result = self.stream_from_base(base, path, start).await;
+            match &result {
+                Err(e) if idx + 1 < bases.len() && cache_should_fall_back(e) => {
+                    tracing::warn!(%path, error = %e, "the cache failed; going to the origin");
+                }
+                _ => return result,
+            }
+        }
+        Err(AgentError::ServerUnreachable {
+            url: path.to_owned(),
+            reason: "no server".into(),
+        })
+    }
+
+    async fn stream_from_base(
+        &self,
+        base: &str,
+        path: &str,
+        start: u64,
+    ) -> Result<(reqwest::Response, u64), AgentError> {
+        let url = format!("{base}{path}");
         let mut request = self.http.get(&url);
         if start > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={start}-"));
@@ -221,4 +275,15 @@ async fn refused(url: String, response: reqwest::Response) -> AgentError {
     let status = response.status().as_u16();
     let code = response.json::<Body>().await.ok().map(|b| b.code);
     AgentError::ServerRefused { url, status, code }
+}
+
+/// A cache that cannot be reached or fails on its side is skipped; an answer about
+/// the object itself (404 from upstream through the cache is a 502) is skipped too,
+/// since the origin has the final word.
+fn cache_should_fall_back(e: &AgentError) -> bool {
+    match e {
+        AgentError::ServerUnreachable { .. } | AgentError::NetworkTimeout { .. } => true,
+        AgentError::ServerRefused { status, .. } => *status >= 500,
+        _ => false,
+    }
 }

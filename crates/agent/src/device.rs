@@ -70,6 +70,9 @@ pub struct Config {
     /// Seconds a download may wait for a byte before it counts as stalled.
     #[serde(default = "default_read_timeout")]
     pub read_timeout_secs: u64,
+    /// A LAN content cache (`ferry cache`) to fetch payload bytes from first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
 }
 
 fn default_read_timeout() -> u64 {
@@ -79,10 +82,11 @@ fn default_read_timeout() -> u64 {
 impl Device {
     /// An HTTP client for the device's server, with its configured timeouts.
     pub fn client(&self) -> Result<crate::client::Client, AgentError> {
-        crate::client::Client::with_timeout(
+        Ok(crate::client::Client::with_timeout(
             &self.config.server,
             std::time::Duration::from_secs(self.config.read_timeout_secs),
-        )
+        )?
+        .with_cache(self.config.cache.clone()))
     }
 }
 
@@ -385,6 +389,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         boot: opts.boot.clone(),
         health_checks: opts.health_checks.clone(),
         read_timeout_secs: default_read_timeout(),
+        cache: None,
     };
     let a = dir.join(SLOTS_DIR).join("a.img");
     let b = dir.join(SLOTS_DIR).join("b.img");

@@ -45,6 +45,8 @@ pub enum Command {
     BootCheck(DeviceArgs),
     /// The whole story on loopback: server, two releases, a device, an update.
     Demo(DemoArgs),
+    /// Run a LAN content cache in front of an update server.
+    Cache(CacheArgs),
     /// Read and check the device's state-machine journal.
     #[command(subcommand)]
     Log(LogCommand),
@@ -101,6 +103,23 @@ pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+}
+
+/// `ferry cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// The update server (or a parent cache) to fill misses from.
+    #[arg(long)]
+    pub upstream: String,
+    /// Where cached objects live.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+    /// Disk budget in bytes; least recently used objects are evicted beyond it.
+    #[arg(long, default_value_t = 20 << 30)]
+    pub max_bytes: u64,
 }
 
 /// `ferry publish`.

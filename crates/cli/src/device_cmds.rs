@@ -8,7 +8,8 @@ use ferry_server::{DataDir, PublishRequest};
 
 use crate::Failure;
 use crate::args::{
-    BootKind, DeviceArgs, DeviceInitArgs, InstallArgs, PublishArgs, RebootArgs, ServerArgs,
+    BootKind, CacheArgs, DeviceArgs, DeviceInitArgs, InstallArgs, PublishArgs, RebootArgs,
+    ServerArgs,
 };
 use crate::render::{self, ProgressUi};
 
@@ -365,4 +366,39 @@ pub async fn doctor(a: DeviceArgs) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+pub async fn cache(a: CacheArgs) -> Result<ExitCode, Failure> {
+    let cache = ferry_server::cache::Cache::new(ferry_server::cache::CacheConfig {
+        upstream: a.upstream.clone(),
+        dir: a.dir,
+        max_bytes: a.max_bytes,
+    })?;
+    let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
+        Failure::new(
+            "LISTEN_FAILED",
+            format!("the cache could not listen on {}: {e}", a.listen),
+            "choose a free address with --listen",
+        )
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::new("LISTEN_FAILED", e.to_string(), "try again"))?;
+    println!(
+        "ferry cache listening on http://{addr} (upstream {})",
+        a.upstream
+    );
+    axum::serve(listener, ferry_server::cache::cache_app(cache))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| {
+            Failure::new(
+                "CACHE_FAILED",
+                format!("the cache stopped: {e}"),
+                "check the log and restart it",
+            )
+        })?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -89,6 +89,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Doctor(a) => device_cmds::doctor(a).await,
             Command::BootCheck(a) => device_cmds::boot_check(a),
             Command::Demo(a) => demo::run(a).await,
+            Command::Cache(a) => device_cmds::cache(a).await,
             Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a),
             Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a),
             Command::Fsm(c) => log_cmds::fsm(c),

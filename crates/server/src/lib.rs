@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod cache;
 pub mod db;
 mod delta;
 mod error;

@@ -164,6 +164,8 @@ pub struct Proxy {
     fault: Arc<Mutex<Fault>>,
     /// Response bytes forwarded on the connection that forwarded most.
     pub max_forwarded: Arc<AtomicU64>,
+    /// HTTP requests forwarded upstream whose path starts with `/artifacts/`.
+    pub artifact_requests: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
@@ -176,6 +178,7 @@ impl Proxy {
             upstream: Arc::new(Mutex::new(upstream)),
             fault: Arc::new(Mutex::new(Fault::None)),
             max_forwarded: Arc::new(AtomicU64::new(0)),
+            artifact_requests: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
         };
         let (up, fault, max, stop) = (
@@ -184,6 +187,7 @@ impl Proxy {
             proxy.max_forwarded.clone(),
             proxy.stop.clone(),
         );
+        let requests = proxy.artifact_requests.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
@@ -193,7 +197,8 @@ impl Proxy {
                 let upstream = *up.lock().unwrap();
                 let fault = *fault.lock().unwrap();
                 let max = max.clone();
-                std::thread::spawn(move || relay(client, upstream, fault, max));
+                let requests = requests.clone();
+                std::thread::spawn(move || relay(client, upstream, fault, max, requests));
             }
         });
         proxy
@@ -220,7 +225,13 @@ impl Drop for Proxy {
     }
 }
 
-fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, max: Arc<AtomicU64>) {
+fn relay(
+    client: TcpStream,
+    upstream: SocketAddr,
+    fault: Fault,
+    max: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+) {
     if let Fault::Status(code) = fault {
         let mut client = client;
         let mut head = Vec::new();
@@ -242,7 +253,20 @@ fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, max: Arc<AtomicU
         server.try_clone().expect("clone"),
     );
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut c_read, &mut s_write);
+        let mut buf = [0u8; 16384];
+        while let Ok(n) = c_read.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let seen = buf[..n]
+                .windows(15)
+                .filter(|w| *w == b"GET /artifacts/")
+                .count();
+            requests.fetch_add(seen as u64, Ordering::SeqCst);
+            if s_write.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
         let _ = s_write.shutdown(Shutdown::Write);
     });
     let (mut s_read, mut c_write) = (server, client);

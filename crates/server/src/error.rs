@@ -50,6 +50,9 @@ pub enum ServerError {
     /// Encoding the payload failed.
     #[error(transparent)]
     Payload(#[from] ferry_payload::PayloadError),
+    /// The catalog (TUF repository) could not be created, read or re-signed.
+    #[error(transparent)]
+    Catalog(#[from] ferry_catalog::CatalogError),
     /// Local I/O failed.
     #[error("I/O failed while {op}: {source}")]
     Io {
@@ -71,6 +74,7 @@ impl Diagnose for ServerError {
             ServerError::Database(_) | ServerError::Migrate(_) => "SERVER_DATABASE",
             ServerError::Store(_) => "SERVER_STORE",
             ServerError::Payload(e) => e.code(),
+            ServerError::Catalog(e) => e.code(),
             ServerError::Io { .. } => "SERVER_IO",
         }
     }
@@ -91,6 +95,7 @@ impl Diagnose for ServerError {
             }
             ServerError::Store(_) => "check that the artifact store is reachable and has space".into(),
             ServerError::Payload(e) => e.fix(),
+            ServerError::Catalog(e) => e.fix(),
             ServerError::Io { .. } => "check the path, its permissions and free space".into(),
         }
     }

@@ -22,7 +22,7 @@ use crate::client::Client;
 use crate::device::{CACHE_DIR, Device, Receipt, SlotInfo};
 use crate::offer::{self, Offer};
 use crate::progress::{self, Phase, ProgressSink};
-use crate::{AgentError, download, durable};
+use crate::{AgentError, download, durable, scan};
 
 /// Namespace of update UUIDs (v5 of device id and build id).
 pub const UPDATE_NAMESPACE: uuid::Uuid =
@@ -76,25 +76,36 @@ pub struct InstallOutcome {
     pub receipt: String,
 }
 
-/// The offers for this device.
+/// Scans (refreshes the signed catalog: a scan the user asked for always runs, see
+/// [`scan::scan_due`]) and returns the offer for this device, recording the scan.
 pub async fn list(device: &Device) -> Result<Vec<Offer>, AgentError> {
-    let client = Client::new(&device.config.server)?;
-    let releases = client.releases(&device.identity.device_class).await?;
-    let current = device.running_version()?;
-    Ok(offer::offers(
-        &releases,
+    let catalog = scan::refresh(device).await?;
+    let offers = offer::offers(
+        catalog.releases(),
+        |name| catalog.target(name),
         &device.identity.device_class,
         &device.config.audience,
-        &current,
-    ))
+        &device.running_version()?,
+    );
+    scan::record(device, Ok(offers.len()));
+    Ok(offers)
 }
 
-/// Every full image for the device's class (`list-full`).
+/// Every full image for the device's class and audience (`list-full`), from a fresh scan.
 pub async fn list_full(device: &Device) -> Result<Vec<Offer>, AgentError> {
-    let client = Client::new(&device.config.server)?;
-    let releases = client.releases(&device.identity.device_class).await?;
+    let catalog = scan::refresh(device).await?;
+    let n_offers = offer::offers(
+        catalog.releases(),
+        |name| catalog.target(name),
+        &device.identity.device_class,
+        &device.config.audience,
+        &device.running_version()?,
+    )
+    .len();
+    scan::record(device, Ok(n_offers));
     Ok(offer::full_images(
-        &releases,
+        catalog.releases(),
+        |name| catalog.target(name),
         &device.identity.device_class,
         &device.config.audience,
     ))

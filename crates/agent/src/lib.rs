@@ -1,4 +1,5 @@
-//! The ferry device agent: the device directory ([`device`]), offers ([`offer`]),
+//! The ferry device agent: the device directory ([`device`]), the scan through the
+//! signed catalog ([`scan`]), offers ([`offer`]),
 //! the streaming install into the inactive slot ([`install`], [`download`]), the
 //! simulated restart and boot check ([`reboot`]), and status ([`status`]).
 //!
@@ -16,6 +17,7 @@ pub mod install;
 pub mod offer;
 pub mod progress;
 pub mod reboot;
+pub mod scan;
 pub mod status;
 
 pub use error::AgentError;

@@ -29,19 +29,7 @@ fn fleet(mib: usize, via: impl FnOnce(&Server) -> String) -> Fleet {
     let server = Server::start(&data);
     let url = via(&server);
     let device = root.join("device");
-    ok(&[
-        "device",
-        "init",
-        s(&device),
-        "--class",
-        "vm",
-        "--image",
-        s(&v1),
-        "--version",
-        "1.0",
-        "--server",
-        &url,
-    ]);
+    device_init(&device, &v1, "1.0", &url, &data, "customer");
     Fleet {
         _tmp: tmp,
         root,

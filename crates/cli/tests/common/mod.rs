@@ -138,6 +138,40 @@ pub fn publish(data: &Path, image: &Path, version: &str) {
     ]);
 }
 
+/// The newest `N.root.json` of the server's catalog: what devices pin.
+pub fn root_file(data: &Path) -> PathBuf {
+    ferry_catalog::repo::latest_root_path(&data.join("tuf/metadata"))
+        .expect("the catalog has a root")
+}
+
+/// `ferry device init` a `vm` device on `image` (`version`), pinning the server's root.
+pub fn device_init(
+    device: &Path,
+    image: &Path,
+    version: &str,
+    url: &str,
+    data: &Path,
+    audience: &str,
+) {
+    ok(&[
+        "device",
+        "init",
+        s(device),
+        "--class",
+        "vm",
+        "--image",
+        s(image),
+        "--version",
+        version,
+        "--server",
+        url,
+        "--audience",
+        audience,
+        "--root",
+        s(&root_file(data)),
+    ]);
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }

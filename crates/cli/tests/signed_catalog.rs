@@ -82,7 +82,9 @@ fn trusted_metadata(device: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.unwrap())
-        .filter(|entry| entry.file_name() != "latest_known_time.json")
+        .filter(|entry| {
+            entry.file_type().unwrap().is_file() && entry.file_name() != "latest_known_time.json"
+        })
         .map(|entry| {
             (
                 entry.file_name().into_string().unwrap(),
@@ -705,4 +707,25 @@ fn server_init_keeps_the_offline_keys_apart_and_devices_must_pin_a_root() {
         "--trust-on-first-use",
     ]);
     assert_eq!(labels(&device), ["vm-1.0"]);
+}
+
+#[test]
+fn a_scan_that_finds_nothing_new_fetches_only_the_timestamp() {
+    let f = fleet();
+    assert_eq!(labels(&f.device), ["vm-2.0"]);
+    // Hide every versioned snapshot and targets file: a no-op scan must not need them.
+    let hidden = f.root.join("hidden");
+    std::fs::create_dir_all(&hidden).unwrap();
+    for entry in std::fs::read_dir(f.metadata()).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".snapshot.json") || name.ends_with(".targets.json") {
+            std::fs::rename(f.metadata().join(&name), hidden.join(&name)).unwrap();
+        }
+    }
+    assert_eq!(
+        labels(&f.device),
+        ["vm-2.0"],
+        "served from the trusted raw copies"
+    );
+    assert_eq!(status(&f.device)["last_scan"]["result"], "ok");
 }

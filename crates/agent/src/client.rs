@@ -1,5 +1,6 @@
-//! HTTP to the update server: release list, small verified artifacts, ranged payload
-//! streams. Every failure becomes an [`AgentError`] that names the URL.
+//! HTTP to the update server: small verified artifacts, ranged payload streams. Every
+//! failure becomes an [`AgentError`] that names the URL. What to fetch, and the size and
+//! digest to check it against, come from the verified catalog ([`crate::scan`]).
 
 use std::time::Duration;
 
@@ -9,9 +10,10 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use crate::AgentError;
+use crate::catalog::TARGETS_PATH;
 
-/// An artifact reference from the server.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// An artifact to fetch: a catalog target, with its signed length and digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Artifact {
     /// Server path.
     pub url: String,
@@ -21,17 +23,9 @@ pub struct Artifact {
     pub sha256: Sha256,
 }
 
-/// A tailored delta to a release.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct ReleaseDelta {
-    /// The version it applies to.
-    pub from: Version,
-    /// The delta artifact.
-    pub artifact: Artifact,
-}
-
-/// A release as the server lists it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// A release as the verified catalog lists it ([`crate::offer`] maps it from the signed
+/// targets).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
     /// Device class.
     pub class: String,
@@ -39,8 +33,8 @@ pub struct Release {
     pub version: Version,
     /// Build id.
     pub build_id: String,
-    /// Audience.
-    pub audience: String,
+    /// Audiences it is open to.
+    pub audiences: Vec<String>,
     /// Payload kind.
     pub kind: String,
     /// Unarchived size.
@@ -51,9 +45,6 @@ pub struct Release {
     pub payload: Artifact,
     /// Its manifest.
     pub manifest: Artifact,
-    /// Tailored deltas from earlier versions.
-    #[serde(default)]
-    pub deltas: Vec<ReleaseDelta>,
 }
 
 /// How long a read may wait for a byte by default.
@@ -118,18 +109,20 @@ impl Client {
         format!("{}{}", self.base, path)
     }
 
-    /// The releases for a device class.
-    pub async fn releases(&self, class: &str) -> Result<Vec<Release>, AgentError> {
-        let url = self.url(&format!("/v1/releases?class={class}"));
-        let bytes = self.get_limited(&url, 16 << 20).await?;
-        serde_json::from_slice(&bytes).map_err(|e| AgentError::ServerInvalid {
-            url,
-            reason: e.to_string(),
-        })
+    /// A small file of at most `limit` bytes (`device init --trust-on-first-use` fetches the
+    /// root with it).
+    pub async fn small_file(&self, path: &str, limit: u64) -> Result<Bytes, AgentError> {
+        self.get_limited(&self.url(path), limit).await
     }
 
-    /// A small artifact, checked against its expected size and digest.
+    /// A small artifact, checked against its expected size and digest. For a catalog target
+    /// (`/tuf/targets/…`) a longer or different body fails with the catalog's codes.
     pub async fn artifact(&self, artifact: &Artifact, what: &str) -> Result<Bytes, AgentError> {
+        let target = artifact
+            .url
+            .strip_prefix(TARGETS_PATH)
+            .and_then(|file| file.split_once('.'))
+            .map(|(_, name)| name.to_owned());
         let bases = self.bases(&artifact.url);
         let mut result = Err(AgentError::ServerUnreachable {
             url: artifact.url.clone(),
@@ -145,7 +138,16 @@ impl Client {
                 _ => break,
             }
         }
-        let bytes = result?;
+        let bytes = match result {
+            Err(AgentError::ServerInvalid { .. }) if target.is_some() => {
+                return Err(ferry_catalog::CatalogError::TargetTooLong {
+                    target: target.unwrap_or_default(),
+                    max_length: artifact.size,
+                }
+                .into());
+            }
+            other => other?,
+        };
         if bytes.len() as u64 != artifact.size {
             return Err(AgentError::PayloadTruncated {
                 received: bytes.len() as u64,
@@ -153,6 +155,16 @@ impl Client {
             });
         }
         let actual = Sha256::of(&bytes);
+        if let Some(target) = target
+            && actual != artifact.sha256
+        {
+            return Err(ferry_catalog::CatalogError::TargetMismatch {
+                target,
+                expected: artifact.sha256.to_hex(),
+                actual: actual.to_hex(),
+            }
+            .into());
+        }
         if actual != artifact.sha256 {
             return Err(AgentError::DigestMismatch {
                 what: what.to_owned(),

@@ -220,6 +220,26 @@ impl Device {
         })
     }
 
+    /// Moves the device to `audience` (`customer`, `beta`, or a programme's name) durably:
+    /// the next scan offers what is open to it.
+    pub fn set_audience(&mut self, audience: &str) -> Result<(), AgentError> {
+        let valid = !audience.is_empty()
+            && audience.len() <= 64
+            && audience
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if !valid {
+            return Err(AgentError::AudienceInvalid {
+                audience: audience.to_owned(),
+            });
+        }
+        let mut config = self.config.clone();
+        config.audience = audience.to_owned();
+        write_config(&self.dir.join(CONFIG_FILE), &config)?;
+        self.config = config;
+        Ok(())
+    }
+
     /// Path of a slot's image (block device or file).
     pub fn slot_path(&self, slot: Slot) -> PathBuf {
         let p = match slot {
@@ -328,6 +348,9 @@ pub struct InitOptions {
     pub boot: BootBackend,
     /// Health checks run at boot before a new slot is committed.
     pub health_checks: Vec<String>,
+    /// The catalog's root metadata to pin (`tuf/root.json`): the device trusts only the
+    /// catalog this root signs for.
+    pub root: Vec<u8>,
 }
 
 /// Makes a simulated device: identity, config, slots A (with the image) and B (empty),
@@ -409,13 +432,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
     let id_path = dir.join(IDENTITY_FILE);
     durable::write_json(&id_path, &identity)
         .map_err(AgentError::io("writing the identity", &id_path))?;
-    let cfg_path = dir.join(CONFIG_FILE);
-    let text = toml::to_string_pretty(&config).map_err(|e| AgentError::DeviceCorrupt {
-        path: cfg_path.clone(),
-        reason: e.to_string(),
-    })?;
-    durable::write_atomic(&cfg_path, text.as_bytes())
-        .map_err(AgentError::io("writing config.toml", &cfg_path))?;
+    crate::catalog::pin_root(dir, &opts.root)?;
+    write_config(&dir.join(CONFIG_FILE), &config)?;
     let device = Device::open(dir)?;
     prepare_boot_backend(&device)?;
     device.boot_control().store(&BootState::new(Slot::A))?;
@@ -488,6 +506,15 @@ fn prepare_boot_backend(device: &Device) -> Result<(), AgentError> {
         }
     }
     Ok(())
+}
+
+fn write_config(path: &Path, config: &Config) -> Result<(), AgentError> {
+    let text = toml::to_string_pretty(config).map_err(|e| AgentError::DeviceCorrupt {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    durable::write_atomic(path, text.as_bytes())
+        .map_err(AgentError::io("writing config.toml", path))
 }
 
 /// SHA-256 of the first `len` bytes of `path` (a slot), read in 1 MiB blocks.

@@ -170,6 +170,31 @@ pub enum AgentError {
         /// Its fix.
         fix: String,
     },
+    /// The catalog refused what the server sent, or could not be refreshed: expired, rolled
+    /// back, badly signed, mixed-and-matched or oversized metadata, a target that is not the
+    /// one signed. The device keeps its last good metadata.
+    #[error(transparent)]
+    Catalog(ferry_catalog::CatalogError),
+    /// An audience name that is not valid.
+    #[error("{audience:?} is not a valid audience")]
+    AudienceInvalid {
+        /// The name given.
+        audience: String,
+    },
+    /// The device has no pinned catalog root.
+    #[error("the device has no pinned catalog root at {}", path.display())]
+    RootNotPinned {
+        /// Where it should be.
+        path: PathBuf,
+    },
+    /// The root given to pin is not TUF root metadata.
+    #[error("the catalog root for {} is not valid: {reason}", path.display())]
+    RootInvalid {
+        /// Where it was to be pinned.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Local I/O failed.
     #[error("I/O failed while {op} ({}): {source}", path.display())]
     Io {
@@ -190,6 +215,22 @@ impl AgentError {
     ) -> impl FnOnce(std::io::Error) -> AgentError {
         let path = path.into();
         move |source| AgentError::Io { op, path, source }
+    }
+}
+
+/// A catalog that cannot reach its server is the device's "server unreachable"; every other
+/// catalog failure keeps the catalog's own code.
+impl From<ferry_catalog::CatalogError> for AgentError {
+    fn from(error: ferry_catalog::CatalogError) -> AgentError {
+        match error {
+            ferry_catalog::CatalogError::Unreachable { url, detail } => {
+                AgentError::ServerUnreachable {
+                    url,
+                    reason: detail,
+                }
+            }
+            other => AgentError::Catalog(other),
+        }
     }
 }
 
@@ -215,6 +256,10 @@ impl Diagnose for AgentError {
             AgentError::Seal(e) => e.code(),
             AgentError::HealthCheckFailed { .. } => "HEALTH_CHECK_FAILED",
             AgentError::Journal { code, .. } | AgentError::Delta { code, .. } => code,
+            AgentError::Catalog(e) => e.code(),
+            AgentError::AudienceInvalid { .. } => "AUDIENCE_INVALID",
+            AgentError::RootNotPinned { .. } => "ROOT_NOT_PINNED",
+            AgentError::RootInvalid { .. } => "ROOT_INVALID",
             AgentError::Io { .. } => "DEVICE_IO",
         }
     }
@@ -264,6 +309,16 @@ impl Diagnose for AgentError {
                 "the device rolled back to the previous version; fix what the check reports, then install again".into()
             }
             AgentError::Journal { fix, .. } | AgentError::Delta { fix, .. } => fix.clone(),
+            AgentError::Catalog(e) => e.fix(),
+            AgentError::AudienceInvalid { .. } => {
+                "use customer, beta, or a programme name of 1-64 of a-z, 0-9, '.', '_', '-'".into()
+            }
+            AgentError::RootNotPinned { .. } => {
+                "re-create the device with `ferry device init --root FILE` (the server's DATA/tuf/metadata/N.root.json)".into()
+            }
+            AgentError::RootInvalid { .. } => {
+                "pass the server's root metadata file (DATA/tuf/metadata/N.root.json), unmodified".into()
+            }
             AgentError::Io { .. } => "check the path, its permissions and free space on the device".into(),
         }
     }

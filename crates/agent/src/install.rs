@@ -32,7 +32,7 @@ use crate::machines::{CONTROLLER, DOWNLOADER, UPDATE};
 use crate::offer::{self, Offer};
 use crate::progress::{self, Phase, ProgressSink};
 use crate::seal::{LeafStore, SlotSeal};
-use crate::{AgentError, download, durable};
+use crate::{AgentError, catalog, download, durable};
 
 /// Namespace of update UUIDs (v5 of device id and build id).
 pub const UPDATE_NAMESPACE: uuid::Uuid =
@@ -108,12 +108,21 @@ pub async fn list(device: &Device) -> Result<Vec<Offer>, AgentError> {
     Ok(crate::scan::scan(device, &mut journal).await?.offers)
 }
 
-/// Every full image for the device's class (`list-full`).
+/// Every full image for the device's class and audience (`list-full`), from a fresh scan.
 pub async fn list_full(device: &Device) -> Result<Vec<Offer>, AgentError> {
-    let client = device.client()?;
-    let releases = client.releases(&device.identity.device_class).await?;
+    let catalog = catalog::refresh(device).await?;
+    let n_offers = offer::offers(
+        catalog.releases(),
+        |name| catalog.target(name),
+        &device.identity.device_class,
+        &device.config.audience,
+        &device.running_version()?,
+    )
+    .len();
+    catalog::record(device, Ok(n_offers));
     Ok(offer::full_images(
-        &releases,
+        catalog.releases(),
+        |name| catalog.target(name),
         &device.identity.device_class,
         &device.config.audience,
     ))

@@ -1,4 +1,5 @@
-//! The ferry device agent: the device directory ([`device`]), offers ([`offer`]),
+//! The ferry device agent: the device directory ([`device`]), the scan through the
+//! signed catalog ([`scan`]), offers ([`offer`]),
 //! the streaming install into the inactive slot ([`install`], [`download`]), the
 //! simulated restart and boot check ([`reboot`]), and status ([`status`]).
 //!
@@ -7,6 +8,7 @@
 //! (see [`install`]). Every failure is an [`AgentError`] with a stable code.
 #![deny(missing_docs)]
 
+pub mod catalog;
 pub mod client;
 pub mod delta;
 pub mod device;

@@ -1,9 +1,24 @@
-//! Which updates a device is offered: a pure function over the release list.
+//! Which updates a device is offered: a pure function over the verified catalog.
+//!
+//! Selection is the catalog's ([`ferry_catalog::offer::select_offer`]): for the device's
+//! class, audience and exact current version, the newest version open to it, as the delta from
+//! its version when one is published, else the full image. Releases open to `customer` are open
+//! to every audience (a beta device also gets public releases). The chosen catalog release is
+//! then mapped to the [`Release`] the install consumes, every size and digest in it taken from
+//! the signed target entries.
 
-use ferry_types::Version;
+use ferry_catalog::{
+    DeviceQuery, PayloadKind, Release as CatalogRelease, TargetInfo, manifest_target_name,
+    payload_target_name,
+};
+use ferry_types::{Sha256, Version};
 use serde::Serialize;
 
-use crate::client::Release;
+use crate::catalog::TARGETS_PATH;
+use crate::client::{Artifact, Release};
+
+/// The audience whose releases are open to everyone.
+pub const CUSTOMER_AUDIENCE: &str = "customer";
 
 /// An available update, as `ferry list` shows it (like `softwareupdate --list`).
 #[derive(Debug, Clone, Serialize)]
@@ -24,118 +39,246 @@ pub struct Offer {
     pub recommended: bool,
     /// What installing it takes.
     pub action: &'static str,
-    /// `delta` (tailored to the running version) or `full`.
-    pub payload: &'static str,
-    /// The tailored delta, when the release has one from the running version.
+    /// `full` or `delta`.
+    pub kind: String,
+    /// The tailored delta (from the running version), when this offer is one. The full
+    /// payload stays in `release` for the fallback, and its manifest verifies both.
     #[serde(skip)]
-    pub delta: Option<crate::client::Artifact>,
+    pub delta: Option<Artifact>,
     /// The release behind it.
     #[serde(skip)]
     pub release: Release,
 }
 
-/// Whether `release` is open to a device in `audience`. Customer releases are open to
-/// every audience; a programme's releases only to its members.
-pub fn open_to(release: &Release, audience: &str) -> bool {
-    release.audience == audience || release.audience == "customer"
-}
-
-/// Offers for a device of `class` in `audience` running `current`: every newer release
-/// open to it, newest first, the newest recommended.
-pub fn offers(releases: &[Release], class: &str, audience: &str, current: &Version) -> Vec<Offer> {
-    let mut newer: Vec<&Release> = releases
-        .iter()
-        .filter(|r| r.class == class && open_to(r, audience) && &r.version > current)
-        .collect();
-    newer.sort_by(|a, b| b.version.cmp(&a.version));
-    newer
-        .iter()
-        .enumerate()
-        .map(|(idx, r)| {
-            let mut offer = to_offer(r, idx == 0);
-            if let Some(d) = r.deltas.iter().find(|d| &d.from == current) {
-                offer.download_size = d.artifact.size;
-                offer.payload = "delta";
-                offer.delta = Some(d.artifact.clone());
-            }
-            offer
-        })
+/// The offer for a device of `class` in `audience` running `current`, from the verified
+/// catalog `releases`; `target` looks a target up by name in the same catalog (for the
+/// manifest). Empty when nothing newer is open to the device.
+pub fn offers(
+    releases: &[CatalogRelease],
+    target: impl Fn(&str) -> Option<TargetInfo>,
+    class: &str,
+    audience: &str,
+    current: &Version,
+) -> Vec<Offer> {
+    let Ok(current) = ferry_catalog::Version::parse(current.as_str()) else {
+        return Vec::new();
+    };
+    let releases = open_to_audience(releases, audience);
+    let query = DeviceQuery {
+        device_class: class,
+        audience,
+        current_version: &current,
+    };
+    ferry_catalog::offer::select_offer(&releases, &query)
+        .and_then(|offer| to_offer(&offer.release, &target, true))
+        .into_iter()
         .collect()
 }
 
 /// Every full image for the class open to the audience, newest first (`list-full`).
-pub fn full_images(releases: &[Release], class: &str, audience: &str) -> Vec<Offer> {
-    let mut all: Vec<&Release> = releases
-        .iter()
-        .filter(|r| r.class == class && open_to(r, audience))
-        .collect();
-    all.sort_by(|a, b| b.version.cmp(&a.version));
-    all.iter().map(|r| to_offer(r, false)).collect()
+pub fn full_images(
+    releases: &[CatalogRelease],
+    target: impl Fn(&str) -> Option<TargetInfo>,
+    class: &str,
+    audience: &str,
+) -> Vec<Offer> {
+    let releases = open_to_audience(releases, audience);
+    let any_version = ferry_catalog::Version::parse("0").expect("0 is a version");
+    let query = DeviceQuery {
+        device_class: class,
+        audience,
+        current_version: &any_version,
+    };
+    ferry_catalog::offer::list_full(&releases, &query)
+        .into_iter()
+        .filter_map(|release| to_offer(release, &target, false))
+        .collect()
 }
 
-fn to_offer(r: &Release, recommended: bool) -> Offer {
-    Offer {
-        label: format!("{}-{}", r.class, r.version),
-        title: format!("{} {} ({})", r.class, r.version, r.build_id),
-        version: r.version.clone(),
-        build_id: r.build_id.clone(),
-        download_size: r.payload.size,
-        image_size: r.image_size,
+/// The releases with `audience` added to those open to customers.
+fn open_to_audience(releases: &[CatalogRelease], audience: &str) -> Vec<CatalogRelease> {
+    releases
+        .iter()
+        .cloned()
+        .map(|mut release| {
+            if release.info.is_open_to(CUSTOMER_AUDIENCE) && !release.info.is_open_to(audience) {
+                release.info.audiences.push(audience.to_owned());
+            }
+            release
+        })
+        .collect()
+}
+
+/// The install's view of a catalog release; `None` when its manifest target is missing or
+/// its version is not one the device can record.
+fn to_offer(
+    release: &CatalogRelease,
+    target: &impl Fn(&str) -> Option<TargetInfo>,
+    recommended: bool,
+) -> Option<Offer> {
+    let info = &release.info;
+    // A delta target stands for its version's full release: the install needs the full
+    // payload (to fall back to) and its manifest (to verify what the delta wrote).
+    let (full_target, delta) = match &info.payload {
+        PayloadKind::Full => (release.target.clone(), None),
+        PayloadKind::Delta { .. } => (
+            target(&payload_target_name(
+                &info.device_class,
+                &info.version.to_string(),
+            ))?,
+            Some(artifact(&release.target)),
+        ),
+    };
+    let manifest = target(&manifest_target_name(&full_target.name)?)?;
+    let version: Version = info.version.to_string().parse().ok()?;
+    let kind = match &info.payload {
+        PayloadKind::Full => "full".to_owned(),
+        PayloadKind::Delta { .. } => "delta".to_owned(),
+    };
+    let release = Release {
+        class: info.device_class.clone(),
+        version: version.clone(),
+        build_id: info.build_id.clone(),
+        audiences: info.audiences.clone(),
+        kind: kind.clone(),
+        image_size: info.unarchived_size,
+        image_sha256: Sha256(*info.image_sha256.as_bytes()),
+        payload: artifact(&full_target),
+        manifest: artifact(&manifest),
+    };
+    Some(Offer {
+        label: format!("{}-{}", release.class, release.version),
+        title: format!(
+            "{} {} ({})",
+            release.class, release.version, release.build_id
+        ),
+        version,
+        build_id: release.build_id.clone(),
+        download_size: delta.as_ref().map_or(release.payload.size, |d| d.size),
+        image_size: release.image_size,
         recommended,
         action: "restart",
-        payload: "full",
-        delta: None,
-        release: r.clone(),
+        kind,
+        delta,
+        release,
+    })
+}
+
+/// A signed target as the install fetches it: `/tuf/targets/<sha256>.<name>`, with its
+/// signed length and digest.
+fn artifact(target: &TargetInfo) -> Artifact {
+    Artifact {
+        url: format!("{TARGETS_PATH}{}.{}", target.sha256.to_hex(), target.name),
+        size: target.length,
+        sha256: Sha256(*target.sha256.as_bytes()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Artifact;
-    use ferry_types::Sha256;
+    use ferry_catalog::{ReleaseInfo, Sha256Digest, payload_target_name};
 
-    fn release(version: &str, audience: &str) -> Release {
-        let artifact = Artifact {
-            url: "/x".into(),
-            size: 10,
-            sha256: Sha256([0; 32]),
+    fn release(version: &str, audiences: &[&str], from: Option<&str>) -> CatalogRelease {
+        let name = match from {
+            Some(from) => format!("vm-{from}-to-{version}.delta.payload.zst"),
+            None => payload_target_name("vm", version),
         };
-        Release {
-            class: "vm".into(),
-            version: version.parse().unwrap(),
-            build_id: format!("b{version}"),
-            audience: audience.into(),
-            kind: "full".into(),
-            image_size: 4096,
-            image_sha256: Sha256([1; 32]),
-            payload: artifact.clone(),
-            manifest: artifact,
-            deltas: Vec::new(),
+        CatalogRelease {
+            target: TargetInfo {
+                name,
+                length: 10,
+                sha256: Sha256Digest::of(version.as_bytes()),
+            },
+            info: ReleaseInfo {
+                device_class: "vm".into(),
+                version: ferry_catalog::Version::parse(version).unwrap(),
+                build_id: format!("b{version}"),
+                audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+                component: "system".into(),
+                payload: from.map_or(PayloadKind::Full, |from| PayloadKind::Delta {
+                    from: ferry_catalog::Version::parse(from).unwrap(),
+                }),
+                download_size: 10,
+                unarchived_size: 4096,
+                image_sha256: Sha256Digest::of(b"image"),
+                seal_root_hash: None,
+            },
         }
     }
 
+    fn manifest(name: &str) -> Option<TargetInfo> {
+        Some(TargetInfo {
+            name: name.to_owned(),
+            length: 7,
+            sha256: Sha256Digest::of(name.as_bytes()),
+        })
+    }
+
+    fn offered(all: &[CatalogRelease], audience: &str, current: &str) -> Vec<String> {
+        offers(all, manifest, "vm", audience, &current.parse().unwrap())
+            .iter()
+            .map(|o| format!("{} {}", o.version, o.kind))
+            .collect()
+    }
+
     #[test]
-    fn newest_open_release_is_recommended() {
+    fn the_newest_open_version_is_offered_as_a_delta_when_there_is_one() {
         let all = [
-            release("1.0", "customer"),
-            release("1.10", "customer"),
-            release("1.9", "customer"),
-            release("2.0", "beta"),
+            release("1.0", &["customer"], None),
+            release("1.10", &["customer"], None),
+            release("1.10", &["customer"], Some("1.0")),
+            release("1.9", &["customer"], None),
+            release("2.0", &["beta"], None),
         ];
-        let current: Version = "1.0".parse().unwrap();
-        let customer = offers(&all, "vm", "customer", &current);
+        assert_eq!(offered(&all, "customer", "1.0"), ["1.10 delta"]);
+        assert_eq!(offered(&all, "customer", "1.9"), ["1.10 full"]);
+        assert_eq!(offered(&all, "beta", "1.0"), ["2.0 full"]);
+        assert!(offered(&all, "customer", "1.10").is_empty());
+        assert!(offers(&all, manifest, "other", "customer", &"1.0".parse().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn offers_carry_the_signed_sizes_and_digests_of_payload_and_manifest() {
+        let all = [release("2.0", &["customer"], None)];
+        let offer = &offers(&all, manifest, "vm", "customer", &"1.0".parse().unwrap())[0];
+        assert!(offer.recommended);
+        assert_eq!(offer.label, "vm-2.0");
+        let payload_digest = Sha256Digest::of(b"2.0");
         assert_eq!(
-            customer
+            offer.release.payload.url,
+            format!(
+                "/tuf/targets/{}.vm-2.0.payload.zst",
+                payload_digest.to_hex()
+            )
+        );
+        assert_eq!(offer.release.payload.sha256.0, *payload_digest.as_bytes());
+        assert_eq!(offer.release.manifest.size, 7);
+        assert!(
+            offer
+                .release
+                .manifest
+                .url
+                .ends_with(".vm-2.0.manifest.json")
+        );
+        // No manifest target: no offer.
+        assert!(offers(&all, |_| None, "vm", "customer", &"1.0".parse().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn full_images_list_every_open_version_newest_first() {
+        let all = [
+            release("1.0", &["customer"], None),
+            release("2.0", &["beta"], None),
+            release("2.0", &["customer"], Some("1.0")),
+        ];
+        let listed = |audience| {
+            full_images(&all, manifest, "vm", audience)
                 .iter()
                 .map(|o| o.version.to_string())
-                .collect::<Vec<_>>(),
-            ["1.10", "1.9"]
-        );
-        assert!(customer[0].recommended && !customer[1].recommended);
-        let beta = offers(&all, "vm", "beta", &current);
-        assert_eq!(beta[0].version.to_string(), "2.0");
-        assert!(offers(&all, "vm", "customer", &"1.10".parse().unwrap()).is_empty());
-        assert!(offers(&all, "other", "customer", &current).is_empty());
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(listed("customer"), ["1.0"]);
+        assert_eq!(listed("beta"), ["2.0", "1.0"]);
     }
 }

@@ -4,7 +4,6 @@
 use serde_json::json;
 
 use crate::AgentError;
-use crate::client::Release;
 use crate::device::Device;
 use crate::journal::{Journal, fire};
 use crate::machines::{RECOVERY_SCAN, SCAN, SCAN_MANAGER};
@@ -15,8 +14,6 @@ use ferry_types::Diagnose;
 /// What a scan found.
 #[derive(Debug, Clone)]
 pub struct ScanResult {
-    /// Every release the catalog lists for the device's class.
-    pub releases: Vec<Release>,
     /// The offers for this device, newest first.
     pub offers: Vec<Offer>,
 }
@@ -67,24 +64,23 @@ async fn run(
     scan_id: &str,
 ) -> Result<ScanResult, AgentError> {
     fire(one, "Refresh", json!({ "server": device.config.server }))?;
-    let client = device.client()?;
-    let releases = client.releases(&device.identity.device_class).await?;
-    let catalog: Vec<_> = releases
-        .iter()
-        .map(|r| json!({ "version": r.version, "build_id": r.build_id, "audience": r.audience, "payload": r.payload.sha256 }))
-        .collect();
+    // A TUF refresh from the pinned root; on failure the last good metadata stays.
+    let catalog = crate::catalog::refresh(device).await?;
+    let versions = catalog.versions();
     fire(
         one,
         "Fetched",
-        json!({ "n_releases": releases.len(), "catalog": catalog }),
+        json!({ "n_releases": catalog.releases().len(), "metadata": format!("{versions:?}") }),
     )?;
     let current = device.running_version()?;
     let offers = offer::offers(
-        &releases,
+        catalog.releases(),
+        |name| catalog.target(name),
         &device.identity.device_class,
         &device.config.audience,
         &current,
     );
+    crate::catalog::record(device, Ok(offers.len()));
     fire(
         one,
         "Selected",
@@ -102,5 +98,5 @@ async fn run(
         "NotNeeded",
         json!({ "reason": "the device has no recovery component" }),
     )?;
-    Ok(ScanResult { releases, offers })
+    Ok(ScanResult { offers })
 }

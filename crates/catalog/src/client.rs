@@ -174,9 +174,14 @@ impl Catalog {
                 trusted_root = stored_root;
             }
         }
+        let transport = CatalogTransport::new(options.ca_pem.as_deref())?.with_raw_metadata(
+            &metadata_base_url,
+            current.map(|generation| datastore_dir.join(generation_name(generation))),
+            staging_dir.clone(),
+        );
         let loaded =
             RepositoryLoader::new(&trusted_root, metadata_base_url, targets_base_url.clone())
-                .transport(CatalogTransport::new(options.ca_pem.as_deref())?)
+                .transport(transport)
                 .limits(options.limits.into())
                 .datastore(staging_dir.clone())
                 .load()

@@ -69,5 +69,8 @@ pub use client::{
 };
 pub use error::CatalogError;
 pub use offer::{DeviceQuery, Offer};
-pub use release::{PayloadKind, ReleaseInfo, Sha256Digest, Version};
+pub use release::{
+    MANIFEST_TARGET_SUFFIX, PAYLOAD_TARGET_SUFFIX, PayloadKind, ReleaseInfo, Sha256Digest, Version,
+    manifest_target_name, payload_target_name,
+};
 pub use repo::NewTarget;

@@ -236,6 +236,25 @@ impl ReleaseInfo {
     }
 }
 
+/// Suffix of full-payload target names (`<class>-<version>.payload.zst`).
+pub const PAYLOAD_TARGET_SUFFIX: &str = ".payload.zst";
+/// Suffix of manifest target names (`<class>-<version>.manifest.json`).
+pub const MANIFEST_TARGET_SUFFIX: &str = ".manifest.json";
+
+/// The target name of a release's full payload: `<class>-<version>.payload.zst`. It carries the
+/// [`ReleaseInfo`]; its manifest is [`manifest_target_name`] of it.
+pub fn payload_target_name(device_class: &str, version: &str) -> String {
+    format!("{device_class}-{version}{PAYLOAD_TARGET_SUFFIX}")
+}
+
+/// The manifest target that goes with a payload target (`….payload.zst` →
+/// `….manifest.json`), or `None` when `payload_target` is not a payload name.
+pub fn manifest_target_name(payload_target: &str) -> Option<String> {
+    payload_target
+        .strip_suffix(PAYLOAD_TARGET_SUFFIX)
+        .map(|stem| format!("{stem}{MANIFEST_TARGET_SUFFIX}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the update server.
+    /// Run the update server (`ferry server init` creates its catalog).
     Server(ServerArgs),
     /// Publish a system image as a release.
     Publish(PublishArgs),
@@ -43,6 +43,11 @@ pub enum Command {
     Doctor(DeviceArgs),
     /// Check the slot that booted and commit to it (what a real device runs at boot).
     BootCheck(DeviceArgs),
+    /// Move the device to another audience.
+    #[command(subcommand)]
+    Audience(AudienceCommand),
+    /// The TUF conformance client protocol (init, refresh, download), exit 0 or 1.
+    Tuf(TufArgs),
     /// The whole story on loopback: server, two releases, a device, an update.
     Demo(DemoArgs),
     /// Run a LAN content cache in front of an update server.
@@ -96,10 +101,13 @@ pub enum FsmCommand {
 
 /// `ferry server`.
 #[derive(Debug, Args)]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
-    /// Data directory (database and artifacts).
-    #[arg(long)]
-    pub data: PathBuf,
+    #[command(subcommand)]
+    pub action: Option<ServerAction>,
+    /// Data directory (database, artifacts, catalog).
+    #[arg(long, required = true)]
+    pub data: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -122,6 +130,26 @@ pub struct CacheArgs {
     pub max_bytes: u64,
 }
 
+/// `ferry server …`.
+#[derive(Debug, Subcommand)]
+pub enum ServerAction {
+    /// Create the catalog (TUF repository): offline root and targets keys, online snapshot
+    /// and timestamp keys, the first metadata.
+    Init(ServerInitArgs),
+}
+
+/// `ferry server init`.
+#[derive(Debug, Args)]
+pub struct ServerInitArgs {
+    /// Server data directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Where the offline root and targets keys go (default DATA/keys-offline); the serving
+    /// process never needs them, `ferry publish --keys` does.
+    #[arg(long)]
+    pub keys: Option<PathBuf>,
+}
+
 /// `ferry publish`.
 #[derive(Debug, Args)]
 pub struct PublishArgs {
@@ -137,9 +165,12 @@ pub struct PublishArgs {
     /// Device class it is for.
     #[arg(long)]
     pub class: String,
-    /// Audience it opens to.
-    #[arg(long, default_value = "customer")]
-    pub audience: String,
+    /// Audience it opens to (repeat for several; customer releases reach every audience).
+    #[arg(long = "audience", default_value = "customer")]
+    pub audiences: Vec<String>,
+    /// The offline keys directory (default DATA/keys-offline).
+    #[arg(long)]
+    pub keys: Option<PathBuf>,
     /// Build id (default: version and image digest).
     #[arg(long)]
     pub build: Option<String>,
@@ -190,6 +221,65 @@ pub struct DeviceInitArgs {
     /// A health check run at boot before a new slot is committed (repeatable).
     #[arg(long = "health-check")]
     pub health_checks: Vec<String>,
+    /// The catalog root to pin (the server's DATA/tuf/metadata/N.root.json, shipped with the
+    /// device image): the device trusts only what it signs.
+    #[arg(long, required_unless_present = "trust_on_first_use")]
+    pub root: Option<PathBuf>,
+    /// Without --root: fetch the root from the server and trust whatever it sends this once.
+    #[arg(long, conflicts_with = "root")]
+    pub trust_on_first_use: bool,
+}
+
+/// `ferry audience …`.
+#[derive(Debug, Subcommand)]
+pub enum AudienceCommand {
+    /// Join an audience (beta, customer, or a programme's name); durable.
+    Set(AudienceSetArgs),
+}
+
+/// `ferry audience set`.
+#[derive(Debug, Args)]
+pub struct AudienceSetArgs {
+    /// beta, customer, or a programme's name.
+    pub audience: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// `ferry tuf`: the TUF community's client-under-test CLI.
+#[derive(Debug, Args)]
+pub struct TufArgs {
+    /// Directory of the trusted metadata.
+    #[arg(long)]
+    pub metadata_dir: PathBuf,
+    /// Base URL of the metadata.
+    #[arg(long)]
+    pub metadata_url: Option<String>,
+    /// Target to download.
+    #[arg(long)]
+    pub target_name: Option<String>,
+    /// Base URL of the targets.
+    #[arg(long)]
+    pub target_base_url: Option<String>,
+    /// Directory to download targets into.
+    #[arg(long)]
+    pub target_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: TufAction,
+}
+
+/// `ferry tuf` actions.
+#[derive(Debug, Subcommand)]
+pub enum TufAction {
+    /// Trust ROOT: copy it into the metadata directory (no request is made).
+    Init {
+        /// The trusted root metadata file.
+        root: PathBuf,
+    },
+    /// Refresh the top-level metadata from --metadata-url.
+    Refresh,
+    /// Refresh, then download --target-name into --target-dir, verified.
+    Download,
 }
 
 /// The device a command acts on.

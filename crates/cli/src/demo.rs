@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use ferry_agent::device::{self, Device, InitOptions};
 use ferry_agent::{install, reboot, status};
+use ferry_server::tuf::CatalogPaths;
 use ferry_server::{DataDir, PublishRequest};
 
 use crate::args::DemoArgs;
@@ -30,6 +31,7 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode, Failure> {
 
     // 1. A server on a free loopback port.
     let data = DataDir::open(&dir.join("server")).await?;
+    ferry_server::tuf::ensure_initialised(&CatalogPaths::new(&data.path, None)).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| io_failure("listen on loopback", e))?;
@@ -66,7 +68,8 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
                 image: path.clone(),
                 version: parse_version(version)?,
                 class: CLASS.into(),
-                audience: "customer".into(),
+                audiences: vec!["customer".into()],
+                offline_keys: None,
                 build_id: None,
                 level: 9,
                 delta_from: if n == 2 {
@@ -78,14 +81,18 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
         )
         .await?;
         println!(
-            "== published {version}: {} image, {} as {} download",
+            "== published {version} into the signed catalog: {} image, {} as {} download",
             kind,
             render::bytes(row.image_size),
             render::bytes(row.payload_size)
         );
     }
 
-    // 3. A device on the first version.
+    // 3. A device on the first version, pinning the catalog's root (the demo runs the server
+    //    itself, so it can read the root from the server's data directory).
+    let root_path = CatalogPaths::new(&data.path, None).latest_root()?;
+    let root = std::fs::read(&root_path).map_err(|e| io_failure("read the catalog root", e))?;
+    println!("== device pins the catalog root {}", root_path.display());
     let device_dir = dir.join("device");
     let identity = device::init(
         &device_dir,
@@ -98,6 +105,7 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
             slot_size: None,
             boot: ferry_boot::BootBackend::File,
             health_checks: Vec::new(),
+            root,
         },
     )?;
     println!(
@@ -107,9 +115,15 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
     );
     let device = Device::open(&device_dir)?;
 
-    // 4. List, install, reboot, status.
+    // 4. List (a scan through TUF), install, reboot, status.
     println!("\n$ ferry list");
     let offers = install::list(&device).await?;
+    if let Some(scan) = ferry_agent::catalog::last_scan(&device.dir) {
+        println!(
+            "(scan: catalog verified from the pinned root, result {}, {} offer(s))",
+            scan.result, scan.n_offers
+        );
+    }
     for o in &offers {
         println!(
             "* Label: {}\n\tTitle: {}, Version: {}, Size: {}, Recommended: {}",

@@ -3,18 +3,32 @@
 use std::process::ExitCode;
 
 use ferry_agent::device::{self, Device, InitOptions};
-use ferry_agent::{install, reboot as agent_reboot, status as agent_status};
+use ferry_agent::{catalog, install, reboot as agent_reboot, status as agent_status};
+use ferry_server::tuf::CatalogPaths;
 use ferry_server::{DataDir, PublishRequest};
 
 use crate::Failure;
 use crate::args::{
-    BootKind, CacheArgs, DeviceArgs, DeviceInitArgs, InstallArgs, PublishArgs, RebootArgs,
-    ServerArgs,
+    AudienceSetArgs, BootKind, CacheArgs, DeviceArgs, DeviceInitArgs, InstallArgs, PublishArgs,
+    RebootArgs, ServerAction, ServerArgs, ServerInitArgs,
 };
 use crate::render::{self, ProgressUi};
 
+/// The largest root metadata `--trust-on-first-use` accepts.
+const MAX_ROOT_SIZE: u64 = 512 * 1024;
+
 pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
-    let data = DataDir::open(&a.data).await?;
+    if let Some(ServerAction::Init(init)) = a.action {
+        return server_init(init).await;
+    }
+    let Some(data_dir) = a.data else {
+        return Err(Failure::new(
+            "USAGE",
+            "ferry server needs --data DIR",
+            "pass --data DIR",
+        ));
+    };
+    let data = DataDir::open(&data_dir).await?;
     let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
         Failure::new(
             "LISTEN_FAILED",
@@ -31,6 +45,33 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn server_init(a: ServerInitArgs) -> Result<ExitCode, Failure> {
+    let data = DataDir::open(&a.data).await?;
+    let paths = CatalogPaths::new(&data.path, a.keys.as_deref());
+    if paths.is_initialised() {
+        return Err(Failure::new(
+            "CATALOG_EXISTS",
+            format!("{} already holds a catalog", paths.metadata.display()),
+            "keep it: devices pin its root; to start over, use a new data directory",
+        ));
+    }
+    ferry_server::tuf::init(&paths).await?;
+    println!("catalog created in {}", paths.metadata.display());
+    println!(
+        "  offline keys (root, targets): {}  <- keep offline; `ferry publish --keys` needs them",
+        paths.offline_keys.display()
+    );
+    println!(
+        "  online keys (snapshot, timestamp): {}",
+        paths.online_keys.display()
+    );
+    println!(
+        "  root to pin on devices: {}",
+        paths.latest_root()?.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn publish(a: PublishArgs) -> Result<ExitCode, Failure> {
     let json = a.json;
     let data = DataDir::open(&a.data)
@@ -40,7 +81,8 @@ pub async fn publish(a: PublishArgs) -> Result<ExitCode, Failure> {
         image: a.image,
         version: a.version,
         class: a.class,
-        audience: a.audience,
+        audiences: a.audiences,
+        offline_keys: a.keys,
         build_id: a.build,
         level: a.level,
         delta_from: a.delta_from,
@@ -68,7 +110,27 @@ pub async fn publish(a: PublishArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
+pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
+    let root = match &a.root {
+        Some(path) => std::fs::read(path).map_err(|e| {
+            Failure::new(
+                "ROOT_UNREADABLE",
+                format!("the root file {} could not be read: {e}", path.display()),
+                "pass the server's DATA/tuf/metadata/N.root.json with --root",
+            )
+        })?,
+        None => {
+            // --trust-on-first-use (clap requires one of the two).
+            let client = ferry_agent::client::Client::new(&a.server)?;
+            let path = format!("{}1.root.json", catalog::METADATA_PATH);
+            let root = client.small_file(&path, MAX_ROOT_SIZE).await?;
+            tracing::warn!(
+                server = %a.server,
+                "trusting the catalog root the server sent (--trust-on-first-use)"
+            );
+            root.to_vec()
+        }
+    };
     let identity = device::init(
         &a.dir,
         &InitOptions {
@@ -88,6 +150,7 @@ pub fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
                 },
             },
             health_checks: a.health_checks,
+            root,
         },
     )?;
     println!(
@@ -267,11 +330,45 @@ pub fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn audience_set(a: AudienceSetArgs) -> Result<ExitCode, Failure> {
+    let json = a.device.json;
+    let mut device = open(&a.device)?;
+    let previous = device.config.audience.clone();
+    device
+        .set_audience(&a.audience)
+        .map_err(|e| Failure::from(e).json(json))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "audience": a.audience, "previous": previous })
+        );
+    } else {
+        println!("audience: {previous} -> {}", a.audience);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status --json`: the agent's status plus the last scan.
+#[derive(serde::Serialize)]
+struct StatusView<'a> {
+    #[serde(flatten)]
+    status: &'a agent_status::Status,
+    last_scan: Option<catalog::LastScan>,
+}
+
 pub fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
     let device = open(&a)?;
     let s = agent_status::status(&device).map_err(|e| Failure::from(e).json(a.json))?;
+    let last_scan = catalog::last_scan(&device.dir);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+        let view = StatusView {
+            status: &s,
+            last_scan,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).unwrap_or_default()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -303,6 +400,16 @@ pub fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
             "last boot failure: slot {} at {}: {} [{}]",
             f.slot, f.at, f.message, f.code
         );
+    }
+    match &last_scan {
+        Some(scan) => println!(
+            "last scan: {} ({}), {} offer{}",
+            scan.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            scan.result,
+            scan.n_offers,
+            if scan.n_offers == 1 { "" } else { "s" }
+        ),
+        None => println!("last scan: never"),
     }
     if let Some(p) = &s.install_in_progress {
         println!(

@@ -9,6 +9,7 @@ mod device_cmds;
 mod images;
 mod log_cmds;
 mod render;
+mod tuf_cmds;
 
 use std::process::ExitCode;
 
@@ -79,7 +80,9 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
         match cli.command {
             Command::Server(a) => device_cmds::server(a).await,
             Command::Publish(a) => device_cmds::publish(a).await,
-            Command::Device(args::DeviceCommand::Init(a)) => device_cmds::device_init(a),
+            Command::Device(args::DeviceCommand::Init(a)) => device_cmds::device_init(a).await,
+            Command::Audience(args::AudienceCommand::Set(a)) => device_cmds::audience_set(a),
+            Command::Tuf(a) => tuf_cmds::run(a).await,
             Command::List(a) => device_cmds::list(a, false).await,
             Command::ListFull(a) => device_cmds::list(a, true).await,
             Command::Install(a) => device_cmds::install(a).await,

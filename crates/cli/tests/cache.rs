@@ -85,6 +85,8 @@ fn second_device_is_served_from_the_cache_and_a_dead_cache_falls_back_to_origin(
             "1.0",
             "--server",
             &server.url(),
+            "--root",
+            s(&root_file(&data)),
         ]);
         use_cache(&device, &cache.url);
         devices.push(device);

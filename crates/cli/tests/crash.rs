@@ -56,6 +56,8 @@ fn killed_at_any_point_the_install_resumes_and_the_journal_replays() {
             "1.0",
             "--server",
             &server.url(),
+            "--root",
+            s(&root_file(&data)),
         ]);
         dir
     };

@@ -51,6 +51,8 @@ fn delta_fleet() -> DeltaFleet {
         "1.0",
         "--server",
         &server.url(),
+        "--root",
+        s(&root_file(&data)),
     ]);
     DeltaFleet {
         _tmp: tmp,
@@ -86,7 +88,7 @@ fn tailored_delta_installs_with_a_fraction_of_the_bytes() {
     let f = delta_fleet();
     let list: serde_json::Value =
         serde_json::from_str(&ok(&["list", "--json", "--device", s(&f.device)])).unwrap();
-    assert_eq!(list[0]["payload"], "delta", "{list}");
+    assert_eq!(list[0]["kind"], "delta", "{list}");
     ok(&["install", "vm-2.0", "--device", s(&f.device)]);
     let receipt = last_install(&f.device);
     assert_eq!(receipt["payload_kind"], "delta", "{receipt}");

@@ -381,10 +381,10 @@ fn http_errors_and_stalls_fail_with_their_codes_and_are_journaled() {
     });
     let proxy = proxy_slot.into_inner().unwrap();
 
-    // An overloaded server (503) fails the scan.
+    // An overloaded server (503) fails the scan (the catalog refresh), naming the status.
     proxy.set_fault(Fault::Status(503));
     let out = run(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
-    assert_eq!(json_error_code(&out), "SERVER_REFUSED");
+    assert_eq!(json_error_code(&out), "SERVER_UNREACHABLE");
     assert!(text(&out.stdout).contains("503"), "{}", text(&out.stdout));
     assert_failure_journaled(&f.device, "scan");
     assert_still_on_v1(&f);

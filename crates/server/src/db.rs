@@ -209,6 +209,36 @@ impl Db {
             .collect()
     }
 
+    /// Removes a release row (publish undoes its row when signing fails).
+    pub async fn delete_release(&self, class: &str, version: &Version) -> Result<(), ServerError> {
+        sqlx::query("DELETE FROM releases WHERE class = ? AND version = ?")
+            .bind(class)
+            .bind(version.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The object-store key of the payload or manifest whose SHA-256 is `sha256_hex` (how
+    /// `/tuf/targets/<sha256>.<name>` finds its bytes).
+    pub async fn artifact_key_by_sha256(
+        &self,
+        sha256_hex: &str,
+    ) -> Result<Option<String>, ServerError> {
+        let row = sqlx::query(
+            "SELECT payload_key AS key FROM releases WHERE payload_sha256 = ?1
+             UNION ALL
+             SELECT manifest_key AS key FROM releases WHERE manifest_sha256 = ?1
+             UNION ALL
+             SELECT key FROM deltas WHERE sha256 = ?1
+             LIMIT 1",
+        )
+        .bind(sha256_hex)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| row.try_get("key")).transpose()?)
+    }
+
     /// Whether `class` already has `version` (any spelling that compares equal).
     pub async fn has_version(&self, class: &str, version: &Version) -> Result<bool, ServerError> {
         Ok(self

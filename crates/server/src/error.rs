@@ -53,6 +53,9 @@ pub enum ServerError {
     /// Sealing the image failed.
     #[error("the image could not be sealed: {0}")]
     Seal(String),
+    /// The catalog (TUF repository) could not be created, read or re-signed.
+    #[error(transparent)]
+    Catalog(#[from] ferry_catalog::CatalogError),
     /// Local I/O failed.
     #[error("I/O failed while {op}: {source}")]
     Io {
@@ -75,6 +78,7 @@ impl Diagnose for ServerError {
             ServerError::Store(_) => "SERVER_STORE",
             ServerError::Payload(e) => e.code(),
             ServerError::Seal(_) => "SEAL_FAILED",
+            ServerError::Catalog(e) => e.code(),
             ServerError::Io { .. } => "SERVER_IO",
         }
     }
@@ -96,6 +100,7 @@ impl Diagnose for ServerError {
             ServerError::Store(_) => "check that the artifact store is reachable and has space".into(),
             ServerError::Payload(e) => e.fix(),
             ServerError::Seal(_) => "check that the image is readable and whole 4096-byte blocks".into(),
+            ServerError::Catalog(e) => e.fix(),
             ServerError::Io { .. } => "check the path, its permissions and free space".into(),
         }
     }

@@ -7,6 +7,10 @@
 //! `object_store` interface ([`store`], a local directory now, S3 by configuration).
 //! Nothing a second replica would need is kept in memory.
 //!
+//! The release store is also a TUF repository ([`tuf`], built on `ferry-catalog`): devices
+//! trust only what its metadata signs, served under `/tuf/metadata/` and `/tuf/targets/`;
+//! `/v1/releases` remains for operators and scripts.
+//!
 //! Entry points: [`DataDir::open`], [`app`] (the router, testable without a socket),
 //! [`serve`] (bind, log, shut down on SIGINT/SIGTERM).
 #![deny(missing_docs)]
@@ -19,6 +23,7 @@ mod error;
 mod publish;
 mod routes;
 pub mod store;
+pub mod tuf;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -80,14 +85,18 @@ pub async fn serve_until(
         op: "reading the listen address",
         source,
     })?;
+    tuf::ensure_initialised(&tuf::CatalogPaths::new(&data.path, None)).await?;
+    tuf::refresh_timestamp_if_due(&data.path).await?;
+    let timestamp_task = tokio::spawn(tuf::keep_timestamp_fresh(data.path.clone()));
     tracing::info!(%addr, data = %data.path.display(), "ferry server listening");
-    axum::serve(listener, app(data))
+    let served = axum::serve(listener, app(data))
         .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| ServerError::Io {
-            op: "serving HTTP",
-            source,
-        })?;
+        .await;
+    timestamp_task.abort();
+    served.map_err(|source| ServerError::Io {
+        op: "serving HTTP",
+        source,
+    })?;
     tracing::info!("ferry server stopped");
     Ok(())
 }

@@ -1,12 +1,26 @@
-//! `ferry publish`: encode an image into a payload, store it, register the release.
+//! `ferry publish`: encode an image into a payload, store it, register the release, and sign
+//! it into the catalog.
+//!
+//! In the catalog a release is two targets with flat names: `<class>-<version>.payload.zst`
+//! carries the [`ReleaseInfo`] devices select offers from, and `<class>-<version>.manifest.json`
+//! (no custom metadata) the payload's per-frame digests. Devices find the manifest from the
+//! payload's name ([`ferry_catalog::manifest_target_name`]).
 
 use std::path::PathBuf;
 
+use ferry_catalog::{
+    NewTarget, PayloadKind, ReleaseInfo, Sha256Digest, manifest_target_name, payload_target_name,
+    repo,
+};
 use ferry_payload::{EncodeOptions, Manifest};
 use ferry_types::{Sha256, Version};
 
 use crate::db::ReleaseRow;
+use crate::tuf::{self, CatalogPaths};
 use crate::{DataDir, ServerError};
+
+/// The component every release installs today: the system image.
+pub const SYSTEM_COMPONENT: &str = "system";
 
 /// What to publish.
 #[derive(Debug, Clone)]
@@ -17,8 +31,10 @@ pub struct PublishRequest {
     pub version: Version,
     /// Device class it is for.
     pub class: String,
-    /// Audience it opens to.
-    pub audience: String,
+    /// Audiences it opens to (at least one).
+    pub audiences: Vec<String>,
+    /// Offline keys directory (root, targets); default `DATA/keys-offline`.
+    pub offline_keys: Option<PathBuf>,
     /// Build id; derived from the version and image digest when absent.
     pub build_id: Option<String>,
     /// zstd level.
@@ -28,11 +44,30 @@ pub struct PublishRequest {
 }
 
 /// Encodes the image (frames compressed on every core), stores payload and manifest,
-/// then registers the release. The row is written last, so a crash leaves at most
-/// unreferenced artifacts, never a release without its bytes.
+/// registers the release, then signs its targets into the catalog (creating the catalog on
+/// first use). Artifacts first, row next, signatures last, so a crash leaves at most
+/// unreferenced artifacts or a row devices cannot see, never a signed release without its
+/// bytes.
 pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, ServerError> {
     check_slug("device class", &req.class)?;
-    check_slug("audience", &req.audience)?;
+    if req.audiences.is_empty() {
+        return Err(ServerError::Invalid {
+            what: "audience",
+            value: String::new(),
+            why: "give at least one audience".into(),
+        });
+    }
+    for audience in &req.audiences {
+        check_slug("audience", audience)?;
+    }
+    let catalog_version =
+        ferry_catalog::Version::parse(req.version.as_str()).map_err(|e| ServerError::Invalid {
+            what: "version",
+            value: req.version.to_string(),
+            why: e.to_string(),
+        })?;
+    let catalog = CatalogPaths::new(&data.path, req.offline_keys.as_deref());
+    tuf::ensure_initialised(&catalog).await?;
     if data.db.has_version(&req.class, &req.version).await? {
         return Err(ServerError::DuplicateVersion {
             class: req.class,
@@ -114,10 +149,10 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
     data.store.put_bytes(&manifest_key, manifest_json).await?;
 
     let row = ReleaseRow {
-        class: req.class,
-        version: req.version,
-        build_id,
-        audience: req.audience,
+        class: req.class.clone(),
+        version: req.version.clone(),
+        build_id: build_id.clone(),
+        audience: req.audiences.join(","),
         kind: "full".into(),
         image_size: manifest.image_size,
         image_sha256: manifest.image_sha256,
@@ -130,8 +165,76 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
     data.db.insert_release(&row).await?;
+
+    let payload_target = payload_target_name(&req.class, req.version.as_str());
+    let manifest_target = manifest_target_name(&payload_target).unwrap_or_default();
+    let info = ReleaseInfo {
+        device_class: req.class.clone(),
+        version: catalog_version,
+        build_id,
+        audiences: req.audiences.clone(),
+        component: SYSTEM_COMPONENT.into(),
+        payload: PayloadKind::Full,
+        download_size: manifest.payload_size,
+        unarchived_size: manifest.image_size,
+        image_sha256: Sha256Digest::from_bytes(manifest.image_sha256.0),
+        seal_root_hash: manifest
+            .seal
+            .as_ref()
+            .map(|seal| Sha256Digest::from_bytes(*seal.root_hash.as_bytes())),
+    };
+    let targets = vec![
+        NewTarget {
+            name: payload_target,
+            length: manifest.payload_size,
+            sha256: Sha256Digest::from_bytes(manifest.payload_sha256.0),
+            custom: info.to_custom(),
+        },
+        NewTarget {
+            name: manifest_target,
+            length: manifest_size,
+            sha256: Sha256Digest::from_bytes(manifest_sha256.0),
+            custom: serde_json::Value::Null,
+        },
+    ];
+    let signed = repo::add_targets(
+        &catalog.offline_keys,
+        &catalog.online_keys,
+        &catalog.metadata,
+        targets,
+        &repo::Expiries::default(),
+    )
+    .await;
+    if let Err(error) = signed {
+        // Devices never saw the release: take the row back so it can be published again.
+        if let Err(db_error) = data.db.delete_release(&row.class, &row.version).await {
+            tracing::error!(%db_error, "could not remove the release row after signing failed");
+        }
+        return Err(error.into());
+    }
+    // Tailored deltas: each stored, then signed as its own target whose release
+    // metadata says which version it applies to.
     for from in &req.delta_from {
         let delta = crate::delta::publish_delta(data, from, &row, &req.image).await?;
+        let mut delta_info = info.clone();
+        delta_info.payload = PayloadKind::Delta {
+            from: ferry_catalog::Version::parse(from.as_str())?,
+        };
+        delta_info.download_size = delta.size;
+        let target = NewTarget {
+            name: format!("{}-{}.delta-from-{from}.ferrydelta", req.class, req.version),
+            length: delta.size,
+            sha256: Sha256Digest::from_bytes(delta.sha256.0),
+            custom: delta_info.to_custom(),
+        };
+        repo::add_targets(
+            &catalog.offline_keys,
+            &catalog.online_keys,
+            &catalog.metadata,
+            vec![target],
+            &repo::Expiries::default(),
+        )
+        .await?;
         tracing::info!(from = %from, to = %row.version, size = delta.size, "delta published");
     }
     Ok(row)

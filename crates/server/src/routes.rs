@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tower_http::trace::TraceLayer;
 
 use crate::api::Release;
-use crate::{DataDir, ServerError};
+use crate::{DataDir, ServerError, tuf};
 
 /// The whole HTTP surface: build it once, serve it, or drive it with `oneshot` in tests.
 pub fn app(data: DataDir) -> Router {
@@ -24,6 +24,8 @@ pub fn app(data: DataDir) -> Router {
         .route("/v1/time", get(time))
         .route("/v1/releases", get(releases))
         .route("/artifacts/{*key}", get(artifact))
+        .route("/tuf/metadata/{file}", get(tuf_metadata))
+        .route("/tuf/targets/{file}", get(tuf_target))
         .layer(TraceLayer::new_for_http())
         .with_state(data)
 }
@@ -80,7 +82,69 @@ async fn artifact(
     {
         return Err(ServerError::NotFound(format!("artifact {key:?}")));
     }
-    let size = match data.store.size(&key).await {
+    serve_artifact(&data, &key, range).await
+}
+
+/// Serves a catalog metadata file (`N.root.json`, `N.targets.json`, `N.snapshot.json`,
+/// `timestamp.json`, …) from `DATA/tuf/metadata/`. Versioned files never change, so caches may
+/// keep them; `timestamp.json` is rewritten in place and must be revalidated every time.
+async fn tuf_metadata(
+    State(data): State<DataDir>,
+    Path(file): Path<String>,
+) -> Result<Response, ServerError> {
+    if !tuf::is_flat_name(&file) || !file.ends_with(".json") {
+        return Err(ServerError::NotFound(format!("catalog metadata {file:?}")));
+    }
+    let path = data.path.join(tuf::METADATA_DIR).join(&file);
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ServerError::NotFound(format!("catalog metadata {file:?}")));
+        }
+        Err(source) => {
+            return Err(ServerError::Io {
+                op: "reading catalog metadata",
+                source,
+            });
+        }
+    };
+    let cache_control = if file == "timestamp.json" {
+        "no-cache"
+    } else {
+        "public, max-age=31536000, immutable"
+    };
+    let headers = [
+        (header::CONTENT_TYPE, "application/json"),
+        (header::CACHE_CONTROL, cache_control),
+    ];
+    Ok((headers, bytes).into_response())
+}
+
+/// Serves a catalog target, `<sha256>.<name>` (consistent snapshots): the payload or manifest
+/// whose digest that is, from the artifact store, with the same range support as
+/// `/artifacts/`. The device checks the bytes against the signed length and digest.
+async fn tuf_target(
+    State(data): State<DataDir>,
+    Path(file): Path<String>,
+    range: Option<TypedHeader<Range>>,
+) -> Result<Response, ServerError> {
+    let not_found = || ServerError::NotFound(format!("catalog target {file:?}"));
+    let Some((sha256_hex, _name)) = tuf::split_target_file(&file) else {
+        return Err(not_found());
+    };
+    let Some(key) = data.db.artifact_key_by_sha256(sha256_hex).await? else {
+        return Err(not_found());
+    };
+    serve_artifact(&data, &key, range).await
+}
+
+/// Streams the artifact at `key`, honouring one byte range.
+async fn serve_artifact(
+    data: &DataDir,
+    key: &str,
+    range: Option<TypedHeader<Range>>,
+) -> Result<Response, ServerError> {
+    let size = match data.store.size(key).await {
         Ok(size) => size,
         Err(ServerError::Store(object_store::Error::NotFound { .. })) => {
             return Err(ServerError::NotFound(format!("artifact {key:?}")));
@@ -115,7 +179,7 @@ async fn artifact(
     };
     let len = range.as_ref().map_or(size, |r| r.end - r.start);
     headers.insert(header::CONTENT_LENGTH, len.into());
-    let stream = data.store.get_stream(&key, range).await?;
+    let stream = data.store.get_stream(key, range).await?;
     let body = Body::from_stream(stream.map(|chunk| chunk.map_err(std::io::Error::other)));
     Ok((status, headers, body).into_response())
 }

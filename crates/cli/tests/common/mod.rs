@@ -138,6 +138,40 @@ pub fn publish(data: &Path, image: &Path, version: &str) {
     ]);
 }
 
+/// The newest `N.root.json` of the server's catalog: what devices pin.
+pub fn root_file(data: &Path) -> PathBuf {
+    ferry_catalog::repo::latest_root_path(&data.join("tuf/metadata"))
+        .expect("the catalog has a root")
+}
+
+/// `ferry device init` a `vm` device on `image` (`version`), pinning the server's root.
+pub fn device_init(
+    device: &Path,
+    image: &Path,
+    version: &str,
+    url: &str,
+    data: &Path,
+    audience: &str,
+) {
+    ok(&[
+        "device",
+        "init",
+        s(device),
+        "--class",
+        "vm",
+        "--image",
+        s(image),
+        "--version",
+        version,
+        "--server",
+        url,
+        "--audience",
+        audience,
+        "--root",
+        s(&root_file(data)),
+    ]);
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -164,7 +198,7 @@ pub struct Proxy {
     fault: Arc<Mutex<Fault>>,
     /// Response bytes forwarded on the connection that forwarded most.
     pub max_forwarded: Arc<AtomicU64>,
-    /// HTTP requests forwarded upstream whose path starts with `/artifacts/`.
+    /// HTTP requests forwarded upstream for payload bytes (`/artifacts/`, `/tuf/targets/`).
     pub artifact_requests: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
@@ -261,7 +295,11 @@ fn relay(
             let seen = buf[..n]
                 .windows(15)
                 .filter(|w| *w == b"GET /artifacts/")
-                .count();
+                .count()
+                + buf[..n]
+                    .windows(17)
+                    .filter(|w| *w == b"GET /tuf/targets/")
+                    .count();
             requests.fetch_add(seen as u64, Ordering::SeqCst);
             if s_write.write_all(&buf[..n]).is_err() {
                 break;
@@ -355,7 +393,15 @@ pub fn fleet_with(mib: usize, init_args: &[&str], via: impl FnOnce(&Server) -> S
         "--image",
         s(&v1),
     ];
-    args.extend_from_slice(&["--version", "1.0", "--server", &url]);
+    let pinned_root = root_file(&data);
+    args.extend_from_slice(&[
+        "--version",
+        "1.0",
+        "--server",
+        &url,
+        "--root",
+        s(&pinned_root),
+    ]);
     args.extend_from_slice(init_args);
     ok(&args);
     Fleet {

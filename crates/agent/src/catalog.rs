@@ -1,0 +1,189 @@
+//! Scan: refresh the catalog through TUF from the pinned root, keep the last good metadata,
+//! record when the scan ran and what it found.
+//!
+//! ```text
+//! DEVICE/tuf/root.json        the pinned root (written by `device init`, never by a scan)
+//! DEVICE/tuf/current -> gen-N the last good metadata (ferry-catalog's datastore)
+//! DEVICE/tuf/last-scan.json   when the last scan ran, its result code or "ok", offers found
+//! ```
+//!
+//! The device trusts nothing the server says outside this metadata: offers come from the
+//! signed targets' release metadata, and the sizes and digests of the payload and manifest
+//! from the signed target entries.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use ferry_catalog::Catalog;
+use ferry_types::Diagnose;
+use serde::{Deserialize, Serialize};
+
+use crate::device::Device;
+use crate::{AgentError, durable};
+
+/// The catalog datastore, relative to the device directory.
+pub const TUF_DIR: &str = "tuf";
+/// The pinned root, relative to the device directory.
+pub const PINNED_ROOT_FILE: &str = "tuf/root.json";
+/// The record of the last scan, relative to the device directory.
+pub const LAST_SCAN_FILE: &str = "tuf/last-scan.json";
+/// Where catalog metadata is served, relative to the server URL.
+pub const METADATA_PATH: &str = "/tuf/metadata/";
+/// Where catalog targets are served, relative to the server URL.
+pub const TARGETS_PATH: &str = "/tuf/targets/";
+/// The result recorded for a scan that succeeded.
+pub const SCAN_OK: &str = "ok";
+
+/// `tuf/last-scan.json`: when the last scan ran and what it found.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LastScan {
+    /// When it finished.
+    pub at: DateTime<Utc>,
+    /// `ok`, or the error code it failed with.
+    pub result: String,
+    /// Offers it found (0 when it failed).
+    pub n_offers: usize,
+}
+
+/// Whether a scan should run now: a scan the user asked for always runs; a background scan
+/// runs when none ever ran, when the last one is at least `interval_secs` old, or when the
+/// clock went back before it.
+pub fn scan_due(
+    last_scan: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    interval_secs: u64,
+    asked: bool,
+) -> bool {
+    if asked {
+        return true;
+    }
+    let Some(last) = last_scan else {
+        return true;
+    };
+    let elapsed = now.signed_duration_since(last);
+    elapsed < chrono::TimeDelta::zero() || elapsed.num_seconds() as u64 >= interval_secs
+}
+
+/// Refreshes the catalog into `DEVICE/tuf/`. On failure the error is recorded in
+/// `last-scan.json` and the last good metadata stays as it was.
+pub async fn refresh(device: &Device) -> Result<Catalog, AgentError> {
+    let result = refresh_inner(device).await;
+    if let Err(error) = &result {
+        record(device, Err(error));
+    }
+    result
+}
+
+async fn refresh_inner(device: &Device) -> Result<Catalog, AgentError> {
+    let root_path = device.dir.join(PINNED_ROOT_FILE);
+    let pinned_root = std::fs::read(&root_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => AgentError::RootNotPinned {
+            path: root_path.clone(),
+        },
+        _ => AgentError::Io {
+            op: "reading the pinned root",
+            path: root_path.clone(),
+            source: e,
+        },
+    })?;
+    let (metadata_url, targets_url) = catalog_urls(&device.config.server)?;
+    Catalog::refresh(
+        &device.dir.join(TUF_DIR),
+        &pinned_root,
+        &metadata_url,
+        &targets_url,
+    )
+    .await
+    .map_err(AgentError::from)
+}
+
+/// Records the outcome of a scan in `last-scan.json` (best effort: a scan is not failed for
+/// want of its record, the failure is logged).
+pub fn record(device: &Device, outcome: Result<usize, &AgentError>) {
+    let last = LastScan {
+        at: Utc::now(),
+        result: match outcome {
+            Ok(_) => SCAN_OK.to_owned(),
+            Err(error) => error.code().to_owned(),
+        },
+        n_offers: outcome.unwrap_or(0),
+    };
+    let path = device.dir.join(LAST_SCAN_FILE);
+    if let Err(error) = durable::write_json(&path, &last) {
+        tracing::warn!(%error, path = %path.display(), "could not record the scan");
+    }
+}
+
+/// The last scan, if one ever ran.
+pub fn last_scan(device_dir: &Path) -> Option<LastScan> {
+    crate::device::read_json(&device_dir.join(LAST_SCAN_FILE)).ok()
+}
+
+/// The directory of the last good metadata, if a scan ever succeeded.
+pub fn trusted_metadata_dir(device_dir: &Path) -> Option<PathBuf> {
+    ferry_catalog::trusted_metadata_dir(&device_dir.join(TUF_DIR))
+}
+
+/// Pins `root` as the device's trust anchor (`device init`). It must parse as TUF root
+/// metadata; its signatures are checked at the first scan.
+pub fn pin_root(device_dir: &Path, root: &[u8]) -> Result<(), AgentError> {
+    let path = device_dir.join(PINNED_ROOT_FILE);
+    let invalid = |reason: String| AgentError::RootInvalid {
+        path: path.clone(),
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(root).map_err(|e| invalid(e.to_string()))?;
+    if value["signed"]["_type"] != "root" {
+        return Err(invalid(
+            "it is not TUF root metadata (signed._type is not \"root\")".into(),
+        ));
+    }
+    let dir = device_dir.join(TUF_DIR);
+    std::fs::create_dir_all(&dir)
+        .map_err(AgentError::io("creating the catalog directory", &dir))?;
+    durable::write_atomic(&path, root).map_err(AgentError::io("pinning the root", &path))
+}
+
+/// The metadata and targets base URLs of a server.
+pub fn catalog_urls(server: &str) -> Result<(url::Url, url::Url), AgentError> {
+    let base = server.trim_end_matches('/');
+    let parse = |path: &str| {
+        let text = format!("{base}{path}");
+        url::Url::parse(&text).map_err(|e| AgentError::ServerInvalid {
+            url: text,
+            reason: format!("the server URL in config.toml is not a URL: {e}"),
+        })
+    };
+    Ok((parse(METADATA_PATH)?, parse(TARGETS_PATH)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asked_scans_always_run_background_scans_wait_for_the_interval() {
+        let now = DateTime::parse_from_rfc3339("2026-03-20T18:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let six_hours = 6 * 3600;
+        let hours_ago = |h: i64| Some(now - chrono::TimeDelta::hours(h));
+        assert!(scan_due(None, now, six_hours, false), "never scanned");
+        assert!(!scan_due(hours_ago(1), now, six_hours, false));
+        assert!(scan_due(hours_ago(1), now, six_hours, true), "asked");
+        assert!(scan_due(hours_ago(6), now, six_hours, false));
+        assert!(scan_due(hours_ago(7), now, six_hours, false));
+        assert!(
+            scan_due(hours_ago(-2), now, six_hours, false),
+            "clock went back"
+        );
+    }
+
+    #[test]
+    fn catalog_urls_sit_under_the_server() {
+        let (metadata, targets) = catalog_urls("http://127.0.0.1:8080/").unwrap();
+        assert_eq!(metadata.as_str(), "http://127.0.0.1:8080/tuf/metadata/");
+        assert_eq!(targets.as_str(), "http://127.0.0.1:8080/tuf/targets/");
+    }
+}

@@ -1,0 +1,164 @@
+//! The catalog on the server: where the TUF repository lives in the data directory, creating
+//! it, and keeping its timestamp fresh.
+//!
+//! ```text
+//! DATA/tuf/metadata/   N.root.json, N.targets.json, N.snapshot.json, timestamp.json (served)
+//! DATA/keys-online/    snapshot.pk8, timestamp.pk8 (the serving process needs these)
+//! DATA/keys-offline/   root.pk8, targets.pk8 (default; `--keys DIR` puts them elsewhere)
+//! ```
+//!
+//! The serving process only ever reads the metadata and signs the timestamp with the online
+//! key; the offline keys are needed by `ferry server init` and `ferry publish` only.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use ferry_catalog::repo;
+
+use crate::ServerError;
+
+/// Served metadata, relative to the data directory.
+pub const METADATA_DIR: &str = "tuf/metadata";
+/// Online (snapshot, timestamp) keys, relative to the data directory.
+pub const ONLINE_KEYS_DIR: &str = "keys-online";
+/// Default offline (root, targets) keys, relative to the data directory.
+pub const DEFAULT_OFFLINE_KEYS_DIR: &str = "keys-offline";
+
+/// The timestamp is re-signed when it expires within this margin.
+pub const TIMESTAMP_REFRESH_MARGIN: TimeDelta = TimeDelta::hours(6);
+/// How often the server checks whether the timestamp needs re-signing.
+pub const TIMESTAMP_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Paths of one catalog.
+#[derive(Debug, Clone)]
+pub struct CatalogPaths {
+    /// Offline keys (root, targets).
+    pub offline_keys: PathBuf,
+    /// Online keys (snapshot, timestamp).
+    pub online_keys: PathBuf,
+    /// Served metadata.
+    pub metadata: PathBuf,
+}
+
+impl CatalogPaths {
+    /// The paths under `data_dir`, with the offline keys in `offline_keys` or
+    /// `DATA/keys-offline`.
+    pub fn new(data_dir: &Path, offline_keys: Option<&Path>) -> CatalogPaths {
+        CatalogPaths {
+            offline_keys: offline_keys
+                .map(Path::to_owned)
+                .unwrap_or_else(|| data_dir.join(DEFAULT_OFFLINE_KEYS_DIR)),
+            online_keys: data_dir.join(ONLINE_KEYS_DIR),
+            metadata: data_dir.join(METADATA_DIR),
+        }
+    }
+
+    /// Whether the catalog exists (its metadata directory holds a root).
+    pub fn is_initialised(&self) -> bool {
+        repo::latest_root_path(&self.metadata).is_ok()
+    }
+
+    /// The newest `N.root.json`: what devices pin at `ferry device init --root`.
+    pub fn latest_root(&self) -> Result<PathBuf, ServerError> {
+        Ok(repo::latest_root_path(&self.metadata)?)
+    }
+}
+
+/// Creates the catalog: keys and the first metadata. Fails if it exists.
+pub async fn init(paths: &CatalogPaths) -> Result<repo::RepoVersions, ServerError> {
+    Ok(repo::init(
+        &paths.offline_keys,
+        &paths.online_keys,
+        &paths.metadata,
+        &repo::RepoSettings::default(),
+    )
+    .await?)
+}
+
+/// Creates the catalog if it does not exist yet (zero set-up for the demo and first runs).
+/// Returns whether it did.
+pub async fn ensure_initialised(paths: &CatalogPaths) -> Result<bool, ServerError> {
+    if paths.is_initialised() {
+        return Ok(false);
+    }
+    init(paths).await?;
+    tracing::warn!(
+        metadata = %paths.metadata.display(),
+        offline_keys = %paths.offline_keys.display(),
+        "the catalog (TUF repository) was not initialised: created it, with its offline root and \
+         targets keys in the data directory; run `ferry server init --keys DIR` to keep them elsewhere"
+    );
+    Ok(true)
+}
+
+/// Re-signs the timestamp if it expires within [`TIMESTAMP_REFRESH_MARGIN`]. Needs only the
+/// online timestamp key. Returns the new timestamp version when it re-signed.
+pub async fn refresh_timestamp_if_due(data_dir: &Path) -> Result<Option<u64>, ServerError> {
+    let paths = CatalogPaths::new(data_dir, None);
+    if !paths.is_initialised() || !repo::needs_refresh(&paths.metadata, TIMESTAMP_REFRESH_MARGIN) {
+        return Ok(None);
+    }
+    let version = repo::refresh_timestamp(
+        &paths.online_keys,
+        &paths.metadata,
+        repo::Expiries::default().timestamp,
+    )
+    .await?;
+    Ok(Some(version))
+}
+
+/// Checks the timestamp every [`TIMESTAMP_CHECK_INTERVAL`] and re-signs it before it expires,
+/// forever (the server spawns this as a task).
+pub async fn keep_timestamp_fresh(data_dir: PathBuf) {
+    let mut ticker = tokio::time::interval(TIMESTAMP_CHECK_INTERVAL);
+    loop {
+        ticker.tick().await;
+        match refresh_timestamp_if_due(&data_dir).await {
+            Ok(Some(version)) => tracing::info!(version, "re-signed the catalog timestamp"),
+            Ok(None) => {}
+            Err(error) => tracing::error!(%error, "could not re-sign the catalog timestamp"),
+        }
+    }
+}
+
+/// The file name `<sha256>.<name>` of a target URL, split: `(sha256 hex, name)`. `None` when it
+/// is not of that form.
+pub fn split_target_file(file: &str) -> Option<(&str, &str)> {
+    let (digest, name) = file.split_once('.')?;
+    let valid_digest = digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    (valid_digest && is_flat_name(name)).then_some((digest, name))
+}
+
+/// A metadata or target file name: letters, digits, `.`, `-`, `_`, not starting with `.`.
+pub fn is_flat_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_files_split_into_digest_and_name() {
+        let digest = "a".repeat(64);
+        let file = format!("{digest}.vm-1.0.payload.zst");
+        assert_eq!(
+            split_target_file(&file),
+            Some((digest.as_str(), "vm-1.0.payload.zst"))
+        );
+        assert_eq!(split_target_file("abc.vm"), None);
+        assert_eq!(split_target_file(&format!("{}.x", "A".repeat(64))), None);
+        assert_eq!(split_target_file(&format!("{digest}.../x")), None);
+        assert!(!is_flat_name(".hidden"));
+        assert!(!is_flat_name("a/b"));
+    }
+}

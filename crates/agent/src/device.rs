@@ -67,6 +67,14 @@ pub struct Config {
     /// Health checks run at boot before a new slot is committed (`sh -c` each).
     #[serde(default)]
     pub health_checks: Vec<String>,
+    /// The CA pin (PEM, relative to the device directory): the only CA the HTTP client
+    /// trusts.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Seconds added to the system clock for personalization (`FERRY_CLOCK_OFFSET`
+    /// overrides it), to stage or reproduce clock skew.
+    #[serde(default)]
+    pub clock_offset_secs: i64,
 }
 
 /// Where the slots are.
@@ -301,6 +309,8 @@ pub struct InitOptions {
     pub boot: BootBackend,
     /// Health checks run at boot before a new slot is committed.
     pub health_checks: Vec<String>,
+    /// The server's CA certificate (PEM file) to pin, copied into `trust/ca.pem`.
+    pub ca: Option<PathBuf>,
 }
 
 /// Makes a simulated device: identity, config, slots A (with the image) and B (empty),
@@ -361,7 +371,19 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         },
         boot: opts.boot.clone(),
         health_checks: opts.health_checks.clone(),
+        ca: opts
+            .ca
+            .as_ref()
+            .map(|_| PathBuf::from(crate::personalize::TRUST_DIR).join(crate::personalize::CA_FILE)),
+        clock_offset_secs: 0,
     };
+    if let Some(ca) = &opts.ca {
+        let pem = fs::read(ca).map_err(AgentError::io("reading the CA to pin", ca))?;
+        let trust = dir.join(crate::personalize::TRUST_DIR);
+        fs::create_dir_all(&trust).map_err(AgentError::io("creating trust/", &trust))?;
+        let pinned = trust.join(crate::personalize::CA_FILE);
+        durable::write_atomic(&pinned, &pem).map_err(AgentError::io("pinning the CA", &pinned))?;
+    }
     let a = dir.join(SLOTS_DIR).join("a.img");
     let b = dir.join(SLOTS_DIR).join("b.img");
     let image_sha256 = copy_and_hash(&opts.image, &a)?;

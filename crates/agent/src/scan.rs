@@ -67,7 +67,7 @@ async fn run(
     scan_id: &str,
 ) -> Result<ScanResult, AgentError> {
     fire(one, "Refresh", json!({ "server": device.config.server }))?;
-    let client = Client::new(&device.config.server)?;
+    let client = Client::for_device(device)?;
     let releases = client.releases(&device.identity.device_class).await?;
     let catalog: Vec<_> = releases
         .iter()

@@ -56,6 +56,10 @@ fn killed_at_any_point_the_install_resumes_and_the_journal_replays() {
             "1.0",
             "--server",
             &server.url(),
+            "--ca",
+            s(&server.ca()),
+            "--enroll-token",
+            &server.token(),
         ]);
         dir
     };

@@ -71,7 +71,7 @@ impl Server {
             .rsplit(' ')
             .next()
             .expect("address")
-            .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .to_owned();
         Server {
             child,
@@ -81,7 +81,29 @@ impl Server {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
+    }
+
+    /// The CA the server made on first start (what devices pin).
+    pub fn ca(&self) -> PathBuf {
+        self.data.join("pki/ca.pem")
+    }
+
+    /// A fresh one-time enrollment token (`ferry server token`).
+    pub fn token(&self) -> String {
+        ok(&["server", "token", "--data", s(&self.data)])
+            .trim()
+            .to_owned()
+    }
+
+    /// `device init` arguments that pin this server's CA and enroll with a new token.
+    pub fn enroll_args(&self) -> Vec<String> {
+        vec![
+            "--ca".into(),
+            s(&self.ca()).to_owned(),
+            "--enroll-token".into(),
+            self.token(),
+        ]
     }
 
     /// SIGKILL, as a crash would.
@@ -197,7 +219,7 @@ impl Proxy {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
     pub fn set_fault(&self, f: Fault) {
@@ -317,6 +339,8 @@ pub fn fleet_with(mib: usize, init_args: &[&str], via: impl FnOnce(&Server) -> S
     ];
     args.extend_from_slice(&["--version", "1.0", "--server", &url]);
     args.extend_from_slice(init_args);
+    let enroll = server.enroll_args();
+    args.extend(enroll.iter().map(String::as_str));
     ok(&args);
     Fleet {
         _tmp: tmp,

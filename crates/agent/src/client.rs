@@ -140,6 +140,12 @@ impl Client {
         Err(refusal_error(url, status, &body))
     }
 
+    /// `GET /healthz`: the server answers over the pinned TLS.
+    pub async fn healthz(&self) -> Result<(), AgentError> {
+        let url = self.url("/healthz");
+        self.get_limited(&url, 1024).await.map(|_| ())
+    }
+
     /// `GET /v1/keys/personalization.pub`.
     pub async fn personalization_key(&self) -> Result<Bytes, AgentError> {
         let url = self.url("/v1/keys/personalization.pub");

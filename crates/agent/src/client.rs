@@ -25,6 +25,15 @@ pub struct Artifact {
     pub sha256: Sha256,
 }
 
+/// A tailored delta to a release.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ReleaseDelta {
+    /// The version it applies to.
+    pub from: Version,
+    /// The delta artifact.
+    pub artifact: Artifact,
+}
+
 /// A release as the server lists it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Release {
@@ -46,13 +55,21 @@ pub struct Release {
     pub payload: Artifact,
     /// Its manifest.
     pub manifest: Artifact,
+    /// Tailored deltas from earlier versions.
+    #[serde(default)]
+    pub deltas: Vec<ReleaseDelta>,
 }
+
+/// How long a read may wait for a byte by default.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A client for one server.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    read_timeout: Duration,
+    cache: Option<String>,
     /// Why the pinned TLS configuration refused a certificate, when it did.
     probe: Option<InterceptionProbe>,
 }
@@ -60,7 +77,12 @@ pub struct Client {
 impl Client {
     /// A client for `base` (e.g. `https://127.0.0.1:8080`) trusting the system's roots.
     pub fn new(base: &str) -> Result<Client, AgentError> {
-        Client::pinned(base, None)
+        Client::with_timeout(base, DEFAULT_READ_TIMEOUT)
+    }
+
+    /// A client whose reads time out after `read_timeout` without a byte.
+    pub fn with_timeout(base: &str, read_timeout: Duration) -> Result<Client, AgentError> {
+        Client::pinned(base, None, read_timeout)
     }
 
     /// The device's client: it trusts only the CA pinned in its config (`ca`).
@@ -75,16 +97,25 @@ impl Client {
             }
             None => None,
         };
-        Client::pinned(&device.config.server, ca_pem.as_deref())
+        Ok(Client::pinned(
+            &device.config.server,
+            ca_pem.as_deref(),
+            Duration::from_secs(device.config.read_timeout_secs),
+        )?
+        .with_cache(device.config.cache.clone()))
     }
 
     /// A client for `base` that trusts only the CA(s) in `ca_pem` when given: a
     /// certificate that does not chain to them is [`AgentError::Tls`]
     /// (`TLS_INTERCEPTED`, naming the issuer that answered).
-    pub fn pinned(base: &str, ca_pem: Option<&str>) -> Result<Client, AgentError> {
+    pub fn pinned(
+        base: &str,
+        ca_pem: Option<&str>,
+        read_timeout: Duration,
+    ) -> Result<Client, AgentError> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(30))
+            .read_timeout(read_timeout)
             .user_agent(concat!("ferry-agent/", env!("CARGO_PKG_VERSION")));
         let mut probe = None;
         if let Some(ca_pem) = ca_pem {
@@ -100,6 +131,8 @@ impl Client {
         Ok(Client {
             http,
             base: base.trim_end_matches('/').to_owned(),
+            read_timeout,
+            cache: None,
             probe,
         })
     }
@@ -178,6 +211,27 @@ impl Client {
         Err(refusal_error(url, status, &body))
     }
 
+    /// Fetches artifacts through a LAN cache first (`ferry cache`), going to the origin
+    /// when the cache is down or failing. Everything is verified end to end either way.
+    pub fn with_cache(mut self, cache: Option<String>) -> Client {
+        self.cache = cache.map(|c| c.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The bases to try for `path`: the cache first for immutable artifact paths.
+    fn bases(&self, path: &str) -> Vec<&str> {
+        let cacheable = path.starts_with("/artifacts/") || path.starts_with("/tuf/targets/");
+        match &self.cache {
+            Some(cache) if cacheable => vec![cache.as_str(), self.base.as_str()],
+            _ => vec![self.base.as_str()],
+        }
+    }
+
+    /// How long a read may wait for a byte.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -194,8 +248,22 @@ impl Client {
 
     /// A small artifact, checked against its expected size and digest.
     pub async fn artifact(&self, artifact: &Artifact, what: &str) -> Result<Bytes, AgentError> {
-        let url = self.url(&artifact.url);
-        let bytes = self.get_limited(&url, artifact.size).await?;
+        let bases = self.bases(&artifact.url);
+        let mut result = Err(AgentError::ServerUnreachable {
+            url: artifact.url.clone(),
+            reason: "no server".into(),
+        });
+        for (idx, base) in bases.iter().enumerate() {
+            let url = format!("{base}{}", artifact.url);
+            result = self.get_limited(&url, artifact.size).await;
+            match &result {
+                Err(e) if idx + 1 < bases.len() && cache_should_fall_back(e) => {
+                    tracing::warn!(%url, error = %e, "the cache failed; going to the origin");
+                }
+                _ => break,
+            }
+        }
+        let bytes = result?;
         if bytes.len() as u64 != artifact.size {
             return Err(AgentError::PayloadTruncated {
                 received: bytes.len() as u64,
@@ -220,7 +288,29 @@ impl Client {
         path: &str,
         start: u64,
     ) -> Result<(reqwest::Response, u64), AgentError> {
-        let url = self.url(path);
+        let bases = self.bases(path);
+        for (idx, base) in bases.iter().enumerate() {
+            let result = self.stream_from_base(base, path, start).await;
+            match &result {
+                Err(e) if idx + 1 < bases.len() && cache_should_fall_back(e) => {
+                    tracing::warn!(%path, error = %e, "the cache failed; going to the origin");
+                }
+                _ => return result,
+            }
+        }
+        Err(AgentError::ServerUnreachable {
+            url: path.to_owned(),
+            reason: "no server".into(),
+        })
+    }
+
+    async fn stream_from_base(
+        &self,
+        base: &str,
+        path: &str,
+        start: u64,
+    ) -> Result<(reqwest::Response, u64), AgentError> {
+        let url = format!("{base}{path}");
         let mut request = self.http.get(&url);
         if start > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={start}-"));
@@ -339,4 +429,15 @@ async fn refused(url: String, response: reqwest::Response) -> AgentError {
     let status = response.status().as_u16();
     let code = response.json::<Body>().await.ok().map(|b| b.code);
     AgentError::ServerRefused { url, status, code }
+}
+
+/// A cache that cannot be reached or fails on its side is skipped; an answer about
+/// the object itself (404 from upstream through the cache is a 502) is skipped too,
+/// since the origin has the final word.
+fn cache_should_fall_back(e: &AgentError) -> bool {
+    match e {
+        AgentError::ServerUnreachable { .. } | AgentError::NetworkTimeout { .. } => true,
+        AgentError::ServerRefused { status, .. } => *status >= 500,
+        _ => false,
+    }
 }

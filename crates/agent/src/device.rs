@@ -75,6 +75,24 @@ pub struct Config {
     /// overrides it), to stage or reproduce clock skew.
     #[serde(default)]
     pub clock_offset_secs: i64,
+    /// Seconds a download may wait for a byte before it counts as stalled.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_secs: u64,
+    /// A LAN content cache (`ferry cache`) to fetch payload bytes from first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+}
+
+fn default_read_timeout() -> u64 {
+    crate::client::DEFAULT_READ_TIMEOUT.as_secs()
+}
+
+impl Device {
+    /// An HTTP client for the device's server, with its configured timeouts, its cache,
+    /// and only its pinned CA trusted.
+    pub fn client(&self) -> Result<crate::client::Client, AgentError> {
+        crate::client::Client::for_device(self)
+    }
 }
 
 /// Where the slots are.
@@ -141,6 +159,12 @@ pub struct Receipt {
     pub payload_size: u64,
     /// Bytes fetched over the network for this install (resumes count once).
     pub bytes_downloaded: u64,
+    /// Bytes of the running slot reused (a delta's copies).
+    #[serde(default)]
+    pub bytes_reused: u64,
+    /// Why a tailored delta was abandoned for the full image, if it was.
+    #[serde(default)]
+    pub fallback: Option<ferry_types::Report>,
     /// When the install finished.
     pub installed_at: DateTime<Utc>,
     /// Version it updated from.
@@ -376,6 +400,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
             .as_ref()
             .map(|_| PathBuf::from(crate::personalize::TRUST_DIR).join(crate::personalize::CA_FILE)),
         clock_offset_secs: 0,
+        read_timeout_secs: default_read_timeout(),
+        cache: None,
     };
     if let Some(ca) = &opts.ca {
         let pem = fs::read(ca).map_err(AgentError::io("reading the CA to pin", ca))?;
@@ -430,6 +456,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         payload_sha256: image_sha256,
         payload_size: image_len,
         bytes_downloaded: 0,
+        bytes_reused: 0,
+        fallback: None,
         installed_at: now,
         from_version: None,
         update_id: None,

@@ -148,6 +148,7 @@ async fn drive(
     let mut last_checkpoint = Instant::now();
     let mut work_tx = Some(work_tx);
     let mut stream_error: Option<String> = None;
+    let mut timed_out = false;
     let mut pending_sync: Option<(tokio::task::JoinHandle<std::io::Result<()>>, usize)> = None;
 
     'stream: while watermark < n_frames {
@@ -179,6 +180,7 @@ async fn drive(
             let mut chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
+                    timed_out = e.is_timeout();
                     stream_error = Some(e.to_string());
                     break 'stream;
                 }
@@ -241,6 +243,14 @@ async fn drive(
             reason = stream_error.as_deref().unwrap_or("?"),
             "payload stream ended early"
         );
+        if timed_out {
+            return Err(AgentError::NetworkTimeout {
+                url: url.to_owned(),
+                secs: client.read_timeout().as_secs(),
+                received: received_offset,
+                expected,
+            });
+        }
         return Err(AgentError::PayloadTruncated {
             received: received_offset,
             expected,

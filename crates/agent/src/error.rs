@@ -85,6 +85,20 @@ pub enum AgentError {
         /// Bytes expected.
         expected: u64,
     },
+    /// The server stopped sending mid-download.
+    #[error(
+        "the download from {url} stalled: no byte for {secs}s after {received} of {expected} bytes"
+    )]
+    NetworkTimeout {
+        /// What was being fetched.
+        url: String,
+        /// The read timeout.
+        secs: u64,
+        /// Bytes received (payload offset).
+        received: u64,
+        /// Bytes expected.
+        expected: u64,
+    },
     /// Bytes did not match their digest.
     #[error("{what} does not match its digest: expected {expected}, got {actual}")]
     DigestMismatch {
@@ -135,6 +149,16 @@ pub enum AgentError {
         outcome: String,
         /// The end of what it printed on stderr.
         stderr: String,
+    },
+    /// A tailored delta could not be applied (the install falls back to the full image).
+    #[error("{cause}")]
+    Delta {
+        /// The delta crate's code (BASE_MISMATCH, DELTA_CORRUPT, …).
+        code: &'static str,
+        /// Its cause.
+        cause: String,
+        /// Its fix.
+        fix: String,
     },
     /// The journal or a machine's state could not be used.
     #[error("{cause}")]
@@ -226,6 +250,7 @@ impl Diagnose for AgentError {
             AgentError::NoSuchLabel { .. } => "NO_SUCH_LABEL",
             AgentError::SlotTooSmall { .. } => "SLOT_TOO_SMALL",
             AgentError::PayloadTruncated { .. } => "PAYLOAD_TRUNCATED",
+            AgentError::NetworkTimeout { .. } => "NETWORK_TIMEOUT",
             AgentError::DigestMismatch { .. } => "DIGEST_MISMATCH",
             AgentError::Payload(e) => e.code(),
             AgentError::Boot(e) => e.code(),
@@ -233,7 +258,7 @@ impl Diagnose for AgentError {
             AgentError::SealMismatch { .. } => "SEAL_MISMATCH",
             AgentError::Seal(e) => e.code(),
             AgentError::HealthCheckFailed { .. } => "HEALTH_CHECK_FAILED",
-            AgentError::Journal { code, .. } => code,
+            AgentError::Journal { code, .. } | AgentError::Delta { code, .. } => code,
             AgentError::Io { .. } => "DEVICE_IO",
             AgentError::Refused(r) => r.code(),
             AgentError::RefusalUnreadable(e) => e.code(),
@@ -270,6 +295,9 @@ impl Diagnose for AgentError {
             AgentError::PayloadTruncated { .. } => {
                 "run the install again once the server or network is back; it resumes where it stopped".into()
             }
+            AgentError::NetworkTimeout { .. } => {
+                "check the network path to the server (a proxy or link that stalls); run the install again: it resumes".into()
+            }
             AgentError::DigestMismatch { .. } => {
                 "run the install again; if it repeats, the release on the server is damaged and must be republished".into()
             }
@@ -287,7 +315,7 @@ impl Diagnose for AgentError {
             AgentError::HealthCheckFailed { .. } => {
                 "the device rolled back to the previous version; fix what the check reports, then install again".into()
             }
-            AgentError::Journal { fix, .. } => fix.clone(),
+            AgentError::Journal { fix, .. } | AgentError::Delta { fix, .. } => fix.clone(),
             AgentError::Io { .. } => "check the path, its permissions and free space on the device".into(),
             AgentError::Refused(r) => r.fix().into(),
             AgentError::RefusalUnreadable(e) => e.fix().into(),

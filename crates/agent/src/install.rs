@@ -26,7 +26,6 @@ use ferry_types::{Diagnose, Sha256, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::client::Client;
 use crate::device::{CACHE_DIR, Device, Receipt, SLOTS_DIR, SlotInfo};
 use crate::journal::{Journal, fire};
 use crate::machines::{CONTROLLER, DOWNLOADER, UPDATE};
@@ -62,6 +61,20 @@ pub struct InstallProgress {
     pub frames_done: usize,
     /// Payload bytes fetched so far, over all attempts.
     pub bytes_downloaded: u64,
+    /// `delta` once a tailored delta has written the slot, else `full`.
+    #[serde(default = "full")]
+    pub payload_kind: String,
+    /// Bytes of the running slot the delta reused.
+    #[serde(default)]
+    pub bytes_reused: u64,
+    /// Why the tailored delta was abandoned, if it was: the install then uses the full
+    /// payload, and says so.
+    #[serde(default)]
+    pub fallback: Option<ferry_types::Report>,
+}
+
+fn full() -> String {
+    "full".into()
 }
 
 /// What an install did.
@@ -97,7 +110,7 @@ pub async fn list(device: &Device) -> Result<Vec<Offer>, AgentError> {
 
 /// Every full image for the device's class (`list-full`).
 pub async fn list_full(device: &Device) -> Result<Vec<Offer>, AgentError> {
-    let client = Client::for_device(device)?;
+    let client = device.client()?;
     let releases = client.releases(&device.identity.device_class).await?;
     Ok(offer::full_images(
         &releases,
@@ -270,7 +283,7 @@ impl<'a> Run<'a> {
                 capacity,
             });
         }
-        let client = Client::for_device(self.device)?;
+        let client = self.device.client()?;
         let manifest_bytes = client
             .artifact(&release.manifest, "the payload manifest")
             .await?;
@@ -330,6 +343,9 @@ impl<'a> Run<'a> {
             slot: self.target,
             frames_done: 0,
             bytes_downloaded: 0,
+            payload_kind: full(),
+            bytes_reused: 0,
+            fallback: None,
         };
         durable::write_json(&path, &fresh)
             .map_err(AgentError::io("writing install progress", &path))?;
@@ -351,7 +367,7 @@ impl<'a> Run<'a> {
             url: release.manifest.url.clone(),
             reason: "the release is not sealed, so it cannot be personalized".into(),
         })?;
-        let client = Client::for_device(self.device)?;
+        let client = self.device.client()?;
         let (ticket, nonce) = crate::personalize::request_ticket(
             self.device,
             &client,
@@ -387,7 +403,7 @@ impl<'a> Run<'a> {
             .clone()
             .ok_or_else(|| missing("the install progress"))?;
         let release = &self.offer.release;
-        let client = Client::for_device(self.device)?;
+        let client = self.device.client()?;
         let slot_path = self.device.slot_path(self.target);
         let path = self.progress_path();
         self.start_frame = record.frames_done;
@@ -396,6 +412,76 @@ impl<'a> Run<'a> {
             .get(self.start_frame)
             .map_or(manifest.payload_size, |f| f.offset);
         let mut downloader = journal.instance(machine(&DOWNLOADER)?, &self.id.to_string(), true)?;
+
+        // A tailored delta first, when there is one and nothing of the full payload is
+        // in the slot yet; any failure falls back to the full payload, recorded.
+        if let Some(delta) = self.offer.delta.clone()
+            && record.frames_done == 0
+            && record.fallback.is_none()
+        {
+            fire(
+                &mut downloader,
+                "Begin",
+                json!({ "payload": "delta", "size": delta.size }),
+            )?;
+            let mut phase = Phase::new(
+                "DOWNLOADING_UPDATE",
+                "Downloading update (tailored delta)…",
+                delta.size,
+                0,
+            );
+            let sink = self.sink;
+            let mut on_bytes = |n: u64| {
+                crate::journal::bytes_received(n);
+                if let Some(p) = phase.at(n, false) {
+                    sink.report(&p);
+                }
+            };
+            let running = self.device.slot_path(!self.target);
+            let started = Instant::now();
+            match crate::delta::apply(&client, &delta, &running, &slot_path, &mut on_bytes).await {
+                Ok(outcome) => {
+                    record.frames_done = manifest.frames.len();
+                    record.payload_kind = "delta".into();
+                    record.bytes_downloaded += outcome.bytes_downloaded;
+                    record.bytes_reused = outcome.bytes_reused;
+                    durable::write_json(&path, &record)
+                        .map_err(AgentError::io("writing install progress", &path))?;
+                    self.record = Some(record);
+                    self.bytes_downloaded = outcome.bytes_downloaded;
+                    self.download_secs = started.elapsed().as_secs_f64();
+                    self.start_frame = manifest.frames.len();
+                    // No leaves were hashed: Prepare re-reads the slot and checks every
+                    // frame against the full manifest and the seal.
+                    self.leaves = None;
+                    fire(
+                        &mut downloader,
+                        "Done",
+                        json!({ "payload": "delta", "bytes": outcome.bytes_downloaded, "reused": outcome.bytes_reused }),
+                    )?;
+                    return Ok((
+                        "Downloaded",
+                        json!({ "payload": "delta", "bytes": outcome.bytes_downloaded }),
+                    ));
+                }
+                Err(e) => {
+                    let report = e.report();
+                    tracing::warn!(
+                        code = report.code,
+                        "the tailored delta failed; falling back to the full image"
+                    );
+                    record.fallback = Some(report.clone());
+                    durable::write_json(&path, &record)
+                        .map_err(AgentError::io("writing install progress", &path))?;
+                    fire(
+                        &mut downloader,
+                        "Fail",
+                        json!({ "payload": "delta", "error": report, "fallback": "full" }),
+                    )?;
+                }
+            }
+        }
+
         fire(
             &mut downloader,
             "Begin",
@@ -552,10 +638,12 @@ impl<'a> Run<'a> {
                 slot: self.target,
                 image_sha256: manifest.image_sha256,
                 image_size: manifest.image_size,
-                payload_kind: release.kind.clone(),
+                payload_kind: record.payload_kind.clone(),
                 payload_sha256: manifest.payload_sha256,
                 payload_size: manifest.payload_size,
                 bytes_downloaded: record.bytes_downloaded,
+                bytes_reused: record.bytes_reused,
+                fallback: record.fallback.clone(),
                 installed_at: now,
                 from_version: Some(from_version),
                 update_id: Some(self.id),

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod delta;
 pub mod device;
 pub mod doctor;
 pub mod download;

@@ -24,6 +24,11 @@ pub struct Offer {
     pub recommended: bool,
     /// What installing it takes.
     pub action: &'static str,
+    /// `delta` (tailored to the running version) or `full`.
+    pub payload: &'static str,
+    /// The tailored delta, when the release has one from the running version.
+    #[serde(skip)]
+    pub delta: Option<crate::client::Artifact>,
     /// The release behind it.
     #[serde(skip)]
     pub release: Release,
@@ -46,7 +51,15 @@ pub fn offers(releases: &[Release], class: &str, audience: &str, current: &Versi
     newer
         .iter()
         .enumerate()
-        .map(|(idx, r)| to_offer(r, idx == 0))
+        .map(|(idx, r)| {
+            let mut offer = to_offer(r, idx == 0);
+            if let Some(d) = r.deltas.iter().find(|d| &d.from == current) {
+                offer.download_size = d.artifact.size;
+                offer.payload = "delta";
+                offer.delta = Some(d.artifact.clone());
+            }
+            offer
+        })
         .collect()
 }
 
@@ -70,6 +83,8 @@ fn to_offer(r: &Release, recommended: bool) -> Offer {
         image_size: r.image_size,
         recommended,
         action: "restart",
+        payload: "full",
+        delta: None,
         release: r.clone(),
     }
 }
@@ -96,6 +111,7 @@ mod tests {
             image_sha256: Sha256([1; 32]),
             payload: artifact.clone(),
             manifest: artifact,
+            deltas: Vec::new(),
         }
     }
 

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::AgentError;
-use crate::client::{Client, Release};
+use crate::client::Release;
 use crate::device::Device;
 use crate::journal::{Journal, fire};
 use crate::machines::{RECOVERY_SCAN, SCAN, SCAN_MANAGER};
@@ -67,7 +67,7 @@ async fn run(
     scan_id: &str,
 ) -> Result<ScanResult, AgentError> {
     fire(one, "Refresh", json!({ "server": device.config.server }))?;
-    let client = Client::for_device(device)?;
+    let client = device.client()?;
     let releases = client.releases(&device.identity.device_class).await?;
     let catalog: Vec<_> = releases
         .iter()

@@ -48,6 +48,8 @@ pub enum Command {
     /// Measure the server.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run a LAN content cache in front of an update server.
+    Cache(CacheArgs),
     /// Read and check the device's state-machine journal.
     #[command(subcommand)]
     Log(LogCommand),
@@ -172,6 +174,26 @@ pub enum WindowAction {
     Close,
 }
 
+/// `ferry cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// The update server (or a parent cache) to fill misses from.
+    #[arg(long)]
+    pub upstream: String,
+    /// The upstream's CA certificate to pin (the server's DIR/pki/ca.pem).
+    #[arg(long)]
+    pub upstream_ca: Option<PathBuf>,
+    /// Where cached objects live.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+    /// Disk budget in bytes; least recently used objects are evicted beyond it.
+    #[arg(long, default_value_t = 20 << 30)]
+    pub max_bytes: u64,
+}
+
 /// `ferry publish`.
 #[derive(Debug, Args)]
 pub struct PublishArgs {
@@ -196,6 +218,9 @@ pub struct PublishArgs {
     /// zstd level.
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub level: i32,
+    /// Also build a tailored delta from this earlier version (repeatable).
+    #[arg(long = "delta-from")]
+    pub delta_from: Vec<Version>,
     /// Print the release as JSON.
     #[arg(long)]
     pub json: bool,
@@ -228,8 +253,9 @@ pub struct DeviceInitArgs {
     /// The server's CA certificate to pin (the server's DIR/pki/ca.pem).
     #[arg(long)]
     pub ca: PathBuf,
-    /// One-time enrollment token (`ferry server token --data DIR`).
-    #[arg(long, env = "FERRY_ENROLL_TOKEN")]
+    /// One-time enrollment token (`ferry server token --data DIR`); base64url, so it
+    /// may start with '-'.
+    #[arg(long, env = "FERRY_ENROLL_TOKEN", allow_hyphen_values = true)]
     pub enroll_token: String,
     /// Audience.
     #[arg(long, default_value = "customer")]

@@ -71,6 +71,11 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
                 audience: "customer".into(),
                 build_id: None,
                 level: 9,
+                delta_from: if n == 2 {
+                    vec![parse_version("1.0")?]
+                } else {
+                    Vec::new()
+                },
             },
         )
         .await?;

@@ -106,6 +106,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::BootCheck(a) => device_cmds::boot_check(a),
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(args::BenchCommand::Personalize(a)) => bench::personalize(a).await,
+            Command::Cache(a) => device_cmds::cache(a).await,
             Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a),
             Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a),
             Command::Fsm(c) => log_cmds::fsm(c),

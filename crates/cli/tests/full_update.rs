@@ -358,3 +358,71 @@ fn publish_refuses_duplicate_and_malformed_versions() {
     ]);
     assert_eq!(json_error_code(&out), "IMAGE_UNALIGNED");
 }
+
+/// The journal shows the controller's failure path, and still replays.
+fn assert_failure_journaled(device: &Path, fsm: &str) {
+    let out = ok(&["log", "show", "--json", "--fsm", fsm, "--device", s(device)]);
+    assert!(
+        out.lines()
+            .any(|l| l.contains("\"e\":\"Fail\"") && l.contains("\"next\":\"FAILED\"")),
+        "{fsm} records its Fail transition:\n{out}"
+    );
+    ok(&["log", "replay", "--device", s(device)]);
+}
+
+#[test]
+fn http_errors_and_stalls_fail_with_their_codes_and_are_journaled() {
+    let proxy_slot = std::cell::RefCell::new(None);
+    let f = fleet(4, |server| {
+        let p = Proxy::start(server.addr);
+        let url = p.url();
+        *proxy_slot.borrow_mut() = Some(p);
+        url
+    });
+    let proxy = proxy_slot.into_inner().unwrap();
+
+    // An overloaded server (503) fails the scan.
+    proxy.set_fault(Fault::Status(503));
+    let out = run(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
+    assert_eq!(json_error_code(&out), "SERVER_REFUSED");
+    assert!(text(&out.stdout).contains("503"), "{}", text(&out.stdout));
+    assert_failure_journaled(&f.device, "scan");
+    assert_still_on_v1(&f);
+
+    // A stalled connection mid-payload: a timeout with its own code, not a hang.
+    let config = f.device.join("config.toml");
+    let text_config = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text_config.replace("read_timeout_secs = 30", "read_timeout_secs = 2"),
+    )
+    .unwrap();
+    proxy.set_fault(Fault::StallAfter(1 << 20));
+    let out = run(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
+    assert_eq!(
+        json_error_code(&out),
+        "NETWORK_TIMEOUT",
+        "{}",
+        text(&out.stdout)
+    );
+    assert_failure_journaled(&f.device, "controller");
+    assert_failure_journaled(&f.device, "downloader");
+    assert_still_on_v1(&f);
+
+    // The payload gone from the server: a 404 for it, named.
+    proxy.set_fault(Fault::None);
+    let payload = find_payload(&f.server.data);
+    let saved = std::fs::read(&payload).unwrap();
+    std::fs::remove_file(&payload).unwrap();
+    let out = run(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
+    assert_eq!(json_error_code(&out), "SERVER_REFUSED");
+    assert!(text(&out.stdout).contains("404"), "{}", text(&out.stdout));
+    assert_still_on_v1(&f);
+
+    // Everything fixed: the install resumes and completes; the journal replays.
+    std::fs::write(&payload, saved).unwrap();
+    ok(&["install", "vm-2.0", "--device", s(&f.device)]);
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["version"], "2.0");
+    ok(&["log", "replay", "--device", s(&f.device)]);
+}

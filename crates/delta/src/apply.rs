@@ -132,12 +132,12 @@ pub fn apply_delta(
     let tables = Tables::decode(&raw_tables)?;
     check_tables(&manifest, &tables)?;
 
-    // The base: size, then the digest of every byte the delta reads.
-    let reference_size = reference
-        .metadata()
-        .map_err(Error::io("stat reference"))?
-        .len();
-    if reference_size != manifest.old_size {
+    // The base: size, then the digest of every byte the delta reads. A slot is usually
+    // larger than the image it holds (and a block device reports no length), so only a
+    // regular file too short to hold the base is refused here; the digest decides.
+    let reference_meta = reference.metadata().map_err(Error::io("stat reference"))?;
+    let reference_size = reference_meta.len();
+    if reference_meta.is_file() && reference_size < manifest.old_size {
         return Err(Error::BaseMismatch {
             what: "size",
             expected: manifest.old_size.to_string(),

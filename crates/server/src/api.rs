@@ -15,6 +15,15 @@ pub struct Artifact {
     pub sha256: Sha256,
 }
 
+/// A tailored delta to a release from one earlier version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Delta {
+    /// The version it applies to.
+    pub from: Version,
+    /// The delta artifact.
+    pub artifact: Artifact,
+}
+
 /// A release as a device sees it in `GET /v1/releases?class=C`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Release {
@@ -38,4 +47,7 @@ pub struct Release {
     pub manifest: Artifact,
     /// When it was published (RFC 3339).
     pub published_at: String,
+    /// Tailored deltas from earlier versions.
+    #[serde(default)]
+    pub deltas: Vec<Delta>,
 }

@@ -17,6 +17,23 @@ pub struct Db {
     pool: SqlitePool,
 }
 
+/// A stored delta.
+#[derive(Debug, Clone)]
+pub struct DeltaRow {
+    /// Device class.
+    pub class: String,
+    /// Version it applies to.
+    pub from: Version,
+    /// Version it produces.
+    pub to: Version,
+    /// Object-store key.
+    pub key: String,
+    /// Size.
+    pub size: u64,
+    /// Digest.
+    pub sha256: Sha256,
+}
+
 /// A release row as the server stores it.
 #[derive(Debug, Clone)]
 pub struct ReleaseRow {
@@ -72,6 +89,7 @@ impl ReleaseRow {
                 sha256: self.manifest_sha256,
             },
             published_at: self.created_at.clone(),
+            deltas: Vec::new(),
         }
     }
 }
@@ -145,6 +163,55 @@ impl Db {
             .collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| b.version.cmp(&a.version));
         Ok(out)
+    }
+
+    /// Records a stored delta.
+    pub async fn insert_delta(&self, d: &DeltaRow) -> Result<(), ServerError> {
+        sqlx::query(
+            "INSERT INTO deltas (class, from_version, to_version, key, size, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.class)
+        .bind(d.from.as_str())
+        .bind(d.to.as_str())
+        .bind(&d.key)
+        .bind(d.size as i64)
+        .bind(d.sha256.to_hex())
+        .bind(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every delta of a class.
+    pub async fn deltas(&self, class: &str) -> Result<Vec<DeltaRow>, ServerError> {
+        let rows = sqlx::query("SELECT * FROM deltas WHERE class = ?")
+            .bind(class)
+            .fetch_all(&self.pool)
+            .await?;
+        let corrupt = |what: &str| {
+            ServerError::Database(sqlx::Error::Decode(format!("bad {what} in deltas").into()))
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(DeltaRow {
+                    class: row.try_get("class")?,
+                    from: row
+                        .try_get::<String, _>("from_version")?
+                        .parse()
+                        .map_err(|_| corrupt("from_version"))?,
+                    to: row
+                        .try_get::<String, _>("to_version")?
+                        .parse()
+                        .map_err(|_| corrupt("to_version"))?,
+                    key: row.try_get("key")?,
+                    size: row.try_get::<i64, _>("size")? as u64,
+                    sha256: row
+                        .try_get::<String, _>("sha256")?
+                        .parse()
+                        .map_err(|_| corrupt("sha256"))?,
+                })
+            })
+            .collect()
     }
 
     /// Whether `class` already has `version` (any spelling that compares equal).

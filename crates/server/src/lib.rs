@@ -18,7 +18,9 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod cache;
 pub mod db;
+mod delta;
 pub mod devices;
 pub mod enroll;
 mod error;

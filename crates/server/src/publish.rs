@@ -23,6 +23,8 @@ pub struct PublishRequest {
     pub build_id: Option<String>,
     /// zstd level.
     pub level: i32,
+    /// Earlier versions to build tailored deltas from.
+    pub delta_from: Vec<Version>,
 }
 
 /// Encodes the image (frames compressed on every core), stores payload and manifest,
@@ -128,6 +130,10 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
     data.db.insert_release(&row).await?;
+    for from in &req.delta_from {
+        let delta = crate::delta::publish_delta(data, from, &row, &req.image).await?;
+        tracing::info!(from = %from, to = %row.version, size = delta.size, "delta published");
+    }
     Ok(row)
 }
 

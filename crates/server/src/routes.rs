@@ -38,7 +38,27 @@ async fn releases(
     Query(q): Query<ReleaseQuery>,
 ) -> Result<axum::Json<Vec<Release>>, ServerError> {
     let rows = data.db.releases(&q.class).await?;
-    Ok(axum::Json(rows.iter().map(|r| r.to_api()).collect()))
+    let deltas = data.db.deltas(&q.class).await?;
+    let releases = rows
+        .iter()
+        .map(|r| {
+            let mut release = r.to_api();
+            release.deltas = deltas
+                .iter()
+                .filter(|d| d.to == r.version)
+                .map(|d| crate::api::Delta {
+                    from: d.from.clone(),
+                    artifact: crate::api::Artifact {
+                        url: format!("/artifacts/{}", d.key),
+                        size: d.size,
+                        sha256: d.sha256,
+                    },
+                })
+                .collect();
+            release
+        })
+        .collect();
+    Ok(axum::Json(releases))
 }
 
 async fn time() -> axum::Json<serde_json::Value> {

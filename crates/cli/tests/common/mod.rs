@@ -45,6 +45,20 @@ pub fn json_error_code(out: &Output) -> String {
     v["error"]["code"].as_str().unwrap_or_default().to_owned()
 }
 
+/// Where each running test server keeps its certificate, by address: a proxy in front
+/// of it answers injected HTTP statuses over TLS with the server's own certificate.
+static SERVER_PKI: Mutex<Option<std::collections::HashMap<SocketAddr, PathBuf>>> =
+    Mutex::new(None);
+
+fn server_tls(upstream: SocketAddr) -> Option<Arc<tokio_rustls::rustls::ServerConfig>> {
+    let dir = SERVER_PKI.lock().unwrap().as_ref()?.get(&upstream)?.clone();
+    let cert = std::fs::read_to_string(dir.join("server.pem")).ok()?;
+    let key = std::fs::read_to_string(dir.join("server.key")).ok()?;
+    ferry_personalize::tls::server_config(&cert, &key)
+        .ok()
+        .map(Arc::new)
+}
+
 /// A `ferry server` child process on 127.0.0.1 with a free port.
 pub struct Server {
     pub child: Child,
@@ -73,9 +87,15 @@ impl Server {
             .expect("address")
             .trim_start_matches("https://")
             .to_owned();
+        let addr: SocketAddr = url.parse().expect("socket address");
+        SERVER_PKI
+            .lock()
+            .unwrap()
+            .get_or_insert_with(Default::default)
+            .insert(addr, data.join("pki"));
         Server {
             child,
-            addr: url.parse().expect("socket address"),
+            addr,
             data: data.to_owned(),
         }
     }
@@ -173,6 +193,9 @@ pub enum Fault {
     CutAfter(u64),
     /// Stop forwarding (but keep the connection open) after this many response bytes.
     StallAfter(u64),
+    /// Answer every request with this HTTP status, as an overloaded server or a
+    /// misconfigured gateway would.
+    Status(u16),
 }
 
 /// A TCP proxy on 127.0.0.1 that forwards to an upstream it can be re-pointed at, and
@@ -183,6 +206,8 @@ pub struct Proxy {
     fault: Arc<Mutex<Fault>>,
     /// Response bytes forwarded on the connection that forwarded most.
     pub max_forwarded: Arc<AtomicU64>,
+    /// HTTP requests forwarded upstream whose path starts with `/artifacts/`.
+    pub artifact_requests: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
@@ -195,6 +220,7 @@ impl Proxy {
             upstream: Arc::new(Mutex::new(upstream)),
             fault: Arc::new(Mutex::new(Fault::None)),
             max_forwarded: Arc::new(AtomicU64::new(0)),
+            artifact_requests: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
         };
         let (up, fault, max, stop) = (
@@ -203,6 +229,7 @@ impl Proxy {
             proxy.max_forwarded.clone(),
             proxy.stop.clone(),
         );
+        let requests = proxy.artifact_requests.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
@@ -212,7 +239,8 @@ impl Proxy {
                 let upstream = *up.lock().unwrap();
                 let fault = *fault.lock().unwrap();
                 let max = max.clone();
-                std::thread::spawn(move || relay(client, upstream, fault, max));
+                let requests = requests.clone();
+                std::thread::spawn(move || relay(client, upstream, fault, max, requests));
             }
         });
         proxy
@@ -239,7 +267,36 @@ impl Drop for Proxy {
     }
 }
 
-fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, max: Arc<AtomicU64>) {
+fn relay(
+    client: TcpStream,
+    upstream: SocketAddr,
+    fault: Fault,
+    max: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+) {
+    if let Fault::Status(code) = fault {
+        // The server speaks HTTPS: answer over TLS with its own certificate, as a
+        // TLS-terminating gateway in front of it would.
+        let Some(config) = server_tls(upstream) else {
+            return;
+        };
+        let Ok(conn) = tokio_rustls::rustls::ServerConnection::new(config) else {
+            return;
+        };
+        let mut client = tokio_rustls::rustls::StreamOwned::new(conn, client);
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).is_ok_and(|n| n == 1) {
+            head.push(byte[0]);
+        }
+        let _ = write!(
+            client,
+            "HTTP/1.1 {code} Injected\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        client.conn.send_close_notify();
+        let _ = client.flush();
+        return;
+    }
     let Ok(server) = TcpStream::connect(upstream) else {
         return;
     };
@@ -248,7 +305,20 @@ fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, max: Arc<AtomicU
         server.try_clone().expect("clone"),
     );
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut c_read, &mut s_write);
+        let mut buf = [0u8; 16384];
+        while let Ok(n) = c_read.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let seen = buf[..n]
+                .windows(15)
+                .filter(|w| *w == b"GET /artifacts/")
+                .count();
+            requests.fetch_add(seen as u64, Ordering::SeqCst);
+            if s_write.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
         let _ = s_write.shutdown(Shutdown::Write);
     });
     let (mut s_read, mut c_write) = (server, client);
@@ -260,7 +330,7 @@ fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, max: Arc<AtomicU
             Ok(n) => n,
         };
         let limit = match fault {
-            Fault::None => u64::MAX,
+            Fault::None | Fault::Status(_) => u64::MAX,
             Fault::CutAfter(l) | Fault::StallAfter(l) => l,
         };
         let allowed = (limit.saturating_sub(forwarded)).min(n as u64) as usize;

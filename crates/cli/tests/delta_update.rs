@@ -1,0 +1,159 @@
+//! Issue 7's device-side promises: a tailored delta installs with a fraction of the
+//! bytes, and a delta that cannot apply (wrong base, corrupted) falls back to the full
+//! payload automatically, recorded in history, never silent.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+struct DeltaFleet {
+    _tmp: tempfile::TempDir,
+    _server: Server,
+    data: PathBuf,
+    device: PathBuf,
+}
+
+fn delta_fleet() -> DeltaFleet {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let (v1, v2) = (tmp.path().join("v1.img"), tmp.path().join("v2.img"));
+    make_image(&v1, 1, 4);
+    make_image(&v2, 2, 4);
+    publish(&data, &v1, "1.0");
+    ok(&[
+        "publish",
+        "--data",
+        s(&data),
+        "--image",
+        s(&v2),
+        "--version",
+        "2.0",
+        "--class",
+        "vm",
+        "--level",
+        "3",
+        "--delta-from",
+        "1.0",
+    ]);
+    let server = Server::start(&data);
+    let device = tmp.path().join("device");
+    ok(&[
+        "device",
+        "init",
+        s(&device),
+        "--class",
+        "vm",
+        "--image",
+        s(&v1),
+        "--version",
+        "1.0",
+        "--server",
+        &server.url(),
+        "--ca",
+        s(&server.ca()),
+        "--enroll-token",
+        &server.token(),
+    ]);
+    DeltaFleet {
+        _tmp: tmp,
+        _server: server,
+        data,
+        device,
+    }
+}
+
+fn last_install(device: &Path) -> serde_json::Value {
+    let history: serde_json::Value =
+        serde_json::from_str(&ok(&["history", "--json", "--device", s(device)])).unwrap();
+    history.as_array().unwrap().last().unwrap().clone()
+}
+
+fn full_payload_size(data: &Path) -> u64 {
+    artifact(data, ".payload.zst").1
+}
+
+fn artifact(data: &Path, suffix: &str) -> (PathBuf, u64) {
+    let dir = data.join("artifacts/releases/vm/2.0");
+    let path = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .unwrap_or_else(|| panic!("no {suffix} in {}", dir.display()));
+    let size = std::fs::metadata(&path).unwrap().len();
+    (path, size)
+}
+
+#[test]
+fn tailored_delta_installs_with_a_fraction_of_the_bytes() {
+    let f = delta_fleet();
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&["list", "--json", "--device", s(&f.device)])).unwrap();
+    assert_eq!(list[0]["payload"], "delta", "{list}");
+    ok(&["install", "vm-2.0", "--device", s(&f.device)]);
+    let receipt = last_install(&f.device);
+    assert_eq!(receipt["payload_kind"], "delta", "{receipt}");
+    assert!(receipt["fallback"].is_null());
+    let downloaded = receipt["bytes_downloaded"].as_u64().unwrap();
+    let full = full_payload_size(&f.data);
+    assert!(
+        downloaded * 4 < full,
+        "delta {downloaded} B against full {full} B"
+    );
+    assert!(receipt["bytes_reused"].as_u64().unwrap() > 0);
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["version"], "2.0");
+    ok(&["log", "replay", "--device", s(&f.device)]);
+}
+
+#[test]
+fn delta_on_the_wrong_base_falls_back_to_the_full_image_and_says_so() {
+    let f = delta_fleet();
+    // The running slot is not the base the delta was made for.
+    let slot_a = f.device.join("slots/a.img");
+    let mut bytes = std::fs::read(&slot_a).unwrap();
+    for b in bytes[..2 << 20].iter_mut() {
+        *b = b.wrapping_add(1);
+    }
+    std::fs::write(&slot_a, bytes).unwrap();
+    ok(&["install", "vm-2.0", "--device", s(&f.device)]);
+    let receipt = last_install(&f.device);
+    assert_eq!(receipt["payload_kind"], "full", "{receipt}");
+    assert_eq!(receipt["fallback"]["code"], "BASE_MISMATCH", "{receipt}");
+    let journal = ok(&[
+        "log",
+        "show",
+        "--json",
+        "--fsm",
+        "downloader",
+        "--device",
+        s(&f.device),
+    ]);
+    assert!(
+        journal.contains("\"fallback\":\"full\""),
+        "the fallback is journaled: {journal}"
+    );
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["version"], "2.0");
+}
+
+#[test]
+fn corrupted_delta_falls_back_to_the_full_image() {
+    let f = delta_fleet();
+    let (delta, size) = artifact(&f.data, ".ferrydelta");
+    let mut bytes = std::fs::read(&delta).unwrap();
+    let pos = (size as usize) * 3 / 4;
+    bytes[pos] ^= 0x55;
+    std::fs::write(&delta, bytes).unwrap();
+    ok(&["install", "vm-2.0", "--device", s(&f.device)]);
+    let receipt = last_install(&f.device);
+    assert_eq!(receipt["payload_kind"], "full");
+    let code = receipt["fallback"]["code"].as_str().unwrap().to_owned();
+    assert!(
+        ["DELTA_CORRUPT", "DIGEST_MISMATCH", "DELTA_COMPRESSION"].contains(&code.as_str()),
+        "{code}"
+    );
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["version"], "2.0");
+}

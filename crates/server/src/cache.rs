@@ -1,0 +1,266 @@
+//! `ferry cache`: a LAN content cache, like macOS Content Caching. Devices fetch payload
+//! bytes (`/artifacts/…`, `/tuf/targets/…`: immutable, content-addressed paths) from it;
+//! a miss is fetched from upstream once, however many devices ask at the same moment,
+//! and kept on disk within a byte budget, least recently used evicted first. The cache
+//! is not trusted: devices verify every byte end to end as they would from the origin.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Mutex, OnceCell};
+use tower::ServiceExt;
+
+use crate::ServerError;
+
+/// How the cache runs.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// The origin (or a parent cache), e.g. `http://updates.example:8080`.
+    pub upstream: String,
+    /// Where cached objects live.
+    pub dir: PathBuf,
+    /// Disk budget for cached objects, in bytes.
+    pub max_bytes: u64,
+    /// The upstream's CA (PEM) to pin, for an HTTPS upstream with its own CA (the
+    /// origin's `DIR/pki/ca.pem`); `None` trusts the system's roots.
+    pub upstream_ca: Option<String>,
+}
+
+/// Counters, served at `GET /cache/stats`.
+#[derive(Debug, Default, Serialize)]
+pub struct CacheStats {
+    /// Requests answered from disk.
+    pub hits: u64,
+    /// Requests that needed an upstream fetch (or waited for one).
+    pub misses: u64,
+    /// Fetches made upstream.
+    pub upstream_fetches: u64,
+    /// Objects evicted.
+    pub evictions: u64,
+    /// Bytes on disk.
+    pub bytes_cached: u64,
+}
+
+/// One upstream fetch that concurrent misses of the same object wait on.
+type Inflight = Arc<OnceCell<Result<(), String>>>;
+
+/// The cache service's state.
+pub struct Cache {
+    config: CacheConfig,
+    http: reqwest::Client,
+    inflight: Mutex<HashMap<String, Inflight>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    upstream_fetches: AtomicU64,
+    evictions: AtomicU64,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// A cache over `config.dir` (created if missing).
+    pub fn new(config: CacheConfig) -> Result<Arc<Cache>, ServerError> {
+        for sub in ["objects", "tmp"] {
+            std::fs::create_dir_all(config.dir.join(sub)).map_err(|source| ServerError::Io {
+                op: "creating the cache directory",
+                source,
+            })?;
+        }
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(60));
+        if let Some(ca) = &config.upstream_ca {
+            let (tls, _) = ferry_personalize::tls::client_config_pinned(ca).map_err(|e| {
+                ServerError::Secrets {
+                    cause: format!("the upstream CA is unusable: {e}"),
+                }
+            })?;
+            builder = builder.tls_backend_preconfigured(tls);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ServerError::Io {
+                op: "building the upstream client",
+                source: std::io::Error::other(e),
+            })?;
+        Ok(Arc::new(Cache {
+            config,
+            http,
+            inflight: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            upstream_fetches: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        }))
+    }
+
+    fn object_path(&self, path: &str) -> PathBuf {
+        self.config.dir.join("objects").join(path)
+    }
+
+    /// Makes sure `path` is on disk: a hit touches it, a miss fetches it, and
+    /// concurrent misses share one upstream fetch.
+    async fn ensure(&self, path: &str) -> Result<(), String> {
+        let object = self.object_path(path);
+        if object.is_file() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            touch(&object);
+            return Ok(());
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let cell = {
+            let mut inflight = self.inflight.lock().await;
+            inflight
+                .entry(path.to_owned())
+                .or_insert_with(|| Arc::new(OnceCell::new()))
+                .clone()
+        };
+        let result = cell.get_or_init(|| self.fetch(path)).await.clone();
+        self.inflight.lock().await.remove(path);
+        result
+    }
+
+    async fn fetch(&self, path: &str) -> Result<(), String> {
+        let object = self.object_path(path);
+        if object.is_file() {
+            return Ok(()); // another fetch finished between our check and our turn
+        }
+        self.upstream_fetches.fetch_add(1, Ordering::Relaxed);
+        let url = format!("{}/{path}", self.config.upstream.trim_end_matches('/'));
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("upstream {url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("upstream answered {} for {url}", response.status()));
+        }
+        let tmp = tempfile::NamedTempFile::new_in(self.config.dir.join("tmp"))
+            .map_err(|e| e.to_string())?;
+        let mut out = tokio::fs::File::create(tmp.path())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            out.write_all(&chunk.map_err(|e| format!("upstream {url}: {e}"))?)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        out.sync_all().await.map_err(|e| e.to_string())?;
+        if let Some(parent) = object.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        tmp.persist(&object).map_err(|e| e.to_string())?;
+        self.evict(&object);
+        Ok(())
+    }
+
+    /// Removes least recently used objects until the budget holds (never `keep`).
+    fn evict(&self, keep: &Path) {
+        let mut objects = Vec::new();
+        collect(&self.config.dir.join("objects"), &mut objects);
+        let mut total: u64 = objects.iter().map(|(_, size, _)| size).sum();
+        objects.sort_by_key(|(_, _, used)| *used);
+        for (path, size, _) in objects {
+            if total <= self.config.max_bytes {
+                break;
+            }
+            if path != keep && std::fs::remove_file(&path).is_ok() {
+                total -= size;
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> CacheStats {
+        let mut objects = Vec::new();
+        collect(&self.config.dir.join("objects"), &mut objects);
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            upstream_fetches: self.upstream_fetches.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            bytes_cached: objects.iter().map(|(_, size, _)| size).sum(),
+        }
+    }
+}
+
+fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::options().write(true).open(path) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+fn collect(dir: &Path, out: &mut Vec<(PathBuf, u64, SystemTime)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.metadata() {
+            Ok(m) if m.is_dir() => collect(&path, out),
+            Ok(m) => out.push((
+                path,
+                m.len(),
+                m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            )),
+            Err(_) => {}
+        }
+    }
+}
+
+/// The cache's HTTP surface.
+pub fn cache_app(cache: Arc<Cache>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/cache/stats",
+            get(|State(c): State<Arc<Cache>>| async move { axum::Json(c.stats()) }),
+        )
+        .route("/artifacts/{*rest}", get(serve))
+        .route("/tuf/targets/{*rest}", get(serve))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(cache)
+}
+
+async fn serve(State(cache): State<Arc<Cache>>, request: Request) -> Response {
+    let path = request.uri().path().trim_start_matches('/').to_owned();
+    if path
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        return (StatusCode::NOT_FOUND, "no such object").into_response();
+    }
+    if let Err(e) = cache.ensure(&path).await {
+        tracing::warn!(%path, error = %e, "cache miss could not be filled");
+        return (StatusCode::BAD_GATEWAY, e).into_response();
+    }
+    // ServeFile answers ranges and conditional requests from the cached file.
+    match tower_http::services::ServeFile::new(cache.object_path(&path))
+        .oneshot(request)
+        .await
+    {
+        Ok(response) => response.map(Body::new),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

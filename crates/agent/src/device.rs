@@ -395,10 +395,9 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         },
         boot: opts.boot.clone(),
         health_checks: opts.health_checks.clone(),
-        ca: opts
-            .ca
-            .as_ref()
-            .map(|_| PathBuf::from(crate::personalize::TRUST_DIR).join(crate::personalize::CA_FILE)),
+        ca: opts.ca.as_ref().map(|_| {
+            PathBuf::from(crate::personalize::TRUST_DIR).join(crate::personalize::CA_FILE)
+        }),
         clock_offset_secs: 0,
         read_timeout_secs: default_read_timeout(),
         cache: None,

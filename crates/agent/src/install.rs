@@ -363,10 +363,13 @@ impl<'a> Run<'a> {
             .clone()
             .ok_or_else(|| missing("the manifest"))?;
         let release = &self.offer.release;
-        let seal = manifest.seal.as_ref().ok_or_else(|| AgentError::ServerInvalid {
-            url: release.manifest.url.clone(),
-            reason: "the release is not sealed, so it cannot be personalized".into(),
-        })?;
+        let seal = manifest
+            .seal
+            .as_ref()
+            .ok_or_else(|| AgentError::ServerInvalid {
+                url: release.manifest.url.clone(),
+                reason: "the release is not sealed, so it cannot be personalized".into(),
+            })?;
         let client = self.device.client()?;
         let (ticket, nonce) = crate::personalize::request_ticket(
             self.device,

@@ -46,7 +46,10 @@ pub const SYSTEM_COMPONENT: &str = "system";
 
 /// The ticket file of `slot`.
 pub fn ticket_path(device: &Device, slot: Slot) -> PathBuf {
-    device.dir.join(BOOT_DIR).join(format!("ticket-{slot}.json"))
+    device
+        .dir
+        .join(BOOT_DIR)
+        .join(format!("ticket-{slot}.json"))
 }
 
 fn nonce_path(device: &Device) -> PathBuf {
@@ -54,7 +57,10 @@ fn nonce_path(device: &Device) -> PathBuf {
 }
 
 fn slot_nonce_path(device: &Device, slot: Slot) -> PathBuf {
-    device.dir.join(BOOT_DIR).join(format!("{NONCE_FILE}-{slot}"))
+    device
+        .dir
+        .join(BOOT_DIR)
+        .join(format!("{NONCE_FILE}-{slot}"))
 }
 
 /// The device's clock: the system clock plus the configured offset
@@ -152,8 +158,10 @@ pub async fn enroll(device: &Device, token: &str) -> Result<(), AgentError> {
 
 fn set_private(path: &std::path::Path) -> Result<(), AgentError> {
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(AgentError::io("restricting the credential's permissions", path))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(AgentError::io(
+        "restricting the credential's permissions",
+        path,
+    ))
 }
 
 /// The components a ticket must cover for a sealed system image.
@@ -176,12 +184,13 @@ pub async fn request_ticket(
     build_id: &str,
     components: Vec<Component>,
 ) -> Result<(SignedTicket, Nonce), AgentError> {
-    let build_id: BuildId = build_id.parse().map_err(|e: ferry_personalize::ParseError| {
-        AgentError::ServerInvalid {
-            url: "/v1/releases".into(),
-            reason: e.to_string(),
-        }
-    })?;
+    let build_id: BuildId =
+        build_id.parse().map_err(
+            |e: ferry_personalize::ParseError| AgentError::ServerInvalid {
+                url: "/v1/releases".into(),
+                reason: e.to_string(),
+            },
+        )?;
     let credential = credential(device)?;
     let key = trusted_key(device)?;
     let identity = identity(device)?;
@@ -266,11 +275,14 @@ pub fn check_ticket(device: &Device, slot: Slot, info: &SlotInfo) -> Result<(), 
         slot_nonce_path(device, slot)
     };
     let nonce = read_nonce(&nonce_file, slot)?;
-    let seal = info.seal.as_ref().ok_or_else(|| AgentError::SlotVerifyFailed {
-        slot: slot.to_string(),
-        version: info.version.to_string(),
-        reason: "the slot has no seal for its ticket to cover".into(),
-    })?;
+    let seal = info
+        .seal
+        .as_ref()
+        .ok_or_else(|| AgentError::SlotVerifyFailed {
+            slot: slot.to_string(),
+            version: info.version.to_string(),
+            reason: "the slot has no seal for its ticket to cover".into(),
+        })?;
     verify(
         &signed,
         &[trusted_key(device)?],
@@ -301,10 +313,12 @@ fn read_nonce(path: &std::path::Path, slot: Slot) -> Result<Nonce, AgentError> {
             });
         }
     };
-    text.trim().parse().map_err(|e: ferry_personalize::ParseError| AgentError::DeviceCorrupt {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
+    text.trim().parse().map_err(
+        |e: ferry_personalize::ParseError| AgentError::DeviceCorrupt {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+    )
 }
 
 /// After `slot` booted good: the attempt's nonce is consumed, kept only as the nonce that

@@ -164,7 +164,9 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     let mut errors = 0;
     let mut first_error = None;
     for task in tasks {
-        let (l, e, f) = task.await.map_err(|e| bench_failure("run a connection", e))?;
+        let (l, e, f) = task
+            .await
+            .map_err(|e| bench_failure("run a connection", e))?;
         latencies.extend(l);
         errors += e;
         first_error = first_error.or(f);

@@ -43,7 +43,10 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode, Failure> {
         let _ = stop_rx.await;
     }));
     let url = format!("https://{addr}");
-    println!("== server listening on {url} (CA: {})", data.path.join("pki/ca.pem").display());
+    println!(
+        "== server listening on {url} (CA: {})",
+        data.path.join("pki/ca.pem").display()
+    );
 
     let result = story(&a, &data, &url).await;
 

@@ -80,7 +80,12 @@ fn second_device_is_served_from_the_cache_and_a_dead_cache_falls_back_to_origin(
     publish(&data, &v2, "2.0");
     let server = Server::start(&data);
     let upstream = Proxy::start(server.addr);
-    let cache = start_cache(&upstream.url(), &server.ca(), &tmp.path().join("cache"), 1 << 30);
+    let cache = start_cache(
+        &upstream.url(),
+        &server.ca(),
+        &tmp.path().join("cache"),
+        1 << 30,
+    );
 
     let mut devices = Vec::new();
     for n in 0..3 {
@@ -152,7 +157,12 @@ fn concurrent_misses_fetch_once_and_disk_use_stays_in_budget() {
         format!("/artifacts/releases/vm/{version}/{file}")
     };
     let budget = 5 << 20;
-    let cache = start_cache(&upstream.url(), &server.ca(), &tmp.path().join("cache"), budget);
+    let cache = start_cache(
+        &upstream.url(),
+        &server.ca(),
+        &tmp.path().join("cache"),
+        budget,
+    );
 
     // Eight clients ask for the same object at once: one upstream fetch.
     let url = format!("{}{}", cache.url, payload_path("2.0"));

@@ -65,8 +65,12 @@ fn personalized_install_stores_the_ticket_and_consumes_the_nonce_at_boot() {
     assert!(ticket.contains(&device_id(&f.device)), "{ticket}");
     assert!(f.device.join("boot/nonce").exists());
     let journal = std::fs::read_to_string(f.device.join("journal/journal.jsonl")).unwrap();
-    let personalize = journal.find("\"PREFLIGHT_PERSONALIZE\"").expect("state journaled");
-    let download = journal.find("\"DOWNLOADING_UPDATE\"").expect("download journaled");
+    let personalize = journal
+        .find("\"PREFLIGHT_PERSONALIZE\"")
+        .expect("state journaled");
+    let download = journal
+        .find("\"DOWNLOADING_UPDATE\"")
+        .expect("download journaled");
     assert!(personalize < download, "personalized before downloading");
     ok(&["reboot", "--device", s(&f.device)]);
     assert_eq!(status(&f.device)["version"], "2.0");
@@ -95,7 +99,10 @@ fn skewed_clock_is_clock_skew_with_both_times_and_the_limit() {
     // The config key does the same; the environment overrides it.
     let config = f.device.join("config.toml");
     let text_config = std::fs::read_to_string(&config).unwrap();
-    assert!(text_config.contains("clock_offset_secs = 0"), "{text_config}");
+    assert!(
+        text_config.contains("clock_offset_secs = 0"),
+        "{text_config}"
+    );
     std::fs::write(
         &config,
         text_config.replace("clock_offset_secs = 0", "clock_offset_secs = -500"),
@@ -120,13 +127,33 @@ fn closed_signing_window_is_not_signed_and_reopening_it_works() {
     let f = fleet(2, |s| s.url());
     let build = build_id(&f.device);
     let data = s(&f.server.data);
-    ok(&["server", "signing-window", "--data", data, "--class", "vm", "--build", &build, "close"]);
+    ok(&[
+        "server",
+        "signing-window",
+        "--data",
+        data,
+        "--class",
+        "vm",
+        "--build",
+        &build,
+        "close",
+    ]);
     let (code, error) = failed_install(&f.device, &[]);
     assert_eq!(code, "NOT_SIGNED", "{error}");
     assert_eq!(error["data"]["build_id"], build.as_str(), "{error}");
     assert_eq!(error["data"]["device_class"], "vm", "{error}");
     assert_still_on_v1(&f);
-    ok(&["server", "signing-window", "--data", data, "--class", "vm", "--build", &build, "open"]);
+    ok(&[
+        "server",
+        "signing-window",
+        "--data",
+        data,
+        "--class",
+        "vm",
+        "--build",
+        &build,
+        "open",
+    ]);
     install_and_reboot(&f.device);
 }
 
@@ -163,8 +190,14 @@ fn zero_identity_is_bad_identity_a_hardware_fault() {
         "{error}"
     );
     let zero = error["data"]["zero_fields"].to_string();
-    assert!(zero.contains("hardware_uuid") && zero.contains("board_id"), "{error}");
-    assert!(error["fix"].as_str().unwrap().contains("hardware"), "{error}");
+    assert!(
+        zero.contains("hardware_uuid") && zero.contains("board_id"),
+        "{error}"
+    );
+    assert!(
+        error["fix"].as_str().unwrap().contains("hardware"),
+        "{error}"
+    );
     std::fs::write(&path, saved).unwrap();
     assert_still_on_v1(&f);
     install_and_reboot(&f.device);
@@ -234,11 +267,17 @@ fn ticket_moved_to_another_device_is_refused_at_boot_and_the_device_falls_back()
     let out = run(&["reboot", "--json", "--device", s(&other)]);
     assert!(!out.status.success());
     let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(outcome["failure"]["code"], "TICKET_OTHER_DEVICE", "{outcome}");
+    assert_eq!(
+        outcome["failure"]["code"], "TICKET_OTHER_DEVICE",
+        "{outcome}"
+    );
     assert_eq!(outcome["running"], "a", "{outcome}");
     let st = status(&other);
     assert_eq!(st["version"], "1.0", "{st}");
-    assert_eq!(st["last_boot_failure"]["code"], "TICKET_OTHER_DEVICE", "{st}");
+    assert_eq!(
+        st["last_boot_failure"]["code"], "TICKET_OTHER_DEVICE",
+        "{st}"
+    );
     // Device X's own ticket is good.
     ok(&["reboot", "--device", s(&f.device)]);
     assert_eq!(status(&f.device)["version"], "2.0");
@@ -257,7 +296,10 @@ fn ticket_with_one_byte_changed_is_bad_signature_at_boot() {
     let out = run(&["reboot", "--json", "--device", s(&f.device)]);
     assert!(!out.status.success());
     let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(outcome["failure"]["code"], "TICKET_BAD_SIGNATURE", "{outcome}");
+    assert_eq!(
+        outcome["failure"]["code"], "TICKET_BAD_SIGNATURE",
+        "{outcome}"
+    );
     assert_still_on_v1(&f);
     assert_eq!(
         status(&f.device)["last_boot_failure"]["code"],
@@ -277,7 +319,10 @@ fn tls_interception_is_reported_naming_the_proxy_issuer() {
     let (code, error) = failed_install(&f.device, &[]);
     assert_eq!(code, "TLS_INTERCEPTED", "{error}");
     let cause = error["cause"].as_str().unwrap();
-    assert!(cause.contains("Corp Inspection CA"), "names the issuer: {cause}");
+    assert!(
+        cause.contains("Corp Inspection CA"),
+        "names the issuer: {cause}"
+    );
     assert_still_on_v1(&f);
     // The proxy itself works (it trusts the real server): only the pin refuses it.
     assert!(proxy.relayed_ok(), "the proxy reaches the server");
@@ -286,7 +331,12 @@ fn tls_interception_is_reported_naming_the_proxy_issuer() {
 }
 
 /// `POST path` with a bearer credential: (status, JSON body).
-fn post(server: &Server, path: &str, bearer: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+fn post(
+    server: &Server,
+    path: &str,
+    bearer: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     let ca = std::fs::read_to_string(server.ca()).unwrap();
     let url = format!("{}{path}", server.url());
     let body = body.clone();
@@ -347,14 +397,22 @@ impl InterceptingProxy {
             let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
             let connector = tokio_rustls::TlsConnector::from(client_config);
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let acceptor = acceptor.clone();
                 let connector = connector.clone();
                 tokio::spawn(async move {
-                    let Ok(mut inbound) = acceptor.accept(tcp).await else { return };
-                    let Ok(up) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    let Ok(mut inbound) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(up) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     let name = rustls_name();
-                    let Ok(mut outbound) = connector.connect(name, up).await else { return };
+                    let Ok(mut outbound) = connector.connect(name, up).await else {
+                        return;
+                    };
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                 });
             }

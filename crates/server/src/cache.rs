@@ -95,12 +95,10 @@ impl Cache {
             })?;
             builder = builder.tls_backend_preconfigured(tls);
         }
-        let http = builder
-            .build()
-            .map_err(|e| ServerError::Io {
-                op: "building the upstream client",
-                source: std::io::Error::other(e),
-            })?;
+        let http = builder.build().map_err(|e| ServerError::Io {
+            op: "building the upstream client",
+            source: std::io::Error::other(e),
+        })?;
         Ok(Arc::new(Cache {
             config,
             http,

@@ -177,9 +177,7 @@ impl Db {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let corrupt = |what: &str| {
-            ServerError::Database(sqlx::Error::Decode(
-                format!("bad {what} in devices").into(),
-            ))
+            ServerError::Database(sqlx::Error::Decode(format!("bad {what} in devices").into()))
         };
         let identity = Identity {
             device_id: *device_id,

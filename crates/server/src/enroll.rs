@@ -96,10 +96,7 @@ async fn enroll(
         fix: "Ask the administrator for a new token (ferry server token --data DIR)",
     };
     let token: EnrollmentToken = request.token.parse().map_err(|_| invalid())?;
-    request
-        .identity
-        .validate()
-        .map_err(ServerError::Refused)?;
+    request.identity.validate().map_err(ServerError::Refused)?;
     let issued = service
         .inner
         .credential_signer

@@ -132,12 +132,13 @@ impl Https {
         })?;
         tracing::info!(%addr, data = %self.data.path.display(), "ferry server listening (https)");
         let router = self.router();
-        let listener = pki::TlsListener::new(listener, self.secrets.tls.clone()).map_err(
-            |source| ServerError::Io {
-                op: "starting the TLS listener",
-                source,
-            },
-        )?;
+        let listener =
+            pki::TlsListener::new(listener, self.secrets.tls.clone()).map_err(|source| {
+                ServerError::Io {
+                    op: "starting the TLS listener",
+                    source,
+                }
+            })?;
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await

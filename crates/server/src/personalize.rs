@@ -182,9 +182,7 @@ async fn personalize(
         None => DeviceStatus::Unknown,
         Some(f) if f.revoked => DeviceStatus::Revoked,
         // Re-enrolled since this credential was issued: the old one is revoked.
-        Some(f) if f.credential_id != credential.credential_id.to_string() => {
-            DeviceStatus::Revoked
-        }
+        Some(f) if f.credential_id != credential.credential_id.to_string() => DeviceStatus::Revoked,
         Some(f) if f.identity != request.identity => DeviceStatus::Unknown,
         Some(_) => DeviceStatus::Enrolled,
     };
@@ -210,5 +208,8 @@ async fn personalize(
         .decide(&request, now, &facts)
         .map_err(ServerError::Refused)?;
     let signed = service.inner.signer.sign(&approved);
-    Ok(([(header::CONTENT_TYPE, "application/json")], signed.to_json()))
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        signed.to_json(),
+    ))
 }

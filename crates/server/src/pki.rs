@@ -113,8 +113,9 @@ impl Secrets {
                 .map_err(|e| secrets_error("store the server certificate")(e.to_string()))?;
             cert
         };
-        let mut tls = ferry_personalize::tls::server_config(&server_cert.cert_pem, &server_cert.key_pem)
-            .map_err(|e| secrets_error("build the TLS configuration")(e.to_string()))?;
+        let mut tls =
+            ferry_personalize::tls::server_config(&server_cert.cert_pem, &server_cert.key_pem)
+                .map_err(|e| secrets_error("build the TLS configuration")(e.to_string()))?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
 
         let signer = load_or_make_key(

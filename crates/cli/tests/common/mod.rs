@@ -47,8 +47,7 @@ pub fn json_error_code(out: &Output) -> String {
 
 /// Where each running test server keeps its certificate, by address: a proxy in front
 /// of it answers injected HTTP statuses over TLS with the server's own certificate.
-static SERVER_PKI: Mutex<Option<std::collections::HashMap<SocketAddr, PathBuf>>> =
-    Mutex::new(None);
+static SERVER_PKI: Mutex<Option<std::collections::HashMap<SocketAddr, PathBuf>>> = Mutex::new(None);
 
 fn server_tls(upstream: SocketAddr) -> Option<Arc<tokio_rustls::rustls::ServerConfig>> {
     let dir = SERVER_PKI.lock().unwrap().as_ref()?.get(&upstream)?.clone();

@@ -67,11 +67,29 @@ pub fn scan_due(
 /// Refreshes the catalog into `DEVICE/tuf/`. On failure the error is recorded in
 /// `last-scan.json` and the last good metadata stays as it was.
 pub async fn refresh(device: &Device) -> Result<Catalog, AgentError> {
-    let result = refresh_inner(device).await;
+    let mut result = refresh_inner(device).await;
+    if let Err(error) = &result
+        && error.code() == "SERVER_UNREACHABLE"
+        && let Some(tls) = tls_cause(device).await
+    {
+        // "Unreachable" was really a certificate that does not chain to the pin: say
+        // so (TLS_INTERCEPTED names the issuer that answered).
+        result = Err(tls);
+    }
     if let Err(error) = &result {
         record(device, Err(error));
     }
     result
+}
+
+/// Asks the server for its time over the device's pinned client: a TLS failure there is
+/// the real cause of an unreachable catalog.
+async fn tls_cause(device: &Device) -> Option<AgentError> {
+    let client = crate::client::Client::for_device(device).ok()?;
+    match client.small_file("/v1/time", 4096).await {
+        Err(e @ AgentError::Tls(_)) => Some(e),
+        _ => None,
+    }
 }
 
 async fn refresh_inner(device: &Device) -> Result<Catalog, AgentError> {
@@ -87,11 +105,24 @@ async fn refresh_inner(device: &Device) -> Result<Catalog, AgentError> {
         },
     })?;
     let (metadata_url, targets_url) = catalog_urls(&device.config.server)?;
-    Catalog::refresh(
+    // The catalog is fetched over the same pinned TLS as everything else.
+    let ca_pem = match &device.config.ca {
+        Some(path) => {
+            let path = device.dir.join(path);
+            Some(std::fs::read(&path).map_err(AgentError::io("reading the pinned CA", &path))?)
+        }
+        None => None,
+    };
+    let options = ferry_catalog::RefreshOptions {
+        ca_pem,
+        ..Default::default()
+    };
+    Catalog::refresh_with(
         &device.dir.join(TUF_DIR),
         &pinned_root,
         &metadata_url,
         &targets_url,
+        &options,
     )
     .await
     .map_err(AgentError::from)

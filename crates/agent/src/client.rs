@@ -9,8 +9,12 @@ use ferry_types::{Sha256, Version};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
+use ferry_personalize::tls::InterceptionProbe;
+use ferry_personalize::{Identity, Refusal, RefusalWireError, SignedTicket, TicketRequest};
+
 use crate::AgentError;
 use crate::catalog::TARGETS_PATH;
+use crate::device::Device;
 
 /// An artifact to fetch: a catalog target, with its signed length and digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,31 +61,145 @@ pub struct Client {
     base: String,
     read_timeout: Duration,
     cache: Option<String>,
+    /// Why the pinned TLS configuration refused a certificate, when it did.
+    probe: Option<InterceptionProbe>,
 }
 
 impl Client {
-    /// A client for `base` (e.g. `http://127.0.0.1:8080`).
+    /// A client for `base` (e.g. `https://127.0.0.1:8080`) trusting the system's roots.
     pub fn new(base: &str) -> Result<Client, AgentError> {
         Client::with_timeout(base, DEFAULT_READ_TIMEOUT)
     }
 
     /// A client whose reads time out after `read_timeout` without a byte.
     pub fn with_timeout(base: &str, read_timeout: Duration) -> Result<Client, AgentError> {
-        let http = reqwest::Client::builder()
+        Client::pinned(base, None, read_timeout)
+    }
+
+    /// The device's client: it trusts only the CA pinned in its config (`ca`).
+    pub fn for_device(device: &Device) -> Result<Client, AgentError> {
+        let ca_pem = match &device.config.ca {
+            Some(path) => {
+                let path = device.dir.join(path);
+                Some(
+                    std::fs::read_to_string(&path)
+                        .map_err(AgentError::io("reading the pinned CA", &path))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Client::pinned(
+            &device.config.server,
+            ca_pem.as_deref(),
+            Duration::from_secs(device.config.read_timeout_secs),
+        )?
+        .with_cache(device.config.cache.clone()))
+    }
+
+    /// A client for `base` that trusts only the CA(s) in `ca_pem` when given: a
+    /// certificate that does not chain to them is [`AgentError::Tls`]
+    /// (`TLS_INTERCEPTED`, naming the issuer that answered).
+    pub fn pinned(
+        base: &str,
+        ca_pem: Option<&str>,
+        read_timeout: Duration,
+    ) -> Result<Client, AgentError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(read_timeout)
-            .user_agent(concat!("ferry-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| AgentError::ServerUnreachable {
-                url: base.to_owned(),
-                reason: e.to_string(),
-            })?;
+            .user_agent(concat!("ferry-agent/", env!("CARGO_PKG_VERSION")));
+        let mut probe = None;
+        if let Some(ca_pem) = ca_pem {
+            let (config, pinned_probe) =
+                ferry_personalize::tls::client_config_pinned(ca_pem).map_err(AgentError::Tls)?;
+            builder = builder.tls_backend_preconfigured(config);
+            probe = Some(pinned_probe);
+        }
+        let http = builder.build().map_err(|e| AgentError::ServerUnreachable {
+            url: base.to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Client {
             http,
             base: base.trim_end_matches('/').to_owned(),
             read_timeout,
             cache: None,
+            probe,
         })
+    }
+
+    /// A request error: the pinned verifier's precise reason when it refused the
+    /// certificate, else unreachable.
+    fn failed(&self, url: &str, e: reqwest::Error) -> AgentError {
+        if let Some(tls) = self.probe.as_ref().and_then(InterceptionProbe::take_error) {
+            return AgentError::Tls(tls);
+        }
+        unreachable(url, e)
+    }
+
+    /// `POST /v1/enroll`: the one-time token for a credential.
+    pub async fn enroll(&self, token: &str, identity: &Identity) -> Result<String, AgentError> {
+        #[derive(Deserialize)]
+        struct Enrolled {
+            credential: String,
+        }
+        let url = self.url("/v1/enroll");
+        let response = self
+            .http
+            .post(&url)
+            .json(&serde_json::json!({ "token": token, "identity": identity }))
+            .send()
+            .await
+            .map_err(|e| self.failed(&url, e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.failed(&url, e))?;
+        if status.is_success() {
+            let enrolled: Enrolled =
+                serde_json::from_slice(&body).map_err(|e| AgentError::ServerInvalid {
+                    url,
+                    reason: e.to_string(),
+                })?;
+            return Ok(enrolled.credential);
+        }
+        Err(refusal_error(url, status, &body))
+    }
+
+    /// `GET /healthz`: the server answers over the pinned TLS.
+    pub async fn healthz(&self) -> Result<(), AgentError> {
+        let url = self.url("/healthz");
+        self.get_limited(&url, 1024).await.map(|_| ())
+    }
+
+    /// `GET /v1/keys/personalization.pub`.
+    pub async fn personalization_key(&self) -> Result<Bytes, AgentError> {
+        let url = self.url("/v1/keys/personalization.pub");
+        self.get_limited(&url, 64 << 10).await
+    }
+
+    /// `POST /v1/personalize` with the device credential.
+    pub async fn personalize(
+        &self,
+        credential: &str,
+        request: &TicketRequest,
+    ) -> Result<SignedTicket, AgentError> {
+        let url = self.url("/v1/personalize");
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(credential)
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| self.failed(&url, e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.failed(&url, e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| AgentError::ServerInvalid {
+                url,
+                reason: format!("the ticket does not parse: {e}"),
+            });
+        }
+        Err(refusal_error(url, status, &body))
     }
 
     /// Fetches artifacts through a LAN cache first (`ferry cache`), going to the origin
@@ -209,7 +327,7 @@ impl Client {
         if start > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={start}-"));
         }
-        let response = request.send().await.map_err(|e| unreachable(&url, e))?;
+        let response = request.send().await.map_err(|e| self.failed(&url, e))?;
         let status = response.status();
         if status == reqwest::StatusCode::PARTIAL_CONTENT {
             let content_range = response
@@ -243,7 +361,7 @@ impl Client {
             .get(url)
             .send()
             .await
-            .map_err(|e| unreachable(url, e))?;
+            .map_err(|e| self.failed(url, e))?;
         if !response.status().is_success() {
             return Err(refused(url.to_owned(), response).await);
         }
@@ -276,6 +394,42 @@ fn unreachable(url: &str, e: reqwest::Error) -> AgentError {
     AgentError::ServerUnreachable {
         url: url.to_owned(),
         reason,
+    }
+}
+
+/// A failed answer of the personalization or enrollment endpoints: a refusal with its
+/// code and data, a credential problem, an overloaded server.
+fn refusal_error(url: String, status: reqwest::StatusCode, body: &[u8]) -> AgentError {
+    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        return AgentError::Overloaded {
+            url,
+            status: status.as_u16(),
+        };
+    }
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        let wire: Option<ferry_types::Report> = serde_json::from_slice(body).ok();
+        return AgentError::NotEnrolled {
+            reason: wire.map_or_else(
+                || format!("the server answered {status}"),
+                |r| format!("{} ({})", r.cause, r.code),
+            ),
+        };
+    }
+    match Refusal::from_wire(body) {
+        Ok(refusal) => AgentError::Refused(refusal),
+        Err(RefusalWireError::Malformed { .. }) => {
+            #[derive(Deserialize)]
+            struct Body {
+                code: String,
+            }
+            let code = serde_json::from_slice::<Body>(body).ok().map(|b| b.code);
+            AgentError::ServerRefused {
+                url,
+                status: status.as_u16(),
+                code,
+            }
+        }
+        Err(e) => AgentError::RefusalUnreadable(e),
     }
 }
 

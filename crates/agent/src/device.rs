@@ -67,6 +67,14 @@ pub struct Config {
     /// Health checks run at boot before a new slot is committed (`sh -c` each).
     #[serde(default)]
     pub health_checks: Vec<String>,
+    /// The CA pin (PEM, relative to the device directory): the only CA the HTTP client
+    /// trusts.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Seconds added to the system clock for personalization (`FERRY_CLOCK_OFFSET`
+    /// overrides it), to stage or reproduce clock skew.
+    #[serde(default)]
+    pub clock_offset_secs: i64,
     /// Seconds a download may wait for a byte before it counts as stalled.
     #[serde(default = "default_read_timeout")]
     pub read_timeout_secs: u64,
@@ -80,13 +88,10 @@ fn default_read_timeout() -> u64 {
 }
 
 impl Device {
-    /// An HTTP client for the device's server, with its configured timeouts.
+    /// An HTTP client for the device's server, with its configured timeouts, its cache,
+    /// and only its pinned CA trusted.
     pub fn client(&self) -> Result<crate::client::Client, AgentError> {
-        Ok(crate::client::Client::with_timeout(
-            &self.config.server,
-            std::time::Duration::from_secs(self.config.read_timeout_secs),
-        )?
-        .with_cache(self.config.cache.clone()))
+        crate::client::Client::for_device(self)
     }
 }
 
@@ -351,6 +356,8 @@ pub struct InitOptions {
     /// The catalog's root metadata to pin (`tuf/root.json`): the device trusts only the
     /// catalog this root signs for.
     pub root: Vec<u8>,
+    /// The server's CA certificate (PEM file) to pin, copied into `trust/ca.pem`.
+    pub ca: Option<PathBuf>,
 }
 
 /// Makes a simulated device: identity, config, slots A (with the image) and B (empty),
@@ -411,9 +418,20 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         },
         boot: opts.boot.clone(),
         health_checks: opts.health_checks.clone(),
+        ca: opts.ca.as_ref().map(|_| {
+            PathBuf::from(crate::personalize::TRUST_DIR).join(crate::personalize::CA_FILE)
+        }),
+        clock_offset_secs: 0,
         read_timeout_secs: default_read_timeout(),
         cache: None,
     };
+    if let Some(ca) = &opts.ca {
+        let pem = fs::read(ca).map_err(AgentError::io("reading the CA to pin", ca))?;
+        let trust = dir.join(crate::personalize::TRUST_DIR);
+        fs::create_dir_all(&trust).map_err(AgentError::io("creating trust/", &trust))?;
+        let pinned = trust.join(crate::personalize::CA_FILE);
+        durable::write_atomic(&pinned, &pem).map_err(AgentError::io("pinning the CA", &pinned))?;
+    }
     let a = dir.join(SLOTS_DIR).join("a.img");
     let b = dir.join(SLOTS_DIR).join("b.img");
     let image_sha256 = copy_and_hash(&opts.image, &a)?;

@@ -145,40 +145,12 @@ fn seal_check(name: &'static str, device: &Device, slot: Slot) -> Check {
 }
 
 async fn server_check(device: &Device) -> Check {
-    let url = format!("{}/healthz", device.config.server);
-    let client = match reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return Check::from_error(
-                "update server",
-                &AgentError::ServerUnreachable {
-                    url,
-                    reason: e.to_string(),
-                },
-            );
-        }
+    let result = match crate::client::Client::for_device(device) {
+        Ok(client) => client.healthz().await,
+        Err(e) => Err(e),
     };
-    match client.get(&url).send().await {
-        Ok(r) if r.status().is_success() => {
-            Check::ok("update server", format!("{} answers", device.config.server))
-        }
-        Ok(r) => Check::from_error(
-            "update server",
-            &AgentError::ServerRefused {
-                url,
-                status: r.status().as_u16(),
-                code: None,
-            },
-        ),
-        Err(e) => Check::from_error(
-            "update server",
-            &AgentError::ServerUnreachable {
-                url,
-                reason: e.to_string(),
-            },
-        ),
+    match result {
+        Ok(()) => Check::ok("update server", format!("{} answers", device.config.server)),
+        Err(e) => Check::from_error("update server", &e),
     }
 }

@@ -195,6 +195,50 @@ pub enum AgentError {
         /// What is wrong.
         reason: String,
     },
+    /// The personalization service refused to sign (CLOCK_SKEW, NOT_SIGNED, …): the
+    /// server's own code, cause, fix and data.
+    #[error(transparent)]
+    Refused(ferry_personalize::Refusal),
+    /// The personalization service refused in a way this version cannot read.
+    #[error(transparent)]
+    RefusalUnreadable(ferry_personalize::RefusalWireError),
+    /// The server is overloaded (503), still after retries.
+    #[error("the update server at {url} is overloaded (it answered {status}, also after retries)")]
+    Overloaded {
+        /// What was asked for.
+        url: String,
+        /// HTTP status.
+        status: u16,
+    },
+    /// The device has no usable enrollment (no credential, or the server refused it).
+    #[error("the device is not enrolled: {reason}")]
+    NotEnrolled {
+        /// What is missing or what the server said.
+        reason: String,
+    },
+    /// TLS to the server failed against the pinned CA (TLS_INTERCEPTED names the issuer
+    /// that answered).
+    #[error(transparent)]
+    Tls(ferry_personalize::tls::TlsError),
+    /// A ticket failed its check (TICKET_BAD_SIGNATURE, TICKET_OTHER_DEVICE, …).
+    #[error(transparent)]
+    Ticket(ferry_personalize::TicketError),
+    /// A slot installed by an update has no ticket.
+    #[error("slot {slot} has no personalization ticket ({} is missing)", path.display())]
+    TicketMissing {
+        /// The slot.
+        slot: String,
+        /// Where the ticket should be.
+        path: PathBuf,
+    },
+    /// The nonce a slot's ticket is bound to is missing.
+    #[error("the nonce the ticket of slot {slot} is bound to is missing ({})", path.display())]
+    NonceMissing {
+        /// The slot.
+        slot: String,
+        /// Where the nonce should be.
+        path: PathBuf,
+    },
     /// Local I/O failed.
     #[error("I/O failed while {op} ({}): {source}", path.display())]
     Io {
@@ -261,6 +305,14 @@ impl Diagnose for AgentError {
             AgentError::RootNotPinned { .. } => "ROOT_NOT_PINNED",
             AgentError::RootInvalid { .. } => "ROOT_INVALID",
             AgentError::Io { .. } => "DEVICE_IO",
+            AgentError::Refused(r) => r.code(),
+            AgentError::RefusalUnreadable(e) => e.code(),
+            AgentError::Overloaded { .. } => "OVERLOADED",
+            AgentError::NotEnrolled { .. } => "NOT_ENROLLED",
+            AgentError::Tls(e) => e.code(),
+            AgentError::Ticket(e) => e.code(),
+            AgentError::TicketMissing { .. } => "TICKET_MISSING",
+            AgentError::NonceMissing { .. } => "TICKET_NONCE_MISSING",
         }
     }
 
@@ -320,6 +372,17 @@ impl Diagnose for AgentError {
                 "pass the server's root metadata file (DATA/tuf/metadata/N.root.json), unmodified".into()
             }
             AgentError::Io { .. } => "check the path, its permissions and free space on the device".into(),
+            AgentError::Refused(r) => r.fix().into(),
+            AgentError::RefusalUnreadable(e) => e.fix().into(),
+            AgentError::Overloaded { .. } => "try again later; nothing on the device changed".into(),
+            AgentError::NotEnrolled { .. } => {
+                "enroll the device with a token from `ferry server token --data DIR`: ferry device init … --enroll-token TOKEN".into()
+            }
+            AgentError::Tls(e) => e.fix().into(),
+            AgentError::Ticket(e) => e.fix().into(),
+            AgentError::TicketMissing { .. } | AgentError::NonceMissing { .. } => {
+                "install the update again: the device fell back to its previous version".into()
+            }
         }
     }
 }

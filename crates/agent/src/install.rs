@@ -256,6 +256,7 @@ impl<'a> Run<'a> {
                 "StartUp" => ("Started", json!({})),
                 "LoadPersisted" => self.load_persisted().await?,
                 "Ready" => ("Go", json!({})),
+                "Personalize" => self.personalize().await?,
                 "Download" => self.download(journal).await?,
                 "MarkDownloaded" => ("Go", json!({})),
                 "Prepare" => self.prepare()?,
@@ -359,6 +360,45 @@ impl<'a> Run<'a> {
             .map_err(AgentError::io("writing install progress", &path))?;
         self.record = Some(fresh);
         Ok(("Fresh", json!({ "slot": self.target })))
+    }
+
+    /// PREFLIGHT_PERSONALIZE: a ticket for this device, a fresh nonce (stored before the
+    /// request) and the release's seal root hash, stored beside the target slot
+    /// (`boot/ticket-<slot>.json`) before anything is downloaded, so a refusal costs
+    /// nothing and Apply finds the ticket in place.
+    async fn personalize(&mut self) -> Result<(&'static str, serde_json::Value), AgentError> {
+        let (manifest, _) = self
+            .manifest
+            .clone()
+            .ok_or_else(|| missing("the manifest"))?;
+        let release = &self.offer.release;
+        let seal = manifest
+            .seal
+            .as_ref()
+            .ok_or_else(|| AgentError::ServerInvalid {
+                url: release.manifest.url.clone(),
+                reason: "the release is not sealed, so it cannot be personalized".into(),
+            })?;
+        let client = self.device.client()?;
+        let (ticket, nonce) = crate::personalize::request_ticket(
+            self.device,
+            &client,
+            &release.build_id,
+            crate::personalize::components(&seal.root_hash),
+        )
+        .await?;
+        let path = crate::personalize::ticket_path(self.device, self.target);
+        durable::write_atomic(&path, &ticket.to_json())
+            .map_err(AgentError::io("storing the ticket", &path))?;
+        Ok((
+            "Personalized",
+            json!({
+                "build_id": release.build_id,
+                "nonce_sha256": nonce.sha256().to_string(),
+                "key_id": ticket.key_id.to_string(),
+                "ticket": path.strip_prefix(&self.device.dir).unwrap_or(&path),
+            }),
+        ))
     }
 
     /// DOWNLOADING_UPDATE, 16% → 54% by payload bytes, through `downloader[uuid]`.
@@ -697,6 +737,7 @@ fn action_text(action: &str) -> &'static str {
         "StartUp" => "Starting",
         "LoadPersisted" => "Loading saved state",
         "Ready" => "Ready to download",
+        "Personalize" => "Personalizing update…",
         "Download" => "Downloading update…",
         "MarkDownloaded" => "Downloaded",
         "Prepare" => "Verifying system image…",

@@ -21,6 +21,7 @@ pub mod install;
 pub mod journal;
 pub mod machines;
 pub mod offer;
+pub mod personalize;
 pub mod progress;
 pub mod reboot;
 pub mod scan;

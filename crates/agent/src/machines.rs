@@ -72,6 +72,7 @@ pub const DOWNLOADER: MachineDef = machine! {
 };
 
 /// The install itself; its states are the progress checkpoints of DESIGN §5.
+/// PREFLIGHT_PERSONALIZE gets the ticket before a byte is downloaded.
 /// After a crash the controller resumes through LOADING_PERSISTED.
 pub const CONTROLLER: MachineDef = machine! {
     name: "controller",
@@ -85,7 +86,8 @@ pub const CONTROLLER: MachineDef = machine! {
         LOADING_PERSISTED  + Fresh         => Ready          -> READY,
         LOADING_PERSISTED  + Resumable     => Ready          -> READY,
         LOADING_PERSISTED  + AlreadyStaged => Complete       -> COMPLETED,
-        READY              + Go            => Download       -> DOWNLOADING_UPDATE,
+        READY              + Go            => Personalize    -> PREFLIGHT_PERSONALIZE,
+        PREFLIGHT_PERSONALIZE + Personalized => Download     -> DOWNLOADING_UPDATE,
         DOWNLOADING_UPDATE + Downloaded    => MarkDownloaded -> DOWNLOADED_UPDATE,
         DOWNLOADED_UPDATE  + Go            => Prepare        -> PREPARING_UPDATE,
         PREPARING_UPDATE   + Sealed        => Apply          -> PREPARED,
@@ -94,6 +96,7 @@ pub const CONTROLLER: MachineDef = machine! {
         STARTUP            + Fail          => RecordFailure  -> FAILED,
         LOADING_PERSISTED  + Fail          => RecordFailure  -> FAILED,
         READY              + Fail          => RecordFailure  -> FAILED,
+        PREFLIGHT_PERSONALIZE + Fail       => RecordFailure  -> FAILED,
         DOWNLOADING_UPDATE + Fail          => RecordFailure  -> FAILED,
         DOWNLOADED_UPDATE  + Fail          => RecordFailure  -> FAILED,
         PREPARING_UPDATE   + Fail          => RecordFailure  -> FAILED,
@@ -104,6 +107,7 @@ pub const CONTROLLER: MachineDef = machine! {
         STARTUP            + Resume        => LoadPersisted  -> LOADING_PERSISTED,
         LOADING_PERSISTED  + Resume        => LoadPersisted  -> LOADING_PERSISTED,
         READY              + Resume        => LoadPersisted  -> LOADING_PERSISTED,
+        PREFLIGHT_PERSONALIZE + Resume     => LoadPersisted  -> LOADING_PERSISTED,
         DOWNLOADING_UPDATE + Resume        => LoadPersisted  -> LOADING_PERSISTED,
         DOWNLOADED_UPDATE  + Resume        => LoadPersisted  -> LOADING_PERSISTED,
         PREPARING_UPDATE   + Resume        => LoadPersisted  -> LOADING_PERSISTED,

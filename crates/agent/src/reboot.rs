@@ -61,6 +61,7 @@ pub fn reboot(device: &Device, crash: bool) -> Result<RebootOutcome, AgentError>
         None
     };
     let state = boot.load()?;
+    let good = failure.is_none().then_some(tried).flatten();
     let state = match (&failure, tried) {
         (None, Some(slot)) => state.mark_good(slot)?,
         (Some(report), Some(slot)) => {
@@ -69,6 +70,9 @@ pub fn reboot(device: &Device, crash: bool) -> Result<RebootOutcome, AgentError>
         _ => state,
     };
     boot.store(&state)?;
+    if let Some(slot) = good {
+        crate::personalize::consume_nonce(device, slot)?;
+    }
     if let Some(slot) = tried {
         record_boot(device, slot, failure.as_ref())?;
     }
@@ -96,9 +100,10 @@ pub fn reboot(device: &Device, crash: bool) -> Result<RebootOutcome, AgentError>
     })
 }
 
-/// What the booted system checks before it commits to `slot`: the slot's seal (every
-/// block against the dm-verity tree and its root hash), then the device's health
-/// checks.
+/// What the booted system checks before it commits to `slot`: the slot's ticket
+/// (present, signed by the pinned key, for this device, this nonce and this root hash),
+/// the slot's seal (every block against the dm-verity tree and its root hash), then the
+/// device's health checks.
 pub fn boot_check(device: &Device, slot: Slot) -> Result<(), AgentError> {
     let info = device
         .slot_info(slot)?
@@ -107,6 +112,7 @@ pub fn boot_check(device: &Device, slot: Slot) -> Result<(), AgentError> {
             version: "unknown".into(),
             reason: "the slot has no metadata".into(),
         })?;
+    crate::personalize::check_ticket(device, slot, &info)?;
     match &info.seal {
         Some(seal) => {
             crate::seal::verify(&device.slot_path(slot), info.image_size, seal, &device.dir)?

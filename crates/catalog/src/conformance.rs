@@ -107,7 +107,7 @@ async fn load(
     let root_path = metadata_dir.join("root.json");
     let root = std::fs::read(&root_path).map_err(CatalogError::io("read", &root_path))?;
     RepositoryLoader::new(&root, metadata_url, targets_url.clone())
-        .transport(CatalogTransport::new(None)?)
+        .transport(CatalogTransport::new(ca_from_env()?.as_deref())?)
         .datastore(metadata_dir)
         .load()
         .await
@@ -121,7 +121,7 @@ async fn fetch_verified(
     length: u64,
     expected: &Sha256Digest,
 ) -> Result<Vec<u8>, CatalogError> {
-    let transport = CatalogTransport::new(None)?;
+    let transport = CatalogTransport::new(ca_from_env()?.as_deref())?;
     let unreachable = |detail: String| CatalogError::Unreachable {
         url: url.to_string(),
         detail,
@@ -150,4 +150,18 @@ async fn fetch_verified(
         });
     }
     Ok(bytes)
+}
+
+/// The protocol has no flag for a private CA: a server whose certificate comes from one
+/// (ferry's own HTTPS) is trusted through `FERRY_CA_FILE`, a PEM file, when it is set.
+fn ca_from_env() -> Result<Option<Vec<u8>>, CatalogError> {
+    match std::env::var_os("FERRY_CA_FILE") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            std::fs::read(&path)
+                .map(Some)
+                .map_err(CatalogError::io("read", &path))
+        }
+        None => Ok(None),
+    }
 }

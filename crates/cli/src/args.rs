@@ -50,6 +50,9 @@ pub enum Command {
     Tuf(TufArgs),
     /// The whole story on loopback: server, two releases, a device, an update.
     Demo(DemoArgs),
+    /// Measure the server.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Run a LAN content cache in front of an update server.
     Cache(CacheArgs),
     /// Read and check the device's state-machine journal.
@@ -99,18 +102,84 @@ pub enum FsmCommand {
     List,
 }
 
-/// `ferry server`.
+/// `ferry server`: run it (HTTPS), or administer its data directory.
 #[derive(Debug, Args)]
-#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ServerArgs {
     #[command(subcommand)]
-    pub action: Option<ServerAction>,
-    /// Data directory (database, artifacts, catalog).
+    pub command: Option<ServerCommand>,
+    /// Data directory (database, artifacts, pki/, keys-online/, admin-token).
     #[arg(long, required = true)]
     pub data: Option<PathBuf>,
-    /// Address to listen on.
+    /// Address to listen on (HTTPS).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Largest accepted difference between a device's clock and the server's, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub clock_skew_limit: u64,
+    /// Ticket requests one device may make per minute.
+    #[arg(long, default_value_t = 60)]
+    pub rate_limit: u32,
+}
+
+/// `ferry server …` administration (writes the data directory's database directly).
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Create the catalog (TUF repository): offline root and targets keys, online snapshot
+    /// and timestamp keys, the first metadata.
+    Init(ServerInitArgs),
+    /// Print a one-time enrollment token for `ferry device init --enroll-token`.
+    Token(ServerDataArgs),
+    /// List enrolled devices, or revoke one.
+    Devices(ServerDevicesArgs),
+    /// Open or close a build's signing window for a device class.
+    SigningWindow(SigningWindowArgs),
+}
+
+/// A server data directory.
+#[derive(Debug, Args)]
+pub struct ServerDataArgs {
+    /// Server data directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ferry server devices`.
+#[derive(Debug, Args)]
+pub struct ServerDevicesArgs {
+    #[command(flatten)]
+    pub server: ServerDataArgs,
+    /// Revoke this device (16 hex digits): it gets no more tickets.
+    #[arg(long)]
+    pub revoke: Option<String>,
+}
+
+/// `ferry server signing-window`.
+#[derive(Debug, Args)]
+pub struct SigningWindowArgs {
+    #[command(flatten)]
+    pub server: ServerDataArgs,
+    /// Device class.
+    #[arg(long)]
+    pub class: String,
+    /// Build id (as `ferry publish` printed it).
+    #[arg(long)]
+    pub build: String,
+    /// Open (sign it) or close (refuse with NOT_SIGNED).
+    #[arg(value_enum)]
+    pub action: WindowAction,
+}
+
+/// What to do with a signing window.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum WindowAction {
+    /// Sign the build for the class.
+    Open,
+    /// Stop signing it.
+    Close,
 }
 
 /// `ferry cache`.
@@ -119,6 +188,9 @@ pub struct CacheArgs {
     /// The update server (or a parent cache) to fill misses from.
     #[arg(long)]
     pub upstream: String,
+    /// The upstream's CA certificate to pin (the server's DIR/pki/ca.pem).
+    #[arg(long)]
+    pub upstream_ca: Option<PathBuf>,
     /// Where cached objects live.
     #[arg(long)]
     pub dir: PathBuf,
@@ -128,14 +200,6 @@ pub struct CacheArgs {
     /// Disk budget in bytes; least recently used objects are evicted beyond it.
     #[arg(long, default_value_t = 20 << 30)]
     pub max_bytes: u64,
-}
-
-/// `ferry server …`.
-#[derive(Debug, Subcommand)]
-pub enum ServerAction {
-    /// Create the catalog (TUF repository): offline root and targets keys, online snapshot
-    /// and timestamp keys, the first metadata.
-    Init(ServerInitArgs),
 }
 
 /// `ferry server init`.
@@ -206,9 +270,16 @@ pub struct DeviceInitArgs {
     /// Version of that image.
     #[arg(long)]
     pub version: Version,
-    /// Update server URL.
+    /// Update server URL (https://HOST:PORT).
     #[arg(long)]
     pub server: String,
+    /// The server's CA certificate to pin (the server's DIR/pki/ca.pem).
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// One-time enrollment token (`ferry server token --data DIR`); base64url, so it
+    /// may start with '-'.
+    #[arg(long, env = "FERRY_ENROLL_TOKEN", allow_hyphen_values = true)]
+    pub enroll_token: String,
     /// Audience.
     #[arg(long, default_value = "customer")]
     pub audience: String,
@@ -331,6 +402,34 @@ pub struct InstallArgs {
     /// Restart into the new slot when done.
     #[arg(long)]
     pub restart: bool,
+}
+
+/// `ferry bench …`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Tickets per second and latency of POST /v1/personalize over HTTPS on loopback,
+    /// against an in-process server with SQLite (every request a fresh nonce).
+    Personalize(BenchPersonalizeArgs),
+}
+
+/// `ferry bench personalize`.
+#[derive(Debug, Args)]
+pub struct BenchPersonalizeArgs {
+    /// Directory for the server's data (default: a temporary directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Seconds to run (after a 1 s warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Enrolled devices the requests are spread over.
+    #[arg(long, default_value_t = 1000)]
+    pub devices: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `ferry demo`.

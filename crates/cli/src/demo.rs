@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use ferry_agent::device::{self, Device, InitOptions};
 use ferry_agent::{install, reboot, status};
 use ferry_server::tuf::CatalogPaths;
-use ferry_server::{DataDir, PublishRequest};
+use ferry_server::{DataDir, Https, PublishRequest, ServiceOptions};
 
 use crate::args::DemoArgs;
 use crate::render::{self, ProgressUi};
@@ -38,12 +38,17 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode, Failure> {
     let addr = listener
         .local_addr()
         .map_err(|e| io_failure("read the listen address", e))?;
+    // HTTPS with a CA made on first start; the device pins it and enrolls.
+    let https = Https::prepare(data.clone(), Some(addr), ServiceOptions::default())?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(ferry_server::serve_until(listener, data.clone(), async {
+    let server = tokio::spawn(https.serve_until(listener, async {
         let _ = stop_rx.await;
     }));
-    let url = format!("http://{addr}");
-    println!("== server listening on {url}");
+    let url = format!("https://{addr}");
+    println!(
+        "== server listening on {url} (CA: {})",
+        data.path.join("pki/ca.pem").display()
+    );
 
     let result = story(&a, &data, &url).await;
 
@@ -106,14 +111,17 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
             boot: ferry_boot::BootBackend::File,
             health_checks: Vec::new(),
             root,
+            ca: Some(data.path.join("pki/ca.pem")),
         },
     )?;
+    let device = Device::open(&device_dir)?;
+    let token = data.db.create_enrollment_token().await?;
+    ferry_agent::personalize::enroll(&device, token.as_str()).await?;
     println!(
-        "== device {} made at {} running 1.0",
+        "== device {} made at {} running 1.0, enrolled (CA and personalization key pinned)",
         identity.device_id,
         device_dir.display()
     );
-    let device = Device::open(&device_dir)?;
 
     // 4. List (a scan through TUF), install, reboot, status.
     println!("\n$ ferry list");
@@ -146,7 +154,7 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
     let ui = ProgressUi::new(false);
     let outcome = install::install(&device, Some(&label), &ui).await;
     ui.finish();
-    let outcome = outcome?.ok_or_else(|| {
+    let outcome = outcome.map_err(crate::agent_failure)?.ok_or_else(|| {
         Failure::new(
             "DEMO_NO_OFFER",
             "nothing was installed",

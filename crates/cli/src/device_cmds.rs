@@ -5,12 +5,13 @@ use std::process::ExitCode;
 use ferry_agent::device::{self, Device, InitOptions};
 use ferry_agent::{catalog, install, reboot as agent_reboot, status as agent_status};
 use ferry_server::tuf::CatalogPaths;
-use ferry_server::{DataDir, PublishRequest};
+use ferry_server::{DataDir, Https, PublishRequest, ServiceOptions};
 
 use crate::Failure;
 use crate::args::{
     AudienceSetArgs, BootKind, CacheArgs, DeviceArgs, DeviceInitArgs, InstallArgs, PublishArgs,
-    RebootArgs, ServerAction, ServerArgs, ServerInitArgs,
+    RebootArgs, ServerArgs, ServerCommand, ServerDataArgs, ServerDevicesArgs, ServerInitArgs,
+    SigningWindowArgs, WindowAction,
 };
 use crate::render::{self, ProgressUi};
 
@@ -18,17 +19,21 @@ use crate::render::{self, ProgressUi};
 const MAX_ROOT_SIZE: u64 = 512 * 1024;
 
 pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
-    if let Some(ServerAction::Init(init)) = a.action {
-        return server_init(init).await;
+    match a.command {
+        Some(ServerCommand::Init(init)) => return server_init(init).await,
+        Some(ServerCommand::Token(t)) => return server_token(t).await,
+        Some(ServerCommand::Devices(d)) => return server_devices(d).await,
+        Some(ServerCommand::SigningWindow(w)) => return signing_window(w).await,
+        None => {}
     }
-    let Some(data_dir) = a.data else {
-        return Err(Failure::new(
+    let data_path = a.data.ok_or_else(|| {
+        Failure::new(
             "USAGE",
             "ferry server needs --data DIR",
-            "pass --data DIR",
-        ));
-    };
-    let data = DataDir::open(&data_dir).await?;
+            "pass the server's data directory with --data",
+        )
+    })?;
+    let data = DataDir::open(&data_path).await?;
     let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
         Failure::new(
             "LISTEN_FAILED",
@@ -39,9 +44,123 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::new("LISTEN_FAILED", e.to_string(), "try again"))?;
+    let options = ServiceOptions {
+        policy: ferry_personalize::Policy {
+            clock_skew_limit: std::time::Duration::from_secs(a.clock_skew_limit),
+            ..ferry_personalize::Policy::default()
+        },
+        rate_limit_per_minute: a.rate_limit,
+    };
+    // Secrets (CA, certificate, keys, admin token) exist before the address is printed.
+    let https = Https::prepare(data, Some(addr), options)?;
     // The first line on stdout is the address, for scripts and tests that pass port 0.
-    println!("ferry server listening on http://{addr}");
-    ferry_server::serve(listener, data).await?;
+    println!("ferry server listening on https://{addr}");
+    https.serve(listener).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn server_token(a: ServerDataArgs) -> Result<ExitCode, Failure> {
+    let data = DataDir::open(&a.data)
+        .await
+        .map_err(|e| Failure::from(e).json(a.json))?;
+    let token = data
+        .db
+        .create_enrollment_token()
+        .await
+        .map_err(|e| Failure::from(e).json(a.json))?;
+    if a.json {
+        println!("{}", serde_json::json!({ "token": token.as_str() }));
+    } else {
+        println!("{}", token.as_str());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn server_devices(a: ServerDevicesArgs) -> Result<ExitCode, Failure> {
+    let json = a.server.json;
+    let data = DataDir::open(&a.server.data)
+        .await
+        .map_err(|e| Failure::from(e).json(json))?;
+    if let Some(id) = &a.revoke {
+        let device_id: ferry_personalize::DeviceId = id.parse().map_err(|_| {
+            Failure::new(
+                "INVALID_ARGUMENT",
+                format!("{id:?} is not a device id"),
+                "use the 16 hex digits `ferry server devices` lists",
+            )
+            .json(json)
+        })?;
+        let found = data
+            .db
+            .revoke(&device_id)
+            .await
+            .map_err(|e| Failure::from(e).json(json))?;
+        if !found {
+            return Err(Failure::new(
+                "UNKNOWN_DEVICE",
+                format!("device {device_id} is not enrolled"),
+                "list the enrolled devices with `ferry server devices --data DIR`",
+            )
+            .json(json));
+        }
+        if json {
+            println!("{}", serde_json::json!({ "revoked": device_id }));
+        } else {
+            println!("revoked device {device_id}: it gets no more tickets");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let devices = data
+        .db
+        .devices()
+        .await
+        .map_err(|e| Failure::from(e).json(json))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&devices).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<18} {:<16} {:<22} Revoked",
+        "Device", "Class", "Enrolled"
+    );
+    for d in &devices {
+        println!(
+            "{:<18} {:<16} {:<22} {}",
+            d.device_id,
+            d.device_class,
+            d.enrolled_at,
+            d.revoked_at.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn signing_window(a: SigningWindowArgs) -> Result<ExitCode, Failure> {
+    let json = a.server.json;
+    let data = DataDir::open(&a.server.data)
+        .await
+        .map_err(|e| Failure::from(e).json(json))?;
+    let open = matches!(a.action, WindowAction::Open);
+    data.db
+        .set_signing_window(&a.class, &a.build, open)
+        .await
+        .map_err(|e| Failure::from(e).json(json))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "class": a.class, "build_id": a.build, "open": open })
+        );
+    } else {
+        println!(
+            "signing window of build {} for class {}: {}",
+            a.build,
+            a.class,
+            if open { "open" } else { "closed" }
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -121,7 +240,19 @@ pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
         })?,
         None => {
             // --trust-on-first-use (clap requires one of the two).
-            let client = ferry_agent::client::Client::new(&a.server)?;
+            // The root is trusted on first use; the connection is still pinned to the CA.
+            let ca_pem = std::fs::read_to_string(&a.ca).map_err(|e| {
+                Failure::new(
+                    "CA_UNREADABLE",
+                    format!("the CA file {} could not be read: {e}", a.ca.display()),
+                    "pass the server's DATA/pki/ca.pem with --ca",
+                )
+            })?;
+            let client = ferry_agent::client::Client::pinned(
+                &a.server,
+                Some(&ca_pem),
+                ferry_agent::client::DEFAULT_READ_TIMEOUT,
+            )?;
             let path = format!("{}1.root.json", catalog::METADATA_PATH);
             let root = client.small_file(&path, MAX_ROOT_SIZE).await?;
             tracing::warn!(
@@ -131,13 +262,14 @@ pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
             root.to_vec()
         }
     };
+    let fresh = !a.dir.exists();
     let identity = device::init(
         &a.dir,
         &InitOptions {
             class: a.class,
             image: a.image,
             version: a.version.clone(),
-            server: a.server,
+            server: a.server.clone(),
             audience: a.audience,
             slot_size: a.slot_size,
             boot: match a.boot {
@@ -151,14 +283,33 @@ pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
             },
             health_checks: a.health_checks,
             root,
+            ca: Some(a.ca.clone()),
         },
     )?;
+    // Enroll: the credential and the personalization key, over the pinned CA. A device
+    // that could not enroll is removed again, so init can simply be run again.
+    let enrolled = match Device::open(&a.dir) {
+        Ok(device) => ferry_agent::personalize::enroll(&device, &a.enroll_token).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = enrolled {
+        if fresh {
+            let _ = std::fs::remove_dir_all(&a.dir);
+        } else if let Ok(entries) = std::fs::read_dir(&a.dir) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_dir_all(entry.path())
+                    .or_else(|_| std::fs::remove_file(entry.path()));
+            }
+        }
+        return Err(e.into());
+    }
     println!(
-        "device {} ({}) at {} runs {} on slot a",
+        "device {} ({}) at {} runs {} on slot a, enrolled with {}",
         identity.device_id,
         identity.device_class,
         a.dir.display(),
-        a.version
+        a.version,
+        a.server
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -215,7 +366,7 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
     let label = if a.all { None } else { a.label.as_deref() };
     let result = install::install(&device, label, &ui).await;
     ui.finish();
-    let outcome = result.map_err(|e| Failure::from(e).json(json))?;
+    let outcome = result.map_err(|e| crate::agent_failure(e).json(json))?;
     for w in outcome.iter().flat_map(|o| &o.warnings) {
         eprintln!("warning[{}]: {}\n  fix: {}", w.code, w.cause, w.fix);
     }
@@ -476,7 +627,18 @@ pub async fn doctor(a: DeviceArgs) -> Result<ExitCode, Failure> {
 }
 
 pub async fn cache(a: CacheArgs) -> Result<ExitCode, Failure> {
+    let upstream_ca = match &a.upstream_ca {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            Failure::new(
+                "CACHE_FAILED",
+                format!("the upstream CA {} could not be read: {e}", path.display()),
+                "pass the origin's DIR/pki/ca.pem with --upstream-ca",
+            )
+        })?),
+        None => None,
+    };
     let cache = ferry_server::cache::Cache::new(ferry_server::cache::CacheConfig {
+        upstream_ca,
         upstream: a.upstream.clone(),
         dir: a.dir,
         max_bytes: a.max_bytes,

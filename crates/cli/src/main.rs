@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 an operation failed (its code printed once), 2 bad usage.
 
 mod args;
+mod bench;
 mod demo;
 mod device_cmds;
 mod images;
@@ -18,9 +19,11 @@ use ferry_types::{Diagnose, Report};
 
 use args::{Cli, Command};
 
-/// A failure on its way to the terminal: the rendered report and whether to print JSON.
+/// A failure on its way to the terminal: the rendered report, the data behind it (a
+/// personalization refusal's times, limits, ids) and whether to print JSON.
 pub struct Failure {
     report: Report,
+    data: Option<serde_json::Value>,
     json: bool,
 }
 
@@ -28,9 +31,21 @@ impl<E: Diagnose> From<E> for Failure {
     fn from(e: E) -> Failure {
         Failure {
             report: e.report(),
+            data: None,
             json: false,
         }
     }
+}
+
+/// An agent error with its data: a refusal's `data` member travels with it.
+pub fn agent_failure(e: ferry_agent::AgentError) -> Failure {
+    let data = match &e {
+        ferry_agent::AgentError::Refused(refusal) => Some(refusal.data()),
+        _ => None,
+    };
+    let mut failure = Failure::from(e);
+    failure.data = data;
+    failure
 }
 
 impl Failure {
@@ -48,6 +63,7 @@ impl Failure {
                 cause: cause.into(),
                 fix: fix.into(),
             },
+            data: None,
             json: false,
         }
     }
@@ -59,7 +75,7 @@ fn main() -> ExitCode {
     match main_inner(cli) {
         Ok(code) => code,
         Err(failure) => {
-            render::error(&failure.report, failure.json);
+            render::error(&failure.report, failure.data.as_ref(), failure.json);
             ExitCode::from(1)
         }
     }
@@ -92,6 +108,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Doctor(a) => device_cmds::doctor(a).await,
             Command::BootCheck(a) => device_cmds::boot_check(a),
             Command::Demo(a) => demo::run(a).await,
+            Command::Bench(args::BenchCommand::Personalize(a)) => bench::personalize(a).await,
             Command::Cache(a) => device_cmds::cache(a).await,
             Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a),
             Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a),

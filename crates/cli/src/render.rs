@@ -8,12 +8,20 @@ use ferry_agent::progress::{Progress, ProgressSink};
 use ferry_types::Report;
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Prints an error once: `error[CODE]: cause` and `fix: …`, or JSON with `--json`.
-pub fn error(report: &Report, json: bool) {
+/// Prints an error once: `error[CODE]: cause` and `fix: …` (and `data: …` when the
+/// error has data), or JSON with `--json`.
+pub fn error(report: &Report, data: Option<&serde_json::Value>, json: bool) {
     if json {
-        println!("{}", serde_json::json!({ "error": report }));
+        let mut error = serde_json::json!(report);
+        if let Some(data) = data {
+            error["data"] = data.clone();
+        }
+        println!("{}", serde_json::json!({ "error": error }));
     } else {
         eprintln!("{report}");
+        if let Some(data) = data {
+            eprintln!("  data: {data}");
+        }
     }
 }
 

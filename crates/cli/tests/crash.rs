@@ -58,6 +58,10 @@ fn killed_at_any_point_the_install_resumes_and_the_journal_replays() {
             &server.url(),
             "--root",
             s(&root_file(&data)),
+            "--ca",
+            s(&server.ca()),
+            "--enroll-token",
+            &server.token(),
         ]);
         dir
     };

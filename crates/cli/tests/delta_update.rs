@@ -53,6 +53,10 @@ fn delta_fleet() -> DeltaFleet {
         &server.url(),
         "--root",
         s(&root_file(&data)),
+        "--ca",
+        s(&server.ca()),
+        "--enroll-token",
+        &server.token(),
     ]);
     DeltaFleet {
         _tmp: tmp,

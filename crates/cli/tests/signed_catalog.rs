@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 
@@ -133,19 +133,18 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
+fn http_get(server: &Server, path: &str) -> (String, Vec<u8>) {
+    // The server speaks HTTPS with its own CA: curl shows the raw head and body.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-i", "--cacert", s(&server.ca())])
+        .arg(format!("{}{path}", server.url()))
+        .output()
+        .expect("curl");
+    let response = out.stdout;
     let split = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .expect("end of head");
+        .expect("an HTTP head");
     (
         String::from_utf8_lossy(&response[..split]).to_lowercase(),
         response[split + 4..].to_vec(),
@@ -181,16 +180,16 @@ fn v1_to_v2_update_goes_through_the_signed_catalog() {
     let manifest = &targets["signed"]["targets"]["vm-2.0.manifest.json"];
     let digest = manifest["hashes"]["sha256"].as_str().unwrap();
     let (head, body) = http_get(
-        f.server.addr,
+        &f.server,
         &format!("/tuf/targets/{digest}.vm-2.0.manifest.json"),
     );
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body.len() as u64, manifest["length"].as_u64().unwrap());
-    let (head, _) = http_get(f.server.addr, "/tuf/metadata/timestamp.json");
+    let (head, _) = http_get(&f.server, "/tuf/metadata/timestamp.json");
     assert!(head.contains("cache-control: no-cache"), "{head}");
-    let (head, _) = http_get(f.server.addr, "/tuf/metadata/1.root.json");
+    let (head, _) = http_get(&f.server, "/tuf/metadata/1.root.json");
     assert!(!head.contains("no-cache"), "{head}");
-    let (head, _) = http_get(f.server.addr, &format!("/tuf/targets/{}.x", "0".repeat(64)));
+    let (head, _) = http_get(&f.server, &format!("/tuf/targets/{}.x", "0".repeat(64)));
     assert!(head.starts_with("http/1.1 404"), "{head}");
 
     ok(&["install", "vm-2.0", "--device", s(&f.device)]);
@@ -518,6 +517,8 @@ print(info.length)
 print((info.custom or {}).get("version", "-"))
 "#;
     let out = std::process::Command::new("python3")
+        // python-tuf fetches with urllib3, which trusts what OpenSSL's SSL_CERT_FILE names.
+        .env("SSL_CERT_FILE", f.data.join("pki/ca.pem"))
         .args(["-c", script])
         .arg(&metadata_dir)
         .arg(format!("{}/tuf/metadata/", f.server.url()))
@@ -541,6 +542,8 @@ print((info.custom or {}).get("version", "-"))
 
     // And the payload, whose custom metadata python-tuf reads too.
     let out = std::process::Command::new("python3")
+        // python-tuf fetches with urllib3, which trusts what OpenSSL's SSL_CERT_FILE names.
+        .env("SSL_CERT_FILE", f.data.join("pki/ca.pem"))
         .args(["-c", script])
         .arg(&metadata_dir)
         .arg(format!("{}/tuf/metadata/", f.server.url()))
@@ -561,10 +564,15 @@ fn ferry_tuf_speaks_the_conformance_client_protocol() {
     std::fs::create_dir_all(&target_dir).unwrap();
     let metadata_url = format!("{}/tuf/metadata", f.server.url());
     let targets_url = format!("{}/tuf/targets", f.server.url());
+    let ca = f.data.join("pki/ca.pem");
     let tuf = |args: &[&str]| {
         let mut all = vec!["tuf", "--metadata-dir", s(&metadata_dir)];
         all.extend_from_slice(args);
-        run(&all)
+        ferry()
+            .args(&all)
+            .env("FERRY_CA_FILE", &ca)
+            .output()
+            .expect("run ferry tuf")
     };
     let code = |out: std::process::Output| out.status.code();
     assert_eq!(code(tuf(&["init", s(&root_file(&f.data))])), Some(0));
@@ -705,6 +713,10 @@ fn server_init_keeps_the_offline_keys_apart_and_devices_must_pin_a_root() {
         "--server",
         &server.url(),
         "--trust-on-first-use",
+        "--ca",
+        s(&server.ca()),
+        "--enroll-token",
+        &server.token(),
     ]);
     assert_eq!(labels(&device), ["vm-1.0"]);
 }

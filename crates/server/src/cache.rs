@@ -33,6 +33,9 @@ pub struct CacheConfig {
     pub dir: PathBuf,
     /// Disk budget for cached objects, in bytes.
     pub max_bytes: u64,
+    /// The upstream's CA (PEM) to pin, for an HTTPS upstream with its own CA (the
+    /// origin's `DIR/pki/ca.pem`); `None` trusts the system's roots.
+    pub upstream_ca: Option<String>,
 }
 
 /// Counters, served at `GET /cache/stats`.
@@ -81,14 +84,21 @@ impl Cache {
                 source,
             })?;
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
-            .read_timeout(std::time::Duration::from_secs(60))
-            .build()
-            .map_err(|e| ServerError::Io {
-                op: "building the upstream client",
-                source: std::io::Error::other(e),
+            .read_timeout(std::time::Duration::from_secs(60));
+        if let Some(ca) = &config.upstream_ca {
+            let (tls, _) = ferry_personalize::tls::client_config_pinned(ca).map_err(|e| {
+                ServerError::Secrets {
+                    cause: format!("the upstream CA is unusable: {e}"),
+                }
             })?;
+            builder = builder.tls_backend_preconfigured(tls);
+        }
+        let http = builder.build().map_err(|e| ServerError::Io {
+            op: "building the upstream client",
+            source: std::io::Error::other(e),
+        })?;
         Ok(Arc::new(Cache {
             config,
             http,

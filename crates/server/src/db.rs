@@ -111,6 +111,11 @@ impl Db {
         Ok(Db { pool })
     }
 
+    /// The connection pool, for the other modules' queries.
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Inserts a release; a second one with the same class and version is refused.
     pub async fn insert_release(&self, r: &ReleaseRow) -> Result<(), ServerError> {
         let result = sqlx::query(

@@ -56,6 +56,31 @@ pub enum ServerError {
     /// The catalog (TUF repository) could not be created, read or re-signed.
     #[error(transparent)]
     Catalog(#[from] ferry_catalog::CatalogError),
+    /// The personalization service refused to sign (or to enroll).
+    #[error(transparent)]
+    Refused(ferry_personalize::Refusal),
+    /// A device credential or the admin token is missing or not valid.
+    #[error("{cause}")]
+    Unauthorized {
+        /// Stable code.
+        code: &'static str,
+        /// The cause.
+        cause: String,
+        /// The fix.
+        fix: &'static str,
+    },
+    /// The server cannot take the request now.
+    #[error("the server is overloaded: {cause}")]
+    Overloaded {
+        /// Why.
+        cause: String,
+    },
+    /// The CA, server certificate, online keys or admin token could not be made or read.
+    #[error("the server's secrets are unusable: {cause}")]
+    Secrets {
+        /// What failed.
+        cause: String,
+    },
     /// Local I/O failed.
     #[error("I/O failed while {op}: {source}")]
     Io {
@@ -80,6 +105,10 @@ impl Diagnose for ServerError {
             ServerError::Seal(_) => "SEAL_FAILED",
             ServerError::Catalog(e) => e.code(),
             ServerError::Io { .. } => "SERVER_IO",
+            ServerError::Refused(r) => r.code(),
+            ServerError::Unauthorized { code, .. } => code,
+            ServerError::Overloaded { .. } => "OVERLOADED",
+            ServerError::Secrets { .. } => "SERVER_SECRETS",
         }
     }
 
@@ -102,6 +131,12 @@ impl Diagnose for ServerError {
             ServerError::Seal(_) => "check that the image is readable and whole 4096-byte blocks".into(),
             ServerError::Catalog(e) => e.fix(),
             ServerError::Io { .. } => "check the path, its permissions and free space".into(),
+            ServerError::Refused(r) => r.fix().into(),
+            ServerError::Unauthorized { fix, .. } => (*fix).into(),
+            ServerError::Overloaded { .. } => "try again in a moment".into(),
+            ServerError::Secrets { .. } => {
+                "check the files under the data directory's pki/ and keys-online/ (remove them to make new ones; devices must then be given the new CA)".into()
+            }
         }
     }
 }
@@ -116,6 +151,16 @@ impl ServerError {
             ServerError::NotFound(_) => StatusCode::NOT_FOUND,
             ServerError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ServerError::Store(object_store::Error::NotFound { .. }) => StatusCode::NOT_FOUND,
+            ServerError::Refused(r) => match r {
+                ferry_personalize::Refusal::BadIdentity { .. }
+                | ferry_personalize::Refusal::UnknownDevice { .. }
+                | ferry_personalize::Refusal::RevokedDevice { .. } => StatusCode::FORBIDDEN,
+                ferry_personalize::Refusal::NonceReused { .. } => StatusCode::CONFLICT,
+                ferry_personalize::Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            },
+            ServerError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ServerError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -126,6 +171,10 @@ impl ServerError {
 impl IntoResponse for ServerError {
     fn into_response(self) -> Response {
         let status = self.status();
+        if let ServerError::Refused(refusal) = &self {
+            // Refusals carry their data: {code, cause, fix, data}.
+            return (status, axum::Json(refusal)).into_response();
+        }
         let mut report = self.report();
         if status.is_server_error() {
             tracing::error!(code = report.code, error = %report.cause, "request failed");

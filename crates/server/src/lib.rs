@@ -11,15 +11,25 @@
 //! trust only what its metadata signs, served under `/tuf/metadata/` and `/tuf/targets/`;
 //! `/v1/releases` remains for operators and scripts.
 //!
-//! Entry points: [`DataDir::open`], [`app`] (the router, testable without a socket),
-//! [`serve`] (bind, log, shut down on SIGINT/SIGTERM).
+//! Personalization ([`personalize`], [`enroll`], [`devices`]): enrollment tokens,
+//! device credentials, the signing service and its admin endpoints. Everything is served
+//! over HTTPS ([`pki`]): the CA, server certificate, online keys and admin token are made
+//! in the data directory on first start.
+//!
+//! Entry points: [`DataDir::open`], [`app`] (the catalog router, testable without a
+//! socket), [`Https::prepare`] then [`Https::serve_until`] (or [`serve`]: bind, log,
+//! shut down on SIGINT/SIGTERM).
 #![deny(missing_docs)]
 
 pub mod api;
 pub mod cache;
 pub mod db;
 mod delta;
+pub mod devices;
+pub mod enroll;
 mod error;
+pub mod personalize;
+pub mod pki;
 mod publish;
 mod routes;
 pub mod store;
@@ -30,6 +40,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::ServerError;
+pub use personalize::{Service, ServiceOptions};
+pub use pki::Secrets;
 pub use publish::{PublishRequest, publish};
 pub use routes::app;
 
@@ -69,36 +81,89 @@ impl DataDir {
     }
 }
 
-/// Serves `data` on `listener` until SIGINT or SIGTERM, then finishes in-flight
-/// requests and returns.
-pub async fn serve(listener: tokio::net::TcpListener, data: DataDir) -> Result<(), ServerError> {
-    serve_until(listener, data, shutdown_signal()).await
+/// A server ready to serve HTTPS: its data, its secrets, the signing service.
+#[derive(Debug)]
+pub struct Https {
+    /// The data directory.
+    pub data: DataDir,
+    /// CA, certificate, keys, admin token.
+    pub secrets: Secrets,
+    /// The personalization service.
+    pub service: Service,
 }
 
-/// Serves `data` on `listener` until `shutdown` completes (for the demo and tests).
-pub async fn serve_until(
-    listener: tokio::net::TcpListener,
-    data: DataDir,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
-    let addr: SocketAddr = listener.local_addr().map_err(|source| ServerError::Io {
-        op: "reading the listen address",
-        source,
-    })?;
-    tuf::ensure_initialised(&tuf::CatalogPaths::new(&data.path, None)).await?;
-    tuf::refresh_timestamp_if_due(&data.path).await?;
-    let timestamp_task = tokio::spawn(tuf::keep_timestamp_fresh(data.path.clone()));
-    tracing::info!(%addr, data = %data.path.display(), "ferry server listening");
-    let served = axum::serve(listener, app(data))
-        .with_graceful_shutdown(shutdown)
-        .await;
-    timestamp_task.abort();
-    served.map_err(|source| ServerError::Io {
-        op: "serving HTTP",
-        source,
-    })?;
-    tracing::info!("ferry server stopped");
-    Ok(())
+impl Https {
+    /// Loads (making on first start) the secrets in `data` and starts the signing
+    /// service's nonce writer. Call inside the runtime that will serve.
+    pub fn prepare(
+        data: DataDir,
+        listen: Option<SocketAddr>,
+        options: ServiceOptions,
+    ) -> Result<Https, ServerError> {
+        let secrets = Secrets::load_or_create(&data.path, listen)?;
+        let service = Service::new(
+            data.clone(),
+            secrets.signer.clone(),
+            secrets.credential_signer.clone(),
+            secrets.admin_token.clone(),
+            options,
+        );
+        Ok(Https {
+            data,
+            secrets,
+            service,
+        })
+    }
+
+    /// The whole HTTP surface: catalog, personalization, enrollment, admin.
+    pub fn router(&self) -> axum::Router {
+        app(self.data.clone()).merge(
+            personalize::routes(self.service.clone())
+                .merge(enroll::routes(self.service.clone()))
+                .layer(tower_http::trace::TraceLayer::new_for_http()),
+        )
+    }
+
+    /// Serves HTTPS on `listener` until `shutdown` completes, then finishes in-flight
+    /// requests and returns.
+    pub async fn serve_until(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let addr: SocketAddr = listener.local_addr().map_err(|source| ServerError::Io {
+            op: "reading the listen address",
+            source,
+        })?;
+        // The catalog: made on first start, its timestamp kept fresh while serving.
+        tuf::ensure_initialised(&tuf::CatalogPaths::new(&self.data.path, None)).await?;
+        tuf::refresh_timestamp_if_due(&self.data.path).await?;
+        let timestamp_task = tokio::spawn(tuf::keep_timestamp_fresh(self.data.path.clone()));
+        tracing::info!(%addr, data = %self.data.path.display(), "ferry server listening (https)");
+        let router = self.router();
+        let listener =
+            pki::TlsListener::new(listener, self.secrets.tls.clone()).map_err(|source| {
+                ServerError::Io {
+                    op: "starting the TLS listener",
+                    source,
+                }
+            })?;
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        timestamp_task.abort();
+        served.map_err(|source| ServerError::Io {
+            op: "serving HTTPS",
+            source,
+        })?;
+        tracing::info!("ferry server stopped");
+        Ok(())
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> Result<(), ServerError> {
+        self.serve_until(listener, shutdown_signal()).await
+    }
 }
 
 async fn shutdown_signal() {

@@ -45,6 +45,19 @@ pub fn json_error_code(out: &Output) -> String {
     v["error"]["code"].as_str().unwrap_or_default().to_owned()
 }
 
+/// Where each running test server keeps its certificate, by address: a proxy in front
+/// of it answers injected HTTP statuses over TLS with the server's own certificate.
+static SERVER_PKI: Mutex<Option<std::collections::HashMap<SocketAddr, PathBuf>>> = Mutex::new(None);
+
+fn server_tls(upstream: SocketAddr) -> Option<Arc<tokio_rustls::rustls::ServerConfig>> {
+    let dir = SERVER_PKI.lock().unwrap().as_ref()?.get(&upstream)?.clone();
+    let cert = std::fs::read_to_string(dir.join("server.pem")).ok()?;
+    let key = std::fs::read_to_string(dir.join("server.key")).ok()?;
+    ferry_personalize::tls::server_config(&cert, &key)
+        .ok()
+        .map(Arc::new)
+}
+
 /// A `ferry server` child process on 127.0.0.1 with a free port.
 pub struct Server {
     pub child: Child,
@@ -71,17 +84,45 @@ impl Server {
             .rsplit(' ')
             .next()
             .expect("address")
-            .trim_start_matches("http://")
+            .trim_start_matches("https://")
             .to_owned();
+        let addr: SocketAddr = url.parse().expect("socket address");
+        SERVER_PKI
+            .lock()
+            .unwrap()
+            .get_or_insert_with(Default::default)
+            .insert(addr, data.join("pki"));
         Server {
             child,
-            addr: url.parse().expect("socket address"),
+            addr,
             data: data.to_owned(),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
+    }
+
+    /// The CA the server made on first start (what devices pin).
+    pub fn ca(&self) -> PathBuf {
+        self.data.join("pki/ca.pem")
+    }
+
+    /// A fresh one-time enrollment token (`ferry server token`).
+    pub fn token(&self) -> String {
+        ok(&["server", "token", "--data", s(&self.data)])
+            .trim()
+            .to_owned()
+    }
+
+    /// `device init` arguments that pin this server's CA and enroll with a new token.
+    pub fn enroll_args(&self) -> Vec<String> {
+        vec![
+            "--ca".into(),
+            s(&self.ca()).to_owned(),
+            "--enroll-token".into(),
+            self.token(),
+        ]
     }
 
     /// SIGKILL, as a crash would.
@@ -169,6 +210,10 @@ pub fn device_init(
         audience,
         "--root",
         s(&root_file(data)),
+        "--ca",
+        s(&data.join("pki/ca.pem")),
+        "--enroll-token",
+        ok(&["server", "token", "--data", s(data)]).trim(),
     ]);
 }
 
@@ -239,7 +284,7 @@ impl Proxy {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
     pub fn set_fault(&self, f: Fault) {
@@ -267,7 +312,15 @@ fn relay(
     requests: Arc<AtomicU64>,
 ) {
     if let Fault::Status(code) = fault {
-        let mut client = client;
+        // The server speaks HTTPS: answer over TLS with its own certificate, as a
+        // TLS-terminating gateway in front of it would.
+        let Some(config) = server_tls(upstream) else {
+            return;
+        };
+        let Ok(conn) = tokio_rustls::rustls::ServerConnection::new(config) else {
+            return;
+        };
+        let mut client = tokio_rustls::rustls::StreamOwned::new(conn, client);
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).is_ok_and(|n| n == 1) {
@@ -277,6 +330,8 @@ fn relay(
             client,
             "HTTP/1.1 {code} Injected\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
         );
+        client.conn.send_close_notify();
+        let _ = client.flush();
         return;
     }
     let Ok(server) = TcpStream::connect(upstream) else {
@@ -403,6 +458,8 @@ pub fn fleet_with(mib: usize, init_args: &[&str], via: impl FnOnce(&Server) -> S
         s(&pinned_root),
     ]);
     args.extend_from_slice(init_args);
+    let enroll = server.enroll_args();
+    args.extend(enroll.iter().map(String::as_str));
     ok(&args);
     Fleet {
         _tmp: tmp,

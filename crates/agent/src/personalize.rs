@@ -1,0 +1,335 @@
+//! Personalization on the device: enrollment, the ticket request made before any
+//! download, and the ticket check at boot.
+//!
+//! Files (DESIGN §2):
+//!
+//! ```text
+//! trust/ca.pem                 the pinned CA: the only one the HTTP client trusts
+//! trust/personalization.pub    the key tickets must be signed with (pinned at enrollment)
+//! trust/credential             the bearer credential from enrollment (0600)
+//! boot/nonce                   the nonce of the attempt in progress (written before the request)
+//! boot/ticket-<slot>.json      the ticket of what the slot holds (written before Apply)
+//! boot/nonce-<slot>            the nonce that slot's ticket is bound to, once it booted good
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ferry_boot::Slot;
+use ferry_personalize::{
+    BuildId, Component, Expectation, Identity, Nonce, PublicKey, RootHash, SignedTicket,
+    TicketRequest, verify,
+};
+
+use crate::client::Client;
+use crate::device::{BOOT_DIR, Device, SlotInfo};
+use crate::{AgentError, durable};
+
+/// Trust material and the credential.
+pub const TRUST_DIR: &str = "trust";
+/// The pinned CA, in [`TRUST_DIR`].
+pub const CA_FILE: &str = "ca.pem";
+/// The pinned personalization key, in [`TRUST_DIR`].
+pub const PERSONALIZATION_KEY_FILE: &str = "personalization.pub";
+/// The device credential, in [`TRUST_DIR`].
+pub const CREDENTIAL_FILE: &str = "credential";
+/// The nonce of the personalization attempt in progress, in [`BOOT_DIR`].
+pub const NONCE_FILE: &str = "nonce";
+/// Overrides the config's `clock_offset_secs` (seconds added to the system clock).
+pub const CLOCK_OFFSET_ENV: &str = "FERRY_CLOCK_OFFSET";
+/// Tries for one ticket when the server is unreachable or overloaded.
+pub const TICKET_TRIES: u32 = 4;
+
+/// The component name of the system image.
+pub const SYSTEM_COMPONENT: &str = "system";
+
+/// The ticket file of `slot`.
+pub fn ticket_path(device: &Device, slot: Slot) -> PathBuf {
+    device
+        .dir
+        .join(BOOT_DIR)
+        .join(format!("ticket-{slot}.json"))
+}
+
+fn nonce_path(device: &Device) -> PathBuf {
+    device.dir.join(BOOT_DIR).join(NONCE_FILE)
+}
+
+fn slot_nonce_path(device: &Device, slot: Slot) -> PathBuf {
+    device
+        .dir
+        .join(BOOT_DIR)
+        .join(format!("{NONCE_FILE}-{slot}"))
+}
+
+/// The device's clock: the system clock plus the configured offset
+/// (`FERRY_CLOCK_OFFSET` seconds, else `clock_offset_secs` in config.toml).
+pub fn device_time(device: &Device) -> DateTime<Utc> {
+    let offset = std::env::var(CLOCK_OFFSET_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(device.config.clock_offset_secs);
+    Utc::now() + chrono::Duration::seconds(offset)
+}
+
+/// The identity the way the personalization service reads it (8-hex-digit board and
+/// chip ids; zero values pass through so the service can name the hardware fault).
+pub fn identity(device: &Device) -> Result<Identity, AgentError> {
+    let corrupt = |reason: String| AgentError::DeviceCorrupt {
+        path: device.dir.join(crate::device::IDENTITY_FILE),
+        reason,
+    };
+    let hex = |what: &str, text: &str| {
+        let digits = text.trim_start_matches("0x");
+        u32::from_str_radix(digits, 16)
+            .map_err(|e| corrupt(format!("{what} {text:?} is not a hex id: {e}")))
+    };
+    let id = &device.identity;
+    Ok(Identity {
+        device_id: ferry_personalize::DeviceId(id.device_id.get()),
+        board_id: hex("board_id", &id.board_id)?,
+        chip_id: hex("chip_id", &id.chip_id)?,
+        hardware_uuid: id.hardware_uuid,
+        device_class: id
+            .device_class
+            .parse()
+            .map_err(|e: ferry_personalize::ParseError| corrupt(e.to_string()))?,
+    })
+}
+
+/// The personalization key pinned at enrollment.
+pub fn trusted_key(device: &Device) -> Result<PublicKey, AgentError> {
+    let path = device.dir.join(TRUST_DIR).join(PERSONALIZATION_KEY_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => AgentError::NotEnrolled {
+            reason: format!("{} is missing", path.display()),
+        },
+        _ => AgentError::Io {
+            op: "reading the personalization key",
+            path: path.clone(),
+            source: e,
+        },
+    })?;
+    PublicKey::from_file_bytes(&bytes).map_err(|e| AgentError::DeviceCorrupt {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+fn credential(device: &Device) -> Result<String, AgentError> {
+    let path = device.dir.join(TRUST_DIR).join(CREDENTIAL_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(AgentError::NotEnrolled {
+            reason: format!("{} is missing", path.display()),
+        }),
+        Err(source) => Err(AgentError::Io {
+            op: "reading the device credential",
+            path,
+            source,
+        }),
+    }
+}
+
+/// Enrolls the device with a one-time enrollment token: stores its credential, then
+/// pins the personalization key the server announces (until the catalog's TUF targets
+/// carry it as `keys-personalization.pub`).
+pub async fn enroll(device: &Device, token: &str) -> Result<(), AgentError> {
+    let client = Client::for_device(device)?;
+    let identity = identity(device)?;
+    let credential = client.enroll(token, &identity).await?;
+    let trust = device.dir.join(TRUST_DIR);
+    std::fs::create_dir_all(&trust).map_err(AgentError::io("creating trust/", &trust))?;
+    let path = trust.join(CREDENTIAL_FILE);
+    durable::write_atomic(&path, format!("{credential}\n").as_bytes())
+        .map_err(AgentError::io("storing the credential", &path))?;
+    set_private(&path)?;
+    let key_bytes = client.personalization_key().await?;
+    let key = PublicKey::from_file_bytes(&key_bytes).map_err(|e| AgentError::ServerInvalid {
+        url: "/v1/keys/personalization.pub".into(),
+        reason: e.to_string(),
+    })?;
+    let path = trust.join(PERSONALIZATION_KEY_FILE);
+    durable::write_atomic(&path, &key.to_file_bytes())
+        .map_err(AgentError::io("pinning the personalization key", &path))?;
+    Ok(())
+}
+
+fn set_private(path: &std::path::Path) -> Result<(), AgentError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(AgentError::io(
+        "restricting the credential's permissions",
+        path,
+    ))
+}
+
+/// The components a ticket must cover for a sealed system image.
+pub fn components(root_hash: &ferry_seal::RootHash) -> Vec<Component> {
+    vec![Component {
+        name: SYSTEM_COMPONENT.parse().unwrap_or_else(|_| unreachable!()),
+        root_hash: RootHash(*root_hash.as_bytes()),
+    }]
+}
+
+/// Asks the service for a ticket for `build_id` and `components`, and checks it.
+///
+/// Each attempt makes a fresh nonce and stores it durably (`boot/nonce`) before the
+/// request. An unreachable or overloaded server is tried again with backoff (0.5 s,
+/// 1 s, 2 s); a refusal is final and comes back as [`AgentError::Refused`] with the
+/// server's code, cause, fix and data.
+pub async fn request_ticket(
+    device: &Device,
+    client: &Client,
+    build_id: &str,
+    components: Vec<Component>,
+) -> Result<(SignedTicket, Nonce), AgentError> {
+    let build_id: BuildId =
+        build_id.parse().map_err(
+            |e: ferry_personalize::ParseError| AgentError::ServerInvalid {
+                url: "/v1/releases".into(),
+                reason: e.to_string(),
+            },
+        )?;
+    let credential = credential(device)?;
+    let key = trusted_key(device)?;
+    let identity = identity(device)?;
+    let mut delay = Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        let nonce = Nonce::random();
+        let path = nonce_path(device);
+        durable::write_atomic(&path, format!("{nonce}\n").as_bytes())
+            .map_err(AgentError::io("storing the nonce", &path))?;
+        let request = TicketRequest {
+            identity: identity.clone(),
+            nonce,
+            build_id: build_id.clone(),
+            components: components.clone(),
+            device_time: device_time(device),
+        };
+        match client.personalize(&credential, &request).await {
+            Ok(signed) => {
+                // A ticket this device could not boot with is the server's fault: say so now.
+                verify(
+                    &signed,
+                    &[key],
+                    &Expectation {
+                        identity: identity.clone(),
+                        nonce,
+                        components: components.clone(),
+                    },
+                )
+                .map_err(AgentError::Ticket)?;
+                return Ok((signed, nonce));
+            }
+            Err(e @ (AgentError::ServerUnreachable { .. } | AgentError::Overloaded { .. }))
+                if attempt < TICKET_TRIES =>
+            {
+                tracing::warn!(attempt, error = %e, "personalization failed; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Checks `slot`'s ticket at boot: present, signed by the pinned key, for this device,
+/// for the stored nonce (the attempt's while the slot is on trial, the slot's own once it
+/// booted good), and for the slot's root hash. The factory image has no ticket.
+pub fn check_ticket(device: &Device, slot: Slot, info: &SlotInfo) -> Result<(), AgentError> {
+    let factory = device
+        .receipts()?
+        .iter()
+        .any(|r| r.file_name() == info.receipt && r.payload_kind == "factory");
+    if factory {
+        return Ok(());
+    }
+    let path = ticket_path(device, slot);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(AgentError::TicketMissing {
+                slot: slot.to_string(),
+                path,
+            });
+        }
+        Err(source) => {
+            return Err(AgentError::Io {
+                op: "reading the ticket",
+                path,
+                source,
+            });
+        }
+    };
+    let signed = SignedTicket::from_json(&bytes).map_err(AgentError::Ticket)?;
+    let on_trial = device
+        .boot_state()?
+        .trial()
+        .is_some_and(|trial| trial.slot == slot);
+    let nonce_file = if on_trial {
+        nonce_path(device)
+    } else {
+        slot_nonce_path(device, slot)
+    };
+    let nonce = read_nonce(&nonce_file, slot)?;
+    let seal = info
+        .seal
+        .as_ref()
+        .ok_or_else(|| AgentError::SlotVerifyFailed {
+            slot: slot.to_string(),
+            version: info.version.to_string(),
+            reason: "the slot has no seal for its ticket to cover".into(),
+        })?;
+    verify(
+        &signed,
+        &[trusted_key(device)?],
+        &Expectation {
+            identity: identity(device)?,
+            nonce,
+            components: components(&seal.root_hash),
+        },
+    )
+    .map_err(AgentError::Ticket)?;
+    Ok(())
+}
+
+fn read_nonce(path: &std::path::Path, slot: Slot) -> Result<Nonce, AgentError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(AgentError::NonceMissing {
+                slot: slot.to_string(),
+                path: path.to_owned(),
+            });
+        }
+        Err(source) => {
+            return Err(AgentError::Io {
+                op: "reading the nonce",
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    text.trim().parse().map_err(
+        |e: ferry_personalize::ParseError| AgentError::DeviceCorrupt {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+    )
+}
+
+/// After `slot` booted good: the attempt's nonce is consumed, kept only as the nonce that
+/// slot's ticket is bound to (`boot/nonce-<slot>`), so no later ticket can match it.
+pub fn consume_nonce(device: &Device, slot: Slot) -> Result<(), AgentError> {
+    let from = nonce_path(device);
+    if !from.exists() {
+        return Ok(());
+    }
+    let to = slot_nonce_path(device, slot);
+    std::fs::rename(&from, &to).map_err(AgentError::io("consuming the nonce", &from))?;
+    durable::sync_dir(&device.dir.join(BOOT_DIR))
+        .map_err(AgentError::io("syncing boot/", device.dir.join(BOOT_DIR)))
+}

@@ -1,0 +1,159 @@
+//! `POST /v1/enroll` (one-time enrollment token → device credential) and the admin
+//! endpoints behind the admin token: enrollment tokens, devices, signing windows.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use ferry_personalize::{DeviceId, EnrollmentToken, Identity, Refusal};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::ServerError;
+use crate::devices::DeviceRow;
+use crate::personalize::{Service, bearer};
+
+/// Body of `POST /v1/enroll`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The one-time enrollment token from the administrator.
+    pub token: String,
+    /// The device's identity, as its hardware reads it.
+    pub identity: Identity,
+}
+
+/// Answer of `POST /v1/enroll`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The device.
+    pub device_id: DeviceId,
+    /// The bearer credential for every later device request.
+    pub credential: String,
+}
+
+/// Body of `POST /v1/admin/signing-windows`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SigningWindow {
+    /// Device class.
+    pub class: String,
+    /// Build id.
+    pub build_id: String,
+    /// Open (signed) or closed.
+    pub open: bool,
+}
+
+/// Enrollment and admin routes.
+pub fn routes(service: Service) -> Router {
+    let admin = Router::new()
+        .route("/v1/admin/enrollment-tokens", post(new_token))
+        .route("/v1/admin/devices", get(devices))
+        .route("/v1/admin/devices/{device_id}/revoke", post(revoke))
+        .route("/v1/admin/signing-windows", post(signing_window))
+        .route_layer(axum::middleware::from_fn_with_state(
+            service.clone(),
+            require_admin,
+        ));
+    Router::new()
+        .route("/v1/enroll", post(enroll))
+        .merge(admin)
+        .with_state(service)
+}
+
+async fn require_admin(
+    State(service): State<Service>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<axum::response::Response, ServerError> {
+    let given = bearer(request.headers()).unwrap_or_default();
+    if !constant_time_eq(given.as_bytes(), service.inner.admin_token.as_bytes()) {
+        return Err(ServerError::Unauthorized {
+            code: "ADMIN_TOKEN_INVALID",
+            cause: "the request does not carry the server's admin token".into(),
+            fix: "Send Authorization: Bearer with the token in the server's DIR/admin-token",
+        });
+    }
+    Ok(next.run(request).await)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn enroll(
+    State(service): State<Service>,
+    _headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<EnrollResponse>, ServerError> {
+    let request: EnrollRequest = serde_json::from_slice(&body).map_err(|e| {
+        ServerError::Refused(Refusal::BadRequest {
+            reason: format!("the body is not an enrollment request: {e}"),
+        })
+    })?;
+    let invalid = || ServerError::Unauthorized {
+        code: "ENROLLMENT_TOKEN_INVALID",
+        cause: "the enrollment token is unknown or was already used".into(),
+        fix: "Ask the administrator for a new token (ferry server token --data DIR)",
+    };
+    let token: EnrollmentToken = request.token.parse().map_err(|_| invalid())?;
+    request.identity.validate().map_err(ServerError::Refused)?;
+    let issued = service
+        .inner
+        .credential_signer
+        .issue(request.identity.device_id, Utc::now());
+    let enrolled = service
+        .inner
+        .data
+        .db
+        .enroll(
+            &token,
+            &request.identity,
+            &issued.credential.credential_id.to_string(),
+        )
+        .await?;
+    if !enrolled {
+        return Err(invalid());
+    }
+    tracing::info!(device = %request.identity.device_id, "device enrolled");
+    Ok(Json(EnrollResponse {
+        device_id: request.identity.device_id,
+        credential: issued.token,
+    }))
+}
+
+async fn new_token(State(service): State<Service>) -> Result<Json<serde_json::Value>, ServerError> {
+    let token = service.inner.data.db.create_enrollment_token().await?;
+    Ok(Json(json!({ "token": token.as_str() })))
+}
+
+async fn devices(State(service): State<Service>) -> Result<Json<Vec<DeviceRow>>, ServerError> {
+    Ok(Json(service.inner.data.db.devices().await?))
+}
+
+async fn revoke(
+    State(service): State<Service>,
+    Path(device_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ServerError> {
+    let id: DeviceId = device_id.parse().map_err(|_| ServerError::Invalid {
+        what: "device id",
+        value: device_id.clone(),
+        why: "use the 16 hex digits ferry server devices lists".into(),
+    })?;
+    if !service.inner.data.db.revoke(&id).await? {
+        return Err(ServerError::NotFound(format!("device {id}")));
+    }
+    Ok(Json(json!({ "device_id": id, "revoked": true })))
+}
+
+async fn signing_window(
+    State(service): State<Service>,
+    Json(window): Json<SigningWindow>,
+) -> Result<Json<SigningWindow>, ServerError> {
+    service
+        .inner
+        .data
+        .db
+        .set_signing_window(&window.class, &window.build_id, window.open)
+        .await?;
+    Ok(Json(window))
+}

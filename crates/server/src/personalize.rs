@@ -1,0 +1,215 @@
+//! `POST /v1/personalize` and `GET /v1/keys/personalization.pub`: the signing service.
+//!
+//! A request needs the device's credential (`Authorization: Bearer`). The handler looks
+//! the facts up in SQL (enrollment, revocation, the signing window), applies the
+//! per-device rate limit, lets [`Policy::decide`] rule, records the nonce (the insert is
+//! the uniqueness check), and only then signs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use chrono::Utc;
+use ferry_personalize::{
+    Credential, CredentialSigner, DeviceStatus, Facts, Policy, PublicKey, Refusal, Signer,
+    TicketRequest, verify_credential,
+};
+
+use crate::devices::NonceWriter;
+use crate::{DataDir, ServerError};
+
+/// Limits of the signing service.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// The signing rules (clock-skew limit, most components).
+    pub policy: Policy,
+    /// Ticket requests one device may make per minute (per replica).
+    pub rate_limit_per_minute: u32,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions {
+            policy: Policy::default(),
+            rate_limit_per_minute: 60,
+        }
+    }
+}
+
+/// What the personalization, enrollment and admin handlers share (cheap to clone).
+#[derive(Clone)]
+pub struct Service {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) data: DataDir,
+    pub(crate) signer: Signer,
+    pub(crate) credential_signer: CredentialSigner,
+    pub(crate) credential_key: PublicKey,
+    pub(crate) admin_token: String,
+    pub(crate) options: ServiceOptions,
+    pub(crate) nonces: NonceWriter,
+    /// Requests per device in the current minute. A soft, per-replica limit: losing it
+    /// on restart only forgives a few requests.
+    limiter: Mutex<HashMap<u64, (i64, u32)>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("personalization_key", &self.inner.signer.key_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// The service over `data` with the given keys; starts the nonce writer task.
+    pub fn new(
+        data: DataDir,
+        signer: Signer,
+        credential_signer: CredentialSigner,
+        admin_token: String,
+        options: ServiceOptions,
+    ) -> Service {
+        let credential_key = credential_signer.public_key();
+        let nonces = NonceWriter::start(data.db.clone());
+        Service {
+            inner: Arc::new(Inner {
+                data,
+                signer,
+                credential_signer,
+                credential_key,
+                admin_token,
+                options,
+                nonces,
+                limiter: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The public key devices check tickets with.
+    pub fn personalization_key(&self) -> PublicKey {
+        self.inner.signer.public_key()
+    }
+
+    fn over_rate(&self, device_id: u64) -> bool {
+        let minute = Utc::now().timestamp() / 60;
+        let mut limiter = self
+            .inner
+            .limiter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if limiter.len() > 100_000 {
+            limiter.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = limiter.entry(device_id).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        entry.1 > self.inner.options.rate_limit_per_minute
+    }
+}
+
+/// The device routes of the signing service.
+pub fn routes(service: Service) -> Router {
+    Router::new()
+        .route("/v1/personalize", post(personalize))
+        .route("/v1/keys/personalization.pub", get(personalization_key))
+        .with_state(service)
+}
+
+async fn personalization_key(State(service): State<Service>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        service.inner.signer.public_key().to_file_bytes(),
+    )
+}
+
+/// The credential in `Authorization: Bearer …`, checked against the credential key.
+pub(crate) fn device_credential(
+    headers: &HeaderMap,
+    key: &PublicKey,
+) -> Result<Credential, ServerError> {
+    let token = bearer(headers).ok_or(ServerError::Unauthorized {
+        code: "CREDENTIAL_MISSING",
+        cause: "the request carries no device credential (Authorization: Bearer)".into(),
+        fix: "Enroll the device: ferry device init … --enroll-token TOKEN",
+    })?;
+    verify_credential(token, key).map_err(|e| ServerError::Unauthorized {
+        code: e.code(),
+        cause: e.to_string(),
+        fix: e.fix(),
+    })
+}
+
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+async fn personalize(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ServerError> {
+    let credential = device_credential(&headers, &service.inner.credential_key)?;
+    let request: TicketRequest = serde_json::from_slice(&body).map_err(|e| {
+        ServerError::Refused(Refusal::BadRequest {
+            reason: format!("the body is not a ticket request: {e}"),
+        })
+    })?;
+    let device_id = request.identity.device_id;
+    let facts = service
+        .inner
+        .data
+        .db
+        .device_facts(&device_id, request.build_id.as_str())
+        .await?;
+    let device = match &facts {
+        // A credential is good for its own device only.
+        _ if credential.device_id != device_id => DeviceStatus::Unknown,
+        None => DeviceStatus::Unknown,
+        Some(f) if f.revoked => DeviceStatus::Revoked,
+        // Re-enrolled since this credential was issued: the old one is revoked.
+        Some(f) if f.credential_id != credential.credential_id.to_string() => DeviceStatus::Revoked,
+        Some(f) if f.identity != request.identity => DeviceStatus::Unknown,
+        Some(_) => DeviceStatus::Enrolled,
+    };
+    let mut facts = Facts {
+        device,
+        window_open: facts.as_ref().is_some_and(|f| f.window_open),
+        nonce_seen: false,
+        rate_limited: device == DeviceStatus::Enrolled && service.over_rate(device_id.0),
+    };
+    let policy = &service.inner.options.policy;
+    let now = Utc::now();
+    policy
+        .decide(&request, now, &facts)
+        .map_err(ServerError::Refused)?;
+    // Every other rule passed: record the nonce; the insert is the uniqueness check.
+    let new = service
+        .inner
+        .nonces
+        .record(request.nonce.sha256(), device_id)
+        .await?;
+    facts.nonce_seen = !new;
+    let approved = policy
+        .decide(&request, now, &facts)
+        .map_err(ServerError::Refused)?;
+    let signed = service.inner.signer.sign(&approved);
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        signed.to_json(),
+    ))
+}

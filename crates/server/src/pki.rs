@@ -1,0 +1,262 @@
+//! The server's secrets, made on first start so `ferry server` needs no set-up, and the
+//! TLS listener that serves HTTPS with them.
+//!
+//! Layout in the data directory:
+//!
+//! ```text
+//! pki/ca.pem, pki/ca.key            the CA devices pin (`device init --ca DIR/pki/ca.pem`)
+//! pki/server.pem, pki/server.key    the server certificate, issued by that CA
+//! keys-online/personalization.pk8   Ed25519 key that signs tickets (PKCS#8, 0600)
+//! keys-online/credential.pk8        Ed25519 key that signs device credentials (0600)
+//! admin-token                       bearer token of the admin endpoints (0600)
+//! ```
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_personalize::pki::{Ca, ServerCert};
+use ferry_personalize::{CredentialSigner, EnrollmentToken, Signer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::server::TlsStream;
+
+use crate::ServerError;
+
+/// CA, server certificate and key pair files.
+pub const PKI_DIR: &str = "pki";
+/// Online signing keys.
+pub const KEYS_ONLINE_DIR: &str = "keys-online";
+/// Ticket signing key (PKCS#8 DER).
+pub const PERSONALIZATION_KEY_FILE: &str = "personalization.pk8";
+/// Credential signing key (PKCS#8 DER).
+pub const CREDENTIAL_KEY_FILE: &str = "credential.pk8";
+/// The admin endpoints' bearer token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Everything secret the server runs with.
+pub struct Secrets {
+    /// The CA certificate (PEM) devices pin.
+    pub ca_pem: String,
+    /// rustls configuration presenting the server certificate.
+    pub tls: Arc<ServerConfig>,
+    /// Signs tickets.
+    pub signer: Signer,
+    /// Signs device credentials.
+    pub credential_signer: CredentialSigner,
+    /// The admin token.
+    pub admin_token: String,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("personalization_key", &self.signer.key_id())
+            .finish_non_exhaustive()
+    }
+}
+
+fn secrets_error(op: &str) -> impl FnOnce(String) -> ServerError + '_ {
+    move |reason| ServerError::Secrets {
+        cause: format!("could not {op}: {reason}"),
+    }
+}
+
+impl Secrets {
+    /// Loads the secrets from `dir`, making whatever is missing: a CA, a server
+    /// certificate for `127.0.0.1`, `::1`, `localhost` and the listen address, the two
+    /// online keys and the admin token.
+    pub fn load_or_create(dir: &Path, listen: Option<SocketAddr>) -> Result<Secrets, ServerError> {
+        let pki = dir.join(PKI_DIR);
+        let keys = dir.join(KEYS_ONLINE_DIR);
+        for sub in [&pki, &keys] {
+            std::fs::create_dir_all(sub).map_err(|source| ServerError::Io {
+                op: "creating the secrets directories",
+                source,
+            })?;
+        }
+        let ca = if pki.join(ferry_personalize::pki::CA_CERT_FILE).exists() {
+            Ca::load(&pki).map_err(|e| secrets_error("read the CA")(e.to_string()))?
+        } else {
+            let ca = Ca::generate("ferry update server CA")
+                .map_err(|e| secrets_error("make the CA")(e.to_string()))?;
+            ca.save(&pki)
+                .map_err(|e| secrets_error("store the CA")(e.to_string()))?;
+            ca
+        };
+        let server_cert = if pki.join(ferry_personalize::pki::SERVER_CERT_FILE).exists() {
+            ServerCert::load(&pki)
+                .map_err(|e| secrets_error("read the server certificate")(e.to_string()))?
+        } else {
+            let mut names = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
+            if let Some(addr) = listen
+                && !addr.ip().is_unspecified()
+                && !names.contains(&addr.ip().to_string())
+            {
+                names.push(addr.ip().to_string());
+            }
+            if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
+                let host = host.trim();
+                if !host.is_empty() && !names.iter().any(|n| n == host) {
+                    names.push(host.to_owned());
+                }
+            }
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let cert = ca
+                .issue_server_cert(&refs)
+                .map_err(|e| secrets_error("issue the server certificate")(e.to_string()))?;
+            cert.save(&pki)
+                .map_err(|e| secrets_error("store the server certificate")(e.to_string()))?;
+            cert
+        };
+        let mut tls =
+            ferry_personalize::tls::server_config(&server_cert.cert_pem, &server_cert.key_pem)
+                .map_err(|e| secrets_error("build the TLS configuration")(e.to_string()))?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+
+        let signer = load_or_make_key(
+            &keys.join(PERSONALIZATION_KEY_FILE),
+            || Signer::generate().to_pkcs8(),
+            |der| Signer::from_pkcs8(der).map_err(|e| e.to_string()),
+        )?;
+        let credential_signer = load_or_make_key(
+            &keys.join(CREDENTIAL_KEY_FILE),
+            || CredentialSigner::generate().to_pkcs8(),
+            |der| CredentialSigner::from_pkcs8(der).map_err(|e| e.to_string()),
+        )?;
+        let token_path = dir.join(ADMIN_TOKEN_FILE);
+        let admin_token = match std::fs::read_to_string(&token_path) {
+            Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
+            _ => {
+                let token = EnrollmentToken::random().as_str().to_owned();
+                write_secret(&token_path, format!("{token}\n").as_bytes())?;
+                token
+            }
+        };
+        Ok(Secrets {
+            ca_pem: ca.cert_pem().to_owned(),
+            tls: Arc::new(tls),
+            signer,
+            credential_signer,
+            admin_token,
+        })
+    }
+}
+
+fn load_or_make_key<K>(
+    path: &Path,
+    make: impl FnOnce() -> Vec<u8>,
+    parse: impl Fn(&[u8]) -> Result<K, String>,
+) -> Result<K, ServerError> {
+    let der = match std::fs::read(path) {
+        Ok(der) => der,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let der = make();
+            write_secret(path, &der)?;
+            der
+        }
+        Err(source) => {
+            return Err(ServerError::Io {
+                op: "reading an online key",
+                source,
+            });
+        }
+    };
+    parse(&der).map_err(|reason| ServerError::Secrets {
+        cause: format!("the key {} is unusable: {reason}", path.display()),
+    })
+}
+
+/// Writes a secret durably with mode 0600: temp file, fsync, rename, fsync the directory.
+pub(crate) fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
+    let io = |source| ServerError::Io {
+        op: "writing a secret",
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// A TCP listener whose connections arrive TLS-terminated. Handshakes run in their own
+/// tasks (10 s limit), so a slow or hostile client never holds up the others.
+#[derive(Debug)]
+pub struct TlsListener {
+    incoming: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    /// Accepts on `listener`, terminating TLS with `config`.
+    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<TlsListener> {
+        let local = listener.local_addr()?;
+        let (tx, incoming) = tokio::sync::mpsc::channel(1024);
+        let acceptor = TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = tx.closed() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let (tcp, addr) = match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        // Out of descriptors and the like: back off, keep serving.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, addr)).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { incoming, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.incoming.recv().await {
+            Some(pair) => pair,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}

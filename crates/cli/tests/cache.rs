@@ -90,25 +90,7 @@ fn second_device_is_served_from_the_cache_and_a_dead_cache_falls_back_to_origin(
     let mut devices = Vec::new();
     for n in 0..3 {
         let device = tmp.path().join(format!("device{n}"));
-        ok(&[
-            "device",
-            "init",
-            s(&device),
-            "--class",
-            "vm",
-            "--image",
-            s(&v1),
-            "--version",
-            "1.0",
-            "--server",
-            &server.url(),
-            "--root",
-            s(&root_file(&data)),
-            "--ca",
-            s(&server.ca()),
-            "--enroll-token",
-            &server.token(),
-        ]);
+        device_init(&device, &v1, "1.0", &server.url(), &data, "customer");
         use_cache(&device, &cache.url);
         devices.push(device);
     }

@@ -44,25 +44,7 @@ fn killed_at_any_point_the_install_resumes_and_the_journal_replays() {
     let mut new_device = || {
         n_device += 1;
         let dir = tmp.path().join(format!("device{n_device}"));
-        ok(&[
-            "device",
-            "init",
-            s(&dir),
-            "--class",
-            "vm",
-            "--image",
-            s(&v1),
-            "--version",
-            "1.0",
-            "--server",
-            &server.url(),
-            "--root",
-            s(&root_file(&data)),
-            "--ca",
-            s(&server.ca()),
-            "--enroll-token",
-            &server.token(),
-        ]);
+        device_init(&dir, &v1, "1.0", &server.url(), &data, "customer");
         dir
     };
 

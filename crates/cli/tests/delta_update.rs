@@ -39,25 +39,7 @@ fn delta_fleet() -> DeltaFleet {
     ]);
     let server = Server::start(&data);
     let device = tmp.path().join("device");
-    ok(&[
-        "device",
-        "init",
-        s(&device),
-        "--class",
-        "vm",
-        "--image",
-        s(&v1),
-        "--version",
-        "1.0",
-        "--server",
-        &server.url(),
-        "--root",
-        s(&root_file(&data)),
-        "--ca",
-        s(&server.ca()),
-        "--enroll-token",
-        &server.token(),
-    ]);
+    device_init(&device, &v1, "1.0", &server.url(), &data, "customer");
     DeltaFleet {
         _tmp: tmp,
         _server: server,

@@ -25,7 +25,7 @@
 //! // Server: create the catalog once, then publish.
 //! let (keys, online_keys, metadata) = (Path::new("keys"), Path::new("online-keys"), Path::new("tuf/metadata"));
 //! repo::init(keys, online_keys, metadata, &repo::RepoSettings::default()).await?;
-//! # let info: ReleaseInfo = todo!();
+//! # let info = ReleaseInfo::from_custom("gw-1.10.full", &serde_json::Value::Null)?;
 //! # let (length, sha256) = (0, ferry_catalog::Sha256Digest::of(b""));
 //! let target = NewTarget { name: "gw-1.10.full".into(), length, sha256, custom: info.to_custom() };
 //! repo::add_targets(keys, online_keys, metadata, vec![target], &repo::Expiries::default()).await?;

@@ -20,14 +20,14 @@ use std::time::Instant;
 
 use chrono::Utc;
 use ferry_boot::Slot;
-use ferry_fsm::{Instance, Machine};
+use ferry_fsm::Instance;
 use ferry_payload::Manifest;
 use ferry_types::{Diagnose, Sha256, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::device::{CACHE_DIR, Device, Receipt, SLOTS_DIR, SlotInfo};
-use crate::journal::{Journal, fire};
+use crate::journal::{Journal, fire, machine};
 use crate::machines::{CONTROLLER, DOWNLOADER, UPDATE};
 use crate::offer::{self, Offer};
 use crate::progress::{self, Phase, ProgressSink};
@@ -180,14 +180,6 @@ pub async fn install(
             Err(e)
         }
     }
-}
-
-fn machine(def: &'static ferry_fsm::MachineDef) -> Result<Machine, AgentError> {
-    Machine::new(def).map_err(|e| AgentError::Journal {
-        code: e.code(),
-        cause: e.to_string(),
-        fix: e.fix(),
-    })
 }
 
 /// One install run: what the controller's actions share.

@@ -76,6 +76,15 @@ impl Journal {
     }
 }
 
+/// A machine from its table; a defective table is the device's error (JOURNAL codes).
+pub fn machine(def: &'static ferry_fsm::MachineDef) -> Result<Machine, AgentError> {
+    Machine::new(def).map_err(|e| AgentError::Journal {
+        code: e.code(),
+        cause: e.to_string(),
+        fix: e.fix(),
+    })
+}
+
 /// Fires `event` on `inst`, journals it, and honours the crash-injection point.
 pub fn fire(
     inst: &mut Instance,

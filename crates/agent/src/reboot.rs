@@ -168,12 +168,7 @@ fn record_boot(
         return Ok(());
     };
     let mut journal = crate::journal::Journal::open(device)?;
-    let machine =
-        ferry_fsm::Machine::new(&crate::machines::UPDATE).map_err(|e| AgentError::Journal {
-            code: e.code(),
-            cause: e.to_string(),
-            fix: e.fix(),
-        })?;
+    let machine = crate::journal::machine(&crate::machines::UPDATE)?;
     let mut update = journal.instance(machine, &update_id.to_string(), false)?;
     if update.state() != "STAGED" {
         return Ok(());

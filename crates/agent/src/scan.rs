@@ -5,10 +5,9 @@ use serde_json::json;
 
 use crate::AgentError;
 use crate::device::Device;
-use crate::journal::{Journal, fire};
+use crate::journal::{Journal, fire, machine};
 use crate::machines::{RECOVERY_SCAN, SCAN, SCAN_MANAGER};
 use crate::offer::{self, Offer};
-use ferry_fsm::Machine;
 use ferry_types::Diagnose;
 
 /// What a scan found.
@@ -20,13 +19,6 @@ pub struct ScanResult {
 
 /// Runs a scan, journaled. `asked`: a person asked for it (always runs).
 pub async fn scan(device: &Device, journal: &mut Journal) -> Result<ScanResult, AgentError> {
-    let machine = |def| {
-        Machine::new(def).map_err(|e| AgentError::Journal {
-            code: e.code(),
-            cause: e.to_string(),
-            fix: e.fix(),
-        })
-    };
     let mut manager = journal.instance(machine(&SCAN_MANAGER)?, "device", false)?;
     if manager.state() == "SCANNING" {
         // The previous scan was cut short (crash): close it before starting another.
@@ -86,12 +78,7 @@ async fn run(
         "Selected",
         json!({ "current": current, "offers": offers.iter().map(|o| &o.label).collect::<Vec<_>>() }),
     )?;
-    let recovery = Machine::new(&RECOVERY_SCAN).map_err(|e| AgentError::Journal {
-        code: e.code(),
-        cause: e.to_string(),
-        fix: e.fix(),
-    })?;
-    let mut recovery = journal.instance(recovery, scan_id, false)?;
+    let mut recovery = journal.instance(machine(&RECOVERY_SCAN)?, scan_id, false)?;
     fire(&mut recovery, "Check", json!({}))?;
     fire(
         &mut recovery,

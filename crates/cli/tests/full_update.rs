@@ -93,14 +93,7 @@ fn v1_to_v2_install_reboot_status_receipts_history() {
 
 #[test]
 fn truncated_payload_fails_with_its_code_and_a_retry_succeeds() {
-    let proxy_slot = std::cell::RefCell::new(None);
-    let f = fleet(6, |server| {
-        let p = Proxy::start(server.addr);
-        let url = p.url();
-        *proxy_slot.borrow_mut() = Some(p);
-        url
-    });
-    let proxy = proxy_slot.into_inner().unwrap();
+    let (f, proxy) = fleet_behind_proxy(6);
     proxy.set_fault(Fault::CutAfter(2 << 20));
     let out = run(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
     assert!(!out.status.success());
@@ -178,14 +171,7 @@ fn flipped_byte_fails_with_digest_code_and_a_fixed_server_succeeds() {
 
 #[test]
 fn server_killed_mid_download_is_a_clean_error_and_nothing_is_half_applied() {
-    let proxy_slot = std::cell::RefCell::new(None);
-    let mut f = fleet(6, |server| {
-        let p = Proxy::start(server.addr);
-        let url = p.url();
-        *proxy_slot.borrow_mut() = Some(p);
-        url
-    });
-    let proxy = proxy_slot.into_inner().unwrap();
+    let (mut f, proxy) = fleet_behind_proxy(6);
     proxy.set_fault(Fault::StallAfter(3 << 20));
     let child = ferry()
         .args(["install", "vm-2.0", "--json", "--device", s(&f.device)])
@@ -372,14 +358,7 @@ fn assert_failure_journaled(device: &Path, fsm: &str) {
 
 #[test]
 fn http_errors_and_stalls_fail_with_their_codes_and_are_journaled() {
-    let proxy_slot = std::cell::RefCell::new(None);
-    let f = fleet(4, |server| {
-        let p = Proxy::start(server.addr);
-        let url = p.url();
-        *proxy_slot.borrow_mut() = Some(p);
-        url
-    });
-    let proxy = proxy_slot.into_inner().unwrap();
+    let (f, proxy) = fleet_behind_proxy(4);
 
     // An overloaded server (503) fails the scan (the catalog refresh), naming the status.
     proxy.set_fault(Fault::Status(503));

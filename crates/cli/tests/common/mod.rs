@@ -426,6 +426,18 @@ pub fn fleet(mib: usize, via: impl FnOnce(&Server) -> String) -> Fleet {
     fleet_with(mib, &[], via)
 }
 
+/// [`fleet`] with the device talking to the server through a fault-injecting [`Proxy`].
+pub fn fleet_behind_proxy(mib: usize) -> (Fleet, Proxy) {
+    let slot = std::cell::RefCell::new(None);
+    let fleet = fleet(mib, |server| {
+        let proxy = Proxy::start(server.addr);
+        let url = proxy.url();
+        *slot.borrow_mut() = Some(proxy);
+        url
+    });
+    (fleet, slot.into_inner().expect("the proxy was started"))
+}
+
 /// [`fleet`] with extra `device init` arguments.
 pub fn fleet_with(mib: usize, init_args: &[&str], via: impl FnOnce(&Server) -> String) -> Fleet {
     let tmp = tempfile::tempdir().unwrap();

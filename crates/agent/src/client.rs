@@ -316,6 +316,48 @@ impl Client {
         })
     }
 
+    /// `GET path` with `Range: bytes=<ranges>` (the cache first, as [`Client::stream_from`]).
+    /// Returns the answer whatever its status, for the caller to read: `206` (one range or
+    /// `multipart/byteranges`), `200` (ranges ignored) or `416` (multi-range refused).
+    pub async fn get_ranges(
+        &self,
+        path: &str,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<reqwest::Response, AgentError> {
+        let value = ranges
+            .iter()
+            .map(|r| format!("{}-{}", r.start, r.end.saturating_sub(1)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let bases = self.bases(path);
+        for (idx, base) in bases.iter().enumerate() {
+            let url = format!("{base}{path}");
+            let result = self
+                .http
+                .get(&url)
+                .header(reqwest::header::RANGE, format!("bytes={value}"))
+                .send()
+                .await
+                .map_err(|e| self.failed(&url, e));
+            let result = match result {
+                Ok(response) if response.status().is_server_error() => {
+                    Err(refused(url.clone(), response).await)
+                }
+                other => other,
+            };
+            match &result {
+                Err(e) if idx + 1 < bases.len() && cache_should_fall_back(e) => {
+                    tracing::warn!(%path, error = %e, "the cache failed; going to the origin");
+                }
+                _ => return result,
+            }
+        }
+        Err(AgentError::ServerUnreachable {
+            url: path.to_owned(),
+            reason: "no server".into(),
+        })
+    }
+
     async fn stream_from_base(
         &self,
         base: &str,

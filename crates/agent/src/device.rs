@@ -151,7 +151,7 @@ pub struct Receipt {
     pub image_sha256: Sha256,
     /// Image size.
     pub image_size: u64,
-    /// Payload kind (`full`).
+    /// Payload kind: `full`, `delta` or `chunks`.
     pub payload_kind: String,
     /// Payload digest.
     pub payload_sha256: Sha256,
@@ -159,12 +159,15 @@ pub struct Receipt {
     pub payload_size: u64,
     /// Bytes fetched over the network for this install (resumes count once).
     pub bytes_downloaded: u64,
-    /// Bytes of the running slot reused (a delta's copies).
+    /// Bytes of the running slot reused (a delta's copies, chunk reuse's extents).
     #[serde(default)]
     pub bytes_reused: u64,
-    /// Why a tailored delta was abandoned for the full image, if it was.
+    /// Why a tailored delta or chunk reuse was abandoned, if it was.
     #[serde(default)]
     pub fallback: Option<ferry_types::Report>,
+    /// Which payload was abandoned (`delta` or `chunks`).
+    #[serde(default)]
+    pub fallback_from: Option<String>,
     /// When the install finished.
     pub installed_at: DateTime<Utc>,
     /// Version it updated from.
@@ -475,6 +478,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         bytes_downloaded: 0,
         bytes_reused: 0,
         fallback: None,
+        fallback_from: None,
         installed_at: now,
         from_version: None,
         update_id: None,

@@ -160,6 +160,34 @@ pub enum AgentError {
         /// Its fix.
         fix: String,
     },
+    /// Chunk reuse could not rebuild the image (the install falls back to the full image):
+    /// an unusable index, a server that serves no byte ranges, an extent that did not verify.
+    #[error("{cause}")]
+    ChunkReuse {
+        /// RANGES_UNSUPPORTED, INDEX_INVALID, DIGEST_MISMATCH, CHUNK_MISSING, …
+        code: &'static str,
+        /// Its cause.
+        cause: String,
+        /// Its fix.
+        fix: String,
+    },
+    /// A downloaded chunk failed its digest, and again when fetched once more (the install
+    /// falls back to the full image).
+    #[error(
+        "chunk {chunk} (payload bytes {start}..{end}) failed its digest twice: expected {expected}, got {actual}"
+    )]
+    ChunkCorrupt {
+        /// Chunk number in the index.
+        chunk: usize,
+        /// First payload byte.
+        start: u64,
+        /// End of its payload bytes.
+        end: u64,
+        /// blake3 the index gives.
+        expected: String,
+        /// blake3 of what arrived the second time.
+        actual: String,
+    },
     /// The journal or a machine's state could not be used.
     #[error("{cause}")]
     Journal {
@@ -299,7 +327,10 @@ impl Diagnose for AgentError {
             AgentError::SealMismatch { .. } => "SEAL_MISMATCH",
             AgentError::Seal(e) => e.code(),
             AgentError::HealthCheckFailed { .. } => "HEALTH_CHECK_FAILED",
-            AgentError::Journal { code, .. } | AgentError::Delta { code, .. } => code,
+            AgentError::Journal { code, .. }
+            | AgentError::Delta { code, .. }
+            | AgentError::ChunkReuse { code, .. } => code,
+            AgentError::ChunkCorrupt { .. } => "CHUNK_CORRUPT",
             AgentError::Catalog(e) => e.code(),
             AgentError::AudienceInvalid { .. } => "AUDIENCE_INVALID",
             AgentError::RootNotPinned { .. } => "ROOT_NOT_PINNED",
@@ -360,7 +391,14 @@ impl Diagnose for AgentError {
             AgentError::HealthCheckFailed { .. } => {
                 "the device rolled back to the previous version; fix what the check reports, then install again".into()
             }
-            AgentError::Journal { fix, .. } | AgentError::Delta { fix, .. } => fix.clone(),
+            AgentError::Journal { fix, .. }
+            | AgentError::Delta { fix, .. }
+            | AgentError::ChunkReuse { fix, .. } => fix.clone(),
+            AgentError::ChunkCorrupt { .. } => {
+                "nothing to do on this device (it installed from the full image); if it repeats, the chunk payload on \
+                 the server or a cache in between is damaged: republish the release or clear the cache"
+                    .into()
+            }
             AgentError::Catalog(e) => e.fix(),
             AgentError::AudienceInvalid { .. } => {
                 "use customer, beta, or a programme name of 1-64 of a-z, 0-9, '.', '_', '-'".into()

@@ -34,6 +34,9 @@ use crate::progress::{self, Phase, ProgressSink};
 use crate::seal::{LeafStore, SlotSeal};
 use crate::{AgentError, catalog, download, durable};
 
+#[path = "install_attempts.rs"]
+mod attempts;
+
 /// Namespace of update UUIDs (v5 of device id and build id).
 pub const UPDATE_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6b9f_0a3c_1d2e_4f50_8a6b_7c8d_9e0f_1a2b);
@@ -61,16 +64,31 @@ pub struct InstallProgress {
     pub frames_done: usize,
     /// Payload bytes fetched so far, over all attempts.
     pub bytes_downloaded: u64,
-    /// `delta` once a tailored delta has written the slot, else `full`.
+    /// `delta` or `chunks` once a tailored delta or chunk reuse has written the slot,
+    /// else `full`.
     #[serde(default = "full")]
     pub payload_kind: String,
-    /// Bytes of the running slot the delta reused.
+    /// Bytes of the running slot the delta or chunk reuse reused.
     #[serde(default)]
     pub bytes_reused: u64,
-    /// Why the tailored delta was abandoned, if it was: the install then uses the full
-    /// payload, and says so.
+    /// Why the tailored delta or chunk reuse was abandoned, if it was: the install then
+    /// uses the next payload (chunks, then full), and says so.
     #[serde(default)]
     pub fallback: Option<ferry_types::Report>,
+    /// Which payload the fallback left (`delta` or `chunks`).
+    #[serde(default)]
+    pub fallback_from: Option<String>,
+    /// The chunk-reuse attempt, once begun: batches done, bytes, whether abandoned.
+    #[serde(default)]
+    pub chunks: Option<crate::chunks::ChunkProgress>,
+}
+
+impl InstallProgress {
+    /// Whether a chunk-reuse attempt is under way (begun, not finished, not abandoned):
+    /// the slot then holds nothing of the full payload's frames to resume from.
+    fn chunks_in_progress(&self) -> bool {
+        self.frames_done == 0 && self.chunks.as_ref().is_some_and(|c| !c.abandoned)
+    }
 }
 
 fn full() -> String {
@@ -90,6 +108,12 @@ pub struct InstallOutcome {
     pub bytes_downloaded: u64,
     /// Frame the download resumed from (0: a fresh start).
     pub resumed_from_frame: usize,
+    /// The payload that wrote the slot: `full`, `delta` or `chunks`.
+    pub payload_kind: String,
+    /// Bytes of the running slot reused (delta or chunk reuse).
+    pub bytes_reused: u64,
+    /// Chunk-reuse batch the download resumed from (0: a fresh start).
+    pub resumed_from_batch: usize,
     /// Image size.
     pub image_size: u64,
     /// Seconds downloading (decode and write included).
@@ -195,6 +219,7 @@ struct Run<'a> {
     seal: Option<SlotSeal>,
     bytes_downloaded: u64,
     start_frame: usize,
+    start_batch: usize,
     download_secs: f64,
     verify_secs: f64,
     receipt: String,
@@ -219,6 +244,7 @@ impl<'a> Run<'a> {
             seal: None,
             bytes_downloaded: 0,
             start_frame: 0,
+            start_batch: 0,
             download_secs: 0.0,
             verify_secs: 0.0,
             receipt: String::new(),
@@ -321,8 +347,12 @@ impl<'a> Run<'a> {
         if let Some(mut record) = resumable.filter(|_| !target_bootable) {
             // Frames written after the last checkpoint are still in the slot: re-verify
             // them instead of downloading them again.
+            // (A chunk-reuse attempt resumes by its batches: the slot is written last.)
             let slot = self.device.slot_path(self.target);
-            record.frames_done = download::verified_prefix(&slot, &manifest, record.frames_done)?;
+            if !record.chunks_in_progress() {
+                record.frames_done =
+                    download::verified_prefix(&slot, &manifest, record.frames_done)?;
+            }
             durable::write_json(&path, &record)
                 .map_err(AgentError::io("writing install progress", &path))?;
             let frames_done = record.frames_done;
@@ -347,6 +377,8 @@ impl<'a> Run<'a> {
             payload_kind: full(),
             bytes_reused: 0,
             fallback: None,
+            fallback_from: None,
+            chunks: None,
         };
         durable::write_json(&path, &fresh)
             .map_err(AgentError::io("writing install progress", &path))?;
@@ -417,73 +449,19 @@ impl<'a> Run<'a> {
             .map_or(manifest.payload_size, |f| f.offset);
         let mut downloader = journal.instance(machine(&DOWNLOADER)?, &self.id.to_string(), true)?;
 
-        // A tailored delta first, when there is one and nothing of the full payload is
-        // in the slot yet; any failure falls back to the full payload, recorded.
-        if let Some(delta) = self.offer.delta.clone()
-            && record.frames_done == 0
-            && record.fallback.is_none()
+        // A tailored delta first, then chunk reuse, then the full payload: each failure
+        // that is not the network's falls back to the next, recorded.
+        if let Some(done) = self
+            .try_delta(&mut downloader, &mut record, &manifest, &client)
+            .await?
         {
-            fire(
-                &mut downloader,
-                "Begin",
-                json!({ "payload": "delta", "size": delta.size }),
-            )?;
-            let mut phase = Phase::new(
-                "DOWNLOADING_UPDATE",
-                "Downloading update (tailored delta)…",
-                delta.size,
-                0,
-            );
-            let sink = self.sink;
-            let mut on_bytes = |n: u64| {
-                crate::journal::bytes_received(n);
-                if let Some(p) = phase.at(n, false) {
-                    sink.report(&p);
-                }
-            };
-            let running = self.device.slot_path(!self.target);
-            let started = Instant::now();
-            match crate::delta::apply(&client, &delta, &running, &slot_path, &mut on_bytes).await {
-                Ok(outcome) => {
-                    record.frames_done = manifest.frames.len();
-                    record.payload_kind = "delta".into();
-                    record.bytes_downloaded += outcome.bytes_downloaded;
-                    record.bytes_reused = outcome.bytes_reused;
-                    durable::write_json(&path, &record)
-                        .map_err(AgentError::io("writing install progress", &path))?;
-                    self.record = Some(record);
-                    self.bytes_downloaded = outcome.bytes_downloaded;
-                    self.download_secs = started.elapsed().as_secs_f64();
-                    self.start_frame = manifest.frames.len();
-                    // No leaves were hashed: Prepare re-reads the slot and checks every
-                    // frame against the full manifest and the seal.
-                    self.leaves = None;
-                    fire(
-                        &mut downloader,
-                        "Done",
-                        json!({ "payload": "delta", "bytes": outcome.bytes_downloaded, "reused": outcome.bytes_reused }),
-                    )?;
-                    return Ok((
-                        "Downloaded",
-                        json!({ "payload": "delta", "bytes": outcome.bytes_downloaded }),
-                    ));
-                }
-                Err(e) => {
-                    let report = e.report();
-                    tracing::warn!(
-                        code = report.code,
-                        "the tailored delta failed; falling back to the full image"
-                    );
-                    record.fallback = Some(report.clone());
-                    durable::write_json(&path, &record)
-                        .map_err(AgentError::io("writing install progress", &path))?;
-                    fire(
-                        &mut downloader,
-                        "Fail",
-                        json!({ "payload": "delta", "error": report, "fallback": "full" }),
-                    )?;
-                }
-            }
+            return Ok(done);
+        }
+        if let Some(done) = self
+            .try_chunks(&mut downloader, &mut record, &manifest, &client)
+            .await?
+        {
+            return Ok(done);
         }
 
         fire(
@@ -648,6 +626,7 @@ impl<'a> Run<'a> {
                 bytes_downloaded: record.bytes_downloaded,
                 bytes_reused: record.bytes_reused,
                 fallback: record.fallback.clone(),
+                fallback_from: record.fallback_from.clone(),
                 installed_at: now,
                 from_version: Some(from_version),
                 update_id: Some(self.id),
@@ -698,6 +677,12 @@ impl<'a> Run<'a> {
             slot: self.target,
             bytes_downloaded: self.bytes_downloaded,
             resumed_from_frame: self.start_frame,
+            payload_kind: self
+                .record
+                .as_ref()
+                .map_or_else(full, |r| r.payload_kind.clone()),
+            bytes_reused: self.record.as_ref().map_or(0, |r| r.bytes_reused),
+            resumed_from_batch: self.start_batch,
             image_size: manifest.image_size,
             download_secs: self.download_secs,
             verify_secs: self.verify_secs,

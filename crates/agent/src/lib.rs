@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod catalog;
+pub mod chunks;
 pub mod client;
 pub mod delta;
 pub mod device;
@@ -23,6 +24,7 @@ pub mod machines;
 pub mod offer;
 pub mod personalize;
 pub mod progress;
+pub mod ranges;
 pub mod reboot;
 pub mod scan;
 pub mod seal;

@@ -52,7 +52,9 @@ pub const RECOVERY_SCAN: MachineDef = machine! {
     ],
 };
 
-/// One update's payload download, across attempts (a failed attempt resumes).
+/// One update's payload download, across attempts (a failed attempt resumes). Chunk
+/// reuse re-fetches a chunk that failed its digest once (Refetch), then assembles the
+/// image from the running slot and the downloaded chunks (ASSEMBLING).
 pub const DOWNLOADER: MachineDef = machine! {
     name: "downloader",
     initial: IDLE,
@@ -62,6 +64,11 @@ pub const DOWNLOADER: MachineDef = machine! {
     rows: [
         IDLE      + Begin      => OpenStream     -> STREAMING,
         STREAMING + Checkpoint => RecordProgress -> STREAMING,
+        STREAMING + Refetch    => RefetchChunk   -> STREAMING,
+        STREAMING + Assemble   => AssembleImage  -> ASSEMBLING,
+        ASSEMBLING + Done      => Finish         -> DONE,
+        ASSEMBLING + Fail      => RecordFailure  -> FAILED,
+        ASSEMBLING + Begin     => OpenStream     -> STREAMING,
         STREAMING + Done       => Finish         -> DONE,
         IDLE      + Fail       => RecordFailure  -> FAILED,
         STREAMING + Fail       => RecordFailure  -> FAILED,

@@ -8,8 +8,8 @@
 //! the signed target entries.
 
 use ferry_catalog::{
-    DeviceQuery, PayloadKind, Release as CatalogRelease, TargetInfo, manifest_target_name,
-    payload_target_name,
+    DeviceQuery, PayloadKind, Release as CatalogRelease, TargetInfo, chunk_index_target_name,
+    chunks_target_name, manifest_target_name, payload_target_name,
 };
 use ferry_types::{Sha256, Version};
 use serde::Serialize;
@@ -45,9 +45,22 @@ pub struct Offer {
     /// payload stays in `release` for the fallback, and its manifest verifies both.
     #[serde(skip)]
     pub delta: Option<Artifact>,
+    /// The chunked form of the full image, when published: used when no tailored delta
+    /// applies, reusing what the running slot holds. Its manifest is the full payload's.
+    #[serde(skip)]
+    pub chunks: Option<ChunkedPayload>,
     /// The release behind it.
     #[serde(skip)]
     pub release: Release,
+}
+
+/// A chunked payload and its index, as signed catalog targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkedPayload {
+    /// The chunk payload (independent zstd frames, fetched by byte ranges).
+    pub payload: Artifact,
+    /// Its index (`ferry_delta::PayloadIndex`), fetched whole and checked first.
+    pub index: Artifact,
 }
 
 /// The offer for a device of `class` in `audience` running `current`, from the verified
@@ -128,12 +141,22 @@ fn to_offer(
             ))?,
             Some(artifact(&release.target)),
         ),
+        PayloadKind::Chunks => return None,
     };
+    let chunks_name = chunks_target_name(&info.device_class, &info.version.to_string());
+    let chunks = target(&chunks_name).and_then(|payload| {
+        let index = target(&chunk_index_target_name(&chunks_name)?)?;
+        Some(ChunkedPayload {
+            payload: artifact(&payload),
+            index: artifact(&index),
+        })
+    });
     let manifest = target(&manifest_target_name(&full_target.name)?)?;
     let version: Version = info.version.to_string().parse().ok()?;
     let kind = match &info.payload {
         PayloadKind::Full => "full".to_owned(),
         PayloadKind::Delta { .. } => "delta".to_owned(),
+        PayloadKind::Chunks => "chunks".to_owned(),
     };
     let release = Release {
         class: info.device_class.clone(),
@@ -160,6 +183,7 @@ fn to_offer(
         action: "restart",
         kind,
         delta,
+        chunks,
         release,
     })
 }

@@ -70,7 +70,8 @@ pub use client::{
 pub use error::CatalogError;
 pub use offer::{DeviceQuery, Offer};
 pub use release::{
-    MANIFEST_TARGET_SUFFIX, PAYLOAD_TARGET_SUFFIX, PayloadKind, ReleaseInfo, Sha256Digest, Version,
+    CHUNK_INDEX_TARGET_SUFFIX, CHUNKS_TARGET_SUFFIX, MANIFEST_TARGET_SUFFIX, PAYLOAD_TARGET_SUFFIX,
+    PayloadKind, ReleaseInfo, Sha256Digest, Version, chunk_index_target_name, chunks_target_name,
     manifest_target_name, payload_target_name,
 };
 pub use repo::NewTarget;

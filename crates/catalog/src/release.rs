@@ -185,6 +185,10 @@ pub enum PayloadKind {
         /// The version the delta applies to.
         from: Version,
     },
+    /// The chunked form of the full image: a device fetches the index
+    /// ([`chunk_index_target_name`]), reuses what its running slot holds and downloads only
+    /// the missing chunks by byte ranges. Installable over any version.
+    Chunks,
 }
 
 /// The custom metadata of a release target, as signed in the catalog (`custom` of the TUF
@@ -240,6 +244,26 @@ impl ReleaseInfo {
 pub const PAYLOAD_TARGET_SUFFIX: &str = ".payload.zst";
 /// Suffix of manifest target names (`<class>-<version>.manifest.json`).
 pub const MANIFEST_TARGET_SUFFIX: &str = ".manifest.json";
+
+/// Suffix of chunked-payload target names (`<class>-<version>.chunks.zst`).
+pub const CHUNKS_TARGET_SUFFIX: &str = ".chunks.zst";
+/// Suffix of chunk-index target names (`<class>-<version>.chunks.index`).
+pub const CHUNK_INDEX_TARGET_SUFFIX: &str = ".chunks.index";
+
+/// The target name of a release's chunked payload: `<class>-<version>.chunks.zst`. It carries
+/// a [`ReleaseInfo`] with [`PayloadKind::Chunks`].
+pub fn chunks_target_name(device_class: &str, version: &str) -> String {
+    format!("{device_class}-{version}{CHUNKS_TARGET_SUFFIX}")
+}
+
+/// The index target that goes with a chunked-payload target (`….chunks.zst` →
+/// `….chunks.index`), or `None` when `chunks_target` is not a chunked-payload name. Its
+/// signed length and digest let the device trust the index before it plans anything.
+pub fn chunk_index_target_name(chunks_target: &str) -> Option<String> {
+    chunks_target
+        .strip_suffix(CHUNKS_TARGET_SUFFIX)
+        .map(|stem| format!("{stem}{CHUNK_INDEX_TARGET_SUFFIX}"))
+}
 
 /// The target name of a release's full payload: `<class>-<version>.payload.zst`. It carries the
 /// [`ReleaseInfo`]; its manifest is [`manifest_target_name`] of it.
@@ -312,6 +336,20 @@ mod tests {
         let mut extra = custom.clone();
         extra["added_later"] = serde_json::json!(1);
         assert_eq!(ReleaseInfo::from_custom("t", &extra).expect("parse"), info);
+        let chunks = ReleaseInfo {
+            payload: PayloadKind::Chunks,
+            ..info.clone()
+        };
+        assert_eq!(chunks.to_custom()["payload"]["kind"], "chunks");
+        assert_eq!(
+            ReleaseInfo::from_custom("t", &chunks.to_custom()).expect("parse"),
+            chunks
+        );
+        assert_eq!(
+            chunk_index_target_name(&chunks_target_name("gw", "1.2")).as_deref(),
+            Some("gw-1.2.chunks.index")
+        );
+        assert_eq!(chunk_index_target_name("gw-1.2.payload.zst"), None);
         let mut broken = custom.clone();
         broken["version"] = serde_json::json!("1.x");
         assert!(ReleaseInfo::from_custom("t", &broken).is_err());

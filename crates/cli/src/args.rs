@@ -244,6 +244,10 @@ pub struct PublishArgs {
     /// Also build a tailored delta from this earlier version (repeatable).
     #[arg(long = "delta-from")]
     pub delta_from: Vec<Version>,
+    /// Skip the chunked payload (chunk reuse for devices with no tailored delta): publish
+    /// the full payload (and any deltas) only.
+    #[arg(long)]
+    pub no_chunks: bool,
     /// Print the release as JSON.
     #[arg(long)]
     pub json: bool,

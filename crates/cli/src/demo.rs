@@ -82,6 +82,7 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
                 } else {
                     Vec::new()
                 },
+                chunks: true,
             },
         )
         .await?;

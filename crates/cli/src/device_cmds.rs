@@ -205,6 +205,7 @@ pub async fn publish(a: PublishArgs) -> Result<ExitCode, Failure> {
         build_id: a.build,
         level: a.level,
         delta_from: a.delta_from,
+        chunks: !a.no_chunks,
     };
     let row = ferry_server::publish(&data, request)
         .await

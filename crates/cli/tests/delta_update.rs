@@ -36,6 +36,7 @@ fn delta_fleet() -> DeltaFleet {
         "3",
         "--delta-from",
         "1.0",
+        "--no-chunks",
     ]);
     let server = Server::start(&data);
     let device = tmp.path().join("device");

@@ -253,12 +253,62 @@ async fn serve(State(cache): State<Arc<Cache>>, request: Request) -> Response {
         tracing::warn!(%path, error = %e, "cache miss could not be filled");
         return (StatusCode::BAD_GATEWAY, e).into_response();
     }
-    // ServeFile answers ranges and conditional requests from the cached file.
-    match tower_http::services::ServeFile::new(cache.object_path(&path))
+    // Several ranges: one multipart/byteranges answer (ServeFile refuses them with 416).
+    let object = cache.object_path(&path);
+    let range = request.headers().get(axum::http::header::RANGE).cloned();
+    if let Some(response) = multi_range(&object, range).await {
+        return response;
+    }
+    // ServeFile answers one range and conditional requests from the cached file.
+    match tower_http::services::ServeFile::new(object)
         .oneshot(request)
         .await
     {
         Ok(response) => response.map(Body::new),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// The `multipart/byteranges` answer when the `Range` header asks several ranges of
+/// `object`; `None` for everything ServeFile answers (no range, one range).
+async fn multi_range(object: &Path, range: Option<axum::http::HeaderValue>) -> Option<Response> {
+    use axum_extra::headers::{Header, Range};
+    let value = range?;
+    let range = Range::decode(&mut std::iter::once(&value)).ok()?;
+    let size = std::fs::metadata(object).ok()?.len();
+    let wanted = match crate::byteranges::wanted(Some(&range), size) {
+        Ok(wanted @ crate::byteranges::Wanted::Many(_)) => wanted,
+        _ => return None,
+    };
+    let object = object.to_owned();
+    let open: crate::byteranges::OpenRange = Arc::new(move |range| {
+        let object = object.clone();
+        Box::pin(async move {
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            let mut file = tokio::fs::File::open(&object).await?;
+            let (start, len) = match range {
+                Some(r) => (r.start, r.end - r.start),
+                None => (0, file.metadata().await?.len()),
+            };
+            file.seek(std::io::SeekFrom::Start(start)).await?;
+            let reader = file.take(len);
+            let stream = futures_util::stream::unfold(reader, |mut reader| async move {
+                let mut buf = vec![0u8; 256 << 10];
+                match reader.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(bytes::Bytes::from(buf)), reader))
+                    }
+                    Err(e) => Some((Err(e), reader)),
+                }
+            });
+            Ok(stream.boxed())
+        })
+    });
+    Some(
+        crate::byteranges::respond(wanted, size, "application/octet-stream", open)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+    )
 }

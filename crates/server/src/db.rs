@@ -34,6 +34,29 @@ pub struct DeltaRow {
     pub sha256: Sha256,
 }
 
+/// A stored chunked payload and its index (one per release).
+#[derive(Debug, Clone)]
+pub struct ChunkRow {
+    /// Device class.
+    pub class: String,
+    /// Version of the release it is the chunked form of.
+    pub version: Version,
+    /// Object-store key of the chunk payload.
+    pub payload_key: String,
+    /// Chunk payload size.
+    pub payload_size: u64,
+    /// Chunk payload digest.
+    pub payload_sha256: Sha256,
+    /// Object-store key of the index.
+    pub index_key: String,
+    /// Index size.
+    pub index_size: u64,
+    /// Index digest.
+    pub index_sha256: Sha256,
+    /// Versions whose images were the hints (comma-separated).
+    pub hints: String,
+}
+
 /// A release row as the server stores it.
 #[derive(Debug, Clone)]
 pub struct ReleaseRow {
@@ -214,6 +237,26 @@ impl Db {
             .collect()
     }
 
+    /// Records a stored chunked payload.
+    pub async fn insert_chunks(&self, c: &ChunkRow) -> Result<(), ServerError> {
+        sqlx::query(
+            "INSERT INTO chunk_payloads (class, version, payload_key, payload_size, payload_sha256, index_key, index_size, index_sha256, hints, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.class)
+        .bind(c.version.as_str())
+        .bind(&c.payload_key)
+        .bind(c.payload_size as i64)
+        .bind(c.payload_sha256.to_hex())
+        .bind(&c.index_key)
+        .bind(c.index_size as i64)
+        .bind(c.index_sha256.to_hex())
+        .bind(&c.hints)
+        .bind(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Removes a release row (publish undoes its row when signing fails).
     pub async fn delete_release(&self, class: &str, version: &Version) -> Result<(), ServerError> {
         sqlx::query("DELETE FROM releases WHERE class = ? AND version = ?")
@@ -236,6 +279,10 @@ impl Db {
              SELECT manifest_key AS key FROM releases WHERE manifest_sha256 = ?1
              UNION ALL
              SELECT key FROM deltas WHERE sha256 = ?1
+             UNION ALL
+             SELECT payload_key AS key FROM chunk_payloads WHERE payload_sha256 = ?1
+             UNION ALL
+             SELECT index_key AS key FROM chunk_payloads WHERE index_sha256 = ?1
              LIMIT 1",
         )
         .bind(sha256_hex)

@@ -1,5 +1,5 @@
 //! Tailored deltas at publish time: the earlier release's image is rebuilt from its own
-//! stored payload (and checked against its digest), then `ferry-delta` encodes the
+//! stored payload (and checked against its digest, [`rebuild_image`]), then `ferry-delta` encodes the
 //! delta to the new image, which is stored beside the release.
 
 use std::path::Path;
@@ -33,50 +33,16 @@ pub async fn publish_delta(
             ))
         })?;
     let tmp_dir = data.path.join("tmp");
-    let payload = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io("creating a temp file"))?;
-    {
-        let mut out = tokio::fs::File::create(payload.path())
-            .await
-            .map_err(io("writing a temp file"))?;
-        let mut stream = data.store.get_stream(&old.payload_key, None).await?;
-        while let Some(chunk) = stream.next().await {
-            out.write_all(&chunk?)
-                .await
-                .map_err(io("writing a temp file"))?;
-        }
-        out.flush().await.map_err(io("writing a temp file"))?;
-    }
-    let old_image =
-        tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io("creating a temp file"))?;
+    let old_image = rebuild_image(data, &old).await?;
     let delta_file =
         tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io("creating a temp file"))?;
-    let (payload_path, old_path, delta_path, new_path) = (
-        payload.path().to_owned(),
+    let (old_path, delta_path, new_path) = (
         old_image.path().to_owned(),
         delta_file.path().to_owned(),
         new_image.to_owned(),
     );
-    let expected_old = old.image_sha256;
     let (sha256, size) =
         tokio::task::spawn_blocking(move || -> Result<(Sha256, u64), ServerError> {
-            // The payload is one zstd stream: decode it back into the old image.
-            let mut decoder = zstd::stream::read::Decoder::new(
-                std::fs::File::open(&payload_path).map_err(io("opening the payload"))?,
-            )
-            .map_err(io("decoding the base payload"))?;
-            let mut image =
-                std::fs::File::create(&old_path).map_err(io("rebuilding the base image"))?;
-            let mut hasher = Sha256Hasher::new();
-            let mut tee = Tee {
-                a: &mut image,
-                b: &mut hasher,
-            };
-            std::io::copy(&mut decoder, &mut tee).map_err(io("rebuilding the base image"))?;
-            if hasher.finish() != expected_old {
-                return Err(ServerError::Seal(
-                    "the base release's stored payload does not rebuild its image".into(),
-                ));
-            }
             let old_file = std::fs::File::open(&old_path).map_err(io("opening the base image"))?;
             let new_file = std::fs::File::open(&new_path).map_err(io("opening the image"))?;
             let mut out = std::io::BufWriter::new(
@@ -116,6 +82,59 @@ pub async fn publish_delta(
     };
     data.db.insert_delta(&row).await?;
     Ok(row)
+}
+
+/// Rebuilds the image of the stored release `release` from its own payload (one zstd
+/// stream) into a temp file under `DATA/tmp`, checked against the release's image digest.
+pub async fn rebuild_image(
+    data: &DataDir,
+    release: &ReleaseRow,
+) -> Result<tempfile::NamedTempFile, ServerError> {
+    let io = |op| move |source| ServerError::Io { op, source };
+    let tmp_dir = data.path.join("tmp");
+    std::fs::create_dir_all(&tmp_dir).map_err(io("creating tmp/"))?;
+    let payload = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io("creating a temp file"))?;
+    {
+        let mut out = tokio::fs::File::create(payload.path())
+            .await
+            .map_err(io("writing a temp file"))?;
+        let mut stream = data.store.get_stream(&release.payload_key, None).await?;
+        while let Some(chunk) = stream.next().await {
+            out.write_all(&chunk?)
+                .await
+                .map_err(io("writing a temp file"))?;
+        }
+        out.flush().await.map_err(io("writing a temp file"))?;
+    }
+    let image = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io("creating a temp file"))?;
+    let (payload_path, image_path) = (payload.path().to_owned(), image.path().to_owned());
+    let expected = release.image_sha256;
+    let version = release.version.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), ServerError> {
+        let mut decoder = zstd::stream::read::Decoder::new(
+            std::fs::File::open(&payload_path).map_err(io("opening the payload"))?,
+        )
+        .map_err(io("decoding a stored payload"))?;
+        let mut out = std::fs::File::create(&image_path).map_err(io("rebuilding an image"))?;
+        let mut hasher = Sha256Hasher::new();
+        let mut tee = Tee {
+            a: &mut out,
+            b: &mut hasher,
+        };
+        std::io::copy(&mut decoder, &mut tee).map_err(io("rebuilding an image"))?;
+        if hasher.finish() != expected {
+            return Err(ServerError::Seal(format!(
+                "the stored payload of release {version} does not rebuild its image"
+            )));
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| ServerError::Io {
+        op: "rebuilding an image",
+        source: std::io::Error::other(e),
+    })??;
+    Ok(image)
 }
 
 struct Tee<'a> {

@@ -53,6 +53,9 @@ pub enum ServerError {
     /// Sealing the image failed.
     #[error("the image could not be sealed: {0}")]
     Seal(String),
+    /// Building the chunked payload (chunk reuse) failed.
+    #[error("the chunked payload could not be built: {0}")]
+    Chunks(String),
     /// The catalog (TUF repository) could not be created, read or re-signed.
     #[error(transparent)]
     Catalog(#[from] ferry_catalog::CatalogError),
@@ -103,6 +106,7 @@ impl Diagnose for ServerError {
             ServerError::Store(_) => "SERVER_STORE",
             ServerError::Payload(e) => e.code(),
             ServerError::Seal(_) => "SEAL_FAILED",
+            ServerError::Chunks(_) => "CHUNKS_FAILED",
             ServerError::Catalog(e) => e.code(),
             ServerError::Io { .. } => "SERVER_IO",
             ServerError::Refused(r) => r.code(),
@@ -129,6 +133,9 @@ impl Diagnose for ServerError {
             ServerError::Store(_) => "check that the artifact store is reachable and has space".into(),
             ServerError::Payload(e) => e.fix(),
             ServerError::Seal(_) => "check that the image is readable and whole 4096-byte blocks".into(),
+            ServerError::Chunks(_) => {
+                "check the stored payloads of earlier releases and free space in DATA/tmp, or publish with --no-chunks".into()
+            }
             ServerError::Catalog(e) => e.fix(),
             ServerError::Io { .. } => "check the path, its permissions and free space".into(),
             ServerError::Refused(r) => r.fix().into(),

@@ -22,7 +22,9 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod byteranges;
 pub mod cache;
+mod chunks;
 pub mod db;
 mod delta;
 pub mod devices;

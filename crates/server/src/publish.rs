@@ -4,13 +4,15 @@
 //! In the catalog a release is two targets with flat names: `<class>-<version>.payload.zst`
 //! carries the [`ReleaseInfo`] devices select offers from, and `<class>-<version>.manifest.json`
 //! (no custom metadata) the payload's per-frame digests. Devices find the manifest from the
-//! payload's name ([`ferry_catalog::manifest_target_name`]).
+//! payload's name ([`ferry_catalog::manifest_target_name`]). Unless `--no-chunks`, the
+//! release's chunked form is two more targets: `<class>-<version>.chunks.zst` (release
+//! metadata with [`PayloadKind::Chunks`]) and its index `<class>-<version>.chunks.index`.
 
 use std::path::PathBuf;
 
 use ferry_catalog::{
-    NewTarget, PayloadKind, ReleaseInfo, Sha256Digest, manifest_target_name, payload_target_name,
-    repo,
+    NewTarget, PayloadKind, ReleaseInfo, Sha256Digest, chunk_index_target_name, chunks_target_name,
+    manifest_target_name, payload_target_name, repo,
 };
 use ferry_payload::{EncodeOptions, Manifest};
 use ferry_types::{Sha256, Version};
@@ -41,6 +43,8 @@ pub struct PublishRequest {
     pub level: i32,
     /// Earlier versions to build tailored deltas from.
     pub delta_from: Vec<Version>,
+    /// Also build the chunked payload (chunk reuse for devices with no tailored delta).
+    pub chunks: bool,
 }
 
 /// Encodes the image (frames compressed on every core), stores payload and manifest,
@@ -236,6 +240,44 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
         )
         .await?;
         tracing::info!(from = %from, to = %row.version, size = delta.size, "delta published");
+    }
+    // Chunk reuse: the chunk payload and its index, hinted by earlier releases.
+    if req.chunks {
+        let chunks = crate::chunks::publish_chunks(data, &row, &req.image, req.level).await?;
+        let mut chunks_info = info.clone();
+        chunks_info.payload = PayloadKind::Chunks;
+        chunks_info.download_size = chunks.payload_size;
+        let chunks_target = chunks_target_name(&req.class, req.version.as_str());
+        let index_target = chunk_index_target_name(&chunks_target).unwrap_or_default();
+        let targets = vec![
+            NewTarget {
+                name: chunks_target,
+                length: chunks.payload_size,
+                sha256: Sha256Digest::from_bytes(chunks.payload_sha256.0),
+                custom: chunks_info.to_custom(),
+            },
+            NewTarget {
+                name: index_target,
+                length: chunks.index_size,
+                sha256: Sha256Digest::from_bytes(chunks.index_sha256.0),
+                custom: serde_json::Value::Null,
+            },
+        ];
+        repo::add_targets(
+            &catalog.offline_keys,
+            &catalog.online_keys,
+            &catalog.metadata,
+            targets,
+            &repo::Expiries::default(),
+        )
+        .await?;
+        tracing::info!(
+            version = %row.version,
+            size = chunks.payload_size,
+            index = chunks.index_size,
+            hints = %chunks.hints,
+            "chunked payload published"
+        );
     }
     Ok(row)
 }

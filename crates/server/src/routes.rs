@@ -1,11 +1,8 @@
 //! Routes, assembled in one place.
 
-use std::ops::Bound;
-
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum_extra::TypedHeader;
@@ -15,7 +12,7 @@ use serde::Deserialize;
 use tower_http::trace::TraceLayer;
 
 use crate::api::Release;
-use crate::{DataDir, ServerError, tuf};
+use crate::{DataDir, ServerError, byteranges, tuf};
 
 /// The whole HTTP surface: build it once, serve it, or drive it with `oneshot` in tests.
 pub fn app(data: DataDir) -> Router {
@@ -68,9 +65,8 @@ async fn time() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "unix": now.timestamp(), "rfc3339": now.to_rfc3339() }))
 }
 
-/// Serves an artifact, honouring a single byte range (`206`) so devices resume
-/// downloads; a multi-range request is answered with the whole body (`200`), which
-/// RFC 9110 allows.
+/// Serves an artifact, honouring byte ranges: one (`206`) so devices resume downloads,
+/// several (`206` `multipart/byteranges`) so they fetch only the chunks they miss.
 async fn artifact(
     State(data): State<DataDir>,
     Path(key): Path<String>,
@@ -138,7 +134,8 @@ async fn tuf_target(
     serve_artifact(&data, &key, range).await
 }
 
-/// Streams the artifact at `key`, honouring one byte range.
+/// Streams the artifact at `key`: whole, one byte range (`206`), or several in one
+/// `multipart/byteranges` answer ([`byteranges`]).
 async fn serve_artifact(
     data: &DataDir,
     key: &str,
@@ -151,63 +148,20 @@ async fn serve_artifact(
         }
         Err(e) => return Err(e),
     };
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::ACCEPT_RANGES,
-        "bytes".parse().expect("static header"),
-    );
-    headers.insert(
-        header::CONTENT_TYPE,
-        "application/octet-stream".parse().expect("static header"),
-    );
-    let wanted = match range {
-        Some(TypedHeader(r)) => single_range(&r, size)?,
-        None => None,
-    };
-    let (status, range) = match wanted {
-        Some(r) => {
-            let value = format!("bytes {}-{}/{size}", r.start, r.end - 1);
-            headers.insert(
-                header::CONTENT_RANGE,
-                value
-                    .parse()
-                    .map_err(|_| ServerError::RangeNotSatisfiable { size })?,
-            );
-            (StatusCode::PARTIAL_CONTENT, Some(r))
-        }
-        None => (StatusCode::OK, None),
-    };
-    let len = range.as_ref().map_or(size, |r| r.end - r.start);
-    headers.insert(header::CONTENT_LENGTH, len.into());
-    let stream = data.store.get_stream(key, range).await?;
-    let body = Body::from_stream(stream.map(|chunk| chunk.map_err(std::io::Error::other)));
-    Ok((status, headers, body).into_response())
-}
-
-/// The one satisfiable range asked for, `None` to serve everything.
-fn single_range(range: &Range, size: u64) -> Result<Option<std::ops::Range<u64>>, ServerError> {
-    let ranges: Vec<_> = range.satisfiable_ranges(size).collect();
-    if ranges.len() != 1 {
-        return if ranges.is_empty() {
-            Err(ServerError::RangeNotSatisfiable { size })
-        } else {
-            Ok(None)
-        };
-    }
-    let (start, end) = ranges[0];
-    let start = match start {
-        Bound::Included(s) => s,
-        Bound::Excluded(s) => s + 1,
-        Bound::Unbounded => 0,
-    };
-    let end = match end {
-        Bound::Included(e) => e + 1,
-        Bound::Excluded(e) => e,
-        Bound::Unbounded => size,
-    }
-    .min(size);
-    if start >= end {
-        return Err(ServerError::RangeNotSatisfiable { size });
-    }
-    Ok(Some(start..end))
+    let wanted = byteranges::wanted(range.as_ref().map(|TypedHeader(r)| r), size)?;
+    let store = data.store.clone();
+    let key = key.to_owned();
+    let open: byteranges::OpenRange = std::sync::Arc::new(move |range| {
+        let (store, key) = (store.clone(), key.clone());
+        Box::pin(async move {
+            let stream = store
+                .get_stream(&key, range)
+                .await
+                .map_err(std::io::Error::other)?;
+            Ok(stream
+                .map(|chunk| chunk.map_err(std::io::Error::other))
+                .boxed())
+        })
+    });
+    byteranges::respond(wanted, size, "application/octet-stream", open).await
 }

@@ -162,9 +162,15 @@ pub fn make_image(path: &Path, n: u32, mib: usize) {
     std::fs::write(path, data).expect("write image");
 }
 
-/// Publishes `image` as `version` of class `vm`.
+/// Publishes `image` as `version` of class `vm`, full payload only (`--no-chunks`): the
+/// tests using it exercise the streaming path; `chunk_reuse.rs` publishes with chunks.
 pub fn publish(data: &Path, image: &Path, version: &str) {
-    ok(&[
+    publish_with(data, image, version, &["--no-chunks"]);
+}
+
+/// Publishes `image` as `version` of class `vm` with `extra` arguments.
+pub fn publish_with(data: &Path, image: &Path, version: &str, extra: &[&str]) {
+    let mut args = vec![
         "publish",
         "--data",
         s(data),
@@ -176,7 +182,9 @@ pub fn publish(data: &Path, image: &Path, version: &str) {
         "vm",
         "--level",
         "3",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    ok(&args);
 }
 
 /// The newest `N.root.json` of the server's catalog: what devices pin.

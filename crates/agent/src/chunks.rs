@@ -1,0 +1,458 @@
+//! Installing by chunk reuse, for a device with no tailored delta for its version: the
+//! signed index of the release's chunked payload says what every chunk holds; the
+//! running slot (read-only) already holds many of them, anywhere in it; only the rest is
+//! downloaded, in batches of byte ranges ([`crate::ranges`]), into a sparse cache file at
+//! payload offsets. Then `ferry-delta`'s assembler writes the inactive slot in order,
+//! every extent checked against its digest, and the caller verifies the whole slot
+//! against the full manifest and the seal as it does after a delta.
+//!
+//! Resumable at batch granularity: after each batch the cache file is synced and the
+//! number of batches done recorded ([`ChunkProgress`], in `cache/install.json`), so a cut
+//! download re-fetches at most the batch it was in. A chunk whose bytes fail their digest
+//! is fetched once more; a second failure is `CHUNK_CORRUPT` and the caller falls back to
+//! the full payload.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use ferry_delta::{PayloadIndex, PlanOptions, ReusePlan};
+use ferry_types::Sha256;
+use serde::{Deserialize, Serialize};
+
+use crate::AgentError;
+use crate::client::Client;
+use crate::offer::ChunkedPayload;
+use crate::ranges::{self, RangeMode};
+
+/// Most byte ranges asked in one request (servers and CDNs cap multi-range requests).
+pub const MAX_RANGES_PER_REQUEST: usize = 16;
+
+/// The durable state of a chunk-reuse attempt (part of `cache/install.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkProgress {
+    /// Digest of the index the plan was made from (another index restarts the attempt).
+    pub index_sha256: Sha256,
+    /// Request batches in the plan.
+    pub n_batches: usize,
+    /// Batches fetched, verified and synced into the cache file, in order.
+    pub batches_done: usize,
+    /// Chunk-payload bytes received, over all runs (refused answers and re-fetches
+    /// included).
+    pub bytes_downloaded: u64,
+    /// False once the server refused a multi-range request: then one range per request.
+    pub multi_range: bool,
+    /// Set when the attempt failed for good: the install uses the full payload.
+    pub abandoned: bool,
+}
+
+impl ChunkProgress {
+    /// A fresh attempt for the index with digest `index_sha256`.
+    pub fn new(index_sha256: Sha256) -> ChunkProgress {
+        ChunkProgress {
+            index_sha256,
+            n_batches: 0,
+            batches_done: 0,
+            bytes_downloaded: 0,
+            multi_range: true,
+            abandoned: false,
+        }
+    }
+}
+
+/// What the attempt's caller records as it goes (journal and `cache/install.json`).
+pub trait ChunkHooks: Send {
+    /// The plan is made: `download` bytes to fetch in `n_batches` batches, of which
+    /// `done` bytes were fetched by an earlier run.
+    fn planned(&mut self, plan: &ReusePlan, done: u64) -> Result<(), AgentError>;
+    /// A batch is durable: persist `progress`.
+    fn checkpoint(&mut self, progress: &ChunkProgress) -> Result<(), AgentError>;
+    /// Chunk `chunk` failed its digest and is fetched once more.
+    fn refetch(&mut self, chunk: usize, error: &AgentError) -> Result<(), AgentError>;
+    /// Bytes arrived.
+    fn bytes(&mut self, n: u64);
+    /// The image is being assembled into the slot.
+    fn assembling(&mut self) -> Result<(), AgentError>;
+}
+
+/// What a chunk-reuse install did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkOutcome {
+    /// Chunk-payload bytes received in this run.
+    pub bytes_downloaded: u64,
+    /// Image bytes taken from the running slot.
+    pub bytes_reused: u64,
+    /// Batch this run started at (non-zero on a resume).
+    pub resumed_from_batch: usize,
+}
+
+/// Where the chunk attempt works.
+#[derive(Debug, Clone)]
+pub struct ChunkPaths {
+    /// The running slot (read only).
+    pub running: PathBuf,
+    /// The inactive slot being written.
+    pub slot: PathBuf,
+    /// The sparse cache file of downloaded ranges, at payload offsets.
+    pub cache: PathBuf,
+}
+
+/// Installs the image of `chunked` (whose image is `image_size` bytes) into
+/// `paths.slot` by chunk reuse, resuming from `progress`.
+pub async fn install(
+    client: &Client,
+    chunked: &ChunkedPayload,
+    image_size: u64,
+    paths: &ChunkPaths,
+    progress: &mut ChunkProgress,
+    hooks: &mut dyn ChunkHooks,
+) -> Result<ChunkOutcome, AgentError> {
+    let index_bytes = client.artifact(&chunked.index, "the chunk index").await?;
+    let index = PayloadIndex::from_bytes(&index_bytes).map_err(delta_error)?;
+    if index.image_size != image_size || index.payload_len() != chunked.payload.size {
+        return Err(AgentError::ChunkReuse {
+            code: "INDEX_INVALID",
+            cause: format!(
+                "the chunk index describes a {}-byte image in a {}-byte payload, where the release has a \
+                 {image_size}-byte image and a {}-byte chunk payload",
+                index.image_size,
+                index.payload_len(),
+                chunked.payload.size
+            ),
+            fix: "nothing to do on this device (it installed from the full image); republish the release".into(),
+        });
+    }
+    if progress.index_sha256 != chunked.index.sha256 {
+        *progress = ChunkProgress::new(chunked.index.sha256);
+    }
+    let (index, plan) = plan(index, &paths.running).await?;
+    if progress.n_batches != plan.requests.len() {
+        // Another plan (first run, or the running slot changed): start the batches over.
+        progress.n_batches = plan.requests.len();
+        progress.batches_done = 0;
+    }
+    let resumed_from_batch = progress.batches_done;
+    let done_bytes: u64 = plan.requests[..resumed_from_batch]
+        .iter()
+        .flatten()
+        .map(|r| r.end - r.start)
+        .sum();
+    hooks.planned(&plan, done_bytes)?;
+    hooks.checkpoint(progress)?;
+
+    let cache = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&paths.cache)
+        .map_err(AgentError::io("opening the chunk cache", &paths.cache))?;
+    let mut mode = if progress.multi_range {
+        RangeMode::Multi
+    } else {
+        RangeMode::Single
+    };
+    let mut received = 0u64;
+    for batch_idx in resumed_from_batch..plan.requests.len() {
+        let batch = &plan.requests[batch_idx];
+        let mut batch_bytes = 0u64;
+        let fetched = ranges::fetch_batch(
+            client,
+            &chunked.payload.url,
+            chunked.payload.size,
+            batch,
+            &mut mode,
+            &cache,
+            &paths.cache,
+            &mut |n| {
+                batch_bytes += n;
+                hooks.bytes(n);
+            },
+        )
+        .await;
+        // Bytes that arrived count, even those of a batch cut short.
+        received += batch_bytes;
+        progress.bytes_downloaded += batch_bytes;
+        progress.multi_range = mode == RangeMode::Multi;
+        fetched?;
+        // Every chunk of the batch checked; a bad one is fetched once more.
+        for &chunk_idx in plan.missing.iter().filter(|&&c| {
+            let chunk = &index.chunks[c];
+            batch.iter().any(|r| {
+                r.start <= chunk.payload_offset
+                    && chunk.payload_offset + chunk.compressed_len <= r.end
+            })
+        }) {
+            if let Err(first) = check_chunk(&cache, &paths.cache, &index, chunk_idx) {
+                hooks.refetch(chunk_idx, &first)?;
+                let chunk = &index.chunks[chunk_idx];
+                let range = chunk.payload_offset..chunk.payload_offset + chunk.compressed_len;
+                let mut single = RangeMode::Single;
+                let mut again_bytes = 0u64;
+                let again = ranges::fetch_batch(
+                    client,
+                    &chunked.payload.url,
+                    chunked.payload.size,
+                    std::slice::from_ref(&range),
+                    &mut single,
+                    &cache,
+                    &paths.cache,
+                    &mut |n| {
+                        again_bytes += n;
+                        hooks.bytes(n);
+                    },
+                )
+                .await;
+                received += again_bytes;
+                progress.bytes_downloaded += again_bytes;
+                again?;
+                check_chunk(&cache, &paths.cache, &index, chunk_idx)?;
+            }
+        }
+        cache
+            .sync_data()
+            .map_err(AgentError::io("syncing the chunk cache", &paths.cache))?;
+        progress.batches_done = batch_idx + 1;
+        hooks.checkpoint(progress)?;
+    }
+
+    hooks.assembling()?;
+    let bytes_reused = assemble(index, plan, paths.clone()).await?;
+    Ok(ChunkOutcome {
+        bytes_downloaded: received,
+        bytes_reused,
+        resumed_from_batch,
+    })
+}
+
+/// Whether a failed attempt should end the install (to be resumed: the network or the
+/// disk) rather than fall back to the full payload.
+pub fn is_transient(e: &AgentError) -> bool {
+    match e {
+        AgentError::ServerUnreachable { .. }
+        | AgentError::NetworkTimeout { .. }
+        | AgentError::PayloadTruncated { .. }
+        | AgentError::Io { .. }
+        | AgentError::Tls(_) => true,
+        AgentError::ServerRefused { status, .. } => *status >= 500 || *status == 429,
+        _ => false,
+    }
+}
+
+/// Scans the running slot for the chunks it holds (on a blocking thread: it hashes the
+/// whole slot).
+async fn plan(
+    index: PayloadIndex,
+    running: &Path,
+) -> Result<(PayloadIndex, ReusePlan), AgentError> {
+    let running = running.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let slot =
+            File::open(&running).map_err(AgentError::io("opening the running slot", &running))?;
+        let opts = PlanOptions {
+            max_ranges_per_request: MAX_RANGES_PER_REQUEST,
+            ..PlanOptions::default()
+        };
+        let plan = ferry_delta::plan_reuse(&slot, &index, &opts).map_err(delta_error)?;
+        Ok((index, plan))
+    })
+    .await
+    .map_err(|e| AgentError::Io {
+        op: "planning chunk reuse",
+        path: PathBuf::new(),
+        source: std::io::Error::other(e),
+    })?
+}
+
+/// Writes the image into the slot from the running slot and the cache file, then syncs
+/// it. Returns the bytes reused from the running slot.
+async fn assemble(
+    index: PayloadIndex,
+    plan: ReusePlan,
+    paths: ChunkPaths,
+) -> Result<u64, AgentError> {
+    tokio::task::spawn_blocking(move || {
+        let running = File::open(&paths.running)
+            .map_err(AgentError::io("opening the running slot", &paths.running))?;
+        let mut cache = File::open(&paths.cache)
+            .map_err(AgentError::io("opening the chunk cache", &paths.cache))?;
+        let mut slot = OpenOptions::new()
+            .write(true)
+            .open(&paths.slot)
+            .map_err(AgentError::io("opening the inactive slot", &paths.slot))?;
+        let report =
+            ferry_delta::assemble(&running, &index, &plan, &mut cache, &[], &mut slot, |_| {})
+                .map_err(delta_error)?;
+        slot.sync_data()
+            .map_err(AgentError::io("syncing the inactive slot", &paths.slot))?;
+        Ok(report.bytes_reused)
+    })
+    .await
+    .map_err(|e| AgentError::Io {
+        op: "assembling the image",
+        path: PathBuf::new(),
+        source: std::io::Error::other(e),
+    })?
+}
+
+/// Reads chunk `chunk_idx` back from the cache file and checks its blake3.
+fn check_chunk(
+    cache: &File,
+    cache_path: &Path,
+    index: &PayloadIndex,
+    chunk_idx: usize,
+) -> Result<(), AgentError> {
+    let chunk = &index.chunks[chunk_idx];
+    let mut frame = vec![0u8; chunk.compressed_len as usize];
+    cache
+        .read_exact_at(&mut frame, chunk.payload_offset)
+        .map_err(AgentError::io("reading the chunk cache", cache_path))?;
+    let actual = blake3::hash(&frame);
+    if actual.as_bytes() == &chunk.digest {
+        return Ok(());
+    }
+    Err(AgentError::ChunkCorrupt {
+        chunk: chunk_idx,
+        start: chunk.payload_offset,
+        end: chunk.payload_offset + chunk.compressed_len,
+        expected: hex(&chunk.digest),
+        actual: actual.to_hex().to_string(),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn delta_error(e: ferry_delta::Error) -> AgentError {
+    AgentError::ChunkReuse {
+        code: e.code(),
+        cause: e.to_string(),
+        fix: e.fix().to_string(),
+    }
+}
+
+/// The install's hooks: each batch made durable in `cache/install.json` and journaled on
+/// the `downloader` machine, re-fetches journaled, progress reported by bytes.
+pub(crate) struct JournalHooks<'a> {
+    base_downloaded: u64,
+    downloader: &'a mut ferry_fsm::Instance,
+    record: &'a mut crate::install::InstallProgress,
+    path: &'a Path,
+    sink: &'a dyn crate::progress::ProgressSink,
+    phase: Option<crate::progress::Phase>,
+    received: u64,
+}
+
+impl<'a> JournalHooks<'a> {
+    /// Hooks writing `record` to `path`; `base_downloaded` is what the record counted
+    /// before this attempt's bytes.
+    pub(crate) fn new(
+        base_downloaded: u64,
+        downloader: &'a mut ferry_fsm::Instance,
+        record: &'a mut crate::install::InstallProgress,
+        path: &'a Path,
+        sink: &'a dyn crate::progress::ProgressSink,
+    ) -> JournalHooks<'a> {
+        JournalHooks {
+            base_downloaded,
+            downloader,
+            record,
+            path,
+            sink,
+            phase: None,
+            received: 0,
+        }
+    }
+}
+
+impl ChunkHooks for JournalHooks<'_> {
+    fn planned(&mut self, plan: &ReusePlan, done: u64) -> Result<(), AgentError> {
+        let total = plan.download_bytes();
+        crate::journal::fire(
+            self.downloader,
+            "Checkpoint",
+            serde_json::json!({
+                "payload": "chunks",
+                "plan": {
+                    "chunks": plan.n_chunks,
+                    "missing": plan.missing.len(),
+                    "batches": plan.requests.len(),
+                    "download_bytes": total,
+                    "max_batch_bytes": plan
+                        .requests
+                        .iter()
+                        .map(|batch| batch.iter().map(|r| r.end - r.start).sum::<u64>())
+                        .max()
+                        .unwrap_or(0),
+                    "done_bytes": done,
+                },
+            }),
+        )?;
+        let mut phase = crate::progress::Phase::new(
+            "DOWNLOADING_UPDATE",
+            "Downloading update (chunk reuse)…",
+            total.max(1),
+            done,
+        );
+        self.received = done;
+        if let Some(p) = phase.at(done, true) {
+            self.sink.report(&p);
+        }
+        self.phase = Some(phase);
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, progress: &ChunkProgress) -> Result<(), AgentError> {
+        self.record.chunks = Some(progress.clone());
+        self.record.bytes_downloaded = self.base_downloaded + progress.bytes_downloaded;
+        crate::durable::write_json(self.path, &*self.record)
+            .map_err(AgentError::io("writing install progress", self.path))?;
+        crate::journal::fire(
+            self.downloader,
+            "Checkpoint",
+            serde_json::json!({
+                "payload": "chunks",
+                "batches_done": progress.batches_done,
+                "batches": progress.n_batches,
+                "bytes": self.record.bytes_downloaded,
+                "multi_range": progress.multi_range,
+            }),
+        )?;
+        Ok(())
+    }
+
+    fn refetch(&mut self, chunk: usize, error: &AgentError) -> Result<(), AgentError> {
+        use ferry_types::Diagnose;
+        tracing::warn!(
+            chunk,
+            code = error.code(),
+            "a chunk failed its digest; fetching it once more"
+        );
+        crate::journal::fire(
+            self.downloader,
+            "Refetch",
+            serde_json::json!({ "payload": "chunks", "chunk": chunk, "error": error.report() }),
+        )?;
+        Ok(())
+    }
+
+    fn bytes(&mut self, n: u64) {
+        self.received += n;
+        crate::journal::bytes_received(self.received);
+        if let Some(phase) = self.phase.as_mut()
+            && let Some(p) = phase.at(self.received, false)
+        {
+            self.sink.report(&p);
+        }
+    }
+
+    fn assembling(&mut self) -> Result<(), AgentError> {
+        crate::journal::fire(
+            self.downloader,
+            "Assemble",
+            serde_json::json!({ "payload": "chunks" }),
+        )?;
+        Ok(())
+    }
+}

@@ -37,8 +37,8 @@ pub struct ChunkProgress {
     pub n_batches: usize,
     /// Batches fetched, verified and synced into the cache file, in order.
     pub batches_done: usize,
-    /// Chunk-payload bytes received, over all runs (refused answers and re-fetches
-    /// included).
+    /// Bytes received, over all runs: the index each time it was fetched, chunk ranges,
+    /// refused answers and re-fetches.
     pub bytes_downloaded: u64,
     /// False once the server refused a multi-range request: then one range per request.
     pub multi_range: bool,
@@ -78,7 +78,7 @@ pub trait ChunkHooks: Send {
 /// What a chunk-reuse install did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkOutcome {
-    /// Chunk-payload bytes received in this run.
+    /// Bytes received in this run (index and chunk ranges).
     pub bytes_downloaded: u64,
     /// Image bytes taken from the running slot.
     pub bytes_reused: u64,
@@ -107,7 +107,13 @@ pub async fn install(
     progress: &mut ChunkProgress,
     hooks: &mut dyn ChunkHooks,
 ) -> Result<ChunkOutcome, AgentError> {
+    if progress.index_sha256 != chunked.index.sha256 {
+        *progress = ChunkProgress::new(chunked.index.sha256);
+    }
+    // The index counts as downloaded, each time it is fetched.
     let index_bytes = client.artifact(&chunked.index, "the chunk index").await?;
+    progress.bytes_downloaded += index_bytes.len() as u64;
+    let mut received = index_bytes.len() as u64;
     let index = PayloadIndex::from_bytes(&index_bytes).map_err(delta_error)?;
     if index.image_size != image_size || index.payload_len() != chunked.payload.size {
         return Err(AgentError::ChunkReuse {
@@ -121,9 +127,6 @@ pub async fn install(
             ),
             fix: "nothing to do on this device (it installed from the full image); republish the release".into(),
         });
-    }
-    if progress.index_sha256 != chunked.index.sha256 {
-        *progress = ChunkProgress::new(chunked.index.sha256);
     }
     let (index, plan) = plan(index, &paths.running).await?;
     if progress.n_batches != plan.requests.len() {
@@ -152,7 +155,6 @@ pub async fn install(
     } else {
         RangeMode::Single
     };
-    let mut received = 0u64;
     for batch_idx in resumed_from_batch..plan.requests.len() {
         let batch = &plan.requests[batch_idx];
         let mut batch_bytes = 0u64;

@@ -290,6 +290,43 @@ mod tests {
     }
 
     #[test]
+    fn offers_carry_the_chunked_payload_and_its_index_when_both_are_signed() {
+        let all = [release("2.0", &["customer"], None)];
+        let with_chunks = |name: &str| manifest(name);
+        let offer = &offers(&all, with_chunks, "vm", "customer", &"1.0".parse().unwrap())[0];
+        let chunks = offer.chunks.as_ref().expect("chunked payload offered");
+        assert!(chunks.payload.url.ends_with(".vm-2.0.chunks.zst"));
+        assert!(chunks.index.url.ends_with(".vm-2.0.chunks.index"));
+        assert_eq!(offer.kind, "full");
+        // No index target: no chunk reuse (the full payload stays).
+        let without_index = |name: &str| {
+            (!name.ends_with(".chunks.index"))
+                .then(|| manifest(name))
+                .flatten()
+        };
+        let offer = &offers(
+            &all,
+            without_index,
+            "vm",
+            "customer",
+            &"1.0".parse().unwrap(),
+        )[0];
+        assert!(offer.chunks.is_none());
+        // A chunks release is never offered by itself.
+        let mut chunks_only = release("3.0", &["customer"], None);
+        chunks_only.info.payload = PayloadKind::Chunks;
+        chunks_only.target.name = "vm-3.0.chunks.zst".into();
+        let offered = offers(
+            &[chunks_only],
+            manifest,
+            "vm",
+            "customer",
+            &"1.0".parse().unwrap(),
+        );
+        assert!(offered.is_empty());
+    }
+
+    #[test]
     fn full_images_list_every_open_version_newest_first() {
         let all = [
             release("1.0", &["customer"], None),

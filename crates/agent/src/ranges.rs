@@ -311,62 +311,60 @@ impl Multipart {
         mut data: &[u8],
         write: &mut impl FnMut(u64, &[u8]) -> Result<(), E>,
     ) -> Result<(), Feed<E>> {
-        loop {
-            if let Some((offset, left)) = self.body {
-                let n = (data.len() as u64).min(left) as usize;
-                write(offset, &data[..n]).map_err(Feed::Write)?;
-                data = &data[n..];
-                let left = left - n as u64;
-                if left == 0 {
-                    self.body = None;
-                    if let Some(last) = self.parts.last_mut() {
-                        last.end = offset + n as u64;
-                    }
-                } else {
-                    self.body = Some((offset + n as u64, left));
-                    return Ok(());
+        if let Some((offset, left)) = self.body {
+            let n = (data.len() as u64).min(left) as usize;
+            write(offset, &data[..n]).map_err(Feed::Write)?;
+            data = &data[n..];
+            let left = left - n as u64;
+            if left == 0 {
+                self.body = None;
+                if let Some(last) = self.parts.last_mut() {
+                    last.end = offset + n as u64;
                 }
-            }
-            if self.finished {
-                return Ok(()); // the epilogue is ignored
-            }
-            self.pending.extend_from_slice(data);
-            // Find the next delimiter, then its header block.
-            let Some(at) = find(&self.pending, &self.delimiter) else {
-                return self.bounded();
-            };
-            let after = at + self.delimiter.len();
-            if self.pending.len() < after + 2 {
-                return self.bounded();
-            }
-            if &self.pending[after..after + 2] == b"--" {
-                self.finished = true;
-                self.pending.clear();
+            } else {
+                self.body = Some((offset + n as u64, left));
                 return Ok(());
             }
-            let Some(end) = find(&self.pending[after..], b"\r\n\r\n") else {
-                return self.bounded();
-            };
-            let head = String::from_utf8_lossy(&self.pending[after..after + end]).into_owned();
-            let range = head
-                .lines()
-                .find_map(|line| {
-                    let (name, value) = line.split_once(':')?;
-                    name.trim()
-                        .eq_ignore_ascii_case("content-range")
-                        .then(|| parse_content_range(value, self.size))
-                })
-                .flatten()
-                .ok_or_else(|| {
-                    Feed::Invalid(format!("a part without a valid Content-Range: {head:?}"))
-                })?;
-            let rest = self.pending.split_off(after + end + 4);
-            self.pending.clear();
-            self.parts.push(range.start..range.start);
-            self.body = Some((range.start, range.end - range.start));
-            // Go on with what followed the header block (one level per part in `data`).
-            return self.feed(&rest, write);
         }
+        if self.finished {
+            return Ok(()); // the epilogue is ignored
+        }
+        self.pending.extend_from_slice(data);
+        // Find the next delimiter, then its header block.
+        let Some(at) = find(&self.pending, &self.delimiter) else {
+            return self.bounded();
+        };
+        let after = at + self.delimiter.len();
+        if self.pending.len() < after + 2 {
+            return self.bounded();
+        }
+        if &self.pending[after..after + 2] == b"--" {
+            self.finished = true;
+            self.pending.clear();
+            return Ok(());
+        }
+        let Some(end) = find(&self.pending[after..], b"\r\n\r\n") else {
+            return self.bounded();
+        };
+        let head = String::from_utf8_lossy(&self.pending[after..after + end]).into_owned();
+        let range = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.trim()
+                    .eq_ignore_ascii_case("content-range")
+                    .then(|| parse_content_range(value, self.size))
+            })
+            .flatten()
+            .ok_or_else(|| {
+                Feed::Invalid(format!("a part without a valid Content-Range: {head:?}"))
+            })?;
+        let rest = self.pending.split_off(after + end + 4);
+        self.pending.clear();
+        self.parts.push(range.start..range.start);
+        self.body = Some((range.start, range.end - range.start));
+        // Go on with what followed the header block (one level per part in `data`).
+        self.feed(&rest, write)
     }
 
     /// Refuses header blocks that never end.

@@ -384,12 +384,23 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
     } else {
         let secs = outcome.download_secs.max(1e-9);
         println!(
-            "Installed {} into slot {} (update {}): {} downloaded{} in {:.1}s ({}/s of image), verified in {:.1}s.",
+            "Installed {} into slot {} (update {}) from the {} payload: {} downloaded{}{} in {:.1}s ({}/s of image), verified in {:.1}s.",
             outcome.version,
             outcome.slot,
             outcome.update_id,
+            outcome.payload_kind,
             render::bytes(outcome.bytes_downloaded),
-            if outcome.resumed_from_frame > 0 {
+            if outcome.bytes_reused > 0 {
+                format!(
+                    ", {} reused from the running slot",
+                    render::bytes(outcome.bytes_reused)
+                )
+            } else {
+                String::new()
+            },
+            if outcome.resumed_from_batch > 0 {
+                format!(" (resumed at batch {})", outcome.resumed_from_batch)
+            } else if outcome.resumed_from_frame > 0 {
                 format!(" (resumed at frame {})", outcome.resumed_from_frame)
             } else {
                 String::new()

@@ -150,6 +150,10 @@ pub async fn install(
         .truncate(false)
         .open(&paths.cache)
         .map_err(AgentError::io("opening the chunk cache", &paths.cache))?;
+    let dest = ranges::Destination {
+        file: &cache,
+        path: &paths.cache,
+    };
     let mut mode = if progress.multi_range {
         RangeMode::Multi
     } else {
@@ -164,8 +168,7 @@ pub async fn install(
             chunked.payload.size,
             batch,
             &mut mode,
-            &cache,
-            &paths.cache,
+            dest,
             &mut |n| {
                 batch_bytes += n;
                 hooks.bytes(n);
@@ -197,8 +200,7 @@ pub async fn install(
                     chunked.payload.size,
                     std::slice::from_ref(&range),
                     &mut single,
-                    &cache,
-                    &paths.cache,
+                    dest,
                     &mut |n| {
                         again_bytes += n;
                         hooks.bytes(n);

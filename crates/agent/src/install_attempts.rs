@@ -57,7 +57,7 @@ impl Run<'_> {
             };
             let running = self.device.slot_path(!self.target);
             let started = Instant::now();
-            match crate::delta::apply(&client, &delta, &running, &slot_path, &mut on_bytes).await {
+            match crate::delta::apply(client, &delta, &running, &slot_path, &mut on_bytes).await {
                 Ok(outcome) => {
                     record.frames_done = manifest.frames.len();
                     record.payload_kind = "delta".into();
@@ -151,7 +151,7 @@ impl Run<'_> {
                     self.sink,
                 );
                 crate::chunks::install(
-                    &client,
+                    client,
                     &chunked,
                     manifest.image_size,
                     &paths,

@@ -30,6 +30,15 @@ pub enum RangeMode {
     Single,
 }
 
+/// Where fetched bytes go: a file, written at payload offsets.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    /// The open file.
+    pub file: &'a File,
+    /// Its path (for errors).
+    pub path: &'a Path,
+}
+
 /// What fetching a batch did.
 #[derive(Debug, Clone, Default)]
 pub struct BatchStats {
@@ -48,8 +57,7 @@ pub async fn fetch_batch(
     size: u64,
     ranges: &[Range<u64>],
     mode: &mut RangeMode,
-    out: &File,
-    out_path: &Path,
+    out: Destination<'_>,
     on_bytes: &mut (dyn FnMut(u64) + Send),
 ) -> Result<BatchStats, AgentError> {
     let mut stats = BatchStats::default();
@@ -59,7 +67,7 @@ pub async fn fetch_batch(
         let status = response.status();
         if status == reqwest::StatusCode::PARTIAL_CONTENT {
             read_partial(
-                client, path, size, ranges, response, out, out_path, on_bytes, &mut stats,
+                client, path, size, ranges, response, out, on_bytes, &mut stats,
             )
             .await?;
             return Ok(stats);
@@ -89,7 +97,6 @@ pub async fn fetch_batch(
                 std::slice::from_ref(range),
                 response,
                 out,
-                out_path,
                 on_bytes,
                 &mut stats,
             )
@@ -124,8 +131,7 @@ async fn read_partial(
     size: u64,
     asked: &[Range<u64>],
     response: reqwest::Response,
-    out: &File,
-    out_path: &Path,
+    out: Destination<'_>,
     on_bytes: &mut (dyn FnMut(u64) + Send),
     stats: &mut BatchStats,
 ) -> Result<(), AgentError> {
@@ -156,8 +162,9 @@ async fn read_partial(
         }
     };
     let mut write = |offset: u64, bytes: &[u8]| {
-        out.write_all_at(bytes, offset)
-            .map_err(AgentError::io("writing downloaded chunks", out_path))
+        out.file
+            .write_all_at(bytes, offset)
+            .map_err(AgentError::io("writing downloaded chunks", out.path))
     };
     let mut stream = response.bytes_stream();
     let mut received = 0u64;
@@ -199,7 +206,7 @@ async fn read_partial(
         }
     }
     let covered: Vec<Range<u64>> = match body {
-        Body::Single { range, next } => vec![range.start..next],
+        Body::Single { range, next } => std::iter::once(range.start..next).collect(),
         Body::Multipart(parser) => {
             if !parser.finished {
                 return Err(AgentError::PayloadTruncated {
@@ -412,7 +419,7 @@ mod tests {
         let tricky: &[u8] = b"\r\n--b\r\n\r\nnot a header";
         let full = body("b", &[(3, b"abc"), (10, tricky), (40, b"z")], 64);
         for split in [1, 2, 3, 7, 64, full.len()] {
-            let mut image = vec![b'.'; 64];
+            let mut image = [b'.'; 64];
             let mut parser = Multipart::new("b", 64);
             for piece in full.chunks(split) {
                 parser

@@ -229,6 +229,10 @@ impl<'a> Run<'a> {
         self.device.dir.join(CACHE_DIR).join("install.json")
     }
 
+    fn spool_dir(&self) -> PathBuf {
+        self.device.dir.join(crate::spool::SPOOL_DIR)
+    }
+
     /// Runs the controller's table to COMPLETED: fire, run the action, fire what it
     /// returns. A fresh or failed controller starts; any other state resumes.
     async fn drive(&mut self, journal: &mut Journal, ctl: &mut Instance) -> Result<(), AgentError> {
@@ -321,15 +325,22 @@ impl<'a> Run<'a> {
         if let Some(mut record) = resumable.filter(|_| !target_bootable) {
             // Frames written after the last checkpoint are still in the slot: re-verify
             // them instead of downloading them again.
+            // Frames that had arrived but were not yet written come from the spool.
             let slot = self.device.slot_path(self.target);
-            record.frames_done = download::verified_prefix(&slot, &manifest, record.frames_done)?;
+            let spool = self.spool_dir();
+            let found = crate::spool::recover(&spool, &slot, &manifest, record.frames_done)?;
+            record.frames_done = found.frames_done;
             durable::write_json(&path, &record)
                 .map_err(AgentError::io("writing install progress", &path))?;
-            let frames_done = record.frames_done;
+            crate::spool::clear(&spool).map_err(AgentError::io("clearing the spool", &spool))?;
             self.record = Some(record);
             return Ok((
                 "Resumable",
-                json!({ "frames_done": frames_done, "frames": manifest.frames.len() }),
+                json!({
+                    "frames_done": found.frames_done,
+                    "from_spool": found.from_spool,
+                    "frames": manifest.frames.len(),
+                }),
             ));
         }
         // A fresh start: make sure nothing boots the slot about to be overwritten.
@@ -531,6 +542,7 @@ impl<'a> Run<'a> {
             manifest.clone(),
             self.leaves.clone(),
             &slot_path,
+            &self.spool_dir(),
             self.start_frame,
             &mut checkpoint,
             &mut on_bytes,

@@ -196,11 +196,7 @@ impl Run<'_> {
                     record.chunks = Some(progress);
                     durable::write_json(&path, &*record)
                         .map_err(AgentError::io("writing install progress", &path))?;
-                    let _ = fire(
-                        downloader,
-                        "Fail",
-                        json!({ "payload": "chunks", "error": e.report(), "resumable": true }),
-                    );
+                    // The caller records the downloader's Fail.
                     return Err(e);
                 }
                 Err(e) => {

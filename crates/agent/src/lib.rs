@@ -28,6 +28,7 @@ pub mod ranges;
 pub mod reboot;
 pub mod scan;
 pub mod seal;
+pub mod spool;
 pub mod status;
 
 pub use error::AgentError;

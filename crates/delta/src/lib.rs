@@ -35,6 +35,13 @@
 //! [`ApplyOptions::memory_bound`], about 210 MiB with the default limits, whatever the image size; the report's
 //! `peak_buffer_bytes` says what an apply really held.
 //!
+//! # Below the compression (squashfs)
+//!
+//! [`encode_expanded`] diffs a compressed filesystem's decompressed blocks and
+//! [`apply_any`] re-compresses them on the device, copying unchanged blocks; see
+//! [`ExpandedView`] and the `expand` module docs. Memory beyond the plain apply: eight
+//! decompressed blocks cached and one block being re-compressed (≤ 9 MiB).
+//!
 //! # The payload index (chunk reuse)
 //!
 //! See [`PayloadIndex`]: the image is cut into extents; runs of blocks found in a *hint*

@@ -527,6 +527,21 @@ pub struct Recompressor<'a, S, R> {
     /// New frame number → the old compressed frame (offset, length) with its bytes.
     same: std::collections::HashMap<u32, (u64, u64)>,
     frame_no: u32,
+    /// Writes waiting for the batch's frames to be re-compressed on every core.
+    queue: Vec<Pending>,
+    /// Bytes held by `queue` (raw pieces and frames to re-compress).
+    queued_raw: usize,
+}
+
+/// Re-compressed together, in parallel (bounds the apply's extra memory to about twice this).
+const BATCH_BYTES: usize = 8 << 20;
+
+/// A write of the real image, in order.
+enum Pending {
+    /// Bytes as they are (raw pieces, copied frames).
+    Ready { offset: u64, bytes: Vec<u8> },
+    /// A frame to re-compress, and the length it must have.
+    Compress { offset: u64, len: u64, raw: Vec<u8> },
 }
 
 impl<'a, S: SlotSink, R: Reference> Recompressor<'a, S, R> {
@@ -547,30 +562,73 @@ impl<'a, S: SlotSink, R: Reference> Recompressor<'a, S, R> {
             reference,
             same,
             frame_no: 0,
+            queue: Vec::new(),
+            queued_raw: 0,
         })
     }
 
-    /// The compressed form of the frame just completed.
-    fn compressed(&self, p: &Piece) -> io::Result<Vec<u8>> {
+    /// Re-compresses the queued frames on every core and writes the queue in order.
+    fn flush(&mut self) -> io::Result<()> {
+        let level = self.level;
+        let done: Vec<io::Result<(u64, Vec<u8>)>> = std::mem::take(&mut self.queue)
+            .into_par_iter()
+            .map(|pending| match pending {
+                Pending::Ready { offset, bytes } => Ok((offset, bytes)),
+                Pending::Compress { offset, len, raw } => {
+                    let comp = zstd::bulk::compress(&raw, level)?;
+                    if comp.len() as u64 != len {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "the block at {offset} re-compresses to {} bytes, not {len}",
+                                comp.len()
+                            ),
+                        ));
+                    }
+                    Ok((offset, comp))
+                }
+            })
+            .collect();
+        self.queued_raw = 0;
+        for write in done {
+            let (offset, bytes) = write?;
+            self.sink.write_at(offset, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// The write for the frame just completed: the old compressed frame when it holds
+    /// the same bytes, else the frame queued for re-compression.
+    fn complete_frame(&mut self, p: &Piece) -> io::Result<Pending> {
+        let raw = std::mem::take(&mut self.frame);
         if let Some(&(offset, len)) = self.same.get(&self.frame_no)
             && len == p.image_len
         {
             let mut comp = vec![0u8; len as usize];
             self.reference.read_exact_at(&mut comp, offset)?;
-            let mut check = Vec::with_capacity(self.frame.len());
+            let mut check = Vec::with_capacity(raw.len());
             if zstd_safe::DCtx::create()
                 .decompress(&mut check, &comp)
                 .is_ok()
-                && check == self.frame
+                && check == raw
             {
-                return Ok(comp);
+                return Ok(Pending::Ready {
+                    offset: p.image_offset,
+                    bytes: comp,
+                });
             }
         }
-        zstd::bulk::compress(&self.frame, self.level)
+        self.queued_raw += raw.len();
+        Ok(Pending::Compress {
+            offset: p.image_offset,
+            len: p.image_len,
+            raw,
+        })
     }
 
     /// Checks that every piece was written.
-    pub fn finish(self) -> Result<()> {
+    pub fn finish(mut self) -> Result<()> {
+        self.flush().map_err(Error::io("write sink"))?;
         if self.next < self.pieces.len() {
             return Err(Error::corrupt(
                 "layout",
@@ -603,27 +661,24 @@ impl<S: SlotSink, R: Reference> SlotSink for Recompressor<'_, S, R> {
             let within = at - p.expanded_offset;
             let take = ((p.expanded_len() - within) as usize).min(data.len());
             match p.raw_len {
-                None => self.sink.write_at(p.image_offset + within, &data[..take])?,
+                None => {
+                    self.queued_raw += take;
+                    self.queue.push(Pending::Ready {
+                        offset: p.image_offset + within,
+                        bytes: data[..take].to_vec(),
+                    });
+                }
                 Some(raw_len) => {
                     self.frame.extend_from_slice(&data[..take]);
                     if self.frame.len() as u64 == raw_len {
-                        let comp = self.compressed(&p)?;
+                        let write = self.complete_frame(&p)?;
+                        self.queue.push(write);
                         self.frame_no += 1;
-                        if comp.len() as u64 != p.image_len {
-                            return Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                format!(
-                                    "the block at {} re-compresses to {} bytes, not {}",
-                                    p.image_offset,
-                                    comp.len(),
-                                    p.image_len
-                                ),
-                            ));
-                        }
-                        self.sink.write_at(p.image_offset, &comp)?;
-                        self.frame.clear();
                     }
                 }
+            }
+            if self.queued_raw >= BATCH_BYTES {
+                self.flush()?;
             }
             data = &data[take..];
             at += take as u64;

@@ -44,7 +44,7 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
         rate_limit_per_minute: u32::MAX,
         ..ServiceOptions::default()
     };
-    let https = Https::prepare(data.clone(), Some(addr), options)?;
+    let https = Https::prepare(data.clone(), Some(addr), options).await?;
     let ca_pem = https.secrets.ca_pem.clone();
     let credential_signer = https.secrets.credential_signer.clone();
     data.db.set_signing_window(CLASS, BUILD, true).await?;

@@ -1,4 +1,5 @@
-//! `POST /v1/personalize` and `GET /v1/keys/personalization.pub`: the signing service.
+//! `POST /v1/personalize` and `GET /v1/keys/personalization.pub` (diagnostics): the signing
+//! service.
 //!
 //! A request needs the device's credential (`Authorization: Bearer`). The handler looks
 //! the facts up in SQL (enrollment, revocation, the signing window), applies the
@@ -6,7 +7,7 @@
 //! the uniqueness check), and only then signs.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,7 +17,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use chrono::Utc;
 use ferry_personalize::{
-    Credential, CredentialSigner, DeviceStatus, Facts, Policy, PublicKey, Refusal, Signer,
+    Credential, CredentialSigner, DeviceStatus, Facts, KeyId, Policy, PublicKey, Refusal, Signer,
     TicketRequest, verify_credential,
 };
 
@@ -49,7 +50,9 @@ pub struct Service {
 
 pub(crate) struct Inner {
     pub(crate) data: DataDir,
-    pub(crate) signer: Signer,
+    /// The current key of the published key set; swapped when a rotation is published
+    /// (`keyset::keep_signer_current`).
+    signer: RwLock<Arc<Signer>>,
     pub(crate) credential_signer: CredentialSigner,
     pub(crate) credential_key: PublicKey,
     pub(crate) admin_token: String,
@@ -63,13 +66,14 @@ pub(crate) struct Inner {
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
-            .field("personalization_key", &self.inner.signer.key_id())
+            .field("personalization_key", &self.signing_key_id())
             .finish_non_exhaustive()
     }
 }
 
 impl Service {
-    /// The service over `data` with the given keys; starts the nonce writer task.
+    /// The service over `data` with the given keys (`signer`: the current key of the
+    /// published key set); starts the nonce writer task.
     pub fn new(
         data: DataDir,
         signer: Signer,
@@ -82,7 +86,7 @@ impl Service {
         Service {
             inner: Arc::new(Inner {
                 data,
-                signer,
+                signer: RwLock::new(Arc::new(signer)),
                 credential_signer,
                 credential_key,
                 admin_token,
@@ -93,9 +97,38 @@ impl Service {
         }
     }
 
-    /// The public key devices check tickets with.
+    /// The key tickets are signed with now.
+    pub fn signer(&self) -> Arc<Signer> {
+        self.inner
+            .signer
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The id of the key tickets are signed with now.
+    pub fn signing_key_id(&self) -> KeyId {
+        self.signer().key_id()
+    }
+
+    /// The public key tickets are signed with now (devices trust it through the key set).
     pub fn personalization_key(&self) -> PublicKey {
-        self.inner.signer.public_key()
+        self.signer().public_key()
+    }
+
+    /// Signs from now on with `signer` (the current key of a newly published key set).
+    pub fn set_signer(&self, signer: Signer) {
+        *self
+            .inner
+            .signer
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(signer);
+    }
+
+    /// The credential in `Authorization: Bearer …`, checked against the credential key.
+    pub(crate) fn credential(&self, headers: &HeaderMap) -> Result<Credential, ServerError> {
+        let token = bearer(headers).ok_or_else(credential_missing)?;
+        check_credential(token, &self.inner.credential_key)
     }
 
     fn over_rate(&self, device_id: u64) -> bool {
@@ -125,23 +158,25 @@ pub fn routes(service: Service) -> Router {
         .with_state(service)
 }
 
+/// The key signing now, for diagnostics only: devices trust the key set the catalog signs,
+/// never this answer.
 async fn personalization_key(State(service): State<Service>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        service.inner.signer.public_key().to_file_bytes(),
+        service.personalization_key().to_file_bytes(),
     )
 }
 
-/// The credential in `Authorization: Bearer …`, checked against the credential key.
-pub(crate) fn device_credential(
-    headers: &HeaderMap,
-    key: &PublicKey,
-) -> Result<Credential, ServerError> {
-    let token = bearer(headers).ok_or(ServerError::Unauthorized {
+fn credential_missing() -> ServerError {
+    ServerError::Unauthorized {
         code: "CREDENTIAL_MISSING",
         cause: "the request carries no device credential (Authorization: Bearer)".into(),
         fix: "Enroll the device: ferry device init … --enroll-token TOKEN",
-    })?;
+    }
+}
+
+/// A bearer token checked against the credential key.
+fn check_credential(token: &str, key: &PublicKey) -> Result<Credential, ServerError> {
     verify_credential(token, key).map_err(|e| ServerError::Unauthorized {
         code: e.code(),
         cause: e.to_string(),
@@ -163,7 +198,7 @@ async fn personalize(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ServerError> {
-    let credential = device_credential(&headers, &service.inner.credential_key)?;
+    let credential = service.credential(&headers)?;
     let request: TicketRequest = serde_json::from_slice(&body).map_err(|e| {
         ServerError::Refused(Refusal::BadRequest {
             reason: format!("the body is not a ticket request: {e}"),
@@ -207,7 +242,7 @@ async fn personalize(
     let approved = policy
         .decide(&request, now, &facts)
         .map_err(ServerError::Refused)?;
-    let signed = service.inner.signer.sign(&approved);
+    let signed = service.signer().sign(&approved);
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         signed.to_json(),

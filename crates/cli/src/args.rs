@@ -461,6 +461,9 @@ pub struct BenchPersonalizeArgs {
     /// Enrolled devices the requests are spread over.
     #[arg(long, default_value_t = 1000)]
     pub devices: usize,
+    /// Worker threads of the server's runtime (the load generator uses the others).
+    #[arg(long, default_value_t = 2)]
+    pub server_threads: usize,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -168,13 +168,27 @@ fn revoked_device_is_revoked_device() {
     // credential check and fails on its body.
     let credential = std::fs::read_to_string(f.device.join("trust/credential")).unwrap();
     let credential = credential.trim();
-    let (status, answer) = post(&f.server, "/v1/personalize", credential, &serde_json::json!({}));
-    assert_eq!((status, answer["code"].as_str()), (422, Some("BAD_REQUEST")), "{answer}");
+    let (status, answer) = post(
+        &f.server,
+        "/v1/personalize",
+        credential,
+        &serde_json::json!({}),
+    );
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (422, Some("BAD_REQUEST")),
+        "{answer}"
+    );
     // The same claims with another signature are not the remembered credential.
     let (claims, signature) = credential.split_once('.').unwrap();
     let flipped = if signature.starts_with('A') { "B" } else { "A" };
     let forged = format!("{claims}.{flipped}{}", &signature[1..]);
-    let (status, answer) = post(&f.server, "/v1/personalize", &forged, &serde_json::json!({}));
+    let (status, answer) = post(
+        &f.server,
+        "/v1/personalize",
+        &forged,
+        &serde_json::json!({}),
+    );
     assert_eq!(status, 401, "{answer}");
     ok(&["server", "devices", "--data", data, "--revoke", &id]);
     let (code, error) = failed_install(&f.device, &[]);

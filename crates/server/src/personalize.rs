@@ -21,7 +21,7 @@ use ferry_personalize::{
     TicketRequest, verify_credential,
 };
 
-use crate::devices::NonceWriter;
+use crate::devices::{FactsReader, NonceWriter};
 use crate::{DataDir, ServerError};
 
 /// Limits of the signing service.
@@ -58,6 +58,10 @@ pub(crate) struct Inner {
     pub(crate) admin_token: String,
     pub(crate) options: ServiceOptions,
     pub(crate) nonces: NonceWriter,
+    facts: FactsReader,
+    /// Credentials already verified, by SHA-256 of the bearer token (see
+    /// [`Service::credential`]).
+    verified_credentials: Mutex<HashMap<[u8; 32], Credential>>,
     /// Requests per device in the current minute. A soft, per-replica limit: losing it
     /// on restart only forgives a few requests.
     limiter: Mutex<HashMap<u64, (i64, u32)>>,
@@ -83,6 +87,7 @@ impl Service {
     ) -> Service {
         let credential_key = credential_signer.public_key();
         let nonces = NonceWriter::start(data.db.clone());
+        let facts = FactsReader::start(data.db.clone());
         Service {
             inner: Arc::new(Inner {
                 data,
@@ -92,6 +97,8 @@ impl Service {
                 admin_token,
                 options,
                 nonces,
+                facts,
+                verified_credentials: Mutex::new(HashMap::new()),
                 limiter: Mutex::new(HashMap::new()),
             }),
         }
@@ -125,10 +132,31 @@ impl Service {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(signer);
     }
 
-    /// The credential in `Authorization: Bearer …`, checked against the credential key.
+    /// The credential in `Authorization: Bearer …`. A token whose signature verified once is
+    /// remembered by its SHA-256 (at most [`MAX_VERIFIED_CREDENTIALS`], forgotten all at once
+    /// when full), so a device's later requests skip the Ed25519 verification, the largest
+    /// cost of a request after the ticket's own signature. Safe because a token's claims and
+    /// signature are fixed by its bytes and the credential key never changes while serving;
+    /// revocation and re-enrollment are still checked in the database on every request.
     pub(crate) fn credential(&self, headers: &HeaderMap) -> Result<Credential, ServerError> {
         let token = bearer(headers).ok_or_else(credential_missing)?;
-        check_credential(token, &self.inner.credential_key)
+        let token_sha256 = ferry_types::Sha256::of(token.as_bytes()).0;
+        let lock = || {
+            self.inner
+                .verified_credentials
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if let Some(credential) = lock().get(&token_sha256) {
+            return Ok(credential.clone());
+        }
+        let credential = check_credential(token, &self.inner.credential_key)?;
+        let mut verified = lock();
+        if verified.len() >= MAX_VERIFIED_CREDENTIALS {
+            verified.clear();
+        }
+        verified.insert(token_sha256, credential.clone());
+        Ok(credential)
     }
 
     fn over_rate(&self, device_id: u64) -> bool {
@@ -166,6 +194,9 @@ async fn personalization_key(State(service): State<Service>) -> impl IntoRespons
         service.personalization_key().to_file_bytes(),
     )
 }
+
+/// Verified credentials the service remembers (a few MB at most).
+pub const MAX_VERIFIED_CREDENTIALS: usize = 65_536;
 
 fn credential_missing() -> ServerError {
     ServerError::Unauthorized {
@@ -207,9 +238,8 @@ async fn personalize(
     let device_id = request.identity.device_id;
     let facts = service
         .inner
-        .data
-        .db
-        .device_facts(&device_id, request.build_id.as_str())
+        .facts
+        .facts(device_id, request.build_id.as_str())
         .await?;
     let device = match &facts {
         // A credential is good for its own device only.

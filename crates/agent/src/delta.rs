@@ -53,7 +53,7 @@ pub async fn apply(
             rx,
             current: Bytes::new(),
         };
-        let report = ferry_delta::apply_delta(
+        let report = ferry_delta::apply_any(
             &reference_file,
             reader,
             &mut sink,

@@ -5,7 +5,9 @@
 //! their lengths) and queues them; decode workers each take a frame, decode it,
 //! check its digest, and write it at its place in the slot. Nothing unverified is
 //! ever written. Once a second the slot is synced and the count of frames done in
-//! order is made durable, so an interrupted download resumes from there.
+//! order is made durable, so an interrupted download resumes from there. Every byte
+//! received goes to the [`Spool`] first, so a killed agent loses at most the frame it
+//! was still receiving (see [`crate::spool::recover`]).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -20,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::AgentError;
 use crate::client::Client;
 use crate::seal::LeafStore;
+use crate::spool::Spool;
 
 /// The queue of compressed frames the decode workers share.
 type WorkQueue = Arc<Mutex<mpsc::Receiver<(usize, Vec<u8>)>>>;
@@ -49,7 +52,8 @@ pub type Checkpoint<'a> = &'a mut (dyn FnMut(usize) -> Result<(), AgentError> + 
 /// Called often with the payload offset reached, for progress.
 pub type OnBytes<'a> = &'a mut (dyn FnMut(u64) + Send);
 
-/// Streams frames `start_frame..` of the payload at `url` into `slot`.
+/// Streams frames `start_frame..` of the payload at `url` into `slot`, spooling what
+/// arrives in `spool_dir` until it is in the slot.
 #[allow(clippy::too_many_arguments)]
 pub async fn stream_into_slot(
     client: &Client,
@@ -57,6 +61,7 @@ pub async fn stream_into_slot(
     manifest: Arc<Manifest>,
     leaves: Option<Arc<LeafStore>>,
     slot: &Path,
+    spool_dir: &Path,
     start_frame: usize,
     checkpoint: Checkpoint<'_>,
     on_bytes: OnBytes<'_>,
@@ -97,10 +102,12 @@ pub async fn stream_into_slot(
     drop(done_tx);
     drop(work_rx);
 
+    let mut spool = Spool::create(spool_dir);
     let result = drive(
         client,
         url,
         &manifest,
+        &mut spool,
         start_frame,
         work_tx,
         &mut done_rx,
@@ -117,6 +124,9 @@ pub async fn stream_into_slot(
         let _ = tokio::task::spawn_blocking(move || h.join()).await;
     }
     stats.elapsed = started.elapsed();
+    if result.is_ok() {
+        spool.finish();
+    }
     result.map(|()| stats)
 }
 
@@ -125,6 +135,7 @@ async fn drive(
     client: &Client,
     url: &str,
     manifest: &Manifest,
+    spool: &mut Spool,
     start_frame: usize,
     work_tx: mpsc::Sender<(usize, Vec<u8>)>,
     done_rx: &mut mpsc::UnboundedReceiver<Result<usize, AgentError>>,
@@ -156,6 +167,12 @@ async fn drive(
         while let Ok(msg) = done_rx.try_recv() {
             mark_done(msg?, &mut done, &mut watermark);
         }
+        spool.release_below(
+            manifest
+                .frames
+                .get(watermark)
+                .map_or(u64::MAX, |f| f.offset),
+        );
         // Checkpoints overlap the stream: the slot syncs in the background, and the
         // watermark captured when the sync started is recorded once it is done.
         if pending_sync.as_ref().is_some_and(|(h, _)| h.is_finished())
@@ -191,6 +208,9 @@ async fn drive(
                 skip -= n as u64;
                 let _ = chunk.split_to(n);
             }
+            // Spooled before anything else, so a kill from here on costs nothing
+            // that arrived.
+            spool.append(received_offset, &chunk);
             received_offset += chunk.len() as u64;
             on_bytes(received_offset);
             let mut rest: &[u8] = &chunk;
@@ -407,28 +427,4 @@ pub fn verify_slot(
             source: std::io::Error::other("a verifier thread panicked"),
         }),
     }
-}
-
-/// How many frames from `frames_done` on are already in the slot and verify: after a
-/// crash, frames written since the last checkpoint are re-verified, not re-downloaded.
-pub fn verified_prefix(
-    slot: &Path,
-    manifest: &Manifest,
-    frames_done: usize,
-) -> Result<usize, AgentError> {
-    let file = File::open(slot).map_err(AgentError::io("opening a slot", slot))?;
-    let mut buf = vec![0u8; manifest.frame_size as usize];
-    let mut idx = frames_done;
-    while idx < manifest.frames.len() {
-        let len = manifest.frame_len(idx);
-        if file
-            .read_exact_at(&mut buf[..len], manifest.frame_image_offset(idx))
-            .is_err()
-            || ferry_types::Sha256::of(&buf[..len]) != manifest.frames[idx].sha256
-        {
-            break;
-        }
-        idx += 1;
-    }
-    Ok(idx)
 }

@@ -154,11 +154,14 @@ pub async fn install(
     let id = update_id(device, &offer.release.build_id);
     let id_text = id.to_string();
     let mut update = journal.instance(machine(&UPDATE)?, &id_text, true)?;
-    fire(
+    if let Err(e) = fire(
         &mut update,
         "Install",
         json!({ "label": offer.label, "version": offer.version }),
-    )?;
+    ) {
+        let _ = fire(&mut update, "Fail", json!({ "error": e.report() }));
+        return Err(e);
+    }
     let mut controller = journal.instance(machine(&CONTROLLER)?, &id_text, true)?;
     let mut run = Run::new(device, &offer, id, sink);
     match run.drive(&mut journal, &mut controller).await {
@@ -227,6 +230,10 @@ impl<'a> Run<'a> {
 
     fn progress_path(&self) -> PathBuf {
         self.device.dir.join(CACHE_DIR).join("install.json")
+    }
+
+    fn spool_dir(&self) -> PathBuf {
+        self.device.dir.join(crate::spool::SPOOL_DIR)
     }
 
     /// Runs the controller's table to COMPLETED: fire, run the action, fire what it
@@ -321,15 +328,22 @@ impl<'a> Run<'a> {
         if let Some(mut record) = resumable.filter(|_| !target_bootable) {
             // Frames written after the last checkpoint are still in the slot: re-verify
             // them instead of downloading them again.
+            // Frames that had arrived but were not yet written come from the spool.
             let slot = self.device.slot_path(self.target);
-            record.frames_done = download::verified_prefix(&slot, &manifest, record.frames_done)?;
+            let spool = self.spool_dir();
+            let found = crate::spool::recover(&spool, &slot, &manifest, record.frames_done)?;
+            record.frames_done = found.frames_done;
             durable::write_json(&path, &record)
                 .map_err(AgentError::io("writing install progress", &path))?;
-            let frames_done = record.frames_done;
+            crate::spool::clear(&spool).map_err(AgentError::io("clearing the spool", &spool))?;
             self.record = Some(record);
             return Ok((
                 "Resumable",
-                json!({ "frames_done": frames_done, "frames": manifest.frames.len() }),
+                json!({
+                    "frames_done": found.frames_done,
+                    "from_spool": found.from_spool,
+                    "frames": manifest.frames.len(),
+                }),
             ));
         }
         // A fresh start: make sure nothing boots the slot about to be overwritten.
@@ -402,20 +416,34 @@ impl<'a> Run<'a> {
             .manifest
             .clone()
             .ok_or_else(|| missing("the manifest"))?;
-        let mut record = self
+        let record = self
             .record
             .clone()
             .ok_or_else(|| missing("the install progress"))?;
+        self.start_frame = record.frames_done;
+        let mut downloader = journal.instance(machine(&DOWNLOADER)?, &self.id.to_string(), true)?;
+        let result = self.download_with(&mut downloader, manifest, record).await;
+        if let Err(e) = &result {
+            let _ = fire(&mut downloader, "Fail", json!({ "error": e.report() }));
+        }
+        result
+    }
+
+    /// The download itself; any error it returns is recorded as the downloader's Fail.
+    async fn download_with(
+        &mut self,
+        downloader: &mut Instance,
+        manifest: Arc<Manifest>,
+        mut record: InstallProgress,
+    ) -> Result<(&'static str, serde_json::Value), AgentError> {
         let release = &self.offer.release;
         let client = self.device.client()?;
         let slot_path = self.device.slot_path(self.target);
         let path = self.progress_path();
-        self.start_frame = record.frames_done;
         let start_offset = manifest
             .frames
             .get(self.start_frame)
             .map_or(manifest.payload_size, |f| f.offset);
-        let mut downloader = journal.instance(machine(&DOWNLOADER)?, &self.id.to_string(), true)?;
 
         // A tailored delta first, when there is one and nothing of the full payload is
         // in the slot yet; any failure falls back to the full payload, recorded.
@@ -424,7 +452,7 @@ impl<'a> Run<'a> {
             && record.fallback.is_none()
         {
             fire(
-                &mut downloader,
+                downloader,
                 "Begin",
                 json!({ "payload": "delta", "size": delta.size }),
             )?;
@@ -459,7 +487,7 @@ impl<'a> Run<'a> {
                     // frame against the full manifest and the seal.
                     self.leaves = None;
                     fire(
-                        &mut downloader,
+                        downloader,
                         "Done",
                         json!({ "payload": "delta", "bytes": outcome.bytes_downloaded, "reused": outcome.bytes_reused }),
                     )?;
@@ -478,7 +506,7 @@ impl<'a> Run<'a> {
                     durable::write_json(&path, &record)
                         .map_err(AgentError::io("writing install progress", &path))?;
                     fire(
-                        &mut downloader,
+                        downloader,
                         "Fail",
                         json!({ "payload": "delta", "error": report, "fallback": "full" }),
                     )?;
@@ -487,7 +515,7 @@ impl<'a> Run<'a> {
         }
 
         fire(
-            &mut downloader,
+            downloader,
             "Begin",
             json!({ "from_frame": self.start_frame, "offset": start_offset }),
         )?;
@@ -510,7 +538,7 @@ impl<'a> Run<'a> {
             durable::write_json(&path, &record)
                 .map_err(AgentError::io("writing install progress", &path))?;
             fire(
-                &mut downloader,
+                downloader,
                 "Checkpoint",
                 json!({ "frames_done": frames_done, "bytes": record.bytes_downloaded }),
             )?;
@@ -525,38 +553,31 @@ impl<'a> Run<'a> {
             }
         };
         self.leaves = LeafStore::new(&manifest).map(Arc::new);
-        let result = download::stream_into_slot(
+        let stats = download::stream_into_slot(
             &client,
             &release.payload.url,
             manifest.clone(),
             self.leaves.clone(),
             &slot_path,
+            &self.spool_dir(),
             self.start_frame,
             &mut checkpoint,
             &mut on_bytes,
         )
-        .await;
-        match result {
-            Ok(stats) => {
-                self.bytes_downloaded = stats.bytes_downloaded;
-                self.download_secs = stats.elapsed.as_secs_f64();
-                let mut done: InstallProgress = crate::device::read_json(&path)?;
-                done.bytes_downloaded = base_downloaded + stats.bytes_downloaded;
-                durable::write_json(&path, &done)
-                    .map_err(AgentError::io("writing install progress", &path))?;
-                self.record = Some(done);
-                fire(
-                    &mut downloader,
-                    "Done",
-                    json!({ "bytes": stats.bytes_downloaded, "secs": self.download_secs }),
-                )?;
-                Ok(("Downloaded", json!({ "bytes": stats.bytes_downloaded })))
-            }
-            Err(e) => {
-                let _ = fire(&mut downloader, "Fail", json!({ "error": e.report() }));
-                Err(e)
-            }
-        }
+        .await?;
+        self.bytes_downloaded = stats.bytes_downloaded;
+        self.download_secs = stats.elapsed.as_secs_f64();
+        let mut done: InstallProgress = crate::device::read_json(&path)?;
+        done.bytes_downloaded = base_downloaded + stats.bytes_downloaded;
+        durable::write_json(&path, &done)
+            .map_err(AgentError::io("writing install progress", &path))?;
+        self.record = Some(done);
+        fire(
+            downloader,
+            "Done",
+            json!({ "bytes": stats.bytes_downloaded, "secs": self.download_secs }),
+        )?;
+        Ok(("Downloaded", json!({ "bytes": stats.bytes_downloaded })))
     }
 
     /// PREPARING_UPDATE, 60% → 99%: finish the seal (or re-check every frame of an

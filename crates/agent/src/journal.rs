@@ -18,6 +18,12 @@ pub const STATE_DIR: &str = "state";
 pub const CRASH_AFTER_RECORDS: &str = "FERRY_CRASH_AFTER_RECORDS";
 /// Fault injection: SIGKILL once this many payload bytes have arrived.
 pub const CRASH_AFTER_BYTES: &str = "FERRY_CRASH_AFTER_BYTES";
+/// Fault injection for the table-coverage test (`tests/fsm_coverage.rs`): a
+/// comma-separated list of `machine:STATE`; the step out of that state fails with
+/// `INJECTED_FAULT`, so the failure row of every state can be driven for real.
+pub const FAIL_IN: &str = "FERRY_FAIL_IN";
+/// Like [`FAIL_IN`], but the process is SIGKILLed as it leaves the state.
+pub const CRASH_IN: &str = "FERRY_CRASH_IN";
 
 static RECORDS: AtomicU64 = AtomicU64::new(0);
 
@@ -91,6 +97,23 @@ pub fn fire(
     event: &str,
     data: serde_json::Value,
 ) -> Result<&'static str, AgentError> {
+    let machine = inst.machine();
+    if !machine.def().failure_events.contains(&event) {
+        let here = (machine.name(), inst.state());
+        if injected_at(FAIL_IN, here) {
+            return Err(AgentError::Journal {
+                code: "INJECTED_FAULT",
+                cause: format!(
+                    "a fault was injected ({FAIL_IN}) as {} left {} on {event}",
+                    here.0, here.1
+                ),
+                fix: format!("unset {FAIL_IN}: it exists for tests"),
+            });
+        }
+        if injected_at(CRASH_IN, here) {
+            crash();
+        }
+    }
     let step = inst.fire(event, data).map_err(fsm_error)?;
     let n = RECORDS.fetch_add(1, Ordering::SeqCst) + 1;
     if crash_point(CRASH_AFTER_RECORDS).is_some_and(|at| n >= at) {
@@ -104,6 +127,14 @@ pub fn bytes_received(n: u64) {
     if crash_point(CRASH_AFTER_BYTES).is_some_and(|at| n >= at) {
         crash();
     }
+}
+
+/// Whether `var` names `machine:STATE` in its comma-separated list.
+fn injected_at(var: &str, (machine, state): (&str, &str)) -> bool {
+    std::env::var(var).is_ok_and(|v| {
+        v.split(',')
+            .any(|item| item.trim().split_once(':') == Some((machine, state)))
+    })
 }
 
 fn crash_point(var: &str) -> Option<u64> {

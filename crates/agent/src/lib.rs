@@ -26,6 +26,7 @@ pub mod progress;
 pub mod reboot;
 pub mod scan;
 pub mod seal;
+pub mod spool;
 pub mod status;
 
 pub use error::AgentError;

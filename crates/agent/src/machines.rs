@@ -103,7 +103,6 @@ pub const CONTROLLER: MachineDef = machine! {
         PREPARED           + Fail          => RecordFailure  -> FAILED,
         FAILED             + Fail          => RecordFailure  -> FAILED,
         FAILED             + Start         => StartUp        -> STARTUP,
-        ACCEPTED           + Resume        => LoadPersisted  -> LOADING_PERSISTED,
         STARTUP            + Resume        => LoadPersisted  -> LOADING_PERSISTED,
         LOADING_PERSISTED  + Resume        => LoadPersisted  -> LOADING_PERSISTED,
         READY              + Resume        => LoadPersisted  -> LOADING_PERSISTED,

@@ -173,13 +173,20 @@ fn record_boot(
     if update.state() != "STAGED" {
         return Ok(());
     }
-    match failure {
-        None => crate::journal::fire(&mut update, "Booted", serde_json::json!({ "slot": slot }))?,
+    let recorded = match failure {
+        None => crate::journal::fire(&mut update, "Booted", serde_json::json!({ "slot": slot })),
         Some(report) => crate::journal::fire(
             &mut update,
             "BootFailed",
             serde_json::json!({ "slot": slot, "error": report }),
-        )?,
+        ),
     };
-    Ok(())
+    if let Err(e) = &recorded {
+        let _ = crate::journal::fire(
+            &mut update,
+            "Fail",
+            serde_json::json!({ "error": e.report() }),
+        );
+    }
+    recorded.map(|_| ())
 }

@@ -73,17 +73,27 @@ async fn run(
         &current,
     );
     crate::catalog::record(device, Ok(offers.len()));
+    // The recovery check is part of the scan: its failure fails the scan too.
+    let mut recovery = journal.instance(machine(&RECOVERY_SCAN)?, scan_id, false)?;
+    if let Err(e) = check_recovery(&mut recovery) {
+        let _ = fire(&mut recovery, "Fail", json!({ "error": e.report() }));
+        return Err(e);
+    }
     fire(
         one,
         "Selected",
         json!({ "current": current, "offers": offers.iter().map(|o| &o.label).collect::<Vec<_>>() }),
     )?;
-    let mut recovery = journal.instance(machine(&RECOVERY_SCAN)?, scan_id, false)?;
-    fire(&mut recovery, "Check", json!({}))?;
+    Ok(ScanResult { offers })
+}
+
+/// `recovery_scan[uuid]`: until the recovery component exists, never needed.
+fn check_recovery(recovery: &mut ferry_fsm::Instance) -> Result<(), AgentError> {
+    fire(recovery, "Check", json!({}))?;
     fire(
-        &mut recovery,
+        recovery,
         "NotNeeded",
         json!({ "reason": "the device has no recovery component" }),
     )?;
-    Ok(ScanResult { offers })
+    Ok(())
 }

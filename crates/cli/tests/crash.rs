@@ -13,6 +13,8 @@ use std::time::Instant;
 use common::*;
 
 const IMAGE_MIB: usize = 8;
+/// The payload's write unit: one 1 MiB frame.
+const FRAME_BYTES: u64 = 1 << 20;
 
 struct Point {
     var: &'static str,
@@ -121,7 +123,16 @@ fn killed_at_any_point_the_install_resumes_and_the_journal_replays() {
             let again = resumed["installed"]["bytes_downloaded"]
                 .as_u64()
                 .unwrap_or(0);
-            redownloaded.push((point.at + again).saturating_sub(payload));
+            let lost = (point.at + again).saturating_sub(payload);
+            // Issue 3's goal: a kill costs at most the one frame (write unit) that
+            // was still arriving; everything received before it was spooled.
+            assert!(
+                lost <= FRAME_BYTES,
+                "{}={}: {lost} bytes downloaded twice",
+                point.var,
+                point.at
+            );
+            redownloaded.push(lost);
         }
         assert_eq!(
             slot_digest(&device.join("slots/a.img"), v1_len),

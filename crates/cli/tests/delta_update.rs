@@ -141,3 +141,98 @@ fn corrupted_delta_falls_back_to_the_full_image() {
     ok(&["reboot", "--device", s(&f.device)]);
     assert_eq!(status(&f.device)["version"], "2.0");
 }
+
+/// Text-like file content: compressible, different per seed.
+fn text(seed: u64, len: usize) -> Vec<u8> {
+    let words = [
+        "update ", "slot ", "seal ", "kernel ", "verity ", "boot\n", "ferry ",
+    ];
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(words[(x % 7) as usize].as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn mksquashfs(tree: &Path, image: &Path) {
+    let out = std::process::Command::new("mksquashfs")
+        .arg(tree)
+        .arg(image)
+        .args([
+            "-noappend",
+            "-comp",
+            "zstd",
+            "-mkfs-time",
+            "0",
+            "-all-time",
+            "0",
+        ])
+        .args(["-all-root", "-no-xattrs", "-quiet", "-no-progress"])
+        .output()
+        .expect("mksquashfs runs (Debian: squashfs-tools)");
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+}
+
+fn text_of(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn a_squashfs_release_installs_through_a_delta_below_its_compression() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (t1, t2) = (tmp.path().join("t1"), tmp.path().join("t2"));
+    std::fs::create_dir_all(&t1).unwrap();
+    std::fs::create_dir_all(&t2).unwrap();
+    for i in 0..24u64 {
+        let content = text(i, 100_000 + (i as usize * 7919) % 150_000);
+        std::fs::write(t1.join(format!("f{i}")), &content).unwrap();
+        let mut changed = content;
+        if i % 3 == 0 {
+            let at = changed.len() / 2;
+            changed[at..at + 12].copy_from_slice(b"v2 was here!");
+        }
+        std::fs::write(t2.join(format!("f{i}")), &changed).unwrap();
+    }
+    let (v1, v2) = (tmp.path().join("v1.sqfs"), tmp.path().join("v2.sqfs"));
+    mksquashfs(&t1, &v1);
+    mksquashfs(&t2, &v2);
+    let data = tmp.path().join("server");
+    publish(&data, &v1, "1.0");
+    ok(&[
+        "publish",
+        "--data",
+        s(&data),
+        "--image",
+        s(&v2),
+        "--version",
+        "2.0",
+        "--class",
+        "vm",
+        "--delta-from",
+        "1.0",
+    ]);
+    let server = Server::start(&data);
+    let device = tmp.path().join("device");
+    device_init(&device, &v1, "1.0", &server.url(), &data, "customer");
+    ok(&["install", "vm-2.0", "--device", s(&device)]);
+    let receipt = last_install(&device);
+    assert_eq!(receipt["payload_kind"], "delta", "{receipt}");
+    assert!(receipt["fallback"].is_null(), "{receipt}");
+    let downloaded = receipt["bytes_downloaded"].as_u64().unwrap();
+    let full = full_payload_size(&data);
+    // Every changed file's compressed blocks differ byte-wise; below the compression
+    // only the twelve changed bytes per file do.
+    assert!(
+        downloaded * 10 < full,
+        "delta {downloaded} B against the full payload {full} B"
+    );
+    ok(&["reboot", "--device", s(&device)]);
+    let st = status(&device);
+    assert_eq!(st["version"], "2.0", "{st}");
+    ok(&["boot-check", "--device", s(&device)]);
+}

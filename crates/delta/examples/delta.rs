@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use ferry_delta::{
     ApplyOptions, EncodeOptions, Error, IndexOptions, PayloadIndex, PlanOptions, RangeFile,
-    apply_delta, assemble, build_payload, encode_delta, plan_reuse,
+    apply_any, assemble, build_payload, encode_expanded, plan_reuse,
 };
 
 fn main() -> ExitCode {
@@ -64,10 +64,22 @@ fn run(args: &[String]) -> Result<(), Error> {
             }
             opts.use_references = !args.iter().any(|a| a == "--no-reference");
             let mut out = BufWriter::new(create(&args[3])?);
-            let manifest = encode_delta(&open(&args[1])?, &open(&args[2])?, &mut out, &opts)?;
+            let read = |p: &str| {
+                std::fs::read(p).map_err(|e| Error::Io {
+                    operation: "read image",
+                    source: e,
+                })
+            };
+            let (old, new) = (read(&args[1])?, read(&args[2])?);
+            let (manifest, expanded) = encode_expanded(&old, &new, &mut out, &opts)?;
             eprintln!(
-                "encoded in {:.2} s: copy {} zero {} literal {} blocks, literal {} -> {} bytes, base read {} bytes",
+                "encoded in {:.2} s ({}): copy {} zero {} literal {} blocks, literal {} -> {} bytes, base read {} bytes",
                 started.elapsed().as_secs_f64(),
+                if expanded {
+                    "expanded below the zstd blocks"
+                } else {
+                    "plain"
+                },
                 manifest.copy_blocks,
                 manifest.zero_blocks,
                 manifest.literal_blocks,
@@ -81,7 +93,7 @@ fn run(args: &[String]) -> Result<(), Error> {
             let reference = open(&args[1])?;
             let delta = BufReader::with_capacity(1 << 20, open(&args[2])?);
             let mut out = create(&args[3])?;
-            let report = apply_delta(&reference, delta, &mut out, &ApplyOptions::default())?;
+            let report = apply_any(&reference, delta, &mut out, &ApplyOptions::default())?;
             eprintln!(
                 "applied in {:.2} s: wrote {} bytes, read {} delta bytes, peak buffers {} bytes",
                 started.elapsed().as_secs_f64(),

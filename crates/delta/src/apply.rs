@@ -1,17 +1,15 @@
 //! Applying a delta as it streams in, with bounded memory and verified output.
 
-use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
 
 use zstd::zstd_safe::{DCtx, DParameter};
 
-use crate::SlotSink;
 use crate::error::{Error, Result};
 use crate::format::{
     BLOCK_SIZE, DELTA_FORMAT, DELTA_MAGIC, DeltaManifest, MAX_MANIFEST_BYTES, MAX_TABLES_BYTES, Op,
     Tables, hex,
 };
+use crate::{Reference, SlotSink};
 
 /// Limits and trust anchors for [`apply_delta`].
 #[derive(Debug, Clone)]
@@ -72,7 +70,7 @@ pub struct ApplyReport {
 /// and the digest of all base bytes the delta will read (`BASE_MISMATCH`). Each output window
 /// is checked against its digest before it reaches the sink (`DIGEST_MISMATCH`).
 pub fn apply_delta(
-    reference: &File,
+    reference: &impl Reference,
     delta: impl Read,
     sink: &mut impl SlotSink,
     opts: &ApplyOptions,
@@ -135,9 +133,11 @@ pub fn apply_delta(
     // The base: size, then the digest of every byte the delta reads. A slot is usually
     // larger than the image it holds (and a block device reports no length), so only a
     // regular file too short to hold the base is refused here; the digest decides.
-    let reference_meta = reference.metadata().map_err(Error::io("stat reference"))?;
-    let reference_size = reference_meta.len();
-    if reference_meta.is_file() && reference_size < manifest.old_size {
+    if let Some(reference_size) = reference
+        .binding_size()
+        .map_err(Error::io("stat reference"))?
+        && reference_size < manifest.old_size
+    {
         return Err(Error::BaseMismatch {
             what: "size",
             expected: manifest.old_size.to_string(),
@@ -465,7 +465,7 @@ fn read_delta(delta: &mut impl Read, buf: &mut [u8], section: &'static str) -> R
     })
 }
 
-fn read_reference(reference: &File, buf: &mut [u8], offset: u64) -> Result<()> {
+fn read_reference(reference: &impl Reference, buf: &mut [u8], offset: u64) -> Result<()> {
     reference
         .read_exact_at(buf, offset)
         .map_err(Error::io("read reference"))

@@ -35,6 +35,13 @@
 //! [`ApplyOptions::memory_bound`], about 210 MiB with the default limits, whatever the image size; the report's
 //! `peak_buffer_bytes` says what an apply really held.
 //!
+//! # Below the compression (squashfs)
+//!
+//! [`encode_expanded`] diffs a compressed filesystem's decompressed blocks and
+//! [`apply_any`] re-compresses them on the device, copying unchanged blocks; see
+//! [`ExpandedView`] and the `expand` module docs. Memory beyond the plain apply: eight
+//! decompressed blocks cached and one block being re-compressed (≤ 9 MiB).
+//!
 //! # The payload index (chunk reuse)
 //!
 //! See [`PayloadIndex`]: the image is cut into extents; runs of blocks found in a *hint*
@@ -77,6 +84,7 @@
 mod apply;
 mod encode;
 mod error;
+mod expand;
 mod format;
 mod index;
 mod reuse;
@@ -89,6 +97,7 @@ use std::os::unix::fs::FileExt;
 pub use apply::{ApplyOptions, ApplyReport, apply_delta};
 pub use encode::{EncodeOptions, encode_delta, encode_delta_bytes};
 pub use error::{Error, Result};
+pub use expand::{EXPANDED_MAGIC, ExpandedView, Layout, apply_any, encode_expanded, scan_layout};
 pub use format::{BLOCK_SIZE, DELTA_FORMAT, DELTA_MAGIC, DeltaManifest};
 pub use index::{
     Chunk, Extent, INDEX_MAGIC, IndexOptions, PayloadIndex, build_payload, build_payload_bytes,
@@ -96,6 +105,27 @@ pub use index::{
 pub use reuse::{
     AssembleReport, ChunkSource, PlanOptions, RangeFile, ReusePlan, assemble, plan_reuse,
 };
+
+/// What a delta is applied against: the running slot, or a view of it
+/// ([`ExpandedView`] shows a compressed filesystem with its blocks decompressed).
+pub trait Reference {
+    /// Fills `buf` with the bytes at `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// The size when it binds: a regular file's length. `None` for a block device (whose
+    /// slot is usually larger than the image it holds) or a view.
+    fn binding_size(&self) -> io::Result<Option<u64>>;
+}
+
+impl Reference for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+
+    fn binding_size(&self) -> io::Result<Option<u64>> {
+        let meta = self.metadata()?;
+        Ok(meta.is_file().then_some(meta.len()))
+    }
+}
 
 /// Where rebuilt image bytes go: the caller hashes, seals or writes the slot its own way.
 ///

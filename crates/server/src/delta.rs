@@ -77,18 +77,20 @@ pub async fn publish_delta(
                     "the base release's stored payload does not rebuild its image".into(),
                 ));
             }
-            let old_file = std::fs::File::open(&old_path).map_err(io("opening the base image"))?;
-            let new_file = std::fs::File::open(&new_path).map_err(io("opening the image"))?;
+            let old_image = std::fs::read(&old_path).map_err(io("reading the base image"))?;
+            let new_image = std::fs::read(&new_path).map_err(io("reading the image"))?;
             let mut out = std::io::BufWriter::new(
                 std::fs::File::create(&delta_path).map_err(io("creating the delta"))?,
             );
-            ferry_delta::encode_delta(
-                &old_file,
-                &new_file,
+            // A compressed filesystem (squashfs with zstd) is diffed below its compression.
+            let (_, expanded) = ferry_delta::encode_expanded(
+                &old_image,
+                &new_image,
                 &mut out,
                 &ferry_delta::EncodeOptions::default(),
             )
             .map_err(|e| ServerError::Seal(format!("encoding the delta failed: {e}")))?;
+            tracing::info!(expanded, "delta encoded");
             std::io::Write::flush(&mut out).map_err(io("writing the delta"))?;
             drop(out);
             let bytes = std::fs::read(&delta_path).map_err(io("reading the delta"))?;

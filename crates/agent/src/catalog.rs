@@ -5,6 +5,7 @@
 //! DEVICE/tuf/root.json        the pinned root (written by `device init`, never by a scan)
 //! DEVICE/tuf/current -> gen-N the last good metadata (ferry-catalog's datastore)
 //! DEVICE/tuf/last-scan.json   when the last scan ran, its result code or "ok", offers found
+//! DEVICE/trust/personalization-keys.json   the key set target, taken at each scan
 //! ```
 //!
 //! The device trusts nothing the server says outside this metadata: offers come from the
@@ -66,8 +67,17 @@ pub fn scan_due(
 
 /// Refreshes the catalog into `DEVICE/tuf/`. On failure the error is recorded in
 /// `last-scan.json` and the last good metadata stays as it was.
+///
+/// The personalization key set comes with it: a verified catalog's key set replaces the
+/// trusted one ([`crate::personalize::update_key_set`]), and a key set TUF refuses fails
+/// the scan.
 pub async fn refresh(device: &Device) -> Result<Catalog, AgentError> {
     let mut result = refresh_inner(device).await;
+    if let Ok(catalog) = &result
+        && let Err(error) = crate::personalize::update_key_set(device, catalog).await
+    {
+        result = Err(error);
+    }
     if let Err(error) = &result
         && error.code() == "SERVER_UNREACHABLE"
         && let Some(tls) = tls_cause(device).await

@@ -170,12 +170,6 @@ impl Client {
         self.get_limited(&url, 1024).await.map(|_| ())
     }
 
-    /// `GET /v1/keys/personalization.pub`.
-    pub async fn personalization_key(&self) -> Result<Bytes, AgentError> {
-        let url = self.url("/v1/keys/personalization.pub");
-        self.get_limited(&url, 64 << 10).await
-    }
-
     /// `POST /v1/personalize` with the device credential.
     pub async fn personalize(
         &self,

@@ -251,6 +251,16 @@ pub enum AgentError {
     /// A ticket failed its check (TICKET_BAD_SIGNATURE, TICKET_OTHER_DEVICE, …).
     #[error(transparent)]
     Ticket(ferry_personalize::TicketError),
+    /// The personalization key set the catalog offered cannot replace the trusted one
+    /// (malformed, or older).
+    #[error(transparent)]
+    KeySet(ferry_personalize::KeySetError),
+    /// The device has no personalization key set yet: no scan took one from the catalog.
+    #[error("the device trusts no personalization key yet ({} is missing)", path.display())]
+    KeySetMissing {
+        /// Where the key set should be.
+        path: PathBuf,
+    },
     /// A slot installed by an update has no ticket.
     #[error("slot {slot} has no personalization ticket ({} is missing)", path.display())]
     TicketMissing {
@@ -342,6 +352,8 @@ impl Diagnose for AgentError {
             AgentError::NotEnrolled { .. } => "NOT_ENROLLED",
             AgentError::Tls(e) => e.code(),
             AgentError::Ticket(e) => e.code(),
+            AgentError::KeySet(e) => e.code(),
+            AgentError::KeySetMissing { .. } => "KEYSET_MISSING",
             AgentError::TicketMissing { .. } => "TICKET_MISSING",
             AgentError::NonceMissing { .. } => "TICKET_NONCE_MISSING",
         }
@@ -418,6 +430,10 @@ impl Diagnose for AgentError {
             }
             AgentError::Tls(e) => e.fix().into(),
             AgentError::Ticket(e) => e.fix().into(),
+            AgentError::KeySet(e) => e.fix().into(),
+            AgentError::KeySetMissing { .. } => {
+                "scan (`ferry list`) so the device takes the key set from the catalog; if it stays missing, the server's catalog lists none (ferry server personalization-key list --data DIR)".into()
+            }
             AgentError::TicketMissing { .. } | AgentError::NonceMissing { .. } => {
                 "install the update again: the device fell back to its previous version".into()
             }

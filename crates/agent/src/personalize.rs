@@ -4,9 +4,11 @@
 //! Files (DESIGN §2):
 //!
 //! ```text
-//! trust/ca.pem                 the pinned CA: the only one the HTTP client trusts
-//! trust/personalization.pub    the key tickets must be signed with (pinned at enrollment)
-//! trust/credential             the bearer credential from enrollment (0600)
+//! trust/ca.pem                      the pinned CA: the only one the HTTP client trusts
+//! trust/personalization-keys.json   the keys tickets may be signed with: the key set the
+//!                                   catalog signs (target keys-personalization.json), taken
+//!                                   at each scan; never from enrollment or any other answer
+//! trust/credential                  the bearer credential from enrollment (0600)
 //! boot/nonce                   the nonce of the attempt in progress (written before the request)
 //! boot/ticket-<slot>.json      the ticket of what the slot holds (written before Apply)
 //! boot/nonce-<slot>            the nonce that slot's ticket is bound to, once it booted good
@@ -17,9 +19,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ferry_boot::Slot;
+use ferry_catalog::{Catalog, Sha256Digest};
 use ferry_personalize::{
-    BuildId, Component, Expectation, Identity, Nonce, PublicKey, RootHash, SignedTicket,
-    TicketRequest, verify,
+    BuildId, Component, Expectation, Identity, KEY_SET_TARGET, KeySet, Nonce, RootHash,
+    SignedTicket, TicketRequest, verify,
 };
 
 use crate::client::Client;
@@ -30,8 +33,8 @@ use crate::{AgentError, durable};
 pub const TRUST_DIR: &str = "trust";
 /// The pinned CA, in [`TRUST_DIR`].
 pub const CA_FILE: &str = "ca.pem";
-/// The pinned personalization key, in [`TRUST_DIR`].
-pub const PERSONALIZATION_KEY_FILE: &str = "personalization.pub";
+/// The trusted personalization key set, in [`TRUST_DIR`].
+pub const KEY_SET_FILE: &str = "personalization-keys.json";
 /// The device credential, in [`TRUST_DIR`].
 pub const CREDENTIAL_FILE: &str = "credential";
 /// The nonce of the personalization attempt in progress, in [`BOOT_DIR`].
@@ -98,23 +101,75 @@ pub fn identity(device: &Device) -> Result<Identity, AgentError> {
     })
 }
 
-/// The personalization key pinned at enrollment.
-pub fn trusted_key(device: &Device) -> Result<PublicKey, AgentError> {
-    let path = device.dir.join(TRUST_DIR).join(PERSONALIZATION_KEY_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => AgentError::NotEnrolled {
-            reason: format!("{} is missing", path.display()),
-        },
-        _ => AgentError::Io {
-            op: "reading the personalization key",
-            path: path.clone(),
-            source: e,
-        },
-    })?;
-    PublicKey::from_file_bytes(&bytes).map_err(|e| AgentError::DeviceCorrupt {
+/// The personalization key set the device trusts (taken from the catalog at its last
+/// scan), as stored; `Ok(None)` when no scan has taken one yet.
+fn stored_key_set(device: &Device) -> Result<Option<(KeySet, Vec<u8>)>, AgentError> {
+    let path = device.dir.join(TRUST_DIR).join(KEY_SET_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(AgentError::Io {
+                op: "reading the personalization key set",
+                path,
+                source,
+            });
+        }
+    };
+    let set = KeySet::from_bytes(&bytes).map_err(|e| AgentError::DeviceCorrupt {
         path,
         reason: e.to_string(),
-    })
+    })?;
+    Ok(Some((set, bytes)))
+}
+
+/// The personalization key set the device trusts: tickets signed by any of its keys pass,
+/// any other key is `TICKET_KEY_NOT_TRUSTED`. `KEYSET_MISSING` before the first scan.
+pub fn key_set(device: &Device) -> Result<KeySet, AgentError> {
+    stored_key_set(device)?
+        .map(|(set, _)| set)
+        .ok_or_else(|| AgentError::KeySetMissing {
+            path: device.dir.join(TRUST_DIR).join(KEY_SET_FILE),
+        })
+}
+
+/// Takes the key set from a freshly verified catalog: the target [`KEY_SET_TARGET`],
+/// downloaded only when its signed digest differs from the stored set's, checked by TUF
+/// (length and SHA-256), parsed, refused if older than the trusted set, then stored
+/// durably. Returns the set now trusted (`None`: the catalog lists none and none was
+/// stored). On any failure the trusted set stays as it was.
+pub async fn update_key_set(
+    device: &Device,
+    catalog: &Catalog,
+) -> Result<Option<KeySet>, AgentError> {
+    let stored = stored_key_set(device)?;
+    let Some(target) = catalog.target(KEY_SET_TARGET) else {
+        return Ok(stored.map(|(set, _)| set));
+    };
+    if let Some((set, bytes)) = &stored
+        && Sha256Digest::of(bytes) == target.sha256
+    {
+        return Ok(Some(set.clone()));
+    }
+    let bytes = catalog.read_target(KEY_SET_TARGET).await?;
+    let offered = KeySet::from_bytes(&bytes).map_err(AgentError::KeySet)?;
+    if let Some((trusted, _)) = &stored {
+        trusted
+            .check_successor(&offered)
+            .map_err(AgentError::KeySet)?;
+    }
+    let trust = device.dir.join(TRUST_DIR);
+    std::fs::create_dir_all(&trust).map_err(AgentError::io("creating trust/", &trust))?;
+    let path = trust.join(KEY_SET_FILE);
+    durable::write_atomic(&path, &bytes)
+        .map_err(AgentError::io("storing the personalization key set", &path))?;
+    tracing::info!(
+        version = offered.version(),
+        current = %offered.current(),
+        n_keys = offered.keys().len(),
+        "took the personalization key set from the catalog"
+    );
+    Ok(Some(offered))
 }
 
 fn credential(device: &Device) -> Result<String, AgentError> {
@@ -132,9 +187,8 @@ fn credential(device: &Device) -> Result<String, AgentError> {
     }
 }
 
-/// Enrolls the device with a one-time enrollment token: stores its credential, then
-/// pins the personalization key the server announces (until the catalog's TUF targets
-/// carry it as `keys-personalization.pub`).
+/// Enrolls the device with a one-time enrollment token and stores its credential. (The
+/// personalization keys come from the catalog at each scan, not from enrollment.)
 pub async fn enroll(device: &Device, token: &str) -> Result<(), AgentError> {
     let client = Client::for_device(device)?;
     let identity = identity(device)?;
@@ -145,14 +199,6 @@ pub async fn enroll(device: &Device, token: &str) -> Result<(), AgentError> {
     durable::write_atomic(&path, format!("{credential}\n").as_bytes())
         .map_err(AgentError::io("storing the credential", &path))?;
     set_private(&path)?;
-    let key_bytes = client.personalization_key().await?;
-    let key = PublicKey::from_file_bytes(&key_bytes).map_err(|e| AgentError::ServerInvalid {
-        url: "/v1/keys/personalization.pub".into(),
-        reason: e.to_string(),
-    })?;
-    let path = trust.join(PERSONALIZATION_KEY_FILE);
-    durable::write_atomic(&path, &key.to_file_bytes())
-        .map_err(AgentError::io("pinning the personalization key", &path))?;
     Ok(())
 }
 
@@ -192,7 +238,7 @@ pub async fn request_ticket(
             },
         )?;
     let credential = credential(device)?;
-    let key = trusted_key(device)?;
+    let trusted_keys = key_set(device)?.keys().to_vec();
     let identity = identity(device)?;
     let mut delay = Duration::from_millis(500);
     let mut attempt = 1;
@@ -213,7 +259,7 @@ pub async fn request_ticket(
                 // A ticket this device could not boot with is the server's fault: say so now.
                 verify(
                     &signed,
-                    &[key],
+                    &trusted_keys,
                     &Expectation {
                         identity: identity.clone(),
                         nonce,
@@ -236,7 +282,8 @@ pub async fn request_ticket(
     }
 }
 
-/// Checks `slot`'s ticket at boot: present, signed by the pinned key, for this device,
+/// Checks `slot`'s ticket at boot: present, signed by a key of the trusted key set, for this
+/// device,
 /// for the stored nonce (the attempt's while the slot is on trial, the slot's own once it
 /// booted good), and for the slot's root hash. The factory image has no ticket.
 pub fn check_ticket(device: &Device, slot: Slot, info: &SlotInfo) -> Result<(), AgentError> {
@@ -285,7 +332,7 @@ pub fn check_ticket(device: &Device, slot: Slot, info: &SlotInfo) -> Result<(), 
         })?;
     verify(
         &signed,
-        &[trusted_key(device)?],
+        key_set(device)?.keys(),
         &Expectation {
             identity: identity(device)?,
             nonce,

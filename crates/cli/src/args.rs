@@ -134,6 +134,40 @@ pub enum ServerCommand {
     Devices(ServerDevicesArgs),
     /// Open or close a build's signing window for a device class.
     SigningWindow(SigningWindowArgs),
+    /// The personalization keys devices trust (signed into the catalog): list, rotate,
+    /// retire.
+    PersonalizationKey(PersonalizationKeyArgs),
+}
+
+/// `ferry server personalization-key`.
+#[derive(Debug, Args)]
+pub struct PersonalizationKeyArgs {
+    #[command(subcommand)]
+    pub action: KeyAction,
+    /// Server data directory.
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
+    /// The offline keys directory (targets key) that signs the catalog (default
+    /// DATA/keys-offline); rotate and retire need it.
+    #[arg(long, global = true)]
+    pub keys: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// What to do with the personalization keys.
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Show the key set the catalog signs: its version, keys and the current one.
+    List,
+    /// Make a new key the signing key; the others stay trusted until retired (the overlap).
+    Rotate,
+    /// Stop trusting a key: devices refuse its tickets after their next scan.
+    Retire {
+        /// The key id (64 hex digits, as `list` shows it).
+        key_id: String,
+    },
 }
 
 /// A server data directory.
@@ -431,6 +465,9 @@ pub struct BenchPersonalizeArgs {
     /// Enrolled devices the requests are spread over.
     #[arg(long, default_value_t = 1000)]
     pub devices: usize,
+    /// Worker threads of the server's runtime (the load generator uses the others).
+    #[arg(long, default_value_t = 2)]
+    pub server_threads: usize,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -4,7 +4,10 @@
 //! nonce uniqueness included), enrolls `--devices` devices, then keeps `--connections`
 //! keep-alive HTTPS connections busy for `--seconds`, each request with a fresh nonce,
 //! and reports tickets per second and latency percentiles. Server and load generator
-//! share the machine's cores, as on a real two-core box with a local client.
+//! share the machine's cores, as on a real two-core box with a local client: the server
+//! runs on its own runtime (`--server-threads` workers named `ferry-server`, plus SQLite's
+//! worker threads), and the CPU time of each thread is read from `/proc/self/task` over
+//! the measured window, so the report says how much of the CPU the client itself took.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -34,8 +37,8 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     let tmp = tempfile::tempdir().map_err(|e| bench_failure("make a directory", e))?;
     let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
     let data = DataDir::open(&dir.join("server")).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
         .map_err(|e| bench_failure("listen on loopback", e))?;
     let addr = listener
         .local_addr()
@@ -44,10 +47,49 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
         rate_limit_per_minute: u32::MAX,
         ..ServiceOptions::default()
     };
-    let https = Https::prepare(data.clone(), Some(addr), options)?;
-    let ca_pem = https.secrets.ca_pem.clone();
-    let credential_signer = https.secrets.credential_signer.clone();
     data.db.set_signing_window(CLASS, BUILD, true).await?;
+
+    // The server on its own runtime, so its threads can be told from the client's.
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(a.server_threads.max(1))
+        .thread_name(SERVER_THREAD)
+        .enable_all()
+        .build()
+        .map_err(|e| bench_failure("start the server runtime", e))?;
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_data = data.clone();
+    let server = server_runtime.spawn(async move {
+        let prepared = Https::prepare(server_data, Some(addr), options).await;
+        let listener = tokio::net::TcpListener::from_std(listener);
+        let (https, listener) = match (prepared, listener) {
+            (Ok(https), Ok(listener)) => (https, listener),
+            (Err(e), _) => {
+                let _ = ready_tx.send(Err(Failure::from(e)));
+                return;
+            }
+            (_, Err(e)) => {
+                let _ = ready_tx.send(Err(bench_failure("listen on loopback", e)));
+                return;
+            }
+        };
+        let secrets = (
+            https.secrets.ca_pem.clone(),
+            https.secrets.credential_signer.clone(),
+        );
+        let _ = ready_tx.send(Ok(secrets));
+        if let Err(error) = https
+            .serve_until(listener, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        {
+            tracing::error!(%error, "the benchmark's server failed");
+        }
+    });
+    let (ca_pem, credential_signer) = ready_rx
+        .await
+        .map_err(|e| bench_failure("start the server", e))??;
 
     // Enroll the devices through the same database path /v1/enroll takes.
     let mut devices = Vec::with_capacity(a.devices);
@@ -74,12 +116,10 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     }
     let devices = Arc::new(devices);
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(https.serve_until(listener, async {
-        let _ = stop_rx.await;
-    }));
-
-    let url = format!("https://{addr}/v1/personalize");
+    // Parsed once: parsing a URL string on every request costs the client more than it
+    // should (IDNA normalisation).
+    let url = reqwest::Url::parse(&format!("https://{addr}/v1/personalize"))
+        .map_err(|e| bench_failure("make the URL", e))?;
     let components = vec![Component {
         name: "system"
             .parse()
@@ -123,7 +163,7 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
                 };
                 let sent = Instant::now();
                 let result = client
-                    .post(&url)
+                    .post(url.clone())
                     .bearer_auth(credential)
                     .json(&request)
                     .send()
@@ -160,6 +200,18 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
             (latencies, errors, first_error)
         }));
     }
+    let load_before = load_average();
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_before = thread_cpu_ticks();
+    tokio::time::sleep_until(deadline.into()).await;
+    let cpu_after = thread_cpu_ticks();
+    let load_after = load_average();
+    let seconds = a.seconds.max(1) as f64;
+    // Percent of one core over the measured window (/proc counts in 1/100 s).
+    let server_cpu = cpu_after.0.saturating_sub(cpu_before.0) as f64 / seconds;
+    let client_cpu = cpu_after.1.saturating_sub(cpu_before.1) as f64 / seconds;
+    let client_share = 100.0 * client_cpu / (server_cpu + client_cpu).max(1.0);
+
     let mut latencies = Vec::new();
     let mut errors = 0;
     let mut first_error = None;
@@ -173,6 +225,7 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     }
     let _ = stop_tx.send(());
     let _ = server.await;
+    server_runtime.shutdown_background();
 
     latencies.sort_unstable();
     let n = latencies.len();
@@ -197,7 +250,13 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
                 "devices": a.devices,
                 "seconds": a.seconds,
                 "cores": std::thread::available_parallelism().map_or(0, |c| c.get()),
+                "server_threads": a.server_threads,
                 "nonces_recorded": nonces,
+                "server_cpu_percent": server_cpu,
+                "client_cpu_percent": client_cpu,
+                "client_cpu_share_percent": client_share,
+                "load_average_before": load_before,
+                "load_average_after": load_after,
             })
         );
     } else {
@@ -212,6 +271,11 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
             pct(0.99),
             pct(1.0),
         );
+        println!(
+            "CPU over the window (100% = one core): server {server_cpu:.0}%, load generator \
+             {client_cpu:.0}% ({client_share:.0}% of the CPU this process used); \
+             load average {load_before} before, {load_after} after"
+        );
     }
     if let Some(e) = first_error {
         eprintln!("first error: {e}");
@@ -221,6 +285,52 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The thread-name prefix of the server's runtime.
+const SERVER_THREAD: &str = "ferry-server";
+
+/// CPU time so far of this process's threads in 1/100 s: (server, everything else). The
+/// server is its runtime's threads and SQLite's worker threads; the rest is the load
+/// generator (and the idle main thread). Zeros where /proc is missing.
+fn thread_cpu_ticks() -> (u64, u64) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (0, 0);
+    };
+    let (mut server, mut client) = (0, 0);
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state … utime stime …": the name may hold spaces, so split at ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |idx: usize| {
+            fields
+                .get(idx)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // After the name: state is field 0, utime 11, stime 12.
+        let used = ticks(11) + ticks(12);
+        if name.starts_with(SERVER_THREAD) || name.starts_with("sqlx-sqlite") {
+            server += used;
+        } else {
+            client += used;
+        }
+    }
+    (server, client)
+}
+
+/// The 1-minute load average, as /proc/loadavg gives it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn uuid_random() -> uuid::Uuid {

@@ -39,7 +39,7 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode, Failure> {
         .local_addr()
         .map_err(|e| io_failure("read the listen address", e))?;
     // HTTPS with a CA made on first start; the device pins it and enrolls.
-    let https = Https::prepare(data.clone(), Some(addr), ServiceOptions::default())?;
+    let https = Https::prepare(data.clone(), Some(addr), ServiceOptions::default()).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(https.serve_until(listener, async {
         let _ = stop_rx.await;

@@ -24,6 +24,7 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
         Some(ServerCommand::Token(t)) => return server_token(t).await,
         Some(ServerCommand::Devices(d)) => return server_devices(d).await,
         Some(ServerCommand::SigningWindow(w)) => return signing_window(w).await,
+        Some(ServerCommand::PersonalizationKey(k)) => return crate::key_cmds::run(k).await,
         None => {}
     }
     let data_path = a.data.ok_or_else(|| {
@@ -52,7 +53,7 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
         rate_limit_per_minute: a.rate_limit,
     };
     // Secrets (CA, certificate, keys, admin token) exist before the address is printed.
-    let https = Https::prepare(data, Some(addr), options)?;
+    let https = Https::prepare(data, Some(addr), options).await?;
     // The first line on stdout is the address, for scripts and tests that pass port 0.
     println!("ferry server listening on https://{addr}");
     https.serve(listener).await?;

@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod device_cmds;
 mod images;
+mod key_cmds;
 mod log_cmds;
 mod render;
 mod tuf_cmds;

@@ -164,6 +164,32 @@ fn revoked_device_is_revoked_device() {
     let data = s(&f.server.data);
     let listed = ok(&["server", "devices", "--data", data, "--json"]);
     assert!(listed.contains(&id), "{listed}");
+    // The server has verified (and remembers) this credential: a request that passes the
+    // credential check and fails on its body.
+    let credential = std::fs::read_to_string(f.device.join("trust/credential")).unwrap();
+    let credential = credential.trim();
+    let (status, answer) = post(
+        &f.server,
+        "/v1/personalize",
+        credential,
+        &serde_json::json!({}),
+    );
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (422, Some("BAD_REQUEST")),
+        "{answer}"
+    );
+    // The same claims with another signature are not the remembered credential.
+    let (claims, signature) = credential.split_once('.').unwrap();
+    let flipped = if signature.starts_with('A') { "B" } else { "A" };
+    let forged = format!("{claims}.{flipped}{}", &signature[1..]);
+    let (status, answer) = post(
+        &f.server,
+        "/v1/personalize",
+        &forged,
+        &serde_json::json!({}),
+    );
+    assert_eq!(status, 401, "{answer}");
     ok(&["server", "devices", "--data", data, "--revoke", &id]);
     let (code, error) = failed_install(&f.device, &[]);
     assert_eq!(code, "REVOKED_DEVICE", "{error}");
@@ -238,10 +264,9 @@ fn status_of(device: &Path) -> serde_json::Value {
     status(device)
 }
 
-#[test]
-fn ticket_moved_to_another_device_is_refused_at_boot_and_the_device_falls_back() {
-    let f = fleet(2, |s| s.url());
-    let other = f.root.join("device-y");
+/// A second device (`name`) on 1.0, enrolled with the fleet's server.
+fn second_device(f: &Fleet, name: &str) -> std::path::PathBuf {
+    let other = f.root.join(name);
     let mut args = vec![
         "device".to_owned(),
         "init".into(),
@@ -259,6 +284,13 @@ fn ticket_moved_to_another_device_is_refused_at_boot_and_the_device_falls_back()
     ];
     args.extend(f.server.enroll_args());
     ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    other
+}
+
+#[test]
+fn ticket_moved_to_another_device_is_refused_at_boot_and_the_device_falls_back() {
+    let f = fleet(2, |s| s.url());
+    let other = second_device(&f, "device-y");
     ok(&["install", "vm-2.0", "--device", s(&f.device)]);
     ok(&["install", "vm-2.0", "--device", s(&other)]);
     std::fs::copy(
@@ -330,6 +362,198 @@ fn tls_interception_is_reported_naming_the_proxy_issuer() {
     assert!(proxy.relayed_ok(), "the proxy reaches the server");
     std::fs::write(&config, text_config).unwrap();
     install_and_reboot(&f.device);
+}
+
+/// The key set the server's catalog signs (`ferry server personalization-key list`).
+fn published_keys(data: &Path) -> serde_json::Value {
+    let listed = ok(&[
+        "server",
+        "personalization-key",
+        "list",
+        "--data",
+        s(data),
+        "--json",
+    ]);
+    serde_json::from_str(&listed).unwrap()
+}
+
+/// The key ids the device trusts (its stored key set), sorted as stored.
+fn trusted_keys(device: &Path) -> Vec<String> {
+    let set: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(device.join("trust/personalization-keys.json")).unwrap(),
+    )
+    .unwrap();
+    set["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["keyid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The id of the key that signed a slot's ticket.
+fn ticket_key(device: &Path, slot: &str) -> String {
+    let ticket: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(device.join(format!("boot/ticket-{slot}.json"))).unwrap(),
+    )
+    .unwrap();
+    ticket["key_id"].as_str().unwrap().to_owned()
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+/// Waits until the running server signs with `key_id` (its diagnostics endpoint).
+fn wait_until_signing_with(server: &Server, key_id: &str) {
+    let ca = std::fs::read_to_string(server.ca()).unwrap();
+    let url = format!("{}/v1/keys/personalization.pub", server.url());
+    let signing = runtime().block_on(async move {
+        let (config, _) = ferry_personalize::tls::client_config_pinned(&ca).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .build()
+            .unwrap();
+        let mut signing = String::new();
+        for _ in 0..100 {
+            let key: serde_json::Value =
+                client.get(&url).send().await.unwrap().json().await.unwrap();
+            signing = key["keyid"].as_str().unwrap_or_default().to_owned();
+            if signing == key_id {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        signing
+    });
+    assert_eq!(signing, key_id, "the server picks up the rotated key");
+}
+
+#[test]
+fn personalization_key_reaches_devices_through_the_catalog_and_rotates_the_tuf_way() {
+    let f = fleet(2, |s| s.url());
+    let data = f.server.data.clone();
+    let key1 = published_keys(&data)["current"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Device Y holds a ticket under key 1 until key 1 is retired.
+    let other = second_device(&f, "device-y");
+    ok(&["install", "vm-2.0", "--device", s(&f.device)]);
+    ok(&["install", "vm-2.0", "--device", s(&other)]);
+    assert_eq!(ticket_key(&f.device, "b"), key1);
+    assert_eq!(ticket_key(&other, "b"), key1);
+    // The device took the key from the catalog's signed target, not from enrollment.
+    assert_eq!(trusted_keys(&f.device), vec![key1.clone()]);
+    assert!(!f.device.join("trust/personalization.pub").exists());
+
+    // Rotate: key 2 signs from now on, key 1 stays accepted (the overlap).
+    let rotated: serde_json::Value = serde_json::from_str(&ok(&[
+        "server",
+        "personalization-key",
+        "rotate",
+        "--data",
+        s(&data),
+        "--json",
+    ]))
+    .unwrap();
+    let key2 = rotated["current"].as_str().unwrap().to_owned();
+    assert_ne!(key2, key1);
+    assert_eq!(rotated["version"], 2, "{rotated}");
+    assert_eq!(rotated["changed"], "rotated", "{rotated}");
+    wait_until_signing_with(&f.server, &key2);
+    ok(&["list", "--device", s(&f.device)]);
+    assert_eq!(
+        sorted(trusted_keys(&f.device)),
+        sorted(vec![key1.clone(), key2.clone()])
+    );
+    // During the overlap the slot personalized with key 1 still boots.
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["version"], "2.0");
+    // A ticket signed under key 2 verifies after the device's scan (install scans first).
+    let v3 = f.root.join("v3.img");
+    make_image(&v3, 3, 2);
+    publish(&data, &v3, "3.0");
+    ok(&["install", "vm-3.0", "--device", s(&f.device)]);
+    assert_eq!(ticket_key(&f.device, "a"), key2);
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["version"], "3.0");
+
+    // The current key cannot be retired; key 1 can.
+    let out = run(&[
+        "server",
+        "personalization-key",
+        "retire",
+        &key2,
+        "--data",
+        s(&data),
+        "--json",
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(json_error_code(&out), "KEYSET_RETIRE_CURRENT");
+    let retired: serde_json::Value = serde_json::from_str(&ok(&[
+        "server",
+        "personalization-key",
+        "retire",
+        &key1,
+        "--data",
+        s(&data),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(retired["keys"], serde_json::json!([key2]), "{retired}");
+    assert_eq!(retired["version"], 3, "{retired}");
+
+    // The key set file changed on the server's disk is not what the catalog signs: TUF
+    // refuses it and device Y keeps the set it trusts (key 1 only, from its install).
+    let (_, sha256) = ferry_catalog::repo::published_target(
+        &data.join("tuf/metadata"),
+        ferry_personalize::KEY_SET_TARGET,
+    )
+    .unwrap()
+    .expect("the catalog lists the key set");
+    let file = data
+        .join("tuf/targets")
+        .join(ferry_catalog::repo::target_file_name(
+            ferry_personalize::KEY_SET_TARGET,
+            &sha256,
+        ));
+    let genuine = std::fs::read(&file).unwrap();
+    let tampered = text(&genuine).replacen(&key2[..8], &key1[..8], 1);
+    assert_eq!(tampered.len(), genuine.len());
+    std::fs::write(&file, &tampered).unwrap();
+    let out = run(&["list", "--json", "--device", s(&other)]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert_eq!(json_error_code(&out), "CATALOG_TARGET_MISMATCH");
+    assert_eq!(trusted_keys(&other), vec![key1.clone()]);
+
+    // With the genuine file back, device Y takes the set without key 1, and its slot
+    // personalized with key 1 is refused at boot, naming both keys: it stays on 1.0.
+    std::fs::write(&file, &genuine).unwrap();
+    ok(&["list", "--device", s(&other)]);
+    assert_eq!(trusted_keys(&other), vec![key2.clone()]);
+    let out = run(&["reboot", "--json", "--device", s(&other)]);
+    assert!(!out.status.success());
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        outcome["failure"]["code"], "TICKET_KEY_NOT_TRUSTED",
+        "{outcome}"
+    );
+    let cause = outcome["failure"]["cause"].as_str().unwrap();
+    assert!(cause.contains(&key1) && cause.contains(&key2), "{cause}");
+    assert_eq!(outcome["running"], "a", "{outcome}");
+    let st = status(&other);
+    assert_eq!(st["version"], "1.0", "{st}");
+    assert_eq!(
+        st["last_boot_failure"]["code"], "TICKET_KEY_NOT_TRUSTED",
+        "{st}"
+    );
+    // Installing again gets a ticket under key 2, which boots.
+    ok(&["install", "vm-3.0", "--device", s(&other)]);
+    assert_eq!(ticket_key(&other, "b"), key2);
+    ok(&["reboot", "--device", s(&other)]);
+    assert_eq!(status(&other)["version"], "3.0");
 }
 
 /// `POST path` with a bearer credential: (status, JSON body).

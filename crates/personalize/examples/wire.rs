@@ -49,9 +49,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         serde_json::to_string(&issued.credential)?,
         issued.token
     );
-    print!(
-        "keys/personalization.pub:\n{}",
-        String::from_utf8(signer.public_key().to_file_bytes())?
+    println!(
+        "{}:\n{}",
+        ferry_personalize::KEY_SET_TARGET,
+        String::from_utf8(ferry_personalize::KeySet::first(signer.public_key()).to_bytes())?
     );
     Ok(())
 }

@@ -63,7 +63,7 @@ impl KeyError {
                 "Regenerate the key file with ferry, or restore it from the backup of the signing keys"
             }
             KeyError::KeyIdMismatch { .. } => {
-                "Republish keys/personalization.pub from the server's key with `PublicKey::to_file_bytes`"
+                "Republish the public key file from the server's key with `PublicKey::to_file_bytes`"
             }
         }
     }
@@ -126,7 +126,7 @@ impl PublicKey {
             .unwrap_or_default()
     }
 
-    /// The file devices receive as the TUF target `keys/personalization.pub`: canonical JSON
+    /// The public-key file (served for diagnostics at `/v1/keys/personalization.pub`): canonical JSON
     /// `{"ed25519":"<hex>","keyid":"<hex>"}` and a newline.
     pub fn to_file_bytes(&self) -> Vec<u8> {
         let file = PublicKeyFile {

@@ -5,8 +5,8 @@
 //! A ticket binds one build's component root hashes to one device and one attempt (the
 //! SHA-256 of a fresh nonce), so an image can't be replayed onto another device or installed
 //! again outside a signing window. It is OLPC canonical JSON, as TUF signs its metadata,
-//! signed with Ed25519; the device trusts the public key through the TUF target
-//! `keys/personalization.pub`. Departures from TUF: key ids hash the raw public key, and the
+//! signed with Ed25519; the device trusts the public keys of the [`KeySet`] it takes from the
+//! TUF target [`KEY_SET_TARGET`] (`keys-personalization.json`), so keys rotate the TUF way. Departures from TUF: key ids hash the raw public key, and the
 //! signed ticket keeps the signed bytes verbatim so the signature is checked before any byte
 //! is parsed.
 //!
@@ -61,6 +61,7 @@
 mod canonical;
 mod credential;
 mod keys;
+mod keyset;
 pub mod pki;
 mod refusal;
 mod rules;
@@ -73,6 +74,7 @@ pub use credential::{
     MAX_CREDENTIAL_TOKEN_LEN, verify_credential,
 };
 pub use keys::{KeyError, KeyId, PublicKey, SignatureBytes};
+pub use keyset::{KEY_SET_TARGET, KeySet, KeySetError};
 pub use refusal::{REFUSAL_CODES, Refusal, RefusalWire, RefusalWireError};
 pub use rules::{DeviceStatus, Facts, Policy};
 pub use ticket::{

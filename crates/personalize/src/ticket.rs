@@ -196,8 +196,7 @@ impl Signer {
         self.key_pair.to_pkcs8()
     }
 
-    /// The public key devices trust (publish [`PublicKey::to_file_bytes`] as the TUF target
-    /// `keys/personalization.pub`).
+    /// The public key devices trust once a published [`crate::KeySet`] lists it.
     pub fn public_key(&self) -> PublicKey {
         self.key_pair.public_key()
     }
@@ -243,13 +242,25 @@ pub struct Expectation {
 /// A ticket failed verification on the device.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TicketError {
-    /// The signature does not verify, or no trusted key has the stated id.
+    /// The signature does not verify with the trusted key of the stated id.
     #[error("the ticket's signature does not verify with key {key_id}: {reason}")]
     BadSignature {
         /// The key id the ticket names.
         key_id: KeyId,
-        /// `"no trusted key has this id"` or `"signature mismatch"`.
+        /// `"signature mismatch"`.
         reason: &'static str,
+    },
+    /// The ticket is signed by a key the device does not trust (never published, or
+    /// retired from the personalization key set).
+    #[error(
+        "the ticket is signed by key {key_id}, which is not in the trusted personalization key set ({})",
+        trusted_list(trusted)
+    )]
+    KeyNotTrusted {
+        /// The key id the ticket names.
+        key_id: KeyId,
+        /// The key ids the device trusts.
+        trusted: Vec<KeyId>,
     },
     /// The ticket was issued for another device.
     #[error(
@@ -304,6 +315,7 @@ impl TicketError {
     pub fn code(&self) -> &'static str {
         match self {
             TicketError::BadSignature { .. } => "TICKET_BAD_SIGNATURE",
+            TicketError::KeyNotTrusted { .. } => "TICKET_KEY_NOT_TRUSTED",
             TicketError::OtherDevice { .. } => "TICKET_OTHER_DEVICE",
             TicketError::OtherNonce { .. } => "TICKET_OTHER_NONCE",
             TicketError::RootHashMismatch { .. } => "TICKET_ROOT_HASH_MISMATCH",
@@ -316,7 +328,10 @@ impl TicketError {
     pub fn fix(&self) -> &'static str {
         match self {
             TicketError::BadSignature { .. } => {
-                "Refresh the catalog so keys/personalization.pub is current, then install again to get a new ticket"
+                "Install again to get a new ticket: this one was changed after it was signed"
+            }
+            TicketError::KeyNotTrusted { .. } => {
+                "Scan so the device takes the current key set from the catalog, then install again to get a ticket signed by a trusted key"
             }
             TicketError::OtherDevice { .. } => {
                 "Install the update on this device itself: tickets cannot be copied between devices"
@@ -332,6 +347,14 @@ impl TicketError {
     }
 }
 
+fn trusted_list(trusted: &[KeyId]) -> String {
+    if trusted.is_empty() {
+        return "it trusts no key".into();
+    }
+    let ids: Vec<String> = trusted.iter().map(KeyId::to_string).collect();
+    format!("trusted: {}", ids.join(", "))
+}
+
 /// Checks only that the ticket is signed by one of `trusted_keys` and parses it; use
 /// [`verify`] before installing or booting.
 pub fn verify_signature(
@@ -341,9 +364,9 @@ pub fn verify_signature(
     let key = trusted_keys
         .iter()
         .find(|key| key.key_id() == signed.key_id)
-        .ok_or(TicketError::BadSignature {
+        .ok_or_else(|| TicketError::KeyNotTrusted {
             key_id: signed.key_id,
-            reason: "no trusted key has this id",
+            trusted: trusted_keys.iter().map(PublicKey::key_id).collect(),
         })?;
     if !key.verify_strict(&signed.ticket_bytes, &signed.signature) {
         return Err(TicketError::BadSignature {
@@ -366,8 +389,8 @@ pub fn verify_signature(
     Ok(ticket)
 }
 
-/// Verifies a ticket on the device, in this order: signature by a trusted key
-/// (`TICKET_BAD_SIGNATURE`), parse (`TICKET_MALFORMED`), identity (`TICKET_OTHER_DEVICE`),
+/// Verifies a ticket on the device, in this order: a trusted key of the stated id
+/// (`TICKET_KEY_NOT_TRUSTED`), its signature (`TICKET_BAD_SIGNATURE`), parse (`TICKET_MALFORMED`), identity (`TICKET_OTHER_DEVICE`),
 /// nonce (`TICKET_OTHER_NONCE`), then each expected component's root hash
 /// (`TICKET_COMPONENT_MISSING`, `TICKET_ROOT_HASH_MISMATCH`).
 pub fn verify(

@@ -129,7 +129,7 @@ fn another_image_names_the_component() {
 }
 
 #[test]
-fn a_key_the_device_does_not_trust_is_a_bad_signature() {
+fn a_key_the_device_does_not_trust_is_key_not_trusted_and_a_forgery_a_bad_signature() {
     let issued = issue(0x4d2);
     let stranger = Signer::generate();
     let error = verify(
@@ -138,13 +138,24 @@ fn a_key_the_device_does_not_trust_is_a_bad_signature() {
         &expectation(&issued.request),
     )
     .unwrap_err();
-    assert!(matches!(
+    assert_eq!(error.code(), "TICKET_KEY_NOT_TRUSTED");
+    assert_eq!(
         error,
-        TicketError::BadSignature {
-            reason: "no trusted key has this id",
-            ..
+        TicketError::KeyNotTrusted {
+            key_id: issued.signer.key_id(),
+            trusted: vec![stranger.key_id()],
         }
-    ));
+    );
+    // The message names the key that signed and the ones trusted.
+    let message = error.to_string();
+    assert!(
+        message.contains(&issued.signer.key_id().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains(&stranger.key_id().to_string()),
+        "{message}"
+    );
 
     // Re-signed by the stranger under the trusted key's id: the signature fails.
     let forged = SignedTicket::from_parts(
@@ -266,8 +277,9 @@ proptest! {
         prop_assert_eq!(error.code(), "TICKET_BAD_SIGNATURE");
     }
 
-    /// Any change to any byte of the stored ticket file is refused (bad signature, or
-    /// malformed when the file no longer parses); a failure means a damaged file verified.
+    /// Any change to any byte of the stored ticket file is refused (bad signature, a key id
+    /// no longer trusted, or malformed when the file no longer parses); a failure means a
+    /// damaged file verified.
     #[test]
     fn any_changed_file_byte_is_refused(index in any::<prop::sample::Index>(), flip in 1u8..=255) {
         let issued = issue(0x4d2);
@@ -277,6 +289,10 @@ proptest! {
         let verdict = SignedTicket::from_json(&file)
             .and_then(|signed| verify(&signed, &[issued.signer.public_key()], &expectation(&issued.request)));
         let error = verdict.unwrap_err();
-        prop_assert!(matches!(error.code(), "TICKET_BAD_SIGNATURE" | "TICKET_MALFORMED"), "{}", error);
+        prop_assert!(
+            matches!(error.code(), "TICKET_BAD_SIGNATURE" | "TICKET_KEY_NOT_TRUSTED" | "TICKET_MALFORMED"),
+            "{}",
+            error
+        );
     }
 }

@@ -3,6 +3,8 @@
 //! Nonces go through one writer task ([`NonceWriter`]) that commits many per
 //! transaction: the `nonces` primary key is the uniqueness check (an insert that adds
 //! no row is a reused nonce), and a ticket is only returned once its nonce is durable.
+//! The facts of ticket requests go through one reader task ([`FactsReader`]) that answers
+//! the lookups queued meanwhile with one query.
 
 use chrono::{SecondsFormat, Utc};
 use ferry_personalize::{DeviceId, EnrollmentToken, Identity, Sha256Hash};
@@ -165,43 +167,153 @@ impl Db {
         device_id: &DeviceId,
         build_id: &str,
     ) -> Result<Option<DeviceFacts>, ServerError> {
-        let row = sqlx::query(
-            "SELECT d.board_id, d.chip_id, d.hardware_uuid, d.device_class, d.credential_id, d.revoked_at,
-                (SELECT w.open FROM signing_windows w WHERE w.class = d.device_class AND w.build_id = ?2) AS window_open,
-                EXISTS (SELECT 1 FROM releases r WHERE r.class = d.device_class AND r.build_id = ?2) AS published
-             FROM devices d WHERE d.device_id = ?1",
-        )
-        .bind(device_id.to_string())
-        .bind(build_id)
-        .fetch_optional(self.pool())
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let corrupt = |what: &str| {
-            ServerError::Database(sqlx::Error::Decode(format!("bad {what} in devices").into()))
+        let mut facts = self.device_facts_batch(&[(*device_id, build_id)]).await?;
+        Ok(facts.pop().flatten())
+    }
+
+    /// [`Db::device_facts`] for many (device, build) pairs in one query, answered in the
+    /// order asked. The statement is padded to the next power of two of lookups, so a few
+    /// prepared statements serve every batch size.
+    pub async fn device_facts_batch(
+        &self,
+        lookups: &[(DeviceId, &str)],
+    ) -> Result<Vec<Option<DeviceFacts>>, ServerError> {
+        let padded = lookups.len().max(1).next_power_of_two();
+        let mut builder = sqlx::QueryBuilder::new("WITH q(idx, device_id, build_id) AS (");
+        builder.push_values(0..padded, |mut row, idx| {
+            // Padding rows name no device (ids are 16 hex digits), so they match nothing.
+            let (device_id, build_id) = lookups
+                .get(idx)
+                .map_or((String::new(), ""), |(d, b)| (d.to_string(), *b));
+            row.push_bind(idx as i64)
+                .push_bind(device_id)
+                .push_bind(build_id.to_owned());
+        });
+        builder.push(
+            ") SELECT q.idx, d.board_id, d.chip_id, d.hardware_uuid, d.device_class, d.credential_id,
+                d.revoked_at,
+                (SELECT w.open FROM signing_windows w
+                  WHERE w.class = d.device_class AND w.build_id = q.build_id) AS window_open,
+                EXISTS (SELECT 1 FROM releases r
+                  WHERE r.class = d.device_class AND r.build_id = q.build_id) AS published
+             FROM q JOIN devices d ON d.device_id = q.device_id",
+        );
+        let rows = builder.build().fetch_all(self.pool()).await?;
+        let mut answers: Vec<Option<DeviceFacts>> = vec![None; lookups.len()];
+        for row in &rows {
+            let idx = usize::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(usize::MAX);
+            if let Some((device_id, _)) = lookups.get(idx) {
+                answers[idx] = Some(facts_from_row(row, *device_id)?);
+            }
+        }
+        Ok(answers)
+    }
+}
+
+fn facts_from_row(
+    row: &sqlx::sqlite::SqliteRow,
+    device_id: DeviceId,
+) -> Result<DeviceFacts, ServerError> {
+    let corrupt = |what: &str| {
+        ServerError::Database(sqlx::Error::Decode(format!("bad {what} in devices").into()))
+    };
+    let identity = Identity {
+        device_id,
+        board_id: u32::try_from(row.try_get::<i64, _>("board_id")?)
+            .map_err(|_| corrupt("board_id"))?,
+        chip_id: u32::try_from(row.try_get::<i64, _>("chip_id")?)
+            .map_err(|_| corrupt("chip_id"))?,
+        hardware_uuid: row
+            .try_get::<String, _>("hardware_uuid")?
+            .parse()
+            .map_err(|_| corrupt("hardware_uuid"))?,
+        device_class: row
+            .try_get::<String, _>("device_class")?
+            .parse()
+            .map_err(|_| corrupt("device_class"))?,
+    };
+    let window: Option<bool> = row.try_get("window_open")?;
+    let published: bool = row.try_get("published")?;
+    Ok(DeviceFacts {
+        identity,
+        credential_id: row.try_get("credential_id")?,
+        revoked: row.try_get::<Option<String>, _>("revoked_at")?.is_some(),
+        window_open: window.unwrap_or(published),
+    })
+}
+
+struct FactsLookup {
+    device_id: DeviceId,
+    build_id: String,
+    done: oneshot::Sender<Result<Option<DeviceFacts>, String>>,
+}
+
+/// Most facts lookups answered by one query.
+pub const FACTS_BATCH: usize = 128;
+
+/// Reads the facts of ticket requests: each round answers every lookup queued meanwhile
+/// with one query ([`Db::device_facts_batch`]), so under load the cost of a round trip to
+/// SQLite's worker thread is shared by a batch instead of paid per request. Every request
+/// still reads the database after it arrived: a revocation or a closed window applies to
+/// the next request, across replicas.
+#[derive(Debug, Clone)]
+pub struct FactsReader {
+    queue: mpsc::Sender<FactsLookup>,
+}
+
+impl FactsReader {
+    /// Starts the reader task on the current runtime.
+    pub fn start(db: Db) -> FactsReader {
+        let (queue, mut rx) = mpsc::channel::<FactsLookup>(FACTS_BATCH * 16);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(FACTS_BATCH);
+            while rx.recv_many(&mut batch, FACTS_BATCH).await > 0 {
+                let lookups: Vec<(DeviceId, &str)> = batch
+                    .iter()
+                    .map(|lookup| (lookup.device_id, lookup.build_id.as_str()))
+                    .collect();
+                let result = db.device_facts_batch(&lookups).await;
+                drop(lookups);
+                match result {
+                    Ok(answers) => {
+                        for (lookup, answer) in batch.drain(..).zip(answers) {
+                            let _ = lookup.done.send(Ok(answer));
+                        }
+                    }
+                    Err(error) => {
+                        let reason = error.to_string();
+                        for lookup in batch.drain(..) {
+                            let _ = lookup.done.send(Err(reason.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        FactsReader { queue }
+    }
+
+    /// The facts of `device_id` for `build_id` ([`Db::device_facts`]).
+    pub async fn facts(
+        &self,
+        device_id: DeviceId,
+        build_id: &str,
+    ) -> Result<Option<DeviceFacts>, ServerError> {
+        let (done, answer) = oneshot::channel();
+        let gone = || ServerError::Overloaded {
+            cause: "the facts reader stopped".into(),
         };
-        let identity = Identity {
-            device_id: *device_id,
-            board_id: u32::try_from(row.try_get::<i64, _>("board_id")?)
-                .map_err(|_| corrupt("board_id"))?,
-            chip_id: u32::try_from(row.try_get::<i64, _>("chip_id")?)
-                .map_err(|_| corrupt("chip_id"))?,
-            hardware_uuid: row
-                .try_get::<String, _>("hardware_uuid")?
-                .parse()
-                .map_err(|_| corrupt("hardware_uuid"))?,
-            device_class: row
-                .try_get::<String, _>("device_class")?
-                .parse()
-                .map_err(|_| corrupt("device_class"))?,
-        };
-        let window: Option<bool> = row.try_get("window_open")?;
-        let published: bool = row.try_get("published")?;
-        Ok(Some(DeviceFacts {
-            identity,
-            credential_id: row.try_get("credential_id")?,
-            revoked: row.try_get::<Option<String>, _>("revoked_at")?.is_some(),
-            window_open: window.unwrap_or(published),
-        }))
+        self.queue
+            .send(FactsLookup {
+                device_id,
+                build_id: build_id.to_owned(),
+                done,
+            })
+            .await
+            .map_err(|_| gone())?;
+        answer
+            .await
+            .map_err(|_| gone())?
+            .map_err(|reason| ServerError::Database(sqlx::Error::Protocol(reason)))
     }
 }
 
@@ -283,7 +395,11 @@ async fn insert_batch(
     let now = Utc::now().timestamp();
     let mut builder =
         sqlx::QueryBuilder::new("INSERT OR IGNORE INTO nonces (nonce_sha256, device_id, used_at) ");
-    builder.push_values(batch, |mut row, insert| {
+    // Padded to the next power of two by repeating the last nonce (its copies insert
+    // nothing), so a few prepared statements serve every batch size.
+    let padded = batch.len().max(1).next_power_of_two();
+    let rows = (0..padded).filter_map(|idx| batch.get(idx).or(batch.last()));
+    builder.push_values(rows, |mut row, insert| {
         row.push_bind(insert.nonce_sha256.0.to_vec())
             .push_bind(insert.device_id.to_string())
             .push_bind(now);
@@ -300,4 +416,64 @@ async fn insert_batch(
             <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| "bad nonce hash".to_owned())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(id: u64, class: &str) -> Identity {
+        serde_json::from_value(serde_json::json!({
+            "device_id": format!("{id:016x}"),
+            "board_id": "000000a1",
+            "chip_id": "00008103",
+            "hardware_uuid": format!("00000000-0000-4000-8000-{id:012x}"),
+            "device_class": class,
+        }))
+        .unwrap()
+    }
+
+    /// A batch answers each lookup in order with what the single query says; a failure
+    /// means facts went to the wrong request.
+    #[tokio::test]
+    async fn a_batch_of_facts_answers_each_lookup_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = Db::open(&tmp.path().join("ferry.db")).await.unwrap();
+        for (id, class) in [(0x11, "vm"), (0x22, "gw")] {
+            let token = db.create_enrollment_token().await.unwrap();
+            assert!(
+                db.enroll(&token, &identity(id, class), "cred")
+                    .await
+                    .unwrap()
+            );
+        }
+        db.revoke(&DeviceId(0x22)).await.unwrap();
+        db.set_signing_window("vm", "b1", true).await.unwrap();
+        let lookups = [
+            (DeviceId(0x22), "b1"),
+            (DeviceId(0x33), "b1"),
+            (DeviceId(0x11), "b1"),
+            (DeviceId(0x11), "b2"),
+            (DeviceId(0x11), "b1"),
+        ];
+        let batch = db.device_facts_batch(&lookups).await.unwrap();
+        assert_eq!(batch.len(), lookups.len());
+        for ((device_id, build_id), answer) in lookups.iter().zip(&batch) {
+            let single = db.device_facts(device_id, build_id).await.unwrap();
+            assert_eq!(
+                answer
+                    .as_ref()
+                    .map(|f| (f.identity.clone(), f.revoked, f.window_open)),
+                single.map(|f| (f.identity, f.revoked, f.window_open)),
+                "{device_id} {build_id}"
+            );
+        }
+        assert!(batch[0].as_ref().unwrap().revoked);
+        assert!(batch[1].is_none(), "never enrolled");
+        assert!(batch[2].as_ref().unwrap().window_open);
+        assert!(
+            !batch[3].as_ref().unwrap().window_open,
+            "b2 is not published"
+        );
+    }
 }

@@ -84,6 +84,17 @@ pub enum ServerError {
         /// What failed.
         cause: String,
     },
+    /// A change to the personalization key set that is not allowed, or a stored set that
+    /// cannot be read.
+    #[error(transparent)]
+    KeySet(#[from] ferry_personalize::KeySetError),
+    /// The personalization key set on disk is not the one the catalog signs, or a key it
+    /// names is missing: the server will not sign with a key devices would not trust.
+    #[error("the personalization key set is not usable: {cause}")]
+    KeySetUnusable {
+        /// What is wrong.
+        cause: String,
+    },
     /// Local I/O failed.
     #[error("I/O failed while {op}: {source}")]
     Io {
@@ -113,6 +124,8 @@ impl Diagnose for ServerError {
             ServerError::Unauthorized { code, .. } => code,
             ServerError::Overloaded { .. } => "OVERLOADED",
             ServerError::Secrets { .. } => "SERVER_SECRETS",
+            ServerError::KeySet(e) => e.code(),
+            ServerError::KeySetUnusable { .. } => "KEYSET_UNUSABLE",
         }
     }
 
@@ -143,6 +156,10 @@ impl Diagnose for ServerError {
             ServerError::Overloaded { .. } => "try again in a moment".into(),
             ServerError::Secrets { .. } => {
                 "check the files under the data directory's pki/ and keys-online/ (remove them to make new ones; devices must then be given the new CA)".into()
+            }
+            ServerError::KeySet(e) => e.fix().into(),
+            ServerError::KeySetUnusable { .. } => {
+                "restore DATA/keys-online/personalization/ and DATA/tuf/targets/ from backup, or publish a new key with `ferry server personalization-key rotate --data DIR --keys OFFLINE_KEYS`".into()
             }
         }
     }

@@ -30,6 +30,7 @@ mod delta;
 pub mod devices;
 pub mod enroll;
 mod error;
+pub mod keyset;
 pub mod personalize;
 pub mod pki;
 mod publish;
@@ -95,17 +96,22 @@ pub struct Https {
 }
 
 impl Https {
-    /// Loads (making on first start) the secrets in `data` and starts the signing
+    /// Loads (making on first start) the secrets in `data`, the catalog and its
+    /// personalization key set (signing with the set's current key), and starts the signing
     /// service's nonce writer. Call inside the runtime that will serve.
-    pub fn prepare(
+    pub async fn prepare(
         data: DataDir,
         listen: Option<SocketAddr>,
         options: ServiceOptions,
     ) -> Result<Https, ServerError> {
         let secrets = Secrets::load_or_create(&data.path, listen)?;
+        let catalog = tuf::CatalogPaths::new(&data.path, None);
+        tuf::ensure_initialised(&catalog).await?;
+        let (key_set, _) = keyset::ensure_published(&catalog).await?;
+        let signer = keyset::signer(&catalog, &key_set)?;
         let service = Service::new(
             data.clone(),
-            secrets.signer.clone(),
+            signer,
             secrets.credential_signer.clone(),
             secrets.admin_token.clone(),
             options,
@@ -141,6 +147,10 @@ impl Https {
         tuf::ensure_initialised(&tuf::CatalogPaths::new(&self.data.path, None)).await?;
         tuf::refresh_timestamp_if_due(&self.data.path).await?;
         let timestamp_task = tokio::spawn(tuf::keep_timestamp_fresh(self.data.path.clone()));
+        let key_task = tokio::spawn(keyset::keep_signer_current(
+            self.service.clone(),
+            tuf::CatalogPaths::new(&self.data.path, None),
+        ));
         tracing::info!(%addr, data = %self.data.path.display(), "ferry server listening (https)");
         let router = self.router();
         let listener =
@@ -154,6 +164,7 @@ impl Https {
             .with_graceful_shutdown(shutdown)
             .await;
         timestamp_task.abort();
+        key_task.abort();
         served.map_err(|source| ServerError::Io {
             op: "serving HTTPS",
             source,

@@ -1,4 +1,5 @@
-//! `POST /v1/personalize` and `GET /v1/keys/personalization.pub`: the signing service.
+//! `POST /v1/personalize` and `GET /v1/keys/personalization.pub` (diagnostics): the signing
+//! service.
 //!
 //! A request needs the device's credential (`Authorization: Bearer`). The handler looks
 //! the facts up in SQL (enrollment, revocation, the signing window), applies the
@@ -6,7 +7,7 @@
 //! the uniqueness check), and only then signs.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,11 +17,11 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use chrono::Utc;
 use ferry_personalize::{
-    Credential, CredentialSigner, DeviceStatus, Facts, Policy, PublicKey, Refusal, Signer,
+    Credential, CredentialSigner, DeviceStatus, Facts, KeyId, Policy, PublicKey, Refusal, Signer,
     TicketRequest, verify_credential,
 };
 
-use crate::devices::NonceWriter;
+use crate::devices::{FactsReader, NonceWriter};
 use crate::{DataDir, ServerError};
 
 /// Limits of the signing service.
@@ -49,12 +50,18 @@ pub struct Service {
 
 pub(crate) struct Inner {
     pub(crate) data: DataDir,
-    pub(crate) signer: Signer,
+    /// The current key of the published key set; swapped when a rotation is published
+    /// (`keyset::keep_signer_current`).
+    signer: RwLock<Arc<Signer>>,
     pub(crate) credential_signer: CredentialSigner,
     pub(crate) credential_key: PublicKey,
     pub(crate) admin_token: String,
     pub(crate) options: ServiceOptions,
     pub(crate) nonces: NonceWriter,
+    facts: FactsReader,
+    /// Credentials already verified, by SHA-256 of the bearer token (see
+    /// [`Service::credential`]).
+    verified_credentials: Mutex<HashMap<[u8; 32], Credential>>,
     /// Requests per device in the current minute. A soft, per-replica limit: losing it
     /// on restart only forgives a few requests.
     limiter: Mutex<HashMap<u64, (i64, u32)>>,
@@ -63,13 +70,14 @@ pub(crate) struct Inner {
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
-            .field("personalization_key", &self.inner.signer.key_id())
+            .field("personalization_key", &self.signing_key_id())
             .finish_non_exhaustive()
     }
 }
 
 impl Service {
-    /// The service over `data` with the given keys; starts the nonce writer task.
+    /// The service over `data` with the given keys (`signer`: the current key of the
+    /// published key set); starts the nonce writer task.
     pub fn new(
         data: DataDir,
         signer: Signer,
@@ -79,23 +87,76 @@ impl Service {
     ) -> Service {
         let credential_key = credential_signer.public_key();
         let nonces = NonceWriter::start(data.db.clone());
+        let facts = FactsReader::start(data.db.clone());
         Service {
             inner: Arc::new(Inner {
                 data,
-                signer,
+                signer: RwLock::new(Arc::new(signer)),
                 credential_signer,
                 credential_key,
                 admin_token,
                 options,
                 nonces,
+                facts,
+                verified_credentials: Mutex::new(HashMap::new()),
                 limiter: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    /// The public key devices check tickets with.
+    /// The key tickets are signed with now.
+    pub fn signer(&self) -> Arc<Signer> {
+        self.inner
+            .signer
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The id of the key tickets are signed with now.
+    pub fn signing_key_id(&self) -> KeyId {
+        self.signer().key_id()
+    }
+
+    /// The public key tickets are signed with now (devices trust it through the key set).
     pub fn personalization_key(&self) -> PublicKey {
-        self.inner.signer.public_key()
+        self.signer().public_key()
+    }
+
+    /// Signs from now on with `signer` (the current key of a newly published key set).
+    pub fn set_signer(&self, signer: Signer) {
+        *self
+            .inner
+            .signer
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(signer);
+    }
+
+    /// The credential in `Authorization: Bearer …`. A token whose signature verified once is
+    /// remembered by its SHA-256 (at most [`MAX_VERIFIED_CREDENTIALS`], forgotten all at once
+    /// when full), so a device's later requests skip the Ed25519 verification, the largest
+    /// cost of a request after the ticket's own signature. Safe because a token's claims and
+    /// signature are fixed by its bytes and the credential key never changes while serving;
+    /// revocation and re-enrollment are still checked in the database on every request.
+    pub(crate) fn credential(&self, headers: &HeaderMap) -> Result<Credential, ServerError> {
+        let token = bearer(headers).ok_or_else(credential_missing)?;
+        let token_sha256 = ferry_types::Sha256::of(token.as_bytes()).0;
+        let lock = || {
+            self.inner
+                .verified_credentials
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if let Some(credential) = lock().get(&token_sha256) {
+            return Ok(credential.clone());
+        }
+        let credential = check_credential(token, &self.inner.credential_key)?;
+        let mut verified = lock();
+        if verified.len() >= MAX_VERIFIED_CREDENTIALS {
+            verified.clear();
+        }
+        verified.insert(token_sha256, credential.clone());
+        Ok(credential)
     }
 
     fn over_rate(&self, device_id: u64) -> bool {
@@ -125,23 +186,28 @@ pub fn routes(service: Service) -> Router {
         .with_state(service)
 }
 
+/// The key signing now, for diagnostics only: devices trust the key set the catalog signs,
+/// never this answer.
 async fn personalization_key(State(service): State<Service>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        service.inner.signer.public_key().to_file_bytes(),
+        service.personalization_key().to_file_bytes(),
     )
 }
 
-/// The credential in `Authorization: Bearer …`, checked against the credential key.
-pub(crate) fn device_credential(
-    headers: &HeaderMap,
-    key: &PublicKey,
-) -> Result<Credential, ServerError> {
-    let token = bearer(headers).ok_or(ServerError::Unauthorized {
+/// Verified credentials the service remembers (a few MB at most).
+pub const MAX_VERIFIED_CREDENTIALS: usize = 65_536;
+
+fn credential_missing() -> ServerError {
+    ServerError::Unauthorized {
         code: "CREDENTIAL_MISSING",
         cause: "the request carries no device credential (Authorization: Bearer)".into(),
         fix: "Enroll the device: ferry device init … --enroll-token TOKEN",
-    })?;
+    }
+}
+
+/// A bearer token checked against the credential key.
+fn check_credential(token: &str, key: &PublicKey) -> Result<Credential, ServerError> {
     verify_credential(token, key).map_err(|e| ServerError::Unauthorized {
         code: e.code(),
         cause: e.to_string(),
@@ -163,7 +229,7 @@ async fn personalize(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ServerError> {
-    let credential = device_credential(&headers, &service.inner.credential_key)?;
+    let credential = service.credential(&headers)?;
     let request: TicketRequest = serde_json::from_slice(&body).map_err(|e| {
         ServerError::Refused(Refusal::BadRequest {
             reason: format!("the body is not a ticket request: {e}"),
@@ -172,9 +238,8 @@ async fn personalize(
     let device_id = request.identity.device_id;
     let facts = service
         .inner
-        .data
-        .db
-        .device_facts(&device_id, request.build_id.as_str())
+        .facts
+        .facts(device_id, request.build_id.as_str())
         .await?;
     let device = match &facts {
         // A credential is good for its own device only.
@@ -207,7 +272,7 @@ async fn personalize(
     let approved = policy
         .decide(&request, now, &facts)
         .map_err(ServerError::Refused)?;
-    let signed = service.inner.signer.sign(&approved);
+    let signed = service.signer().sign(&approved);
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         signed.to_json(),

@@ -6,8 +6,8 @@
 //! ```text
 //! pki/ca.pem, pki/ca.key            the CA devices pin (`device init --ca DIR/pki/ca.pem`)
 //! pki/server.pem, pki/server.key    the server certificate, issued by that CA
-//! keys-online/personalization.pk8   Ed25519 key that signs tickets (PKCS#8, 0600)
 //! keys-online/credential.pk8        Ed25519 key that signs device credentials (0600)
+//! keys-online/personalization/      the keys that sign tickets (see `keyset`)
 //! admin-token                       bearer token of the admin endpoints (0600)
 //! ```
 
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_personalize::pki::{Ca, ServerCert};
-use ferry_personalize::{CredentialSigner, EnrollmentToken, Signer};
+use ferry_personalize::{CredentialSigner, EnrollmentToken};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
@@ -31,8 +31,6 @@ use crate::ServerError;
 pub const PKI_DIR: &str = "pki";
 /// Online signing keys.
 pub const KEYS_ONLINE_DIR: &str = "keys-online";
-/// Ticket signing key (PKCS#8 DER).
-pub const PERSONALIZATION_KEY_FILE: &str = "personalization.pk8";
 /// Credential signing key (PKCS#8 DER).
 pub const CREDENTIAL_KEY_FILE: &str = "credential.pk8";
 /// The admin endpoints' bearer token.
@@ -44,8 +42,6 @@ pub struct Secrets {
     pub ca_pem: String,
     /// rustls configuration presenting the server certificate.
     pub tls: Arc<ServerConfig>,
-    /// Signs tickets.
-    pub signer: Signer,
     /// Signs device credentials.
     pub credential_signer: CredentialSigner,
     /// The admin token.
@@ -55,7 +51,10 @@ pub struct Secrets {
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Secrets")
-            .field("personalization_key", &self.signer.key_id())
+            .field(
+                "credential_key",
+                &self.credential_signer.public_key().key_id(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -68,8 +67,8 @@ fn secrets_error(op: &str) -> impl FnOnce(String) -> ServerError + '_ {
 
 impl Secrets {
     /// Loads the secrets from `dir`, making whatever is missing: a CA, a server
-    /// certificate for `127.0.0.1`, `::1`, `localhost` and the listen address, the two
-    /// online keys and the admin token.
+    /// certificate for `127.0.0.1`, `::1`, `localhost` and the listen address, the
+    /// credential key and the admin token. (Ticket keys are the key set's: `keyset`.)
     pub fn load_or_create(dir: &Path, listen: Option<SocketAddr>) -> Result<Secrets, ServerError> {
         let pki = dir.join(PKI_DIR);
         let keys = dir.join(KEYS_ONLINE_DIR);
@@ -118,11 +117,6 @@ impl Secrets {
                 .map_err(|e| secrets_error("build the TLS configuration")(e.to_string()))?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
 
-        let signer = load_or_make_key(
-            &keys.join(PERSONALIZATION_KEY_FILE),
-            || Signer::generate().to_pkcs8(),
-            |der| Signer::from_pkcs8(der).map_err(|e| e.to_string()),
-        )?;
         let credential_signer = load_or_make_key(
             &keys.join(CREDENTIAL_KEY_FILE),
             || CredentialSigner::generate().to_pkcs8(),
@@ -140,7 +134,6 @@ impl Secrets {
         Ok(Secrets {
             ca_pem: ca.cert_pem().to_owned(),
             tls: Arc::new(tls),
-            signer,
             credential_signer,
             admin_token,
         })

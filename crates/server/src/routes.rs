@@ -116,9 +116,9 @@ async fn tuf_metadata(
     Ok((headers, bytes).into_response())
 }
 
-/// Serves a catalog target, `<sha256>.<name>` (consistent snapshots): the payload or manifest
-/// whose digest that is, from the artifact store, with the same range support as
-/// `/artifacts/`. The device checks the bytes against the signed length and digest.
+/// Serves a catalog target, `<sha256>.<name>` (consistent snapshots): the payload, manifest or
+/// delta whose digest that is, from the artifact store, with the same range support as
+/// `/artifacts/`, else a file the catalog owns in `DATA/tuf/targets/` (the key set). The device checks the bytes against the signed length and digest.
 async fn tuf_target(
     State(data): State<DataDir>,
     Path(file): Path<String>,
@@ -128,10 +128,19 @@ async fn tuf_target(
     let Some((sha256_hex, _name)) = tuf::split_target_file(&file) else {
         return Err(not_found());
     };
-    let Some(key) = data.db.artifact_key_by_sha256(sha256_hex).await? else {
-        return Err(not_found());
-    };
-    serve_artifact(&data, &key, range).await
+    if let Some(key) = data.db.artifact_key_by_sha256(sha256_hex).await? {
+        return serve_artifact(&data, &key, range).await;
+    }
+    // Targets the catalog owns (the personalization key set) live beside its metadata.
+    let path = data.path.join(tuf::TARGETS_DIR).join(&file);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(not_found()),
+        Err(source) => Err(ServerError::Io {
+            op: "reading a catalog target",
+            source,
+        }),
+    }
 }
 
 /// Streams the artifact at `key`: whole, one byte range (`206`), or several in one

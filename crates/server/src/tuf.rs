@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! DATA/tuf/metadata/   N.root.json, N.targets.json, N.snapshot.json, timestamp.json (served)
+//! DATA/tuf/targets/    <sha256>.keys-personalization.json (served; see `keyset`)
 //! DATA/keys-online/    snapshot.pk8, timestamp.pk8 (the serving process needs these)
 //! DATA/keys-offline/   root.pk8, targets.pk8 (default; `--keys DIR` puts them elsewhere)
 //! ```
@@ -20,6 +21,9 @@ use crate::ServerError;
 
 /// Served metadata, relative to the data directory.
 pub const METADATA_DIR: &str = "tuf/metadata";
+/// Targets the catalog itself owns (the personalization key set), served as
+/// `<sha256>.<name>` beside the releases' artifacts, relative to the data directory.
+pub const TARGETS_DIR: &str = "tuf/targets";
 /// Online (snapshot, timestamp) keys, relative to the data directory.
 pub const ONLINE_KEYS_DIR: &str = "keys-online";
 /// Default offline (root, targets) keys, relative to the data directory.
@@ -39,6 +43,8 @@ pub struct CatalogPaths {
     pub online_keys: PathBuf,
     /// Served metadata.
     pub metadata: PathBuf,
+    /// Served targets that are not release artifacts (`<sha256>.<name>`).
+    pub targets: PathBuf,
 }
 
 impl CatalogPaths {
@@ -51,6 +57,7 @@ impl CatalogPaths {
                 .unwrap_or_else(|| data_dir.join(DEFAULT_OFFLINE_KEYS_DIR)),
             online_keys: data_dir.join(ONLINE_KEYS_DIR),
             metadata: data_dir.join(METADATA_DIR),
+            targets: data_dir.join(TARGETS_DIR),
         }
     }
 
@@ -65,15 +72,18 @@ impl CatalogPaths {
     }
 }
 
-/// Creates the catalog: keys and the first metadata. Fails if it exists.
+/// Creates the catalog: keys, the first metadata and the first personalization key set
+/// (signed in as a target). Fails if it exists.
 pub async fn init(paths: &CatalogPaths) -> Result<repo::RepoVersions, ServerError> {
-    Ok(repo::init(
+    let versions = repo::init(
         &paths.offline_keys,
         &paths.online_keys,
         &paths.metadata,
         &repo::RepoSettings::default(),
     )
-    .await?)
+    .await?;
+    let (_, published) = crate::keyset::ensure_published(paths).await?;
+    Ok(published.unwrap_or(versions))
 }
 
 /// Creates the catalog if it does not exist yet (zero set-up for the demo and first runs).

@@ -305,6 +305,37 @@ pub async fn refresh_timestamp(
     Ok(signed.signed().signed.version.get())
 }
 
+/// The length and SHA-256 the current metadata signs for target `name` (followed from
+/// `timestamp.json` through snapshot and targets, and the bin when the catalog uses bins);
+/// `None` when the catalog does not list it. Reads the repository's own files, so it checks
+/// no signatures: it is for the server that wrote them.
+pub fn published_target(
+    metadata_dir: &Path,
+    name: &str,
+) -> Result<Option<(u64, Sha256Digest)>, CatalogError> {
+    let mut state = RepoState::load(metadata_dir)?;
+    let target_name = checked_target_name(name)?;
+    let target = match state.bin_for(&target_name) {
+        None => state.targets.signed.targets.get(&target_name).cloned(),
+        Some(bin_name) => state
+            .load_bin(metadata_dir, &bin_name)?
+            .targets
+            .targets
+            .get(&target_name)
+            .cloned(),
+    };
+    let Some(target) = target else {
+        return Ok(None);
+    };
+    let digest: [u8; 32] = target
+        .hashes
+        .sha256
+        .as_ref()
+        .try_into()
+        .map_err(|_| malformed("targets", &format!("the SHA-256 of {name} is not 32 bytes")))?;
+    Ok(Some((target.length, Sha256Digest::from_bytes(digest))))
+}
+
 /// Whether the timestamp expires within `margin` (or is unreadable): the server calls this
 /// periodically and then [`refresh_timestamp`].
 pub fn needs_refresh(metadata_dir: &Path, margin: TimeDelta) -> bool {

@@ -1,0 +1,93 @@
+//! `ferry server personalization-key list|rotate|retire`: the key set devices trust,
+//! changed only by signing a new one into the catalog (a running server picks the new
+//! current key up within a second).
+
+use std::process::ExitCode;
+
+use ferry_personalize::{KeyId, KeySet};
+use ferry_server::keyset;
+use ferry_server::tuf::CatalogPaths;
+
+use crate::Failure;
+use crate::args::{KeyAction, PersonalizationKeyArgs};
+
+/// Runs one `personalization-key` action and prints the key set it leaves.
+pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {
+    let json = a.json;
+    let data = a.data.ok_or_else(|| {
+        Failure::new(
+            "USAGE",
+            "ferry server personalization-key needs --data DIR",
+            "pass the server's data directory with --data",
+        )
+        .json(json)
+    })?;
+    let paths = CatalogPaths::new(&data, a.keys.as_deref());
+    if !paths.is_initialised() {
+        return Err(Failure::new(
+            "CATALOG_MISSING",
+            format!("{} holds no catalog", paths.metadata.display()),
+            "create it with `ferry server init --data DIR` (or start the server once)",
+        )
+        .json(json));
+    }
+    let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
+    let (set, changed) = match a.action {
+        KeyAction::List => {
+            let set = keyset::published(&paths).map_err(fail)?.ok_or_else(|| {
+                Failure::new(
+                    "KEYSET_MISSING",
+                    "the catalog lists no personalization key set",
+                    "start the server once, or run `ferry server personalization-key rotate`",
+                )
+                .json(json)
+            })?;
+            (set, None)
+        }
+        KeyAction::Rotate => (keyset::rotate(&paths).await.map_err(fail)?, Some("rotated")),
+        KeyAction::Retire { key_id } => {
+            let key_id: KeyId = key_id.parse().map_err(|_| {
+                Failure::new(
+                    "INVALID_ARGUMENT",
+                    format!("{key_id:?} is not a key id"),
+                    "use the 64 hex digits `ferry server personalization-key list` shows",
+                )
+                .json(json)
+            })?;
+            (
+                keyset::retire(&paths, key_id).await.map_err(fail)?,
+                Some("retired"),
+            )
+        }
+    };
+    print_set(&set, changed, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_set(set: &KeySet, changed: Option<&str>, json: bool) {
+    if json {
+        let value = serde_json::json!({
+            "version": set.version(),
+            "current": set.current(),
+            "keys": set.key_ids(),
+            "changed": changed,
+        });
+        println!("{value}");
+        return;
+    }
+    if let Some(changed) = changed {
+        println!(
+            "{changed}: key set version {} signed into the catalog; devices take it at their next scan",
+            set.version()
+        );
+    }
+    println!("personalization key set version {}", set.version());
+    for key_id in set.key_ids() {
+        let role = if key_id == set.current() {
+            "current (signs tickets)"
+        } else {
+            "accepted"
+        };
+        println!("  {key_id}  {role}");
+    }
+}

@@ -1,0 +1,277 @@
+//! The personalization keys on the server: the private keys that sign tickets, and the
+//! [`KeySet`] devices trust, signed into the catalog as the target [`KEY_SET_TARGET`] so it
+//! reaches devices with TUF's guarantees and rotates the TUF way.
+//!
+//! ```text
+//! DATA/keys-online/personalization/<keyid>.pk8          every key the set lists (0600)
+//! DATA/keys-online/personalization/retired/<keyid>.pk8  keys retired from the set
+//! DATA/tuf/targets/<sha256>.keys-personalization.json   each key set published (served)
+//! ```
+//!
+//! The catalog is the only record of which set is in force: the server signs with the key
+//! that the published set names current, read from the file whose digest the catalog signs.
+//! A rotation stores the new key and the new set's file, then signs the target in; until
+//! that last step commits (the catalog writes `timestamp.json` last), nothing changed, so a
+//! crash at any point leaves either the old set or the new one, never a key devices do not
+//! trust.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferry_catalog::{NewTarget, Sha256Digest, repo};
+use ferry_personalize::{KEY_SET_TARGET, KeyId, KeySet, Signer};
+
+use crate::tuf::CatalogPaths;
+use crate::{ServerError, Service};
+
+/// The signing keys, under the online keys directory.
+pub const KEYS_SUBDIR: &str = "personalization";
+/// Keys retired from the set, under [`KEYS_SUBDIR`].
+pub const RETIRED_SUBDIR: &str = "retired";
+/// The single key of servers made before key sets (imported as the first key).
+pub const LEGACY_KEY_FILE: &str = "personalization.pk8";
+/// How often a running server looks for a new key set (a rotation by `ferry server
+/// personalization-key`).
+pub const KEY_SET_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+fn unusable(cause: String) -> ServerError {
+    ServerError::KeySetUnusable { cause }
+}
+
+fn key_dir(paths: &CatalogPaths) -> PathBuf {
+    paths.online_keys.join(KEYS_SUBDIR)
+}
+
+fn key_path(paths: &CatalogPaths, key_id: KeyId) -> PathBuf {
+    key_dir(paths).join(format!("{key_id}.pk8"))
+}
+
+/// The key set the catalog signs now, read from the file whose length and digest the
+/// catalog's targets list; `None` when the catalog lists no key set yet.
+pub fn published(paths: &CatalogPaths) -> Result<Option<KeySet>, ServerError> {
+    let Some((length, sha256)) = repo::published_target(&paths.metadata, KEY_SET_TARGET)? else {
+        return Ok(None);
+    };
+    let path = paths
+        .targets
+        .join(repo::target_file_name(KEY_SET_TARGET, &sha256));
+    let bytes = std::fs::read(&path).map_err(|e| {
+        unusable(format!(
+            "the catalog signs {KEY_SET_TARGET} but {} cannot be read: {e}",
+            path.display()
+        ))
+    })?;
+    if bytes.len() as u64 != length || Sha256Digest::of(&bytes) != sha256 {
+        return Err(unusable(format!(
+            "{} is not the key set the catalog signs (its length or SHA-256 differs)",
+            path.display()
+        )));
+    }
+    Ok(Some(KeySet::from_bytes(&bytes)?))
+}
+
+/// The private key of the set's current key.
+pub fn signer(paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError> {
+    let path = key_path(paths, set.current());
+    let der = std::fs::read(&path).map_err(|e| {
+        unusable(format!(
+            "the current personalization key {} cannot be read from {}: {e}",
+            set.current(),
+            path.display()
+        ))
+    })?;
+    let signer = Signer::from_pkcs8(&der)
+        .map_err(|e| unusable(format!("the key {} is unusable: {e}", path.display())))?;
+    if signer.key_id() != set.current() {
+        return Err(unusable(format!(
+            "{} holds key {}, not {}",
+            path.display(),
+            signer.key_id(),
+            set.current()
+        )));
+    }
+    Ok(signer)
+}
+
+/// The published key set, publishing the first one when the catalog has none: the key a
+/// server made before key sets existed (`keys-online/personalization.pk8`), else a new key.
+/// Returns the catalog versions when it published.
+pub async fn ensure_published(
+    paths: &CatalogPaths,
+) -> Result<(KeySet, Option<repo::RepoVersions>), ServerError> {
+    if let Some(set) = published(paths)? {
+        return Ok((set, None));
+    }
+    let legacy = paths.online_keys.join(LEGACY_KEY_FILE);
+    let first = match std::fs::read(&legacy) {
+        Ok(der) => Signer::from_pkcs8(&der)
+            .map_err(|e| unusable(format!("the key {} is unusable: {e}", legacy.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Signer::generate(),
+        Err(source) => {
+            return Err(ServerError::Io {
+                op: "reading the personalization key",
+                source,
+            });
+        }
+    };
+    store_key(paths, &first)?;
+    let set = KeySet::first(first.public_key());
+    let versions = publish(paths, &set).await?;
+    tracing::info!(key_id = %set.current(), "published the first personalization key set");
+    Ok((set, Some(versions)))
+}
+
+/// Makes a new key, lists it beside the others and makes it the signing key (the old keys
+/// stay trusted until [`retire`]), and signs the new set into the catalog. Needs the
+/// offline targets key.
+pub async fn rotate(paths: &CatalogPaths) -> Result<KeySet, ServerError> {
+    let (set, _) = ensure_published(paths).await?;
+    let new_key = Signer::generate();
+    let next = set.rotated(new_key.public_key())?;
+    store_key(paths, &new_key)?;
+    publish(paths, &next).await?;
+    tracing::info!(key_id = %next.current(), version = next.version(), "rotated the personalization key");
+    Ok(next)
+}
+
+/// Drops `key_id` from the set and signs the new set into the catalog; the key's private
+/// file moves to `retired/`. Devices refuse its tickets once they have scanned.
+pub async fn retire(paths: &CatalogPaths, key_id: KeyId) -> Result<KeySet, ServerError> {
+    let set = published(paths)?.ok_or_else(|| {
+        unusable("the catalog lists no personalization key set to retire a key from".into())
+    })?;
+    let next = set.retired(key_id)?;
+    publish(paths, &next).await?;
+    let from = key_path(paths, key_id);
+    let retired_dir = key_dir(paths).join(RETIRED_SUBDIR);
+    let moved = std::fs::create_dir_all(&retired_dir)
+        .and_then(|()| std::fs::rename(&from, retired_dir.join(format!("{key_id}.pk8"))))
+        .and_then(|()| sync_dir(&key_dir(paths)));
+    if let Err(error) = moved {
+        // The set no longer lists the key, so nothing signs with it; say where it still is.
+        tracing::warn!(%error, key = %from.display(), "could not move the retired key aside");
+    }
+    tracing::info!(%key_id, version = next.version(), "retired a personalization key");
+    Ok(next)
+}
+
+/// Keeps `service` signing with the current key of the published set: checks whenever the
+/// catalog's timestamp changes (every [`KEY_SET_CHECK_INTERVAL`]), forever (the server
+/// spawns this as a task). A set it cannot use is logged and the old key kept.
+pub async fn keep_signer_current(service: Service, paths: CatalogPaths) {
+    let mut ticker = tokio::time::interval(KEY_SET_CHECK_INTERVAL);
+    let mut seen_timestamp = None;
+    loop {
+        ticker.tick().await;
+        let timestamp = tokio::fs::read(paths.metadata.join("timestamp.json"))
+            .await
+            .ok();
+        if timestamp.is_none() || timestamp == seen_timestamp {
+            continue;
+        }
+        seen_timestamp = timestamp;
+        let current = service.signing_key_id();
+        let next = published(&paths).and_then(|set| match set {
+            Some(set) if set.current() != current => signer(&paths, &set).map(Some),
+            _ => Ok(None),
+        });
+        match next {
+            Ok(Some(signer)) => {
+                tracing::info!(from = %current, to = %signer.key_id(), "now signing tickets with the rotated personalization key");
+                service.set_signer(signer);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, "the published personalization key set is unusable; still signing with the previous key");
+            }
+        }
+    }
+}
+
+fn store_key(paths: &CatalogPaths, signer: &Signer) -> Result<(), ServerError> {
+    let dir = key_dir(paths);
+    std::fs::create_dir_all(&dir).map_err(|source| ServerError::Io {
+        op: "creating the personalization keys directory",
+        source,
+    })?;
+    crate::pki::write_secret(&key_path(paths, signer.key_id()), &signer.to_pkcs8())
+}
+
+async fn publish(paths: &CatalogPaths, set: &KeySet) -> Result<repo::RepoVersions, ServerError> {
+    let bytes = set.to_bytes();
+    let sha256 = Sha256Digest::of(&bytes);
+    std::fs::create_dir_all(&paths.targets).map_err(|source| ServerError::Io {
+        op: "creating the catalog targets directory",
+        source,
+    })?;
+    let file = paths
+        .targets
+        .join(repo::target_file_name(KEY_SET_TARGET, &sha256));
+    crate::pki::write_secret(&file, &bytes)?;
+    let target = NewTarget {
+        name: KEY_SET_TARGET.into(),
+        length: bytes.len() as u64,
+        sha256,
+        custom: serde_json::Value::Null,
+    };
+    Ok(repo::add_targets(
+        &paths.offline_keys,
+        &paths.online_keys,
+        &paths.metadata,
+        vec![target],
+        &repo::Expiries::default(),
+    )
+    .await?)
+}
+
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rotation_and_retirement_go_through_the_catalog() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = CatalogPaths::new(tmp.path(), None);
+        crate::tuf::init(&paths).await.unwrap();
+        let first = published(&paths).unwrap().expect("published at init");
+        assert_eq!(first.version(), 1);
+        assert_eq!(signer(&paths, &first).unwrap().key_id(), first.current());
+
+        let rotated = rotate(&paths).await.unwrap();
+        assert_eq!(published(&paths).unwrap().as_ref(), Some(&rotated));
+        assert_eq!(rotated.key_ids().len(), 2);
+        assert_eq!(
+            signer(&paths, &rotated).unwrap().key_id(),
+            rotated.current()
+        );
+
+        let retired = retire(&paths, first.current()).await.unwrap();
+        assert_eq!(retired.key_ids(), vec![rotated.current()]);
+        assert!(!key_path(&paths, first.current()).exists());
+        assert!(
+            key_dir(&paths)
+                .join(RETIRED_SUBDIR)
+                .join(format!("{}.pk8", first.current()))
+                .exists()
+        );
+        let error = retire(&paths, rotated.current()).await.unwrap_err();
+        assert_eq!(ferry_types::Diagnose::code(&error), "KEYSET_RETIRE_CURRENT");
+
+        // A key set file changed on disk is not the one the catalog signs.
+        let (_, sha256) = repo::published_target(&paths.metadata, KEY_SET_TARGET)
+            .unwrap()
+            .unwrap();
+        let file = paths
+            .targets
+            .join(repo::target_file_name(KEY_SET_TARGET, &sha256));
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[10] ^= 1;
+        std::fs::write(&file, bytes).unwrap();
+        let error = published(&paths).unwrap_err();
+        assert_eq!(ferry_types::Diagnose::code(&error), "KEYSET_UNUSABLE");
+    }
+}

@@ -224,6 +224,9 @@ pub fn apply_delta(
                         let mut frame = vec![0u8; segment.compressed_len as usize];
                         memory.add(frame.len());
                         read_delta(&mut delta, &mut frame, "segment")?;
+                        if blake3::hash(&frame).as_bytes() != &segment.digest {
+                            return Err(Error::corrupt("segment", "segment digest does not match"));
+                        }
                         let ref_len: u64 = segment.reference.iter().map(|e| e.1).sum();
                         let mut prefix = vec![0u8; ref_len as usize];
                         memory.add(prefix.len());

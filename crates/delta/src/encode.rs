@@ -118,6 +118,7 @@ pub fn encode_delta_bytes(
             let segment = Segment {
                 raw_len: literal.len() as u64,
                 compressed_len: frame.len() as u64,
+                digest: *blake3::hash(&frame).as_bytes(),
                 reference: reference.clone(),
             };
             Ok((segment, frame))

@@ -12,7 +12,7 @@
 //! the apply (`DELTA_CORRUPT`).
 //!
 //! ```text
-//! "FERRYDZ1" | u32 LE len | header JSON | blake3(header) | ferry-delta-1 of the expanded images
+//! "FERRYDZ1" | u32 LE len | header JSON | blake3(header) | ferry-delta-2 of the expanded images
 //! ```
 //!
 //! Bit-exact re-compression needs the libzstd the image was built with: the workspace pins

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 /// Magic bytes opening every delta stream.
 pub const DELTA_MAGIC: &[u8; 8] = b"FERRYDL1";
 /// The format name written into every manifest.
-pub const DELTA_FORMAT: &str = "ferry-delta-1";
+pub const DELTA_FORMAT: &str = "ferry-delta-2";
 /// Block size of the block map: 4 KiB, the ext4 and dm-verity block.
 pub const BLOCK_SIZE: usize = 4096;
 /// Largest manifest JSON accepted by `apply_delta`.
@@ -95,6 +95,9 @@ pub(crate) enum Op {
 pub(crate) struct Segment {
     pub raw_len: u64,
     pub compressed_len: u64,
+    /// blake3 of the compressed frame: checked before it is decompressed, because a zstd
+    /// frame has bits the decoder ignores, and a changed delta byte should never pass.
+    pub digest: [u8; 32],
     pub reference: Vec<(u64, u64)>,
 }
 
@@ -148,6 +151,7 @@ impl Tables {
         for segment in &self.segments {
             put_varint(&mut out, segment.raw_len);
             put_varint(&mut out, segment.compressed_len);
+            out.extend_from_slice(&segment.digest);
             put_varint(&mut out, segment.reference.len() as u64);
             for &(offset, len) in &segment.reference {
                 put_varint(&mut out, zigzag(offset as i64 - prev as i64));
@@ -199,11 +203,12 @@ impl Tables {
             };
             tables.ops.push(op);
         }
-        let n = reader.count("segments", 3)?;
+        let n = reader.count("segments", 35)?;
         let mut prev = 0u64;
         for _ in 0..n {
             let raw_len = reader.varint()?;
             let compressed_len = reader.varint()?;
+            let digest = reader.array()?;
             let n_ref = reader.count("reference extents", 2)?;
             let mut reference = Vec::with_capacity(n_ref);
             for _ in 0..n_ref {
@@ -217,6 +222,7 @@ impl Tables {
             tables.segments.push(Segment {
                 raw_len,
                 compressed_len,
+                digest,
                 reference,
             });
         }
@@ -318,6 +324,7 @@ mod tests {
             segments: vec![Segment {
                 raw_len: 5 * 4096,
                 compressed_len: 77,
+                digest: [9; 32],
                 reference: vec![(4096, 4096), (0, 10)],
             }],
         };

@@ -7,7 +7,7 @@
 //! already holds, at any 4 KiB offset, returns the payload byte ranges to fetch, and
 //! [`assemble`] writes the image from reused and downloaded chunks.
 //!
-//! # The delta format (`ferry-delta-1`)
+//! # The delta format (`ferry-delta-2`)
 //!
 //! The new image is a sequence of 4 KiB blocks, each either *copied* from any 4 KiB-aligned
 //! block of the base (found by hash), *zero*, or *literal*. Literal blocks are concatenated in
@@ -20,7 +20,7 @@
 //! ```text
 //! "FERRYDL1" | u32 LE len | manifest JSON | blake3(manifest) | tables (zstd) | segment frames…
 //! tables: base extents read (digest in manifest) | blake3 per 1 MiB output window |
-//!         ops (copy n from block b | zero n | literal n) | segments (lengths, reference extents)
+//!         ops (copy n from block b | zero n | literal n) | segments (lengths, blake3, reference extents)
 //! ```
 //!
 //! Before the first byte reaches the sink, the apply checks the manifest digest (and the one

@@ -53,7 +53,7 @@
 //! Every error type has a stable `code()` and a one-sentence `fix()`.
 //!
 //! Tests: `cargo test` runs unit, property and loopback TLS tests (no network beyond
-//! 127.0.0.1); `cargo run --release --example bench` measures tickets signed and verified per
+//! 127.0.0.1); `cargo run --release -p ferry-personalize --example ticket_bench` measures tickets signed and verified per
 //! second on one core.
 
 #![deny(missing_docs)]

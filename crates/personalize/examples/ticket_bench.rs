@@ -1,6 +1,6 @@
 //! Tickets signed and verified per second on one core.
 //!
-//! Run with `cargo run --release --example bench [seconds]`.
+//! Run with `cargo run --release -p ferry-personalize --example ticket_bench [seconds]`.
 
 use std::time::{Duration, Instant};
 

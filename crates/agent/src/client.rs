@@ -235,21 +235,11 @@ impl Client {
             .strip_prefix(TARGETS_PATH)
             .and_then(|file| file.split_once('.'))
             .map(|(_, name)| name.to_owned());
-        let bases = self.bases(&artifact.url);
-        let mut result = Err(AgentError::ServerUnreachable {
-            url: artifact.url.clone(),
-            reason: "no server".into(),
-        });
-        for (idx, base) in bases.iter().enumerate() {
-            let url = format!("{base}{}", artifact.url);
-            result = self.get_limited(&url, artifact.size).await;
-            match &result {
-                Err(e) if idx + 1 < bases.len() && cache_should_fall_back(e) => {
-                    tracing::warn!(%url, error = %e, "the cache failed; going to the origin");
-                }
-                _ => break,
-            }
-        }
+        let result = self
+            .via_bases(&artifact.url, |url| async move {
+                self.get_limited(&url, artifact.size).await
+            })
+            .await;
         let bytes = match result {
             Err(AgentError::ServerInvalid { .. }) if target.is_some() => {
                 return Err(ferry_catalog::CatalogError::TargetTooLong {
@@ -294,20 +284,8 @@ impl Client {
         path: &str,
         start: u64,
     ) -> Result<(reqwest::Response, u64), AgentError> {
-        let bases = self.bases(path);
-        for (idx, base) in bases.iter().enumerate() {
-            let result = self.stream_from_base(base, path, start).await;
-            match &result {
-                Err(e) if idx + 1 < bases.len() && cache_should_fall_back(e) => {
-                    tracing::warn!(%path, error = %e, "the cache failed; going to the origin");
-                }
-                _ => return result,
-            }
-        }
-        Err(AgentError::ServerUnreachable {
-            url: path.to_owned(),
-            reason: "no server".into(),
-        })
+        self.via_bases(path, |url| self.stream_from_url(url, start))
+            .await
     }
 
     /// `GET path` with `Range: bytes=<ranges>` (the cache first, as [`Client::stream_from`]).
@@ -323,42 +301,53 @@ impl Client {
             .map(|r| format!("{}-{}", r.start, r.end.saturating_sub(1)))
             .collect::<Vec<_>>()
             .join(",");
-        let bases = self.bases(path);
-        for (idx, base) in bases.iter().enumerate() {
-            let url = format!("{base}{path}");
-            let result = self
+        let value = &value;
+        self.via_bases(path, |url| async move {
+            let response = self
                 .http
                 .get(&url)
                 .header(reqwest::header::RANGE, format!("bytes={value}"))
                 .send()
                 .await
-                .map_err(|e| self.failed(&url, e));
-            let result = match result {
-                Ok(response) if response.status().is_server_error() => {
-                    Err(refused(url.clone(), response).await)
-                }
-                other => other,
-            };
-            match &result {
-                Err(e) if idx + 1 < bases.len() && cache_should_fall_back(e) => {
-                    tracing::warn!(%path, error = %e, "the cache failed; going to the origin");
-                }
-                _ => return result,
+                .map_err(|e| self.failed(&url, e))?;
+            if response.status().is_server_error() {
+                return Err(refused(url, response).await);
             }
-        }
-        Err(AgentError::ServerUnreachable {
-            url: path.to_owned(),
-            reason: "no server".into(),
+            Ok(response)
         })
+        .await
     }
 
-    async fn stream_from_base(
+    /// Runs `request` on the URL of `path` at each base in turn (the cache first), going
+    /// on to the origin only when the cache failed in a way the origin may not.
+    async fn via_bases<T, F, Fut>(&self, path: &str, mut request: F) -> Result<T, AgentError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, AgentError>>,
+    {
+        let bases = self.bases(path);
+        let mut result = Err(AgentError::ServerUnreachable {
+            url: path.to_owned(),
+            reason: "no server".into(),
+        });
+        for (idx, base) in bases.iter().enumerate() {
+            let url = format!("{base}{path}");
+            result = request(url.clone()).await;
+            match &result {
+                Err(e) if idx + 1 < bases.len() && cache_should_fall_back(e) => {
+                    tracing::warn!(%url, error = %e, "the cache failed; going to the origin");
+                }
+                _ => break,
+            }
+        }
+        result
+    }
+
+    async fn stream_from_url(
         &self,
-        base: &str,
-        path: &str,
+        url: String,
         start: u64,
     ) -> Result<(reqwest::Response, u64), AgentError> {
-        let url = format!("{base}{path}");
         let mut request = self.http.get(&url);
         if start > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={start}-"));

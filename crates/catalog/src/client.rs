@@ -333,7 +333,8 @@ impl Catalog {
     }
 }
 
-fn target_info(
+/// A verified target's name, length and SHA-256 (a malformed digest is `Malformed`).
+pub(crate) fn target_info(
     name: &TargetName,
     target: &tough::schema::Target,
 ) -> Result<TargetInfo, CatalogError> {

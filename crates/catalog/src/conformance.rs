@@ -53,17 +53,7 @@ pub async fn tuf_download(
         .map_err(|_| CatalogError::TargetUnknown {
             target: target_name.to_owned(),
         })?;
-    let expected: [u8; 32] =
-        target
-            .hashes
-            .sha256
-            .as_ref()
-            .try_into()
-            .map_err(|_| CatalogError::Malformed {
-                role: "targets".into(),
-                detail: format!("the SHA-256 of {target_name} is not 32 bytes"),
-            })?;
-    let expected = Sha256Digest::from_bytes(expected);
+    let expected = crate::client::target_info(&name, target)?.sha256;
     let local_name = target_name.replace('%', "%25").replace('/', "%2F");
     let local_path = target_dir.join(&local_name);
     if let Ok(existing) = std::fs::read(&local_path)

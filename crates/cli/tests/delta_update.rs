@@ -22,22 +22,7 @@ fn delta_fleet() -> DeltaFleet {
     make_image(&v1, 1, 4);
     make_image(&v2, 2, 4);
     publish(&data, &v1, "1.0");
-    ok(&[
-        "publish",
-        "--data",
-        s(&data),
-        "--image",
-        s(&v2),
-        "--version",
-        "2.0",
-        "--class",
-        "vm",
-        "--level",
-        "3",
-        "--delta-from",
-        "1.0",
-        "--no-chunks",
-    ]);
+    publish_with(&data, &v2, "2.0", &["--delta-from", "1.0", "--no-chunks"]);
     let server = Server::start(&data);
     let device = tmp.path().join("device");
     device_init(&device, &v1, "1.0", &server.url(), &data, "customer");
@@ -204,19 +189,7 @@ fn a_squashfs_release_installs_through_a_delta_below_its_compression() {
     mksquashfs(&t2, &v2);
     let data = tmp.path().join("server");
     publish(&data, &v1, "1.0");
-    ok(&[
-        "publish",
-        "--data",
-        s(&data),
-        "--image",
-        s(&v2),
-        "--version",
-        "2.0",
-        "--class",
-        "vm",
-        "--delta-from",
-        "1.0",
-    ]);
+    publish_with(&data, &v2, "2.0", &["--delta-from", "1.0"]);
     let server = Server::start(&data);
     let device = tmp.path().join("device");
     device_init(&device, &v1, "1.0", &server.url(), &data, "customer");

@@ -17,6 +17,7 @@ pub mod doctor;
 pub mod download;
 pub mod durable;
 mod error;
+pub mod facts;
 pub mod health;
 pub mod install;
 pub mod journal;

@@ -13,8 +13,8 @@ use ferry_personalize::tls::InterceptionProbe;
 use ferry_personalize::{Identity, Refusal, RefusalWireError, SignedTicket, TicketRequest};
 
 use crate::AgentError;
-use crate::catalog::TARGETS_PATH;
 use crate::device::Device;
+use crate::trust::catalog::TARGETS_PATH;
 
 /// An artifact to fetch: a catalog target, with its signed length and digest.
 #[derive(Debug, Clone, PartialEq, Eq)]

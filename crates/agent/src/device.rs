@@ -133,7 +133,7 @@ pub struct SlotInfo {
     pub receipt: String,
     /// Its dm-verity seal.
     #[serde(default)]
-    pub seal: Option<crate::seal::SlotSeal>,
+    pub seal: Option<crate::install::seal::SlotSeal>,
 }
 
 /// One receipt per installed image (`receipts/`): what, when, from which payload.
@@ -422,7 +422,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         boot: opts.boot.clone(),
         health_checks: opts.health_checks.clone(),
         ca: opts.ca.as_ref().map(|_| {
-            PathBuf::from(crate::personalize::TRUST_DIR).join(crate::personalize::CA_FILE)
+            PathBuf::from(crate::trust::personalize::TRUST_DIR)
+                .join(crate::trust::personalize::CA_FILE)
         }),
         clock_offset_secs: 0,
         read_timeout_secs: default_read_timeout(),
@@ -430,9 +431,9 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
     };
     if let Some(ca) = &opts.ca {
         let pem = fs::read(ca).map_err(AgentError::io("reading the CA to pin", ca))?;
-        let trust = dir.join(crate::personalize::TRUST_DIR);
+        let trust = dir.join(crate::trust::personalize::TRUST_DIR);
         fs::create_dir_all(&trust).map_err(AgentError::io("creating trust/", &trust))?;
-        let pinned = trust.join(crate::personalize::CA_FILE);
+        let pinned = trust.join(crate::trust::personalize::CA_FILE);
         durable::write_atomic(&pinned, &pem).map_err(AgentError::io("pinning the CA", &pinned))?;
     }
     let a = dir.join(SLOTS_DIR).join("a.img");
@@ -453,13 +454,14 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
     let id_path = dir.join(IDENTITY_FILE);
     durable::write_json(&id_path, &identity)
         .map_err(AgentError::io("writing the identity", &id_path))?;
-    crate::catalog::pin_root(dir, &opts.root)?;
+    crate::trust::catalog::pin_root(dir, &opts.root)?;
     write_config(&dir.join(CONFIG_FILE), &config)?;
     let device = Device::open(dir)?;
     prepare_boot_backend(&device)?;
     device.boot_control().store(&BootState::new(Slot::A))?;
-    let seal = crate::seal::seal_existing(&a, image_len, &dir.join(SLOTS_DIR).join("a.verity"))?;
-    let seal = crate::seal::SlotSeal {
+    let seal =
+        crate::install::seal::seal_existing(&a, image_len, &dir.join(SLOTS_DIR).join("a.verity"))?;
+    let seal = crate::install::seal::SlotSeal {
         tree: PathBuf::from(SLOTS_DIR).join("a.verity"),
         ..seal
     };

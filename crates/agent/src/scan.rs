@@ -57,7 +57,7 @@ async fn run(
 ) -> Result<ScanResult, AgentError> {
     fire(one, "Refresh", json!({ "server": device.config.server }))?;
     // A TUF refresh from the pinned root; on failure the last good metadata stays.
-    let catalog = crate::catalog::refresh(device).await?;
+    let catalog = crate::trust::catalog::refresh(device).await?;
     let versions = catalog.versions();
     fire(
         one,
@@ -72,7 +72,7 @@ async fn run(
         &device.config.audience,
         &current,
     );
-    crate::catalog::record(device, Ok(offers.len()));
+    crate::trust::catalog::record(device, Ok(offers.len()));
     // The recovery check is part of the scan: its failure fails the scan too.
     let mut recovery = journal.instance(machine(&RECOVERY_SCAN)?, scan_id, false)?;
     if let Err(e) = check_recovery(&mut recovery) {

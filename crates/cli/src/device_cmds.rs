@@ -2,8 +2,10 @@
 
 use std::process::ExitCode;
 
+use ferry_agent::boot::reboot as agent_reboot;
 use ferry_agent::device::{self, Device, InitOptions};
-use ferry_agent::{catalog, install, reboot as agent_reboot, status as agent_status};
+use ferry_agent::trust::catalog;
+use ferry_agent::{install, status as agent_status};
 use ferry_server::tuf::CatalogPaths;
 use ferry_server::{DataDir, Https, PublishRequest, ServiceOptions};
 
@@ -291,7 +293,7 @@ pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
     // Enroll: the credential and the personalization key, over the pinned CA. A device
     // that could not enroll is removed again, so init can simply be run again.
     let enrolled = match Device::open(&a.dir) {
-        Ok(device) => ferry_agent::personalize::enroll(&device, &a.enroll_token).await,
+        Ok(device) => ferry_agent::trust::personalize::enroll(&device, &a.enroll_token).await,
         Err(e) => Err(e),
     };
     if let Err(e) = enrolled {

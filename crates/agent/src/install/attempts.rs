@@ -10,7 +10,7 @@ use ferry_payload::Manifest;
 use ferry_types::Diagnose;
 use serde_json::json;
 
-use super::{InstallProgress, Run};
+use super::controller::{InstallProgress, Run};
 use crate::client::Client;
 use crate::device::CACHE_DIR;
 use crate::journal::fire;
@@ -57,7 +57,9 @@ impl Run<'_> {
             };
             let running = self.device.slot_path(!self.target);
             let started = Instant::now();
-            match crate::delta::apply(client, &delta, &running, &slot_path, &mut on_bytes).await {
+            match crate::install::delta::apply(client, &delta, &running, &slot_path, &mut on_bytes)
+                .await
+            {
                 Ok(outcome) => {
                     record.frames_done = manifest.frames.len();
                     record.payload_kind = "delta".into();
@@ -126,11 +128,10 @@ impl Run<'_> {
             && !record.chunks.as_ref().is_some_and(|c| c.abandoned)
         {
             let started = Instant::now();
-            let mut progress = record
-                .chunks
-                .clone()
-                .unwrap_or_else(|| crate::chunks::ChunkProgress::new(chunked.index.sha256));
-            let paths = crate::chunks::ChunkPaths {
+            let mut progress = record.chunks.clone().unwrap_or_else(|| {
+                crate::install::chunks::ChunkProgress::new(chunked.index.sha256)
+            });
+            let paths = crate::install::chunks::ChunkPaths {
                 running: self.device.slot_path(!self.target),
                 slot: slot_path.clone(),
                 cache: self.device.dir.join(CACHE_DIR).join("chunks.payload"),
@@ -143,14 +144,14 @@ impl Run<'_> {
             let base_downloaded =
                 record.bytes_downloaded - record.chunks.as_ref().map_or(0, |c| c.bytes_downloaded);
             let result = {
-                let mut hooks = crate::chunks::JournalHooks::new(
+                let mut hooks = crate::install::chunks::JournalHooks::new(
                     base_downloaded,
                     downloader,
                     record,
                     &path,
                     self.sink,
                 );
-                crate::chunks::install(
+                crate::install::chunks::install(
                     client,
                     &chunked,
                     manifest.image_size,
@@ -189,7 +190,7 @@ impl Run<'_> {
                         json!({ "payload": "chunks", "bytes": outcome.bytes_downloaded }),
                     )));
                 }
-                Err(e) if crate::chunks::is_transient(&e) => {
+                Err(e) if crate::install::chunks::is_transient(&e) => {
                     // The network or the disk: the install stops here and the next run
                     // resumes from the last batch made durable.
                     record.bytes_downloaded = base_downloaded + progress.bytes_downloaded;

@@ -69,12 +69,12 @@ pub fn scan_due(
 /// `last-scan.json` and the last good metadata stays as it was.
 ///
 /// The personalization key set comes with it: a verified catalog's key set replaces the
-/// trusted one ([`crate::personalize::update_key_set`]), and a key set TUF refuses fails
+/// trusted one ([`crate::trust::personalize::update_key_set`]), and a key set TUF refuses fails
 /// the scan.
 pub async fn refresh(device: &Device) -> Result<Catalog, AgentError> {
     let mut result = refresh_inner(device).await;
     if let Ok(catalog) = &result
-        && let Err(error) = crate::personalize::update_key_set(device, catalog).await
+        && let Err(error) = crate::trust::personalize::update_key_set(device, catalog).await
     {
         result = Err(error);
     }

@@ -27,15 +27,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::device::{CACHE_DIR, Device, Receipt, SLOTS_DIR, SlotInfo};
+use crate::install::download;
+use crate::install::seal::{LeafStore, SlotSeal};
 use crate::journal::{Journal, fire, machine};
 use crate::machines::{CONTROLLER, DOWNLOADER, UPDATE};
 use crate::offer::{self, Offer};
 use crate::progress::{self, Phase, ProgressSink};
-use crate::seal::{LeafStore, SlotSeal};
-use crate::{AgentError, catalog, download, durable};
-
-#[path = "install_attempts.rs"]
-mod attempts;
+use crate::trust::catalog;
+use crate::{AgentError, durable};
 
 /// Namespace of update UUIDs (v5 of device id and build id).
 pub const UPDATE_NAMESPACE: uuid::Uuid =
@@ -80,7 +79,7 @@ pub struct InstallProgress {
     pub fallback_from: Option<String>,
     /// The chunk-reuse attempt, once begun: batches done, bytes, whether abandoned.
     #[serde(default)]
-    pub chunks: Option<crate::chunks::ChunkProgress>,
+    pub chunks: Option<crate::install::chunks::ChunkProgress>,
 }
 
 impl InstallProgress {
@@ -210,22 +209,22 @@ pub async fn install(
 }
 
 /// One install run: what the controller's actions share.
-struct Run<'a> {
-    device: &'a Device,
-    offer: &'a Offer,
-    id: uuid::Uuid,
-    sink: &'a dyn ProgressSink,
-    target: Slot,
-    manifest: Option<(Arc<Manifest>, Vec<u8>)>,
-    record: Option<InstallProgress>,
-    leaves: Option<Arc<LeafStore>>,
-    seal: Option<SlotSeal>,
-    bytes_downloaded: u64,
-    start_frame: usize,
-    start_batch: usize,
-    download_secs: f64,
-    verify_secs: f64,
-    receipt: String,
+pub(super) struct Run<'a> {
+    pub(super) device: &'a Device,
+    pub(super) offer: &'a Offer,
+    pub(super) id: uuid::Uuid,
+    pub(super) sink: &'a dyn ProgressSink,
+    pub(super) target: Slot,
+    pub(super) manifest: Option<(Arc<Manifest>, Vec<u8>)>,
+    pub(super) record: Option<InstallProgress>,
+    pub(super) leaves: Option<Arc<LeafStore>>,
+    pub(super) seal: Option<SlotSeal>,
+    pub(super) bytes_downloaded: u64,
+    pub(super) start_frame: usize,
+    pub(super) start_batch: usize,
+    pub(super) download_secs: f64,
+    pub(super) verify_secs: f64,
+    pub(super) receipt: String,
 }
 
 impl<'a> Run<'a> {
@@ -254,12 +253,12 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn progress_path(&self) -> PathBuf {
+    pub(super) fn progress_path(&self) -> PathBuf {
         self.device.dir.join(CACHE_DIR).join("install.json")
     }
 
-    fn spool_dir(&self) -> PathBuf {
-        self.device.dir.join(crate::spool::SPOOL_DIR)
+    pub(super) fn spool_dir(&self) -> PathBuf {
+        self.device.dir.join(crate::install::spool::SPOOL_DIR)
     }
 
     /// Runs the controller's table to COMPLETED: fire, run the action, fire what it
@@ -359,17 +358,18 @@ impl<'a> Run<'a> {
             let slot = self.device.slot_path(self.target);
             let spool = self.spool_dir();
             let found = if record.chunks_in_progress() {
-                crate::spool::Recovered {
+                crate::install::spool::Recovered {
                     frames_done: record.frames_done,
                     ..Default::default()
                 }
             } else {
-                crate::spool::recover(&spool, &slot, &manifest, record.frames_done)?
+                crate::install::spool::recover(&spool, &slot, &manifest, record.frames_done)?
             };
             record.frames_done = found.frames_done;
             durable::write_json(&path, &record)
                 .map_err(AgentError::io("writing install progress", &path))?;
-            crate::spool::clear(&spool).map_err(AgentError::io("clearing the spool", &spool))?;
+            crate::install::spool::clear(&spool)
+                .map_err(AgentError::io("clearing the spool", &spool))?;
             self.record = Some(record);
             return Ok((
                 "Resumable",
@@ -422,14 +422,14 @@ impl<'a> Run<'a> {
                 reason: "the release is not sealed, so it cannot be personalized".into(),
             })?;
         let client = self.device.client()?;
-        let (ticket, nonce) = crate::personalize::request_ticket(
+        let (ticket, nonce) = crate::trust::personalize::request_ticket(
             self.device,
             &client,
             &release.build_id,
-            crate::personalize::components(&seal.root_hash),
+            crate::trust::personalize::components(&seal.root_hash),
         )
         .await?;
-        let path = crate::personalize::ticket_path(self.device, self.target);
+        let path = crate::trust::personalize::ticket_path(self.device, self.target);
         durable::write_atomic(&path, &ticket.to_json())
             .map_err(AgentError::io("storing the ticket", &path))?;
         Ok((

@@ -1,7 +1,7 @@
 //! Installing by chunk reuse, for a device with no tailored delta for its version: the
 //! signed index of the release's chunked payload says what every chunk holds; the
 //! running slot (read-only) already holds many of them, anywhere in it; only the rest is
-//! downloaded, in batches of byte ranges ([`crate::ranges`]), into a sparse cache file at
+//! downloaded, in batches of byte ranges ([`crate::install::ranges`]), into a sparse cache file at
 //! payload offsets. Then `ferry-delta`'s assembler writes the inactive slot in order,
 //! every extent checked against its digest, and the caller verifies the whole slot
 //! against the full manifest and the seal as it does after a delta.
@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 use crate::client::Client;
+use crate::install::ranges::{self, RangeMode};
 use crate::offer::ChunkedPayload;
-use crate::ranges::{self, RangeMode};
 
 /// Most byte ranges asked in one request (servers and CDNs cap multi-range requests).
 pub const MAX_RANGES_PER_REQUEST: usize = 16;

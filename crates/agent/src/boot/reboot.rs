@@ -6,8 +6,9 @@ use ferry_boot::Slot;
 use ferry_payload::Manifest;
 use serde::Serialize;
 
+use crate::AgentError;
 use crate::device::{Device, SLOTS_DIR};
-use crate::{AgentError, download};
+use crate::install::download;
 use ferry_types::Diagnose;
 
 /// What a simulated reboot did.
@@ -71,7 +72,7 @@ pub fn reboot(device: &Device, crash: bool) -> Result<RebootOutcome, AgentError>
     };
     boot.store(&state)?;
     if let Some(slot) = good {
-        crate::personalize::consume_nonce(device, slot)?;
+        crate::trust::personalize::consume_nonce(device, slot)?;
     }
     if let Some(slot) = tried {
         record_boot(device, slot, failure.as_ref())?;
@@ -112,14 +113,17 @@ pub fn boot_check(device: &Device, slot: Slot) -> Result<(), AgentError> {
             version: "unknown".into(),
             reason: "the slot has no metadata".into(),
         })?;
-    crate::personalize::check_ticket(device, slot, &info)?;
+    crate::trust::personalize::check_ticket(device, slot, &info)?;
     match &info.seal {
-        Some(seal) => {
-            crate::seal::verify(&device.slot_path(slot), info.image_size, seal, &device.dir)?
-        }
+        Some(seal) => crate::install::seal::verify(
+            &device.slot_path(slot),
+            info.image_size,
+            seal,
+            &device.dir,
+        )?,
         None => verify_by_manifest(device, slot, &info)?,
     }
-    crate::health::run_checks(
+    crate::boot::health::run_checks(
         &device.config.health_checks,
         &slot.to_string(),
         info.version.as_str(),

@@ -1,0 +1,4 @@
+//! What the device trusts: the signed catalog and the personalization tickets.
+
+pub mod catalog;
+pub mod personalize;

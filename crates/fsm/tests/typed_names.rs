@@ -90,13 +90,20 @@ fn a_journal_written_through_typed_names_replays_through_the_string_table() {
         .fire(job::Event::Start.name(), serde_json::Value::Null)
         .unwrap();
     assert_eq!(job::Action::from_name(step.action), Some(job::Action::Run));
-    assert_eq!(job::State::from_name(instance.state()), Some(job::State::RUNNING));
+    assert_eq!(
+        job::State::from_name(instance.state()),
+        Some(job::State::RUNNING)
+    );
     instance
         .fire(job::Event::Finish.name(), serde_json::Value::Null)
         .unwrap();
     let records = store.read_journal().unwrap().records;
     assert_eq!(
-        (records[1].s.as_str(), records[1].e.as_str(), records[1].a.as_str()),
+        (
+            records[1].s.as_str(),
+            records[1].e.as_str(),
+            records[1].a.as_str()
+        ),
         ("RUNNING", "Finish", "Report")
     );
     let by_strings = Machine::new(&JOB_BY_STRINGS).unwrap();
@@ -108,5 +115,8 @@ fn a_journal_written_through_typed_names_replays_through_the_string_table() {
 fn declared_names_the_table_never_uses_are_listed() {
     assert_eq!(unused_names::<job::Names>(), Vec::<&str>::new());
     assert_eq!(unused_names::<tidy_not::Names>(), vec!["Leftover"]);
-    assert!(Machine::check(&TIDY_NOT).is_empty(), "a valid table all the same");
+    assert!(
+        Machine::check(&TIDY_NOT).is_empty(),
+        "a valid table all the same"
+    );
 }

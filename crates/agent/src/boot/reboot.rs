@@ -9,6 +9,8 @@ use serde::Serialize;
 use crate::AgentError;
 use crate::device::{Device, SLOTS_DIR};
 use crate::install::download;
+use crate::journal::Instance;
+use crate::machines::update;
 use ferry_types::Diagnose;
 
 /// What a simulated reboot did.
@@ -172,23 +174,20 @@ fn record_boot(
         return Ok(());
     };
     let mut journal = crate::journal::Journal::open(device)?;
-    let machine = crate::journal::machine(&crate::machines::UPDATE)?;
-    let mut update = journal.instance(machine, &update_id.to_string(), false)?;
-    if update.state() != "STAGED" {
+    let mut update: Instance<update::Names> = journal.instance(&update_id.to_string(), false)?;
+    if !update.is_in(update::State::STAGED) {
         return Ok(());
     }
     let recorded = match failure {
-        None => crate::journal::fire(&mut update, "Booted", serde_json::json!({ "slot": slot })),
-        Some(report) => crate::journal::fire(
-            &mut update,
-            "BootFailed",
+        None => update.fire(update::Event::Booted, serde_json::json!({ "slot": slot })),
+        Some(report) => update.fire(
+            update::Event::BootFailed,
             serde_json::json!({ "slot": slot, "error": report }),
         ),
     };
     if let Err(e) = &recorded {
-        let _ = crate::journal::fire(
-            &mut update,
-            "Fail",
+        let _ = update.fire(
+            update::Event::Fail,
             serde_json::json!({ "error": e.report() }),
         );
     }

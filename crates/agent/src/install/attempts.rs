@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use ferry_fsm::Instance;
 use ferry_payload::Manifest;
 use ferry_types::Diagnose;
 use serde_json::json;
@@ -13,19 +12,20 @@ use serde_json::json;
 use super::controller::{InstallProgress, Run};
 use crate::client::Client;
 use crate::device::CACHE_DIR;
-use crate::journal::fire;
+use crate::journal::Instance;
+use crate::machines::{controller, downloader};
 use crate::progress::Phase;
 use crate::{AgentError, durable};
 
 /// The controller's next event and its journal data.
-type Next = Option<(&'static str, serde_json::Value)>;
+type Next = Option<(controller::Event, serde_json::Value)>;
 
 impl Run<'_> {
     /// A tailored delta, when there is one from the running version and nothing of the
     /// full payload is in the slot yet; any failure falls back, recorded.
     pub(super) async fn try_delta(
         &mut self,
-        downloader: &mut Instance,
+        downloader: &mut Instance<downloader::Names>,
         record: &mut InstallProgress,
         manifest: &Manifest,
         client: &Client,
@@ -37,9 +37,8 @@ impl Run<'_> {
             && record.fallback.is_none()
             && record.chunks.is_none()
         {
-            fire(
-                downloader,
-                "Begin",
+            downloader.fire(
+                downloader::Event::Begin,
                 json!({ "payload": "delta", "size": delta.size }),
             )?;
             let mut phase = Phase::new(
@@ -74,13 +73,11 @@ impl Run<'_> {
                     // No leaves were hashed: Prepare re-reads the slot and checks every
                     // frame against the full manifest and the seal.
                     self.leaves = None;
-                    fire(
-                        downloader,
-                        "Done",
+                    downloader.fire(downloader::Event::Done,
                         json!({ "payload": "delta", "bytes": outcome.bytes_downloaded, "reused": outcome.bytes_reused }),
                     )?;
                     return Ok(Some((
-                        "Downloaded",
+                        controller::Event::Downloaded,
                         json!({ "payload": "delta", "bytes": outcome.bytes_downloaded }),
                     )));
                 }
@@ -99,9 +96,8 @@ impl Run<'_> {
                     } else {
                         "full"
                     };
-                    fire(
-                        downloader,
-                        "Fail",
+                    downloader.fire(
+                        downloader::Event::Fail,
                         json!({ "payload": "delta", "error": report, "fallback": next }),
                     )?;
                 }
@@ -116,7 +112,7 @@ impl Run<'_> {
     /// payload, recorded.
     pub(super) async fn try_chunks(
         &mut self,
-        downloader: &mut Instance,
+        downloader: &mut Instance<downloader::Names>,
         record: &mut InstallProgress,
         manifest: &Manifest,
         client: &Client,
@@ -136,9 +132,7 @@ impl Run<'_> {
                 slot: slot_path.clone(),
                 cache: self.device.dir.join(CACHE_DIR).join("chunks.payload"),
             };
-            fire(
-                downloader,
-                "Begin",
+            downloader.fire(downloader::Event::Begin,
                 json!({ "payload": "chunks", "size": chunked.payload.size, "batches_done": progress.batches_done }),
             )?;
             let base_downloaded =
@@ -180,13 +174,11 @@ impl Run<'_> {
                     // No leaves were hashed: Prepare re-reads the slot and checks every
                     // frame against the full manifest and the seal.
                     self.leaves = None;
-                    fire(
-                        downloader,
-                        "Done",
+                    downloader.fire(downloader::Event::Done,
                         json!({ "payload": "chunks", "bytes": outcome.bytes_downloaded, "reused": outcome.bytes_reused }),
                     )?;
                     return Ok(Some((
-                        "Downloaded",
+                        controller::Event::Downloaded,
                         json!({ "payload": "chunks", "bytes": outcome.bytes_downloaded }),
                     )));
                 }
@@ -215,9 +207,8 @@ impl Run<'_> {
                         .map_err(AgentError::io("writing install progress", &path))?;
                     durable::remove(&paths.cache)
                         .map_err(AgentError::io("removing the chunk cache", &paths.cache))?;
-                    fire(
-                        downloader,
-                        "Fail",
+                    downloader.fire(
+                        downloader::Event::Fail,
                         json!({ "payload": "chunks", "error": report, "fallback": "full" }),
                     )?;
                 }

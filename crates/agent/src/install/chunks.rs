@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::AgentError;
 use crate::client::Client;
 use crate::install::ranges::{self, RangeMode};
+use crate::machines::downloader;
 use crate::offer::ChunkedPayload;
 
 /// Most byte ranges asked in one request (servers and CDNs cap multi-range requests).
@@ -340,7 +341,7 @@ fn delta_error(e: ferry_delta::Error) -> AgentError {
 /// the `downloader` machine, re-fetches journaled, progress reported by bytes.
 pub(crate) struct JournalHooks<'a> {
     base_downloaded: u64,
-    downloader: &'a mut ferry_fsm::Instance,
+    downloader: &'a mut crate::journal::Instance<downloader::Names>,
     record: &'a mut crate::install::InstallProgress,
     path: &'a Path,
     sink: &'a dyn crate::progress::ProgressSink,
@@ -353,7 +354,7 @@ impl<'a> JournalHooks<'a> {
     /// before this attempt's bytes.
     pub(crate) fn new(
         base_downloaded: u64,
-        downloader: &'a mut ferry_fsm::Instance,
+        downloader: &'a mut crate::journal::Instance<downloader::Names>,
         record: &'a mut crate::install::InstallProgress,
         path: &'a Path,
         sink: &'a dyn crate::progress::ProgressSink,
@@ -373,9 +374,8 @@ impl<'a> JournalHooks<'a> {
 impl ChunkHooks for JournalHooks<'_> {
     fn planned(&mut self, plan: &ReusePlan, done: u64) -> Result<(), AgentError> {
         let total = plan.download_bytes();
-        crate::journal::fire(
-            self.downloader,
-            "Checkpoint",
+        self.downloader.fire(
+            downloader::Event::Checkpoint,
             serde_json::json!({
                 "payload": "chunks",
                 "plan": {
@@ -412,9 +412,8 @@ impl ChunkHooks for JournalHooks<'_> {
         self.record.bytes_downloaded = self.base_downloaded + progress.bytes_downloaded;
         crate::durable::write_json(self.path, &*self.record)
             .map_err(AgentError::io("writing install progress", self.path))?;
-        crate::journal::fire(
-            self.downloader,
-            "Checkpoint",
+        self.downloader.fire(
+            downloader::Event::Checkpoint,
             serde_json::json!({
                 "payload": "chunks",
                 "batches_done": progress.batches_done,
@@ -433,9 +432,8 @@ impl ChunkHooks for JournalHooks<'_> {
             code = error.code(),
             "a chunk failed its digest; fetching it once more"
         );
-        crate::journal::fire(
-            self.downloader,
-            "Refetch",
+        self.downloader.fire(
+            downloader::Event::Refetch,
             serde_json::json!({ "payload": "chunks", "chunk": chunk, "error": error.report() }),
         )?;
         Ok(())
@@ -452,9 +450,8 @@ impl ChunkHooks for JournalHooks<'_> {
     }
 
     fn assembling(&mut self) -> Result<(), AgentError> {
-        crate::journal::fire(
-            self.downloader,
-            "Assemble",
+        self.downloader.fire(
+            downloader::Event::Assemble,
             serde_json::json!({ "payload": "chunks" }),
         )?;
         Ok(())

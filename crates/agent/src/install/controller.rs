@@ -20,7 +20,6 @@ use std::time::Instant;
 
 use chrono::Utc;
 use ferry_boot::Slot;
-use ferry_fsm::Instance;
 use ferry_payload::Manifest;
 use ferry_types::{Diagnose, Sha256, Version};
 use serde::{Deserialize, Serialize};
@@ -29,8 +28,8 @@ use serde_json::json;
 use crate::device::{CACHE_DIR, Device, Receipt, SLOTS_DIR, SlotInfo};
 use crate::install::download;
 use crate::install::seal::{LeafStore, SlotSeal};
-use crate::journal::{Journal, fire, machine};
-use crate::machines::{CONTROLLER, DOWNLOADER, UPDATE};
+use crate::journal::{Instance, Journal};
+use crate::machines::{controller, downloader, update};
 use crate::offer::{self, Offer};
 use crate::progress::{self, Phase, ProgressSink};
 use crate::trust::catalog;
@@ -176,22 +175,20 @@ pub async fn install(
     let Some(offer) = chosen else { return Ok(None) };
     let id = update_id(device, &offer.release.build_id);
     let id_text = id.to_string();
-    let mut update = journal.instance(machine(&UPDATE)?, &id_text, true)?;
-    if let Err(e) = fire(
-        &mut update,
-        "Install",
+    let mut update: Instance<update::Names> = journal.instance(&id_text, true)?;
+    if let Err(e) = update.fire(
+        update::Event::Install,
         json!({ "label": offer.label, "version": offer.version }),
     ) {
-        let _ = fire(&mut update, "Fail", json!({ "error": e.report() }));
+        let _ = update.fire(update::Event::Fail, json!({ "error": e.report() }));
         return Err(e);
     }
-    let mut controller = journal.instance(machine(&CONTROLLER)?, &id_text, true)?;
+    let mut controller: Instance<controller::Names> = journal.instance(&id_text, true)?;
     let mut run = Run::new(device, &offer, id, sink);
     match run.drive(&mut journal, &mut controller).await {
         Ok(()) => {
-            fire(
-                &mut update,
-                "Installed",
+            update.fire(
+                update::Event::Installed,
                 json!({ "slot": run.target, "receipt": run.receipt }),
             )?;
             let mut outcome = run.outcome()?;
@@ -201,8 +198,8 @@ pub async fn install(
         Err(e) => {
             let report = e.report();
             // Record the failure; if even that fails, the original error matters more.
-            let _ = fire(&mut controller, "Fail", json!({ "error": report }));
-            let _ = fire(&mut update, "Fail", json!({ "error": report }));
+            let _ = controller.fire(controller::Event::Fail, json!({ "error": report }));
+            let _ = update.fire(update::Event::Fail, json!({ "error": report }));
             Err(e)
         }
     }
@@ -263,37 +260,42 @@ impl<'a> Run<'a> {
 
     /// Runs the controller's table to COMPLETED: fire, run the action, fire what it
     /// returns. A fresh or failed controller starts; any other state resumes.
-    async fn drive(&mut self, journal: &mut Journal, ctl: &mut Instance) -> Result<(), AgentError> {
-        let mut event = if matches!(ctl.state(), "ACCEPTED" | "FAILED") {
-            "Start"
+    async fn drive(
+        &mut self,
+        journal: &mut Journal,
+        ctl: &mut Instance<controller::Names>,
+    ) -> Result<(), AgentError> {
+        use controller::{Action, Event, State};
+        let mut event = if ctl.is_in(State::ACCEPTED) || ctl.is_in(State::FAILED) {
+            Event::Start
         } else {
-            "Resume"
+            Event::Resume
         };
         let mut data = json!({ "update": self.id, "version": self.offer.version });
         loop {
-            let action = fire(ctl, event, data)?;
+            let action = ctl.fire(event, data)?;
             self.sink.report(&progress::mark(
-                state_name(ctl.state()),
+                state_name(ctl.state_name()),
                 action_text(action),
             ));
             (event, data) = match action {
-                "StartUp" => ("Started", json!({})),
-                "LoadPersisted" => self.load_persisted().await?,
-                "Ready" => ("Go", json!({})),
-                "Personalize" => self.personalize().await?,
-                "Download" => self.download(journal).await?,
-                "MarkDownloaded" => ("Go", json!({})),
-                "Prepare" => self.prepare()?,
-                "Apply" => self.apply()?,
-                "Complete" => {
-                    ctl.complete_action().map_err(crate::journal::fsm_error)?;
+                Action::StartUp => (Event::Started, json!({})),
+                Action::LoadPersisted => self.load_persisted().await?,
+                Action::Ready => (Event::Go, json!({})),
+                Action::Personalize => self.personalize().await?,
+                Action::Download => self.download(journal).await?,
+                Action::MarkDownloaded => (Event::Go, json!({})),
+                Action::Prepare => self.prepare()?,
+                Action::Apply => self.apply()?,
+                Action::Complete => {
+                    ctl.complete_action()?;
                     return Ok(());
                 }
-                other => {
+                Action::RecordFailure => {
                     return Err(AgentError::Journal {
                         code: "NO_ACTION",
                         cause: format!(
-                            "the controller table names an action ({other}) the agent does not run"
+                            "the controller table answered {event} with RecordFailure, which only a failure may run"
                         ),
                         fix: "this is a bug in ferry: report it with the device's journal".into(),
                     });
@@ -303,7 +305,9 @@ impl<'a> Run<'a> {
     }
 
     /// LOADING_PERSISTED: where to continue, from durable device state only.
-    async fn load_persisted(&mut self) -> Result<(&'static str, serde_json::Value), AgentError> {
+    async fn load_persisted(
+        &mut self,
+    ) -> Result<(controller::Event, serde_json::Value), AgentError> {
         let release = &self.offer.release;
         let boot = self.device.boot_control();
         let state = boot.load()?;
@@ -337,7 +341,10 @@ impl<'a> Run<'a> {
                 "removing install progress",
                 self.progress_path(),
             ))?;
-            return Ok(("AlreadyStaged", json!({ "slot": self.target })));
+            return Ok((
+                controller::Event::AlreadyStaged,
+                json!({ "slot": self.target }),
+            ));
         }
 
         let path = self.progress_path();
@@ -372,7 +379,7 @@ impl<'a> Run<'a> {
                 .map_err(AgentError::io("clearing the spool", &spool))?;
             self.record = Some(record);
             return Ok((
-                "Resumable",
+                controller::Event::Resumable,
                 json!({
                     "frames_done": found.frames_done,
                     "from_spool": found.from_spool,
@@ -401,14 +408,14 @@ impl<'a> Run<'a> {
         durable::write_json(&path, &fresh)
             .map_err(AgentError::io("writing install progress", &path))?;
         self.record = Some(fresh);
-        Ok(("Fresh", json!({ "slot": self.target })))
+        Ok((controller::Event::Fresh, json!({ "slot": self.target })))
     }
 
     /// PREFLIGHT_PERSONALIZE: a ticket for this device, a fresh nonce (stored before the
     /// request) and the release's seal root hash, stored beside the target slot
     /// (`boot/ticket-<slot>.json`) before anything is downloaded, so a refusal costs
     /// nothing and Apply finds the ticket in place.
-    async fn personalize(&mut self) -> Result<(&'static str, serde_json::Value), AgentError> {
+    async fn personalize(&mut self) -> Result<(controller::Event, serde_json::Value), AgentError> {
         let (manifest, _) = self
             .manifest
             .clone()
@@ -433,7 +440,7 @@ impl<'a> Run<'a> {
         durable::write_atomic(&path, &ticket.to_json())
             .map_err(AgentError::io("storing the ticket", &path))?;
         Ok((
-            "Personalized",
+            controller::Event::Personalized,
             json!({
                 "build_id": release.build_id,
                 "nonce_sha256": nonce.sha256().to_string(),
@@ -447,7 +454,7 @@ impl<'a> Run<'a> {
     async fn download(
         &mut self,
         journal: &mut Journal,
-    ) -> Result<(&'static str, serde_json::Value), AgentError> {
+    ) -> Result<(controller::Event, serde_json::Value), AgentError> {
         let (manifest, _) = self
             .manifest
             .clone()
@@ -457,10 +464,11 @@ impl<'a> Run<'a> {
             .clone()
             .ok_or_else(|| missing("the install progress"))?;
         self.start_frame = record.frames_done;
-        let mut downloader = journal.instance(machine(&DOWNLOADER)?, &self.id.to_string(), true)?;
+        let mut downloader: Instance<downloader::Names> =
+            journal.instance(&self.id.to_string(), true)?;
         let result = self.download_with(&mut downloader, manifest, record).await;
         if let Err(e) = &result {
-            let _ = fire(&mut downloader, "Fail", json!({ "error": e.report() }));
+            let _ = downloader.fire(downloader::Event::Fail, json!({ "error": e.report() }));
         }
         result
     }
@@ -468,10 +476,10 @@ impl<'a> Run<'a> {
     /// The download itself; any error it returns is recorded as the downloader's Fail.
     async fn download_with(
         &mut self,
-        downloader: &mut Instance,
+        downloader: &mut Instance<downloader::Names>,
         manifest: Arc<Manifest>,
         mut record: InstallProgress,
-    ) -> Result<(&'static str, serde_json::Value), AgentError> {
+    ) -> Result<(controller::Event, serde_json::Value), AgentError> {
         let release = &self.offer.release;
         let client = self.device.client()?;
         let slot_path = self.device.slot_path(self.target);
@@ -496,9 +504,8 @@ impl<'a> Run<'a> {
             return Ok(done);
         }
 
-        fire(
-            downloader,
-            "Begin",
+        downloader.fire(
+            downloader::Event::Begin,
             json!({ "from_frame": self.start_frame, "offset": start_offset }),
         )?;
 
@@ -519,9 +526,8 @@ impl<'a> Run<'a> {
                 base_downloaded + received.load(std::sync::atomic::Ordering::Relaxed);
             durable::write_json(&path, &record)
                 .map_err(AgentError::io("writing install progress", &path))?;
-            fire(
-                downloader,
-                "Checkpoint",
+            downloader.fire(
+                downloader::Event::Checkpoint,
                 json!({ "frames_done": frames_done, "bytes": record.bytes_downloaded }),
             )?;
             Ok(())
@@ -554,17 +560,19 @@ impl<'a> Run<'a> {
         durable::write_json(&path, &done)
             .map_err(AgentError::io("writing install progress", &path))?;
         self.record = Some(done);
-        fire(
-            downloader,
-            "Done",
+        downloader.fire(
+            downloader::Event::Done,
             json!({ "bytes": stats.bytes_downloaded, "secs": self.download_secs }),
         )?;
-        Ok(("Downloaded", json!({ "bytes": stats.bytes_downloaded })))
+        Ok((
+            controller::Event::Downloaded,
+            json!({ "bytes": stats.bytes_downloaded }),
+        ))
     }
 
     /// PREPARING_UPDATE, 60% → 99%: finish the seal (or re-check every frame of an
     /// unsealed release) and compare the root hash with the release's.
-    fn prepare(&mut self) -> Result<(&'static str, serde_json::Value), AgentError> {
+    fn prepare(&mut self) -> Result<(controller::Event, serde_json::Value), AgentError> {
         let (manifest, _) = self
             .manifest
             .clone()
@@ -612,13 +620,13 @@ impl<'a> Run<'a> {
         };
         self.verify_secs = started.elapsed().as_secs_f64();
         Ok((
-            "Sealed",
+            controller::Event::Sealed,
             json!({ "root_hash": self.seal.as_ref().map(|s| s.root_hash.to_string()) }),
         ))
     }
 
     /// PREPARED: receipt, slot metadata, then boot control.
-    fn apply(&mut self) -> Result<(&'static str, serde_json::Value), AgentError> {
+    fn apply(&mut self) -> Result<(controller::Event, serde_json::Value), AgentError> {
         let (manifest, manifest_bytes) = self
             .manifest
             .clone()
@@ -686,7 +694,7 @@ impl<'a> Run<'a> {
             "Update installed: restart to use it",
         ));
         Ok((
-            "Applied",
+            controller::Event::Applied,
             json!({ "slot": self.target, "receipt": self.receipt }),
         ))
     }
@@ -734,18 +742,19 @@ fn state_name(state: &'static str) -> &'static str {
     }
 }
 
-fn action_text(action: &str) -> &'static str {
+fn action_text(action: controller::Action) -> &'static str {
+    use controller::Action;
     match action {
-        "StartUp" => "Starting",
-        "LoadPersisted" => "Loading saved state",
-        "Ready" => "Ready to download",
-        "Personalize" => "Personalizing update…",
-        "Download" => "Downloading update…",
-        "MarkDownloaded" => "Downloaded",
-        "Prepare" => "Verifying system image…",
-        "Apply" => "Applying update…",
-        "Complete" => "Update installed: restart to use it",
-        _ => "Working…",
+        Action::StartUp => "Starting",
+        Action::LoadPersisted => "Loading saved state",
+        Action::Ready => "Ready to download",
+        Action::Personalize => "Personalizing update…",
+        Action::Download => "Downloading update…",
+        Action::MarkDownloaded => "Downloaded",
+        Action::Prepare => "Verifying system image…",
+        Action::Apply => "Applying update…",
+        Action::Complete => "Update installed: restart to use it",
+        Action::RecordFailure => "Failed",
     }
 }
 

@@ -9,10 +9,7 @@ use ferry_fsm::{FsmError, Machine, Name, Store, StoreOptions, TypedNames, Warnin
 use ferry_types::Report;
 
 use crate::AgentError;
-use crate::device::{Device, JOURNAL_DIR};
-
-/// Instance state files (one per machine instance).
-pub const STATE_DIR: &str = "state";
+use crate::device::Device;
 
 /// Fault injection for the crash harness (`tests/crash.rs`, `bench/crash`): the process
 /// kills itself with SIGKILL right after its Nth durable journal record.
@@ -41,8 +38,8 @@ impl Journal {
     /// Opens the device's journal; a torn tail is cut and reported, not fatal.
     pub fn open(device: &Device) -> Result<Journal, AgentError> {
         let (store, warnings) = Store::open(
-            device.dir.join(JOURNAL_DIR),
-            device.dir.join(STATE_DIR),
+            device.layout().journal_dir(),
+            device.layout().state_dir(),
             StoreOptions::default(),
         )
         .map_err(fsm_error)?;

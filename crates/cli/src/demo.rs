@@ -4,7 +4,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use ferry_agent::boot::reboot;
-use ferry_agent::device::{self, Device, InitOptions};
+use ferry_agent::device::Device;
+use ferry_agent::provision::{self, InitOptions};
 use ferry_agent::{install, status};
 use ferry_server::tuf::CatalogPaths;
 use ferry_server::{DataDir, Https, PublishRequest, ServiceOptions};
@@ -101,7 +102,7 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
     let root = std::fs::read(&root_path).map_err(|e| io_failure("read the catalog root", e))?;
     println!("== device pins the catalog root {}", root_path.display());
     let device_dir = dir.join("device");
-    let identity = device::init(
+    let identity = provision::init(
         &device_dir,
         &InitOptions {
             class: CLASS.into(),

@@ -7,7 +7,7 @@ use ferry_payload::Manifest;
 use serde::Serialize;
 
 use crate::AgentError;
-use crate::device::{Device, SLOTS_DIR};
+use crate::device::Device;
 use crate::install::download;
 use crate::journal::Instance;
 use crate::machines::update;
@@ -139,10 +139,7 @@ fn verify_by_manifest(
     slot: Slot,
     info: &crate::device::SlotInfo,
 ) -> Result<(), AgentError> {
-    let manifest_path = device
-        .dir
-        .join(SLOTS_DIR)
-        .join(format!("{slot}.manifest.json"));
+    let manifest_path = device.layout().slot_manifest(slot);
     let bytes = std::fs::read(&manifest_path)
         .map_err(AgentError::io("reading the slot manifest", &manifest_path))?;
     let manifest = Manifest::from_json(&bytes)?;

@@ -9,9 +9,10 @@ use ferry_payload::Manifest;
 use ferry_types::Diagnose;
 use serde_json::json;
 
-use super::controller::{InstallProgress, Run};
+use super::controller::Run;
+use super::record::InstallProgress;
 use crate::client::Client;
-use crate::device::CACHE_DIR;
+use crate::device::PayloadKind;
 use crate::journal::Instance;
 use crate::machines::{controller, downloader};
 use crate::progress::Phase;
@@ -61,7 +62,7 @@ impl Run<'_> {
             {
                 Ok(outcome) => {
                     record.frames_done = manifest.frames.len();
-                    record.payload_kind = "delta".into();
+                    record.payload_kind = PayloadKind::Delta;
                     record.bytes_downloaded += outcome.bytes_downloaded;
                     record.bytes_reused = outcome.bytes_reused;
                     durable::write_json(&path, &*record)
@@ -88,7 +89,7 @@ impl Run<'_> {
                         "the tailored delta failed; falling back to the full image"
                     );
                     record.fallback = Some(report.clone());
-                    record.fallback_from = Some("delta".into());
+                    record.fallback_from = Some(PayloadKind::Delta);
                     durable::write_json(&path, &*record)
                         .map_err(AgentError::io("writing install progress", &path))?;
                     let next = if self.offer.chunks.is_some() {
@@ -130,7 +131,7 @@ impl Run<'_> {
             let paths = crate::install::chunks::ChunkPaths {
                 running: self.device.slot_path(!self.target),
                 slot: slot_path.clone(),
-                cache: self.device.dir.join(CACHE_DIR).join("chunks.payload"),
+                cache: self.device.layout().chunk_cache(),
             };
             downloader.fire(downloader::Event::Begin,
                 json!({ "payload": "chunks", "size": chunked.payload.size, "batches_done": progress.batches_done }),
@@ -158,7 +159,7 @@ impl Run<'_> {
             match result {
                 Ok(outcome) => {
                     record.frames_done = manifest.frames.len();
-                    record.payload_kind = "chunks".into();
+                    record.payload_kind = PayloadKind::Chunks;
                     record.bytes_downloaded = base_downloaded + progress.bytes_downloaded;
                     record.bytes_reused = outcome.bytes_reused;
                     record.chunks = Some(progress);
@@ -202,7 +203,7 @@ impl Run<'_> {
                     progress.abandoned = true;
                     record.chunks = Some(progress);
                     record.fallback = Some(report.clone());
-                    record.fallback_from = Some("chunks".into());
+                    record.fallback_from = Some(PayloadKind::Chunks);
                     durable::write_json(&path, &*record)
                         .map_err(AgentError::io("writing install progress", &path))?;
                     durable::remove(&paths.cache)

@@ -342,7 +342,7 @@ fn delta_error(e: ferry_delta::Error) -> AgentError {
 pub(crate) struct JournalHooks<'a> {
     base_downloaded: u64,
     downloader: &'a mut crate::journal::Instance<downloader::Names>,
-    record: &'a mut crate::install::InstallProgress,
+    record: &'a mut crate::install::record::InstallProgress,
     path: &'a Path,
     sink: &'a dyn crate::progress::ProgressSink,
     phase: Option<crate::progress::Phase>,
@@ -355,7 +355,7 @@ impl<'a> JournalHooks<'a> {
     pub(crate) fn new(
         base_downloaded: u64,
         downloader: &'a mut crate::journal::Instance<downloader::Names>,
-        record: &'a mut crate::install::InstallProgress,
+        record: &'a mut crate::install::record::InstallProgress,
         path: &'a Path,
         sink: &'a dyn crate::progress::ProgressSink,
     ) -> JournalHooks<'a> {

@@ -21,14 +21,17 @@ use std::time::Instant;
 use chrono::Utc;
 use ferry_boot::Slot;
 use ferry_payload::Manifest;
-use ferry_types::{Diagnose, Sha256, Version};
-use serde::{Deserialize, Serialize};
+use ferry_types::{Diagnose, Version};
+use serde::Serialize;
 use serde_json::json;
 
-use crate::device::{CACHE_DIR, Device, Receipt, SLOTS_DIR, SlotInfo};
+use crate::client::Client;
+use crate::device::{Device, PayloadKind, Receipt, SlotInfo, SlotSeal};
 use crate::install::download;
-use crate::install::seal::{LeafStore, SlotSeal};
+use crate::install::record::InstallProgress;
+use crate::install::seal::LeafStore;
 use crate::journal::{Instance, Journal};
+use crate::layout;
 use crate::machines::{controller, downloader, update};
 use crate::offer::{self, Offer};
 use crate::progress::{self, Phase, ProgressSink};
@@ -47,52 +50,6 @@ pub fn update_id(device: &Device, build_id: &str) -> uuid::Uuid {
     )
 }
 
-/// The resume record of an install in progress (`cache/install.json`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct InstallProgress {
-    /// Update UUID.
-    pub update_id: uuid::Uuid,
-    /// Version being installed.
-    pub version: Version,
-    /// Digest of the manifest being followed.
-    pub manifest_sha256: Sha256,
-    /// Slot being written.
-    pub slot: Slot,
-    /// Frames written and synced, in order.
-    pub frames_done: usize,
-    /// Payload bytes fetched so far, over all attempts.
-    pub bytes_downloaded: u64,
-    /// `delta` or `chunks` once a tailored delta or chunk reuse has written the slot,
-    /// else `full`.
-    #[serde(default = "full")]
-    pub payload_kind: String,
-    /// Bytes of the running slot the delta or chunk reuse reused.
-    #[serde(default)]
-    pub bytes_reused: u64,
-    /// Why the tailored delta or chunk reuse was abandoned, if it was: the install then
-    /// uses the next payload (chunks, then full), and says so.
-    #[serde(default)]
-    pub fallback: Option<ferry_types::Report>,
-    /// Which payload the fallback left (`delta` or `chunks`).
-    #[serde(default)]
-    pub fallback_from: Option<String>,
-    /// The chunk-reuse attempt, once begun: batches done, bytes, whether abandoned.
-    #[serde(default)]
-    pub chunks: Option<crate::install::chunks::ChunkProgress>,
-}
-
-impl InstallProgress {
-    /// Whether a chunk-reuse attempt is under way (begun, not finished, not abandoned):
-    /// the slot then holds nothing of the full payload's frames to resume from.
-    fn chunks_in_progress(&self) -> bool {
-        self.frames_done == 0 && self.chunks.as_ref().is_some_and(|c| !c.abandoned)
-    }
-}
-
-fn full() -> String {
-    "full".into()
-}
-
 /// What an install did.
 #[derive(Debug, Clone, Serialize)]
 pub struct InstallOutcome {
@@ -107,7 +64,7 @@ pub struct InstallOutcome {
     /// Frame the download resumed from (0: a fresh start).
     pub resumed_from_frame: usize,
     /// The payload that wrote the slot: `full`, `delta` or `chunks`.
-    pub payload_kind: String,
+    pub payload_kind: PayloadKind,
     /// Bytes of the running slot reused (delta or chunk reuse).
     pub bytes_reused: u64,
     /// Chunk-reuse batch the download resumed from (0: a fresh start).
@@ -251,11 +208,11 @@ impl<'a> Run<'a> {
     }
 
     pub(super) fn progress_path(&self) -> PathBuf {
-        self.device.dir.join(CACHE_DIR).join("install.json")
+        self.device.layout().install_record()
     }
 
     pub(super) fn spool_dir(&self) -> PathBuf {
-        self.device.dir.join(crate::install::spool::SPOOL_DIR)
+        self.device.layout().spool_dir()
     }
 
     /// Runs the controller's table to COMPLETED: fire, run the action, fire what it
@@ -320,7 +277,7 @@ impl<'a> Run<'a> {
                 capacity,
             });
         }
-        let client = self.device.client()?;
+        let client = Client::for_device(self.device)?;
         let manifest_bytes = client
             .artifact(&release.manifest, "the payload manifest")
             .await?;
@@ -399,7 +356,7 @@ impl<'a> Run<'a> {
             slot: self.target,
             frames_done: 0,
             bytes_downloaded: 0,
-            payload_kind: full(),
+            payload_kind: PayloadKind::Full,
             bytes_reused: 0,
             fallback: None,
             fallback_from: None,
@@ -428,7 +385,7 @@ impl<'a> Run<'a> {
                 url: release.manifest.url.clone(),
                 reason: "the release is not sealed, so it cannot be personalized".into(),
             })?;
-        let client = self.device.client()?;
+        let client = Client::for_device(self.device)?;
         let (ticket, nonce) = crate::trust::personalize::request_ticket(
             self.device,
             &client,
@@ -436,7 +393,7 @@ impl<'a> Run<'a> {
             crate::trust::personalize::components(&seal.root_hash),
         )
         .await?;
-        let path = crate::trust::personalize::ticket_path(self.device, self.target);
+        let path = self.device.layout().ticket(self.target);
         durable::write_atomic(&path, &ticket.to_json())
             .map_err(AgentError::io("storing the ticket", &path))?;
         Ok((
@@ -481,7 +438,7 @@ impl<'a> Run<'a> {
         mut record: InstallProgress,
     ) -> Result<(controller::Event, serde_json::Value), AgentError> {
         let release = &self.offer.release;
-        let client = self.device.client()?;
+        let client = Client::for_device(self.device)?;
         let slot_path = self.device.slot_path(self.target);
         let path = self.progress_path();
         let start_offset = manifest
@@ -593,7 +550,7 @@ impl<'a> Run<'a> {
                 sink.report(&p);
             }
         };
-        let tree_rel = PathBuf::from(SLOTS_DIR).join(format!("{}.verity", self.target));
+        let tree_rel = layout::slot_tree(self.target);
         // A store filled by this run's download, or an empty one (every frame re-read).
         let leaves = self
             .leaves
@@ -605,7 +562,7 @@ impl<'a> Run<'a> {
                 let seal = leaves.finish(
                     &slot_path,
                     &manifest,
-                    &self.device.dir.join(&tree_rel),
+                    &self.device.layout().resolve(&tree_rel),
                     &report,
                 )?;
                 Some(SlotSeal {
@@ -653,23 +610,19 @@ impl<'a> Run<'a> {
                 slot: self.target,
                 image_sha256: manifest.image_sha256,
                 image_size: manifest.image_size,
-                payload_kind: record.payload_kind.clone(),
+                payload_kind: record.payload_kind,
                 payload_sha256: manifest.payload_sha256,
                 payload_size: manifest.payload_size,
                 bytes_downloaded: record.bytes_downloaded,
                 bytes_reused: record.bytes_reused,
                 fallback: record.fallback.clone(),
-                fallback_from: record.fallback_from.clone(),
+                fallback_from: record.fallback_from,
                 installed_at: now,
                 from_version: Some(from_version),
                 update_id: Some(self.id),
             })?,
         };
-        let manifest_path = self
-            .device
-            .dir
-            .join(SLOTS_DIR)
-            .join(format!("{}.manifest.json", self.target));
+        let manifest_path = self.device.layout().slot_manifest(self.target);
         durable::write_atomic(&manifest_path, &manifest_bytes)
             .map_err(AgentError::io("storing the manifest", &manifest_path))?;
         self.device.set_slot_info(
@@ -713,7 +666,7 @@ impl<'a> Run<'a> {
             payload_kind: self
                 .record
                 .as_ref()
-                .map_or_else(full, |r| r.payload_kind.clone()),
+                .map_or(PayloadKind::Full, |r| r.payload_kind),
             bytes_reused: self.record.as_ref().map_or(0, |r| r.bytes_reused),
             resumed_from_batch: self.start_batch,
             image_size: manifest.image_size,

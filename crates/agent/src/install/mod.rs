@@ -7,7 +7,9 @@ mod controller;
 pub mod delta;
 pub mod download;
 pub mod ranges;
+pub mod record;
 pub mod seal;
 pub mod spool;
 
 pub use controller::*;
+pub use record::InstallProgress;

@@ -27,6 +27,7 @@ use serde_json::json;
 
 use crate::client::Client;
 use crate::device::{Device, PayloadKind, Receipt, SlotInfo, SlotSeal};
+use crate::install::attempts::{self, Attempts};
 use crate::install::download;
 use crate::install::record::InstallProgress;
 use crate::install::seal::LeafStore;
@@ -163,22 +164,22 @@ pub async fn install(
 }
 
 /// One install run: what the controller's actions share.
-pub(super) struct Run<'a> {
-    pub(super) device: &'a Device,
-    pub(super) offer: &'a Offer,
-    pub(super) id: uuid::Uuid,
-    pub(super) sink: &'a dyn ProgressSink,
-    pub(super) target: Slot,
-    pub(super) manifest: Option<(Arc<Manifest>, Vec<u8>)>,
-    pub(super) record: Option<InstallProgress>,
-    pub(super) leaves: Option<Arc<LeafStore>>,
-    pub(super) seal: Option<SlotSeal>,
-    pub(super) bytes_downloaded: u64,
-    pub(super) start_frame: usize,
-    pub(super) start_batch: usize,
-    pub(super) download_secs: f64,
-    pub(super) verify_secs: f64,
-    pub(super) receipt: String,
+struct Run<'a> {
+    device: &'a Device,
+    offer: &'a Offer,
+    id: uuid::Uuid,
+    sink: &'a dyn ProgressSink,
+    target: Slot,
+    manifest: Option<(Arc<Manifest>, Vec<u8>)>,
+    record: Option<InstallProgress>,
+    leaves: Option<Arc<LeafStore>>,
+    seal: Option<SlotSeal>,
+    bytes_downloaded: u64,
+    start_frame: usize,
+    start_batch: usize,
+    download_secs: f64,
+    verify_secs: f64,
+    receipt: String,
 }
 
 impl<'a> Run<'a> {
@@ -207,12 +208,8 @@ impl<'a> Run<'a> {
         }
     }
 
-    pub(super) fn progress_path(&self) -> PathBuf {
+    fn progress_path(&self) -> PathBuf {
         self.device.layout().install_record()
-    }
-
-    pub(super) fn spool_dir(&self) -> PathBuf {
-        self.device.layout().spool_dir()
     }
 
     /// Runs the controller's table to COMPLETED: fire, run the action, fire what it
@@ -318,10 +315,11 @@ impl<'a> Run<'a> {
             // Frames written after the last checkpoint are still in the slot: re-verify
             // them instead of downloading them again.
             // Frames that had arrived but were not yet written come from the spool.
-            // (A chunk-reuse attempt resumes by its batches: the slot is written last.)
+            // (A delta or chunk reuse under way writes the slot its own way: it resumes
+            // by its own means, see `attempts`.)
             let slot = self.device.slot_path(self.target);
-            let spool = self.spool_dir();
-            let found = if record.chunks_in_progress() {
+            let spool = self.device.layout().spool_dir();
+            let found = if !attempts::resumes_frames(self.offer, &record) {
                 crate::install::spool::Recovered {
                     frames_done: record.frames_done,
                     ..Default::default()
@@ -407,7 +405,8 @@ impl<'a> Run<'a> {
         ))
     }
 
-    /// DOWNLOADING_UPDATE, 16% → 54% by payload bytes, through `downloader[uuid]`.
+    /// DOWNLOADING_UPDATE, 16% → 54% by payload bytes, through `downloader[uuid]`: the
+    /// payload attempts ([`Attempts`]) until one writes the slot.
     async fn download(
         &mut self,
         journal: &mut Journal,
@@ -420,110 +419,25 @@ impl<'a> Run<'a> {
             .record
             .clone()
             .ok_or_else(|| missing("the install progress"))?;
-        self.start_frame = record.frames_done;
-        let mut downloader: Instance<downloader::Names> =
-            journal.instance(&self.id.to_string(), true)?;
-        let result = self.download_with(&mut downloader, manifest, record).await;
-        if let Err(e) = &result {
-            let _ = downloader.fire(downloader::Event::Fail, json!({ "error": e.report() }));
-        }
-        result
-    }
-
-    /// The download itself; any error it returns is recorded as the downloader's Fail.
-    async fn download_with(
-        &mut self,
-        downloader: &mut Instance<downloader::Names>,
-        manifest: Arc<Manifest>,
-        mut record: InstallProgress,
-    ) -> Result<(controller::Event, serde_json::Value), AgentError> {
-        let release = &self.offer.release;
-        let client = Client::for_device(self.device)?;
-        let slot_path = self.device.slot_path(self.target);
-        let path = self.progress_path();
-        let start_offset = manifest
-            .frames
-            .get(self.start_frame)
-            .map_or(manifest.payload_size, |f| f.offset);
-
-        // A tailored delta first, then chunk reuse, then the full payload: each failure
-        // that is not the network's falls back to the next, recorded.
-        if let Some(done) = self
-            .try_delta(downloader, &mut record, &manifest, &client)
-            .await?
-        {
-            return Ok(done);
-        }
-        if let Some(done) = self
-            .try_chunks(downloader, &mut record, &manifest, &client)
-            .await?
-        {
-            return Ok(done);
-        }
-
-        downloader.fire(
-            downloader::Event::Begin,
-            json!({ "from_frame": self.start_frame, "offset": start_offset }),
-        )?;
-
-        let mut phase = Phase::new(
-            "DOWNLOADING_UPDATE",
-            "Downloading update…",
-            manifest.payload_size,
-            start_offset,
-        );
-        if let Some(p) = phase.at(start_offset, true) {
-            self.sink.report(&p);
-        }
-        let base_downloaded = record.bytes_downloaded;
-        let received = std::sync::atomic::AtomicU64::new(0);
-        let mut checkpoint = |frames_done: usize| -> Result<(), AgentError> {
-            record.frames_done = frames_done;
-            record.bytes_downloaded =
-                base_downloaded + received.load(std::sync::atomic::Ordering::Relaxed);
-            durable::write_json(&path, &record)
-                .map_err(AgentError::io("writing install progress", &path))?;
-            downloader.fire(
-                downloader::Event::Checkpoint,
-                json!({ "frames_done": frames_done, "bytes": record.bytes_downloaded }),
-            )?;
-            Ok(())
+        let mut dl: Instance<downloader::Names> = journal.instance(&self.id.to_string(), true)?;
+        let attempts = Attempts {
+            device: self.device,
+            offer: self.offer,
+            target: self.target,
+            sink: self.sink,
+            manifest,
         };
-        let sink = self.sink;
-        let mut on_bytes = |offset: u64| {
-            received.store(offset - start_offset, std::sync::atomic::Ordering::Relaxed);
-            crate::journal::bytes_received(offset - start_offset);
-            if let Some(p) = phase.at(offset, false) {
-                sink.report(&p);
-            }
-        };
-        self.leaves = LeafStore::new(&manifest).map(Arc::new);
-        let stats = download::stream_into_slot(
-            &client,
-            &release.payload.url,
-            manifest.clone(),
-            self.leaves.clone(),
-            &slot_path,
-            &self.spool_dir(),
-            self.start_frame,
-            &mut checkpoint,
-            &mut on_bytes,
-        )
-        .await?;
-        self.bytes_downloaded = stats.bytes_downloaded;
-        self.download_secs = stats.elapsed.as_secs_f64();
-        let mut done: InstallProgress = crate::device::read_json(&path)?;
-        done.bytes_downloaded = base_downloaded + stats.bytes_downloaded;
-        durable::write_json(&path, &done)
-            .map_err(AgentError::io("writing install progress", &path))?;
-        self.record = Some(done);
-        downloader.fire(
-            downloader::Event::Done,
-            json!({ "bytes": stats.bytes_downloaded, "secs": self.download_secs }),
-        )?;
+        let done = attempts.run(&mut dl, record).await?;
+        self.bytes_downloaded = done.bytes_downloaded;
+        self.download_secs = done.secs;
+        self.start_frame = done.resumed_from_frame;
+        self.start_batch = done.resumed_from_batch;
+        self.leaves = done.leaves;
+        let payload = done.record.payload_kind;
+        self.record = Some(done.record);
         Ok((
             controller::Event::Downloaded,
-            json!({ "bytes": stats.bytes_downloaded }),
+            json!({ "payload": payload, "bytes": done.bytes_downloaded }),
         ))
     }
 

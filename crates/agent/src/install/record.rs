@@ -43,14 +43,39 @@ pub struct InstallProgress {
     pub chunks: Option<ChunkProgress>,
 }
 
-impl InstallProgress {
-    /// Whether a chunk-reuse attempt is under way (begun, not finished, not abandoned):
-    /// the slot then holds nothing of the full payload's frames to resume from.
-    pub fn chunks_in_progress(&self) -> bool {
-        self.frames_done == 0 && self.chunks.as_ref().is_some_and(|c| !c.abandoned)
-    }
-}
-
 fn full() -> PayloadKind {
     PayloadKind::Full
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_install_record_written_with_string_kinds_still_parses() {
+        let old = r#"{"update_id":"6f1c9a52-3b0e-5d7a-8c11-2e4f90ab7d33","version":"2.0",
+            "manifest_sha256":"0000000000000000000000000000000000000000000000000000000000000000",
+            "slot":"b","frames_done":0,"bytes_downloaded":4096,"payload_kind":"full",
+            "bytes_reused":0,"fallback":{"code":"CHUNK_CORRUPT","cause":"c","fix":"f"},
+            "fallback_from":"chunks","chunks":{"index_sha256":
+            "0000000000000000000000000000000000000000000000000000000000000000","n_batches":2,
+            "batches_done":1,"bytes_downloaded":4096,"multi_range":true,"abandoned":true}}"#;
+        let record: InstallProgress = serde_json::from_str(old).unwrap();
+        assert_eq!(record.payload_kind, PayloadKind::Full);
+        assert_eq!(record.fallback_from, Some(PayloadKind::Chunks));
+        let again = serde_json::to_value(&record).unwrap();
+        assert_eq!(
+            (&again["payload_kind"], &again["fallback_from"]),
+            (&serde_json::json!("full"), &serde_json::json!("chunks"))
+        );
+        // Records from before the kinds existed.
+        let older = old
+            .replace(r#""payload_kind":"full","#, "")
+            .replace(r#""fallback_from":"chunks","#, "");
+        let record: InstallProgress = serde_json::from_str(&older).unwrap();
+        assert_eq!(
+            (record.payload_kind, record.fallback_from),
+            (PayloadKind::Full, None)
+        );
+    }
 }

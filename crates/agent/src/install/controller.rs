@@ -8,11 +8,15 @@
 //! a resumable install:
 //! 1. the target (inactive) slot is invalidated in boot control and its metadata
 //!    removed — the running slot is never touched;
-//! 2. frames are written and, about once a second, the slot synced and the count of
-//!    frames done recorded in `cache/install.json` (and the journal);
-//! 3. the seal is finished and its root hash checked (frames written by an earlier,
+//! 2. the ticket is stored beside the slot (`boot/ticket-<slot>.json`) before a byte
+//!    is downloaded;
+//! 3. a payload attempt writes the slot ([`attempts`]): for the full payload, frames
+//!    are written and, about once a second, the slot synced and the count of frames
+//!    done recorded in the install record (and the journal); a delta or chunk reuse
+//!    records its own resume point there;
+//! 4. the seal is finished and its root hash checked (frames written by an earlier,
 //!    interrupted run are re-read and re-verified, never re-downloaded);
-//! 4. receipt, slot metadata, then boot control: the slot boots next with N tries.
+//! 5. receipt, slot metadata, then boot control: the slot boots next with N tries.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,9 +1,13 @@
-//! `ferry list` and `ferry install`: the controller's executor and the pieces an
-//! install is made of.
+//! `ferry list` and `ferry install`: the controller's executor ([`controller`], whose
+//! docs give the order of the install's durable effects), the one runner of payload
+//! attempts and its fallback rule ([`attempts`]), and the pieces an install is made of:
+//! the streaming download ([`download`], [`spool`]), tailored deltas ([`delta`]), chunk
+//! reuse ([`chunks`], [`ranges`]), the seal ([`seal`]) and the install record
+//! ([`record`]).
 
-mod attempts;
+pub mod attempts;
 pub mod chunks;
-mod controller;
+pub mod controller;
 pub mod delta;
 pub mod download;
 pub mod ranges;

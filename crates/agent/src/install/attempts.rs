@@ -43,6 +43,7 @@ use crate::install::record::InstallProgress;
 use crate::install::seal::LeafStore;
 use crate::install::{delta, download};
 use crate::journal::{self, Instance};
+use crate::machines::controller;
 use crate::machines::downloader::{self, Event};
 use crate::offer::Offer;
 use crate::progress::{Phase, ProgressSink};
@@ -511,7 +512,12 @@ impl<'a> Meter<'a> {
     /// The phase: `total` units of work (bytes of the payload being fetched), `done` of
     /// them by earlier runs.
     fn begin(&mut self, total: u64, done: u64) {
-        let mut phase = Phase::new("DOWNLOADING_UPDATE", self.action, total, done);
+        let mut phase = Phase::new(
+            controller::State::DOWNLOADING_UPDATE.name(),
+            self.action,
+            total,
+            done,
+        );
         if let Some(p) = phase.at(done, true) {
             self.sink.report(&p);
         }

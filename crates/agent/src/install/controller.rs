@@ -455,7 +455,7 @@ impl<'a> Run<'a> {
         let slot_path = self.device.slot_path(self.target);
         let started = Instant::now();
         let phase = std::sync::Mutex::new(Phase::new(
-            "PREPARING_UPDATE",
+            controller::State::PREPARING_UPDATE.name(),
             "Verifying system image…",
             manifest.image_size,
             0,
@@ -561,7 +561,7 @@ impl<'a> Run<'a> {
         let path = self.progress_path();
         durable::remove(&path).map_err(AgentError::io("removing install progress", &path))?;
         self.sink.report(&progress::mark(
-            "COMPLETED",
+            controller::State::COMPLETED.name(),
             "Update installed: restart to use it",
         ));
         Ok((

@@ -13,8 +13,14 @@ use ferry_personalize::tls::InterceptionProbe;
 use ferry_personalize::{Identity, Refusal, RefusalWireError, SignedTicket, TicketRequest};
 
 use crate::AgentError;
-use crate::catalog::TARGETS_PATH;
-use crate::device::Device;
+use crate::device::{DEFAULT_READ_TIMEOUT, Device};
+
+/// Where the server serves catalog metadata.
+pub const METADATA_PATH: &str = "/tuf/metadata/";
+/// Where the server serves catalog targets.
+pub const TARGETS_PATH: &str = "/tuf/targets/";
+/// Where the server serves release artifacts (payloads, manifests, deltas).
+pub const ARTIFACTS_PATH: &str = "/artifacts/";
 
 /// An artifact to fetch: a catalog target, with its signed length and digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,9 +57,6 @@ pub struct Release {
     pub manifest: Artifact,
 }
 
-/// How long a read may wait for a byte by default.
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A client for one server.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -80,7 +83,7 @@ impl Client {
     pub fn for_device(device: &Device) -> Result<Client, AgentError> {
         let ca_pem = match &device.config.ca {
             Some(path) => {
-                let path = device.dir.join(path);
+                let path = device.layout().resolve(path);
                 Some(
                     std::fs::read_to_string(&path)
                         .map_err(AgentError::io("reading the pinned CA", &path))?,
@@ -205,7 +208,7 @@ impl Client {
 
     /// The bases to try for `path`: the cache first for immutable artifact paths.
     fn bases(&self, path: &str) -> Vec<&str> {
-        let cacheable = path.starts_with("/artifacts/") || path.starts_with("/tuf/targets/");
+        let cacheable = path.starts_with(ARTIFACTS_PATH) || path.starts_with(TARGETS_PATH);
         match &self.cache {
             Some(cache) if cacheable => vec![cache.as_str(), self.base.as_str()],
             _ => vec![self.base.as_str()],

@@ -1,34 +1,23 @@
-//! The device directory of DESIGN §2: identity, config, slots, boot state, receipts.
+//! An open device directory (DESIGN §2; every path in [`crate::layout`]): its identity,
+//! config, what each slot holds, boot control, receipts, and the lock that keeps one
+//! ferry process per device. Making a device is [`crate::provision`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use ferry_boot::{BootBackend, BootControl, BootState, Slot};
+use ferry_seal::{RootHash, Salt};
 use ferry_types::{DeviceId, Sha256, Sha256Hasher, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 use crate::durable;
-
-/// `identity.json`: who the device is.
-pub const IDENTITY_FILE: &str = "identity.json";
-/// `config.toml`: where it updates from and how.
-pub const CONFIG_FILE: &str = "config.toml";
-/// Slot images and their metadata (`a.img`, `a.json`, …).
-pub const SLOTS_DIR: &str = "slots";
-/// Boot-control state (file backend), tickets, nonces.
-pub const BOOT_DIR: &str = "boot";
-/// Downloads and install progress (purgeable).
-pub const CACHE_DIR: &str = "cache";
-/// One receipt per installed image.
-pub const RECEIPTS_DIR: &str = "receipts";
-/// State machine journal.
-pub const JOURNAL_DIR: &str = "journal";
-/// Event reports not yet delivered.
-pub const EVENTS_DIR: &str = "events";
+use crate::layout::{self, Layout};
 
 /// `identity.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -83,16 +72,11 @@ pub struct Config {
     pub cache: Option<String>,
 }
 
-fn default_read_timeout() -> u64 {
-    crate::client::DEFAULT_READ_TIMEOUT.as_secs()
-}
+/// How long a download may wait for a byte, unless `config.toml` says otherwise.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl Device {
-    /// An HTTP client for the device's server, with its configured timeouts, its cache,
-    /// and only its pinned CA trusted.
-    pub fn client(&self) -> Result<crate::client::Client, AgentError> {
-        crate::client::Client::for_device(self)
-    }
+pub(crate) fn default_read_timeout() -> u64 {
+    DEFAULT_READ_TIMEOUT.as_secs()
 }
 
 /// Where the slots are.
@@ -109,10 +93,10 @@ pub struct SlotsConfig {
 fn default_audience() -> String {
     "customer".into()
 }
-fn default_check_interval() -> u64 {
+pub(crate) fn default_check_interval() -> u64 {
     6 * 3600
 }
-fn default_tries() -> u8 {
+pub(crate) fn default_tries() -> u8 {
     ferry_boot::DEFAULT_BOOT_TRIES
 }
 
@@ -133,7 +117,53 @@ pub struct SlotInfo {
     pub receipt: String,
     /// Its dm-verity seal.
     #[serde(default)]
-    pub seal: Option<crate::seal::SlotSeal>,
+    pub seal: Option<SlotSeal>,
+}
+
+/// A slot's seal as the device records it (in `slots/<slot>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SlotSeal {
+    /// Root hash of the slot's dm-verity tree.
+    pub root_hash: RootHash,
+    /// Salt of the tree.
+    pub salt: Salt,
+    /// Where the tree is (relative to the device directory, or absolute).
+    pub tree: PathBuf,
+    /// Offset of the tree in that file (veritysetup's `--hash-offset`).
+    pub hash_offset: u64,
+}
+
+/// What wrote a slot. Serialized lowercase (`factory`, `full`, `delta`, `chunks`), as
+/// receipts and `cache/install.json` have always spelled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadKind {
+    /// The image `device init` put in slot A.
+    Factory,
+    /// The full payload: every frame downloaded.
+    Full,
+    /// A tailored delta from the running version.
+    Delta,
+    /// Chunk reuse: the chunks the running slot lacks, then assembly.
+    Chunks,
+}
+
+impl PayloadKind {
+    /// The name receipts and the journal use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadKind::Factory => "factory",
+            PayloadKind::Full => "full",
+            PayloadKind::Delta => "delta",
+            PayloadKind::Chunks => "chunks",
+        }
+    }
+}
+
+impl std::fmt::Display for PayloadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// One receipt per installed image (`receipts/`): what, when, from which payload.
@@ -151,8 +181,8 @@ pub struct Receipt {
     pub image_sha256: Sha256,
     /// Image size.
     pub image_size: u64,
-    /// Payload kind: `full`, `delta` or `chunks`.
-    pub payload_kind: String,
+    /// What wrote the slot.
+    pub payload_kind: PayloadKind,
     /// Payload digest.
     pub payload_sha256: Sha256,
     /// Payload size.
@@ -167,7 +197,7 @@ pub struct Receipt {
     pub fallback: Option<ferry_types::Report>,
     /// Which payload was abandoned (`delta` or `chunks`).
     #[serde(default)]
-    pub fallback_from: Option<String>,
+    pub fallback_from: Option<PayloadKind>,
     /// When the install finished.
     pub installed_at: DateTime<Utc>,
     /// Version it updated from.
@@ -179,11 +209,7 @@ pub struct Receipt {
 impl Receipt {
     /// The file name [`Device::write_receipt`] gives it.
     pub fn file_name(&self) -> String {
-        format!(
-            "{}-{}.json",
-            self.installed_at.format("%Y%m%dT%H%M%S%.6fZ"),
-            self.version
-        )
+        layout::receipt_name(self.installed_at, &self.version)
     }
 }
 
@@ -202,23 +228,25 @@ pub struct Device {
 impl Device {
     /// Opens a device directory, taking its lock (one ferry process at a time).
     pub fn open(dir: &Path) -> Result<Device, AgentError> {
-        if !dir.join(IDENTITY_FILE).is_file() {
+        let layout = Layout::new(dir);
+        if !layout.identity().is_file() {
             return Err(AgentError::DeviceMissing {
                 dir: dir.to_owned(),
             });
         }
-        let lock = lock(dir)?;
-        let identity: Identity = read_json(&dir.join(IDENTITY_FILE))?;
-        let config_path = dir.join(CONFIG_FILE);
+        let lock = lock(&layout)?;
+        let identity: Identity = read_json(&layout.identity())?;
+        let config_path = layout.config();
         let text = fs::read_to_string(&config_path)
             .map_err(AgentError::io("reading config.toml", &config_path))?;
         let config: Config = toml::from_str(&text).map_err(|e| AgentError::DeviceCorrupt {
             path: config_path,
             reason: e.to_string(),
         })?;
-        for sub in [CACHE_DIR, RECEIPTS_DIR, EVENTS_DIR, JOURNAL_DIR] {
-            fs::create_dir_all(dir.join(sub))
-                .map_err(AgentError::io("creating a device directory", dir.join(sub)))?;
+        for sub in layout::DIRS {
+            let path = layout.resolve(Path::new(sub));
+            fs::create_dir_all(&path)
+                .map_err(AgentError::io("creating a device directory", path))?;
         }
         Ok(Device {
             dir: dir.to_owned(),
@@ -243,9 +271,14 @@ impl Device {
         }
         let mut config = self.config.clone();
         config.audience = audience.to_owned();
-        write_config(&self.dir.join(CONFIG_FILE), &config)?;
+        write_config(&self.layout().config(), &config)?;
         self.config = config;
         Ok(())
+    }
+
+    /// The paths of the device directory.
+    pub fn layout(&self) -> Layout<'_> {
+        Layout::new(&self.dir)
     }
 
     /// Path of a slot's image (block device or file).
@@ -254,20 +287,12 @@ impl Device {
             Slot::A => &self.config.slots.a,
             Slot::B => &self.config.slots.b,
         };
-        if p.is_absolute() {
-            p.clone()
-        } else {
-            self.dir.join(p)
-        }
-    }
-
-    fn slot_info_path(&self, slot: Slot) -> PathBuf {
-        self.dir.join(SLOTS_DIR).join(format!("{slot}.json"))
+        self.layout().resolve(p)
     }
 
     /// What `slot` holds, if it holds a complete image.
     pub fn slot_info(&self, slot: Slot) -> Result<Option<SlotInfo>, AgentError> {
-        let path = self.slot_info_path(slot);
+        let path = self.layout().slot_info(slot);
         if !path.exists() {
             return Ok(None);
         }
@@ -276,7 +301,7 @@ impl Device {
 
     /// Records what `slot` holds (`None`: nothing usable).
     pub fn set_slot_info(&self, slot: Slot, info: Option<&SlotInfo>) -> Result<(), AgentError> {
-        let path = self.slot_info_path(slot);
+        let path = self.layout().slot_info(slot);
         match info {
             Some(info) => durable::write_json(&path, info)
                 .map_err(AgentError::io("writing slot metadata", &path)),
@@ -286,7 +311,7 @@ impl Device {
 
     /// The boot-control backend from config.
     pub fn boot_control(&self) -> Box<dyn BootControl> {
-        ferry_boot::open(&self.config.boot, &self.dir.join(BOOT_DIR))
+        ferry_boot::open(&self.config.boot, &self.layout().boot_dir())
     }
 
     /// Current boot state.
@@ -305,7 +330,7 @@ impl Device {
         let info = self
             .slot_info(slot)?
             .ok_or_else(|| AgentError::DeviceCorrupt {
-                path: self.slot_info_path(slot),
+                path: self.layout().slot_info(slot),
                 reason: "the running slot has no metadata".into(),
             })?;
         Ok(info.version)
@@ -313,224 +338,31 @@ impl Device {
 
     /// Writes a receipt and returns its file name.
     pub fn write_receipt(&self, receipt: &Receipt) -> Result<String, AgentError> {
-        let name = format!(
-            "{}-{}.json",
-            receipt.installed_at.format("%Y%m%dT%H%M%S%.6fZ"),
-            receipt.version
-        );
-        let path = self.dir.join(RECEIPTS_DIR).join(&name);
+        let name = receipt.file_name();
+        let path = self.layout().receipt(&name);
         durable::write_json(&path, receipt).map_err(AgentError::io("writing a receipt", &path))?;
         Ok(name)
     }
 
     /// All receipts, oldest first.
     pub fn receipts(&self) -> Result<Vec<Receipt>, AgentError> {
-        let dir = self.dir.join(RECEIPTS_DIR);
+        let dir = self.layout().receipts_dir();
         let mut names: Vec<_> = fs::read_dir(&dir)
             .map_err(AgentError::io("listing receipts", &dir))?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+            .filter(|n| layout::is_receipt_name(n))
             .collect();
         names.sort();
-        names.iter().map(|n| read_json(&dir.join(n))).collect()
+        names
+            .iter()
+            .map(|n| read_json(&self.layout().receipt(n)))
+            .collect()
     }
 }
 
-/// What `device init` needs.
-#[derive(Debug, Clone)]
-pub struct InitOptions {
-    /// Device class.
-    pub class: String,
-    /// Image for slot A.
-    pub image: PathBuf,
-    /// Its version.
-    pub version: Version,
-    /// Update server URL.
-    pub server: String,
-    /// Audience.
-    pub audience: String,
-    /// Slot capacity; default: twice the image, at least 64 MiB.
-    pub slot_size: Option<u64>,
-    /// Boot backend.
-    pub boot: BootBackend,
-    /// Health checks run at boot before a new slot is committed.
-    pub health_checks: Vec<String>,
-    /// The catalog's root metadata to pin (`tuf/root.json`): the device trusts only the
-    /// catalog this root signs for.
-    pub root: Vec<u8>,
-    /// The server's CA certificate (PEM file) to pin, copied into `trust/ca.pem`.
-    pub ca: Option<PathBuf>,
-}
-
-/// Makes a simulated device: identity, config, slots A (with the image) and B (empty),
-/// boot state (A good and primary), and a receipt for the installed image.
-pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
-    if dir.exists()
-        && fs::read_dir(dir)
-            .map_err(AgentError::io("reading", dir))?
-            .next()
-            .is_some()
-    {
-        return Err(AgentError::DeviceExists {
-            dir: dir.to_owned(),
-        });
-    }
-    let image_len = fs::metadata(&opts.image)
-        .map_err(AgentError::io("reading the image", &opts.image))?
-        .len();
-    let capacity = opts
-        .slot_size
-        .unwrap_or_else(|| (image_len * 2).max(64 << 20).div_ceil(1 << 20) << 20);
-    if image_len > capacity {
-        return Err(AgentError::SlotTooSmall {
-            slot: "a".into(),
-            needed: image_len,
-            capacity,
-        });
-    }
-    for sub in [
-        SLOTS_DIR,
-        BOOT_DIR,
-        CACHE_DIR,
-        RECEIPTS_DIR,
-        JOURNAL_DIR,
-        EVENTS_DIR,
-    ] {
-        fs::create_dir_all(dir.join(sub)).map_err(AgentError::io(
-            "creating the device directory",
-            dir.join(sub),
-        ))?;
-    }
-    let identity = Identity {
-        device_id: DeviceId::random(),
-        board_id: format!("0x{:04x}", rand::random::<u16>() | 1),
-        chip_id: format!("0x{:04x}", 0x8000 | rand::random::<u16>()),
-        hardware_uuid: uuid::Uuid::new_v4(),
-        device_class: opts.class.clone(),
-    };
-    let config = Config {
-        server: opts.server.trim_end_matches('/').to_owned(),
-        audience: opts.audience.clone(),
-        check_interval_secs: default_check_interval(),
-        boot_tries: default_tries(),
-        slots: SlotsConfig {
-            a: "slots/a.img".into(),
-            b: "slots/b.img".into(),
-            capacity,
-        },
-        boot: opts.boot.clone(),
-        health_checks: opts.health_checks.clone(),
-        ca: opts.ca.as_ref().map(|_| {
-            PathBuf::from(crate::personalize::TRUST_DIR).join(crate::personalize::CA_FILE)
-        }),
-        clock_offset_secs: 0,
-        read_timeout_secs: default_read_timeout(),
-        cache: None,
-    };
-    if let Some(ca) = &opts.ca {
-        let pem = fs::read(ca).map_err(AgentError::io("reading the CA to pin", ca))?;
-        let trust = dir.join(crate::personalize::TRUST_DIR);
-        fs::create_dir_all(&trust).map_err(AgentError::io("creating trust/", &trust))?;
-        let pinned = trust.join(crate::personalize::CA_FILE);
-        durable::write_atomic(&pinned, &pem).map_err(AgentError::io("pinning the CA", &pinned))?;
-    }
-    let a = dir.join(SLOTS_DIR).join("a.img");
-    let b = dir.join(SLOTS_DIR).join("b.img");
-    let image_sha256 = copy_and_hash(&opts.image, &a)?;
-    File::create(&b)
-        .and_then(|f| f.set_len(capacity))
-        .map_err(AgentError::io("creating slot b", &b))?;
-    OpenOptions::new()
-        .write(true)
-        .open(&a)
-        .and_then(|f| {
-            f.set_len(capacity)?;
-            f.sync_all()
-        })
-        .map_err(AgentError::io("sizing slot a", &a))?;
-
-    let id_path = dir.join(IDENTITY_FILE);
-    durable::write_json(&id_path, &identity)
-        .map_err(AgentError::io("writing the identity", &id_path))?;
-    crate::catalog::pin_root(dir, &opts.root)?;
-    write_config(&dir.join(CONFIG_FILE), &config)?;
-    let device = Device::open(dir)?;
-    prepare_boot_backend(&device)?;
-    device.boot_control().store(&BootState::new(Slot::A))?;
-    let seal = crate::seal::seal_existing(&a, image_len, &dir.join(SLOTS_DIR).join("a.verity"))?;
-    let seal = crate::seal::SlotSeal {
-        tree: PathBuf::from(SLOTS_DIR).join("a.verity"),
-        ..seal
-    };
-    let now = Utc::now();
-    let build_id = format!("{}-{}", opts.version, &image_sha256.to_hex()[..8]);
-    let receipt = Receipt {
-        component: "system".into(),
-        version: opts.version.clone(),
-        build_id: build_id.clone(),
-        slot: Slot::A,
-        image_sha256,
-        image_size: image_len,
-        payload_kind: "factory".into(),
-        payload_sha256: image_sha256,
-        payload_size: image_len,
-        bytes_downloaded: 0,
-        bytes_reused: 0,
-        fallback: None,
-        fallback_from: None,
-        installed_at: now,
-        from_version: None,
-        update_id: None,
-    };
-    let receipt_name = device.write_receipt(&receipt)?;
-    device.set_slot_info(
-        Slot::A,
-        Some(&SlotInfo {
-            version: opts.version.clone(),
-            build_id,
-            image_size: image_len,
-            image_sha256,
-            installed_at: now,
-            receipt: receipt_name,
-            seal: Some(seal),
-        }),
-    )?;
-    Ok(identity)
-}
-
-/// Gives a bootloader environment its first content: a U-Boot environment must exist
-/// (with two copies) before boot state can be stored in it.
-fn prepare_boot_backend(device: &Device) -> Result<(), AgentError> {
-    if let BootBackend::Uboot { config } = &device.config.boot {
-        let boot_dir = device.dir.join(BOOT_DIR);
-        let config_path = if config.is_absolute() {
-            config.clone()
-        } else {
-            boot_dir.join(config)
-        };
-        if !config_path.exists() {
-            let env = boot_dir.join("uboot.env");
-            let text = format!(
-                "# ferry: redundant U-Boot environment (fw_env.config format)\n{} 0x0000 0x4000\n{} 0x4000 0x4000\n",
-                env.display(),
-                env.display()
-            );
-            durable::write_atomic(&config_path, text.as_bytes())
-                .map_err(AgentError::io("writing fw_env.config", &config_path))?;
-            File::create(&env)
-                .and_then(|f| f.set_len(0x8000))
-                .map_err(AgentError::io("creating the U-Boot environment", &env))?;
-            let uboot_config = ferry_boot::uboot::UbootEnvConfig::read(&config_path)?;
-            let mut vars = ferry_boot::vars::EnvMap::new();
-            vars.insert("bootcmd".into(), "run ferry_boot".into());
-            ferry_boot::uboot::write_env(&uboot_config, &vars)?;
-        }
-    }
-    Ok(())
-}
-
-fn write_config(path: &Path, config: &Config) -> Result<(), AgentError> {
+/// Writes `config.toml` durably.
+pub(crate) fn write_config(path: &Path, config: &Config) -> Result<(), AgentError> {
     let text = toml::to_string_pretty(config).map_err(|e| AgentError::DeviceCorrupt {
         path: path.to_owned(),
         reason: e.to_string(),
@@ -554,27 +386,6 @@ pub fn hash_prefix(path: &Path, len: u64) -> Result<Sha256, AgentError> {
     Ok(h.finish())
 }
 
-fn copy_and_hash(from: &Path, to: &Path) -> Result<Sha256, AgentError> {
-    let mut src = File::open(from).map_err(AgentError::io("opening the image", from))?;
-    let mut dst = File::create(to).map_err(AgentError::io("creating slot a", to))?;
-    let mut h = Sha256Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = src
-            .read(&mut buf)
-            .map_err(AgentError::io("reading the image", from))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        std::io::Write::write_all(&mut dst, &buf[..n])
-            .map_err(AgentError::io("writing slot a", to))?;
-    }
-    dst.sync_all()
-        .map_err(AgentError::io("syncing slot a", to))?;
-    Ok(h.finish())
-}
-
 /// Reads a JSON device file; a parse failure is [`AgentError::DeviceCorrupt`].
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, AgentError> {
     let bytes = fs::read(path).map_err(|e| match e.kind() {
@@ -594,8 +405,8 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Agent
     })
 }
 
-fn lock(dir: &Path) -> Result<File, AgentError> {
-    let path = dir.join(".lock");
+fn lock(layout: &Layout) -> Result<File, AgentError> {
+    let path = layout.lock();
     let f = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -606,8 +417,41 @@ fn lock(dir: &Path) -> Result<File, AgentError> {
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
         return Err(AgentError::DeviceBusy {
-            dir: dir.to_owned(),
+            dir: layout.dir().to_owned(),
         });
     }
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_kinds_keep_their_lowercase_names_on_disk() {
+        // A receipt as ferry wrote it when the kinds were strings.
+        let old = r#"{"component":"system","version":"2.0","build_id":"2.0-1a2b3c4d","slot":"b",
+            "image_sha256":"0000000000000000000000000000000000000000000000000000000000000000",
+            "image_size":4194304,"payload_kind":"full",
+            "payload_sha256":"0000000000000000000000000000000000000000000000000000000000000000",
+            "payload_size":1000,"bytes_downloaded":1000,"bytes_reused":0,
+            "fallback":{"code":"BASE_MISMATCH","cause":"c","fix":"f"},"fallback_from":"delta",
+            "installed_at":"2026-03-20T18:51:32.924688Z","from_version":"1.0","update_id":null}"#;
+        let receipt: Receipt = serde_json::from_str(old).unwrap();
+        assert_eq!(receipt.payload_kind, PayloadKind::Full);
+        assert_eq!(receipt.fallback_from, Some(PayloadKind::Delta));
+        let again = serde_json::to_value(&receipt).unwrap();
+        assert_eq!(again["payload_kind"], "full");
+        assert_eq!(again["fallback_from"], "delta");
+        for kind in [
+            PayloadKind::Factory,
+            PayloadKind::Full,
+            PayloadKind::Delta,
+            PayloadKind::Chunks,
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+            assert_eq!(format!("{kind:<7}|"), format!("{:<7}|", kind.as_str()));
+        }
+        assert!(serde_json::from_str::<PayloadKind>("\"FULL\"").is_err());
+    }
 }

@@ -132,7 +132,8 @@ fn seal_check(name: &'static str, device: &Device, slot: Slot) -> Check {
             },
         );
     };
-    match crate::seal::verify(&device.slot_path(slot), info.image_size, seal, &device.dir) {
+    match crate::install::seal::verify(&device.slot_path(slot), info.image_size, seal, &device.dir)
+    {
         Ok(()) => Check::ok(
             name,
             format!(

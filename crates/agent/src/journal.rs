@@ -2,16 +2,14 @@
 //! directory, reporting torn tails and corrupt state instead of crashing, and the
 //! crash-injection points the crash harness uses.
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferry_fsm::{FsmError, Instance, Machine, Store, StoreOptions, Warning};
+use ferry_fsm::{FsmError, Machine, Name, Store, StoreOptions, TypedNames, Warning};
 use ferry_types::Report;
 
 use crate::AgentError;
-use crate::device::{Device, JOURNAL_DIR};
-
-/// Instance state files (one per machine instance).
-pub const STATE_DIR: &str = "state";
+use crate::device::Device;
 
 /// Fault injection for the crash harness (`tests/crash.rs`, `bench/crash`): the process
 /// kills itself with SIGKILL right after its Nth durable journal record.
@@ -40,8 +38,8 @@ impl Journal {
     /// Opens the device's journal; a torn tail is cut and reported, not fatal.
     pub fn open(device: &Device) -> Result<Journal, AgentError> {
         let (store, warnings) = Store::open(
-            device.dir.join(JOURNAL_DIR),
-            device.dir.join(STATE_DIR),
+            device.layout().journal_dir(),
+            device.layout().state_dir(),
             StoreOptions::default(),
         )
         .map_err(fsm_error)?;
@@ -49,25 +47,25 @@ impl Journal {
         Ok(Journal { store, warnings })
     }
 
-    /// The instance `id` of `machine`: loaded if it exists and is usable, else started.
-    /// A finished instance is started afresh (`restart_finished`), and a corrupt state
-    /// file is reported and replaced by a fresh instance: the device state it would
-    /// have pointed to (install progress, slots) is re-derived in LOADING_PERSISTED.
-    pub fn instance(
+    /// The instance `id` of the machine named by `N`: loaded if it exists and is usable,
+    /// else started. A finished instance is started afresh (`restart_finished`), and a
+    /// corrupt state file is reported and replaced by a fresh instance: the device state
+    /// it would have pointed to (install progress, slots) is re-derived in
+    /// LOADING_PERSISTED.
+    pub fn instance<N: TypedNames>(
         &mut self,
-        machine: Machine,
         id: &str,
         restart_finished: bool,
-    ) -> Result<Instance, AgentError> {
-        match Instance::load(machine, id, &self.store) {
+    ) -> Result<Instance<N>, AgentError> {
+        let machine = machine(N::DEF)?;
+        let start = |store: &Store| ferry_fsm::Instance::start(machine, id, store);
+        let instance = match ferry_fsm::Instance::load(machine, id, &self.store) {
             Ok(inst) if restart_finished && inst.is_finished() => {
                 remove_state(&self.store, machine.name(), id)?;
-                Instance::start(machine, id, &self.store).map_err(fsm_error)
+                start(&self.store).map_err(fsm_error)?
             }
-            Ok(inst) => Ok(inst),
-            Err(e) if e.code() == "STATE_MISSING" => {
-                Instance::start(machine, id, &self.store).map_err(fsm_error)
-            }
+            Ok(inst) => inst,
+            Err(e) if e.code() == "STATE_MISSING" => start(&self.store).map_err(fsm_error)?,
             Err(e) if e.code() == "STATE_CORRUPT" => {
                 self.warnings.push(Report {
                     code: e.code().into(),
@@ -75,51 +73,91 @@ impl Journal {
                     fix: e.fix(),
                 });
                 remove_state(&self.store, machine.name(), id)?;
-                Instance::start(machine, id, &self.store).map_err(fsm_error)
+                start(&self.store).map_err(fsm_error)?
             }
-            Err(e) => Err(fsm_error(e)),
+            Err(e) => return Err(fsm_error(e)),
+        };
+        Ok(Instance {
+            instance,
+            names: PhantomData,
+        })
+    }
+}
+
+/// One instance of a machine of [`crate::machines`], e.g. `update[<uuid>]`, spoken to in
+/// its typed names `N`: events go in and actions come out as enums, so a name the table
+/// does not have is a compile error, not a run-time `NO_TRANSITION`.
+#[derive(Debug)]
+pub struct Instance<N: TypedNames> {
+    instance: ferry_fsm::Instance,
+    names: PhantomData<N>,
+}
+
+impl<N: TypedNames> Instance<N> {
+    /// Fires `event`: the engine makes the new state durable and journals it, then the
+    /// crash-injection points are honoured; returns the action to run.
+    pub fn fire(
+        &mut self,
+        event: N::Event,
+        data: serde_json::Value,
+    ) -> Result<N::Action, AgentError> {
+        let event = event.name();
+        let machine = self.instance.machine();
+        if !machine.def().failure_events.contains(&event) {
+            let here = (machine.name(), self.instance.state());
+            if injected_at(FAIL_IN, here) {
+                return Err(AgentError::Journal {
+                    code: "INJECTED_FAULT",
+                    cause: format!(
+                        "a fault was injected ({FAIL_IN}) as {} left {} on {event}",
+                        here.0, here.1
+                    ),
+                    fix: format!("unset {FAIL_IN}: it exists for tests"),
+                });
+            }
+            if injected_at(CRASH_IN, here) {
+                crash();
+            }
         }
+        let step = self.instance.fire(event, data).map_err(fsm_error)?;
+        let n = RECORDS.fetch_add(1, Ordering::SeqCst) + 1;
+        if crash_point(CRASH_AFTER_RECORDS).is_some_and(|at| n >= at) {
+            crash();
+        }
+        N::Action::from_name(step.action).ok_or_else(|| AgentError::Journal {
+            code: "NO_ACTION",
+            cause: format!(
+                "the {} table names an action ({}) its typed names do not declare",
+                machine.name(),
+                step.action
+            ),
+            fix: "this is a bug in ferry: report it with the device's journal".into(),
+        })
+    }
+
+    /// Whether the instance is in `state`.
+    pub fn is_in(&self, state: N::State) -> bool {
+        self.instance.state() == state.name()
+    }
+
+    /// The current state, spelled as the journal spells it.
+    pub fn state_name(&self) -> &'static str {
+        self.instance.state()
+    }
+
+    /// Durably records that the pending action finished.
+    pub fn complete_action(&mut self) -> Result<(), AgentError> {
+        self.instance.complete_action().map_err(fsm_error)
     }
 }
 
 /// A machine from its table; a defective table is the device's error (JOURNAL codes).
-pub fn machine(def: &'static ferry_fsm::MachineDef) -> Result<Machine, AgentError> {
+fn machine(def: &'static ferry_fsm::MachineDef) -> Result<Machine, AgentError> {
     Machine::new(def).map_err(|e| AgentError::Journal {
         code: e.code(),
         cause: e.to_string(),
         fix: e.fix(),
     })
-}
-
-/// Fires `event` on `inst`, journals it, and honours the crash-injection point.
-pub fn fire(
-    inst: &mut Instance,
-    event: &str,
-    data: serde_json::Value,
-) -> Result<&'static str, AgentError> {
-    let machine = inst.machine();
-    if !machine.def().failure_events.contains(&event) {
-        let here = (machine.name(), inst.state());
-        if injected_at(FAIL_IN, here) {
-            return Err(AgentError::Journal {
-                code: "INJECTED_FAULT",
-                cause: format!(
-                    "a fault was injected ({FAIL_IN}) as {} left {} on {event}",
-                    here.0, here.1
-                ),
-                fix: format!("unset {FAIL_IN}: it exists for tests"),
-            });
-        }
-        if injected_at(CRASH_IN, here) {
-            crash();
-        }
-    }
-    let step = inst.fire(event, data).map_err(fsm_error)?;
-    let n = RECORDS.fetch_add(1, Ordering::SeqCst) + 1;
-    if crash_point(CRASH_AFTER_RECORDS).is_some_and(|at| n >= at) {
-        crash();
-    }
-    Ok(step.action)
 }
 
 /// Checks the byte crash point.

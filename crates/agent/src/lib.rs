@@ -1,35 +1,50 @@
-//! The ferry device agent: the device directory ([`device`]), the scan through the
-//! signed catalog ([`scan`]), offers ([`offer`]),
-//! the streaming install into the inactive slot ([`install`], [`download`]), the
-//! simulated restart and boot check ([`reboot`]), and status ([`status`]).
+//! The ferry device agent: everything a device does, each step an action of one of the
+//! state machines in [`machines`]: the scan through the signed catalog ([`scan`]), the
+//! offers ([`offer`]), the install into the inactive slot ([`install`]), the simulated
+//! restart and boot check ([`boot`]), status ([`status`]) and diagnostics ([`doctor`]).
 //!
 //! Invariant: the running slot is never written, and every durable effect happens in
 //! an order after which a crash leaves a bootable device and a resumable install
 //! (see [`install`]). Every failure is an [`AgentError`] with a stable code.
+//!
+//! # Modules, in dependency order
+//!
+//! A module names only modules listed before it, so none imports a module that imports
+//! it back (`tests/module_order.rs` checks it):
+//!
+//! 1. the error type, [`layout`] (every path of the device directory), [`durable`],
+//!    [`facts`] (power, network, space), [`progress`], [`machines`] (the tables and their
+//!    typed names);
+//! 2. [`device`]: an open device directory (identity, config, slot metadata, receipts,
+//!    the lock);
+//! 3. [`client`] (HTTP to the server), [`journal`] (the machines' store, typed
+//!    instances, fault injection), [`offer`] (which update a device is offered);
+//! 4. [`trust`]: `personalize` (enrollment, the personalization key set, tickets and
+//!    nonces), then `catalog` (the TUF refresh, which takes the key set with it);
+//! 5. [`scan`];
+//! 6. [`install`]: the pieces (`ranges`, `chunks`, `delta`, `spool`, `seal`,
+//!    `download`, `record`), then `attempts` (the one runner of payload attempts), then
+//!    `controller` (the controller's executor, `ferry list`, `ferry install`);
+//! 7. [`boot`]: `health`, then `reboot`;
+//! 8. [`status`], [`doctor`], [`provision`] (`ferry device init`).
 #![deny(missing_docs)]
 
-pub mod catalog;
-pub mod chunks;
+pub mod boot;
 pub mod client;
-pub mod delta;
 pub mod device;
 pub mod doctor;
-pub mod download;
 pub mod durable;
 mod error;
 pub mod facts;
-pub mod health;
 pub mod install;
 pub mod journal;
+pub mod layout;
 pub mod machines;
 pub mod offer;
-pub mod personalize;
 pub mod progress;
-pub mod ranges;
-pub mod reboot;
+pub mod provision;
 pub mod scan;
-pub mod seal;
-pub mod spool;
 pub mod status;
+pub mod trust;
 
 pub use error::AgentError;

@@ -5,144 +5,186 @@
 
 use ferry_fsm::{Machine, MachineDef, machine};
 
-/// Background and asked-for scans: one instance per device, it never ends.
-pub const SCAN_MANAGER: MachineDef = machine! {
-    name: "scan_manager",
-    initial: IDLE,
-    finals: [],
-    failures: [Fail],
-    exempt: [(IDLE, Fail)],
-    rows: [
-        IDLE     + Scan  => RunScan           -> SCANNING,
-        SCANNING + Found => RecordScan        -> IDLE,
-        SCANNING + Fail  => RecordScanFailure -> IDLE,
-    ],
-};
+machine! {
+    /// Background and asked-for scans: one instance per device, it never ends.
+    pub const SCAN_MANAGER in scan_manager {
+        name: "scan_manager",
+        states: [IDLE, SCANNING],
+        events: [Scan, Found, Fail],
+        actions: [RunScan, RecordScan, RecordScanFailure],
+        initial: IDLE,
+        finals: [],
+        failures: [Fail],
+        exempt: [(IDLE, Fail)],
+        rows: [
+            IDLE     + Scan  => RunScan           -> SCANNING,
+            SCANNING + Found => RecordScan        -> IDLE,
+            SCANNING + Fail  => RecordScanFailure -> IDLE,
+        ],
+    }
+}
 
-/// One scan: fetch the catalog, select the offers.
-pub const SCAN: MachineDef = machine! {
-    name: "scan",
-    initial: START,
-    finals: [DONE, FAILED],
-    failures: [Fail],
-    exempt: [],
-    rows: [
-        START     + Refresh  => FetchCatalog  -> FETCHING,
-        FETCHING  + Fetched  => SelectOffers  -> SELECTING,
-        SELECTING + Selected => Finish        -> DONE,
-        START     + Fail     => RecordFailure -> FAILED,
-        FETCHING  + Fail     => RecordFailure -> FAILED,
-        SELECTING + Fail     => RecordFailure -> FAILED,
-    ],
-};
+machine! {
+    /// One scan: fetch the catalog, select the offers.
+    pub const SCAN in scan {
+        name: "scan",
+        states: [START, FETCHING, SELECTING, DONE, FAILED],
+        events: [Refresh, Fetched, Selected, Fail],
+        actions: [FetchCatalog, SelectOffers, Finish, RecordFailure],
+        initial: START,
+        finals: [DONE, FAILED],
+        failures: [Fail],
+        exempt: [],
+        rows: [
+            START     + Refresh  => FetchCatalog  -> FETCHING,
+            FETCHING  + Fetched  => SelectOffers  -> SELECTING,
+            SELECTING + Selected => Finish        -> DONE,
+            START     + Fail     => RecordFailure -> FAILED,
+            FETCHING  + Fail     => RecordFailure -> FAILED,
+            SELECTING + Fail     => RecordFailure -> FAILED,
+        ],
+    }
+}
 
-/// Whether a recovery-system update is needed. Until the recovery component exists
-/// its only path is "not needed".
-pub const RECOVERY_SCAN: MachineDef = machine! {
-    name: "recovery_scan",
-    initial: START,
-    finals: [NOT_NEEDED, FAILED],
-    failures: [Fail],
-    exempt: [],
-    rows: [
-        START    + Check     => CheckRecovery -> CHECKING,
-        CHECKING + NotNeeded => Finish        -> NOT_NEEDED,
-        START    + Fail      => RecordFailure -> FAILED,
-        CHECKING + Fail      => RecordFailure -> FAILED,
-    ],
-};
+machine! {
+    /// Whether a recovery-system update is needed. Until the recovery component exists
+    /// its only path is "not needed".
+    pub const RECOVERY_SCAN in recovery_scan {
+        name: "recovery_scan",
+        states: [START, CHECKING, NOT_NEEDED, FAILED],
+        events: [Check, NotNeeded, Fail],
+        actions: [CheckRecovery, Finish, RecordFailure],
+        initial: START,
+        finals: [NOT_NEEDED, FAILED],
+        failures: [Fail],
+        exempt: [],
+        rows: [
+            START    + Check     => CheckRecovery -> CHECKING,
+            CHECKING + NotNeeded => Finish        -> NOT_NEEDED,
+            START    + Fail      => RecordFailure -> FAILED,
+            CHECKING + Fail      => RecordFailure -> FAILED,
+        ],
+    }
+}
 
-/// One update's payload download, across attempts (a failed attempt resumes). Chunk
-/// reuse re-fetches a chunk that failed its digest once (Refetch), then assembles the
-/// image from the running slot and the downloaded chunks (ASSEMBLING).
-pub const DOWNLOADER: MachineDef = machine! {
-    name: "downloader",
-    initial: IDLE,
-    finals: [DONE],
-    failures: [Fail],
-    exempt: [],
-    rows: [
-        IDLE      + Begin      => OpenStream     -> STREAMING,
-        STREAMING + Checkpoint => RecordProgress -> STREAMING,
-        STREAMING + Refetch    => RefetchChunk   -> STREAMING,
-        STREAMING + Assemble   => AssembleImage  -> ASSEMBLING,
-        ASSEMBLING + Done      => Finish         -> DONE,
-        ASSEMBLING + Fail      => RecordFailure  -> FAILED,
-        ASSEMBLING + Begin     => OpenStream     -> STREAMING,
-        STREAMING + Done       => Finish         -> DONE,
-        IDLE      + Fail       => RecordFailure  -> FAILED,
-        STREAMING + Fail       => RecordFailure  -> FAILED,
-        FAILED    + Fail       => RecordFailure  -> FAILED,
-        FAILED    + Begin      => OpenStream     -> STREAMING,
-        STREAMING + Begin      => OpenStream     -> STREAMING,
-    ],
-};
+machine! {
+    /// One update's payload download, across attempts (a failed attempt resumes). Chunk
+    /// reuse re-fetches a chunk that failed its digest once (Refetch), then assembles the
+    /// image from the running slot and the downloaded chunks (ASSEMBLING).
+    pub const DOWNLOADER in downloader {
+        name: "downloader",
+        states: [IDLE, STREAMING, ASSEMBLING, DONE, FAILED],
+        events: [Begin, Checkpoint, Refetch, Assemble, Done, Fail],
+        actions: [
+            OpenStream, RecordProgress, RefetchChunk, AssembleImage, Finish, RecordFailure,
+        ],
+        initial: IDLE,
+        finals: [DONE],
+        failures: [Fail],
+        exempt: [],
+        rows: [
+            IDLE      + Begin      => OpenStream     -> STREAMING,
+            STREAMING + Checkpoint => RecordProgress -> STREAMING,
+            STREAMING + Refetch    => RefetchChunk   -> STREAMING,
+            STREAMING + Assemble   => AssembleImage  -> ASSEMBLING,
+            ASSEMBLING + Done      => Finish         -> DONE,
+            ASSEMBLING + Fail      => RecordFailure  -> FAILED,
+            ASSEMBLING + Begin     => OpenStream     -> STREAMING,
+            STREAMING + Done       => Finish         -> DONE,
+            IDLE      + Fail       => RecordFailure  -> FAILED,
+            STREAMING + Fail       => RecordFailure  -> FAILED,
+            FAILED    + Fail       => RecordFailure  -> FAILED,
+            FAILED    + Begin      => OpenStream     -> STREAMING,
+            STREAMING + Begin      => OpenStream     -> STREAMING,
+        ],
+    }
+}
 
-/// The install itself; its states are the progress checkpoints of DESIGN §5.
-/// PREFLIGHT_PERSONALIZE gets the ticket before a byte is downloaded.
-/// After a crash the controller resumes through LOADING_PERSISTED.
-pub const CONTROLLER: MachineDef = machine! {
-    name: "controller",
-    initial: ACCEPTED,
-    finals: [COMPLETED],
-    failures: [Fail],
-    exempt: [],
-    rows: [
-        ACCEPTED           + Start         => StartUp        -> STARTUP,
-        STARTUP            + Started       => LoadPersisted  -> LOADING_PERSISTED,
-        LOADING_PERSISTED  + Fresh         => Ready          -> READY,
-        LOADING_PERSISTED  + Resumable     => Ready          -> READY,
-        LOADING_PERSISTED  + AlreadyStaged => Complete       -> COMPLETED,
-        READY              + Go            => Personalize    -> PREFLIGHT_PERSONALIZE,
-        PREFLIGHT_PERSONALIZE + Personalized => Download     -> DOWNLOADING_UPDATE,
-        DOWNLOADING_UPDATE + Downloaded    => MarkDownloaded -> DOWNLOADED_UPDATE,
-        DOWNLOADED_UPDATE  + Go            => Prepare        -> PREPARING_UPDATE,
-        PREPARING_UPDATE   + Sealed        => Apply          -> PREPARED,
-        PREPARED           + Applied       => Complete       -> COMPLETED,
-        ACCEPTED           + Fail          => RecordFailure  -> FAILED,
-        STARTUP            + Fail          => RecordFailure  -> FAILED,
-        LOADING_PERSISTED  + Fail          => RecordFailure  -> FAILED,
-        READY              + Fail          => RecordFailure  -> FAILED,
-        PREFLIGHT_PERSONALIZE + Fail       => RecordFailure  -> FAILED,
-        DOWNLOADING_UPDATE + Fail          => RecordFailure  -> FAILED,
-        DOWNLOADED_UPDATE  + Fail          => RecordFailure  -> FAILED,
-        PREPARING_UPDATE   + Fail          => RecordFailure  -> FAILED,
-        PREPARED           + Fail          => RecordFailure  -> FAILED,
-        FAILED             + Fail          => RecordFailure  -> FAILED,
-        FAILED             + Start         => StartUp        -> STARTUP,
-        STARTUP            + Resume        => LoadPersisted  -> LOADING_PERSISTED,
-        LOADING_PERSISTED  + Resume        => LoadPersisted  -> LOADING_PERSISTED,
-        READY              + Resume        => LoadPersisted  -> LOADING_PERSISTED,
-        PREFLIGHT_PERSONALIZE + Resume     => LoadPersisted  -> LOADING_PERSISTED,
-        DOWNLOADING_UPDATE + Resume        => LoadPersisted  -> LOADING_PERSISTED,
-        DOWNLOADED_UPDATE  + Resume        => LoadPersisted  -> LOADING_PERSISTED,
-        PREPARING_UPDATE   + Resume        => LoadPersisted  -> LOADING_PERSISTED,
-        PREPARED           + Resume        => LoadPersisted  -> LOADING_PERSISTED,
-    ],
-};
+machine! {
+    /// The install itself; its states are the progress checkpoints of DESIGN §5.
+    /// PREFLIGHT_PERSONALIZE gets the ticket before a byte is downloaded.
+    /// After a crash the controller resumes through LOADING_PERSISTED.
+    pub const CONTROLLER in controller {
+        name: "controller",
+        states: [
+            ACCEPTED, STARTUP, LOADING_PERSISTED, READY, PREFLIGHT_PERSONALIZE,
+            DOWNLOADING_UPDATE, DOWNLOADED_UPDATE, PREPARING_UPDATE, PREPARED, COMPLETED,
+            FAILED,
+        ],
+        events: [
+            Start, Started, Fresh, Resumable, AlreadyStaged, Go, Personalized, Downloaded,
+            Sealed, Applied, Resume, Fail,
+        ],
+        actions: [
+            StartUp, LoadPersisted, Ready, Personalize, Download, MarkDownloaded, Prepare,
+            Apply, Complete, RecordFailure,
+        ],
+        initial: ACCEPTED,
+        finals: [COMPLETED],
+        failures: [Fail],
+        exempt: [],
+        rows: [
+            ACCEPTED           + Start         => StartUp        -> STARTUP,
+            STARTUP            + Started       => LoadPersisted  -> LOADING_PERSISTED,
+            LOADING_PERSISTED  + Fresh         => Ready          -> READY,
+            LOADING_PERSISTED  + Resumable     => Ready          -> READY,
+            LOADING_PERSISTED  + AlreadyStaged => Complete       -> COMPLETED,
+            READY              + Go            => Personalize    -> PREFLIGHT_PERSONALIZE,
+            PREFLIGHT_PERSONALIZE + Personalized => Download     -> DOWNLOADING_UPDATE,
+            DOWNLOADING_UPDATE + Downloaded    => MarkDownloaded -> DOWNLOADED_UPDATE,
+            DOWNLOADED_UPDATE  + Go            => Prepare        -> PREPARING_UPDATE,
+            PREPARING_UPDATE   + Sealed        => Apply          -> PREPARED,
+            PREPARED           + Applied       => Complete       -> COMPLETED,
+            ACCEPTED           + Fail          => RecordFailure  -> FAILED,
+            STARTUP            + Fail          => RecordFailure  -> FAILED,
+            LOADING_PERSISTED  + Fail          => RecordFailure  -> FAILED,
+            READY              + Fail          => RecordFailure  -> FAILED,
+            PREFLIGHT_PERSONALIZE + Fail       => RecordFailure  -> FAILED,
+            DOWNLOADING_UPDATE + Fail          => RecordFailure  -> FAILED,
+            DOWNLOADED_UPDATE  + Fail          => RecordFailure  -> FAILED,
+            PREPARING_UPDATE   + Fail          => RecordFailure  -> FAILED,
+            PREPARED           + Fail          => RecordFailure  -> FAILED,
+            FAILED             + Fail          => RecordFailure  -> FAILED,
+            FAILED             + Start         => StartUp        -> STARTUP,
+            STARTUP            + Resume        => LoadPersisted  -> LOADING_PERSISTED,
+            LOADING_PERSISTED  + Resume        => LoadPersisted  -> LOADING_PERSISTED,
+            READY              + Resume        => LoadPersisted  -> LOADING_PERSISTED,
+            PREFLIGHT_PERSONALIZE + Resume     => LoadPersisted  -> LOADING_PERSISTED,
+            DOWNLOADING_UPDATE + Resume        => LoadPersisted  -> LOADING_PERSISTED,
+            DOWNLOADED_UPDATE  + Resume        => LoadPersisted  -> LOADING_PERSISTED,
+            PREPARING_UPDATE   + Resume        => LoadPersisted  -> LOADING_PERSISTED,
+            PREPARED           + Resume        => LoadPersisted  -> LOADING_PERSISTED,
+        ],
+    }
+}
 
-/// An update's life: chosen, installed (staged for restart), then committed at boot
-/// or rolled back.
-pub const UPDATE: MachineDef = machine! {
-    name: "update",
-    initial: SELECTED,
-    finals: [COMMITTED, ROLLED_BACK],
-    failures: [Fail],
-    exempt: [],
-    rows: [
-        SELECTED   + Install    => RunController -> INSTALLING,
-        INSTALLING + Installed  => AwaitRestart  -> STAGED,
-        INSTALLING + Install    => RunController -> INSTALLING,
-        STAGED     + Install    => RunController -> INSTALLING,
-        STAGED     + Booted     => Commit        -> COMMITTED,
-        STAGED     + BootFailed => RollBack      -> ROLLED_BACK,
-        FAILED     + Install    => RunController -> INSTALLING,
-        SELECTED   + Fail       => RecordFailure -> FAILED,
-        INSTALLING + Fail       => RecordFailure -> FAILED,
-        STAGED     + Fail       => RecordFailure -> FAILED,
-        FAILED     + Fail       => RecordFailure -> FAILED,
-    ],
-};
+machine! {
+    /// An update's life: chosen, installed (staged for restart), then committed at boot
+    /// or rolled back.
+    pub const UPDATE in update {
+        name: "update",
+        states: [SELECTED, INSTALLING, STAGED, COMMITTED, ROLLED_BACK, FAILED],
+        events: [Install, Installed, Booted, BootFailed, Fail],
+        actions: [RunController, AwaitRestart, Commit, RollBack, RecordFailure],
+        initial: SELECTED,
+        finals: [COMMITTED, ROLLED_BACK],
+        failures: [Fail],
+        exempt: [],
+        rows: [
+            SELECTED   + Install    => RunController -> INSTALLING,
+            INSTALLING + Installed  => AwaitRestart  -> STAGED,
+            INSTALLING + Install    => RunController -> INSTALLING,
+            STAGED     + Install    => RunController -> INSTALLING,
+            STAGED     + Booted     => Commit        -> COMMITTED,
+            STAGED     + BootFailed => RollBack      -> ROLLED_BACK,
+            FAILED     + Install    => RunController -> INSTALLING,
+            SELECTED   + Fail       => RecordFailure -> FAILED,
+            INSTALLING + Fail       => RecordFailure -> FAILED,
+            STAGED     + Fail       => RecordFailure -> FAILED,
+            FAILED     + Fail       => RecordFailure -> FAILED,
+        ],
+    }
+}
 
 /// Every machine's definition, in the order `ferry fsm` lists them.
 pub const ALL: [&MachineDef; 6] = [
@@ -174,5 +216,19 @@ mod tests {
             let defects = ferry_fsm::Machine::check(def);
             assert!(defects.is_empty(), "{}: {defects:?}", def.name);
         }
+    }
+
+    #[test]
+    fn every_declared_name_is_in_its_table() {
+        use ferry_fsm::unused_names;
+        let unused = [
+            unused_names::<super::scan_manager::Names>(),
+            unused_names::<super::scan::Names>(),
+            unused_names::<super::recovery_scan::Names>(),
+            unused_names::<super::downloader::Names>(),
+            unused_names::<super::controller::Names>(),
+            unused_names::<super::update::Names>(),
+        ];
+        assert!(unused.iter().all(Vec::is_empty), "{unused:?}");
     }
 }

@@ -14,8 +14,7 @@ use ferry_catalog::{
 use ferry_types::{Sha256, Version};
 use serde::Serialize;
 
-use crate::catalog::TARGETS_PATH;
-use crate::client::{Artifact, Release};
+use crate::client::{Artifact, Release, TARGETS_PATH};
 
 /// The audience whose releases are open to everyone.
 pub const CUSTOMER_AUDIENCE: &str = "customer";

@@ -5,8 +5,8 @@ use serde_json::json;
 
 use crate::AgentError;
 use crate::device::Device;
-use crate::journal::{Journal, fire, machine};
-use crate::machines::{RECOVERY_SCAN, SCAN, SCAN_MANAGER};
+use crate::journal::{Instance, Journal};
+use crate::machines::{recovery_scan, scan, scan_manager};
 use crate::offer::{self, Offer};
 use ferry_types::Diagnose;
 
@@ -19,29 +19,30 @@ pub struct ScanResult {
 
 /// Runs a scan, journaled. `asked`: a person asked for it (always runs).
 pub async fn scan(device: &Device, journal: &mut Journal) -> Result<ScanResult, AgentError> {
-    let mut manager = journal.instance(machine(&SCAN_MANAGER)?, "device", false)?;
-    if manager.state() == "SCANNING" {
+    let mut manager: Instance<scan_manager::Names> = journal.instance("device", false)?;
+    if manager.is_in(scan_manager::State::SCANNING) {
         // The previous scan was cut short (crash): close it before starting another.
-        fire(&mut manager, "Fail", json!({ "reason": "interrupted" }))?;
+        manager.fire(
+            scan_manager::Event::Fail,
+            json!({ "reason": "interrupted" }),
+        )?;
     }
-    fire(&mut manager, "Scan", json!({ "asked": true }))?;
+    manager.fire(scan_manager::Event::Scan, json!({ "asked": true }))?;
     let scan_id = uuid::Uuid::new_v4().to_string();
-    let mut one = journal.instance(machine(&SCAN)?, &scan_id, false)?;
+    let mut one: Instance<scan::Names> = journal.instance(&scan_id, false)?;
     let result = run(device, journal, &mut one, &scan_id).await;
     match &result {
         Ok(found) => {
-            fire(
-                &mut manager,
-                "Found",
+            manager.fire(
+                scan_manager::Event::Found,
                 json!({ "scan": scan_id, "n_offers": found.offers.len() }),
             )?;
         }
         Err(e) => {
             let report = e.report();
-            let _ = fire(&mut one, "Fail", json!({ "error": report }));
-            fire(
-                &mut manager,
-                "Fail",
+            let _ = one.fire(scan::Event::Fail, json!({ "error": report }));
+            manager.fire(
+                scan_manager::Event::Fail,
                 json!({ "scan": scan_id, "error": report }),
             )?;
         }
@@ -52,16 +53,18 @@ pub async fn scan(device: &Device, journal: &mut Journal) -> Result<ScanResult, 
 async fn run(
     device: &Device,
     journal: &mut Journal,
-    one: &mut ferry_fsm::Instance,
+    one: &mut Instance<scan::Names>,
     scan_id: &str,
 ) -> Result<ScanResult, AgentError> {
-    fire(one, "Refresh", json!({ "server": device.config.server }))?;
+    one.fire(
+        scan::Event::Refresh,
+        json!({ "server": device.config.server }),
+    )?;
     // A TUF refresh from the pinned root; on failure the last good metadata stays.
-    let catalog = crate::catalog::refresh(device).await?;
+    let catalog = crate::trust::catalog::refresh(device).await?;
     let versions = catalog.versions();
-    fire(
-        one,
-        "Fetched",
+    one.fire(
+        scan::Event::Fetched,
         json!({ "n_releases": catalog.releases().len(), "metadata": format!("{versions:?}") }),
     )?;
     let current = device.running_version()?;
@@ -72,27 +75,25 @@ async fn run(
         &device.config.audience,
         &current,
     );
-    crate::catalog::record(device, Ok(offers.len()));
+    crate::trust::catalog::record(device, Ok(offers.len()));
     // The recovery check is part of the scan: its failure fails the scan too.
-    let mut recovery = journal.instance(machine(&RECOVERY_SCAN)?, scan_id, false)?;
+    let mut recovery: Instance<recovery_scan::Names> = journal.instance(scan_id, false)?;
     if let Err(e) = check_recovery(&mut recovery) {
-        let _ = fire(&mut recovery, "Fail", json!({ "error": e.report() }));
+        let _ = recovery.fire(recovery_scan::Event::Fail, json!({ "error": e.report() }));
         return Err(e);
     }
-    fire(
-        one,
-        "Selected",
+    one.fire(
+        scan::Event::Selected,
         json!({ "current": current, "offers": offers.iter().map(|o| &o.label).collect::<Vec<_>>() }),
     )?;
     Ok(ScanResult { offers })
 }
 
 /// `recovery_scan[uuid]`: until the recovery component exists, never needed.
-fn check_recovery(recovery: &mut ferry_fsm::Instance) -> Result<(), AgentError> {
-    fire(recovery, "Check", json!({}))?;
-    fire(
-        recovery,
-        "NotNeeded",
+fn check_recovery(recovery: &mut Instance<recovery_scan::Names>) -> Result<(), AgentError> {
+    recovery.fire(recovery_scan::Event::Check, json!({}))?;
+    recovery.fire(
+        recovery_scan::Event::NotNeeded,
         json!({ "reason": "the device has no recovery component" }),
     )?;
     Ok(())

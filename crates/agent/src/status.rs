@@ -64,10 +64,6 @@ pub fn status(device: &Device) -> Result<Status, AgentError> {
                 .map(|t| t.tries_left),
         });
     }
-    let progress_path = device
-        .dir
-        .join(crate::device::CACHE_DIR)
-        .join("install.json");
     Ok(Status {
         identity: device.identity.clone(),
         server: device.config.server.clone(),
@@ -77,7 +73,7 @@ pub fn status(device: &Device) -> Result<Status, AgentError> {
         next_boot: state.next_boot(),
         slots,
         last_boot_failure: state.last_failure().cloned(),
-        install_in_progress: crate::device::read_json(&progress_path).ok(),
+        install_in_progress: crate::device::read_json(&device.layout().install_record()).ok(),
     })
 }
 

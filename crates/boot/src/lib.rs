@@ -136,6 +136,21 @@ pub fn open(backend: &BootBackend, device_boot_dir: &Path) -> Box<dyn BootContro
     }
 }
 
+/// Gives the backend's store its first content where the bootloader needs one before
+/// boot state can be stored: for a U-Boot backend whose configuration does not exist
+/// yet, a redundant environment in `device_boot_dir` ([`uboot::prepare_env`]). The file
+/// and GRUB backends need nothing. Safe to call again: existing content is left alone.
+pub fn prepare(backend: &BootBackend, device_boot_dir: &Path) -> Result<(), BootError> {
+    match backend {
+        BootBackend::Uboot { config } => uboot::prepare_env(
+            &device_boot_dir.join(config),
+            &device_boot_dir.join(uboot::PREPARED_ENV_FILE),
+        )
+        .map(|_| ()),
+        BootBackend::File | BootBackend::Grub { .. } => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +204,28 @@ mod tests {
         assert!(absolute.describe().contains(" /boot/grub/grubenv"));
         let file = open(&BootBackend::File, boot_dir);
         assert!(file.describe().contains("/dev-root/boot/boot-state.json"));
+    }
+
+    #[test]
+    fn prepare_gives_a_new_uboot_environment_two_copies_and_keeps_an_existing_one()
+    -> Result<(), BootError> {
+        let dir = tempfile::tempdir().map_err(|e| BootError::io("tempdir", Path::new("."), e))?;
+        let backend = BootBackend::Uboot {
+            config: "fw_env.config".into(),
+        };
+        prepare(&backend, dir.path())?;
+        let config = uboot::UbootEnvConfig::read(&dir.path().join("fw_env.config"))?;
+        assert!(config.is_redundant());
+        let env = uboot::read_env(&config)?;
+        assert_eq!(
+            env.vars.get("bootcmd").map(String::as_str),
+            Some("run ferry_boot")
+        );
+        let control = open(&backend, dir.path());
+        control.store(&BootState::new(Slot::A))?;
+        prepare(&backend, dir.path())?;
+        assert_eq!(control.load()?.primary(), Slot::A, "prepare kept the state");
+        prepare(&BootBackend::File, dir.path())?;
+        Ok(())
     }
 }

@@ -354,6 +354,41 @@ pub fn write_env(config: &UbootEnvConfig, vars: &EnvMap) -> Result<(), BootError
     write_copy(location, &bytes)
 }
 
+/// The environment file [`prepare_env`] makes when it writes a fresh configuration.
+pub const PREPARED_ENV_FILE: &str = "uboot.env";
+
+/// Size of each of the two copies [`prepare_env`] lays out (16 KiB, a common
+/// `CONFIG_ENV_SIZE`).
+const PREPARED_COPY_SIZE: usize = 0x4000;
+
+/// Gives a U-Boot environment its first content, where none is configured yet: when
+/// `config_path` does not exist, writes it (`fw_env.config` format) naming two
+/// redundant copies in `env_path`, and stores an environment holding only
+/// `bootcmd=run ferry_boot`. Returns whether it did; an existing configuration (a real
+/// board's) is left alone.
+pub fn prepare_env(config_path: &Path, env_path: &Path) -> Result<bool, BootError> {
+    if config_path.exists() {
+        return Ok(false);
+    }
+    let file =
+        fs::File::create(env_path).map_err(|error| BootError::io("create", env_path, error))?;
+    file.set_len(2 * PREPARED_COPY_SIZE as u64)
+        .and_then(|()| file.sync_all())
+        .map_err(|error| BootError::io("size", env_path, error))?;
+    let text = format!(
+        "# ferry: redundant U-Boot environment (fw_env.config format)\n\
+         {env} 0x0000 {size:#06x}\n{env} {size:#06x} {size:#06x}\n",
+        env = env_path.display(),
+        size = PREPARED_COPY_SIZE,
+    );
+    crate::file::write_atomic(config_path, text.as_bytes())?;
+    let config = UbootEnvConfig::read(config_path)?;
+    let mut vars = EnvMap::new();
+    vars.insert("bootcmd".into(), "run ferry_boot".into());
+    write_env(&config, &vars)?;
+    Ok(true)
+}
+
 /// Boot control in a U-Boot environment (see the [module docs](self)).
 #[derive(Debug, Clone)]
 pub struct UbootBootControl {

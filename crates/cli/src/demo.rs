@@ -3,8 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use ferry_agent::device::{self, Device, InitOptions};
-use ferry_agent::{install, reboot, status};
+use ferry_agent::boot::reboot;
+use ferry_agent::device::Device;
+use ferry_agent::provision::{self, InitOptions};
+use ferry_agent::{install, status};
 use ferry_server::tuf::CatalogPaths;
 use ferry_server::{DataDir, Https, PublishRequest, ServiceOptions};
 
@@ -100,7 +102,7 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
     let root = std::fs::read(&root_path).map_err(|e| io_failure("read the catalog root", e))?;
     println!("== device pins the catalog root {}", root_path.display());
     let device_dir = dir.join("device");
-    let identity = device::init(
+    let identity = provision::init(
         &device_dir,
         &InitOptions {
             class: CLASS.into(),
@@ -117,7 +119,7 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
     )?;
     let device = Device::open(&device_dir)?;
     let token = data.db.create_enrollment_token().await?;
-    ferry_agent::personalize::enroll(&device, token.as_str()).await?;
+    ferry_agent::trust::personalize::enroll(&device, token.as_str()).await?;
     println!(
         "== device {} made at {} running 1.0, enrolled (CA and personalization key pinned)",
         identity.device_id,
@@ -127,7 +129,7 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
     // 4. List (a scan through TUF), install, reboot, status.
     println!("\n$ ferry list");
     let offers = install::list(&device).await?;
-    if let Some(scan) = ferry_agent::catalog::last_scan(&device.dir) {
+    if let Some(scan) = ferry_agent::trust::catalog::last_scan(&device.dir) {
         println!(
             "(scan: catalog verified from the pinned root, result {}, {} offer(s))",
             scan.result, scan.n_offers

@@ -2,8 +2,11 @@
 
 use std::process::ExitCode;
 
-use ferry_agent::device::{self, Device, InitOptions};
-use ferry_agent::{catalog, install, reboot as agent_reboot, status as agent_status};
+use ferry_agent::boot::reboot as agent_reboot;
+use ferry_agent::device::Device;
+use ferry_agent::provision::{self, InitOptions};
+use ferry_agent::trust::catalog;
+use ferry_agent::{install, status as agent_status};
 use ferry_server::tuf::CatalogPaths;
 use ferry_server::{DataDir, Https, PublishRequest, ServiceOptions};
 
@@ -253,9 +256,9 @@ pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
             let client = ferry_agent::client::Client::pinned(
                 &a.server,
                 Some(&ca_pem),
-                ferry_agent::client::DEFAULT_READ_TIMEOUT,
+                ferry_agent::device::DEFAULT_READ_TIMEOUT,
             )?;
-            let path = format!("{}1.root.json", catalog::METADATA_PATH);
+            let path = format!("{}1.root.json", ferry_agent::client::METADATA_PATH);
             let root = client.small_file(&path, MAX_ROOT_SIZE).await?;
             tracing::warn!(
                 server = %a.server,
@@ -265,7 +268,7 @@ pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
         }
     };
     let fresh = !a.dir.exists();
-    let identity = device::init(
+    let identity = provision::init(
         &a.dir,
         &InitOptions {
             class: a.class,
@@ -291,7 +294,7 @@ pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
     // Enroll: the credential and the personalization key, over the pinned CA. A device
     // that could not enroll is removed again, so init can simply be run again.
     let enrolled = match Device::open(&a.dir) {
-        Ok(device) => ferry_agent::personalize::enroll(&device, &a.enroll_token).await,
+        Ok(device) => ferry_agent::trust::personalize::enroll(&device, &a.enroll_token).await,
         Err(e) => Err(e),
     };
     if let Err(e) = enrolled {

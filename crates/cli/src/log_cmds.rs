@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use ferry_agent::device::{Device, JOURNAL_DIR};
+use ferry_agent::device::Device;
 use ferry_agent::machines;
 
 use crate::Failure;
@@ -10,7 +10,7 @@ use crate::args::{DeviceArgs, FsmCommand, LogShowArgs};
 
 fn read(a: &DeviceArgs) -> Result<ferry_fsm::JournalRead, Failure> {
     let device = Device::open(&a.device).map_err(|e| Failure::from(e).json(a.json))?;
-    let journal = ferry_fsm::read_journal(device.dir.join(JOURNAL_DIR))
+    let journal = ferry_fsm::read_journal(device.layout().journal_dir())
         .map_err(|e| fsm_failure(&e).json(a.json))?;
     if let Some(torn) = &journal.torn {
         eprintln!(

@@ -59,28 +59,6 @@ fn artifact(data: &Path, suffix: &str) -> (PathBuf, u64) {
     (path, size)
 }
 
-/// The downloader's journal records of this device, as JSON lines.
-fn downloader_journal(device: &Path) -> Vec<serde_json::Value> {
-    ok(&[
-        "log",
-        "show",
-        "--json",
-        "--fsm",
-        "downloader",
-        "--device",
-        s(device),
-    ])
-    .lines()
-    .filter_map(|line| serde_json::from_str(line).ok())
-    .collect()
-}
-
-fn use_cache(device: &Path, url: &str) {
-    let config = device.join("config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("cache = \"{url}\"\n{text}")).unwrap();
-}
-
 fn install_json(device: &Path) -> std::process::Output {
     run(&["install", "vm-2.0", "--json", "--device", s(device)])
 }

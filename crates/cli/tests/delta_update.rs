@@ -1,6 +1,8 @@
 //! Issue 7's device-side promises: a tailored delta installs with a fraction of the
 //! bytes, and a delta that cannot apply (wrong base, corrupted) falls back to the full
-//! payload automatically, recorded in history, never silent.
+//! payload automatically, recorded in history, never silent. Issue 11's rule: a network
+//! cut during a delta is not the delta's fault, so it ends the install without a
+//! fallback and the next install resumes through the delta.
 
 mod common;
 
@@ -10,17 +12,35 @@ use common::*;
 
 struct DeltaFleet {
     _tmp: tempfile::TempDir,
-    _server: Server,
+    server: Server,
     data: PathBuf,
     device: PathBuf,
 }
 
 fn delta_fleet() -> DeltaFleet {
+    delta_fleet_of(4, 0)
+}
+
+/// 1.0 and 2.0 (`mib` MiB images, the last `rewritten_mib` of 2.0 new content), 2.0
+/// with a delta from 1.0 and no chunks; a device on 1.0.
+fn delta_fleet_of(mib: usize, rewritten_mib: usize) -> DeltaFleet {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("server");
     let (v1, v2) = (tmp.path().join("v1.img"), tmp.path().join("v2.img"));
-    make_image(&v1, 1, 4);
-    make_image(&v2, 2, 4);
+    make_image(&v1, 1, mib);
+    make_image(&v2, 2, mib);
+    if rewritten_mib > 0 {
+        let mut bytes = std::fs::read(&v2).unwrap();
+        let from = bytes.len() - (rewritten_mib << 20);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for chunk in bytes[from..].chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        std::fs::write(&v2, bytes).unwrap();
+    }
     publish(&data, &v1, "1.0");
     publish_with(&data, &v2, "2.0", &["--delta-from", "1.0", "--no-chunks"]);
     let server = Server::start(&data);
@@ -28,7 +48,7 @@ fn delta_fleet() -> DeltaFleet {
     device_init(&device, &v1, "1.0", &server.url(), &data, "customer");
     DeltaFleet {
         _tmp: tmp,
-        _server: server,
+        server,
         data,
         device,
     }
@@ -126,6 +146,91 @@ fn corrupted_delta_falls_back_to_the_full_image() {
     );
     ok(&["reboot", "--device", s(&f.device)]);
     assert_eq!(status(&f.device)["version"], "2.0");
+}
+
+#[test]
+fn a_network_cut_during_a_delta_ends_the_install_and_the_next_install_resumes_the_delta() {
+    // New content in 2.0 makes a delta big enough to cut in the middle.
+    let f = delta_fleet_of(4, 1);
+    // Artifact bytes go through a proxy set as the device's cache; the catalog and the
+    // personalization go straight to the server, so only the artifacts are cut.
+    let proxy = Proxy::start(f.server.addr);
+    use_cache(&f.device, &proxy.url());
+    let (_, delta_size) = artifact(&f.data, ".ferrydelta");
+    let (_, manifest_size) = artifact(&f.data, ".manifest.json");
+    // The manifest comes first, maybe on the same connection: with at most 800 bytes of
+    // HTTP headers in all, this cuts inside the delta's body either way.
+    let cut_at = manifest_size + delta_size / 2 + 800;
+    assert!(
+        manifest_size + 800 < delta_size / 2,
+        "the delta ({delta_size} B) is too small to cut after the manifest ({manifest_size} B)"
+    );
+    proxy.set_fault(Fault::CutAfter(cut_at));
+    let out = run(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
+    assert!(!out.status.success(), "the cut install fails");
+    assert_eq!(
+        json_error_code(&out),
+        "PAYLOAD_TRUNCATED",
+        "the network's code"
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.device.join("cache/install.json")).unwrap())
+            .unwrap();
+    assert!(
+        record["fallback"].is_null(),
+        "no fallback recorded: {record}"
+    );
+    assert!(record["fallback_from"].is_null(), "{record}");
+    assert_eq!(record["frames_done"], 0, "{record}");
+    let cut_bytes = record["bytes_downloaded"].as_u64().unwrap();
+    assert!(
+        cut_bytes > 0 && cut_bytes < delta_size,
+        "the cut came inside the delta, and its bytes count: {cut_bytes} of {delta_size} B"
+    );
+    let journal = downloader_journal(&f.device);
+    let payloads: Vec<(&str, &str)> = journal
+        .iter()
+        .map(|r| {
+            (
+                r["e"].as_str().unwrap_or_default(),
+                r["data"]["payload"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        payloads,
+        [("Begin", "delta"), ("Fail", "delta")],
+        "the delta began and failed, nothing else: {journal:?}"
+    );
+    assert!(journal[1]["data"]["fallback"].is_null(), "{journal:?}");
+    assert_eq!(journal[1]["data"]["error"]["code"], "PAYLOAD_TRUNCATED");
+    on_v1(&f.device);
+
+    // The network is back: the same attempt, the delta, runs again and installs.
+    proxy.set_fault(Fault::None);
+    let out = ok(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
+    let outcome: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(outcome["installed"]["payload_kind"], "delta", "{outcome}");
+    let receipt = last_install(&f.device);
+    assert_eq!(receipt["payload_kind"], "delta", "{receipt}");
+    assert!(receipt["fallback"].is_null(), "{receipt}");
+    assert!(receipt["fallback_from"].is_null(), "{receipt}");
+    let total = receipt["bytes_downloaded"].as_u64().unwrap();
+    assert_eq!(
+        total,
+        cut_bytes + delta_size,
+        "the cut part and the whole delta, once each"
+    );
+    assert!(total < full_payload_size(&f.data), "{total} B");
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["version"], "2.0");
+    ok(&["log", "replay", "--device", s(&f.device)]);
+}
+
+fn on_v1(device: &Path) {
+    let st = status(device);
+    assert_eq!(st["version"], "1.0", "{st}");
+    assert_eq!(st["running_slot"], "a", "{st}");
 }
 
 /// Text-like file content: compressible, different per seed.

@@ -54,6 +54,14 @@
 //! # }
 //! ```
 //!
+//! # Typed names
+//!
+//! The item form of [`machine!`] (`const UPDATE in update { states: […], events: […],
+//! actions: […], … }`) also generates enums of the machine's states, events and
+//! actions ([`Name`], [`TypedNames`]): the table is written through them, so a row with
+//! an undeclared name does not compile, and callers fire events and match actions as
+//! enums instead of strings. On disk the names are the same strings.
+//!
 //! # Durability contract
 //!
 //! **The engine never returns an action before the state is durable.**
@@ -104,4 +112,4 @@ pub use journal::{
     SystemClock, file_name, read_journal,
 };
 pub use replay::{Divergence, DivergenceKind, ReplayReport, Start, replay, replay_from};
-pub use table::{Machine, MachineDef, Row};
+pub use table::{Machine, MachineDef, Name, Row, TypedNames, unused_names};

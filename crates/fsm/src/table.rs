@@ -36,8 +36,11 @@ pub struct MachineDef {
     pub rows: &'static [Row],
 }
 
-/// Declares a [`MachineDef`] so that the table reads like rows:
+/// Declares a machine so that the table reads like rows:
 /// `STATE + Event => Action -> NEXT`.
+///
+/// Two forms. The expression form gives a bare [`MachineDef`], whose names are strings
+/// only (tests, one-off tables):
 ///
 /// ```
 /// use ferry_fsm::{machine, MachineDef};
@@ -57,8 +60,112 @@ pub struct MachineDef {
 /// };
 /// assert_eq!(DOOR.rows[0].next, "OPEN");
 /// ```
+///
+/// The item form, `const NAME in module { … }`, declares every state, event and
+/// action once and also generates `module`, the machine's typed names: the enums
+/// `module::State`, `module::Event` and `module::Action` (each implementing [`Name`]),
+/// the marker `module::Names` ([`TypedNames`]) and the table `module::DEF`, which
+/// `NAME` equals. Every row is written through the enums, so a row naming a state,
+/// event or action that is not declared does not compile, and code that matches on
+/// `module::Action` must handle every action the table can return. The names on disk
+/// (journal records, state files) are the same strings either way.
+///
+/// ```
+/// use ferry_fsm::{machine, Name, TypedNames};
+///
+/// machine! {
+///     /// A door that can be kicked in.
+///     pub const DOOR in door {
+///         name: "door",
+///         states: [CLOSED, OPEN, BROKEN],
+///         events: [Open, Close, Kick],
+///         actions: [Swing, Shatter],
+///         initial: CLOSED,
+///         finals: [BROKEN],
+///         failures: [Kick],
+///         exempt: [],
+///         rows: [
+///             CLOSED + Open  => Swing   -> OPEN,
+///             OPEN   + Close => Swing   -> CLOSED,
+///             CLOSED + Kick  => Shatter -> BROKEN,
+///             OPEN   + Kick  => Shatter -> BROKEN,
+///         ],
+///     }
+/// }
+/// assert_eq!(DOOR.rows[0].next, door::State::OPEN.name());
+/// assert_eq!(door::Event::from_name("Kick"), Some(door::Event::Kick));
+/// assert_eq!(<door::Names as TypedNames>::DEF.name, "door");
+/// let action = door::Action::Swing;
+/// let moves = match action {
+///     door::Action::Swing => true,
+///     door::Action::Shatter => false,
+/// };
+/// assert!(moves);
+/// ```
 #[macro_export]
 macro_rules! machine {
+    (
+        $(#[$meta:meta])*
+        $vis:vis const $def:ident in $module:ident {
+            name: $name:literal,
+            states: [$($st:ident),* $(,)?],
+            events: [$($ev:ident),* $(,)?],
+            actions: [$($ac:ident),* $(,)?],
+            initial: $initial:ident,
+            finals: [$($final:ident),* $(,)?],
+            failures: [$($failure:ident),* $(,)?],
+            exempt: [$(($ex_state:ident, $ex_event:ident)),* $(,)?],
+            rows: [$($state:ident + $event:ident => $action:ident -> $next:ident),* $(,)?] $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis const $def: $crate::MachineDef = $module::DEF;
+
+        #[doc = concat!("Typed names of the `", $name, "` machine ([`", stringify!($def), "`]).")]
+        $vis mod $module {
+            $crate::__machine_names!(
+                State,
+                concat!("A state of the `", $name, "` machine."),
+                $($st),*
+            );
+            $crate::__machine_names!(
+                Event,
+                concat!("An event of the `", $name, "` machine."),
+                $($ev),*
+            );
+            $crate::__machine_names!(
+                Action,
+                concat!("An action of the `", $name, "` machine."),
+                $($ac),*
+            );
+
+            #[doc = concat!("The `", $name, "` machine's names, as one type.")]
+            #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+            pub struct Names;
+
+            impl $crate::TypedNames for Names {
+                type State = State;
+                type Event = Event;
+                type Action = Action;
+                const DEF: &'static $crate::MachineDef = &DEF;
+            }
+
+            #[doc = concat!("The `", $name, "` machine's table.")]
+            pub const DEF: $crate::MachineDef = $crate::MachineDef {
+                name: $name,
+                initial: State::$initial.name(),
+                finals: &[$(State::$final.name()),*],
+                failure_events: &[$(Event::$failure.name()),*],
+                exempt: &[$((State::$ex_state.name(), Event::$ex_event.name())),*],
+                rows: &[$($crate::Row {
+                    state: State::$state.name(),
+                    event: Event::$event.name(),
+                    action: Action::$action.name(),
+                    next: State::$next.name(),
+                }),*],
+            };
+        }
+    };
     (
         name: $name:literal,
         initial: $initial:ident,
@@ -81,6 +188,91 @@ macro_rules! machine {
             }),*],
         }
     };
+}
+
+/// One enum of typed names for [`machine!`]; not for direct use.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __machine_names {
+    ($ty:ident, $doc:expr, $($variant:ident),*) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        pub enum $ty {
+            $(
+                #[doc = concat!("`", stringify!($variant), "`")]
+                $variant,
+            )*
+        }
+
+        impl $ty {
+            /// The name as tables, journal records and state files spell it.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => stringify!($variant),)*
+                }
+            }
+        }
+
+        impl $crate::Name for $ty {
+            const ALL: &'static [$ty] = &[$($ty::$variant),*];
+
+            fn name(self) -> &'static str {
+                $ty::name(self)
+            }
+        }
+
+        impl ::core::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.pad(self.name())
+            }
+        }
+    };
+}
+
+/// A state, event or action name of a machine declared with the item form of
+/// [`machine!`]: an enum whose variants are spelled as the table spells them.
+pub trait Name: Copy + Eq + std::fmt::Debug + std::fmt::Display + 'static {
+    /// Every name, in declaration order.
+    const ALL: &'static [Self];
+
+    /// The name as tables, journal records and state files spell it.
+    fn name(self) -> &'static str;
+
+    /// The typed name spelled `name`, if the machine declares it.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|n| n.name() == name)
+    }
+}
+
+/// The typed names of one machine, generated by the item form of [`machine!`] as
+/// `module::Names`.
+pub trait TypedNames: 'static {
+    /// The machine's states.
+    type State: Name;
+    /// The machine's events.
+    type Event: Name;
+    /// The machine's actions.
+    type Action: Name;
+    /// The machine's table, written through these names.
+    const DEF: &'static MachineDef;
+}
+
+/// Names that `N` declares but its table never uses (a leftover after a row was
+/// removed): empty for a tidy declaration.
+pub fn unused_names<N: TypedNames>() -> Vec<&'static str> {
+    let def = N::DEF;
+    let mut used: HashSet<&'static str> = states_of(def).into_iter().collect();
+    used.extend(def.failure_events.iter().copied());
+    for row in def.rows {
+        used.extend([row.event, row.action]);
+    }
+    let declared = N::State::ALL
+        .iter()
+        .map(|s| s.name())
+        .chain(N::Event::ALL.iter().map(|e| e.name()))
+        .chain(N::Action::ALL.iter().map(|a| a.name()));
+    declared.filter(|name| !used.contains(name)).collect()
 }
 
 /// A machine whose table passed every check; cheap to copy.

@@ -493,3 +493,27 @@ pub fn fleet_with(mib: usize, init_args: &[&str], via: impl FnOnce(&Server) -> S
 pub fn status(device: &Path) -> serde_json::Value {
     serde_json::from_str(&ok(&["status", "--json", "--device", s(device)])).unwrap()
 }
+
+/// The downloader's journal records of this device, as JSON lines.
+pub fn downloader_journal(device: &Path) -> Vec<serde_json::Value> {
+    ok(&[
+        "log",
+        "show",
+        "--json",
+        "--fsm",
+        "downloader",
+        "--device",
+        s(device),
+    ])
+    .lines()
+    .filter_map(|line| serde_json::from_str(line).ok())
+    .collect()
+}
+
+/// Points the device's LAN cache at `url`: artifact and target bytes then go there
+/// first (a proxy there sees only those).
+pub fn use_cache(device: &Path, url: &str) {
+    let config = device.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("cache = \"{url}\"\n{text}")).unwrap();
+}

@@ -5,27 +5,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
-use ferry_payload::{Manifest, SealRef};
-use ferry_seal::{RootHash, Salt, Tree};
-use serde::{Deserialize, Serialize};
-
+use crate::device::SlotSeal;
+use crate::layout;
 use crate::{AgentError, durable};
-
-/// A slot's seal as the device records it (`slots/<slot>.json`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SlotSeal {
-    /// Root hash of the slot's dm-verity tree.
-    pub root_hash: RootHash,
-    /// Salt of the tree.
-    pub salt: Salt,
-    /// Where the tree is (relative to the device directory, or absolute).
-    pub tree: PathBuf,
-    /// Offset of the tree in that file (veritysetup's `--hash-offset`).
-    pub hash_offset: u64,
-}
+use ferry_payload::{Manifest, SealRef};
+use ferry_seal::{Salt, Tree};
 
 /// Leaf hashes of a slot being written, filled frame by frame by the decode workers.
 #[derive(Debug)]
@@ -132,7 +119,7 @@ pub fn seal_existing(
     tree_path: &Path,
 ) -> Result<SlotSeal, AgentError> {
     let image = File::open(slot).map_err(AgentError::io("opening the slot", slot))?;
-    let tmp = tmp_path(tree_path);
+    let tmp = layout::slot_tree_temp(tree_path);
     let out = File::create(&tmp).map_err(AgentError::io("creating the hash tree", &tmp))?;
     let salt = Salt::random();
     let (root_hash, _) = ferry_seal::build_tree(&image, data_size, salt, &out, 0)?;
@@ -152,11 +139,7 @@ pub fn verify(
     seal: &SlotSeal,
     device_dir: &Path,
 ) -> Result<(), AgentError> {
-    let tree_path = if seal.tree.is_absolute() {
-        seal.tree.clone()
-    } else {
-        device_dir.join(&seal.tree)
-    };
+    let tree_path = layout::Layout::new(device_dir).resolve(&seal.tree);
     let image = File::open(slot).map_err(AgentError::io("opening the slot", slot))?;
     let tree =
         File::open(&tree_path).map_err(AgentError::io("opening the hash tree", &tree_path))?;
@@ -175,12 +158,8 @@ pub fn verify(
     })
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    path.with_extension("verity.tmp")
-}
-
 fn write_tree(tree: &Tree, path: &Path) -> Result<(), AgentError> {
-    let tmp = tmp_path(path);
+    let tmp = layout::slot_tree_temp(path);
     let out = OpenOptions::new()
         .create(true)
         .truncate(true)

@@ -8,11 +8,15 @@
 //! a resumable install:
 //! 1. the target (inactive) slot is invalidated in boot control and its metadata
 //!    removed — the running slot is never touched;
-//! 2. frames are written and, about once a second, the slot synced and the count of
-//!    frames done recorded in `cache/install.json` (and the journal);
-//! 3. the seal is finished and its root hash checked (frames written by an earlier,
+//! 2. the ticket is stored beside the slot (`boot/ticket-<slot>.json`) before a byte
+//!    is downloaded;
+//! 3. a payload attempt writes the slot ([`attempts`]): for the full payload, frames
+//!    are written and, about once a second, the slot synced and the count of frames
+//!    done recorded in the install record (and the journal); a delta or chunk reuse
+//!    records its own resume point there;
+//! 4. the seal is finished and its root hash checked (frames written by an earlier,
 //!    interrupted run are re-read and re-verified, never re-downloaded);
-//! 4. receipt, slot metadata, then boot control: the slot boots next with N tries.
+//! 5. receipt, slot metadata, then boot control: the slot boots next with N tries.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,22 +24,24 @@ use std::time::Instant;
 
 use chrono::Utc;
 use ferry_boot::Slot;
-use ferry_fsm::Instance;
 use ferry_payload::Manifest;
-use ferry_types::{Diagnose, Sha256, Version};
-use serde::{Deserialize, Serialize};
+use ferry_types::{Diagnose, Version};
+use serde::Serialize;
 use serde_json::json;
 
-use crate::device::{CACHE_DIR, Device, Receipt, SLOTS_DIR, SlotInfo};
-use crate::journal::{Journal, fire, machine};
-use crate::machines::{CONTROLLER, DOWNLOADER, UPDATE};
+use crate::client::Client;
+use crate::device::{Device, PayloadKind, Receipt, SlotInfo, SlotSeal};
+use crate::install::attempts::{self, Attempts};
+use crate::install::download;
+use crate::install::record::InstallProgress;
+use crate::install::seal::LeafStore;
+use crate::journal::{Instance, Journal};
+use crate::layout;
+use crate::machines::{controller, downloader, update};
 use crate::offer::{self, Offer};
 use crate::progress::{self, Phase, ProgressSink};
-use crate::seal::{LeafStore, SlotSeal};
-use crate::{AgentError, catalog, download, durable};
-
-#[path = "install_attempts.rs"]
-mod attempts;
+use crate::trust::catalog;
+use crate::{AgentError, durable};
 
 /// Namespace of update UUIDs (v5 of device id and build id).
 pub const UPDATE_NAMESPACE: uuid::Uuid =
@@ -47,52 +53,6 @@ pub fn update_id(device: &Device, build_id: &str) -> uuid::Uuid {
         &UPDATE_NAMESPACE,
         format!("{}/{build_id}", device.identity.device_id).as_bytes(),
     )
-}
-
-/// The resume record of an install in progress (`cache/install.json`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct InstallProgress {
-    /// Update UUID.
-    pub update_id: uuid::Uuid,
-    /// Version being installed.
-    pub version: Version,
-    /// Digest of the manifest being followed.
-    pub manifest_sha256: Sha256,
-    /// Slot being written.
-    pub slot: Slot,
-    /// Frames written and synced, in order.
-    pub frames_done: usize,
-    /// Payload bytes fetched so far, over all attempts.
-    pub bytes_downloaded: u64,
-    /// `delta` or `chunks` once a tailored delta or chunk reuse has written the slot,
-    /// else `full`.
-    #[serde(default = "full")]
-    pub payload_kind: String,
-    /// Bytes of the running slot the delta or chunk reuse reused.
-    #[serde(default)]
-    pub bytes_reused: u64,
-    /// Why the tailored delta or chunk reuse was abandoned, if it was: the install then
-    /// uses the next payload (chunks, then full), and says so.
-    #[serde(default)]
-    pub fallback: Option<ferry_types::Report>,
-    /// Which payload the fallback left (`delta` or `chunks`).
-    #[serde(default)]
-    pub fallback_from: Option<String>,
-    /// The chunk-reuse attempt, once begun: batches done, bytes, whether abandoned.
-    #[serde(default)]
-    pub chunks: Option<crate::chunks::ChunkProgress>,
-}
-
-impl InstallProgress {
-    /// Whether a chunk-reuse attempt is under way (begun, not finished, not abandoned):
-    /// the slot then holds nothing of the full payload's frames to resume from.
-    fn chunks_in_progress(&self) -> bool {
-        self.frames_done == 0 && self.chunks.as_ref().is_some_and(|c| !c.abandoned)
-    }
-}
-
-fn full() -> String {
-    "full".into()
 }
 
 /// What an install did.
@@ -109,7 +69,7 @@ pub struct InstallOutcome {
     /// Frame the download resumed from (0: a fresh start).
     pub resumed_from_frame: usize,
     /// The payload that wrote the slot: `full`, `delta` or `chunks`.
-    pub payload_kind: String,
+    pub payload_kind: PayloadKind,
     /// Bytes of the running slot reused (delta or chunk reuse).
     pub bytes_reused: u64,
     /// Chunk-reuse batch the download resumed from (0: a fresh start).
@@ -177,22 +137,20 @@ pub async fn install(
     let Some(offer) = chosen else { return Ok(None) };
     let id = update_id(device, &offer.release.build_id);
     let id_text = id.to_string();
-    let mut update = journal.instance(machine(&UPDATE)?, &id_text, true)?;
-    if let Err(e) = fire(
-        &mut update,
-        "Install",
+    let mut update: Instance<update::Names> = journal.instance(&id_text, true)?;
+    if let Err(e) = update.fire(
+        update::Event::Install,
         json!({ "label": offer.label, "version": offer.version }),
     ) {
-        let _ = fire(&mut update, "Fail", json!({ "error": e.report() }));
+        let _ = update.fire(update::Event::Fail, json!({ "error": e.report() }));
         return Err(e);
     }
-    let mut controller = journal.instance(machine(&CONTROLLER)?, &id_text, true)?;
+    let mut controller: Instance<controller::Names> = journal.instance(&id_text, true)?;
     let mut run = Run::new(device, &offer, id, sink);
     match run.drive(&mut journal, &mut controller).await {
         Ok(()) => {
-            fire(
-                &mut update,
-                "Installed",
+            update.fire(
+                update::Event::Installed,
                 json!({ "slot": run.target, "receipt": run.receipt }),
             )?;
             let mut outcome = run.outcome()?;
@@ -202,8 +160,8 @@ pub async fn install(
         Err(e) => {
             let report = e.report();
             // Record the failure; if even that fails, the original error matters more.
-            let _ = fire(&mut controller, "Fail", json!({ "error": report }));
-            let _ = fire(&mut update, "Fail", json!({ "error": report }));
+            let _ = controller.fire(controller::Event::Fail, json!({ "error": report }));
+            let _ = update.fire(update::Event::Fail, json!({ "error": report }));
             Err(e)
         }
     }
@@ -255,46 +213,47 @@ impl<'a> Run<'a> {
     }
 
     fn progress_path(&self) -> PathBuf {
-        self.device.dir.join(CACHE_DIR).join("install.json")
-    }
-
-    fn spool_dir(&self) -> PathBuf {
-        self.device.dir.join(crate::spool::SPOOL_DIR)
+        self.device.layout().install_record()
     }
 
     /// Runs the controller's table to COMPLETED: fire, run the action, fire what it
     /// returns. A fresh or failed controller starts; any other state resumes.
-    async fn drive(&mut self, journal: &mut Journal, ctl: &mut Instance) -> Result<(), AgentError> {
-        let mut event = if matches!(ctl.state(), "ACCEPTED" | "FAILED") {
-            "Start"
+    async fn drive(
+        &mut self,
+        journal: &mut Journal,
+        ctl: &mut Instance<controller::Names>,
+    ) -> Result<(), AgentError> {
+        use controller::{Action, Event, State};
+        let mut event = if ctl.is_in(State::ACCEPTED) || ctl.is_in(State::FAILED) {
+            Event::Start
         } else {
-            "Resume"
+            Event::Resume
         };
         let mut data = json!({ "update": self.id, "version": self.offer.version });
         loop {
-            let action = fire(ctl, event, data)?;
+            let action = ctl.fire(event, data)?;
             self.sink.report(&progress::mark(
-                state_name(ctl.state()),
+                state_name(ctl.state_name()),
                 action_text(action),
             ));
             (event, data) = match action {
-                "StartUp" => ("Started", json!({})),
-                "LoadPersisted" => self.load_persisted().await?,
-                "Ready" => ("Go", json!({})),
-                "Personalize" => self.personalize().await?,
-                "Download" => self.download(journal).await?,
-                "MarkDownloaded" => ("Go", json!({})),
-                "Prepare" => self.prepare()?,
-                "Apply" => self.apply()?,
-                "Complete" => {
-                    ctl.complete_action().map_err(crate::journal::fsm_error)?;
+                Action::StartUp => (Event::Started, json!({})),
+                Action::LoadPersisted => self.load_persisted().await?,
+                Action::Ready => (Event::Go, json!({})),
+                Action::Personalize => self.personalize().await?,
+                Action::Download => self.download(journal).await?,
+                Action::MarkDownloaded => (Event::Go, json!({})),
+                Action::Prepare => self.prepare()?,
+                Action::Apply => self.apply()?,
+                Action::Complete => {
+                    ctl.complete_action()?;
                     return Ok(());
                 }
-                other => {
+                Action::RecordFailure => {
                     return Err(AgentError::Journal {
                         code: "NO_ACTION",
                         cause: format!(
-                            "the controller table names an action ({other}) the agent does not run"
+                            "the controller table answered {event} with RecordFailure, which only a failure may run"
                         ),
                         fix: "this is a bug in ferry: report it with the device's journal".into(),
                     });
@@ -304,7 +263,9 @@ impl<'a> Run<'a> {
     }
 
     /// LOADING_PERSISTED: where to continue, from durable device state only.
-    async fn load_persisted(&mut self) -> Result<(&'static str, serde_json::Value), AgentError> {
+    async fn load_persisted(
+        &mut self,
+    ) -> Result<(controller::Event, serde_json::Value), AgentError> {
         let release = &self.offer.release;
         let boot = self.device.boot_control();
         let state = boot.load()?;
@@ -317,7 +278,7 @@ impl<'a> Run<'a> {
                 capacity,
             });
         }
-        let client = self.device.client()?;
+        let client = Client::for_device(self.device)?;
         let manifest_bytes = client
             .artifact(&release.manifest, "the payload manifest")
             .await?;
@@ -338,7 +299,10 @@ impl<'a> Run<'a> {
                 "removing install progress",
                 self.progress_path(),
             ))?;
-            return Ok(("AlreadyStaged", json!({ "slot": self.target })));
+            return Ok((
+                controller::Event::AlreadyStaged,
+                json!({ "slot": self.target }),
+            ));
         }
 
         let path = self.progress_path();
@@ -355,24 +319,26 @@ impl<'a> Run<'a> {
             // Frames written after the last checkpoint are still in the slot: re-verify
             // them instead of downloading them again.
             // Frames that had arrived but were not yet written come from the spool.
-            // (A chunk-reuse attempt resumes by its batches: the slot is written last.)
+            // (A delta or chunk reuse under way writes the slot its own way: it resumes
+            // by its own means, see `attempts`.)
             let slot = self.device.slot_path(self.target);
-            let spool = self.spool_dir();
-            let found = if record.chunks_in_progress() {
-                crate::spool::Recovered {
+            let spool = self.device.layout().spool_dir();
+            let found = if !attempts::resumes_frames(self.offer, &record) {
+                crate::install::spool::Recovered {
                     frames_done: record.frames_done,
                     ..Default::default()
                 }
             } else {
-                crate::spool::recover(&spool, &slot, &manifest, record.frames_done)?
+                crate::install::spool::recover(&spool, &slot, &manifest, record.frames_done)?
             };
             record.frames_done = found.frames_done;
             durable::write_json(&path, &record)
                 .map_err(AgentError::io("writing install progress", &path))?;
-            crate::spool::clear(&spool).map_err(AgentError::io("clearing the spool", &spool))?;
+            crate::install::spool::clear(&spool)
+                .map_err(AgentError::io("clearing the spool", &spool))?;
             self.record = Some(record);
             return Ok((
-                "Resumable",
+                controller::Event::Resumable,
                 json!({
                     "frames_done": found.frames_done,
                     "from_spool": found.from_spool,
@@ -392,7 +358,7 @@ impl<'a> Run<'a> {
             slot: self.target,
             frames_done: 0,
             bytes_downloaded: 0,
-            payload_kind: full(),
+            payload_kind: PayloadKind::Full,
             bytes_reused: 0,
             fallback: None,
             fallback_from: None,
@@ -401,14 +367,14 @@ impl<'a> Run<'a> {
         durable::write_json(&path, &fresh)
             .map_err(AgentError::io("writing install progress", &path))?;
         self.record = Some(fresh);
-        Ok(("Fresh", json!({ "slot": self.target })))
+        Ok((controller::Event::Fresh, json!({ "slot": self.target })))
     }
 
     /// PREFLIGHT_PERSONALIZE: a ticket for this device, a fresh nonce (stored before the
     /// request) and the release's seal root hash, stored beside the target slot
     /// (`boot/ticket-<slot>.json`) before anything is downloaded, so a refusal costs
     /// nothing and Apply finds the ticket in place.
-    async fn personalize(&mut self) -> Result<(&'static str, serde_json::Value), AgentError> {
+    async fn personalize(&mut self) -> Result<(controller::Event, serde_json::Value), AgentError> {
         let (manifest, _) = self
             .manifest
             .clone()
@@ -421,19 +387,19 @@ impl<'a> Run<'a> {
                 url: release.manifest.url.clone(),
                 reason: "the release is not sealed, so it cannot be personalized".into(),
             })?;
-        let client = self.device.client()?;
-        let (ticket, nonce) = crate::personalize::request_ticket(
+        let client = Client::for_device(self.device)?;
+        let (ticket, nonce) = crate::trust::personalize::request_ticket(
             self.device,
             &client,
             &release.build_id,
-            crate::personalize::components(&seal.root_hash),
+            crate::trust::personalize::components(&seal.root_hash),
         )
         .await?;
-        let path = crate::personalize::ticket_path(self.device, self.target);
+        let path = self.device.layout().ticket(self.target);
         durable::write_atomic(&path, &ticket.to_json())
             .map_err(AgentError::io("storing the ticket", &path))?;
         Ok((
-            "Personalized",
+            controller::Event::Personalized,
             json!({
                 "build_id": release.build_id,
                 "nonce_sha256": nonce.sha256().to_string(),
@@ -443,11 +409,12 @@ impl<'a> Run<'a> {
         ))
     }
 
-    /// DOWNLOADING_UPDATE, 16% → 54% by payload bytes, through `downloader[uuid]`.
+    /// DOWNLOADING_UPDATE, 16% → 54% by payload bytes, through `downloader[uuid]`: the
+    /// payload attempts ([`Attempts`]) until one writes the slot.
     async fn download(
         &mut self,
         journal: &mut Journal,
-    ) -> Result<(&'static str, serde_json::Value), AgentError> {
+    ) -> Result<(controller::Event, serde_json::Value), AgentError> {
         let (manifest, _) = self
             .manifest
             .clone()
@@ -456,115 +423,31 @@ impl<'a> Run<'a> {
             .record
             .clone()
             .ok_or_else(|| missing("the install progress"))?;
-        self.start_frame = record.frames_done;
-        let mut downloader = journal.instance(machine(&DOWNLOADER)?, &self.id.to_string(), true)?;
-        let result = self.download_with(&mut downloader, manifest, record).await;
-        if let Err(e) = &result {
-            let _ = fire(&mut downloader, "Fail", json!({ "error": e.report() }));
-        }
-        result
-    }
-
-    /// The download itself; any error it returns is recorded as the downloader's Fail.
-    async fn download_with(
-        &mut self,
-        downloader: &mut Instance,
-        manifest: Arc<Manifest>,
-        mut record: InstallProgress,
-    ) -> Result<(&'static str, serde_json::Value), AgentError> {
-        let release = &self.offer.release;
-        let client = self.device.client()?;
-        let slot_path = self.device.slot_path(self.target);
-        let path = self.progress_path();
-        let start_offset = manifest
-            .frames
-            .get(self.start_frame)
-            .map_or(manifest.payload_size, |f| f.offset);
-
-        // A tailored delta first, then chunk reuse, then the full payload: each failure
-        // that is not the network's falls back to the next, recorded.
-        if let Some(done) = self
-            .try_delta(downloader, &mut record, &manifest, &client)
-            .await?
-        {
-            return Ok(done);
-        }
-        if let Some(done) = self
-            .try_chunks(downloader, &mut record, &manifest, &client)
-            .await?
-        {
-            return Ok(done);
-        }
-
-        fire(
-            downloader,
-            "Begin",
-            json!({ "from_frame": self.start_frame, "offset": start_offset }),
-        )?;
-
-        let mut phase = Phase::new(
-            "DOWNLOADING_UPDATE",
-            "Downloading update…",
-            manifest.payload_size,
-            start_offset,
-        );
-        if let Some(p) = phase.at(start_offset, true) {
-            self.sink.report(&p);
-        }
-        let base_downloaded = record.bytes_downloaded;
-        let received = std::sync::atomic::AtomicU64::new(0);
-        let mut checkpoint = |frames_done: usize| -> Result<(), AgentError> {
-            record.frames_done = frames_done;
-            record.bytes_downloaded =
-                base_downloaded + received.load(std::sync::atomic::Ordering::Relaxed);
-            durable::write_json(&path, &record)
-                .map_err(AgentError::io("writing install progress", &path))?;
-            fire(
-                downloader,
-                "Checkpoint",
-                json!({ "frames_done": frames_done, "bytes": record.bytes_downloaded }),
-            )?;
-            Ok(())
+        let mut dl: Instance<downloader::Names> = journal.instance(&self.id.to_string(), true)?;
+        let attempts = Attempts {
+            device: self.device,
+            offer: self.offer,
+            target: self.target,
+            sink: self.sink,
+            manifest,
         };
-        let sink = self.sink;
-        let mut on_bytes = |offset: u64| {
-            received.store(offset - start_offset, std::sync::atomic::Ordering::Relaxed);
-            crate::journal::bytes_received(offset - start_offset);
-            if let Some(p) = phase.at(offset, false) {
-                sink.report(&p);
-            }
-        };
-        self.leaves = LeafStore::new(&manifest).map(Arc::new);
-        let stats = download::stream_into_slot(
-            &client,
-            &release.payload.url,
-            manifest.clone(),
-            self.leaves.clone(),
-            &slot_path,
-            &self.spool_dir(),
-            self.start_frame,
-            &mut checkpoint,
-            &mut on_bytes,
-        )
-        .await?;
-        self.bytes_downloaded = stats.bytes_downloaded;
-        self.download_secs = stats.elapsed.as_secs_f64();
-        let mut done: InstallProgress = crate::device::read_json(&path)?;
-        done.bytes_downloaded = base_downloaded + stats.bytes_downloaded;
-        durable::write_json(&path, &done)
-            .map_err(AgentError::io("writing install progress", &path))?;
-        self.record = Some(done);
-        fire(
-            downloader,
-            "Done",
-            json!({ "bytes": stats.bytes_downloaded, "secs": self.download_secs }),
-        )?;
-        Ok(("Downloaded", json!({ "bytes": stats.bytes_downloaded })))
+        let done = attempts.run(&mut dl, record).await?;
+        self.bytes_downloaded = done.bytes_downloaded;
+        self.download_secs = done.secs;
+        self.start_frame = done.resumed_from_frame;
+        self.start_batch = done.resumed_from_batch;
+        self.leaves = done.leaves;
+        let payload = done.record.payload_kind;
+        self.record = Some(done.record);
+        Ok((
+            controller::Event::Downloaded,
+            json!({ "payload": payload, "bytes": done.bytes_downloaded }),
+        ))
     }
 
     /// PREPARING_UPDATE, 60% → 99%: finish the seal (or re-check every frame of an
     /// unsealed release) and compare the root hash with the release's.
-    fn prepare(&mut self) -> Result<(&'static str, serde_json::Value), AgentError> {
+    fn prepare(&mut self) -> Result<(controller::Event, serde_json::Value), AgentError> {
         let (manifest, _) = self
             .manifest
             .clone()
@@ -572,7 +455,7 @@ impl<'a> Run<'a> {
         let slot_path = self.device.slot_path(self.target);
         let started = Instant::now();
         let phase = std::sync::Mutex::new(Phase::new(
-            "PREPARING_UPDATE",
+            controller::State::PREPARING_UPDATE.name(),
             "Verifying system image…",
             manifest.image_size,
             0,
@@ -585,7 +468,7 @@ impl<'a> Run<'a> {
                 sink.report(&p);
             }
         };
-        let tree_rel = PathBuf::from(SLOTS_DIR).join(format!("{}.verity", self.target));
+        let tree_rel = layout::slot_tree(self.target);
         // A store filled by this run's download, or an empty one (every frame re-read).
         let leaves = self
             .leaves
@@ -597,7 +480,7 @@ impl<'a> Run<'a> {
                 let seal = leaves.finish(
                     &slot_path,
                     &manifest,
-                    &self.device.dir.join(&tree_rel),
+                    &self.device.layout().resolve(&tree_rel),
                     &report,
                 )?;
                 Some(SlotSeal {
@@ -612,13 +495,13 @@ impl<'a> Run<'a> {
         };
         self.verify_secs = started.elapsed().as_secs_f64();
         Ok((
-            "Sealed",
+            controller::Event::Sealed,
             json!({ "root_hash": self.seal.as_ref().map(|s| s.root_hash.to_string()) }),
         ))
     }
 
     /// PREPARED: receipt, slot metadata, then boot control.
-    fn apply(&mut self) -> Result<(&'static str, serde_json::Value), AgentError> {
+    fn apply(&mut self) -> Result<(controller::Event, serde_json::Value), AgentError> {
         let (manifest, manifest_bytes) = self
             .manifest
             .clone()
@@ -645,23 +528,19 @@ impl<'a> Run<'a> {
                 slot: self.target,
                 image_sha256: manifest.image_sha256,
                 image_size: manifest.image_size,
-                payload_kind: record.payload_kind.clone(),
+                payload_kind: record.payload_kind,
                 payload_sha256: manifest.payload_sha256,
                 payload_size: manifest.payload_size,
                 bytes_downloaded: record.bytes_downloaded,
                 bytes_reused: record.bytes_reused,
                 fallback: record.fallback.clone(),
-                fallback_from: record.fallback_from.clone(),
+                fallback_from: record.fallback_from,
                 installed_at: now,
                 from_version: Some(from_version),
                 update_id: Some(self.id),
             })?,
         };
-        let manifest_path = self
-            .device
-            .dir
-            .join(SLOTS_DIR)
-            .join(format!("{}.manifest.json", self.target));
+        let manifest_path = self.device.layout().slot_manifest(self.target);
         durable::write_atomic(&manifest_path, &manifest_bytes)
             .map_err(AgentError::io("storing the manifest", &manifest_path))?;
         self.device.set_slot_info(
@@ -682,11 +561,11 @@ impl<'a> Run<'a> {
         let path = self.progress_path();
         durable::remove(&path).map_err(AgentError::io("removing install progress", &path))?;
         self.sink.report(&progress::mark(
-            "COMPLETED",
+            controller::State::COMPLETED.name(),
             "Update installed: restart to use it",
         ));
         Ok((
-            "Applied",
+            controller::Event::Applied,
             json!({ "slot": self.target, "receipt": self.receipt }),
         ))
     }
@@ -705,7 +584,7 @@ impl<'a> Run<'a> {
             payload_kind: self
                 .record
                 .as_ref()
-                .map_or_else(full, |r| r.payload_kind.clone()),
+                .map_or(PayloadKind::Full, |r| r.payload_kind),
             bytes_reused: self.record.as_ref().map_or(0, |r| r.bytes_reused),
             resumed_from_batch: self.start_batch,
             image_size: manifest.image_size,
@@ -734,18 +613,19 @@ fn state_name(state: &'static str) -> &'static str {
     }
 }
 
-fn action_text(action: &str) -> &'static str {
+fn action_text(action: controller::Action) -> &'static str {
+    use controller::Action;
     match action {
-        "StartUp" => "Starting",
-        "LoadPersisted" => "Loading saved state",
-        "Ready" => "Ready to download",
-        "Personalize" => "Personalizing update…",
-        "Download" => "Downloading update…",
-        "MarkDownloaded" => "Downloaded",
-        "Prepare" => "Verifying system image…",
-        "Apply" => "Applying update…",
-        "Complete" => "Update installed: restart to use it",
-        _ => "Working…",
+        Action::StartUp => "Starting",
+        Action::LoadPersisted => "Loading saved state",
+        Action::Ready => "Ready to download",
+        Action::Personalize => "Personalizing update…",
+        Action::Download => "Downloading update…",
+        Action::MarkDownloaded => "Downloaded",
+        Action::Prepare => "Verifying system image…",
+        Action::Apply => "Applying update…",
+        Action::Complete => "Update installed: restart to use it",
+        Action::RecordFailure => "Failed",
     }
 }
 

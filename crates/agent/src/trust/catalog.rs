@@ -19,19 +19,11 @@ use ferry_catalog::Catalog;
 use ferry_types::Diagnose;
 use serde::{Deserialize, Serialize};
 
+use crate::client::{METADATA_PATH, TARGETS_PATH};
 use crate::device::Device;
+use crate::layout::Layout;
 use crate::{AgentError, durable};
 
-/// The catalog datastore, relative to the device directory.
-pub const TUF_DIR: &str = "tuf";
-/// The pinned root, relative to the device directory.
-pub const PINNED_ROOT_FILE: &str = "tuf/root.json";
-/// The record of the last scan, relative to the device directory.
-pub const LAST_SCAN_FILE: &str = "tuf/last-scan.json";
-/// Where catalog metadata is served, relative to the server URL.
-pub const METADATA_PATH: &str = "/tuf/metadata/";
-/// Where catalog targets are served, relative to the server URL.
-pub const TARGETS_PATH: &str = "/tuf/targets/";
 /// The result recorded for a scan that succeeded.
 pub const SCAN_OK: &str = "ok";
 
@@ -69,12 +61,12 @@ pub fn scan_due(
 /// `last-scan.json` and the last good metadata stays as it was.
 ///
 /// The personalization key set comes with it: a verified catalog's key set replaces the
-/// trusted one ([`crate::personalize::update_key_set`]), and a key set TUF refuses fails
+/// trusted one ([`crate::trust::personalize::update_key_set`]), and a key set TUF refuses fails
 /// the scan.
 pub async fn refresh(device: &Device) -> Result<Catalog, AgentError> {
     let mut result = refresh_inner(device).await;
     if let Ok(catalog) = &result
-        && let Err(error) = crate::personalize::update_key_set(device, catalog).await
+        && let Err(error) = crate::trust::personalize::update_key_set(device, catalog).await
     {
         result = Err(error);
     }
@@ -103,7 +95,7 @@ async fn tls_cause(device: &Device) -> Option<AgentError> {
 }
 
 async fn refresh_inner(device: &Device) -> Result<Catalog, AgentError> {
-    let root_path = device.dir.join(PINNED_ROOT_FILE);
+    let root_path = device.layout().pinned_root();
     let pinned_root = std::fs::read(&root_path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => AgentError::RootNotPinned {
             path: root_path.clone(),
@@ -118,7 +110,7 @@ async fn refresh_inner(device: &Device) -> Result<Catalog, AgentError> {
     // The catalog is fetched over the same pinned TLS as everything else.
     let ca_pem = match &device.config.ca {
         Some(path) => {
-            let path = device.dir.join(path);
+            let path = device.layout().resolve(path);
             Some(std::fs::read(&path).map_err(AgentError::io("reading the pinned CA", &path))?)
         }
         None => None,
@@ -128,7 +120,7 @@ async fn refresh_inner(device: &Device) -> Result<Catalog, AgentError> {
         ..Default::default()
     };
     Catalog::refresh_with(
-        &device.dir.join(TUF_DIR),
+        &device.layout().tuf_dir(),
         &pinned_root,
         &metadata_url,
         &targets_url,
@@ -149,7 +141,7 @@ pub fn record(device: &Device, outcome: Result<usize, &AgentError>) {
         },
         n_offers: outcome.unwrap_or(0),
     };
-    let path = device.dir.join(LAST_SCAN_FILE);
+    let path = device.layout().last_scan();
     if let Err(error) = durable::write_json(&path, &last) {
         tracing::warn!(%error, path = %path.display(), "could not record the scan");
     }
@@ -157,18 +149,19 @@ pub fn record(device: &Device, outcome: Result<usize, &AgentError>) {
 
 /// The last scan, if one ever ran.
 pub fn last_scan(device_dir: &Path) -> Option<LastScan> {
-    crate::device::read_json(&device_dir.join(LAST_SCAN_FILE)).ok()
+    crate::device::read_json(&Layout::new(device_dir).last_scan()).ok()
 }
 
 /// The directory of the last good metadata, if a scan ever succeeded.
 pub fn trusted_metadata_dir(device_dir: &Path) -> Option<PathBuf> {
-    ferry_catalog::trusted_metadata_dir(&device_dir.join(TUF_DIR))
+    ferry_catalog::trusted_metadata_dir(&Layout::new(device_dir).tuf_dir())
 }
 
 /// Pins `root` as the device's trust anchor (`device init`). It must parse as TUF root
 /// metadata; its signatures are checked at the first scan.
 pub fn pin_root(device_dir: &Path, root: &[u8]) -> Result<(), AgentError> {
-    let path = device_dir.join(PINNED_ROOT_FILE);
+    let layout = Layout::new(device_dir);
+    let path = layout.pinned_root();
     let invalid = |reason: String| AgentError::RootInvalid {
         path: path.clone(),
         reason,
@@ -180,7 +173,7 @@ pub fn pin_root(device_dir: &Path, root: &[u8]) -> Result<(), AgentError> {
             "it is not TUF root metadata (signed._type is not \"root\")".into(),
         ));
     }
-    let dir = device_dir.join(TUF_DIR);
+    let dir = layout.tuf_dir();
     std::fs::create_dir_all(&dir)
         .map_err(AgentError::io("creating the catalog directory", &dir))?;
     durable::write_atomic(&path, root).map_err(AgentError::io("pinning the root", &path))

@@ -1,7 +1,7 @@
 //! Installing by chunk reuse, for a device with no tailored delta for its version: the
 //! signed index of the release's chunked payload says what every chunk holds; the
 //! running slot (read-only) already holds many of them, anywhere in it; only the rest is
-//! downloaded, in batches of byte ranges ([`crate::ranges`]), into a sparse cache file at
+//! downloaded, in batches of byte ranges ([`crate::install::ranges`]), into a sparse cache file at
 //! payload offsets. Then `ferry-delta`'s assembler writes the inactive slot in order,
 //! every extent checked against its digest, and the caller verifies the whole slot
 //! against the full manifest and the seal as it does after a delta.
@@ -22,13 +22,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 use crate::client::Client;
+use crate::install::ranges::{self, RangeMode};
 use crate::offer::ChunkedPayload;
-use crate::ranges::{self, RangeMode};
 
 /// Most byte ranges asked in one request (servers and CDNs cap multi-range requests).
 pub const MAX_RANGES_PER_REQUEST: usize = 16;
 
-/// The durable state of a chunk-reuse attempt (part of `cache/install.json`).
+/// The durable state of a chunk-reuse attempt (part of the install record).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChunkProgress {
     /// Digest of the index the plan was made from (another index restarts the attempt).
@@ -60,7 +60,7 @@ impl ChunkProgress {
     }
 }
 
-/// What the attempt's caller records as it goes (journal and `cache/install.json`).
+/// What the attempt's caller records as it goes (the journal, the install record).
 pub trait ChunkHooks: Send {
     /// The plan is made: `download` bytes to fetch in `n_batches` batches, of which
     /// `done` bytes were fetched by an earlier run.
@@ -69,7 +69,7 @@ pub trait ChunkHooks: Send {
     fn checkpoint(&mut self, progress: &ChunkProgress) -> Result<(), AgentError>;
     /// Chunk `chunk` failed its digest and is fetched once more.
     fn refetch(&mut self, chunk: usize, error: &AgentError) -> Result<(), AgentError>;
-    /// Bytes arrived.
+    /// `n` more bytes arrived (the index, ranges, re-fetches).
     fn bytes(&mut self, n: u64);
     /// The image is being assembled into the slot.
     fn assembling(&mut self) -> Result<(), AgentError>;
@@ -114,6 +114,7 @@ pub async fn install(
     let index_bytes = client.artifact(&chunked.index, "the chunk index").await?;
     progress.bytes_downloaded += index_bytes.len() as u64;
     let mut received = index_bytes.len() as u64;
+    hooks.bytes(received);
     let index = PayloadIndex::from_bytes(&index_bytes).map_err(delta_error)?;
     if index.image_size != image_size || index.payload_len() != chunked.payload.size {
         return Err(AgentError::ChunkReuse {
@@ -229,20 +230,6 @@ pub async fn install(
     })
 }
 
-/// Whether a failed attempt should end the install (to be resumed: the network or the
-/// disk) rather than fall back to the full payload.
-pub fn is_transient(e: &AgentError) -> bool {
-    match e {
-        AgentError::ServerUnreachable { .. }
-        | AgentError::NetworkTimeout { .. }
-        | AgentError::PayloadTruncated { .. }
-        | AgentError::Io { .. }
-        | AgentError::Tls(_) => true,
-        AgentError::ServerRefused { status, .. } => *status >= 500 || *status == 429,
-        _ => false,
-    }
-}
-
 /// Scans the running slot for the chunks it holds (on a blocking thread: it hashes the
 /// whole slot).
 async fn plan(
@@ -333,130 +320,5 @@ fn delta_error(e: ferry_delta::Error) -> AgentError {
         code: e.code(),
         cause: e.to_string(),
         fix: e.fix().to_string(),
-    }
-}
-
-/// The install's hooks: each batch made durable in `cache/install.json` and journaled on
-/// the `downloader` machine, re-fetches journaled, progress reported by bytes.
-pub(crate) struct JournalHooks<'a> {
-    base_downloaded: u64,
-    downloader: &'a mut ferry_fsm::Instance,
-    record: &'a mut crate::install::InstallProgress,
-    path: &'a Path,
-    sink: &'a dyn crate::progress::ProgressSink,
-    phase: Option<crate::progress::Phase>,
-    received: u64,
-}
-
-impl<'a> JournalHooks<'a> {
-    /// Hooks writing `record` to `path`; `base_downloaded` is what the record counted
-    /// before this attempt's bytes.
-    pub(crate) fn new(
-        base_downloaded: u64,
-        downloader: &'a mut ferry_fsm::Instance,
-        record: &'a mut crate::install::InstallProgress,
-        path: &'a Path,
-        sink: &'a dyn crate::progress::ProgressSink,
-    ) -> JournalHooks<'a> {
-        JournalHooks {
-            base_downloaded,
-            downloader,
-            record,
-            path,
-            sink,
-            phase: None,
-            received: 0,
-        }
-    }
-}
-
-impl ChunkHooks for JournalHooks<'_> {
-    fn planned(&mut self, plan: &ReusePlan, done: u64) -> Result<(), AgentError> {
-        let total = plan.download_bytes();
-        crate::journal::fire(
-            self.downloader,
-            "Checkpoint",
-            serde_json::json!({
-                "payload": "chunks",
-                "plan": {
-                    "chunks": plan.n_chunks,
-                    "missing": plan.missing.len(),
-                    "batches": plan.requests.len(),
-                    "download_bytes": total,
-                    "max_batch_bytes": plan
-                        .requests
-                        .iter()
-                        .map(|batch| batch.iter().map(|r| r.end - r.start).sum::<u64>())
-                        .max()
-                        .unwrap_or(0),
-                    "done_bytes": done,
-                },
-            }),
-        )?;
-        let mut phase = crate::progress::Phase::new(
-            "DOWNLOADING_UPDATE",
-            "Downloading update (chunk reuse)…",
-            total.max(1),
-            done,
-        );
-        self.received = done;
-        if let Some(p) = phase.at(done, true) {
-            self.sink.report(&p);
-        }
-        self.phase = Some(phase);
-        Ok(())
-    }
-
-    fn checkpoint(&mut self, progress: &ChunkProgress) -> Result<(), AgentError> {
-        self.record.chunks = Some(progress.clone());
-        self.record.bytes_downloaded = self.base_downloaded + progress.bytes_downloaded;
-        crate::durable::write_json(self.path, &*self.record)
-            .map_err(AgentError::io("writing install progress", self.path))?;
-        crate::journal::fire(
-            self.downloader,
-            "Checkpoint",
-            serde_json::json!({
-                "payload": "chunks",
-                "batches_done": progress.batches_done,
-                "batches": progress.n_batches,
-                "bytes": self.record.bytes_downloaded,
-                "multi_range": progress.multi_range,
-            }),
-        )?;
-        Ok(())
-    }
-
-    fn refetch(&mut self, chunk: usize, error: &AgentError) -> Result<(), AgentError> {
-        use ferry_types::Diagnose;
-        tracing::warn!(
-            chunk,
-            code = error.code(),
-            "a chunk failed its digest; fetching it once more"
-        );
-        crate::journal::fire(
-            self.downloader,
-            "Refetch",
-            serde_json::json!({ "payload": "chunks", "chunk": chunk, "error": error.report() }),
-        )?;
-        Ok(())
-    }
-
-    fn bytes(&mut self, n: u64) {
-        self.received += n;
-        crate::journal::bytes_received(self.received);
-        if let Some(phase) = self.phase.as_mut()
-            && let Some(p) = phase.at(self.received, false)
-        {
-            self.sink.report(&p);
-        }
-    }
-
-    fn assembling(&mut self) -> Result<(), AgentError> {
-        crate::journal::fire(
-            self.downloader,
-            "Assemble",
-            serde_json::json!({ "payload": "chunks" }),
-        )?;
-        Ok(())
     }
 }

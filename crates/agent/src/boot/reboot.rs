@@ -6,8 +6,11 @@ use ferry_boot::Slot;
 use ferry_payload::Manifest;
 use serde::Serialize;
 
-use crate::device::{Device, SLOTS_DIR};
-use crate::{AgentError, download};
+use crate::AgentError;
+use crate::device::Device;
+use crate::install::download;
+use crate::journal::Instance;
+use crate::machines::update;
 use ferry_types::Diagnose;
 
 /// What a simulated reboot did.
@@ -71,7 +74,7 @@ pub fn reboot(device: &Device, crash: bool) -> Result<RebootOutcome, AgentError>
     };
     boot.store(&state)?;
     if let Some(slot) = good {
-        crate::personalize::consume_nonce(device, slot)?;
+        crate::trust::personalize::consume_nonce(device, slot)?;
     }
     if let Some(slot) = tried {
         record_boot(device, slot, failure.as_ref())?;
@@ -112,14 +115,17 @@ pub fn boot_check(device: &Device, slot: Slot) -> Result<(), AgentError> {
             version: "unknown".into(),
             reason: "the slot has no metadata".into(),
         })?;
-    crate::personalize::check_ticket(device, slot, &info)?;
+    crate::trust::personalize::check_ticket(device, slot, &info)?;
     match &info.seal {
-        Some(seal) => {
-            crate::seal::verify(&device.slot_path(slot), info.image_size, seal, &device.dir)?
-        }
+        Some(seal) => crate::install::seal::verify(
+            &device.slot_path(slot),
+            info.image_size,
+            seal,
+            &device.dir,
+        )?,
         None => verify_by_manifest(device, slot, &info)?,
     }
-    crate::health::run_checks(
+    crate::boot::health::run_checks(
         &device.config.health_checks,
         &slot.to_string(),
         info.version.as_str(),
@@ -133,10 +139,7 @@ fn verify_by_manifest(
     slot: Slot,
     info: &crate::device::SlotInfo,
 ) -> Result<(), AgentError> {
-    let manifest_path = device
-        .dir
-        .join(SLOTS_DIR)
-        .join(format!("{slot}.manifest.json"));
+    let manifest_path = device.layout().slot_manifest(slot);
     let bytes = std::fs::read(&manifest_path)
         .map_err(AgentError::io("reading the slot manifest", &manifest_path))?;
     let manifest = Manifest::from_json(&bytes)?;
@@ -168,23 +171,20 @@ fn record_boot(
         return Ok(());
     };
     let mut journal = crate::journal::Journal::open(device)?;
-    let machine = crate::journal::machine(&crate::machines::UPDATE)?;
-    let mut update = journal.instance(machine, &update_id.to_string(), false)?;
-    if update.state() != "STAGED" {
+    let mut update: Instance<update::Names> = journal.instance(&update_id.to_string(), false)?;
+    if !update.is_in(update::State::STAGED) {
         return Ok(());
     }
     let recorded = match failure {
-        None => crate::journal::fire(&mut update, "Booted", serde_json::json!({ "slot": slot })),
-        Some(report) => crate::journal::fire(
-            &mut update,
-            "BootFailed",
+        None => update.fire(update::Event::Booted, serde_json::json!({ "slot": slot })),
+        Some(report) => update.fire(
+            update::Event::BootFailed,
             serde_json::json!({ "slot": slot, "error": report }),
         ),
     };
     if let Err(e) = &recorded {
-        let _ = crate::journal::fire(
-            &mut update,
-            "Fail",
+        let _ = update.fire(
+            update::Event::Fail,
             serde_json::json!({ "error": e.report() }),
         );
     }

@@ -19,9 +19,6 @@ use ferry_payload::Manifest;
 
 use crate::AgentError;
 
-/// Where the spool lives, under the device directory.
-pub const SPOOL_DIR: &str = "cache/spool";
-
 /// A segment is closed once it holds this much, so whole segments can be dropped.
 const SEGMENT_BYTES: u64 = 4 << 20;
 

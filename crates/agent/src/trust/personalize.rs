@@ -1,7 +1,7 @@
 //! Personalization on the device: enrollment, the ticket request made before any
 //! download, and the ticket check at boot.
 //!
-//! Files (DESIGN §2):
+//! Files (DESIGN §2, named in [`crate::layout`]):
 //!
 //! ```text
 //! trust/ca.pem                      the pinned CA: the only one the HTTP client trusts
@@ -14,7 +14,6 @@
 //! boot/nonce-<slot>            the nonce that slot's ticket is bound to, once it booted good
 //! ```
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -26,19 +25,9 @@ use ferry_personalize::{
 };
 
 use crate::client::Client;
-use crate::device::{BOOT_DIR, Device, SlotInfo};
+use crate::device::{Device, PayloadKind, SlotInfo};
 use crate::{AgentError, durable};
 
-/// Trust material and the credential.
-pub const TRUST_DIR: &str = "trust";
-/// The pinned CA, in [`TRUST_DIR`].
-pub const CA_FILE: &str = "ca.pem";
-/// The trusted personalization key set, in [`TRUST_DIR`].
-pub const KEY_SET_FILE: &str = "personalization-keys.json";
-/// The device credential, in [`TRUST_DIR`].
-pub const CREDENTIAL_FILE: &str = "credential";
-/// The nonce of the personalization attempt in progress, in [`BOOT_DIR`].
-pub const NONCE_FILE: &str = "nonce";
 /// Overrides the config's `clock_offset_secs` (seconds added to the system clock).
 pub const CLOCK_OFFSET_ENV: &str = "FERRY_CLOCK_OFFSET";
 /// Tries for one ticket when the server is unreachable or overloaded.
@@ -46,25 +35,6 @@ pub const TICKET_TRIES: u32 = 4;
 
 /// The component name of the system image.
 pub const SYSTEM_COMPONENT: &str = "system";
-
-/// The ticket file of `slot`.
-pub fn ticket_path(device: &Device, slot: Slot) -> PathBuf {
-    device
-        .dir
-        .join(BOOT_DIR)
-        .join(format!("ticket-{slot}.json"))
-}
-
-fn nonce_path(device: &Device) -> PathBuf {
-    device.dir.join(BOOT_DIR).join(NONCE_FILE)
-}
-
-fn slot_nonce_path(device: &Device, slot: Slot) -> PathBuf {
-    device
-        .dir
-        .join(BOOT_DIR)
-        .join(format!("{NONCE_FILE}-{slot}"))
-}
 
 /// The device's clock: the system clock plus the configured offset
 /// (`FERRY_CLOCK_OFFSET` seconds, else `clock_offset_secs` in config.toml).
@@ -80,7 +50,7 @@ pub fn device_time(device: &Device) -> DateTime<Utc> {
 /// chip ids; zero values pass through so the service can name the hardware fault).
 pub fn identity(device: &Device) -> Result<Identity, AgentError> {
     let corrupt = |reason: String| AgentError::DeviceCorrupt {
-        path: device.dir.join(crate::device::IDENTITY_FILE),
+        path: device.layout().identity(),
         reason,
     };
     let hex = |what: &str, text: &str| {
@@ -104,7 +74,7 @@ pub fn identity(device: &Device) -> Result<Identity, AgentError> {
 /// The personalization key set the device trusts (taken from the catalog at its last
 /// scan), as stored; `Ok(None)` when no scan has taken one yet.
 fn stored_key_set(device: &Device) -> Result<Option<(KeySet, Vec<u8>)>, AgentError> {
-    let path = device.dir.join(TRUST_DIR).join(KEY_SET_FILE);
+    let path = device.layout().key_set();
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -129,7 +99,7 @@ pub fn key_set(device: &Device) -> Result<KeySet, AgentError> {
     stored_key_set(device)?
         .map(|(set, _)| set)
         .ok_or_else(|| AgentError::KeySetMissing {
-            path: device.dir.join(TRUST_DIR).join(KEY_SET_FILE),
+            path: device.layout().key_set(),
         })
 }
 
@@ -158,9 +128,9 @@ pub async fn update_key_set(
             .check_successor(&offered)
             .map_err(AgentError::KeySet)?;
     }
-    let trust = device.dir.join(TRUST_DIR);
+    let trust = device.layout().trust_dir();
     std::fs::create_dir_all(&trust).map_err(AgentError::io("creating trust/", &trust))?;
-    let path = trust.join(KEY_SET_FILE);
+    let path = device.layout().key_set();
     durable::write_atomic(&path, &bytes)
         .map_err(AgentError::io("storing the personalization key set", &path))?;
     tracing::info!(
@@ -173,7 +143,7 @@ pub async fn update_key_set(
 }
 
 fn credential(device: &Device) -> Result<String, AgentError> {
-    let path = device.dir.join(TRUST_DIR).join(CREDENTIAL_FILE);
+    let path = device.layout().credential();
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(text.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(AgentError::NotEnrolled {
@@ -193,9 +163,9 @@ pub async fn enroll(device: &Device, token: &str) -> Result<(), AgentError> {
     let client = Client::for_device(device)?;
     let identity = identity(device)?;
     let credential = client.enroll(token, &identity).await?;
-    let trust = device.dir.join(TRUST_DIR);
+    let trust = device.layout().trust_dir();
     std::fs::create_dir_all(&trust).map_err(AgentError::io("creating trust/", &trust))?;
-    let path = trust.join(CREDENTIAL_FILE);
+    let path = device.layout().credential();
     durable::write_atomic(&path, format!("{credential}\n").as_bytes())
         .map_err(AgentError::io("storing the credential", &path))?;
     set_private(&path)?;
@@ -244,7 +214,7 @@ pub async fn request_ticket(
     let mut attempt = 1;
     loop {
         let nonce = Nonce::random();
-        let path = nonce_path(device);
+        let path = device.layout().nonce();
         durable::write_atomic(&path, format!("{nonce}\n").as_bytes())
             .map_err(AgentError::io("storing the nonce", &path))?;
         let request = TicketRequest {
@@ -290,11 +260,11 @@ pub fn check_ticket(device: &Device, slot: Slot, info: &SlotInfo) -> Result<(), 
     let factory = device
         .receipts()?
         .iter()
-        .any(|r| r.file_name() == info.receipt && r.payload_kind == "factory");
+        .any(|r| r.file_name() == info.receipt && r.payload_kind == PayloadKind::Factory);
     if factory {
         return Ok(());
     }
-    let path = ticket_path(device, slot);
+    let path = device.layout().ticket(slot);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -317,9 +287,9 @@ pub fn check_ticket(device: &Device, slot: Slot, info: &SlotInfo) -> Result<(), 
         .trial()
         .is_some_and(|trial| trial.slot == slot);
     let nonce_file = if on_trial {
-        nonce_path(device)
+        device.layout().nonce()
     } else {
-        slot_nonce_path(device, slot)
+        device.layout().slot_nonce(slot)
     };
     let nonce = read_nonce(&nonce_file, slot)?;
     let seal = info
@@ -371,12 +341,12 @@ fn read_nonce(path: &std::path::Path, slot: Slot) -> Result<Nonce, AgentError> {
 /// After `slot` booted good: the attempt's nonce is consumed, kept only as the nonce that
 /// slot's ticket is bound to (`boot/nonce-<slot>`), so no later ticket can match it.
 pub fn consume_nonce(device: &Device, slot: Slot) -> Result<(), AgentError> {
-    let from = nonce_path(device);
+    let from = device.layout().nonce();
     if !from.exists() {
         return Ok(());
     }
-    let to = slot_nonce_path(device, slot);
+    let to = device.layout().slot_nonce(slot);
     std::fs::rename(&from, &to).map_err(AgentError::io("consuming the nonce", &from))?;
-    durable::sync_dir(&device.dir.join(BOOT_DIR))
-        .map_err(AgentError::io("syncing boot/", device.dir.join(BOOT_DIR)))
+    let boot_dir = device.layout().boot_dir();
+    durable::sync_dir(&boot_dir).map_err(AgentError::io("syncing boot/", &boot_dir))
 }

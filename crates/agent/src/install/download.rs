@@ -7,7 +7,7 @@
 //! ever written. Once a second the slot is synced and the count of frames done in
 //! order is made durable, so an interrupted download resumes from there. Every byte
 //! received goes to the [`Spool`] first, so a killed agent loses at most the frame it
-//! was still receiving (see [`crate::spool::recover`]).
+//! was still receiving (see [`crate::install::spool::recover`]).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 
 use crate::AgentError;
 use crate::client::Client;
-use crate::seal::LeafStore;
-use crate::spool::Spool;
+use crate::install::seal::LeafStore;
+use crate::install::spool::Spool;
 
 /// The queue of compressed frames the decode workers share.
 type WorkQueue = Arc<Mutex<mpsc::Receiver<(usize, Vec<u8>)>>>;

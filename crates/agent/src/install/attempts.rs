@@ -1,0 +1,793 @@
+//! The install's payload attempts, run by one runner: a tailored delta (when the offer
+//! has one from the running version), chunk reuse (when the release has a chunked
+//! payload), then the full payload. Every attempt is recorded the same way, in the same
+//! order: `Begin` on the `downloader` machine, a `DOWNLOADING_UPDATE` progress phase
+//! measured in the attempt's own bytes, the install record (`cache/install.json`) as it
+//! goes, then `Done` or `Fail`.
+//!
+//! # What falls back and what ends the install
+//!
+//! One rule, for every attempt ([`Failure::of`]):
+//!
+//! - **The environment ends the install**: the network (unreachable, timed out, cut
+//!   short, a TLS failure, a server error or rate limit), the disk (I/O), the device's
+//!   own journal. Another payload would meet the same network and the same disk, so the
+//!   record keeps the attempt and the next run resumes it: a delta from its start, chunk
+//!   reuse from its last batch, the full payload from its last checkpoint.
+//! - **The content falls back to the next payload**: a digest that does not match, a
+//!   delta made for another base, a corrupt delta or chunk, an index or an answer that
+//!   does not describe the release, an artifact the server does not have. The fallback
+//!   is recorded: `fallback` and `fallback_from` in the record (then in the receipt and
+//!   `history --json`), and a `Fail` record carrying `fallback` in the journal.
+//!
+//! The full payload is the last: any failure of it ends the install. Bytes that arrived
+//! count in the record's `bytes_downloaded` whatever became of the attempt.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use ferry_boot::Slot;
+use ferry_delta::ReusePlan;
+use ferry_payload::Manifest;
+use ferry_types::Diagnose;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::AgentError;
+use crate::client::Client;
+use crate::device::{Device, PayloadKind};
+use crate::install::chunks::{self, ChunkHooks, ChunkPaths, ChunkProgress};
+use crate::install::record::InstallProgress;
+use crate::install::seal::LeafStore;
+use crate::install::{delta, download};
+use crate::journal::{self, Instance};
+use crate::machines::controller;
+use crate::machines::downloader::{self, Event};
+use crate::offer::Offer;
+use crate::progress::{Phase, ProgressSink};
+
+/// A payload the install can try, in the order it tries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Payload {
+    /// The tailored delta from the running version.
+    Delta,
+    /// Chunk reuse.
+    Chunks,
+    /// The full payload.
+    Full,
+}
+
+impl From<Payload> for PayloadKind {
+    fn from(payload: Payload) -> PayloadKind {
+        match payload {
+            Payload::Delta => PayloadKind::Delta,
+            Payload::Chunks => PayloadKind::Chunks,
+            Payload::Full => PayloadKind::Full,
+        }
+    }
+}
+
+impl std::fmt::Display for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        PayloadKind::from(*self).fmt(f)
+    }
+}
+
+/// Why an attempt failed, as the fallback rule sees it (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The network, the disk, the journal: the install ends and the next run resumes.
+    Environment,
+    /// The payload itself: the next payload is tried.
+    Content,
+}
+
+impl Failure {
+    /// How the rule classifies `error`.
+    pub fn of(error: &AgentError) -> Failure {
+        use ferry_catalog::CatalogError;
+        match error {
+            AgentError::DigestMismatch { .. }
+            | AgentError::Delta { .. }
+            | AgentError::ChunkReuse { .. }
+            | AgentError::ChunkCorrupt { .. }
+            | AgentError::ServerInvalid { .. }
+            | AgentError::Payload(_)
+            | AgentError::Catalog(
+                CatalogError::TargetMismatch { .. } | CatalogError::TargetTooLong { .. },
+            ) => Failure::Content,
+            // The server has no such artifact or will not serve it; a timeout or a rate
+            // limit is the environment.
+            AgentError::ServerRefused { status, .. }
+                if (400..500).contains(status) && !matches!(status, 408 | 429) =>
+            {
+                Failure::Content
+            }
+            _ => Failure::Environment,
+        }
+    }
+}
+
+/// The payloads left to try for `offer`, in order, given what `record` made durable: a
+/// slot that holds frames of the full payload resumes the full payload; payloads up to
+/// and including the one fallen back from are not tried again; once chunk reuse has
+/// begun the delta is behind it.
+pub fn remaining(offer: &Offer, record: &InstallProgress) -> Vec<Payload> {
+    if record.frames_done > 0 {
+        return vec![Payload::Full];
+    }
+    let chunks_abandoned = record.chunks.as_ref().is_some_and(|c| c.abandoned);
+    let past_delta = record.fallback_from.is_some() || record.chunks.is_some();
+    let past_chunks = record.fallback_from == Some(PayloadKind::Chunks) || chunks_abandoned;
+    let mut kinds = Vec::with_capacity(3);
+    if offer.delta.is_some() && !past_delta {
+        kinds.push(Payload::Delta);
+    }
+    if offer.chunks.is_some() && !past_chunks {
+        kinds.push(Payload::Chunks);
+    }
+    kinds.push(Payload::Full);
+    kinds
+}
+
+/// Whether the next attempt resumes frames of the full payload in the slot (the spool
+/// and the frames written after the last checkpoint are then worth recovering); a delta
+/// or chunk reuse under way writes the slot its own way and starts its own resume.
+pub fn resumes_frames(offer: &Offer, record: &InstallProgress) -> bool {
+    remaining(offer, record).first() == Some(&Payload::Full)
+}
+
+/// What the attempt that wrote the slot did, for the controller.
+#[derive(Debug)]
+pub struct Downloaded {
+    /// The record, with the slot written (`frames_done` all frames, `payload_kind`).
+    pub record: InstallProgress,
+    /// Bytes fetched in this run, over every attempt.
+    pub bytes_downloaded: u64,
+    /// Seconds the successful attempt took.
+    pub secs: f64,
+    /// Frame the full payload resumed from (0: a fresh start, or another payload).
+    pub resumed_from_frame: usize,
+    /// Chunk-reuse batch the attempt resumed from (0: a fresh start, or another payload).
+    pub resumed_from_batch: usize,
+    /// Leaf hashes the full payload computed while writing (none: Prepare reads the
+    /// whole slot back and checks every frame against the manifest and the seal).
+    pub leaves: Option<Arc<LeafStore>>,
+}
+
+/// What an attempt that succeeded reports to the runner.
+struct Wrote {
+    bytes: u64,
+    bytes_reused: u64,
+    resumed_from_frame: usize,
+    resumed_from_batch: usize,
+    leaves: Option<Arc<LeafStore>>,
+}
+
+/// The runner's inputs: one install's payloads and where they go.
+pub struct Attempts<'a> {
+    /// The device.
+    pub device: &'a Device,
+    /// The offer being installed.
+    pub offer: &'a Offer,
+    /// The inactive slot being written.
+    pub target: Slot,
+    /// Where progress goes.
+    pub sink: &'a dyn ProgressSink,
+    /// The full payload's manifest: every attempt's result is checked against it.
+    pub manifest: Arc<Manifest>,
+}
+
+impl Attempts<'_> {
+    /// Runs the attempts left (see [`remaining`]) until one writes the slot, falling back
+    /// or ending the install by the rule of the [module docs](self). Any error it returns
+    /// is recorded as the downloader's `Fail`.
+    pub async fn run(
+        &self,
+        dl: &mut Instance<downloader::Names>,
+        mut record: InstallProgress,
+    ) -> Result<Downloaded, AgentError> {
+        let mut current = None;
+        let mut bytes_this_run = 0;
+        let result = self
+            .run_attempts(dl, &mut record, &mut current, &mut bytes_this_run)
+            .await;
+        match result {
+            Ok((wrote, secs)) => Ok(Downloaded {
+                record,
+                bytes_downloaded: bytes_this_run,
+                secs,
+                resumed_from_frame: wrote.resumed_from_frame,
+                resumed_from_batch: wrote.resumed_from_batch,
+                leaves: wrote.leaves,
+            }),
+            Err(error) => {
+                // The original error matters more than a failure to record it.
+                let _ = dl.fire(
+                    Event::Fail,
+                    json!({ "payload": current, "error": error.report() }),
+                );
+                Err(error)
+            }
+        }
+    }
+
+    async fn run_attempts(
+        &self,
+        dl: &mut Instance<downloader::Names>,
+        record: &mut InstallProgress,
+        current: &mut Option<Payload>,
+        bytes_this_run: &mut u64,
+    ) -> Result<(Wrote, f64), AgentError> {
+        let client = Client::for_device(self.device)?;
+        let path = self.device.layout().install_record();
+        let n_frames = self.manifest.frames.len();
+        let kinds = remaining(self.offer, record);
+        for (idx, &kind) in kinds.iter().enumerate() {
+            *current = Some(kind);
+            // A full payload whose frames are all in the slot only finishes the books of
+            // the attempt that wrote them (a crash before Downloaded).
+            let written_before = record.frames_done >= n_frames;
+            let base = record.bytes_downloaded;
+            dl.fire(Event::Begin, self.begin_data(kind, record))?;
+            let started = Instant::now();
+            let mut meter = Meter::new(self.sink, kind);
+            let result = match kind {
+                Payload::Delta => self.delta(&client, &mut meter).await,
+                Payload::Chunks => self.chunks(&client, dl, record, &path, &mut meter).await,
+                Payload::Full => self.full(&client, dl, record, &path, &mut meter).await,
+            };
+            let received = result.as_ref().map_or(meter.received, |w| w.bytes);
+            record.bytes_downloaded = base + received;
+            *bytes_this_run += received;
+            match result {
+                Ok(wrote) => {
+                    record.frames_done = n_frames;
+                    if !written_before {
+                        record.payload_kind = kind.into();
+                        record.bytes_reused = wrote.bytes_reused;
+                    }
+                    save(&path, record)?;
+                    let secs = started.elapsed().as_secs_f64();
+                    dl.fire(
+                        Event::Done,
+                        json!({
+                            "payload": kind,
+                            "bytes": wrote.bytes,
+                            "reused": wrote.bytes_reused,
+                            "secs": secs,
+                        }),
+                    )?;
+                    return Ok((wrote, secs));
+                }
+                Err(error) => {
+                    let next = kinds.get(idx + 1).copied();
+                    let Some(next) = next.filter(|_| Failure::of(&error) == Failure::Content)
+                    else {
+                        // The install ends here; the next run resumes this attempt.
+                        save(&path, record)?;
+                        return Err(error);
+                    };
+                    let report = error.report();
+                    tracing::warn!(
+                        code = report.code,
+                        payload = %kind,
+                        fallback = %next,
+                        "the payload failed; falling back to the next"
+                    );
+                    if kind == Payload::Chunks {
+                        self.abandon_chunks(record)?;
+                    }
+                    record.fallback = Some(report.clone());
+                    record.fallback_from = Some(kind.into());
+                    save(&path, record)?;
+                    dl.fire(
+                        Event::Fail,
+                        json!({ "payload": kind, "error": report, "fallback": next }),
+                    )?;
+                }
+            }
+        }
+        // `remaining` always ends with the full payload, which returns either way.
+        Err(AgentError::Journal {
+            code: "NO_PAYLOAD",
+            cause: "the install ran out of payloads to try".into(),
+            fix: "this is a bug in ferry: report it with the device's journal".into(),
+        })
+    }
+
+    /// The journal data of an attempt's `Begin`.
+    fn begin_data(&self, kind: Payload, record: &InstallProgress) -> serde_json::Value {
+        match kind {
+            Payload::Delta => json!({
+                "payload": kind,
+                "size": self.offer.delta.as_ref().map_or(0, |d| d.size),
+            }),
+            Payload::Chunks => json!({
+                "payload": kind,
+                "size": self.offer.chunks.as_ref().map_or(0, |c| c.payload.size),
+                "batches_done": record.chunks.as_ref().map_or(0, |c| c.batches_done),
+            }),
+            Payload::Full => json!({
+                "payload": kind,
+                "from_frame": record.frames_done,
+                "offset": self
+                    .manifest
+                    .frames
+                    .get(record.frames_done)
+                    .map_or(self.manifest.payload_size, |f| f.offset),
+            }),
+        }
+    }
+
+    /// The tailored delta, applied from the running slot as it streams; restarted from
+    /// its first byte when an earlier run was cut.
+    async fn delta(&self, client: &Client, meter: &mut Meter<'_>) -> Result<Wrote, AgentError> {
+        let artifact = self
+            .offer
+            .delta
+            .as_ref()
+            .ok_or_else(|| missing("a delta"))?;
+        meter.begin(artifact.size, 0);
+        let running = self.device.slot_path(!self.target);
+        let slot = self.device.slot_path(self.target);
+        let outcome =
+            delta::apply(client, artifact, &running, &slot, &mut |n| meter.reach(n)).await?;
+        Ok(Wrote {
+            bytes: outcome.bytes_downloaded,
+            bytes_reused: outcome.bytes_reused,
+            resumed_from_frame: 0,
+            resumed_from_batch: 0,
+            leaves: None,
+        })
+    }
+
+    /// Chunk reuse, resumed from the last batch an earlier run made durable. Its
+    /// progress is in the record whatever the outcome; the chunk cache goes once the
+    /// slot is written.
+    async fn chunks(
+        &self,
+        client: &Client,
+        dl: &mut Instance<downloader::Names>,
+        record: &mut InstallProgress,
+        path: &Path,
+        meter: &mut Meter<'_>,
+    ) -> Result<Wrote, AgentError> {
+        let chunked = self
+            .offer
+            .chunks
+            .as_ref()
+            .ok_or_else(|| missing("chunks"))?;
+        let mut progress = record
+            .chunks
+            .clone()
+            .unwrap_or_else(|| ChunkProgress::new(chunked.index.sha256));
+        let paths = ChunkPaths {
+            running: self.device.slot_path(!self.target),
+            slot: self.device.slot_path(self.target),
+            cache: self.device.layout().chunk_cache(),
+        };
+        let result = {
+            let mut hooks = ChunkJournal {
+                base: record.bytes_downloaded,
+                dl,
+                record: &mut *record,
+                path,
+                meter: &mut *meter,
+            };
+            chunks::install(
+                client,
+                chunked,
+                self.manifest.image_size,
+                &paths,
+                &mut progress,
+                &mut hooks,
+            )
+            .await
+        };
+        record.chunks = Some(progress);
+        let outcome = result?;
+        crate::durable::remove(&paths.cache)
+            .map_err(AgentError::io("removing the chunk cache", &paths.cache))?;
+        Ok(Wrote {
+            bytes: outcome.bytes_downloaded,
+            bytes_reused: outcome.bytes_reused,
+            resumed_from_frame: 0,
+            resumed_from_batch: outcome.resumed_from_batch,
+            leaves: None,
+        })
+    }
+
+    /// Chunk reuse failed for good: marked abandoned, its cache removed.
+    fn abandon_chunks(&self, record: &mut InstallProgress) -> Result<(), AgentError> {
+        if let Some(progress) = record.chunks.as_mut() {
+            progress.abandoned = true;
+        }
+        let cache = self.device.layout().chunk_cache();
+        crate::durable::remove(&cache).map_err(AgentError::io("removing the chunk cache", &cache))
+    }
+
+    /// The full payload, streamed into the slot from the last checkpoint: frames are
+    /// decoded, checked and hashed into the seal's leaves as they are written, and about
+    /// once a second the slot is synced and the frames done recorded.
+    async fn full(
+        &self,
+        client: &Client,
+        dl: &mut Instance<downloader::Names>,
+        record: &mut InstallProgress,
+        path: &Path,
+        meter: &mut Meter<'_>,
+    ) -> Result<Wrote, AgentError> {
+        let manifest = &self.manifest;
+        let start_frame = record.frames_done;
+        let start_offset = manifest
+            .frames
+            .get(start_frame)
+            .map_or(manifest.payload_size, |f| f.offset);
+        meter.begin(manifest.payload_size, start_offset);
+        let base = record.bytes_downloaded;
+        let received = AtomicU64::new(0);
+        let mut checkpoint = |frames_done: usize| -> Result<(), AgentError> {
+            record.frames_done = frames_done;
+            record.bytes_downloaded = base + received.load(Ordering::Relaxed);
+            save(path, record)?;
+            dl.fire(
+                Event::Checkpoint,
+                json!({ "frames_done": frames_done, "bytes": record.bytes_downloaded }),
+            )?;
+            Ok(())
+        };
+        let mut on_bytes = |offset: u64| {
+            let n = offset - start_offset;
+            received.store(n, Ordering::Relaxed);
+            meter.reach(n);
+        };
+        let leaves = LeafStore::new(manifest).map(Arc::new);
+        let stats = download::stream_into_slot(
+            client,
+            &self.offer.release.payload.url,
+            manifest.clone(),
+            leaves.clone(),
+            &self.device.slot_path(self.target),
+            &self.device.layout().spool_dir(),
+            start_frame,
+            &mut checkpoint,
+            &mut on_bytes,
+        )
+        .await?;
+        Ok(Wrote {
+            bytes: stats.bytes_downloaded,
+            bytes_reused: 0,
+            resumed_from_frame: start_frame,
+            resumed_from_batch: 0,
+            leaves,
+        })
+    }
+}
+
+/// Writes the install record durably.
+fn save(path: &Path, record: &InstallProgress) -> Result<(), AgentError> {
+    crate::durable::write_json(path, record)
+        .map_err(AgentError::io("writing install progress", path))
+}
+
+fn missing(what: &str) -> AgentError {
+    AgentError::Journal {
+        code: "NO_PAYLOAD",
+        cause: format!("the install tried {what} that the offer does not have"),
+        fix: "this is a bug in ferry: report it with the device's journal".into(),
+    }
+}
+
+/// The bytes of the attempt under way and its progress phase.
+struct Meter<'a> {
+    sink: &'a dyn ProgressSink,
+    action: &'static str,
+    phase: Option<Phase>,
+    /// Bytes this attempt received in this run.
+    received: u64,
+    /// Where the phase started: its units done by earlier runs, and `received` then.
+    start: (u64, u64),
+}
+
+impl<'a> Meter<'a> {
+    fn new(sink: &'a dyn ProgressSink, kind: Payload) -> Meter<'a> {
+        let action = match kind {
+            Payload::Delta => "Downloading update (tailored delta)…",
+            Payload::Chunks => "Downloading update (chunk reuse)…",
+            Payload::Full => "Downloading update…",
+        };
+        Meter {
+            sink,
+            action,
+            phase: None,
+            received: 0,
+            start: (0, 0),
+        }
+    }
+
+    /// The phase: `total` units of work (bytes of the payload being fetched), `done` of
+    /// them by earlier runs.
+    fn begin(&mut self, total: u64, done: u64) {
+        let mut phase = Phase::new(
+            controller::State::DOWNLOADING_UPDATE.name(),
+            self.action,
+            total,
+            done,
+        );
+        if let Some(p) = phase.at(done, true) {
+            self.sink.report(&p);
+        }
+        self.phase = Some(phase);
+        self.start = (done, self.received);
+    }
+
+    /// `n` more bytes arrived.
+    fn add(&mut self, n: u64) {
+        self.reach(self.received + n);
+    }
+
+    /// `received` bytes have arrived in this run, in all. Honours the byte crash point.
+    fn reach(&mut self, received: u64) {
+        self.received = received;
+        journal::bytes_received(received);
+        let (done, at) = self.start;
+        if let Some(phase) = self.phase.as_mut()
+            && let Some(p) = phase.at(done + received.saturating_sub(at), false)
+        {
+            self.sink.report(&p);
+        }
+    }
+}
+
+/// Chunk reuse's hooks: each batch made durable in the record and journaled on the
+/// downloader, re-fetches journaled, bytes to the meter.
+struct ChunkJournal<'r, 'a> {
+    /// What the record counted before this attempt's bytes.
+    base: u64,
+    dl: &'r mut Instance<downloader::Names>,
+    record: &'r mut InstallProgress,
+    path: &'r Path,
+    meter: &'r mut Meter<'a>,
+}
+
+impl ChunkHooks for ChunkJournal<'_, '_> {
+    fn planned(&mut self, plan: &ReusePlan, done: u64) -> Result<(), AgentError> {
+        let total = plan.download_bytes();
+        self.dl.fire(
+            Event::Checkpoint,
+            json!({
+                "payload": Payload::Chunks,
+                "plan": {
+                    "chunks": plan.n_chunks,
+                    "missing": plan.missing.len(),
+                    "batches": plan.requests.len(),
+                    "download_bytes": total,
+                    "max_batch_bytes": plan
+                        .requests
+                        .iter()
+                        .map(|batch| batch.iter().map(|r| r.end - r.start).sum::<u64>())
+                        .max()
+                        .unwrap_or(0),
+                    "done_bytes": done,
+                },
+            }),
+        )?;
+        self.meter.begin(total.max(1), done);
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, progress: &ChunkProgress) -> Result<(), AgentError> {
+        self.record.chunks = Some(progress.clone());
+        self.record.bytes_downloaded = self.base + self.meter.received;
+        save(self.path, self.record)?;
+        self.dl.fire(
+            Event::Checkpoint,
+            json!({
+                "payload": Payload::Chunks,
+                "batches_done": progress.batches_done,
+                "batches": progress.n_batches,
+                "bytes": self.record.bytes_downloaded,
+                "multi_range": progress.multi_range,
+            }),
+        )?;
+        Ok(())
+    }
+
+    fn refetch(&mut self, chunk: usize, error: &AgentError) -> Result<(), AgentError> {
+        tracing::warn!(
+            chunk,
+            code = error.code(),
+            "a chunk failed its digest; fetching it once more"
+        );
+        self.dl.fire(
+            Event::Refetch,
+            json!({ "payload": Payload::Chunks, "chunk": chunk, "error": error.report() }),
+        )?;
+        Ok(())
+    }
+
+    fn bytes(&mut self, n: u64) {
+        self.meter.add(n);
+    }
+
+    fn assembling(&mut self) -> Result<(), AgentError> {
+        self.dl
+            .fire(Event::Assemble, json!({ "payload": Payload::Chunks }))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Artifact, Release};
+    use crate::offer::ChunkedPayload;
+
+    fn artifact(name: &str) -> Artifact {
+        Artifact {
+            url: format!("/tuf/targets/{name}"),
+            size: 1000,
+            sha256: ferry_types::Sha256::of(name.as_bytes()),
+        }
+    }
+
+    fn offer(delta: bool, chunks: bool) -> Offer {
+        Offer {
+            label: "vm-2.0".into(),
+            title: "vm 2.0".into(),
+            version: "2.0".parse().unwrap(),
+            build_id: "2.0-1".into(),
+            download_size: 1000,
+            image_size: 4096,
+            recommended: true,
+            action: "restart",
+            kind: if delta { "delta" } else { "full" }.into(),
+            delta: delta.then(|| artifact("delta")),
+            chunks: chunks.then(|| ChunkedPayload {
+                payload: artifact("chunks"),
+                index: artifact("index"),
+            }),
+            release: Release {
+                class: "vm".into(),
+                version: "2.0".parse().unwrap(),
+                build_id: "2.0-1".into(),
+                audiences: vec!["customer".into()],
+                kind: "full".into(),
+                image_size: 4096,
+                image_sha256: ferry_types::Sha256::of(b"image"),
+                payload: artifact("payload"),
+                manifest: artifact("manifest"),
+            },
+        }
+    }
+
+    fn record(json: &str) -> InstallProgress {
+        let base = serde_json::json!({
+            "update_id": "6f1c9a52-3b0e-5d7a-8c11-2e4f90ab7d33",
+            "version": "2.0",
+            "manifest_sha256": ferry_types::Sha256::of(b"manifest"),
+            "slot": "b",
+            "frames_done": 0,
+            "bytes_downloaded": 0,
+        });
+        let mut value = base;
+        let extra: serde_json::Value = serde_json::from_str(json).unwrap();
+        for (k, v) in extra.as_object().unwrap() {
+            value[k] = v.clone();
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn payloads_are_tried_in_order_and_a_fallback_is_never_retried() {
+        use Payload::{Chunks, Delta, Full};
+        let fresh = record("{}");
+        assert_eq!(remaining(&offer(true, true), &fresh), [Delta, Chunks, Full]);
+        assert_eq!(remaining(&offer(true, false), &fresh), [Delta, Full]);
+        assert_eq!(remaining(&offer(false, true), &fresh), [Chunks, Full]);
+        assert_eq!(remaining(&offer(false, false), &fresh), [Full]);
+        // A delta cut by the network left nothing in the record: it runs again.
+        let cut = record(r#"{"bytes_downloaded": 5000}"#);
+        assert_eq!(remaining(&offer(true, true), &cut), [Delta, Chunks, Full]);
+        assert!(!resumes_frames(&offer(true, true), &cut));
+        let after_delta = record(
+            r#"{"fallback": {"code":"BASE_MISMATCH","cause":"c","fix":"f"},
+                "fallback_from": "delta"}"#,
+        );
+        assert_eq!(remaining(&offer(true, true), &after_delta), [Chunks, Full]);
+        let chunks_begun = record(
+            r#"{"chunks": {"index_sha256": "0000000000000000000000000000000000000000000000000000000000000000",
+                "n_batches": 3, "batches_done": 1, "bytes_downloaded": 10,
+                "multi_range": true, "abandoned": false}}"#,
+        );
+        assert_eq!(remaining(&offer(true, true), &chunks_begun), [Chunks, Full]);
+        let after_chunks = record(
+            r#"{"fallback": {"code":"CHUNK_CORRUPT","cause":"c","fix":"f"},
+                "fallback_from": "chunks"}"#,
+        );
+        assert_eq!(remaining(&offer(true, true), &after_chunks), [Full]);
+        assert!(resumes_frames(&offer(true, true), &after_chunks));
+        // Frames of the full payload in the slot: only the full payload resumes them.
+        let frames = record(r#"{"frames_done": 3}"#);
+        assert_eq!(remaining(&offer(true, true), &frames), [Full]);
+        assert!(resumes_frames(&offer(true, true), &frames));
+    }
+
+    #[test]
+    fn the_environment_ends_the_install_and_the_content_falls_back() {
+        let environment = [
+            AgentError::ServerUnreachable {
+                url: "u".into(),
+                reason: "r".into(),
+            },
+            AgentError::PayloadTruncated {
+                received: 1,
+                expected: 2,
+            },
+            AgentError::NetworkTimeout {
+                url: "u".into(),
+                secs: 30,
+                received: 1,
+                expected: 2,
+            },
+            AgentError::ServerRefused {
+                url: "u".into(),
+                status: 503,
+                code: None,
+            },
+            AgentError::ServerRefused {
+                url: "u".into(),
+                status: 429,
+                code: None,
+            },
+            AgentError::Io {
+                op: "writing the inactive slot",
+                path: "slots/b.img".into(),
+                source: std::io::Error::other("disk full"),
+            },
+            AgentError::Journal {
+                code: "INJECTED_FAULT",
+                cause: "c".into(),
+                fix: "f".into(),
+            },
+        ];
+        for error in &environment {
+            assert_eq!(Failure::of(error), Failure::Environment, "{error:?}");
+        }
+        let content = [
+            AgentError::Delta {
+                code: "BASE_MISMATCH",
+                cause: "c".into(),
+                fix: "f".into(),
+            },
+            AgentError::DigestMismatch {
+                what: "the delta".into(),
+                expected: ferry_types::Sha256::of(b"a"),
+                actual: ferry_types::Sha256::of(b"b"),
+            },
+            AgentError::ChunkCorrupt {
+                chunk: 0,
+                start: 0,
+                end: 1,
+                expected: "e".into(),
+                actual: "a".into(),
+            },
+            AgentError::ServerRefused {
+                url: "u".into(),
+                status: 404,
+                code: None,
+            },
+            AgentError::ServerInvalid {
+                url: "u".into(),
+                reason: "the delta did not start at byte 0".into(),
+            },
+        ];
+        for error in &content {
+            assert_eq!(Failure::of(error), Failure::Content, "{error:?}");
+        }
+    }
+}

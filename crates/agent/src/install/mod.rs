@@ -1,0 +1,19 @@
+//! `ferry list` and `ferry install`: the controller's executor ([`controller`], whose
+//! docs give the order of the install's durable effects), the one runner of payload
+//! attempts and its fallback rule ([`attempts`]), and the pieces an install is made of:
+//! the streaming download ([`download`], [`spool`]), tailored deltas ([`delta`]), chunk
+//! reuse ([`chunks`], [`ranges`]), the seal ([`seal`]) and the install record
+//! ([`record`]).
+
+pub mod attempts;
+pub mod chunks;
+pub mod controller;
+pub mod delta;
+pub mod download;
+pub mod ranges;
+pub mod record;
+pub mod seal;
+pub mod spool;
+
+pub use controller::*;
+pub use record::InstallProgress;

@@ -89,7 +89,6 @@
 
 mod blob;
 mod dot;
-mod durable;
 mod error;
 mod instance;
 mod journal;

@@ -10,7 +10,13 @@ use std::sync::atomic::AtomicBool;
 fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .expect("list")
-        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     names.sort();
     names
@@ -157,7 +163,9 @@ fn concurrent_writers_never_share_a_temporary_name() {
     // Threads replacing one file: every write succeeds (a shared temporary name would make
     // one writer rename the other's file, or find its own gone), and the result is one
     // writer's content whole.
-    let payloads: Vec<Vec<u8>> = (0..8u8).map(|t| vec![b'a' + t; 1000 + 977 * t as usize]).collect();
+    let payloads: Vec<Vec<u8>> = (0..8u8)
+        .map(|t| vec![b'a' + t; 1000 + 977 * t as usize])
+        .collect();
     std::thread::scope(|scope| {
         for payload in &payloads {
             let target = &target;
@@ -254,7 +262,10 @@ fn a_temporary_file_elsewhere_commits_into_the_target_directory() {
     assert_eq!(pending.temp_path().parent(), Some(tmp.as_path()));
     assert_eq!(pending.target(), target.as_path());
     pending.write_all(b"streamed").expect("write");
-    assert!(names_in(&objects).is_empty(), "nothing half-written in objects/");
+    assert!(
+        names_in(&objects).is_empty(),
+        "nothing half-written in objects/"
+    );
     pending.commit().expect("commit");
     assert_eq!(fs::read(&target).expect("read"), b"streamed");
     assert!(names_in(&tmp).is_empty());

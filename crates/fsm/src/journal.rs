@@ -302,8 +302,7 @@ impl Journal {
             fs::remove_file(&oldest).map_err(journal_io("delete", &oldest))?;
             let marker = self.dir.join(ROTATED_MARKER);
             if !marker.exists() {
-                ferry_durable::write_atomic(&marker, b"")
-                    .map_err(journal_io("write", &marker))?;
+                ferry_durable::write_atomic(&marker, b"").map_err(journal_io("write", &marker))?;
             }
         }
         for index in (0..keep - 1).rev() {

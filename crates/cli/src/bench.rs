@@ -18,8 +18,8 @@ use ferry_personalize::{
 };
 use ferry_server::{DataDir, Https, ServiceOptions};
 
-use crate::Failure;
 use crate::args::BenchPersonalizeArgs;
+use crate::failure::Failure;
 
 const CLASS: &str = "bench";
 const BUILD: &str = "1.0-bench";

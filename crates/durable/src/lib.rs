@@ -140,8 +140,12 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// A file being written that replaces its target only on [`commit`](AtomicFile::commit),
-/// for content that is streamed rather than held in memory. Dropped without a commit, it
-/// removes its temporary file and leaves the target untouched.
+/// for content that is streamed rather than held in memory, or written at offsets (a
+/// dm-verity tree): the temporary file is open for reading and writing, and [`file`]
+/// lends it out. Dropped without a commit, it removes its temporary file and leaves the
+/// target untouched.
+///
+/// [`file`]: AtomicFile::file
 #[derive(Debug)]
 pub struct AtomicFile {
     file: File,
@@ -171,6 +175,7 @@ impl AtomicFile {
         loop {
             let temp_path = temp_dir.join(temp_name(&file_name));
             let opened = OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .mode(mode)
@@ -191,7 +196,8 @@ impl AtomicFile {
         }
     }
 
-    /// The open temporary file (for async writers that clone its handle).
+    /// The open temporary file, for writers that take a `&File` (positional writes) or
+    /// clone its handle (async writers).
     pub fn file(&self) -> &File {
         &self.file
     }

@@ -270,3 +270,25 @@ fn a_temporary_file_elsewhere_commits_into_the_target_directory() {
     assert_eq!(fs::read(&target).expect("read"), b"streamed");
     assert!(names_in(&tmp).is_empty());
 }
+
+#[test]
+fn a_positional_writer_reads_back_what_it_wrote_before_the_commit() {
+    use std::os::unix::fs::FileExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("b.verity");
+    let pending = AtomicFile::create(&target, FILE_MODE).expect("create");
+    // As a hash tree is built: a level written at its offset, read back for the next.
+    pending
+        .file()
+        .write_all_at(b"level-1", 4096)
+        .expect("write at");
+    let mut back = [0u8; 7];
+    pending
+        .file()
+        .read_exact_at(&mut back, 4096)
+        .expect("read at");
+    assert_eq!(&back, b"level-1");
+    assert!(!target.exists(), "nothing is visible before the commit");
+    pending.commit().expect("commit");
+    assert_eq!(fs::metadata(&target).expect("metadata").len(), 4096 + 7);
+}

@@ -9,8 +9,8 @@ use ferry_types::{Sha256, Version};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use ferry_personalize::tls::InterceptionProbe;
 use ferry_personalize::{Identity, Refusal, RefusalWireError, SignedTicket, TicketRequest};
+use ferry_tls::InterceptionProbe;
 
 use crate::AgentError;
 use crate::device::{DEFAULT_READ_TIMEOUT, Device};
@@ -114,7 +114,7 @@ impl Client {
         let mut probe = None;
         if let Some(ca_pem) = ca_pem {
             let (config, pinned_probe) =
-                ferry_personalize::tls::client_config_pinned(ca_pem).map_err(AgentError::Tls)?;
+                ferry_tls::client_config_pinned(ca_pem).map_err(AgentError::Tls)?;
             builder = builder.tls_backend_preconfigured(config);
             probe = Some(pinned_probe);
         }

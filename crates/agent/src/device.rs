@@ -16,7 +16,7 @@ use ferry_types::{DeviceId, Sha256, Sha256Hasher, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
-use crate::durable;
+
 use crate::layout::{self, Layout};
 
 /// `identity.json`.
@@ -303,9 +303,9 @@ impl Device {
     pub fn set_slot_info(&self, slot: Slot, info: Option<&SlotInfo>) -> Result<(), AgentError> {
         let path = self.layout().slot_info(slot);
         match info {
-            Some(info) => durable::write_json(&path, info)
+            Some(info) => ferry_durable::write_json(&path, info)
                 .map_err(AgentError::io("writing slot metadata", &path)),
-            None => durable::remove(&path).map_err(AgentError::io("removing slot metadata", &path)),
+            None => ferry_durable::remove(&path).map_err(AgentError::io("removing slot metadata", &path)),
         }
     }
 
@@ -340,7 +340,7 @@ impl Device {
     pub fn write_receipt(&self, receipt: &Receipt) -> Result<String, AgentError> {
         let name = receipt.file_name();
         let path = self.layout().receipt(&name);
-        durable::write_json(&path, receipt).map_err(AgentError::io("writing a receipt", &path))?;
+        ferry_durable::write_json(&path, receipt).map_err(AgentError::io("writing a receipt", &path))?;
         Ok(name)
     }
 
@@ -367,7 +367,7 @@ pub(crate) fn write_config(path: &Path, config: &Config) -> Result<(), AgentErro
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    durable::write_atomic(path, text.as_bytes())
+    ferry_durable::write_atomic(path, text.as_bytes())
         .map_err(AgentError::io("writing config.toml", path))
 }
 

@@ -247,7 +247,7 @@ pub enum AgentError {
     /// TLS to the server failed against the pinned CA (TLS_INTERCEPTED names the issuer
     /// that answered).
     #[error(transparent)]
-    Tls(ferry_personalize::tls::TlsError),
+    Tls(ferry_tls::TlsError),
     /// A ticket failed its check (TICKET_BAD_SIGNATURE, TICKET_OTHER_DEVICE, …).
     #[error(transparent)]
     Ticket(ferry_personalize::TicketError),

@@ -189,7 +189,7 @@ fn crash() -> ! {
 
 fn remove_state(store: &Store, fsm: &str, id: &str) -> Result<(), AgentError> {
     let path = store.state_path(fsm, id);
-    crate::durable::remove(&path).map_err(AgentError::io("removing a machine state file", &path))
+    ferry_durable::remove(&path).map_err(AgentError::io("removing a machine state file", &path))
 }
 
 fn warning_report(w: &Warning) -> Report {

@@ -21,6 +21,7 @@
 //!   events/                     event reports not yet delivered
 //!   trust/                      ca.pem, personalization-keys.json, credential
 //!   tuf/                        root.json (the pinned root), last-scan.json, the metadata
+//!   facts.toml                  a simulated device's power and network (tests, the demo)
 //! ```
 //!
 //! Files inside `boot/`, `journal/`, `state/`, `tuf/` (the metadata generations) and the
@@ -85,11 +86,6 @@ pub fn slot_tree(slot: Slot) -> PathBuf {
     Path::new(SLOTS_DIR).join(format!("{slot}.verity"))
 }
 
-/// Where a hash tree is built before it is renamed over `tree`.
-pub fn slot_tree_temp(tree: &Path) -> PathBuf {
-    tree.with_extension("verity.tmp")
-}
-
 /// The file name of the receipt of an install finished at `installed_at` of `version`:
 /// names sort by time.
 pub fn receipt_name(installed_at: DateTime<Utc>, version: &Version) -> String {
@@ -134,6 +130,11 @@ impl<'a> Layout<'a> {
     /// `config.toml`.
     pub fn config(&self) -> PathBuf {
         self.dir.join(CONFIG_FILE)
+    }
+
+    /// `facts.toml`: the power and network of a simulated device ([`crate::facts`]).
+    pub fn simulated_facts(&self) -> PathBuf {
+        self.dir.join("facts.toml")
     }
 
     /// `.lock`.
@@ -268,10 +269,6 @@ mod tests {
             layout.resolve(Path::new("/dev/mmcblk0p2")),
             Path::new("/dev/mmcblk0p2"),
             "a block device stays where it is"
-        );
-        assert_eq!(
-            slot_tree_temp(&layout.resolve(&slot_tree(Slot::A))),
-            Path::new("/dev-root/slots/a.verity.tmp")
         );
     }
 

@@ -12,7 +12,7 @@
 //! A module names only modules listed before it, so none imports a module that imports
 //! it back (`tests/module_order.rs` checks it):
 //!
-//! 1. the error type, [`layout`] (every path of the device directory), [`durable`],
+//! 1. the error type, [`layout`] (every path of the device directory),
 //!    [`facts`] (power, network, space), [`progress`], [`machines`] (the tables and their
 //!    typed names);
 //! 2. [`device`]: an open device directory (identity, config, slot metadata, receipts,
@@ -33,7 +33,6 @@ pub mod boot;
 pub mod client;
 pub mod device;
 pub mod doctor;
-pub mod durable;
 mod error;
 pub mod facts;
 pub mod install;

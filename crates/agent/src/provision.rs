@@ -15,7 +15,7 @@ use crate::device::{
     self, Config, Device, Identity, PayloadKind, Receipt, SlotInfo, SlotSeal, SlotsConfig,
 };
 use crate::layout::{self, Layout};
-use crate::{AgentError, durable};
+use crate::AgentError;
 
 /// What `device init` needs.
 #[derive(Debug, Clone)]
@@ -103,7 +103,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         let trust = layout.trust_dir();
         fs::create_dir_all(&trust).map_err(AgentError::io("creating trust/", &trust))?;
         let pinned = layout.resolve(&layout::ca_pin());
-        durable::write_atomic(&pinned, &pem).map_err(AgentError::io("pinning the CA", &pinned))?;
+        ferry_durable::write_atomic(&pinned, &pem).map_err(AgentError::io("pinning the CA", &pinned))?;
     }
     let a = layout.resolve(&config.slots.a);
     let b = layout.resolve(&config.slots.b);
@@ -121,7 +121,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         .map_err(AgentError::io("sizing slot a", &a))?;
 
     let id_path = layout.identity();
-    durable::write_json(&id_path, &identity)
+    ferry_durable::write_json(&id_path, &identity)
         .map_err(AgentError::io("writing the identity", &id_path))?;
     crate::trust::catalog::pin_root(dir, &opts.root)?;
     device::write_config(&layout.config(), &config)?;

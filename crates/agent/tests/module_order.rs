@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 const ORDER: &[&str] = &[
     "error",
     "layout",
-    "durable",
     "facts",
     "progress",
     "machines",

@@ -1,10 +1,9 @@
 //! The file backend: the boot state as JSON in the device's `boot/`
 //! directory, for tests, the demo and `ferry reboot`'s simulated bootloader.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -89,62 +88,13 @@ impl BootControl for FileBootControl {
                 reason: error.to_string(),
             })?;
         bytes.push(b'\n');
-        write_atomic(&self.path, &bytes)
+        ferry_durable::write_atomic(&self.path, &bytes)
+            .map_err(|error| BootError::io("write", &self.path, error))
     }
 
     fn describe(&self) -> String {
         format!("ferry boot state file {}", self.path.display())
     }
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the
-/// new content: write a temporary file beside it, fsync it, rename it over
-/// `path`, fsync the directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BootError> {
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "boot-state".to_owned());
-    let temp_path = directory.join(format!(
-        ".{file_name}.tmp-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = write_then_rename(&temp_path, path, bytes);
-    if result.is_err() {
-        // Best effort: the temporary file is garbage either way.
-        let _ = fs::remove_file(&temp_path);
-    }
-    result?;
-    sync_directory(&directory)
-}
-
-fn write_then_rename(temp_path: &Path, path: &Path, bytes: &[u8]) -> Result<(), BootError> {
-    let mut temp_file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(temp_path)
-        .map_err(|error| BootError::io("create", temp_path, error))?;
-    temp_file
-        .write_all(bytes)
-        .map_err(|error| BootError::io("write", temp_path, error))?;
-    temp_file
-        .sync_all()
-        .map_err(|error| BootError::io("fsync", temp_path, error))?;
-    drop(temp_file);
-    fs::rename(temp_path, path).map_err(|error| BootError::io("rename onto", path, error))
-}
-
-fn sync_directory(directory: &Path) -> Result<(), BootError> {
-    File::open(directory)
-        .and_then(|handle| handle.sync_all())
-        .map_err(|error| BootError::io("fsync directory", directory, error))
 }
 
 #[cfg(test)]

@@ -48,7 +48,6 @@ use std::path::{Path, PathBuf};
 
 use crate::BootControl;
 use crate::error::BootError;
-use crate::file::write_atomic;
 use crate::state::BootState;
 use crate::vars::{self, EnvMap, GRUB_NAMES};
 
@@ -150,7 +149,7 @@ pub fn read_env_block(path: &Path) -> Result<EnvMap, BootError> {
 /// Replaces the GRUB environment block at `path` with `env`, crash-safely.
 pub fn write_env_block(path: &Path, env: &EnvMap) -> Result<(), BootError> {
     let block = encode_env_block(env, path)?;
-    write_atomic(path, &block)
+    ferry_durable::write_atomic(path, &block).map_err(|error| BootError::io("write", path, error))
 }
 
 /// Boot control in a GRUB environment block (see the [module docs](self)).

@@ -436,8 +436,7 @@ fn commit_generation(
     let _ = std::fs::remove_file(&temp_link);
     make_symlink(&generation_name(generation), &temp_link)?;
     let link = datastore_dir.join(CURRENT_LINK);
-    std::fs::rename(&temp_link, &link).map_err(CatalogError::io("rename", &temp_link))?;
-    sync_dir(datastore_dir)?;
+    ferry_durable::rename(&temp_link, &link).map_err(CatalogError::io("rename", &temp_link))?;
     if let Some(previous) = previous {
         let _ = std::fs::remove_dir_all(datastore_dir.join(generation_name(previous)));
     }

@@ -33,10 +33,15 @@ fn catalog_targets() -> Vec<NewTarget> {
     targets
 }
 
+/// The size of `dir/name`, which must exist and hold something: a wrong name must fail the
+/// test, not measure 0 bytes and pass the size checks.
 fn file_size(dir: &std::path::Path, name: &str) -> u64 {
-    std::fs::metadata(dir.join(name))
-        .map(|m| m.len())
-        .unwrap_or(0)
+    let path = dir.join(name);
+    let metadata = std::fs::metadata(&path)
+        .unwrap_or_else(|error| panic!("{} is not there to measure: {error}", path.display()));
+    assert!(metadata.is_file(), "{} is not a file", path.display());
+    assert!(metadata.len() > 0, "{} is empty", path.display());
+    metadata.len()
 }
 
 async fn measure(bins: Bins) -> (u64, u64, u64, u64) {

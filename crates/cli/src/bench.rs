@@ -18,8 +18,8 @@ use ferry_personalize::{
 };
 use ferry_server::{DataDir, Https, ServiceOptions};
 
-use crate::Failure;
 use crate::args::BenchPersonalizeArgs;
+use crate::failure::Failure;
 
 const CLASS: &str = "bench";
 const BUILD: &str = "1.0-bench";
@@ -135,8 +135,8 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     let deadline = measure_from + Duration::from_secs(a.seconds);
     let mut tasks = Vec::new();
     for connection in 0..a.connections.max(1) {
-        let (config, _probe) = ferry_personalize::tls::client_config_pinned(&ca_pem)
-            .map_err(|e| bench_failure("pin the CA", e))?;
+        let (config, _probe) =
+            ferry_tls::client_config_pinned(&ca_pem).map_err(|e| bench_failure("pin the CA", e))?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(config)
             .pool_max_idle_per_host(1)

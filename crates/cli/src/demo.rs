@@ -11,8 +11,9 @@ use ferry_server::tuf::CatalogPaths;
 use ferry_server::{DataDir, Https, PublishRequest, ServiceOptions};
 
 use crate::args::DemoArgs;
+use crate::failure::Failure;
+use crate::images;
 use crate::render::{self, ProgressUi};
-use crate::{Failure, images};
 
 const MARKER: &str = ".ferry-demo";
 const CLASS: &str = "demo-vm";
@@ -157,13 +158,15 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
     let ui = ProgressUi::new(false);
     let outcome = install::install(&device, Some(&label), &ui).await;
     ui.finish();
-    let outcome = outcome.map_err(crate::agent_failure)?.ok_or_else(|| {
-        Failure::new(
-            "DEMO_NO_OFFER",
-            "nothing was installed",
-            "this is a bug in ferry",
-        )
-    })?;
+    let outcome = outcome
+        .map_err(crate::failure::agent_failure)?
+        .ok_or_else(|| {
+            Failure::new(
+                "DEMO_NO_OFFER",
+                "nothing was installed",
+                "this is a bug in ferry",
+            )
+        })?;
     println!(
         "installed {} into slot {} ({} downloaded)",
         outcome.version,

@@ -1,4 +1,5 @@
-//! The server-side and device-side subcommands.
+//! The device-side subcommands: `device init`, `audience set`, `list`, `install`,
+//! `status`, `history`, `reboot`, `doctor` and `boot-check`.
 
 use std::process::ExitCode;
 
@@ -7,232 +8,13 @@ use ferry_agent::device::Device;
 use ferry_agent::provision::{self, InitOptions};
 use ferry_agent::trust::catalog;
 use ferry_agent::{install, status as agent_status};
-use ferry_server::tuf::CatalogPaths;
-use ferry_server::{DataDir, Https, PublishRequest, ServiceOptions};
 
-use crate::Failure;
-use crate::args::{
-    AudienceSetArgs, BootKind, CacheArgs, DeviceArgs, DeviceInitArgs, InstallArgs, PublishArgs,
-    RebootArgs, ServerArgs, ServerCommand, ServerDataArgs, ServerDevicesArgs, ServerInitArgs,
-    SigningWindowArgs, WindowAction,
-};
+use crate::args::{AudienceSetArgs, BootKind, DeviceArgs, DeviceInitArgs, InstallArgs, RebootArgs};
+use crate::failure::Failure;
 use crate::render::{self, ProgressUi};
 
 /// The largest root metadata `--trust-on-first-use` accepts.
 const MAX_ROOT_SIZE: u64 = 512 * 1024;
-
-pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
-    match a.command {
-        Some(ServerCommand::Init(init)) => return server_init(init).await,
-        Some(ServerCommand::Token(t)) => return server_token(t).await,
-        Some(ServerCommand::Devices(d)) => return server_devices(d).await,
-        Some(ServerCommand::SigningWindow(w)) => return signing_window(w).await,
-        Some(ServerCommand::PersonalizationKey(k)) => return crate::key_cmds::run(k).await,
-        None => {}
-    }
-    let data_path = a.data.ok_or_else(|| {
-        Failure::new(
-            "USAGE",
-            "ferry server needs --data DIR",
-            "pass the server's data directory with --data",
-        )
-    })?;
-    let data = DataDir::open(&data_path).await?;
-    let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
-        Failure::new(
-            "LISTEN_FAILED",
-            format!("the server could not listen on {}: {e}", a.listen),
-            "choose a free address with --listen, or stop what uses it",
-        )
-    })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Failure::new("LISTEN_FAILED", e.to_string(), "try again"))?;
-    let options = ServiceOptions {
-        policy: ferry_personalize::Policy {
-            clock_skew_limit: std::time::Duration::from_secs(a.clock_skew_limit),
-            ..ferry_personalize::Policy::default()
-        },
-        rate_limit_per_minute: a.rate_limit,
-    };
-    // Secrets (CA, certificate, keys, admin token) exist before the address is printed.
-    let https = Https::prepare(data, Some(addr), options).await?;
-    // The first line on stdout is the address, for scripts and tests that pass port 0.
-    println!("ferry server listening on https://{addr}");
-    https.serve(listener).await?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn server_token(a: ServerDataArgs) -> Result<ExitCode, Failure> {
-    let data = DataDir::open(&a.data)
-        .await
-        .map_err(|e| Failure::from(e).json(a.json))?;
-    let token = data
-        .db
-        .create_enrollment_token()
-        .await
-        .map_err(|e| Failure::from(e).json(a.json))?;
-    if a.json {
-        println!("{}", serde_json::json!({ "token": token.as_str() }));
-    } else {
-        println!("{}", token.as_str());
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn server_devices(a: ServerDevicesArgs) -> Result<ExitCode, Failure> {
-    let json = a.server.json;
-    let data = DataDir::open(&a.server.data)
-        .await
-        .map_err(|e| Failure::from(e).json(json))?;
-    if let Some(id) = &a.revoke {
-        let device_id: ferry_personalize::DeviceId = id.parse().map_err(|_| {
-            Failure::new(
-                "INVALID_ARGUMENT",
-                format!("{id:?} is not a device id"),
-                "use the 16 hex digits `ferry server devices` lists",
-            )
-            .json(json)
-        })?;
-        let found = data
-            .db
-            .revoke(&device_id)
-            .await
-            .map_err(|e| Failure::from(e).json(json))?;
-        if !found {
-            return Err(Failure::new(
-                "UNKNOWN_DEVICE",
-                format!("device {device_id} is not enrolled"),
-                "list the enrolled devices with `ferry server devices --data DIR`",
-            )
-            .json(json));
-        }
-        if json {
-            println!("{}", serde_json::json!({ "revoked": device_id }));
-        } else {
-            println!("revoked device {device_id}: it gets no more tickets");
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let devices = data
-        .db
-        .devices()
-        .await
-        .map_err(|e| Failure::from(e).json(json))?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&devices).unwrap_or_default()
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "{:<18} {:<16} {:<22} Revoked",
-        "Device", "Class", "Enrolled"
-    );
-    for d in &devices {
-        println!(
-            "{:<18} {:<16} {:<22} {}",
-            d.device_id,
-            d.device_class,
-            d.enrolled_at,
-            d.revoked_at.as_deref().unwrap_or("-")
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn signing_window(a: SigningWindowArgs) -> Result<ExitCode, Failure> {
-    let json = a.server.json;
-    let data = DataDir::open(&a.server.data)
-        .await
-        .map_err(|e| Failure::from(e).json(json))?;
-    let open = matches!(a.action, WindowAction::Open);
-    data.db
-        .set_signing_window(&a.class, &a.build, open)
-        .await
-        .map_err(|e| Failure::from(e).json(json))?;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({ "class": a.class, "build_id": a.build, "open": open })
-        );
-    } else {
-        println!(
-            "signing window of build {} for class {}: {}",
-            a.build,
-            a.class,
-            if open { "open" } else { "closed" }
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn server_init(a: ServerInitArgs) -> Result<ExitCode, Failure> {
-    let data = DataDir::open(&a.data).await?;
-    let paths = CatalogPaths::new(&data.path, a.keys.as_deref());
-    if paths.is_initialised() {
-        return Err(Failure::new(
-            "CATALOG_EXISTS",
-            format!("{} already holds a catalog", paths.metadata.display()),
-            "keep it: devices pin its root; to start over, use a new data directory",
-        ));
-    }
-    ferry_server::tuf::init(&paths).await?;
-    println!("catalog created in {}", paths.metadata.display());
-    println!(
-        "  offline keys (root, targets): {}  <- keep offline; `ferry publish --keys` needs them",
-        paths.offline_keys.display()
-    );
-    println!(
-        "  online keys (snapshot, timestamp): {}",
-        paths.online_keys.display()
-    );
-    println!(
-        "  root to pin on devices: {}",
-        paths.latest_root()?.display()
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn publish(a: PublishArgs) -> Result<ExitCode, Failure> {
-    let json = a.json;
-    let data = DataDir::open(&a.data)
-        .await
-        .map_err(|e| Failure::from(e).json(json))?;
-    let request = PublishRequest {
-        image: a.image,
-        version: a.version,
-        class: a.class,
-        audiences: a.audiences,
-        offline_keys: a.keys,
-        build_id: a.build,
-        level: a.level,
-        delta_from: a.delta_from,
-        chunks: !a.no_chunks,
-    };
-    let row = ferry_server::publish(&data, request)
-        .await
-        .map_err(|e| Failure::from(e).json(json))?;
-    let release = row.to_api();
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&release).unwrap_or_default()
-        );
-    } else {
-        println!(
-            "published {} {} ({}): image {}, download {} ({:.1}%)",
-            release.class,
-            release.version,
-            release.build_id,
-            render::bytes(release.image_size),
-            render::bytes(release.payload.size),
-            100.0 * release.payload.size as f64 / release.image_size.max(1) as f64
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
 
 pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
     let root = match &a.root {
@@ -371,7 +153,7 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
     let label = if a.all { None } else { a.label.as_deref() };
     let result = install::install(&device, label, &ui).await;
     ui.finish();
-    let outcome = result.map_err(|e| crate::agent_failure(e).json(json))?;
+    let outcome = result.map_err(|e| crate::failure::agent_failure(e).json(json))?;
     for w in outcome.iter().flat_map(|o| &o.warnings) {
         eprintln!("warning[{}]: {}\n  fix: {}", w.code, w.cause, w.fix);
     }
@@ -640,50 +422,4 @@ pub async fn doctor(a: DeviceArgs) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-pub async fn cache(a: CacheArgs) -> Result<ExitCode, Failure> {
-    let upstream_ca = match &a.upstream_ca {
-        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-            Failure::new(
-                "CACHE_FAILED",
-                format!("the upstream CA {} could not be read: {e}", path.display()),
-                "pass the origin's DIR/pki/ca.pem with --upstream-ca",
-            )
-        })?),
-        None => None,
-    };
-    let cache = ferry_server::cache::Cache::new(ferry_server::cache::CacheConfig {
-        upstream_ca,
-        upstream: a.upstream.clone(),
-        dir: a.dir,
-        max_bytes: a.max_bytes,
-    })?;
-    let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
-        Failure::new(
-            "LISTEN_FAILED",
-            format!("the cache could not listen on {}: {e}", a.listen),
-            "choose a free address with --listen",
-        )
-    })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Failure::new("LISTEN_FAILED", e.to_string(), "try again"))?;
-    println!(
-        "ferry cache listening on http://{addr} (upstream {})",
-        a.upstream
-    );
-    axum::serve(listener, ferry_server::cache::cache_app(cache))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| {
-            Failure::new(
-                "CACHE_FAILED",
-                format!("the cache stopped: {e}"),
-                "check the log and restart it",
-            )
-        })?;
-    Ok(ExitCode::SUCCESS)
 }

@@ -8,8 +8,8 @@ use ferry_personalize::{KeyId, KeySet};
 use ferry_server::keyset;
 use ferry_server::tuf::CatalogPaths;
 
-use crate::Failure;
 use crate::args::{KeyAction, PersonalizationKeyArgs};
+use crate::failure::Failure;
 
 /// Runs one `personalization-key` action and prints the key set it leaves.
 pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use ferry_agent::device::Device;
 use ferry_agent::machines;
 
-use crate::Failure;
 use crate::args::{DeviceArgs, FsmCommand, LogShowArgs};
+use crate::failure::Failure;
 
 fn read(a: &DeviceArgs) -> Result<ferry_fsm::JournalRead, Failure> {
     let device = Device::open(&a.device).map_err(|e| Failure::from(e).json(a.json))?;

@@ -2,73 +2,33 @@
 //! it parses flags ([`args`]), calls the library crates, and renders ([`render`]).
 //!
 //! Exit codes: 0 success, 1 an operation failed (its code printed once), 2 bad usage.
+//!
+//! One module per group of commands (`server_cmds`, `key_cmds`, `publish_cmds`,
+//! `cache_cmd`, `device_cmds`, `log_cmds`, `tuf_cmds`, `bench`, `demo`); each returns a
+//! [`Failure`] (`failure`), which `main` renders once. They import only the leaves
+//! (`args`, `failure`, `render`, `images`; `server_cmds` also `key_cmds`), never `main`
+//! or each other.
 
 mod args;
 mod bench;
+mod cache_cmd;
 mod demo;
 mod device_cmds;
+mod failure;
 mod images;
 mod key_cmds;
 mod log_cmds;
+mod publish_cmds;
 mod render;
+mod server_cmds;
 mod tuf_cmds;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use ferry_types::{Diagnose, Report};
 
 use args::{Cli, Command};
-
-/// A failure on its way to the terminal: the rendered report, the data behind it (a
-/// personalization refusal's times, limits, ids) and whether to print JSON.
-pub struct Failure {
-    report: Report,
-    data: Option<serde_json::Value>,
-    json: bool,
-}
-
-impl<E: Diagnose> From<E> for Failure {
-    fn from(e: E) -> Failure {
-        Failure {
-            report: e.report(),
-            data: None,
-            json: false,
-        }
-    }
-}
-
-/// An agent error with its data: a refusal's `data` member travels with it.
-pub fn agent_failure(e: ferry_agent::AgentError) -> Failure {
-    let data = match &e {
-        ferry_agent::AgentError::Refused(refusal) => Some(refusal.data()),
-        _ => None,
-    };
-    let mut failure = Failure::from(e);
-    failure.data = data;
-    failure
-}
-
-impl Failure {
-    /// Marks the failure for JSON output.
-    pub fn json(mut self, json: bool) -> Failure {
-        self.json = json;
-        self
-    }
-
-    /// A failure that no library error describes.
-    pub fn new(code: &str, cause: impl Into<String>, fix: impl Into<String>) -> Failure {
-        Failure {
-            report: Report {
-                code: code.into(),
-                cause: cause.into(),
-                fix: fix.into(),
-            },
-            data: None,
-            json: false,
-        }
-    }
-}
+use failure::Failure;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -95,8 +55,8 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
         })?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server(a) => device_cmds::server(a).await,
-            Command::Publish(a) => device_cmds::publish(a).await,
+            Command::Server(a) => server_cmds::server(a).await,
+            Command::Publish(a) => publish_cmds::publish(a).await,
             Command::Device(args::DeviceCommand::Init(a)) => device_cmds::device_init(a).await,
             Command::Audience(args::AudienceCommand::Set(a)) => device_cmds::audience_set(a),
             Command::Tuf(a) => tuf_cmds::run(a).await,
@@ -110,7 +70,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::BootCheck(a) => device_cmds::boot_check(a),
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(args::BenchCommand::Personalize(a)) => bench::personalize(a).await,
-            Command::Cache(a) => device_cmds::cache(a).await,
+            Command::Cache(a) => cache_cmd::cache(a).await,
             Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a),
             Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a),
             Command::Fsm(c) => log_cmds::fsm(c),

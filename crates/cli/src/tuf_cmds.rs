@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use ferry_catalog::conformance;
 
-use crate::Failure;
 use crate::args::{TufAction, TufArgs};
+use crate::failure::Failure;
 
 pub async fn run(a: TufArgs) -> Result<ExitCode, Failure> {
     match &a.action {

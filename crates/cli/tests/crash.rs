@@ -82,6 +82,10 @@ fn killed_at_any_point_the_install_resumes_and_the_journal_replays() {
 
     let mut redownloaded = Vec::new();
     let mut resume_secs = Vec::new();
+    // Every point lies inside the clean run (a record or a byte it reached), so every one
+    // must really kill the install: a point that only let it finish tested no crash.
+    let mut n_killed = 0;
+    let mut not_killed = Vec::new();
     for point in &points {
         let device = new_device();
         let crashed = ferry()
@@ -97,6 +101,11 @@ fn killed_at_any_point_the_install_resumes_and_the_journal_replays() {
             point.at,
             text(&crashed.stdout)
         );
+        if killed {
+            n_killed += 1;
+        } else {
+            not_killed.push(format!("{}={}", point.var, point.at));
+        }
         assert_eq!(
             slot_digest(&device.join("slots/a.img"), v1_len),
             v1_digest,
@@ -154,6 +163,16 @@ fn killed_at_any_point_the_install_resumes_and_the_journal_replays() {
         assert_eq!(st["running_slot"], "b");
         ok(&["log", "replay", "--device", s(&device)]);
     }
+    assert_eq!(
+        n_killed,
+        points.len(),
+        "the injected kill never happened at {not_killed:?}"
+    );
+    assert_eq!(
+        redownloaded.len(),
+        n_byte_points,
+        "every byte point was measured"
+    );
     redownloaded.sort_unstable();
     let max = redownloaded.last().copied().unwrap_or(0);
     let median = redownloaded
@@ -162,7 +181,7 @@ fn killed_at_any_point_the_install_resumes_and_the_journal_replays() {
         .unwrap_or(0);
     let mean_resume = resume_secs.iter().sum::<f64>() / resume_secs.len().max(1) as f64;
     eprintln!(
-        "crash harness: {} points ({} by record over {records} records, {} by byte over {payload} bytes); \
+        "crash harness: {} points, {n_killed} killed ({} by record over {records} records, {} by byte over {payload} bytes); \
          re-downloaded per byte-point crash: median {median} B, max {max} B; resume run mean {mean_resume:.2} s \
          (clean install {clean_secs:.2} s); journal {journal_bytes} B for one install",
         points.len(),

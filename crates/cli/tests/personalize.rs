@@ -410,7 +410,7 @@ fn wait_until_signing_with(server: &Server, key_id: &str) {
     let ca = std::fs::read_to_string(server.ca()).unwrap();
     let url = format!("{}/v1/keys/personalization.pub", server.url());
     let signing = runtime().block_on(async move {
-        let (config, _) = ferry_personalize::tls::client_config_pinned(&ca).unwrap();
+        let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(config)
             .build()
@@ -568,7 +568,7 @@ fn post(
     let body = body.clone();
     let bearer = bearer.to_owned();
     runtime().block_on(async move {
-        let (config, _) = ferry_personalize::tls::client_config_pinned(&ca).unwrap();
+        let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(config)
             .build()
@@ -603,22 +603,18 @@ struct InterceptingProxy {
 
 impl InterceptingProxy {
     fn start(upstream: std::net::SocketAddr, upstream_ca: &Path) -> InterceptingProxy {
-        use ferry_personalize::pki::Ca;
+        use ferry_tls::pki::Ca;
         let ca = Ca::generate("Corp Inspection CA").unwrap();
         let cert = ca.issue_server_cert(&["127.0.0.1", "localhost"]).unwrap();
         let server_config =
-            Arc::new(ferry_personalize::tls::server_config(&cert.cert_pem, &cert.key_pem).unwrap());
+            Arc::new(ferry_tls::server_config(&cert.cert_pem, &cert.key_pem).unwrap());
         let upstream_ca = std::fs::read_to_string(upstream_ca).unwrap();
         let runtime = runtime();
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        let client_config = Arc::new(
-            ferry_personalize::tls::client_config_pinned(&upstream_ca)
-                .unwrap()
-                .0,
-        );
+        let client_config = Arc::new(ferry_tls::client_config_pinned(&upstream_ca).unwrap().0);
         runtime.spawn(async move {
             let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
             let connector = tokio_rustls::TlsConnector::from(client_config);
@@ -652,7 +648,7 @@ impl InterceptingProxy {
 
     /// Whether a client trusting the proxy's own CA gets through to the real server.
     fn relayed_ok(&self) -> bool {
-        let (config, _) = ferry_personalize::tls::client_config_pinned(&self.proxy_ca).unwrap();
+        let (config, _) = ferry_tls::client_config_pinned(&self.proxy_ca).unwrap();
         let url = format!("{}/healthz", self.url);
         self.runtime.block_on(async move {
             let client = reqwest::Client::builder()

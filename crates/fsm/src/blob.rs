@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::durable;
 use crate::error::FsmError;
 
 /// The prefix of every blob reference.
@@ -26,7 +25,7 @@ impl BlobStore {
     /// The store in `dir` (created if missing).
     pub fn open(dir: impl Into<PathBuf>) -> Result<BlobStore, FsmError> {
         let dir = dir.into();
-        durable::create_dir(&dir).map_err(|source| FsmError::BlobIo {
+        ferry_durable::create_dir(&dir).map_err(|source| FsmError::BlobIo {
             op: "create directory",
             path: dir.clone(),
             source,
@@ -46,10 +45,10 @@ impl BlobStore {
         let path = self.dir.join(&digest_hex);
         let present = fs::read(&path).is_ok_and(|existing| sha256_hex(&existing) == digest_hex);
         if !present {
-            durable::write_atomic(&path, bytes).map_err(|e| FsmError::BlobIo {
-                op: e.op,
-                path: e.path,
-                source: e.source,
+            ferry_durable::write_atomic(&path, bytes).map_err(|source| FsmError::BlobIo {
+                op: "write",
+                path: path.clone(),
+                source,
             })?;
         }
         Ok(format!("{BLOB_PREFIX}{digest_hex}"))
@@ -106,7 +105,7 @@ impl BlobStore {
             }
         }
         if n_deleted > 0 {
-            durable::sync_dir(&self.dir).map_err(io_error("fsync", &self.dir))?;
+            ferry_durable::sync_dir(&self.dir).map_err(io_error("fsync", &self.dir))?;
         }
         Ok(n_deleted)
     }

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::blob::{BLOB_PREFIX, sha256_hex};
-use crate::durable;
 use crate::error::{FsmError, Warning};
 use crate::journal::{Clock, Journal, JournalConfig, JournalRead, Record, SystemClock};
 use crate::table::{Machine, is_valid_name};
@@ -59,7 +58,7 @@ impl Store {
         options: StoreOptions,
     ) -> Result<(Store, Vec<Warning>), FsmError> {
         let state_dir = state_dir.into();
-        durable::create_dir(&state_dir).map_err(state_io("create directory", &state_dir))?;
+        ferry_durable::create_dir(&state_dir).map_err(state_io("create directory", &state_dir))?;
         let (mut journal, torn) = Journal::open(journal_dir, options.journal, options.clock)?;
         let mut warnings: Vec<Warning> = torn.into_iter().map(Warning::JournalTorn).collect();
         restore_lost_records(&state_dir, &mut journal, &mut warnings)?;
@@ -324,13 +323,9 @@ impl Instance {
         let checksum = format!("\n{BLOB_PREFIX}{}\n", sha256_hex(&bytes));
         bytes.extend_from_slice(checksum.as_bytes());
         if let Some(dir) = path.parent() {
-            durable::create_dir(dir).map_err(state_io("create directory", dir))?;
+            ferry_durable::create_dir(dir).map_err(state_io("create directory", dir))?;
         }
-        durable::write_atomic(&path, &bytes).map_err(|e| FsmError::StateIo {
-            op: e.op,
-            path: e.path,
-            source: e.source,
-        })
+        ferry_durable::write_atomic(&path, &bytes).map_err(state_io("write", &path))
     }
 }
 

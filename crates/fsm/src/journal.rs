@@ -16,7 +16,6 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::blob::BlobStore;
-use crate::durable;
 use crate::error::{FsmError, JournalTorn};
 use crate::replay::Start;
 
@@ -153,7 +152,7 @@ impl Journal {
         clock: Arc<dyn Clock>,
     ) -> Result<(Journal, Option<JournalTorn>), FsmError> {
         let dir = dir.into();
-        durable::create_dir(&dir).map_err(journal_io("create directory", &dir))?;
+        ferry_durable::create_dir(&dir).map_err(journal_io("create directory", &dir))?;
         let blobs = BlobStore::open(dir.join(BLOBS_DIR))?;
         let path = dir.join(CURRENT_FILE);
         let existed = path.exists();
@@ -164,7 +163,7 @@ impl Journal {
             .open(&path)
             .map_err(journal_io("open", &path))?;
         if !existed {
-            durable::sync_dir(&dir).map_err(journal_io("fsync directory", &dir))?;
+            ferry_durable::sync_dir(&dir).map_err(journal_io("fsync directory", &dir))?;
         }
         let bytes = fs::read(&path).map_err(journal_io("read", &path))?;
         let (good_len, n_records_dropped) = find_torn_tail(&bytes);
@@ -303,18 +302,14 @@ impl Journal {
             fs::remove_file(&oldest).map_err(journal_io("delete", &oldest))?;
             let marker = self.dir.join(ROTATED_MARKER);
             if !marker.exists() {
-                durable::write_atomic(&marker, b"").map_err(|e| FsmError::JournalIo {
-                    op: e.op,
-                    path: e.path,
-                    source: e.source,
-                })?;
+                ferry_durable::write_atomic(&marker, b"").map_err(journal_io("write", &marker))?;
             }
         }
         for index in (0..keep - 1).rev() {
             let from = self.dir.join(file_name(index));
             if from.exists() {
                 let to = self.dir.join(file_name(index + 1));
-                fs::rename(&from, &to).map_err(journal_io("rotate", &from))?;
+                ferry_durable::rename(&from, &to).map_err(journal_io("rotate", &from))?;
             }
         }
         let path = self.dir.join(CURRENT_FILE);
@@ -325,7 +320,7 @@ impl Journal {
             .open(&path)
             .map_err(journal_io("create", &path))?;
         self.file_len = 0;
-        durable::sync_dir(&self.dir).map_err(journal_io("fsync directory", &self.dir))
+        ferry_durable::sync_dir(&self.dir).map_err(journal_io("fsync directory", &self.dir))
     }
 }
 

@@ -97,7 +97,6 @@
 
 mod blob;
 mod dot;
-mod durable;
 mod error;
 mod instance;
 mod journal;

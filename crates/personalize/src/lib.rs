@@ -1,6 +1,7 @@
 //! Personalization for ferry: the ticket a device asks for before it installs a build, the
 //! pure rules by which the service signs or refuses it, the checks a device runs on it at
-//! install and boot, enrollment credentials, and the pinned TLS both sides speak.
+//! install and boot, and enrollment credentials. (The pinned TLS both sides speak is
+//! `ferry-tls`.)
 //!
 //! A ticket binds one build's component root hashes to one device and one attempt (the
 //! SHA-256 of a fresh nonce), so an image can't be replayed onto another device or installed
@@ -48,12 +49,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Modules: [`pki`] makes the CA and server certificate devices pin, [`tls`] builds the
-//! rustls configurations (aws-lc-rs provider) and names the issuer when TLS is intercepted.
 //! Every error type has a stable `code()` and a one-sentence `fix()`.
 //!
-//! Tests: `cargo test` runs unit, property and loopback TLS tests (no network beyond
-//! 127.0.0.1); `cargo run --release -p ferry-personalize --example ticket_bench` measures tickets signed and verified per
+//! Tests: `cargo test` runs unit and property tests (no network); `cargo run --release -p ferry-personalize --example ticket_bench` measures tickets signed and verified per
 //! second on one core.
 
 #![deny(missing_docs)]
@@ -62,11 +60,9 @@ mod canonical;
 mod credential;
 mod keys;
 mod keyset;
-pub mod pki;
 mod refusal;
 mod rules;
 mod ticket;
-pub mod tls;
 mod types;
 
 pub use credential::{

@@ -88,11 +88,10 @@ impl Cache {
             .connect_timeout(std::time::Duration::from_secs(10))
             .read_timeout(std::time::Duration::from_secs(60));
         if let Some(ca) = &config.upstream_ca {
-            let (tls, _) = ferry_personalize::tls::client_config_pinned(ca).map_err(|e| {
-                ServerError::Secrets {
+            let (tls, _) =
+                ferry_tls::client_config_pinned(ca).map_err(|e| ServerError::Secrets {
                     cause: format!("the upstream CA is unusable: {e}"),
-                }
-            })?;
+                })?;
             builder = builder.tls_backend_preconfigured(tls);
         }
         let http = builder.build().map_err(|e| ServerError::Io {
@@ -152,22 +151,31 @@ impl Cache {
         if !response.status().is_success() {
             return Err(format!("upstream answered {} for {url}", response.status()));
         }
-        let tmp = tempfile::NamedTempFile::new_in(self.config.dir.join("tmp"))
-            .map_err(|e| e.to_string())?;
-        let mut out = tokio::fs::File::create(tmp.path())
-            .await
-            .map_err(|e| e.to_string())?;
+        if let Some(parent) = object.parent() {
+            ferry_durable::create_dir(parent).map_err(|e| e.to_string())?;
+        }
+        // Streamed into tmp/ (eviction lists objects/, which never holds a partial
+        // object), then committed under its name: fsync, rename, fsync objects/….
+        let pending = ferry_durable::AtomicFile::create_in(
+            &self.config.dir.join("tmp"),
+            &object,
+            ferry_durable::FILE_MODE,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut out =
+            tokio::fs::File::from_std(pending.file().try_clone().map_err(|e| e.to_string())?);
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             out.write_all(&chunk.map_err(|e| format!("upstream {url}: {e}"))?)
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        out.sync_all().await.map_err(|e| e.to_string())?;
-        if let Some(parent) = object.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-        }
-        tmp.persist(&object).map_err(|e| e.to_string())?;
+        out.flush().await.map_err(|e| e.to_string())?;
+        drop(out);
+        tokio::task::spawn_blocking(move || pending.commit())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
         self.evict(&object);
         Ok(())
     }

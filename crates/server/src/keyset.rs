@@ -144,9 +144,8 @@ pub async fn retire(paths: &CatalogPaths, key_id: KeyId) -> Result<KeySet, Serve
     publish(paths, &next).await?;
     let from = key_path(paths, key_id);
     let retired_dir = key_dir(paths).join(RETIRED_SUBDIR);
-    let moved = std::fs::create_dir_all(&retired_dir)
-        .and_then(|()| std::fs::rename(&from, retired_dir.join(format!("{key_id}.pk8"))))
-        .and_then(|()| sync_dir(&key_dir(paths)));
+    let moved = ferry_durable::create_dir(&retired_dir)
+        .and_then(|()| ferry_durable::rename(&from, &retired_dir.join(format!("{key_id}.pk8"))));
     if let Err(error) = moved {
         // The set no longer lists the key, so nothing signs with it; say where it still is.
         tracing::warn!(%error, key = %from.display(), "could not move the retired key aside");
@@ -190,7 +189,7 @@ pub async fn keep_signer_current(service: Service, paths: CatalogPaths) {
 
 fn store_key(paths: &CatalogPaths, signer: &Signer) -> Result<(), ServerError> {
     let dir = key_dir(paths);
-    std::fs::create_dir_all(&dir).map_err(|source| ServerError::Io {
+    ferry_durable::create_dir(&dir).map_err(|source| ServerError::Io {
         op: "creating the personalization keys directory",
         source,
     })?;
@@ -222,10 +221,6 @@ async fn publish(paths: &CatalogPaths, set: &KeySet) -> Result<repo::RepoVersion
         &repo::Expiries::default(),
     )
     .await?)
-}
-
-fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -11,15 +11,13 @@
 //! admin-token                       bearer token of the admin endpoints (0600)
 //! ```
 
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_personalize::pki::{Ca, ServerCert};
 use ferry_personalize::{CredentialSigner, EnrollmentToken};
+use ferry_tls::pki::{Ca, ServerCert};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
@@ -73,12 +71,12 @@ impl Secrets {
         let pki = dir.join(PKI_DIR);
         let keys = dir.join(KEYS_ONLINE_DIR);
         for sub in [&pki, &keys] {
-            std::fs::create_dir_all(sub).map_err(|source| ServerError::Io {
+            ferry_durable::create_dir(sub).map_err(|source| ServerError::Io {
                 op: "creating the secrets directories",
                 source,
             })?;
         }
-        let ca = if pki.join(ferry_personalize::pki::CA_CERT_FILE).exists() {
+        let ca = if pki.join(ferry_tls::pki::CA_CERT_FILE).exists() {
             Ca::load(&pki).map_err(|e| secrets_error("read the CA")(e.to_string()))?
         } else {
             let ca = Ca::generate("ferry update server CA")
@@ -87,7 +85,7 @@ impl Secrets {
                 .map_err(|e| secrets_error("store the CA")(e.to_string()))?;
             ca
         };
-        let server_cert = if pki.join(ferry_personalize::pki::SERVER_CERT_FILE).exists() {
+        let server_cert = if pki.join(ferry_tls::pki::SERVER_CERT_FILE).exists() {
             ServerCert::load(&pki)
                 .map_err(|e| secrets_error("read the server certificate")(e.to_string()))?
         } else {
@@ -112,9 +110,8 @@ impl Secrets {
                 .map_err(|e| secrets_error("store the server certificate")(e.to_string()))?;
             cert
         };
-        let mut tls =
-            ferry_personalize::tls::server_config(&server_cert.cert_pem, &server_cert.key_pem)
-                .map_err(|e| secrets_error("build the TLS configuration")(e.to_string()))?;
+        let mut tls = ferry_tls::server_config(&server_cert.cert_pem, &server_cert.key_pem)
+            .map_err(|e| secrets_error("build the TLS configuration")(e.to_string()))?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
 
         let credential_signer = load_or_make_key(
@@ -164,30 +161,13 @@ fn load_or_make_key<K>(
     })
 }
 
-/// Writes a secret durably with mode 0600: temp file, fsync, rename, fsync the directory.
+/// Writes a secret through `ferry-durable`: mode 0600 from its creation on, temp file,
+/// fsync, rename, fsync the directory.
 pub(crate) fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), ServerError> {
-    let io = |source| ServerError::Io {
+    ferry_durable::write_private(path, bytes).map_err(|source| ServerError::Io {
         op: "writing a secret",
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-    }
-    Ok(())
+    })
 }
 
 /// A TCP listener whose connections arrive TLS-terminated. Handshakes run in their own

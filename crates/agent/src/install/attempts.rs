@@ -390,7 +390,7 @@ impl Attempts<'_> {
         };
         record.chunks = Some(progress);
         let outcome = result?;
-        crate::durable::remove(&paths.cache)
+        ferry_durable::remove(&paths.cache)
             .map_err(AgentError::io("removing the chunk cache", &paths.cache))?;
         Ok(Wrote {
             bytes: outcome.bytes_downloaded,
@@ -407,7 +407,7 @@ impl Attempts<'_> {
             progress.abandoned = true;
         }
         let cache = self.device.layout().chunk_cache();
-        crate::durable::remove(&cache).map_err(AgentError::io("removing the chunk cache", &cache))
+        ferry_durable::remove(&cache).map_err(AgentError::io("removing the chunk cache", &cache))
     }
 
     /// The full payload, streamed into the slot from the last checkpoint: frames are
@@ -470,7 +470,7 @@ impl Attempts<'_> {
 
 /// Writes the install record durably.
 fn save(path: &Path, record: &InstallProgress) -> Result<(), AgentError> {
-    crate::durable::write_json(path, record)
+    ferry_durable::write_json(path, record)
         .map_err(AgentError::io("writing install progress", path))
 }
 

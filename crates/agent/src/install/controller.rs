@@ -41,7 +41,7 @@ use crate::machines::{controller, downloader, update};
 use crate::offer::{self, Offer};
 use crate::progress::{self, Phase, ProgressSink};
 use crate::trust::catalog;
-use crate::{AgentError, durable};
+use crate::AgentError;
 
 /// Namespace of update UUIDs (v5 of device id and build id).
 pub const UPDATE_NAMESPACE: uuid::Uuid =
@@ -295,7 +295,7 @@ impl<'a> Run<'a> {
             })
         {
             self.receipt = staged.map(|i| i.receipt).unwrap_or_default();
-            durable::remove(&self.progress_path()).map_err(AgentError::io(
+            ferry_durable::remove(&self.progress_path()).map_err(AgentError::io(
                 "removing install progress",
                 self.progress_path(),
             ))?;
@@ -332,7 +332,7 @@ impl<'a> Run<'a> {
                 crate::install::spool::recover(&spool, &slot, &manifest, record.frames_done)?
             };
             record.frames_done = found.frames_done;
-            durable::write_json(&path, &record)
+            ferry_durable::write_json(&path, &record)
                 .map_err(AgentError::io("writing install progress", &path))?;
             crate::install::spool::clear(&spool)
                 .map_err(AgentError::io("clearing the spool", &spool))?;
@@ -364,7 +364,7 @@ impl<'a> Run<'a> {
             fallback_from: None,
             chunks: None,
         };
-        durable::write_json(&path, &fresh)
+        ferry_durable::write_json(&path, &fresh)
             .map_err(AgentError::io("writing install progress", &path))?;
         self.record = Some(fresh);
         Ok((controller::Event::Fresh, json!({ "slot": self.target })))
@@ -396,7 +396,7 @@ impl<'a> Run<'a> {
         )
         .await?;
         let path = self.device.layout().ticket(self.target);
-        durable::write_atomic(&path, &ticket.to_json())
+        ferry_durable::write_atomic(&path, &ticket.to_json())
             .map_err(AgentError::io("storing the ticket", &path))?;
         Ok((
             controller::Event::Personalized,
@@ -541,7 +541,7 @@ impl<'a> Run<'a> {
             })?,
         };
         let manifest_path = self.device.layout().slot_manifest(self.target);
-        durable::write_atomic(&manifest_path, &manifest_bytes)
+        ferry_durable::write_atomic(&manifest_path, &manifest_bytes)
             .map_err(AgentError::io("storing the manifest", &manifest_path))?;
         self.device.set_slot_info(
             self.target,
@@ -559,7 +559,7 @@ impl<'a> Run<'a> {
         let state = boot.load()?;
         boot.store(&state.set_trial(self.target, self.device.config.boot_tries)?)?;
         let path = self.progress_path();
-        durable::remove(&path).map_err(AgentError::io("removing install progress", &path))?;
+        ferry_durable::remove(&path).map_err(AgentError::io("removing install progress", &path))?;
         self.sink.report(&progress::mark(
             controller::State::COMPLETED.name(),
             "Update installed: restart to use it",

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use crate::device::SlotSeal;
 use crate::layout;
-use crate::{AgentError, durable};
+use crate::AgentError;
 use ferry_payload::{Manifest, SealRef};
 use ferry_seal::{Salt, Tree};
 
@@ -119,11 +119,12 @@ pub fn seal_existing(
     tree_path: &Path,
 ) -> Result<SlotSeal, AgentError> {
     let image = File::open(slot).map_err(AgentError::io("opening the slot", slot))?;
-    let tmp = layout::slot_tree_temp(tree_path);
-    let out = File::create(&tmp).map_err(AgentError::io("creating the hash tree", &tmp))?;
+    let out = ferry_durable::AtomicFile::create(tree_path, ferry_durable::FILE_MODE)
+        .map_err(AgentError::io("creating the hash tree", tree_path))?;
     let salt = Salt::random();
-    let (root_hash, _) = ferry_seal::build_tree(&image, data_size, salt, &out, 0)?;
-    commit_tree(out, &tmp, tree_path)?;
+    let (root_hash, _) = ferry_seal::build_tree(&image, data_size, salt, out.file(), 0)?;
+    out.commit()
+        .map_err(AgentError::io("storing the hash tree", tree_path))?;
     Ok(SlotSeal {
         root_hash,
         salt,
@@ -159,25 +160,9 @@ pub fn verify(
 }
 
 fn write_tree(tree: &Tree, path: &Path) -> Result<(), AgentError> {
-    let tmp = layout::slot_tree_temp(path);
-    let out = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&tmp)
-        .map_err(AgentError::io("creating the hash tree", &tmp))?;
-    tree.write_to(&out, 0)?;
-    commit_tree(out, &tmp, path)
-}
-
-fn commit_tree(out: File, tmp: &Path, path: &Path) -> Result<(), AgentError> {
-    out.sync_all()
-        .map_err(AgentError::io("syncing the hash tree", tmp))?;
-    drop(out);
-    std::fs::rename(tmp, path).map_err(AgentError::io("storing the hash tree", path))?;
-    if let Some(dir) = path.parent() {
-        durable::sync_dir(dir).map_err(AgentError::io("syncing the slots directory", dir))?;
-    }
-    Ok(())
+    let out = ferry_durable::AtomicFile::create(path, ferry_durable::FILE_MODE)
+        .map_err(AgentError::io("creating the hash tree", path))?;
+    tree.write_to(out.file(), 0)?;
+    out.commit()
+        .map_err(AgentError::io("storing the hash tree", path))
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::{METADATA_PATH, TARGETS_PATH};
 use crate::device::Device;
 use crate::layout::Layout;
-use crate::{AgentError, durable};
+use crate::AgentError;
 
 /// The result recorded for a scan that succeeded.
 pub const SCAN_OK: &str = "ok";
@@ -142,7 +142,7 @@ pub fn record(device: &Device, outcome: Result<usize, &AgentError>) {
         n_offers: outcome.unwrap_or(0),
     };
     let path = device.layout().last_scan();
-    if let Err(error) = durable::write_json(&path, &last) {
+    if let Err(error) = ferry_durable::write_json(&path, &last) {
         tracing::warn!(%error, path = %path.display(), "could not record the scan");
     }
 }
@@ -176,7 +176,7 @@ pub fn pin_root(device_dir: &Path, root: &[u8]) -> Result<(), AgentError> {
     let dir = layout.tuf_dir();
     std::fs::create_dir_all(&dir)
         .map_err(AgentError::io("creating the catalog directory", &dir))?;
-    durable::write_atomic(&path, root).map_err(AgentError::io("pinning the root", &path))
+    ferry_durable::write_atomic(&path, root).map_err(AgentError::io("pinning the root", &path))
 }
 
 /// The metadata and targets base URLs of a server.

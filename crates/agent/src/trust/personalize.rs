@@ -26,7 +26,7 @@ use ferry_personalize::{
 
 use crate::client::Client;
 use crate::device::{Device, PayloadKind, SlotInfo};
-use crate::{AgentError, durable};
+use crate::AgentError;
 
 /// Overrides the config's `clock_offset_secs` (seconds added to the system clock).
 pub const CLOCK_OFFSET_ENV: &str = "FERRY_CLOCK_OFFSET";
@@ -131,7 +131,7 @@ pub async fn update_key_set(
     let trust = device.layout().trust_dir();
     std::fs::create_dir_all(&trust).map_err(AgentError::io("creating trust/", &trust))?;
     let path = device.layout().key_set();
-    durable::write_atomic(&path, &bytes)
+    ferry_durable::write_atomic(&path, &bytes)
         .map_err(AgentError::io("storing the personalization key set", &path))?;
     tracing::info!(
         version = offered.version(),
@@ -166,18 +166,10 @@ pub async fn enroll(device: &Device, token: &str) -> Result<(), AgentError> {
     let trust = device.layout().trust_dir();
     std::fs::create_dir_all(&trust).map_err(AgentError::io("creating trust/", &trust))?;
     let path = device.layout().credential();
-    durable::write_atomic(&path, format!("{credential}\n").as_bytes())
+    // 0600 from creation on: no moment in which other users can read it.
+    ferry_durable::write_private(&path, format!("{credential}\n").as_bytes())
         .map_err(AgentError::io("storing the credential", &path))?;
-    set_private(&path)?;
     Ok(())
-}
-
-fn set_private(path: &std::path::Path) -> Result<(), AgentError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(AgentError::io(
-        "restricting the credential's permissions",
-        path,
-    ))
 }
 
 /// The components a ticket must cover for a sealed system image.
@@ -215,7 +207,7 @@ pub async fn request_ticket(
     loop {
         let nonce = Nonce::random();
         let path = device.layout().nonce();
-        durable::write_atomic(&path, format!("{nonce}\n").as_bytes())
+        ferry_durable::write_atomic(&path, format!("{nonce}\n").as_bytes())
             .map_err(AgentError::io("storing the nonce", &path))?;
         let request = TicketRequest {
             identity: identity.clone(),
@@ -346,7 +338,5 @@ pub fn consume_nonce(device: &Device, slot: Slot) -> Result<(), AgentError> {
         return Ok(());
     }
     let to = device.layout().slot_nonce(slot);
-    std::fs::rename(&from, &to).map_err(AgentError::io("consuming the nonce", &from))?;
-    let boot_dir = device.layout().boot_dir();
-    durable::sync_dir(&boot_dir).map_err(AgentError::io("syncing boot/", &boot_dir))
+    ferry_durable::rename(&from, &to).map_err(AgentError::io("consuming the nonce", &from))
 }

@@ -71,13 +71,13 @@ pub(super) async fn generate_key(
 /// Moves `keys_dir/<role>.pk8` to `keys_dir/retired/<role>-<unix time>.pk8`.
 pub(super) fn retire_key(keys_dir: &Path, role: RoleType) -> Result<PathBuf, CatalogError> {
     let retired_dir = keys_dir.join("retired");
-    std::fs::create_dir_all(&retired_dir).map_err(CatalogError::io("create", &retired_dir))?;
+    ferry_durable::create_dir(&retired_dir).map_err(CatalogError::io("create", &retired_dir))?;
     let from = keys_dir.join(key_file(role));
     let to = retired_dir.join(format!(
         "{role}-{}.pk8",
         Utc::now().timestamp_nanos_opt().unwrap_or_default()
     ));
-    std::fs::rename(&from, &to).map_err(CatalogError::io("rename", &from))?;
+    ferry_durable::rename(&from, &to).map_err(CatalogError::io("rename", &from))?;
     Ok(to)
 }
 

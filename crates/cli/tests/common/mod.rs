@@ -53,9 +53,7 @@ fn server_tls(upstream: SocketAddr) -> Option<Arc<tokio_rustls::rustls::ServerCo
     let dir = SERVER_PKI.lock().unwrap().as_ref()?.get(&upstream)?.clone();
     let cert = std::fs::read_to_string(dir.join("server.pem")).ok()?;
     let key = std::fs::read_to_string(dir.join("server.key")).ok()?;
-    ferry_personalize::tls::server_config(&cert, &key)
-        .ok()
-        .map(Arc::new)
+    ferry_tls::server_config(&cert, &key).ok().map(Arc::new)
 }
 
 /// A `ferry server` child process on 127.0.0.1 with a free port.

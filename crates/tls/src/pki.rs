@@ -1,7 +1,6 @@
 //! A small certificate authority for the server's TLS certificate, which devices pin.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -236,35 +235,13 @@ fn read_file(path: &Path) -> Result<String, PkiError> {
     })
 }
 
-/// Writes durably: a temporary file with `mode`, fsync, rename, fsync the directory.
+/// Writes durably through `ferry-durable`, with `mode` from the file's creation on.
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let io_error = |source| PkiError::Io {
-        operation: "write",
-        path: path.to_owned(),
-        source,
-    };
-    let temporary = path.with_extension("tmp");
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&temporary)
-        .map_err(io_error)?;
-    file.write_all(contents.as_bytes()).map_err(io_error)?;
-    file.sync_all().map_err(io_error)?;
-    drop(file);
-    fs::rename(&temporary, path).map_err(io_error)?;
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        fs::File::open(dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io_error)?;
-    }
-    Ok(())
+    ferry_durable::write_atomic_with_mode(path, contents.as_bytes(), mode).map_err(|source| {
+        PkiError::Io {
+            operation: "write",
+            path: path.to_owned(),
+            source,
+        }
+    })
 }

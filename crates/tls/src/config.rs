@@ -17,7 +17,7 @@ use rustls::{
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
-use crate::types::Sha256Hash;
+use ferry_types::Sha256;
 
 /// The crypto provider every ferry TLS configuration uses: aws-lc-rs.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -191,7 +191,7 @@ pub struct CertFailure {
     /// Subject distinguished name of the certificate that answered.
     pub subject: String,
     /// SHA-256 of the answering certificate's DER.
-    pub cert_sha256: Sha256Hash,
+    pub cert_sha256: Sha256,
     /// Validity of the answering certificate, when it could be parsed.
     pub validity: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// When verification ran.
@@ -235,7 +235,7 @@ impl CertFailure {
             server_name: server_name.to_str().into_owned(),
             issuer,
             subject,
-            cert_sha256: Sha256Hash::of(end_entity.as_ref()),
+            cert_sha256: Sha256::of(end_entity.as_ref()),
             validity,
             at,
             rustls_error: error.clone(),

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use ferry_personalize::pki::{Ca, ServerCert};
-use ferry_personalize::tls::{self, TlsError};
+use ferry_tls::pki::{Ca, ServerCert};
+use ferry_tls::{self as tls, TlsError};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

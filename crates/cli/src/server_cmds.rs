@@ -1,0 +1,187 @@
+//! `ferry server`: run the HTTPS server, and its data-directory subcommands (`init`,
+//! `token`, `devices`, `signing-window`; `personalization-key` is in `key_cmds`).
+
+use std::process::ExitCode;
+
+use ferry_server::tuf::CatalogPaths;
+use ferry_server::{DataDir, Https, ServiceOptions};
+
+use crate::args::{
+    ServerArgs, ServerCommand, ServerDataArgs, ServerDevicesArgs, ServerInitArgs,
+    SigningWindowArgs, WindowAction,
+};
+use crate::failure::Failure;
+
+pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
+    match a.command {
+        Some(ServerCommand::Init(init)) => return server_init(init).await,
+        Some(ServerCommand::Token(t)) => return server_token(t).await,
+        Some(ServerCommand::Devices(d)) => return server_devices(d).await,
+        Some(ServerCommand::SigningWindow(w)) => return signing_window(w).await,
+        Some(ServerCommand::PersonalizationKey(k)) => return crate::key_cmds::run(k).await,
+        None => {}
+    }
+    let data_path = a.data.ok_or_else(|| {
+        Failure::new(
+            "USAGE",
+            "ferry server needs --data DIR",
+            "pass the server's data directory with --data",
+        )
+    })?;
+    let data = DataDir::open(&data_path).await?;
+    let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
+        Failure::new(
+            "LISTEN_FAILED",
+            format!("the server could not listen on {}: {e}", a.listen),
+            "choose a free address with --listen, or stop what uses it",
+        )
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::new("LISTEN_FAILED", e.to_string(), "try again"))?;
+    let options = ServiceOptions {
+        policy: ferry_personalize::Policy {
+            clock_skew_limit: std::time::Duration::from_secs(a.clock_skew_limit),
+            ..ferry_personalize::Policy::default()
+        },
+        rate_limit_per_minute: a.rate_limit,
+    };
+    // Secrets (CA, certificate, keys, admin token) exist before the address is printed.
+    let https = Https::prepare(data, Some(addr), options).await?;
+    // The first line on stdout is the address, for scripts and tests that pass port 0.
+    println!("ferry server listening on https://{addr}");
+    https.serve(listener).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn server_token(a: ServerDataArgs) -> Result<ExitCode, Failure> {
+    let data = DataDir::open(&a.data)
+        .await
+        .map_err(|e| Failure::from(e).json(a.json))?;
+    let token = data
+        .db
+        .create_enrollment_token()
+        .await
+        .map_err(|e| Failure::from(e).json(a.json))?;
+    if a.json {
+        println!("{}", serde_json::json!({ "token": token.as_str() }));
+    } else {
+        println!("{}", token.as_str());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn server_devices(a: ServerDevicesArgs) -> Result<ExitCode, Failure> {
+    let json = a.server.json;
+    let data = DataDir::open(&a.server.data)
+        .await
+        .map_err(|e| Failure::from(e).json(json))?;
+    if let Some(id) = &a.revoke {
+        let device_id: ferry_personalize::DeviceId = id.parse().map_err(|_| {
+            Failure::new(
+                "INVALID_ARGUMENT",
+                format!("{id:?} is not a device id"),
+                "use the 16 hex digits `ferry server devices` lists",
+            )
+            .json(json)
+        })?;
+        let found = data
+            .db
+            .revoke(&device_id)
+            .await
+            .map_err(|e| Failure::from(e).json(json))?;
+        if !found {
+            return Err(Failure::new(
+                "UNKNOWN_DEVICE",
+                format!("device {device_id} is not enrolled"),
+                "list the enrolled devices with `ferry server devices --data DIR`",
+            )
+            .json(json));
+        }
+        if json {
+            println!("{}", serde_json::json!({ "revoked": device_id }));
+        } else {
+            println!("revoked device {device_id}: it gets no more tickets");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let devices = data
+        .db
+        .devices()
+        .await
+        .map_err(|e| Failure::from(e).json(json))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&devices).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<18} {:<16} {:<22} Revoked",
+        "Device", "Class", "Enrolled"
+    );
+    for d in &devices {
+        println!(
+            "{:<18} {:<16} {:<22} {}",
+            d.device_id,
+            d.device_class,
+            d.enrolled_at,
+            d.revoked_at.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn signing_window(a: SigningWindowArgs) -> Result<ExitCode, Failure> {
+    let json = a.server.json;
+    let data = DataDir::open(&a.server.data)
+        .await
+        .map_err(|e| Failure::from(e).json(json))?;
+    let open = matches!(a.action, WindowAction::Open);
+    data.db
+        .set_signing_window(&a.class, &a.build, open)
+        .await
+        .map_err(|e| Failure::from(e).json(json))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "class": a.class, "build_id": a.build, "open": open })
+        );
+    } else {
+        println!(
+            "signing window of build {} for class {}: {}",
+            a.build,
+            a.class,
+            if open { "open" } else { "closed" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn server_init(a: ServerInitArgs) -> Result<ExitCode, Failure> {
+    let data = DataDir::open(&a.data).await?;
+    let paths = CatalogPaths::new(&data.path, a.keys.as_deref());
+    if paths.is_initialised() {
+        return Err(Failure::new(
+            "CATALOG_EXISTS",
+            format!("{} already holds a catalog", paths.metadata.display()),
+            "keep it: devices pin its root; to start over, use a new data directory",
+        ));
+    }
+    ferry_server::tuf::init(&paths).await?;
+    println!("catalog created in {}", paths.metadata.display());
+    println!(
+        "  offline keys (root, targets): {}  <- keep offline; `ferry publish --keys` needs them",
+        paths.offline_keys.display()
+    );
+    println!(
+        "  online keys (snapshot, timestamp): {}",
+        paths.online_keys.display()
+    );
+    println!(
+        "  root to pin on devices: {}",
+        paths.latest_root()?.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

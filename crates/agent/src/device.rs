@@ -305,7 +305,8 @@ impl Device {
         match info {
             Some(info) => ferry_durable::write_json(&path, info)
                 .map_err(AgentError::io("writing slot metadata", &path)),
-            None => ferry_durable::remove(&path).map_err(AgentError::io("removing slot metadata", &path)),
+            None => ferry_durable::remove(&path)
+                .map_err(AgentError::io("removing slot metadata", &path)),
         }
     }
 
@@ -340,7 +341,8 @@ impl Device {
     pub fn write_receipt(&self, receipt: &Receipt) -> Result<String, AgentError> {
         let name = receipt.file_name();
         let path = self.layout().receipt(&name);
-        ferry_durable::write_json(&path, receipt).map_err(AgentError::io("writing a receipt", &path))?;
+        ferry_durable::write_json(&path, receipt)
+            .map_err(AgentError::io("writing a receipt", &path))?;
         Ok(name)
     }
 

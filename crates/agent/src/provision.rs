@@ -11,11 +11,11 @@ use chrono::Utc;
 use ferry_boot::{BootBackend, BootState, Slot};
 use ferry_types::{DeviceId, Sha256, Sha256Hasher, Version};
 
+use crate::AgentError;
 use crate::device::{
     self, Config, Device, Identity, PayloadKind, Receipt, SlotInfo, SlotSeal, SlotsConfig,
 };
 use crate::layout::{self, Layout};
-use crate::AgentError;
 
 /// What `device init` needs.
 #[derive(Debug, Clone)]
@@ -103,7 +103,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         let trust = layout.trust_dir();
         fs::create_dir_all(&trust).map_err(AgentError::io("creating trust/", &trust))?;
         let pinned = layout.resolve(&layout::ca_pin());
-        ferry_durable::write_atomic(&pinned, &pem).map_err(AgentError::io("pinning the CA", &pinned))?;
+        ferry_durable::write_atomic(&pinned, &pem)
+            .map_err(AgentError::io("pinning the CA", &pinned))?;
     }
     let a = layout.resolve(&config.slots.a);
     let b = layout.resolve(&config.slots.b);

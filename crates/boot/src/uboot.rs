@@ -381,7 +381,8 @@ pub fn prepare_env(config_path: &Path, env_path: &Path) -> Result<bool, BootErro
         env = env_path.display(),
         size = PREPARED_COPY_SIZE,
     );
-    crate::file::write_atomic(config_path, text.as_bytes())?;
+    ferry_durable::write_atomic(config_path, text.as_bytes())
+        .map_err(|error| BootError::io("write", config_path, error))?;
     let config = UbootEnvConfig::read(config_path)?;
     let mut vars = EnvMap::new();
     vars.insert("bootcmd".into(), "run ferry_boot".into());

@@ -29,6 +29,7 @@ use ferry_types::{Diagnose, Version};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::AgentError;
 use crate::client::Client;
 use crate::device::{Device, PayloadKind, Receipt, SlotInfo, SlotSeal};
 use crate::install::attempts::{self, Attempts};
@@ -41,7 +42,6 @@ use crate::machines::{controller, downloader, update};
 use crate::offer::{self, Offer};
 use crate::progress::{self, Phase, ProgressSink};
 use crate::trust::catalog;
-use crate::AgentError;
 
 /// Namespace of update UUIDs (v5 of device id and build id).
 pub const UPDATE_NAMESPACE: uuid::Uuid =

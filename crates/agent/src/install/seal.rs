@@ -3,14 +3,14 @@
 //! compared with the release's root hash before the slot may boot, stored beside the
 //! slot, and checked again at every boot.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 
+use crate::AgentError;
 use crate::device::SlotSeal;
 use crate::layout;
-use crate::AgentError;
 use ferry_payload::{Manifest, SealRef};
 use ferry_seal::{Salt, Tree};
 

@@ -19,10 +19,10 @@ use ferry_catalog::Catalog;
 use ferry_types::Diagnose;
 use serde::{Deserialize, Serialize};
 
+use crate::AgentError;
 use crate::client::{METADATA_PATH, TARGETS_PATH};
 use crate::device::Device;
 use crate::layout::Layout;
-use crate::AgentError;
 
 /// The result recorded for a scan that succeeded.
 pub const SCAN_OK: &str = "ok";

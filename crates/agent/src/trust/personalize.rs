@@ -24,9 +24,9 @@ use ferry_personalize::{
     SignedTicket, TicketRequest, verify,
 };
 
+use crate::AgentError;
 use crate::client::Client;
 use crate::device::{Device, PayloadKind, SlotInfo};
-use crate::AgentError;
 
 /// Overrides the config's `clock_offset_secs` (seconds added to the system clock).
 pub const CLOCK_OFFSET_ENV: &str = "FERRY_CLOCK_OFFSET";

@@ -75,7 +75,7 @@ fn labels(device: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The device's trusted metadata, file by file (without `latest_known_time.json`, which every
+/// The device's trusted metadata, file by file (without `latest_known_time`, which every
 /// successful refresh rewrites).
 fn trusted_metadata(device: &Path) -> BTreeMap<String, Vec<u8>> {
     let dir = device.join("tuf/current");
@@ -83,7 +83,7 @@ fn trusted_metadata(device: &Path) -> BTreeMap<String, Vec<u8>> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.unwrap())
         .filter(|entry| {
-            entry.file_type().unwrap().is_file() && entry.file_name() != "latest_known_time.json"
+            entry.file_type().unwrap().is_file() && entry.file_name() != "latest_known_time"
         })
         .map(|entry| {
             (

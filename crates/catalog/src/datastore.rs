@@ -13,7 +13,7 @@
 //! earlier than it is refused, since it would make expired metadata look current.
 
 use crate::error::CatalogError;
-use crate::store::{sync_dir, write_atomic};
+use crate::store::sync_dir;
 use crate::trusted::TrustedSet;
 use crate::updater::metadata_file_name;
 use chrono::{DateTime, Utc};
@@ -23,23 +23,29 @@ const CURRENT_LINK: &str = "current";
 const GENERATION_PREFIX: &str = "gen-";
 const LATEST_KNOWN_TIME: &str = "latest_known_time";
 
-/// Writes every trusted document and the clock reading `now` into the generation `dir`.
+/// Writes every trusted document and the clock reading `now` into the staging generation
+/// `dir` (plain writes: [`commit_generation`] makes them durable before the swap).
 pub(crate) fn save_trusted(
     dir: &Path,
     trusted: &TrustedSet,
     now: DateTime<Utc>,
 ) -> Result<(), CatalogError> {
-    write_atomic(dir, "root.json", &trusted.root().bytes)?;
+    std::fs::create_dir_all(dir).map_err(CatalogError::io("create", dir))?;
+    let write = |file_name: &str, bytes: &[u8]| {
+        let path = dir.join(file_name);
+        std::fs::write(&path, bytes).map_err(CatalogError::io("write", &path))
+    };
+    write("root.json", &trusted.root().bytes)?;
     if let Some(timestamp) = trusted.timestamp() {
-        write_atomic(dir, "timestamp.json", &timestamp.bytes)?;
+        write("timestamp.json", &timestamp.bytes)?;
     }
     if let Some(snapshot) = trusted.snapshot() {
-        write_atomic(dir, "snapshot.json", &snapshot.bytes)?;
+        write("snapshot.json", &snapshot.bytes)?;
     }
     for (role, targets) in trusted.all_targets() {
-        write_atomic(dir, &metadata_file_name(role), &targets.bytes)?;
+        write(&metadata_file_name(role), &targets.bytes)?;
     }
-    write_atomic(dir, LATEST_KNOWN_TIME, now.to_rfc3339().as_bytes())
+    write(LATEST_KNOWN_TIME, now.to_rfc3339().as_bytes())
 }
 
 /// Refuses a clock earlier than the one recorded in the generation `dir`, if any.

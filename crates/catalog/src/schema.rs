@@ -290,8 +290,7 @@ pub(crate) fn parse<T: RoleType>(role: &str, bytes: &[u8]) -> Result<(Envelope, 
     if spec.split('.').next() != Some(SPEC_MAJOR) || spec.split('.').count() < 2 {
         return Err(malformed(format!("spec_version {spec} is not 1.x")));
     }
-    let parsed: T =
-        serde_json::from_value(signed.clone()).map_err(|error| malformed(error.to_string()))?;
+    let parsed = T::deserialize(signed).map_err(|error| malformed(error.to_string()))?;
     if parsed.version() == 0 {
         return Err(malformed("version is 0".into()));
     }
@@ -375,10 +374,13 @@ impl Delegations {
         if let Some(succinct) = &self.succinct_roles {
             return vec![(succinct.role_for_target(target_path), true)];
         }
+        // Hash prefixes compare against the path's SHA-256, computed once for all roles.
+        let digest = std::cell::OnceCell::new();
+        let path_digest = || digest.get_or_init(|| hex::encode(Sha256::digest(target_path)));
         self.roles
             .iter()
             .flatten()
-            .filter(|role| role.is_delegated_path(target_path))
+            .filter(|role| role.is_delegated_path(target_path, path_digest))
             .map(|role| (role.name.clone(), role.terminating))
             .collect()
     }
@@ -416,15 +418,20 @@ impl Delegations {
 
 impl DelegatedRole {
     /// Whether this role may sign for `target_path`: a `paths` pattern matches it segment by
-    /// segment (`*` does not cross `/`), or its SHA-256 starts with a listed prefix.
-    pub(crate) fn is_delegated_path(&self, target_path: &str) -> bool {
+    /// segment (`*` does not cross `/`), or its hex SHA-256 (`path_digest`) starts with a
+    /// listed prefix.
+    fn is_delegated_path<'a>(
+        &self,
+        target_path: &str,
+        path_digest: impl Fn() -> &'a String,
+    ) -> bool {
         if let Some(patterns) = &self.paths {
             return patterns
                 .iter()
                 .any(|pattern| path_matches(target_path, pattern));
         }
         if let Some(prefixes) = &self.path_hash_prefixes {
-            let digest = hex::encode(Sha256::digest(target_path.as_bytes()));
+            let digest = path_digest();
             return prefixes.iter().any(|prefix| digest.starts_with(prefix));
         }
         false

@@ -282,18 +282,24 @@ impl Catalog {
 }
 
 /// Resolves every listed target name as a lookup would (the first role in pre-order depth
-/// first that is delegated the name and lists it), with the roles already loaded. Names whose
-/// lookup fails are returned as errors; names no role is delegated are dropped.
+/// first that is delegated the name and lists it), with the roles already loaded. Lookup
+/// failures are returned once each (a bad delegation fails every name under it); names no
+/// role is delegated are dropped.
 async fn resolve_all(updater: &mut Updater) -> (BTreeMap<String, TargetFile>, Vec<CatalogError>) {
     let mut targets = BTreeMap::new();
     let mut failed = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for name in updater.listed_target_paths() {
         match updater.find_target(&name).await {
             Ok(Some(target)) => {
                 targets.insert(name, target);
             }
             Ok(None) => {}
-            Err(error) => failed.push(error),
+            Err(error) => {
+                if seen.insert(error.to_string()) {
+                    failed.push(error);
+                }
+            }
         }
     }
     (targets, failed)

@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The spec major version this client reads.
 const SPEC_MAJOR: &str = "1";
+/// The roles root delegates; no delegated role may take their names.
+const TOP_LEVEL_ROLES: [&str; 4] = ["root", "timestamp", "snapshot", "targets"];
 
 /// A signed document: the canonical bytes of `signed` and the signatures over them.
 #[derive(Debug, Clone)]
@@ -143,7 +145,7 @@ impl RoleType for Root {
         self.version
     }
     fn validate(&self) -> Result<(), String> {
-        for role in ["root", "timestamp", "snapshot", "targets"] {
+        for role in TOP_LEVEL_ROLES {
             let keys = self
                 .roles
                 .get(role)
@@ -205,6 +207,10 @@ impl RoleType for Targets {
                 for role in roles {
                     if !names.insert(role.name.as_str()) {
                         return Err(format!("the role {} is delegated twice", role.name));
+                    }
+                    // A delegated role named like a top-level one would share its file.
+                    if TOP_LEVEL_ROLES.contains(&role.name.as_str()) {
+                        return Err(format!("a delegated role is named {}", role.name));
                     }
                     if role.paths.is_some() && role.path_hash_prefixes.is_some() {
                         return Err(format!(
@@ -607,6 +613,30 @@ mod tests {
             format!("bin-{:02x}", digest[0])
         );
         assert!(bins.is_bin("bin-ff") && !bins.is_bin("bin-100") && !bins.is_bin("bin-FF"));
+    }
+
+    fn targets_delegating(role: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "signatures": [],
+            "signed": {
+                "_type": "targets", "spec_version": "1.0.31", "version": 1,
+                "expires": "2100-01-01T00:00:00Z", "targets": {},
+                "delegations": {"keys": {}, "roles": [
+                    {"name": role, "keyids": ["k"], "threshold": 1, "paths": ["*"],
+                     "terminating": false}
+                ]}
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_delegated_role_may_not_take_a_top_level_name() {
+        assert!(parse::<Targets>("targets", &targets_delegating("team-a")).is_ok());
+        for name in TOP_LEVEL_ROLES {
+            let error = parse::<Targets>("targets", &targets_delegating(name)).unwrap_err();
+            assert_eq!(error.code(), "CATALOG_MALFORMED", "{name}: {error}");
+        }
     }
 
     #[test]

@@ -196,3 +196,23 @@ async fn a_bin_cannot_sign_a_target_outside_its_prefix() {
     );
     assert!(catalog.target("gw-1.10.manifest").is_some());
 }
+
+/// §5.3.3: only "not found" (403/404) for the next root ends the root chain; tough took any
+/// error as the end, so a fault hiding a new root let the refresh go on under the old one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unanswered_next_root_fails_the_refresh() {
+    let fixture = Fixture::new().await;
+    publish_gateway_releases(&fixture).await;
+    fixture.refresh().await.expect("refresh");
+    repo::rotate_root(&fixture.keys(), &fixture.metadata(), TimeDelta::days(365))
+        .await
+        .expect("rotate root");
+    fixture.server.make_unavailable("2.root.json");
+    let error = fixture
+        .refresh()
+        .await
+        .expect_err("the next root could not be fetched");
+    assert_eq!(error.code(), "CATALOG_UNREACHABLE", "{error}");
+    assert!(error.to_string().contains("2.root.json"), "{error}");
+    assert_eq!(fixture.trusted_version("root.json"), 1);
+}

@@ -22,6 +22,7 @@ use url::Url;
 pub struct TestServer {
     pub address: std::net::SocketAddr,
     endless: Arc<Mutex<HashSet<String>>>,
+    unavailable: Arc<Mutex<HashSet<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -29,14 +30,17 @@ pub struct TestServer {
 struct ServerState {
     root: PathBuf,
     endless: Arc<Mutex<HashSet<String>>>,
+    unavailable: Arc<Mutex<HashSet<String>>>,
 }
 
 impl TestServer {
     pub async fn start(root: &Path) -> Self {
         let endless = Arc::new(Mutex::new(HashSet::new()));
+        let unavailable = Arc::new(Mutex::new(HashSet::new()));
         let state = ServerState {
             root: root.to_owned(),
             endless: endless.clone(),
+            unavailable: unavailable.clone(),
         };
         let app = Router::new()
             .route("/tuf/{kind}/{file}", get(serve))
@@ -51,6 +55,7 @@ impl TestServer {
         Self {
             address,
             endless,
+            unavailable,
             task,
         }
     }
@@ -68,6 +73,14 @@ impl TestServer {
         self.endless.lock().expect("lock").insert(file.to_owned());
     }
 
+    /// From now on, `/tuf/metadata/<file>` answers 503.
+    pub fn make_unavailable(&self, file: &str) {
+        self.unavailable
+            .lock()
+            .expect("lock")
+            .insert(file.to_owned());
+    }
+
     pub fn stop(&self) {
         self.task.abort();
     }
@@ -79,6 +92,9 @@ async fn serve(
 ) -> Response {
     if kind != "metadata" && kind != "targets" || file.contains("..") || file.contains('/') {
         return StatusCode::NOT_FOUND.into_response();
+    }
+    if kind == "metadata" && state.unavailable.lock().expect("lock").contains(&file) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     if kind == "metadata" && state.endless.lock().expect("lock").contains(&file) {
         let chunk = Bytes::from(vec![b' '; 64 * 1024]);

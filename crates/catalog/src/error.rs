@@ -2,7 +2,6 @@
 //! (its `Display`) and a one-sentence fix.
 
 use std::path::PathBuf;
-use tough::error::Error as ToughError;
 
 /// An error of the catalog, repository side or device side.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +77,29 @@ pub enum CatalogError {
         expected: String,
         /// The digest of the bytes received (hex).
         actual: String,
+    },
+
+    /// A target's bytes do not match a signed digest other than SHA-256.
+    #[error("the target {target} has {algorithm} {actual}, but the catalog signs {expected}")]
+    TargetDigestMismatch {
+        /// The target name.
+        target: String,
+        /// The hash algorithm (`sha512`).
+        algorithm: String,
+        /// The signed digest (hex).
+        expected: String,
+        /// The digest of the bytes received (hex).
+        actual: String,
+    },
+
+    /// Metadata or a target is listed with a hash algorithm this client cannot compute, so it
+    /// cannot be verified.
+    #[error("{what} is listed with the hash algorithm {algorithm}, which this client cannot check")]
+    HashUnsupported {
+        /// What was being checked (`the snapshot metadata`, `the target x`).
+        what: String,
+        /// The algorithm name.
+        algorithm: String,
     },
 
     /// The catalog server could not be reached or did not serve a file.
@@ -210,6 +232,8 @@ impl CatalogError {
             Self::EndlessData { .. } => "CATALOG_ENDLESS_DATA",
             Self::TargetTooLong { .. } => "CATALOG_TARGET_TOO_LONG",
             Self::TargetMismatch { .. } => "CATALOG_TARGET_MISMATCH",
+            Self::TargetDigestMismatch { .. } => "CATALOG_TARGET_MISMATCH",
+            Self::HashUnsupported { .. } => "CATALOG_HASH_UNSUPPORTED",
             Self::Unreachable { .. } => "CATALOG_UNREACHABLE",
             Self::TargetUnknown { .. } => "CATALOG_TARGET_UNKNOWN",
             Self::Malformed { .. } => "CATALOG_MALFORMED",
@@ -239,7 +263,8 @@ impl CatalogError {
             ),
             Self::MixAndMatch { .. } => "A mirror or cache is serving files from different catalog versions: purge the cache in front of /tuf/metadata/ and retry".into(),
             Self::EndlessData { .. } => "Something is sending an oversized response instead of catalog metadata: check the server URL and any proxy in between".into(),
-            Self::TargetTooLong { .. } | Self::TargetMismatch { .. } => "The file served is not the one the catalog signs: purge any cache in front of /tuf/targets/ and check the server's artifact store".into(),
+            Self::HashUnsupported { .. } => "Publish it again listing a sha256 (or sha512) hash, which every TUF client can check".into(),
+            Self::TargetTooLong { .. } | Self::TargetMismatch { .. } | Self::TargetDigestMismatch { .. } => "The file served is not the one the catalog signs: purge any cache in front of /tuf/targets/ and check the server's artifact store".into(),
             Self::Unreachable { .. } => "Check the network and the server URL in config.toml, then scan again".into(),
             Self::TargetUnknown { .. } => "Refresh the catalog and use a target name it lists".into(),
             Self::Malformed { role, .. } => format!("Regenerate the {role} metadata with `ferry publish` on the server"),
@@ -267,228 +292,6 @@ impl CatalogError {
             path,
             source,
         }
-    }
-
-    /// Maps a tough client error. `targets_base_url` tells target fetches from metadata
-    /// fetches, and `target` names the target being read, if any.
-    pub(crate) fn from_tough(
-        error: ToughError,
-        targets_base_url: &str,
-        target: Option<&str>,
-    ) -> Self {
-        match error {
-            ToughError::ExpiredMetadata { role, .. } => Self::Expired {
-                role: role.to_string(),
-            },
-            ToughError::OlderMetadata {
-                role,
-                current_version,
-                new_version,
-                ..
-            } => Self::Rollback {
-                role: role.to_string(),
-                trusted_version: current_version,
-                offered_version: new_version,
-            },
-            ToughError::OlderSnapshotInTimestamp {
-                snapshot_new,
-                snapshot_old,
-                ..
-            } => Self::Rollback {
-                role: "snapshot (as listed in timestamp)".into(),
-                trusted_version: snapshot_old,
-                offered_version: snapshot_new,
-            },
-            ToughError::SnapshotRoleRollback {
-                role,
-                old_role_version,
-                new_role_version,
-                ..
-            } => Self::Rollback {
-                role: format!("{role} (as listed in snapshot)"),
-                trusted_version: old_role_version,
-                offered_version: new_role_version,
-            },
-            ToughError::SnapshotRoleMissing {
-                role,
-                old_version,
-                new_version,
-            } => Self::Rollback {
-                role: format!("snapshot dropping {role}"),
-                trusted_version: old_version,
-                offered_version: new_version,
-            },
-            ToughError::VerifyMetadata { role, source, .. } => Self::BadSignature {
-                role: role.to_string(),
-                detail: source.to_string(),
-            },
-            ToughError::VerifyRoleMetadata { role, source, .. } => Self::BadSignature {
-                role,
-                detail: source.to_string(),
-            },
-            ToughError::VerifyTrustedMetadata { source, .. } => Self::PinnedRootInvalid {
-                detail: source.to_string(),
-            },
-            ToughError::ParseTrustedMetadata { source, .. } => Self::PinnedRootInvalid {
-                detail: source.to_string(),
-            },
-            ToughError::VersionMismatch {
-                role,
-                fetched,
-                expected,
-                ..
-            } => Self::MixAndMatch {
-                role: role.to_string(),
-                expected: format!("version {expected}"),
-                actual: format!("version {fetched}"),
-            },
-            ToughError::ParseMetadata { role, source, .. } => Self::Malformed {
-                role: role.to_string(),
-                detail: source.to_string(),
-            },
-            error @ (ToughError::TimestampMetaLength { .. }
-            | ToughError::MissingSnapshotMeta { .. }
-            | ToughError::MetaMissing { .. }
-            | ToughError::SnapshotTargetsMetaMissing { .. }) => Self::Malformed {
-                role: "timestamp or snapshot".into(),
-                detail: error.to_string(),
-            },
-            ToughError::SystemTimeSteppedBackward {
-                sys_time,
-                latest_known_time,
-            } => Self::ClockSteppedBack {
-                now: sys_time.to_string(),
-                latest_known: latest_known_time.to_string(),
-            },
-            ToughError::MaxUpdatesExceeded {
-                max_root_updates, ..
-            } => Self::TooManyRootUpdates { max_root_updates },
-            ToughError::DatastoreCreate { path, source, .. } => Self::Io {
-                operation: "write",
-                path,
-                source,
-            },
-            ToughError::DatastoreOpen { path, source, .. } => Self::Io {
-                operation: "read",
-                path,
-                source,
-            },
-            ToughError::DatastoreRemove { path, source, .. } => Self::Io {
-                operation: "remove",
-                path,
-                source,
-            },
-            ToughError::Transport { url, source, .. } => {
-                Self::from_transport(url.as_str(), &source, targets_base_url, target)
-            }
-            ToughError::HashMismatch {
-                context,
-                calculated,
-                expected,
-                ..
-            } => hash_mismatch(&context, calculated, expected, targets_base_url, target),
-            ToughError::MaxSizeExceeded { max_size, .. } => {
-                size_exceeded("(unknown URL)", targets_base_url, max_size, target)
-            }
-            other => Self::Tuf {
-                detail: other.to_string(),
-            },
-        }
-    }
-
-    /// Maps a transport failure, looking inside it for the size and hash checks tough runs
-    /// while streaming.
-    pub(crate) fn from_transport(
-        url: &str,
-        source: &tough::TransportError,
-        targets_base_url: &str,
-        target: Option<&str>,
-    ) -> Self {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> =
-            std::error::Error::source(source);
-        while let Some(inner) = cause {
-            if let Some(tough_error) = inner.downcast_ref::<ToughError>() {
-                match tough_error {
-                    ToughError::MaxSizeExceeded { max_size, .. } => {
-                        return size_exceeded(url, targets_base_url, *max_size, target);
-                    }
-                    ToughError::HashMismatch {
-                        calculated,
-                        expected,
-                        ..
-                    } => {
-                        return hash_mismatch(
-                            url,
-                            calculated.clone(),
-                            expected.clone(),
-                            targets_base_url,
-                            target,
-                        );
-                    }
-                    _ => {}
-                }
-            }
-            cause = inner.source();
-        }
-        Self::Unreachable {
-            url: url.to_owned(),
-            detail: source.to_string(),
-        }
-    }
-}
-
-fn is_target_url(url: &str, targets_base_url: &str) -> bool {
-    !targets_base_url.is_empty() && url.starts_with(targets_base_url)
-}
-
-fn size_exceeded(
-    url: &str,
-    targets_base_url: &str,
-    max_size: u64,
-    target: Option<&str>,
-) -> CatalogError {
-    if is_target_url(url, targets_base_url) {
-        CatalogError::TargetTooLong {
-            target: target.unwrap_or(url).to_owned(),
-            max_length: max_size,
-        }
-    } else {
-        CatalogError::EndlessData {
-            url: url.to_owned(),
-            max_size,
-        }
-    }
-}
-
-fn hash_mismatch(
-    url: &str,
-    calculated: String,
-    expected: String,
-    targets_base_url: &str,
-    target: Option<&str>,
-) -> CatalogError {
-    if is_target_url(url, targets_base_url) {
-        CatalogError::TargetMismatch {
-            target: target.unwrap_or(url).to_owned(),
-            expected,
-            actual: calculated,
-        }
-    } else {
-        CatalogError::MixAndMatch {
-            role: metadata_role_of(url),
-            expected: format!("sha256 {expected}"),
-            actual: format!("sha256 {calculated}"),
-        }
-    }
-}
-
-/// `https://h/tuf/metadata/7.snapshot.json` → `snapshot`.
-fn metadata_role_of(url: &str) -> String {
-    let file = url.rsplit('/').next().unwrap_or(url);
-    let without_json = file.strip_suffix(".json").unwrap_or(file);
-    match without_json.split_once('.') {
-        Some((version, role)) if version.bytes().all(|b| b.is_ascii_digit()) => role.to_owned(),
-        _ => without_json.to_owned(),
     }
 }
 
@@ -519,21 +322,5 @@ mod tests {
             assert!(!error.fix().ends_with('.'), "{}", error.fix());
             assert!(error.code().starts_with("CATALOG_"));
         }
-    }
-
-    #[test]
-    fn metadata_roles_are_named_from_urls() {
-        assert_eq!(
-            metadata_role_of("http://h/tuf/metadata/7.snapshot.json"),
-            "snapshot"
-        );
-        assert_eq!(
-            metadata_role_of("http://h/tuf/metadata/timestamp.json"),
-            "timestamp"
-        );
-        assert_eq!(
-            metadata_role_of("http://h/tuf/metadata/3.bins-0a.json"),
-            "bins-0a"
-        );
     }
 }

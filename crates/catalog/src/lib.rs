@@ -1,10 +1,13 @@
 //! The ferry catalog: a signed TUF repository of OS releases, the device-side refresh that
 //! verifies it, and the selection of the update offered to each device.
 //!
-//! It follows [TUF 1.0] (spec version `1.0.0` in the metadata) through the [`tough`] crate:
-//! ed25519 keys, consistent snapshots (`N.targets.json`, `N.snapshot.json`, targets served as
-//! `<sha256>.<name>`), root rotation with a verified chain walk, and optional hashed-bin
-//! delegations for large catalogs ([`repo::Bins`]).
+//! It follows [TUF 1.0] (spec version `1.0.0` in the metadata). The repository side is built
+//! on the [`tough`] editor: ed25519 keys, consistent snapshots (`N.targets.json`,
+//! `N.snapshot.json`, targets served as `<sha256>.<name>`), root rotation, and optional
+//! hashed-bin delegations for large catalogs ([`repo::Bins`]). The device side is this crate's
+//! own client workflow (`updater`, `trusted`, `schema`, `verify`): it passes the TUF
+//! community's conformance suite (all 113 cases, `ferry tuf`), reads ed25519, ECDSA and RSA
+//! keys, sha256 and sha512 hashes, and searches delegations as the spec orders.
 //!
 //! Not supported:
 //! * target names containing `/` ([`repo::add_targets`] refuses them): tough puts the hash
@@ -56,17 +59,20 @@
 
 mod client;
 pub mod conformance;
+mod datastore;
 mod error;
 pub mod offer;
 mod release;
 pub mod repo;
+mod schema;
 mod store;
 mod transport;
+mod trusted;
+mod updater;
+mod verify;
 
-pub use client::{
-    Catalog, FetchLimits, MetadataVersions, RefreshOptions, Release, TargetInfo,
-    trusted_metadata_dir,
-};
+pub use client::{Catalog, FetchLimits, MetadataVersions, RefreshOptions, Release, TargetInfo};
+pub use datastore::trusted_metadata_dir;
 pub use error::CatalogError;
 pub use offer::{DeviceQuery, Offer};
 pub use release::{

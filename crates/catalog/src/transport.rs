@@ -1,43 +1,27 @@
-//! The HTTP transport tough fetches through: reqwest with rustls, optionally trusting only a
-//! pinned CA, plus `file://` URLs for local use.
-//!
-//! With consistent snapshots, `N.snapshot.json`, `N.targets.json` and `N.bins-XX.json` never
-//! change once published, so when the device already trusts version N of a role the transport
-//! answers from the raw bytes it kept of it (`GEN/raw/N.ROLE.json`; tough's own datastore
-//! copies are re-serialized, so their hashes differ) instead of the network: a scan that finds
-//! nothing new moves only `timestamp.json` (and the 404 for the next root). tough still
-//! verifies what it gets (length and hash from the parent role, signatures, expiry), so a
-//! local answer is checked exactly like a downloaded one. Raw bytes are written into the
-//! staging generation, which is committed only when the whole refresh verified.
+//! Fetches catalog files over HTTP(S) (reqwest with rustls, optionally trusting only a pinned
+//! CA) or from `file://` URLs, never reading more than a caller's limit.
 
 use crate::error::CatalogError;
-use async_trait::async_trait;
 use futures_util::StreamExt;
-use std::path::PathBuf;
 use std::time::Duration;
-use tough::{FilesystemTransport, Transport, TransportError, TransportErrorKind, TransportStream};
 use url::Url;
 
-/// Fetches catalog files over HTTP(S) or from `file://` URLs.
+/// Why a fetch gave no bytes.
+#[derive(Debug)]
+pub(crate) enum FetchError {
+    /// 403, 404 or 410 (or a missing file): the repository does not have it.
+    NotFound,
+    /// The body went past the limit.
+    TooLarge { max_size: u64 },
+    /// Anything else (connection, TLS, other status, I/O), described.
+    Failed(String),
+}
+
+/// The HTTP client the catalog fetches with.
 #[derive(Debug, Clone)]
 pub(crate) struct CatalogTransport {
     client: reqwest::Client,
-    /// The metadata base URL, the raw metadata of the trusted generation (to answer from) and
-    /// the raw directory of the staging generation (to keep what this refresh uses).
-    raw: Option<RawMetadata>,
 }
-
-#[derive(Debug, Clone)]
-struct RawMetadata {
-    metadata_base_url: String,
-    trusted_dir: Option<PathBuf>,
-    staging_dir: PathBuf,
-}
-
-/// Where a generation keeps the raw bytes of its versioned metadata.
-pub(crate) const RAW_DIR: &str = "raw";
-/// Raw files larger than this are not kept (they are fetched again).
-const MAX_RAW_SIZE: usize = 64 * 1024 * 1024;
 
 impl CatalogTransport {
     /// A transport trusting the platform's roots, or only `ca_pem` when given.
@@ -57,127 +41,79 @@ impl CatalogTransport {
         let client = builder.build().map_err(|error| CatalogError::Tuf {
             detail: error.to_string(),
         })?;
-        Ok(Self { client, raw: None })
+        Ok(Self { client })
     }
 
-    /// Keeps the raw bytes of versioned metadata (`N.ROLE.json`, not root) fetched under
-    /// `metadata_base_url` in `staging_dir/raw/`, and answers such requests from
-    /// `trusted_dir/raw/` when it has them.
-    pub(crate) fn with_raw_metadata(
-        mut self,
-        metadata_base_url: &Url,
-        trusted_dir: Option<PathBuf>,
-        staging_dir: PathBuf,
-    ) -> Self {
-        self.raw = Some(RawMetadata {
-            metadata_base_url: metadata_base_url.to_string(),
-            trusted_dir: trusted_dir.map(|dir| dir.join(RAW_DIR)),
-            staging_dir: staging_dir.join(RAW_DIR),
-        });
-        self
-    }
-
-    /// The file name `N.ROLE.json` of `url` when it is versioned metadata other than root.
-    fn versioned_file(&self, url: &Url) -> Option<(RawMetadata, String)> {
-        let raw = self.raw.as_ref()?;
-        let file = url.as_str().strip_prefix(raw.metadata_base_url.as_str())?;
-        let (version, rest) = file.split_once('.')?;
-        let role = rest.strip_suffix(".json")?;
-        let valid = !version.is_empty()
-            && version.bytes().all(|b| b.is_ascii_digit())
-            && !role.is_empty()
-            && role != "root"
-            && role
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
-        valid.then(|| (raw.clone(), file.to_owned()))
-    }
-}
-
-#[async_trait]
-impl Transport for CatalogTransport {
-    // Answers versioned metadata from the trusted raw copy when it has it, else fetches.
-    async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
-        let versioned = self.versioned_file(&url);
-        if let Some((raw, file)) = &versioned
-            && let Some(trusted_dir) = &raw.trusted_dir
-            && let Ok(bytes) = std::fs::read(trusted_dir.join(file))
-        {
-            keep_raw(&raw.staging_dir, file, &bytes);
-            let chunk: Result<bytes::Bytes, TransportError> = Ok(bytes.into());
-            return Ok(Box::pin(futures_util::stream::iter([chunk])));
-        }
-        let stream = self.fetch_remote(url).await?;
-        let Some((raw, file)) = versioned else {
-            return Ok(stream);
-        };
-        // Tee the bytes; write them once the body has ended (never for a body cut short).
-        let buffer = std::sync::Arc::new(std::sync::Mutex::new(Some(Vec::new())));
-        let tee = buffer.clone();
-        let teed = stream.inspect(move |chunk| {
-            if let (Ok(chunk), Ok(mut guard)) = (chunk, tee.lock()) {
-                let too_big = guard
-                    .as_ref()
-                    .is_some_and(|kept| kept.len() + chunk.len() > MAX_RAW_SIZE);
-                if too_big {
-                    *guard = None;
-                } else if let Some(kept) = guard.as_mut() {
-                    kept.extend_from_slice(chunk);
-                }
-            }
-        });
-        let finish = futures_util::stream::once(async move {
-            if let Ok(mut guard) = buffer.lock()
-                && let Some(bytes) = guard.take()
-            {
-                keep_raw(&raw.staging_dir, &file, &bytes);
-            }
-        })
-        .filter_map(|()| async { None });
-        Ok(Box::pin(teed.chain(finish)))
-    }
-}
-
-/// Writes raw metadata into the staging generation (best effort: without it the next scan
-/// fetches the file again).
-fn keep_raw(staging_raw_dir: &std::path::Path, file: &str, bytes: &[u8]) {
-    if std::fs::create_dir_all(staging_raw_dir).is_ok() {
-        let _ = std::fs::write(staging_raw_dir.join(file), bytes);
-    }
-}
-
-impl CatalogTransport {
-    async fn fetch_remote(&self, url: Url) -> Result<TransportStream, TransportError> {
+    /// The body of `url`, refused as soon as it exceeds `max_size` bytes.
+    pub(crate) async fn fetch(&self, url: &Url, max_size: u64) -> Result<Vec<u8>, FetchError> {
         match url.scheme() {
-            "file" => return FilesystemTransport.fetch(url).await,
+            "file" => return fetch_file(url, max_size),
             "http" | "https" => {}
-            _ => {
-                return Err(TransportError::new(
-                    TransportErrorKind::UnsupportedUrlScheme,
-                    url,
-                ));
+            scheme => {
+                return Err(FetchError::Failed(format!(
+                    "unsupported URL scheme {scheme}"
+                )));
             }
         }
-        let response = self.client.get(url.clone()).send().await.map_err(|error| {
-            TransportError::new_with_cause(TransportErrorKind::Other, url.clone(), error)
-        })?;
+        let response = self
+            .client
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|error| FetchError::Failed(error_chain(&error)))?;
         let status = response.status();
         if matches!(status.as_u16(), 403 | 404 | 410) {
-            return Err(TransportError::new(TransportErrorKind::FileNotFound, url));
+            return Err(FetchError::NotFound);
         }
         if !status.is_success() {
-            return Err(TransportError::new_with_cause(
-                TransportErrorKind::Other,
-                url,
-                format!("HTTP status {status}"),
-            ));
+            return Err(FetchError::Failed(format!("HTTP status {status}")));
         }
-        let stream_url = url.clone();
-        let stream = response.bytes_stream().map(move |chunk| {
-            chunk.map_err(|error| {
-                TransportError::new_with_cause(TransportErrorKind::Other, stream_url.clone(), error)
-            })
-        });
-        Ok(Box::pin(stream))
+        if response
+            .content_length()
+            .is_some_and(|length| length > max_size)
+        {
+            return Err(FetchError::TooLarge { max_size });
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|error| FetchError::Failed(error_chain(&error)))?;
+            if body.len() as u64 + chunk.len() as u64 > max_size {
+                return Err(FetchError::TooLarge { max_size });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
+}
+
+fn fetch_file(url: &Url, max_size: u64) -> Result<Vec<u8>, FetchError> {
+    use std::io::Read;
+    let path = url
+        .to_file_path()
+        .map_err(|()| FetchError::Failed("not a local file path".into()))?;
+    let file = std::fs::File::open(&path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => FetchError::NotFound,
+        _ => FetchError::Failed(error.to_string()),
+    })?;
+    let mut body = Vec::new();
+    file.take(max_size + 1)
+        .read_to_end(&mut body)
+        .map_err(|error| FetchError::Failed(error.to_string()))?;
+    if body.len() as u64 > max_size {
+        return Err(FetchError::TooLarge { max_size });
+    }
+    Ok(body)
+}
+
+/// An error and its sources on one line (reqwest's own message hides the cause).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }

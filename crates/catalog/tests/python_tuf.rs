@@ -115,16 +115,16 @@ async fn the_conformance_protocol_functions_refresh_and_download() {
             "{file} is kept under its unversioned name"
         );
     }
-    let path = tuf_download(
+    let paths = tuf_download(
         &metadata_dir,
         &fixture.server.metadata_url(),
-        "gw-1.10.manifest",
+        &["gw-1.10.manifest".to_owned()],
         &fixture.server.targets_url(),
         &target_dir,
     )
     .await
     .expect("download");
-    assert_eq!(std::fs::read(&path).expect("read"), br#"{"chunks":3}"#);
+    assert_eq!(std::fs::read(&paths[0]).expect("read"), br#"{"chunks":3}"#);
 
     // Cached: with the served file gone, the verified local copy is used.
     let catalog = fixture.refresh().await.expect("refresh");
@@ -139,7 +139,7 @@ async fn the_conformance_protocol_functions_refresh_and_download() {
     tuf_download(
         &metadata_dir,
         &fixture.server.metadata_url(),
-        "gw-1.10.manifest",
+        &["gw-1.10.manifest".to_owned()],
         &fixture.server.targets_url(),
         &target_dir,
     )
@@ -148,7 +148,7 @@ async fn the_conformance_protocol_functions_refresh_and_download() {
     let error = tuf_download(
         &metadata_dir,
         &fixture.server.metadata_url(),
-        "gw-1.9.full",
+        &["gw-1.9.full".to_owned()],
         &fixture.server.targets_url(),
         &target_dir,
     )

@@ -364,9 +364,9 @@ pub struct TufArgs {
     /// Base URL of the metadata.
     #[arg(long)]
     pub metadata_url: Option<String>,
-    /// Target to download.
+    /// Target to download (repeatable: downloaded in order, stopping at the first failure).
     #[arg(long)]
-    pub target_name: Option<String>,
+    pub target_name: Vec<String>,
     /// Base URL of the targets.
     #[arg(long)]
     pub target_base_url: Option<String>,

@@ -22,24 +22,25 @@ pub async fn run(a: TufArgs) -> Result<ExitCode, Failure> {
         TufAction::Download => {
             let metadata_url = url(a.metadata_url.as_deref(), "--metadata-url")?;
             let target_base_url = url(a.target_base_url.as_deref(), "--target-base-url")?;
-            let target_name = a
-                .target_name
-                .as_deref()
-                .ok_or_else(|| missing("--target-name"))?;
+            if a.target_name.is_empty() {
+                return Err(missing("--target-name"));
+            }
             let target_dir = a
                 .target_dir
                 .as_deref()
                 .ok_or_else(|| missing("--target-dir"))?;
-            let path = conformance::tuf_download(
+            let paths = conformance::tuf_download(
                 &a.metadata_dir,
                 &metadata_url,
-                target_name,
+                &a.target_name,
                 &target_base_url,
                 target_dir,
             )
             .await
             .map_err(catalog_failure)?;
-            tracing::info!(path = %path.display(), "target downloaded");
+            for path in paths {
+                tracing::info!(path = %path.display(), "target downloaded");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -75,7 +75,7 @@ fn labels(device: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The device's trusted metadata, file by file (without `latest_known_time.json`, which every
+/// The device's trusted metadata, file by file (without `latest_known_time`, which every
 /// successful refresh rewrites).
 fn trusted_metadata(device: &Path) -> BTreeMap<String, Vec<u8>> {
     let dir = device.join("tuf/current");
@@ -83,7 +83,7 @@ fn trusted_metadata(device: &Path) -> BTreeMap<String, Vec<u8>> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.unwrap())
         .filter(|entry| {
-            entry.file_type().unwrap().is_file() && entry.file_name() != "latest_known_time.json"
+            entry.file_type().unwrap().is_file() && entry.file_name() != "latest_known_time"
         })
         .map(|entry| {
             (
@@ -413,7 +413,7 @@ fn an_endless_response_is_cut_off() {
     let f = fleet();
     list(&f.device);
     let trusted = trusted_metadata(&f.device);
-    let proxy = EndlessProxy::start(f.server.addr, "timestamp.json");
+    let proxy = EndlessProxy::start("timestamp.json");
     let config = f.device.join("config.toml");
     let text_config = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text_config.replace(&f.server.url(), &proxy.url())).unwrap();
@@ -422,20 +422,22 @@ fn an_endless_response_is_cut_off() {
     assert_eq!(labels(&f.device), ["vm-2.0"], "the real server still works");
 }
 
-/// An HTTP proxy that answers requests for paths ending in `endless` with a body that never
-/// ends, and forwards every other request to `upstream` (one request per connection).
+/// A plain-HTTP stand-in for the server that answers requests for paths ending in `endless`
+/// with a body that never ends and every other request (the probe for the next root) with
+/// 404, one request per connection. (It cannot forward: the real server speaks only HTTPS, and
+/// the device's client treats anything but 403/404 for the next root as a failed refresh.)
 struct EndlessProxy {
     addr: SocketAddr,
 }
 
 impl EndlessProxy {
-    fn start(upstream: SocketAddr, endless: &'static str) -> EndlessProxy {
+    fn start(endless: &'static str) -> EndlessProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
-                std::thread::spawn(move || serve_one(client, upstream, endless));
+                std::thread::spawn(move || serve_one(client, endless));
             }
         });
         EndlessProxy { addr }
@@ -446,7 +448,7 @@ impl EndlessProxy {
     }
 }
 
-fn serve_one(mut client: TcpStream, upstream: SocketAddr, endless: &str) {
+fn serve_one(mut client: TcpStream, endless: &str) {
     let mut reader = BufReader::new(client.try_clone().unwrap());
     let mut head = Vec::new();
     loop {
@@ -457,9 +459,7 @@ fn serve_one(mut client: TcpStream, upstream: SocketAddr, endless: &str) {
         if line == "\r\n" {
             break;
         }
-        if !line.to_ascii_lowercase().starts_with("connection:") {
-            head.push(line);
-        }
+        head.push(line);
     }
     let path = head[0].split(' ').nth(1).unwrap_or_default().to_owned();
     if path.ends_with(endless) {
@@ -470,15 +470,8 @@ fn serve_one(mut client: TcpStream, upstream: SocketAddr, endless: &str) {
         while client.write_all(&chunk).is_ok() {}
         return;
     }
-    let Ok(mut server) = TcpStream::connect(upstream) else {
-        return;
-    };
-    let mut request = head.concat();
-    request.push_str("connection: close\r\n\r\n");
-    if server.write_all(request.as_bytes()).is_err() {
-        return;
-    }
-    let _ = std::io::copy(&mut server, &mut client);
+    let _ = client
+        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     let _ = client.shutdown(Shutdown::Both);
 }
 

@@ -22,6 +22,7 @@ use url::Url;
 pub struct TestServer {
     pub address: std::net::SocketAddr,
     endless: Arc<Mutex<HashSet<String>>>,
+    unavailable: Arc<Mutex<HashSet<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -29,14 +30,17 @@ pub struct TestServer {
 struct ServerState {
     root: PathBuf,
     endless: Arc<Mutex<HashSet<String>>>,
+    unavailable: Arc<Mutex<HashSet<String>>>,
 }
 
 impl TestServer {
     pub async fn start(root: &Path) -> Self {
         let endless = Arc::new(Mutex::new(HashSet::new()));
+        let unavailable = Arc::new(Mutex::new(HashSet::new()));
         let state = ServerState {
             root: root.to_owned(),
             endless: endless.clone(),
+            unavailable: unavailable.clone(),
         };
         let app = Router::new()
             .route("/tuf/{kind}/{file}", get(serve))
@@ -51,6 +55,7 @@ impl TestServer {
         Self {
             address,
             endless,
+            unavailable,
             task,
         }
     }
@@ -68,6 +73,14 @@ impl TestServer {
         self.endless.lock().expect("lock").insert(file.to_owned());
     }
 
+    /// From now on, `/tuf/metadata/<file>` answers 503.
+    pub fn make_unavailable(&self, file: &str) {
+        self.unavailable
+            .lock()
+            .expect("lock")
+            .insert(file.to_owned());
+    }
+
     pub fn stop(&self) {
         self.task.abort();
     }
@@ -79,6 +92,9 @@ async fn serve(
 ) -> Response {
     if kind != "metadata" && kind != "targets" || file.contains("..") || file.contains('/') {
         return StatusCode::NOT_FOUND.into_response();
+    }
+    if kind == "metadata" && state.unavailable.lock().expect("lock").contains(&file) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     if kind == "metadata" && state.endless.lock().expect("lock").contains(&file) {
         let chunk = Bytes::from(vec![b' '; 64 * 1024]);
@@ -259,4 +275,133 @@ pub async fn publish_gateway_releases(fixture: &Fixture) {
             ),
         ])
         .await;
+}
+
+/// Signs `role` with the key in `key_file` as the repository editor does.
+async fn editor_sign<T: tough::schema::Role + serde::Serialize>(
+    role: T,
+    holder: &tough::schema::KeyHolder,
+    key_file: PathBuf,
+) -> tough::editor::signed::SignedRole<T> {
+    let keys: Vec<Box<dyn tough::key_source::KeySource>> =
+        vec![Box::new(tough::key_source::LocalKeySource {
+            path: key_file,
+        })];
+    tough::editor::signed::SignedRole::new(
+        role,
+        holder,
+        &keys,
+        &aws_lc_rs::rand::SystemRandom::new(),
+    )
+    .await
+    .expect("sign")
+}
+
+fn editor_metafile<T: tough::schema::Role + serde::Serialize>(
+    role: &tough::editor::signed::SignedRole<T>,
+) -> tough::schema::Metafile {
+    tough::schema::Metafile {
+        length: Some(*role.length()),
+        hashes: Some(tough::schema::Hashes {
+            sha256: role.sha256().to_vec().into(),
+            _extra: std::collections::HashMap::new(),
+        }),
+        version: role.signed().signed.version(),
+        _extra: std::collections::HashMap::new(),
+    }
+}
+
+fn read_signed<T: serde::de::DeserializeOwned>(path: &Path) -> tough::schema::Signed<T> {
+    serde_json::from_slice(&std::fs::read(path).expect("read metadata")).expect("parse metadata")
+}
+
+impl Fixture {
+    fn latest_root(&self) -> tough::schema::Signed<tough::schema::Root> {
+        read_signed(&repo::latest_root_path(&self.metadata()).expect("root"))
+    }
+
+    fn current_timestamp(&self) -> tough::schema::Signed<tough::schema::Timestamp> {
+        read_signed(&self.metadata().join("timestamp.json"))
+    }
+
+    /// Re-signs the current timestamp under its own version after `edit` (a repository that
+    /// changes a published timestamp without bumping it).
+    pub async fn resign_timestamp_same_version(
+        &self,
+        edit: impl FnOnce(&mut tough::schema::Timestamp),
+    ) {
+        let mut timestamp = self.current_timestamp().signed;
+        edit(&mut timestamp);
+        let holder = tough::schema::KeyHolder::Root(self.latest_root().signed);
+        let signed =
+            editor_sign(timestamp, &holder, self.online_keys().join("timestamp.pk8")).await;
+        std::fs::write(self.metadata().join("timestamp.json"), signed.buffer()).expect("write");
+    }
+
+    /// Edits the targets role `role` (`targets` or a hashed bin) with the repository editor and
+    /// publishes it as the next version, with a new snapshot and timestamp.
+    pub async fn resign_targets_role(
+        &self,
+        role: &str,
+        edit: impl FnOnce(&mut tough::schema::Targets),
+    ) {
+        let root = self.latest_root().signed;
+        let mut timestamp = self.current_timestamp().signed;
+        let snapshot_version = timestamp.meta["snapshot.json"].version;
+        let mut snapshot: tough::schema::Snapshot = read_signed(
+            &self
+                .metadata()
+                .join(format!("{snapshot_version}.snapshot.json")),
+        )
+        .signed;
+        let role_version = snapshot.meta[&format!("{role}.json")].version;
+        let mut targets: tough::schema::Targets =
+            read_signed(&self.metadata().join(format!("{role_version}.{role}.json"))).signed;
+        edit(&mut targets);
+        targets.version = role_version.checked_add(1).expect("version");
+        let targets_key = self.keys().join("targets.pk8");
+        let (bytes, meta) = if role == "targets" {
+            let holder = tough::schema::KeyHolder::Root(root.clone());
+            let signed = editor_sign(targets, &holder, targets_key).await;
+            (signed.buffer().clone(), editor_metafile(&signed))
+        } else {
+            let top_version = snapshot.meta["targets.json"].version;
+            let top: tough::schema::Targets =
+                read_signed(&self.metadata().join(format!("{top_version}.targets.json"))).signed;
+            let holder =
+                tough::schema::KeyHolder::Delegations(top.delegations.expect("delegations"));
+            let bin = tough::schema::DelegatedTargets {
+                name: role.to_owned(),
+                targets,
+            };
+            let signed = editor_sign(bin, &holder, targets_key).await;
+            (signed.buffer().clone(), editor_metafile(&signed))
+        };
+        std::fs::write(
+            self.metadata()
+                .join(format!("{}.{role}.json", meta.version)),
+            bytes,
+        )
+        .expect("write role");
+        snapshot.meta.insert(format!("{role}.json"), meta);
+        snapshot.version = snapshot_version.checked_add(1).expect("version");
+        let holder = tough::schema::KeyHolder::Root(root);
+        let signed_snapshot =
+            editor_sign(snapshot, &holder, self.online_keys().join("snapshot.pk8")).await;
+        std::fs::write(
+            self.metadata().join(format!(
+                "{}.snapshot.json",
+                signed_snapshot.signed().signed.version
+            )),
+            signed_snapshot.buffer(),
+        )
+        .expect("write snapshot");
+        timestamp
+            .meta
+            .insert("snapshot.json".into(), editor_metafile(&signed_snapshot));
+        timestamp.version = timestamp.version.checked_add(1).expect("version");
+        let signed =
+            editor_sign(timestamp, &holder, self.online_keys().join("timestamp.pk8")).await;
+        std::fs::write(self.metadata().join("timestamp.json"), signed.buffer()).expect("write");
+    }
 }

@@ -1,0 +1,145 @@
+//! The device's datastore: generations of trusted metadata, one directory each, switched with
+//! an atomic symlink swap, so a refresh replaces the trusted metadata whole or not at all.
+//!
+//! ```text
+//! DATASTORE/current -> gen-000007
+//! DATASTORE/gen-000007/root.json timestamp.json snapshot.json targets.json bins-0a.json …
+//!                      latest_known_time
+//! ```
+//!
+//! Each `.json` file holds a role's metadata byte for byte as the server sent it (delegated
+//! role names percent-encoded), so the next refresh can reuse it without fetching it again.
+//! `latest_known_time` is the clock reading of the refresh that wrote the generation: a clock
+//! earlier than it is refused, since it would make expired metadata look current.
+
+use crate::error::CatalogError;
+use crate::store::sync_dir;
+use crate::trusted::TrustedSet;
+use crate::updater::metadata_file_name;
+use chrono::{DateTime, Utc};
+use std::path::{Path, PathBuf};
+
+const CURRENT_LINK: &str = "current";
+const GENERATION_PREFIX: &str = "gen-";
+const LATEST_KNOWN_TIME: &str = "latest_known_time";
+
+/// Writes every trusted document and the clock reading `now` into the staging generation
+/// `dir` (plain writes: [`commit_generation`] makes them durable before the swap).
+pub(crate) fn save_trusted(
+    dir: &Path,
+    trusted: &TrustedSet,
+    now: DateTime<Utc>,
+) -> Result<(), CatalogError> {
+    std::fs::create_dir_all(dir).map_err(CatalogError::io("create", dir))?;
+    let write = |file_name: &str, bytes: &[u8]| {
+        let path = dir.join(file_name);
+        std::fs::write(&path, bytes).map_err(CatalogError::io("write", &path))
+    };
+    write("root.json", &trusted.root().bytes)?;
+    if let Some(timestamp) = trusted.timestamp() {
+        write("timestamp.json", &timestamp.bytes)?;
+    }
+    if let Some(snapshot) = trusted.snapshot() {
+        write("snapshot.json", &snapshot.bytes)?;
+    }
+    for (role, targets) in trusted.all_targets() {
+        write(&metadata_file_name(role), &targets.bytes)?;
+    }
+    write(LATEST_KNOWN_TIME, now.to_rfc3339().as_bytes())
+}
+
+/// Refuses a clock earlier than the one recorded in the generation `dir`, if any.
+pub(crate) fn check_clock(dir: &Path, now: DateTime<Utc>) -> Result<(), CatalogError> {
+    let Ok(text) = std::fs::read_to_string(dir.join(LATEST_KNOWN_TIME)) else {
+        return Ok(());
+    };
+    match DateTime::parse_from_rfc3339(text.trim()) {
+        Ok(latest) if now < latest => Err(CatalogError::ClockSteppedBack {
+            now: now.to_rfc3339(),
+            latest_known: latest.to_rfc3339(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn generation_name(generation: u64) -> String {
+    format!("{GENERATION_PREFIX}{generation:06}")
+}
+
+/// The generation `current` points to, if any.
+pub(crate) fn current_generation(datastore_dir: &Path) -> Option<u64> {
+    let target = std::fs::read_link(datastore_dir.join(CURRENT_LINK)).ok()?;
+    target
+        .to_str()?
+        .strip_prefix(GENERATION_PREFIX)?
+        .parse()
+        .ok()
+}
+
+/// The directory of the trusted metadata, if a refresh ever succeeded.
+pub fn trusted_metadata_dir(datastore_dir: &Path) -> Option<PathBuf> {
+    current_generation(datastore_dir)
+        .map(|generation| datastore_dir.join(generation_name(generation)))
+}
+
+/// Removes generation directories left by an interrupted refresh.
+pub(crate) fn remove_stale_generations(datastore_dir: &Path, current: Option<u64>) {
+    let Ok(entries) = std::fs::read_dir(datastore_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else {
+            continue;
+        };
+        let Some(generation) = name
+            .strip_prefix(GENERATION_PREFIX)
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if Some(generation) != current {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Makes `staging_dir` durable and points `current` at it, then drops the previous generation.
+pub(crate) fn commit_generation(
+    datastore_dir: &Path,
+    staging_dir: &Path,
+    generation: u64,
+    previous: Option<u64>,
+) -> Result<(), CatalogError> {
+    let entries = std::fs::read_dir(staging_dir).map_err(CatalogError::io("read", staging_dir))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        std::fs::File::open(&path)
+            .and_then(|file| file.sync_all())
+            .map_err(CatalogError::io("sync", &path))?;
+    }
+    sync_dir(staging_dir)?;
+    let temp_link = datastore_dir.join(format!("{CURRENT_LINK}.tmp"));
+    let _ = std::fs::remove_file(&temp_link);
+    make_symlink(&generation_name(generation), &temp_link)?;
+    let link = datastore_dir.join(CURRENT_LINK);
+    ferry_durable::rename(&temp_link, &link).map_err(CatalogError::io("rename", &temp_link))?;
+    if let Some(previous) = previous {
+        let _ = std::fs::remove_dir_all(datastore_dir.join(generation_name(previous)));
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn make_symlink(target: &str, link: &Path) -> Result<(), CatalogError> {
+    std::os::unix::fs::symlink(target, link).map_err(CatalogError::io("symlink", link))
+}
+
+#[cfg(not(unix))]
+fn make_symlink(_target: &str, link: &Path) -> Result<(), CatalogError> {
+    Err(CatalogError::Io {
+        operation: "symlink",
+        path: link.to_owned(),
+        source: std::io::Error::other("the catalog datastore needs symlinks (Unix)"),
+    })
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use ferry_boot::{BootBackend, BootControl, BootState, Slot};
-use ferry_types::{DeviceId, Sha256, Sha256Hasher, Version};
+use ferry_types::{DeviceClass, DeviceId, Identity, Sha256, Sha256Hasher, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
@@ -29,21 +29,6 @@ pub const RECEIPTS_DIR: &str = "receipts";
 pub const JOURNAL_DIR: &str = "journal";
 /// Event reports not yet delivered.
 pub const EVENTS_DIR: &str = "events";
-
-/// `identity.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Identity {
-    /// 64-bit device id (ECID-like).
-    pub device_id: DeviceId,
-    /// Board id, hex.
-    pub board_id: String,
-    /// Chip id, hex.
-    pub chip_id: String,
-    /// Hardware UUID.
-    pub hardware_uuid: uuid::Uuid,
-    /// Device class: which releases apply.
-    pub device_class: String,
-}
 
 /// `config.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -376,6 +361,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
             dir: dir.to_owned(),
         });
     }
+    let device_class: DeviceClass = opts.class.parse()?;
     let image_len = fs::metadata(&opts.image)
         .map_err(AgentError::io("reading the image", &opts.image))?
         .len();
@@ -404,10 +390,10 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
     }
     let identity = Identity {
         device_id: DeviceId::random(),
-        board_id: format!("0x{:04x}", rand::random::<u16>() | 1),
-        chip_id: format!("0x{:04x}", 0x8000 | rand::random::<u16>()),
+        board_id: u32::from(rand::random::<u16>() | 1),
+        chip_id: u32::from(0x8000 | rand::random::<u16>()),
         hardware_uuid: uuid::Uuid::new_v4(),
-        device_class: opts.class.clone(),
+        device_class,
     };
     let config = Config {
         server: opts.server.trim_end_matches('/').to_owned(),

@@ -1,4 +1,6 @@
-//! The device's one error type: every failure has a stable code, a cause and a fix.
+//! The device's one error type: every failure has a stable code, a cause and a fix. A
+//! library's error is wrapped whole (`#[from]`, transparent): its code and fix are the
+//! library's own.
 
 use std::path::PathBuf;
 
@@ -150,26 +152,37 @@ pub enum AgentError {
         /// The end of what it printed on stderr.
         stderr: String,
     },
-    /// A tailored delta could not be applied (the install falls back to the full image).
-    #[error("{cause}")]
-    Delta {
-        /// The delta crate's code (BASE_MISMATCH, DELTA_CORRUPT, …).
-        code: &'static str,
-        /// Its cause.
-        cause: String,
-        /// Its fix.
-        fix: String,
+    /// A tailored delta could not be applied, or chunk reuse could not rebuild the image
+    /// (BASE_MISMATCH, DELTA_CORRUPT, INDEX_INVALID, DIGEST_MISMATCH, CHUNK_MISSING, …): the
+    /// install falls back to the full image.
+    #[error(transparent)]
+    Delta(#[from] ferry_delta::Error),
+    /// The chunk index does not describe this release (the install falls back to the full
+    /// image).
+    #[error(
+        "the chunk index describes a {index_image_size}-byte image in a {index_payload_len}-byte payload, \
+         where the release has a {image_size}-byte image and a {payload_size}-byte chunk payload"
+    )]
+    ChunkIndexMismatch {
+        /// Image size the index gives.
+        index_image_size: u64,
+        /// Payload length the index gives.
+        index_payload_len: u64,
+        /// Image size the release gives.
+        image_size: u64,
+        /// Chunk payload size the catalog signs.
+        payload_size: u64,
     },
-    /// Chunk reuse could not rebuild the image (the install falls back to the full image):
-    /// an unusable index, a server that serves no byte ranges, an extent that did not verify.
-    #[error("{cause}")]
-    ChunkReuse {
-        /// RANGES_UNSUPPORTED, INDEX_INVALID, DIGEST_MISMATCH, CHUNK_MISSING, …
-        code: &'static str,
-        /// Its cause.
-        cause: String,
-        /// Its fix.
-        fix: String,
+    /// The server answered a byte-range request with the whole artifact (the install falls
+    /// back to the full image).
+    #[error(
+        "the server answered {status} with the whole artifact to a request for one byte range of {path}"
+    )]
+    RangesUnsupported {
+        /// What was asked for.
+        path: String,
+        /// HTTP status.
+        status: reqwest::StatusCode,
     },
     /// A downloaded chunk failed its digest, and again when fetched once more (the install
     /// falls back to the full image).
@@ -188,21 +201,46 @@ pub enum AgentError {
         /// blake3 of what arrived the second time.
         actual: String,
     },
-    /// The journal or a machine's state could not be used.
-    #[error("{cause}")]
-    Journal {
-        /// The fsm crate's code (NO_TRANSITION, STATE_CORRUPT, JOURNAL_IO, …).
-        code: &'static str,
-        /// Its cause.
-        cause: String,
-        /// Its fix.
-        fix: String,
+    /// The journal or a machine's state could not be used (NO_TRANSITION, STATE_CORRUPT,
+    /// JOURNAL_IO, …).
+    #[error(transparent)]
+    Fsm(#[from] ferry_fsm::FsmError),
+    /// A machine's table is defective (TABLE_DEAD_END, …).
+    #[error(transparent)]
+    FsmTable(#[from] ferry_fsm::TableError),
+    /// A fault injected for tests (`FERRY_FAIL_IN`).
+    #[error(
+        "a fault was injected ({}) as {machine} left {state} on {event}",
+        crate::journal::FAIL_IN
+    )]
+    InjectedFault {
+        /// The machine.
+        machine: &'static str,
+        /// The state it was leaving.
+        state: &'static str,
+        /// The event it was firing.
+        event: String,
+    },
+    /// The controller table names an action the agent does not run.
+    #[error("the controller table names an action ({action}) the agent does not run")]
+    NoAction {
+        /// The action.
+        action: String,
+    },
+    /// The controller reached a step before what it needs was loaded.
+    #[error("the controller reached a step that needs {needs} before it was loaded")]
+    StepOutOfOrder {
+        /// What it needs.
+        needs: &'static str,
     },
     /// The catalog refused what the server sent, or could not be refreshed: expired, rolled
     /// back, badly signed, mixed-and-matched or oversized metadata, a target that is not the
     /// one signed. The device keeps its last good metadata.
     #[error(transparent)]
     Catalog(ferry_catalog::CatalogError),
+    /// A device class that is not valid (`device init --class`).
+    #[error(transparent)]
+    DeviceClassInvalid(#[from] ferry_types::DeviceClassError),
     /// An audience name that is not valid.
     #[error("{audience:?} is not a valid audience")]
     AudienceInvalid {
@@ -226,10 +264,10 @@ pub enum AgentError {
     /// The personalization service refused to sign (CLOCK_SKEW, NOT_SIGNED, …): the
     /// server's own code, cause, fix and data.
     #[error(transparent)]
-    Refused(ferry_personalize::Refusal),
+    Refused(#[from] ferry_personalize::Refusal),
     /// The personalization service refused in a way this version cannot read.
     #[error(transparent)]
-    RefusalUnreadable(ferry_personalize::RefusalWireError),
+    RefusalUnreadable(#[from] ferry_personalize::RefusalWireError),
     /// The server is overloaded (503), still after retries.
     #[error("the update server at {url} is overloaded (it answered {status}, also after retries)")]
     Overloaded {
@@ -247,14 +285,14 @@ pub enum AgentError {
     /// TLS to the server failed against the pinned CA (TLS_INTERCEPTED names the issuer
     /// that answered).
     #[error(transparent)]
-    Tls(ferry_personalize::tls::TlsError),
+    Tls(#[from] ferry_personalize::tls::TlsError),
     /// A ticket failed its check (TICKET_BAD_SIGNATURE, TICKET_OTHER_DEVICE, …).
     #[error(transparent)]
-    Ticket(ferry_personalize::TicketError),
+    Ticket(#[from] ferry_personalize::TicketError),
     /// The personalization key set the catalog offered cannot replace the trusted one
     /// (malformed, or older).
     #[error(transparent)]
-    KeySet(ferry_personalize::KeySetError),
+    KeySet(#[from] ferry_personalize::KeySetError),
     /// The device has no personalization key set yet: no scan took one from the catalog.
     #[error("the device trusts no personalization key yet ({} is missing)", path.display())]
     KeySetMissing {
@@ -337,11 +375,17 @@ impl Diagnose for AgentError {
             AgentError::SealMismatch { .. } => "SEAL_MISMATCH",
             AgentError::Seal(e) => e.code(),
             AgentError::HealthCheckFailed { .. } => "HEALTH_CHECK_FAILED",
-            AgentError::Journal { code, .. }
-            | AgentError::Delta { code, .. }
-            | AgentError::ChunkReuse { code, .. } => code,
+            AgentError::Delta(e) => e.code(),
+            AgentError::ChunkIndexMismatch { .. } => "INDEX_INVALID",
+            AgentError::RangesUnsupported { .. } => "RANGES_UNSUPPORTED",
+            AgentError::Fsm(e) => e.code(),
+            AgentError::FsmTable(e) => e.code(),
+            AgentError::InjectedFault { .. } => "INJECTED_FAULT",
+            AgentError::NoAction { .. } => "NO_ACTION",
+            AgentError::StepOutOfOrder { .. } => "NO_TRANSITION",
             AgentError::ChunkCorrupt { .. } => "CHUNK_CORRUPT",
             AgentError::Catalog(e) => e.code(),
+            AgentError::DeviceClassInvalid(e) => e.code(),
             AgentError::AudienceInvalid { .. } => "AUDIENCE_INVALID",
             AgentError::RootNotPinned { .. } => "ROOT_NOT_PINNED",
             AgentError::RootInvalid { .. } => "ROOT_INVALID",
@@ -403,15 +447,28 @@ impl Diagnose for AgentError {
             AgentError::HealthCheckFailed { .. } => {
                 "the device rolled back to the previous version; fix what the check reports, then install again".into()
             }
-            AgentError::Journal { fix, .. }
-            | AgentError::Delta { fix, .. }
-            | AgentError::ChunkReuse { fix, .. } => fix.clone(),
+            AgentError::Delta(e) => e.fix(),
+            AgentError::ChunkIndexMismatch { .. } => {
+                "Republish the release: its chunk index does not match it (this install used the full image)".into()
+            }
+            AgentError::RangesUnsupported { .. } => {
+                "Let the server or CDN serve byte ranges to make chunk reuse work (this install used the full image)".into()
+            }
+            AgentError::Fsm(e) => e.fix(),
+            AgentError::FsmTable(e) => e.fix(),
+            AgentError::InjectedFault { .. } => {
+                format!("Unset {}: it exists for tests", crate::journal::FAIL_IN)
+            }
+            AgentError::NoAction { .. } | AgentError::StepOutOfOrder { .. } => {
+                "Report this bug in ferry with the device's journal (ferry log show --json)".into()
+            }
             AgentError::ChunkCorrupt { .. } => {
                 "nothing to do on this device (it installed from the full image); if it repeats, the chunk payload on \
                  the server or a cache in between is damaged: republish the release or clear the cache"
                     .into()
             }
             AgentError::Catalog(e) => e.fix(),
+            AgentError::DeviceClassInvalid(e) => e.fix(),
             AgentError::AudienceInvalid { .. } => {
                 "use customer, beta, or a programme name of 1-64 of a-z, 0-9, '.', '_', '-'".into()
             }
@@ -422,15 +479,15 @@ impl Diagnose for AgentError {
                 "pass the server's root metadata file (DATA/tuf/metadata/N.root.json), unmodified".into()
             }
             AgentError::Io { .. } => "check the path, its permissions and free space on the device".into(),
-            AgentError::Refused(r) => r.fix().into(),
-            AgentError::RefusalUnreadable(e) => e.fix().into(),
+            AgentError::Refused(r) => r.fix(),
+            AgentError::RefusalUnreadable(e) => e.fix(),
             AgentError::Overloaded { .. } => "try again later; nothing on the device changed".into(),
             AgentError::NotEnrolled { .. } => {
                 "enroll the device with a token from `ferry server token --data DIR`: ferry device init … --enroll-token TOKEN".into()
             }
-            AgentError::Tls(e) => e.fix().into(),
-            AgentError::Ticket(e) => e.fix().into(),
-            AgentError::KeySet(e) => e.fix().into(),
+            AgentError::Tls(e) => e.fix(),
+            AgentError::Ticket(e) => e.fix(),
+            AgentError::KeySet(e) => e.fix(),
             AgentError::KeySetMissing { .. } => {
                 "scan (`ferry list`) so the device takes the key set from the catalog; if it stays missing, the server's catalog lists none (ferry server personalization-key list --data DIR)".into()
             }

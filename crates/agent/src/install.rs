@@ -138,7 +138,7 @@ pub async fn list_full(device: &Device) -> Result<Vec<Offer>, AgentError> {
     let n_offers = offer::offers(
         catalog.releases(),
         |name| catalog.target(name),
-        &device.identity.device_class,
+        device.identity.device_class.as_str(),
         &device.config.audience,
         &device.running_version()?,
     )
@@ -147,7 +147,7 @@ pub async fn list_full(device: &Device) -> Result<Vec<Offer>, AgentError> {
     Ok(offer::full_images(
         catalog.releases(),
         |name| catalog.target(name),
-        &device.identity.device_class,
+        device.identity.device_class.as_str(),
         &device.config.audience,
     ))
 }
@@ -287,16 +287,12 @@ impl<'a> Run<'a> {
                 "Prepare" => self.prepare()?,
                 "Apply" => self.apply()?,
                 "Complete" => {
-                    ctl.complete_action().map_err(crate::journal::fsm_error)?;
+                    ctl.complete_action()?;
                     return Ok(());
                 }
                 other => {
-                    return Err(AgentError::Journal {
-                        code: "NO_ACTION",
-                        cause: format!(
-                            "the controller table names an action ({other}) the agent does not run"
-                        ),
-                        fix: "this is a bug in ferry: report it with the device's journal".into(),
+                    return Err(AgentError::NoAction {
+                        action: other.to_owned(),
                     });
                 }
             };
@@ -717,12 +713,8 @@ impl<'a> Run<'a> {
     }
 }
 
-fn missing(what: &str) -> AgentError {
-    AgentError::Journal {
-        code: "NO_TRANSITION",
-        cause: format!("the controller reached a step that needs {what} before it was loaded"),
-        fix: "this is a bug in ferry: report it with the device's journal".into(),
-    }
+fn missing(needs: &'static str) -> AgentError {
+    AgentError::StepOutOfOrder { needs }
 }
 
 /// The checkpoint name a controller state reports (FAILED has none: keep the last).

@@ -4,8 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferry_fsm::{FsmError, Instance, Machine, Store, StoreOptions, Warning};
-use ferry_types::Report;
+use ferry_fsm::{Instance, Machine, Store, StoreOptions};
+use ferry_types::{Diagnose, Report};
 
 use crate::AgentError;
 use crate::device::{Device, JOURNAL_DIR};
@@ -43,9 +43,8 @@ impl Journal {
             device.dir.join(JOURNAL_DIR),
             device.dir.join(STATE_DIR),
             StoreOptions::default(),
-        )
-        .map_err(fsm_error)?;
-        let warnings = warnings.iter().map(warning_report).collect();
+        )?;
+        let warnings = warnings.iter().map(Diagnose::report).collect();
         Ok(Journal { store, warnings })
     }
 
@@ -62,33 +61,23 @@ impl Journal {
         match Instance::load(machine, id, &self.store) {
             Ok(inst) if restart_finished && inst.is_finished() => {
                 remove_state(&self.store, machine.name(), id)?;
-                Instance::start(machine, id, &self.store).map_err(fsm_error)
+                Ok(Instance::start(machine, id, &self.store)?)
             }
             Ok(inst) => Ok(inst),
-            Err(e) if e.code() == "STATE_MISSING" => {
-                Instance::start(machine, id, &self.store).map_err(fsm_error)
-            }
+            Err(e) if e.code() == "STATE_MISSING" => Ok(Instance::start(machine, id, &self.store)?),
             Err(e) if e.code() == "STATE_CORRUPT" => {
-                self.warnings.push(Report {
-                    code: e.code().into(),
-                    cause: e.to_string(),
-                    fix: e.fix(),
-                });
+                self.warnings.push(e.report());
                 remove_state(&self.store, machine.name(), id)?;
-                Instance::start(machine, id, &self.store).map_err(fsm_error)
+                Ok(Instance::start(machine, id, &self.store)?)
             }
-            Err(e) => Err(fsm_error(e)),
+            Err(e) => Err(e.into()),
         }
     }
 }
 
-/// A machine from its table; a defective table is the device's error (JOURNAL codes).
+/// A machine from its table; a defective table is the device's error (TABLE_ codes).
 pub fn machine(def: &'static ferry_fsm::MachineDef) -> Result<Machine, AgentError> {
-    Machine::new(def).map_err(|e| AgentError::Journal {
-        code: e.code(),
-        cause: e.to_string(),
-        fix: e.fix(),
-    })
+    Ok(Machine::new(def)?)
 }
 
 /// Fires `event` on `inst`, journals it, and honours the crash-injection point.
@@ -101,20 +90,17 @@ pub fn fire(
     if !machine.def().failure_events.contains(&event) {
         let here = (machine.name(), inst.state());
         if injected_at(FAIL_IN, here) {
-            return Err(AgentError::Journal {
-                code: "INJECTED_FAULT",
-                cause: format!(
-                    "a fault was injected ({FAIL_IN}) as {} left {} on {event}",
-                    here.0, here.1
-                ),
-                fix: format!("unset {FAIL_IN}: it exists for tests"),
+            return Err(AgentError::InjectedFault {
+                machine: here.0,
+                state: here.1,
+                event: event.to_owned(),
             });
         }
         if injected_at(CRASH_IN, here) {
             crash();
         }
     }
-    let step = inst.fire(event, data).map_err(fsm_error)?;
+    let step = inst.fire(event, data)?;
     let n = RECORDS.fetch_add(1, Ordering::SeqCst) + 1;
     if crash_point(CRASH_AFTER_RECORDS).is_some_and(|at| n >= at) {
         crash();
@@ -152,21 +138,4 @@ fn crash() -> ! {
 fn remove_state(store: &Store, fsm: &str, id: &str) -> Result<(), AgentError> {
     let path = store.state_path(fsm, id);
     crate::durable::remove(&path).map_err(AgentError::io("removing a machine state file", &path))
-}
-
-fn warning_report(w: &Warning) -> Report {
-    Report {
-        code: w.code().into(),
-        cause: w.to_string(),
-        fix: w.fix(),
-    }
-}
-
-/// An fsm error as the device's error.
-pub fn fsm_error(e: FsmError) -> AgentError {
-    AgentError::Journal {
-        code: e.code(),
-        cause: e.to_string(),
-        fix: e.fix(),
-    }
 }

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ferry_payload::{Manifest, SealRef};
-use ferry_seal::{RootHash, Salt, Tree};
+use ferry_seal::{Salt, Tree};
+use ferry_types::RootHash;
 use serde::{Deserialize, Serialize};
 
 use crate::{AgentError, durable};

@@ -3,6 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use ferry_types::Diagnose;
 use thiserror::Error;
 
 use crate::slot::Slot;
@@ -166,9 +167,8 @@ fn at_path(path: Option<&Path>) -> String {
     }
 }
 
-impl BootError {
-    /// A stable SCREAMING_SNAKE slug naming the kind of failure.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for BootError {
+    fn code(&self) -> &'static str {
         match self {
             BootError::SlotInvalid { .. } => "BOOT_SLOT_INVALID",
             BootError::StateInvalid { .. } => "BOOT_STATE_INVALID",
@@ -187,8 +187,7 @@ impl BootError {
         }
     }
 
-    /// What to do about it, in one sentence.
-    pub fn fix(&self) -> String {
+    fn fix(&self) -> String {
         match self {
             BootError::SlotInvalid { .. } => "Name the slot as a or b.".to_owned(),
             BootError::StateInvalid { .. } => {
@@ -242,7 +241,9 @@ impl BootError {
             }
         }
     }
+}
 
+impl BootError {
     pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> BootError {
         BootError::Io {
             action,

@@ -11,10 +11,11 @@
 //! ```
 
 use crate::error::CatalogError;
-use crate::release::{ReleaseInfo, Sha256Digest};
+use crate::release::ReleaseInfo;
 use crate::store::sync_dir;
 use crate::transport::CatalogTransport;
 use chrono::{DateTime, Utc};
+use ferry_types::Sha256;
 use std::path::{Path, PathBuf};
 use tough::{IntoVec, Repository, RepositoryLoader, TargetName};
 use url::Url;
@@ -86,7 +87,7 @@ pub struct TargetInfo {
     /// Signed length in bytes.
     pub length: u64,
     /// Signed SHA-256.
-    pub sha256: Sha256Digest,
+    pub sha256: Sha256,
 }
 
 /// A release target: where to get it and what it is.
@@ -351,7 +352,7 @@ pub(crate) fn target_info(
     Ok(TargetInfo {
         name: name.raw().to_owned(),
         length: target.length,
-        sha256: Sha256Digest::from_bytes(digest),
+        sha256: Sha256(digest),
     })
 }
 

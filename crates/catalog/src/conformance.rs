@@ -8,9 +8,9 @@
 
 use crate::client::base_url;
 use crate::error::CatalogError;
-use crate::release::Sha256Digest;
 use crate::store::write_atomic;
 use crate::transport::CatalogTransport;
+use ferry_types::Sha256;
 use futures_util::StreamExt;
 use std::path::{Path, PathBuf};
 use tough::{Repository, RepositoryLoader, TargetName, Transport};
@@ -58,7 +58,7 @@ pub async fn tuf_download(
     let local_path = target_dir.join(&local_name);
     if let Ok(existing) = std::fs::read(&local_path)
         && existing.len() as u64 == target.length
-        && Sha256Digest::of(&existing) == expected
+        && Sha256::of(&existing) == expected
     {
         return Ok(local_path);
     }
@@ -109,7 +109,7 @@ async fn fetch_verified(
     url: &Url,
     target: &str,
     length: u64,
-    expected: &Sha256Digest,
+    expected: &Sha256,
 ) -> Result<Vec<u8>, CatalogError> {
     let transport = CatalogTransport::new(ca_from_env()?.as_deref())?;
     let unreachable = |detail: String| CatalogError::Unreachable {
@@ -131,7 +131,7 @@ async fn fetch_verified(
             });
         }
     }
-    let actual = Sha256Digest::of(&bytes);
+    let actual = Sha256::of(&bytes);
     if actual != *expected || (bytes.len() as u64) != length {
         return Err(CatalogError::TargetMismatch {
             target: target.to_owned(),

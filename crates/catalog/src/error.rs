@@ -1,6 +1,7 @@
 //! `CatalogError`: every way the catalog can fail, each with a stable code, a one-sentence cause
-//! (its `Display`) and a one-sentence fix.
+//! (its `Display`) and a one-sentence fix ([`Diagnose`]).
 
+use ferry_types::{Diagnose, DigestError, VersionError};
 use std::path::PathBuf;
 use tough::error::Error as ToughError;
 
@@ -157,21 +158,13 @@ pub enum CatalogError {
         reason: String,
     },
 
-    /// A version string is malformed.
-    #[error("{input:?} is not a version: {reason}")]
-    InvalidVersion {
-        /// The text.
-        input: String,
-        /// Why it is refused.
-        reason: String,
-    },
+    /// A version string is malformed (the one grammar of `ferry_types::Version`).
+    #[error(transparent)]
+    InvalidVersion(#[from] VersionError),
 
-    /// A digest string is not 64 hex digits.
-    #[error("{input:?} is not a SHA-256 digest of 64 hex digits")]
-    InvalidDigest {
-        /// The text (truncated).
-        input: String,
-    },
+    /// A digest string is not 64 lowercase hex digits.
+    #[error(transparent)]
+    InvalidDigest(#[from] DigestError),
 
     /// A target's custom metadata is not a valid `ReleaseInfo`.
     #[error("the release metadata of {target} is not valid: {reason}")]
@@ -199,9 +192,8 @@ pub enum CatalogError {
     },
 }
 
-impl CatalogError {
-    /// The stable code of this error, for scripts, event reports and the doctor.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for CatalogError {
+    fn code(&self) -> &'static str {
         match self {
             Self::Expired { .. } => "CATALOG_EXPIRED",
             Self::Rollback { .. } => "CATALOG_ROLLBACK",
@@ -219,16 +211,15 @@ impl CatalogError {
             Self::Io { .. } => "CATALOG_IO",
             Self::Signing { .. } => "CATALOG_SIGNING",
             Self::InvalidTargetName { .. } => "CATALOG_TARGET_NAME_INVALID",
-            Self::InvalidVersion { .. } => "CATALOG_VERSION_INVALID",
-            Self::InvalidDigest { .. } => "CATALOG_DIGEST_INVALID",
+            Self::InvalidVersion(_) => "CATALOG_VERSION_INVALID",
+            Self::InvalidDigest(_) => "CATALOG_DIGEST_INVALID",
             Self::InvalidReleaseInfo { .. } => "CATALOG_RELEASE_INFO_INVALID",
             Self::InvalidUrl { .. } => "CATALOG_URL_INVALID",
             Self::Tuf { .. } => "CATALOG_TUF",
         }
     }
 
-    /// What to do about it, in one sentence.
-    pub fn fix(&self) -> String {
+    fn fix(&self) -> String {
         match self {
             Self::Expired { role } => format!(
                 "Check the device clock; if it is right, the server must re-sign its {role} metadata (the server refreshes the timestamp by itself, so check that it is running)"
@@ -249,14 +240,16 @@ impl CatalogError {
             Self::Io { path, .. } => format!("Check that {} exists, is writable and that the disk is not full", path.display()),
             Self::Signing { .. } => "Point the command at the keys directory that holds the keys the root lists for that role".into(),
             Self::InvalidTargetName { .. } => "Use a target name of letters, digits, '.', '-' and '_' only".into(),
-            Self::InvalidVersion { .. } => "Write the version as dot-separated numbers, such as 1.10.2".into(),
-            Self::InvalidDigest { .. } => "Give the SHA-256 digest as 64 hex digits".into(),
+            Self::InvalidVersion(e) => e.fix(),
+            Self::InvalidDigest(e) => e.fix(),
             Self::InvalidReleaseInfo { target, .. } => format!("Publish {target} again with `ferry publish` so its release metadata is complete"),
             Self::InvalidUrl { .. } => "Give an absolute http, https or file URL".into(),
             Self::Tuf { .. } => "Run `ferry doctor` and report the message if the cause is not clear".into(),
         }
     }
+}
 
+impl CatalogError {
     pub(crate) fn io(
         operation: &'static str,
         path: impl Into<PathBuf>,

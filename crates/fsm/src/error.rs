@@ -4,6 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use ferry_types::Diagnose;
+
 use crate::replay::Divergence;
 
 /// A defect found in a machine's transition table when it is built.
@@ -91,9 +93,8 @@ pub enum TableError {
     },
 }
 
-impl TableError {
-    /// The stable code of this defect.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for TableError {
+    fn code(&self) -> &'static str {
         match self {
             TableError::InvalidName { .. } => "TABLE_INVALID_NAME",
             TableError::DuplicateRow { .. } => "TABLE_DUPLICATE_ROW",
@@ -106,8 +107,7 @@ impl TableError {
         }
     }
 
-    /// One sentence on how to fix the table.
-    pub fn fix(&self) -> String {
+    fn fix(&self) -> String {
         match self {
             TableError::InvalidName { name, .. } => {
                 format!("rename {name:?} using only ASCII letters, digits, '_', '-' and '.'")
@@ -267,9 +267,8 @@ pub enum FsmError {
     Poisoned,
 }
 
-impl FsmError {
-    /// The stable code of this error.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for FsmError {
+    fn code(&self) -> &'static str {
         match self {
             FsmError::NoTransition { .. } => "NO_TRANSITION",
             FsmError::TableInvalid(_) => "TABLE_INVALID",
@@ -289,8 +288,7 @@ impl FsmError {
         }
     }
 
-    /// One sentence on how to fix it.
-    pub fn fix(&self) -> String {
+    fn fix(&self) -> String {
         match self {
             FsmError::NoTransition {
                 fsm, state, event, ..
@@ -383,9 +381,8 @@ pub enum Warning {
     },
 }
 
-impl Warning {
-    /// The stable code of this warning.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for Warning {
+    fn code(&self) -> &'static str {
         match self {
             Warning::JournalTorn(_) => "JOURNAL_TORN",
             Warning::RecordRestored { .. } => "JOURNAL_RECORD_RESTORED",
@@ -393,8 +390,7 @@ impl Warning {
         }
     }
 
-    /// One sentence on what to do about it.
-    pub fn fix(&self) -> String {
+    fn fix(&self) -> String {
         match self {
             Warning::JournalTorn(_) => {
                 "nothing: power was probably cut mid-write and appending continues".to_string()

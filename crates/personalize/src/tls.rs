@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use ferry_types::{Diagnose, Sha256};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -16,8 +17,6 @@ use rustls::{
 };
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-
-use crate::types::Sha256Hash;
 
 /// The crypto provider every ferry TLS configuration uses: aws-lc-rs.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -84,9 +83,8 @@ pub enum TlsError {
     },
 }
 
-impl TlsError {
-    /// Stable error code.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for TlsError {
+    fn code(&self) -> &'static str {
         match self {
             TlsError::Intercepted { .. } => "TLS_INTERCEPTED",
             TlsError::NotValidNow { .. } => "TLS_CERT_NOT_VALID_NOW",
@@ -96,9 +94,8 @@ impl TlsError {
         }
     }
 
-    /// One sentence on how to fix it.
-    pub fn fix(&self) -> &'static str {
-        match self {
+    fn fix(&self) -> String {
+        let fix = match self {
             TlsError::Intercepted { .. } => {
                 "Let the device reach the server directly: exempt the server's host from the TLS-inspecting proxy or firewall named as issuer"
             }
@@ -112,7 +109,8 @@ impl TlsError {
                 "Issue the server a new certificate from the CA the devices pin"
             }
             TlsError::Config { .. } => "Check the PEM files named in the configuration",
-        }
+        };
+        fix.into()
     }
 }
 
@@ -191,7 +189,7 @@ pub struct CertFailure {
     /// Subject distinguished name of the certificate that answered.
     pub subject: String,
     /// SHA-256 of the answering certificate's DER.
-    pub cert_sha256: Sha256Hash,
+    pub cert_sha256: Sha256,
     /// Validity of the answering certificate, when it could be parsed.
     pub validity: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// When verification ran.
@@ -235,7 +233,7 @@ impl CertFailure {
             server_name: server_name.to_str().into_owned(),
             issuer,
             subject,
-            cert_sha256: Sha256Hash::of(end_entity.as_ref()),
+            cert_sha256: Sha256::of(end_entity.as_ref()),
             validity,
             at,
             rustls_error: error.clone(),

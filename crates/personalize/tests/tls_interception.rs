@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use ferry_personalize::pki::{Ca, ServerCert};
 use ferry_personalize::tls::{self, TlsError};
+use ferry_types::Diagnose;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

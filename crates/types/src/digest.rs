@@ -68,7 +68,10 @@ impl Diagnose for DigestError {
         "DIGEST_INVALID"
     }
     fn fix(&self) -> String {
-        format!("Give the {} as 64 lowercase hex digits, as ferry prints it", self.what)
+        format!(
+            "Give the {} as 64 lowercase hex digits, as ferry prints it",
+            self.what
+        )
     }
 }
 
@@ -83,7 +86,10 @@ fn parse_hex32(what: &'static str, text: &str) -> Result<[u8; 32], DigestError> 
     if text.len() != 64 {
         return Err(err("it is not 64 characters long"));
     }
-    if !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(err("it is not lowercase hexadecimal"));
     }
     let mut out = [0u8; 32];
@@ -171,7 +177,14 @@ mod tests {
         assert_eq!(root.to_string().parse::<RootHash>().unwrap(), root);
         let upper = "AB".repeat(32);
         let prefixed = format!("sha256:{}", "ab".repeat(32));
-        for bad in ["", "ab", &"zz".repeat(32), &"ab".repeat(33), &upper, &prefixed] {
+        for bad in [
+            "",
+            "ab",
+            &"zz".repeat(32),
+            &"ab".repeat(33),
+            &upper,
+            &prefixed,
+        ] {
             let error = bad.parse::<RootHash>().expect_err(bad);
             assert_eq!(error.code(), "DIGEST_INVALID", "{bad:?}");
             assert!(bad.parse::<Sha256>().is_err(), "{bad:?}");

@@ -10,7 +10,7 @@ use crate::Diagnose;
 /// Zero is refused at parse time: an all-zero id means the hardware could not be read. The
 /// one exception is the personalization service, which must see such an id to answer
 /// `BAD_IDENTITY` naming the hardware fault instead of a parse error: it reads the ticket
-/// request (and the refusal that answers it) through
+/// and enrollment requests (and the refusal that answers them) through
 /// [`DeviceId::deserialize_allowing_zero`], and nothing else does.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeviceId(u64);
@@ -53,13 +53,14 @@ impl DeviceId {
     pub fn is_zero(self) -> bool {
         self.0 == 0
     }
-    /// From a raw value read off the wire, zero included: only for the ticket request and
-    /// its refusal, where an all-zero id is answered with `BAD_IDENTITY`.
+    /// From a raw value read off the wire, zero included: only for the ticket and
+    /// enrollment requests and their refusal, where an all-zero id is answered with
+    /// `BAD_IDENTITY`.
     pub fn from_wire_allowing_zero(raw: u64) -> Self {
         DeviceId(raw)
     }
-    /// serde `deserialize_with` for the ticket request and its refusal: the wire form, zero
-    /// included (see [`DeviceId::from_wire_allowing_zero`]).
+    /// serde `deserialize_with` for the ticket and enrollment requests and their refusal: the
+    /// wire form, zero included (see [`DeviceId::from_wire_allowing_zero`]).
     pub fn deserialize_allowing_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         parse_raw(&text)
@@ -77,8 +78,12 @@ impl Diagnose for IdError {
     }
     fn fix(&self) -> String {
         match self {
-            IdError::Malformed(_) => "Give the device id as 16 hex digits, as `ferry status` prints it".into(),
-            IdError::AllZero => "Have the device's hardware checked: its id registers could not be read".into(),
+            IdError::Malformed(_) => {
+                "Give the device id as 16 hex digits, as `ferry status` prints it".into()
+            }
+            IdError::AllZero => {
+                "Have the device's hardware checked: its id registers could not be read".into()
+            }
         }
     }
 }

@@ -12,9 +12,9 @@ pub const MAX_DEVICE_CLASS_LEN: usize = 64;
 ///
 /// Board and chip ids are written as 8 lowercase hex digits (reading also takes 1 to 8
 /// digits with an optional `0x`, as older `identity.json` files have them). Deserializing
-/// refuses an all-zero device id like [`DeviceId`] does; the ticket request reads it with
-/// [`Identity::deserialize_allowing_zero`] so the service can answer `BAD_IDENTITY` (see
-/// [`Identity::zero_fields`]).
+/// refuses an all-zero device id like [`DeviceId`] does; the ticket and enrollment requests
+/// read it with [`Identity::deserialize_allowing_zero`] so the service can answer
+/// `BAD_IDENTITY` (see [`Identity::zero_fields`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "IdentityFields")]
 pub struct Identity {
@@ -68,8 +68,9 @@ impl TryFrom<IdentityFields> for Identity {
 }
 
 impl Identity {
-    /// serde `deserialize_with` for the ticket request only: an all-zero device id passes,
-    /// so the service can refuse it with `BAD_IDENTITY` rather than a parse error.
+    /// serde `deserialize_with` for the ticket and enrollment requests only: an all-zero
+    /// device id passes, so the service can refuse it with `BAD_IDENTITY` rather than a
+    /// parse error.
     pub fn deserialize_allowing_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         IdentityFields::deserialize(d).map(IdentityFields::into_identity)
     }
@@ -105,8 +106,7 @@ mod hex_u32 {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         let digits = text.strip_prefix("0x").unwrap_or(&text);
-        if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_hexdigit())
-        {
+        if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(serde::de::Error::custom(format!(
                 "hardware id {text:?} is not 1 to 8 hex digits"
             )));
@@ -222,7 +222,10 @@ mod tests {
         let zero = JSON
             .replace("00000000000004d2", "0000000000000000")
             .replace("000000a1", "00000000")
-            .replace("5b0c2f8e-8e0c-4a59-9a57-0d2b8b1f4a10", "00000000-0000-0000-0000-000000000000");
+            .replace(
+                "5b0c2f8e-8e0c-4a59-9a57-0d2b8b1f4a10",
+                "00000000-0000-0000-0000-000000000000",
+            );
         assert!(serde_json::from_str::<Identity>(&zero).is_err());
         let mut de = serde_json::Deserializer::from_str(&zero);
         let identity = Identity::deserialize_allowing_zero(&mut de).unwrap();

@@ -222,15 +222,15 @@ impl Diagnose for CatalogError {
     fn fix(&self) -> String {
         match self {
             Self::Expired { role } => format!(
-                "Check the device clock; if it is right, the server must re-sign its {role} metadata (the server refreshes the timestamp by itself, so check that it is running)"
+                "Check the device clock, and if it is right, make the server re-sign its {role} metadata (it refreshes the timestamp by itself, so check that it is running)"
             ),
-            Self::Rollback { .. } => "Something between the device and the server is replaying old metadata: check proxies and mirrors; the device keeps its last good catalog meanwhile".into(),
+            Self::Rollback { .. } => "Check the proxies and mirrors between the device and the server for one replaying old metadata (the device keeps its last good catalog meanwhile)".into(),
             Self::BadSignature { role, .. } => format!(
                 "Re-sign the {role} metadata with the keys the current root lists, or rotate the root if those keys were replaced"
             ),
-            Self::MixAndMatch { .. } => "A mirror or cache is serving files from different catalog versions: purge the cache in front of /tuf/metadata/ and retry".into(),
-            Self::EndlessData { .. } => "Something is sending an oversized response instead of catalog metadata: check the server URL and any proxy in between".into(),
-            Self::TargetTooLong { .. } | Self::TargetMismatch { .. } => "The file served is not the one the catalog signs: purge any cache in front of /tuf/targets/ and check the server's artifact store".into(),
+            Self::MixAndMatch { .. } => "Purge the cache in front of /tuf/metadata/ and retry (a mirror or cache is serving files from different catalog versions)".into(),
+            Self::EndlessData { .. } => "Check the server URL and any proxy in between (something sends an oversized response instead of catalog metadata)".into(),
+            Self::TargetTooLong { .. } | Self::TargetMismatch { .. } => "Purge any cache in front of /tuf/targets/ and check the server's artifact store (the file served is not the one the catalog signs)".into(),
             Self::Unreachable { .. } => "Check the network and the server URL in config.toml, then scan again".into(),
             Self::TargetUnknown { .. } => "Refresh the catalog and use a target name it lists".into(),
             Self::Malformed { role, .. } => format!("Regenerate the {role} metadata with `ferry publish` on the server"),

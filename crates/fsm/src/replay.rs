@@ -100,9 +100,9 @@ impl Diagnose for Divergence {
     fn fix(&self) -> String {
         match self.kind {
             DivergenceKind::UnknownMachine => {
-                format!("replay with the table of machine {} included", self.record.fsm)
+                format!("Replay with the table of machine {} included", self.record.fsm)
             }
-            _ => "replay with the table version that wrote this journal, or keep the journal as evidence of a bug"
+            _ => "Replay with the table version that wrote this journal, or keep the journal as evidence of a bug"
                 .to_string(),
         }
     }

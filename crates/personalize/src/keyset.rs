@@ -110,7 +110,7 @@ impl Diagnose for KeySetError {
                 "Republish the key set from the server (ferry server personalization-key list --data DIR shows it)"
             }
             KeySetError::RolledBack { .. } => {
-                "Something serves an old key set: check the server's catalog and any mirror; the device keeps the set it trusts"
+                "Check the server's catalog and any mirror for an old key set (the device keeps the set it trusts)"
             }
             KeySetError::UnknownKey { .. } => {
                 "Use a key id that ferry server personalization-key list shows"
@@ -118,7 +118,7 @@ impl Diagnose for KeySetError {
             KeySetError::RetireCurrent { .. } => {
                 "Rotate first (ferry server personalization-key rotate), then retire the old key"
             }
-            KeySetError::AlreadyListed { .. } => "Nothing to do: the key is already trusted",
+            KeySetError::AlreadyListed { .. } => "Do nothing: the key is already trusted",
         };
         fix.into()
     }

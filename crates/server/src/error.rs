@@ -160,18 +160,18 @@ impl Diagnose for ServerError {
     fn fix(&self) -> String {
         match self {
             ServerError::DuplicateVersion { .. } => {
-                "publish under a new, higher version number; published versions never change".into()
+                "Publish under a new, higher version number (published versions never change)".into()
             }
-            ServerError::Invalid { .. } => "correct the value and run the command again".into(),
+            ServerError::Invalid { .. } => "Correct the value and run the command again".into(),
             ServerError::ImageUnaligned { .. } => {
-                "pad the image to whole blocks (truncate -s %4096 IMAGE) or build it with 4096-byte blocks".into()
+                "Pad the image to whole blocks (truncate -s %4096 IMAGE) or build it with 4096-byte blocks".into()
             }
-            ServerError::NotFound(_) => "check the name; list what exists with GET /v1/releases?class=CLASS".into(),
-            ServerError::RangeNotSatisfiable { .. } => "ask for a range inside the artifact".into(),
+            ServerError::NotFound(_) => "Check the name against what GET /v1/releases?class=CLASS lists".into(),
+            ServerError::RangeNotSatisfiable { .. } => "Ask for a range inside the artifact".into(),
             ServerError::Database(_) | ServerError::Migrate(_) => {
-                "check that the data directory is writable and not used by another ferry version".into()
+                "Check that the data directory is writable and not used by another ferry version".into()
             }
-            ServerError::Store(_) => "check that the artifact store is reachable and has space".into(),
+            ServerError::Store(_) => "Check that the artifact store is reachable and has space".into(),
             ServerError::Payload(e) => e.fix(),
             ServerError::Seal(e) => e.fix(),
             ServerError::DeltaEncode(e) => e.fix(),
@@ -183,7 +183,7 @@ impl Diagnose for ServerError {
                 "Check free space in DATA/tmp and publish again, or publish with --no-chunks".into()
             }
             ServerError::Catalog(e) => e.fix(),
-            ServerError::Io { .. } => "check the path, its permissions and free space".into(),
+            ServerError::Io { .. } => "Check the path, its permissions and free space".into(),
             ServerError::Refused(r) => r.fix(),
             ServerError::Credential(e) => e.fix(),
             ServerError::CredentialMissing => {
@@ -195,13 +195,13 @@ impl Diagnose for ServerError {
             ServerError::EnrollmentTokenInvalid => {
                 "Ask the administrator for a new token (ferry server token --data DIR)".into()
             }
-            ServerError::Overloaded { .. } => "try again in a moment".into(),
+            ServerError::Overloaded { .. } => "Try again in a moment".into(),
             ServerError::Secrets { .. } => {
-                "check the files under the data directory's pki/ and keys-online/ (remove them to make new ones; devices must then be given the new CA)".into()
+                "Check the files under the data directory's pki/ and keys-online/ (or remove them to make new ones, then give devices the new CA)".into()
             }
             ServerError::KeySet(e) => e.fix(),
             ServerError::KeySetUnusable { .. } => {
-                "restore DATA/keys-online/personalization/ and DATA/tuf/targets/ from backup, or publish a new key with `ferry server personalization-key rotate --data DIR --keys OFFLINE_KEYS`".into()
+                "Restore DATA/keys-online/personalization/ and DATA/tuf/targets/ from backup, or publish a new key with `ferry server personalization-key rotate --data DIR --keys OFFLINE_KEYS`".into()
             }
         }
     }
@@ -258,5 +258,102 @@ impl IntoResponse for ServerError {
                 .insert(axum::http::header::CONTENT_RANGE, v);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_types::Report;
+
+    fn assert_contract(error: &ServerError) {
+        let Report { code, cause, fix } = error.report();
+        assert!(
+            !code.is_empty() && code.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+            "{code}"
+        );
+        assert!(
+            !cause.is_empty() && !cause.ends_with('.'),
+            "{code}: {cause}"
+        );
+        assert!(
+            fix.chars().next().is_some_and(char::is_uppercase) && !fix.ends_with('.'),
+            "{code}: {fix}"
+        );
+    }
+
+    /// Library errors keep their fix; their code is the library's, except where the server
+    /// has always named the step (SEAL_FAILED, CHUNKS_FAILED), so scripts see the same codes.
+    #[test]
+    fn wrapped_library_errors_keep_their_fix_and_the_codes_scripts_know() {
+        let seal = ferry_seal::SealError::ImageEmpty;
+        let fix = seal.fix();
+        let wrapped = ServerError::from(seal);
+        assert_eq!(wrapped.code(), "SEAL_FAILED");
+        assert_eq!(wrapped.fix(), fix);
+        assert!(std::error::Error::source(&wrapped).is_some());
+        let chunks = ServerError::from(ferry_delta::Error::IndexInvalid { detail: "d".into() });
+        assert_eq!(chunks.code(), "CHUNKS_FAILED");
+        let credential = ferry_personalize::CredentialError::Malformed { reason: "r".into() };
+        let report = credential.report();
+        let wrapped = ServerError::from(credential);
+        assert_eq!(wrapped.report(), report);
+        assert_eq!(wrapped.status(), StatusCode::UNAUTHORIZED);
+        let refusal = ferry_personalize::Refusal::BadRequest { reason: "r".into() };
+        assert_eq!(
+            ServerError::from(refusal.clone()).report(),
+            refusal.report()
+        );
+    }
+
+    #[test]
+    fn the_servers_own_errors_keep_the_contract() {
+        let version: ferry_types::Version = "1.2".parse().unwrap();
+        let errors = [
+            ServerError::DuplicateVersion {
+                class: "vm".into(),
+                version: "1.2".into(),
+            },
+            ServerError::Invalid {
+                what: "audience",
+                value: "A".into(),
+                why: "w".into(),
+            },
+            ServerError::ImageUnaligned { size: 1 },
+            ServerError::NotFound("x".into()),
+            ServerError::RangeNotSatisfiable { size: 1 },
+            ServerError::Database(sqlx::Error::RowNotFound),
+            ServerError::DeltaEncode(ferry_delta::Error::IndexInvalid { detail: "d".into() }),
+            ServerError::StoredImageMismatch { version },
+            ServerError::ChunkPayloadMismatch {
+                size: 1,
+                index_len: 2,
+            },
+            ServerError::CredentialMissing,
+            ServerError::AdminTokenInvalid,
+            ServerError::EnrollmentTokenInvalid,
+            ServerError::Overloaded { cause: "c".into() },
+            ServerError::Secrets { cause: "c".into() },
+            ServerError::KeySetUnusable { cause: "c".into() },
+            ServerError::Io {
+                op: "reading",
+                source: std::io::Error::other("x"),
+            },
+        ];
+        for error in &errors {
+            assert_contract(error);
+        }
+        let codes: Vec<&str> = errors.iter().map(Diagnose::code).collect();
+        assert_eq!(
+            codes[6..12],
+            [
+                "SEAL_FAILED",
+                "SEAL_FAILED",
+                "CHUNKS_FAILED",
+                "CREDENTIAL_MISSING",
+                "ADMIN_TOKEN_INVALID",
+                "ENROLLMENT_TOKEN_INVALID"
+            ]
+        );
     }
 }

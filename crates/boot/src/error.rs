@@ -11,8 +11,9 @@ use crate::state::Transition;
 
 /// Everything that can go wrong in boot control.
 ///
-/// `Display` gives the cause in one sentence, [`code`](Self::code) a stable
-/// slug for scripts and reports, and [`fix`](Self::fix) what to do about it.
+/// `Display` gives the cause in one sentence; [`Diagnose`] a stable slug for
+/// scripts and reports ([`Diagnose::code`]) and what to do about it
+/// ([`Diagnose::fix`]).
 #[derive(Debug, Error)]
 pub enum BootError {
     /// Text that should name a slot names none.

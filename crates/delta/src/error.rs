@@ -1,5 +1,5 @@
 //! The one error type of this crate: each variant has a stable code, a one-sentence cause
-//! (its `Display`) and a one-sentence fix.
+//! (its `Display`) and a one-sentence fix ([`Diagnose`]).
 
 use std::io;
 

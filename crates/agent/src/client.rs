@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferry_types::{Sha256, Version};
+use ferry_types::{Identity, Sha256, Version};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use ferry_personalize::{Identity, Refusal, RefusalWireError, SignedTicket, TicketRequest};
+use ferry_personalize::{Refusal, RefusalWireError, SignedTicket, TicketRequest};
 use ferry_tls::InterceptionProbe;
 
 use crate::AgentError;

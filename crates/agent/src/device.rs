@@ -11,28 +11,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ferry_boot::{BootBackend, BootControl, BootState, Slot};
-use ferry_seal::{RootHash, Salt};
-use ferry_types::{DeviceId, Sha256, Sha256Hasher, Version};
+use ferry_seal::Salt;
+use ferry_types::{Identity, RootHash, Sha256, Sha256Hasher, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 
 use crate::layout::{self, Layout};
-
-/// `identity.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Identity {
-    /// 64-bit device id (ECID-like).
-    pub device_id: DeviceId,
-    /// Board id, hex.
-    pub board_id: String,
-    /// Chip id, hex.
-    pub chip_id: String,
-    /// Hardware UUID.
-    pub hardware_uuid: uuid::Uuid,
-    /// Device class: which releases apply.
-    pub device_class: String,
-}
 
 /// `config.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

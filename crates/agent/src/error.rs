@@ -1,4 +1,6 @@
-//! The device's one error type: every failure has a stable code, a cause and a fix.
+//! The device's one error type: every failure has a stable code, a cause and a fix. A
+//! library's error is wrapped whole (`#[from]`, transparent): its code and fix are the
+//! library's own.
 
 use std::path::PathBuf;
 
@@ -150,26 +152,37 @@ pub enum AgentError {
         /// The end of what it printed on stderr.
         stderr: String,
     },
-    /// A tailored delta could not be applied (the install falls back to the full image).
-    #[error("{cause}")]
-    Delta {
-        /// The delta crate's code (BASE_MISMATCH, DELTA_CORRUPT, …).
-        code: &'static str,
-        /// Its cause.
-        cause: String,
-        /// Its fix.
-        fix: String,
+    /// A tailored delta could not be applied, or chunk reuse could not rebuild the image
+    /// (BASE_MISMATCH, DELTA_CORRUPT, INDEX_INVALID, DIGEST_MISMATCH, CHUNK_MISSING, …): the
+    /// install falls back to the full image.
+    #[error(transparent)]
+    Delta(#[from] ferry_delta::Error),
+    /// The chunk index does not describe this release (the install falls back to the full
+    /// image).
+    #[error(
+        "the chunk index describes a {index_image_size}-byte image in a {index_payload_len}-byte payload, \
+         where the release has a {image_size}-byte image and a {payload_size}-byte chunk payload"
+    )]
+    ChunkIndexMismatch {
+        /// Image size the index gives.
+        index_image_size: u64,
+        /// Payload length the index gives.
+        index_payload_len: u64,
+        /// Image size the release gives.
+        image_size: u64,
+        /// Chunk payload size the catalog signs.
+        payload_size: u64,
     },
-    /// Chunk reuse could not rebuild the image (the install falls back to the full image):
-    /// an unusable index, a server that serves no byte ranges, an extent that did not verify.
-    #[error("{cause}")]
-    ChunkReuse {
-        /// RANGES_UNSUPPORTED, INDEX_INVALID, DIGEST_MISMATCH, CHUNK_MISSING, …
-        code: &'static str,
-        /// Its cause.
-        cause: String,
-        /// Its fix.
-        fix: String,
+    /// The server answered a byte-range request with the whole artifact (the install falls
+    /// back to the full image).
+    #[error(
+        "the server answered {status} with the whole artifact to a request for one byte range of {path}"
+    )]
+    RangesUnsupported {
+        /// What was asked for.
+        path: String,
+        /// HTTP status.
+        status: reqwest::StatusCode,
     },
     /// A downloaded chunk failed its digest, and again when fetched once more (the install
     /// falls back to the full image).
@@ -188,21 +201,52 @@ pub enum AgentError {
         /// blake3 of what arrived the second time.
         actual: String,
     },
-    /// The journal or a machine's state could not be used.
-    #[error("{cause}")]
-    Journal {
-        /// The fsm crate's code (NO_TRANSITION, STATE_CORRUPT, JOURNAL_IO, …).
-        code: &'static str,
-        /// Its cause.
-        cause: String,
-        /// Its fix.
-        fix: String,
+    /// The journal or a machine's state could not be used (NO_TRANSITION, STATE_CORRUPT,
+    /// JOURNAL_IO, …).
+    #[error(transparent)]
+    Fsm(#[from] ferry_fsm::FsmError),
+    /// A machine's table is defective (TABLE_DEAD_END, …).
+    #[error(transparent)]
+    FsmTable(#[from] ferry_fsm::TableError),
+    /// A fault injected for tests (`FERRY_FAIL_IN`).
+    #[error(
+        "a fault was injected ({}) as {machine} left {state} on {event}",
+        crate::journal::FAIL_IN
+    )]
+    InjectedFault {
+        /// The machine.
+        machine: &'static str,
+        /// The state it was leaving.
+        state: &'static str,
+        /// The event it was firing.
+        event: String,
+    },
+    /// The install tried a payload the offer does not have (a bug).
+    #[error("the install tried {what}, which the offer does not have")]
+    NoPayload {
+        /// What it tried.
+        what: String,
+    },
+    /// The controller table names an action the agent does not run.
+    #[error("the controller table names an action ({action}) the agent does not run")]
+    NoAction {
+        /// The action.
+        action: String,
+    },
+    /// The controller reached a step before what it needs was loaded.
+    #[error("the controller reached a step that needs {needs} before it was loaded")]
+    StepOutOfOrder {
+        /// What it needs.
+        needs: &'static str,
     },
     /// The catalog refused what the server sent, or could not be refreshed: expired, rolled
     /// back, badly signed, mixed-and-matched or oversized metadata, a target that is not the
     /// one signed. The device keeps its last good metadata.
     #[error(transparent)]
     Catalog(ferry_catalog::CatalogError),
+    /// A device class that is not valid (`device init --class`).
+    #[error(transparent)]
+    DeviceClassInvalid(#[from] ferry_types::DeviceClassError),
     /// An audience name that is not valid.
     #[error("{audience:?} is not a valid audience")]
     AudienceInvalid {
@@ -226,10 +270,10 @@ pub enum AgentError {
     /// The personalization service refused to sign (CLOCK_SKEW, NOT_SIGNED, …): the
     /// server's own code, cause, fix and data.
     #[error(transparent)]
-    Refused(ferry_personalize::Refusal),
+    Refused(#[from] ferry_personalize::Refusal),
     /// The personalization service refused in a way this version cannot read.
     #[error(transparent)]
-    RefusalUnreadable(ferry_personalize::RefusalWireError),
+    RefusalUnreadable(#[from] ferry_personalize::RefusalWireError),
     /// The server is overloaded (503), still after retries.
     #[error("the update server at {url} is overloaded (it answered {status}, also after retries)")]
     Overloaded {
@@ -247,14 +291,14 @@ pub enum AgentError {
     /// TLS to the server failed against the pinned CA (TLS_INTERCEPTED names the issuer
     /// that answered).
     #[error(transparent)]
-    Tls(ferry_tls::TlsError),
+    Tls(#[from] ferry_tls::TlsError),
     /// A ticket failed its check (TICKET_BAD_SIGNATURE, TICKET_OTHER_DEVICE, …).
     #[error(transparent)]
-    Ticket(ferry_personalize::TicketError),
+    Ticket(#[from] ferry_personalize::TicketError),
     /// The personalization key set the catalog offered cannot replace the trusted one
     /// (malformed, or older).
     #[error(transparent)]
-    KeySet(ferry_personalize::KeySetError),
+    KeySet(#[from] ferry_personalize::KeySetError),
     /// The device has no personalization key set yet: no scan took one from the catalog.
     #[error("the device trusts no personalization key yet ({} is missing)", path.display())]
     KeySetMissing {
@@ -337,11 +381,18 @@ impl Diagnose for AgentError {
             AgentError::SealMismatch { .. } => "SEAL_MISMATCH",
             AgentError::Seal(e) => e.code(),
             AgentError::HealthCheckFailed { .. } => "HEALTH_CHECK_FAILED",
-            AgentError::Journal { code, .. }
-            | AgentError::Delta { code, .. }
-            | AgentError::ChunkReuse { code, .. } => code,
+            AgentError::Delta(e) => e.code(),
+            AgentError::ChunkIndexMismatch { .. } => "INDEX_INVALID",
+            AgentError::RangesUnsupported { .. } => "RANGES_UNSUPPORTED",
+            AgentError::Fsm(e) => e.code(),
+            AgentError::FsmTable(e) => e.code(),
+            AgentError::InjectedFault { .. } => "INJECTED_FAULT",
+            AgentError::NoAction { .. } => "NO_ACTION",
+            AgentError::NoPayload { .. } => "NO_PAYLOAD",
+            AgentError::StepOutOfOrder { .. } => "NO_TRANSITION",
             AgentError::ChunkCorrupt { .. } => "CHUNK_CORRUPT",
             AgentError::Catalog(e) => e.code(),
+            AgentError::DeviceClassInvalid(e) => e.code(),
             AgentError::AudienceInvalid { .. } => "AUDIENCE_INVALID",
             AgentError::RootNotPinned { .. } => "ROOT_NOT_PINNED",
             AgentError::RootInvalid { .. } => "ROOT_INVALID",
@@ -362,81 +413,318 @@ impl Diagnose for AgentError {
     fn fix(&self) -> String {
         match self {
             AgentError::DeviceMissing { .. } => {
-                "pass the right --device DIR (or FERRY_DEVICE), or make one with `ferry device init`".into()
+                "Pass the right --device DIR (or FERRY_DEVICE), or make one with `ferry device init`".into()
             }
             AgentError::DeviceCorrupt { .. } => {
-                "restore the file from a backup or re-create the device with `ferry device init`; the running slot is untouched".into()
+                "Restore the file from a backup or re-create the device with `ferry device init` (the running slot is untouched)".into()
             }
-            AgentError::DeviceExists { .. } => "choose a new directory or remove the old device first".into(),
-            AgentError::DeviceBusy { .. } => "wait for the other ferry command to finish, then run this one again".into(),
+            AgentError::DeviceExists { .. } => "Choose a new directory or remove the old device first".into(),
+            AgentError::DeviceBusy { .. } => "Wait for the other ferry command to finish, then run this one again".into(),
             AgentError::ServerUnreachable { .. } => {
-                "check the network and that the server in config.toml is running; nothing on the device changed".into()
+                "Check the network and that the server in config.toml is running (nothing on the device changed)".into()
             }
-            AgentError::ServerRefused { .. } => "check the server's log for this request; nothing on the device changed".into(),
+            AgentError::ServerRefused { .. } => "Check the server's log for this request (nothing on the device changed)".into(),
             AgentError::ServerInvalid { .. } => {
-                "check that the server runs the same ferry version and that no proxy rewrites its answers".into()
+                "Check that the server runs the same ferry version and that no proxy rewrites its answers".into()
             }
-            AgentError::NoSuchLabel { .. } => "run `ferry list` and use one of the labels it shows".into(),
+            AgentError::NoSuchLabel { .. } => "Run `ferry list` and use one of the labels it shows".into(),
             AgentError::SlotTooSmall { .. } => {
-                "give the device larger slots (device init --slot-size) or publish a smaller image".into()
+                "Give the device larger slots (device init --slot-size) or publish a smaller image".into()
             }
             AgentError::PayloadTruncated { .. } => {
-                "run the install again once the server or network is back; it resumes where it stopped".into()
+                "Run the install again once the server or network is back (it resumes where it stopped)".into()
             }
             AgentError::NetworkTimeout { .. } => {
-                "check the network path to the server (a proxy or link that stalls); run the install again: it resumes".into()
+                "Check the network path to the server for a proxy or link that stalls, then run the install again (it resumes)".into()
             }
             AgentError::DigestMismatch { .. } => {
-                "run the install again; if it repeats, the release on the server is damaged and must be republished".into()
+                "Run the install again, and if it repeats, republish the release (the one on the server is damaged)".into()
             }
             AgentError::Payload(e) => e.fix(),
             AgentError::Boot(e) => e.fix(),
             AgentError::SlotVerifyFailed { .. } => {
-                "the device still runs its previous version; install the update again to rewrite the slot".into()
+                "Install the update again to rewrite the slot (the device still runs its previous version)".into()
             }
             AgentError::SealMismatch { .. } => {
-                "the slot's bytes changed after they were written (disk fault or tampering): reinstall the update; \
-                 if it repeats on the same block, check the storage"
+                "Reinstall the update, and if the same block differs again, check the storage (the slot's bytes \
+                 changed after they were written: a disk fault or tampering)"
                     .into()
             }
             AgentError::Seal(e) => e.fix(),
             AgentError::HealthCheckFailed { .. } => {
-                "the device rolled back to the previous version; fix what the check reports, then install again".into()
+                "Fix what the check reports, then install again (the device rolled back to the previous version)".into()
             }
-            AgentError::Journal { fix, .. }
-            | AgentError::Delta { fix, .. }
-            | AgentError::ChunkReuse { fix, .. } => fix.clone(),
+            AgentError::Delta(e) => e.fix(),
+            AgentError::ChunkIndexMismatch { .. } => {
+                "Republish the release: its chunk index does not match it (this install used the full image)".into()
+            }
+            AgentError::RangesUnsupported { .. } => {
+                "Let the server or CDN serve byte ranges to make chunk reuse work (this install used the full image)".into()
+            }
+            AgentError::Fsm(e) => e.fix(),
+            AgentError::FsmTable(e) => e.fix(),
+            AgentError::InjectedFault { .. } => {
+                format!("Unset {}: it exists for tests", crate::journal::FAIL_IN)
+            }
+            AgentError::NoAction { .. }
+            | AgentError::NoPayload { .. }
+            | AgentError::StepOutOfOrder { .. } => {
+                "Report this bug in ferry with the device's journal (ferry log show --json)".into()
+            }
             AgentError::ChunkCorrupt { .. } => {
-                "nothing to do on this device (it installed from the full image); if it repeats, the chunk payload on \
-                 the server or a cache in between is damaged: republish the release or clear the cache"
+                "Republish the release or clear the cache in between if this repeats (this install used the full \
+                 image; the chunk payload on the server or in a cache is damaged)"
                     .into()
             }
             AgentError::Catalog(e) => e.fix(),
+            AgentError::DeviceClassInvalid(e) => e.fix(),
             AgentError::AudienceInvalid { .. } => {
-                "use customer, beta, or a programme name of 1-64 of a-z, 0-9, '.', '_', '-'".into()
+                "Use customer, beta, or a programme name of 1-64 of a-z, 0-9, '.', '_', '-'".into()
             }
             AgentError::RootNotPinned { .. } => {
-                "re-create the device with `ferry device init --root FILE` (the server's DATA/tuf/metadata/N.root.json)".into()
+                "Re-create the device with `ferry device init --root FILE` (the server's DATA/tuf/metadata/N.root.json)".into()
             }
             AgentError::RootInvalid { .. } => {
-                "pass the server's root metadata file (DATA/tuf/metadata/N.root.json), unmodified".into()
+                "Pass the server's root metadata file (DATA/tuf/metadata/N.root.json), unmodified".into()
             }
-            AgentError::Io { .. } => "check the path, its permissions and free space on the device".into(),
-            AgentError::Refused(r) => r.fix().into(),
-            AgentError::RefusalUnreadable(e) => e.fix().into(),
-            AgentError::Overloaded { .. } => "try again later; nothing on the device changed".into(),
+            AgentError::Io { .. } => "Check the path, its permissions and free space on the device".into(),
+            AgentError::Refused(r) => r.fix(),
+            AgentError::RefusalUnreadable(e) => e.fix(),
+            AgentError::Overloaded { .. } => "Try again later (nothing on the device changed)".into(),
             AgentError::NotEnrolled { .. } => {
-                "enroll the device with a token from `ferry server token --data DIR`: ferry device init … --enroll-token TOKEN".into()
+                "Enroll the device with a token from `ferry server token --data DIR`: ferry device init … --enroll-token TOKEN".into()
             }
-            AgentError::Tls(e) => e.fix().into(),
-            AgentError::Ticket(e) => e.fix().into(),
-            AgentError::KeySet(e) => e.fix().into(),
+            AgentError::Tls(e) => e.fix(),
+            AgentError::Ticket(e) => e.fix(),
+            AgentError::KeySet(e) => e.fix(),
             AgentError::KeySetMissing { .. } => {
-                "scan (`ferry list`) so the device takes the key set from the catalog; if it stays missing, the server's catalog lists none (ferry server personalization-key list --data DIR)".into()
+                "Scan (`ferry list`) so the device takes the key set from the catalog, and if it stays missing, check that the server's catalog lists one (ferry server personalization-key list --data DIR)".into()
             }
             AgentError::TicketMissing { .. } | AgentError::NonceMissing { .. } => {
-                "install the update again: the device fell back to its previous version".into()
+                "Install the update again (the device fell back to its previous version)".into()
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_types::Report;
+
+    /// The contract every rendered error keeps: a stable upper-case code, a cause without a
+    /// trailing period, and a fix in one voice (an imperative that starts upper-case, one
+    /// sentence, no trailing period).
+    fn assert_contract(error: &AgentError) {
+        let Report { code, cause, fix } = error.report();
+        assert!(
+            !code.is_empty() && code.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+            "{code}"
+        );
+        assert!(
+            !cause.is_empty() && !cause.ends_with('.'),
+            "{code}: {cause}"
+        );
+        assert!(
+            fix.chars().next().is_some_and(char::is_uppercase) && !fix.ends_with('.'),
+            "{code}: {fix}"
+        );
+        assert!(!fix.contains(". "), "{code}: more than one sentence: {fix}");
+    }
+
+    /// A library error wrapped by the agent keeps the library's code, cause and fix: a
+    /// failure means the agent re-maps or flattens what the library says.
+    #[test]
+    fn wrapped_library_errors_keep_their_code_cause_and_fix() {
+        let device_id = ferry_types::DeviceId::new(0x4d2).unwrap();
+        let cases: Vec<(Report, AgentError)> = vec![
+            (
+                ferry_fsm::FsmError::Poisoned.report(),
+                ferry_fsm::FsmError::Poisoned.into(),
+            ),
+            (
+                ferry_delta::Error::ChunkMissing {
+                    chunk: 3,
+                    offset: 4096,
+                }
+                .report(),
+                ferry_delta::Error::ChunkMissing {
+                    chunk: 3,
+                    offset: 4096,
+                }
+                .into(),
+            ),
+            (
+                ferry_personalize::Refusal::RateLimited { device_id }.report(),
+                ferry_personalize::Refusal::RateLimited { device_id }.into(),
+            ),
+            (
+                ferry_personalize::TicketError::Malformed { reason: "x".into() }.report(),
+                ferry_personalize::TicketError::Malformed { reason: "x".into() }.into(),
+            ),
+            (
+                ferry_tls::TlsError::Config { reason: "x".into() }.report(),
+                ferry_tls::TlsError::Config { reason: "x".into() }.into(),
+            ),
+            (
+                ferry_personalize::KeySetError::Malformed { reason: "x".into() }.report(),
+                ferry_personalize::KeySetError::Malformed { reason: "x".into() }.into(),
+            ),
+            (
+                "".parse::<ferry_types::DeviceClass>().unwrap_err().report(),
+                "".parse::<ferry_types::DeviceClass>().unwrap_err().into(),
+            ),
+        ];
+        for (library, wrapped) in cases {
+            assert_eq!(wrapped.report(), library);
+            assert_contract(&wrapped);
+        }
+        let table = ferry_fsm::TableError::InvalidName {
+            machine: "m",
+            what: "state",
+            name: "a b",
+        };
+        assert_eq!(AgentError::from(table.clone()).report(), table.report());
+        assert_eq!(
+            AgentError::from(ferry_fsm::FsmError::Poisoned).code(),
+            "JOURNAL_POISONED"
+        );
+    }
+
+    #[test]
+    fn the_agents_own_errors_keep_the_contract() {
+        let path = PathBuf::from("/dev/null");
+        let digest = Sha256::of(b"x");
+        let errors = [
+            AgentError::DeviceMissing { dir: path.clone() },
+            AgentError::DeviceCorrupt {
+                path: path.clone(),
+                reason: "r".into(),
+            },
+            AgentError::DeviceExists { dir: path.clone() },
+            AgentError::DeviceBusy { dir: path.clone() },
+            AgentError::ServerUnreachable {
+                url: "u".into(),
+                reason: "r".into(),
+            },
+            AgentError::ServerRefused {
+                url: "u".into(),
+                status: 500,
+                code: None,
+            },
+            AgentError::ServerInvalid {
+                url: "u".into(),
+                reason: "r".into(),
+            },
+            AgentError::NoSuchLabel {
+                label: "l".into(),
+                available: vec![],
+            },
+            AgentError::SlotTooSmall {
+                slot: "b".into(),
+                needed: 2,
+                capacity: 1,
+            },
+            AgentError::PayloadTruncated {
+                received: 1,
+                expected: 2,
+            },
+            AgentError::NetworkTimeout {
+                url: "u".into(),
+                secs: 1,
+                received: 1,
+                expected: 2,
+            },
+            AgentError::DigestMismatch {
+                what: "w".into(),
+                expected: digest,
+                actual: digest,
+            },
+            AgentError::SlotVerifyFailed {
+                slot: "b".into(),
+                version: "1".into(),
+                reason: "r".into(),
+            },
+            AgentError::SealMismatch {
+                what: "w".into(),
+                expected: "e".into(),
+                actual: "a".into(),
+                first_bad_block: Some(1),
+            },
+            AgentError::HealthCheckFailed {
+                command: "c".into(),
+                outcome: "failed".into(),
+                stderr: String::new(),
+            },
+            AgentError::ChunkIndexMismatch {
+                index_image_size: 1,
+                index_payload_len: 2,
+                image_size: 3,
+                payload_size: 4,
+            },
+            AgentError::RangesUnsupported {
+                path: "p".into(),
+                status: reqwest::StatusCode::OK,
+            },
+            AgentError::ChunkCorrupt {
+                chunk: 1,
+                start: 0,
+                end: 1,
+                expected: "e".into(),
+                actual: "a".into(),
+            },
+            AgentError::InjectedFault {
+                machine: "update",
+                state: "READY",
+                event: "Go".into(),
+            },
+            AgentError::NoAction {
+                action: "Dance".into(),
+            },
+            AgentError::StepOutOfOrder {
+                needs: "the manifest",
+            },
+            AgentError::AudienceInvalid {
+                audience: "A".into(),
+            },
+            AgentError::RootNotPinned { path: path.clone() },
+            AgentError::RootInvalid {
+                path: path.clone(),
+                reason: "r".into(),
+            },
+            AgentError::Overloaded {
+                url: "u".into(),
+                status: 503,
+            },
+            AgentError::NotEnrolled { reason: "r".into() },
+            AgentError::KeySetMissing { path: path.clone() },
+            AgentError::TicketMissing {
+                slot: "b".into(),
+                path: path.clone(),
+            },
+            AgentError::NonceMissing {
+                slot: "b".into(),
+                path: path.clone(),
+            },
+            AgentError::Io {
+                op: "reading",
+                path,
+                source: std::io::Error::other("x"),
+            },
+        ];
+        for error in &errors {
+            assert_contract(error);
+        }
+        let codes: Vec<&str> = errors.iter().map(Diagnose::code).collect();
+        for code in [
+            "INDEX_INVALID",
+            "RANGES_UNSUPPORTED",
+            "INJECTED_FAULT",
+            "NO_ACTION",
+            "NO_TRANSITION",
+            "DEVICE_IO",
+        ] {
+            assert!(codes.contains(&code), "{code}");
         }
     }
 }

@@ -5,8 +5,8 @@
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferry_fsm::{FsmError, Machine, Name, Store, StoreOptions, TypedNames, Warning};
-use ferry_types::Report;
+use ferry_fsm::{Machine, Name, Store, StoreOptions, TypedNames};
+use ferry_types::{Diagnose, Report};
 
 use crate::AgentError;
 use crate::device::Device;
@@ -41,9 +41,8 @@ impl Journal {
             device.layout().journal_dir(),
             device.layout().state_dir(),
             StoreOptions::default(),
-        )
-        .map_err(fsm_error)?;
-        let warnings = warnings.iter().map(warning_report).collect();
+        )?;
+        let warnings = warnings.iter().map(Diagnose::report).collect();
         Ok(Journal { store, warnings })
     }
 
@@ -62,20 +61,16 @@ impl Journal {
         let instance = match ferry_fsm::Instance::load(machine, id, &self.store) {
             Ok(inst) if restart_finished && inst.is_finished() => {
                 remove_state(&self.store, machine.name(), id)?;
-                start(&self.store).map_err(fsm_error)?
+                start(&self.store)?
             }
             Ok(inst) => inst,
-            Err(e) if e.code() == "STATE_MISSING" => start(&self.store).map_err(fsm_error)?,
+            Err(e) if e.code() == "STATE_MISSING" => start(&self.store)?,
             Err(e) if e.code() == "STATE_CORRUPT" => {
-                self.warnings.push(Report {
-                    code: e.code().into(),
-                    cause: e.to_string(),
-                    fix: e.fix(),
-                });
+                self.warnings.push(e.report());
                 remove_state(&self.store, machine.name(), id)?;
-                start(&self.store).map_err(fsm_error)?
+                start(&self.store)?
             }
-            Err(e) => return Err(fsm_error(e)),
+            Err(e) => return Err(e.into()),
         };
         Ok(Instance {
             instance,
@@ -106,32 +101,27 @@ impl<N: TypedNames> Instance<N> {
         if !machine.def().failure_events.contains(&event) {
             let here = (machine.name(), self.instance.state());
             if injected_at(FAIL_IN, here) {
-                return Err(AgentError::Journal {
-                    code: "INJECTED_FAULT",
-                    cause: format!(
-                        "a fault was injected ({FAIL_IN}) as {} left {} on {event}",
-                        here.0, here.1
-                    ),
-                    fix: format!("unset {FAIL_IN}: it exists for tests"),
+                return Err(AgentError::InjectedFault {
+                    machine: here.0,
+                    state: here.1,
+                    event: event.to_owned(),
                 });
             }
             if injected_at(CRASH_IN, here) {
                 crash();
             }
         }
-        let step = self.instance.fire(event, data).map_err(fsm_error)?;
+        let step = self.instance.fire(event, data)?;
         let n = RECORDS.fetch_add(1, Ordering::SeqCst) + 1;
         if crash_point(CRASH_AFTER_RECORDS).is_some_and(|at| n >= at) {
             crash();
         }
-        N::Action::from_name(step.action).ok_or_else(|| AgentError::Journal {
-            code: "NO_ACTION",
-            cause: format!(
-                "the {} table names an action ({}) its typed names do not declare",
-                machine.name(),
-                step.action
+        N::Action::from_name(step.action).ok_or_else(|| AgentError::NoAction {
+            action: format!(
+                "{} (of {}, not in its typed names)",
+                step.action,
+                machine.name()
             ),
-            fix: "this is a bug in ferry: report it with the device's journal".into(),
         })
     }
 
@@ -147,17 +137,13 @@ impl<N: TypedNames> Instance<N> {
 
     /// Durably records that the pending action finished.
     pub fn complete_action(&mut self) -> Result<(), AgentError> {
-        self.instance.complete_action().map_err(fsm_error)
+        Ok(self.instance.complete_action()?)
     }
 }
 
-/// A machine from its table; a defective table is the device's error (JOURNAL codes).
+/// A machine from its table; a defective table is the device's error (TABLE_ codes).
 fn machine(def: &'static ferry_fsm::MachineDef) -> Result<Machine, AgentError> {
-    Machine::new(def).map_err(|e| AgentError::Journal {
-        code: e.code(),
-        cause: e.to_string(),
-        fix: e.fix(),
-    })
+    Ok(Machine::new(def)?)
 }
 
 /// Checks the byte crash point.
@@ -190,21 +176,4 @@ fn crash() -> ! {
 fn remove_state(store: &Store, fsm: &str, id: &str) -> Result<(), AgentError> {
     let path = store.state_path(fsm, id);
     ferry_durable::remove(&path).map_err(AgentError::io("removing a machine state file", &path))
-}
-
-fn warning_report(w: &Warning) -> Report {
-    Report {
-        code: w.code().into(),
-        cause: w.to_string(),
-        fix: w.fix(),
-    }
-}
-
-/// An fsm error as the device's error.
-pub fn fsm_error(e: FsmError) -> AgentError {
-    AgentError::Journal {
-        code: e.code(),
-        cause: e.to_string(),
-        fix: e.fix(),
-    }
 }

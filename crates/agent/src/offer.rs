@@ -11,7 +11,7 @@ use ferry_catalog::{
     DeviceQuery, PayloadKind, Release as CatalogRelease, TargetInfo, chunk_index_target_name,
     chunks_target_name, manifest_target_name, payload_target_name,
 };
-use ferry_types::{Sha256, Version};
+use ferry_types::Version;
 use serde::Serialize;
 
 use crate::client::{Artifact, Release, TARGETS_PATH};
@@ -72,14 +72,11 @@ pub fn offers(
     audience: &str,
     current: &Version,
 ) -> Vec<Offer> {
-    let Ok(current) = ferry_catalog::Version::parse(current.as_str()) else {
-        return Vec::new();
-    };
     let releases = open_to_audience(releases, audience);
     let query = DeviceQuery {
         device_class: class,
         audience,
-        current_version: &current,
+        current_version: current,
     };
     ferry_catalog::offer::select_offer(&releases, &query)
         .and_then(|offer| to_offer(&offer.release, &target, true))
@@ -95,7 +92,7 @@ pub fn full_images(
     audience: &str,
 ) -> Vec<Offer> {
     let releases = open_to_audience(releases, audience);
-    let any_version = ferry_catalog::Version::parse("0").expect("0 is a version");
+    let any_version = Version::parse("0").expect("0 is a version");
     let query = DeviceQuery {
         device_class: class,
         audience,
@@ -121,8 +118,7 @@ fn open_to_audience(releases: &[CatalogRelease], audience: &str) -> Vec<CatalogR
         .collect()
 }
 
-/// The install's view of a catalog release; `None` when its manifest target is missing or
-/// its version is not one the device can record.
+/// The install's view of a catalog release; `None` when its manifest target is missing.
 fn to_offer(
     release: &CatalogRelease,
     target: &impl Fn(&str) -> Option<TargetInfo>,
@@ -151,7 +147,7 @@ fn to_offer(
         })
     });
     let manifest = target(&manifest_target_name(&full_target.name)?)?;
-    let version: Version = info.version.to_string().parse().ok()?;
+    let version = info.version.clone();
     let kind = match &info.payload {
         PayloadKind::Full => "full".to_owned(),
         PayloadKind::Delta { .. } => "delta".to_owned(),
@@ -164,7 +160,7 @@ fn to_offer(
         audiences: info.audiences.clone(),
         kind: kind.clone(),
         image_size: info.unarchived_size,
-        image_sha256: Sha256(*info.image_sha256.as_bytes()),
+        image_sha256: info.image_sha256,
         payload: artifact(&full_target),
         manifest: artifact(&manifest),
     };
@@ -193,14 +189,15 @@ fn artifact(target: &TargetInfo) -> Artifact {
     Artifact {
         url: format!("{TARGETS_PATH}{}.{}", target.sha256.to_hex(), target.name),
         size: target.length,
-        sha256: Sha256(*target.sha256.as_bytes()),
+        sha256: target.sha256,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_catalog::{ReleaseInfo, Sha256Digest, payload_target_name};
+    use ferry_catalog::{ReleaseInfo, payload_target_name};
+    use ferry_types::Sha256;
 
     fn release(version: &str, audiences: &[&str], from: Option<&str>) -> CatalogRelease {
         let name = match from {
@@ -211,20 +208,20 @@ mod tests {
             target: TargetInfo {
                 name,
                 length: 10,
-                sha256: Sha256Digest::of(version.as_bytes()),
+                sha256: Sha256::of(version.as_bytes()),
             },
             info: ReleaseInfo {
                 device_class: "vm".into(),
-                version: ferry_catalog::Version::parse(version).unwrap(),
+                version: Version::parse(version).unwrap(),
                 build_id: format!("b{version}"),
                 audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
                 component: "system".into(),
                 payload: from.map_or(PayloadKind::Full, |from| PayloadKind::Delta {
-                    from: ferry_catalog::Version::parse(from).unwrap(),
+                    from: Version::parse(from).unwrap(),
                 }),
                 download_size: 10,
                 unarchived_size: 4096,
-                image_sha256: Sha256Digest::of(b"image"),
+                image_sha256: Sha256::of(b"image"),
                 seal_root_hash: None,
             },
         }
@@ -234,7 +231,7 @@ mod tests {
         Some(TargetInfo {
             name: name.to_owned(),
             length: 7,
-            sha256: Sha256Digest::of(name.as_bytes()),
+            sha256: Sha256::of(name.as_bytes()),
         })
     }
 
@@ -267,7 +264,7 @@ mod tests {
         let offer = &offers(&all, manifest, "vm", "customer", &"1.0".parse().unwrap())[0];
         assert!(offer.recommended);
         assert_eq!(offer.label, "vm-2.0");
-        let payload_digest = Sha256Digest::of(b"2.0");
+        let payload_digest = Sha256::of(b"2.0");
         assert_eq!(
             offer.release.payload.url,
             format!(

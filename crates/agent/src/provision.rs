@@ -9,12 +9,10 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use ferry_boot::{BootBackend, BootState, Slot};
-use ferry_types::{DeviceId, Sha256, Sha256Hasher, Version};
+use ferry_types::{DeviceClass, DeviceId, Identity, Sha256, Sha256Hasher, Version};
 
 use crate::AgentError;
-use crate::device::{
-    self, Config, Device, Identity, PayloadKind, Receipt, SlotInfo, SlotSeal, SlotsConfig,
-};
+use crate::device::{self, Config, Device, PayloadKind, Receipt, SlotInfo, SlotSeal, SlotsConfig};
 use crate::layout::{self, Layout};
 
 /// What `device init` needs.
@@ -57,6 +55,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         });
     }
     let layout = Layout::new(dir);
+    let device_class: DeviceClass = opts.class.parse()?;
     let image_len = fs::metadata(&opts.image)
         .map_err(AgentError::io("reading the image", &opts.image))?
         .len();
@@ -76,10 +75,10 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
     }
     let identity = Identity {
         device_id: DeviceId::random(),
-        board_id: format!("0x{:04x}", rand::random::<u16>() | 1),
-        chip_id: format!("0x{:04x}", 0x8000 | rand::random::<u16>()),
+        board_id: u32::from(rand::random::<u16>() | 1),
+        chip_id: u32::from(0x8000 | rand::random::<u16>()),
         hardware_uuid: uuid::Uuid::new_v4(),
-        device_class: opts.class.clone(),
+        device_class,
     };
     let config = Config {
         server: opts.server.trim_end_matches('/').to_owned(),

@@ -71,7 +71,7 @@ async fn run(
     let offers = offer::offers(
         catalog.releases(),
         |name| catalog.target(name),
-        &device.identity.device_class,
+        device.identity.device_class.as_str(),
         &device.config.audience,
         &current,
     );

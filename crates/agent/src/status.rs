@@ -1,10 +1,11 @@
 //! `ferry status` and `ferry history`: what the device runs, what each slot holds.
 
 use ferry_boot::Slot;
+use ferry_types::Identity;
 use serde::Serialize;
 
 use crate::AgentError;
-use crate::device::{Device, Identity, Receipt, SlotInfo};
+use crate::device::{Device, Receipt, SlotInfo};
 
 /// One slot in `status`.
 #[derive(Debug, Clone, Serialize)]

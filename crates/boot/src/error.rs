@@ -3,6 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use ferry_types::Diagnose;
 use thiserror::Error;
 
 use crate::slot::Slot;
@@ -10,8 +11,9 @@ use crate::state::Transition;
 
 /// Everything that can go wrong in boot control.
 ///
-/// `Display` gives the cause in one sentence, [`code`](Self::code) a stable
-/// slug for scripts and reports, and [`fix`](Self::fix) what to do about it.
+/// `Display` gives the cause in one sentence; [`Diagnose`] a stable slug for
+/// scripts and reports ([`Diagnose::code`]) and what to do about it
+/// ([`Diagnose::fix`]).
 #[derive(Debug, Error)]
 pub enum BootError {
     /// Text that should name a slot names none.
@@ -166,9 +168,8 @@ fn at_path(path: Option<&Path>) -> String {
     }
 }
 
-impl BootError {
-    /// A stable SCREAMING_SNAKE slug naming the kind of failure.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for BootError {
+    fn code(&self) -> &'static str {
         match self {
             BootError::SlotInvalid { .. } => "BOOT_SLOT_INVALID",
             BootError::StateInvalid { .. } => "BOOT_STATE_INVALID",
@@ -187,62 +188,63 @@ impl BootError {
         }
     }
 
-    /// What to do about it, in one sentence.
-    pub fn fix(&self) -> String {
+    fn fix(&self) -> String {
         match self {
-            BootError::SlotInvalid { .. } => "Name the slot as a or b.".to_owned(),
+            BootError::SlotInvalid { .. } => "Name the slot as a or b".to_owned(),
             BootError::StateInvalid { .. } => {
-                "Re-initialize boot control from the slot that is running now (ferry doctor --fix)."
+                "Re-initialize boot control from the slot that is running now (ferry doctor --fix)"
                     .to_owned()
             }
             BootError::SlotIsPrimary { slot, .. } => format!(
-                "Slot {slot} is the running known-good slot; install to and act on slot {} instead.",
+                "Install to and act on slot {} instead (slot {slot} is the running known-good slot)",
                 !*slot
             ),
             BootError::NoTrialPending { slot, .. } => format!(
-                "Set slot {slot} as the next boot with a trial (install an update) before marking or abandoning it."
+                "Set slot {slot} as the next boot with a trial (install an update) before marking or abandoning it"
             ),
             BootError::TriesOutOfRange { max, .. } => {
-                format!("Give the trial between 1 and {max} boot tries.")
+                format!("Give the trial between 1 and {max} boot tries")
             }
             BootError::Io { path, .. } => format!(
-                "Check that {} exists, is writable and its filesystem is mounted read-write and not full.",
+                "Check that {} exists, is writable and its filesystem is mounted read-write and not full",
                 path.display()
             ),
             BootError::StateMissing { .. } => {
-                "Initialize the device's boot control (ferry device init) before using it."
+                "Initialize the device's boot control (ferry device init) before using it"
                     .to_owned()
             }
             BootError::StateCorrupt { path, .. } => format!(
-                "Remove {} and re-initialize boot control from the slot that is running now.",
+                "Remove {} and re-initialize boot control from the slot that is running now",
                 path.display()
             ),
             BootError::EnvCorrupt { path, .. } => format!(
-                "Recreate {} (grub-editenv create, or fw_setenv from a known environment) and re-initialize boot control.",
+                "Recreate {} (grub-editenv create, or fw_setenv from a known environment) and re-initialize boot control",
                 path.display()
             ),
             BootError::EnvCrcMismatch { .. } => {
-                "Rewrite the environment (fw_setenv or ferry doctor --fix); configure a redundant copy so one damaged copy is survivable."
+                "Rewrite the environment (fw_setenv or ferry doctor --fix); configure a redundant copy so one damaged copy is survivable"
                     .to_owned()
             }
             BootError::EnvNoValidCopy { .. } => {
-                "Restore the U-Boot environment from a known-good image, then re-initialize boot control."
+                "Restore the U-Boot environment from a known-good image, then re-initialize boot control"
                     .to_owned()
             }
             BootError::EnvTooLarge { .. } => {
-                "Remove unneeded variables or configure a larger environment.".to_owned()
+                "Remove unneeded variables or configure a larger environment".to_owned()
             }
             BootError::EnvVarInvalid { .. } => {
-                "Use names without '=', NUL or newline, and values the bootloader can store."
+                "Use names without '=', NUL or newline, and values the bootloader can store"
                     .to_owned()
             }
             BootError::EnvConfigInvalid { .. } => {
-                "Write each line as: DEVICE OFFSET SIZE, with at most two lines and equal sizes."
+                "Write each line as: DEVICE OFFSET SIZE, with at most two lines and equal sizes"
                     .to_owned()
             }
         }
     }
+}
 
+impl BootError {
     pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> BootError {
         BootError::Io {
             action,
@@ -279,7 +281,7 @@ mod tests {
             let text = error.to_string();
             assert!(!text.ends_with('.'), "{text}");
             assert!(!text.contains('\n'), "{text}");
-            assert!(error.fix().ends_with('.'), "{}", error.fix());
+            assert!(!error.fix().ends_with('.'), "{}", error.fix());
             assert!(
                 error
                     .code()

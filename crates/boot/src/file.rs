@@ -102,6 +102,7 @@ mod tests {
     use super::*;
     use crate::slot::Slot;
     use chrono::{TimeZone, Utc};
+    use ferry_types::Diagnose;
 
     #[test]
     fn round_trips_and_leaves_no_temporary_files() -> Result<(), BootError> {

@@ -240,6 +240,7 @@ fn check_name(name: &str, path: &Path) -> Result<(), BootError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_types::Diagnose;
 
     fn env(pairs: &[(&str, &str)]) -> EnvMap {
         pairs

@@ -80,6 +80,7 @@ impl FromStr for Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_types::Diagnose;
 
     #[test]
     fn not_gives_the_other_slot() {

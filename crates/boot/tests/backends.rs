@@ -10,6 +10,7 @@ use ferry_boot::{
     BootBackend, BootControl, BootError, BootState, GrubBootControl, Slot, UbootBootControl, grub,
     open,
 };
+use ferry_types::Diagnose;
 
 /// States covering every field: idle, trial, failure, committed on B.
 fn sample_states() -> Result<Vec<BootState>, BootError> {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use ferry_boot::grub;
 use ferry_boot::uboot::{self, EnvLocation};
 use ferry_boot::vars::EnvMap;
+use ferry_types::Diagnose;
 use proptest::prelude::*;
 
 fn env_map() -> impl Strategy<Value = EnvMap> {

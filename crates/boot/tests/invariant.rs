@@ -11,6 +11,7 @@ use std::path::Path;
 
 use common::{at, temp_dir, uboot_layout};
 use ferry_boot::{BootControl, BootError, BootState, MAX_BOOT_TRIES, Slot, UbootBootControl};
+use ferry_types::Diagnose;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

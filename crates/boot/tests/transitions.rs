@@ -7,6 +7,7 @@ use ferry_boot::{
     BOOT_TRIES_EXHAUSTED, BootError, BootFailure, BootState, DEFAULT_BOOT_TRIES, MAX_BOOT_TRIES,
     PerSlot, Slot, Transition, Trial,
 };
+use ferry_types::Diagnose;
 
 type Result = std::result::Result<(), BootError>;
 

@@ -7,12 +7,13 @@ use crate::datastore::{
     save_trusted,
 };
 use crate::error::CatalogError;
-use crate::release::{ReleaseInfo, Sha256Digest};
+use crate::release::ReleaseInfo;
 use crate::schema::TargetFile;
 use crate::store::write_atomic;
 use crate::transport::CatalogTransport;
 use crate::updater::{self, MetadataFiles, Updater};
 use chrono::{DateTime, Utc};
+use ferry_types::Sha256;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use url::Url;
@@ -61,7 +62,7 @@ pub struct TargetInfo {
     /// Signed length in bytes.
     pub length: u64,
     /// Signed SHA-256.
-    pub sha256: Sha256Digest,
+    pub sha256: Sha256,
 }
 
 /// A release target: where to get it and what it is.
@@ -317,7 +318,7 @@ pub(crate) fn target_info(name: &str, target: &TargetFile) -> Result<TargetInfo,
     Ok(TargetInfo {
         name: name.to_owned(),
         length: target.length,
-        sha256: Sha256Digest::parse_hex(sha256)?,
+        sha256: sha256.parse::<Sha256>()?,
     })
 }
 

@@ -1,6 +1,7 @@
 //! `CatalogError`: every way the catalog can fail, each with a stable code, a one-sentence cause
-//! (its `Display`) and a one-sentence fix.
+//! (its `Display`) and a one-sentence fix ([`Diagnose`]).
 
+use ferry_types::{Diagnose, DigestError, VersionError};
 use std::path::PathBuf;
 
 /// An error of the catalog, repository side or device side.
@@ -179,21 +180,13 @@ pub enum CatalogError {
         reason: String,
     },
 
-    /// A version string is malformed.
-    #[error("{input:?} is not a version: {reason}")]
-    InvalidVersion {
-        /// The text.
-        input: String,
-        /// Why it is refused.
-        reason: String,
-    },
+    /// A version string is malformed (the one grammar of `ferry_types::Version`).
+    #[error(transparent)]
+    InvalidVersion(#[from] VersionError),
 
-    /// A digest string is not 64 hex digits.
-    #[error("{input:?} is not a SHA-256 digest of 64 hex digits")]
-    InvalidDigest {
-        /// The text (truncated).
-        input: String,
-    },
+    /// A digest string is not 64 lowercase hex digits.
+    #[error(transparent)]
+    InvalidDigest(#[from] DigestError),
 
     /// A target's custom metadata is not a valid `ReleaseInfo`.
     #[error("the release metadata of {target} is not valid: {reason}")]
@@ -221,9 +214,8 @@ pub enum CatalogError {
     },
 }
 
-impl CatalogError {
-    /// The stable code of this error, for scripts, event reports and the doctor.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for CatalogError {
+    fn code(&self) -> &'static str {
         match self {
             Self::Expired { .. } => "CATALOG_EXPIRED",
             Self::Rollback { .. } => "CATALOG_ROLLBACK",
@@ -243,28 +235,27 @@ impl CatalogError {
             Self::Io { .. } => "CATALOG_IO",
             Self::Signing { .. } => "CATALOG_SIGNING",
             Self::InvalidTargetName { .. } => "CATALOG_TARGET_NAME_INVALID",
-            Self::InvalidVersion { .. } => "CATALOG_VERSION_INVALID",
-            Self::InvalidDigest { .. } => "CATALOG_DIGEST_INVALID",
+            Self::InvalidVersion(_) => "CATALOG_VERSION_INVALID",
+            Self::InvalidDigest(_) => "CATALOG_DIGEST_INVALID",
             Self::InvalidReleaseInfo { .. } => "CATALOG_RELEASE_INFO_INVALID",
             Self::InvalidUrl { .. } => "CATALOG_URL_INVALID",
             Self::Tuf { .. } => "CATALOG_TUF",
         }
     }
 
-    /// What to do about it, in one sentence.
-    pub fn fix(&self) -> String {
+    fn fix(&self) -> String {
         match self {
             Self::Expired { role } => format!(
-                "Check the device clock; if it is right, the server must re-sign its {role} metadata (the server refreshes the timestamp by itself, so check that it is running)"
+                "Check the device clock, and if it is right, make the server re-sign its {role} metadata (it refreshes the timestamp by itself, so check that it is running)"
             ),
-            Self::Rollback { .. } => "Something between the device and the server is replaying old metadata: check proxies and mirrors; the device keeps its last good catalog meanwhile".into(),
+            Self::Rollback { .. } => "Check the proxies and mirrors between the device and the server for one replaying old metadata (the device keeps its last good catalog meanwhile)".into(),
             Self::BadSignature { role, .. } => format!(
                 "Re-sign the {role} metadata with the keys the current root lists, or rotate the root if those keys were replaced"
             ),
-            Self::MixAndMatch { .. } => "A mirror or cache is serving files from different catalog versions: purge the cache in front of /tuf/metadata/ and retry".into(),
-            Self::EndlessData { .. } => "Something is sending an oversized response instead of catalog metadata: check the server URL and any proxy in between".into(),
+            Self::MixAndMatch { .. } => "Purge the cache in front of /tuf/metadata/ and retry (a mirror or cache is serving files from different catalog versions)".into(),
+            Self::EndlessData { .. } => "Check the server URL and any proxy in between (something sends an oversized response instead of catalog metadata)".into(),
             Self::HashUnsupported { .. } => "Publish it again listing a sha256 (or sha512) hash, which every TUF client can check".into(),
-            Self::TargetTooLong { .. } | Self::TargetMismatch { .. } | Self::TargetDigestMismatch { .. } => "The file served is not the one the catalog signs: purge any cache in front of /tuf/targets/ and check the server's artifact store".into(),
+            Self::TargetTooLong { .. } | Self::TargetMismatch { .. } | Self::TargetDigestMismatch { .. } => "Purge any cache in front of /tuf/targets/ and check the server's artifact store (the file served is not the one the catalog signs)".into(),
             Self::Unreachable { .. } => "Check the network and the server URL in config.toml, then scan again".into(),
             Self::TargetUnknown { .. } => "Refresh the catalog and use a target name it lists".into(),
             Self::Malformed { role, .. } => format!("Regenerate the {role} metadata with `ferry publish` on the server"),
@@ -274,14 +265,16 @@ impl CatalogError {
             Self::Io { path, .. } => format!("Check that {} exists, is writable and that the disk is not full", path.display()),
             Self::Signing { .. } => "Point the command at the keys directory that holds the keys the root lists for that role".into(),
             Self::InvalidTargetName { .. } => "Use a target name of letters, digits, '.', '-' and '_' only".into(),
-            Self::InvalidVersion { .. } => "Write the version as dot-separated numbers, such as 1.10.2".into(),
-            Self::InvalidDigest { .. } => "Give the SHA-256 digest as 64 hex digits".into(),
+            Self::InvalidVersion(e) => e.fix(),
+            Self::InvalidDigest(e) => e.fix(),
             Self::InvalidReleaseInfo { target, .. } => format!("Publish {target} again with `ferry publish` so its release metadata is complete"),
             Self::InvalidUrl { .. } => "Give an absolute http, https or file URL".into(),
             Self::Tuf { .. } => "Run `ferry doctor` and report the message if the cause is not clear".into(),
         }
     }
+}
 
+impl CatalogError {
     pub(crate) fn io(
         operation: &'static str,
         path: impl Into<PathBuf>,

@@ -22,14 +22,15 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), ferry_catalog::CatalogError> {
-//! use ferry_catalog::{offer, repo, Catalog, DeviceQuery, NewTarget, ReleaseInfo, Version};
+//! use ferry_catalog::{offer, repo, Catalog, DeviceQuery, NewTarget, ReleaseInfo};
+//! use ferry_types::Version;
 //! use std::path::Path;
 //!
 //! // Server: create the catalog once, then publish.
 //! let (keys, online_keys, metadata) = (Path::new("keys"), Path::new("online-keys"), Path::new("tuf/metadata"));
 //! repo::init(keys, online_keys, metadata, &repo::RepoSettings::default()).await?;
 //! # let info = ReleaseInfo::from_custom("gw-1.10.full", &serde_json::Value::Null)?;
-//! # let (length, sha256) = (0, ferry_catalog::Sha256Digest::of(b""));
+//! # let (length, sha256) = (0, ferry_types::Sha256::of(b""));
 //! let target = NewTarget { name: "gw-1.10.full".into(), length, sha256, custom: info.to_custom() };
 //! repo::add_targets(keys, online_keys, metadata, vec![target], &repo::Expiries::default()).await?;
 //!
@@ -77,7 +78,7 @@ pub use error::CatalogError;
 pub use offer::{DeviceQuery, Offer};
 pub use release::{
     CHUNK_INDEX_TARGET_SUFFIX, CHUNKS_TARGET_SUFFIX, MANIFEST_TARGET_SUFFIX, PAYLOAD_TARGET_SUFFIX,
-    PayloadKind, ReleaseInfo, Sha256Digest, Version, chunk_index_target_name, chunks_target_name,
-    manifest_target_name, payload_target_name,
+    PayloadKind, ReleaseInfo, chunk_index_target_name, chunks_target_name, manifest_target_name,
+    payload_target_name,
 };
 pub use repo::NewTarget;

@@ -2,7 +2,8 @@
 //! and current version.
 
 use crate::client::Release;
-use crate::release::{PayloadKind, Version};
+use crate::release::PayloadKind;
+use ferry_types::Version;
 
 /// What the device runs now, as offer selection needs it.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +91,8 @@ fn is_for(release: &Release, device: &DeviceQuery<'_>) -> bool {
 mod tests {
     use super::*;
     use crate::client::TargetInfo;
-    use crate::release::{ReleaseInfo, Sha256Digest};
+    use crate::release::ReleaseInfo;
+    use ferry_types::Sha256;
 
     fn v(text: &str) -> Version {
         Version::parse(text).expect("version")
@@ -105,7 +107,7 @@ mod tests {
             target: TargetInfo {
                 name,
                 length: 1,
-                sha256: Sha256Digest::of(b"x"),
+                sha256: Sha256::of(b"x"),
             },
             info: ReleaseInfo {
                 device_class: class.into(),
@@ -118,7 +120,7 @@ mod tests {
                 }),
                 download_size: 1,
                 unarchived_size: 1,
-                image_sha256: Sha256Digest::of(b"image"),
+                image_sha256: Sha256::of(b"image"),
                 seal_root_hash: None,
             },
         }

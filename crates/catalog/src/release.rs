@@ -1,178 +1,8 @@
-//! The custom metadata ferry attaches to each release target, and the small types it is made of.
+//! The custom metadata ferry attaches to each release target.
 
 use crate::error::CatalogError;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::cmp::Ordering;
-use std::fmt;
-use std::str::FromStr;
-
-/// A release version: dot-separated unsigned numbers (`1.10.3`), ordered numerically, so
-/// `1.10 > 1.9`. Missing trailing components count as zero, so `1.2` and `1.2.0` are equal.
-#[derive(Debug, Clone)]
-pub struct Version {
-    components: Vec<u64>,
-}
-
-impl Version {
-    /// Parses a version; fails on an empty string, an empty component, or anything but digits
-    /// and dots.
-    pub fn parse(input: &str) -> Result<Self, CatalogError> {
-        let invalid = |reason: &str| CatalogError::InvalidVersion {
-            input: input.to_owned(),
-            reason: reason.to_owned(),
-        };
-        if input.is_empty() {
-            return Err(invalid("it is empty"));
-        }
-        if input.len() > 64 {
-            return Err(invalid("it is longer than 64 characters"));
-        }
-        let mut components = Vec::new();
-        for part in input.split('.') {
-            if part.is_empty() {
-                return Err(invalid("it has an empty component"));
-            }
-            if !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid("a component is not a decimal number"));
-            }
-            let value = part
-                .parse::<u64>()
-                .map_err(|_| invalid("a component is too large"))?;
-            components.push(value);
-        }
-        Ok(Self { components })
-    }
-
-    /// The numeric components, most significant first.
-    pub fn components(&self) -> &[u64] {
-        &self.components
-    }
-}
-
-impl Ord for Version {
-    fn cmp(&self, other: &Self) -> Ordering {
-        let n_components = self.components.len().max(other.components.len());
-        for component_idx in 0..n_components {
-            let left = self.components.get(component_idx).copied().unwrap_or(0);
-            let right = other.components.get(component_idx).copied().unwrap_or(0);
-            match left.cmp(&right) {
-                Ordering::Equal => {}
-                unequal => return unequal,
-            }
-        }
-        Ordering::Equal
-    }
-}
-
-impl PartialOrd for Version {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Version {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Version {}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (component_idx, component) in self.components.iter().enumerate() {
-            if component_idx > 0 {
-                f.write_str(".")?;
-            }
-            write!(f, "{component}")?;
-        }
-        Ok(())
-    }
-}
-
-impl FromStr for Version {
-    type Err = CatalogError;
-    fn from_str(input: &str) -> Result<Self, Self::Err> {
-        Self::parse(input)
-    }
-}
-
-impl Serialize for Version {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Version {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Self::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A SHA-256 digest, written as 64 lowercase hex digits in JSON.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sha256Digest([u8; 32]);
-
-impl Sha256Digest {
-    /// Wraps raw digest bytes.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    /// Computes the digest of `data`.
-    pub fn of(data: &[u8]) -> Self {
-        use sha2::Digest as _;
-        let digest = sha2::Sha256::digest(data);
-        let mut bytes = [0u8; 32];
-        bytes.copy_from_slice(&digest);
-        Self(bytes)
-    }
-
-    /// Parses 64 hex digits.
-    pub fn parse_hex(input: &str) -> Result<Self, CatalogError> {
-        let mut bytes = [0u8; 32];
-        hex::decode_to_slice(input, &mut bytes).map_err(|_| CatalogError::InvalidDigest {
-            input: input.chars().take(80).collect(),
-        })?;
-        Ok(Self(bytes))
-    }
-
-    /// The raw digest bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// The digest as 64 lowercase hex digits.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-impl fmt::Debug for Sha256Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Sha256Digest({})", self.to_hex())
-    }
-}
-
-impl fmt::Display for Sha256Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl Serialize for Sha256Digest {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Sha256Digest {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Self::parse_hex(&text).map_err(serde::de::Error::custom)
-    }
-}
+use ferry_types::{RootHash, Sha256, Version};
+use serde::{Deserialize, Serialize};
 
 /// What a payload installs from: a whole image, or a delta from one exact earlier version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,10 +43,10 @@ pub struct ReleaseInfo {
     /// Bytes once decompressed and applied (the size of the system image).
     pub unarchived_size: u64,
     /// SHA-256 of the resulting system image.
-    pub image_sha256: Sha256Digest,
+    pub image_sha256: Sha256,
     /// The signed dm-verity root hash of the resulting image, when the image is sealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seal_root_hash: Option<Sha256Digest>,
+    pub seal_root_hash: Option<RootHash>,
 }
 
 impl ReleaseInfo {
@@ -282,6 +112,7 @@ pub fn manifest_target_name(payload_target: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_types::Diagnose;
 
     fn v(text: &str) -> Version {
         Version::parse(text).expect("valid version")
@@ -293,7 +124,10 @@ mod tests {
         assert!(v("2") > v("1.99.99"));
         assert_eq!(v("1.2"), v("1.2.0"));
         assert!(v("1.2.1") > v("1.2"));
-        assert_eq!(v("01.2").to_string(), "1.2");
+        // One version grammar for the product (ferry_types::Version): a leading zero would
+        // give one version two spellings, so "01.2" is refused, not read as "1.2".
+        let error = CatalogError::from(Version::parse("01.2").expect_err("leading zero"));
+        assert_eq!(error.code(), "CATALOG_VERSION_INVALID");
     }
 
     #[test]
@@ -310,7 +144,7 @@ mod tests {
             " 1",
             "99999999999999999999",
         ] {
-            let error = Version::parse(bad).expect_err(bad);
+            let error = CatalogError::from(Version::parse(bad).expect_err(bad));
             assert_eq!(error.code(), "CATALOG_VERSION_INVALID", "{bad}");
         }
     }
@@ -326,7 +160,7 @@ mod tests {
             payload: PayloadKind::Delta { from: v("1.1") },
             download_size: 10,
             unarchived_size: 20,
-            image_sha256: Sha256Digest::of(b"image"),
+            image_sha256: Sha256::of(b"image"),
             seal_root_hash: None,
         };
         let custom = info.to_custom();

@@ -578,6 +578,7 @@ fn char_class(pattern: &[u8]) -> Option<(CharClass, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_types::Diagnose;
 
     #[test]
     fn patterns_match_segment_by_segment() {

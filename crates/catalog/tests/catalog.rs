@@ -4,9 +4,10 @@
 mod support;
 
 use chrono::TimeDelta;
+use ferry_catalog::DeviceQuery;
 use ferry_catalog::offer::{list_full, select_offer};
 use ferry_catalog::repo::{self, Expiries};
-use ferry_catalog::{DeviceQuery, Version};
+use ferry_types::{Diagnose, Version};
 use support::{Fixture, publish_gateway_releases, release};
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -189,7 +190,7 @@ async fn targets_signed_by_a_revoked_key_are_refused() {
     for round in 0..3 {
         let name = format!("gw-9.{round}.full");
         let custom = release("gw", &format!("9.{round}"), &["customer"], None, b"evil");
-        let sha256 = ferry_catalog::Sha256Digest::of(b"evil");
+        let sha256 = ferry_types::Sha256::of(b"evil");
         std::fs::write(
             fixture
                 .targets()
@@ -375,7 +376,7 @@ async fn the_offline_keys_are_not_needed_to_refresh_the_timestamp() {
     let target = ferry_catalog::NewTarget {
         name: "gw-1.0.full".into(),
         length: 1,
-        sha256: ferry_catalog::Sha256Digest::of(b"x"),
+        sha256: ferry_types::Sha256::of(b"x"),
         custom: serde_json::json!({}),
     };
     let error = repo::add_targets(
@@ -397,7 +398,7 @@ async fn unsafe_target_names_are_refused() {
         let target = ferry_catalog::NewTarget {
             name: name.into(),
             length: 1,
-            sha256: ferry_catalog::Sha256Digest::of(b"x"),
+            sha256: ferry_types::Sha256::of(b"x"),
             custom: serde_json::json!({}),
         };
         let error = repo::add_targets(

@@ -5,7 +5,8 @@ mod support;
 
 use chrono::TimeDelta;
 use ferry_catalog::repo::{self, Bins, RepoSettings};
-use ferry_catalog::{Sha256Digest, trusted_metadata_dir};
+use ferry_catalog::trusted_metadata_dir;
+use ferry_types::{Diagnose, Sha256};
 use sha2::Digest;
 use support::{Fixture, publish_gateway_releases, release};
 
@@ -164,7 +165,7 @@ async fn a_bin_cannot_sign_a_target_outside_its_prefix() {
                 tough::schema::Target {
                     length: 4,
                     hashes: tough::schema::Hashes {
-                        sha256: Sha256Digest::of(b"evil").as_bytes().to_vec().into(),
+                        sha256: Sha256::of(b"evil").0.to_vec().into(),
                         _extra: Default::default(),
                     },
                     custom: custom

@@ -5,7 +5,8 @@ mod support;
 
 use ferry_catalog::offer::select_offer;
 use ferry_catalog::repo::{self, Bins, Expiries, RepoSettings};
-use ferry_catalog::{DeviceQuery, NewTarget, Sha256Digest, Version};
+use ferry_catalog::{DeviceQuery, NewTarget};
+use ferry_types::{Sha256, Version};
 use support::{Fixture, release};
 
 const N_CLASSES: usize = 10;
@@ -18,7 +19,7 @@ fn catalog_targets() -> Vec<NewTarget> {
             let class = format!("class{class_idx}");
             let version = format!("1.{version_idx}");
             let name = format!("{class}-{version}.full");
-            let sha256 = Sha256Digest::of(name.as_bytes());
+            let sha256 = Sha256::of(name.as_bytes());
             let mut custom = release(&class, &version, &["customer", "beta"], None, &[0; 16]);
             custom["download_size"] = serde_json::json!(1_500_000_000u64);
             custom["unarchived_size"] = serde_json::json!(4_000_000_000u64);
@@ -109,7 +110,7 @@ async fn measure(bins: Bins) -> (u64, u64, u64, u64) {
     let extra = NewTarget {
         name: "class0-2.0.full".into(),
         length: 1,
-        sha256: Sha256Digest::of(b"2.0"),
+        sha256: Sha256::of(b"2.0"),
         custom: release("class0", "2.0", &["customer"], None, b"x"),
     };
     repo::add_targets(

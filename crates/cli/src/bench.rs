@@ -13,10 +13,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_personalize::{
-    BuildId, Component, DeviceClass, DeviceId, Identity, Nonce, RootHash, TicketRequest,
-};
+use ferry_personalize::{BuildId, Component, Nonce, TicketRequest};
 use ferry_server::{DataDir, Https, ServiceOptions};
+use ferry_types::{DeviceClass, DeviceId, Identity, RootHash};
 
 use crate::args::BenchPersonalizeArgs;
 use crate::failure::Failure;
@@ -95,7 +94,7 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     let mut devices = Vec::with_capacity(a.devices);
     for _ in 0..a.devices.max(1) {
         let identity = Identity {
-            device_id: DeviceId(rand::random::<u64>() | 1),
+            device_id: DeviceId::random(),
             board_id: rand::random::<u32>() | 1,
             chip_id: rand::random::<u32>() | 1,
             hardware_uuid: uuid_random(),
@@ -124,7 +123,7 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
         name: "system"
             .parse()
             .map_err(|e| bench_failure("name the component", e))?,
-        root_hash: RootHash([7u8; 32]),
+        root_hash: RootHash::from_bytes([7u8; 32]),
     }];
     let build_id: BuildId = BUILD
         .parse()

@@ -7,6 +7,7 @@ use ferry_agent::machines;
 
 use crate::args::{DeviceArgs, FsmCommand, LogShowArgs};
 use crate::failure::Failure;
+use ferry_types::Diagnose;
 
 fn read(a: &DeviceArgs) -> Result<ferry_fsm::JournalRead, Failure> {
     let device = Device::open(&a.device).map_err(|e| Failure::from(e).json(a.json))?;

@@ -77,7 +77,7 @@ async fn server_devices(a: ServerDevicesArgs) -> Result<ExitCode, Failure> {
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     if let Some(id) = &a.revoke {
-        let device_id: ferry_personalize::DeviceId = id.parse().map_err(|_| {
+        let device_id: ferry_types::DeviceId = id.parse().map_err(|_| {
             Failure::new(
                 "INVALID_ARGUMENT",
                 format!("{id:?} is not a device id"),

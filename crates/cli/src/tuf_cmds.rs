@@ -7,6 +7,7 @@ use ferry_catalog::conformance;
 
 use crate::args::{TufAction, TufArgs};
 use crate::failure::Failure;
+use ferry_types::Diagnose;
 
 pub async fn run(a: TufArgs) -> Result<ExitCode, Failure> {
     match &a.action {

@@ -326,7 +326,7 @@ fn targets_signed_by_a_revoked_key_are_refused() {
             vec![ferry_catalog::NewTarget {
                 name: format!("vm-9.{round}.payload.zst"),
                 length: 4,
-                sha256: ferry_catalog::Sha256Digest::of(b"evil"),
+                sha256: ferry_types::Sha256::of(b"evil"),
                 custom: serde_json::Value::Null,
             }],
             &Expiries::default(),

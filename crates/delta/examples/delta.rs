@@ -17,6 +17,7 @@ use ferry_delta::{
     ApplyOptions, EncodeOptions, Error, IndexOptions, PayloadIndex, PlanOptions, RangeFile,
     apply_any, assemble, build_payload, encode_expanded, plan_reuse,
 };
+use ferry_types::Diagnose;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

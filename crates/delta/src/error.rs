@@ -1,7 +1,9 @@
 //! The one error type of this crate: each variant has a stable code, a one-sentence cause
-//! (its `Display`) and a one-sentence fix.
+//! (its `Display`) and a one-sentence fix ([`Diagnose`]).
 
 use std::io;
+
+use ferry_types::Diagnose;
 
 /// A failure while encoding, applying, planning or assembling an update.
 #[derive(Debug, thiserror::Error)]
@@ -90,9 +92,8 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// The stable machine-readable code of this error.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for Error {
+    fn code(&self) -> &'static str {
         match self {
             Error::BaseMismatch { .. } => "BASE_MISMATCH",
             Error::DeltaCorrupt { .. } => "DELTA_CORRUPT",
@@ -106,9 +107,8 @@ impl Error {
         }
     }
 
-    /// One sentence telling the operator what to do about it.
-    pub fn fix(&self) -> &'static str {
-        match self {
+    fn fix(&self) -> String {
+        let fix = match self {
             Error::BaseMismatch { .. } => {
                 "Download the full image or the delta built from the version this slot runs"
             }
@@ -134,9 +134,12 @@ impl Error {
             Error::ChunkMissing { .. } => {
                 "Fetch every range the planner returned before assembling, then resume"
             }
-        }
+        };
+        fix.into()
     }
+}
 
+impl Error {
     pub(crate) fn io(operation: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io { operation, source }
     }

@@ -309,6 +309,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_types::Diagnose;
 
     #[test]
     fn tables_round_trip() {

@@ -12,6 +12,7 @@ use ferry_delta::{
     IndexOptions, PayloadIndex, PlanOptions, RangeFile, SlotSink, assemble, build_payload_bytes,
     plan_reuse,
 };
+use ferry_types::Diagnose;
 
 struct Release {
     old: Vec<u8>,

@@ -5,6 +5,7 @@ mod common;
 
 use common::{BLOCK, CheckingSink, image, temp_file};
 use ferry_delta::{ApplyOptions, EncodeOptions, apply_delta, encode_delta_bytes};
+use ferry_types::Diagnose;
 use proptest::prelude::*;
 
 fn fixture() -> (Vec<u8>, Vec<u8>, Vec<u8>) {

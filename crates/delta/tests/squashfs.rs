@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use ferry_delta::{ApplyOptions, EncodeOptions, apply_any, encode_delta_bytes, encode_expanded};
+use ferry_types::Diagnose;
 
 /// Text-like file content: compressible, different per seed.
 fn text(seed: u64, len: usize) -> Vec<u8> {

@@ -4,6 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use ferry_types::Diagnose;
+
 use crate::replay::Divergence;
 
 /// A defect found in a machine's transition table when it is built.
@@ -91,9 +93,8 @@ pub enum TableError {
     },
 }
 
-impl TableError {
-    /// The stable code of this defect.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for TableError {
+    fn code(&self) -> &'static str {
         match self {
             TableError::InvalidName { .. } => "TABLE_INVALID_NAME",
             TableError::DuplicateRow { .. } => "TABLE_DUPLICATE_ROW",
@@ -106,34 +107,33 @@ impl TableError {
         }
     }
 
-    /// One sentence on how to fix the table.
-    pub fn fix(&self) -> String {
+    fn fix(&self) -> String {
         match self {
             TableError::InvalidName { name, .. } => {
-                format!("rename {name:?} using only ASCII letters, digits, '_', '-' and '.'")
+                format!("Rename {name:?} using only ASCII letters, digits, '_', '-' and '.'")
             }
             TableError::DuplicateRow { state, event, .. } => {
-                format!("keep one row for ({state}, {event}) and delete the other")
+                format!("Keep one row for ({state}, {event}) and delete the other")
             }
             TableError::UnreachableState { state, .. } => {
-                format!("add a row leading to {state} or delete its rows")
+                format!("Add a row leading to {state} or delete its rows")
             }
             TableError::DeadEnd { state, .. } => {
                 format!(
-                    "add a row leaving {state} (at least its failure event) or declare it final"
+                    "Add a row leaving {state} (at least its failure event) or declare it final"
                 )
             }
             TableError::Trap { state, .. } => {
-                format!("add a row from {state} towards a final state")
+                format!("Add a row from {state} towards a final state")
             }
             TableError::FailureUnhandled { state, event, .. } => {
-                format!("add a row for ({state}, {event}) or list it in the machine's exemptions")
+                format!("Add a row for ({state}, {event}) or list it in the machine's exemptions")
             }
             TableError::FinalHasRows { state, .. } => {
-                format!("delete the rows leaving {state} or stop declaring it final")
+                format!("Delete the rows leaving {state} or stop declaring it final")
             }
             TableError::UnknownExemption { state, event, .. } => {
-                format!("delete the exemption ({state}, {event}) or fix its spelling")
+                format!("Delete the exemption ({state}, {event}) or fix its spelling")
             }
         }
     }
@@ -267,9 +267,8 @@ pub enum FsmError {
     Poisoned,
 }
 
-impl FsmError {
-    /// The stable code of this error.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for FsmError {
+    fn code(&self) -> &'static str {
         match self {
             FsmError::NoTransition { .. } => "NO_TRANSITION",
             FsmError::TableInvalid(_) => "TABLE_INVALID",
@@ -289,52 +288,50 @@ impl FsmError {
         }
     }
 
-    /// One sentence on how to fix it.
-    pub fn fix(&self) -> String {
+    fn fix(&self) -> String {
         match self {
             FsmError::NoTransition {
                 fsm, state, event, ..
-            } => format!("do not fire {event} in state {state}, or add the row to the {fsm} table"),
+            } => format!("Do not fire {event} in state {state}, or add the row to the {fsm} table"),
             FsmError::TableInvalid(table_error) => table_error.fix(),
             FsmError::InvalidInstanceId { .. } => {
-                "use a UUID or another id made of letters, digits, '_', '-' and '.'".to_string()
+                "Use a UUID or another id made of letters, digits, '_', '-' and '.'".to_string()
             }
             FsmError::InstanceExists { .. } => {
-                "load the existing instance instead of starting a new one".to_string()
+                "Load the existing instance instead of starting a new one".to_string()
             }
             FsmError::StateMissing { .. } => {
-                "start the instance first, or check the state directory path".to_string()
+                "Start the instance first, or check the state directory path".to_string()
             }
             FsmError::StateCorrupt { path, .. } => format!(
-                "move {} aside and restart the instance from its safe fallback state",
+                "Move {} aside and restart the instance from its safe fallback state",
                 path.display()
             ),
             FsmError::StateIo { path, .. } => format!(
-                "check that {} is on a writable filesystem with free space",
+                "Check that {} is on a writable filesystem with free space",
                 path.display()
             ),
             FsmError::JournalIo { path, .. } => format!(
-                "check that {} is on a writable filesystem with free space",
+                "Check that {} is on a writable filesystem with free space",
                 path.display()
             ),
             FsmError::JournalCorrupt { path, .. } => format!(
-                "move {} aside to keep it for diagnosis; the journal restarts without it",
+                "Move {} aside to keep it for diagnosis (the journal restarts without it)",
                 path.display()
             ),
             FsmError::BlobMissing { .. } | FsmError::BlobCorrupt { .. } => {
-                "the record's out-of-line data is lost; read the record without its data"
-                    .to_string()
+                "Read the record without its data (its out-of-line data is lost)".to_string()
             }
             FsmError::BlobIo { path, .. } => format!(
-                "check that {} is on a writable filesystem with free space",
+                "Check that {} is on a writable filesystem with free space",
                 path.display()
             ),
             FsmError::DataEncode { .. } => {
-                "pass event data that serializes to JSON (string map keys, finite numbers)"
+                "Pass event data that serializes to JSON (string map keys, finite numbers)"
                     .to_string()
             }
             FsmError::ReplayDiverged(divergence) => divergence.fix(),
-            FsmError::Poisoned => "restart the process; state on disk is intact".to_string(),
+            FsmError::Poisoned => "Restart the process (the state on disk is intact)".to_string(),
         }
     }
 }
@@ -383,9 +380,8 @@ pub enum Warning {
     },
 }
 
-impl Warning {
-    /// The stable code of this warning.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for Warning {
+    fn code(&self) -> &'static str {
         match self {
             Warning::JournalTorn(_) => "JOURNAL_TORN",
             Warning::RecordRestored { .. } => "JOURNAL_RECORD_RESTORED",
@@ -393,17 +389,16 @@ impl Warning {
         }
     }
 
-    /// One sentence on what to do about it.
-    pub fn fix(&self) -> String {
+    fn fix(&self) -> String {
         match self {
             Warning::JournalTorn(_) => {
-                "nothing: power was probably cut mid-write and appending continues".to_string()
+                "Do nothing: power was probably cut mid-write, and appending continues after the dropped bytes".to_string()
             }
             Warning::RecordRestored { .. } => {
-                "nothing: the journal again matches the state files".to_string()
+                "Do nothing: the journal again matches the state files".to_string()
             }
             Warning::StateUnreadable { path, .. } => format!(
-                "loading that instance will fail with STATE_CORRUPT; move {} aside",
+                "Move {} aside (loading that instance would fail with STATE_CORRUPT)",
                 path.display()
             ),
         }

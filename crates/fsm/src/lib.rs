@@ -12,6 +12,7 @@
 //!
 //! ```
 //! use ferry_fsm::{machine, Instance, Machine, MachineDef, Store, StoreOptions};
+//! use ferry_types::Diagnose;
 //!
 //! const DOWNLOAD: MachineDef = machine! {
 //!     name: "download",

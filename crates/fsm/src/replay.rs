@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use ferry_types::Diagnose;
+
 use crate::journal::Record;
 use crate::table::Machine;
 
@@ -90,19 +92,17 @@ impl fmt::Display for Divergence {
 
 impl std::error::Error for Divergence {}
 
-impl Divergence {
-    /// The stable code.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for Divergence {
+    fn code(&self) -> &'static str {
         "REPLAY_DIVERGED"
     }
 
-    /// One sentence on what to do about it.
-    pub fn fix(&self) -> String {
+    fn fix(&self) -> String {
         match self.kind {
             DivergenceKind::UnknownMachine => {
-                format!("replay with the table of machine {} included", self.record.fsm)
+                format!("Replay with the table of machine {} included", self.record.fsm)
             }
-            _ => "replay with the table version that wrote this journal, or keep the journal as evidence of a bug"
+            _ => "Replay with the table version that wrote this journal, or keep the journal as evidence of a bug"
                 .to_string(),
         }
     }

@@ -8,6 +8,7 @@ use std::fs;
 
 use common::{Device, UUID, update};
 use ferry_fsm::{Instance, Step, Warning, read_journal, replay};
+use ferry_types::Diagnose;
 use serde_json::json;
 
 #[test]

@@ -8,6 +8,7 @@ use std::fs;
 
 use common::{Device, update};
 use ferry_fsm::{Instance, JournalConfig, Start, read_journal, replay_from};
+use ferry_types::Diagnose;
 use serde_json::json;
 
 fn journal_bytes(device: &Device) -> u64 {

@@ -5,6 +5,7 @@ mod common;
 
 use common::{Device, update};
 use ferry_fsm::{DivergenceKind, FsmError, Instance, Record, Start, replay, replay_from};
+use ferry_types::Diagnose;
 use serde_json::json;
 
 /// Two interleaved instances, one applied and one failed.

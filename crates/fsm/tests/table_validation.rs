@@ -3,6 +3,7 @@
 mod common;
 
 use ferry_fsm::{Machine, MachineDef, Row, TableError, machine};
+use ferry_types::Diagnose;
 
 fn codes(def: &'static MachineDef) -> Vec<&'static str> {
     Machine::check(def).iter().map(TableError::code).collect()

@@ -9,6 +9,7 @@ use std::io::Write;
 
 use common::{Device, UUID, update};
 use ferry_fsm::{Instance, Warning, read_journal, replay};
+use ferry_types::Diagnose;
 use serde_json::json;
 
 /// Three transitions, then returns the journal's bytes.

@@ -49,14 +49,14 @@ impl Diagnose for PayloadError {
     fn fix(&self) -> String {
         match self {
             PayloadError::FrameCorrupt { .. } | PayloadError::DigestMismatch { .. } => {
-                "the bytes were altered on the way or on the server: run the install again, and if it \
-                 repeats, republish the release or check the proxy between device and server"
+                "Run the install again, and if it repeats, republish the release or check the proxy between \
+                 device and server (the bytes were altered on the way or on the server)"
                     .into()
             }
             PayloadError::ManifestInvalid(_) => {
-                "republish the release with this version of ferry; the stored manifest cannot be used".into()
+                "Republish the release with this version of ferry (the stored manifest cannot be used)".into()
             }
-            PayloadError::Io { .. } => "check that the files exist, are readable and the disk is not full".into(),
+            PayloadError::Io { .. } => "Check that the files exist, are readable and the disk is not full".into(),
         }
     }
 }

@@ -33,7 +33,7 @@ pub struct Frame {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealRef {
     /// Root hash of the image's dm-verity tree.
-    pub root_hash: ferry_seal::RootHash,
+    pub root_hash: ferry_types::RootHash,
     /// The salt it was built with.
     pub salt: ferry_seal::Salt,
 }

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use ferry_personalize::{
-    Component, DeviceId, DeviceStatus, Expectation, Facts, Identity, Nonce, Policy, RootHash,
-    Signer, TicketRequest, verify,
+    Component, DeviceStatus, Expectation, Facts, Nonce, Policy, Signer, TicketRequest, verify,
 };
+use ferry_types::{DeviceId, Identity, RootHash};
 
 fn main() {
     let seconds: u64 = std::env::args()
@@ -20,7 +20,7 @@ fn main() {
     let keys = [signer.public_key()];
     let request = TicketRequest {
         identity: Identity {
-            device_id: DeviceId(0x0123_4567_89ab_cdef),
+            device_id: DeviceId::new(0x0123_4567_89ab_cdef).unwrap(),
             board_id: 0xa1,
             chip_id: 0x8103,
             hardware_uuid: uuid::Uuid::from_u128(0x5b0c_2f8e_8e0c_4a59_9a57_0d2b_8b1f_4a10),
@@ -31,11 +31,11 @@ fn main() {
         components: vec![
             Component {
                 name: "system".parse().expect("valid name"),
-                root_hash: RootHash([0x11; 32]),
+                root_hash: RootHash::from_bytes([0x11; 32]),
             },
             Component {
                 name: "recovery".parse().expect("valid name"),
-                root_hash: RootHash([0x22; 32]),
+                root_hash: RootHash::from_bytes([0x22; 32]),
             },
         ],
         device_time: Utc::now(),

@@ -12,11 +12,12 @@ use std::str::FromStr;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use ferry_types::{DeviceId, Diagnose, Sha256};
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::{to_canonical_json, type_marker};
 use crate::keys::{KeyError, KeyId, KeyPair, PublicKey, SignatureBytes};
-use crate::types::{DeviceId, ParseError, Sha256Hash, hex_bytes_newtype};
+use crate::types::{ParseError, hex_bytes_newtype};
 
 type_marker!(CredentialType, "ferry-credential/1");
 
@@ -133,20 +134,18 @@ pub enum CredentialError {
     },
 }
 
-impl CredentialError {
-    /// Stable error code.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for CredentialError {
+    fn code(&self) -> &'static str {
         match self {
             CredentialError::Malformed { .. } => "CREDENTIAL_MALFORMED",
             CredentialError::BadSignature { .. } => "CREDENTIAL_BAD_SIGNATURE",
         }
     }
 
-    /// One sentence on how to fix it.
-    pub fn fix(&self) -> &'static str {
+    fn fix(&self) -> String {
         match self {
             CredentialError::Malformed { .. } | CredentialError::BadSignature { .. } => {
-                "Enroll the device again with a new enrollment token"
+                "Enroll the device again with a new enrollment token".into()
             }
         }
     }
@@ -207,8 +206,8 @@ impl EnrollmentToken {
     }
 
     /// The SHA-256 of the token text: what the server stores and looks up.
-    pub fn sha256(&self) -> Sha256Hash {
-        Sha256Hash::of(self.0.as_bytes())
+    pub fn sha256(&self) -> Sha256 {
+        Sha256::of(self.0.as_bytes())
     }
 }
 

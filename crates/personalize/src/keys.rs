@@ -6,9 +6,10 @@ use std::str::FromStr;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use ferry_types::{Diagnose, Sha256};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::types::{Sha256Hash, hex_bytes_newtype};
+use crate::types::hex_bytes_newtype;
 
 hex_bytes_newtype!(
     /// A key id: the SHA-256 of the 32 raw bytes of an Ed25519 public key.
@@ -47,23 +48,21 @@ pub enum KeyError {
     },
 }
 
-impl KeyError {
-    /// Stable error code.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for KeyError {
+    fn code(&self) -> &'static str {
         match self {
             KeyError::Malformed { .. } => "KEY_MALFORMED",
             KeyError::KeyIdMismatch { .. } => "KEY_ID_MISMATCH",
         }
     }
 
-    /// One sentence on how to fix it.
-    pub fn fix(&self) -> &'static str {
+    fn fix(&self) -> String {
         match self {
             KeyError::Malformed { .. } => {
-                "Regenerate the key file with ferry, or restore it from the backup of the signing keys"
+                "Regenerate the key file with ferry, or restore it from the backup of the signing keys".into()
             }
             KeyError::KeyIdMismatch { .. } => {
-                "Republish the public key file from the server's key with `PublicKey::to_file_bytes`"
+                "Republish the public key file from the server's key with `PublicKey::to_file_bytes`".into()
             }
         }
     }
@@ -103,7 +102,7 @@ impl PublicKey {
 
     fn from_verifying_key(key: VerifyingKey) -> PublicKey {
         PublicKey {
-            key_id: KeyId(Sha256Hash::of(key.as_bytes()).0),
+            key_id: KeyId(Sha256::of(key.as_bytes()).0),
             key,
         }
     }

@@ -12,6 +12,7 @@
 //! Keys are listed sorted by key id, each once; `current` is one of them; `version` grows by
 //! one at each change, and a device never goes back to a lower version.
 
+use ferry_types::Diagnose;
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::{to_canonical_json, type_marker};
@@ -92,9 +93,8 @@ pub enum KeySetError {
     },
 }
 
-impl KeySetError {
-    /// Stable error code.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for KeySetError {
+    fn code(&self) -> &'static str {
         match self {
             KeySetError::Malformed { .. } => "KEYSET_MALFORMED",
             KeySetError::RolledBack { .. } => "KEYSET_ROLLED_BACK",
@@ -104,14 +104,13 @@ impl KeySetError {
         }
     }
 
-    /// One sentence on how to fix it.
-    pub fn fix(&self) -> &'static str {
-        match self {
+    fn fix(&self) -> String {
+        let fix = match self {
             KeySetError::Malformed { .. } => {
                 "Republish the key set from the server (ferry server personalization-key list --data DIR shows it)"
             }
             KeySetError::RolledBack { .. } => {
-                "Something serves an old key set: check the server's catalog and any mirror; the device keeps the set it trusts"
+                "Check the server's catalog and any mirror for an old key set (the device keeps the set it trusts)"
             }
             KeySetError::UnknownKey { .. } => {
                 "Use a key id that ferry server personalization-key list shows"
@@ -119,8 +118,9 @@ impl KeySetError {
             KeySetError::RetireCurrent { .. } => {
                 "Rotate first (ferry server personalization-key rotate), then retire the old key"
             }
-            KeySetError::AlreadyListed { .. } => "Nothing to do: the key is already trusted",
-        }
+            KeySetError::AlreadyListed { .. } => "Do nothing: the key is already trusted",
+        };
+        fix.into()
     }
 }
 

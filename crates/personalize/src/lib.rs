@@ -16,11 +16,12 @@
 //!
 //! ```
 //! use chrono::Utc;
+//! use ferry_types::Identity;
 //! use ferry_personalize::{
 //!     verify, DeviceStatus, Expectation, Facts, Nonce, Policy, Signer, TicketRequest,
 //! };
 //!
-//! let identity = serde_json::from_str(r#"{"device_id":"00000000000004d2",
+//! let identity: Identity = serde_json::from_str(r#"{"device_id":"00000000000004d2",
 //!     "board_id":"000000a1","chip_id":"00008103",
 //!     "hardware_uuid":"5b0c2f8e-8e0c-4a59-9a57-0d2b8b1f4a10","device_class":"gateway"}"#)?;
 //! let components = serde_json::from_str(r#"[{"name":"system",
@@ -49,7 +50,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Every error type has a stable `code()` and a one-sentence `fix()`.
+//! Every error type implements `ferry_types::Diagnose` (a stable code, a one-sentence cause and
+//! fix). The identity, device id, digests and root hashes are `ferry_types`'. TLS and the CA
+//! devices pin are `ferry-tls`'.
 //!
 //! Tests: `cargo test` runs unit and property tests (no network); `cargo run --release -p ferry-personalize --example ticket_bench` measures tickets signed and verified per
 //! second on one core.
@@ -72,12 +75,9 @@ pub use credential::{
 pub use keys::{KeyError, KeyId, PublicKey, SignatureBytes};
 pub use keyset::{KEY_SET_TARGET, KeySet, KeySetError};
 pub use refusal::{REFUSAL_CODES, Refusal, RefusalWire, RefusalWireError};
-pub use rules::{DeviceStatus, Facts, Policy};
+pub use rules::{DeviceStatus, Facts, Policy, check_identity};
 pub use ticket::{
     Expectation, SignedTicket, Signer, Ticket, TicketError, TicketRequest, UnsignedTicket, verify,
     verify_signature,
 };
-pub use types::{
-    BuildId, Component, ComponentName, DeviceClass, DeviceId, Identity, Nonce, ParseError,
-    RootHash, Sha256Hash,
-};
+pub use types::{BuildId, Component, ComponentName, Nonce, ParseError};

@@ -1,12 +1,14 @@
 //! Why the personalization service refused to sign, and its JSON shape on the wire.
 
 use chrono::{DateTime, Utc};
+use ferry_types::{DeviceClass, DeviceId, Diagnose, Sha256};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::json;
 
-use crate::types::{BuildId, DeviceClass, DeviceId, Sha256Hash};
+use crate::types::BuildId;
 
-/// The service refused to sign a ticket; each variant is one cause with its own code.
+/// The service refused to sign a ticket; each variant is one cause with its own code
+/// ([`Diagnose::code`], also the `code` member on the wire).
 ///
 /// On the wire (the body of a refused `POST /v1/personalize`) a refusal is
 /// `{"code":…,"cause":…,"fix":…,"data":{…}}`: `Serialize` writes that shape and
@@ -24,6 +26,7 @@ pub enum Refusal {
     #[error("device {device_id} sent an identity whose {} read as all zero, a hardware fault: the ids could not be read", .zero_fields.join(", "))]
     BadIdentity {
         /// The device id as sent (may itself be zero).
+        #[serde(deserialize_with = "DeviceId::deserialize_allowing_zero")]
         device_id: DeviceId,
         /// The fields that read as zero (`device_id`, `board_id`, `chip_id`, `hardware_uuid`).
         zero_fields: Vec<String>,
@@ -73,7 +76,7 @@ pub enum Refusal {
     #[error("the nonce (sha256 {nonce_sha256}) was already used in an earlier request")]
     NonceReused {
         /// SHA-256 of the reused nonce.
-        nonce_sha256: Sha256Hash,
+        nonce_sha256: Sha256,
     },
 }
 
@@ -89,9 +92,8 @@ pub const REFUSAL_CODES: [&str; 8] = [
     "NONCE_REUSED",
 ];
 
-impl Refusal {
-    /// Stable error code (also the `code` member on the wire).
-    pub fn code(&self) -> &'static str {
+impl Diagnose for Refusal {
+    fn code(&self) -> &'static str {
         match self {
             Refusal::BadRequest { .. } => "BAD_REQUEST",
             Refusal::BadIdentity { .. } => "BAD_IDENTITY",
@@ -104,9 +106,8 @@ impl Refusal {
         }
     }
 
-    /// One sentence on how to fix it.
-    pub fn fix(&self) -> &'static str {
-        match self {
+    fn fix(&self) -> String {
+        let fix = match self {
             Refusal::BadRequest { .. } => {
                 "Update ferry on the device: it sent a request this service cannot use"
             }
@@ -129,9 +130,12 @@ impl Refusal {
             Refusal::NonceReused { .. } => {
                 "Try again: the device makes a fresh nonce for each request"
             }
-        }
+        };
+        fix.into()
     }
+}
 
+impl Refusal {
     /// The variant's fields as the wire's `data` member.
     pub fn data(&self) -> serde_json::Value {
         match self {
@@ -236,24 +240,23 @@ pub enum RefusalWireError {
     },
 }
 
-impl RefusalWireError {
-    /// Stable error code.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for RefusalWireError {
+    fn code(&self) -> &'static str {
         match self {
             RefusalWireError::Malformed { .. } => "REFUSAL_MALFORMED",
             RefusalWireError::UnknownCode { .. } => "REFUSAL_UNKNOWN_CODE",
         }
     }
 
-    /// One sentence on how to fix it.
-    pub fn fix(&self) -> &'static str {
-        match self {
+    fn fix(&self) -> String {
+        let fix = match self {
             RefusalWireError::Malformed { .. } => {
                 "Check that the server URL points at a ferry server and that no proxy rewrites its answers"
             }
             RefusalWireError::UnknownCode { .. } => {
                 "Update ferry on the device to read this server's answer, and follow the server's fix meanwhile"
             }
-        }
+        };
+        fix.into()
     }
 }

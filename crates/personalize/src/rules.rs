@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use ferry_types::Identity;
 
 use crate::refusal::Refusal;
 use crate::ticket::{TicketRequest, UnsignedTicket};
@@ -74,7 +75,7 @@ impl Policy {
         facts: &Facts,
     ) -> Result<UnsignedTicket, Refusal> {
         check_components(request, self.max_components)?;
-        request.identity.validate()?;
+        check_identity(&request.identity)?;
         let device_id = request.identity.device_id;
         match facts.device {
             DeviceStatus::Unknown => return Err(Refusal::UnknownDevice { device_id }),
@@ -113,6 +114,20 @@ impl Policy {
             issued_at: now,
         })
     }
+}
+
+/// Refuses an identity whose device id, board id, chip id or hardware UUID is all zero: a
+/// hardware fault (the ids could not be read), reported as `BAD_IDENTITY`. The signing rules
+/// run it; the server runs it at enrollment too.
+pub fn check_identity(identity: &Identity) -> Result<(), Refusal> {
+    let zero_fields = identity.zero_fields();
+    if zero_fields.is_empty() {
+        return Ok(());
+    }
+    Err(Refusal::BadIdentity {
+        device_id: identity.device_id,
+        zero_fields: zero_fields.into_iter().map(str::to_owned).collect(),
+    })
 }
 
 fn check_components(request: &TicketRequest, max_components: usize) -> Result<(), Refusal> {

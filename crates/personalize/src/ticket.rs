@@ -3,21 +3,22 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use ferry_types::{DeviceId, Diagnose, Identity, RootHash, Sha256};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::canonical::{to_canonical_json, type_marker};
 use crate::keys::{KeyError, KeyId, KeyPair, PublicKey, SignatureBytes};
-use crate::types::{
-    BuildId, Component, ComponentName, DeviceId, Identity, Nonce, RootHash, Sha256Hash,
-};
+use crate::types::{BuildId, Component, ComponentName, Nonce};
 
 type_marker!(TicketType, "ferry-ticket/1");
 
 /// What a device sends to `POST /v1/personalize`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketRequest {
-    /// The device's identity as it read it from its hardware.
+    /// The device's identity as it read it from its hardware. An all-zero device id
+    /// deserializes here (and only here), so the service answers `BAD_IDENTITY`.
+    #[serde(deserialize_with = "Identity::deserialize_allowing_zero")]
     pub identity: Identity,
     /// The fresh nonce the device stored durably before asking.
     pub nonce: Nonce,
@@ -37,7 +38,7 @@ pub struct UnsignedTicket {
     /// The device the ticket is for.
     pub identity: Identity,
     /// SHA-256 of the request's nonce.
-    pub nonce_sha256: Sha256Hash,
+    pub nonce_sha256: Sha256,
     /// The build it allows.
     pub build_id: BuildId,
     /// The components and root hashes it allows.
@@ -55,7 +56,7 @@ pub struct Ticket {
     /// The device the ticket is for.
     pub identity: Identity,
     /// SHA-256 of the nonce the device sent.
-    pub nonce_sha256: Sha256Hash,
+    pub nonce_sha256: Sha256,
     /// The build it allows.
     pub build_id: BuildId,
     /// The components and root hashes it allows.
@@ -280,9 +281,9 @@ pub enum TicketError {
     )]
     OtherNonce {
         /// The nonce hash in the ticket.
-        ticket_nonce_sha256: Sha256Hash,
+        ticket_nonce_sha256: Sha256,
         /// The hash of the nonce this device stored.
-        stored_nonce_sha256: Sha256Hash,
+        stored_nonce_sha256: Sha256,
     },
     /// A component's root hash differs from the ticket's.
     #[error(
@@ -310,9 +311,8 @@ pub enum TicketError {
     },
 }
 
-impl TicketError {
-    /// Stable error code.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for TicketError {
+    fn code(&self) -> &'static str {
         match self {
             TicketError::BadSignature { .. } => "TICKET_BAD_SIGNATURE",
             TicketError::KeyNotTrusted { .. } => "TICKET_KEY_NOT_TRUSTED",
@@ -324,9 +324,8 @@ impl TicketError {
         }
     }
 
-    /// One sentence on how to fix it.
-    pub fn fix(&self) -> &'static str {
-        match self {
+    fn fix(&self) -> String {
+        let fix = match self {
             TicketError::BadSignature { .. } => {
                 "Install again to get a new ticket: this one was changed after it was signed"
             }
@@ -343,7 +342,8 @@ impl TicketError {
                 "Install again: the slot does not hold the image the ticket was signed for"
             }
             TicketError::Malformed { .. } => "Install again to replace the damaged ticket file",
-        }
+        };
+        fix.into()
     }
 }
 

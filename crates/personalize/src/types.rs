@@ -1,13 +1,11 @@
 //! The values a ticket is made of, each parsed once at the edge: hex on the wire, typed inside.
+//! (The device's identity, its id, digests and root hashes are `ferry_types`'.)
 
 use std::fmt;
 use std::str::FromStr;
 
-use serde::de::Error as _;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sha2::{Digest, Sha256};
-
-use crate::refusal::Refusal;
+use ferry_types::{Diagnose, RootHash, Sha256};
+use serde::{Deserialize, Serialize};
 
 /// Why a value read from the wire was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,15 +28,15 @@ impl ParseError {
             reason,
         }
     }
+}
 
-    /// Stable error code.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for ParseError {
+    fn code(&self) -> &'static str {
         "BAD_VALUE"
     }
 
-    /// One sentence on how to fix it.
-    pub fn fix(&self) -> &'static str {
-        "Send the value in the documented form (lowercase hex of the stated length, or text without control characters)"
+    fn fix(&self) -> String {
+        "Send the value in the documented form (lowercase hex of the stated length, or text without control characters)".into()
     }
 }
 
@@ -58,18 +56,6 @@ pub(crate) fn parse_hex_array<const N: usize>(
     hex::decode_to_slice(text, &mut out)
         .map_err(|_| ParseError::new(what, text, "not hexadecimal"))?;
     Ok(out)
-}
-
-/// Parses an unsigned id written as 1 to `max_digits` hex digits, with an optional `0x`.
-fn parse_hex_id(what: &'static str, text: &str, max_digits: usize) -> Result<u64, ParseError> {
-    let digits = text.strip_prefix("0x").unwrap_or(text);
-    if digits.is_empty() || digits.len() > max_digits {
-        return Err(ParseError::new(what, text, "wrong number of hex digits"));
-    }
-    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ParseError::new(what, text, "not hexadecimal"));
-    }
-    u64::from_str_radix(digits, 16).map_err(|_| ParseError::new(what, text, "not hexadecimal"))
 }
 
 /// Refuses empty text, text longer than `max_len` bytes and control characters, so every
@@ -144,18 +130,6 @@ hex_bytes_newtype!(
     32,
     "nonce"
 );
-hex_bytes_newtype!(
-    /// A SHA-256 digest (of a nonce, a key, a token).
-    Sha256Hash,
-    32,
-    "sha-256 digest"
-);
-hex_bytes_newtype!(
-    /// The seal root hash (dm-verity, SHA-256) of one component's system image.
-    RootHash,
-    32,
-    "root hash"
-);
 
 impl Nonce {
     /// Makes a nonce from the operating system's random source.
@@ -166,69 +140,8 @@ impl Nonce {
     }
 
     /// The SHA-256 of the nonce's 32 bytes, as a ticket carries it.
-    pub fn sha256(&self) -> Sha256Hash {
-        Sha256Hash::of(&self.0)
-    }
-}
-
-impl Sha256Hash {
-    /// The SHA-256 of `bytes`.
-    pub fn of(bytes: &[u8]) -> Sha256Hash {
-        Sha256Hash(Sha256::digest(bytes).into())
-    }
-}
-
-/// A device's 64-bit id, written as 16 lowercase hex digits.
-///
-/// Zero parses (so the service can answer `BAD_IDENTITY` with its own code rather than a
-/// parse error); [`Identity::validate`] refuses it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DeviceId(pub u64);
-
-impl fmt::Display for DeviceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl fmt::Debug for DeviceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DeviceId({self})")
-    }
-}
-
-impl FromStr for DeviceId {
-    type Err = ParseError;
-    fn from_str(text: &str) -> Result<Self, ParseError> {
-        parse_hex_id("device id", text, 16).map(DeviceId)
-    }
-}
-
-impl Serialize for DeviceId {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for DeviceId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        text.parse().map_err(D::Error::custom)
-    }
-}
-
-/// serde for a `u32` hardware id written as 8 lowercase hex digits.
-mod hex_u32 {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(value: &u32, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&format!("{value:08x}"))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        let value = parse_hex_id("hardware id", &text, 8).map_err(D::Error::custom)?;
-        u32::try_from(value).map_err(D::Error::custom)
+    pub fn sha256(&self) -> Sha256 {
+        Sha256::of(&self.0)
     }
 }
 
@@ -290,62 +203,11 @@ text_newtype!(
     "build id"
 );
 text_newtype!(
-    /// A device class (`"edge-gateway"`): 1 to 64 bytes, no control characters.
-    DeviceClass,
-    64,
-    "device class"
-);
-text_newtype!(
     /// A component's name (`"system"`, `"recovery"`): 1 to 128 bytes, no control characters.
     ComponentName,
     128,
     "component name"
 );
-
-/// Who a device is, as it reads it from its hardware (`identity.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    /// 64-bit device id, 16 hex digits.
-    pub device_id: DeviceId,
-    /// Board id, 8 hex digits.
-    #[serde(with = "hex_u32")]
-    pub board_id: u32,
-    /// Chip id, 8 hex digits.
-    #[serde(with = "hex_u32")]
-    pub chip_id: u32,
-    /// Hardware UUID (`8-4-4-4-12` form).
-    pub hardware_uuid: uuid::Uuid,
-    /// The device class offers are chosen for.
-    pub device_class: DeviceClass,
-}
-
-impl Identity {
-    /// Refuses an identity whose device id, board id, chip id or hardware UUID is all zero:
-    /// that is a hardware fault (the ids could not be read), reported as `BAD_IDENTITY`.
-    pub fn validate(&self) -> Result<(), Refusal> {
-        let mut zero_fields = Vec::new();
-        if self.device_id.0 == 0 {
-            zero_fields.push("device_id".to_owned());
-        }
-        if self.board_id == 0 {
-            zero_fields.push("board_id".to_owned());
-        }
-        if self.chip_id == 0 {
-            zero_fields.push("chip_id".to_owned());
-        }
-        if self.hardware_uuid.is_nil() {
-            zero_fields.push("hardware_uuid".to_owned());
-        }
-        if zero_fields.is_empty() {
-            Ok(())
-        } else {
-            Err(Refusal::BadIdentity {
-                device_id: self.device_id,
-                zero_fields,
-            })
-        }
-    }
-}
 
 /// One component a ticket covers: its name and the seal root hash of its image.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{facts_ok, request, time};
-use ferry_personalize::{DeviceId, DeviceStatus, Facts, Policy, REFUSAL_CODES, Refusal};
+use ferry_personalize::{DeviceStatus, Facts, Policy, REFUSAL_CODES, Refusal};
+use ferry_types::{DeviceId, Diagnose};
 
 const NOW: &str = "2026-03-20T18:51:32Z";
 
@@ -37,7 +38,7 @@ fn all_zero_ids_are_a_hardware_fault_naming_each_field() {
     assert_eq!(
         refusal,
         Refusal::BadIdentity {
-            device_id: DeviceId(0),
+            device_id: DeviceId::from_wire_allowing_zero(0),
             zero_fields: vec!["device_id".into(), "chip_id".into(), "hardware_uuid".into()],
         }
     );
@@ -65,7 +66,7 @@ fn enrollment_refusals_name_the_device() {
     assert_eq!(
         decide(&request, &unknown),
         Err(Refusal::UnknownDevice {
-            device_id: DeviceId(0x4d2)
+            device_id: DeviceId::new(0x4d2).unwrap()
         })
     );
     let revoked = Facts {
@@ -75,7 +76,7 @@ fn enrollment_refusals_name_the_device() {
     assert_eq!(
         decide(&request, &revoked),
         Err(Refusal::RevokedDevice {
-            device_id: DeviceId(0x4d2)
+            device_id: DeviceId::new(0x4d2).unwrap()
         })
     );
     let limited = Facts {
@@ -85,7 +86,7 @@ fn enrollment_refusals_name_the_device() {
     assert_eq!(
         decide(&request, &limited),
         Err(Refusal::RateLimited {
-            device_id: DeviceId(0x4d2)
+            device_id: DeviceId::new(0x4d2).unwrap()
         })
     );
 }
@@ -195,7 +196,9 @@ fn checks_run_in_the_documented_order() {
             Err(refusal) => {
                 codes.push(refusal.code());
                 match refusal {
-                    Refusal::BadIdentity { .. } => request.identity.device_id = DeviceId(9),
+                    Refusal::BadIdentity { .. } => {
+                        request.identity.device_id = DeviceId::new(9).unwrap()
+                    }
                     Refusal::UnknownDevice { .. } => facts.device = DeviceStatus::Revoked,
                     Refusal::RevokedDevice { .. } => facts.device = DeviceStatus::Enrolled,
                     Refusal::RateLimited { .. } => facts.rate_limited = false,
@@ -229,17 +232,17 @@ fn every_refusal() -> Vec<Refusal> {
             reason: "the request names no component".into(),
         },
         Refusal::BadIdentity {
-            device_id: DeviceId(0),
+            device_id: DeviceId::from_wire_allowing_zero(0),
             zero_fields: vec!["device_id".into()],
         },
         Refusal::UnknownDevice {
-            device_id: DeviceId(0x4d2),
+            device_id: DeviceId::new(0x4d2).unwrap(),
         },
         Refusal::RevokedDevice {
-            device_id: DeviceId(0x4d2),
+            device_id: DeviceId::new(0x4d2).unwrap(),
         },
         Refusal::RateLimited {
-            device_id: DeviceId(0x4d2),
+            device_id: DeviceId::new(0x4d2).unwrap(),
         },
         Refusal::ClockSkew {
             device_time: time("2026-03-20T18:53:33.250Z"),

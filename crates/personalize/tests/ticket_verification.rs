@@ -6,9 +6,10 @@ mod common;
 use chrono::Utc;
 use common::{component, facts_ok, identity, request};
 use ferry_personalize::{
-    DeviceId, Expectation, KeyError, Nonce, Policy, PublicKey, RootHash, SignedTicket, Signer,
-    TicketError, TicketRequest, verify,
+    Expectation, KeyError, Nonce, Policy, PublicKey, SignedTicket, Signer, TicketError,
+    TicketRequest, verify,
 };
+use ferry_types::{DeviceId, Diagnose, RootHash};
 use proptest::prelude::*;
 
 struct Issued {
@@ -65,8 +66,8 @@ fn a_ticket_moved_to_another_device_names_both_devices() {
     assert_eq!(
         error,
         TicketError::OtherDevice {
-            ticket_device_id: DeviceId(0x1111),
-            this_device_id: DeviceId(0x2222),
+            ticket_device_id: DeviceId::new(0x1111).unwrap(),
+            this_device_id: DeviceId::new(0x2222).unwrap(),
             field: "device_id",
         }
     );
@@ -112,7 +113,7 @@ fn a_ticket_for_another_nonce_is_refused() {
 fn another_image_names_the_component() {
     let issued = issue(0x4d2);
     let mut expect = expectation(&issued.request);
-    expect.components[1].root_hash = RootHash([0x99; 32]);
+    expect.components[1].root_hash = RootHash::from_bytes([0x99; 32]);
     let error = verify(&issued.signed, &[issued.signer.public_key()], &expect).unwrap_err();
     assert_eq!(error.code(), "TICKET_ROOT_HASH_MISMATCH");
     assert!(

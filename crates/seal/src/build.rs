@@ -4,12 +4,13 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 
+use ferry_types::RootHash;
 use rayon::prelude::*;
 
 use crate::error::{IoAction, SealError};
 use crate::format::{
-    BLOCK_LEN, BLOCK_SIZE, BlockDigest, HASHES_PER_BLOCK, RootHash, Salt, hash_block,
-    hash_of_digests, pack_hash_block,
+    BLOCK_LEN, BLOCK_SIZE, BlockDigest, HASHES_PER_BLOCK, Salt, hash_block, hash_of_digests,
+    pack_hash_block,
 };
 use crate::io::{read_exact_at, truncated_as, write_all_at};
 use crate::layout::TreeLayout;

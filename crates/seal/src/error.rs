@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-use crate::format::RootHash;
+use ferry_types::{Diagnose, RootHash};
 
 /// What the crate was doing when an I/O call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +28,8 @@ impl fmt::Display for IoAction {
 
 /// Everything that can go wrong while building or checking a seal.
 ///
-/// Each variant has a stable [`code`](SealError::code), a one-sentence cause
-/// (its `Display`) and a one-sentence [`fix`](SealError::fix).
+/// Each variant has a stable code, a one-sentence cause (its `Display`) and a
+/// one-sentence fix ([`Diagnose`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     /// An I/O call on the image or the tree failed.
@@ -143,19 +143,18 @@ pub enum SealError {
         n_leaves: u64,
     },
 
-    /// A root hash or salt string is not 64 hexadecimal digits.
+    /// A salt string is not 64 hexadecimal digits.
     #[error("the {what} is not 64 hexadecimal digits (got {input_len} characters)")]
     HexInvalid {
-        /// "root hash" or "salt".
+        /// What was parsed ("salt").
         what: &'static str,
         /// Length of the text given.
         input_len: usize,
     },
 }
 
-impl SealError {
-    /// A stable code naming the variant, for scripts, reports and the doctor.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for SealError {
+    fn code(&self) -> &'static str {
         match self {
             Self::Io { .. } => "SEAL_IO",
             Self::ImageTruncated { .. } => "SEAL_IMAGE_TRUNCATED",
@@ -174,8 +173,7 @@ impl SealError {
         }
     }
 
-    /// One sentence on what the user should do about it.
-    pub fn fix(&self) -> String {
+    fn fix(&self) -> String {
         match self {
             Self::Io { action, .. } => format!(
                 "Check that the file exists, is readable{}, and that its disk is healthy, then retry",

@@ -1,5 +1,6 @@
-//! Constants of the dm-verity format as ferry uses it, the two digest
-//! newtypes, and the one hashing rule everything else is built from.
+//! Constants of the dm-verity format as ferry uses it, the salt, and the one
+//! hashing rule everything else is built from. (The root hash is
+//! `ferry_types::RootHash`, shared with the catalog and the ticket.)
 
 use std::fmt;
 use std::str::FromStr;
@@ -27,12 +28,6 @@ pub(crate) const BLOCK_LEN: usize = BLOCK_SIZE as usize;
 
 /// One SHA-256 digest of a block, as stored in a hash block.
 pub(crate) type BlockDigest = [u8; DIGEST_SIZE];
-
-/// The root hash of a seal: the digest of the salt followed by the top hash
-/// block. It is what the catalog and the ticket sign, and what the kernel is
-/// given to enforce the tree.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RootHash([u8; DIGEST_SIZE]);
 
 /// The 32-byte salt hashed in front of every data and hash block (format
 /// version 1 prepends it). A fresh random salt per release means trees of
@@ -95,7 +90,6 @@ macro_rules! hex_newtype {
     };
 }
 
-hex_newtype!(RootHash, "root hash");
 hex_newtype!(Salt, "salt");
 
 impl Salt {

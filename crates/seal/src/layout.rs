@@ -115,6 +115,7 @@ pub fn tree_size(data_size: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_types::Diagnose;
 
     #[test]
     fn one_gibibyte_has_three_levels() {

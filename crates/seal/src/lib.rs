@@ -39,7 +39,8 @@
 //! ```
 //! use std::io::Write;
 //! use std::os::unix::fs::FileExt;
-//! use ferry_seal::{LeafHasher, RootHash, Salt, build_tree, tree_size, verify};
+//! use ferry_seal::{LeafHasher, Salt, build_tree, tree_size, verify};
+//! use ferry_types::{Diagnose, RootHash};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let image_bytes: Vec<u8> = (0..3 * 512 * 1024u32).map(|i| (i % 251) as u8).collect();
@@ -96,7 +97,7 @@ mod verify;
 
 pub use build::build_tree;
 pub use error::{IoAction, SealError};
-pub use format::{BLOCK_SIZE, DIGEST_SIZE, HASHES_PER_BLOCK, RootHash, SUPERBLOCK_SIZE, Salt};
+pub use format::{BLOCK_SIZE, DIGEST_SIZE, HASHES_PER_BLOCK, SUPERBLOCK_SIZE, Salt};
 pub use layout::{LevelLayout, TreeLayout, tree_size};
 pub use superblock::{ALGORITHM, FORMAT_VERSION, HASH_TYPE, MAGIC, Superblock};
 pub use tree::{LeafHasher, Tree, hash_leaves};

@@ -3,13 +3,14 @@
 
 use std::fs::File;
 
+use ferry_types::RootHash;
 use rayon::prelude::*;
 use uuid::Uuid;
 
 use crate::error::SealError;
 use crate::format::{
-    BLOCK_LEN, BLOCK_SIZE, BlockDigest, HASHES_PER_BLOCK, RootHash, Salt, hash_of_digests,
-    hash_padded_block, pack_hash_block,
+    BLOCK_LEN, BLOCK_SIZE, BlockDigest, HASHES_PER_BLOCK, Salt, hash_of_digests, hash_padded_block,
+    pack_hash_block,
 };
 use crate::layout::TreeLayout;
 use crate::superblock::Superblock;

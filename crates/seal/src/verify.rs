@@ -6,7 +6,9 @@ use rayon::prelude::*;
 
 use crate::build::{DATA_BUFFER, DATA_PER_HASH_BLOCK, HASH_BLOCKS_PER_TASK};
 use crate::error::{IoAction, SealError};
-use crate::format::{BLOCK_LEN, BLOCK_SIZE, DIGEST_SIZE, RootHash, Salt, hash_block};
+use ferry_types::RootHash;
+
+use crate::format::{BLOCK_LEN, BLOCK_SIZE, DIGEST_SIZE, Salt, hash_block};
 use crate::io::{read_exact_at, truncated_as};
 use crate::layout::TreeLayout;
 use crate::superblock::Superblock;

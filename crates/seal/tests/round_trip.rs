@@ -7,9 +7,10 @@ use std::os::unix::fs::FileExt;
 
 use common::{BLOCK, file_with, mixed_data, model_tree, read_all};
 use ferry_seal::{
-    LeafHasher, RootHash, Salt, SealError, Superblock, Tree, TreeLayout, build_tree, hash_leaves,
-    tree_size, verify,
+    LeafHasher, Salt, SealError, Superblock, Tree, TreeLayout, build_tree, hash_leaves, tree_size,
+    verify,
 };
+use ferry_types::{Diagnose, RootHash};
 use uuid::Uuid;
 
 /// Block counts at every edge of the level structure: no levels, one level
@@ -180,10 +181,14 @@ fn hex_types_parse_display_and_serde_round_trip() {
         serde_json::from_str::<RootHash>(&json).expect("deserialize"),
         root
     );
+    // The root hash is ferry_types::RootHash (one spelling: lowercase hex); the salt
+    // stays the seal's own and keeps SEAL_HEX_INVALID.
     for bad in ["", "ab", &"zz".repeat(32), &"ab".repeat(33)] {
         let error = bad.parse::<RootHash>().expect_err("bad hex");
-        assert_eq!(error.code(), "SEAL_HEX_INVALID");
+        assert_eq!(error.code(), "DIGEST_INVALID");
         assert!(serde_json::from_str::<RootHash>(&format!("\"{bad}\"")).is_err());
+        let error = bad.parse::<Salt>().expect_err("bad hex");
+        assert_eq!(error.code(), "SEAL_HEX_INVALID");
     }
 }
 

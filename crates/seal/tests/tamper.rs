@@ -10,7 +10,8 @@ mod common;
 use std::os::unix::fs::FileExt;
 
 use common::{BLOCK, file_with, mixed_data};
-use ferry_seal::{RootHash, Salt, SealError, build_tree, verify};
+use ferry_seal::{Salt, SealError, build_tree, verify};
+use ferry_types::{Diagnose, RootHash};
 use proptest::prelude::*;
 
 /// A sealed image: the image file, its tree file and the root hash.

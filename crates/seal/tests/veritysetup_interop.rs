@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{BLOCK, mixed_data};
-use ferry_seal::{RootHash, Salt, SealError, build_tree, tree_size, verify};
+use ferry_seal::{Salt, SealError, build_tree, tree_size, verify};
+use ferry_types::RootHash;
 
 /// Block counts covering no levels, one, two and three levels.
 const BLOCK_COUNTS: [usize; 5] = [1, 100, 129, 5000, 128 * 128 + 3];

@@ -57,8 +57,7 @@ pub async fn publish_chunks(
                 level,
                 ..Default::default()
             };
-            let index = ferry_delta::build_payload(&new, &hints, &mut out, &opts)
-                .map_err(|e| ServerError::Chunks(e.to_string()))?;
+            let index = ferry_delta::build_payload(&new, &hints, &mut out, &opts)?;
             let file = out.into_inner().map_err(|e| ServerError::Io {
                 op: "writing the chunk payload",
                 source: e.into_error(),
@@ -66,10 +65,10 @@ pub async fn publish_chunks(
             file.sync_all().map_err(io("writing the chunk payload"))?;
             let (sha256, size) = sha256_of_file(&payload_path)?;
             if size != index.payload_len() {
-                return Err(ServerError::Chunks(format!(
-                    "the chunk payload is {size} bytes where its index says {}",
-                    index.payload_len()
-                )));
+                return Err(ServerError::ChunkPayloadMismatch {
+                    size,
+                    index_len: index.payload_len(),
+                });
             }
             Ok((index.to_bytes(), sha256, size))
         })

@@ -55,7 +55,7 @@ pub async fn publish_delta(
                 &mut out,
                 &ferry_delta::EncodeOptions::default(),
             )
-            .map_err(|e| ServerError::Seal(format!("encoding the delta failed: {e}")))?;
+            .map_err(ServerError::DeltaEncode)?;
             tracing::info!(expanded, "delta encoded");
             std::io::Write::flush(&mut out).map_err(io("writing the delta"))?;
             drop(out);
@@ -125,9 +125,7 @@ pub async fn rebuild_image(
         };
         std::io::copy(&mut decoder, &mut tee).map_err(io("rebuilding an image"))?;
         if hasher.finish() != expected {
-            return Err(ServerError::Seal(format!(
-                "the stored payload of release {version} does not rebuild its image"
-            )));
+            return Err(ServerError::StoredImageMismatch { version });
         }
         Ok(())
     })

@@ -7,7 +7,8 @@
 //! the lookups queued meanwhile with one query.
 
 use chrono::{SecondsFormat, Utc};
-use ferry_personalize::{DeviceId, EnrollmentToken, Identity, Sha256Hash};
+use ferry_personalize::EnrollmentToken;
+use ferry_types::{DeviceId, Identity, Sha256};
 use serde::Serialize;
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
@@ -318,7 +319,7 @@ impl FactsReader {
 }
 
 struct NonceInsert {
-    nonce_sha256: Sha256Hash,
+    nonce_sha256: Sha256,
     device_id: DeviceId,
     done: oneshot::Sender<Result<bool, String>>,
 }
@@ -366,7 +367,7 @@ impl NonceWriter {
     /// `Ok(false)` if it was used before.
     pub async fn record(
         &self,
-        nonce_sha256: Sha256Hash,
+        nonce_sha256: Sha256,
         device_id: DeviceId,
     ) -> Result<bool, ServerError> {
         let (done, answer) = oneshot::channel();
@@ -447,14 +448,14 @@ mod tests {
                     .unwrap()
             );
         }
-        db.revoke(&DeviceId(0x22)).await.unwrap();
+        db.revoke(&DeviceId::new(0x22).unwrap()).await.unwrap();
         db.set_signing_window("vm", "b1", true).await.unwrap();
         let lookups = [
-            (DeviceId(0x22), "b1"),
-            (DeviceId(0x33), "b1"),
-            (DeviceId(0x11), "b1"),
-            (DeviceId(0x11), "b2"),
-            (DeviceId(0x11), "b1"),
+            (DeviceId::new(0x22).unwrap(), "b1"),
+            (DeviceId::new(0x33).unwrap(), "b1"),
+            (DeviceId::new(0x11).unwrap(), "b1"),
+            (DeviceId::new(0x11).unwrap(), "b2"),
+            (DeviceId::new(0x11).unwrap(), "b1"),
         ];
         let batch = db.device_facts_batch(&lookups).await.unwrap();
         assert_eq!(batch.len(), lookups.len());

@@ -6,7 +6,8 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use ferry_personalize::{DeviceId, EnrollmentToken, Identity, Refusal};
+use ferry_personalize::{EnrollmentToken, Refusal, check_identity};
+use ferry_types::{DeviceId, Identity};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -19,7 +20,9 @@ use crate::personalize::{Service, bearer};
 pub struct EnrollRequest {
     /// The one-time enrollment token from the administrator.
     pub token: String,
-    /// The device's identity, as its hardware reads it.
+    /// The device's identity, as its hardware reads it. An all-zero device id deserializes
+    /// here, as in the ticket request, so enrollment answers `BAD_IDENTITY` too.
+    #[serde(deserialize_with = "Identity::deserialize_allowing_zero")]
     pub identity: Identity,
 }
 
@@ -67,11 +70,7 @@ async fn require_admin(
 ) -> Result<axum::response::Response, ServerError> {
     let given = bearer(request.headers()).unwrap_or_default();
     if !constant_time_eq(given.as_bytes(), service.inner.admin_token.as_bytes()) {
-        return Err(ServerError::Unauthorized {
-            code: "ADMIN_TOKEN_INVALID",
-            cause: "the request does not carry the server's admin token".into(),
-            fix: "Send Authorization: Bearer with the token in the server's DIR/admin-token",
-        });
+        return Err(ServerError::AdminTokenInvalid);
     }
     Ok(next.run(request).await)
 }
@@ -90,13 +89,11 @@ async fn enroll(
             reason: format!("the body is not an enrollment request: {e}"),
         })
     })?;
-    let invalid = || ServerError::Unauthorized {
-        code: "ENROLLMENT_TOKEN_INVALID",
-        cause: "the enrollment token is unknown or was already used".into(),
-        fix: "Ask the administrator for a new token (ferry server token --data DIR)",
-    };
-    let token: EnrollmentToken = request.token.parse().map_err(|_| invalid())?;
-    request.identity.validate().map_err(ServerError::Refused)?;
+    let token: EnrollmentToken = request
+        .token
+        .parse()
+        .map_err(|_| ServerError::EnrollmentTokenInvalid)?;
+    check_identity(&request.identity).map_err(ServerError::Refused)?;
     let issued = service
         .inner
         .credential_signer
@@ -112,7 +109,7 @@ async fn enroll(
         )
         .await?;
     if !enrolled {
-        return Err(invalid());
+        return Err(ServerError::EnrollmentTokenInvalid);
     }
     tracing::info!(device = %request.identity.device_id, "device enrolled");
     Ok(Json(EnrollResponse {

@@ -50,28 +50,51 @@ pub enum ServerError {
     /// Encoding the payload failed.
     #[error(transparent)]
     Payload(#[from] ferry_payload::PayloadError),
-    /// Sealing the image failed.
+    /// Sealing the image failed (the seal crate's error; code `SEAL_FAILED` as ever, its fix).
     #[error("the image could not be sealed: {0}")]
-    Seal(String),
+    Seal(#[from] ferry_seal::SealError),
+    /// Encoding a tailored delta failed (code `SEAL_FAILED`, as it always had).
+    #[error("the image could not be sealed: encoding the delta failed: {0}")]
+    DeltaEncode(#[source] ferry_delta::Error),
+    /// The stored payload of an earlier release does not rebuild the image its digest names.
+    #[error(
+        "the image could not be sealed: the stored payload of release {version} does not rebuild its image"
+    )]
+    StoredImageMismatch {
+        /// The earlier release.
+        version: ferry_types::Version,
+    },
     /// Building the chunked payload (chunk reuse) failed.
     #[error("the chunked payload could not be built: {0}")]
-    Chunks(String),
+    Chunks(#[from] ferry_delta::Error),
+    /// The chunked payload written is not the length its index gives.
+    #[error(
+        "the chunked payload could not be built: the chunk payload is {size} bytes where its index says {index_len}"
+    )]
+    ChunkPayloadMismatch {
+        /// Bytes written.
+        size: u64,
+        /// Bytes the index describes.
+        index_len: u64,
+    },
     /// The catalog (TUF repository) could not be created, read or re-signed.
     #[error(transparent)]
     Catalog(#[from] ferry_catalog::CatalogError),
     /// The personalization service refused to sign (or to enroll).
     #[error(transparent)]
-    Refused(ferry_personalize::Refusal),
-    /// A device credential or the admin token is missing or not valid.
-    #[error("{cause}")]
-    Unauthorized {
-        /// Stable code.
-        code: &'static str,
-        /// The cause.
-        cause: String,
-        /// The fix.
-        fix: &'static str,
-    },
+    Refused(#[from] ferry_personalize::Refusal),
+    /// A device credential that does not verify.
+    #[error(transparent)]
+    Credential(#[from] ferry_personalize::CredentialError),
+    /// A device request without a credential.
+    #[error("the request carries no device credential (Authorization: Bearer)")]
+    CredentialMissing,
+    /// An admin request without the admin token.
+    #[error("the request does not carry the server's admin token")]
+    AdminTokenInvalid,
+    /// An enrollment token that is unknown or spent.
+    #[error("the enrollment token is unknown or was already used")]
+    EnrollmentTokenInvalid,
     /// The server cannot take the request now.
     #[error("the server is overloaded: {cause}")]
     Overloaded {
@@ -116,12 +139,17 @@ impl Diagnose for ServerError {
             ServerError::Database(_) | ServerError::Migrate(_) => "SERVER_DATABASE",
             ServerError::Store(_) => "SERVER_STORE",
             ServerError::Payload(e) => e.code(),
-            ServerError::Seal(_) => "SEAL_FAILED",
-            ServerError::Chunks(_) => "CHUNKS_FAILED",
+            ServerError::Seal(_)
+            | ServerError::DeltaEncode(_)
+            | ServerError::StoredImageMismatch { .. } => "SEAL_FAILED",
+            ServerError::Chunks(_) | ServerError::ChunkPayloadMismatch { .. } => "CHUNKS_FAILED",
             ServerError::Catalog(e) => e.code(),
             ServerError::Io { .. } => "SERVER_IO",
             ServerError::Refused(r) => r.code(),
-            ServerError::Unauthorized { code, .. } => code,
+            ServerError::Credential(e) => e.code(),
+            ServerError::CredentialMissing => "CREDENTIAL_MISSING",
+            ServerError::AdminTokenInvalid => "ADMIN_TOKEN_INVALID",
+            ServerError::EnrollmentTokenInvalid => "ENROLLMENT_TOKEN_INVALID",
             ServerError::Overloaded { .. } => "OVERLOADED",
             ServerError::Secrets { .. } => "SERVER_SECRETS",
             ServerError::KeySet(e) => e.code(),
@@ -132,34 +160,48 @@ impl Diagnose for ServerError {
     fn fix(&self) -> String {
         match self {
             ServerError::DuplicateVersion { .. } => {
-                "publish under a new, higher version number; published versions never change".into()
+                "Publish under a new, higher version number (published versions never change)".into()
             }
-            ServerError::Invalid { .. } => "correct the value and run the command again".into(),
+            ServerError::Invalid { .. } => "Correct the value and run the command again".into(),
             ServerError::ImageUnaligned { .. } => {
-                "pad the image to whole blocks (truncate -s %4096 IMAGE) or build it with 4096-byte blocks".into()
+                "Pad the image to whole blocks (truncate -s %4096 IMAGE) or build it with 4096-byte blocks".into()
             }
-            ServerError::NotFound(_) => "check the name; list what exists with GET /v1/releases?class=CLASS".into(),
-            ServerError::RangeNotSatisfiable { .. } => "ask for a range inside the artifact".into(),
+            ServerError::NotFound(_) => "Check the name against what GET /v1/releases?class=CLASS lists".into(),
+            ServerError::RangeNotSatisfiable { .. } => "Ask for a range inside the artifact".into(),
             ServerError::Database(_) | ServerError::Migrate(_) => {
-                "check that the data directory is writable and not used by another ferry version".into()
+                "Check that the data directory is writable and not used by another ferry version".into()
             }
-            ServerError::Store(_) => "check that the artifact store is reachable and has space".into(),
+            ServerError::Store(_) => "Check that the artifact store is reachable and has space".into(),
             ServerError::Payload(e) => e.fix(),
-            ServerError::Seal(_) => "check that the image is readable and whole 4096-byte blocks".into(),
-            ServerError::Chunks(_) => {
-                "check the stored payloads of earlier releases and free space in DATA/tmp, or publish with --no-chunks".into()
+            ServerError::Seal(e) => e.fix(),
+            ServerError::DeltaEncode(e) => e.fix(),
+            ServerError::StoredImageMismatch { version } => format!(
+                "Republish {version} (its stored payload is damaged), or publish without --delta-from {version}"
+            ),
+            ServerError::Chunks(e) => e.fix(),
+            ServerError::ChunkPayloadMismatch { .. } => {
+                "Check free space in DATA/tmp and publish again, or publish with --no-chunks".into()
             }
             ServerError::Catalog(e) => e.fix(),
-            ServerError::Io { .. } => "check the path, its permissions and free space".into(),
-            ServerError::Refused(r) => r.fix().into(),
-            ServerError::Unauthorized { fix, .. } => (*fix).into(),
-            ServerError::Overloaded { .. } => "try again in a moment".into(),
-            ServerError::Secrets { .. } => {
-                "check the files under the data directory's pki/ and keys-online/ (remove them to make new ones; devices must then be given the new CA)".into()
+            ServerError::Io { .. } => "Check the path, its permissions and free space".into(),
+            ServerError::Refused(r) => r.fix(),
+            ServerError::Credential(e) => e.fix(),
+            ServerError::CredentialMissing => {
+                "Enroll the device: ferry device init … --enroll-token TOKEN".into()
             }
-            ServerError::KeySet(e) => e.fix().into(),
+            ServerError::AdminTokenInvalid => {
+                "Send Authorization: Bearer with the token in the server's DIR/admin-token".into()
+            }
+            ServerError::EnrollmentTokenInvalid => {
+                "Ask the administrator for a new token (ferry server token --data DIR)".into()
+            }
+            ServerError::Overloaded { .. } => "Try again in a moment".into(),
+            ServerError::Secrets { .. } => {
+                "Check the files under the data directory's pki/ and keys-online/ (or remove them to make new ones, then give devices the new CA)".into()
+            }
+            ServerError::KeySet(e) => e.fix(),
             ServerError::KeySetUnusable { .. } => {
-                "restore DATA/keys-online/personalization/ and DATA/tuf/targets/ from backup, or publish a new key with `ferry server personalization-key rotate --data DIR --keys OFFLINE_KEYS`".into()
+                "Restore DATA/keys-online/personalization/ and DATA/tuf/targets/ from backup, or publish a new key with `ferry server personalization-key rotate --data DIR --keys OFFLINE_KEYS`".into()
             }
         }
     }
@@ -183,7 +225,10 @@ impl ServerError {
                 ferry_personalize::Refusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             },
-            ServerError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ServerError::Credential(_)
+            | ServerError::CredentialMissing
+            | ServerError::AdminTokenInvalid
+            | ServerError::EnrollmentTokenInvalid => StatusCode::UNAUTHORIZED,
             ServerError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -213,5 +258,102 @@ impl IntoResponse for ServerError {
                 .insert(axum::http::header::CONTENT_RANGE, v);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_types::Report;
+
+    fn assert_contract(error: &ServerError) {
+        let Report { code, cause, fix } = error.report();
+        assert!(
+            !code.is_empty() && code.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+            "{code}"
+        );
+        assert!(
+            !cause.is_empty() && !cause.ends_with('.'),
+            "{code}: {cause}"
+        );
+        assert!(
+            fix.chars().next().is_some_and(char::is_uppercase) && !fix.ends_with('.'),
+            "{code}: {fix}"
+        );
+    }
+
+    /// Library errors keep their fix; their code is the library's, except where the server
+    /// has always named the step (SEAL_FAILED, CHUNKS_FAILED), so scripts see the same codes.
+    #[test]
+    fn wrapped_library_errors_keep_their_fix_and_the_codes_scripts_know() {
+        let seal = ferry_seal::SealError::ImageEmpty;
+        let fix = seal.fix();
+        let wrapped = ServerError::from(seal);
+        assert_eq!(wrapped.code(), "SEAL_FAILED");
+        assert_eq!(wrapped.fix(), fix);
+        assert!(std::error::Error::source(&wrapped).is_some());
+        let chunks = ServerError::from(ferry_delta::Error::IndexInvalid { detail: "d".into() });
+        assert_eq!(chunks.code(), "CHUNKS_FAILED");
+        let credential = ferry_personalize::CredentialError::Malformed { reason: "r".into() };
+        let report = credential.report();
+        let wrapped = ServerError::from(credential);
+        assert_eq!(wrapped.report(), report);
+        assert_eq!(wrapped.status(), StatusCode::UNAUTHORIZED);
+        let refusal = ferry_personalize::Refusal::BadRequest { reason: "r".into() };
+        assert_eq!(
+            ServerError::from(refusal.clone()).report(),
+            refusal.report()
+        );
+    }
+
+    #[test]
+    fn the_servers_own_errors_keep_the_contract() {
+        let version: ferry_types::Version = "1.2".parse().unwrap();
+        let errors = [
+            ServerError::DuplicateVersion {
+                class: "vm".into(),
+                version: "1.2".into(),
+            },
+            ServerError::Invalid {
+                what: "audience",
+                value: "A".into(),
+                why: "w".into(),
+            },
+            ServerError::ImageUnaligned { size: 1 },
+            ServerError::NotFound("x".into()),
+            ServerError::RangeNotSatisfiable { size: 1 },
+            ServerError::Database(sqlx::Error::RowNotFound),
+            ServerError::DeltaEncode(ferry_delta::Error::IndexInvalid { detail: "d".into() }),
+            ServerError::StoredImageMismatch { version },
+            ServerError::ChunkPayloadMismatch {
+                size: 1,
+                index_len: 2,
+            },
+            ServerError::CredentialMissing,
+            ServerError::AdminTokenInvalid,
+            ServerError::EnrollmentTokenInvalid,
+            ServerError::Overloaded { cause: "c".into() },
+            ServerError::Secrets { cause: "c".into() },
+            ServerError::KeySetUnusable { cause: "c".into() },
+            ServerError::Io {
+                op: "reading",
+                source: std::io::Error::other("x"),
+            },
+        ];
+        for error in &errors {
+            assert_contract(error);
+        }
+        let codes: Vec<&str> = errors.iter().map(Diagnose::code).collect();
+        assert_eq!(
+            codes[6..12],
+            [
+                "SEAL_FAILED",
+                "SEAL_FAILED",
+                "CHUNKS_FAILED",
+                "CREDENTIAL_MISSING",
+                "ADMIN_TOKEN_INVALID",
+                "ENROLLMENT_TOKEN_INVALID"
+            ]
+        );
     }
 }

@@ -18,8 +18,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferry_catalog::{NewTarget, Sha256Digest, repo};
+use ferry_catalog::{NewTarget, repo};
 use ferry_personalize::{KEY_SET_TARGET, KeyId, KeySet, Signer};
+use ferry_types::Sha256;
 
 use crate::tuf::CatalogPaths;
 use crate::{ServerError, Service};
@@ -61,7 +62,7 @@ pub fn published(paths: &CatalogPaths) -> Result<Option<KeySet>, ServerError> {
             path.display()
         ))
     })?;
-    if bytes.len() as u64 != length || Sha256Digest::of(&bytes) != sha256 {
+    if bytes.len() as u64 != length || Sha256::of(&bytes) != sha256 {
         return Err(unusable(format!(
             "{} is not the key set the catalog signs (its length or SHA-256 differs)",
             path.display()
@@ -198,7 +199,7 @@ fn store_key(paths: &CatalogPaths, signer: &Signer) -> Result<(), ServerError> {
 
 async fn publish(paths: &CatalogPaths, set: &KeySet) -> Result<repo::RepoVersions, ServerError> {
     let bytes = set.to_bytes();
-    let sha256 = Sha256Digest::of(&bytes);
+    let sha256 = Sha256::of(&bytes);
     std::fs::create_dir_all(&paths.targets).map_err(|source| ServerError::Io {
         op: "creating the catalog targets directory",
         source,

@@ -139,7 +139,7 @@ impl Service {
     /// signature are fixed by its bytes and the credential key never changes while serving;
     /// revocation and re-enrollment are still checked in the database on every request.
     pub(crate) fn credential(&self, headers: &HeaderMap) -> Result<Credential, ServerError> {
-        let token = bearer(headers).ok_or_else(credential_missing)?;
+        let token = bearer(headers).ok_or(ServerError::CredentialMissing)?;
         let token_sha256 = ferry_types::Sha256::of(token.as_bytes()).0;
         let lock = || {
             self.inner
@@ -198,21 +198,9 @@ async fn personalization_key(State(service): State<Service>) -> impl IntoRespons
 /// Verified credentials the service remembers (a few MB at most).
 pub const MAX_VERIFIED_CREDENTIALS: usize = 65_536;
 
-fn credential_missing() -> ServerError {
-    ServerError::Unauthorized {
-        code: "CREDENTIAL_MISSING",
-        cause: "the request carries no device credential (Authorization: Bearer)".into(),
-        fix: "Enroll the device: ferry device init … --enroll-token TOKEN",
-    }
-}
-
 /// A bearer token checked against the credential key.
 fn check_credential(token: &str, key: &PublicKey) -> Result<Credential, ServerError> {
-    verify_credential(token, key).map_err(|e| ServerError::Unauthorized {
-        code: e.code(),
-        cause: e.to_string(),
-        fix: e.fix(),
-    })
+    Ok(verify_credential(token, key)?)
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -255,7 +243,7 @@ async fn personalize(
         device,
         window_open: facts.as_ref().is_some_and(|f| f.window_open),
         nonce_seen: false,
-        rate_limited: device == DeviceStatus::Enrolled && service.over_rate(device_id.0),
+        rate_limited: device == DeviceStatus::Enrolled && service.over_rate(device_id.get()),
     };
     let policy = &service.inner.options.policy;
     let now = Utc::now();

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use ferry_catalog::{
-    NewTarget, PayloadKind, ReleaseInfo, Sha256Digest, chunk_index_target_name, chunks_target_name,
+    NewTarget, PayloadKind, ReleaseInfo, chunk_index_target_name, chunks_target_name,
     manifest_target_name, payload_target_name, repo,
 };
 use ferry_payload::{EncodeOptions, Manifest};
@@ -64,12 +64,6 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
     for audience in &req.audiences {
         check_slug("audience", audience)?;
     }
-    let catalog_version =
-        ferry_catalog::Version::parse(req.version.as_str()).map_err(|e| ServerError::Invalid {
-            what: "version",
-            value: req.version.to_string(),
-            why: e.to_string(),
-        })?;
     let catalog = CatalogPaths::new(&data.path, req.offline_keys.as_deref());
     tuf::ensure_initialised(&catalog).await?;
     if data.db.has_version(&req.class, &req.version).await? {
@@ -125,7 +119,7 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
             source,
         })?;
         let (root_hash, _) = ferry_seal::build_tree(&image, manifest.image_size, salt, &tree, 0)
-            .map_err(|e| ServerError::Seal(e.to_string()))?;
+            .map_err(ServerError::Seal)?;
         manifest.seal = Some(ferry_payload::SealRef { root_hash, salt });
         Ok::<_, ServerError>(manifest)
     })
@@ -174,30 +168,27 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
     let manifest_target = manifest_target_name(&payload_target).unwrap_or_default();
     let info = ReleaseInfo {
         device_class: req.class.clone(),
-        version: catalog_version,
+        version: req.version.clone(),
         build_id,
         audiences: req.audiences.clone(),
         component: SYSTEM_COMPONENT.into(),
         payload: PayloadKind::Full,
         download_size: manifest.payload_size,
         unarchived_size: manifest.image_size,
-        image_sha256: Sha256Digest::from_bytes(manifest.image_sha256.0),
-        seal_root_hash: manifest
-            .seal
-            .as_ref()
-            .map(|seal| Sha256Digest::from_bytes(*seal.root_hash.as_bytes())),
+        image_sha256: manifest.image_sha256,
+        seal_root_hash: manifest.seal.as_ref().map(|seal| seal.root_hash),
     };
     let targets = vec![
         NewTarget {
             name: payload_target,
             length: manifest.payload_size,
-            sha256: Sha256Digest::from_bytes(manifest.payload_sha256.0),
+            sha256: manifest.payload_sha256,
             custom: info.to_custom(),
         },
         NewTarget {
             name: manifest_target,
             length: manifest_size,
-            sha256: Sha256Digest::from_bytes(manifest_sha256.0),
+            sha256: manifest_sha256,
             custom: serde_json::Value::Null,
         },
     ];
@@ -221,14 +212,12 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
     for from in &req.delta_from {
         let delta = crate::delta::publish_delta(data, from, &row, &req.image).await?;
         let mut delta_info = info.clone();
-        delta_info.payload = PayloadKind::Delta {
-            from: ferry_catalog::Version::parse(from.as_str())?,
-        };
+        delta_info.payload = PayloadKind::Delta { from: from.clone() };
         delta_info.download_size = delta.size;
         let target = NewTarget {
             name: format!("{}-{}.delta-from-{from}.ferrydelta", req.class, req.version),
             length: delta.size,
-            sha256: Sha256Digest::from_bytes(delta.sha256.0),
+            sha256: delta.sha256,
             custom: delta_info.to_custom(),
         };
         repo::add_targets(
@@ -253,13 +242,13 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
             NewTarget {
                 name: chunks_target,
                 length: chunks.payload_size,
-                sha256: Sha256Digest::from_bytes(chunks.payload_sha256.0),
+                sha256: chunks.payload_sha256,
                 custom: chunks_info.to_custom(),
             },
             NewTarget {
                 name: index_target,
                 length: chunks.index_size,
-                sha256: Sha256Digest::from_bytes(chunks.index_sha256.0),
+                sha256: chunks.index_sha256,
                 custom: serde_json::Value::Null,
             },
         ];

@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use ferry_types::{Diagnose, Sha256};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -16,8 +17,6 @@ use rustls::{
 };
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-
-use ferry_types::Sha256;
 
 /// The crypto provider every ferry TLS configuration uses: aws-lc-rs.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -84,9 +83,8 @@ pub enum TlsError {
     },
 }
 
-impl TlsError {
-    /// Stable error code.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for TlsError {
+    fn code(&self) -> &'static str {
         match self {
             TlsError::Intercepted { .. } => "TLS_INTERCEPTED",
             TlsError::NotValidNow { .. } => "TLS_CERT_NOT_VALID_NOW",
@@ -96,9 +94,8 @@ impl TlsError {
         }
     }
 
-    /// One sentence on how to fix it.
-    pub fn fix(&self) -> &'static str {
-        match self {
+    fn fix(&self) -> String {
+        let fix = match self {
             TlsError::Intercepted { .. } => {
                 "Let the device reach the server directly: exempt the server's host from the TLS-inspecting proxy or firewall named as issuer"
             }
@@ -112,7 +109,8 @@ impl TlsError {
                 "Issue the server a new certificate from the CA the devices pin"
             }
             TlsError::Config { .. } => "Check the PEM files named in the configuration",
-        }
+        };
+        fix.into()
     }
 }
 

@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use ferry_types::Diagnose;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -45,23 +46,22 @@ pub enum PkiError {
     },
 }
 
-impl PkiError {
-    /// Stable error code.
-    pub fn code(&self) -> &'static str {
+impl Diagnose for PkiError {
+    fn code(&self) -> &'static str {
         match self {
             PkiError::Certificate { .. } => "PKI_CERTIFICATE",
             PkiError::Io { .. } => "PKI_IO",
         }
     }
 
-    /// One sentence on how to fix it.
-    pub fn fix(&self) -> &'static str {
-        match self {
+    fn fix(&self) -> String {
+        let fix = match self {
             PkiError::Certificate { .. } => {
                 "Regenerate the CA and server certificate, or restore the PEM files from backup"
             }
             PkiError::Io { .. } => "Check that the directory exists and is writable by the server",
-        }
+        };
+        fix.into()
     }
 }
 

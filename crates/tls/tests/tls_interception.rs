@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use ferry_tls::pki::{Ca, ServerCert};
 use ferry_tls::{self as tls, TlsError};
+use ferry_types::Diagnose;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

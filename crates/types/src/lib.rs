@@ -1,9 +1,13 @@
 //! Types that carry meaning across ferry, parsed once at the edge: [`Version`],
-//! [`DeviceId`], [`Sha256`], and the [`Diagnose`] contract every error honours.
+//! [`DeviceId`], [`Identity`], [`Sha256`], the seal's [`RootHash`], and the [`Diagnose`]
+//! contract every error honours. No I/O.
 //!
-//! Inner code never takes a bare `String` for a version or a bare `[u8; 32]` for a
-//! digest; JSON goes through the same constructors as the CLI, so it cannot bypass
-//! the checks (an all-zero device id, a malformed version).
+//! Every crate uses these and no copies of them: inner code never takes a bare `String`
+//! for a version or a bare `[u8; 32]` for a digest; JSON goes through the same
+//! constructors as the CLI, so it cannot bypass the checks (an all-zero device id, a
+//! malformed version, an upper-case digest).
+//!
+//! Tests: `cargo test -p ferry-types` (unit tests and this example).
 //!
 //! ```
 //! use ferry_types::{Version, DeviceId};
@@ -17,9 +21,11 @@
 mod diagnose;
 mod digest;
 mod id;
+mod identity;
 mod version;
 
 pub use diagnose::{Diagnose, Report};
-pub use digest::{Sha256, Sha256Hasher};
+pub use digest::{DigestError, RootHash, Sha256, Sha256Hasher};
 pub use id::{DeviceId, IdError};
-pub use version::{Version, VersionError};
+pub use identity::{DeviceClass, DeviceClassError, Identity, MAX_DEVICE_CLASS_LEN};
+pub use version::{MAX_VERSION_LEN, MAX_VERSION_PARTS, Version, VersionError};

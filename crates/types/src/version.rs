@@ -1,10 +1,19 @@
-//! Release versions: dotted numbers, compared numerically.
+//! Release versions: dotted numbers, compared numerically. The one version grammar of the
+//! product: the CLI, the server, the catalog and the device all parse through [`Version`].
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A release version such as `26.3` or `1.0.2`: one to four dot-separated decimal
-/// numbers, compared numerically part by part (`1.10 > 1.9`), missing parts as zero
-/// (`1.0 == 1.0.0` compares equal, but the text keeps its spelling).
+use crate::Diagnose;
+
+/// Most dot-separated parts a version may have.
+pub const MAX_VERSION_PARTS: usize = 4;
+/// Longest version text, in bytes (it is part of catalog target names).
+pub const MAX_VERSION_LEN: usize = 64;
+
+/// A release version such as `26.3` or `1.0.2`: one to [`MAX_VERSION_PARTS`] dot-separated
+/// decimal numbers without leading zeros (so `01.2` is refused: one number, one spelling), at
+/// most [`MAX_VERSION_LEN`] bytes, compared numerically part by part (`1.10 > 1.9`), missing
+/// parts as zero (`1.0 == 1.0.0` compares equal, but the text keeps its spelling).
 #[derive(Clone, Debug)]
 pub struct Version {
     parts: Vec<u64>,
@@ -20,6 +29,10 @@ pub struct VersionError {
 }
 
 impl Version {
+    /// Parses `text` (the same as `text.parse()`).
+    pub fn parse(text: &str) -> Result<Version, VersionError> {
+        text.parse()
+    }
     /// The numeric parts.
     pub fn parts(&self) -> &[u64] {
         &self.parts
@@ -28,8 +41,8 @@ impl Version {
     pub fn as_str(&self) -> &str {
         &self.text
     }
-    fn cmp_key(&self) -> [u64; 4] {
-        let mut key = [0u64; 4];
+    fn cmp_key(&self) -> [u64; MAX_VERSION_PARTS] {
+        let mut key = [0u64; MAX_VERSION_PARTS];
         for (slot, part) in key.iter_mut().zip(&self.parts) {
             *slot = *part;
         }
@@ -41,11 +54,14 @@ impl std::str::FromStr for Version {
     type Err = VersionError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = |why| VersionError {
-            text: s.to_owned(),
+            text: s.chars().take(80).collect(),
             why,
         };
         if s.is_empty() {
             return Err(err("it is empty"));
+        }
+        if s.len() > MAX_VERSION_LEN {
+            return Err(err("it is longer than 64 bytes"));
         }
         let mut parts = Vec::new();
         for piece in s.split('.') {
@@ -59,13 +75,22 @@ impl std::str::FromStr for Version {
             }
             parts.push(piece.parse().map_err(|_| err("a part is too large"))?);
         }
-        if parts.len() > 4 {
+        if parts.len() > MAX_VERSION_PARTS {
             return Err(err("at most four parts are allowed"));
         }
         Ok(Version {
             parts,
             text: s.to_owned(),
         })
+    }
+}
+
+impl Diagnose for VersionError {
+    fn code(&self) -> &'static str {
+        "VERSION_INVALID"
+    }
+    fn fix(&self) -> String {
+        "Write the version as one to four dot-separated numbers without leading zeros, such as 26.3 or 1.10.2".into()
     }
 }
 
@@ -129,8 +154,29 @@ mod tests {
 
     #[test]
     fn malformed_refused() {
-        for bad in ["", "1..2", "v1", "1.2.3.4.5", "1.a", "01.2", "-1", "1.2 "] {
-            assert!(bad.parse::<Version>().is_err(), "{bad:?} should be refused");
+        let too_long = format!("1.{}", "1".repeat(63));
+        for bad in [
+            "",
+            ".",
+            "1.",
+            ".1",
+            "1..2",
+            "v1",
+            "1.2.3.4.5",
+            "1.a",
+            "01.2",
+            "1.02",
+            "-1",
+            "1.-2",
+            " 1",
+            "1.2 ",
+            "99999999999999999999",
+            &too_long,
+        ] {
+            let error = bad.parse::<Version>().expect_err(bad);
+            assert_eq!(error.code(), "VERSION_INVALID", "{bad:?}");
         }
+        assert_eq!(v("0").parts(), [0]);
+        assert_eq!(v("1.0.10").parts(), [1, 0, 10]);
     }
 }

@@ -90,9 +90,12 @@ impl Failure {
     pub fn of(error: &AgentError) -> Failure {
         use ferry_catalog::CatalogError;
         match error {
+            // Reading the running slot or writing the target is the disk's trouble.
+            AgentError::Delta(ferry_delta::Error::Io { .. }) => Failure::Environment,
+            AgentError::Delta(_) => Failure::Content,
             AgentError::DigestMismatch { .. }
-            | AgentError::Delta { .. }
-            | AgentError::ChunkReuse { .. }
+            | AgentError::ChunkIndexMismatch { .. }
+            | AgentError::RangesUnsupported { .. }
             | AgentError::ChunkCorrupt { .. }
             | AgentError::ServerInvalid { .. }
             | AgentError::Payload(_)
@@ -292,10 +295,8 @@ impl Attempts<'_> {
             }
         }
         // `remaining` always ends with the full payload, which returns either way.
-        Err(AgentError::Journal {
-            code: "NO_PAYLOAD",
-            cause: "the install ran out of payloads to try".into(),
-            fix: "this is a bug in ferry: report it with the device's journal".into(),
+        Err(AgentError::NoPayload {
+            what: "another payload after the full one".into(),
         })
     }
 
@@ -475,10 +476,8 @@ fn save(path: &Path, record: &InstallProgress) -> Result<(), AgentError> {
 }
 
 fn missing(what: &str) -> AgentError {
-    AgentError::Journal {
-        code: "NO_PAYLOAD",
-        cause: format!("the install tried {what} that the offer does not have"),
-        fix: "this is a bug in ferry: report it with the device's journal".into(),
+    AgentError::NoPayload {
+        what: what.to_owned(),
     }
 }
 
@@ -749,21 +748,21 @@ mod tests {
                 path: "slots/b.img".into(),
                 source: std::io::Error::other("disk full"),
             },
-            AgentError::Journal {
-                code: "INJECTED_FAULT",
-                cause: "c".into(),
-                fix: "f".into(),
+            AgentError::InjectedFault {
+                machine: "downloader",
+                state: "STREAMING",
+                event: "Checkpoint".into(),
             },
         ];
         for error in &environment {
             assert_eq!(Failure::of(error), Failure::Environment, "{error:?}");
         }
         let content = [
-            AgentError::Delta {
-                code: "BASE_MISMATCH",
-                cause: "c".into(),
-                fix: "f".into(),
-            },
+            AgentError::Delta(ferry_delta::Error::BaseMismatch {
+                what: "size",
+                expected: "1".into(),
+                found: "2".into(),
+            }),
             AgentError::DigestMismatch {
                 what: "the delta".into(),
                 expected: ferry_types::Sha256::of(b"a"),

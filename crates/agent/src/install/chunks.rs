@@ -115,18 +115,13 @@ pub async fn install(
     progress.bytes_downloaded += index_bytes.len() as u64;
     let mut received = index_bytes.len() as u64;
     hooks.bytes(received);
-    let index = PayloadIndex::from_bytes(&index_bytes).map_err(delta_error)?;
+    let index = PayloadIndex::from_bytes(&index_bytes)?;
     if index.image_size != image_size || index.payload_len() != chunked.payload.size {
-        return Err(AgentError::ChunkReuse {
-            code: "INDEX_INVALID",
-            cause: format!(
-                "the chunk index describes a {}-byte image in a {}-byte payload, where the release has a \
-                 {image_size}-byte image and a {}-byte chunk payload",
-                index.image_size,
-                index.payload_len(),
-                chunked.payload.size
-            ),
-            fix: "nothing to do on this device (it installed from the full image); republish the release".into(),
+        return Err(AgentError::ChunkIndexMismatch {
+            index_image_size: index.image_size,
+            index_payload_len: index.payload_len(),
+            image_size,
+            payload_size: chunked.payload.size,
         });
     }
     let (index, plan) = plan(index, &paths.running).await?;
@@ -244,7 +239,7 @@ async fn plan(
             max_ranges_per_request: MAX_RANGES_PER_REQUEST,
             ..PlanOptions::default()
         };
-        let plan = ferry_delta::plan_reuse(&slot, &index, &opts).map_err(delta_error)?;
+        let plan = ferry_delta::plan_reuse(&slot, &index, &opts)?;
         Ok((index, plan))
     })
     .await
@@ -272,8 +267,7 @@ async fn assemble(
             .open(&paths.slot)
             .map_err(AgentError::io("opening the inactive slot", &paths.slot))?;
         let report =
-            ferry_delta::assemble(&running, &index, &plan, &mut cache, &[], &mut slot, |_| {})
-                .map_err(delta_error)?;
+            ferry_delta::assemble(&running, &index, &plan, &mut cache, &[], &mut slot, |_| {})?;
         slot.sync_data()
             .map_err(AgentError::io("syncing the inactive slot", &paths.slot))?;
         Ok(report.bytes_reused)
@@ -313,12 +307,4 @@ fn check_chunk(
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn delta_error(e: ferry_delta::Error) -> AgentError {
-    AgentError::ChunkReuse {
-        code: e.code(),
-        cause: e.to_string(),
-        fix: e.fix().to_string(),
-    }
 }

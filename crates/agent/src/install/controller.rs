@@ -98,7 +98,7 @@ pub async fn list_full(device: &Device) -> Result<Vec<Offer>, AgentError> {
     let n_offers = offer::offers(
         catalog.releases(),
         |name| catalog.target(name),
-        &device.identity.device_class,
+        device.identity.device_class.as_str(),
         &device.config.audience,
         &device.running_version()?,
     )
@@ -107,7 +107,7 @@ pub async fn list_full(device: &Device) -> Result<Vec<Offer>, AgentError> {
     Ok(offer::full_images(
         catalog.releases(),
         |name| catalog.target(name),
-        &device.identity.device_class,
+        device.identity.device_class.as_str(),
         &device.config.audience,
     ))
 }
@@ -250,12 +250,8 @@ impl<'a> Run<'a> {
                     return Ok(());
                 }
                 Action::RecordFailure => {
-                    return Err(AgentError::Journal {
-                        code: "NO_ACTION",
-                        cause: format!(
-                            "the controller table answered {event} with RecordFailure, which only a failure may run"
-                        ),
-                        fix: "this is a bug in ferry: report it with the device's journal".into(),
+                    return Err(AgentError::NoAction {
+                        action: format!("RecordFailure (on {event})"),
                     });
                 }
             };
@@ -596,12 +592,8 @@ impl<'a> Run<'a> {
     }
 }
 
-fn missing(what: &str) -> AgentError {
-    AgentError::Journal {
-        code: "NO_TRANSITION",
-        cause: format!("the controller reached a step that needs {what} before it was loaded"),
-        fix: "this is a bug in ferry: report it with the device's journal".into(),
-    }
+fn missing(needs: &'static str) -> AgentError {
+    AgentError::StepOutOfOrder { needs }
 }
 
 /// The checkpoint name a controller state reports (FAILED has none: keep the last).

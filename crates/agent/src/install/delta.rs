@@ -88,11 +88,7 @@ pub async fn apply(
         path: slot.to_owned(),
         source: std::io::Error::other(e),
     })?;
-    let report = report.map_err(|e| AgentError::Delta {
-        code: e.code(),
-        cause: e.to_string(),
-        fix: e.fix().to_string(),
-    });
+    let report = report.map_err(AgentError::Delta);
     if stream_error.is_some() {
         // A cut stream surfaces in the apply as a short read; name it for what it is.
         return Err(AgentError::PayloadTruncated {

@@ -102,14 +102,9 @@ pub async fn fetch_batch(
             )
             .await?;
         } else if status.is_success() {
-            return Err(AgentError::ChunkReuse {
-                code: "RANGES_UNSUPPORTED",
-                cause: format!(
-                    "the server answered {status} with the whole artifact to a request for one byte range of {path}"
-                ),
-                fix: "nothing to do on this device (it installed from the full image); let the server or CDN \
-                      serve byte ranges to make chunk reuse work"
-                    .into(),
+            return Err(AgentError::RangesUnsupported {
+                path: path.to_owned(),
+                status,
             });
         } else {
             return Err(AgentError::ServerRefused {

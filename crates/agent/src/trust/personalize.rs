@@ -18,11 +18,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ferry_boot::Slot;
-use ferry_catalog::{Catalog, Sha256Digest};
+use ferry_catalog::Catalog;
 use ferry_personalize::{
-    BuildId, Component, Expectation, Identity, KEY_SET_TARGET, KeySet, Nonce, RootHash,
-    SignedTicket, TicketRequest, verify,
+    BuildId, Component, Expectation, KEY_SET_TARGET, KeySet, Nonce, SignedTicket, TicketRequest,
+    verify,
 };
+use ferry_types::{RootHash, Sha256};
 
 use crate::AgentError;
 use crate::client::Client;
@@ -44,31 +45,6 @@ pub fn device_time(device: &Device) -> DateTime<Utc> {
         .and_then(|v| v.trim().parse::<i64>().ok())
         .unwrap_or(device.config.clock_offset_secs);
     Utc::now() + chrono::Duration::seconds(offset)
-}
-
-/// The identity the way the personalization service reads it (8-hex-digit board and
-/// chip ids; zero values pass through so the service can name the hardware fault).
-pub fn identity(device: &Device) -> Result<Identity, AgentError> {
-    let corrupt = |reason: String| AgentError::DeviceCorrupt {
-        path: device.layout().identity(),
-        reason,
-    };
-    let hex = |what: &str, text: &str| {
-        let digits = text.trim_start_matches("0x");
-        u32::from_str_radix(digits, 16)
-            .map_err(|e| corrupt(format!("{what} {text:?} is not a hex id: {e}")))
-    };
-    let id = &device.identity;
-    Ok(Identity {
-        device_id: ferry_personalize::DeviceId(id.device_id.get()),
-        board_id: hex("board_id", &id.board_id)?,
-        chip_id: hex("chip_id", &id.chip_id)?,
-        hardware_uuid: id.hardware_uuid,
-        device_class: id
-            .device_class
-            .parse()
-            .map_err(|e: ferry_personalize::ParseError| corrupt(e.to_string()))?,
-    })
 }
 
 /// The personalization key set the device trusts (taken from the catalog at its last
@@ -117,16 +93,14 @@ pub async fn update_key_set(
         return Ok(stored.map(|(set, _)| set));
     };
     if let Some((set, bytes)) = &stored
-        && Sha256Digest::of(bytes) == target.sha256
+        && Sha256::of(bytes) == target.sha256
     {
         return Ok(Some(set.clone()));
     }
     let bytes = catalog.read_target(KEY_SET_TARGET).await?;
-    let offered = KeySet::from_bytes(&bytes).map_err(AgentError::KeySet)?;
+    let offered = KeySet::from_bytes(&bytes)?;
     if let Some((trusted, _)) = &stored {
-        trusted
-            .check_successor(&offered)
-            .map_err(AgentError::KeySet)?;
+        trusted.check_successor(&offered)?;
     }
     let trust = device.layout().trust_dir();
     std::fs::create_dir_all(&trust).map_err(AgentError::io("creating trust/", &trust))?;
@@ -161,8 +135,7 @@ fn credential(device: &Device) -> Result<String, AgentError> {
 /// personalization keys come from the catalog at each scan, not from enrollment.)
 pub async fn enroll(device: &Device, token: &str) -> Result<(), AgentError> {
     let client = Client::for_device(device)?;
-    let identity = identity(device)?;
-    let credential = client.enroll(token, &identity).await?;
+    let credential = client.enroll(token, &device.identity).await?;
     let trust = device.layout().trust_dir();
     std::fs::create_dir_all(&trust).map_err(AgentError::io("creating trust/", &trust))?;
     let path = device.layout().credential();
@@ -173,10 +146,10 @@ pub async fn enroll(device: &Device, token: &str) -> Result<(), AgentError> {
 }
 
 /// The components a ticket must cover for a sealed system image.
-pub fn components(root_hash: &ferry_seal::RootHash) -> Vec<Component> {
+pub fn components(root_hash: &RootHash) -> Vec<Component> {
     vec![Component {
         name: SYSTEM_COMPONENT.parse().unwrap_or_else(|_| unreachable!()),
-        root_hash: RootHash(*root_hash.as_bytes()),
+        root_hash: *root_hash,
     }]
 }
 
@@ -201,7 +174,7 @@ pub async fn request_ticket(
         )?;
     let credential = credential(device)?;
     let trusted_keys = key_set(device)?.keys().to_vec();
-    let identity = identity(device)?;
+    let identity = device.identity.clone();
     let mut delay = Duration::from_millis(500);
     let mut attempt = 1;
     loop {
@@ -227,8 +200,7 @@ pub async fn request_ticket(
                         nonce,
                         components: components.clone(),
                     },
-                )
-                .map_err(AgentError::Ticket)?;
+                )?;
                 return Ok((signed, nonce));
             }
             Err(e @ (AgentError::ServerUnreachable { .. } | AgentError::Overloaded { .. }))
@@ -273,7 +245,7 @@ pub fn check_ticket(device: &Device, slot: Slot, info: &SlotInfo) -> Result<(), 
             });
         }
     };
-    let signed = SignedTicket::from_json(&bytes).map_err(AgentError::Ticket)?;
+    let signed = SignedTicket::from_json(&bytes)?;
     let on_trial = device
         .boot_state()?
         .trial()
@@ -296,12 +268,11 @@ pub fn check_ticket(device: &Device, slot: Slot, info: &SlotInfo) -> Result<(), 
         &signed,
         key_set(device)?.keys(),
         &Expectation {
-            identity: identity(device)?,
+            identity: device.identity.clone(),
             nonce,
             components: components(&seal.root_hash),
         },
-    )
-    .map_err(AgentError::Ticket)?;
+    )?;
     Ok(())
 }
 

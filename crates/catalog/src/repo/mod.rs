@@ -15,9 +15,9 @@
 //! `online_keys_dir/timestamp.pk8`. Replaced keys move to `keys_dir/retired/`.
 
 use crate::error::CatalogError;
-use crate::release::Sha256Digest;
 use crate::store::{read_json, write_atomic};
 use chrono::{DateTime, TimeDelta, Utc};
+use ferry_types::Sha256;
 use keys::{generate_key, key_file, local_key, role_keys, sign};
 use std::collections::HashMap;
 use std::num::NonZeroU64;
@@ -92,7 +92,7 @@ pub struct NewTarget {
     /// Length in bytes.
     pub length: u64,
     /// SHA-256 of the bytes.
-    pub sha256: Sha256Digest,
+    pub sha256: Sha256,
     /// The `custom` object.
     pub custom: serde_json::Value,
 }
@@ -112,7 +112,7 @@ pub struct RepoVersions {
 
 /// The file name under which a target is served with consistent snapshots:
 /// `<sha256 hex>.<name>` (the server maps it to its artifact store).
-pub fn target_file_name(name: &str, sha256: &Sha256Digest) -> String {
+pub fn target_file_name(name: &str, sha256: &Sha256) -> String {
     format!("{}.{name}", sha256.to_hex())
 }
 
@@ -312,7 +312,7 @@ pub async fn refresh_timestamp(
 pub fn published_target(
     metadata_dir: &Path,
     name: &str,
-) -> Result<Option<(u64, Sha256Digest)>, CatalogError> {
+) -> Result<Option<(u64, Sha256)>, CatalogError> {
     let mut state = RepoState::load(metadata_dir)?;
     let target_name = checked_target_name(name)?;
     let target = match state.bin_for(&target_name) {
@@ -333,7 +333,7 @@ pub fn published_target(
         .as_ref()
         .try_into()
         .map_err(|_| malformed("targets", &format!("the SHA-256 of {name} is not 32 bytes")))?;
-    Ok(Some((target.length, Sha256Digest::from_bytes(digest))))
+    Ok(Some((target.length, Sha256(digest))))
 }
 
 /// Whether the timestamp expires within `margin` (or is unreadable): the server calls this
@@ -378,7 +378,7 @@ impl RepoState {
     /// The bin a target name falls in, when the catalog uses bins.
     fn bin_for(&self, name: &TargetName) -> Option<String> {
         let delegations = self.targets.signed.delegations.as_ref()?;
-        let digest = Sha256Digest::of(name.resolved().as_bytes()).to_hex();
+        let digest = Sha256::of(name.resolved().as_bytes()).to_hex();
         delegations.roles.iter().find_map(|role| match &role.paths {
             PathSet::PathHashPrefixes(prefixes)
                 if prefixes.iter().any(|p| digest.starts_with(p.value())) =>

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use ferry_catalog::repo::{self, Expiries, RepoSettings};
-use ferry_catalog::{NewTarget, PayloadKind, ReleaseInfo, Sha256Digest, Version};
+use ferry_catalog::{NewTarget, PayloadKind, ReleaseInfo};
+use ferry_types::{RootHash, Sha256, Version};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -165,7 +166,7 @@ impl Fixture {
     ) {
         let mut new_targets = Vec::new();
         for (name, bytes, custom) in files {
-            let sha256 = Sha256Digest::of(bytes);
+            let sha256 = Sha256::of(bytes);
             std::fs::write(
                 self.targets().join(repo::target_file_name(name, &sha256)),
                 bytes,
@@ -226,8 +227,8 @@ pub fn release(
         }),
         download_size: payload.len() as u64,
         unarchived_size: payload.len() as u64 * 3,
-        image_sha256: Sha256Digest::of(version.as_bytes()),
-        seal_root_hash: Some(Sha256Digest::of(b"seal")),
+        image_sha256: Sha256::of(version.as_bytes()),
+        seal_root_hash: Some(RootHash(Sha256::of(b"seal").0)),
     }
     .to_custom()
 }

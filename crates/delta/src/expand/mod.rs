@@ -406,6 +406,7 @@ pub fn apply_any<R: Reference + Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_types::Diagnose;
 
     /// An image like squashfs: a raw header, then zstd frames back to back, some of
     /// them file blocks shared between versions.

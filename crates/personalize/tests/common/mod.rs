@@ -2,13 +2,12 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, Utc};
-use ferry_personalize::{
-    Component, DeviceId, DeviceStatus, Facts, Identity, Nonce, RootHash, TicketRequest,
-};
+use ferry_personalize::{Component, DeviceStatus, Facts, Nonce, TicketRequest};
+use ferry_types::{DeviceId, Identity, RootHash};
 
 pub fn identity(device_id: u64) -> Identity {
     Identity {
-        device_id: DeviceId(device_id),
+        device_id: DeviceId::from_wire_allowing_zero(device_id),
         board_id: 0xa1,
         chip_id: 0x8103,
         hardware_uuid: "5b0c2f8e-8e0c-4a59-9a57-0d2b8b1f4a10".parse().unwrap(),
@@ -19,7 +18,7 @@ pub fn identity(device_id: u64) -> Identity {
 pub fn component(name: &str, byte: u8) -> Component {
     Component {
         name: name.parse().unwrap(),
-        root_hash: RootHash([byte; 32]),
+        root_hash: RootHash::from_bytes([byte; 32]),
     }
 }
 

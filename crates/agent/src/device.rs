@@ -261,6 +261,16 @@ impl Device {
         Ok(())
     }
 
+    /// The device's power, network and space now ([`crate::facts`]): from Linux, or from
+    /// `facts.toml` on a simulated device.
+    pub fn facts(&self) -> Result<crate::facts::Facts, AgentError> {
+        Ok(crate::facts::read(
+            &self.dir,
+            &self.slot_path(Slot::A),
+            &self.layout().simulated_facts(),
+        )?)
+    }
+
     /// The paths of the device directory.
     pub fn layout(&self) -> Layout<'_> {
         Layout::new(&self.dir)

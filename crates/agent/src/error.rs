@@ -244,6 +244,9 @@ pub enum AgentError {
     /// one signed. The device keeps its last good metadata.
     #[error(transparent)]
     Catalog(ferry_catalog::CatalogError),
+    /// The device's power, network or space could not be read.
+    #[error(transparent)]
+    Facts(#[from] crate::facts::FactsError),
     /// A device class that is not valid (`device init --class`).
     #[error(transparent)]
     DeviceClassInvalid(#[from] ferry_types::DeviceClassError),
@@ -392,6 +395,7 @@ impl Diagnose for AgentError {
             AgentError::StepOutOfOrder { .. } => "NO_TRANSITION",
             AgentError::ChunkCorrupt { .. } => "CHUNK_CORRUPT",
             AgentError::Catalog(e) => e.code(),
+            AgentError::Facts(e) => e.code(),
             AgentError::DeviceClassInvalid(e) => e.code(),
             AgentError::AudienceInvalid { .. } => "AUDIENCE_INVALID",
             AgentError::RootNotPinned { .. } => "ROOT_NOT_PINNED",
@@ -477,6 +481,7 @@ impl Diagnose for AgentError {
                     .into()
             }
             AgentError::Catalog(e) => e.fix(),
+            AgentError::Facts(e) => e.fix(),
             AgentError::DeviceClassInvalid(e) => e.fix(),
             AgentError::AudienceInvalid { .. } => {
                 "Use customer, beta, or a programme name of 1-64 of a-z, 0-9, '.', '_', '-'".into()

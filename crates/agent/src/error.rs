@@ -209,10 +209,7 @@ pub enum AgentError {
     #[error(transparent)]
     FsmTable(#[from] ferry_fsm::TableError),
     /// A fault injected for tests (`FERRY_FAIL_IN`).
-    #[error(
-        "a fault was injected ({}) as {machine} left {state} on {event}",
-        crate::journal::FAIL_IN
-    )]
+    #[error("a fault was injected (FERRY_FAIL_IN) as {machine} left {state} on {event}")]
     InjectedFault {
         /// The machine.
         machine: &'static str,
@@ -468,7 +465,7 @@ impl Diagnose for AgentError {
             AgentError::Fsm(e) => e.fix(),
             AgentError::FsmTable(e) => e.fix(),
             AgentError::InjectedFault { .. } => {
-                format!("Unset {}: it exists for tests", crate::journal::FAIL_IN)
+                "Unset FERRY_FAIL_IN: it exists for tests".to_owned()
             }
             AgentError::NoAction { .. }
             | AgentError::NoPayload { .. }

@@ -110,8 +110,8 @@ pub use blob::{BLOB_PREFIX, BlobStore, sha256_hex};
 pub use error::{FsmError, JournalTorn, TableError, Warning};
 pub use instance::{Instance, STATE_FORMAT, Step, Store, StoreOptions};
 pub use journal::{
-    BLOBS_DIR, CURRENT_FILE, Clock, Journal, JournalConfig, JournalRead, Observer, ROTATED_MARKER, Record,
-    SystemClock, file_name, read_journal,
+    BLOBS_DIR, CURRENT_FILE, Clock, Journal, JournalConfig, JournalRead, Observer, ROTATED_MARKER,
+    Record, SystemClock, file_name, read_journal,
 };
 pub use replay::{Divergence, DivergenceKind, ReplayReport, Start, replay, replay_from};
 pub use table::{Machine, MachineDef, Name, Row, TypedNames, unused_names};

@@ -61,7 +61,7 @@ pub fn update_id(device: &Device, build_id: &str) -> uuid::Uuid {
 }
 
 /// What an install did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct InstallOutcome {
     /// Update UUID.
     pub update_id: uuid::Uuid,
@@ -92,6 +92,7 @@ pub struct InstallOutcome {
     /// A staged update's ticket was older than the policy allows and was replaced.
     pub ticket_refreshed: bool,
     /// Staged or parked updates this run dropped (a newer release superseded them).
+    #[serde(default)]
     pub dropped: Vec<Dropped>,
     /// Warnings met on the way (a torn journal tail, a corrupt state file), with codes.
     pub warnings: Vec<ferry_types::Report>,

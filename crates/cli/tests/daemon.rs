@@ -9,7 +9,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,6 @@ use common::*;
 /// A `ferry agent` child for one device.
 struct Agent {
     child: Child,
-    device: PathBuf,
 }
 
 impl Agent {
@@ -30,10 +29,7 @@ impl Agent {
             .stderr(Stdio::null())
             .spawn()
             .expect("start ferry agent");
-        let agent = Agent {
-            child,
-            device: device.to_owned(),
-        };
+        let agent = Agent { child };
         assert!(
             wait_for(30, || api(device, "GET", "/v1/hello", "").is_some()),
             "the agent did not answer on its socket"
@@ -102,8 +98,8 @@ fn update_state(device: &Path) -> Option<String> {
         s(device),
     ]);
     out.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .last()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .and_then(|r| r["next"].as_str().map(str::to_owned))
 }
 

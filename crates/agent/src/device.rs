@@ -55,6 +55,10 @@ pub struct Config {
     /// A LAN content cache (`ferry cache`) to fetch payload bytes from first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<String>,
+    /// What the device may do on its own, and the preconditions of a download and an
+    /// install (`[policy]`, [`crate::policy`]).
+    #[serde(default)]
+    pub policy: crate::policy::Policy,
 }
 
 /// How long a download may wait for a byte, unless `config.toml` says otherwise.

@@ -321,6 +321,25 @@ pub enum AgentError {
         /// Where the nonce should be.
         path: PathBuf,
     },
+    /// A precondition holds the download or install back (BATTERY_LOW, LOW_POWER_MODE,
+    /// METERED_NETWORK, NOT_ENOUGH_SPACE).
+    #[error(transparent)]
+    Precondition(#[from] crate::policy::Precondition),
+    /// The run was stopped part-way (cancelled, suspended, or the agent shut down); what
+    /// it made durable is kept and the next run resumes from it.
+    #[error("the {what} was {} while {state}", match reason {
+        crate::stop::StopReason::Cancelled => "cancelled",
+        crate::stop::StopReason::Suspended => "suspended",
+        crate::stop::StopReason::Shutdown => "stopped because the agent shut down",
+    })]
+    Stopped {
+        /// Why.
+        reason: crate::stop::StopReason,
+        /// What was running (`install of 2.0`).
+        what: String,
+        /// The state it was in.
+        state: &'static str,
+    },
     /// Local I/O failed.
     #[error("I/O failed while {op} ({}): {source}", path.display())]
     Io {
@@ -398,6 +417,12 @@ impl Diagnose for AgentError {
             AgentError::RootNotPinned { .. } => "ROOT_NOT_PINNED",
             AgentError::RootInvalid { .. } => "ROOT_INVALID",
             AgentError::Io { .. } => "DEVICE_IO",
+            AgentError::Precondition(e) => e.code(),
+            AgentError::Stopped { reason, .. } => match reason {
+                crate::stop::StopReason::Cancelled => "CANCELLED",
+                crate::stop::StopReason::Suspended => "SUSPENDED",
+                crate::stop::StopReason::Shutdown => "SHUTTING_DOWN",
+            },
             AgentError::Refused(r) => r.code(),
             AgentError::RefusalUnreadable(e) => e.code(),
             AgentError::Overloaded { .. } => "OVERLOADED",
@@ -465,7 +490,7 @@ impl Diagnose for AgentError {
             AgentError::Fsm(e) => e.fix(),
             AgentError::FsmTable(e) => e.fix(),
             AgentError::InjectedFault { .. } => {
-                "Unset FERRY_FAIL_IN: it exists for tests".to_owned()
+                "Unset FERRY_FAIL_IN: it exists for tests".into()
             }
             AgentError::NoAction { .. }
             | AgentError::NoPayload { .. }
@@ -490,6 +515,18 @@ impl Diagnose for AgentError {
                 "Pass the server's root metadata file (DATA/tuf/metadata/N.root.json), unmodified".into()
             }
             AgentError::Io { .. } => "Check the path, its permissions and free space on the device".into(),
+            AgentError::Precondition(e) => e.fix(),
+            AgentError::Stopped { reason, .. } => match reason {
+                crate::stop::StopReason::Cancelled => {
+                    "Run the same ferry install or ferry download again to continue where it stopped".into()
+                }
+                crate::stop::StopReason::Suspended => {
+                    "Run `ferry agent resume` to let it continue where it stopped".into()
+                }
+                crate::stop::StopReason::Shutdown => {
+                    "Start the agent again (systemctl start ferry-agent): it continues where it stopped".into()
+                }
+            },
             AgentError::Refused(r) => r.fix(),
             AgentError::RefusalUnreadable(e) => e.fix(),
             AgentError::Overloaded { .. } => "Try again later (nothing on the device changed)".into(),
@@ -708,6 +745,22 @@ mod tests {
                 slot: "b".into(),
                 path: path.clone(),
             },
+            AgentError::Stopped {
+                reason: crate::stop::StopReason::Cancelled,
+                what: "install of 2.0".into(),
+                state: "DOWNLOADING_UPDATE",
+            },
+            AgentError::Stopped {
+                reason: crate::stop::StopReason::Suspended,
+                what: "download of 2.0".into(),
+                state: "READY",
+            },
+            AgentError::Stopped {
+                reason: crate::stop::StopReason::Shutdown,
+                what: "install of 2.0".into(),
+                state: "READY",
+            },
+            AgentError::Precondition(crate::policy::Precondition::LowPowerMode { step: "install" }),
             AgentError::Io {
                 op: "reading",
                 path,

@@ -16,6 +16,9 @@ use crate::device::Device;
 pub const CRASH_AFTER_RECORDS: &str = "FERRY_CRASH_AFTER_RECORDS";
 /// Fault injection: SIGKILL once this many payload bytes have arrived.
 pub const CRASH_AFTER_BYTES: &str = "FERRY_CRASH_AFTER_BYTES";
+/// Fault injection for the table-coverage test: the download is cancelled (as
+/// `ferry agent cancel` would) once this many payload bytes have arrived in a run.
+pub const CANCEL_AFTER_BYTES: &str = "FERRY_CANCEL_AFTER_BYTES";
 /// Fault injection for the table-coverage test (`tests/fsm_coverage.rs`): a
 /// comma-separated list of `machine:STATE`; the step out of that state fails with
 /// `INJECTED_FAULT`, so the failure row of every state can be driven for real.
@@ -37,13 +40,36 @@ pub struct Journal {
 impl Journal {
     /// Opens the device's journal; a torn tail is cut and reported, not fatal.
     pub fn open(device: &Device) -> Result<Journal, AgentError> {
+        Journal::open_observed(device, None)
+    }
+
+    /// Opens the device's journal with `observer` called for every record appended (the
+    /// daemon's live event stream). One process opens one journal per device: its
+    /// records' sequence numbers are handed out by it.
+    pub fn open_observed(
+        device: &Device,
+        observer: Option<ferry_fsm::Observer>,
+    ) -> Result<Journal, AgentError> {
         let (store, warnings) = Store::open(
             device.layout().journal_dir(),
             device.layout().state_dir(),
-            StoreOptions::default(),
+            StoreOptions {
+                observer,
+                ..StoreOptions::default()
+            },
         )?;
         let warnings = warnings.iter().map(Diagnose::report).collect();
         Ok(Journal { store, warnings })
+    }
+
+    /// The state of instance `id` of the machine named by `N`, without starting it:
+    /// `None` when it never started (or its state file is unreadable).
+    pub fn peek<N: TypedNames>(&self, id: &str) -> Result<Option<N::State>, AgentError> {
+        match ferry_fsm::Instance::load(machine(N::DEF)?, id, &self.store) {
+            Ok(instance) => Ok(N::State::from_name(instance.state())),
+            Err(e) if matches!(e.code(), "STATE_MISSING" | "STATE_CORRUPT") => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The instance `id` of the machine named by `N`: loaded if it exists and is usable,
@@ -151,6 +177,11 @@ pub fn bytes_received(n: u64) {
     if crash_point(CRASH_AFTER_BYTES).is_some_and(|at| n >= at) {
         crash();
     }
+}
+
+/// Where [`CANCEL_AFTER_BYTES`] asks for a cancel, if it does.
+pub fn cancel_point() -> Option<u64> {
+    crash_point(CANCEL_AFTER_BYTES)
 }
 
 /// Whether `var` names `machine:STATE` in its comma-separated list.

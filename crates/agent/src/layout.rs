@@ -22,6 +22,7 @@
 //!   trust/                      ca.pem, personalization-keys.json, credential
 //!   tuf/                        root.json (the pinned root), last-scan.json, the metadata
 //!   facts.toml                  a simulated device's power and network (tests, the demo)
+//!   agent.sock                  the daemon's local API (HTTP/JSON, owner and group only)
 //! ```
 //!
 //! Files inside `boot/`, `journal/`, `state/`, `tuf/` (the metadata generations) and the
@@ -135,6 +136,11 @@ impl<'a> Layout<'a> {
     /// `facts.toml`: the power and network of a simulated device ([`crate::facts`]).
     pub fn simulated_facts(&self) -> PathBuf {
         self.dir.join("facts.toml")
+    }
+
+    /// `agent.sock`: the daemon's local API (`ferry agent`), a Unix socket, mode 0660.
+    pub fn agent_socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
     }
 
     /// `.lock`.

@@ -12,8 +12,10 @@
 //! A module names only modules listed before it, so none imports a module that imports
 //! it back (`tests/module_order.rs` checks it):
 //!
-//! 1. [`facts`] (power, network, space), the error type, [`layout`] (every path of the
-//!    device directory), [`progress`], [`machines`] (the tables and their typed names);
+//! 1. [`layout`] (every path of the device directory), [`facts`] (power, network,
+//!    space), [`policy`] (`[policy]` and the preconditions), [`stop`] (cancel, suspend,
+//!    shut down), the error type (which names their errors), [`progress`], [`machines`]
+//!    (the tables and their typed names);
 //! 2. [`device`]: an open device directory (identity, config, slot metadata, receipts,
 //!    the lock);
 //! 3. [`client`] (HTTP to the server), [`journal`] (the machines' store, typed
@@ -39,10 +41,12 @@ pub mod journal;
 pub mod layout;
 pub mod machines;
 pub mod offer;
+pub mod policy;
 pub mod progress;
 pub mod provision;
 pub mod scan;
 pub mod status;
+pub mod stop;
 pub mod trust;
 
 pub use error::AgentError;

@@ -17,8 +17,18 @@ pub struct ScanResult {
     pub offers: Vec<Offer>,
 }
 
-/// Runs a scan, journaled. `asked`: a person asked for it (always runs).
+/// Runs a scan a person or client asked for, journaled.
 pub async fn scan(device: &Device, journal: &mut Journal) -> Result<ScanResult, AgentError> {
+    scan_as(device, journal, true).await
+}
+
+/// Runs a scan, journaled. `asked`: a person or client asked for it; else the agent's
+/// background schedule started it (`scan_due`).
+pub async fn scan_as(
+    device: &Device,
+    journal: &mut Journal,
+    asked: bool,
+) -> Result<ScanResult, AgentError> {
     let mut manager: Instance<scan_manager::Names> = journal.instance("device", false)?;
     if manager.is_in(scan_manager::State::SCANNING) {
         // The previous scan was cut short (crash): close it before starting another.
@@ -27,7 +37,7 @@ pub async fn scan(device: &Device, journal: &mut Journal) -> Result<ScanResult, 
             json!({ "reason": "interrupted" }),
         )?;
     }
-    manager.fire(scan_manager::Event::Scan, json!({ "asked": true }))?;
+    manager.fire(scan_manager::Event::Scan, json!({ "asked": asked }))?;
     let scan_id = uuid::Uuid::new_v4().to_string();
     let mut one: Instance<scan::Names> = journal.instance(&scan_id, false)?;
     let result = run(device, journal, &mut one, &scan_id).await;

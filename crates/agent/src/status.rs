@@ -2,13 +2,13 @@
 
 use ferry_boot::Slot;
 use ferry_types::Identity;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 use crate::device::{Device, Receipt, SlotInfo};
 
 /// One slot in `status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SlotStatus {
     /// Which.
     pub slot: Slot,
@@ -25,7 +25,7 @@ pub struct SlotStatus {
 }
 
 /// `ferry status --json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     /// Identity.
     pub identity: Identity,

@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 
 /// The agent's modules, lowest first, as `lib.rs` lists them.
 const ORDER: &[&str] = &[
-    "facts",
-    "error",
     "layout",
+    "facts",
+    "policy",
+    "stop",
+    "error",
     "progress",
     "machines",
     "device",
@@ -29,6 +31,7 @@ const ORDER: &[&str] = &[
     "install::record",
     "install::attempts",
     "install::controller",
+    "install::update",
     "install",
     "boot::health",
     "boot::reboot",

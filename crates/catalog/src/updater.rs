@@ -318,6 +318,14 @@ pub(crate) async fn download_target(
                 url: url.to_string(),
                 detail: "the server has no such file".into(),
             },
+            FetchError::Throttled {
+                status,
+                retry_after_secs,
+            } => CatalogError::Throttled {
+                url: url.to_string(),
+                status,
+                retry_after_secs,
+            },
             FetchError::Failed(detail) => CatalogError::Unreachable {
                 url: url.to_string(),
                 detail,
@@ -381,6 +389,17 @@ fn metadata_fetch_error(url: &Url, error: FetchError, listed: Option<(&str, u64)
         (FetchError::NotFound, _) => CatalogError::Unreachable {
             url: url.to_string(),
             detail: "the server has no such file".into(),
+        },
+        (
+            FetchError::Throttled {
+                status,
+                retry_after_secs,
+            },
+            _,
+        ) => CatalogError::Throttled {
+            url: url.to_string(),
+            status,
+            retry_after_secs,
         },
         (FetchError::Failed(detail), _) => CatalogError::Unreachable {
             url: url.to_string(),

@@ -33,6 +33,13 @@ pub enum Command {
     ListFull(DeviceArgs),
     /// Download and install an update into the inactive slot.
     Install(InstallArgs),
+    /// Stage an update (personalized, downloaded, verified, sealed) to install later.
+    Download(DownloadArgs),
+    /// The device daemon: background scans, downloads and installs by policy, and the
+    /// local API every device command uses while it runs; or steer the running one.
+    Agent(AgentArgs),
+    /// The live progress bar of the agent's job (`--follow`), or where it stands.
+    Progress(ProgressArgs),
     /// Show what the device runs and what each slot holds.
     Status(DeviceArgs),
     /// Show every install.
@@ -440,6 +447,55 @@ pub struct InstallArgs {
     /// Restart into the new slot when done.
     #[arg(long)]
     pub restart: bool,
+}
+
+/// `ferry download`.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Label from `ferry list` (default: the recommended update).
+    pub label: Option<String>,
+    /// Print every progress step.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+/// `ferry agent`: run the daemon, or steer the one that runs.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+    /// Device directory.
+    #[arg(long, env = "FERRY_DEVICE", global = true)]
+    pub device: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Steering the running agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum AgentCommand {
+    /// Stop the running download or install; it continues when asked again.
+    Cancel,
+    /// Stop the running job and start nothing until resumed.
+    Suspend,
+    /// Start again, continuing the job a suspension stopped.
+    Resume,
+    /// Scan now.
+    Scan,
+}
+
+/// `ferry progress`.
+#[derive(Debug, Args)]
+pub struct ProgressArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Follow the running job's progress until it ends.
+    #[arg(long)]
+    pub follow: bool,
 }
 
 /// `ferry bench …`.

@@ -1,5 +1,7 @@
 //! The device-side subcommands: `device init`, `audience set`, `list`, `install`,
-//! `status`, `history`, `reboot`, `doctor` and `boot-check`.
+//! `download`, `status`, `history`, `reboot`, `doctor` and `boot-check`. `list`,
+//! `install`, `download`, `status`, `history` and `doctor` go through the running agent
+//! when there is one (`local`) and print the same either way.
 
 use std::process::ExitCode;
 
@@ -9,7 +11,9 @@ use ferry_agent::provision::{self, InitOptions};
 use ferry_agent::trust::catalog;
 use ferry_agent::{install, status as agent_status};
 
-use crate::args::{AudienceSetArgs, BootKind, DeviceArgs, DeviceInitArgs, InstallArgs, RebootArgs};
+use crate::args::{
+    AudienceSetArgs, BootKind, DeviceArgs, DeviceInitArgs, DownloadArgs, InstallArgs, RebootArgs,
+};
 use crate::failure::Failure;
 use crate::render::{self, ProgressUi};
 
@@ -106,13 +110,39 @@ fn open(a: &DeviceArgs) -> Result<Device, Failure> {
 }
 
 pub async fn list(a: DeviceArgs, full: bool) -> Result<ExitCode, Failure> {
-    let device = open(&a)?;
-    let offers = if full {
-        install::list_full(&device).await
-    } else {
-        install::list(&device).await
-    }
-    .map_err(|e| Failure::from(e).json(a.json))?;
+    let offers: Vec<serde_json::Value> = match crate::local::agent(&a.device).await {
+        Some(agent) if !full => {
+            let answer = agent
+                .post("/v1/scan", serde_json::json!({}))
+                .await
+                .map_err(|e| crate::local::failure(e, a.json))?;
+            answer["offers"].as_array().cloned().unwrap_or_default()
+        }
+        _ => {
+            let device = open(&a)?;
+            let offers = if full {
+                install::list_full(&device).await
+            } else {
+                install::list(&device).await
+            }
+            .map_err(|e| Failure::from(e).json(a.json))?;
+            let journal = ferry_agent::journal::Journal::open(&device)
+                .map_err(|e| Failure::from(e).json(a.json))?;
+            offers
+                .iter()
+                .map(|offer| {
+                    let mut value = serde_json::json!(offer);
+                    if !full {
+                        let (next, hold) =
+                            ferry_daemon::agent::explain(&device, &journal, offer, None);
+                        value["next"] = serde_json::json!(next);
+                        value["why_not_now"] = serde_json::json!(hold);
+                    }
+                    value
+                })
+                .collect()
+        }
+    };
     if a.json {
         println!(
             "{}",
@@ -133,27 +163,144 @@ pub async fn list(a: DeviceArgs, full: bool) -> Result<ExitCode, Failure> {
         }
     );
     for o in &offers {
-        println!("* Label: {}", o.label);
+        let text = |k: &str| o[k].as_str().unwrap_or_default().to_owned();
+        println!("* Label: {}", text("label"));
         println!(
             "\tTitle: {}, Version: {}, Size: {}, Recommended: {}, Action: {}",
-            o.title,
-            o.version,
-            render::bytes(o.download_size),
-            if o.recommended { "YES" } else { "NO" },
-            o.action
+            text("title"),
+            text("version"),
+            render::bytes(o["download_size"].as_u64().unwrap_or(0)),
+            if o["recommended"] == true {
+                "YES"
+            } else {
+                "NO"
+            },
+            text("action")
+        );
+        if let Some(hold) = o["why_not_now"].as_object() {
+            println!(
+                "\tNot now [{}]: {}",
+                hold.get("code")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or_default(),
+                hold.get("cause")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs an install or a download through the running agent, its progress on `ui` from
+/// the event stream; the outcome as a local run gives it.
+async fn through_agent(
+    agent: &ferry_daemon::client::Client,
+    route: &str,
+    label: Option<&str>,
+    ui: std::sync::Arc<ProgressUi>,
+    json: bool,
+) -> Result<Option<install::InstallOutcome>, Failure> {
+    use ferry_agent::progress::ProgressSink;
+    let mut events = agent
+        .events(u64::MAX)
+        .await
+        .map_err(|e| Failure::from(e).json(json))?;
+    let follower = tokio::spawn(async move {
+        while let Some(Ok(event)) = events.next().await {
+            if let ferry_daemon::events::Event::Progress { progress, .. } = event {
+                ui.report(&progress.to_progress());
+            }
+        }
+    });
+    let answer = agent
+        .post(route, serde_json::json!({ "label": label }))
+        .await;
+    follower.abort();
+    let answer = answer.map_err(|e| crate::local::failure(e, json))?;
+    serde_json::from_value(answer["outcome"].clone()).map_err(|e| {
+        Failure::from(ferry_daemon::DaemonError::Api {
+            path: route.into(),
+            reason: e.to_string(),
+        })
+        .json(json)
+    })
+}
+
+/// `ferry download`: stage an update to install later.
+pub async fn download(a: DownloadArgs) -> Result<ExitCode, Failure> {
+    let json = a.device.json;
+    let ui = std::sync::Arc::new(ProgressUi::new(a.verbose));
+    let outcome = match crate::local::agent(&a.device.device).await {
+        Some(agent) => {
+            through_agent(&agent, "/v1/download", a.label.as_deref(), ui.clone(), json).await
+        }
+        None => {
+            let device = open(&a.device)?;
+            install::download(&device, a.label.as_deref(), ui.as_ref())
+                .await
+                .map_err(|e| crate::failure::agent_failure(e).json(json))
+        }
+    };
+    ui.finish();
+    let outcome = outcome?;
+    if json {
+        println!("{}", serde_json::json!({ "staged": outcome }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(outcome) = outcome else {
+        println!("No new software available.");
+        return Ok(ExitCode::SUCCESS);
+    };
+    print_dropped(&outcome);
+    if outcome.staged {
+        println!(
+            "Staged {} in slot {} (update {}): {} downloaded from the {} payload, verified and sealed. Install it with: ferry install {}",
+            outcome.version,
+            outcome.slot,
+            outcome.update_id,
+            render::bytes(outcome.bytes_downloaded),
+            outcome.payload_kind,
+            outcome.version,
+        );
+    } else {
+        println!(
+            "{} is already installed in slot {}: restart to use it",
+            outcome.version, outcome.slot
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
+fn print_dropped(outcome: &install::InstallOutcome) {
+    for d in &outcome.dropped {
+        println!(
+            "Dropped the update to {} [{}]: {}",
+            d.version, d.reason.code, d.reason.cause
+        );
+    }
+}
+
 pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
     let json = a.device.json;
-    let device = open(&a.device)?;
-    let ui = ProgressUi::new(a.verbose);
+    let ui = std::sync::Arc::new(ProgressUi::new(a.verbose));
     let label = if a.all { None } else { a.label.as_deref() };
-    let result = install::install(&device, label, &ui).await;
+    let agent = crate::local::agent(&a.device.device).await;
+    let (result, device) = match &agent {
+        Some(agent) => (
+            through_agent(agent, "/v1/install", label, ui.clone(), json).await,
+            None,
+        ),
+        None => {
+            let device = open(&a.device)?;
+            let result = install::install(&device, label, ui.as_ref())
+                .await
+                .map_err(|e| crate::failure::agent_failure(e).json(json));
+            (result, Some(device))
+        }
+    };
     ui.finish();
-    let outcome = result.map_err(|e| crate::failure::agent_failure(e).json(json))?;
+    let outcome = result?;
     for w in outcome.iter().flat_map(|o| &o.warnings) {
         eprintln!("warning[{}]: {}\n  fix: {}", w.code, w.cause, w.fix);
     }
@@ -168,6 +315,10 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
     if json {
         println!("{}", serde_json::json!({ "installed": outcome }));
     } else {
+        print_dropped(&outcome);
+        if outcome.ticket_refreshed {
+            println!("The staged update's ticket was older than the policy allows: refreshed.");
+        }
         let secs = outcome.download_secs.max(1e-9);
         println!(
             "Installed {} into slot {} (update {}) from the {} payload: {} downloaded{}{} in {:.1}s ({}/s of image), verified in {:.1}s.",
@@ -203,6 +354,13 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
         }
     }
     if a.restart {
+        let Some(device) = device else {
+            return Err(Failure::from(ferry_daemon::DaemonError::AlreadyRunning {
+                dir: a.device.device.clone(),
+                pid: agent.and_then(|c| c.pid()),
+            })
+            .json(json));
+        };
         print_reboot(
             &agent_reboot::reboot(&device, false).map_err(|e| Failure::from(e).json(json))?,
             json,
@@ -297,29 +455,41 @@ pub fn audience_set(a: AudienceSetArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `status --json`: the agent's status plus the last scan.
-#[derive(serde::Serialize)]
-struct StatusView<'a> {
+/// `status --json` read back: the device's status, the last scan, the agent's state.
+#[derive(serde::Deserialize)]
+struct StatusView {
     #[serde(flatten)]
-    status: &'a agent_status::Status,
+    status: agent_status::Status,
     last_scan: Option<catalog::LastScan>,
+    agent: Option<serde_json::Value>,
 }
 
-pub fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
-    let device = open(&a)?;
-    let s = agent_status::status(&device).map_err(|e| Failure::from(e).json(a.json))?;
-    let last_scan = catalog::last_scan(&device.dir);
+pub async fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
+    let value = match crate::local::agent(&a.device).await {
+        Some(agent) => agent
+            .get("/v1/status")
+            .await
+            .map_err(|e| crate::local::failure(e, a.json))?,
+        None => {
+            let device = open(&a)?;
+            let s = agent_status::status(&device).map_err(|e| Failure::from(e).json(a.json))?;
+            ferry_daemon::status_view(&s, catalog::last_scan(&device.dir), None)
+        }
+    };
     if a.json {
-        let view = StatusView {
-            status: &s,
-            last_scan,
-        };
         println!(
             "{}",
-            serde_json::to_string_pretty(&view).unwrap_or_default()
+            serde_json::to_string_pretty(&value).unwrap_or_default()
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let view: StatusView = serde_json::from_value(value).map_err(|e| {
+        Failure::from(ferry_daemon::DaemonError::Api {
+            path: "/v1/status".into(),
+            reason: e.to_string(),
+        })
+    })?;
+    let (s, last_scan) = (view.status, view.last_scan);
     println!(
         "device {} ({}), audience {}, server {}",
         s.identity.device_id, s.identity.device_class, s.audience, s.server
@@ -366,12 +536,66 @@ pub fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
             p.version, p.slot, p.frames_done
         );
     }
+    match &view.agent {
+        None => println!("agent: not running"),
+        Some(agent) => {
+            println!(
+                "agent: running (pid {}){}{}",
+                agent["pid"],
+                if agent["suspended"] == true {
+                    ", suspended"
+                } else {
+                    ""
+                },
+                agent["job"]["kind"]
+                    .as_str()
+                    .map(|k| format!(", {k} under way"))
+                    .unwrap_or_default()
+            );
+            for offer in agent["offers"].as_array().into_iter().flatten() {
+                match offer["why_not_now"].as_object() {
+                    Some(hold) => println!(
+                        "  offer {}: not now [{}]: {}",
+                        offer["label"].as_str().unwrap_or_default(),
+                        hold.get("code")
+                            .and_then(|c| c.as_str())
+                            .unwrap_or_default(),
+                        hold.get("cause")
+                            .and_then(|c| c.as_str())
+                            .unwrap_or_default()
+                    ),
+                    None => println!(
+                        "  offer {}: next {}",
+                        offer["label"].as_str().unwrap_or_default(),
+                        offer["next"].as_str().unwrap_or_default()
+                    ),
+                }
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
-    let device = open(&a)?;
-    let receipts = agent_status::history(&device).map_err(|e| Failure::from(e).json(a.json))?;
+pub async fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
+    let receipts: Vec<ferry_agent::device::Receipt> = match crate::local::agent(&a.device).await {
+        Some(agent) => {
+            let value = agent
+                .get("/v1/history")
+                .await
+                .map_err(|e| crate::local::failure(e, a.json))?;
+            serde_json::from_value(value).map_err(|e| {
+                Failure::from(ferry_daemon::DaemonError::Api {
+                    path: "/v1/history".into(),
+                    reason: e.to_string(),
+                })
+                .json(a.json)
+            })?
+        }
+        None => {
+            let device = open(&a)?;
+            agent_status::history(&device).map_err(|e| Failure::from(e).json(a.json))?
+        }
+    };
     if a.json {
         println!(
             "{}",
@@ -399,21 +623,41 @@ pub fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
 
 pub async fn doctor(a: DeviceArgs) -> Result<ExitCode, Failure> {
     use ferry_agent::doctor::{self, Outcome};
-    let device = open(&a)?;
-    let checks = doctor::run(&device).await;
-    let failed = checks.iter().any(|c| c.outcome == Outcome::Fail);
+    let value = match crate::local::agent(&a.device).await {
+        Some(agent) => agent
+            .get("/v1/doctor")
+            .await
+            .map_err(|e| crate::local::failure(e, a.json))?,
+        None => {
+            let device = open(&a)?;
+            let checks = doctor::run(&device).await;
+            let failed = checks.iter().any(|c| c.outcome == Outcome::Fail);
+            serde_json::json!({ "ok": !failed, "checks": checks })
+        }
+    };
+    let failed = value["ok"] != true;
     if a.json {
-        println!("{}", serde_json::json!({ "ok": !failed, "checks": checks }));
+        println!("{value}");
     } else {
-        for c in &checks {
-            let mark = match c.outcome {
-                Outcome::Ok => "ok  ",
-                Outcome::Warn => "warn",
-                Outcome::Fail => "FAIL",
+        for c in value["checks"].as_array().into_iter().flatten() {
+            let mark = match c["outcome"].as_str() {
+                Some("ok") => "ok  ",
+                Some("warn") => "warn",
+                _ => "FAIL",
             };
-            println!("[{mark}] {}: {}", c.name, c.detail);
-            if let Some(p) = &c.problem {
-                println!("       [{}] {}\n       fix: {}", p.code, p.cause, p.fix);
+            println!(
+                "[{mark}] {}: {}",
+                c["name"].as_str().unwrap_or_default(),
+                c["detail"].as_str().unwrap_or_default()
+            );
+            if let Some(p) = c["problem"].as_object() {
+                let field = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+                println!(
+                    "       [{}] {}\n       fix: {}",
+                    field("code"),
+                    field("cause"),
+                    field("fix")
+                );
             }
         }
     }

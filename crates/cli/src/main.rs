@@ -4,11 +4,13 @@
 //! Exit codes: 0 success, 1 an operation failed (its code printed once), 2 bad usage.
 //!
 //! One module per group of commands (`server_cmds`, `key_cmds`, `publish_cmds`,
-//! `cache_cmd`, `device_cmds`, `log_cmds`, `tuf_cmds`, `bench`, `demo`); each returns a
-//! [`Failure`] (`failure`), which `main` renders once. They import only the leaves
-//! (`args`, `failure`, `render`, `images`; `server_cmds` also `key_cmds`), never `main`
-//! or each other.
+//! `cache_cmd`, `device_cmds`, `agent_cmds`, `log_cmds`, `tuf_cmds`, `bench`, `demo`);
+//! each returns a [`Failure`] (`failure`), which `main` renders once. They import only
+//! the leaves (`args`, `failure`, `render`, `images`, `local`; `server_cmds` also
+//! `key_cmds`), never `main` or each other. Device commands go through the running
+//! agent's local API when there is one (`local`), else work on the directory.
 
+mod agent_cmds;
 mod args;
 mod bench;
 mod cache_cmd;
@@ -17,6 +19,7 @@ mod device_cmds;
 mod failure;
 mod images;
 mod key_cmds;
+mod local;
 mod log_cmds;
 mod publish_cmds;
 mod render;
@@ -63,16 +66,19 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::List(a) => device_cmds::list(a, false).await,
             Command::ListFull(a) => device_cmds::list(a, true).await,
             Command::Install(a) => device_cmds::install(a).await,
-            Command::Status(a) => device_cmds::status(a),
-            Command::History(a) => device_cmds::history(a),
+            Command::Download(a) => device_cmds::download(a).await,
+            Command::Agent(a) => agent_cmds::agent(a).await,
+            Command::Progress(a) => agent_cmds::progress(a).await,
+            Command::Status(a) => device_cmds::status(a).await,
+            Command::History(a) => device_cmds::history(a).await,
             Command::Reboot(a) => device_cmds::reboot(a),
             Command::Doctor(a) => device_cmds::doctor(a).await,
             Command::BootCheck(a) => device_cmds::boot_check(a),
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(args::BenchCommand::Personalize(a)) => bench::personalize(a).await,
             Command::Cache(a) => cache_cmd::cache(a).await,
-            Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a),
-            Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a),
+            Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a).await,
+            Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a).await,
             Command::Fsm(c) => log_cmds::fsm(c),
         }
     })
@@ -81,6 +87,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
 fn init_tracing(cli: &Cli) {
     let default = match cli.command {
         Command::Server(_) => "info,tower_http=info",
+        Command::Agent(args::AgentArgs { command: None, .. }) => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")

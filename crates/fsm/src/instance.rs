@@ -14,19 +14,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::{BLOB_PREFIX, sha256_hex};
 use crate::error::{FsmError, Warning};
-use crate::journal::{Clock, Journal, JournalConfig, JournalRead, Record, SystemClock};
+use crate::journal::{Clock, Journal, JournalConfig, JournalRead, Observer, Record, SystemClock};
 use crate::table::{Machine, is_valid_name};
 
 /// Version of the state file layout.
 pub const STATE_FORMAT: u32 = 1;
 
 /// How a [`Store`] is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// Journal limits.
     pub journal: JournalConfig,
     /// Timestamps for records.
     pub clock: Arc<dyn Clock>,
+    /// Called with every record once it is durably appended.
+    pub observer: Option<Observer>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("journal", &self.journal)
+            .field("clock", &self.clock)
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl Default for StoreOptions {
@@ -34,6 +46,7 @@ impl Default for StoreOptions {
         StoreOptions {
             journal: JournalConfig::default(),
             clock: Arc::new(SystemClock),
+            observer: None,
         }
     }
 }
@@ -62,6 +75,7 @@ impl Store {
         let (mut journal, torn) = Journal::open(journal_dir, options.journal, options.clock)?;
         let mut warnings: Vec<Warning> = torn.into_iter().map(Warning::JournalTorn).collect();
         restore_lost_records(&state_dir, &mut journal, &mut warnings)?;
+        journal.set_observer(options.observer);
         Ok((
             Store {
                 state_dir,

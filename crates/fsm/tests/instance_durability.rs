@@ -60,7 +60,7 @@ fn journal_line_has_the_design_format() {
     assert_eq!(
         text,
         format!(
-            "{{\"t\":\"2026-03-20T18:51:32.924688Z\",\"fsm\":\"update\",\"id\":\"{UUID}\",\"s\":\"IDLE\",\
+            "{{\"seq\":1,\"t\":\"2026-03-20T18:51:32.924688Z\",\"fsm\":\"update\",\"id\":\"{UUID}\",\"s\":\"IDLE\",\
              \"e\":\"Start\",\"a\":\"Personalize\",\"next\":\"PERSONALIZING\",\"data\":{{\"k\":1}}}}\n"
         )
     );

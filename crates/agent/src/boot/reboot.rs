@@ -33,6 +33,17 @@ pub struct RebootOutcome {
 /// `crash`: the new system dies before its boot check runs (a kernel panic, a hang
 /// the watchdog resets): the bootloader has spent a try and nothing is committed.
 pub fn reboot(device: &Device, crash: bool) -> Result<RebootOutcome, AgentError> {
+    reboot_in(device, crash, None)
+}
+
+/// [`reboot`], recording the boot on the update machine through `journal` when given (a
+/// process that holds the device's journal open, as the daemon does, passes it: one
+/// journal per device and process hands out the records' sequence numbers).
+pub fn reboot_in(
+    device: &Device,
+    crash: bool,
+    journal: Option<&mut crate::journal::Journal>,
+) -> Result<RebootOutcome, AgentError> {
     let boot = device.boot_control();
     let state = boot.load()?;
     let (booted, after) = state.select_for_boot(Utc::now());
@@ -77,7 +88,7 @@ pub fn reboot(device: &Device, crash: bool) -> Result<RebootOutcome, AgentError>
         crate::trust::personalize::consume_nonce(device, slot)?;
     }
     if let Some(slot) = tried {
-        record_boot(device, slot, failure.as_ref())?;
+        record_boot(device, slot, failure.as_ref(), journal)?;
     }
     let running = state.primary();
     let version = device
@@ -158,6 +169,7 @@ fn record_boot(
     device: &Device,
     slot: Slot,
     failure: Option<&ferry_types::Report>,
+    journal: Option<&mut crate::journal::Journal>,
 ) -> Result<(), AgentError> {
     let Some(info) = device.slot_info(slot)? else {
         return Ok(());
@@ -170,7 +182,11 @@ fn record_boot(
     else {
         return Ok(());
     };
-    let mut journal = crate::journal::Journal::open(device)?;
+    let mut opened = None;
+    let journal = match journal {
+        Some(journal) => journal,
+        None => opened.insert(crate::journal::Journal::open(device)?),
+    };
     let mut update: Instance<update::Names> = journal.instance(&update_id.to_string(), false)?;
     if !update.is_in(update::State::STAGED) {
         return Ok(());

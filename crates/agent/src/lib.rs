@@ -12,8 +12,9 @@
 //! A module names only modules listed before it, so none imports a module that imports
 //! it back (`tests/module_order.rs` checks it):
 //!
-//! 1. [`facts`] (power, network, space), the error type, [`layout`] (every path of the
-//!    device directory), [`progress`], [`machines`] (the tables and their typed names);
+//! 1. [`facts`] (power, network, space), the error type, [`warnings`] (repairs and
+//!    notices reported as they happen), [`layout`] (every path of the device directory),
+//!    [`progress`], [`machines`] (the tables and their typed names);
 //! 2. [`device`]: an open device directory (identity, config, slot metadata, receipts,
 //!    the lock);
 //! 3. [`client`] (HTTP to the server), [`journal`] (the machines' store, typed
@@ -44,5 +45,6 @@ pub mod provision;
 pub mod scan;
 pub mod status;
 pub mod trust;
+pub mod warnings;
 
 pub use error::AgentError;

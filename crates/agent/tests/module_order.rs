@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 const ORDER: &[&str] = &[
     "facts",
     "error",
+    "warnings",
     "layout",
     "progress",
     "machines",

@@ -153,10 +153,9 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
     let label = if a.all { None } else { a.label.as_deref() };
     let result = install::install(&device, label, &ui).await;
     ui.finish();
+    // Warnings (a torn journal tail, a corrupt state file) were shown as they were met;
+    // `--json` also lists them in the outcome.
     let outcome = result.map_err(|e| crate::failure::agent_failure(e).json(json))?;
-    for w in outcome.iter().flat_map(|o| &o.warnings) {
-        eprintln!("warning[{}]: {}\n  fix: {}", w.code, w.cause, w.fix);
-    }
     let Some(outcome) = outcome else {
         if json {
             println!("{}", serde_json::json!({ "installed": null }));

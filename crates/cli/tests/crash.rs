@@ -190,23 +190,37 @@ fn killed_at_any_point_the_install_resumes_and_the_journal_replays() {
     );
 }
 
+/// Cuts the last journal line in half (a power cut mid-append) or appends garbage.
+fn tear_journal_tail(device: &Path, garbage: bool) {
+    let journal = device.join("journal/journal.jsonl");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    if garbage {
+        bytes.extend_from_slice(b"\x00\x17{not json at all\xff\xfe");
+    } else {
+        let body = &bytes[..bytes.len() - 1];
+        let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        let cut = start + (bytes.len() - start) / 2;
+        bytes.truncate(cut);
+    }
+    std::fs::write(&journal, &bytes).unwrap();
+}
+
+/// The repairs the device recorded for the doctor (`ferry_agent::journal::repairs`).
+fn repair_codes(device: &Path) -> Vec<String> {
+    let device = ferry_agent::device::Device::open(device).unwrap();
+    ferry_agent::journal::repairs(&device)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.report.code)
+        .collect()
+}
+
 #[test]
 fn torn_journal_tail_is_reported_and_the_next_install_works() {
     for garbage in [false, true] {
         let f = fleet(2, |s| s.url());
         ok(&["list", "--device", s(&f.device)]);
-        let journal = f.device.join("journal/journal.jsonl");
-        let mut bytes = std::fs::read(&journal).unwrap();
-        if garbage {
-            bytes.extend_from_slice(b"\x00\x17{not json at all\xff\xfe");
-        } else {
-            // Cut the last line in half, as a power cut mid-append would.
-            let body = &bytes[..bytes.len() - 1];
-            let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-            let cut = start + (bytes.len() - start) / 2;
-            bytes.truncate(cut);
-        }
-        std::fs::write(&journal, &bytes).unwrap();
+        tear_journal_tail(&f.device, garbage);
         let out = run(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert!(
@@ -219,27 +233,71 @@ fn torn_journal_tail_is_reported_and_the_next_install_works() {
         ok(&["reboot", "--device", s(&f.device)]);
         assert_eq!(status(&f.device)["version"], "2.0");
         ok(&["log", "replay", "--device", s(&f.device)]);
+        // A cut last line was also a transition a state file holds: restored from it.
+        let expected: &[&str] = if garbage {
+            &["JOURNAL_TORN"]
+        } else {
+            &["JOURNAL_TORN", "JOURNAL_RECORD_RESTORED"]
+        };
+        assert_eq!(repair_codes(&f.device), expected);
     }
 }
 
+/// Issue 19, item 8: whichever command meets a torn tail first repairs it, reports it and
+/// records it for the doctor; `ferry list` used to cut it silently.
+#[test]
+fn a_torn_journal_tail_met_first_by_list_is_reported_and_recorded() {
+    let f = fleet(2, |s| s.url());
+    ok(&["list", "--device", s(&f.device)]);
+    tear_journal_tail(&f.device, false);
+    let out = run(&["list", "--json", "--device", s(&f.device)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("warning[JOURNAL_TORN]"), "{stderr}");
+    assert!(stderr.contains("fix: "), "{stderr}");
+    let offers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(offers[0]["label"], "vm-2.0", "stdout is still the answer");
+    let repairs = repair_codes(&f.device);
+    assert_eq!(
+        repairs,
+        ["JOURNAL_TORN", "JOURNAL_RECORD_RESTORED"],
+        "the cut record came back from its state file"
+    );
+    // Repaired once: the next command meets a whole journal and says nothing.
+    let again = run(&["list", "--device", s(&f.device)]);
+    assert!(
+        !text(&again.stderr).contains("warning["),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(repair_codes(&f.device), repairs);
+    ok(&["log", "replay", "--device", s(&f.device)]);
+}
+
+/// Issue 19, item 7: every per-instance state file overwritten after a kill. The install
+/// restarts the update (warning STATE_CORRUPT) and finishes; the restarts are journaled, so
+/// `ferry log replay` still checks the whole journal (it failed REPLAY_DIVERGED).
 #[test]
 fn corrupt_persisted_state_is_reported_and_the_device_falls_back_safely() {
     let f = fleet(4, |s| s.url());
-    // Crash mid-download, then garble the controller's state file.
+    // Crash mid-download, then garble every machine's state files.
     let crashed = ferry()
         .args(["install", "vm-2.0", "--device", s(&f.device)])
         .env("FERRY_CRASH_AFTER_BYTES", (2u64 << 20).to_string())
         .output()
         .unwrap();
     assert_eq!(crashed.status.signal(), Some(9));
-    let state_dir = f.device.join("state/controller");
-    let state_file = std::fs::read_dir(&state_dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    std::fs::write(&state_file, b"{\"format\":1,\"state\":\"DOWNLOAD").unwrap();
+    let mut n_garbled = 0;
+    for machine in std::fs::read_dir(f.device.join("state")).unwrap() {
+        for file in std::fs::read_dir(machine.unwrap().path()).unwrap() {
+            std::fs::write(file.unwrap().path(), b"{\"format\":1,\"state\":\"DOWNLOAD").unwrap();
+            n_garbled += 1;
+        }
+    }
+    assert!(
+        n_garbled >= 4,
+        "update, controller, downloader, scans: {n_garbled}"
+    );
     let out = run(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
     assert!(
         out.status.success(),
@@ -252,6 +310,26 @@ fn corrupt_persisted_state_is_reported_and_the_device_falls_back_safely() {
         "{}",
         text(&out.stderr)
     );
+    let replay = run(&["log", "replay", "--device", s(&f.device)]);
+    assert!(
+        replay.status.success(),
+        "{}{}",
+        text(&replay.stdout),
+        text(&replay.stderr)
+    );
+    let journal = std::fs::read_to_string(f.device.join("journal/journal.jsonl")).unwrap();
+    assert_eq!(
+        journal.matches(ferry_fsm::RESTART_EVENT).count(),
+        n_garbled,
+        "one restart record per garbled state file"
+    );
+    let repairs = repair_codes(&f.device);
+    assert_eq!(repairs.len(), n_garbled, "{repairs:?}");
+    assert!(
+        repairs.iter().all(|code| code == "STATE_CORRUPT"),
+        "{repairs:?}"
+    );
     ok(&["reboot", "--device", s(&f.device)]);
     assert_eq!(status(&f.device)["version"], "2.0");
+    ok(&["log", "replay", "--device", s(&f.device)]);
 }

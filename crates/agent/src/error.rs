@@ -305,6 +305,15 @@ pub enum AgentError {
         /// Where the key set should be.
         path: PathBuf,
     },
+    /// The stored personalization key set no longer parses (local damage): the next scan
+    /// takes it again from the verified catalog.
+    #[error("the personalization key set at {} is damaged: {reason}", path.display())]
+    KeySetDamaged {
+        /// The file.
+        path: PathBuf,
+        /// Why it does not parse.
+        reason: String,
+    },
     /// A slot installed by an update has no ticket.
     #[error("slot {slot} has no personalization ticket ({} is missing)", path.display())]
     TicketMissing {
@@ -406,6 +415,7 @@ impl Diagnose for AgentError {
             AgentError::Ticket(e) => e.code(),
             AgentError::KeySet(e) => e.code(),
             AgentError::KeySetMissing { .. } => "KEYSET_MISSING",
+            AgentError::KeySetDamaged { .. } => "KEYSET_DAMAGED",
             AgentError::TicketMissing { .. } => "TICKET_MISSING",
             AgentError::NonceMissing { .. } => "TICKET_NONCE_MISSING",
         }
@@ -501,6 +511,9 @@ impl Diagnose for AgentError {
             AgentError::KeySet(e) => e.fix(),
             AgentError::KeySetMissing { .. } => {
                 "Scan (`ferry list`) so the device takes the key set from the catalog, and if it stays missing, check that the server's catalog lists one (ferry server personalization-key list --data DIR)".into()
+            }
+            AgentError::KeySetDamaged { .. } => {
+                "Scan (`ferry list`): the device takes the key set again from the verified catalog, then run this command again".into()
             }
             AgentError::TicketMissing { .. } | AgentError::NonceMissing { .. } => {
                 "Install the update again (the device fell back to its previous version)".into()
@@ -700,6 +713,10 @@ mod tests {
             },
             AgentError::NotEnrolled { reason: "r".into() },
             AgentError::KeySetMissing { path: path.clone() },
+            AgentError::KeySetDamaged {
+                path: path.clone(),
+                reason: "r".into(),
+            },
             AgentError::TicketMissing {
                 slot: "b".into(),
                 path: path.clone(),

@@ -127,6 +127,21 @@ pub enum AgentError {
         /// What failed.
         reason: String,
     },
+    /// The committed slot failed its check at boot and the other slot cannot boot either:
+    /// the device needs recovery.
+    #[error(
+        "no slot can boot: slot {slot} failed its check ({reason}), and slot {other} cannot take over ({other_reason})"
+    )]
+    NoBootableSlot {
+        /// The primary slot.
+        slot: String,
+        /// Why it failed.
+        reason: String,
+        /// The other slot.
+        other: String,
+        /// Why it cannot boot.
+        other_reason: String,
+    },
     /// A slot's content does not match its seal.
     #[error("{what} does not match its seal (root hash {expected}){}", first_bad_block.map(|b| format!(": block {b} is the first that differs")).unwrap_or_else(|| format!(", its tree gives {actual}")))]
     SealMismatch {
@@ -387,6 +402,7 @@ impl Diagnose for AgentError {
             AgentError::Payload(e) => e.code(),
             AgentError::Boot(e) => e.code(),
             AgentError::SlotVerifyFailed { .. } => "SLOT_VERIFY_FAILED",
+            AgentError::NoBootableSlot { .. } => "BOOT_REFLASH_REQUIRED",
             AgentError::SealMismatch { .. } => "SEAL_MISMATCH",
             AgentError::Seal(e) => e.code(),
             AgentError::HealthCheckFailed { .. } => "HEALTH_CHECK_FAILED",
@@ -455,6 +471,9 @@ impl Diagnose for AgentError {
             AgentError::Boot(e) => e.fix(),
             AgentError::SlotVerifyFailed { .. } => {
                 "Install the update again to rewrite the slot (the device still runs its previous version)".into()
+            }
+            AgentError::NoBootableSlot { .. } => {
+                "Reflash the device with a signed system image from recovery media (a simulated device: `ferry device init` again), then check its storage".into()
             }
             AgentError::SealMismatch { .. } => {
                 "Reinstall the update, and if the same block differs again, check the storage (the slot's bytes \
@@ -659,6 +678,12 @@ mod tests {
                 slot: "b".into(),
                 version: "1".into(),
                 reason: "r".into(),
+            },
+            AgentError::NoBootableSlot {
+                slot: "a".into(),
+                reason: "r".into(),
+                other: "b".into(),
+                other_reason: "o".into(),
             },
             AgentError::SealMismatch {
                 what: "w".into(),

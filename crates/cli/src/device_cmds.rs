@@ -239,10 +239,21 @@ fn print_reboot(outcome: &agent_reboot::RebootOutcome, json: bool) {
                 outcome.running, outcome.version
             );
         }
-        (None, _) => println!(
+        (None, _) if outcome.fell_back.is_none() => println!(
             "Restarted slot {}: running {}.",
             outcome.running, outcome.version
         ),
+        (None, _) => {}
+    }
+    if let Some(fell_back) = &outcome.fell_back {
+        println!(
+            "Slot {} failed its check at boot and is no longer good: {} [{}]",
+            fell_back.from, fell_back.failure.cause, fell_back.failure.code
+        );
+        println!(
+            "Fell back to slot {}: now running {}; the next install rewrites slot {}.",
+            outcome.running, outcome.version, fell_back.from
+        );
     }
 }
 
@@ -253,10 +264,11 @@ pub fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
         .map_err(|e| Failure::from(e).json(a.json))?;
     print_reboot(&outcome, a.json);
     // A fall-back is a failure; a crash the caller asked to simulate is not.
-    let fell_back = outcome
-        .failure
-        .as_ref()
-        .is_some_and(|f| f.code != "BOOT_CRASHED");
+    let fell_back = outcome.fell_back.is_some()
+        || outcome
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.code != "BOOT_CRASHED");
     Ok(if fell_back {
         ExitCode::from(1)
     } else {

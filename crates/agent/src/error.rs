@@ -23,6 +23,23 @@ pub enum AgentError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `config.toml` is not UTF-8 TOML the configuration reads.
+    #[error("the device configuration {} is not valid: {reason}", path.display())]
+    ConfigInvalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `identity.json` gives an all-zero device id: the hardware id could not be read.
+    #[error("{} gives an all-zero {zero_fields}: the hardware id could not be read", path.display())]
+    IdentityUnread {
+        /// The file.
+        path: PathBuf,
+        /// The fields that read as zero (`device_id`, and any of `board_id`, `chip_id`,
+        /// `hardware_uuid`).
+        zero_fields: String,
+    },
     /// `device init` into a directory that is already in use.
     #[error("{} already exists and is not empty", dir.display())]
     DeviceExists {
@@ -389,6 +406,8 @@ impl Diagnose for AgentError {
         match self {
             AgentError::DeviceMissing { .. } => "DEVICE_MISSING",
             AgentError::DeviceCorrupt { .. } => "DEVICE_CORRUPT",
+            AgentError::ConfigInvalid { .. } => "CONFIG_INVALID",
+            AgentError::IdentityUnread { .. } => "DEVICE_ID_ZERO",
             AgentError::DeviceExists { .. } => "DEVICE_EXISTS",
             AgentError::DeviceBusy { .. } => "DEVICE_BUSY",
             AgentError::ServerUnreachable { .. } => "SERVER_UNREACHABLE",
@@ -444,6 +463,13 @@ impl Diagnose for AgentError {
             }
             AgentError::DeviceCorrupt { .. } => {
                 "Restore the file from a backup or re-create the device with `ferry device init` (the running slot is untouched)".into()
+            }
+            AgentError::ConfigInvalid { path, .. } => format!(
+                "Correct {} (UTF-8 TOML with `server` and `[slots]`, as `ferry device init` writes it) or restore it from a backup; nothing else on the device changed",
+                path.display()
+            ),
+            AgentError::IdentityUnread { .. } => {
+                "Have the device's hardware checked (its id registers could not be read), then write identity.json again from what the hardware reports".into()
             }
             AgentError::DeviceExists { .. } => "Choose a new directory or remove the old device first".into(),
             AgentError::DeviceBusy { .. } => "Wait for the other ferry command to finish, then run this one again".into(),
@@ -634,6 +660,14 @@ mod tests {
             AgentError::DeviceCorrupt {
                 path: path.clone(),
                 reason: "r".into(),
+            },
+            AgentError::ConfigInvalid {
+                path: path.clone(),
+                reason: "r".into(),
+            },
+            AgentError::IdentityUnread {
+                path: path.clone(),
+                zero_fields: "device_id".into(),
             },
             AgentError::DeviceExists { dir: path.clone() },
             AgentError::DeviceBusy { dir: path.clone() },

@@ -138,7 +138,9 @@ impl Client {
         if let Some(tls) = self.probe.as_ref().and_then(InterceptionProbe::take_error) {
             return AgentError::Tls(tls);
         }
-        if let Some(tls) = ferry_tls::handshake_failure(&e, &self.base) {
+        if e.is_connect()
+            && let Some(tls) = ferry_tls::handshake_failure(&e, &self.base)
+        {
             return AgentError::Tls(tls);
         }
         unreachable(url, e)

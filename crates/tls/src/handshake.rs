@@ -8,9 +8,12 @@ use crate::config::TlsError;
 /// The handshake failure in `error` (a client error and its sources, as reqwest returns
 /// them), if the handshake is what failed: a rustls protocol error (an answer that is not
 /// TLS: "received corrupt message of type InvalidContentType", an alert, a peer that
-/// misbehaved) or a connection that ended during the handshake. Certificate refusals are
-/// not handled here (the pinned verifier reports them more precisely), and neither are
-/// connections refused or timed out, which are the network's.
+/// misbehaved) or a connection that ended or was reset during the handshake. Certificate
+/// refusals are not handled here (the pinned verifier reports them more precisely), and
+/// neither are connections refused or timed out, which are the network's.
+///
+/// Pass only errors of setting a connection up (reqwest: `is_connect()`): a connection
+/// reset or cut later, mid-answer, is the network's too.
 pub fn handshake_failure(
     error: &(dyn std::error::Error + 'static),
     server: &str,
@@ -31,8 +34,13 @@ pub fn handshake_failure(
                 ))),
             };
         }
+        // The TCP connection was up (refused and unreachable are other kinds): closed or
+        // reset before the handshake finished.
         if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::UnexpectedEof
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            )
         {
             return Some(failed(
                 "the connection was closed during the handshake (what answered does not speak TLS)"

@@ -132,9 +132,15 @@ impl Client {
     }
 
     /// A request error: the pinned verifier's precise reason when it refused the
-    /// certificate, else unreachable.
+    /// certificate, a failed handshake when what answered does not speak TLS
+    /// (`TLS_HANDSHAKE_FAILED`), else unreachable.
     fn failed(&self, url: &str, e: reqwest::Error) -> AgentError {
         if let Some(tls) = self.probe.as_ref().and_then(InterceptionProbe::take_error) {
+            return AgentError::Tls(tls);
+        }
+        if e.is_connect()
+            && let Some(tls) = ferry_tls::handshake_failure(&e, &self.base)
+        {
             return AgentError::Tls(tls);
         }
         unreachable(url, e)

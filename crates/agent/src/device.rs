@@ -224,14 +224,8 @@ impl Device {
             });
         }
         let lock = lock(&layout)?;
-        let identity: Identity = read_json(&layout.identity())?;
-        let config_path = layout.config();
-        let text = fs::read_to_string(&config_path)
-            .map_err(AgentError::io("reading config.toml", &config_path))?;
-        let config: Config = toml::from_str(&text).map_err(|e| AgentError::DeviceCorrupt {
-            path: config_path,
-            reason: e.to_string(),
-        })?;
+        let identity = read_identity(&layout.identity())?;
+        let config = read_config(&layout.config())?;
         for sub in layout::DIRS {
             let path = layout.resolve(Path::new(sub));
             fs::create_dir_all(&path)
@@ -360,6 +354,52 @@ impl Device {
             .map(|n| read_json(&self.layout().receipt(n)))
             .collect()
     }
+}
+
+/// Reads `identity.json`. An all-zero device id is not a damaged file but a hardware id
+/// that could not be read (`DEVICE_ID_ZERO`, with the hardware fix), told apart from a
+/// file that does not parse (`DEVICE_CORRUPT`).
+fn read_identity(path: &Path) -> Result<Identity, AgentError> {
+    let bytes = fs::read(path).map_err(AgentError::io("reading identity.json", path))?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+    let identity = Identity::deserialize_allowing_zero(&mut deserializer)
+        .and_then(|identity| deserializer.end().map(|()| identity))
+        .map_err(|e| AgentError::DeviceCorrupt {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if identity.device_id.is_zero() {
+        return Err(AgentError::IdentityUnread {
+            path: path.to_owned(),
+            zero_fields: identity.zero_fields().join(", "),
+        });
+    }
+    Ok(identity)
+}
+
+/// Reads `config.toml`: bytes that are not UTF-8 or not the configuration's TOML are
+/// `CONFIG_INVALID`, with a fix about the file (never an I/O error).
+fn read_config(path: &Path) -> Result<Config, AgentError> {
+    let bytes = fs::read(path).map_err(AgentError::io("reading config.toml", path))?;
+    let invalid = |reason: String| AgentError::ConfigInvalid {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        invalid(format!(
+            "it is not UTF-8 text (the byte at offset {} is not)",
+            e.valid_up_to()
+        ))
+    })?;
+    toml::from_str(text).map_err(|e: toml::de::Error| match e.span() {
+        Some(span) => invalid(format!(
+            "{} (bytes {}..{})",
+            e.message(),
+            span.start,
+            span.end
+        )),
+        None => invalid(e.message().to_owned()),
+    })
 }
 
 /// Writes `config.toml` durably.

@@ -23,6 +23,23 @@ pub enum AgentError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `config.toml` is not UTF-8 TOML the configuration reads.
+    #[error("the device configuration {} is not valid: {reason}", path.display())]
+    ConfigInvalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `identity.json` gives an all-zero device id: the hardware id could not be read.
+    #[error("{} gives an all-zero {zero_fields}: the hardware id could not be read", path.display())]
+    IdentityUnread {
+        /// The file.
+        path: PathBuf,
+        /// The fields that read as zero (`device_id`, and any of `board_id`, `chip_id`,
+        /// `hardware_uuid`).
+        zero_fields: String,
+    },
     /// `device init` into a directory that is already in use.
     #[error("{} already exists and is not empty", dir.display())]
     DeviceExists {
@@ -126,6 +143,21 @@ pub enum AgentError {
         version: String,
         /// What failed.
         reason: String,
+    },
+    /// The committed slot failed its check at boot and the other slot cannot boot either:
+    /// the device needs recovery.
+    #[error(
+        "no slot can boot: slot {slot} failed its check ({reason}), and slot {other} cannot take over ({other_reason})"
+    )]
+    NoBootableSlot {
+        /// The primary slot.
+        slot: String,
+        /// Why it failed.
+        reason: String,
+        /// The other slot.
+        other: String,
+        /// Why it cannot boot.
+        other_reason: String,
     },
     /// A slot's content does not match its seal.
     #[error("{what} does not match its seal (root hash {expected}){}", first_bad_block.map(|b| format!(": block {b} is the first that differs")).unwrap_or_else(|| format!(", its tree gives {actual}")))]
@@ -305,6 +337,15 @@ pub enum AgentError {
         /// Where the key set should be.
         path: PathBuf,
     },
+    /// The stored personalization key set no longer parses (local damage): the next scan
+    /// takes it again from the verified catalog.
+    #[error("the personalization key set at {} is damaged: {reason}", path.display())]
+    KeySetDamaged {
+        /// The file.
+        path: PathBuf,
+        /// Why it does not parse.
+        reason: String,
+    },
     /// A slot installed by an update has no ticket.
     #[error("slot {slot} has no personalization ticket ({} is missing)", path.display())]
     TicketMissing {
@@ -384,6 +425,8 @@ impl Diagnose for AgentError {
         match self {
             AgentError::DeviceMissing { .. } => "DEVICE_MISSING",
             AgentError::DeviceCorrupt { .. } => "DEVICE_CORRUPT",
+            AgentError::ConfigInvalid { .. } => "CONFIG_INVALID",
+            AgentError::IdentityUnread { .. } => "DEVICE_ID_ZERO",
             AgentError::DeviceExists { .. } => "DEVICE_EXISTS",
             AgentError::DeviceBusy { .. } => "DEVICE_BUSY",
             AgentError::ServerUnreachable { .. } => "SERVER_UNREACHABLE",
@@ -397,6 +440,7 @@ impl Diagnose for AgentError {
             AgentError::Payload(e) => e.code(),
             AgentError::Boot(e) => e.code(),
             AgentError::SlotVerifyFailed { .. } => "SLOT_VERIFY_FAILED",
+            AgentError::NoBootableSlot { .. } => "BOOT_REFLASH_REQUIRED",
             AgentError::SealMismatch { .. } => "SEAL_MISMATCH",
             AgentError::Seal(e) => e.code(),
             AgentError::HealthCheckFailed { .. } => "HEALTH_CHECK_FAILED",
@@ -431,6 +475,7 @@ impl Diagnose for AgentError {
             AgentError::Ticket(e) => e.code(),
             AgentError::KeySet(e) => e.code(),
             AgentError::KeySetMissing { .. } => "KEYSET_MISSING",
+            AgentError::KeySetDamaged { .. } => "KEYSET_DAMAGED",
             AgentError::TicketMissing { .. } => "TICKET_MISSING",
             AgentError::NonceMissing { .. } => "TICKET_NONCE_MISSING",
         }
@@ -443,6 +488,13 @@ impl Diagnose for AgentError {
             }
             AgentError::DeviceCorrupt { .. } => {
                 "Restore the file from a backup or re-create the device with `ferry device init` (the running slot is untouched)".into()
+            }
+            AgentError::ConfigInvalid { path, .. } => format!(
+                "Correct {} (UTF-8 TOML with `server` and `[slots]`, as `ferry device init` writes it) or restore it from a backup; nothing else on the device changed",
+                path.display()
+            ),
+            AgentError::IdentityUnread { .. } => {
+                "Have the device's hardware checked (its id registers could not be read), then write identity.json again from what the hardware reports".into()
             }
             AgentError::DeviceExists { .. } => "Choose a new directory or remove the old device first".into(),
             AgentError::DeviceBusy { .. } => "Wait for the other ferry command to finish, then run this one again".into(),
@@ -470,6 +522,9 @@ impl Diagnose for AgentError {
             AgentError::Boot(e) => e.fix(),
             AgentError::SlotVerifyFailed { .. } => {
                 "Install the update again to rewrite the slot (the device still runs its previous version)".into()
+            }
+            AgentError::NoBootableSlot { .. } => {
+                "Reflash the device with a signed system image from recovery media (a simulated device: `ferry device init` again), then check its storage".into()
             }
             AgentError::SealMismatch { .. } => {
                 "Reinstall the update, and if the same block differs again, check the storage (the slot's bytes \
@@ -538,6 +593,9 @@ impl Diagnose for AgentError {
             AgentError::KeySet(e) => e.fix(),
             AgentError::KeySetMissing { .. } => {
                 "Scan (`ferry list`) so the device takes the key set from the catalog, and if it stays missing, check that the server's catalog lists one (ferry server personalization-key list --data DIR)".into()
+            }
+            AgentError::KeySetDamaged { .. } => {
+                "Scan (`ferry list`): the device takes the key set again from the verified catalog, then run this command again".into()
             }
             AgentError::TicketMissing { .. } | AgentError::NonceMissing { .. } => {
                 "Install the update again (the device fell back to its previous version)".into()
@@ -640,6 +698,14 @@ mod tests {
                 path: path.clone(),
                 reason: "r".into(),
             },
+            AgentError::ConfigInvalid {
+                path: path.clone(),
+                reason: "r".into(),
+            },
+            AgentError::IdentityUnread {
+                path: path.clone(),
+                zero_fields: "device_id".into(),
+            },
             AgentError::DeviceExists { dir: path.clone() },
             AgentError::DeviceBusy { dir: path.clone() },
             AgentError::ServerUnreachable {
@@ -683,6 +749,12 @@ mod tests {
                 slot: "b".into(),
                 version: "1".into(),
                 reason: "r".into(),
+            },
+            AgentError::NoBootableSlot {
+                slot: "a".into(),
+                reason: "r".into(),
+                other: "b".into(),
+                other_reason: "o".into(),
             },
             AgentError::SealMismatch {
                 what: "w".into(),
@@ -737,6 +809,10 @@ mod tests {
             },
             AgentError::NotEnrolled { reason: "r".into() },
             AgentError::KeySetMissing { path: path.clone() },
+            AgentError::KeySetDamaged {
+                path: path.clone(),
+                reason: "r".into(),
+            },
             AgentError::TicketMissing {
                 slot: "b".into(),
                 path: path.clone(),

@@ -1,12 +1,16 @@
 //! The device's journal and machine instances: opening the fsm store under the device
-//! directory, reporting torn tails and corrupt state instead of crashing, and the
-//! crash-injection points the crash harness uses.
+//! directory, repairing torn tails and corrupt state instead of crashing (each repair
+//! reported where it is made and recorded in `journal/repairs.jsonl` for the doctor:
+//! [`repairs`]), and the crash-injection points the crash harness uses.
 
 use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferry_fsm::{Machine, Name, Store, StoreOptions, TypedNames};
+use chrono::{DateTime, Utc};
+use ferry_fsm::{Machine, Name, Store, StoreOptions, TypedNames, Warning};
 use ferry_types::{Diagnose, Report};
+use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 use crate::device::Device;
@@ -28,38 +32,160 @@ pub const CRASH_IN: &str = "FERRY_CRASH_IN";
 
 static RECORDS: AtomicU64 = AtomicU64::new(0);
 
+/// Repairs kept in `journal/repairs.jsonl` (the oldest are dropped beyond this).
+pub const MAX_REPAIRS: usize = 100;
+
+/// One repair the device made on its own, as `journal/repairs.jsonl` keeps it: when, and
+/// the warning it was reported with (code, cause, fix).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repair {
+    /// When it was made.
+    pub at: DateTime<Utc>,
+    /// What was found and done, as reported.
+    #[serde(flatten)]
+    pub report: Report,
+}
+
+/// The repairs the device made on its own, oldest first (at most [`MAX_REPAIRS`]): a torn
+/// journal tail cut off, a lost record restored, a corrupt state file given up, a damaged
+/// catalog or key set file fetched again. What `ferry doctor` shows; empty when none.
+pub fn repairs(device: &Device) -> Result<Vec<Repair>, AgentError> {
+    read_repairs(&device.layout().journal_repairs())
+}
+
+fn read_repairs(path: &Path) -> Result<Vec<Repair>, AgentError> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(AgentError::Io {
+                op: "reading the record of repairs",
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    // A line that does not parse (a torn write before this file was replaced whole) is
+    // skipped: the record is for people, not a ground truth.
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect())
+}
+
+/// Reports a repair the device just made ([`crate::warnings::report`]) and records it in
+/// `journal/repairs.jsonl` (the whole file rewritten durably, at most [`MAX_REPAIRS`]
+/// lines). Recording is best effort: a repair is not undone for want of its record (on a
+/// full disk, say); that failure is logged.
+pub fn record_repair(device: &Device, report: &Report) {
+    record_repair_at(&device.layout().journal_repairs(), report);
+}
+
+fn record_repair_at(path: &Path, report: &Report) {
+    crate::warnings::report(report);
+    let mut kept = read_repairs(path).unwrap_or_default();
+    kept.push(Repair {
+        at: Utc::now(),
+        report: report.clone(),
+    });
+    let skip = kept.len().saturating_sub(MAX_REPAIRS);
+    let mut text = String::new();
+    for repair in &kept[skip..] {
+        if let Ok(line) = serde_json::to_string(repair) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    if let Err(error) = ferry_durable::write_atomic(path, text.as_bytes()) {
+        tracing::warn!(%error, path = %path.display(), code = report.code, "could not record a repair");
+    }
+}
+
 /// The journal of one device, opened.
 #[derive(Debug)]
 pub struct Journal {
     /// The fsm store (journal and state files).
     pub store: Store,
-    /// What was found wrong and repaired on opening (torn tails, corrupt state).
+    /// What was found wrong and repaired since opening (torn tails, corrupt state): each
+    /// also reported as it was made and recorded ([`repairs`]).
     pub warnings: Vec<Report>,
+    /// `journal/repairs.jsonl`.
+    repairs_path: PathBuf,
 }
 
 impl Journal {
-    /// Opens the device's journal; a torn tail is cut and reported, not fatal.
+    /// Opens the device's journal, repairing what the fsm store found on the way, in this
+    /// one place whichever command meets it first: a torn tail is cut off, a record lost
+    /// in a crash is restored, and an instance whose state file is corrupt is started
+    /// afresh with its restart journaled (so `ferry log replay` still checks). Each repair
+    /// is reported and recorded ([`record_repair`]); none is fatal.
     pub fn open(device: &Device) -> Result<Journal, AgentError> {
         Journal::open_observed(device, None)
     }
 
     /// Opens the device's journal with `observer` called for every record appended (the
     /// daemon's live event stream). One process opens one journal per device: its
-    /// records' sequence numbers are handed out by it.
+    /// records' sequence numbers are handed out by it. Repairs as [`Journal::open`].
     pub fn open_observed(
         device: &Device,
         observer: Option<ferry_fsm::Observer>,
     ) -> Result<Journal, AgentError> {
-        let (store, warnings) = Store::open(
-            device.layout().journal_dir(),
-            device.layout().state_dir(),
+        let layout = device.layout();
+        let (store, found) = Store::open(
+            layout.journal_dir(),
+            layout.state_dir(),
             StoreOptions {
                 observer,
                 ..StoreOptions::default()
             },
         )?;
-        let warnings = warnings.iter().map(Diagnose::report).collect();
-        Ok(Journal { store, warnings })
+        let mut journal = Journal {
+            store,
+            warnings: Vec::new(),
+            repairs_path: layout.journal_repairs(),
+        };
+        for warning in found {
+            match &warning {
+                Warning::StateUnreadable { fsm, id, .. } => {
+                    match crate::machines::ALL.iter().find(|def| def.name == fsm) {
+                        Some(def) => {
+                            journal.restart(machine(def)?, id, warning.report())?;
+                        }
+                        // Not one of this agent's machines: leave the file, say so.
+                        None => journal.repaired(warning.report()),
+                    }
+                }
+                _ => journal.repaired(warning.report()),
+            }
+        }
+        Ok(journal)
+    }
+
+    /// Notes, reports and records one repair.
+    fn repaired(&mut self, report: Report) {
+        record_repair_at(&self.repairs_path, &report);
+        self.warnings.push(report);
+    }
+
+    /// Gives up instance `id` of `machine` (its state file is corrupt) and starts it afresh,
+    /// journaled, reporting `corrupt` with what was done.
+    fn restart(&mut self, machine: Machine, id: &str, corrupt: Report) -> Result<(), AgentError> {
+        let started = ferry_fsm::Instance::restart(
+            machine,
+            id,
+            &self.store,
+            serde_json::json!({ "error": corrupt }),
+        )?;
+        self.repaired(Report {
+            cause: format!(
+                "{}; {}[{id}] was started afresh in {} (journaled)",
+                corrupt.cause,
+                machine.name(),
+                started.state()
+            ),
+            ..corrupt
+        });
+        Ok(())
     }
 
     /// The state of instance `id` of the machine named by `N`, without starting it:
@@ -74,9 +200,9 @@ impl Journal {
 
     /// The instance `id` of the machine named by `N`: loaded if it exists and is usable,
     /// else started. A finished instance is started afresh (`restart_finished`), and a
-    /// corrupt state file is reported and replaced by a fresh instance: the device state
-    /// it would have pointed to (install progress, slots) is re-derived in
-    /// LOADING_PERSISTED.
+    /// corrupt state file is reported and replaced by a fresh instance, the restart
+    /// journaled: the device state it would have pointed to (install progress, slots) is
+    /// re-derived in LOADING_PERSISTED.
     pub fn instance<N: TypedNames>(
         &mut self,
         id: &str,
@@ -92,9 +218,8 @@ impl Journal {
             Ok(inst) => inst,
             Err(e) if e.code() == "STATE_MISSING" => start(&self.store)?,
             Err(e) if e.code() == "STATE_CORRUPT" => {
-                self.warnings.push(e.report());
-                remove_state(&self.store, machine.name(), id)?;
-                start(&self.store)?
+                self.restart(machine, id, e.report())?;
+                ferry_fsm::Instance::load(machine, id, &self.store)?
             }
             Err(e) => return Err(e.into()),
         };

@@ -18,6 +18,8 @@
 //!                               chunks.payload (chunk-reuse ranges), spool/
 //!   receipts/                   one receipt per installed image
 //!   journal/, state/            the state machines' journal and instance states (ferry-fsm)
+//!   journal/repairs.jsonl       what the device repaired on its own (torn journal tail,
+//!                               corrupt state file, damaged catalog file), for the doctor
 //!   events/                     event reports not yet delivered
 //!   trust/                      ca.pem, personalization-keys.json, credential
 //!   tuf/                        root.json (the pinned root), last-scan.json, the metadata
@@ -217,6 +219,14 @@ impl<'a> Layout<'a> {
     /// `journal/`.
     pub fn journal_dir(&self) -> PathBuf {
         self.dir.join(JOURNAL_DIR)
+    }
+
+    /// `journal/repairs.jsonl`: one JSON line per repair the device made on its own (a torn
+    /// journal tail cut off, a corrupt state file given up, a damaged catalog or key set file
+    /// fetched again), kept for `ferry doctor` ([`crate::journal::repairs`]). ferry-fsm reads
+    /// only `journal*.jsonl` and `blobs/` there.
+    pub fn journal_repairs(&self) -> PathBuf {
+        self.journal_dir().join("repairs.jsonl")
     }
 
     /// `state/`.

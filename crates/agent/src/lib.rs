@@ -14,8 +14,9 @@
 //!
 //! 1. [`layout`] (every path of the device directory), [`facts`] (power, network,
 //!    space), [`policy`] (`[policy]` and the preconditions), [`stop`] (cancel, suspend,
-//!    shut down), the error type (which names their errors), [`progress`], [`machines`]
-//!    (the tables and their typed names);
+//!    shut down), the error type (which names their errors), [`warnings`] (repairs and
+//!    notices reported as they happen), [`progress`], [`machines`] (the tables and their
+//!    typed names);
 //! 2. [`device`]: an open device directory (identity, config, slot metadata, receipts,
 //!    the lock);
 //! 3. [`client`] (HTTP to the server), [`journal`] (the machines' store, typed
@@ -48,5 +49,6 @@ pub mod scan;
 pub mod status;
 pub mod stop;
 pub mod trust;
+pub mod warnings;
 
 pub use error::AgentError;

@@ -71,12 +71,15 @@ async fn run(
         json!({ "server": device.config.server }),
     )?;
     // A TUF refresh from the pinned root; on failure the last good metadata stays.
-    let catalog = crate::trust::catalog::refresh(device).await?;
+    let crate::trust::catalog::Refreshed { catalog, warnings } =
+        crate::trust::catalog::refresh(device).await?;
     let versions = catalog.versions();
-    one.fire(
-        scan::Event::Fetched,
-        json!({ "n_releases": catalog.releases().len(), "metadata": format!("{versions:?}") }),
-    )?;
+    let mut fetched =
+        json!({ "n_releases": catalog.releases().len(), "metadata": format!("{versions:?}") });
+    if !warnings.is_empty() {
+        fetched["warnings"] = json!(warnings);
+    }
+    one.fire(scan::Event::Fetched, fetched)?;
     let current = device.running_version()?;
     let offers = offer::offers(
         catalog.releases(),
@@ -85,7 +88,7 @@ async fn run(
         &device.config.audience,
         &current,
     );
-    crate::trust::catalog::record(device, Ok(offers.len()));
+    crate::trust::catalog::record(device, Ok(offers.len()), &warnings);
     // The recovery check is part of the scan: its failure fails the scan too.
     let mut recovery: Instance<recovery_scan::Names> = journal.instance(scan_id, false)?;
     if let Err(e) = check_recovery(&mut recovery) {

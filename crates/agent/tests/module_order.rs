@@ -12,6 +12,7 @@ const ORDER: &[&str] = &[
     "policy",
     "stop",
     "error",
+    "warnings",
     "progress",
     "machines",
     "device",

@@ -146,15 +146,6 @@ pub enum CatalogError {
         detail: String,
     },
 
-    /// The system clock is earlier than a time this device saw before.
-    #[error("the system clock went backwards: it reads {now}, but {latest_known} was seen before")]
-    ClockSteppedBack {
-        /// The clock now.
-        now: String,
-        /// The latest time seen before.
-        latest_known: String,
-    },
-
     /// The chain of root versions is longer than the client follows in one refresh.
     #[error("the root chain has more than {max_root_updates} new versions")]
     TooManyRootUpdates {
@@ -242,7 +233,6 @@ impl Diagnose for CatalogError {
             Self::TargetUnknown { .. } => "CATALOG_TARGET_UNKNOWN",
             Self::Malformed { .. } => "CATALOG_MALFORMED",
             Self::PinnedRootInvalid { .. } => "CATALOG_PINNED_ROOT_INVALID",
-            Self::ClockSteppedBack { .. } => "CATALOG_CLOCK_BACKWARDS",
             Self::TooManyRootUpdates { .. } => "CATALOG_ROOT_CHAIN_TOO_LONG",
             Self::Io { .. } => "CATALOG_IO",
             Self::Signing { .. } => "CATALOG_SIGNING",
@@ -273,7 +263,6 @@ impl Diagnose for CatalogError {
             Self::TargetUnknown { .. } => "Refresh the catalog and use a target name it lists".into(),
             Self::Malformed { role, .. } => format!("Regenerate the {role} metadata with `ferry publish` on the server"),
             Self::PinnedRootInvalid { .. } => "Reinstall the pinned root.json shipped with the device image (or from the server's keys directory)".into(),
-            Self::ClockSteppedBack { .. } => "Set the system clock right (NTP), then scan again".into(),
             Self::TooManyRootUpdates { .. } => "Ship a newer pinned root.json with the device image".into(),
             Self::Io { path, .. } => format!("Check that {} exists, is writable and that the disk is not full", path.display()),
             Self::Signing { .. } => "Point the command at the keys directory that holds the keys the root lists for that role".into(),

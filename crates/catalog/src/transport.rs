@@ -2,6 +2,7 @@
 //! CA) or from `file://` URLs, never reading more than a caller's limit.
 
 use crate::error::CatalogError;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use std::time::Duration;
 use url::Url;
@@ -52,8 +53,18 @@ impl CatalogTransport {
 
     /// The body of `url`, refused as soon as it exceeds `max_size` bytes.
     pub(crate) async fn fetch(&self, url: &Url, max_size: u64) -> Result<Vec<u8>, FetchError> {
+        Ok(self.fetch_dated(url, max_size).await?.0)
+    }
+
+    /// [`CatalogTransport::fetch`], with the server's clock when it answered: its `Date`
+    /// header (RFC 9110 §6.6.1), when present and readable (`file://` has none).
+    pub(crate) async fn fetch_dated(
+        &self,
+        url: &Url,
+        max_size: u64,
+    ) -> Result<(Vec<u8>, Option<DateTime<Utc>>), FetchError> {
         match url.scheme() {
-            "file" => return fetch_file(url, max_size),
+            "file" => return fetch_file(url, max_size).map(|bytes| (bytes, None)),
             "http" | "https" => {}
             scheme => {
                 return Err(FetchError::Failed(format!(
@@ -85,6 +96,12 @@ impl CatalogTransport {
         if !status.is_success() {
             return Err(FetchError::Failed(format!("HTTP status {status}")));
         }
+        let date = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| DateTime::parse_from_rfc2822(text).ok())
+            .map(|date| date.with_timezone(&Utc));
         if response
             .content_length()
             .is_some_and(|length| length > max_size)
@@ -100,7 +117,7 @@ impl CatalogTransport {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok((body, date))
     }
 }
 

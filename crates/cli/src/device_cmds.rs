@@ -301,8 +301,12 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
     };
     ui.finish();
     let outcome = result?;
-    for w in outcome.iter().flat_map(|o| &o.warnings) {
-        eprintln!("warning[{}]: {}\n  fix: {}", w.code, w.cause, w.fix);
+    // Warnings (a torn journal tail, a corrupt state file) met in this process were shown
+    // as they were met; those the running agent met come back in the outcome.
+    if device.is_none() && !json {
+        for w in outcome.iter().flat_map(|o| &o.warnings) {
+            eprintln!("warning[{}]: {}\n  fix: {}", w.code, w.cause, w.fix);
+        }
     }
     let Some(outcome) = outcome else {
         if json {
@@ -398,10 +402,21 @@ fn print_reboot(outcome: &agent_reboot::RebootOutcome, json: bool) {
                 outcome.running, outcome.version
             );
         }
-        (None, _) => println!(
+        (None, _) if outcome.fell_back.is_none() => println!(
             "Restarted slot {}: running {}.",
             outcome.running, outcome.version
         ),
+        (None, _) => {}
+    }
+    if let Some(fell_back) = &outcome.fell_back {
+        println!(
+            "Slot {} failed its check at boot and is no longer good: {} [{}]",
+            fell_back.from, fell_back.failure.cause, fell_back.failure.code
+        );
+        println!(
+            "Fell back to slot {}: now running {}; the next install rewrites slot {}.",
+            outcome.running, outcome.version, fell_back.from
+        );
     }
 }
 
@@ -412,10 +427,11 @@ pub fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
         .map_err(|e| Failure::from(e).json(a.json))?;
     print_reboot(&outcome, a.json);
     // A fall-back is a failure; a crash the caller asked to simulate is not.
-    let fell_back = outcome
-        .failure
-        .as_ref()
-        .is_some_and(|f| f.code != "BOOT_CRASHED");
+    let fell_back = outcome.fell_back.is_some()
+        || outcome
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.code != "BOOT_CRASHED");
     Ok(if fell_back {
         ExitCode::from(1)
     } else {

@@ -36,6 +36,9 @@ use failure::Failure;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
+    // Repairs the device makes on its own are shown where they happen, whichever command
+    // meets them.
+    ferry_agent::warnings::set_reporter(render::warning);
     match main_inner(cli) {
         Ok(code) => code,
         Err(failure) => {

@@ -227,7 +227,7 @@ fn every_named_error_keeps_the_device_intact() {
     let saved = std::fs::read(&config).unwrap();
     std::fs::write(&config, "server = [").unwrap();
     let out = run(&["list", "--json", "--device", s(&f.device)]);
-    assert_eq!(json_error_code(&out), "DEVICE_CORRUPT");
+    assert_eq!(json_error_code(&out), "CONFIG_INVALID");
     std::fs::write(&config, saved).unwrap();
 
     // Server unreachable: a port nothing listens on.

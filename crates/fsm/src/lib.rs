@@ -75,6 +75,10 @@
 //! A crash between the state write and the journal append is repaired by
 //! [`Store::open`], which re-appends the record from the state file.
 //!
+//! A caller that cannot use a state file (corrupt) starts the instance afresh with
+//! [`Instance::restart`], which journals the restart (event [`RESTART_EVENT`]) so the
+//! journal still replays.
+//!
 //! # On disk
 //!
 //! - `journal/journal.jsonl`, then `journal.1.jsonl` … older: one JSON
@@ -108,7 +112,9 @@ mod table;
 
 pub use blob::{BLOB_PREFIX, BlobStore, sha256_hex};
 pub use error::{FsmError, JournalTorn, TableError, Warning};
-pub use instance::{Instance, STATE_FORMAT, Step, Store, StoreOptions};
+pub use instance::{
+    Instance, RESTART_ACTION, RESTART_EVENT, STATE_FORMAT, Step, Store, StoreOptions,
+};
 pub use journal::{
     BLOBS_DIR, CURRENT_FILE, Clock, Journal, JournalConfig, JournalRead, Observer, ROTATED_MARKER,
     Record, SystemClock, file_name, read_journal,

@@ -2,7 +2,7 @@
 //! system does before it commits to the new slot).
 
 use chrono::Utc;
-use ferry_boot::Slot;
+use ferry_boot::{BootControl, BootState, Slot};
 use ferry_payload::Manifest;
 use serde::Serialize;
 
@@ -24,11 +24,28 @@ pub struct RebootOutcome {
     pub tried: Option<Slot>,
     /// Why the new slot was abandoned, if it was.
     pub failure: Option<ferry_types::Report>,
+    /// The committed slot that failed its check at this boot, when the device fell back
+    /// from it to the other slot.
+    pub fell_back: Option<FallBack>,
+}
+
+/// A committed slot that failed its check at boot (its bytes changed since it was
+/// written: a disk fault or tampering, what dm-verity refuses on a real device); the
+/// device fell back to the other slot, which is good and verified.
+#[derive(Debug, Clone, Serialize)]
+pub struct FallBack {
+    /// The slot abandoned; no longer good, so the next install rewrites it.
+    pub from: Slot,
+    /// Why, with its code.
+    pub failure: ferry_types::Report,
 }
 
 /// Simulates a restart: the bootloader picks a slot (a trial slot spends one try),
 /// then the booted system checks it ([`boot_check`]); a slot that fails is abandoned
-/// and the device runs the previous one again.
+/// and the device runs the previous one again. A committed slot is checked too, every
+/// block against its seal, as dm-verity reads it on a real device ([`boot_primary`]): one
+/// whose bytes changed is abandoned for the other slot when that one is good, and when
+/// neither can boot the reboot stops with `BOOT_REFLASH_REQUIRED`.
 ///
 /// `crash`: the new system dies before its boot check runs (a kernel panic, a hang
 /// the watchdog resets): the bootloader has spent a try and nothing is committed.
@@ -63,6 +80,7 @@ pub fn reboot_in(
                 cause: format!("slot {booted} crashed before its boot check; {} tries left", after.trial().map_or(0, |t| t.tries_left)),
                 fix: "restart again: the slot gets its remaining tries, then the device falls back on its own".into(),
             }),
+            fell_back: None,
         });
     }
     let failure = if tried.is_some() {
@@ -90,6 +108,13 @@ pub fn reboot_in(
     if let Some(slot) = tried {
         record_boot(device, slot, failure.as_ref(), journal)?;
     }
+    // A slot just committed was verified whole by its boot check; any other boot is of
+    // the primary, checked now.
+    let (state, fell_back) = if good.is_some() {
+        (state, None)
+    } else {
+        boot_primary(device, boot.as_ref(), state)?
+    };
     let running = state.primary();
     let version = device
         .slot_info(running)?
@@ -111,7 +136,83 @@ pub fn reboot_in(
         version,
         tried,
         failure,
+        fell_back,
     })
+}
+
+/// The bootloader boots the primary, whose blocks are checked against its seal as they are
+/// read (dm-verity; here all of them, as `boot-check` does). A primary that fails falls
+/// back to the other slot if that one is good and passes the same check, recorded in boot
+/// control (the failed slot is no longer good); if neither can boot, the reboot stops with
+/// `BOOT_REFLASH_REQUIRED` and boot control is left as it was.
+fn boot_primary(
+    device: &Device,
+    boot: &dyn BootControl,
+    state: BootState,
+) -> Result<(BootState, Option<FallBack>), AgentError> {
+    let primary = state.primary();
+    let Err(error) = verify_seal(device, primary) else {
+        return Ok((state, None));
+    };
+    let failure = error.report();
+    tracing::warn!(slot = %primary, code = failure.code, "the committed slot failed its check at boot");
+    let other = !primary;
+    let other_verified = if state.is_good(other) {
+        verify_seal(device, other)
+    } else {
+        Err(AgentError::SlotVerifyFailed {
+            slot: other.to_string(),
+            version: slot_version(device, other),
+            reason: "it is not a good slot (being written, abandoned or never installed)".into(),
+        })
+    };
+    if let Err(other_error) = other_verified {
+        return Err(AgentError::NoBootableSlot {
+            slot: primary.to_string(),
+            reason: failure.cause,
+            other: other.to_string(),
+            other_reason: other_error.to_string(),
+        });
+    }
+    let fallen = state.fall_back(&failure.code, &failure.cause, Utc::now())?;
+    boot.store(&fallen)?;
+    Ok((
+        fallen,
+        Some(FallBack {
+            from: primary,
+            failure,
+        }),
+    ))
+}
+
+/// Checks every block of `slot` against its seal (slots written before seals existed:
+/// frame by frame against their manifest). No ticket and no health checks: what a boot
+/// enforces on a slot already committed.
+fn verify_seal(device: &Device, slot: Slot) -> Result<(), AgentError> {
+    let info = device
+        .slot_info(slot)?
+        .ok_or_else(|| AgentError::SlotVerifyFailed {
+            slot: slot.to_string(),
+            version: "unknown".into(),
+            reason: "the slot has no metadata".into(),
+        })?;
+    match &info.seal {
+        Some(seal) => crate::install::seal::verify(
+            &device.slot_path(slot),
+            info.image_size,
+            seal,
+            &device.dir,
+        ),
+        None => verify_by_manifest(device, slot, &info),
+    }
+}
+
+fn slot_version(device: &Device, slot: Slot) -> String {
+    device
+        .slot_info(slot)
+        .ok()
+        .flatten()
+        .map_or_else(|| "unknown".into(), |info| info.version.to_string())
 }
 
 /// What the booted system checks before it commits to `slot`: the slot's ticket
@@ -127,15 +228,7 @@ pub fn boot_check(device: &Device, slot: Slot) -> Result<(), AgentError> {
             reason: "the slot has no metadata".into(),
         })?;
     crate::trust::personalize::check_ticket(device, slot, &info)?;
-    match &info.seal {
-        Some(seal) => crate::install::seal::verify(
-            &device.slot_path(slot),
-            info.image_size,
-            seal,
-            &device.dir,
-        )?,
-        None => verify_by_manifest(device, slot, &info)?,
-    }
+    verify_seal(device, slot)?;
     crate::boot::health::run_checks(
         &device.config.health_checks,
         &slot.to_string(),

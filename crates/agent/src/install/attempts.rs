@@ -625,6 +625,7 @@ impl ChunkHooks for ChunkJournal<'_, '_> {
             json!({
                 "payload": Payload::Chunks,
                 "batches_done": progress.batches_done,
+                "batch_bytes_done": progress.batch_bytes_done,
                 "batches": progress.n_batches,
                 "bytes": self.record.bytes_downloaded,
                 "multi_range": progress.multi_range,

@@ -41,7 +41,7 @@ pub async fn list(device: &Device) -> Result<Vec<Offer>, AgentError> {
 
 /// Every full image for the device's class and audience (`list-full`), from a fresh scan.
 pub async fn list_full(device: &Device) -> Result<Vec<Offer>, AgentError> {
-    let catalog = catalog::refresh(device).await?;
+    let catalog::Refreshed { catalog, warnings } = catalog::refresh(device).await?;
     let n_offers = offer::offers(
         catalog.releases(),
         |name| catalog.target(name),
@@ -50,7 +50,7 @@ pub async fn list_full(device: &Device) -> Result<Vec<Offer>, AgentError> {
         &device.running_version()?,
     )
     .len();
-    catalog::record(device, Ok(n_offers));
+    catalog::record(device, Ok(n_offers), &warnings);
     Ok(offer::full_images(
         catalog.releases(),
         |name| catalog.target(name),

@@ -118,38 +118,8 @@ pub struct SlotSeal {
     pub hash_offset: u64,
 }
 
-/// What wrote a slot. Serialized lowercase (`factory`, `full`, `delta`, `chunks`), as
-/// receipts and `cache/install.json` have always spelled it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PayloadKind {
-    /// The image `device init` put in slot A.
-    Factory,
-    /// The full payload: every frame downloaded.
-    Full,
-    /// A tailored delta from the running version.
-    Delta,
-    /// Chunk reuse: the chunks the running slot lacks, then assembly.
-    Chunks,
-}
-
-impl PayloadKind {
-    /// The name receipts and the journal use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PayloadKind::Factory => "factory",
-            PayloadKind::Full => "full",
-            PayloadKind::Delta => "delta",
-            PayloadKind::Chunks => "chunks",
-        }
-    }
-}
-
-impl std::fmt::Display for PayloadKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+/// What wrote a slot (`factory`, `full`, `delta`, `chunks`): one type across ferry.
+pub use ferry_types::PayloadKind;
 
 /// One receipt per installed image (`receipts/`): what, when, from which payload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -6,11 +6,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ferry_boot::{BootBackend, BootControl, BootState, Slot};
+use ferry_events::{Outbox, OutboxLimits};
 use ferry_seal::Salt;
 use ferry_types::{Identity, RootHash, Sha256, Sha256Hasher, Version};
 use serde::{Deserialize, Serialize};
@@ -177,6 +178,9 @@ pub struct Device {
     pub identity: Identity,
     /// Its config.
     pub config: Config,
+    /// The outbox of event reports (`events/`), shared by everything in this process
+    /// that queues or delivers reports.
+    pub outbox: Arc<Mutex<Outbox>>,
     _lock: File,
 }
 
@@ -203,10 +207,18 @@ impl Device {
             fs::create_dir_all(&path)
                 .map_err(AgentError::io("creating a device directory", path))?;
         }
+        let outbox = Outbox::open(&layout.events_dir(), OutboxLimits::default())?;
+        if outbox.state_recovered() {
+            tracing::warn!(
+                dir = %layout.events_dir().display(),
+                "the event outbox's state was unreadable: sequence numbers continue from the clock"
+            );
+        }
         Ok(Device {
             dir: dir.to_owned(),
             identity,
             config,
+            outbox: Arc::new(Mutex::new(outbox)),
             _lock: lock,
         })
     }
@@ -239,6 +251,14 @@ impl Device {
             &self.slot_path(Slot::A),
             &self.layout().simulated_facts(),
         )?)
+    }
+
+    /// The outbox, locked (a poisoned lock is taken over: the outbox's files are the
+    /// truth, not the memory of a thread that panicked).
+    pub fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The paths of the device directory.

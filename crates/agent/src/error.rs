@@ -324,6 +324,10 @@ pub enum AgentError {
         /// Where the nonce should be.
         path: PathBuf,
     },
+    /// The outbox of event reports could not be read or written (OUTBOX_IO,
+    /// OUTBOX_CORRUPT).
+    #[error(transparent)]
+    Outbox(#[from] ferry_events::OutboxError),
     /// Local I/O failed.
     #[error("I/O failed while {op} ({}): {source}", path.display())]
     Io {
@@ -401,6 +405,7 @@ impl Diagnose for AgentError {
             AgentError::RootNotPinned { .. } => "ROOT_NOT_PINNED",
             AgentError::RootInvalid { .. } => "ROOT_INVALID",
             AgentError::Io { .. } => "DEVICE_IO",
+            AgentError::Outbox(e) => e.code(),
             AgentError::Refused(r) => r.code(),
             AgentError::RefusalUnreadable(e) => e.code(),
             AgentError::Overloaded { .. } => "OVERLOADED",
@@ -493,6 +498,7 @@ impl Diagnose for AgentError {
                 "Pass the server's root metadata file (DATA/tuf/metadata/N.root.json), unmodified".into()
             }
             AgentError::Io { .. } => "Check the path, its permissions and free space on the device".into(),
+            AgentError::Outbox(e) => e.fix(),
             AgentError::Refused(r) => r.fix(),
             AgentError::RefusalUnreadable(e) => e.fix(),
             AgentError::Overloaded { .. } => "Try again later (nothing on the device changed)".into(),

@@ -1,6 +1,7 @@
 //! The device's journal and machine instances: opening the fsm store under the device
-//! directory, reporting torn tails and corrupt state instead of crashing, and the
-//! crash-injection points the crash harness uses.
+//! directory, reporting torn tails and corrupt state instead of crashing, the one place
+//! event reports are made from transitions ([`Instance::fire`] hands each to the
+//! [`Reporter`]), and the crash-injection points the crash harness uses.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,7 @@ use ferry_types::{Diagnose, Report};
 
 use crate::AgentError;
 use crate::device::Device;
+use crate::report::build::Reporter;
 
 /// Fault injection for the crash harness (`tests/crash.rs`, `bench/crash`): the process
 /// kills itself with SIGKILL right after its Nth durable journal record.
@@ -22,6 +24,9 @@ pub const CRASH_AFTER_BYTES: &str = "FERRY_CRASH_AFTER_BYTES";
 pub const FAIL_IN: &str = "FERRY_FAIL_IN";
 /// Like [`FAIL_IN`], but the process is SIGKILLed as it leaves the state.
 pub const CRASH_IN: &str = "FERRY_CRASH_IN";
+/// Fault injection for the event tests (`tests/event_reports.rs`): SIGKILL right after the
+/// server answered the Nth event batch, before the device records the acknowledgement.
+pub const CRASH_AFTER_SEND: &str = "FERRY_CRASH_AFTER_SEND";
 
 static RECORDS: AtomicU64 = AtomicU64::new(0);
 
@@ -32,6 +37,8 @@ pub struct Journal {
     pub store: Store,
     /// What was found wrong and repaired on opening (torn tails, corrupt state).
     pub warnings: Vec<Report>,
+    /// Makes the event reports of the transitions fired through this journal.
+    reporter: Reporter,
 }
 
 impl Journal {
@@ -43,7 +50,16 @@ impl Journal {
             StoreOptions::default(),
         )?;
         let warnings = warnings.iter().map(Diagnose::report).collect();
-        Ok(Journal { store, warnings })
+        Ok(Journal {
+            store,
+            warnings,
+            reporter: Reporter::for_device(device),
+        })
+    }
+
+    /// The reporter of this journal's transitions (progress samples go through it too).
+    pub fn reporter(&self) -> &Reporter {
+        &self.reporter
     }
 
     /// The instance `id` of the machine named by `N`: loaded if it exists and is usable,
@@ -74,6 +90,8 @@ impl Journal {
         };
         Ok(Instance {
             instance,
+            store: self.store.clone(),
+            reporter: self.reporter.clone(),
             names: PhantomData,
         })
     }
@@ -85,12 +103,15 @@ impl Journal {
 #[derive(Debug)]
 pub struct Instance<N: TypedNames> {
     instance: ferry_fsm::Instance,
+    store: Store,
+    reporter: Reporter,
     names: PhantomData<N>,
 }
 
 impl<N: TypedNames> Instance<N> {
-    /// Fires `event`: the engine makes the new state durable and journals it, then the
-    /// crash-injection points are honoured; returns the action to run.
+    /// Fires `event`: its event report (if the transition is a reported one) is queued
+    /// durably in the outbox, the engine makes the new state durable and journals it, then
+    /// the crash-injection points are honoured; returns the action to run.
     pub fn fire(
         &mut self,
         event: N::Event,
@@ -110,6 +131,17 @@ impl<N: TypedNames> Instance<N> {
             if injected_at(CRASH_IN, here) {
                 crash();
             }
+        }
+        if let Some(row) = machine.row(self.instance.state(), event) {
+            self.reporter.before_fire(
+                &self.store,
+                machine.name(),
+                self.instance.id(),
+                row.state,
+                row.event,
+                row.next,
+                &data,
+            )?;
         }
         let step = self.instance.fire(event, data)?;
         let n = RECORDS.fetch_add(1, Ordering::SeqCst) + 1;
@@ -144,6 +176,13 @@ impl<N: TypedNames> Instance<N> {
 /// A machine from its table; a defective table is the device's error (TABLE_ codes).
 fn machine(def: &'static ferry_fsm::MachineDef) -> Result<Machine, AgentError> {
     Ok(Machine::new(def)?)
+}
+
+/// Checks the crash point after an event batch was answered (the `n`th of the process).
+pub fn batch_answered(n: u64) {
+    if crash_point(CRASH_AFTER_SEND).is_some_and(|at| n >= at) {
+        crash();
+    }
 }
 
 /// Checks the byte crash point.

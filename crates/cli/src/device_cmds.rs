@@ -1,5 +1,6 @@
 //! The device-side subcommands: `device init`, `audience set`, `list`, `install`,
-//! `status`, `history`, `reboot`, `doctor` and `boot-check`.
+//! `status`, `history`, `reboot`, `doctor`, `boot-check` and `deliver`. Each command
+//! that makes event reports delivers the queued ones at its end ([`deliver_queued`]).
 
 use std::process::ExitCode;
 
@@ -9,12 +10,23 @@ use ferry_agent::provision::{self, InitOptions};
 use ferry_agent::trust::catalog;
 use ferry_agent::{install, status as agent_status};
 
-use crate::args::{AudienceSetArgs, BootKind, DeviceArgs, DeviceInitArgs, InstallArgs, RebootArgs};
+use crate::args::{
+    AudienceSetArgs, BootKind, DeliverArgs, DeviceArgs, DeviceInitArgs, InstallArgs, RebootArgs,
+};
 use crate::failure::Failure;
 use crate::render::{self, ProgressUi};
 
 /// The largest root metadata `--trust-on-first-use` accepts.
 const MAX_ROOT_SIZE: u64 = 512 * 1024;
+
+/// How long a command waits at its end to deliver queued event reports.
+const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Delivers queued event reports for at most [`DELIVERY_WAIT`]: never fails the command
+/// (the reports stay queued and `ferry status` shows them).
+async fn deliver_queued(device: &Device) {
+    ferry_agent::report::deliver::deliver_within(device, DELIVERY_WAIT).await;
+}
 
 pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
     let root = match &a.root {
@@ -111,8 +123,9 @@ pub async fn list(a: DeviceArgs, full: bool) -> Result<ExitCode, Failure> {
         install::list_full(&device).await
     } else {
         install::list(&device).await
-    }
-    .map_err(|e| Failure::from(e).json(a.json))?;
+    };
+    deliver_queued(&device).await;
+    let offers = offers.map_err(|e| Failure::from(e).json(a.json))?;
     if a.json {
         println!(
             "{}",
@@ -153,6 +166,9 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
     let label = if a.all { None } else { a.label.as_deref() };
     let result = install::install(&device, label, &ui).await;
     ui.finish();
+    if !a.restart || result.is_err() {
+        deliver_queued(&device).await;
+    }
     let outcome = result.map_err(|e| crate::failure::agent_failure(e).json(json))?;
     for w in outcome.iter().flat_map(|o| &o.warnings) {
         eprintln!("warning[{}]: {}\n  fix: {}", w.code, w.cause, w.fix);
@@ -203,10 +219,9 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
         }
     }
     if a.restart {
-        print_reboot(
-            &agent_reboot::reboot(&device, false).map_err(|e| Failure::from(e).json(json))?,
-            json,
-        );
+        let rebooted = agent_reboot::reboot(&device, false);
+        deliver_queued(&device).await;
+        print_reboot(&rebooted.map_err(|e| Failure::from(e).json(json))?, json);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -247,11 +262,18 @@ fn print_reboot(outcome: &agent_reboot::RebootOutcome, json: bool) {
     }
 }
 
-pub fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
+pub async fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
     let a = r.device;
     let device = open(&a)?;
-    let outcome = agent_reboot::reboot(&device, r.simulate_crash)
-        .map_err(|e| Failure::from(e).json(a.json))?;
+    let outcome = agent_reboot::reboot(&device, r.simulate_crash);
+    // A crash before the boot check is a system that never came up: it reports nothing.
+    let crashed = outcome
+        .as_ref()
+        .is_ok_and(|o| o.failure.as_ref().is_some_and(|f| f.code == "BOOT_CRASHED"));
+    if !crashed {
+        deliver_queued(&device).await;
+    }
+    let outcome = outcome.map_err(|e| Failure::from(e).json(a.json))?;
     print_reboot(&outcome, a.json);
     // A fall-back is a failure; a crash the caller asked to simulate is not.
     let fell_back = outcome
@@ -265,8 +287,9 @@ pub fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
     })
 }
 
-pub fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
+pub async fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
     let device = open(&a)?;
+    deliver_queued(&device).await;
     let running = device
         .running_slot()
         .map_err(|e| Failure::from(e).json(a.json))?;
@@ -366,7 +389,109 @@ pub fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
             p.version, p.slot, p.frames_done
         );
     }
+    print_outbox(&s.events);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The outbox in `ferry status`: what is queued, what was dropped, how delivery goes.
+fn print_outbox(o: &ferry_events::OutboxStatus) {
+    let delivery = &o.state.delivery;
+    if o.queued == 0 {
+        print!("event reports: none queued");
+    } else {
+        print!(
+            "event reports: {} queued ({} terminal, {})",
+            o.queued,
+            o.terminal,
+            render::bytes(o.bytes)
+        );
+    }
+    match &delivery.last_error {
+        Some(e) => println!(
+            "; last delivery failed [{}]: {}{}",
+            e.code,
+            e.cause,
+            delivery
+                .next_attempt
+                .map(|t| format!("; next attempt after {}", t.format("%H:%M:%S UTC")))
+                .unwrap_or_default()
+        ),
+        None => println!(
+            "; {} delivered{}",
+            delivery.delivered,
+            delivery
+                .last_success
+                .map(|t| format!(", last at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default()
+        ),
+    }
+    if let Some(since) = o.state.full_since {
+        println!(
+            "event outbox FULL since {}: {} progress and {} step reports dropped (terminal reports are kept)",
+            since.format("%Y-%m-%d %H:%M:%S UTC"),
+            o.state.dropped_progress,
+            o.state.dropped_steps
+        );
+    } else if o.state.dropped_progress + o.state.dropped_steps > 0 {
+        println!(
+            "event outbox was full before: {} progress and {} step reports dropped",
+            o.state.dropped_progress, o.state.dropped_steps
+        );
+    }
+}
+
+/// `ferry deliver`: one delivery round, or rounds with the back-off for `--wait` seconds
+/// until the outbox is empty. Exit 1 when reports remain queued.
+pub async fn deliver(a: DeliverArgs) -> Result<ExitCode, Failure> {
+    use ferry_agent::report::deliver as delivery;
+    let json = a.device.json;
+    let device = open(&a.device)?;
+    let client = ferry_agent::client::Client::for_device(&device)
+        .map_err(|e| Failure::from(e).json(json))?;
+    let started = std::time::Instant::now();
+    let deadline = a
+        .wait
+        .map(|secs| started + std::time::Duration::from_secs(secs));
+    let mut total = delivery::DeliveryOutcome::default();
+    loop {
+        let round = delivery::deliver(&device, &client)
+            .await
+            .map_err(|e| Failure::from(e).json(json))?;
+        total.delivered += round.delivered;
+        total.duplicates += round.duplicates;
+        total.remaining = round.remaining;
+        total.failure = round.failure.clone();
+        total.next_attempt = round.next_attempt;
+        let Some(deadline) = deadline.filter(|_| round.remaining > 0) else {
+            break;
+        };
+        let wait = round
+            .next_attempt
+            .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+            .unwrap_or(std::time::Duration::from_millis(200));
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        tokio::time::sleep(wait.min(deadline - now)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        println!("{}", serde_json::json!({ "delivery": total, "secs": secs }));
+    } else {
+        println!(
+            "delivered {} event report(s) ({} already on the server) in {secs:.2} s; {} queued",
+            total.delivered, total.duplicates, total.remaining
+        );
+    }
+    match (&total.failure, total.remaining) {
+        (Some(failure), n) if n > 0 => Err(Failure {
+            report: failure.clone(),
+            data: None,
+            json,
+        }),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 pub fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
@@ -401,6 +526,7 @@ pub async fn doctor(a: DeviceArgs) -> Result<ExitCode, Failure> {
     use ferry_agent::doctor::{self, Outcome};
     let device = open(&a)?;
     let checks = doctor::run(&device).await;
+    deliver_queued(&device).await;
     let failed = checks.iter().any(|c| c.outcome == Outcome::Fail);
     if a.json {
         println!("{}", serde_json::json!({ "ok": !failed, "checks": checks }));

@@ -41,6 +41,7 @@ use crate::layout;
 use crate::machines::{controller, downloader, update};
 use crate::offer::{self, Offer};
 use crate::progress::{self, Phase, ProgressSink};
+use crate::report::build::Sampled;
 use crate::trust::catalog;
 
 /// Namespace of update UUIDs (v5 of device id and build id).
@@ -146,7 +147,12 @@ pub async fn install(
         return Err(e);
     }
     let mut controller: Instance<controller::Names> = journal.instance(&id_text, true)?;
-    let mut run = Run::new(device, &offer, id, sink);
+    let sampled = Sampled {
+        inner: sink,
+        reporter: journal.reporter().clone(),
+        update: id,
+    };
+    let mut run = Run::new(device, &offer, id, &sampled);
     match run.drive(&mut journal, &mut controller).await {
         Ok(()) => {
             update.fire(

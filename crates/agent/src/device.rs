@@ -56,6 +56,10 @@ pub struct Config {
     /// A LAN content cache (`ferry cache`) to fetch payload bytes from first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<String>,
+    /// Most event reports the outbox holds before it drops progress, then step reports
+    /// (terminal ones never); default 512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_max_reports: Option<usize>,
 }
 
 /// How long a download may wait for a byte, unless `config.toml` says otherwise.
@@ -207,7 +211,11 @@ impl Device {
             fs::create_dir_all(&path)
                 .map_err(AgentError::io("creating a device directory", path))?;
         }
-        let outbox = Outbox::open(&layout.events_dir(), OutboxLimits::default())?;
+        let mut limits = OutboxLimits::default();
+        if let Some(max) = config.outbox_max_reports {
+            limits.max_reports = max.max(1);
+        }
+        let outbox = Outbox::open(&layout.events_dir(), limits)?;
         if outbox.state_recovered() {
             tracing::warn!(
                 dir = %layout.events_dir().display(),

@@ -461,12 +461,20 @@ impl History {
     }
 
     /// Seconds in each controller phase, in the order first entered; the phase it is in
-    /// counts until `now`.
+    /// counts until `now`, unless it is where the install ended (COMPLETED, FAILED).
     fn phases(&self, now: DateTime<Utc>) -> Vec<PhaseDuration> {
+        let ended = [
+            controller::State::COMPLETED.name(),
+            controller::State::FAILED.name(),
+        ];
         let mut order: Vec<String> = Vec::new();
         let mut secs: BTreeMap<String, f64> = BTreeMap::new();
         for (idx, (at, state)) in self.entered.iter().enumerate() {
-            let until = self.entered.get(idx + 1).map_or(now, |(next, _)| *next);
+            let until = match self.entered.get(idx + 1) {
+                Some((next, _)) => *next,
+                None if ended.contains(&state.as_str()) => continue,
+                None => now,
+            };
             let spent = (until - *at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
             if !secs.contains_key(state) {
                 order.push(state.clone());

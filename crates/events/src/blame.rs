@@ -48,6 +48,7 @@ pub const BLAME: &[(&str, Blame)] = &[
     ("BLOB_CORRUPT", Blame::Environment),
     ("BLOB_IO", Blame::Environment),
     ("BLOB_MISSING", Blame::Environment),
+    ("BODY_TOO_LARGE", Blame::Environment),
     ("BOOT_CRASHED", Blame::Release),
     ("BOOT_ENV_CONFIG_INVALID", Blame::Environment),
     ("BOOT_ENV_CORRUPT", Blame::Environment),

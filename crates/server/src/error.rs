@@ -360,6 +360,8 @@ mod tests {
             ServerError::Overloaded { cause: "c".into() },
             ServerError::Secrets { cause: "c".into() },
             ServerError::KeySetUnusable { cause: "c".into() },
+            ServerError::BodyTooLarge { limit: 1 },
+            ServerError::Report(ferry_events::ReportInvalid::Batch { why: "w".into() }),
             ServerError::Io {
                 op: "reading",
                 source: std::io::Error::other("x"),

@@ -701,3 +701,77 @@ fn state_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DeviceState, ServerEr
 pub fn time_of(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(sequence: u64, event: EventKind, uuid: u128) -> EventReport {
+        let text = r#"{"report_version": 1, "sequence": SEQ, "device_id": "00000000000004d2",
+            "uuid": "UUID", "event": "EVENT", "event_time": "2026-03-20T18:51:32Z",
+            "result": "success", "transition": null, "audience_type": "customer",
+            "device_class": "vm", "device_model": "m", "platform": "p", "core_version": "0.1.0",
+            "current_os_type": "system", "current_os_version": "1.0",
+            "current_base_os_version": "1.0", "current_slot": "a", "target_os_version": "2.0",
+            "update_type": null, "preferred_type": null, "battery_level": null,
+            "battery_is_charging": false, "on_ac_power": true, "low_power_mode": false,
+            "metered_network": null, "data_fs_capacity": 1, "data_fs_free": 1,
+            "system_fs_capacity": 1, "system_fs_free": 1, "storage_capacity": 1,
+            "total_required_free_space": null, "mandatory_update_eligible": false,
+            "mandatory_update_optional": true, "pre_staging_enabled": false,
+            "pre_staging_max_size": null, "pre_staging_optional_size": null,
+            "pre_staging_required_size": null, "ramp_enabled": false,
+            "rapid_security_response_installed": false,
+            "rapid_security_response_semi_splat": false, "facts_error": null, "phases": [],
+            "payload": null, "progress": null, "error": null, "fallback": null,
+            "boot_counter_rolled_back": null}"#
+            .replace("SEQ", &sequence.to_string())
+            .replace("UUID", &uuid::Uuid::from_u128(uuid).to_string())
+            .replace("EVENT", event.as_str());
+        let mut r: EventReport = serde_json::from_str(&text).unwrap();
+        if event == EventKind::Failed {
+            r.error = Some(ferry_events::ErrorReport {
+                code: "NOT_SIGNED".into(),
+                cause: "c".into(),
+                fix: "f".into(),
+                machine: Some("controller".into()),
+                state: Some("PREFLIGHT_PERSONALIZE".into()),
+            });
+        }
+        r
+    }
+
+    #[test]
+    fn the_fold_follows_an_update_and_never_moves_back() {
+        let mut state = DeviceState::default();
+        state.apply(&report(1, EventKind::InstallStarted, 7), 10);
+        assert_eq!(state.status, "updating");
+        state.apply(&report(3, EventKind::Failed, 7), 11);
+        assert_eq!(
+            (state.status.as_str(), state.last_error_code.as_deref()),
+            ("failed", Some("NOT_SIGNED"))
+        );
+        assert_eq!(
+            state.last_error_state.as_deref(),
+            Some("PREFLIGHT_PERSONALIZE")
+        );
+        // A late report (lower sequence) is stored but does not move the state back.
+        state.silent_since_ms = Some(5);
+        state.apply(&report(2, EventKind::Personalized, 7), 12);
+        assert_eq!(state.status, "failed");
+        assert_eq!(state.silent_since_ms, None, "any report ends silence");
+        assert_eq!(state.last_report_ms, 12);
+        // The next update starts clean.
+        state.apply(&report(4, EventKind::Installed, 8), 13);
+        assert_eq!(state.status, "staged");
+        assert_eq!(state.update_id, Some(uuid::Uuid::from_u128(8).to_string()));
+        assert_eq!(state.update_percent, Some(100.0));
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+}

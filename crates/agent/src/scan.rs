@@ -78,10 +78,11 @@ async fn run(
     crate::trust::catalog::record(device, Ok(offers.len()));
     // The class's phase rates come with an offer (at most daily, so a scan that finds
     // nothing stays one small request); a server without them costs only the estimate.
-    if !offers.is_empty() && crate::report::rates::stale(device) {
-        if let Err(e) = refresh_rates(device).await {
-            tracing::info!(code = e.code(), error = %e, "the phase rates were not refreshed");
-        }
+    if !offers.is_empty()
+        && crate::report::rates::stale(device)
+        && let Err(e) = refresh_rates(device).await
+    {
+        tracing::info!(code = e.code(), error = %e, "the phase rates were not refreshed");
     }
     // The recovery check is part of the scan: its failure fails the scan too.
     let mut recovery: Instance<recovery_scan::Names> = journal.instance(scan_id, false)?;

@@ -508,7 +508,7 @@ impl Db {
         .bind((RATE_SAMPLES * 8) as i64)
         .fetch_all(self.pool())
         .await?;
-        let mut groups: BTreeMap<(String, Option<String>), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+        let mut groups: BTreeMap<(String, Option<String>), Samples> = BTreeMap::new();
         for row in &rows {
             let phase: String = row.try_get("phase")?;
             let kind: Option<String> = row.try_get("payload_kind")?;
@@ -541,6 +541,9 @@ impl Db {
     }
 }
 
+/// One phase's samples: seconds, and bytes per second where the phase has bytes.
+type Samples = (Vec<f64>, Vec<f64>);
+
 /// Most rows a read returns.
 pub const MAX_LIMIT: i64 = 10_000;
 
@@ -554,7 +557,7 @@ fn median(values: &mut [f64]) -> Option<f64> {
     }
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
+    Some(if values.len().is_multiple_of(2) {
         (values[mid - 1] + values[mid]) / 2.0
     } else {
         values[mid]

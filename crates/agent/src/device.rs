@@ -6,11 +6,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ferry_boot::{BootBackend, BootControl, BootState, Slot};
+use ferry_events::{Outbox, OutboxLimits};
 use ferry_seal::Salt;
 use ferry_types::{Identity, RootHash, Sha256, Sha256Hasher, Version};
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,10 @@ pub struct Config {
     /// install (`[policy]`, [`crate::policy`]).
     #[serde(default)]
     pub policy: crate::policy::Policy,
+    /// Most event reports the outbox holds before it drops progress, then step reports
+    /// (terminal ones never); default 512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_max_reports: Option<usize>,
 }
 
 /// How long a download may wait for a byte, unless `config.toml` says otherwise.
@@ -122,38 +127,8 @@ pub struct SlotSeal {
     pub hash_offset: u64,
 }
 
-/// What wrote a slot. Serialized lowercase (`factory`, `full`, `delta`, `chunks`), as
-/// receipts and `cache/install.json` have always spelled it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PayloadKind {
-    /// The image `device init` put in slot A.
-    Factory,
-    /// The full payload: every frame downloaded.
-    Full,
-    /// A tailored delta from the running version.
-    Delta,
-    /// Chunk reuse: the chunks the running slot lacks, then assembly.
-    Chunks,
-}
-
-impl PayloadKind {
-    /// The name receipts and the journal use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PayloadKind::Factory => "factory",
-            PayloadKind::Full => "full",
-            PayloadKind::Delta => "delta",
-            PayloadKind::Chunks => "chunks",
-        }
-    }
-}
-
-impl std::fmt::Display for PayloadKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+/// What wrote a slot (`factory`, `full`, `delta`, `chunks`): one type across ferry.
+pub use ferry_types::PayloadKind;
 
 /// One receipt per installed image (`receipts/`): what, when, from which payload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -211,6 +186,9 @@ pub struct Device {
     pub identity: Identity,
     /// Its config.
     pub config: Config,
+    /// The outbox of event reports (`events/`), shared by everything in this process
+    /// that queues or delivers reports.
+    pub outbox: Arc<Mutex<Outbox>>,
     _lock: File,
 }
 
@@ -231,10 +209,22 @@ impl Device {
             fs::create_dir_all(&path)
                 .map_err(AgentError::io("creating a device directory", path))?;
         }
+        let mut limits = OutboxLimits::default();
+        if let Some(max) = config.outbox_max_reports {
+            limits.max_reports = max.max(1);
+        }
+        let outbox = Outbox::open(&layout.events_dir(), limits)?;
+        if outbox.state_recovered() {
+            tracing::warn!(
+                dir = %layout.events_dir().display(),
+                "the event outbox's state was unreadable: sequence numbers continue from the clock"
+            );
+        }
         Ok(Device {
             dir: dir.to_owned(),
             identity,
             config,
+            outbox: Arc::new(Mutex::new(outbox)),
             _lock: lock,
         })
     }
@@ -267,6 +257,14 @@ impl Device {
             &self.slot_path(Slot::A),
             &self.layout().simulated_facts(),
         )?)
+    }
+
+    /// The outbox, locked (a poisoned lock is taken over: the outbox's files are the
+    /// truth, not the memory of a thread that panicked).
+    pub fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The paths of the device directory.

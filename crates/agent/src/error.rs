@@ -381,6 +381,10 @@ pub enum AgentError {
         /// The state it was in.
         state: &'static str,
     },
+    /// The outbox of event reports could not be read or written (OUTBOX_IO,
+    /// OUTBOX_CORRUPT).
+    #[error(transparent)]
+    Outbox(#[from] ferry_events::OutboxError),
     /// Local I/O failed.
     #[error("I/O failed while {op} ({}): {source}", path.display())]
     Io {
@@ -467,6 +471,7 @@ impl Diagnose for AgentError {
                 crate::stop::StopReason::Suspended => "SUSPENDED",
                 crate::stop::StopReason::Shutdown => "SHUTTING_DOWN",
             },
+            AgentError::Outbox(e) => e.code(),
             AgentError::Refused(r) => r.code(),
             AgentError::RefusalUnreadable(e) => e.code(),
             AgentError::Overloaded { .. } => "OVERLOADED",
@@ -582,6 +587,7 @@ impl Diagnose for AgentError {
                     "Start the agent again (systemctl start ferry-agent): it continues where it stopped".into()
                 }
             },
+            AgentError::Outbox(e) => e.fix(),
             AgentError::Refused(r) => r.fix(),
             AgentError::RefusalUnreadable(e) => e.fix(),
             AgentError::Overloaded { .. } => "Try again later (nothing on the device changed)".into(),

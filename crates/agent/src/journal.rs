@@ -1,7 +1,9 @@
 //! The device's journal and machine instances: opening the fsm store under the device
 //! directory, repairing torn tails and corrupt state instead of crashing (each repair
 //! reported where it is made and recorded in `journal/repairs.jsonl` for the doctor:
-//! [`repairs`]), and the crash-injection points the crash harness uses.
+//! [`repairs`]), the one place event reports are made from transitions
+//! ([`Instance::fire`] hands each to the [`Reporter`]), and the crash-injection points the
+//! crash harness uses.
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 use crate::device::Device;
+use crate::report::build::Reporter;
 
 /// Fault injection for the crash harness (`tests/crash.rs`, `bench/crash`): the process
 /// kills itself with SIGKILL right after its Nth durable journal record.
@@ -29,6 +32,9 @@ pub const CANCEL_AFTER_BYTES: &str = "FERRY_CANCEL_AFTER_BYTES";
 pub const FAIL_IN: &str = "FERRY_FAIL_IN";
 /// Like [`FAIL_IN`], but the process is SIGKILLed as it leaves the state.
 pub const CRASH_IN: &str = "FERRY_CRASH_IN";
+/// Fault injection for the event tests (`tests/event_reports.rs`): SIGKILL right after the
+/// server answered the Nth event batch, before the device records the acknowledgement.
+pub const CRASH_AFTER_SEND: &str = "FERRY_CRASH_AFTER_SEND";
 
 static RECORDS: AtomicU64 = AtomicU64::new(0);
 
@@ -111,6 +117,8 @@ pub struct Journal {
     pub warnings: Vec<Report>,
     /// `journal/repairs.jsonl`.
     repairs_path: PathBuf,
+    /// Makes the event reports of the transitions fired through this journal.
+    reporter: Reporter,
 }
 
 impl Journal {
@@ -143,6 +151,7 @@ impl Journal {
             store,
             warnings: Vec::new(),
             repairs_path: layout.journal_repairs(),
+            reporter: Reporter::for_device(device),
         };
         for warning in found {
             match &warning {
@@ -198,6 +207,11 @@ impl Journal {
         }
     }
 
+    /// The reporter of this journal's transitions (progress samples go through it too).
+    pub fn reporter(&self) -> &Reporter {
+        &self.reporter
+    }
+
     /// The instance `id` of the machine named by `N`: loaded if it exists and is usable,
     /// else started. A finished instance is started afresh (`restart_finished`), and a
     /// corrupt state file is reported and replaced by a fresh instance, the restart
@@ -225,6 +239,8 @@ impl Journal {
         };
         Ok(Instance {
             instance,
+            store: self.store.clone(),
+            reporter: self.reporter.clone(),
             names: PhantomData,
         })
     }
@@ -236,12 +252,15 @@ impl Journal {
 #[derive(Debug)]
 pub struct Instance<N: TypedNames> {
     instance: ferry_fsm::Instance,
+    store: Store,
+    reporter: Reporter,
     names: PhantomData<N>,
 }
 
 impl<N: TypedNames> Instance<N> {
-    /// Fires `event`: the engine makes the new state durable and journals it, then the
-    /// crash-injection points are honoured; returns the action to run.
+    /// Fires `event`: its event report (if the transition is a reported one) is queued
+    /// durably in the outbox, the engine makes the new state durable and journals it, then
+    /// the crash-injection points are honoured; returns the action to run.
     pub fn fire(
         &mut self,
         event: N::Event,
@@ -261,6 +280,17 @@ impl<N: TypedNames> Instance<N> {
             if injected_at(CRASH_IN, here) {
                 crash();
             }
+        }
+        if let Some(row) = machine.row(self.instance.state(), event) {
+            self.reporter.before_fire(
+                &self.store,
+                machine.name(),
+                self.instance.id(),
+                row.state,
+                row.event,
+                row.next,
+                &data,
+            )?;
         }
         let step = self.instance.fire(event, data)?;
         let n = RECORDS.fetch_add(1, Ordering::SeqCst) + 1;
@@ -295,6 +325,13 @@ impl<N: TypedNames> Instance<N> {
 /// A machine from its table; a defective table is the device's error (TABLE_ codes).
 fn machine(def: &'static ferry_fsm::MachineDef) -> Result<Machine, AgentError> {
     Ok(Machine::new(def)?)
+}
+
+/// Checks the crash point after an event batch was answered (the `n`th of the process).
+pub fn batch_answered(n: u64) {
+    if crash_point(CRASH_AFTER_SEND).is_some_and(|at| n >= at) {
+        crash();
+    }
 }
 
 /// Checks the byte crash point.

@@ -15,19 +15,21 @@
 //!   boot/                       boot control (ferry-boot names its files in here),
 //!                               ticket-<slot>.json, nonce, nonce-<slot>
 //!   cache/                      purgeable: install.json (the install record),
-//!                               chunks.payload (chunk-reuse ranges), spool/
+//!                               chunks.payload (chunk-reuse ranges), spool/,
+//!                               phase-rates.json (the class's phase rates)
 //!   receipts/                   one receipt per installed image
 //!   journal/, state/            the state machines' journal and instance states (ferry-fsm)
 //!   journal/repairs.jsonl       what the device repaired on its own (torn journal tail,
 //!                               corrupt state file, damaged catalog file), for the doctor
-//!   events/                     event reports not yet delivered
+//!   events/                     the outbox: event reports not yet acknowledged
+//!                               (ferry-events names its files)
 //!   trust/                      ca.pem, personalization-keys.json, credential
 //!   tuf/                        root.json (the pinned root), last-scan.json, the metadata
 //!   facts.toml                  a simulated device's power and network (tests, the demo)
 //!   agent.sock                  the daemon's local API (HTTP/JSON, owner and group only)
 //! ```
 //!
-//! Files inside `boot/`, `journal/`, `state/`, `tuf/` (the metadata generations) and the
+//! Files inside `boot/`, `journal/`, `state/`, `events/`, `tuf/` (the metadata generations) and the
 //! spool's segments are named by the crate or module that owns their format.
 
 use std::path::{Path, PathBuf};
@@ -204,6 +206,17 @@ impl<'a> Layout<'a> {
     /// `cache/spool/`: payload bytes received and not yet in the slot.
     pub fn spool_dir(&self) -> PathBuf {
         self.cache_dir().join("spool")
+    }
+
+    /// `cache/phase-rates.json`: the per-class phase rates the server learned from event
+    /// reports, taken at each scan for the time-remaining estimate (derived: purgeable).
+    pub fn phase_rates(&self) -> PathBuf {
+        self.cache_dir().join("phase-rates.json")
+    }
+
+    /// `events/`: the outbox of event reports (`ferry_events::Outbox` names its files).
+    pub fn events_dir(&self) -> PathBuf {
+        self.dir.join(EVENTS_DIR)
     }
 
     /// `receipts/`.

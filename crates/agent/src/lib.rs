@@ -19,10 +19,14 @@
 //!    typed names);
 //! 2. [`device`]: an open device directory (identity, config, slot metadata, receipts,
 //!    the lock);
-//! 3. [`client`] (HTTP to the server), [`journal`] (the machines' store, typed
-//!    instances, fault injection), [`offer`] (which update a device is offered);
+//! 3. [`client`] (HTTP to the server), `report::build` (the event report of a
+//!    transition or a progress sample, queued in the outbox), [`journal`] (the machines'
+//!    store, typed instances, fault injection; its `fire` hands every transition to
+//!    `report::build`), [`offer`] (which update a device is offered);
 //! 4. [`trust`]: `personalize` (enrollment, the personalization key set, tickets and
-//!    nonces), then `catalog` (the TUF refresh, which takes the key set with it);
+//!    nonces), then `catalog` (the TUF refresh, which takes the key set with it); then
+//!    [`report`]'s `deliver` (batches to `POST /v1/events`) and `rates` (the class's
+//!    phase rates, taken at each scan);
 //! 5. [`scan`];
 //! 6. [`install`]: the pieces (`ranges`, `chunks`, `delta`, `spool`, `seal`,
 //!    `download`, `record`), then `attempts` (the one runner of payload attempts), then
@@ -45,6 +49,7 @@ pub mod offer;
 pub mod policy;
 pub mod progress;
 pub mod provision;
+pub mod report;
 pub mod scan;
 pub mod status;
 pub mod stop;

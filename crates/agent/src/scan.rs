@@ -89,6 +89,14 @@ async fn run(
         &current,
     );
     crate::trust::catalog::record(device, Ok(offers.len()), &warnings);
+    // The class's phase rates come with an offer (at most daily, so a scan that finds
+    // nothing stays one small request); a server without them costs only the estimate.
+    if !offers.is_empty()
+        && crate::report::rates::stale(device)
+        && let Err(e) = refresh_rates(device).await
+    {
+        tracing::info!(code = e.code(), error = %e, "the phase rates were not refreshed");
+    }
     // The recovery check is part of the scan: its failure fails the scan too.
     let mut recovery: Instance<recovery_scan::Names> = journal.instance(scan_id, false)?;
     if let Err(e) = check_recovery(&mut recovery) {
@@ -100,6 +108,13 @@ async fn run(
         json!({ "current": current, "offers": offers.iter().map(|o| &o.label).collect::<Vec<_>>() }),
     )?;
     Ok(ScanResult { offers })
+}
+
+async fn refresh_rates(device: &Device) -> Result<(), AgentError> {
+    let client = crate::client::Client::for_device(device)?;
+    crate::report::rates::refresh(device, &client)
+        .await
+        .map(|_| ())
 }
 
 /// `recovery_scan[uuid]`: until the recovery component exists, never needed.

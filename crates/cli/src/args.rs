@@ -50,6 +50,9 @@ pub enum Command {
     Doctor(DeviceArgs),
     /// Check the slot that booted and commit to it (what a real device runs at boot).
     BootCheck(DeviceArgs),
+    /// Deliver the device's queued event reports to its server (device commands also do
+    /// at their end, waiting at most 5 s).
+    Deliver(DeliverArgs),
     /// Move the device to another audience.
     #[command(subcommand)]
     Audience(AudienceCommand),
@@ -127,6 +130,10 @@ pub struct ServerArgs {
     /// Ticket requests one device may make per minute.
     #[arg(long, default_value_t = 60)]
     pub rate_limit: u32,
+    /// Seconds a device with an update in progress may go without reporting before the
+    /// fleet shows it silent.
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    pub silent_after: u64,
 }
 
 /// `ferry server …` administration (writes the data directory's database directly).
@@ -144,6 +151,44 @@ pub enum ServerCommand {
     /// The personalization keys devices trust (signed into the catalog): list, rotate,
     /// retire.
     PersonalizationKey(PersonalizationKeyArgs),
+    /// The fleet at a glance, from the event reports: versions, updates in progress and
+    /// their phases, failures by code, rollbacks, silent devices.
+    Fleet(ServerDataArgs),
+    /// The event reports the server stored, oldest first.
+    Events(ServerEventsArgs),
+}
+
+/// `ferry server events`.
+#[derive(Debug, Args)]
+pub struct ServerEventsArgs {
+    #[command(flatten)]
+    pub server: ServerDataArgs,
+    /// Only this device (16 hex digits).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Only this update (UUID).
+    #[arg(long)]
+    pub update: Option<String>,
+    /// Only this event (install_started, progress, installed, failed, committed, rolled_back, …).
+    #[arg(long)]
+    pub event: Option<String>,
+    /// Only reports with this error code.
+    #[arg(long)]
+    pub code: Option<String>,
+    /// Most reports shown.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: i64,
+}
+
+/// `ferry deliver`.
+#[derive(Debug, Args)]
+pub struct DeliverArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Keep trying, with the back-off, for up to this many seconds until the outbox is
+    /// empty (without it: one round).
+    #[arg(long)]
+    pub wait: Option<u64>,
 }
 
 /// `ferry server personalization-key`.
@@ -504,6 +549,35 @@ pub enum BenchCommand {
     /// Tickets per second and latency of POST /v1/personalize over HTTPS on loopback,
     /// against an in-process server with SQLite (every request a fresh nonce).
     Personalize(BenchPersonalizeArgs),
+    /// Event reports per second and latency of POST /v1/events over HTTPS on loopback
+    /// (batches of --batch reports, SQLite with fsync), against an in-process server.
+    Events(BenchEventsArgs),
+}
+
+/// `ferry bench events`.
+#[derive(Debug, Args)]
+pub struct BenchEventsArgs {
+    /// Directory for the server's data (default: a temporary directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Concurrent connections (each sends one device's batches at a time).
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Seconds to run (after a 1 s warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Enrolled devices the batches are spread over.
+    #[arg(long, default_value_t = 1000)]
+    pub devices: usize,
+    /// Reports per batch.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=500))]
+    pub batch: u64,
+    /// Worker threads of the server's runtime.
+    #[arg(long, default_value_t = 2)]
+    pub server_threads: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `ferry bench personalize`.

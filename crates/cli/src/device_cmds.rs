@@ -1,7 +1,9 @@
 //! The device-side subcommands: `device init`, `audience set`, `list`, `install`,
-//! `download`, `status`, `history`, `reboot`, `doctor` and `boot-check`. `list`,
+//! `download`, `status`, `history`, `reboot`, `doctor`, `boot-check` and `deliver`. `list`,
 //! `install`, `download`, `status`, `history` and `doctor` go through the running agent
-//! when there is one (`local`) and print the same either way.
+//! when there is one (`local`) and print the same either way; the agent delivers the event
+//! reports it queues, and a command that worked on the directory itself delivers the
+//! queued ones at its end ([`deliver_queued`]).
 
 use std::process::ExitCode;
 
@@ -12,13 +14,23 @@ use ferry_agent::trust::catalog;
 use ferry_agent::{install, status as agent_status};
 
 use crate::args::{
-    AudienceSetArgs, BootKind, DeviceArgs, DeviceInitArgs, DownloadArgs, InstallArgs, RebootArgs,
+    AudienceSetArgs, BootKind, DeliverArgs, DeviceArgs, DeviceInitArgs, DownloadArgs, InstallArgs,
+    RebootArgs,
 };
 use crate::failure::Failure;
 use crate::render::{self, ProgressUi};
 
 /// The largest root metadata `--trust-on-first-use` accepts.
 const MAX_ROOT_SIZE: u64 = 512 * 1024;
+
+/// How long a command waits at its end to deliver queued event reports.
+const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Delivers queued event reports for at most [`DELIVERY_WAIT`]: never fails the command
+/// (the reports stay queued and `ferry status` shows them).
+async fn deliver_queued(device: &Device) {
+    ferry_agent::report::deliver::deliver_within(device, DELIVERY_WAIT).await;
+}
 
 pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
     let root = match &a.root {
@@ -125,7 +137,9 @@ pub async fn list(a: DeviceArgs, full: bool) -> Result<ExitCode, Failure> {
             } else {
                 install::list(&device).await
             }
-            .map_err(|e| Failure::from(e).json(a.json))?;
+            .map_err(|e| Failure::from(e).json(a.json));
+            deliver_queued(&device).await;
+            let offers = offers?;
             let journal = ferry_agent::journal::Journal::open(&device)
                 .map_err(|e| Failure::from(e).json(a.json))?;
             offers
@@ -300,6 +314,11 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
         }
     };
     ui.finish();
+    if let Some(device) = &device
+        && (!a.restart || result.is_err())
+    {
+        deliver_queued(device).await;
+    }
     let outcome = result?;
     // Warnings (a torn journal tail, a corrupt state file) met in this process were shown
     // as they were met; those the running agent met come back in the outcome.
@@ -365,10 +384,9 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
             })
             .json(json));
         };
-        print_reboot(
-            &agent_reboot::reboot(&device, false).map_err(|e| Failure::from(e).json(json))?,
-            json,
-        );
+        let rebooted = agent_reboot::reboot(&device, false);
+        deliver_queued(&device).await;
+        print_reboot(&rebooted.map_err(|e| Failure::from(e).json(json))?, json);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -420,11 +438,18 @@ fn print_reboot(outcome: &agent_reboot::RebootOutcome, json: bool) {
     }
 }
 
-pub fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
+pub async fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
     let a = r.device;
     let device = open(&a)?;
-    let outcome = agent_reboot::reboot(&device, r.simulate_crash)
-        .map_err(|e| Failure::from(e).json(a.json))?;
+    let outcome = agent_reboot::reboot(&device, r.simulate_crash);
+    // A crash before the boot check is a system that never came up: it reports nothing.
+    let crashed = outcome
+        .as_ref()
+        .is_ok_and(|o| o.failure.as_ref().is_some_and(|f| f.code == "BOOT_CRASHED"));
+    if !crashed {
+        deliver_queued(&device).await;
+    }
+    let outcome = outcome.map_err(|e| Failure::from(e).json(a.json))?;
     print_reboot(&outcome, a.json);
     // A fall-back is a failure; a crash the caller asked to simulate is not.
     let fell_back = outcome.fell_back.is_some()
@@ -439,8 +464,9 @@ pub fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
     })
 }
 
-pub fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
+pub async fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
     let device = open(&a)?;
+    deliver_queued(&device).await;
     let running = device
         .running_slot()
         .map_err(|e| Failure::from(e).json(a.json))?;
@@ -589,7 +615,109 @@ pub async fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
             }
         }
     }
+    print_outbox(&s.events);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The outbox in `ferry status`: what is queued, what was dropped, how delivery goes.
+fn print_outbox(o: &ferry_events::OutboxStatus) {
+    let delivery = &o.state.delivery;
+    if o.queued == 0 {
+        print!("event reports: none queued");
+    } else {
+        print!(
+            "event reports: {} queued ({} terminal, {})",
+            o.queued,
+            o.terminal,
+            render::bytes(o.bytes)
+        );
+    }
+    match &delivery.last_error {
+        Some(e) => println!(
+            "; last delivery failed [{}]: {}{}",
+            e.code,
+            e.cause,
+            delivery
+                .next_attempt
+                .map(|t| format!("; next attempt after {}", t.format("%H:%M:%S UTC")))
+                .unwrap_or_default()
+        ),
+        None => println!(
+            "; {} delivered{}",
+            delivery.delivered,
+            delivery
+                .last_success
+                .map(|t| format!(", last at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default()
+        ),
+    }
+    if let Some(since) = o.state.full_since {
+        println!(
+            "event outbox FULL since {}: {} progress and {} step reports dropped (terminal reports are kept)",
+            since.format("%Y-%m-%d %H:%M:%S UTC"),
+            o.state.dropped_progress,
+            o.state.dropped_steps
+        );
+    } else if o.state.dropped_progress + o.state.dropped_steps > 0 {
+        println!(
+            "event outbox was full before: {} progress and {} step reports dropped",
+            o.state.dropped_progress, o.state.dropped_steps
+        );
+    }
+}
+
+/// `ferry deliver`: one delivery round, or rounds with the back-off for `--wait` seconds
+/// until the outbox is empty. Exit 1 when reports remain queued.
+pub async fn deliver(a: DeliverArgs) -> Result<ExitCode, Failure> {
+    use ferry_agent::report::deliver as delivery;
+    let json = a.device.json;
+    let device = open(&a.device)?;
+    let client = ferry_agent::client::Client::for_device(&device)
+        .map_err(|e| Failure::from(e).json(json))?;
+    let started = std::time::Instant::now();
+    let deadline = a
+        .wait
+        .map(|secs| started + std::time::Duration::from_secs(secs));
+    let mut total = delivery::DeliveryOutcome::default();
+    loop {
+        let round = delivery::deliver(&device, &client)
+            .await
+            .map_err(|e| Failure::from(e).json(json))?;
+        total.delivered += round.delivered;
+        total.duplicates += round.duplicates;
+        total.remaining = round.remaining;
+        total.failure = round.failure.clone();
+        total.next_attempt = round.next_attempt;
+        let Some(deadline) = deadline.filter(|_| round.remaining > 0) else {
+            break;
+        };
+        let wait = round
+            .next_attempt
+            .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+            .unwrap_or(std::time::Duration::from_millis(200));
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        tokio::time::sleep(wait.min(deadline - now)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        println!("{}", serde_json::json!({ "delivery": total, "secs": secs }));
+    } else {
+        println!(
+            "delivered {} event report(s) ({} already on the server) in {secs:.2} s; {} queued",
+            total.delivered, total.duplicates, total.remaining
+        );
+    }
+    match (&total.failure, total.remaining) {
+        (Some(failure), n) if n > 0 => Err(Failure {
+            report: failure.clone(),
+            data: None,
+            json,
+        }),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 pub async fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
@@ -647,6 +775,7 @@ pub async fn doctor(a: DeviceArgs) -> Result<ExitCode, Failure> {
         None => {
             let device = open(&a)?;
             let checks = doctor::run(&device).await;
+            deliver_queued(&device).await;
             let failed = checks.iter().any(|c| c.outcome == Outcome::Fail);
             serde_json::json!({ "ok": !failed, "checks": checks })
         }

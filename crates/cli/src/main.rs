@@ -3,20 +3,23 @@
 //!
 //! Exit codes: 0 success, 1 an operation failed (its code printed once), 2 bad usage.
 //!
-//! One module per group of commands (`server_cmds`, `key_cmds`, `publish_cmds`,
-//! `cache_cmd`, `device_cmds`, `agent_cmds`, `log_cmds`, `tuf_cmds`, `bench`, `demo`);
-//! each returns a [`Failure`] (`failure`), which `main` renders once. They import only
-//! the leaves (`args`, `failure`, `render`, `images`, `local`; `server_cmds` also
-//! `key_cmds`), never `main` or each other. Device commands go through the running
-//! agent's local API when there is one (`local`), else work on the directory.
+//! One module per group of commands (`server_cmds`, `key_cmds`, `fleet_cmds`,
+//! `publish_cmds`, `cache_cmd`, `device_cmds`, `agent_cmds`, `log_cmds`, `tuf_cmds`,
+//! `bench`, `bench_events`, `demo`); each returns a [`Failure`] (`failure`), which `main`
+//! renders once. They import only the leaves (`args`, `failure`, `render`, `images`,
+//! `local`; `server_cmds` also `key_cmds` and `fleet_cmds`, `demo` also `fleet_cmds`),
+//! never `main` or each other. Device commands go through the running agent's local API
+//! when there is one (`local`), else work on the directory.
 
 mod agent_cmds;
 mod args;
 mod bench;
+mod bench_events;
 mod cache_cmd;
 mod demo;
 mod device_cmds;
 mod failure;
+mod fleet_cmds;
 mod images;
 mod key_cmds;
 mod local;
@@ -74,11 +77,13 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Progress(a) => agent_cmds::progress(a).await,
             Command::Status(a) => device_cmds::status(a).await,
             Command::History(a) => device_cmds::history(a).await,
-            Command::Reboot(a) => device_cmds::reboot(a),
+            Command::Reboot(a) => device_cmds::reboot(a).await,
             Command::Doctor(a) => device_cmds::doctor(a).await,
-            Command::BootCheck(a) => device_cmds::boot_check(a),
+            Command::BootCheck(a) => device_cmds::boot_check(a).await,
+            Command::Deliver(a) => device_cmds::deliver(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(args::BenchCommand::Personalize(a)) => bench::personalize(a).await,
+            Command::Bench(args::BenchCommand::Events(a)) => bench_events::run(a).await,
             Command::Cache(a) => cache_cmd::cache(a).await,
             Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a).await,
             Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a).await,

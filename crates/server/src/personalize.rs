@@ -31,6 +31,9 @@ pub struct ServiceOptions {
     pub policy: Policy,
     /// Ticket requests one device may make per minute (per replica).
     pub rate_limit_per_minute: u32,
+    /// How long a device with an update in progress may go without reporting before the
+    /// fleet shows it silent.
+    pub silent_after: std::time::Duration,
 }
 
 impl Default for ServiceOptions {
@@ -38,6 +41,7 @@ impl Default for ServiceOptions {
         ServiceOptions {
             policy: Policy::default(),
             rate_limit_per_minute: 60,
+            silent_after: crate::events::DEFAULT_SILENT_AFTER,
         }
     }
 }

@@ -59,12 +59,29 @@ pub fn reboot(device: &Device, crash: bool) -> Result<RebootOutcome, AgentError>
 pub fn reboot_in(
     device: &Device,
     crash: bool,
-    journal: Option<&mut crate::journal::Journal>,
+    mut journal: Option<&mut crate::journal::Journal>,
 ) -> Result<RebootOutcome, AgentError> {
     let boot = device.boot_control();
     let state = boot.load()?;
     let (booted, after) = state.select_for_boot(Utc::now());
     boot.store(&after)?;
+    // A trial with no tries left: the bootloader abandoned it and booted the old slot.
+    if let Some(trial) = state.trial().filter(|t| t.tries_left == 0) {
+        let message = after
+            .last_failure()
+            .map(|f| f.message.clone())
+            .unwrap_or_default();
+        record_boot(
+            device,
+            trial.slot,
+            Some(&ferry_types::Report {
+                code: ferry_boot::BOOT_TRIES_EXHAUSTED.into(),
+                cause: message,
+                fix: "Install the update again or a newer one once its cause is found (the device runs its previous version: the new one never reached its boot check)".into(),
+            }),
+            journal.as_deref_mut(),
+        )?;
+    }
     let tried = after.trial().map(|t| t.slot).filter(|s| *s == booted);
     if crash && tried.is_some() {
         let version = device
@@ -257,7 +274,9 @@ fn verify_by_manifest(
     download::verify_slot(&device.slot_path(slot), &manifest, &|_| {})
 }
 
-/// Moves the slot's `update[uuid]` machine on: Booted (committed) or BootFailed.
+/// Moves the slot's `update[uuid]` machine on: Booted (committed) or BootFailed (the
+/// booted system refused the slot, or the bootloader ran out of tries); its event report
+/// follows from the transition.
 fn record_boot(
     device: &Device,
     slot: Slot,
@@ -285,10 +304,13 @@ fn record_boot(
         return Ok(());
     }
     let recorded = match failure {
-        None => update.fire(update::Event::Booted, serde_json::json!({ "slot": slot })),
+        None => update.fire(
+            update::Event::Booted,
+            serde_json::json!({ "slot": slot, "receipt": info.receipt }),
+        ),
         Some(report) => update.fire(
             update::Event::BootFailed,
-            serde_json::json!({ "slot": slot, "error": report }),
+            serde_json::json!({ "slot": slot, "receipt": info.receipt, "error": report }),
         ),
     };
     if let Err(e) = &recorded {

@@ -155,7 +155,13 @@ pub async fn run_offer(
         return Err(e);
     }
     let mut controller: Instance<controller::Names> = journal.instance(&id_text, true)?;
-    let mut run = Run::new(device, offer, id, options.sink, mode, options.stop.clone());
+    // Progress goes to the caller's sink and, sampled, to the event outbox.
+    let sampled = crate::report::build::Sampled {
+        inner: options.sink,
+        reporter: journal.reporter().clone(),
+        update: id,
+    };
+    let mut run = Run::new(device, offer, id, &sampled, mode, options.stop.clone());
     match run.drive(journal, &mut controller).await {
         Ok(finished) => {
             let (event, data) = match finished {

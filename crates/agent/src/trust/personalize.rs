@@ -154,7 +154,8 @@ pub async fn update_key_set(
     })
 }
 
-fn credential(device: &Device) -> Result<String, AgentError> {
+/// The bearer credential from enrollment (`trust/credential`).
+pub(crate) fn credential(device: &Device) -> Result<String, AgentError> {
     let path = device.layout().credential();
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(text.trim().to_owned()),

@@ -65,10 +65,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    /// [`Server::start`] with extra `ferry server` flags.
+    pub fn start_with(data: &Path, extra: &[&str]) -> Server {
         let mut child = ferry()
             .args(["server", "--data"])
             .arg(data)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

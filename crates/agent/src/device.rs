@@ -225,13 +225,7 @@ impl Device {
         }
         let lock = lock(&layout)?;
         let identity: Identity = read_json(&layout.identity())?;
-        let config_path = layout.config();
-        let text = fs::read_to_string(&config_path)
-            .map_err(AgentError::io("reading config.toml", &config_path))?;
-        let config: Config = toml::from_str(&text).map_err(|e| AgentError::DeviceCorrupt {
-            path: config_path,
-            reason: e.to_string(),
-        })?;
+        let config = read_config(&layout.config())?;
         for sub in layout::DIRS {
             let path = layout.resolve(Path::new(sub));
             fs::create_dir_all(&path)
@@ -240,6 +234,23 @@ impl Device {
         Ok(Device {
             dir: dir.to_owned(),
             identity,
+            config,
+            _lock: lock,
+        })
+    }
+
+    /// This device with `config.toml` read again (the daemon's reload), holding the same
+    /// lock through a duplicate of its descriptor; `self` is unchanged, so a file that does
+    /// not parse leaves the running config as it was.
+    pub fn reloaded(&self) -> Result<Device, AgentError> {
+        let config = read_config(&self.layout().config())?;
+        let lock = self._lock.try_clone().map_err(AgentError::io(
+            "sharing the device lock",
+            self.layout().lock(),
+        ))?;
+        Ok(Device {
+            dir: self.dir.clone(),
+            identity: self.identity.clone(),
             config,
             _lock: lock,
         })
@@ -363,6 +374,15 @@ impl Device {
 }
 
 /// Writes `config.toml` durably.
+/// Reads and parses `config.toml`.
+fn read_config(path: &Path) -> Result<Config, AgentError> {
+    let text = fs::read_to_string(path).map_err(AgentError::io("reading config.toml", path))?;
+    toml::from_str(&text).map_err(|e| AgentError::DeviceCorrupt {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
 pub(crate) fn write_config(path: &Path, config: &Config) -> Result<(), AgentError> {
     let text = toml::to_string_pretty(config).map_err(|e| AgentError::DeviceCorrupt {
         path: path.to_owned(),

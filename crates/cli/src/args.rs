@@ -486,6 +486,9 @@ pub enum AgentCommand {
     Resume,
     /// Scan now.
     Scan,
+    /// Read config.toml again (as SIGHUP does); an invalid file is refused and the running
+    /// config stays.
+    Reload,
 }
 
 /// `ferry progress`.

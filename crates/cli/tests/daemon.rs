@@ -24,17 +24,6 @@ fn recommended_hold(device: &Path) -> Option<String> {
         .and_then(|o| o["why_not_now"]["code"].as_str().map(str::to_owned))
 }
 
-/// A window of one hour that opens `offset_hours` from now (UTC).
-fn window_from_now(offset_hours: i64) -> String {
-    let start = chrono::Utc::now() + chrono::Duration::hours(offset_hours);
-    let end = start + chrono::Duration::hours(1);
-    format!(
-        "[policy.window]\nstart = \"{}\"\nend = \"{}\"\ntime_zone = \"UTC\"\n",
-        start.format("%H:%M"),
-        end.format("%H:%M")
-    )
-}
-
 #[test]
 fn the_agent_scans_stages_and_installs_inside_its_window_only() {
     let fleet = fleet(4, |server| server.url());

@@ -255,7 +255,7 @@ fn downloads_that_fail_or_die(bench: &mut Bench, proxy: &Proxy) {
 }
 
 /// The daemon on its own: it starts, stages 2.0 (Act), holds the install back by policy
-/// (Hold), is suspended, restarts suspended, and resumes.
+/// (Hold), reloads its config, is suspended, restarts suspended, reloads, and resumes.
 fn the_agent_on_its_own(bench: &mut Bench) {
     let device = bench.device();
     set_policy(&device, "[policy]\nauto_download = true\n");
@@ -278,10 +278,12 @@ fn the_agent_on_its_own(bench: &mut Bench) {
         status(&device)
     );
     assert_eq!(update_state(&device).as_deref(), Some("PRESTAGED"));
+    ok(&["agent", "reload", "--device", s(&device)]);
     ok(&["agent", "suspend", "--device", s(&device)]);
     agent.stop();
     let agent = Agent::start(&device);
     assert_eq!(status(&device)["agent"]["suspended"], true);
+    ok(&["agent", "reload", "--device", s(&device)]);
     ok(&["agent", "resume", "--device", s(&device)]);
     assert_eq!(status(&device)["agent"]["suspended"], false);
     agent.stop();

@@ -133,3 +133,14 @@ fn update_records(device: &Path) -> Vec<serde_json::Value> {
     .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
     .collect()
 }
+
+/// A window of one hour that opens `offset_hours` from now (UTC).
+pub fn window_from_now(offset_hours: i64) -> String {
+    let start = chrono::Utc::now() + chrono::Duration::hours(offset_hours);
+    let end = start + chrono::Duration::hours(1);
+    format!(
+        "[policy.window]\nstart = \"{}\"\nend = \"{}\"\ntime_zone = \"UTC\"\n",
+        start.format("%H:%M"),
+        end.format("%H:%M")
+    )
+}

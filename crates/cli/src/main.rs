@@ -13,6 +13,7 @@
 mod agent_cmds;
 mod args;
 mod bench;
+mod bench_agent;
 mod cache_cmd;
 mod demo;
 mod device_cmds;
@@ -76,6 +77,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::BootCheck(a) => device_cmds::boot_check(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(args::BenchCommand::Personalize(a)) => bench::personalize(a).await,
+            Command::Bench(args::BenchCommand::Agent(a)) => bench_agent::agent(a).await,
             Command::Cache(a) => cache_cmd::cache(a).await,
             Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a).await,
             Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a).await,

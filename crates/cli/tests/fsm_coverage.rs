@@ -1,6 +1,8 @@
 //! Issue 3: every row of every machine's table driven for real, against a loopback
 //! server. Natural runs (install, a second install, a cut connection, a bad slot at
-//! boot) cover what they can; each failure row left is then driven by injecting a fault
+//! boot; `ferry download` then install, a stale ticket, cancels, drops for a newer
+//! release and for a closed signing window, a short `ferry agent` run) cover what they
+//! can; each failure row left is then driven by injecting a fault
 //! as the machine leaves that state (`FERRY_FAIL_IN`), and each resume row by killing
 //! the process there (`FERRY_CRASH_IN`). After every fault the device must still run
 //! 1.0 from slot a, and a plain install and reboot must bring it to 2.0. The union of

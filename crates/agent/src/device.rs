@@ -229,6 +229,24 @@ impl Device {
         })
     }
 
+    /// This device with `config.toml` read again (the daemon's reload), holding the same
+    /// lock through a duplicate of its descriptor; `self` is unchanged, so a file that does
+    /// not parse leaves the running config as it was.
+    pub fn reloaded(&self) -> Result<Device, AgentError> {
+        let config = read_config(&self.layout().config())?;
+        let lock = self._lock.try_clone().map_err(AgentError::io(
+            "sharing the device lock",
+            self.layout().lock(),
+        ))?;
+        Ok(Device {
+            dir: self.dir.clone(),
+            identity: self.identity.clone(),
+            config,
+            outbox: self.outbox.clone(),
+            _lock: lock,
+        })
+    }
+
     /// Moves the device to `audience` (`customer`, `beta`, or a programme's name) durably:
     /// the next scan offers what is open to it.
     pub fn set_audience(&mut self, audience: &str) -> Result<(), AgentError> {

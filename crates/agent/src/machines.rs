@@ -239,11 +239,12 @@ machine! {
 machine! {
     /// The agent daemon's own decisions (`ferry agent`), one instance per device: each
     /// start, each offer it holds back and why (policy, window, precondition), each
-    /// download, install or restart it begins on its own, and suspension.
+    /// download, install or restart it begins on its own, suspension, and each reload of
+    /// `config.toml`.
     pub const SCHEDULER in scheduler {
         name: "scheduler",
         states: [RUNNING, SUSPENDED],
-        events: [Start, Hold, Act, Suspend, Resume],
+        events: [Start, Hold, Act, Suspend, Resume, Reload],
         actions: [Schedule, RecordHold, RunJob, Pause, Release],
         initial: RUNNING,
         finals: [],
@@ -256,6 +257,8 @@ machine! {
             RUNNING   + Act     => RunJob     -> RUNNING,
             RUNNING   + Suspend => Pause      -> SUSPENDED,
             SUSPENDED + Resume  => Release    -> RUNNING,
+            RUNNING   + Reload  => Schedule   -> RUNNING,
+            SUSPENDED + Reload  => Schedule   -> SUSPENDED,
         ],
     }
 }

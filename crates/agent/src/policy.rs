@@ -24,10 +24,11 @@ pub struct Policy {
     /// Restart into the new slot after an automatic install (default no).
     #[serde(default)]
     pub auto_restart: bool,
-    /// The command that restarts the device (e.g. `["systemctl", "reboot"]`); empty:
-    /// the simulated restart of `ferry reboot` (simulated devices, the demo).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub restart_command: Vec<String>,
+    /// The command that restarts the device. Absent: [`DEFAULT_RESTART_COMMAND`] with a
+    /// real bootloader (`grub`, `uboot`), the simulated restart of `ferry reboot` with the
+    /// `file` backend (simulated devices: tests, the demo); `[]`: the simulated restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_command: Option<Vec<String>>,
     /// Below this battery charge, and not on mains power, nothing is downloaded or
     /// installed (default 20 %).
     #[serde(default = "default_min_battery")]
@@ -54,12 +55,38 @@ impl Default for Policy {
             auto_download: true,
             auto_install: false,
             auto_restart: false,
-            restart_command: Vec::new(),
+            restart_command: None,
             min_battery_percent: default_min_battery(),
             allow_low_power_mode: false,
             metered_max_bytes: default_metered_max(),
             ticket_max_age_secs: default_ticket_max_age(),
             window: None,
+        }
+    }
+}
+
+/// How a device with a real bootloader restarts unless `restart_command` says otherwise.
+pub const DEFAULT_RESTART_COMMAND: [&str; 2] = ["systemctl", "reboot"];
+
+/// How the device restarts into a newly installed slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restart {
+    /// The simulated restart of `ferry reboot`: the file backend's bootloader, then the
+    /// booted system's check and commit, in this process.
+    Simulated,
+    /// A command that restarts the machine (the bootloader and the agent's next start do
+    /// the rest).
+    Command(Vec<String>),
+}
+
+impl Policy {
+    /// How a device whose boot control is `boot` restarts under this policy.
+    pub fn restart(&self, boot: &ferry_boot::BootBackend) -> Restart {
+        match (&self.restart_command, boot) {
+            (Some(command), _) if command.is_empty() => Restart::Simulated,
+            (Some(command), _) => Restart::Command(command.clone()),
+            (None, ferry_boot::BootBackend::File) => Restart::Simulated,
+            (None, _) => Restart::Command(DEFAULT_RESTART_COMMAND.map(str::to_owned).to_vec()),
         }
     }
 }
@@ -338,6 +365,28 @@ mod tests {
     use super::*;
     use crate::facts::{Power, Source, Space};
     use ferry_types::Diagnose;
+
+    #[test]
+    fn the_restart_is_simulated_only_with_the_file_bootloader_or_when_asked() {
+        use ferry_boot::BootBackend;
+        let grub = BootBackend::Grub {
+            path: "grubenv".into(),
+        };
+        let default = Policy::default();
+        assert_eq!(default.restart(&BootBackend::File), Restart::Simulated);
+        assert_eq!(
+            default.restart(&grub),
+            Restart::Command(vec!["systemctl".into(), "reboot".into()])
+        );
+        let parsed: Policy = toml::from_str("restart_command = []").unwrap();
+        assert_eq!(parsed.restart(&grub), Restart::Simulated);
+        let parsed: Policy =
+            toml::from_str("restart_command = [\"/sbin/reboot\", \"-f\"]").unwrap();
+        assert_eq!(
+            parsed.restart(&BootBackend::File),
+            Restart::Command(vec!["/sbin/reboot".into(), "-f".into()])
+        );
+    }
 
     fn facts(battery: Option<u8>, on_ac: bool, metered: Option<bool>, free: u64) -> Facts {
         let space = Space {

@@ -63,6 +63,7 @@ pub async fn agent(a: AgentArgs) -> Result<ExitCode, Failure> {
         AgentCommand::Suspend => ("/v1/suspend", "stopped"),
         AgentCommand::Resume => ("/v1/resume", "resumed"),
         AgentCommand::Scan => ("/v1/scan", "offers"),
+        AgentCommand::Reload => ("/v1/reload", "changed"),
     };
     let answer = client
         .post(route, serde_json::json!({}))
@@ -78,6 +79,19 @@ pub async fn agent(a: AgentArgs) -> Result<ExitCode, Failure> {
             "Scanned: {} offer(s)",
             job.as_array().map_or(0, |offers| offers.len())
         ),
+        AgentCommand::Reload => {
+            let changed: Vec<&str> = job
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.as_str())
+                .collect();
+            if changed.is_empty() {
+                println!("Reloaded config.toml: nothing changed");
+            } else {
+                println!("Reloaded config.toml: {} changed", changed.join(", "));
+            }
+        }
         _ if job.is_null() => println!("Nothing was running."),
         AgentCommand::Cancel => println!(
             "Cancelled the {} of {}: it continues when asked again",

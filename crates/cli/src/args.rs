@@ -531,6 +531,9 @@ pub enum AgentCommand {
     Resume,
     /// Scan now.
     Scan,
+    /// Read config.toml again (as SIGHUP does); an invalid file is refused and the running
+    /// config stays.
+    Reload,
 }
 
 /// `ferry progress`.
@@ -552,6 +555,9 @@ pub enum BenchCommand {
     /// Event reports per second and latency of POST /v1/events over HTTPS on loopback
     /// (batches of --batch reports, SQLite with fsync), against an in-process server.
     Events(BenchEventsArgs),
+    /// The running agent's figures: `GET /v1/status` round trip (p50, p99) over its
+    /// socket, and the time from a cancel to the download stopping.
+    Agent(BenchAgentArgs),
 }
 
 /// `ferry bench events`.
@@ -576,6 +582,29 @@ pub struct BenchEventsArgs {
     #[arg(long, default_value_t = 2)]
     pub server_threads: usize,
     /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ferry bench agent`.
+#[derive(Debug, Args)]
+pub struct BenchAgentArgs {
+    /// The device whose agent runs.
+    #[arg(long, env = "FERRY_DEVICE")]
+    pub device: PathBuf,
+    /// Status requests, one after another.
+    #[arg(long, default_value_t = 2000)]
+    pub requests: usize,
+    /// Installs cancelled during their download (each resumes the one before).
+    #[arg(long, default_value_t = 10)]
+    pub cancels: usize,
+    /// Milliseconds the download runs before each cancel.
+    #[arg(long, default_value_t = 300)]
+    pub cancel_after_ms: u64,
+    /// The offer to install (default: the recommended one).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -1,9 +1,9 @@
 //! The device-side subcommands: `device init`, `audience set`, `list`, `install`,
-//! `download`, `status`, `history`, `reboot`, `doctor`, `boot-check` and `deliver`. `list`,
-//! `install`, `download`, `status`, `history` and `doctor` go through the running agent
-//! when there is one (`local`) and print the same either way; the agent delivers the event
-//! reports it queues, and a command that worked on the directory itself delivers the
-//! queued ones at its end ([`deliver_queued`]).
+//! `download`, `status`, `history`, `reboot`, `doctor`, `boot-check` and `deliver`. Every
+//! one but `device init` goes through the running agent when there is one (`local`) and
+//! prints the same either way; the agent delivers the event reports it queues, and a
+//! command that worked on the directory itself delivers the queued ones at its end
+//! ([`deliver_queued`]).
 
 use std::process::ExitCode;
 
@@ -123,9 +123,10 @@ fn open(a: &DeviceArgs) -> Result<Device, Failure> {
 
 pub async fn list(a: DeviceArgs, full: bool) -> Result<ExitCode, Failure> {
     let offers: Vec<serde_json::Value> = match crate::local::agent(&a.device).await {
-        Some(agent) if !full => {
+        Some(agent) => {
+            let route = if full { "/v1/list-full" } else { "/v1/scan" };
             let answer = agent
-                .post("/v1/scan", serde_json::json!({}))
+                .post(route, serde_json::json!({}))
                 .await
                 .map_err(|e| crate::local::failure(e, a.json))?;
             answer["offers"].as_array().cloned().unwrap_or_default()
@@ -377,16 +378,19 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
         }
     }
     if a.restart {
-        let Some(device) = device else {
-            return Err(Failure::from(ferry_daemon::DaemonError::AlreadyRunning {
-                dir: a.device.device.clone(),
-                pid: agent.and_then(|c| c.pid()),
-            })
-            .json(json));
+        let outcome = match &agent {
+            Some(agent) => reboot_through(agent, false, json).await?,
+            None => {
+                let device = match device {
+                    Some(device) => device,
+                    None => open(&a.device)?,
+                };
+                let rebooted = agent_reboot::reboot(&device, false);
+                deliver_queued(&device).await;
+                rebooted.map_err(|e| Failure::from(e).json(json))?
+            }
         };
-        let rebooted = agent_reboot::reboot(&device, false);
-        deliver_queued(&device).await;
-        print_reboot(&rebooted.map_err(|e| Failure::from(e).json(json))?, json);
+        print_reboot(&outcome, json);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -438,18 +442,46 @@ fn print_reboot(outcome: &agent_reboot::RebootOutcome, json: bool) {
     }
 }
 
+/// The simulated restart, played by the running agent.
+async fn reboot_through(
+    agent: &ferry_daemon::client::Client,
+    simulate_crash: bool,
+    json: bool,
+) -> Result<agent_reboot::RebootOutcome, Failure> {
+    let answer = agent
+        .post(
+            "/v1/reboot",
+            serde_json::json!({ "simulate_crash": simulate_crash }),
+        )
+        .await
+        .map_err(|e| crate::local::failure(e, json))?;
+    serde_json::from_value(answer["rebooted"].clone()).map_err(|e| {
+        Failure::from(ferry_daemon::DaemonError::Api {
+            path: "/v1/reboot".into(),
+            reason: e.to_string(),
+        })
+        .json(json)
+    })
+}
+
 pub async fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
     let a = r.device;
-    let device = open(&a)?;
-    let outcome = agent_reboot::reboot(&device, r.simulate_crash);
-    // A crash before the boot check is a system that never came up: it reports nothing.
-    let crashed = outcome
-        .as_ref()
-        .is_ok_and(|o| o.failure.as_ref().is_some_and(|f| f.code == "BOOT_CRASHED"));
-    if !crashed {
-        deliver_queued(&device).await;
-    }
-    let outcome = outcome.map_err(|e| Failure::from(e).json(a.json))?;
+    let outcome = match crate::local::agent(&a.device).await {
+        Some(agent) => reboot_through(&agent, r.simulate_crash, a.json).await?,
+        None => {
+            let device = open(&a)?;
+            let outcome = agent_reboot::reboot(&device, r.simulate_crash);
+            // A crash before the boot check is a system that never came up: it reports
+            // nothing.
+            let crashed = outcome
+                .as_ref()
+                .is_ok_and(|o| o.failure.as_ref().is_some_and(|f| f.code == "BOOT_CRASHED"));
+            if !crashed {
+                deliver_queued(&device).await;
+            }
+            outcome.map_err(|e| Failure::from(e).json(a.json))?
+        }
+    };
     print_reboot(&outcome, a.json);
     // A fall-back is a failure; a crash the caller asked to simulate is not.
     let fell_back = outcome.fell_back.is_some()
@@ -465,12 +497,31 @@ pub async fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
 }
 
 pub async fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
-    let device = open(&a)?;
-    deliver_queued(&device).await;
-    let running = device
-        .running_slot()
-        .map_err(|e| Failure::from(e).json(a.json))?;
-    agent_reboot::boot_check(&device, running).map_err(|e| Failure::from(e).json(a.json))?;
+    let running = match crate::local::agent(&a.device).await {
+        Some(agent) => {
+            let answer = agent
+                .post("/v1/boot-check", serde_json::json!({}))
+                .await
+                .map_err(|e| crate::local::failure(e, a.json))?;
+            serde_json::from_value(answer["slot"].clone()).map_err(|e| {
+                Failure::from(ferry_daemon::DaemonError::Api {
+                    path: "/v1/boot-check".into(),
+                    reason: e.to_string(),
+                })
+                .json(a.json)
+            })?
+        }
+        None => {
+            let device = open(&a)?;
+            deliver_queued(&device).await;
+            let running = device
+                .running_slot()
+                .map_err(|e| Failure::from(e).json(a.json))?;
+            agent_reboot::boot_check(&device, running)
+                .map_err(|e| Failure::from(e).json(a.json))?;
+            running
+        }
+    };
     if a.json {
         println!("{}", serde_json::json!({ "slot": running, "ok": true }));
     } else {
@@ -479,13 +530,28 @@ pub async fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn audience_set(a: AudienceSetArgs) -> Result<ExitCode, Failure> {
+pub async fn audience_set(a: AudienceSetArgs) -> Result<ExitCode, Failure> {
     let json = a.device.json;
-    let mut device = open(&a.device)?;
-    let previous = device.config.audience.clone();
-    device
-        .set_audience(&a.audience)
-        .map_err(|e| Failure::from(e).json(json))?;
+    let previous = match crate::local::agent(&a.device.device).await {
+        Some(agent) => {
+            let answer = agent
+                .post(
+                    "/v1/audience",
+                    serde_json::json!({ "audience": a.audience }),
+                )
+                .await
+                .map_err(|e| crate::local::failure(e, json))?;
+            answer["previous"].as_str().unwrap_or_default().to_owned()
+        }
+        None => {
+            let mut device = open(&a.device)?;
+            let previous = device.config.audience.clone();
+            device
+                .set_audience(&a.audience)
+                .map_err(|e| Failure::from(e).json(json))?;
+            previous
+        }
+    };
     if json {
         println!(
             "{}",

@@ -14,6 +14,7 @@
 mod agent_cmds;
 mod args;
 mod bench;
+mod bench_agent;
 mod bench_events;
 mod cache_cmd;
 mod demo;
@@ -67,7 +68,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Server(a) => server_cmds::server(a).await,
             Command::Publish(a) => publish_cmds::publish(a).await,
             Command::Device(args::DeviceCommand::Init(a)) => device_cmds::device_init(a).await,
-            Command::Audience(args::AudienceCommand::Set(a)) => device_cmds::audience_set(a),
+            Command::Audience(args::AudienceCommand::Set(a)) => device_cmds::audience_set(a).await,
             Command::Tuf(a) => tuf_cmds::run(a).await,
             Command::List(a) => device_cmds::list(a, false).await,
             Command::ListFull(a) => device_cmds::list(a, true).await,
@@ -84,6 +85,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(args::BenchCommand::Personalize(a)) => bench::personalize(a).await,
             Command::Bench(args::BenchCommand::Events(a)) => bench_events::run(a).await,
+            Command::Bench(args::BenchCommand::Agent(a)) => bench_agent::agent(a).await,
             Command::Cache(a) => cache_cmd::cache(a).await,
             Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a).await,
             Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a).await,

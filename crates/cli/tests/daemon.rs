@@ -3,105 +3,18 @@
 //! holds an install back on a precondition and lets it go when the facts change, stops a
 //! download on cancel and resumes it later without fetching it again, streams every
 //! journal record exactly once across a reconnect, survives SIGTERM and SIGKILL
-//! mid-download, and refuses a second daemon on the same device.
+//! mid-download, refuses a second daemon on the same device, and delivers its event
+//! reports without being asked.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A `ferry agent` child for one device.
-struct Agent {
-    child: Child,
-}
-
-impl Agent {
-    fn start(device: &Path) -> Agent {
-        let child = ferry()
-            .args(["agent", "--device", s(device)])
-            .env("FERRY_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ferry agent");
-        let agent = Agent { child };
-        assert!(
-            wait_for(30, || api(device, "GET", "/v1/hello", "").is_some()),
-            "the agent did not answer on its socket"
-        );
-        agent
-    }
-
-    fn signal(&mut self, signal: i32) {
-        // SAFETY: signalling our own child by its pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
-    }
-
-    fn wait(&mut self) -> std::process::ExitStatus {
-        self.child.wait().expect("wait for the agent")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP/1.1 request over the device's socket; the JSON body of a 2xx answer.
-fn api(device: &Path, method: &str, path: &str, body: &str) -> Option<serde_json::Value> {
-    let mut stream = UnixStream::connect(device.join("agent.sock")).ok()?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nhost: agent\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let (head, rest) = answer.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 2") {
-        return None;
-    }
-    // axum answers with a content-length (no chunking) for JSON.
-    serde_json::from_str(rest).ok()
-}
-
-fn set_policy(device: &Path, policy: &str) {
-    let config = device.join("config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.split("\n[policy").next().unwrap().to_owned();
-    let text = text.replace("check_interval_secs = 21600", "check_interval_secs = 2");
-    std::fs::write(&config, format!("{text}\n{policy}")).unwrap();
-}
-
-fn set_facts(device: &Path, facts: &str) {
-    std::fs::write(device.join("facts.toml"), facts).unwrap();
-}
-
-fn update_state(device: &Path) -> Option<String> {
-    let out = ok(&[
-        "log",
-        "show",
-        "--json",
-        "--fsm",
-        "update",
-        "--device",
-        s(device),
-    ]);
-    out.lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .and_then(|r| r["next"].as_str().map(str::to_owned))
-}
 
 fn recommended_hold(device: &Path) -> Option<String> {
     let st = status(device);
@@ -110,17 +23,6 @@ fn recommended_hold(device: &Path) -> Option<String> {
         .iter()
         .find(|o| o["recommended"] == true)
         .and_then(|o| o["why_not_now"]["code"].as_str().map(str::to_owned))
-}
-
-/// A window of one hour that opens `offset_hours` from now (UTC).
-fn window_from_now(offset_hours: i64) -> String {
-    let start = chrono::Utc::now() + chrono::Duration::hours(offset_hours);
-    let end = start + chrono::Duration::hours(1);
-    format!(
-        "[policy.window]\nstart = \"{}\"\nend = \"{}\"\ntime_zone = \"UTC\"\n",
-        start.format("%H:%M"),
-        end.format("%H:%M")
-    )
 }
 
 #[test]
@@ -185,6 +87,32 @@ fn the_agent_scans_stages_and_installs_inside_its_window_only() {
     assert_eq!(update_state(device).as_deref(), Some("COMMITTED"));
     // The same journal, the same tables: it replays.
     ok(&["log", "replay", "--device", s(device)]);
+    // Nobody ran `ferry deliver`: the agent delivered its reports, and the server knows.
+    let id = serde_json::from_slice::<serde_json::Value>(
+        &std::fs::read(device.join("identity.json")).unwrap(),
+    )
+    .unwrap()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let data = s(&fleet.server.data).to_owned();
+    let known = || -> serde_json::Value {
+        let fleet: serde_json::Value =
+            serde_json::from_str(&ok(&["server", "fleet", "--data", &data, "--json"])).unwrap();
+        fleet["device_states"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["device_id"] == id.as_str())
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_for(60, || known()["version"] == "2.0"),
+        "the agent did not deliver its reports: {} (device: {})",
+        known(),
+        status(device)["events"]
+    );
 }
 
 #[test]

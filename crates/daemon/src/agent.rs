@@ -3,10 +3,15 @@
 //! asked for it or its schedule did, and the schedule: a background scan every
 //! `check_interval_secs` with jitter and back-off, then what [`crate::schedule::decide`]
 //! says for the offered update. Each decision that changes, and each job it starts on its
-//! own, is a transition of the `scheduler` machine.
+//! own, is a transition of the `scheduler` machine. At start it does what a booted
+//! system does (`ferry_agent::boot::reboot::check_booted`): a slot the bootloader is
+//! trying is checked and committed, or abandoned. `config.toml` is read again on
+//! [`Agent::reload`] (SIGHUP, `POST /v1/reload`); a job keeps the config it started with.
+//! Queued event reports are delivered on each wake of the schedule once the outbox's
+//! back-off allows.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -15,6 +20,7 @@ use ferry_agent::install::{self, Mode, Options};
 use ferry_agent::journal::{Instance, Journal};
 use ferry_agent::machines::{scheduler, update};
 use ferry_agent::offer::Offer;
+use ferry_agent::policy::Restart;
 use ferry_agent::stop::{StopReason, StopToken};
 use ferry_types::Diagnose;
 use serde::Serialize;
@@ -26,6 +32,9 @@ use crate::events::Hub;
 use crate::schedule::{self, Hold, Next, Stage};
 use crate::window;
 
+/// The longest one delivery round of event reports may take before the schedule goes on.
+const DELIVERY_ROUND: Duration = Duration::from_secs(20);
+
 /// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,8 +45,13 @@ pub enum JobKind {
     Download,
     /// Install an update (applying it if staged).
     Install,
-    /// Restart into the installed update.
+    /// Restart into the installed update, as `[policy]` says (a command, or simulated).
     Restart,
+    /// The simulated restart a client asked for (`ferry reboot`).
+    Reboot,
+    /// Every full image for the device (`ferry list-full`): a catalog refresh.
+    #[serde(rename = "list_full")]
+    ListFull,
 }
 
 /// A job: what, for which label, and whether a client asked for it.
@@ -49,6 +63,30 @@ pub struct Job {
     pub label: Option<String>,
     /// A client asked (else the schedule started it).
     pub asked: bool,
+    /// A [`JobKind::Reboot`] whose new system crashes before its boot check
+    /// (`ferry reboot --simulate-crash`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub simulate_crash: bool,
+}
+
+impl Job {
+    /// A job a client asked for.
+    pub fn asked(kind: JobKind, label: Option<String>) -> Job {
+        Job {
+            kind,
+            label,
+            asked: true,
+            simulate_crash: false,
+        }
+    }
+
+    /// A job the schedule starts on its own.
+    pub fn scheduled(kind: JobKind, label: Option<String>) -> Job {
+        Job {
+            asked: false,
+            ..Job::asked(kind, label)
+        }
+    }
 }
 
 /// The job running now.
@@ -92,8 +130,9 @@ pub struct OfferState {
 
 /// The daemon's shared state.
 pub struct Agent {
-    /// The device, held (lock) for the daemon's life.
-    pub device: Device,
+    /// The device, held (lock) for the daemon's life; replaced by a reload (a job keeps
+    /// the one it started with).
+    device: RwLock<Arc<Device>>,
     /// The journal: held by the job running (one at a time; the lock queues the rest).
     journal: tokio::sync::Mutex<Journal>,
     /// Where events go.
@@ -114,12 +153,16 @@ struct State {
     /// Automatic jobs that failed in a row, and when the next may start.
     job_failures: u32,
     next_job: Instant,
+    /// A scan is wanted now (after a restart, a reload, an audience change).
+    scan_soon: bool,
+    /// The restart command ran: the machine is going down, so it is not run again.
+    restart_requested: bool,
 }
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Agent")
-            .field("device", &self.device.dir)
+            .field("device", &self.device().dir)
             .finish()
     }
 }
@@ -162,8 +205,25 @@ impl Agent {
             }),
         )?;
         scheduler.complete_action()?;
+        // The booted system's check: a slot the bootloader is trying is committed or
+        // abandoned before anything else happens.
+        match ferry_agent::boot::reboot::check_booted(&device, Some(&mut journal)) {
+            Ok(None) => {}
+            Ok(Some(booted)) => match &booted.failure {
+                None => {
+                    tracing::info!(slot = ?booted.tried, version = booted.version, "committed the slot that booted")
+                }
+                Some(failure) => {
+                    tracing::warn!(code = failure.code, slot = ?booted.tried, "the slot that booted failed its check and was abandoned: {}", failure.cause)
+                }
+            },
+            Err(error) => tracing::warn!(
+                code = error.code(),
+                "the boot check at start failed: {error}"
+            ),
+        }
         Ok(Arc::new(Agent {
-            device,
+            device: RwLock::new(Arc::new(device)),
             journal: tokio::sync::Mutex::new(journal),
             hub,
             state: Mutex::new(State {
@@ -177,6 +237,8 @@ impl Agent {
                 last_decision: None,
                 job_failures: 0,
                 next_job: Instant::now(),
+                scan_soon: false,
+                restart_requested: false,
             }),
             scheduler: Mutex::new(scheduler),
             wake: Notify::new(),
@@ -189,6 +251,88 @@ impl Agent {
             Err(poisoned) => poisoned.into_inner(),
         };
         f(&mut guard)
+    }
+
+    /// The device as the agent holds it now (its config as last loaded).
+    pub fn device(&self) -> Arc<Device> {
+        match self.device.read() {
+            Ok(device) => device.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_device(&self, device: Device) {
+        let mut guard = match self.device.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(device);
+    }
+
+    /// Reads `config.toml` again (SIGHUP, `POST /v1/reload`): the policy, the window and
+    /// the scan interval apply from the next decision and job on; a job under way keeps
+    /// the config it started with. A file that does not parse, a window that cannot be
+    /// evaluated, or a change of slots or boot control (which needs a restart) is refused
+    /// with its code, and the running config stays.
+    pub fn reload(&self) -> Result<Value, DaemonError> {
+        let current = self.device();
+        let path = current.layout().config();
+        let invalid = |reason: String| DaemonError::ConfigInvalid {
+            path: path.clone(),
+            reason,
+        };
+        let fresh = current.reloaded().map_err(|e| match e {
+            ferry_agent::AgentError::DeviceCorrupt { reason, .. } => invalid(reason),
+            other => other.into(),
+        })?;
+        if let Some(w) = &fresh.config.policy.window {
+            window::state(w, jiff::Timestamp::now())?;
+        }
+        let (old, new) = (&current.config, &fresh.config);
+        let slots = |c: &ferry_agent::device::Config| {
+            (c.slots.a.clone(), c.slots.b.clone(), c.slots.capacity)
+        };
+        if slots(old) != slots(new) || old.boot != new.boot {
+            return Err(DaemonError::ReloadNeedsRestart { path });
+        }
+        let changed: Vec<&str> = [
+            ("policy", old.policy != new.policy),
+            (
+                "check_interval_secs",
+                old.check_interval_secs != new.check_interval_secs,
+            ),
+            ("audience", old.audience != new.audience),
+            ("server", old.server != new.server),
+        ]
+        .into_iter()
+        .filter_map(|(key, differs)| differs.then_some(key))
+        .collect();
+        let answer = json!({
+            "reloaded": path,
+            "changed": changed,
+            "check_interval_secs": new.check_interval_secs,
+            "policy": new.policy,
+        });
+        self.fire(scheduler::Event::Reload, answer.clone())?;
+        self.set_device(fresh);
+        self.with_state(|s| {
+            s.last_decision = None;
+            s.scan_soon |= !changed.is_empty();
+        });
+        self.wake.notify_one();
+        Ok(answer)
+    }
+
+    /// Moves the device to `audience` (`ferry audience set` while the agent runs); the
+    /// next scan, started now, offers what is open to it.
+    pub fn set_audience(&self, audience: &str) -> Result<Value, DaemonError> {
+        let mut device = self.device().reloaded()?;
+        let previous = device.config.audience.clone();
+        device.set_audience(audience)?;
+        self.set_device(device);
+        self.with_state(|s| s.scan_soon = true);
+        self.wake.notify_one();
+        Ok(json!({ "audience": audience, "previous": previous }))
     }
 
     /// The agent's state now.
@@ -209,11 +353,17 @@ impl Agent {
     /// Runs `job` (after the one running, if any) and returns its result as the local API
     /// answers it.
     pub async fn run_job(self: &Arc<Agent>, job: Job) -> Result<Value, DaemonError> {
-        if job.asked && self.state().suspended {
+        // A suspended agent still scans, lists and plays a restart it is asked for; it
+        // downloads, installs and restarts nothing.
+        let held_by_suspension = !matches!(
+            job.kind,
+            JobKind::Scan | JobKind::ListFull | JobKind::Reboot
+        );
+        if held_by_suspension && self.state().suspended {
             return Err(DaemonError::Suspended);
         }
         let mut journal = self.journal.lock().await;
-        if self.state().suspended && job.kind != JobKind::Scan {
+        if held_by_suspension && self.state().suspended {
             return Err(DaemonError::Suspended);
         }
         let stop = StopToken::new();
@@ -244,7 +394,7 @@ impl Agent {
         job: &Job,
         stop: StopToken,
     ) -> Result<Value, DaemonError> {
-        let device = &self.device;
+        let device = &self.device();
         match job.kind {
             JobKind::Scan => {
                 let offers = self.scan(journal, job.asked).await?;
@@ -271,24 +421,31 @@ impl Agent {
                 let outcome = install::run_offer(device, journal, &offer, &options).await?;
                 Ok(json!({ "outcome": outcome }))
             }
-            JobKind::Restart => {
-                let policy = &device.config.policy;
-                if let Some((program, args)) = policy.restart_command.split_first() {
-                    let status = tokio::process::Command::new(program)
-                        .args(args)
-                        .status()
-                        .await
-                        .map_err(|source| DaemonError::Socket {
-                            op: "running the restart command",
-                            path: program.into(),
-                            source,
-                        })?;
-                    return Ok(
-                        json!({ "restart_command": policy.restart_command, "status": status.code() }),
-                    );
+            JobKind::Restart => match device.config.policy.restart(&device.config.boot) {
+                Restart::Command(command) => {
+                    run_restart_command(&command).await?;
+                    self.with_state(|s| s.restart_requested = true);
+                    Ok(json!({ "restart_command": command }))
                 }
-                let outcome = ferry_agent::boot::reboot::reboot_in(device, false, Some(journal))?;
+                Restart::Simulated => {
+                    let outcome =
+                        ferry_agent::boot::reboot::reboot_in(device, false, Some(journal))?;
+                    self.restarted();
+                    Ok(json!({ "rebooted": outcome }))
+                }
+            },
+            JobKind::Reboot => {
+                let outcome = ferry_agent::boot::reboot::reboot_in(
+                    device,
+                    job.simulate_crash,
+                    Some(journal),
+                )?;
+                self.restarted();
                 Ok(json!({ "rebooted": outcome }))
+            }
+            JobKind::ListFull => {
+                let offers = install::list_full(device).await?;
+                Ok(json!({ "offers": offers }))
             }
         }
     }
@@ -296,9 +453,10 @@ impl Agent {
     /// A scan; the offers are kept, and a staged update a newer release supersedes is
     /// dropped.
     async fn scan(&self, journal: &mut Journal, asked: bool) -> Result<Vec<Offer>, DaemonError> {
-        let found = ferry_agent::scan::scan_as(&self.device, journal, asked).await?;
+        let device = self.device();
+        let found = ferry_agent::scan::scan_as(&device, journal, asked).await?;
         if let Some(recommended) = found.offers.iter().find(|o| o.recommended) {
-            install::update::drop_superseded(&self.device, journal, recommended)?;
+            install::update::drop_superseded(&device, journal, recommended)?;
         }
         let states = self.offer_states(journal, &found.offers);
         self.with_state(|s| s.public.offers = states);
@@ -307,11 +465,17 @@ impl Agent {
 
     /// Each offer with what the agent does next and why not more.
     fn offer_states(&self, journal: &Journal, offers: &[Offer]) -> Vec<OfferState> {
-        let suspended = self.state().suspended;
+        let (suspended, restart_requested) =
+            self.with_state(|s| (s.public.suspended, s.restart_requested));
+        let device = self.device();
         offers
             .iter()
             .map(|offer| {
-                let (next, why_not_now) = explain(&self.device, journal, offer, Some(suspended));
+                let (mut next, mut why_not_now) = explain(&device, journal, offer, Some(suspended));
+                if next == Next::Restart && restart_requested {
+                    next = Next::Wait;
+                    why_not_now = Some(schedule::restarting(&offer.version.to_string()));
+                }
                 OfferState {
                     offer: offer.clone(),
                     next,
@@ -319,6 +483,16 @@ impl Agent {
                 }
             })
             .collect()
+    }
+
+    /// After a simulated restart: the offers are stale (the device runs another version),
+    /// so they go, and a scan is due now.
+    fn restarted(&self) {
+        self.with_state(|s| {
+            s.public.offers.clear();
+            s.last_decision = None;
+            s.scan_soon = true;
+        });
     }
 
     /// Stops the job running now for `reason`; returns it.
@@ -366,12 +540,18 @@ impl Agent {
     }
 
     /// The schedule, until `shutdown` resolves: background scans, then what the policy
-    /// says for the offered update.
+    /// says for the offered update. The interval is read at every turn, so a reload
+    /// applies to the next scan.
     pub async fn schedule(self: Arc<Agent>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let interval = Duration::from_secs(self.device.config.check_interval_secs.max(1));
-        let recheck = schedule::recheck_every(interval);
-        let mut next_scan = Instant::now() + schedule::first_scan_delay(interval, rand::random());
+        let interval_now =
+            |agent: &Agent| Duration::from_secs(agent.device().config.check_interval_secs.max(1));
+        let mut next_scan =
+            Instant::now() + schedule::first_scan_delay(interval_now(&self), rand::random());
         loop {
+            let interval = interval_now(&self);
+            if self.with_state(|s| std::mem::take(&mut s.scan_soon)) {
+                next_scan = Instant::now();
+            }
             self.with_state(|s| {
                 s.public.next_scan = Some(
                     Utc::now()
@@ -381,7 +561,7 @@ impl Agent {
                         .unwrap_or_default(),
                 )
             });
-            let wake_at = next_scan.min(Instant::now() + recheck);
+            let wake_at = next_scan.min(Instant::now() + schedule::recheck_every(interval));
             tokio::select! {
                 () = tokio::time::sleep_until(wake_at.into()) => {}
                 () = self.wake.notified() => {}
@@ -390,17 +570,15 @@ impl Agent {
             if *shutdown.borrow() {
                 return;
             }
+            self.deliver_due().await;
             if self.state().suspended {
                 continue;
             }
+            if self.with_state(|s| std::mem::take(&mut s.scan_soon)) {
+                next_scan = Instant::now();
+            }
             if Instant::now() >= next_scan {
-                let scanned = self
-                    .run_job(Job {
-                        kind: JobKind::Scan,
-                        label: None,
-                        asked: false,
-                    })
-                    .await;
+                let scanned = self.run_job(Job::scheduled(JobKind::Scan, None)).await;
                 let failures = self.with_state(|s| {
                     s.public.scan_failures = match &scanned {
                         Ok(_) => 0,
@@ -427,8 +605,22 @@ impl Agent {
         }
     }
 
+    /// Sends the queued event reports when the outbox's back-off allows (one round of at
+    /// most [`DELIVERY_ROUND`]); a server that is away leaves them queued for a later round.
+    async fn deliver_due(&self) {
+        let device = self.device();
+        let due = {
+            let outbox = device.outbox();
+            !outbox.is_empty() && outbox.due(Utc::now())
+        };
+        if due {
+            ferry_agent::report::deliver::deliver_within(&device, DELIVERY_ROUND).await;
+        }
+    }
+
     /// Decides what to do with the recommended offer, journals the decision when it
-    /// changed, and runs the job it calls for.
+    /// changed, and runs the job it calls for (a download, an install, the restart into
+    /// an installed update).
     async fn act(self: &Arc<Agent>, interval: Duration) -> Result<(), DaemonError> {
         let Ok(journal) = self.journal.try_lock() else {
             return Ok(()); // a job runs: decide after it
@@ -460,15 +652,12 @@ impl Agent {
             Next::Wait => return Ok(()),
             Next::Download => JobKind::Download,
             Next::Install => JobKind::Install,
+            Next::Restart => JobKind::Restart,
         };
         if self.with_state(|s| Instant::now() < s.next_job) {
             return Ok(());
         }
-        let job = Job {
-            kind,
-            label: Some(chosen.offer.label.clone()),
-            asked: false,
-        };
+        let job = Job::scheduled(kind, Some(chosen.offer.label.clone()));
         self.fire(scheduler::Event::Act, json!({ "job": job }))?;
         let result = self.run_job(job).await;
         self.with_state(|s| match &result {
@@ -479,20 +668,7 @@ impl Agent {
                     Instant::now() + schedule::after_failure(interval, s.job_failures, None);
             }
         });
-        let installed = result?;
-        if kind == JobKind::Install
-            && self.device.config.policy.auto_restart
-            && installed["outcome"]["staged"] == false
-        {
-            let restart = Job {
-                kind: JobKind::Restart,
-                label: None,
-                asked: false,
-            };
-            self.fire(scheduler::Event::Act, json!({ "job": restart }))?;
-            self.run_job(restart).await?;
-        }
-        Ok(())
+        result.map(|_| ())
     }
 
     /// Stops the running job for shutdown and waits until it has made its state durable.
@@ -511,12 +687,17 @@ pub fn explain(
     suspended: Option<bool>,
 ) -> (Next, Option<Hold>) {
     let id = install::update_id(device, &offer.release.build_id).to_string();
+    // Installed and still waiting for its restart while a slot is on trial; a trial the
+    // bootloader gave up on (all tries spent, no check ran) is not restarted into again.
+    let trial_pending = device.boot_state().is_ok_and(|b| b.trial().is_some());
     let stage = match journal.peek::<update::Names>(&id) {
         Ok(Some(update::State::PRESTAGED)) => Stage::Staged,
         Ok(Some(update::State::PRESTAGING)) => Stage::Interrupted { installing: false },
         Ok(Some(update::State::INSTALLING)) => Stage::Interrupted { installing: true },
         Ok(Some(update::State::PARKED)) => Stage::Parked,
-        Ok(Some(update::State::STAGED | update::State::COMMITTED)) => Stage::Installed,
+        Ok(Some(update::State::STAGED)) if trial_pending => Stage::Installed,
+        Ok(Some(update::State::STAGED)) => Stage::RolledBack,
+        Ok(Some(update::State::COMMITTED)) => Stage::Committed,
         Ok(Some(update::State::ROLLED_BACK)) => Stage::RolledBack,
         _ => Stage::New,
     };
@@ -539,6 +720,27 @@ pub fn explain(
         stage,
         suspended,
     })
+}
+
+/// Runs the restart command; it must start (and exit 0, for `systemctl reboot`, once the
+/// shutdown is queued).
+async fn run_restart_command(command: &[String]) -> Result<(), DaemonError> {
+    let failed = |reason: String| DaemonError::RestartFailed {
+        command: command.join(" "),
+        reason,
+    };
+    let Some((program, args)) = command.split_first() else {
+        return Err(failed("the command is empty".into()));
+    };
+    let status = tokio::process::Command::new(program)
+        .args(args)
+        .status()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if !status.success() {
+        return Err(failed(format!("it exited with {status}")));
+    }
+    Ok(())
 }
 
 /// How long the server asked the device to wait before it asks again, if it did.

@@ -13,6 +13,11 @@
 //! POST /v1/cancel                stop the running job (kept; resumes when asked): {stopped}
 //! POST /v1/suspend               stop it and start nothing until resumed: {stopped}
 //! POST /v1/resume                start again, continuing the suspended job: {resumed}
+//! POST /v1/reload                read config.toml again: {reloaded, changed, policy, …}
+//! POST /v1/list-full             every full image for the device: {offers}
+//! POST /v1/reboot  {simulate_crash?}  the simulated restart (`ferry reboot`): {rebooted}
+//! POST /v1/boot-check            check the running slot (`ferry boot-check`): {slot, ok}
+//! POST /v1/audience  {audience}  move the device to an audience: {audience, previous}
 //! GET  /v1/history               every install (receipts)
 //! GET  /v1/doctor                {ok, checks}
 //! GET  /v1/journal?fsm=&id=      {records}
@@ -48,6 +53,11 @@ pub fn router(agent: Arc<Agent>) -> axum::Router {
         .route("/v1/cancel", post(cancel))
         .route("/v1/suspend", post(suspend))
         .route("/v1/resume", post(resume))
+        .route("/v1/reload", post(reload))
+        .route("/v1/list-full", post(list_full))
+        .route("/v1/reboot", post(reboot))
+        .route("/v1/boot-check", post(boot_check))
+        .route("/v1/audience", post(audience))
         .route("/v1/history", get(history))
         .route("/v1/doctor", get(doctor))
         .route("/v1/journal", get(journal))
@@ -93,8 +103,8 @@ async fn hello(State(agent): State<Arc<Agent>>) -> Json<Value> {
 }
 
 async fn status(State(agent): State<Arc<Agent>>) -> Answer {
-    let status = ferry_agent::status::status(&agent.device)?;
-    let last_scan = ferry_agent::trust::catalog::last_scan(&agent.device.dir);
+    let status = ferry_agent::status::status(&agent.device())?;
+    let last_scan = ferry_agent::trust::catalog::last_scan(&agent.device().dir);
     Ok(Json(crate::status_view(
         &status,
         last_scan,
@@ -124,14 +134,20 @@ fn label_of(body: &[u8]) -> Result<Option<String>, ApiError> {
     Ok(parsed.label)
 }
 
-async fn scan(State(agent): State<Arc<Agent>>) -> Answer {
-    agent
-        .run_job(Job {
-            kind: JobKind::Scan,
-            label: None,
-            asked: true,
+/// Parses a JSON body (an empty one is the default).
+fn body_of<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError(DaemonError::BadRequest {
+            reason: e.to_string(),
         })
-        .await?;
+    })
+}
+
+async fn scan(State(agent): State<Arc<Agent>>) -> Answer {
+    agent.run_job(Job::asked(JobKind::Scan, None)).await?;
     Ok(Json(json!({ "offers": agent.state().offers })))
 }
 
@@ -145,11 +161,7 @@ async fn install(State(agent): State<Arc<Agent>>, body: axum::body::Bytes) -> An
 
 /// Runs an asked job in its own task: a client that goes away does not stop it.
 async fn run(agent: Arc<Agent>, kind: JobKind, label: Option<String>) -> Answer {
-    let job = Job {
-        kind,
-        label,
-        asked: true,
-    };
+    let job = Job::asked(kind, label);
     let task = tokio::spawn(async move { agent.run_job(job).await });
     match task.await {
         Ok(result) => Ok(Json(result?)),
@@ -172,12 +184,74 @@ async fn resume(State(agent): State<Arc<Agent>>) -> Answer {
     Ok(Json(json!({ "resumed": agent.resume()? })))
 }
 
+async fn reload(State(agent): State<Arc<Agent>>) -> Answer {
+    Ok(Json(agent.reload()?))
+}
+
+async fn list_full(State(agent): State<Arc<Agent>>) -> Answer {
+    Ok(Json(
+        agent.run_job(Job::asked(JobKind::ListFull, None)).await?,
+    ))
+}
+
+/// The body of a reboot.
+#[derive(Debug, Default, Deserialize)]
+struct RebootBody {
+    #[serde(default)]
+    simulate_crash: bool,
+}
+
+async fn reboot(State(agent): State<Arc<Agent>>, body: axum::body::Bytes) -> Answer {
+    let RebootBody { simulate_crash } = body_of(&body)?;
+    let job = Job {
+        simulate_crash,
+        ..Job::asked(JobKind::Reboot, None)
+    };
+    let task = tokio::spawn(async move { agent.run_job(job).await });
+    match task.await {
+        Ok(result) => Ok(Json(result?)),
+        Err(e) => Err(ApiError(DaemonError::Api {
+            path: "/v1/reboot".into(),
+            reason: e.to_string(),
+        })),
+    }
+}
+
+/// What `ferry boot-check` does: the running slot checked (ticket, seal, health checks).
+/// It reads only the running slot, which no job writes, so it does not wait for one.
+async fn boot_check(State(agent): State<Arc<Agent>>) -> Answer {
+    let device = agent.device();
+    let checked = tokio::task::spawn_blocking(move || {
+        let running = device.running_slot()?;
+        ferry_agent::boot::reboot::boot_check(&device, running).map(|()| running)
+    })
+    .await
+    .map_err(|e| {
+        ApiError(DaemonError::Api {
+            path: "/v1/boot-check".into(),
+            reason: e.to_string(),
+        })
+    })?;
+    Ok(Json(json!({ "slot": checked?, "ok": true })))
+}
+
+/// The body of an audience change.
+#[derive(Debug, Default, Deserialize)]
+struct AudienceBody {
+    audience: String,
+}
+
+async fn audience(State(agent): State<Arc<Agent>>, body: axum::body::Bytes) -> Answer {
+    let AudienceBody { audience } = body_of(&body)?;
+    Ok(Json(agent.set_audience(&audience)?))
+}
+
 async fn history(State(agent): State<Arc<Agent>>) -> Answer {
-    Ok(Json(json!(ferry_agent::status::history(&agent.device)?)))
+    Ok(Json(json!(ferry_agent::status::history(&agent.device())?)))
 }
 
 async fn doctor(State(agent): State<Arc<Agent>>) -> Json<Value> {
-    let checks = ferry_agent::doctor::run(&agent.device).await;
+    let checks = ferry_agent::doctor::run(&agent.device()).await;
     let ok = !checks
         .iter()
         .any(|c| c.outcome == ferry_agent::doctor::Outcome::Fail);
@@ -192,7 +266,7 @@ struct JournalQuery {
 }
 
 async fn journal(State(agent): State<Arc<Agent>>, Query(q): Query<JournalQuery>) -> Answer {
-    let dir = agent.device.layout().journal_dir();
+    let dir = agent.device().layout().journal_dir();
     let read = tokio::task::spawn_blocking(move || ferry_fsm::read_journal(dir))
         .await
         .map_err(|e| {

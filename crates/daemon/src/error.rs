@@ -61,6 +61,28 @@ pub enum DaemonError {
         /// What is wrong.
         reason: String,
     },
+    /// The restart command could not be run, or failed.
+    #[error("the restart command `{command}` failed: {reason}")]
+    RestartFailed {
+        /// The command.
+        command: String,
+        /// What happened.
+        reason: String,
+    },
+    /// A reload found `config.toml` invalid; the running config stays.
+    #[error("the agent kept its running config because {} is not valid: {reason}", path.display())]
+    ConfigInvalid {
+        /// config.toml.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A reload found the slots or boot control changed, which a running agent cannot take.
+    #[error("the agent kept its running config because {} changes the slots or the boot control, which only a restart can take", path.display())]
+    ReloadNeedsRestart {
+        /// config.toml.
+        path: PathBuf,
+    },
 }
 
 impl Diagnose for DaemonError {
@@ -74,6 +96,9 @@ impl Diagnose for DaemonError {
             DaemonError::Api { .. } => "AGENT_API",
             DaemonError::TimeZone { .. } => "WINDOW_TIME_ZONE",
             DaemonError::BadRequest { .. } => "BAD_REQUEST",
+            DaemonError::RestartFailed { .. } => "RESTART_FAILED",
+            DaemonError::ConfigInvalid { .. } => "CONFIG_INVALID",
+            DaemonError::ReloadNeedsRestart { .. } => "RELOAD_NEEDS_RESTART",
         }
     }
 
@@ -97,6 +122,15 @@ impl Diagnose for DaemonError {
                 "Use an IANA time zone name (Europe/Berlin) in [policy.window] time_zone, or install the tz database (tzdata)".into()
             }
             DaemonError::BadRequest { .. } => "Send the body the local API documents (see README)".into(),
+            DaemonError::RestartFailed { .. } => {
+                "Fix restart_command in config.toml [policy] (it must restart the machine and exit 0), then `ferry agent reload`".into()
+            }
+            DaemonError::ConfigInvalid { .. } => {
+                "Correct config.toml, then run `ferry agent reload` again (the agent runs on with its previous settings meanwhile)".into()
+            }
+            DaemonError::ReloadNeedsRestart { .. } => {
+                "Restart the agent (systemctl restart ferry-agent) to use the new slots or boot control".into()
+            }
         }
     }
 }
@@ -128,6 +162,17 @@ mod tests {
                 reason: "unknown".into(),
             },
             DaemonError::BadRequest { reason: "r".into() },
+            DaemonError::ConfigInvalid {
+                path: "/d/config.toml".into(),
+                reason: "r".into(),
+            },
+            DaemonError::ReloadNeedsRestart {
+                path: "/d/config.toml".into(),
+            },
+            DaemonError::RestartFailed {
+                command: "systemctl reboot".into(),
+                reason: "it exited with exit status: 1".into(),
+            },
         ];
         for e in &errors {
             let r = e.report();

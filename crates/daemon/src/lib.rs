@@ -33,6 +33,7 @@ use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use ferry_types::Diagnose;
 use serde_json::{Value, json};
 
 pub use error::DaemonError;
@@ -53,7 +54,7 @@ pub fn status_view(
 /// Runs the daemon for the device at `dir` until `shutdown` resolves (SIGTERM).
 pub async fn run(dir: &Path, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let agent = agent::Agent::open(dir).await?;
-    let socket = agent.device.layout().agent_socket();
+    let socket = agent.device().layout().agent_socket();
     let socket_error = |op| {
         let path = socket.clone();
         move |source| DaemonError::Socket { op, path, source }
@@ -89,6 +90,28 @@ pub async fn run(dir: &Path, shutdown: impl Future<Output = ()>) -> Result<(), D
             }
         })
     });
+    // SIGHUP reads config.toml again, as `POST /v1/reload` does.
+    let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Err(error) => {
+            tracing::warn!(%error, "no SIGHUP handler; reload with `ferry agent reload`");
+            None
+        }
+        Ok(mut hup) => {
+            let agent = agent.clone();
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = hup.recv() => match agent.reload() {
+                            Ok(answer) => tracing::info!(changed = %answer["changed"], "config.toml reloaded"),
+                            Err(error) => tracing::warn!(code = error.code(), "the reload was refused: {error}"),
+                        },
+                        _ = stop.changed() => return,
+                    }
+                }
+            }))
+        }
+    };
     notify::notify("READY=1");
     tracing::info!(socket = %socket.display(), "ferry agent ready");
     shutdown.await;
@@ -97,6 +120,9 @@ pub async fn run(dir: &Path, shutdown: impl Future<Output = ()>) -> Result<(), D
     let _ = stop_tx.send(true);
     agent.shut_down().await;
     let _ = schedule.await;
+    if let Some(hangup) = hangup {
+        let _ = hangup.await;
+    }
     if let Some(watchdog) = watchdog {
         let _ = watchdog.await;
     }

@@ -68,6 +68,8 @@ pub enum Stage {
     Parked,
     /// Installed; the new slot boots at the next restart.
     Installed,
+    /// Installed, restarted into and committed: it runs.
+    Committed,
     /// It rolled back at boot: not tried again on its own.
     RolledBack,
 }
@@ -80,6 +82,8 @@ pub enum Next {
     Download,
     /// Apply it (downloading what is missing).
     Install,
+    /// Restart into it (installed, `auto_restart`).
+    Restart,
     /// Nothing now: see the [`Hold`].
     Wait,
 }
@@ -139,6 +143,42 @@ impl Hold {
     }
 }
 
+/// Why an installed update waits while the restart command runs and the machine goes
+/// down (the agent runs it once per start).
+pub fn restarting(version: &str) -> Hold {
+    Hold::new(
+        HoldKind::Agent,
+        "RESTARTING",
+        format!("the restart into {version} was asked for and the device is going down"),
+        "Wait for the device to restart; if it does not, check restart_command in config.toml [policy]",
+    )
+}
+
+/// Why the maintenance window holds `what` back now, if it does.
+fn window_hold(s: &Situation, what: &str) -> Option<Hold> {
+    match &s.window {
+        Err(report) => Some(Hold::from_report(HoldKind::Window, report.clone())),
+        Ok(Some(window)) if !window.open => {
+            let until = window.next_open.as_ref().map(|z| z.to_string());
+            let mut hold = Hold::new(
+                HoldKind::Window,
+                "OUTSIDE_WINDOW",
+                format!(
+                    "{what} and the maintenance window is closed{}",
+                    until
+                        .as_ref()
+                        .map(|u| format!(" until {u}"))
+                        .unwrap_or_else(|| " (it never opens)".into())
+                ),
+                "Wait for the window, run `ferry install` to apply it now, or change [policy.window] in config.toml",
+            );
+            hold.until = until;
+            Some(hold)
+        }
+        Ok(_) => None,
+    }
+}
+
 /// Everything the decision looks at.
 #[derive(Debug, Clone)]
 pub struct Situation<'a> {
@@ -165,12 +205,20 @@ pub fn decide(s: &Situation) -> (Next, Option<Hold>) {
     let wait = |hold: Hold| (Next::Wait, Some(hold));
     let version = s.version;
     match s.stage {
-        Stage::Installed => {
+        Stage::Installed if !(s.policy.auto_restart && s.suspended.is_some()) => {
             return wait(Hold::new(
                 HoldKind::Policy,
                 "RESTART_PENDING",
                 format!("{version} is installed and runs after the next restart"),
                 "Restart the device (ferry reboot on a simulated one), or set auto_restart = true in config.toml [policy]",
+            ));
+        }
+        Stage::Committed => {
+            return wait(Hold::new(
+                HoldKind::Policy,
+                "ALREADY_RUNNING",
+                format!("{version} is installed and committed: the device runs it"),
+                "Nothing to do; the next scan no longer offers it",
             ));
         }
         Stage::RolledBack => {
@@ -234,28 +282,18 @@ pub fn decide(s: &Situation) -> (Next, Option<Hold>) {
                 "Run `ferry install` to apply it now, or set auto_install = true in config.toml [policy]",
             ));
         }
-        Stage::Staged => match &s.window {
-            Err(report) => return wait(Hold::from_report(HoldKind::Window, report.clone())),
-            Ok(Some(window)) if !window.open => {
-                let until = window.next_open.as_ref().map(|z| z.to_string());
-                let mut hold = Hold::new(
-                    HoldKind::Window,
-                    "OUTSIDE_WINDOW",
-                    format!(
-                        "{version} is staged and the maintenance window is closed{}",
-                        until
-                            .as_ref()
-                            .map(|u| format!(" until {u}"))
-                            .unwrap_or_else(|| " (it never opens)".into())
-                    ),
-                    "Wait for the window, run `ferry install` to apply it now, or change [policy.window] in config.toml",
-                );
-                hold.until = until;
-                return wait(hold);
-            }
-            Ok(_) => Next::Install,
+        Stage::Staged => match window_hold(s, &format!("{version} is staged")) {
+            Some(hold) => return wait(hold),
+            None => Next::Install,
         },
-        Stage::Installed | Stage::RolledBack => Next::Wait,
+        Stage::Installed => {
+            let what = format!("{version} is installed and waits for its restart");
+            match window_hold(s, &what) {
+                Some(hold) => return wait(hold),
+                None => Next::Restart,
+            }
+        }
+        Stage::Committed | Stage::RolledBack => Next::Wait,
     };
     let facts = match &s.facts {
         Ok(facts) => *facts,
@@ -263,6 +301,7 @@ pub fn decide(s: &Situation) -> (Next, Option<Hold>) {
     };
     let step = match next {
         Next::Install if s.stage == Stage::Staged => Step::Install,
+        Next::Restart => Step::Install,
         _ => Step::Download {
             bytes: s.download_size,
             space: policy::space_needed(s.download_size, s.image_size),
@@ -353,6 +392,45 @@ mod tests {
         assert_eq!(
             decide(&situation(&policy, &ac, None, Stage::Staged)),
             (Next::Install, None)
+        );
+    }
+
+    #[test]
+    fn an_installed_update_restarts_on_its_own_only_by_policy_and_inside_the_window() {
+        let ac = facts(None);
+        let closed = WindowState {
+            open: false,
+            next_open: None,
+        };
+        let off = Policy::default();
+        let on = Policy {
+            auto_restart: true,
+            ..Policy::default()
+        };
+        assert_eq!(
+            code(decide(&situation(&off, &ac, None, Stage::Installed))),
+            "RESTART_PENDING"
+        );
+        assert_eq!(
+            decide(&situation(&on, &ac, None, Stage::Installed)),
+            (Next::Restart, None)
+        );
+        assert_eq!(
+            code(decide(&situation(
+                &on,
+                &ac,
+                Some(&closed),
+                Stage::Installed
+            ))),
+            "OUTSIDE_WINDOW"
+        );
+        let mut suspended = situation(&on, &ac, None, Stage::Installed);
+        suspended.suspended = Some(true);
+        assert_eq!(code(decide(&suspended)), "AGENT_SUSPENDED");
+        // Committed: it runs, nothing is restarted again.
+        assert_eq!(
+            code(decide(&situation(&on, &ac, None, Stage::Committed))),
+            "ALREADY_RUNNING"
         );
     }
 

@@ -14,7 +14,7 @@ use crate::machines::update;
 use ferry_types::Diagnose;
 
 /// What a simulated reboot did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RebootOutcome {
     /// Slot the device booted and kept.
     pub running: Slot,
@@ -32,7 +32,7 @@ pub struct RebootOutcome {
 /// A committed slot that failed its check at boot (its bytes changed since it was
 /// written: a disk fault or tampering, what dm-verity refuses on a real device); the
 /// device fell back to the other slot, which is good and verified.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct FallBack {
     /// The slot abandoned; no longer good, so the next install rewrites it.
     pub from: Slot,
@@ -100,7 +100,37 @@ pub fn reboot_in(
             fell_back: None,
         });
     }
-    let failure = if tried.is_some() {
+    finish_boot(device, &after, tried, journal)
+}
+
+/// What the booted system does when the agent starts after a real restart: a slot on
+/// trial whose bootloader has spent a try (fewer left than `boot_tries`) is the slot
+/// that booted, so it is checked ([`boot_check`]) and committed, or abandoned with the
+/// code. `None`: no slot was on trial, or its restart has not happened yet.
+pub fn check_booted(
+    device: &Device,
+    journal: Option<&mut crate::journal::Journal>,
+) -> Result<Option<RebootOutcome>, AgentError> {
+    let state = device.boot_state()?;
+    let Some(trial) = state.trial() else {
+        return Ok(None);
+    };
+    if trial.tries_left >= device.config.boot_tries {
+        return Ok(None);
+    }
+    finish_boot(device, &state, Some(trial.slot), journal).map(Some)
+}
+
+/// The booted system's part of a restart, once the bootloader chose a slot and stored
+/// `after`: check the slot `tried` (if a trial booted), commit or abandon it, record it.
+fn finish_boot(
+    device: &Device,
+    after: &ferry_boot::BootState,
+    tried: Option<Slot>,
+    journal: Option<&mut crate::journal::Journal>,
+) -> Result<RebootOutcome, AgentError> {
+    let boot = device.boot_control();
+    let failure = if let Some(booted) = tried {
         boot_check(device, booted).err().map(|e| {
             let report = e.report();
             tracing::warn!(slot = %booted, code = report.code, "new slot failed its boot check");

@@ -2,6 +2,10 @@
 //! fault-injecting TCP proxy between device and server.
 #![allow(dead_code)]
 
+mod daemon;
+#[allow(unused_imports)]
+pub use daemon::*;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -288,15 +288,19 @@ fn reports_wait_while_the_server_is_away_and_arrive_once_when_it_is_back() {
     let st = status(&f.device);
     let n_queued = st["events"]["queued"].as_u64().unwrap();
     assert!(n_queued >= 6, "{st}");
-    assert_eq!(
-        st["events"]["delivery"]["last_error"]["code"],
-        "SERVER_UNREACHABLE"
+    // The proxy accepts the connection and closes it with no server behind: the device
+    // sees the TLS handshake cut (TLS_HANDSHAKE_FAILED); with nothing listening at all it
+    // would be SERVER_UNREACHABLE. Either way the reports wait.
+    let code = st["events"]["delivery"]["last_error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        code == "SERVER_UNREACHABLE" || code == "TLS_HANDSHAKE_FAILED",
+        "{st}"
     );
     let text = ok(&["status", "--device", s(&f.device)]);
-    assert!(
-        text.contains("queued") && text.contains("SERVER_UNREACHABLE"),
-        "{text}"
-    );
+    assert!(text.contains("queued") && text.contains(&code), "{text}");
     assert!(server_reports(&f.server.data, &f.device).is_empty());
 
     // A delivery loop (what the daemon runs), the server back 3 s later.

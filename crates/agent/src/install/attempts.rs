@@ -94,6 +94,7 @@ impl Failure {
             AgentError::Delta(ferry_delta::Error::Io { .. }) => Failure::Environment,
             AgentError::Delta(_) => Failure::Content,
             AgentError::DigestMismatch { .. }
+            | AgentError::DeltaNotPinned { .. }
             | AgentError::ChunkIndexMismatch { .. }
             | AgentError::RangesUnsupported { .. }
             | AgentError::ChunkCorrupt { .. }
@@ -332,11 +333,21 @@ impl Attempts<'_> {
             .delta
             .as_ref()
             .ok_or_else(|| missing("a delta"))?;
+        // Nothing unverified reaches the slot: without the signed pin of its manifest the
+        // delta is not applied at all (a content failure: the next payload is tried).
+        let pin = self
+            .offer
+            .delta_manifest_digest
+            .ok_or_else(|| AgentError::DeltaNotPinned {
+                url: artifact.url.clone(),
+            })?;
         meter.begin(artifact.size, 0);
         let running = self.device.slot_path(!self.target);
         let slot = self.device.slot_path(self.target);
-        let outcome =
-            delta::apply(client, artifact, &running, &slot, &mut |n| meter.reach(n)).await?;
+        let outcome = delta::apply(client, artifact, pin, &running, &slot, &mut |n| {
+            meter.reach(n)
+        })
+        .await?;
         Ok(Wrote {
             bytes: outcome.bytes_downloaded,
             bytes_reused: outcome.bytes_reused,
@@ -646,6 +657,7 @@ mod tests {
             action: "restart",
             kind: if delta { "delta" } else { "full" }.into(),
             delta: delta.then(|| artifact("delta")),
+            delta_manifest_digest: delta.then_some(ferry_types::DeltaDigest([7; 32])),
             chunks: chunks.then(|| ChunkedPayload {
                 payload: artifact("chunks"),
                 index: artifact("index"),

@@ -147,7 +147,9 @@ async fn drive(
 ) -> Result<(), AgentError> {
     let n_frames = manifest.frames.len();
     let start_offset = manifest.frames[start_frame].offset;
-    let (response, body_offset) = client.stream_from(url, start_offset).await?;
+    let stream_bytes = manifest.payload_size.saturating_sub(start_offset);
+    let stream_started = Instant::now();
+    let (response, body_offset) = client.stream_from(url, start_offset, stream_bytes).await?;
     let mut skip = start_offset - body_offset;
     let mut stream = response.bytes_stream();
 
@@ -264,12 +266,13 @@ async fn drive(
             "payload stream ended early"
         );
         if timed_out {
-            return Err(AgentError::NetworkTimeout {
-                url: url.to_owned(),
-                secs: client.read_timeout().as_secs(),
-                received: received_offset,
+            return Err(client.stream_failed(
+                url,
+                stream_started,
+                stream_bytes,
+                received_offset,
                 expected,
-            });
+            ));
         }
         return Err(AgentError::PayloadTruncated {
             received: received_offset,

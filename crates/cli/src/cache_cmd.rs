@@ -36,17 +36,22 @@ pub async fn cache(a: CacheArgs) -> Result<ExitCode, Failure> {
         "ferry cache listening on http://{addr} (upstream {})",
         a.upstream
     );
-    axum::serve(listener, ferry_server::cache::cache_app(cache))
-        .with_graceful_shutdown(async {
+    ferry_server::serve::serve(
+        listener,
+        None,
+        ferry_server::cache::cache_app(cache),
+        a.limits.limits(),
+        async {
             let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| {
-            Failure::new(
-                "CACHE_FAILED",
-                format!("the cache stopped: {e}"),
-                "check the log and restart it",
-            )
-        })?;
+        },
+    )
+    .await
+    .map_err(|e| {
+        Failure::new(
+            "CACHE_FAILED",
+            format!("the cache stopped: {e}"),
+            "check the log and restart it",
+        )
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -333,21 +333,17 @@ impl Attempts<'_> {
             .delta
             .as_ref()
             .ok_or_else(|| missing("a delta"))?;
-        // Nothing unverified reaches the slot: without the signed pin of its manifest the
-        // delta is not applied at all (a content failure: the next payload is tried).
+        // No signed pin of its manifest, no delta (a content failure: the next payload).
+        let url = artifact.url.clone();
         let pin = self
             .offer
             .delta_manifest_digest
-            .ok_or_else(|| AgentError::DeltaNotPinned {
-                url: artifact.url.clone(),
-            })?;
+            .ok_or(AgentError::DeltaNotPinned { url })?;
         meter.begin(artifact.size, 0);
         let running = self.device.slot_path(!self.target);
         let slot = self.device.slot_path(self.target);
-        let outcome = delta::apply(client, artifact, pin, &running, &slot, &mut |n| {
-            meter.reach(n)
-        })
-        .await?;
+        let mut on_bytes = |n| meter.reach(n);
+        let outcome = delta::apply(client, artifact, pin, &running, &slot, &mut on_bytes).await?;
         Ok(Wrote {
             bytes: outcome.bytes_downloaded,
             bytes_reused: outcome.bytes_reused,

@@ -131,8 +131,8 @@ pub struct ServerArgs {
 /// What one connection may cost `ferry server` or `ferry cache` (`ferry_server::serve`).
 #[derive(Debug, Args)]
 pub struct LimitArgs {
-    /// Connections served at once; more wait in the listen backlog (default: the descriptor
-    /// limit less 64, at most 4096).
+    /// Connections served at once; more wait in the listen backlog (default: half the
+    /// descriptor limit, raised to the hard limit at start, less 32; at most 4096).
     #[arg(long)]
     pub max_connections: Option<usize>,
     /// Seconds a client has for the TLS handshake.

@@ -6,6 +6,8 @@ use crate::args::CacheArgs;
 use crate::failure::Failure;
 
 pub async fn cache(a: CacheArgs) -> Result<ExitCode, Failure> {
+    // Every connection costs a descriptor or two: use what the hard limit allows.
+    ferry_server::serve::raise_descriptor_limit();
     let upstream_ca = match &a.upstream_ca {
         Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
             Failure::new(

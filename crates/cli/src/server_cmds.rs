@@ -29,6 +29,8 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
             "pass the server's data directory with --data",
         )
     })?;
+    // Every connection costs a descriptor or two: use what the hard limit allows.
+    ferry_server::serve::raise_descriptor_limit();
     let data = DataDir::open(&data_path).await?;
     let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
         Failure::new(

@@ -30,20 +30,25 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
 /// Descriptors kept for everything that is not a client connection (database, log, listener,
-/// runtime, the cache's files) when [`Limits::max_connections`] is derived from the process's
-/// descriptor limit.
+/// runtime, the cache's upstream connections) when [`Limits::max_connections`] is derived from
+/// the process's descriptor limit.
 pub const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// Descriptors one connection may hold: its socket and the artifact file it streams.
+pub const DESCRIPTORS_PER_CONNECTION: u64 = 2;
 
 /// Most connections served at once by default, whatever the descriptor limit allows.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Most descriptors [`raise_descriptor_limit`] asks for.
+const MAX_DESCRIPTORS: u64 = 1 << 20;
 
 /// What one connection may cost the server. The defaults are documented on each field; every
 /// one is a flag of `ferry server` and `ferry cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections held at once (default: the descriptor limit less
-    /// [`RESERVED_DESCRIPTORS`], at most [`DEFAULT_MAX_CONNECTIONS`]). Beyond it, new
-    /// connections wait in the kernel's listen backlog until one ends.
+    /// Connections held at once (default: [`default_max_connections`], from the descriptor
+    /// limit). Beyond it, new connections wait in the kernel's listen backlog until one ends.
     pub max_connections: usize,
     /// Time for the TLS handshake (default 10 s).
     pub handshake_timeout: Duration,
@@ -70,21 +75,37 @@ impl Default for Limits {
     }
 }
 
-/// The soft descriptor limit less [`RESERVED_DESCRIPTORS`], between 16 and
-/// [`DEFAULT_MAX_CONNECTIONS`].
-pub fn default_max_connections() -> usize {
+/// The process's soft descriptor limit, if it can be read.
+fn descriptor_limit() -> Option<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes one rlimit into the struct it is given.
     let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    let soft = if known {
-        limit.rlim_cur
-    } else {
-        DEFAULT_MAX_CONNECTIONS as u64
-    };
-    let usable = soft.saturating_sub(RESERVED_DESCRIPTORS).max(16);
+    known.then_some(limit)
+}
+
+/// Raises the soft descriptor limit to the hard one (at most 2^20), as a server should: the
+/// soft default (often 1024) is meant for interactive programs. Returns the soft limit now.
+pub fn raise_descriptor_limit() -> Option<u64> {
+    let mut limit = descriptor_limit()?;
+    let wanted = limit.rlim_max.min(MAX_DESCRIPTORS as libc::rlim_t);
+    if limit.rlim_cur < wanted {
+        limit.rlim_cur = wanted;
+        // SAFETY: setrlimit reads the struct; a soft limit up to the hard one is always allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            tracing::debug!(error = %io::Error::last_os_error(), "could not raise the descriptor limit");
+        }
+    }
+    descriptor_limit().map(|limit| limit.rlim_cur)
+}
+
+/// The connections the soft descriptor limit allows: less [`RESERVED_DESCRIPTORS`], at
+/// [`DESCRIPTORS_PER_CONNECTION`] each, between 16 and [`DEFAULT_MAX_CONNECTIONS`].
+pub fn default_max_connections() -> usize {
+    let soft = descriptor_limit().map_or(DEFAULT_MAX_CONNECTIONS as u64 * 2, |l| l.rlim_cur);
+    let usable = (soft.saturating_sub(RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_CONNECTION).max(16);
     usize::try_from(usable)
         .unwrap_or(DEFAULT_MAX_CONNECTIONS)
         .min(DEFAULT_MAX_CONNECTIONS)

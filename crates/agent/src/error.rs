@@ -6,6 +6,10 @@ use std::path::PathBuf;
 
 use ferry_types::{Diagnose, Sha256};
 
+/// The variable that injects a fault for the table-coverage test (`journal` reads it;
+/// [`AgentError::InjectedFault`] names it).
+pub const FAIL_IN: &str = "FERRY_FAIL_IN";
+
 /// Everything a device command can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -235,7 +239,7 @@ pub enum AgentError {
     /// A fault injected for tests (`FERRY_FAIL_IN`).
     #[error(
         "a fault was injected ({}) as {machine} left {state} on {event}",
-        crate::journal::FAIL_IN
+        FAIL_IN
     )]
     InjectedFault {
         /// The machine.
@@ -512,7 +516,7 @@ impl Diagnose for AgentError {
             AgentError::Fsm(e) => e.fix(),
             AgentError::FsmTable(e) => e.fix(),
             AgentError::InjectedFault { .. } => {
-                format!("Unset {}: it exists for tests", crate::journal::FAIL_IN)
+                format!("Unset {}: it exists for tests", FAIL_IN)
             }
             AgentError::NoAction { .. }
             | AgentError::NoPayload { .. }

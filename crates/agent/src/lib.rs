@@ -12,9 +12,8 @@
 //! A module names only modules listed before it, so none imports a module that imports
 //! it back (`tests/module_order.rs` checks it):
 //!
-//! 1. the error type, [`layout`] (every path of the device directory),
-//!    [`facts`] (power, network, space), [`progress`], [`machines`] (the tables and their
-//!    typed names);
+//! 1. [`facts`] (power, network, space), the error type, [`layout`] (every path of the
+//!    device directory), [`progress`], [`machines`] (the tables and their typed names);
 //! 2. [`device`]: an open device directory (identity, config, slot metadata, receipts,
 //!    the lock);
 //! 3. [`client`] (HTTP to the server), [`journal`] (the machines' store, typed

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// The agent's modules, lowest first, as `lib.rs` lists them.
 const ORDER: &[&str] = &[
+    "facts",
     "error",
     "layout",
-    "facts",
     "progress",
     "machines",
     "device",

@@ -8,6 +8,7 @@
 //! the uniqueness check), and only then signs.
 
 use std::collections::HashMap;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
@@ -17,8 +18,6 @@ use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use chrono::Utc;
-use std::str::FromStr;
-
 use ferry_personalize::{
     Component, ComponentName, Credential, CredentialSigner, DeviceStatus, Facts, KeyId, Policy,
     PublicKey, Refusal, Signer, TicketRequest, verify_credential,

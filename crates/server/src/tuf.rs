@@ -116,7 +116,7 @@ pub fn offline_keys_in_data_dir(data_dir: &Path) -> Vec<PathBuf> {
 /// counts): offline keys there would be on the serving host.
 pub fn is_inside(keys: &Path, data_dir: &Path) -> bool {
     let resolve = |path: &Path| {
-        let mut existing = path.to_owned();
+        let mut existing = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let mut rest = Vec::new();
         // The keys directory may not exist yet: resolve its nearest existing ancestor.
         while !existing.exists() {
@@ -235,6 +235,28 @@ pub fn is_flat_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Offline keys anywhere under the data directory count as on the serving host, however
+    /// the path is spelled; a sibling directory does not.
+    #[test]
+    fn keys_inside_the_data_directory_are_told_apart_from_keys_beside_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("server");
+        std::fs::create_dir_all(&data).unwrap();
+        assert!(is_inside(&data.join("keys"), &data));
+        assert!(is_inside(&data.join("a/b/keys"), &data));
+        assert!(is_inside(&data.join("../server/keys"), &data));
+        assert!(!is_inside(&tmp.path().join("server-keys"), &data));
+        assert!(!is_inside(&tmp.path().join("offline"), &data));
+        assert!(offline_keys_in_data_dir(&data).is_empty());
+        std::fs::create_dir_all(data.join(DEFAULT_OFFLINE_KEYS_DIR)).unwrap();
+        std::fs::write(
+            data.join(DEFAULT_OFFLINE_KEYS_DIR).join("targets.pk8"),
+            b"k",
+        )
+        .unwrap();
+        assert_eq!(offline_keys_in_data_dir(&data).len(), 1);
+    }
 
     #[test]
     fn target_files_split_into_digest_and_name() {

@@ -97,6 +97,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         read_timeout_secs: device::default_read_timeout(),
         stream_min_rate: device::default_stream_min_rate(),
         cache: None,
+        policy: Default::default(),
+        outbox_max_reports: None,
     };
     if let Some(ca) = &opts.ca {
         let pem = fs::read(ca).map_err(AgentError::io("reading the CA to pin", ca))?;

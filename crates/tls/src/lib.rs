@@ -27,8 +27,10 @@
 #![deny(missing_docs)]
 
 mod config;
+mod handshake;
 pub mod pki;
 
 pub use config::{
     CertFailure, InterceptionProbe, TlsError, client_config_pinned, provider, server_config,
 };
+pub use handshake::handshake_failure;

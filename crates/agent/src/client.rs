@@ -63,6 +63,9 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     read_timeout: Duration,
+    /// Slowest average rate a stream may run at (bytes per second): see
+    /// [`Client::stream_deadline`].
+    stream_min_rate: u64,
     cache: Option<String>,
     /// Why the pinned TLS configuration refused a certificate, when it did.
     probe: Option<InterceptionProbe>,
@@ -96,6 +99,7 @@ impl Client {
             ca_pem.as_deref(),
             Duration::from_secs(device.config.read_timeout_secs),
         )?
+        .with_stream_min_rate(device.config.stream_min_rate)
         .with_cache(device.config.cache.clone()))
     }
 
@@ -126,6 +130,7 @@ impl Client {
             http,
             base: base.trim_end_matches('/').to_owned(),
             read_timeout,
+            stream_min_rate: crate::device::DEFAULT_STREAM_MIN_RATE,
             cache: None,
             probe,
         })
@@ -161,7 +166,7 @@ impl Client {
             .await
             .map_err(|e| self.failed(&url, e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.failed(&url, e))?;
+        let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
         if status.is_success() {
             let enrolled: Enrolled =
                 serde_json::from_slice(&body).map_err(|e| AgentError::ServerInvalid {
@@ -170,7 +175,17 @@ impl Client {
                 })?;
             return Ok(enrolled.credential);
         }
-        Err(refusal_error(url, status, &body))
+        match refusal_error(url, status, &body) {
+            error @ (AgentError::Refused(_) | AgentError::Overloaded { .. }) => Err(error),
+            other => match serde_json::from_slice::<ferry_types::Report>(&body) {
+                Ok(report) => Err(AgentError::EnrollmentRefused {
+                    server_code: report.code,
+                    cause: report.cause,
+                    fix: report.fix,
+                }),
+                Err(_) => Err(other),
+            },
+        }
     }
 
     /// `GET /healthz`: the server answers over the pinned TLS.
@@ -195,7 +210,7 @@ impl Client {
             .await
             .map_err(|e| self.failed(&url, e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.failed(&url, e))?;
+        let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|e| AgentError::ServerInvalid {
                 url,
@@ -203,6 +218,48 @@ impl Client {
             });
         }
         Err(refusal_error(url, status, &body))
+    }
+
+    /// Streams run at `bytes_per_second` on average at least ([`Client::stream_deadline`]).
+    pub fn with_stream_min_rate(mut self, bytes_per_second: u64) -> Client {
+        self.stream_min_rate = bytes_per_second.max(1);
+        self
+    }
+
+    /// The overall deadline of a stream of `bytes`: the read timeout plus `bytes` at the
+    /// slowest accepted rate. A stream still running then is cut ([`Client::stream_failed`]),
+    /// however steadily it trickles.
+    pub fn stream_deadline(&self, bytes: u64) -> Duration {
+        self.read_timeout + Duration::from_secs(bytes / self.stream_min_rate)
+    }
+
+    /// The error for a stream of `bytes` begun at `started` that failed with a timeout:
+    /// [`AgentError::StreamTooSlow`] once its overall deadline has passed, else
+    /// [`AgentError::NetworkTimeout`] (no byte within the read timeout).
+    pub fn stream_failed(
+        &self,
+        url: &str,
+        started: std::time::Instant,
+        bytes: u64,
+        received: u64,
+        expected: u64,
+    ) -> AgentError {
+        let deadline = self.stream_deadline(bytes);
+        if started.elapsed() >= deadline {
+            AgentError::StreamTooSlow {
+                url: url.to_owned(),
+                deadline_secs: deadline.as_secs(),
+                received,
+                expected,
+            }
+        } else {
+            AgentError::NetworkTimeout {
+                url: url.to_owned(),
+                secs: self.read_timeout.as_secs(),
+                received,
+                expected,
+            }
+        }
     }
 
     /// `POST /v1/events` with the device credential: one batch of event reports, answered
@@ -343,25 +400,29 @@ impl Client {
         Ok(bytes)
     }
 
-    /// Starts streaming `path` from byte `start`. Returns the response and the offset
+    /// Starts streaming `path` from byte `start`, `bytes` long from there (the overall
+    /// deadline is [`Client::stream_deadline`] of it). Returns the response and the offset
     /// its body really starts at (a server that ignores `Range` starts at 0).
     pub async fn stream_from(
         &self,
         path: &str,
         start: u64,
+        bytes: u64,
     ) -> Result<(reqwest::Response, u64), AgentError> {
-        self.via_bases(path, |url| self.stream_from_url(url, start))
+        self.via_bases(path, |url| self.stream_from_url(url, start, bytes))
             .await
     }
 
-    /// `GET path` with `Range: bytes=<ranges>` (the cache first, as [`Client::stream_from`]).
-    /// Returns the answer whatever its status, for the caller to read: `206` (one range or
-    /// `multipart/byteranges`), `200` (ranges ignored) or `416` (multi-range refused).
+    /// `GET path` with `Range: bytes=<ranges>` (the cache first, as [`Client::stream_from`],
+    /// with the overall deadline of the ranges' bytes). Returns the answer whatever its
+    /// status, for the caller to read: `206` (one range or `multipart/byteranges`), `200`
+    /// (ranges ignored) or `416` (multi-range refused).
     pub async fn get_ranges(
         &self,
         path: &str,
         ranges: &[std::ops::Range<u64>],
     ) -> Result<reqwest::Response, AgentError> {
+        let deadline = self.stream_deadline(ranges_bytes(ranges));
         let value = ranges
             .iter()
             .map(|r| format!("{}-{}", r.start, r.end.saturating_sub(1)))
@@ -373,6 +434,7 @@ impl Client {
                 .http
                 .get(&url)
                 .header(reqwest::header::RANGE, format!("bytes={value}"))
+                .timeout(deadline)
                 .send()
                 .await
                 .map_err(|e| self.failed(&url, e))?;
@@ -413,8 +475,9 @@ impl Client {
         &self,
         url: String,
         start: u64,
+        bytes: u64,
     ) -> Result<(reqwest::Response, u64), AgentError> {
-        let mut request = self.http.get(&url);
+        let mut request = self.http.get(&url).timeout(self.stream_deadline(bytes));
         if start > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={start}-"));
         }
@@ -450,12 +513,24 @@ impl Client {
         let response = self
             .http
             .get(url)
+            .timeout(self.stream_deadline(limit))
             .send()
             .await
             .map_err(|e| self.failed(url, e))?;
         if !response.status().is_success() {
             return Err(refused(url.to_owned(), response).await);
         }
+        self.read_capped(url, response, limit).await
+    }
+
+    /// The body of an answer the device reads whole, refused (`SERVER_INVALID`) as soon as it
+    /// passes `limit` bytes: an answer from an untrusted cache or proxy can be any size.
+    async fn read_capped(
+        &self,
+        url: &str,
+        response: reqwest::Response,
+        limit: u64,
+    ) -> Result<Bytes, AgentError> {
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
@@ -524,14 +599,40 @@ fn refusal_error(url: String, status: reqwest::StatusCode, body: &[u8]) -> Agent
     }
 }
 
-async fn refused(url: String, response: reqwest::Response) -> AgentError {
+/// A failed answer: its status and, when its body (read up to [`MAX_SMALL_ANSWER`], never
+/// more) is a ferry error, its code. A longer body is left unread: the connection closes.
+async fn refused(url: String, mut response: reqwest::Response) -> AgentError {
     #[derive(Deserialize)]
     struct Body {
         code: String,
     }
     let status = response.status().as_u16();
-    let code = response.json::<Body>().await.ok().map(|b| b.code);
+    let mut body = Vec::new();
+    let mut complete = false;
+    while let Ok(chunk) = response.chunk().await {
+        let Some(chunk) = chunk else {
+            complete = true;
+            break;
+        };
+        if body.len() + chunk.len() > MAX_SMALL_ANSWER as usize {
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let code = complete
+        .then(|| serde_json::from_slice::<Body>(&body).ok())
+        .flatten()
+        .map(|b| b.code);
     AgentError::ServerRefused { url, status, code }
+}
+
+/// Most bytes read of an answer the device does not stream: an error body, an enrollment
+/// answer, a ticket.
+pub const MAX_SMALL_ANSWER: u64 = 64 << 10;
+
+/// Bytes the ranges cover.
+fn ranges_bytes(ranges: &[std::ops::Range<u64>]) -> u64 {
+    ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum()
 }
 
 /// A cache that cannot be reached or fails on its side is skipped; an answer about

@@ -53,6 +53,12 @@ pub struct Config {
     /// Seconds a download may wait for a byte before it counts as stalled.
     #[serde(default = "default_read_timeout")]
     pub read_timeout_secs: u64,
+    /// The slowest average rate, in bytes per second, a payload, delta or range stream may
+    /// run at: each stream gets `read_timeout_secs` plus its size at this rate as its overall
+    /// deadline, so a link or LAN cache that trickles bytes cannot hold an install forever
+    /// (the install resumes on the next run).
+    #[serde(default = "default_stream_min_rate")]
+    pub stream_min_rate: u64,
     /// A LAN content cache (`ferry cache`) to fetch payload bytes from first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<String>,
@@ -71,6 +77,13 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) fn default_read_timeout() -> u64 {
     DEFAULT_READ_TIMEOUT.as_secs()
+}
+
+/// The slowest average stream rate accepted unless `config.toml` says otherwise: 32 KiB/s.
+pub const DEFAULT_STREAM_MIN_RATE: u64 = 32 << 10;
+
+pub(crate) fn default_stream_min_rate() -> u64 {
+    DEFAULT_STREAM_MIN_RATE
 }
 
 /// Where the slots are.

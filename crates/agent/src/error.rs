@@ -6,6 +6,10 @@ use std::path::PathBuf;
 
 use ferry_types::{Diagnose, Sha256};
 
+/// The variable that injects a fault for the table-coverage test (`journal` reads it;
+/// [`AgentError::InjectedFault`] names it).
+pub const FAIL_IN: &str = "FERRY_FAIL_IN";
+
 /// Everything a device command can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -100,6 +104,30 @@ pub enum AgentError {
     #[error("the payload ended after {received} of {expected} bytes")]
     PayloadTruncated {
         /// Bytes received (counted from the start of the payload).
+        received: u64,
+        /// Bytes expected.
+        expected: u64,
+    },
+    /// The catalog offers a delta without signing its manifest pin (published by a ferry from
+    /// before the pin was signed): it is not applied, so no unverified byte reaches the slot.
+    #[error(
+        "the catalog does not sign the manifest digest of the delta {url} (published by an older ferry), so it is not applied"
+    )]
+    DeltaNotPinned {
+        /// The delta.
+        url: String,
+    },
+    /// A stream took longer than its overall deadline (its size at the slowest rate the
+    /// device accepts): a link, proxy or LAN cache that trickles bytes.
+    #[error(
+        "the download from {url} took more than its {deadline_secs} s deadline ({received} of {expected} bytes)"
+    )]
+    StreamTooSlow {
+        /// What was being fetched.
+        url: String,
+        /// The overall deadline.
+        deadline_secs: u64,
+        /// Bytes received.
         received: u64,
         /// Bytes expected.
         expected: u64,
@@ -241,7 +269,10 @@ pub enum AgentError {
     #[error(transparent)]
     FsmTable(#[from] ferry_fsm::TableError),
     /// A fault injected for tests (`FERRY_FAIL_IN`).
-    #[error("a fault was injected (FERRY_FAIL_IN) as {machine} left {state} on {event}")]
+    #[error(
+        "a fault was injected ({}) as {machine} left {state} on {event}",
+        FAIL_IN
+    )]
     InjectedFault {
         /// The machine.
         machine: &'static str,
@@ -319,6 +350,17 @@ pub enum AgentError {
     NotEnrolled {
         /// What is missing or what the server said.
         reason: String,
+    },
+    /// The server refused to enroll the device (a spent token, a token made for another
+    /// device, a device id already enrolled): its code, cause and fix.
+    #[error("the server refused to enroll the device: {cause} ({server_code})")]
+    EnrollmentRefused {
+        /// The server's code (ENROLLMENT_TOKEN_INVALID, DEVICE_ALREADY_ENROLLED, …).
+        server_code: String,
+        /// The server's cause.
+        cause: String,
+        /// The server's fix.
+        fix: String,
     },
     /// TLS to the server failed against the pinned CA (TLS_INTERCEPTED names the issuer
     /// that answered).
@@ -440,6 +482,8 @@ impl Diagnose for AgentError {
             AgentError::SlotTooSmall { .. } => "SLOT_TOO_SMALL",
             AgentError::PayloadTruncated { .. } => "PAYLOAD_TRUNCATED",
             AgentError::NetworkTimeout { .. } => "NETWORK_TIMEOUT",
+            AgentError::DeltaNotPinned { .. } => "DELTA_NOT_PINNED",
+            AgentError::StreamTooSlow { .. } => "STREAM_TOO_SLOW",
             AgentError::DigestMismatch { .. } => "DIGEST_MISMATCH",
             AgentError::Payload(e) => e.code(),
             AgentError::Boot(e) => e.code(),
@@ -476,6 +520,7 @@ impl Diagnose for AgentError {
             AgentError::RefusalUnreadable(e) => e.code(),
             AgentError::Overloaded { .. } => "OVERLOADED",
             AgentError::NotEnrolled { .. } => "NOT_ENROLLED",
+            AgentError::EnrollmentRefused { .. } => "ENROLLMENT_REFUSED",
             AgentError::Tls(e) => e.code(),
             AgentError::Ticket(e) => e.code(),
             AgentError::KeySet(e) => e.code(),
@@ -520,6 +565,12 @@ impl Diagnose for AgentError {
             AgentError::NetworkTimeout { .. } => {
                 "Check the network path to the server for a proxy or link that stalls, then run the install again (it resumes)".into()
             }
+            AgentError::DeltaNotPinned { .. } => {
+                "Nothing to do on the device (it installs the next payload); republish the release with a current ferry to sign its deltas' pins".into()
+            }
+            AgentError::StreamTooSlow { .. } => {
+                "Run the install again (it resumes); if it recurs, check the link or the LAN cache (`cache` in config.toml) for throttling, or lower `stream_min_rate` in config.toml".into()
+            }
             AgentError::DigestMismatch { .. } => {
                 "Run the install again, and if it repeats, republish the release (the one on the server is damaged)".into()
             }
@@ -550,7 +601,7 @@ impl Diagnose for AgentError {
             AgentError::Fsm(e) => e.fix(),
             AgentError::FsmTable(e) => e.fix(),
             AgentError::InjectedFault { .. } => {
-                "Unset FERRY_FAIL_IN: it exists for tests".into()
+                format!("Unset {}: it exists for tests", FAIL_IN)
             }
             AgentError::NoAction { .. }
             | AgentError::NoPayload { .. }
@@ -591,6 +642,7 @@ impl Diagnose for AgentError {
             AgentError::Refused(r) => r.fix(),
             AgentError::RefusalUnreadable(e) => e.fix(),
             AgentError::Overloaded { .. } => "Try again later (nothing on the device changed)".into(),
+            AgentError::EnrollmentRefused { fix, .. } => fix.clone(),
             AgentError::NotEnrolled { .. } => {
                 "Enroll the device with a token from `ferry server token --data DIR`: ferry device init … --enroll-token TOKEN".into()
             }
@@ -814,6 +866,18 @@ mod tests {
                 status: 503,
             },
             AgentError::NotEnrolled { reason: "r".into() },
+            AgentError::DeltaNotPinned { url: "u".into() },
+            AgentError::StreamTooSlow {
+                url: "u".into(),
+                deadline_secs: 60,
+                received: 1,
+                expected: 2,
+            },
+            AgentError::EnrollmentRefused {
+                server_code: "DEVICE_ALREADY_ENROLLED".into(),
+                cause: "device 0000000000000007 is already enrolled".into(),
+                fix: "Ask the administrator for a re-enrollment token".into(),
+            },
             AgentError::KeySetMissing { path: path.clone() },
             AgentError::KeySetDamaged {
                 path: path.clone(),

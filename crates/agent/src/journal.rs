@@ -28,8 +28,9 @@ pub const CRASH_AFTER_BYTES: &str = "FERRY_CRASH_AFTER_BYTES";
 pub const CANCEL_AFTER_BYTES: &str = "FERRY_CANCEL_AFTER_BYTES";
 /// Fault injection for the table-coverage test (`tests/fsm_coverage.rs`): a
 /// comma-separated list of `machine:STATE`; the step out of that state fails with
-/// `INJECTED_FAULT`, so the failure row of every state can be driven for real.
-pub const FAIL_IN: &str = "FERRY_FAIL_IN";
+/// `INJECTED_FAULT`, so the failure row of every state can be driven for real. (Declared
+/// with the error it causes, which names it.)
+pub use crate::error::FAIL_IN;
 /// Like [`FAIL_IN`], but the process is SIGKILLed as it leaves the state.
 pub const CRASH_IN: &str = "FERRY_CRASH_IN";
 /// Fault injection for the event tests (`tests/event_reports.rs`): SIGKILL right after the

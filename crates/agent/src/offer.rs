@@ -44,6 +44,10 @@ pub struct Offer {
     /// payload stays in `release` for the fallback, and its manifest verifies both.
     #[serde(skip)]
     pub delta: Option<Artifact>,
+    /// The delta's manifest pin signed with it (`ReleaseInfo::delta_manifest_digest`); a
+    /// delta without one is not applied (an older catalog) and the install falls back.
+    #[serde(skip)]
+    pub delta_manifest_digest: Option<ferry_types::DeltaDigest>,
     /// The chunked form of the full image, when published: used when no tailored delta
     /// applies, reusing what the running slot holds. Its manifest is the full payload's.
     #[serde(skip)]
@@ -177,6 +181,7 @@ fn to_offer(
         recommended,
         action: "restart",
         kind,
+        delta_manifest_digest: delta.as_ref().and(info.delta_manifest_digest),
         delta,
         chunks,
         release,
@@ -223,6 +228,7 @@ mod tests {
                 unarchived_size: 4096,
                 image_sha256: Sha256::of(b"image"),
                 seal_root_hash: None,
+                delta_manifest_digest: None,
             },
         }
     }

@@ -95,6 +95,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         ca: opts.ca.as_ref().map(|_| layout::ca_pin()),
         clock_offset_secs: 0,
         read_timeout_secs: device::default_read_timeout(),
+        stream_min_rate: device::default_stream_min_rate(),
         cache: None,
         policy: Default::default(),
         outbox_max_reports: None,

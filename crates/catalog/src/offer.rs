@@ -122,6 +122,7 @@ mod tests {
                 unarchived_size: 1,
                 image_sha256: Sha256::of(b"image"),
                 seal_root_hash: None,
+                delta_manifest_digest: None,
             },
         }
     }

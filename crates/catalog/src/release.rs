@@ -1,7 +1,7 @@
 //! The custom metadata ferry attaches to each release target.
 
 use crate::error::CatalogError;
-use ferry_types::{RootHash, Sha256, Version};
+use ferry_types::{DeltaDigest, RootHash, Sha256, Version};
 use serde::{Deserialize, Serialize};
 
 /// What a payload installs from: a whole image, or a delta from one exact earlier version.
@@ -47,6 +47,11 @@ pub struct ReleaseInfo {
     /// The signed dm-verity root hash of the resulting image, when the image is sealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal_root_hash: Option<RootHash>,
+    /// For a delta target: the pin of the delta's manifest (`ferry_delta::pinned_digest`),
+    /// checked before the delta writes a byte. Devices refuse a delta without it (catalogs
+    /// from before it was signed) and fall back to the next payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_manifest_digest: Option<DeltaDigest>,
 }
 
 impl ReleaseInfo {
@@ -162,6 +167,7 @@ mod tests {
             unarchived_size: 20,
             image_sha256: Sha256::of(b"image"),
             seal_root_hash: None,
+            delta_manifest_digest: None,
         };
         let custom = info.to_custom();
         assert_eq!(custom["payload"]["kind"], "delta");

@@ -130,10 +130,55 @@ pub struct ServerArgs {
     /// Ticket requests one device may make per minute.
     #[arg(long, default_value_t = 60)]
     pub rate_limit: u32,
+    /// A development server: make the catalog on first start with its offline root and
+    /// targets keys in DATA/keys-offline (a real server refuses to start with them there).
+    #[arg(long)]
+    pub dev_keys: bool,
     /// Seconds a device with an update in progress may go without reporting before the
     /// fleet shows it silent.
     #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
     pub silent_after: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What one connection may cost `ferry server` or `ferry cache` (`ferry_server::serve`).
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Connections served at once; more wait in the listen backlog (default: half the
+    /// descriptor limit, raised to the hard limit at start, less 32; at most 4096).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has for the TLS handshake.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_timeout: u64,
+    /// Seconds a client has to send a request's head once the connection is ready for it
+    /// (after the handshake or the previous answer): also how long an unused keep-alive
+    /// connection stays open.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Seconds a client has to send a whole request body.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: u64,
+    /// Seconds without a byte moving either way after which a connection is closed.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
+}
+
+impl LimitArgs {
+    /// The limits these flags name.
+    pub fn limits(&self) -> ferry_server::serve::Limits {
+        let secs = std::time::Duration::from_secs;
+        ferry_server::serve::Limits {
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(ferry_server::serve::default_max_connections),
+            handshake_timeout: secs(self.handshake_timeout),
+            header_timeout: secs(self.header_timeout),
+            body_timeout: secs(self.body_timeout),
+            idle_timeout: secs(self.idle_timeout),
+        }
+    }
 }
 
 /// `ferry server …` administration (writes the data directory's database directly).
@@ -143,7 +188,7 @@ pub enum ServerCommand {
     /// and timestamp keys, the first metadata.
     Init(ServerInitArgs),
     /// Print a one-time enrollment token for `ferry device init --enroll-token`.
-    Token(ServerDataArgs),
+    Token(ServerTokenArgs),
     /// List enrolled devices, or revoke one.
     Devices(ServerDevicesArgs),
     /// Open or close a build's signing window for a device class.
@@ -233,6 +278,23 @@ pub struct ServerDataArgs {
     pub json: bool,
 }
 
+/// `ferry server token`.
+#[derive(Debug, Args)]
+pub struct ServerTokenArgs {
+    #[command(flatten)]
+    pub server: ServerDataArgs,
+    /// Only this device id (16 hex digits) may enroll with the token.
+    #[arg(long)]
+    pub device: Option<ferry_types::DeviceId>,
+    /// Only a device of this class may enroll with the token.
+    #[arg(long)]
+    pub class: Option<ferry_types::DeviceClass>,
+    /// Re-enroll the --device that is already enrolled (or revoked): its new identity and
+    /// credential replace the old, and a revocation is lifted.
+    #[arg(long, requires = "device")]
+    pub reenroll: bool,
+}
+
 /// `ferry server devices`.
 #[derive(Debug, Args)]
 pub struct ServerDevicesArgs {
@@ -286,6 +348,8 @@ pub struct CacheArgs {
     /// Disk budget in bytes; least recently used objects are evicted beyond it.
     #[arg(long, default_value_t = 20 << 30)]
     pub max_bytes: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// `ferry server init`.
@@ -294,10 +358,14 @@ pub struct ServerInitArgs {
     /// Server data directory.
     #[arg(long)]
     pub data: PathBuf,
-    /// Where the offline root and targets keys go (default DATA/keys-offline); the serving
-    /// process never needs them, `ferry publish --keys` does.
-    #[arg(long)]
+    /// Where the offline root and targets keys go: outside DATA, on a machine or medium the
+    /// server cannot reach; the serving process never needs them, `ferry publish --keys` does.
+    #[arg(long, required_unless_present = "dev_keys")]
     pub keys: Option<PathBuf>,
+    /// A development catalog: the offline keys in DATA/keys-offline (or --keys inside DATA);
+    /// only `ferry server --dev-keys` serves it.
+    #[arg(long)]
+    pub dev_keys: bool,
 }
 
 /// `ferry publish`.
@@ -318,7 +386,8 @@ pub struct PublishArgs {
     /// Audience it opens to (repeat for several; customer releases reach every audience).
     #[arg(long = "audience", default_value = "customer")]
     pub audiences: Vec<String>,
-    /// The offline keys directory (default DATA/keys-offline).
+    /// The offline keys directory (`ferry server init --keys DIR`; default DATA/keys-offline,
+    /// where only a development catalog keeps them).
     #[arg(long)]
     pub keys: Option<PathBuf>,
     /// Build id (default: version and image digest).
@@ -367,9 +436,21 @@ pub struct DeviceInitArgs {
     #[arg(long)]
     pub ca: PathBuf,
     /// One-time enrollment token (`ferry server token --data DIR`); base64url, so it
-    /// may start with '-'.
-    #[arg(long, env = "FERRY_ENROLL_TOKEN", allow_hyphen_values = true)]
-    pub enroll_token: String,
+    /// may start with '-'. Other users can read a command line: prefer
+    /// --enroll-token-file or FERRY_ENROLL_TOKEN.
+    #[arg(
+        long,
+        env = "FERRY_ENROLL_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true,
+        required_unless_present = "enroll_token_file",
+        conflicts_with = "enroll_token_file"
+    )]
+    pub enroll_token: Option<String>,
+    /// Read the one-time enrollment token from FILE (`-`: standard input), so it never
+    /// shows in the process list.
+    #[arg(long, value_name = "FILE")]
+    pub enroll_token_file: Option<PathBuf>,
     /// Audience.
     #[arg(long, default_value = "customer")]
     pub audience: String,

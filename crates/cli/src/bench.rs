@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_personalize::{BuildId, Component, Nonce, TicketRequest};
-use ferry_server::{DataDir, Https, ServiceOptions};
+use ferry_server::tuf::KeyCustody;
+use ferry_server::{DataDir, Https, PublishRequest, ServiceOptions};
 use ferry_types::{DeviceClass, DeviceId, Identity, RootHash};
 
 use crate::args::BenchPersonalizeArgs;
@@ -46,6 +47,10 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
         rate_limit_per_minute: u32::MAX,
         ..ServiceOptions::default()
     };
+    // A development catalog (keys in the data directory) and one real release, so the
+    // tickets are for a build and seal root the server published.
+    ferry_server::tuf::check_custody(&data.path, KeyCustody::DevInDataDir).await?;
+    let root_hash = bench_release(&data, &dir).await?;
     data.db.set_signing_window(CLASS, BUILD, true).await?;
 
     // The server on its own runtime, so its threads can be told from the client's.
@@ -59,7 +64,8 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server_data = data.clone();
     let server = server_runtime.spawn(async move {
-        let prepared = Https::prepare(server_data, Some(addr), options).await;
+        let prepared =
+            Https::prepare(server_data, Some(addr), options, KeyCustody::DevInDataDir).await;
         let listener = tokio::net::TcpListener::from_std(listener);
         let (https, listener) = match (prepared, listener) {
             (Ok(https), Ok(listener)) => (https, listener),
@@ -103,7 +109,7 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
                 .map_err(|e| bench_failure("name the class", e))?,
         };
         let issued = credential_signer.issue(identity.device_id, chrono::Utc::now());
-        let token = data.db.create_enrollment_token().await?;
+        let token = data.db.create_enrollment_token(&Default::default()).await?;
         data.db
             .enroll(
                 &token,
@@ -123,7 +129,7 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
         name: "system"
             .parse()
             .map_err(|e| bench_failure("name the component", e))?,
-        root_hash: RootHash::from_bytes([7u8; 32]),
+        root_hash,
     }];
     let build_id: BuildId = BUILD
         .parse()
@@ -330,6 +336,46 @@ pub(crate) fn load_average() -> String {
         .ok()
         .and_then(|text| text.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// The seal root of the benchmark's release (build [`BUILD`] of class [`CLASS`]), publishing
+/// it from a 1 MiB generated image the first time a data directory is used.
+async fn bench_release(data: &DataDir, dir: &std::path::Path) -> Result<RootHash, Failure> {
+    let published = data
+        .db
+        .releases(CLASS)
+        .await?
+        .into_iter()
+        .find(|release| release.build_id == BUILD);
+    let release = match published {
+        Some(release) => release,
+        None => {
+            let image = dir.join("bench.img");
+            let mut bytes = vec![0u8; 1 << 20];
+            rand::fill(&mut bytes[..]);
+            std::fs::write(&image, &bytes).map_err(|e| bench_failure("write an image", e))?;
+            ferry_server::publish(
+                data,
+                PublishRequest {
+                    image,
+                    version: "1.0"
+                        .parse()
+                        .map_err(|e| bench_failure("name the version", e))?,
+                    class: CLASS.into(),
+                    audiences: vec!["customer".into()],
+                    offline_keys: None,
+                    build_id: Some(BUILD.into()),
+                    level: 3,
+                    delta_from: Vec::new(),
+                    chunks: false,
+                },
+            )
+            .await?
+        }
+    };
+    release
+        .seal_root
+        .ok_or_else(|| bench_failure("seal the release", "its manifest names no seal root"))
 }
 
 pub(crate) fn uuid_random() -> uuid::Uuid {

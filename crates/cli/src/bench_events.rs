@@ -134,7 +134,13 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server_data = data.clone();
     let server = server_runtime.spawn(async move {
-        let prepared = Https::prepare(server_data, Some(addr), ServiceOptions::default()).await;
+        let prepared = Https::prepare(
+            server_data,
+            Some(addr),
+            ServiceOptions::default(),
+            ferry_server::tuf::KeyCustody::DevInDataDir,
+        )
+        .await;
         let listener = tokio::net::TcpListener::from_std(listener);
         let (https, listener) = match (prepared, listener) {
             (Ok(https), Ok(listener)) => (https, listener),
@@ -177,7 +183,7 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
                 .map_err(|e| bench_failure("name the class", e))?,
         };
         let issued = credential_signer.issue(identity.device_id, chrono::Utc::now());
-        let token = data.db.create_enrollment_token().await?;
+        let token = data.db.create_enrollment_token(&Default::default()).await?;
         data.db
             .enroll(
                 &token,

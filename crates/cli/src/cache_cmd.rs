@@ -6,6 +6,8 @@ use crate::args::CacheArgs;
 use crate::failure::Failure;
 
 pub async fn cache(a: CacheArgs) -> Result<ExitCode, Failure> {
+    // Every connection costs a descriptor or two: use what the hard limit allows.
+    ferry_server::serve::raise_descriptor_limit();
     let upstream_ca = match &a.upstream_ca {
         Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
             Failure::new(
@@ -36,17 +38,22 @@ pub async fn cache(a: CacheArgs) -> Result<ExitCode, Failure> {
         "ferry cache listening on http://{addr} (upstream {})",
         a.upstream
     );
-    axum::serve(listener, ferry_server::cache::cache_app(cache))
-        .with_graceful_shutdown(async {
+    ferry_server::serve::serve(
+        listener,
+        None,
+        ferry_server::cache::cache_app(cache),
+        a.limits.limits(),
+        async {
             let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| {
-            Failure::new(
-                "CACHE_FAILED",
-                format!("the cache stopped: {e}"),
-                "check the log and restart it",
-            )
-        })?;
+        },
+    )
+    .await
+    .map_err(|e| {
+        Failure::new(
+            "CACHE_FAILED",
+            format!("the cache stopped: {e}"),
+            "check the log and restart it",
+        )
+    })?;
     Ok(ExitCode::SUCCESS)
 }

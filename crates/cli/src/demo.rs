@@ -9,7 +9,7 @@ use ferry_agent::device::Device;
 use ferry_agent::provision::{self, InitOptions};
 use ferry_agent::report::deliver;
 use ferry_agent::{install, status};
-use ferry_server::tuf::CatalogPaths;
+use ferry_server::tuf::{CatalogPaths, KeyCustody};
 use ferry_server::{DataDir, Https, PublishRequest, ServiceOptions};
 
 use crate::args::DemoArgs;
@@ -38,7 +38,9 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode, Failure> {
 
     // 1. A server on a free loopback port.
     let data = DataDir::open(&dir.join("server")).await?;
-    ferry_server::tuf::ensure_initialised(&CatalogPaths::new(&data.path, None)).await?;
+    // A development catalog: its offline keys in the data directory, which a real server
+    // refuses (`ferry server init --keys DIR`).
+    ferry_server::tuf::check_custody(&data.path, KeyCustody::DevInDataDir).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| io_failure("listen on loopback", e))?;
@@ -46,7 +48,13 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode, Failure> {
         .local_addr()
         .map_err(|e| io_failure("read the listen address", e))?;
     // HTTPS with a CA made on first start; the device pins it and enrolls.
-    let https = Https::prepare(data.clone(), Some(addr), ServiceOptions::default()).await?;
+    let https = Https::prepare(
+        data.clone(),
+        Some(addr),
+        ServiceOptions::default(),
+        KeyCustody::DevInDataDir,
+    )
+    .await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(https.serve_until(listener, async {
         let _ = stop_rx.await;
@@ -123,7 +131,7 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
         },
     )?;
     let device = Device::open(&device_dir)?;
-    let token = data.db.create_enrollment_token().await?;
+    let token = data.db.create_enrollment_token(&Default::default()).await?;
     ferry_agent::trust::personalize::enroll(&device, token.as_str()).await?;
     println!(
         "== device {} made at {} running 1.0, enrolled (CA and personalization key pinned)",

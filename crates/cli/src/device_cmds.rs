@@ -5,6 +5,7 @@
 //! command that worked on the directory itself delivers the queued ones at its end
 //! ([`deliver_queued`]).
 
+use std::io::Read as _;
 use std::process::ExitCode;
 
 use ferry_agent::boot::reboot as agent_reboot;
@@ -23,6 +24,40 @@ use crate::render::{self, ProgressUi};
 /// The largest root metadata `--trust-on-first-use` accepts.
 const MAX_ROOT_SIZE: u64 = 512 * 1024;
 
+/// The enrollment token from `--enroll-token` (or `FERRY_ENROLL_TOKEN`), or read from
+/// `--enroll-token-file` (`-`: standard input), trimmed.
+fn enroll_token(a: &DeviceInitArgs) -> Result<String, Failure> {
+    let unreadable = |what: &str, e: std::io::Error| {
+        Failure::new(
+            "ENROLL_TOKEN_UNREADABLE",
+            format!("the enrollment token could not be read from {what}: {e}"),
+            "pass a file holding the token from `ferry server token` with --enroll-token-file (or - and the token on standard input)",
+        )
+    };
+    let text = match (&a.enroll_token, &a.enroll_token_file) {
+        (Some(token), _) => token.clone(),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().take(4096), &mut text)
+                .map_err(|e| unreadable("standard input", e))?;
+            text
+        }
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).map_err(|e| unreadable(&path.display().to_string(), e))?
+        }
+        (None, None) => String::new(),
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(Failure::new(
+            "ENROLL_TOKEN_MISSING",
+            "no enrollment token was given",
+            "pass the token from `ferry server token --data DIR` with --enroll-token-file FILE (or -), --enroll-token or FERRY_ENROLL_TOKEN",
+        ));
+    }
+    Ok(token.to_owned())
+}
+
 /// How long a command waits at its end to deliver queued event reports.
 const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -33,6 +68,7 @@ async fn deliver_queued(device: &Device) {
 }
 
 pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
+    let token = enroll_token(&a)?;
     let root = match &a.root {
         Some(path) => std::fs::read(path).map_err(|e| {
             Failure::new(
@@ -92,7 +128,7 @@ pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
     // Enroll: the credential and the personalization key, over the pinned CA. A device
     // that could not enroll is removed again, so init can simply be run again.
     let enrolled = match Device::open(&a.dir) {
-        Ok(device) => ferry_agent::trust::personalize::enroll(&device, &a.enroll_token).await,
+        Ok(device) => ferry_agent::trust::personalize::enroll(&device, &token).await,
         Err(e) => Err(e),
     };
     if let Err(e) = enrolled {

@@ -23,14 +23,7 @@ pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {
         .json(json)
     })?;
     let paths = CatalogPaths::new(&data, a.keys.as_deref());
-    if !paths.is_initialised() {
-        return Err(Failure::new(
-            "CATALOG_MISSING",
-            format!("{} holds no catalog", paths.metadata.display()),
-            "create it with `ferry server init --data DIR` (or start the server once)",
-        )
-        .json(json));
-    }
+    ferry_server::tuf::require_initialised(&paths).map_err(|e| Failure::from(e).json(json))?;
     let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
     let (set, changed) = match a.action {
         KeyAction::List => {

@@ -4,11 +4,12 @@
 
 use std::process::ExitCode;
 
-use ferry_server::tuf::CatalogPaths;
+use ferry_server::devices::TokenScope;
+use ferry_server::tuf::{CatalogPaths, KeyCustody};
 use ferry_server::{DataDir, Https, ServiceOptions};
 
 use crate::args::{
-    ServerArgs, ServerCommand, ServerDataArgs, ServerDevicesArgs, ServerInitArgs,
+    ServerArgs, ServerCommand, ServerDevicesArgs, ServerInitArgs, ServerTokenArgs,
     SigningWindowArgs, WindowAction,
 };
 use crate::failure::Failure;
@@ -31,6 +32,8 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
             "pass the server's data directory with --data",
         )
     })?;
+    // Every connection costs a descriptor or two: use what the hard limit allows.
+    ferry_server::serve::raise_descriptor_limit();
     let data = DataDir::open(&data_path).await?;
     let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
         Failure::new(
@@ -50,24 +53,38 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
         rate_limit_per_minute: a.rate_limit,
         silent_after: std::time::Duration::from_secs(a.silent_after),
     };
-    // Secrets (CA, certificate, keys, admin token) exist before the address is printed.
-    let https = Https::prepare(data, Some(addr), options).await?;
+    let custody = if a.dev_keys {
+        KeyCustody::DevInDataDir
+    } else {
+        KeyCustody::Offline
+    };
+    // The catalog is checked, and the secrets (CA, certificate, keys, admin token) exist,
+    // before the address is printed.
+    let https = Https::prepare(data, Some(addr), options, custody)
+        .await?
+        .with_limits(a.limits.limits());
     // The first line on stdout is the address, for scripts and tests that pass port 0.
     println!("ferry server listening on https://{addr}");
     https.serve(listener).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn server_token(a: ServerDataArgs) -> Result<ExitCode, Failure> {
-    let data = DataDir::open(&a.data)
+async fn server_token(a: ServerTokenArgs) -> Result<ExitCode, Failure> {
+    let json = a.server.json;
+    let data = DataDir::open(&a.server.data)
         .await
-        .map_err(|e| Failure::from(e).json(a.json))?;
+        .map_err(|e| Failure::from(e).json(json))?;
+    let scope = TokenScope {
+        device_id: a.device,
+        device_class: a.class,
+        reenroll: a.reenroll,
+    };
     let token = data
         .db
-        .create_enrollment_token()
+        .create_enrollment_token(&scope)
         .await
-        .map_err(|e| Failure::from(e).json(a.json))?;
-    if a.json {
+        .map_err(|e| Failure::from(e).json(json))?;
+    if json {
         println!("{}", serde_json::json!({ "token": token.as_str() }));
     } else {
         println!("{}", token.as_str());
@@ -166,6 +183,17 @@ async fn signing_window(a: SigningWindowArgs) -> Result<ExitCode, Failure> {
 async fn server_init(a: ServerInitArgs) -> Result<ExitCode, Failure> {
     let data = DataDir::open(&a.data).await?;
     let paths = CatalogPaths::new(&data.path, a.keys.as_deref());
+    if !a.dev_keys && ferry_server::tuf::is_inside(&paths.offline_keys, &data.path) {
+        return Err(Failure::new(
+            "OFFLINE_KEYS_ON_SERVER",
+            format!(
+                "{} is inside the server's data directory {}",
+                paths.offline_keys.display(),
+                data.path.display()
+            ),
+            "pass --keys a directory outside DATA, on a machine or medium the server cannot reach (or --dev-keys for a development catalog)",
+        ));
+    }
     if paths.is_initialised() {
         return Err(Failure::new(
             "CATALOG_EXISTS",

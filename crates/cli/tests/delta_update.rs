@@ -315,3 +315,138 @@ fn a_squashfs_release_installs_through_a_delta_below_its_compression() {
     assert_eq!(st["version"], "2.0", "{st}");
     ok(&["boot-check", "--device", s(&device)]);
 }
+
+/// Issue 20's finding 7: bytes of a delta reached the inactive slot before its digest was
+/// checked at the end. The catalog now signs the pin of the delta's manifest and the device
+/// checks it first: a substituted delta (self-consistent, built from the right base, for
+/// another image) is refused before it writes a byte.
+#[test]
+fn a_substituted_delta_is_refused_before_it_writes_a_byte() {
+    let f = delta_fleet();
+    let catalog_delta = signed_delta_custom(&f.data);
+    assert!(
+        catalog_delta["delta_manifest_digest"].is_string(),
+        "the pin is signed: {catalog_delta}"
+    );
+    // Another image, delta'd from the right base, stored under the real delta's name.
+    let dir = f.data.parent().unwrap().to_owned();
+    let (v1, other) = (dir.join("v1.img"), dir.join("other.img"));
+    make_image(&other, 7, 4);
+    let mut hostile = Vec::new();
+    ferry_delta::encode_delta_bytes(
+        &std::fs::read(&v1).unwrap(),
+        &std::fs::read(&other).unwrap(),
+        &mut hostile,
+        &ferry_delta::EncodeOptions::default(),
+    )
+    .unwrap();
+    let (delta_path, _) = artifact(&f.data, ".ferrydelta");
+    std::fs::write(&delta_path, &hostile).unwrap();
+    // Without the full payload nothing can fall back and write the slot either.
+    let (payload_path, _) = artifact(&f.data, ".payload.zst");
+    let payload = std::fs::read(&payload_path).unwrap();
+    std::fs::remove_file(&payload_path).unwrap();
+    let slot_b = f.device.join("slots/b.img");
+    let slot_len = std::fs::metadata(&slot_b).unwrap().len();
+    let before = slot_digest(&slot_b, slot_len);
+
+    let out = run(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
+    assert!(!out.status.success(), "{}", text_of(&out.stdout));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.device.join("cache/install.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["fallback"]["code"], "MANIFEST_MISMATCH", "{record}");
+    assert_eq!(record["fallback_from"], "delta", "{record}");
+    assert_eq!(
+        slot_digest(&slot_b, slot_len),
+        before,
+        "no byte of the substituted delta reached the slot"
+    );
+    on_v1(&f.device);
+
+    // The full payload is back: the install completes without the delta.
+    std::fs::write(&payload_path, payload).unwrap();
+    ok(&["install", "vm-2.0", "--device", s(&f.device)]);
+    assert_eq!(last_install(&f.device)["payload_kind"], "full");
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["version"], "2.0");
+}
+
+/// A catalog from before the pin was signed (its delta target has none): the delta is not
+/// applied, and the fallback says why.
+#[test]
+fn a_delta_the_catalog_does_not_pin_is_not_applied() {
+    let f = delta_fleet();
+    let (name, mut custom, length, sha256) = signed_delta(&f.data);
+    custom
+        .as_object_mut()
+        .unwrap()
+        .remove("delta_manifest_digest");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(ferry_catalog::repo::add_targets(
+            &offline_keys(&f.data),
+            &f.data.join("keys-online"),
+            &f.data.join("tuf/metadata"),
+            vec![ferry_catalog::NewTarget {
+                name,
+                length,
+                sha256,
+                custom,
+            }],
+            &ferry_catalog::repo::Expiries::default(),
+        ))
+        .unwrap();
+    ok(&["install", "vm-2.0", "--device", s(&f.device)]);
+    let receipt = last_install(&f.device);
+    assert_eq!(receipt["payload_kind"], "full", "{receipt}");
+    assert_eq!(receipt["fallback"]["code"], "DELTA_NOT_PINNED", "{receipt}");
+    assert!(
+        receipt["fallback"]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("older ferry"),
+        "{receipt}"
+    );
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["version"], "2.0");
+}
+
+/// The delta target the catalog signs now: (name, custom, length, sha256).
+fn signed_delta(data: &Path) -> (String, serde_json::Value, u64, ferry_types::Sha256) {
+    let metadata = data.join("tuf/metadata");
+    let latest = std::fs::read_dir(&metadata)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let version: u64 = name.strip_suffix(".targets.json")?.parse().ok()?;
+            Some((version, name))
+        })
+        .max()
+        .unwrap()
+        .1;
+    let targets: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(metadata.join(latest)).unwrap()).unwrap();
+    let (name, target) = targets["signed"]["targets"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(name, _)| name.ends_with(".ferrydelta"))
+        .unwrap();
+    (
+        name.clone(),
+        target["custom"].clone(),
+        target["length"].as_u64().unwrap(),
+        target["hashes"]["sha256"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+    )
+}
+
+fn signed_delta_custom(data: &Path) -> serde_json::Value {
+    signed_delta(data).1
+}

@@ -455,6 +455,8 @@ fn personalization_key_reaches_devices_through_the_catalog_and_rotates_the_tuf_w
         "rotate",
         "--data",
         s(&data),
+        "--keys",
+        s(&offline_keys(&data)),
         "--json",
     ]))
     .unwrap();
@@ -488,6 +490,8 @@ fn personalization_key_reaches_devices_through_the_catalog_and_rotates_the_tuf_w
         &key2,
         "--data",
         s(&data),
+        "--keys",
+        s(&offline_keys(&data)),
         "--json",
     ]);
     assert!(!out.status.success());
@@ -499,6 +503,8 @@ fn personalization_key_reaches_devices_through_the_catalog_and_rotates_the_tuf_w
         &key1,
         "--data",
         s(&data),
+        "--keys",
+        s(&offline_keys(&data)),
         "--json",
     ]))
     .unwrap();

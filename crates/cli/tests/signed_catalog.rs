@@ -28,7 +28,7 @@ impl Fleet {
         self.data.join("tuf/metadata")
     }
     fn offline_keys(&self) -> PathBuf {
-        self.data.join("keys-offline")
+        offline_keys(&self.data)
     }
     fn online_keys(&self) -> PathBuf {
         self.data.join("keys-online")
@@ -219,6 +219,8 @@ fn a_beta_device_sees_the_beta_build_and_a_customer_device_does_not() {
         "seed",
         "--level",
         "3",
+        "--keys",
+        s(&f.offline_keys()),
     ]);
     let beta = f.root.join("beta-device");
     device_init(&beta, &f.v1, "1.0", &f.server.url(), &f.data, "beta");

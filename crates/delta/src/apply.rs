@@ -14,8 +14,9 @@ use crate::{Reference, SlotSink};
 /// Limits and trust anchors for [`apply_delta`].
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    /// The manifest digest the signed catalog names; `None` trusts the stream's own digest
-    /// (which still catches corruption, not substitution).
+    /// The digest the signed catalog pins ([`crate::pinned_digest`]: the manifest's blake3,
+    /// and for an expanded delta its header's too); `None` trusts the stream's own digests
+    /// (which still catch corruption, not substitution).
     pub expected_manifest_digest: Option<[u8; 32]>,
     /// Largest literal segment accepted, bytes.
     pub max_segment_bytes: u64,
@@ -75,6 +76,31 @@ pub fn apply_delta(
     sink: &mut impl SlotSink,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport> {
+    apply_pinned(reference, delta, sink, opts, |digest| {
+        check_pin(opts.expected_manifest_digest, *digest)
+    })
+}
+
+/// Compares the digest the catalog pins (if any) with the one the delta carries.
+pub(crate) fn check_pin(expected: Option<[u8; 32]>, found: [u8; 32]) -> Result<()> {
+    match expected {
+        Some(expected) if expected != found => Err(Error::ManifestMismatch {
+            expected: hex(&expected),
+            found: hex(&found),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// [`apply_delta`] with the pin check supplied: `pin` sees the manifest's blake3 before
+/// anything is written (an expanded delta pins its header with it).
+pub(crate) fn apply_pinned(
+    reference: &impl Reference,
+    delta: impl Read,
+    sink: &mut impl SlotSink,
+    opts: &ApplyOptions,
+    pin: impl FnOnce(&[u8; 32]) -> Result<()>,
+) -> Result<ApplyReport> {
     let mut delta = CountingReader {
         inner: delta,
         count: 0,
@@ -104,14 +130,7 @@ pub fn apply_delta(
     if digest != stored_digest {
         return Err(Error::corrupt("manifest", "manifest digest does not match"));
     }
-    if let Some(expected) = opts.expected_manifest_digest
-        && expected != digest
-    {
-        return Err(Error::ManifestMismatch {
-            expected: hex(&expected),
-            found: hex(&digest),
-        });
-    }
+    pin(&digest)?;
     let manifest: DeltaManifest =
         serde_json::from_slice(&json).map_err(|e| Error::corrupt("manifest", e.to_string()))?;
     check_manifest(&manifest, opts)?;

@@ -24,7 +24,8 @@
 //! ```
 //!
 //! Before the first byte reaches the sink, the apply checks the manifest digest (and the one
-//! the catalog pins, [`ApplyOptions::expected_manifest_digest`]), the tables digest, every
+//! the catalog pins, [`ApplyOptions::expected_manifest_digest`], which [`pinned_digest`] reads
+//! from a delta's head), the tables digest, every
 //! memory limit, and the blake3 of all base bytes the delta will read: a delta for another
 //! base fails with `BASE_MISMATCH` and nothing written. Every 1 MiB output window is checked
 //! against its digest before it is handed to the [`SlotSink`], so a corrupted delta byte ends
@@ -97,7 +98,9 @@ use std::os::unix::fs::FileExt;
 pub use apply::{ApplyOptions, ApplyReport, apply_delta};
 pub use encode::{EncodeOptions, encode_delta, encode_delta_bytes};
 pub use error::{Error, Result};
-pub use expand::{EXPANDED_MAGIC, ExpandedView, Layout, apply_any, encode_expanded, scan_layout};
+pub use expand::{
+    EXPANDED_MAGIC, ExpandedView, Layout, apply_any, encode_expanded, pinned_digest, scan_layout,
+};
 pub use format::{BLOCK_SIZE, DELTA_FORMAT, DELTA_MAGIC, DeltaManifest};
 pub use index::{
     Chunk, Extent, INDEX_MAGIC, IndexOptions, PayloadIndex, build_payload, build_payload_bytes,

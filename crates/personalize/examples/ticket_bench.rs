@@ -43,6 +43,7 @@ fn main() {
     let facts = Facts {
         device: DeviceStatus::Enrolled,
         window_open: true,
+        published: request.components.clone(),
         nonce_seen: false,
         rate_limited: false,
     };
@@ -67,6 +68,7 @@ fn main() {
     let expect = Expectation {
         identity: request.identity.clone(),
         nonce: request.nonce,
+        build_id: request.build_id.clone(),
         components: request.components.clone(),
     };
     let start = Instant::now();

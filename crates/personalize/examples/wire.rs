@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let facts = Facts {
         device: DeviceStatus::Enrolled,
         window_open: true,
+        published: request.components.clone(),
         nonce_seen: false,
         rate_limited: false,
     };

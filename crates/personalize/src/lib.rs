@@ -38,13 +38,24 @@
 //! };
 //!
 //! // Server: facts from its database, the pure rules, the signature.
-//! let facts = Facts { device: DeviceStatus::Enrolled, window_open: true, nonce_seen: false, rate_limited: false };
+//! let facts = Facts {
+//!     device: DeviceStatus::Enrolled,
+//!     window_open: true,
+//!     published: request.components.clone(), // the images the build published
+//!     nonce_seen: false,
+//!     rate_limited: false,
+//! };
 //! let approved = Policy::default().decide(&request, Utc::now(), &facts)?;
 //! let signer = Signer::generate();
 //! let signed = signer.sign(&approved);
 //!
 //! // Device, at install and at boot.
-//! let expect = Expectation { identity: request.identity.clone(), nonce, components: request.components.clone() };
+//! let expect = Expectation {
+//!     identity: request.identity.clone(),
+//!     nonce,
+//!     build_id: request.build_id.clone(), // the build the catalog offered
+//!     components: request.components.clone(),
+//! };
 //! let ticket = verify(&signed, &[signer.public_key()], &expect)?;
 //! assert_eq!(ticket.build_id.as_str(), "26.3 (25D125)");
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -1,11 +1,11 @@
 //! Why the personalization service refused to sign, and its JSON shape on the wire.
 
 use chrono::{DateTime, Utc};
-use ferry_types::{DeviceClass, DeviceId, Diagnose, Sha256};
+use ferry_types::{DeviceClass, DeviceId, Diagnose, RootHash, Sha256};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::json;
 
-use crate::types::BuildId;
+use crate::types::{BuildId, ComponentName};
 
 /// The service refused to sign a ticket; each variant is one cause with its own code
 /// ([`Diagnose::code`], also the `code` member on the wire).
@@ -72,6 +72,22 @@ pub enum Refusal {
         /// The device's class.
         device_class: DeviceClass,
     },
+    /// A component's root hash is not one the build published for the class: the device
+    /// asked for an image that build does not carry (an older or withdrawn image under an
+    /// open build's name, or a made-up one).
+    #[error(
+        "component {component} with root hash {root_hash} is not an image of build {build_id} for device class {device_class}"
+    )]
+    ImageNotPublished {
+        /// The build asked for.
+        build_id: BuildId,
+        /// The device's class.
+        device_class: DeviceClass,
+        /// The first component whose root hash the build does not carry.
+        component: ComponentName,
+        /// The root hash asked for.
+        root_hash: RootHash,
+    },
     /// The nonce was used in an earlier request.
     #[error("the nonce (sha256 {nonce_sha256}) was already used in an earlier request")]
     NonceReused {
@@ -81,7 +97,7 @@ pub enum Refusal {
 }
 
 /// The codes [`Refusal::from_wire`] knows, in the order [`crate::Policy::decide`] checks them.
-pub const REFUSAL_CODES: [&str; 8] = [
+pub const REFUSAL_CODES: [&str; 9] = [
     "BAD_REQUEST",
     "BAD_IDENTITY",
     "UNKNOWN_DEVICE",
@@ -89,6 +105,7 @@ pub const REFUSAL_CODES: [&str; 8] = [
     "RATE_LIMITED",
     "CLOCK_SKEW",
     "NOT_SIGNED",
+    "IMAGE_NOT_PUBLISHED",
     "NONCE_REUSED",
 ];
 
@@ -102,6 +119,7 @@ impl Diagnose for Refusal {
             Refusal::RateLimited { .. } => "RATE_LIMITED",
             Refusal::ClockSkew { .. } => "CLOCK_SKEW",
             Refusal::NotSigned { .. } => "NOT_SIGNED",
+            Refusal::ImageNotPublished { .. } => "IMAGE_NOT_PUBLISHED",
             Refusal::NonceReused { .. } => "NONCE_REUSED",
         }
     }
@@ -126,6 +144,9 @@ impl Diagnose for Refusal {
             }
             Refusal::NotSigned { .. } => {
                 "Choose a build the catalog currently offers for this device class, or ask the administrator to open its signing window"
+            }
+            Refusal::ImageNotPublished { .. } => {
+                "Scan again and install a release the catalog offers now: only the images a build published are signed"
             }
             Refusal::NonceReused { .. } => {
                 "Try again: the device makes a fresh nonce for each request"
@@ -162,6 +183,17 @@ impl Refusal {
                 build_id,
                 device_class,
             } => json!({ "build_id": build_id, "device_class": device_class }),
+            Refusal::ImageNotPublished {
+                build_id,
+                device_class,
+                component,
+                root_hash,
+            } => json!({
+                "build_id": build_id,
+                "device_class": device_class,
+                "component": component,
+                "root_hash": root_hash,
+            }),
             Refusal::NonceReused { nonce_sha256 } => json!({ "nonce_sha256": nonce_sha256 }),
         }
     }

@@ -9,6 +9,7 @@ use ferry_types::Identity;
 
 use crate::refusal::Refusal;
 use crate::ticket::{TicketRequest, UnsignedTicket};
+use crate::types::Component;
 
 /// Limits the signing rules apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,12 +43,15 @@ pub enum DeviceStatus {
 }
 
 /// What the server looked up before deciding; the rules themselves do no I/O.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
     /// The device's enrollment.
     pub device: DeviceStatus,
     /// Whether the build's signing window is open for the device's class.
     pub window_open: bool,
+    /// The components (name and seal root hash) the build published for the device's class:
+    /// a ticket covers only these, so an open build's name cannot carry another image.
+    pub published: Vec<Component>,
     /// Whether this nonce's hash was recorded before.
     pub nonce_seen: bool,
     /// Whether the device is over its request rate.
@@ -63,7 +67,8 @@ impl Policy {
     /// 5. `RATE_LIMITED`;
     /// 6. `CLOCK_SKEW`: `|device_time - now| > clock_skew_limit`;
     /// 7. `NOT_SIGNED`: the build's signing window is closed for the class;
-    /// 8. `NONCE_REUSED`.
+    /// 8. `IMAGE_NOT_PUBLISHED`: a component's root hash is not one the build published;
+    /// 9. `NONCE_REUSED`.
     ///
     /// Identity comes before enrollment so a hardware fault is never reported as "not
     /// enrolled"; the nonce comes last so a refused request does not burn its nonce (the
@@ -100,6 +105,18 @@ impl Policy {
             return Err(Refusal::NotSigned {
                 build_id: request.build_id.clone(),
                 device_class: request.identity.device_class.clone(),
+            });
+        }
+        if let Some(component) = request
+            .components
+            .iter()
+            .find(|component| !facts.published.contains(component))
+        {
+            return Err(Refusal::ImageNotPublished {
+                build_id: request.build_id.clone(),
+                device_class: request.identity.device_class.clone(),
+                component: component.name.clone(),
+                root_hash: component.root_hash,
             });
         }
         let nonce_sha256 = request.nonce.sha256();

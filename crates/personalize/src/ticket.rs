@@ -227,14 +227,17 @@ impl Signer {
     }
 }
 
-/// What a device expects a ticket to say: its own identity, the nonce it stored, and the root
-/// hashes of what it installed.
+/// What a device expects a ticket to say: its own identity, the nonce it stored, the build it
+/// was offered and the root hashes of what it installed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expectation {
     /// This device's identity.
     pub identity: Identity,
     /// The nonce stored before the request.
     pub nonce: Nonce,
+    /// The build the signed catalog offered (and the slot records): a ticket for another
+    /// build, even with the same root hashes, is refused.
+    pub build_id: BuildId,
     /// Every component the slot holds; each must be in the ticket with the same root hash
     /// (components in the ticket that are not expected are ignored).
     pub components: Vec<Component>,
@@ -285,6 +288,16 @@ pub enum TicketError {
         /// The hash of the nonce this device stored.
         stored_nonce_sha256: Sha256,
     },
+    /// The ticket was issued for another build than the one the device was offered.
+    #[error(
+        "the ticket is for build {ticket_build_id}, not for build {expected_build_id} that the device was offered"
+    )]
+    OtherBuild {
+        /// The build in the ticket.
+        ticket_build_id: BuildId,
+        /// The build the device expects.
+        expected_build_id: BuildId,
+    },
     /// A component's root hash differs from the ticket's.
     #[error(
         "component {component} has root hash {actual_root_hash} but the ticket allows {ticket_root_hash}"
@@ -318,6 +331,7 @@ impl Diagnose for TicketError {
             TicketError::KeyNotTrusted { .. } => "TICKET_KEY_NOT_TRUSTED",
             TicketError::OtherDevice { .. } => "TICKET_OTHER_DEVICE",
             TicketError::OtherNonce { .. } => "TICKET_OTHER_NONCE",
+            TicketError::OtherBuild { .. } => "TICKET_OTHER_BUILD",
             TicketError::RootHashMismatch { .. } => "TICKET_ROOT_HASH_MISMATCH",
             TicketError::ComponentMissing { .. } => "TICKET_COMPONENT_MISSING",
             TicketError::Malformed { .. } => "TICKET_MALFORMED",
@@ -337,6 +351,9 @@ impl Diagnose for TicketError {
             }
             TicketError::OtherNonce { .. } => {
                 "Install again: the ticket belongs to an earlier attempt and a new one will be requested"
+            }
+            TicketError::OtherBuild { .. } => {
+                "Scan and install again: the ticket was signed for another build than the one the catalog offered"
             }
             TicketError::RootHashMismatch { .. } | TicketError::ComponentMissing { .. } => {
                 "Install again: the slot does not hold the image the ticket was signed for"
@@ -391,7 +408,7 @@ pub fn verify_signature(
 
 /// Verifies a ticket on the device, in this order: a trusted key of the stated id
 /// (`TICKET_KEY_NOT_TRUSTED`), its signature (`TICKET_BAD_SIGNATURE`), parse (`TICKET_MALFORMED`), identity (`TICKET_OTHER_DEVICE`),
-/// nonce (`TICKET_OTHER_NONCE`), then each expected component's root hash
+/// nonce (`TICKET_OTHER_NONCE`), build (`TICKET_OTHER_BUILD`), then each expected component's root hash
 /// (`TICKET_COMPONENT_MISSING`, `TICKET_ROOT_HASH_MISMATCH`).
 pub fn verify(
     signed: &SignedTicket,
@@ -426,6 +443,12 @@ pub fn verify(
         return Err(TicketError::OtherNonce {
             ticket_nonce_sha256: ticket.nonce_sha256,
             stored_nonce_sha256,
+        });
+    }
+    if ticket.build_id != expect.build_id {
+        return Err(TicketError::OtherBuild {
+            ticket_build_id: ticket.build_id,
+            expected_build_id: expect.build_id.clone(),
         });
     }
     for expected in &expect.components {

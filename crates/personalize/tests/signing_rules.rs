@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{facts_ok, request, time};
+use common::{component, facts_ok, request, time};
 use ferry_personalize::{DeviceStatus, Facts, Policy, REFUSAL_CODES, Refusal};
 use ferry_types::{DeviceId, Diagnose};
 
@@ -147,6 +147,42 @@ fn closed_window_names_build_and_class() {
     );
 }
 
+/// An open build's name does not make another image signable: a root hash the build did
+/// not publish (an older, withdrawn image, or a made-up one) is refused, naming it.
+#[test]
+fn a_root_hash_the_build_did_not_publish_is_refused() {
+    let mut request = request(0x4d2, time(NOW));
+    request.components[1] = component("recovery", 0x99);
+    let refusal = decide(&request, &facts_ok()).unwrap_err();
+    assert_eq!(
+        refusal,
+        Refusal::ImageNotPublished {
+            build_id: "26.3 (25D125)".parse().unwrap(),
+            device_class: "gateway".parse().unwrap(),
+            component: "recovery".parse().unwrap(),
+            root_hash: ferry_types::RootHash::from_bytes([0x99; 32]),
+        }
+    );
+    assert_eq!(refusal.code(), "IMAGE_NOT_PUBLISHED");
+    // The right root hash under another component's name is not published either.
+    let mut swapped = request.clone();
+    swapped.components = vec![component("recovery", 0x11)];
+    assert!(matches!(
+        decide(&swapped, &facts_ok()),
+        Err(Refusal::ImageNotPublished { .. })
+    ));
+    // A build that published nothing for the class signs nothing.
+    let nothing = Facts {
+        published: Vec::new(),
+        ..facts_ok()
+    };
+    let good = common::request(0x4d2, time(NOW));
+    assert!(matches!(
+        decide(&good, &nothing),
+        Err(Refusal::ImageNotPublished { .. })
+    ));
+}
+
 #[test]
 fn reused_nonce_names_its_hash() {
     let request = request(0x4d2, time(NOW));
@@ -186,6 +222,7 @@ fn checks_run_in_the_documented_order() {
     let mut facts = Facts {
         device: DeviceStatus::Unknown,
         window_open: false,
+        published: Vec::new(),
         nonce_seen: true,
         rate_limited: true,
     };
@@ -204,6 +241,7 @@ fn checks_run_in_the_documented_order() {
                     Refusal::RateLimited { .. } => facts.rate_limited = false,
                     Refusal::ClockSkew { .. } => request.device_time = time(NOW),
                     Refusal::NotSigned { .. } => facts.window_open = true,
+                    Refusal::ImageNotPublished { .. } => facts.published = facts_ok().published,
                     Refusal::NonceReused { .. } => facts.nonce_seen = false,
                     Refusal::BadRequest { .. } => unreachable!(),
                 }
@@ -219,6 +257,7 @@ fn checks_run_in_the_documented_order() {
             "RATE_LIMITED",
             "CLOCK_SKEW",
             "NOT_SIGNED",
+            "IMAGE_NOT_PUBLISHED",
             "NONCE_REUSED"
         ]
     );
@@ -253,6 +292,12 @@ fn every_refusal() -> Vec<Refusal> {
         Refusal::NotSigned {
             build_id: request.build_id.clone(),
             device_class: request.identity.device_class.clone(),
+        },
+        Refusal::ImageNotPublished {
+            build_id: request.build_id.clone(),
+            device_class: request.identity.device_class.clone(),
+            component: "system".parse().unwrap(),
+            root_hash: ferry_types::RootHash::from_bytes([0x99; 32]),
         },
         Refusal::NonceReused {
             nonce_sha256: request.nonce.sha256(),

@@ -36,6 +36,7 @@ fn expectation(request: &TicketRequest) -> Expectation {
     Expectation {
         identity: request.identity.clone(),
         nonce: request.nonce,
+        build_id: request.build_id.clone(),
         components: request.components.clone(),
     }
 }
@@ -107,6 +108,25 @@ fn a_ticket_for_another_nonce_is_refused() {
             stored_nonce_sha256: expect.nonce.sha256(),
         }
     );
+}
+
+/// A ticket signed for another build (an open build's name over the same root hashes) is not
+/// the one the device was offered: refused, naming both builds.
+#[test]
+fn a_ticket_for_another_build_is_refused() {
+    let issued = issue(0x4d2);
+    let mut expect = expectation(&issued.request);
+    expect.build_id = "25.1 (24A100)".parse().unwrap();
+    let error = verify(&issued.signed, &[issued.signer.public_key()], &expect).unwrap_err();
+    assert_eq!(error.code(), "TICKET_OTHER_BUILD");
+    assert_eq!(
+        error,
+        TicketError::OtherBuild {
+            ticket_build_id: issued.request.build_id.clone(),
+            expected_build_id: expect.build_id.clone(),
+        }
+    );
+    assert!(error.to_string().contains("25.1 (24A100)"), "{error}");
 }
 
 #[test]

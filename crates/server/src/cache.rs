@@ -2,7 +2,9 @@
 //! bytes (`/artifacts/…`, `/tuf/targets/…`: immutable, content-addressed paths) from it;
 //! a miss is fetched from upstream once, however many devices ask at the same moment,
 //! and kept on disk within a byte budget, least recently used evicted first. The cache
-//! is not trusted: devices verify every byte end to end as they would from the origin.
+//! is not trusted: devices verify every byte end to end as they would from the origin. It
+//! serves only paths of those two forms ([`CachePath`]), decoded before they are checked, and
+//! builds the upstream URL from the checked parts.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -135,6 +137,7 @@ impl Cache {
         result
     }
 
+    /// Fetches `path` (a [`CachePath::relative`]) from upstream into the cache.
     async fn fetch(&self, path: &str) -> Result<(), String> {
         let object = self.object_path(path);
         if object.is_file() {
@@ -249,14 +252,80 @@ pub fn cache_app(cache: Arc<Cache>) -> Router {
         .with_state(cache)
 }
 
-async fn serve(State(cache): State<Arc<Cache>>, request: Request) -> Response {
-    let path = request.uri().path().trim_start_matches('/').to_owned();
-    if path
-        .split('/')
-        .any(|p| p.is_empty() || p == "." || p == "..")
-    {
-        return (StatusCode::NOT_FOUND, "no such object").into_response();
+/// A path the cache serves, decoded and checked: only the two forms devices fetch, each
+/// segment a plain name, so nothing else of the origin (`/v1/time`, `/v1/admin/…`) can be
+/// reached or cached through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CachePath {
+    /// `/artifacts/releases/<class>/<version>/<file>`: a release's payload, manifest, delta or
+    /// chunks, as the origin stores them.
+    Artifact {
+        /// Device class.
+        class: String,
+        /// Version.
+        version: String,
+        /// File name (`<sha256>.payload.zst`, …).
+        file: String,
+    },
+    /// `/tuf/targets/<sha256>.<name>`: a catalog target.
+    Target {
+        /// The file name.
+        file: String,
+    },
+}
+
+impl CachePath {
+    /// Reads a request path: percent-decoded first, then matched against the two forms.
+    /// `None` for anything else (`..`, an encoded `/`, another route).
+    pub fn parse(raw: &str) -> Option<CachePath> {
+        let decoded = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .ok()?;
+        let segments: Vec<&str> = decoded.strip_prefix('/')?.split('/').collect();
+        match segments.as_slice() {
+            ["artifacts", "releases", class, version, file]
+                if [class, version, file].iter().all(|s| is_plain_name(s)) =>
+            {
+                Some(CachePath::Artifact {
+                    class: (*class).to_owned(),
+                    version: (*version).to_owned(),
+                    file: (*file).to_owned(),
+                })
+            }
+            ["tuf", "targets", file] if crate::tuf::split_target_file(file).is_some() => {
+                Some(CachePath::Target {
+                    file: (*file).to_owned(),
+                })
+            }
+            _ => None,
+        }
     }
+
+    /// The path relative to the origin's root (and to `DIR/objects`), built from the checked
+    /// parts only.
+    pub fn relative(&self) -> String {
+        match self {
+            CachePath::Artifact {
+                class,
+                version,
+                file,
+            } => format!("artifacts/releases/{class}/{version}/{file}"),
+            CachePath::Target { file } => format!("tuf/targets/{file}"),
+        }
+    }
+}
+
+/// A class, version or file name as the origin writes them: letters, digits, `.`, `-`, `_`,
+/// 1 to 255 bytes, not starting with `.` (so never `.` or `..`).
+fn is_plain_name(name: &str) -> bool {
+    crate::tuf::is_flat_name(name)
+}
+
+async fn serve(State(cache): State<Arc<Cache>>, request: Request) -> Response {
+    let Some(checked) = CachePath::parse(request.uri().path()) else {
+        return (StatusCode::NOT_FOUND, "no such object").into_response();
+    };
+    let path = checked.relative();
     if let Err(e) = cache.ensure(&path).await {
         tracing::warn!(%path, error = %e, "cache miss could not be filled");
         return (StatusCode::BAD_GATEWAY, e).into_response();
@@ -319,4 +388,46 @@ async fn multi_range(object: &Path, range: Option<axum::http::HeaderValue>) -> O
             .await
             .unwrap_or_else(IntoResponse::into_response),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_two_forms_pass_decoded_and_rebuilt_from_their_parts() {
+        let digest = "a".repeat(64);
+        let payload = format!("/artifacts/releases/vm/2.0/{digest}.payload.zst");
+        assert_eq!(
+            CachePath::parse(&payload).map(|p| p.relative()),
+            Some(payload[1..].to_owned())
+        );
+        let target = format!("/tuf/targets/{digest}.vm-2.0.payload.zst");
+        assert_eq!(
+            CachePath::parse(&target).map(|p| p.relative()),
+            Some(target[1..].to_owned())
+        );
+        // Harmless escapes decode to the same object.
+        let escaped = format!("/artifacts/releases/vm/2%2E0/{digest}.payload.zst");
+        assert_eq!(
+            CachePath::parse(&escaped).map(|p| p.relative()),
+            Some(payload[1..].to_owned())
+        );
+        for bad in [
+            "/artifacts/%2e%2e/v1/time".to_owned(),
+            "/artifacts/releases/%2e%2e/%2e%2e/v1/time".to_owned(),
+            "/artifacts/releases/vm/..%2fadmin/x".to_owned(),
+            "/artifacts/releases/vm/2.0/a%2fb".to_owned(),
+            "/artifacts/releases/vm/2.0/.hidden".to_owned(),
+            "/artifacts/releases/vm/2.0/x/y".to_owned(),
+            "/artifacts/releases/vm//x".to_owned(),
+            "/artifacts/v1/time".to_owned(),
+            "/tuf/targets/%2e%2e%2fmetadata%2froot.json".to_owned(),
+            "/tuf/targets/root.json".to_owned(),
+            "/v1/time".to_owned(),
+            "/artifacts/releases/vm/2.0/%ff".to_owned(),
+        ] {
+            assert_eq!(CachePath::parse(&bad), None, "{bad}");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use ferry_types::{Sha256, Version};
+use ferry_types::{RootHash, Sha256, Version};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
@@ -86,6 +86,9 @@ pub struct ReleaseRow {
     pub manifest_size: u64,
     /// Manifest digest.
     pub manifest_sha256: Sha256,
+    /// The seal root hash of the image (the one the catalog signs): the only root hash the
+    /// signing service signs for this release's build. `None` for an unsealed image.
+    pub seal_root: Option<RootHash>,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -118,8 +121,14 @@ impl ReleaseRow {
 }
 
 impl Db {
-    /// Opens the database file (creating it) and applies pending migrations.
+    /// Opens the database file (creating it, mode 0600) and applies pending migrations.
+    ///
+    /// The database holds device identities, credential ids and token hashes: it and its
+    /// `-wal` and `-shm` files are made readable by their owner only. SQLite gives the WAL and
+    /// shared-memory files the database file's mode, so the file is created 0600 before
+    /// SQLite opens it, and files left more open by older versions are narrowed.
     pub async fn open(path: &Path) -> Result<Db, ServerError> {
+        private_database_files(path)?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
@@ -143,8 +152,9 @@ impl Db {
     pub async fn insert_release(&self, r: &ReleaseRow) -> Result<(), ServerError> {
         let result = sqlx::query(
             "INSERT INTO releases (class, version, build_id, audience, kind, image_size, image_sha256,
-                payload_key, payload_size, payload_sha256, manifest_key, manifest_size, manifest_sha256, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                payload_key, payload_size, payload_sha256, manifest_key, manifest_size, manifest_sha256,
+                seal_root, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.class)
         .bind(r.version.as_str())
@@ -159,6 +169,7 @@ impl Db {
         .bind(&r.manifest_key)
         .bind(r.manifest_size as i64)
         .bind(r.manifest_sha256.to_hex())
+        .bind(r.seal_root.map(|root| root.to_hex()))
         .bind(&r.created_at)
         .execute(&self.pool)
         .await;
@@ -186,6 +197,31 @@ impl Db {
             .collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| b.version.cmp(&a.version));
         Ok(out)
+    }
+
+    /// Releases stored before their seal root had a column (migration 0005): their root is
+    /// still to be read from their manifests.
+    pub async fn releases_without_seal_root(&self) -> Result<Vec<ReleaseRow>, ServerError> {
+        let rows = sqlx::query("SELECT * FROM releases WHERE seal_root IS NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row_to_release).collect()
+    }
+
+    /// Records the seal root of a release stored before the column existed.
+    pub async fn set_seal_root(
+        &self,
+        class: &str,
+        version: &Version,
+        root: &RootHash,
+    ) -> Result<(), ServerError> {
+        sqlx::query("UPDATE releases SET seal_root = ? WHERE class = ? AND version = ?")
+            .bind(root.to_hex())
+            .bind(class)
+            .bind(version.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Records a stored delta.
@@ -301,6 +337,35 @@ impl Db {
     }
 }
 
+/// Creates `path` with mode 0600 if it is missing, and takes group and other access away
+/// from it and its `-wal`, `-shm` and `-journal` files where they exist.
+fn private_database_files(path: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |op| move |source| ServerError::Io { op, source };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io("creating the database file"))?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = std::path::PathBuf::from(file);
+        let mode = match std::fs::metadata(&file) {
+            Ok(meta) => meta.permissions().mode(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(io("reading the database file's mode")(source)),
+        };
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(io("making the database file private"))?;
+        }
+    }
+    Ok(())
+}
+
 fn row_to_release(row: &sqlx::sqlite::SqliteRow) -> Result<ReleaseRow, ServerError> {
     let corrupt = |what: &str| {
         ServerError::Database(sqlx::Error::Decode(
@@ -329,6 +394,10 @@ fn row_to_release(row: &sqlx::sqlite::SqliteRow) -> Result<ReleaseRow, ServerErr
         manifest_key: row.try_get("manifest_key")?,
         manifest_size: row.try_get::<i64, _>("manifest_size")? as u64,
         manifest_sha256: digest("manifest_sha256")?,
+        seal_root: row
+            .try_get::<Option<String>, _>("seal_root")?
+            .map(|text| text.parse().map_err(|_| corrupt("seal_root")))
+            .transpose()?,
         created_at: row.try_get("created_at")?,
     })
 }

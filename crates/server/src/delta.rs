@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use ferry_types::{Sha256, Sha256Hasher, Version};
+use ferry_types::{DeltaDigest, Sha256, Sha256Hasher, Version};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -12,13 +12,14 @@ use crate::db::{DeltaRow, ReleaseRow};
 use crate::{DataDir, ServerError};
 
 /// Builds, stores and records the delta from `from` to the release `to`, whose image
-/// is the file `new_image`.
+/// is the file `new_image`. Returns its row and the pin of its manifest
+/// (`ferry_delta::pinned_digest`), which the catalog signs into the delta's release metadata.
 pub async fn publish_delta(
     data: &DataDir,
     from: &Version,
     to: &ReleaseRow,
     new_image: &Path,
-) -> Result<DeltaRow, ServerError> {
+) -> Result<(DeltaRow, DeltaDigest), ServerError> {
     let io = |op| move |source| ServerError::Io { op, source };
     let old = data
         .db
@@ -41,8 +42,8 @@ pub async fn publish_delta(
         delta_file.path().to_owned(),
         new_image.to_owned(),
     );
-    let (sha256, size) =
-        tokio::task::spawn_blocking(move || -> Result<(Sha256, u64), ServerError> {
+    let (sha256, size, pin) =
+        tokio::task::spawn_blocking(move || -> Result<(Sha256, u64, DeltaDigest), ServerError> {
             let old_image = std::fs::read(&old_path).map_err(io("reading the base image"))?;
             let new_image = std::fs::read(&new_path).map_err(io("reading the image"))?;
             let mut out = std::io::BufWriter::new(
@@ -60,7 +61,8 @@ pub async fn publish_delta(
             std::io::Write::flush(&mut out).map_err(io("writing the delta"))?;
             drop(out);
             let bytes = std::fs::read(&delta_path).map_err(io("reading the delta"))?;
-            Ok((Sha256::of(&bytes), bytes.len() as u64))
+            let pin = ferry_delta::pinned_digest(&bytes[..]).map_err(ServerError::DeltaEncode)?;
+            Ok((Sha256::of(&bytes), bytes.len() as u64, DeltaDigest(pin)))
         })
         .await
         .map_err(|e| ServerError::Io {
@@ -83,7 +85,7 @@ pub async fn publish_delta(
         sha256,
     };
     data.db.insert_delta(&row).await?;
-    Ok(row)
+    Ok((row, pin))
 }
 
 /// Rebuilds the image of the stored release `release` from its own payload (one zstd

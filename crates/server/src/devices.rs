@@ -8,7 +8,7 @@
 
 use chrono::{SecondsFormat, Utc};
 use ferry_personalize::EnrollmentToken;
-use ferry_types::{DeviceId, Identity, Sha256};
+use ferry_types::{DeviceClass, DeviceId, Identity, RootHash, Sha256};
 use serde::Serialize;
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
@@ -35,6 +35,18 @@ pub struct DeviceRow {
     pub revoked_at: Option<String>,
 }
 
+/// Which devices an enrollment token may enroll, fixed when it is made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenScope {
+    /// Only this device id (any new device when `None`).
+    pub device_id: Option<DeviceId>,
+    /// Only a device of this class (any class when `None`).
+    pub device_class: Option<DeviceClass>,
+    /// An operator's re-enrollment of `device_id`: replaces its identity and credential and
+    /// lifts its revocation. Without it, enrolling over an existing device is refused.
+    pub reenroll: bool,
+}
+
 /// What the database says about a device and a build, for the signing rules.
 #[derive(Debug, Clone)]
 pub struct DeviceFacts {
@@ -46,6 +58,9 @@ pub struct DeviceFacts {
     pub revoked: bool,
     /// Whether the build's signing window is open for its class.
     pub window_open: bool,
+    /// The seal root hashes of the build's releases for the device's class (the system
+    /// component of each): the only root hashes a ticket for that build may carry.
+    pub published_roots: Vec<RootHash>,
 }
 
 fn now_text() -> String {
@@ -53,53 +68,130 @@ fn now_text() -> String {
 }
 
 impl Db {
-    /// Makes a one-time enrollment token; only its hash is stored.
-    pub async fn create_enrollment_token(&self) -> Result<EnrollmentToken, ServerError> {
+    /// Makes a one-time enrollment token limited to `scope`; only its hash is stored.
+    pub async fn create_enrollment_token(
+        &self,
+        scope: &TokenScope,
+    ) -> Result<EnrollmentToken, ServerError> {
+        if scope.reenroll && scope.device_id.is_none() {
+            return Err(ServerError::Invalid {
+                what: "enrollment token",
+                value: "reenroll".into(),
+                why: "a re-enrollment token names the device it re-enrolls (--device ID)".into(),
+            });
+        }
         let token = EnrollmentToken::random();
-        sqlx::query("INSERT INTO enrollment_tokens (token_sha256, created_at) VALUES (?, ?)")
-            .bind(token.sha256().to_string())
-            .bind(now_text())
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (token_sha256, created_at, device_id, device_class, reenroll)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(token.sha256().to_string())
+        .bind(now_text())
+        .bind(scope.device_id.map(|id| id.to_string()))
+        .bind(scope.device_class.as_ref().map(DeviceClass::as_str))
+        .bind(scope.reenroll)
+        .execute(self.pool())
+        .await?;
         Ok(token)
     }
 
-    /// Spends `token` and records `identity` with its new credential, in one
-    /// transaction. `Ok(false)`: the token is unknown or already used.
+    /// Spends `token` and records `identity` with its new credential, in one transaction.
+    ///
+    /// Refused, the token unspent: `ENROLLMENT_TOKEN_INVALID` (unknown or spent),
+    /// `ENROLLMENT_TOKEN_OTHER_DEVICE` (the token is bound to another device id or class),
+    /// `DEVICE_ALREADY_ENROLLED` (the device id is enrolled, revoked or not, and the token is
+    /// not an operator's re-enrollment token for it). Device ids, boards, chips and hardware
+    /// UUIDs are not secrets, so nothing but an explicit re-enrollment may replace a device's
+    /// row (its credential) or lift its revocation.
     pub async fn enroll(
         &self,
         token: &EnrollmentToken,
         identity: &Identity,
         credential_id: &str,
-    ) -> Result<bool, ServerError> {
+    ) -> Result<(), ServerError> {
         let mut tx = self.pool().begin().await?;
+        let token_sha256 = token.sha256().to_string();
+        let device_id = identity.device_id.to_string();
+        let scope = sqlx::query(
+            "SELECT device_id, device_class, reenroll FROM enrollment_tokens
+             WHERE token_sha256 = ? AND used_at IS NULL",
+        )
+        .bind(&token_sha256)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ServerError::EnrollmentTokenInvalid)?;
+        let bound_device: Option<String> = scope.try_get("device_id")?;
+        let bound_class: Option<String> = scope.try_get("device_class")?;
+        let reenroll: bool = scope.try_get("reenroll")?;
+        let other_device = bound_device
+            .as_ref()
+            .is_some_and(|bound| *bound != device_id);
+        let other_class = bound_class
+            .as_ref()
+            .is_some_and(|bound| bound != identity.device_class.as_str());
+        if other_device || other_class {
+            return Err(ServerError::EnrollmentTokenOtherDevice {
+                device_id: identity.device_id,
+                device_class: identity.device_class.to_string(),
+                bound_device_id: bound_device,
+                bound_class,
+            });
+        }
+        let existing = sqlx::query("SELECT revoked_at FROM devices WHERE device_id = ?")
+            .bind(&device_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = &existing
+            && !reenroll
+        {
+            return Err(ServerError::DeviceAlreadyEnrolled {
+                device_id: identity.device_id,
+                revoked: row.try_get::<Option<String>, _>("revoked_at")?.is_some(),
+            });
+        }
         let now = now_text();
         let spent = sqlx::query(
             "UPDATE enrollment_tokens SET used_at = ?, used_by = ? WHERE token_sha256 = ? AND used_at IS NULL",
         )
         .bind(&now)
-        .bind(identity.device_id.to_string())
-        .bind(token.sha256().to_string())
+        .bind(&device_id)
+        .bind(&token_sha256)
         .execute(&mut *tx)
         .await?;
         if spent.rows_affected() != 1 {
-            return Ok(false);
+            return Err(ServerError::EnrollmentTokenInvalid);
         }
-        sqlx::query(
-            "INSERT OR REPLACE INTO devices (device_id, board_id, chip_id, hardware_uuid, device_class,
-                credential_id, enrolled_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-        )
-        .bind(identity.device_id.to_string())
-        .bind(i64::from(identity.board_id))
-        .bind(i64::from(identity.chip_id))
-        .bind(identity.hardware_uuid.to_string())
-        .bind(identity.device_class.as_str())
-        .bind(credential_id)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
+        // A new device is an INSERT (the primary key refuses a second enrollment racing this
+        // one); only an operator's re-enrollment token replaces a row and lifts a revocation.
+        let statement = if existing.is_some() {
+            "UPDATE devices SET board_id = ?, chip_id = ?, hardware_uuid = ?, device_class = ?,
+                credential_id = ?, enrolled_at = ?, revoked_at = NULL WHERE device_id = ?"
+        } else {
+            "INSERT INTO devices (board_id, chip_id, hardware_uuid, device_class, credential_id,
+                enrolled_at, device_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        };
+        let written = sqlx::query(statement)
+            .bind(i64::from(identity.board_id))
+            .bind(i64::from(identity.chip_id))
+            .bind(identity.hardware_uuid.to_string())
+            .bind(identity.device_class.as_str())
+            .bind(credential_id)
+            .bind(&now)
+            .bind(&device_id)
+            .execute(&mut *tx)
+            .await;
+        match written {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(ServerError::DeviceAlreadyEnrolled {
+                    device_id: identity.device_id,
+                    revoked: false,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
         tx.commit().await?;
-        Ok(true)
+        Ok(())
     }
 
     /// How many nonces were ever signed.
@@ -161,8 +253,8 @@ impl Db {
         Ok(())
     }
 
-    /// The device's enrollment and the build's signing window, in one query. `None`:
-    /// the device never enrolled.
+    /// The device's enrollment, the build's signing window and the seal roots it published
+    /// for the device's class, in one query. `None`: the device never enrolled.
     pub async fn device_facts(
         &self,
         device_id: &DeviceId,
@@ -196,7 +288,10 @@ impl Db {
                 (SELECT w.open FROM signing_windows w
                   WHERE w.class = d.device_class AND w.build_id = q.build_id) AS window_open,
                 EXISTS (SELECT 1 FROM releases r
-                  WHERE r.class = d.device_class AND r.build_id = q.build_id) AS published
+                  WHERE r.class = d.device_class AND r.build_id = q.build_id) AS published,
+                (SELECT group_concat(r.seal_root) FROM releases r
+                  WHERE r.class = d.device_class AND r.build_id = q.build_id
+                    AND r.seal_root IS NOT NULL) AS published_roots
              FROM q JOIN devices d ON d.device_id = q.device_id",
         );
         let rows = builder.build().fetch_all(self.pool()).await?;
@@ -235,11 +330,19 @@ fn facts_from_row(
     };
     let window: Option<bool> = row.try_get("window_open")?;
     let published: bool = row.try_get("published")?;
+    let published_roots = row
+        .try_get::<Option<String>, _>("published_roots")?
+        .unwrap_or_default()
+        .split(',')
+        .filter(|text| !text.is_empty())
+        .map(|text| text.parse().map_err(|_| corrupt("seal_root")))
+        .collect::<Result<Vec<RootHash>, _>>()?;
     Ok(DeviceFacts {
         identity,
         credential_id: row.try_get("credential_id")?,
         revoked: row.try_get::<Option<String>, _>("revoked_at")?.is_some(),
         window_open: window.unwrap_or(published),
+        published_roots,
     })
 }
 
@@ -441,12 +544,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let db = Db::open(&tmp.path().join("ferry.db")).await.unwrap();
         for (id, class) in [(0x11, "vm"), (0x22, "gw")] {
-            let token = db.create_enrollment_token().await.unwrap();
-            assert!(
-                db.enroll(&token, &identity(id, class), "cred")
-                    .await
-                    .unwrap()
-            );
+            let token = db
+                .create_enrollment_token(&TokenScope::default())
+                .await
+                .unwrap();
+            db.enroll(&token, &identity(id, class), "cred")
+                .await
+                .unwrap();
         }
         db.revoke(&DeviceId::new(0x22).unwrap()).await.unwrap();
         db.set_signing_window("vm", "b1", true).await.unwrap();

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::ServerError;
+use crate::devices::TokenScope;
 use crate::personalize::{Service, bearer};
 
 /// Body of `POST /v1/enroll`.
@@ -97,7 +98,7 @@ async fn enroll(
         .inner
         .credential_signer
         .issue(request.identity.device_id, Utc::now());
-    let enrolled = service
+    service
         .inner
         .data
         .db
@@ -107,9 +108,6 @@ async fn enroll(
             &issued.credential.credential_id.to_string(),
         )
         .await?;
-    if !enrolled {
-        return Err(ServerError::EnrollmentTokenInvalid);
-    }
     tracing::info!(device = %request.identity.device_id, "device enrolled");
     Ok(Json(EnrollResponse {
         device_id: request.identity.device_id,
@@ -117,8 +115,46 @@ async fn enroll(
     }))
 }
 
-async fn new_token(State(service): State<Service>) -> Result<Json<serde_json::Value>, ServerError> {
-    let token = service.inner.data.db.create_enrollment_token().await?;
+/// Body of `POST /v1/admin/enrollment-tokens` (optional: an empty body makes a token for any
+/// new device).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// Only this device id.
+    #[serde(default)]
+    pub device_id: Option<DeviceId>,
+    /// Only a device of this class.
+    #[serde(default)]
+    pub device_class: Option<ferry_types::DeviceClass>,
+    /// Re-enroll `device_id` (replacing its credential, lifting a revocation).
+    #[serde(default)]
+    pub reenroll: bool,
+}
+
+async fn new_token(
+    State(service): State<Service>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ServerError> {
+    let request: NewToken = if body.is_empty() {
+        NewToken::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ServerError::Invalid {
+            what: "enrollment token request",
+            value: String::from_utf8_lossy(&body).chars().take(80).collect(),
+            why: e.to_string(),
+        })?
+    };
+    let scope = TokenScope {
+        device_id: request.device_id,
+        device_class: request.device_class,
+        reenroll: request.reenroll,
+    };
+    let token = service
+        .inner
+        .data
+        .db
+        .create_enrollment_token(&scope)
+        .await?;
     Ok(Json(json!({ "token": token.as_str() })))
 }
 

@@ -95,6 +95,33 @@ pub enum ServerError {
     /// An enrollment token that is unknown or spent.
     #[error("the enrollment token is unknown or was already used")]
     EnrollmentTokenInvalid,
+    /// The enrollment token was made for another device id or class.
+    #[error(
+        "the enrollment token is bound to {}, not to device {device_id} of class {device_class}",
+        bound_description(bound_device_id.as_deref(), bound_class.as_deref())
+    )]
+    EnrollmentTokenOtherDevice {
+        /// The device that tried to enroll.
+        device_id: ferry_types::DeviceId,
+        /// Its class.
+        device_class: String,
+        /// The device id the token is bound to, if any.
+        bound_device_id: Option<String>,
+        /// The class the token is bound to, if any.
+        bound_class: Option<String>,
+    },
+    /// Enrollment over a device that is already enrolled (or revoked), without an operator's
+    /// re-enrollment token for it.
+    #[error(
+        "device {device_id} is already enrolled{}; enrolling again would replace its credential",
+        if *revoked { " and revoked" } else { "" }
+    )]
+    DeviceAlreadyEnrolled {
+        /// The device.
+        device_id: ferry_types::DeviceId,
+        /// Whether its enrollment is revoked.
+        revoked: bool,
+    },
     /// The server cannot take the request now.
     #[error("the server is overloaded: {cause}")]
     Overloaded {
@@ -117,6 +144,22 @@ pub enum ServerError {
     KeySetUnusable {
         /// What is wrong.
         cause: String,
+    },
+    /// The data directory has no catalog, and this command does not make one.
+    #[error("{} holds no catalog (TUF repository)", metadata.display())]
+    CatalogMissing {
+        /// Where the catalog's metadata should be.
+        metadata: std::path::PathBuf,
+    },
+    /// The catalog's offline root or targets key is in the data directory the server serves
+    /// from: whoever takes the server could sign any release and rotate the root.
+    #[error(
+        "the catalog's offline keys are in the server's data directory ({})",
+        files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    OfflineKeysOnServer {
+        /// The key files found.
+        files: Vec<std::path::PathBuf>,
     },
     /// An event batch or report the server refuses (REPORT_INVALID,
     /// REPORT_VERSION_UNSUPPORTED, REPORT_OTHER_DEVICE).
@@ -160,10 +203,14 @@ impl Diagnose for ServerError {
             ServerError::CredentialMissing => "CREDENTIAL_MISSING",
             ServerError::AdminTokenInvalid => "ADMIN_TOKEN_INVALID",
             ServerError::EnrollmentTokenInvalid => "ENROLLMENT_TOKEN_INVALID",
+            ServerError::EnrollmentTokenOtherDevice { .. } => "ENROLLMENT_TOKEN_OTHER_DEVICE",
+            ServerError::DeviceAlreadyEnrolled { .. } => "DEVICE_ALREADY_ENROLLED",
             ServerError::Overloaded { .. } => "OVERLOADED",
             ServerError::Secrets { .. } => "SERVER_SECRETS",
             ServerError::KeySet(e) => e.code(),
             ServerError::KeySetUnusable { .. } => "KEYSET_UNUSABLE",
+            ServerError::CatalogMissing { .. } => "CATALOG_MISSING",
+            ServerError::OfflineKeysOnServer { .. } => "OFFLINE_KEYS_ON_SERVER",
             ServerError::Report(e) => e.code(),
             ServerError::BodyTooLarge { .. } => "BODY_TOO_LARGE",
         }
@@ -207,6 +254,12 @@ impl Diagnose for ServerError {
             ServerError::EnrollmentTokenInvalid => {
                 "Ask the administrator for a new token (ferry server token --data DIR)".into()
             }
+            ServerError::EnrollmentTokenOtherDevice { .. } => {
+                "Enroll the device the token was made for, or ask the administrator for a token for this device".into()
+            }
+            ServerError::DeviceAlreadyEnrolled { device_id, .. } => format!(
+                "If this really is device {device_id} (repaired or reinstalled), ask the administrator for a re-enrollment token: ferry server token --data DIR --device {device_id} --reenroll"
+            ),
             ServerError::Overloaded { .. } => "Try again in a moment".into(),
             ServerError::Secrets { .. } => {
                 "Check the files under the data directory's pki/ and keys-online/ (or remove them to make new ones, then give devices the new CA)".into()
@@ -218,6 +271,12 @@ impl Diagnose for ServerError {
             }
             ServerError::KeySetUnusable { .. } => {
                 "Restore DATA/keys-online/personalization/ and DATA/tuf/targets/ from backup, or publish a new key with `ferry server personalization-key rotate --data DIR --keys OFFLINE_KEYS`".into()
+            }
+            ServerError::CatalogMissing { .. } => {
+                "Create the catalog with `ferry server init --data DIR --keys OFFLINE_DIR` (OFFLINE_DIR on a machine or medium the server cannot reach), or start a development server with `ferry server --dev-keys`".into()
+            }
+            ServerError::OfflineKeysOnServer { .. } => {
+                "Move DATA/keys-offline to offline storage and pass it to `ferry publish --keys DIR` when you publish, or start with `--dev-keys` for a development server".into()
             }
         }
     }
@@ -245,6 +304,8 @@ impl ServerError {
             | ServerError::CredentialMissing
             | ServerError::AdminTokenInvalid
             | ServerError::EnrollmentTokenInvalid => StatusCode::UNAUTHORIZED,
+            ServerError::EnrollmentTokenOtherDevice { .. } => StatusCode::FORBIDDEN,
+            ServerError::DeviceAlreadyEnrolled { .. } => StatusCode::CONFLICT,
             ServerError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ServerError::Report(ferry_events::ReportInvalid::OtherDevice { .. }) => {
                 StatusCode::FORBIDDEN
@@ -253,6 +314,15 @@ impl ServerError {
             ServerError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+fn bound_description(device_id: Option<&str>, class: Option<&str>) -> String {
+    match (device_id, class) {
+        (Some(id), Some(class)) => format!("device {id} of class {class}"),
+        (Some(id), None) => format!("device {id}"),
+        (None, Some(class)) => format!("devices of class {class}"),
+        (None, None) => "any device".into(),
     }
 }
 
@@ -358,8 +428,24 @@ mod tests {
             ServerError::AdminTokenInvalid,
             ServerError::EnrollmentTokenInvalid,
             ServerError::Overloaded { cause: "c".into() },
+            ServerError::EnrollmentTokenOtherDevice {
+                device_id: ferry_types::DeviceId::new(7).unwrap(),
+                device_class: "vm".into(),
+                bound_device_id: Some("0000000000000008".into()),
+                bound_class: None,
+            },
+            ServerError::DeviceAlreadyEnrolled {
+                device_id: ferry_types::DeviceId::new(7).unwrap(),
+                revoked: true,
+            },
             ServerError::Secrets { cause: "c".into() },
             ServerError::KeySetUnusable { cause: "c".into() },
+            ServerError::CatalogMissing {
+                metadata: "d/tuf/metadata".into(),
+            },
+            ServerError::OfflineKeysOnServer {
+                files: vec!["d/keys-offline/root.pk8".into()],
+            },
             ServerError::BodyTooLarge { limit: 1 },
             ServerError::Report(ferry_events::ReportInvalid::Batch { why: "w".into() }),
             ServerError::Io {

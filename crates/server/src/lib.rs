@@ -18,7 +18,8 @@
 //! Personalization ([`personalize`], [`enroll`], [`devices`]): enrollment tokens,
 //! device credentials, the signing service and its admin endpoints. Everything is served
 //! over HTTPS ([`pki`]): the CA, server certificate, online keys and admin token are made
-//! in the data directory on first start.
+//! in the data directory on first start. Connections are served under limits ([`serve`]):
+//! a connection cap and handshake, header, body and idle deadlines.
 //!
 //! Entry points: [`DataDir::open`], [`app`] (the catalog router, testable without a
 //! socket), [`Https::prepare`] then [`Https::serve_until`] (or [`serve`]: bind, log,
@@ -42,6 +43,7 @@ pub mod personalize;
 pub mod pki;
 mod publish;
 mod routes;
+pub mod serve;
 pub mod store;
 pub mod tuf;
 
@@ -87,7 +89,9 @@ impl DataDir {
         })?;
         let db = db::Db::open(&path.join("ferry.db")).await?;
         let store = Arc::new(store::Store::local(&path.join("artifacts"))?);
-        Ok(DataDir { path, db, store })
+        let data = DataDir { path, db, store };
+        publish::fill_missing_seal_roots(&data).await?;
+        Ok(data)
     }
 }
 
@@ -100,6 +104,8 @@ pub struct Https {
     pub secrets: Secrets,
     /// The personalization service.
     pub service: Service,
+    /// What one connection may cost ([`serve::Limits`]).
+    pub limits: serve::Limits,
     /// Event ingest and the fleet's read side.
     pub events: events::Events,
     /// This replica's metrics.
@@ -110,14 +116,19 @@ impl Https {
     /// Loads (making on first start) the secrets in `data`, the catalog and its
     /// personalization key set (signing with the set's current key), and starts the signing
     /// service's nonce writer. Call inside the runtime that will serve.
+    ///
+    /// `custody` says where the catalog's offline keys may be: a real server
+    /// ([`tuf::KeyCustody::Offline`]) refuses to start without a catalog made by `ferry server
+    /// init --keys DIR` or with the root or targets key in `data`.
     pub async fn prepare(
         data: DataDir,
         listen: Option<SocketAddr>,
         options: ServiceOptions,
+        custody: tuf::KeyCustody,
     ) -> Result<Https, ServerError> {
+        tuf::check_custody(&data.path, custody).await?;
         let secrets = Secrets::load_or_create(&data.path, listen)?;
         let catalog = tuf::CatalogPaths::new(&data.path, None);
-        tuf::ensure_initialised(&catalog).await?;
         let (key_set, _) = keyset::ensure_published(&catalog).await?;
         let signer = keyset::signer(&catalog, &key_set)?;
         let service = Service::new(
@@ -133,9 +144,16 @@ impl Https {
             data,
             secrets,
             service,
+            limits: serve::Limits::default(),
             events,
             metrics,
         })
+    }
+
+    /// Serves under `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: serve::Limits) -> Https {
+        self.limits = limits;
+        self
     }
 
     /// The whole HTTP surface: catalog, personalization, enrollment, events, admin,
@@ -169,8 +187,7 @@ impl Https {
             op: "reading the listen address",
             source,
         })?;
-        // The catalog: made on first start, its timestamp kept fresh while serving.
-        tuf::ensure_initialised(&tuf::CatalogPaths::new(&self.data.path, None)).await?;
+        // The catalog (checked by `prepare`): its timestamp kept fresh while serving.
         tuf::refresh_timestamp_if_due(&self.data.path).await?;
         let timestamp_task = tokio::spawn(tuf::keep_timestamp_fresh(self.data.path.clone()));
         let key_task = tokio::spawn(keyset::keep_signer_current(
@@ -182,18 +199,21 @@ impl Https {
             self.metrics.clone(),
             self.service.inner.options.silent_after,
         ));
-        tracing::info!(%addr, data = %self.data.path.display(), "ferry server listening (https)");
+        tracing::info!(
+            %addr,
+            data = %self.data.path.display(),
+            max_connections = self.limits.max_connections,
+            "ferry server listening (https)"
+        );
         let router = self.router();
-        let listener =
-            pki::TlsListener::new(listener, self.secrets.tls.clone()).map_err(|source| {
-                ServerError::Io {
-                    op: "starting the TLS listener",
-                    source,
-                }
-            })?;
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = serve::serve(
+            listener,
+            Some(self.secrets.tls.clone()),
+            router,
+            self.limits,
+            shutdown,
+        )
+        .await;
         timestamp_task.abort();
         key_task.abort();
         silence_task.abort();

@@ -2,11 +2,13 @@
 //! service.
 //!
 //! A request needs the device's credential (`Authorization: Bearer`). The handler looks
-//! the facts up in SQL (enrollment, revocation, the signing window), applies the
+//! the facts up in SQL (enrollment, revocation, the signing window, the seal roots the build
+//! published for the device's class), applies the
 //! per-device rate limit, lets [`Policy::decide`] rule, records the nonce (the insert is
 //! the uniqueness check), and only then signs.
 
 use std::collections::HashMap;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
@@ -17,11 +19,13 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use chrono::Utc;
 use ferry_personalize::{
-    Credential, CredentialSigner, DeviceStatus, Facts, KeyId, Policy, PublicKey, Refusal, Signer,
-    TicketRequest, verify_credential,
+    Component, ComponentName, Credential, CredentialSigner, DeviceStatus, Facts, KeyId, Policy,
+    PublicKey, Refusal, Signer, TicketRequest, verify_credential,
 };
+use ferry_types::RootHash;
 
 use crate::devices::{FactsReader, NonceWriter};
+use crate::publish::SYSTEM_COMPONENT;
 use crate::{DataDir, ServerError};
 
 /// Limits of the signing service.
@@ -182,6 +186,20 @@ impl Service {
     }
 }
 
+/// The components a build published: each release of it is one sealed system image.
+fn published_components(roots: Vec<RootHash>) -> Vec<Component> {
+    let Ok(name) = ComponentName::from_str(SYSTEM_COMPONENT) else {
+        return Vec::new();
+    };
+    roots
+        .into_iter()
+        .map(|root_hash| Component {
+            name: name.clone(),
+            root_hash,
+        })
+        .collect()
+}
+
 /// The device routes of the signing service.
 pub fn routes(service: Service) -> Router {
     Router::new()
@@ -246,6 +264,7 @@ async fn personalize(
     let mut facts = Facts {
         device,
         window_open: facts.as_ref().is_some_and(|f| f.window_open),
+        published: facts.map_or_else(Vec::new, |f| published_components(f.published_roots)),
         nonce_seen: false,
         rate_limited: device == DeviceStatus::Enrolled && service.over_rate(device_id.get()),
     };

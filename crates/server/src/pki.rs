@@ -1,5 +1,5 @@
-//! The server's secrets, made on first start so `ferry server` needs no set-up, and the
-//! TLS listener that serves HTTPS with them.
+//! The server's secrets, made on first start so `ferry server` needs no set-up (the catalog
+//! apart: `ferry server init`); `serve` serves HTTPS with them.
 //!
 //! Layout in the data directory:
 //!
@@ -14,14 +14,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ferry_personalize::{CredentialSigner, EnrollmentToken};
 use ferry_tls::pki::{Ca, ServerCert};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::server::TlsStream;
 
 use crate::ServerError;
 
@@ -168,68 +164,4 @@ pub(crate) fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), ServerError>
         op: "writing a secret",
         source,
     })
-}
-
-/// A TCP listener whose connections arrive TLS-terminated. Handshakes run in their own
-/// tasks (10 s limit), so a slow or hostile client never holds up the others.
-#[derive(Debug)]
-pub struct TlsListener {
-    incoming: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    /// Accepts on `listener`, terminating TLS with `config`.
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<TlsListener> {
-        let local = listener.local_addr()?;
-        let (tx, incoming) = tokio::sync::mpsc::channel(1024);
-        let acceptor = TlsAcceptor::from(config);
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = tx.closed() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let (tcp, addr) = match accepted {
-                    Ok(pair) => pair,
-                    Err(error) => {
-                        // Out of descriptors and the like: back off, keep serving.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                    {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, addr)).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { incoming, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.incoming.recv().await {
-            Some(pair) => pair,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }

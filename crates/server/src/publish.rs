@@ -48,8 +48,8 @@ pub struct PublishRequest {
 }
 
 /// Encodes the image (frames compressed on every core), stores payload and manifest,
-/// registers the release, then signs its targets into the catalog (creating the catalog on
-/// first use). Artifacts first, row next, signatures last, so a crash leaves at most
+/// registers the release, then signs its targets into the catalog (which must exist:
+/// `ferry server init`). Artifacts first, row next, signatures last, so a crash leaves at most
 /// unreferenced artifacts or a row devices cannot see, never a signed release without its
 /// bytes.
 pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, ServerError> {
@@ -65,7 +65,7 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
         check_slug("audience", audience)?;
     }
     let catalog = CatalogPaths::new(&data.path, req.offline_keys.as_deref());
-    tuf::ensure_initialised(&catalog).await?;
+    tuf::require_initialised(&catalog)?;
     if data.db.has_version(&req.class, &req.version).await? {
         return Err(ServerError::DuplicateVersion {
             class: req.class,
@@ -160,6 +160,7 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
         manifest_key,
         manifest_size,
         manifest_sha256,
+        seal_root: manifest.seal.as_ref().map(|seal| seal.root_hash),
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
     data.db.insert_release(&row).await?;
@@ -177,6 +178,7 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
         unarchived_size: manifest.image_size,
         image_sha256: manifest.image_sha256,
         seal_root_hash: manifest.seal.as_ref().map(|seal| seal.root_hash),
+        delta_manifest_digest: None,
     };
     let targets = vec![
         NewTarget {
@@ -210,10 +212,13 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
     // Tailored deltas: each stored, then signed as its own target whose release
     // metadata says which version it applies to.
     for from in &req.delta_from {
-        let delta = crate::delta::publish_delta(data, from, &row, &req.image).await?;
+        let (delta, pin) = crate::delta::publish_delta(data, from, &row, &req.image).await?;
         let mut delta_info = info.clone();
         delta_info.payload = PayloadKind::Delta { from: from.clone() };
         delta_info.download_size = delta.size;
+        // Signed with the release: the device checks the delta's head against it before a
+        // byte reaches the slot.
+        delta_info.delta_manifest_digest = Some(pin);
         let target = NewTarget {
             name: format!("{}-{}.delta-from-{from}.ferrydelta", req.class, req.version),
             length: delta.size,
@@ -269,6 +274,38 @@ pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, 
         );
     }
     Ok(row)
+}
+
+/// Fills in the seal root of releases stored before the `releases.seal_root` column existed
+/// (migration 0005), from each release's stored manifest, so their builds stay signable. A
+/// release whose manifest cannot be read or names no seal keeps no root and is never signed
+/// (logged).
+pub(crate) async fn fill_missing_seal_roots(data: &DataDir) -> Result<(), ServerError> {
+    for row in data.db.releases_without_seal_root().await? {
+        let root = match data.store.get_bytes(&row.manifest_key).await {
+            Ok(bytes) if Sha256::of(&bytes) == row.manifest_sha256 => Manifest::from_json(&bytes)
+                .ok()
+                .and_then(|manifest| manifest.seal.map(|seal| seal.root_hash)),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%error, key = %row.manifest_key, "could not read a release's manifest");
+                None
+            }
+        };
+        match root {
+            Some(root) => {
+                data.db
+                    .set_seal_root(&row.class, &row.version, &root)
+                    .await?
+            }
+            None => tracing::warn!(
+                class = %row.class,
+                version = %row.version,
+                "the release's manifest names no seal root: the signing service will not sign its build"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Names that end up in URLs and object keys: `[a-z0-9._-]`, 1–64 characters.

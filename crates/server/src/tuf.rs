@@ -5,11 +5,12 @@
 //! DATA/tuf/metadata/   N.root.json, N.targets.json, N.snapshot.json, timestamp.json (served)
 //! DATA/tuf/targets/    <sha256>.keys-personalization.json (served; see `keyset`)
 //! DATA/keys-online/    snapshot.pk8, timestamp.pk8 (the serving process needs these)
-//! DATA/keys-offline/   root.pk8, targets.pk8 (default; `--keys DIR` puts them elsewhere)
+//! DATA/keys-offline/   root.pk8, targets.pk8 (development catalogs only; `--keys DIR` elsewhere)
 //! ```
 //!
 //! The serving process only ever reads the metadata and signs the timestamp with the online
-//! key; the offline keys are needed by `ferry server init` and `ferry publish` only.
+//! key; the offline keys are needed by `ferry server init` and `ferry publish` only, and a
+//! real server refuses to start while they are in its data directory ([`check_custody`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -86,20 +87,98 @@ pub async fn init(paths: &CatalogPaths) -> Result<repo::RepoVersions, ServerErro
     Ok(published.unwrap_or(versions))
 }
 
-/// Creates the catalog if it does not exist yet (zero set-up for the demo and first runs).
-/// Returns whether it did.
-pub async fn ensure_initialised(paths: &CatalogPaths) -> Result<bool, ServerError> {
-    if paths.is_initialised() {
-        return Ok(false);
+/// Where the catalog's offline (root, targets) keys may be when a server starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCustody {
+    /// A real server: the catalog must exist (made by `ferry server init --keys DIR`) and no
+    /// root or targets key may sit in the data directory it serves from, so whoever takes the
+    /// server cannot sign a release or rotate the root.
+    Offline,
+    /// `ferry demo`, `ferry bench` and `ferry server --dev-keys`: the catalog is made on first
+    /// start with its offline keys in `DATA/keys-offline` (convenient, and unsafe to serve a
+    /// fleet from).
+    DevInDataDir,
+}
+
+/// The offline key files a catalog keeps (`repo::init` names them by role).
+const OFFLINE_KEY_FILES: [&str; 2] = ["root.pk8", "targets.pk8"];
+
+/// The offline key files found in the data directory's default offline keys directory.
+pub fn offline_keys_in_data_dir(data_dir: &Path) -> Vec<PathBuf> {
+    OFFLINE_KEY_FILES
+        .iter()
+        .map(|file| data_dir.join(DEFAULT_OFFLINE_KEYS_DIR).join(file))
+        .filter(|path| path.exists())
+        .collect()
+}
+
+/// Whether `keys` is inside `data_dir` (compared after resolving both, so `DATA/../DATA/k`
+/// counts): offline keys there would be on the serving host.
+pub fn is_inside(keys: &Path, data_dir: &Path) -> bool {
+    let resolve = |path: &Path| {
+        let mut existing = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let mut rest = Vec::new();
+        // The keys directory may not exist yet: resolve its nearest existing ancestor.
+        while !existing.exists() {
+            match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_owned());
+                    existing = parent.to_owned();
+                }
+                _ => break,
+            }
+        }
+        let mut resolved = existing.canonicalize().unwrap_or(existing);
+        resolved.extend(rest.iter().rev());
+        resolved
+    };
+    resolve(keys).starts_with(resolve(data_dir))
+}
+
+/// Checks (and under [`KeyCustody::DevInDataDir`] makes) the catalog a server is about to
+/// serve: `CATALOG_MISSING` when there is none, `OFFLINE_KEYS_ON_SERVER` when the root or
+/// targets key is in the data directory. Returns whether it made the catalog.
+pub async fn check_custody(data_dir: &Path, custody: KeyCustody) -> Result<bool, ServerError> {
+    let paths = CatalogPaths::new(data_dir, None);
+    match custody {
+        KeyCustody::DevInDataDir => {
+            if paths.is_initialised() {
+                return Ok(false);
+            }
+            init(&paths).await?;
+            tracing::warn!(
+                metadata = %paths.metadata.display(),
+                offline_keys = %paths.offline_keys.display(),
+                "made a development catalog with its offline root and targets keys in the data \
+                 directory: never serve a fleet from it (`ferry server init --keys DIR` keeps them offline)"
+            );
+            Ok(true)
+        }
+        KeyCustody::Offline => {
+            if !paths.is_initialised() {
+                return Err(ServerError::CatalogMissing {
+                    metadata: paths.metadata,
+                });
+            }
+            let found = offline_keys_in_data_dir(data_dir);
+            if !found.is_empty() {
+                return Err(ServerError::OfflineKeysOnServer { files: found });
+            }
+            Ok(false)
+        }
     }
-    init(paths).await?;
-    tracing::warn!(
-        metadata = %paths.metadata.display(),
-        offline_keys = %paths.offline_keys.display(),
-        "the catalog (TUF repository) was not initialised: created it, with its offline root and \
-         targets keys in the data directory; run `ferry server init --keys DIR` to keep them elsewhere"
-    );
-    Ok(true)
+}
+
+/// The catalog `ferry publish` and the key commands sign into: it must exist already
+/// (`ferry server init`, or a development server's first start); they never make one.
+pub fn require_initialised(paths: &CatalogPaths) -> Result<(), ServerError> {
+    if paths.is_initialised() {
+        Ok(())
+    } else {
+        Err(ServerError::CatalogMissing {
+            metadata: paths.metadata.clone(),
+        })
+    }
 }
 
 /// Re-signs the timestamp if it expires within [`TIMESTAMP_REFRESH_MARGIN`]. Needs only the
@@ -156,6 +235,28 @@ pub fn is_flat_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Offline keys anywhere under the data directory count as on the serving host, however
+    /// the path is spelled; a sibling directory does not.
+    #[test]
+    fn keys_inside_the_data_directory_are_told_apart_from_keys_beside_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("server");
+        std::fs::create_dir_all(&data).unwrap();
+        assert!(is_inside(&data.join("keys"), &data));
+        assert!(is_inside(&data.join("a/b/keys"), &data));
+        assert!(is_inside(&data.join("../server/keys"), &data));
+        assert!(!is_inside(&tmp.path().join("server-keys"), &data));
+        assert!(!is_inside(&tmp.path().join("offline"), &data));
+        assert!(offline_keys_in_data_dir(&data).is_empty());
+        std::fs::create_dir_all(data.join(DEFAULT_OFFLINE_KEYS_DIR)).unwrap();
+        std::fs::write(
+            data.join(DEFAULT_OFFLINE_KEYS_DIR).join("targets.pk8"),
+            b"k",
+        )
+        .unwrap();
+        assert_eq!(offline_keys_in_data_dir(&data).len(), 1);
+    }
 
     #[test]
     fn target_files_split_into_digest_and_name() {

@@ -157,11 +157,13 @@ async fn the_lan_cache_answers_several_ranges_from_its_copy() {
     })
     .unwrap();
     let bytes = artifact_bytes();
-    let object = tmp.path().join("objects/tuf/targets/abc.vm-1.0.chunks.zst");
+    // The cache serves only `<sha256>.<name>` target paths.
+    let file = format!("{}.vm-1.0.chunks.zst", "ab".repeat(32));
+    let object = tmp.path().join("objects/tuf/targets").join(&file);
     std::fs::create_dir_all(object.parent().unwrap()).unwrap();
     std::fs::write(&object, &bytes).unwrap();
     let app = cache_app(cache);
-    let path = "/tuf/targets/abc.vm-1.0.chunks.zst";
+    let path = &format!("/tuf/targets/{file}");
     let response = app
         .clone()
         .oneshot(get(path, Some("bytes=0-0,4096-8191,50000-50100")))

@@ -1,4 +1,5 @@
-//! SHA-256 digests and seal root hashes as types, 64 lowercase hex digits on the wire.
+//! SHA-256 digests, seal root hashes and delta pins as types, 64 lowercase hex digits on the
+//! wire.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::Digest;
@@ -24,6 +25,13 @@ impl Sha256 {
         h.finish()
     }
 }
+
+/// The digest a signed catalog pins for a tailored delta: the blake3 of its manifest (and, for
+/// a delta below a filesystem's compression, of its header), as `ferry_delta::pinned_digest`
+/// reads it. The device refuses a delta whose head does not match before a byte reaches the
+/// slot. Serialized as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeltaDigest(pub [u8; 32]);
 
 /// Incremental SHA-256 (SHA-NI when the CPU has it).
 #[derive(Clone, Default)]
@@ -151,6 +159,7 @@ macro_rules! digest_newtype {
 
 digest_newtype!(Sha256, "SHA-256 digest");
 digest_newtype!(RootHash, "root hash");
+digest_newtype!(DeltaDigest, "delta manifest digest");
 
 #[cfg(test)]
 mod tests {

@@ -26,7 +26,7 @@ mod payload;
 mod version;
 
 pub use diagnose::{Diagnose, Report};
-pub use digest::{DigestError, RootHash, Sha256, Sha256Hasher};
+pub use digest::{DeltaDigest, DigestError, RootHash, Sha256, Sha256Hasher};
 pub use id::{DeviceId, IdError};
 pub use identity::{DeviceClass, DeviceClassError, Identity, MAX_DEVICE_CLASS_LEN};
 pub use payload::PayloadKind;

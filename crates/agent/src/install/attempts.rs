@@ -95,6 +95,7 @@ impl Failure {
             AgentError::Delta(ferry_delta::Error::Io { .. }) => Failure::Environment,
             AgentError::Delta(_) => Failure::Content,
             AgentError::DigestMismatch { .. }
+            | AgentError::DeltaNotPinned { .. }
             | AgentError::ChunkIndexMismatch { .. }
             | AgentError::RangesUnsupported { .. }
             | AgentError::ChunkCorrupt { .. }
@@ -362,11 +363,17 @@ impl Attempts<'_> {
             .delta
             .as_ref()
             .ok_or_else(|| missing("a delta"))?;
+        // No signed pin of its manifest, no delta (a content failure: the next payload).
+        let url = artifact.url.clone();
+        let pin = self
+            .offer
+            .delta_manifest_digest
+            .ok_or(AgentError::DeltaNotPinned { url })?;
         meter.begin(artifact.size, 0);
         let running = self.device.slot_path(!self.target);
         let slot = self.device.slot_path(self.target);
-        let outcome =
-            delta::apply(client, artifact, &running, &slot, &mut |n| meter.reach(n)).await?;
+        let mut on_bytes = |n| meter.reach(n);
+        let outcome = delta::apply(client, artifact, pin, &running, &slot, &mut on_bytes).await?;
         Ok(Wrote {
             bytes: outcome.bytes_downloaded,
             bytes_reused: outcome.bytes_reused,
@@ -684,6 +691,7 @@ mod tests {
             action: "restart",
             kind: if delta { "delta" } else { "full" }.into(),
             delta: delta.then(|| artifact("delta")),
+            delta_manifest_digest: delta.then_some(ferry_types::DeltaDigest([7; 32])),
             chunks: chunks.then(|| ChunkedPayload {
                 payload: artifact("chunks"),
                 index: artifact("index"),

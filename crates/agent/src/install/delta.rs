@@ -1,7 +1,8 @@
 //! Installing through a tailored delta: the delta streams from the server and is
 //! applied as it arrives, reading the running slot as its reference (read-only) and
-//! writing the inactive slot in order. `ferry-delta` checks the base before it writes a
-//! byte (BASE_MISMATCH) and every output window; the caller then verifies the whole slot
+//! writing the inactive slot in order. `ferry-delta` checks the delta's head against the
+//! pin the catalog signs (MANIFEST_MISMATCH) and the base (BASE_MISMATCH) before it writes a
+//! byte, and every output window before it is written; the caller then verifies the whole slot
 //! against the full manifest and the seal, so a delta can never produce a bootable slot
 //! the release did not name.
 
@@ -9,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::path::Path;
 
 use bytes::Bytes;
-use ferry_types::{Sha256, Sha256Hasher};
+use ferry_types::{DeltaDigest, Sha256, Sha256Hasher};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
@@ -25,15 +26,18 @@ pub struct DeltaOutcome {
     pub bytes_reused: u64,
 }
 
-/// Streams the delta at `artifact` and applies it from `reference` into `slot`.
+/// Streams the delta at `artifact` and applies it from `reference` into `slot`, refusing
+/// (`MANIFEST_MISMATCH`, nothing written) a delta whose head is not the one `pin` names.
 pub async fn apply(
     client: &Client,
     artifact: &Artifact,
+    pin: DeltaDigest,
     reference: &Path,
     slot: &Path,
     on_bytes: &mut (dyn FnMut(u64) + Send),
 ) -> Result<DeltaOutcome, AgentError> {
-    let (response, start) = client.stream_from(&artifact.url, 0).await?;
+    let started = std::time::Instant::now();
+    let (response, start) = client.stream_from(&artifact.url, 0, artifact.size).await?;
     if start != 0 {
         return Err(AgentError::ServerInvalid {
             url: artifact.url.clone(),
@@ -57,7 +61,10 @@ pub async fn apply(
             &reference_file,
             reader,
             &mut sink,
-            &ferry_delta::ApplyOptions::default(),
+            &ferry_delta::ApplyOptions {
+                expected_manifest_digest: Some(pin.0),
+                ..ferry_delta::ApplyOptions::default()
+            },
         );
         let synced = sink.sync_data();
         (report, synced)
@@ -77,7 +84,7 @@ pub async fn apply(
                 }
             }
             Err(e) => {
-                stream_error = Some(e.to_string());
+                stream_error = Some(e.is_timeout());
                 break;
             }
         }
@@ -89,8 +96,17 @@ pub async fn apply(
         source: std::io::Error::other(e),
     })?;
     let report = report.map_err(AgentError::Delta);
-    if stream_error.is_some() {
+    if let Some(timed_out) = stream_error {
         // A cut stream surfaces in the apply as a short read; name it for what it is.
+        if timed_out {
+            return Err(client.stream_failed(
+                &artifact.url,
+                started,
+                artifact.size,
+                received,
+                artifact.size,
+            ));
+        }
         return Err(AgentError::PayloadTruncated {
             received,
             expected: artifact.size,

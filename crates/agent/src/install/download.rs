@@ -156,8 +156,10 @@ async fn drive(
     if let Some(reason) = stop.reason() {
         return Err(stopped(reason));
     }
+    let stream_bytes = manifest.payload_size.saturating_sub(start_offset);
+    let stream_started = Instant::now();
     let (response, body_offset) = tokio::select! {
-        answer = client.stream_from(url, start_offset) => answer?,
+        answer = client.stream_from(url, start_offset, stream_bytes) => answer?,
         reason = stop.stopped() => return Err(stopped(reason)),
     };
     let mut skip = start_offset - body_offset;
@@ -288,12 +290,13 @@ async fn drive(
             "payload stream ended early"
         );
         if timed_out {
-            return Err(AgentError::NetworkTimeout {
-                url: url.to_owned(),
-                secs: client.read_timeout().as_secs(),
-                received: received_offset,
+            return Err(client.stream_failed(
+                url,
+                stream_started,
+                stream_bytes,
+                received_offset,
                 expected,
-            });
+            ));
         }
         return Err(AgentError::PayloadTruncated {
             received: received_offset,

@@ -12,6 +12,7 @@ use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::Instant;
 
 use futures_util::StreamExt;
 
@@ -72,11 +73,17 @@ pub async fn fetch_batch(
 ) -> Result<BatchStats, AgentError> {
     let mut stats = BatchStats::default();
     if *mode == RangeMode::Multi && ranges.len() > 1 {
+        let started = Instant::now();
         let response = client.get_ranges(path, ranges).await?;
         stats.requests += 1;
         let status = response.status();
         if status == reqwest::StatusCode::PARTIAL_CONTENT {
-            read_partial(client, path, size, ranges, response, out, sink, &mut stats).await?;
+            let answer = Answer {
+                asked: ranges,
+                response,
+                started,
+            };
+            read_partial(client, path, size, answer, out, sink, &mut stats).await?;
             return Ok(stats);
         }
         if status == reqwest::StatusCode::OK || status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE
@@ -93,21 +100,17 @@ pub async fn fetch_batch(
         }
     }
     for range in ranges {
+        let started = Instant::now();
         let response = client.get_ranges(path, std::slice::from_ref(range)).await?;
         stats.requests += 1;
         let status = response.status();
         if status == reqwest::StatusCode::PARTIAL_CONTENT {
-            read_partial(
-                client,
-                path,
-                size,
-                std::slice::from_ref(range),
+            let answer = Answer {
+                asked: std::slice::from_ref(range),
                 response,
-                out,
-                sink,
-                &mut stats,
-            )
-            .await?;
+                started,
+            };
+            read_partial(client, path, size, answer, out, sink, &mut stats).await?;
         } else if status.is_success() {
             return Err(AgentError::RangesUnsupported {
                 path: path.to_owned(),
@@ -124,19 +127,31 @@ pub async fn fetch_batch(
     Ok(stats)
 }
 
+/// A `206` answer to read: the ranges it was asked for, and when the request was sent (its
+/// overall deadline runs from then).
+struct Answer<'a> {
+    asked: &'a [Range<u64>],
+    response: reqwest::Response,
+    started: Instant,
+}
+
 /// Reads a `206` answer for `asked`: one `Content-Range` body or a multipart one, every
 /// asked range covered by a part.
-#[allow(clippy::too_many_arguments)]
 async fn read_partial(
     client: &Client,
     path: &str,
     size: u64,
-    asked: &[Range<u64>],
-    response: reqwest::Response,
+    answer: Answer<'_>,
     out: Destination<'_>,
     sink: &mut dyn BatchSink,
     stats: &mut BatchStats,
 ) -> Result<(), AgentError> {
+    let Answer {
+        asked,
+        response,
+        started,
+    } = answer;
+    let asked_bytes: u64 = asked.iter().map(|r| r.end - r.start).sum();
     let invalid = |reason: String| AgentError::ServerInvalid {
         url: path.to_owned(),
         reason,
@@ -169,17 +184,18 @@ async fn read_partial(
         let piece = match piece {
             Ok(piece) => piece,
             Err(e) if e.is_timeout() => {
-                return Err(AgentError::NetworkTimeout {
-                    url: path.to_owned(),
-                    secs: client.read_timeout().as_secs(),
+                return Err(client.stream_failed(
+                    path,
+                    started,
+                    asked_bytes,
                     received,
-                    expected: asked.iter().map(|r| r.end - r.start).sum(),
-                });
+                    asked_bytes,
+                ));
             }
             Err(_) => {
                 return Err(AgentError::PayloadTruncated {
                     received,
-                    expected: asked.iter().map(|r| r.end - r.start).sum(),
+                    expected: asked_bytes,
                 });
             }
         };
@@ -214,7 +230,7 @@ async fn read_partial(
             if !parser.finished {
                 return Err(AgentError::PayloadTruncated {
                     received,
-                    expected: asked.iter().map(|r| r.end - r.start).sum(),
+                    expected: asked_bytes,
                 });
             }
             parser.parts
@@ -230,7 +246,7 @@ async fn read_partial(
             return Err(if covered.len() == 1 && covered[0].start <= range.start {
                 AgentError::PayloadTruncated {
                     received,
-                    expected: asked.iter().map(|r| r.end - r.start).sum(),
+                    expected: asked_bytes,
                 }
             } else {
                 invalid(format!(

@@ -192,7 +192,8 @@ pub fn components(root_hash: &RootHash) -> Vec<Component> {
     }]
 }
 
-/// Asks the service for a ticket for `build_id` and `components`, and checks it.
+/// Asks the service for a ticket for `build_id` (the offered build) and `components`, and
+/// checks it: this device, this nonce, this build, these root hashes.
 ///
 /// Each attempt makes a fresh nonce and stores it durably (`boot/nonce`) before the
 /// request. An unreachable or overloaded server is tried again with backoff (0.5 s,
@@ -237,6 +238,7 @@ pub async fn request_ticket(
                     &Expectation {
                         identity: identity.clone(),
                         nonce,
+                        build_id: build_id.clone(),
                         components: components.clone(),
                     },
                 )?;
@@ -256,9 +258,9 @@ pub async fn request_ticket(
 }
 
 /// Checks `slot`'s ticket at boot: present, signed by a key of the trusted key set, for this
-/// device,
-/// for the stored nonce (the attempt's while the slot is on trial, the slot's own once it
-/// booted good), and for the slot's root hash. The factory image has no ticket.
+/// device, for the stored nonce (the attempt's while the slot is on trial, the slot's own once
+/// it booted good), for the build the slot records (the one the catalog offered) and for the
+/// slot's root hash. The factory image has no ticket.
 pub fn check_ticket(device: &Device, slot: Slot, info: &SlotInfo) -> Result<(), AgentError> {
     let factory = device
         .receipts()?
@@ -303,12 +305,22 @@ pub fn check_ticket(device: &Device, slot: Slot, info: &SlotInfo) -> Result<(), 
             version: info.version.to_string(),
             reason: "the slot has no seal for its ticket to cover".into(),
         })?;
+    let build_id: BuildId = info
+        .build_id
+        .parse()
+        .map_err(
+            |e: ferry_personalize::ParseError| AgentError::DeviceCorrupt {
+                path: device.layout().slot_info(slot),
+                reason: e.to_string(),
+            },
+        )?;
     verify(
         &signed,
         key_set(device)?.keys(),
         &Expectation {
             identity: device.identity.clone(),
             nonce,
+            build_id,
             components: components(&seal.root_hash),
         },
     )?;

@@ -229,6 +229,7 @@ pub fn release(
         unarchived_size: payload.len() as u64 * 3,
         image_sha256: Sha256::of(version.as_bytes()),
         seal_root_hash: Some(RootHash(Sha256::of(b"seal").0)),
+        delta_manifest_digest: None,
     }
     .to_custom()
 }

@@ -176,8 +176,35 @@ pub fn publish(data: &Path, image: &Path, version: &str) {
     publish_with(data, image, version, &["--no-chunks"]);
 }
 
-/// Publishes `image` as `version` of class `vm` with `extra` arguments.
+/// Where the tests keep a server's offline catalog keys (root, targets): beside its data
+/// directory, never in it, as a real `ferry server` requires.
+pub fn offline_keys(data: &Path) -> PathBuf {
+    let name = data
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("server");
+    data.with_file_name(format!("{name}-offline-keys"))
+}
+
+/// `ferry server init` for `data` (once), its offline keys in [`offline_keys`].
+pub fn init_catalog(data: &Path) {
+    if !data.join("tuf/metadata/1.root.json").exists() {
+        ok(&[
+            "server",
+            "init",
+            "--data",
+            s(data),
+            "--keys",
+            s(&offline_keys(data)),
+        ]);
+    }
+}
+
+/// Publishes `image` as `version` of class `vm` with `extra` arguments, signing with the
+/// offline keys (the catalog is made first if need be).
 pub fn publish_with(data: &Path, image: &Path, version: &str, extra: &[&str]) {
+    init_catalog(data);
+    let keys = offline_keys(data);
     let mut args = vec![
         "publish",
         "--data",
@@ -190,6 +217,8 @@ pub fn publish_with(data: &Path, image: &Path, version: &str, extra: &[&str]) {
         "vm",
         "--level",
         "3",
+        "--keys",
+        s(&keys),
     ];
     args.extend_from_slice(extra);
     ok(&args);
@@ -524,4 +553,53 @@ pub fn use_cache(device: &Path, url: &str) {
     let config = device.join("config.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("cache = \"{url}\"\n{text}")).unwrap();
+}
+
+/// `GET path` (no body) or `POST path` (with `body`) on the server over its pinned CA, with a
+/// bearer token unless `bearer` is empty: (status, JSON body or null).
+pub fn https_json(
+    server: &Server,
+    path: &str,
+    bearer: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let ca = std::fs::read_to_string(server.ca()).unwrap();
+    let url = format!("{}{path}", server.url());
+    let body = body.cloned();
+    let bearer = bearer.to_owned();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
+            let client = reqwest::Client::builder()
+                .tls_backend_preconfigured(config)
+                .build()
+                .unwrap();
+            let mut request = match &body {
+                Some(body) => client.post(&url).json(body),
+                None => client.get(&url),
+            };
+            if !bearer.is_empty() {
+                request = request.bearer_auth(bearer);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let value = response.json().await.unwrap_or(serde_json::Value::Null);
+            (status, value)
+        })
+}
+
+/// The device's identity file as JSON.
+pub fn identity_json(device: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(device.join("identity.json")).unwrap()).unwrap()
+}
+
+/// The device's bearer credential.
+pub fn credential(device: &Path) -> String {
+    std::fs::read_to_string(device.join("trust/credential"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }

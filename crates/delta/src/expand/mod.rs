@@ -30,7 +30,9 @@ mod device;
 pub use device::ExpandedView;
 use device::Recompressor;
 
+use crate::apply::{apply_pinned, check_pin};
 use crate::error::{Error, Result};
+use crate::format::MAX_MANIFEST_BYTES;
 use crate::format::{BLOCK_SIZE, DELTA_MAGIC};
 use crate::{
     ApplyOptions, ApplyReport, DeltaManifest, EncodeOptions, Reference, SlotSink, apply_delta,
@@ -328,6 +330,71 @@ fn same_frames(old: &[blake3::Hash], new: &[blake3::Hash]) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// The pin of an expanded delta: blake3 of its header's blake3 followed by its inner
+/// manifest's, so the layouts that drive re-compression are as pinned as the manifest.
+fn expanded_pin(header_digest: &[u8; 32], manifest_digest: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(header_digest);
+    hasher.update(manifest_digest);
+    *hasher.finalize().as_bytes()
+}
+
+/// The digest a signed catalog pins for the delta that `delta` begins with (plain or
+/// expanded), read from its head only: the manifest's blake3 ([`DeltaManifest::digest`]) for a
+/// plain delta, [`expanded_pin`] for an expanded one. Pass it to the apply as
+/// [`ApplyOptions::expected_manifest_digest`]: a delta whose head differs is refused with
+/// `MANIFEST_MISMATCH` before anything is written.
+pub fn pinned_digest(mut delta: impl Read) -> Result<[u8; 32]> {
+    let mut magic = [0u8; 8];
+    delta
+        .read_exact(&mut magic)
+        .map_err(|_| Error::corrupt("header", "the delta stream ends early"))?;
+    if &magic == DELTA_MAGIC {
+        return read_manifest_digest(&mut delta);
+    }
+    if &magic != EXPANDED_MAGIC {
+        return Err(Error::corrupt("header", "not a ferry delta (bad magic)"));
+    }
+    let header = read_framed(&mut delta, MAX_HEADER, "header")?;
+    let mut inner_magic = [0u8; 8];
+    delta
+        .read_exact(&mut inner_magic)
+        .map_err(|_| Error::corrupt("header", "the delta stream ends early"))?;
+    if &inner_magic != DELTA_MAGIC {
+        return Err(Error::corrupt("header", "not a ferry delta (bad magic)"));
+    }
+    Ok(expanded_pin(&header, &read_manifest_digest(&mut delta)?))
+}
+
+/// Reads `u32 LE len | bytes | blake3(bytes)` and returns the checked blake3.
+fn read_framed(delta: &mut impl Read, max: u32, what: &'static str) -> Result<[u8; 32]> {
+    let early = || Error::corrupt(what, "the delta stream ends early");
+    let mut len = [0u8; 4];
+    delta.read_exact(&mut len).map_err(|_| early())?;
+    let len = u32::from_le_bytes(len);
+    if len > max {
+        return Err(Error::corrupt(what, format!("length {len} is implausible")));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    let mut stored = [0u8; 32];
+    delta
+        .read_exact(&mut bytes)
+        .and_then(|()| delta.read_exact(&mut stored))
+        .map_err(|_| early())?;
+    let digest = *blake3::hash(&bytes).as_bytes();
+    if digest != stored {
+        return Err(Error::corrupt(
+            what,
+            format!("{what} digest does not match"),
+        ));
+    }
+    Ok(digest)
+}
+
+fn read_manifest_digest(delta: &mut impl Read) -> Result<[u8; 32]> {
+    read_framed(delta, MAX_MANIFEST_BYTES, "manifest")
+}
+
 /// Applies a plain or an expanded delta (by its magic) from `reference` into `sink`.
 pub fn apply_any<R: Reference + Sync>(
     reference: &R,
@@ -388,7 +455,13 @@ pub fn apply_any<R: Reference + Sync>(
         same.insert(new_idx, (old.image_offset, old.image_len));
     }
     let mut out = Recompressor::new(sink, &header.new, reference, same)?;
-    let report = apply_delta(&view, delta, &mut out, opts).map_err(|e| match e {
+    let pinned = |manifest_digest: &[u8; 32]| {
+        check_pin(
+            opts.expected_manifest_digest,
+            expanded_pin(&digest, manifest_digest),
+        )
+    };
+    let report = apply_pinned(&view, delta, &mut out, opts, pinned).map_err(|e| match e {
         Error::Io {
             operation: "read reference",
             source,
@@ -480,6 +553,62 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.code(), "BASE_MISMATCH", "{err}");
+    }
+
+    /// The pin covers the expanded header too: a header rewritten with a matching blake3 (the
+    /// layouts that drive re-compression) is refused before a byte reaches the sink, and the
+    /// pin `pinned_digest` reads from a plain delta is its manifest's digest.
+    #[test]
+    fn the_pin_covers_an_expanded_deltas_header_and_a_plain_deltas_manifest() {
+        let a = file(1, 600 << 10);
+        let b = file(2, 300 << 10);
+        let mut b2 = b.clone();
+        b2[1000..1100].fill(b'Z');
+        let old = image(&[a.clone(), b], b"HSQS-header-v1..");
+        let new = image(&[a, b2], b"HSQS-header-v2..");
+        let mut delta = Vec::new();
+        let opts = EncodeOptions::default();
+        let (_, expanded) = encode_expanded(&old, &new, &mut delta, &opts).unwrap();
+        assert!(expanded);
+        let pin = pinned_digest(&delta[..]).unwrap();
+        let pinned = ApplyOptions {
+            expected_manifest_digest: Some(pin),
+            ..ApplyOptions::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old");
+        std::fs::write(&path, &old).unwrap();
+        let reference = std::fs::File::open(&path).unwrap();
+        let mut out = Vec::new();
+        apply_any(&reference, &delta[..], &mut out, &pinned).unwrap();
+        assert_eq!(out, new);
+
+        // Rewrite the header (no frame reused from the old image) with a fresh blake3.
+        let len = u32::from_le_bytes(delta[8..12].try_into().unwrap()) as usize;
+        let mut header: serde_json::Value = serde_json::from_slice(&delta[12..12 + len]).unwrap();
+        header["same"] = serde_json::json!([]);
+        let header = serde_json::to_vec(&header).unwrap();
+        let mut forged = Vec::new();
+        forged.extend_from_slice(EXPANDED_MAGIC);
+        forged.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        forged.extend_from_slice(&header);
+        forged.extend_from_slice(blake3::hash(&header).as_bytes());
+        forged.extend_from_slice(&delta[12 + len + 32..]);
+        assert_ne!(pinned_digest(&forged[..]).unwrap(), pin);
+        let mut out = Vec::new();
+        let err = apply_any(&reference, &forged[..], &mut out, &pinned).unwrap_err();
+        assert_eq!(err.code(), "MANIFEST_MISMATCH", "{err}");
+        assert!(out.is_empty(), "nothing reached the sink");
+
+        let mut plain = Vec::new();
+        let manifest = encode_delta_bytes(&old, &new, &mut plain, &opts).unwrap();
+        assert_eq!(pinned_digest(&plain[..]).unwrap(), manifest.digest());
+        assert_eq!(
+            pinned_digest(&b"not a delta at all"[..])
+                .unwrap_err()
+                .code(),
+            "DELTA_CORRUPT"
+        );
     }
 
     #[test]

@@ -36,10 +36,12 @@ pub fn request(device_id: u64, now: DateTime<Utc>) -> TicketRequest {
     }
 }
 
+/// Facts that let [`request`] through: the build published both of its components.
 pub fn facts_ok() -> Facts {
     Facts {
         device: DeviceStatus::Enrolled,
         window_open: true,
+        published: vec![component("system", 0x11), component("recovery", 0x22)],
         nonce_seen: false,
         rate_limited: false,
     }

@@ -6,6 +6,11 @@ use std::path::PathBuf;
 
 use ferry_types::{Diagnose, Sha256};
 
+/// The fault-injection variable of the table-coverage test (re-exported as
+/// `journal::FAIL_IN`, which honours it); named here so the error that reports an
+/// injected fault names no module above it.
+pub(crate) const FAIL_IN: &str = "FERRY_FAIL_IN";
+
 /// Everything a device command can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -211,7 +216,7 @@ pub enum AgentError {
     /// A fault injected for tests (`FERRY_FAIL_IN`).
     #[error(
         "a fault was injected ({}) as {machine} left {state} on {event}",
-        crate::journal::FAIL_IN
+        FAIL_IN
     )]
     InjectedFault {
         /// The machine.
@@ -324,7 +329,15 @@ pub enum AgentError {
         /// Where the nonce should be.
         path: PathBuf,
     },
-    /// Local I/O failed.
+    /// There is not enough free space for the update, even after purging what could be
+    /// purged: per filesystem, what the update needs, what is free and what is purgeable
+    /// (the sizing of DESIGN §3 step 2, [`crate::install::sizing`]).
+    #[error("{}", Shortfall::describe_all(filesystems))]
+    InsufficientSpace {
+        /// Each filesystem that is short.
+        filesystems: Vec<Shortfall>,
+    },
+    /// Local I/O failed (`DISK_FULL` when the filesystem is full).
     #[error("I/O failed while {op} ({}): {source}", path.display())]
     Io {
         /// What was being done.
@@ -334,6 +347,56 @@ pub enum AgentError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+/// One filesystem an update does not fit on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shortfall {
+    /// A path on the filesystem (the first the update writes there).
+    pub path: PathBuf,
+    /// Bytes the update needs there.
+    pub needed: u64,
+    /// Bytes free there (`statvfs` `f_bavail`).
+    pub free: u64,
+    /// Bytes ferry could still purge there.
+    pub purgeable: u64,
+}
+
+impl Shortfall {
+    /// Bytes missing: what must be freed there.
+    pub fn missing(&self) -> u64 {
+        self.needed.saturating_sub(self.free)
+    }
+
+    fn describe_all(filesystems: &[Shortfall]) -> String {
+        let each: Vec<String> = filesystems
+            .iter()
+            .map(|s| {
+                format!(
+                    "on the filesystem of {} it needs {} but {} {} free ({} purgeable)",
+                    s.path.display(),
+                    mib(s.needed),
+                    mib(s.free),
+                    if s.free == 1 { "is" } else { "are" },
+                    mib(s.purgeable)
+                )
+            })
+            .collect();
+        format!("the update does not fit: {}", each.join("; "))
+    }
+}
+
+/// `n` bytes for people: MiB with one decimal, and the exact count.
+pub(crate) fn mib(n: u64) -> String {
+    format!("{:.1} MiB ({n} bytes)", n as f64 / f64::from(1u32 << 20))
+}
+
+/// Whether `source` says the filesystem is full.
+pub(crate) fn is_disk_full(source: &std::io::Error) -> bool {
+    matches!(
+        source.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 impl AgentError {
@@ -400,6 +463,8 @@ impl Diagnose for AgentError {
             AgentError::AudienceInvalid { .. } => "AUDIENCE_INVALID",
             AgentError::RootNotPinned { .. } => "ROOT_NOT_PINNED",
             AgentError::RootInvalid { .. } => "ROOT_INVALID",
+            AgentError::InsufficientSpace { .. } => "INSUFFICIENT_SPACE",
+            AgentError::Io { source, .. } if is_disk_full(source) => "DISK_FULL",
             AgentError::Io { .. } => "DEVICE_IO",
             AgentError::Refused(r) => r.code(),
             AgentError::RefusalUnreadable(e) => e.code(),
@@ -468,7 +533,7 @@ impl Diagnose for AgentError {
             AgentError::Fsm(e) => e.fix(),
             AgentError::FsmTable(e) => e.fix(),
             AgentError::InjectedFault { .. } => {
-                format!("Unset {}: it exists for tests", crate::journal::FAIL_IN)
+                format!("Unset {}: it exists for tests", FAIL_IN)
             }
             AgentError::NoAction { .. }
             | AgentError::NoPayload { .. }
@@ -492,6 +557,21 @@ impl Diagnose for AgentError {
             AgentError::RootInvalid { .. } => {
                 "Pass the server's root metadata file (DATA/tuf/metadata/N.root.json), unmodified".into()
             }
+            AgentError::InsufficientSpace { filesystems } => {
+                let worst = filesystems.iter().max_by_key(|s| s.missing());
+                match worst {
+                    Some(s) => format!(
+                        "Free at least {} on the filesystem of {} (`ferry purge-cache` removes what ferry can spare), or give the device more storage",
+                        mib(s.missing()),
+                        s.path.display()
+                    ),
+                    None => "Free space on the device's filesystems, or give the device more storage".into(),
+                }
+            }
+            AgentError::Io { source, path, .. } if is_disk_full(source) => format!(
+                "Free space on the filesystem of {} (`ferry purge-cache` removes what ferry can spare), then run the command again: an install resumes where it stopped",
+                path.display()
+            ),
             AgentError::Io { .. } => "Check the path, its permissions and free space on the device".into(),
             AgentError::Refused(r) => r.fix(),
             AgentError::RefusalUnreadable(e) => e.fix(),
@@ -711,6 +791,19 @@ mod tests {
                 slot: "b".into(),
                 path: path.clone(),
             },
+            AgentError::InsufficientSpace {
+                filesystems: vec![Shortfall {
+                    path: path.clone(),
+                    needed: 3 << 20,
+                    free: 1 << 20,
+                    purgeable: 0,
+                }],
+            },
+            AgentError::Io {
+                op: "writing",
+                path: path.clone(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            },
             AgentError::Io {
                 op: "reading",
                 path,
@@ -721,6 +814,19 @@ mod tests {
             assert_contract(error);
         }
         let codes: Vec<&str> = errors.iter().map(Diagnose::code).collect();
+        let space = errors
+            .iter()
+            .find(|e| e.code() == "INSUFFICIENT_SPACE")
+            .map(|e| e.report())
+            .unwrap();
+        assert!(
+            space.cause.contains("3.0 MiB") && space.cause.contains("1.0 MiB"),
+            "{space:?}"
+        );
+        assert!(
+            space.fix.contains("2.0 MiB"),
+            "the fix names what to free: {space:?}"
+        );
         for code in [
             "INDEX_INVALID",
             "RANGES_UNSUPPORTED",
@@ -728,6 +834,8 @@ mod tests {
             "NO_ACTION",
             "NO_TRANSITION",
             "DEVICE_IO",
+            "DISK_FULL",
+            "INSUFFICIENT_SPACE",
         ] {
             assert!(codes.contains(&code), "{code}");
         }

@@ -12,6 +12,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Bytes kept free on the device directory's filesystem for the writes that keep the
+/// device bootable (boot state, receipts, the journal): an install must fit beside it
+/// (`crate::install::sizing`), and the cache writers (the spool, the chunk cache) stop
+/// short of it.
+pub const RESERVE_BYTES: u64 = 8 << 20;
+
 /// `facts.toml`: the power and network of a simulated device. Every key is optional:
 /// a missing battery means mains power, a missing `metered` means not known.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ pub const CRASH_AFTER_BYTES: &str = "FERRY_CRASH_AFTER_BYTES";
 /// Fault injection for the table-coverage test (`tests/fsm_coverage.rs`): a
 /// comma-separated list of `machine:STATE`; the step out of that state fails with
 /// `INJECTED_FAULT`, so the failure row of every state can be driven for real.
-pub const FAIL_IN: &str = "FERRY_FAIL_IN";
+pub const FAIL_IN: &str = crate::error::FAIL_IN;
 /// Like [`FAIL_IN`], but the process is SIGKILLed as it leaves the state.
 pub const CRASH_IN: &str = "FERRY_CRASH_IN";
 

@@ -12,9 +12,8 @@
 //! A module names only modules listed before it, so none imports a module that imports
 //! it back (`tests/module_order.rs` checks it):
 //!
-//! 1. the error type, [`layout`] (every path of the device directory),
-//!    [`facts`] (power, network, space), [`progress`], [`machines`] (the tables and their
-//!    typed names);
+//! 1. [`facts`] (power, network, space), the error type, [`layout`] (every path of the
+//!    device directory), [`progress`], [`machines`] (the tables and their typed names);
 //! 2. [`device`]: an open device directory (identity, config, slot metadata, receipts,
 //!    the lock);
 //! 3. [`client`] (HTTP to the server), [`journal`] (the machines' store, typed
@@ -23,7 +22,8 @@
 //!    nonces), then `catalog` (the TUF refresh, which takes the key set with it);
 //! 5. [`scan`];
 //! 6. [`install`]: the pieces (`ranges`, `chunks`, `delta`, `spool`, `seal`,
-//!    `download`, `record`), then `attempts` (the one runner of payload attempts), then
+//!    `download`, `record`, `purge`, `sizing`), then `attempts` (the one runner of
+//!    payload attempts), then
 //!    `controller` (the controller's executor, `ferry list`, `ferry install`);
 //! 7. [`boot`]: `health`, then `reboot`;
 //! 8. [`status`], [`doctor`], [`provision`] (`ferry device init`).

@@ -102,22 +102,24 @@ machine! {
 
 machine! {
     /// The install itself; its states are the progress checkpoints of DESIGN §5.
-    /// PREFLIGHT_PERSONALIZE gets the ticket before a byte is downloaded.
+    /// PURGING sizes the install before anything is downloaded (purging the cache if
+    /// short, then preallocating the slot); PREFLIGHT_PERSONALIZE gets the ticket before
+    /// a byte is downloaded.
     /// After a crash the controller resumes through LOADING_PERSISTED.
     pub const CONTROLLER in controller {
         name: "controller",
         states: [
-            ACCEPTED, STARTUP, LOADING_PERSISTED, READY, PREFLIGHT_PERSONALIZE,
+            ACCEPTED, STARTUP, LOADING_PERSISTED, PURGING, READY, PREFLIGHT_PERSONALIZE,
             DOWNLOADING_UPDATE, DOWNLOADED_UPDATE, PREPARING_UPDATE, PREPARED, COMPLETED,
             FAILED,
         ],
         events: [
-            Start, Started, Fresh, Resumable, AlreadyStaged, Go, Personalized, Downloaded,
-            Sealed, Applied, Resume, Fail,
+            Start, Started, Fresh, Resumable, AlreadyStaged, Sized, Go, Personalized,
+            Downloaded, Sealed, Applied, Resume, Fail,
         ],
         actions: [
-            StartUp, LoadPersisted, Ready, Personalize, Download, MarkDownloaded, Prepare,
-            Apply, Complete, RecordFailure,
+            StartUp, LoadPersisted, SizeAndPurge, Ready, Personalize, Download,
+            MarkDownloaded, Prepare, Apply, Complete, RecordFailure,
         ],
         initial: ACCEPTED,
         finals: [COMPLETED],
@@ -126,8 +128,9 @@ machine! {
         rows: [
             ACCEPTED           + Start         => StartUp        -> STARTUP,
             STARTUP            + Started       => LoadPersisted  -> LOADING_PERSISTED,
-            LOADING_PERSISTED  + Fresh         => Ready          -> READY,
-            LOADING_PERSISTED  + Resumable     => Ready          -> READY,
+            LOADING_PERSISTED  + Fresh         => SizeAndPurge   -> PURGING,
+            LOADING_PERSISTED  + Resumable     => SizeAndPurge   -> PURGING,
+            PURGING            + Sized         => Ready          -> READY,
             LOADING_PERSISTED  + AlreadyStaged => Complete       -> COMPLETED,
             READY              + Go            => Personalize    -> PREFLIGHT_PERSONALIZE,
             PREFLIGHT_PERSONALIZE + Personalized => Download     -> DOWNLOADING_UPDATE,
@@ -138,6 +141,7 @@ machine! {
             ACCEPTED           + Fail          => RecordFailure  -> FAILED,
             STARTUP            + Fail          => RecordFailure  -> FAILED,
             LOADING_PERSISTED  + Fail          => RecordFailure  -> FAILED,
+            PURGING            + Fail          => RecordFailure  -> FAILED,
             READY              + Fail          => RecordFailure  -> FAILED,
             PREFLIGHT_PERSONALIZE + Fail       => RecordFailure  -> FAILED,
             DOWNLOADING_UPDATE + Fail          => RecordFailure  -> FAILED,
@@ -148,6 +152,7 @@ machine! {
             FAILED             + Start         => StartUp        -> STARTUP,
             STARTUP            + Resume        => LoadPersisted  -> LOADING_PERSISTED,
             LOADING_PERSISTED  + Resume        => LoadPersisted  -> LOADING_PERSISTED,
+            PURGING            + Resume        => LoadPersisted  -> LOADING_PERSISTED,
             READY              + Resume        => LoadPersisted  -> LOADING_PERSISTED,
             PREFLIGHT_PERSONALIZE + Resume     => LoadPersisted  -> LOADING_PERSISTED,
             DOWNLOADING_UPDATE + Resume        => LoadPersisted  -> LOADING_PERSISTED,

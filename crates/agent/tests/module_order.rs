@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// The agent's modules, lowest first, as `lib.rs` lists them.
 const ORDER: &[&str] = &[
+    "facts",
     "error",
     "layout",
-    "facts",
     "progress",
     "machines",
     "device",
@@ -27,6 +27,8 @@ const ORDER: &[&str] = &[
     "install::seal",
     "install::download",
     "install::record",
+    "install::purge",
+    "install::sizing",
     "install::attempts",
     "install::controller",
     "install",

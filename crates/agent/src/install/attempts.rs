@@ -16,7 +16,8 @@
 //!   reuse from its last batch, the full payload from its last checkpoint.
 //! - **The content falls back to the next payload**: a digest that does not match, a
 //!   delta made for another base, a corrupt delta or chunk, an index or an answer that
-//!   does not describe the release, an artifact the server does not have. The fallback
+//!   does not describe the release, an artifact the server does not have, a chunk cache
+//!   that does not fit beside the reserve (the full payload needs none). The fallback
 //!   is recorded: `fallback` and `fallback_from` in the record (then in the receipt and
 //!   `history --json`), and a `Fail` record carrying `fallback` in the journal.
 //!
@@ -41,7 +42,7 @@ use crate::device::{Device, PayloadKind};
 use crate::install::chunks::{self, ChunkHooks, ChunkPaths, ChunkProgress};
 use crate::install::record::InstallProgress;
 use crate::install::seal::LeafStore;
-use crate::install::{delta, download};
+use crate::install::{delta, download, sizing};
 use crate::journal::{self, Instance};
 use crate::machines::controller;
 use crate::machines::downloader::{self, Event};
@@ -98,6 +99,9 @@ impl Failure {
             | AgentError::RangesUnsupported { .. }
             | AgentError::ChunkCorrupt { .. }
             | AgentError::ServerInvalid { .. }
+            // Only chunk reuse's cache can be short here (sizing ran before any payload):
+            // the full payload needs no cache.
+            | AgentError::InsufficientSpace { .. }
             | AgentError::Payload(_)
             | AgentError::Catalog(
                 CatalogError::TargetMismatch { .. } | CatalogError::TargetTooLong { .. },
@@ -374,6 +378,7 @@ impl Attempts<'_> {
         let result = {
             let mut hooks = ChunkJournal {
                 base: record.bytes_downloaded,
+                cache: &paths.cache,
                 dl,
                 record: &mut *record,
                 path,
@@ -547,6 +552,8 @@ impl<'a> Meter<'a> {
 struct ChunkJournal<'r, 'a> {
     /// What the record counted before this attempt's bytes.
     base: u64,
+    /// The chunk cache file.
+    cache: &'r Path,
     dl: &'r mut Instance<downloader::Names>,
     record: &'r mut InstallProgress,
     path: &'r Path,
@@ -554,7 +561,12 @@ struct ChunkJournal<'r, 'a> {
 }
 
 impl ChunkHooks for ChunkJournal<'_, '_> {
-    fn planned(&mut self, plan: &ReusePlan, done: u64) -> Result<(), AgentError> {
+    fn planned(
+        &mut self,
+        plan: &ReusePlan,
+        batches_done: usize,
+        done: u64,
+    ) -> Result<(), AgentError> {
         let total = plan.download_bytes();
         self.dl.fire(
             Event::Checkpoint,
@@ -576,7 +588,17 @@ impl ChunkHooks for ChunkJournal<'_, '_> {
             }),
         )?;
         self.meter.begin(total.max(1), done);
-        Ok(())
+        // The ranges still to fetch must fit beside the reserve, preallocated; if they
+        // do not, chunk reuse gives way to the full payload.
+        let remaining: Vec<std::ops::Range<u64>> = plan
+            .requests
+            .get(batches_done..)
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        sizing::reserve_chunk_cache(self.cache, &remaining)
     }
 
     fn checkpoint(&mut self, progress: &ChunkProgress) -> Result<(), AgentError> {

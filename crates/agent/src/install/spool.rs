@@ -79,6 +79,10 @@ impl Spool {
             Some((seg, file)) => file
                 .write_all(bytes)
                 .map(|()| seg.len += bytes.len() as u64),
+            None if !room_for_a_segment(&dir) => Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "a new segment would eat into the space reserved for boot state, receipts and the journal",
+            )),
             None => {
                 let seg = Segment {
                     start: offset,
@@ -141,6 +145,14 @@ impl Spool {
         self.open = None;
         self.closed.clear();
     }
+}
+
+/// Whether the spool's filesystem has room for one more segment beside the reserve
+/// ([`crate::facts::RESERVE_BYTES`]), which belongs to the writes that keep the device
+/// bootable.
+fn room_for_a_segment(dir: &Path) -> bool {
+    crate::facts::space(dir)
+        .is_ok_and(|space| space.free >= SEGMENT_BYTES + crate::facts::RESERVE_BYTES)
 }
 
 /// Removes every segment in `dir` (a missing directory is fine).

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 const CURRENT_LINK: &str = "current";
 const GENERATION_PREFIX: &str = "gen-";
-const LATEST_KNOWN_TIME: &str = "latest_known_time";
+pub(crate) const LATEST_KNOWN_TIME: &str = "latest_known_time";
 
 /// Writes every trusted document and the clock reading `now` into the staging generation
 /// `dir` (plain writes: [`commit_generation`] makes them durable before the swap).

@@ -1,5 +1,5 @@
 //! The device-side subcommands: `device init`, `audience set`, `list`, `install`,
-//! `status`, `history`, `reboot`, `doctor` and `boot-check`.
+//! `status`, `history`, `reboot`, `doctor`, `purge-cache` and `boot-check`.
 
 use std::process::ExitCode;
 
@@ -9,7 +9,10 @@ use ferry_agent::provision::{self, InitOptions};
 use ferry_agent::trust::catalog;
 use ferry_agent::{install, status as agent_status};
 
-use crate::args::{AudienceSetArgs, BootKind, DeviceArgs, DeviceInitArgs, InstallArgs, RebootArgs};
+use crate::args::{
+    AudienceSetArgs, BootKind, DeviceArgs, DeviceInitArgs, DoctorArgs, InstallArgs, PurgeCacheArgs,
+    RebootArgs,
+};
 use crate::failure::Failure;
 use crate::render::{self, ProgressUi};
 
@@ -397,7 +400,8 @@ pub fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn doctor(a: DeviceArgs) -> Result<ExitCode, Failure> {
+pub async fn doctor(d: DoctorArgs) -> Result<ExitCode, Failure> {
+    let a = d.device;
     use ferry_agent::doctor::{self, Outcome};
     let device = open(&a)?;
     let checks = doctor::run(&device).await;
@@ -422,4 +426,33 @@ pub async fn doctor(a: DeviceArgs) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+pub fn purge_cache(a: PurgeCacheArgs) -> Result<ExitCode, Failure> {
+    let json = a.device.json;
+    let device = open(&a.device)?;
+    let purged =
+        install::purge::purge_cache(&device, a.all).map_err(|e| Failure::from(e).json(json))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&purged).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for item in &purged.removed {
+        println!(
+            "removed {} ({}): {}",
+            item.path.display(),
+            render::bytes(item.bytes),
+            item.why
+        );
+    }
+    println!(
+        "Freed {} ({} item{}).",
+        render::bytes(purged.bytes),
+        purged.removed.len(),
+        if purged.removed.len() == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::SUCCESS)
 }

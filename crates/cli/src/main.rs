@@ -67,6 +67,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::History(a) => device_cmds::history(a),
             Command::Reboot(a) => device_cmds::reboot(a),
             Command::Doctor(a) => device_cmds::doctor(a).await,
+            Command::PurgeCache(a) => device_cmds::purge_cache(a),
             Command::BootCheck(a) => device_cmds::boot_check(a),
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(args::BenchCommand::Personalize(a)) => bench::personalize(a).await,

@@ -33,6 +33,7 @@ mod error;
 pub mod keyset;
 pub mod personalize;
 pub mod pki;
+mod preflight;
 mod publish;
 mod routes;
 pub mod store;

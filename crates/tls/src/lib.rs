@@ -30,5 +30,6 @@ mod config;
 pub mod pki;
 
 pub use config::{
-    CertFailure, InterceptionProbe, TlsError, client_config_pinned, provider, server_config,
+    CaSummary, CertFailure, InterceptionProbe, TlsError, client_config_pinned, describe_ca,
+    provider, server_config,
 };

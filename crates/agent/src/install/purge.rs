@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::AgentError;
+use crate::device::Device;
 use crate::install::record::InstallProgress;
 use crate::layout::Layout;
 
@@ -128,6 +129,19 @@ pub fn purge(items: &[Purgeable]) -> Result<Purged, AgentError> {
         purged.removed.push(item.clone());
     }
     Ok(purged)
+}
+
+/// `ferry purge-cache`: removes everything purgeable, keeping what an install in
+/// progress resumes from unless `all` (then the next install starts from the beginning).
+pub fn purge_cache(device: &Device, all: bool) -> Result<Purged, AgentError> {
+    let record: Option<InstallProgress> =
+        crate::device::read_json(&device.layout().install_record()).ok();
+    let keep = if all {
+        Keep::NOTHING
+    } else {
+        Keep::for_record(record.as_ref())
+    };
+    purge(&purgeable(&device.layout(), keep))
 }
 
 /// Bytes `path` occupies on disk (a directory: everything in it), `None` if it does

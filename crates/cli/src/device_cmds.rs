@@ -156,7 +156,16 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
     let label = if a.all { None } else { a.label.as_deref() };
     let result = install::install(&device, label, &ui).await;
     ui.finish();
-    let outcome = result.map_err(|e| crate::failure::agent_failure(e).json(json))?;
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // The checks that can explain it, run now: the cause, not only the error.
+            let diagnosis = ferry_agent::doctor::after_failure(&device, &e).await;
+            return Err(crate::failure::agent_failure(e)
+                .json(json)
+                .diagnosed(diagnosis));
+        }
+    };
     for w in outcome.iter().flat_map(|o| &o.warnings) {
         eprintln!("warning[{}]: {}\n  fix: {}", w.code, w.cause, w.fix);
     }
@@ -401,30 +410,40 @@ pub fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
 }
 
 pub async fn doctor(d: DoctorArgs) -> Result<ExitCode, Failure> {
+    use ferry_agent::doctor::{self, Scope, Subject};
     let a = d.device;
-    use ferry_agent::doctor::{self, Outcome};
-    let device = open(&a)?;
-    let checks = doctor::run(&device).await;
-    let failed = checks.iter().any(|c| c.outcome == Outcome::Fail);
-    if a.json {
-        println!("{}", serde_json::json!({ "ok": !failed, "checks": checks }));
-    } else {
-        for c in &checks {
-            let mark = match c.outcome {
-                Outcome::Ok => "ok  ",
-                Outcome::Warn => "warn",
-                Outcome::Fail => "FAIL",
-            };
-            println!("[{mark}] {}: {}", c.name, c.detail);
-            if let Some(p) = &c.problem {
-                println!("       [{}] {}\n       fix: {}", p.code, p.cause, p.fix);
-            }
-        }
+    if !ferry_agent::layout::Layout::new(&a.device)
+        .identity()
+        .is_file()
+        && !ferry_agent::layout::Layout::new(&a.device)
+            .config()
+            .is_file()
+    {
+        let e = ferry_agent::AgentError::DeviceMissing {
+            dir: a.device.clone(),
+        };
+        return Err(Failure::from(e).json(a.json));
     }
-    Ok(if failed {
-        ExitCode::from(1)
+    let mut report = doctor::run(&Subject::open(&a.device), &Scope::All).await;
+    if d.fix {
+        let fixes = doctor::fix::fix(&a.device, &report).await;
+        if fixes.iter().any(|f| f.done) {
+            report = doctor::run(&Subject::open(&a.device), &Scope::All).await;
+        }
+        report.fixes = fixes;
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
+        render::doctor(&report);
+    }
+    Ok(if report.ok {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 

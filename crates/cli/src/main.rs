@@ -36,7 +36,12 @@ fn main() -> ExitCode {
     match main_inner(cli) {
         Ok(code) => code,
         Err(failure) => {
-            render::error(&failure.report, failure.data.as_ref(), failure.json);
+            render::error(
+                &failure.report,
+                failure.data.as_ref(),
+                failure.diagnosis.as_deref(),
+                failure.json,
+            );
             ExitCode::from(1)
         }
     }

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 
 use ferry_types::{Diagnose, Sha256};
 
-/// The fault-injection variable of the table-coverage test (re-exported as
-/// `journal::FAIL_IN`, which honours it); named here so the error that reports an
-/// injected fault names no module above it.
+/// The fault-injection variable `journal::FAIL_IN` honours (named here, below journal).
 pub(crate) const FAIL_IN: &str = "FERRY_FAIL_IN";
 
 /// Everything a device command can fail with.
@@ -332,10 +330,10 @@ pub enum AgentError {
     /// There is not enough free space for the update, even after purging what could be
     /// purged: per filesystem, what the update needs, what is free and what is purgeable
     /// (the sizing of DESIGN §3 step 2, [`crate::install::sizing`]).
-    #[error("{}", Shortfall::describe_all(filesystems))]
+    #[error("{}", crate::facts::Shortfall::describe_all(filesystems))]
     InsufficientSpace {
         /// Each filesystem that is short.
-        filesystems: Vec<Shortfall>,
+        filesystems: Vec<crate::facts::Shortfall>,
     },
     /// Local I/O failed (`DISK_FULL` when the filesystem is full).
     #[error("I/O failed while {op} ({}): {source}", path.display())]
@@ -347,48 +345,6 @@ pub enum AgentError {
         /// The OS error.
         source: std::io::Error,
     },
-}
-
-/// One filesystem an update does not fit on.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Shortfall {
-    /// A path on the filesystem (the first the update writes there).
-    pub path: PathBuf,
-    /// Bytes the update needs there.
-    pub needed: u64,
-    /// Bytes free there (`statvfs` `f_bavail`).
-    pub free: u64,
-    /// Bytes ferry could still purge there.
-    pub purgeable: u64,
-}
-
-impl Shortfall {
-    /// Bytes missing: what must be freed there.
-    pub fn missing(&self) -> u64 {
-        self.needed.saturating_sub(self.free)
-    }
-
-    fn describe_all(filesystems: &[Shortfall]) -> String {
-        let each: Vec<String> = filesystems
-            .iter()
-            .map(|s| {
-                format!(
-                    "on the filesystem of {} it needs {} but {} {} free ({} purgeable)",
-                    s.path.display(),
-                    mib(s.needed),
-                    mib(s.free),
-                    if s.free == 1 { "is" } else { "are" },
-                    mib(s.purgeable)
-                )
-            })
-            .collect();
-        format!("the update does not fit: {}", each.join("; "))
-    }
-}
-
-/// `n` bytes for people: MiB with one decimal, and the exact count.
-pub(crate) fn mib(n: u64) -> String {
-    format!("{:.1} MiB ({n} bytes)", n as f64 / f64::from(1u32 << 20))
 }
 
 /// Whether `source` says the filesystem is full.
@@ -562,7 +518,7 @@ impl Diagnose for AgentError {
                 match worst {
                     Some(s) => format!(
                         "Free at least {} on the filesystem of {} (`ferry purge-cache` removes what ferry can spare), or give the device more storage",
-                        mib(s.missing()),
+                        crate::facts::mib(s.missing()),
                         s.path.display()
                     ),
                     None => "Free space on the device's filesystems, or give the device more storage".into(),
@@ -792,7 +748,7 @@ mod tests {
                 path: path.clone(),
             },
             AgentError::InsufficientSpace {
-                filesystems: vec![Shortfall {
+                filesystems: vec![crate::facts::Shortfall {
                     path: path.clone(),
                     needed: 3 << 20,
                     free: 1 << 20,

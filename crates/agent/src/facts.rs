@@ -91,6 +91,49 @@ pub struct Facts {
     pub system_fs: Space,
 }
 
+/// One filesystem an update does not fit on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shortfall {
+    /// A path on the filesystem (the first the update writes there).
+    pub path: PathBuf,
+    /// Bytes the update needs there.
+    pub needed: u64,
+    /// Bytes free there (`statvfs` `f_bavail`).
+    pub free: u64,
+    /// Bytes ferry could still purge there.
+    pub purgeable: u64,
+}
+
+impl Shortfall {
+    /// Bytes missing: what must be freed there.
+    pub fn missing(&self) -> u64 {
+        self.needed.saturating_sub(self.free)
+    }
+
+    /// The cause of `INSUFFICIENT_SPACE` for `filesystems`.
+    pub fn describe_all(filesystems: &[Shortfall]) -> String {
+        let each: Vec<String> = filesystems
+            .iter()
+            .map(|s| {
+                format!(
+                    "on the filesystem of {} it needs {} but {} {} free ({} purgeable)",
+                    s.path.display(),
+                    mib(s.needed),
+                    mib(s.free),
+                    if s.free == 1 { "is" } else { "are" },
+                    mib(s.purgeable)
+                )
+            })
+            .collect();
+        format!("the update does not fit: {}", each.join("; "))
+    }
+}
+
+/// `n` bytes for people: MiB with one decimal, and the exact count.
+pub fn mib(n: u64) -> String {
+    format!("{:.1} MiB ({n} bytes)", n as f64 / f64::from(1u32 << 20))
+}
+
 /// Facts that could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {

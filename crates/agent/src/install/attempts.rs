@@ -99,8 +99,7 @@ impl Failure {
             | AgentError::RangesUnsupported { .. }
             | AgentError::ChunkCorrupt { .. }
             | AgentError::ServerInvalid { .. }
-            // Only chunk reuse's cache can be short here (sizing ran before any payload):
-            // the full payload needs no cache.
+            // Only chunk reuse's cache can be short here: the full payload needs none.
             | AgentError::InsufficientSpace { .. }
             | AgentError::Payload(_)
             | AgentError::Catalog(
@@ -552,7 +551,6 @@ impl<'a> Meter<'a> {
 struct ChunkJournal<'r, 'a> {
     /// What the record counted before this attempt's bytes.
     base: u64,
-    /// The chunk cache file.
     cache: &'r Path,
     dl: &'r mut Instance<downloader::Names>,
     record: &'r mut InstallProgress,
@@ -588,17 +586,9 @@ impl ChunkHooks for ChunkJournal<'_, '_> {
             }),
         )?;
         self.meter.begin(total.max(1), done);
-        // The ranges still to fetch must fit beside the reserve, preallocated; if they
-        // do not, chunk reuse gives way to the full payload.
-        let remaining: Vec<std::ops::Range<u64>> = plan
-            .requests
-            .get(batches_done..)
-            .unwrap_or_default()
-            .iter()
-            .flatten()
-            .cloned()
-            .collect();
-        sizing::reserve_chunk_cache(self.cache, &remaining)
+        // What is still to fetch must fit beside the reserve (else: the full payload).
+        let remaining = plan.requests.get(batches_done..).unwrap_or_default();
+        sizing::reserve_chunk_cache(self.cache, remaining)
     }
 
     fn checkpoint(&mut self, progress: &ChunkProgress) -> Result<(), AgentError> {

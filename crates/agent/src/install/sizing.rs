@@ -34,8 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::AgentError;
-use crate::error::Shortfall;
-use crate::facts::{self, RESERVE_BYTES};
+use crate::facts::{self, RESERVE_BYTES, Shortfall};
 use crate::install::purge::{self, Keep, Purgeable};
 use crate::layout::Layout;
 
@@ -318,10 +317,11 @@ fn preallocate_slot(
     }
 }
 
-/// Chunk reuse's cache: the `ranges` still to fetch must fit on the cache's filesystem
+/// Chunk reuse's cache: the ranges of the `batches` still to fetch must fit on the cache's filesystem
 /// beside the reserve; they are then preallocated in the sparse cache file at `cache`.
 /// `INSUFFICIENT_SPACE` when they do not fit (the install then uses the full payload).
-pub fn reserve_chunk_cache(cache: &Path, ranges: &[Range<u64>]) -> Result<(), AgentError> {
+pub fn reserve_chunk_cache(cache: &Path, batches: &[Vec<Range<u64>>]) -> Result<(), AgentError> {
+    let ranges: Vec<&Range<u64>> = batches.iter().flatten().collect();
     let wanted: u64 = ranges.iter().map(|r| r.end - r.start).sum();
     let held = purge::allocated(cache).unwrap_or(0).min(wanted);
     let need = Need {
@@ -501,6 +501,30 @@ mod tests {
             std::fs::metadata(&slot).unwrap().len(),
             0,
             "nothing was preallocated for an install that does not fit"
+        );
+    }
+
+    #[test]
+    fn the_chunk_cache_fits_beside_the_reserve_or_is_insufficient_space() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("chunks.payload");
+        let batches = vec![
+            vec![0..4096, 1 << 20..(1 << 20) + 8192],
+            vec![3 << 20..(3 << 20) + 100],
+        ];
+        reserve_chunk_cache(&cache, &batches).unwrap();
+        let meta = std::fs::metadata(&cache).unwrap();
+        assert!(
+            meta.len() >= (3 << 20) + 100,
+            "the ranges are allocated up to their end"
+        );
+        let free = facts::space(tmp.path()).unwrap().free;
+        let too_much = vec![vec![0..free]];
+        let err = reserve_chunk_cache(&tmp.path().join("other.payload"), &too_much).unwrap_err();
+        assert_eq!(ferry_types::Diagnose::code(&err), "INSUFFICIENT_SPACE");
+        assert!(
+            !tmp.path().join("other.payload").exists(),
+            "nothing is written for a cache that does not fit"
         );
     }
 

@@ -2,6 +2,7 @@
 //! fault-injecting TCP proxy between device and server.
 #![allow(dead_code)]
 
+pub mod doctor;
 pub mod intercept;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -154,9 +154,15 @@ impl Client {
     }
 
     /// A request error: the pinned verifier's precise reason when it refused the
-    /// certificate, else unreachable.
+    /// certificate, a failed handshake when what answered does not speak TLS
+    /// (`TLS_HANDSHAKE_FAILED`), else unreachable.
     fn failed(&self, url: &str, e: reqwest::Error) -> AgentError {
         if let Some(tls) = self.probe.as_ref().and_then(InterceptionProbe::take_error) {
+            return AgentError::Tls(tls);
+        }
+        if e.is_connect()
+            && let Some(tls) = ferry_tls::handshake_failure(&e, &self.base)
+        {
             return AgentError::Tls(tls);
         }
         unreachable(url, e)
@@ -292,6 +298,63 @@ impl Client {
             });
         }
         Err(refusal_error(url, status, &body))
+    }
+
+    /// `POST /v1/events` with the device credential: one batch of event reports, answered
+    /// by the sequences the server now holds. A refusal (`4xx` with `{code, cause, fix}`)
+    /// is [`AgentError::ServerRefused`] with the server's code.
+    pub async fn post_events(
+        &self,
+        credential: &str,
+        batch: &ferry_events::EventBatch,
+    ) -> Result<ferry_events::BatchAck, AgentError> {
+        let url = self.url(ferry_events::wire::EVENTS_PATH);
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(credential)
+            .json(batch)
+            .send()
+            .await
+            .map_err(|e| self.failed(&url, e))?;
+        if !response.status().is_success() {
+            return Err(refused(url, response).await);
+        }
+        let body = response.bytes().await.map_err(|e| self.failed(&url, e))?;
+        serde_json::from_slice(&body).map_err(|e| AgentError::ServerInvalid {
+            url,
+            reason: format!("the acknowledgement does not parse: {e}"),
+        })
+    }
+
+    /// `GET /v1/rates?class=C` with the device credential: the class's phase rates.
+    pub async fn phase_rates(
+        &self,
+        credential: &str,
+        class: &str,
+    ) -> Result<ferry_events::PhaseRates, AgentError> {
+        let url = format!("{}?class={class}", self.url(ferry_events::wire::RATES_PATH));
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(credential)
+            .send()
+            .await
+            .map_err(|e| self.failed(&url, e))?;
+        if !response.status().is_success() {
+            return Err(refused(url, response).await);
+        }
+        let body = response.bytes().await.map_err(|e| self.failed(&url, e))?;
+        if body.len() > 64 << 10 {
+            return Err(AgentError::ServerInvalid {
+                url,
+                reason: "the phase rates are longer than 64 KiB".into(),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| AgentError::ServerInvalid {
+            url,
+            reason: format!("the phase rates do not parse: {e}"),
+        })
     }
 
     /// Fetches artifacts through a LAN cache first (`ferry cache`), going to the origin

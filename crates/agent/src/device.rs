@@ -6,11 +6,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ferry_boot::{BootBackend, BootControl, BootState, Slot};
+use ferry_events::{Outbox, OutboxLimits};
 use ferry_seal::Salt;
 use ferry_types::{Identity, RootHash, Sha256, Sha256Hasher, Version};
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,14 @@ pub struct Config {
     /// A LAN content cache (`ferry cache`) to fetch payload bytes from first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<String>,
+    /// What the device may do on its own, and the preconditions of a download and an
+    /// install (`[policy]`, [`crate::policy`]).
+    #[serde(default)]
+    pub policy: crate::policy::Policy,
+    /// Most event reports the outbox holds before it drops progress, then step reports
+    /// (terminal ones never); default 512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_max_reports: Option<usize>,
 }
 
 /// How long a download may wait for a byte, unless `config.toml` says otherwise.
@@ -118,38 +127,8 @@ pub struct SlotSeal {
     pub hash_offset: u64,
 }
 
-/// What wrote a slot. Serialized lowercase (`factory`, `full`, `delta`, `chunks`), as
-/// receipts and `cache/install.json` have always spelled it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PayloadKind {
-    /// The image `device init` put in slot A.
-    Factory,
-    /// The full payload: every frame downloaded.
-    Full,
-    /// A tailored delta from the running version.
-    Delta,
-    /// Chunk reuse: the chunks the running slot lacks, then assembly.
-    Chunks,
-}
-
-impl PayloadKind {
-    /// The name receipts and the journal use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PayloadKind::Factory => "factory",
-            PayloadKind::Full => "full",
-            PayloadKind::Delta => "delta",
-            PayloadKind::Chunks => "chunks",
-        }
-    }
-}
-
-impl std::fmt::Display for PayloadKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
+/// What wrote a slot (`factory`, `full`, `delta`, `chunks`): one type across ferry.
+pub use ferry_types::PayloadKind;
 
 /// One receipt per installed image (`receipts/`): what, when, from which payload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -207,6 +186,9 @@ pub struct Device {
     pub identity: Identity,
     /// Its config.
     pub config: Config,
+    /// The outbox of event reports (`events/`), shared by everything in this process
+    /// that queues or delivers reports.
+    pub outbox: Arc<Mutex<Outbox>>,
     _lock: File,
 }
 
@@ -220,23 +202,47 @@ impl Device {
             });
         }
         let lock = lock(&layout)?;
-        let identity: Identity = read_json(&layout.identity())?;
-        let config_path = layout.config();
-        let text = fs::read_to_string(&config_path)
-            .map_err(AgentError::io("reading config.toml", &config_path))?;
-        let config: Config = toml::from_str(&text).map_err(|e| AgentError::DeviceCorrupt {
-            path: config_path,
-            reason: e.to_string(),
-        })?;
+        let identity = read_identity(&layout.identity())?;
+        let config = read_config(&layout.config())?;
         for sub in layout::DIRS {
             let path = layout.resolve(Path::new(sub));
             fs::create_dir_all(&path)
                 .map_err(AgentError::io("creating a device directory", path))?;
         }
+        let mut limits = OutboxLimits::default();
+        if let Some(max) = config.outbox_max_reports {
+            limits.max_reports = max.max(1);
+        }
+        let outbox = Outbox::open(&layout.events_dir(), limits)?;
+        if outbox.state_recovered() {
+            tracing::warn!(
+                dir = %layout.events_dir().display(),
+                "the event outbox's state was unreadable: sequence numbers continue from the clock"
+            );
+        }
         Ok(Device {
             dir: dir.to_owned(),
             identity,
             config,
+            outbox: Arc::new(Mutex::new(outbox)),
+            _lock: lock,
+        })
+    }
+
+    /// This device with `config.toml` read again (the daemon's reload), holding the same
+    /// lock through a duplicate of its descriptor; `self` is unchanged, so a file that does
+    /// not parse leaves the running config as it was.
+    pub fn reloaded(&self) -> Result<Device, AgentError> {
+        let config = read_config(&self.layout().config())?;
+        let lock = self._lock.try_clone().map_err(AgentError::io(
+            "sharing the device lock",
+            self.layout().lock(),
+        ))?;
+        Ok(Device {
+            dir: self.dir.clone(),
+            identity: self.identity.clone(),
+            config,
+            outbox: self.outbox.clone(),
             _lock: lock,
         })
     }
@@ -264,6 +270,14 @@ impl Device {
             &self.slot_path(Slot::A),
             &self.layout().simulated_facts(),
         )?)
+    }
+
+    /// The outbox, locked (a poisoned lock is taken over: the outbox's files are the
+    /// truth, not the memory of a thread that panicked).
+    pub fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The paths of the device directory.
@@ -361,6 +375,52 @@ pub fn valid_audience(audience: &str) -> bool {
         && audience
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// Reads `identity.json`. An all-zero device id is not a damaged file but a hardware id
+/// that could not be read (`DEVICE_ID_ZERO`, with the hardware fix), told apart from a
+/// file that does not parse (`DEVICE_CORRUPT`).
+fn read_identity(path: &Path) -> Result<Identity, AgentError> {
+    let bytes = fs::read(path).map_err(AgentError::io("reading identity.json", path))?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+    let identity = Identity::deserialize_allowing_zero(&mut deserializer)
+        .and_then(|identity| deserializer.end().map(|()| identity))
+        .map_err(|e| AgentError::DeviceCorrupt {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if identity.device_id.is_zero() {
+        return Err(AgentError::IdentityUnread {
+            path: path.to_owned(),
+            zero_fields: identity.zero_fields().join(", "),
+        });
+    }
+    Ok(identity)
+}
+
+/// Reads `config.toml`: bytes that are not UTF-8 or not the configuration's TOML are
+/// `CONFIG_INVALID`, with a fix about the file (never an I/O error).
+fn read_config(path: &Path) -> Result<Config, AgentError> {
+    let bytes = fs::read(path).map_err(AgentError::io("reading config.toml", path))?;
+    let invalid = |reason: String| AgentError::ConfigInvalid {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        invalid(format!(
+            "it is not UTF-8 text (the byte at offset {} is not)",
+            e.valid_up_to()
+        ))
+    })?;
+    toml::from_str(text).map_err(|e: toml::de::Error| match e.span() {
+        Some(span) => invalid(format!(
+            "{} (bytes {}..{})",
+            e.message(),
+            span.start,
+            span.end
+        )),
+        None => invalid(e.message().to_owned()),
+    })
 }
 
 /// Writes `config.toml` durably.

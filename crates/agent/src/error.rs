@@ -26,6 +26,23 @@ pub enum AgentError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `config.toml` is not UTF-8 TOML the configuration reads.
+    #[error("the device configuration {} is not valid: {reason}", path.display())]
+    ConfigInvalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `identity.json` gives an all-zero device id: the hardware id could not be read.
+    #[error("{} gives an all-zero {zero_fields}: the hardware id could not be read", path.display())]
+    IdentityUnread {
+        /// The file.
+        path: PathBuf,
+        /// The fields that read as zero (`device_id`, and any of `board_id`, `chip_id`,
+        /// `hardware_uuid`).
+        zero_fields: String,
+    },
     /// `device init` into a directory that is already in use.
     #[error("{} already exists and is not empty", dir.display())]
     DeviceExists {
@@ -129,6 +146,21 @@ pub enum AgentError {
         version: String,
         /// What failed.
         reason: String,
+    },
+    /// The committed slot failed its check at boot and the other slot cannot boot either:
+    /// the device needs recovery.
+    #[error(
+        "no slot can boot: slot {slot} failed its check ({reason}), and slot {other} cannot take over ({other_reason})"
+    )]
+    NoBootableSlot {
+        /// The primary slot.
+        slot: String,
+        /// Why it failed.
+        reason: String,
+        /// The other slot.
+        other: String,
+        /// Why it cannot boot.
+        other_reason: String,
     },
     /// A slot's content does not match its seal.
     #[error("{what} does not match its seal (root hash {expected}){}", first_bad_block.map(|b| format!(": block {b} is the first that differs")).unwrap_or_else(|| format!(", its tree gives {actual}")))]
@@ -311,6 +343,15 @@ pub enum AgentError {
         /// Where the key set should be.
         path: PathBuf,
     },
+    /// The stored personalization key set no longer parses (local damage): the next scan
+    /// takes it again from the verified catalog.
+    #[error("the personalization key set at {} is damaged: {reason}", path.display())]
+    KeySetDamaged {
+        /// The file.
+        path: PathBuf,
+        /// Why it does not parse.
+        reason: String,
+    },
     /// A slot installed by an update has no ticket.
     #[error("slot {slot} has no personalization ticket ({} is missing)", path.display())]
     TicketMissing {
@@ -335,6 +376,29 @@ pub enum AgentError {
         /// Each filesystem that is short.
         filesystems: Vec<crate::facts::Shortfall>,
     },
+    /// A precondition holds the download or install back (BATTERY_LOW, LOW_POWER_MODE,
+    /// METERED_NETWORK, NOT_ENOUGH_SPACE).
+    #[error(transparent)]
+    Precondition(#[from] crate::policy::Precondition),
+    /// The run was stopped part-way (cancelled, suspended, or the agent shut down); what
+    /// it made durable is kept and the next run resumes from it.
+    #[error("the {what} was {} while {state}", match reason {
+        crate::stop::StopReason::Cancelled => "cancelled",
+        crate::stop::StopReason::Suspended => "suspended",
+        crate::stop::StopReason::Shutdown => "stopped because the agent shut down",
+    })]
+    Stopped {
+        /// Why.
+        reason: crate::stop::StopReason,
+        /// What was running (`install of 2.0`).
+        what: String,
+        /// The state it was in.
+        state: &'static str,
+    },
+    /// The outbox of event reports could not be read or written (OUTBOX_IO,
+    /// OUTBOX_CORRUPT).
+    #[error(transparent)]
+    Outbox(#[from] ferry_events::OutboxError),
     /// Local I/O failed (`DISK_FULL` when the filesystem is full).
     #[error("I/O failed while {op} ({}): {source}", path.display())]
     Io {
@@ -387,6 +451,8 @@ impl Diagnose for AgentError {
         match self {
             AgentError::DeviceMissing { .. } => "DEVICE_MISSING",
             AgentError::DeviceCorrupt { .. } => "DEVICE_CORRUPT",
+            AgentError::ConfigInvalid { .. } => "CONFIG_INVALID",
+            AgentError::IdentityUnread { .. } => "DEVICE_ID_ZERO",
             AgentError::DeviceExists { .. } => "DEVICE_EXISTS",
             AgentError::DeviceBusy { .. } => "DEVICE_BUSY",
             AgentError::ServerUnreachable { .. } => "SERVER_UNREACHABLE",
@@ -400,6 +466,7 @@ impl Diagnose for AgentError {
             AgentError::Payload(e) => e.code(),
             AgentError::Boot(e) => e.code(),
             AgentError::SlotVerifyFailed { .. } => "SLOT_VERIFY_FAILED",
+            AgentError::NoBootableSlot { .. } => "BOOT_REFLASH_REQUIRED",
             AgentError::SealMismatch { .. } => "SEAL_MISMATCH",
             AgentError::Seal(e) => e.code(),
             AgentError::HealthCheckFailed { .. } => "HEALTH_CHECK_FAILED",
@@ -422,6 +489,13 @@ impl Diagnose for AgentError {
             AgentError::InsufficientSpace { .. } => "INSUFFICIENT_SPACE",
             AgentError::Io { source, .. } if is_disk_full(source) => "DISK_FULL",
             AgentError::Io { .. } => "DEVICE_IO",
+            AgentError::Precondition(e) => e.code(),
+            AgentError::Stopped { reason, .. } => match reason {
+                crate::stop::StopReason::Cancelled => "CANCELLED",
+                crate::stop::StopReason::Suspended => "SUSPENDED",
+                crate::stop::StopReason::Shutdown => "SHUTTING_DOWN",
+            },
+            AgentError::Outbox(e) => e.code(),
             AgentError::Refused(r) => r.code(),
             AgentError::RefusalUnreadable(e) => e.code(),
             AgentError::Overloaded { .. } => "OVERLOADED",
@@ -430,6 +504,7 @@ impl Diagnose for AgentError {
             AgentError::Ticket(e) => e.code(),
             AgentError::KeySet(e) => e.code(),
             AgentError::KeySetMissing { .. } => "KEYSET_MISSING",
+            AgentError::KeySetDamaged { .. } => "KEYSET_DAMAGED",
             AgentError::TicketMissing { .. } => "TICKET_MISSING",
             AgentError::NonceMissing { .. } => "TICKET_NONCE_MISSING",
         }
@@ -442,6 +517,13 @@ impl Diagnose for AgentError {
             }
             AgentError::DeviceCorrupt { .. } => {
                 "Restore the file from a backup or re-create the device with `ferry device init` (the running slot is untouched)".into()
+            }
+            AgentError::ConfigInvalid { path, .. } => format!(
+                "Correct {} (UTF-8 TOML with `server` and `[slots]`, as `ferry device init` writes it) or restore it from a backup; nothing else on the device changed",
+                path.display()
+            ),
+            AgentError::IdentityUnread { .. } => {
+                "Have the device's hardware checked (its id registers could not be read), then write identity.json again from what the hardware reports".into()
             }
             AgentError::DeviceExists { .. } => "Choose a new directory or remove the old device first".into(),
             AgentError::DeviceBusy { .. } => "Wait for the other ferry command to finish, then run this one again".into(),
@@ -469,6 +551,9 @@ impl Diagnose for AgentError {
             AgentError::Boot(e) => e.fix(),
             AgentError::SlotVerifyFailed { .. } => {
                 "Install the update again to rewrite the slot (the device still runs its previous version)".into()
+            }
+            AgentError::NoBootableSlot { .. } => {
+                "Reflash the device with a signed system image from recovery media (a simulated device: `ferry device init` again), then check its storage".into()
             }
             AgentError::SealMismatch { .. } => {
                 "Reinstall the update, and if the same block differs again, check the storage (the slot's bytes \
@@ -529,6 +614,19 @@ impl Diagnose for AgentError {
                 path.display()
             ),
             AgentError::Io { .. } => "Check the path, its permissions and free space on the device".into(),
+            AgentError::Precondition(e) => e.fix(),
+            AgentError::Stopped { reason, .. } => match reason {
+                crate::stop::StopReason::Cancelled => {
+                    "Run the same ferry install or ferry download again to continue where it stopped".into()
+                }
+                crate::stop::StopReason::Suspended => {
+                    "Run `ferry agent resume` to let it continue where it stopped".into()
+                }
+                crate::stop::StopReason::Shutdown => {
+                    "Start the agent again (systemctl start ferry-agent): it continues where it stopped".into()
+                }
+            },
+            AgentError::Outbox(e) => e.fix(),
             AgentError::Refused(r) => r.fix(),
             AgentError::RefusalUnreadable(e) => e.fix(),
             AgentError::Overloaded { .. } => "Try again later (nothing on the device changed)".into(),
@@ -540,6 +638,9 @@ impl Diagnose for AgentError {
             AgentError::KeySet(e) => e.fix(),
             AgentError::KeySetMissing { .. } => {
                 "Scan (`ferry list`) so the device takes the key set from the catalog, and if it stays missing, check that the server's catalog lists one (ferry server personalization-key list --data DIR)".into()
+            }
+            AgentError::KeySetDamaged { .. } => {
+                "Scan (`ferry list`): the device takes the key set again from the verified catalog, then run this command again".into()
             }
             AgentError::TicketMissing { .. } | AgentError::NonceMissing { .. } => {
                 "Install the update again (the device fell back to its previous version)".into()
@@ -642,6 +743,14 @@ mod tests {
                 path: path.clone(),
                 reason: "r".into(),
             },
+            AgentError::ConfigInvalid {
+                path: path.clone(),
+                reason: "r".into(),
+            },
+            AgentError::IdentityUnread {
+                path: path.clone(),
+                zero_fields: "device_id".into(),
+            },
             AgentError::DeviceExists { dir: path.clone() },
             AgentError::DeviceBusy { dir: path.clone() },
             AgentError::ServerUnreachable {
@@ -685,6 +794,12 @@ mod tests {
                 slot: "b".into(),
                 version: "1".into(),
                 reason: "r".into(),
+            },
+            AgentError::NoBootableSlot {
+                slot: "a".into(),
+                reason: "r".into(),
+                other: "b".into(),
+                other_reason: "o".into(),
             },
             AgentError::SealMismatch {
                 what: "w".into(),
@@ -739,6 +854,10 @@ mod tests {
             },
             AgentError::NotEnrolled { reason: "r".into() },
             AgentError::KeySetMissing { path: path.clone() },
+            AgentError::KeySetDamaged {
+                path: path.clone(),
+                reason: "r".into(),
+            },
             AgentError::TicketMissing {
                 slot: "b".into(),
                 path: path.clone(),
@@ -760,6 +879,22 @@ mod tests {
                 path: path.clone(),
                 source: std::io::Error::from_raw_os_error(libc::ENOSPC),
             },
+            AgentError::Stopped {
+                reason: crate::stop::StopReason::Cancelled,
+                what: "install of 2.0".into(),
+                state: "DOWNLOADING_UPDATE",
+            },
+            AgentError::Stopped {
+                reason: crate::stop::StopReason::Suspended,
+                what: "download of 2.0".into(),
+                state: "READY",
+            },
+            AgentError::Stopped {
+                reason: crate::stop::StopReason::Shutdown,
+                what: "install of 2.0".into(),
+                state: "READY",
+            },
+            AgentError::Precondition(crate::policy::Precondition::LowPowerMode { step: "install" }),
             AgentError::Io {
                 op: "reading",
                 path,

@@ -15,16 +15,21 @@
 //!   boot/                       boot control (ferry-boot names its files in here),
 //!                               ticket-<slot>.json, nonce, nonce-<slot>
 //!   cache/                      purgeable: install.json (the install record),
-//!                               chunks.payload (chunk-reuse ranges), spool/
+//!                               chunks.payload (chunk-reuse ranges), spool/,
+//!                               phase-rates.json (the class's phase rates)
 //!   receipts/                   one receipt per installed image
 //!   journal/, state/            the state machines' journal and instance states (ferry-fsm)
-//!   events/                     event reports not yet delivered
+//!   journal/repairs.jsonl       what the device repaired on its own (torn journal tail,
+//!                               corrupt state file, damaged catalog file), for the doctor
+//!   events/                     the outbox: event reports not yet acknowledged
+//!                               (ferry-events names its files)
 //!   trust/                      ca.pem, personalization-keys.json, credential
 //!   tuf/                        root.json (the pinned root), last-scan.json, the metadata
 //!   facts.toml                  a simulated device's power and network (tests, the demo)
+//!   agent.sock                  the daemon's local API (HTTP/JSON, owner and group only)
 //! ```
 //!
-//! Files inside `boot/`, `journal/`, `state/`, `tuf/` (the metadata generations) and the
+//! Files inside `boot/`, `journal/`, `state/`, `events/`, `tuf/` (the metadata generations) and the
 //! spool's segments are named by the crate or module that owns their format.
 
 use std::path::{Path, PathBuf};
@@ -137,6 +142,11 @@ impl<'a> Layout<'a> {
         self.dir.join("facts.toml")
     }
 
+    /// `agent.sock`: the daemon's local API (`ferry agent`), a Unix socket, mode 0660.
+    pub fn agent_socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+
     /// `.lock`.
     pub fn lock(&self) -> PathBuf {
         self.dir.join(LOCK_FILE)
@@ -198,6 +208,17 @@ impl<'a> Layout<'a> {
         self.cache_dir().join("spool")
     }
 
+    /// `cache/phase-rates.json`: the per-class phase rates the server learned from event
+    /// reports, taken at each scan for the time-remaining estimate (derived: purgeable).
+    pub fn phase_rates(&self) -> PathBuf {
+        self.cache_dir().join("phase-rates.json")
+    }
+
+    /// `events/`: the outbox of event reports (`ferry_events::Outbox` names its files).
+    pub fn events_dir(&self) -> PathBuf {
+        self.dir.join(EVENTS_DIR)
+    }
+
     /// `receipts/`.
     pub fn receipts_dir(&self) -> PathBuf {
         self.dir.join(RECEIPTS_DIR)
@@ -211,6 +232,14 @@ impl<'a> Layout<'a> {
     /// `journal/`.
     pub fn journal_dir(&self) -> PathBuf {
         self.dir.join(JOURNAL_DIR)
+    }
+
+    /// `journal/repairs.jsonl`: one JSON line per repair the device made on its own (a torn
+    /// journal tail cut off, a corrupt state file given up, a damaged catalog or key set file
+    /// fetched again), kept for `ferry doctor` ([`crate::journal::repairs`]). ferry-fsm reads
+    /// only `journal*.jsonl` and `blobs/` there.
+    pub fn journal_repairs(&self) -> PathBuf {
+        self.journal_dir().join("repairs.jsonl")
     }
 
     /// `state/`.

@@ -12,14 +12,21 @@
 //! A module names only modules listed before it, so none imports a module that imports
 //! it back (`tests/module_order.rs` checks it):
 //!
-//! 1. [`facts`] (power, network, space), the error type, [`layout`] (every path of the
-//!    device directory), [`progress`], [`machines`] (the tables and their typed names);
+//! 1. [`layout`] (every path of the device directory), [`facts`] (power, network,
+//!    space), [`policy`] (`[policy]` and the preconditions), [`stop`] (cancel, suspend,
+//!    shut down), the error type (which names their errors), [`warnings`] (repairs and
+//!    notices reported as they happen), [`progress`], [`machines`] (the tables and their
+//!    typed names);
 //! 2. [`device`]: an open device directory (identity, config, slot metadata, receipts,
 //!    the lock);
-//! 3. [`client`] (HTTP to the server), [`journal`] (the machines' store, typed
-//!    instances, fault injection), [`offer`] (which update a device is offered);
+//! 3. [`client`] (HTTP to the server), `report::build` (the event report of a
+//!    transition or a progress sample, queued in the outbox), [`journal`] (the machines'
+//!    store, typed instances, fault injection; its `fire` hands every transition to
+//!    `report::build`), [`offer`] (which update a device is offered);
 //! 4. [`trust`]: `personalize` (enrollment, the personalization key set, tickets and
-//!    nonces), then `catalog` (the TUF refresh, which takes the key set with it);
+//!    nonces), then `catalog` (the TUF refresh, which takes the key set with it); then
+//!    [`report`]'s `deliver` (batches to `POST /v1/events`) and `rates` (the class's
+//!    phase rates, taken at each scan);
 //! 5. [`scan`];
 //! 6. [`install`]: the pieces (`ranges`, `chunks`, `delta`, `spool`, `seal`,
 //!    `download`, `record`, `purge`, `sizing`), then `attempts` (the one runner of
@@ -40,10 +47,14 @@ pub mod journal;
 pub mod layout;
 pub mod machines;
 pub mod offer;
+pub mod policy;
 pub mod progress;
 pub mod provision;
+pub mod report;
 pub mod scan;
 pub mod status;
+pub mod stop;
 pub mod trust;
+pub mod warnings;
 
 pub use error::AgentError;

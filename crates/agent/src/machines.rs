@@ -1,5 +1,6 @@
 //! The agent's state machines, as tables (DESIGN §4): `scan_manager`, `scan[uuid]`,
-//! `recovery_scan[uuid]`, `downloader[uuid]`, `controller[uuid]` and `update[uuid]`.
+//! `recovery_scan[uuid]`, `downloader[uuid]`, `controller[uuid]`, `update[uuid]` and
+//! the daemon's `scheduler`.
 //! Every step of an update is an action of one of them; `ferry fsm dot NAME` prints
 //! any of them and `ferry log replay` re-runs them over the journal.
 
@@ -70,13 +71,15 @@ machine! {
 machine! {
     /// One update's payload download, across attempts (a failed attempt resumes). Chunk
     /// reuse re-fetches a chunk that failed its digest once (Refetch), then assembles the
-    /// image from the running slot and the downloaded chunks (ASSEMBLING).
+    /// image from the running slot and the downloaded chunks (ASSEMBLING). A cancelled or
+    /// suspended download is PARKED with what it received kept.
     pub const DOWNLOADER in downloader {
         name: "downloader",
-        states: [IDLE, STREAMING, ASSEMBLING, DONE, FAILED],
-        events: [Begin, Checkpoint, Refetch, Assemble, Done, Fail],
+        states: [IDLE, STREAMING, ASSEMBLING, PARKED, DONE, FAILED],
+        events: [Begin, Checkpoint, Refetch, Assemble, Done, Cancel, Fail],
         actions: [
-            OpenStream, RecordProgress, RefetchChunk, AssembleImage, Finish, RecordFailure,
+            OpenStream, RecordProgress, RefetchChunk, AssembleImage, Finish, Park,
+            RecordFailure,
         ],
         initial: IDLE,
         finals: [DONE],
@@ -91,6 +94,9 @@ machine! {
             ASSEMBLING + Fail      => RecordFailure  -> FAILED,
             ASSEMBLING + Begin     => OpenStream     -> STREAMING,
             STREAMING + Done       => Finish         -> DONE,
+            STREAMING + Cancel     => Park           -> PARKED,
+            PARKED    + Begin      => OpenStream     -> STREAMING,
+            PARKED    + Fail       => RecordFailure  -> FAILED,
             IDLE      + Fail       => RecordFailure  -> FAILED,
             STREAMING + Fail       => RecordFailure  -> FAILED,
             FAILED    + Fail       => RecordFailure  -> FAILED,
@@ -103,23 +109,29 @@ machine! {
 machine! {
     /// The install itself; its states are the progress checkpoints of DESIGN §5.
     /// PURGING sizes the install before anything is downloaded (purging the cache if
-    /// short, then preallocating the slot); PREFLIGHT_PERSONALIZE gets the ticket before
-    /// a byte is downloaded.
-    /// After a crash the controller resumes through LOADING_PERSISTED.
+    /// short, then preallocating the slot); PREFLIGHT_PREREQUISITE checks power, network
+    /// and space (`policy`) before a download and again before a staged update is
+    /// applied; PREFLIGHT_PERSONALIZE gets the ticket before a byte is downloaded (or a
+    /// fresh one for a staged update whose ticket is stale). A download-only run
+    /// (`ferry download`) stops at PREPARED (Hold): the slot is written, verified and
+    /// sealed but nothing boots it until an install applies it. A cancelled or suspended
+    /// download is PARKED. After a crash the controller resumes through LOADING_PERSISTED.
     pub const CONTROLLER in controller {
         name: "controller",
         states: [
-            ACCEPTED, STARTUP, LOADING_PERSISTED, PURGING, READY, PREFLIGHT_PERSONALIZE,
-            DOWNLOADING_UPDATE, DOWNLOADED_UPDATE, PREPARING_UPDATE, PREPARED, COMPLETED,
-            FAILED,
+            ACCEPTED, STARTUP, LOADING_PERSISTED, PURGING, READY, PREFLIGHT_PREREQUISITE,
+            PREFLIGHT_PERSONALIZE, DOWNLOADING_UPDATE, DOWNLOADED_UPDATE, PREPARING_UPDATE,
+            PREPARED, PARKED, COMPLETED, FAILED,
         ],
         events: [
-            Start, Started, Fresh, Resumable, AlreadyStaged, Sized, Go, Personalized,
-            Downloaded, Sealed, Applied, Resume, Fail,
+            Start, Started, Fresh, Resumable, AlreadyStaged, Prestaged, Sized, Go, Held,
+            Stale, Personalized, Refreshed, Downloaded, Sealed, Applied, Cancel, Resume,
+            Fail,
         ],
         actions: [
-            StartUp, LoadPersisted, SizeAndPurge, Ready, Personalize, Download,
-            MarkDownloaded, Prepare, Apply, Complete, RecordFailure,
+            StartUp, LoadPersisted, SizeAndPurge, Ready, CheckPrerequisites, Personalize,
+            RefreshTicket, Download, MarkDownloaded, Prepare, Hold, Apply, Complete, Park,
+            RecordFailure,
         ],
         initial: ACCEPTED,
         finals: [COMPLETED],
@@ -132,73 +144,140 @@ machine! {
             LOADING_PERSISTED  + Resumable     => SizeAndPurge   -> PURGING,
             PURGING            + Sized         => Ready          -> READY,
             LOADING_PERSISTED  + AlreadyStaged => Complete       -> COMPLETED,
-            READY              + Go            => Personalize    -> PREFLIGHT_PERSONALIZE,
+            LOADING_PERSISTED  + Prestaged     => CheckPrerequisites -> PREFLIGHT_PREREQUISITE,
+            READY              + Go            => CheckPrerequisites -> PREFLIGHT_PREREQUISITE,
+            PREFLIGHT_PREREQUISITE + Go        => Personalize    -> PREFLIGHT_PERSONALIZE,
+            PREFLIGHT_PREREQUISITE + Held      => Hold           -> PREPARED,
+            PREFLIGHT_PREREQUISITE + Prestaged => Apply          -> PREPARED,
+            PREFLIGHT_PREREQUISITE + Stale     => RefreshTicket  -> PREFLIGHT_PERSONALIZE,
             PREFLIGHT_PERSONALIZE + Personalized => Download     -> DOWNLOADING_UPDATE,
+            PREFLIGHT_PERSONALIZE + Refreshed  => Apply          -> PREPARED,
             DOWNLOADING_UPDATE + Downloaded    => MarkDownloaded -> DOWNLOADED_UPDATE,
+            DOWNLOADING_UPDATE + Cancel        => Park           -> PARKED,
             DOWNLOADED_UPDATE  + Go            => Prepare        -> PREPARING_UPDATE,
             PREPARING_UPDATE   + Sealed        => Apply          -> PREPARED,
+            PREPARING_UPDATE   + Held          => Hold           -> PREPARED,
             PREPARED           + Applied       => Complete       -> COMPLETED,
             ACCEPTED           + Fail          => RecordFailure  -> FAILED,
             STARTUP            + Fail          => RecordFailure  -> FAILED,
             LOADING_PERSISTED  + Fail          => RecordFailure  -> FAILED,
             PURGING            + Fail          => RecordFailure  -> FAILED,
             READY              + Fail          => RecordFailure  -> FAILED,
+            PREFLIGHT_PREREQUISITE + Fail      => RecordFailure  -> FAILED,
             PREFLIGHT_PERSONALIZE + Fail       => RecordFailure  -> FAILED,
             DOWNLOADING_UPDATE + Fail          => RecordFailure  -> FAILED,
             DOWNLOADED_UPDATE  + Fail          => RecordFailure  -> FAILED,
             PREPARING_UPDATE   + Fail          => RecordFailure  -> FAILED,
             PREPARED           + Fail          => RecordFailure  -> FAILED,
+            PARKED             + Fail          => RecordFailure  -> FAILED,
             FAILED             + Fail          => RecordFailure  -> FAILED,
             FAILED             + Start         => StartUp        -> STARTUP,
             STARTUP            + Resume        => LoadPersisted  -> LOADING_PERSISTED,
             LOADING_PERSISTED  + Resume        => LoadPersisted  -> LOADING_PERSISTED,
             PURGING            + Resume        => LoadPersisted  -> LOADING_PERSISTED,
             READY              + Resume        => LoadPersisted  -> LOADING_PERSISTED,
+            PREFLIGHT_PREREQUISITE + Resume    => LoadPersisted  -> LOADING_PERSISTED,
             PREFLIGHT_PERSONALIZE + Resume     => LoadPersisted  -> LOADING_PERSISTED,
             DOWNLOADING_UPDATE + Resume        => LoadPersisted  -> LOADING_PERSISTED,
             DOWNLOADED_UPDATE  + Resume        => LoadPersisted  -> LOADING_PERSISTED,
             PREPARING_UPDATE   + Resume        => LoadPersisted  -> LOADING_PERSISTED,
             PREPARED           + Resume        => LoadPersisted  -> LOADING_PERSISTED,
+            PARKED             + Resume        => LoadPersisted  -> LOADING_PERSISTED,
         ],
     }
 }
 
 machine! {
-    /// An update's life: chosen, installed (staged for restart), then committed at boot
-    /// or rolled back.
+    /// An update's life: chosen, then either installed (staged for restart) and committed
+    /// at boot or rolled back, or first downloaded only (PRESTAGING → PRESTAGED: written,
+    /// verified and sealed, waiting for an install), parked by a cancel, or dropped when a
+    /// newer release supersedes it or the server no longer signs it.
     pub const UPDATE in update {
         name: "update",
-        states: [SELECTED, INSTALLING, STAGED, COMMITTED, ROLLED_BACK, FAILED],
-        events: [Install, Installed, Booted, BootFailed, Fail],
-        actions: [RunController, AwaitRestart, Commit, RollBack, RecordFailure],
+        states: [
+            SELECTED, PRESTAGING, PRESTAGED, INSTALLING, PARKED, STAGED, COMMITTED,
+            ROLLED_BACK, DROPPED, FAILED,
+        ],
+        events: [
+            Install, Download, Prestaged, Installed, Cancel, Drop, Booted, BootFailed, Fail,
+        ],
+        actions: [
+            RunController, AwaitInstall, AwaitRestart, Park, Discard, Commit, RollBack,
+            RecordFailure,
+        ],
         initial: SELECTED,
-        finals: [COMMITTED, ROLLED_BACK],
+        finals: [COMMITTED, ROLLED_BACK, DROPPED],
         failures: [Fail],
         exempt: [],
         rows: [
             SELECTED   + Install    => RunController -> INSTALLING,
+            SELECTED   + Download   => RunController -> PRESTAGING,
+            PRESTAGING + Prestaged  => AwaitInstall  -> PRESTAGED,
+            PRESTAGING + Download   => RunController -> PRESTAGING,
+            PRESTAGING + Install    => RunController -> INSTALLING,
+            PRESTAGING + Cancel     => Park          -> PARKED,
+            PRESTAGED  + Download   => RunController -> PRESTAGING,
+            PRESTAGED  + Install    => RunController -> INSTALLING,
+            PRESTAGED  + Drop       => Discard       -> DROPPED,
             INSTALLING + Installed  => AwaitRestart  -> STAGED,
             INSTALLING + Install    => RunController -> INSTALLING,
+            INSTALLING + Cancel     => Park          -> PARKED,
+            INSTALLING + Drop       => Discard       -> DROPPED,
+            PARKED     + Install    => RunController -> INSTALLING,
+            PARKED     + Download   => RunController -> PRESTAGING,
+            PARKED     + Drop       => Discard       -> DROPPED,
             STAGED     + Install    => RunController -> INSTALLING,
             STAGED     + Booted     => Commit        -> COMMITTED,
             STAGED     + BootFailed => RollBack      -> ROLLED_BACK,
             FAILED     + Install    => RunController -> INSTALLING,
+            FAILED     + Download   => RunController -> PRESTAGING,
             SELECTED   + Fail       => RecordFailure -> FAILED,
+            PRESTAGING + Fail       => RecordFailure -> FAILED,
+            PRESTAGED  + Fail       => RecordFailure -> FAILED,
             INSTALLING + Fail       => RecordFailure -> FAILED,
+            PARKED     + Fail       => RecordFailure -> FAILED,
             STAGED     + Fail       => RecordFailure -> FAILED,
             FAILED     + Fail       => RecordFailure -> FAILED,
         ],
     }
 }
 
+machine! {
+    /// The agent daemon's own decisions (`ferry agent`), one instance per device: each
+    /// start, each offer it holds back and why (policy, window, precondition), each
+    /// download, install or restart it begins on its own, suspension, and each reload of
+    /// `config.toml`.
+    pub const SCHEDULER in scheduler {
+        name: "scheduler",
+        states: [RUNNING, SUSPENDED],
+        events: [Start, Hold, Act, Suspend, Resume, Reload],
+        actions: [Schedule, RecordHold, RunJob, Pause, Release],
+        initial: RUNNING,
+        finals: [],
+        failures: [],
+        exempt: [],
+        rows: [
+            RUNNING   + Start   => Schedule   -> RUNNING,
+            SUSPENDED + Start   => Schedule   -> SUSPENDED,
+            RUNNING   + Hold    => RecordHold -> RUNNING,
+            RUNNING   + Act     => RunJob     -> RUNNING,
+            RUNNING   + Suspend => Pause      -> SUSPENDED,
+            SUSPENDED + Resume  => Release    -> RUNNING,
+            RUNNING   + Reload  => Schedule   -> RUNNING,
+            SUSPENDED + Reload  => Schedule   -> SUSPENDED,
+        ],
+    }
+}
+
 /// Every machine's definition, in the order `ferry fsm` lists them.
-pub const ALL: [&MachineDef; 6] = [
+pub const ALL: [&MachineDef; 7] = [
     &SCAN_MANAGER,
     &SCAN,
     &RECOVERY_SCAN,
     &DOWNLOADER,
     &CONTROLLER,
     &UPDATE,
+    &SCHEDULER,
 ];
 
 /// Every machine, checked.
@@ -233,6 +312,7 @@ mod tests {
             unused_names::<super::downloader::Names>(),
             unused_names::<super::controller::Names>(),
             unused_names::<super::update::Names>(),
+            unused_names::<super::scheduler::Names>(),
         ];
         assert!(unused.iter().all(Vec::is_empty), "{unused:?}");
     }

@@ -96,6 +96,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         clock_offset_secs: 0,
         read_timeout_secs: device::default_read_timeout(),
         cache: None,
+        policy: Default::default(),
+        outbox_max_reports: None,
     };
     if let Some(ca) = &opts.ca {
         let pem = fs::read(ca).map_err(AgentError::io("reading the CA to pin", ca))?;

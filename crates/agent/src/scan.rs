@@ -17,8 +17,18 @@ pub struct ScanResult {
     pub offers: Vec<Offer>,
 }
 
-/// Runs a scan, journaled. `asked`: a person asked for it (always runs).
+/// Runs a scan a person or client asked for, journaled.
 pub async fn scan(device: &Device, journal: &mut Journal) -> Result<ScanResult, AgentError> {
+    scan_as(device, journal, true).await
+}
+
+/// Runs a scan, journaled. `asked`: a person or client asked for it; else the agent's
+/// background schedule started it (`scan_due`).
+pub async fn scan_as(
+    device: &Device,
+    journal: &mut Journal,
+    asked: bool,
+) -> Result<ScanResult, AgentError> {
     let mut manager: Instance<scan_manager::Names> = journal.instance("device", false)?;
     if manager.is_in(scan_manager::State::SCANNING) {
         // The previous scan was cut short (crash): close it before starting another.
@@ -27,7 +37,7 @@ pub async fn scan(device: &Device, journal: &mut Journal) -> Result<ScanResult, 
             json!({ "reason": "interrupted" }),
         )?;
     }
-    manager.fire(scan_manager::Event::Scan, json!({ "asked": true }))?;
+    manager.fire(scan_manager::Event::Scan, json!({ "asked": asked }))?;
     let scan_id = uuid::Uuid::new_v4().to_string();
     let mut one: Instance<scan::Names> = journal.instance(&scan_id, false)?;
     let result = run(device, journal, &mut one, &scan_id).await;
@@ -61,12 +71,15 @@ async fn run(
         json!({ "server": device.config.server }),
     )?;
     // A TUF refresh from the pinned root; on failure the last good metadata stays.
-    let catalog = crate::trust::catalog::refresh(device).await?;
+    let crate::trust::catalog::Refreshed { catalog, warnings } =
+        crate::trust::catalog::refresh(device).await?;
     let versions = catalog.versions();
-    one.fire(
-        scan::Event::Fetched,
-        json!({ "n_releases": catalog.releases().len(), "metadata": format!("{versions:?}") }),
-    )?;
+    let mut fetched =
+        json!({ "n_releases": catalog.releases().len(), "metadata": format!("{versions:?}") });
+    if !warnings.is_empty() {
+        fetched["warnings"] = json!(warnings);
+    }
+    one.fire(scan::Event::Fetched, fetched)?;
     let current = device.running_version()?;
     let offers = offer::offers(
         catalog.releases(),
@@ -75,7 +88,15 @@ async fn run(
         &device.config.audience,
         &current,
     );
-    crate::trust::catalog::record(device, Ok(offers.len()));
+    crate::trust::catalog::record(device, Ok(offers.len()), &warnings);
+    // The class's phase rates come with an offer (at most daily, so a scan that finds
+    // nothing stays one small request); a server without them costs only the estimate.
+    if !offers.is_empty()
+        && crate::report::rates::stale(device)
+        && let Err(e) = refresh_rates(device).await
+    {
+        tracing::info!(code = e.code(), error = %e, "the phase rates were not refreshed");
+    }
     // The recovery check is part of the scan: its failure fails the scan too.
     let mut recovery: Instance<recovery_scan::Names> = journal.instance(scan_id, false)?;
     if let Err(e) = check_recovery(&mut recovery) {
@@ -87,6 +108,13 @@ async fn run(
         json!({ "current": current, "offers": offers.iter().map(|o| &o.label).collect::<Vec<_>>() }),
     )?;
     Ok(ScanResult { offers })
+}
+
+async fn refresh_rates(device: &Device) -> Result<(), AgentError> {
+    let client = crate::client::Client::for_device(device)?;
+    crate::report::rates::refresh(device, &client)
+        .await
+        .map(|_| ())
 }
 
 /// `recovery_scan[uuid]`: until the recovery component exists, never needed.

@@ -2,13 +2,13 @@
 
 use ferry_boot::Slot;
 use ferry_types::Identity;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 use crate::device::{Device, Receipt, SlotInfo};
 
 /// One slot in `status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SlotStatus {
     /// Which.
     pub slot: Slot,
@@ -25,7 +25,7 @@ pub struct SlotStatus {
 }
 
 /// `ferry status --json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     /// Identity.
     pub identity: Identity,
@@ -45,6 +45,8 @@ pub struct Status {
     pub last_boot_failure: Option<ferry_boot::BootFailure>,
     /// An install in progress (resumable).
     pub install_in_progress: Option<crate::install::InstallProgress>,
+    /// The outbox of event reports: queued, dropped when full, delivery and its back-off.
+    pub events: ferry_events::OutboxStatus,
 }
 
 /// The device's status.
@@ -75,6 +77,7 @@ pub fn status(device: &Device) -> Result<Status, AgentError> {
         slots,
         last_boot_failure: state.last_failure().cloned(),
         install_in_progress: crate::device::read_json(&device.layout().install_record()).ok(),
+        events: device.outbox().status(),
     })
 }
 

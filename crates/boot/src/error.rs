@@ -51,6 +51,17 @@ pub enum BootError {
         transition: Transition,
     },
 
+    /// The primary failed and the other slot is not good: nothing can boot.
+    #[error("cannot {transition} slot {slot} because slot {other} is not good either")]
+    NoGoodFallback {
+        /// The primary that failed.
+        slot: Slot,
+        /// The other slot.
+        other: Slot,
+        /// The transition refused.
+        transition: Transition,
+    },
+
     /// A trial was asked with no tries or too many.
     #[error("{tries} boot tries is outside the allowed range 1 to {max}")]
     TriesOutOfRange {
@@ -175,6 +186,7 @@ impl Diagnose for BootError {
             BootError::StateInvalid { .. } => "BOOT_STATE_INVALID",
             BootError::SlotIsPrimary { .. } => "BOOT_SLOT_IS_PRIMARY",
             BootError::NoTrialPending { .. } => "BOOT_NO_TRIAL_PENDING",
+            BootError::NoGoodFallback { .. } => "BOOT_REFLASH_REQUIRED",
             BootError::TriesOutOfRange { .. } => "BOOT_TRIES_OUT_OF_RANGE",
             BootError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
                 "DISK_FULL"
@@ -205,6 +217,9 @@ impl Diagnose for BootError {
             BootError::NoTrialPending { slot, .. } => format!(
                 "Set slot {slot} as the next boot with a trial (install an update) before marking or abandoning it"
             ),
+            BootError::NoGoodFallback { .. } => {
+                "Reflash the device with a signed system image from recovery media: neither slot can boot".to_owned()
+            }
             BootError::TriesOutOfRange { max, .. } => {
                 format!("Give the trial between 1 and {max} boot tries")
             }
@@ -267,6 +282,11 @@ mod tests {
             BootError::SlotIsPrimary {
                 slot: Slot::A,
                 transition: Transition::Invalidate,
+            },
+            BootError::NoGoodFallback {
+                slot: Slot::A,
+                other: Slot::B,
+                transition: Transition::FallBack,
             },
             BootError::EnvCrcMismatch {
                 path: PathBuf::from("/dev/mmcblk0"),

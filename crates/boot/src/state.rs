@@ -87,6 +87,8 @@ pub enum Transition {
     Abandon,
     /// [`BootState::invalidate`].
     Invalidate,
+    /// [`BootState::fall_back`].
+    FallBack,
 }
 
 impl fmt::Display for Transition {
@@ -96,6 +98,7 @@ impl fmt::Display for Transition {
             Transition::MarkGood => "mark good",
             Transition::Abandon => "abandon",
             Transition::Invalidate => "invalidate",
+            Transition::FallBack => "fall back from",
         })
     }
 }
@@ -309,6 +312,41 @@ impl BootState {
                 at,
             }),
             ..self.clone()
+        })
+    }
+
+    /// What the boot does when the primary slot fails its verification (its bytes changed:
+    /// a dm-verity read error): the other slot, which must be good, becomes the primary; the
+    /// failed one is no longer good (the next install rewrites it), any trial ends, and why
+    /// is recorded (`code`, `message`, at `at`).
+    ///
+    /// Refuses when the other slot is not good ([`BootError::NoGoodFallback`]): then no slot
+    /// can boot and the device needs recovery.
+    pub fn fall_back(
+        &self,
+        code: &str,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Result<BootState, BootError> {
+        let failed = self.primary;
+        let other = !failed;
+        if !self.good.get(other) {
+            return Err(BootError::NoGoodFallback {
+                slot: failed,
+                other,
+                transition: Transition::FallBack,
+            });
+        }
+        Ok(BootState {
+            primary: other,
+            trial: None,
+            good: self.good.with(failed, false),
+            last_failure: Some(BootFailure {
+                slot: failed,
+                code: code.to_owned(),
+                message: message.to_owned(),
+                at,
+            }),
         })
     }
 

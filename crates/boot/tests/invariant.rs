@@ -22,6 +22,8 @@ enum Operation {
     Abandon(Slot),
     /// Invalidate the slot, then (if allowed) overwrite it.
     Overwrite(Slot),
+    /// The primary failed its verification at boot.
+    FallBack,
 }
 
 fn slot() -> impl Strategy<Value = Slot> {
@@ -36,6 +38,7 @@ fn operation() -> impl Strategy<Value = Operation> {
         slot().prop_map(Operation::MarkGood),
         slot().prop_map(Operation::Abandon),
         slot().prop_map(Operation::Overwrite),
+        Just(Operation::FallBack),
     ]
 }
 
@@ -63,6 +66,7 @@ fn apply(state: &BootState, operation: &Operation) -> (Result<BootState, BootErr
             let overwritten = result.is_ok().then_some(slot);
             (result, overwritten)
         }
+        Operation::FallBack => (state.fall_back("TEST", "test fall back", at()), None),
     }
 }
 
@@ -133,11 +137,15 @@ proptest! {
                     state = next;
                 }
                 // A refused transition leaves the state as it was (it is
-                // pure), and refusals only ever protect the primary or
-                // name a missing trial or a bad count.
+                // pure), and refusals only ever protect the primary,
+                // name a missing trial or a bad count, or a fall-back with no
+                // good slot to fall back to.
                 Err(error) => prop_assert!(matches!(
                     error.code(),
-                    "BOOT_SLOT_IS_PRIMARY" | "BOOT_NO_TRIAL_PENDING" | "BOOT_TRIES_OUT_OF_RANGE"
+                    "BOOT_SLOT_IS_PRIMARY"
+                        | "BOOT_NO_TRIAL_PENDING"
+                        | "BOOT_TRIES_OUT_OF_RANGE"
+                        | "BOOT_REFLASH_REQUIRED"
                 )),
             }
             check_boots_to_primary(&state);

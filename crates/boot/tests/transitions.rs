@@ -173,6 +173,39 @@ fn abandon_drops_the_trial_records_why_and_keeps_the_primary() -> Result {
     Ok(())
 }
 
+/// A committed slot whose bytes changed fails at boot: the device falls back to the other
+/// slot when it is good, and says so; with no good slot to fall back to it refuses, naming
+/// the recovery.
+#[test]
+fn fall_back_moves_the_primary_to_the_other_good_slot_or_refuses() -> Result {
+    let updated = BootState::new(Slot::A)
+        .set_trial(Slot::B, 3)?
+        .mark_good(Slot::B)?;
+    let state = updated.fall_back("SEAL_MISMATCH", "slot b changed", at())?;
+    assert_eq!(state.primary(), Slot::A);
+    assert!(state.is_good(Slot::A));
+    assert!(!state.is_good(Slot::B), "the failed slot is no longer good");
+    assert_eq!(state.trial(), None);
+    assert_eq!(state.next_boot(), Slot::A);
+    assert_eq!(
+        state.last_failure().map(|f| (f.slot, f.code.as_str())),
+        Some((Slot::B, "SEAL_MISMATCH"))
+    );
+    // The failed slot is the one the next install writes.
+    state.invalidate(Slot::B)?;
+
+    // A trial on the other slot is not good yet: nothing to fall back to.
+    let on_trial = BootState::new(Slot::A).set_trial(Slot::B, 3)?;
+    for state in [BootState::new(Slot::A), on_trial, state] {
+        let error = state
+            .fall_back("SEAL_MISMATCH", "slot changed", at())
+            .expect_err("no good slot to fall back to");
+        assert_eq!(error.code(), "BOOT_REFLASH_REQUIRED");
+        assert!(error.fix().contains("Reflash"), "{}", error.fix());
+    }
+    Ok(())
+}
+
 #[test]
 fn invalidate_refuses_the_primary_and_ends_a_trial_of_the_slot() -> Result {
     let state = BootState::new(Slot::A)

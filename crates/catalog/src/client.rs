@@ -3,8 +3,8 @@
 //! and read small targets.
 
 use crate::datastore::{
-    check_clock, commit_generation, current_generation, generation_name, remove_stale_generations,
-    save_trusted,
+    LATEST_KNOWN_TIME, commit_generation, current_generation, generation_name, latest_known_time,
+    remove_stale_generations, save_trusted,
 };
 use crate::error::CatalogError;
 use crate::release::ReleaseInfo;
@@ -12,6 +12,7 @@ use crate::schema::TargetFile;
 use crate::store::write_atomic;
 use crate::transport::CatalogTransport;
 use crate::updater::{self, MetadataFiles, Updater};
+use crate::warning::{CLOCK_AHEAD_LIMIT_SECS, CatalogWarning};
 use chrono::{DateTime, Utc};
 use ferry_types::Sha256;
 use std::collections::BTreeMap;
@@ -56,6 +57,8 @@ pub struct RefreshOptions {
     /// datastore is left exactly as it was (nothing stored, nothing cleaned up), so a
     /// diagnosis never changes what the device trusts.
     pub dry_run: bool,
+    /// The device's clock reading for this refresh; `None`: the system clock.
+    pub now: Option<DateTime<Utc>>,
 }
 
 /// A target listed in the catalog.
@@ -103,6 +106,7 @@ pub struct Catalog {
     targets: BTreeMap<String, TargetFile>,
     releases: Vec<Release>,
     rejected: Vec<CatalogError>,
+    warnings: Vec<CatalogWarning>,
 }
 
 impl Catalog {
@@ -126,8 +130,16 @@ impl Catalog {
 
     /// Refreshes the metadata, including every delegated role. Trust starts at the newer of
     /// `pinned_root` and the root kept in the datastore; metadata the datastore holds that is
-    /// still current is not fetched again. On success the datastore holds the new metadata;
+    /// still current is not fetched again, and a kept file that is damaged is fetched again
+    /// ([`CatalogWarning::CacheDamaged`]). On success the datastore holds the new metadata;
     /// on any failure it still holds the last good metadata, untouched.
+    ///
+    /// Time: expiry is checked against the later of the clock and the latest known time
+    /// the datastore records ([`CatalogWarning::ClockBehind`] when the clock is earlier), so
+    /// setting the clock back cannot make expired metadata pass; a successful refresh raises
+    /// the latest known time to the earlier of the clock and the server's (the `Date` of its
+    /// timestamp answer), so a clock that runs ahead ([`CatalogWarning::ClockAhead`]) does
+    /// not hold the device to its wrong time once it is set right. See NOTES.md.
     pub async fn refresh_with(
         datastore_dir: &Path,
         pinned_root: &[u8],
@@ -139,44 +151,101 @@ impl Catalog {
         let targets_base_url = base_url(targets_base_url)?;
         std::fs::create_dir_all(datastore_dir)
             .map_err(CatalogError::io("create", datastore_dir))?;
-        let now = Utc::now();
+        let clock = options.now.unwrap_or_else(Utc::now);
         let current = current_generation(datastore_dir);
         if !options.dry_run {
             remove_stale_generations(datastore_dir, current);
         }
         let current_dir = current.map(|generation| datastore_dir.join(generation_name(generation)));
-        let mut trusted_root = pinned_root.to_vec();
+        let mut warnings = Vec::new();
+        let mut latest_known = None;
+        let mut stored_root = None;
         if let Some(current_dir) = &current_dir {
-            check_clock(current_dir, now)?;
-            if let Ok(stored_root) = std::fs::read(current_dir.join("root.json"))
-                && root_version(&stored_root) > root_version(pinned_root)
-            {
-                trusted_root = stored_root;
+            match latest_known_time(current_dir) {
+                Ok(time) => latest_known = time,
+                Err(reason) => warnings.push(CatalogWarning::CacheDamaged {
+                    file: LATEST_KNOWN_TIME.into(),
+                    reason,
+                }),
             }
+            stored_root = std::fs::read(current_dir.join("root.json")).ok();
         }
-        let transport = CatalogTransport::new(options.ca_pem.as_deref())?;
-        let files = MetadataFiles {
-            dir: current_dir,
-            persist: false,
+        let now = match latest_known {
+            Some(latest) if clock < latest => {
+                warnings.push(CatalogWarning::ClockBehind {
+                    clock,
+                    latest_known: latest,
+                });
+                latest
+            }
+            _ => clock,
         };
-        let mut updater = Updater::new(
-            &trusted_root,
-            files,
-            &metadata_base_url,
-            transport.clone(),
-            options.limits,
-            now,
-        )?;
+        let transport = CatalogTransport::new(options.ca_pem.as_deref())?;
+        let new_updater = |root: &[u8]| {
+            let files = MetadataFiles {
+                dir: current_dir.clone(),
+                persist: false,
+            };
+            Updater::new(
+                root,
+                files,
+                &metadata_base_url,
+                transport.clone(),
+                options.limits,
+                now,
+            )
+        };
+        let mut updater = match stored_root {
+            Some(stored) if root_version(&stored) > root_version(pinned_root) => {
+                match new_updater(&stored) {
+                    Ok(updater) => updater,
+                    // It verified when it was stored: local damage. Walk the chain again
+                    // from the pinned root.
+                    Err(error) => {
+                        warnings.push(CatalogWarning::CacheDamaged {
+                            file: "root.json".into(),
+                            reason: error.to_string(),
+                        });
+                        new_updater(pinned_root)?
+                    }
+                }
+            }
+            Some(stored) if root_version(&stored) == 0 => {
+                warnings.push(CatalogWarning::CacheDamaged {
+                    file: "root.json".into(),
+                    reason: "it is not readable root metadata".into(),
+                });
+                new_updater(pinned_root)?
+            }
+            _ => new_updater(pinned_root)?,
+        };
         updater.refresh().await?;
         updater.load_all_targets().await?;
         let (targets, unresolved) = resolve_all(&mut updater).await;
+        warnings.extend(updater.warnings().iter().cloned());
+
+        // Raise the latest known time, never past the server's clock.
+        let server_time = updater.server_time();
+        if let Some(server_time) = server_time {
+            let lead_secs = clock.signed_duration_since(server_time).num_seconds();
+            if lead_secs > CLOCK_AHEAD_LIMIT_SECS {
+                warnings.push(CatalogWarning::ClockAhead {
+                    clock,
+                    server_time,
+                    lead_secs,
+                });
+            }
+        }
+        let believed = server_time.map_or(clock, |server_time| clock.min(server_time));
+        let latest_known = latest_known.map_or(believed, |latest| latest.max(believed));
 
         if !options.dry_run {
             let next_generation = current.map_or(1, |generation| generation + 1);
             let staging_dir = datastore_dir.join(generation_name(next_generation));
-            let saved = save_trusted(&staging_dir, updater.trusted(), now).and_then(|()| {
-                commit_generation(datastore_dir, &staging_dir, next_generation, current)
-            });
+            let saved =
+                save_trusted(&staging_dir, updater.trusted(), latest_known).and_then(|()| {
+                    commit_generation(datastore_dir, &staging_dir, next_generation, current)
+                });
             if let Err(error) = saved {
                 let _ = std::fs::remove_dir_all(&staging_dir);
                 return Err(error);
@@ -211,6 +280,7 @@ impl Catalog {
             targets,
             releases: Vec::new(),
             rejected: unresolved,
+            warnings,
         };
         catalog.collect_releases();
         Ok(catalog)
@@ -240,6 +310,12 @@ impl Catalog {
     /// [`ReleaseInfo`], no SHA-256, or a delegation that does not verify.
     pub fn rejected_releases(&self) -> &[CatalogError] {
         &self.rejected
+    }
+
+    /// What the refresh found wrong on the device and dealt with: damaged files fetched
+    /// again, a clock behind the latest known time or ahead of the server.
+    pub fn warnings(&self) -> &[CatalogWarning] {
+        &self.warnings
     }
 
     /// The versions of the trusted metadata.

@@ -9,8 +9,10 @@
 //!
 //! Each `.json` file holds a role's metadata byte for byte as the server sent it (delegated
 //! role names percent-encoded), so the next refresh can reuse it without fetching it again.
-//! `latest_known_time` is the clock reading of the refresh that wrote the generation: a clock
-//! earlier than it is refused, since it would make expired metadata look current.
+//! `latest_known_time` is the latest time the device has good reason to believe it has
+//! been: a refresh checks expiry against the later of its clock and this, so a clock set
+//! back cannot make expired metadata look current (see `client.rs` and NOTES.md for how it
+//! is raised).
 
 use crate::error::CatalogError;
 use crate::store::sync_dir;
@@ -21,14 +23,15 @@ use std::path::{Path, PathBuf};
 
 const CURRENT_LINK: &str = "current";
 const GENERATION_PREFIX: &str = "gen-";
+/// The file of the latest known time, in each generation.
 pub(crate) const LATEST_KNOWN_TIME: &str = "latest_known_time";
 
-/// Writes every trusted document and the clock reading `now` into the staging generation
+/// Writes every trusted document and the latest known time into the staging generation
 /// `dir` (plain writes: [`commit_generation`] makes them durable before the swap).
 pub(crate) fn save_trusted(
     dir: &Path,
     trusted: &TrustedSet,
-    now: DateTime<Utc>,
+    latest_known: DateTime<Utc>,
 ) -> Result<(), CatalogError> {
     std::fs::create_dir_all(dir).map_err(CatalogError::io("create", dir))?;
     let write = |file_name: &str, bytes: &[u8]| {
@@ -45,21 +48,21 @@ pub(crate) fn save_trusted(
     for (role, targets) in trusted.all_targets() {
         write(&metadata_file_name(role), &targets.bytes)?;
     }
-    write(LATEST_KNOWN_TIME, now.to_rfc3339().as_bytes())
+    write(LATEST_KNOWN_TIME, latest_known.to_rfc3339().as_bytes())
 }
 
-/// Refuses a clock earlier than the one recorded in the generation `dir`, if any.
-pub(crate) fn check_clock(dir: &Path, now: DateTime<Utc>) -> Result<(), CatalogError> {
-    let Ok(text) = std::fs::read_to_string(dir.join(LATEST_KNOWN_TIME)) else {
-        return Ok(());
+/// The latest known time recorded in the generation `dir`: `Ok(None)` when it has none,
+/// `Err(reason)` when the file is there but does not hold a time (damaged).
+pub(crate) fn latest_known_time(dir: &Path) -> Result<Option<DateTime<Utc>>, String> {
+    let bytes = match std::fs::read(dir.join(LATEST_KNOWN_TIME)) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error.to_string()),
     };
-    match DateTime::parse_from_rfc3339(text.trim()) {
-        Ok(latest) if now < latest => Err(CatalogError::ClockSteppedBack {
-            now: now.to_rfc3339(),
-            latest_known: latest.to_rfc3339(),
-        }),
-        _ => Ok(()),
-    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| "it is not UTF-8".to_owned())?;
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|time| Some(time.with_timezone(&Utc)))
+        .map_err(|error| format!("{text:?} is not an RFC 3339 time: {error}"))
 }
 
 pub(crate) fn generation_name(generation: u64) -> String {

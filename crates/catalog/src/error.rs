@@ -112,6 +112,17 @@ pub enum CatalogError {
         detail: String,
     },
 
+    /// The catalog server is overloaded or rate-limits the device (429, 503).
+    #[error("the catalog server answered {status} for {url}{}", retry_after_secs.map(|s| format!(" and asked to come back in {s} s")).unwrap_or_default())]
+    Throttled {
+        /// The URL fetched.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// Its `Retry-After`, in seconds, when it sent one.
+        retry_after_secs: Option<u64>,
+    },
+
     /// The named target is not in the catalog.
     #[error("the catalog has no target named {target}")]
     TargetUnknown {
@@ -133,15 +144,6 @@ pub enum CatalogError {
     PinnedRootInvalid {
         /// What is wrong.
         detail: String,
-    },
-
-    /// The system clock is earlier than a time this device saw before.
-    #[error("the system clock went backwards: it reads {now}, but {latest_known} was seen before")]
-    ClockSteppedBack {
-        /// The clock now.
-        now: String,
-        /// The latest time seen before.
-        latest_known: String,
     },
 
     /// The chain of root versions is longer than the client follows in one refresh.
@@ -227,10 +229,10 @@ impl Diagnose for CatalogError {
             Self::TargetDigestMismatch { .. } => "CATALOG_TARGET_MISMATCH",
             Self::HashUnsupported { .. } => "CATALOG_HASH_UNSUPPORTED",
             Self::Unreachable { .. } => "CATALOG_UNREACHABLE",
+            Self::Throttled { .. } => "CATALOG_THROTTLED",
             Self::TargetUnknown { .. } => "CATALOG_TARGET_UNKNOWN",
             Self::Malformed { .. } => "CATALOG_MALFORMED",
             Self::PinnedRootInvalid { .. } => "CATALOG_PINNED_ROOT_INVALID",
-            Self::ClockSteppedBack { .. } => "CATALOG_CLOCK_BACKWARDS",
             Self::TooManyRootUpdates { .. } => "CATALOG_ROOT_CHAIN_TOO_LONG",
             Self::Io { .. } => "CATALOG_IO",
             Self::Signing { .. } => "CATALOG_SIGNING",
@@ -257,10 +259,10 @@ impl Diagnose for CatalogError {
             Self::HashUnsupported { .. } => "Publish it again listing a sha256 (or sha512) hash, which every TUF client can check".into(),
             Self::TargetTooLong { .. } | Self::TargetMismatch { .. } | Self::TargetDigestMismatch { .. } => "Purge any cache in front of /tuf/targets/ and check the server's artifact store (the file served is not the one the catalog signs)".into(),
             Self::Unreachable { .. } => "Check the network and the server URL in config.toml, then scan again".into(),
+            Self::Throttled { .. } => "Scan again later (the agent waits as long as the server asked, up to its cap)".into(),
             Self::TargetUnknown { .. } => "Refresh the catalog and use a target name it lists".into(),
             Self::Malformed { role, .. } => format!("Regenerate the {role} metadata with `ferry publish` on the server"),
             Self::PinnedRootInvalid { .. } => "Reinstall the pinned root.json shipped with the device image (or from the server's keys directory)".into(),
-            Self::ClockSteppedBack { .. } => "Set the system clock right (NTP), then scan again".into(),
             Self::TooManyRootUpdates { .. } => "Ship a newer pinned root.json with the device image".into(),
             Self::Io { path, .. } => format!("Check that {} exists, is writable and that the disk is not full", path.display()),
             Self::Signing { .. } => "Point the command at the keys directory that holds the keys the root lists for that role".into(),
@@ -275,6 +277,18 @@ impl Diagnose for CatalogError {
 }
 
 impl CatalogError {
+    /// How long the server asked the device to wait before asking again (`Retry-After`
+    /// on a 429 or 503), if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Throttled {
+                retry_after_secs: Some(secs),
+                ..
+            } => Some(std::time::Duration::from_secs(*secs)),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(
         operation: &'static str,
         path: impl Into<PathBuf>,

@@ -72,6 +72,7 @@ mod transport;
 mod trusted;
 mod updater;
 mod verify;
+mod warning;
 
 pub use client::{Catalog, FetchLimits, MetadataVersions, RefreshOptions, Release, TargetInfo};
 pub use datastore::trusted_metadata_dir;
@@ -84,3 +85,4 @@ pub use release::{
     payload_target_name,
 };
 pub use repo::NewTarget;
+pub use warning::{CLOCK_AHEAD_LIMIT_SECS, CatalogWarning};

@@ -2,6 +2,7 @@
 //! CA) or from `file://` URLs, never reading more than a caller's limit.
 
 use crate::error::CatalogError;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use std::time::Duration;
 use url::Url;
@@ -13,6 +14,12 @@ pub(crate) enum FetchError {
     NotFound,
     /// The body went past the limit.
     TooLarge { max_size: u64 },
+    /// 429 or 503: the server asks the client to come back later, maybe saying when
+    /// (`Retry-After`, in seconds or as an HTTP date).
+    Throttled {
+        status: u16,
+        retry_after_secs: Option<u64>,
+    },
     /// Anything else (connection, TLS, other status, I/O), described.
     Failed(String),
 }
@@ -46,8 +53,18 @@ impl CatalogTransport {
 
     /// The body of `url`, refused as soon as it exceeds `max_size` bytes.
     pub(crate) async fn fetch(&self, url: &Url, max_size: u64) -> Result<Vec<u8>, FetchError> {
+        Ok(self.fetch_dated(url, max_size).await?.0)
+    }
+
+    /// [`CatalogTransport::fetch`], with the server's clock when it answered: its `Date`
+    /// header (RFC 9110 §6.6.1), when present and readable (`file://` has none).
+    pub(crate) async fn fetch_dated(
+        &self,
+        url: &Url,
+        max_size: u64,
+    ) -> Result<(Vec<u8>, Option<DateTime<Utc>>), FetchError> {
         match url.scheme() {
-            "file" => return fetch_file(url, max_size),
+            "file" => return fetch_file(url, max_size).map(|bytes| (bytes, None)),
             "http" | "https" => {}
             scheme => {
                 return Err(FetchError::Failed(format!(
@@ -65,9 +82,26 @@ impl CatalogTransport {
         if matches!(status.as_u16(), 403 | 404 | 410) {
             return Err(FetchError::NotFound);
         }
+        if matches!(status.as_u16(), 429 | 503) {
+            let retry_after_secs = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            return Err(FetchError::Throttled {
+                status: status.as_u16(),
+                retry_after_secs,
+            });
+        }
         if !status.is_success() {
             return Err(FetchError::Failed(format!("HTTP status {status}")));
         }
+        let date = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| DateTime::parse_from_rfc2822(text).ok())
+            .map(|date| date.with_timezone(&Utc));
         if response
             .content_length()
             .is_some_and(|length| length > max_size)
@@ -83,8 +117,22 @@ impl CatalogTransport {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok((body, date))
     }
+}
+
+/// `Retry-After`: delay-seconds, or an HTTP date (seconds from now, 0 if past).
+fn parse_retry_after(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs);
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        at.signed_duration_since(chrono::Utc::now())
+            .num_seconds()
+            .max(0) as u64,
+    )
 }
 
 fn fetch_file(url: &Url, max_size: u64) -> Result<Vec<u8>, FetchError> {
@@ -116,4 +164,19 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(super::parse_retry_after("120"), Some(120));
+        assert_eq!(super::parse_retry_after(" 7 "), Some(7));
+        assert_eq!(
+            super::parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(0),
+            "a date in the past"
+        );
+        assert_eq!(super::parse_retry_after("soon"), None);
+    }
 }

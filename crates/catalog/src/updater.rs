@@ -14,6 +14,7 @@ use crate::schema::{self, HashCheck, TargetFile, Targets};
 use crate::store::write_atomic;
 use crate::transport::{CatalogTransport, FetchError};
 use crate::trusted::{TARGETS, TimestampUpdate, TrustedSet};
+use crate::warning::CatalogWarning;
 use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 use url::Url;
@@ -38,6 +39,13 @@ pub(crate) struct Updater {
     metadata_base_url: Url,
     transport: CatalogTransport,
     limits: FetchLimits,
+    /// The root version trusted at the start: a local file signed under an older root may
+    /// fail to verify after a key rotation without being damaged.
+    first_root_version: u64,
+    /// The server's clock, from the `Date` of its timestamp answer.
+    server_time: Option<DateTime<Utc>>,
+    /// Local files found damaged (and fetched again instead).
+    warnings: Vec<CatalogWarning>,
 }
 
 impl Updater {
@@ -50,18 +58,45 @@ impl Updater {
         limits: FetchLimits,
         now: DateTime<Utc>,
     ) -> Result<Self, CatalogError> {
+        let trusted = TrustedSet::new(root, now)?;
         Ok(Self {
-            trusted: TrustedSet::new(root, now)?,
+            first_root_version: trusted.root().signed.version,
+            trusted,
             files,
             metadata_base_url: metadata_base_url.clone(),
             transport,
             limits,
+            server_time: None,
+            warnings: Vec::new(),
         })
     }
 
     /// The trusted metadata.
     pub(crate) fn trusted(&self) -> &TrustedSet {
         &self.trusted
+    }
+
+    /// The server's clock when it answered for the timestamp (its `Date` header), if it sent
+    /// one that parses.
+    pub(crate) fn server_time(&self) -> Option<DateTime<Utc>> {
+        self.server_time
+    }
+
+    /// Local files this refresh found damaged and fetched again instead.
+    pub(crate) fn warnings(&self) -> &[CatalogWarning] {
+        &self.warnings
+    }
+
+    /// Notes local bytes of `role` that failed to verify with `error` when that is damage,
+    /// not age ([`local_damage`]).
+    fn check_local(&mut self, role: &str, bytes: &[u8], listed: Option<u64>, error: &CatalogError) {
+        let root_changed = self.trusted.root().signed.version != self.first_root_version;
+        if let Some(reason) = local_damage(bytes, listed, error, root_changed) {
+            self.warnings.push(CatalogWarning::CacheDamaged {
+                file: metadata_file_name(role),
+                reason,
+            });
+        }
     }
 
     /// Updates root, timestamp, snapshot and top-level targets (§5.3 to §5.6).
@@ -95,15 +130,18 @@ impl Updater {
     async fn load_timestamp(&mut self) -> Result<(), CatalogError> {
         if let Some(local) = self.read_local("timestamp") {
             // An invalid or expired local timestamp is still the rollback reference if it
-            // verifies; one that does not verify (keys rotated) is simply not used.
-            let _ = self.trusted.update_timestamp(&local);
+            // verifies; one that does not verify (keys rotated, or damaged) is not used.
+            if let Err(error) = self.trusted.update_timestamp(&local) {
+                self.check_local("timestamp", &local, None, &error);
+            }
         }
         let url = self.metadata_url("timestamp", None)?;
-        let bytes = self
+        let (bytes, server_time) = self
             .transport
-            .fetch(&url, self.limits.max_timestamp_size)
+            .fetch_dated(&url, self.limits.max_timestamp_size)
             .await
             .map_err(|error| metadata_fetch_error(&url, error, None))?;
+        self.server_time = server_time;
         if self.trusted.update_timestamp(&bytes)? == TimestampUpdate::Taken {
             self.persist("timestamp", &bytes)?;
         }
@@ -111,10 +149,17 @@ impl Updater {
     }
 
     async fn load_snapshot(&mut self) -> Result<(), CatalogError> {
-        if let Some(local) = self.read_local("snapshot")
-            && self.trusted.update_snapshot(&local, true).is_ok()
-        {
-            return Ok(());
+        if let Some(local) = self.read_local("snapshot") {
+            match self.trusted.update_snapshot(&local, true) {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    let listed = self
+                        .trusted
+                        .timestamp()
+                        .map(|t| t.signed.meta["snapshot.json"].version);
+                    self.check_local("snapshot", &local, listed, &error);
+                }
+            }
         }
         let meta = match self.trusted.timestamp() {
             Some(timestamp) => timestamp.signed.meta["snapshot.json"].clone(),
@@ -143,10 +188,14 @@ impl Updater {
         if self.trusted.targets(role).is_some() {
             return self.trusted.verify_delegated(role, delegator);
         }
-        if let Some(local) = self.read_local(role)
-            && self.trusted.update_targets(&local, role, delegator).is_ok()
-        {
-            return Ok(());
+        if let Some(local) = self.read_local(role) {
+            match self.trusted.update_targets(&local, role, delegator) {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    let listed = self.trusted.snapshot_entry(role).ok().map(|m| m.version);
+                    self.check_local(role, &local, listed, &error);
+                }
+            }
         }
         let meta = self.trusted.snapshot_entry(role)?;
         let bytes = self
@@ -318,6 +367,14 @@ pub(crate) async fn download_target(
                 url: url.to_string(),
                 detail: "the server has no such file".into(),
             },
+            FetchError::Throttled {
+                status,
+                retry_after_secs,
+            } => CatalogError::Throttled {
+                url: url.to_string(),
+                status,
+                retry_after_secs,
+            },
             FetchError::Failed(detail) => CatalogError::Unreachable {
                 url: url.to_string(),
                 detail,
@@ -382,11 +439,48 @@ fn metadata_fetch_error(url: &Url, error: FetchError, listed: Option<(&str, u64)
             url: url.to_string(),
             detail: "the server has no such file".into(),
         },
+        (
+            FetchError::Throttled {
+                status,
+                retry_after_secs,
+            },
+            _,
+        ) => CatalogError::Throttled {
+            url: url.to_string(),
+            status,
+            retry_after_secs,
+        },
         (FetchError::Failed(detail), _) => CatalogError::Unreachable {
             url: url.to_string(),
             detail,
         },
     }
+}
+
+/// Why local bytes that failed to verify with `error` are damage rather than an older (or
+/// otherwise superseded) copy, or `None` when they are simply stale: damage is a file that
+/// is not readable metadata at all, or one that is the version the repository lists
+/// (`listed`; the timestamp has none to compare) and still fails, other than by expiring or
+/// by a signature from keys a root rotated in this refresh (`root_changed`).
+pub(crate) fn local_damage(
+    bytes: &[u8],
+    listed: Option<u64>,
+    error: &CatalogError,
+    root_changed: bool,
+) -> Option<String> {
+    let version = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|value| value["signed"]["version"].as_u64());
+    let Some(version) = version else {
+        return Some("it is not readable metadata".into());
+    };
+    let superseded = match error {
+        CatalogError::Expired { .. } => true,
+        CatalogError::BadSignature { .. } => root_changed,
+        _ => false,
+    };
+    let is_listed_version = listed.is_none_or(|listed| listed == version);
+    (is_listed_version && !superseded).then(|| error.to_string())
 }
 
 /// The local file of a role: its name percent-encoded as python-tuf does (`quote(name, "")`),

@@ -336,6 +336,36 @@ async fn a_device_that_missed_several_root_versions_catches_up() {
     assert_eq!(catalog.versions().root, 5);
 }
 
+/// A kept root that no longer verifies (it did when it was stored) is local damage: the
+/// refresh walks the chain again from the pinned root and says so, instead of failing every
+/// scan with PINNED_ROOT_INVALID.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_kept_root_is_walked_again_from_the_pinned_root() {
+    let fixture = Fixture::new().await;
+    publish_gateway_releases(&fixture).await;
+    repo::rotate_root(&fixture.keys(), &fixture.metadata(), TimeDelta::days(365))
+        .await
+        .expect("rotate root");
+    fixture.refresh().await.expect("refresh to root 2");
+    let kept = fixture.datastore().join("current/root.json");
+    let mut bytes = std::fs::read(&kept).expect("kept root");
+    let signature = bytes
+        .windows(5)
+        .position(|w| w == b"\"sig\"")
+        .expect("a signature");
+    let at = signature + 8;
+    bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&kept, bytes).expect("damage");
+
+    let catalog = fixture.refresh().await.expect("walked again");
+    assert_eq!(catalog.versions().root, 2);
+    let codes: Vec<&str> = catalog.warnings().iter().map(|w| w.code()).collect();
+    assert_eq!(codes, ["CATALOG_CACHE_DAMAGED"], "{:?}", catalog.warnings());
+    assert!(catalog.warnings()[0].to_string().contains("root.json"));
+    let catalog = fixture.refresh().await.expect("repaired");
+    assert!(catalog.warnings().is_empty(), "{:?}", catalog.warnings());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_timestamp_is_refreshed_on_its_own() {
     let fixture = Fixture::new().await;

@@ -33,6 +33,13 @@ pub enum Command {
     ListFull(DeviceArgs),
     /// Download and install an update into the inactive slot.
     Install(InstallArgs),
+    /// Stage an update (personalized, downloaded, verified, sealed) to install later.
+    Download(DownloadArgs),
+    /// The device daemon: background scans, downloads and installs by policy, and the
+    /// local API every device command uses while it runs; or steer the running one.
+    Agent(AgentArgs),
+    /// The live progress bar of the agent's job (`--follow`), or where it stands.
+    Progress(ProgressArgs),
     /// Show what the device runs and what each slot holds.
     Status(DeviceArgs),
     /// Show every install.
@@ -45,6 +52,9 @@ pub enum Command {
     PurgeCache(PurgeCacheArgs),
     /// Check the slot that booted and commit to it (what a real device runs at boot).
     BootCheck(DeviceArgs),
+    /// Deliver the device's queued event reports to its server (device commands also do
+    /// at their end, waiting at most 5 s).
+    Deliver(DeliverArgs),
     /// Move the device to another audience.
     #[command(subcommand)]
     Audience(AudienceCommand),
@@ -122,6 +132,10 @@ pub struct ServerArgs {
     /// Ticket requests one device may make per minute.
     #[arg(long, default_value_t = 60)]
     pub rate_limit: u32,
+    /// Seconds a device with an update in progress may go without reporting before the
+    /// fleet shows it silent.
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    pub silent_after: u64,
 }
 
 /// `ferry server …` administration (writes the data directory's database directly).
@@ -139,6 +153,44 @@ pub enum ServerCommand {
     /// The personalization keys devices trust (signed into the catalog): list, rotate,
     /// retire.
     PersonalizationKey(PersonalizationKeyArgs),
+    /// The fleet at a glance, from the event reports: versions, updates in progress and
+    /// their phases, failures by code, rollbacks, silent devices.
+    Fleet(ServerDataArgs),
+    /// The event reports the server stored, oldest first.
+    Events(ServerEventsArgs),
+}
+
+/// `ferry server events`.
+#[derive(Debug, Args)]
+pub struct ServerEventsArgs {
+    #[command(flatten)]
+    pub server: ServerDataArgs,
+    /// Only this device (16 hex digits).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Only this update (UUID).
+    #[arg(long)]
+    pub update: Option<String>,
+    /// Only this event (install_started, progress, installed, failed, committed, rolled_back, …).
+    #[arg(long)]
+    pub event: Option<String>,
+    /// Only reports with this error code.
+    #[arg(long)]
+    pub code: Option<String>,
+    /// Most reports shown.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: i64,
+}
+
+/// `ferry deliver`.
+#[derive(Debug, Args)]
+pub struct DeliverArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Keep trying, with the back-off, for up to this many seconds until the outbox is
+    /// empty (without it: one round).
+    #[arg(long)]
+    pub wait: Option<u64>,
 }
 
 /// `ferry server personalization-key`.
@@ -467,12 +519,119 @@ pub struct InstallArgs {
     pub restart: bool,
 }
 
+/// `ferry download`.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Label from `ferry list` (default: the recommended update).
+    pub label: Option<String>,
+    /// Print every progress step.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+/// `ferry agent`: run the daemon, or steer the one that runs.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+    /// Device directory.
+    #[arg(long, env = "FERRY_DEVICE", global = true)]
+    pub device: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Steering the running agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum AgentCommand {
+    /// Stop the running download or install; it continues when asked again.
+    Cancel,
+    /// Stop the running job and start nothing until resumed.
+    Suspend,
+    /// Start again, continuing the job a suspension stopped.
+    Resume,
+    /// Scan now.
+    Scan,
+    /// Read config.toml again (as SIGHUP does); an invalid file is refused and the running
+    /// config stays.
+    Reload,
+}
+
+/// `ferry progress`.
+#[derive(Debug, Args)]
+pub struct ProgressArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Follow the running job's progress until it ends.
+    #[arg(long)]
+    pub follow: bool,
+}
+
 /// `ferry bench …`.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Tickets per second and latency of POST /v1/personalize over HTTPS on loopback,
     /// against an in-process server with SQLite (every request a fresh nonce).
     Personalize(BenchPersonalizeArgs),
+    /// Event reports per second and latency of POST /v1/events over HTTPS on loopback
+    /// (batches of --batch reports, SQLite with fsync), against an in-process server.
+    Events(BenchEventsArgs),
+    /// The running agent's figures: `GET /v1/status` round trip (p50, p99) over its
+    /// socket, and the time from a cancel to the download stopping.
+    Agent(BenchAgentArgs),
+}
+
+/// `ferry bench events`.
+#[derive(Debug, Args)]
+pub struct BenchEventsArgs {
+    /// Directory for the server's data (default: a temporary directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Concurrent connections (each sends one device's batches at a time).
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Seconds to run (after a 1 s warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Enrolled devices the batches are spread over.
+    #[arg(long, default_value_t = 1000)]
+    pub devices: usize,
+    /// Reports per batch.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=500))]
+    pub batch: u64,
+    /// Worker threads of the server's runtime.
+    #[arg(long, default_value_t = 2)]
+    pub server_threads: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ferry bench agent`.
+#[derive(Debug, Args)]
+pub struct BenchAgentArgs {
+    /// The device whose agent runs.
+    #[arg(long, env = "FERRY_DEVICE")]
+    pub device: PathBuf,
+    /// Status requests, one after another.
+    #[arg(long, default_value_t = 2000)]
+    pub requests: usize,
+    /// Installs cancelled during their download (each resumes the one before).
+    #[arg(long, default_value_t = 10)]
+    pub cancels: usize,
+    /// Milliseconds the download runs before each cancel.
+    #[arg(long, default_value_t = 300)]
+    pub cancel_after_ms: u64,
+    /// The offer to install (default: the recommended one).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `ferry bench personalize`.

@@ -287,12 +287,12 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
 }
 
 /// The thread-name prefix of the server's runtime.
-const SERVER_THREAD: &str = "ferry-server";
+pub(crate) const SERVER_THREAD: &str = "ferry-server";
 
 /// CPU time so far of this process's threads in 1/100 s: (server, everything else). The
 /// server is its runtime's threads and SQLite's worker threads; the rest is the load
 /// generator (and the idle main thread). Zeros where /proc is missing.
-fn thread_cpu_ticks() -> (u64, u64) {
+pub(crate) fn thread_cpu_ticks() -> (u64, u64) {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return (0, 0);
     };
@@ -325,14 +325,14 @@ fn thread_cpu_ticks() -> (u64, u64) {
 }
 
 /// The 1-minute load average, as /proc/loadavg gives it.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|text| text.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn uuid_random() -> uuid::Uuid {
+pub(crate) fn uuid_random() -> uuid::Uuid {
     uuid::Uuid::from_u128(rand::random::<u128>() | 1)
 }
 

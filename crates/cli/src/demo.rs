@@ -1,4 +1,5 @@
-//! `ferry demo`: the whole story on loopback, with generated images.
+//! `ferry demo`: the whole story on loopback, with generated images, ending with the
+//! fleet as the server sees it from the device's event reports.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 use ferry_agent::boot::reboot;
 use ferry_agent::device::Device;
 use ferry_agent::provision::{self, InitOptions};
+use ferry_agent::report::deliver;
 use ferry_agent::{install, status};
 use ferry_server::tuf::CatalogPaths;
 use ferry_server::{DataDir, Https, PublishRequest, ServiceOptions};
@@ -17,6 +19,8 @@ use crate::render::{self, ProgressUi};
 
 const MARKER: &str = ".ferry-demo";
 const CLASS: &str = "demo-vm";
+/// How long the demo waits for its event reports to reach the server, as a command does.
+const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn io_failure(what: &str, e: std::io::Error) -> Failure {
     Failure::new(
@@ -174,8 +178,12 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
         render::bytes(outcome.bytes_downloaded)
     );
 
+    // What `ferry install` does at its end: the queued event reports go to the server.
+    deliver::deliver_within(&device, DELIVERY_WAIT).await;
+
     println!("\n$ ferry reboot");
     let r = reboot::reboot(&device, false)?;
+    let delivered = deliver::deliver_within(&device, DELIVERY_WAIT).await;
     if let Some(f) = &r.failure {
         println!("slot failed its check: {} [{}]", f.cause, f.code);
     }
@@ -199,6 +207,36 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
             .collect::<Vec<_>>()
             .join(", ")
     );
+
+    println!(
+        "\n$ ferry server fleet --data {}   (the device's event reports, on the server)",
+        data.path.display()
+    );
+    let fleet = data.db.fleet_summary().await?;
+    crate::fleet_cmds::print_fleet(&fleet);
+    let reported = fleet.device_states.iter().find(|d| {
+        d.device_id == identity.device_id.to_string()
+            && d.status == "committed"
+            && d.version.as_deref() == Some("2.0")
+            && !d.phases.is_empty()
+    });
+    if reported.is_none() {
+        return Err(Failure::new(
+            "DEMO_FAILED",
+            format!(
+                "the server does not show the device's committed update with its phases ({} report(s) still queued{})",
+                delivered.remaining,
+                delivered
+                    .failure
+                    .map(|f| format!(", last delivery failed with {}", f.code))
+                    .unwrap_or_default()
+            ),
+            format!(
+                "inspect the outbox with `ferry status --device {}`",
+                device_dir.display()
+            ),
+        ));
+    }
 
     if s.version == "2.0" && s.running_slot == ferry_boot::Slot::B {
         println!(

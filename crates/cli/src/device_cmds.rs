@@ -1,5 +1,10 @@
 //! The device-side subcommands: `device init`, `audience set`, `list`, `install`,
-//! `status`, `history`, `reboot`, `doctor`, `purge-cache` and `boot-check`.
+//! `download`, `status`, `history`, `reboot`, `doctor`, `purge-cache`, `boot-check` and
+//! `deliver`. Every one but `device init`, `doctor` and `purge-cache` goes through the
+//! running agent when there is one (`local`) and prints the same either way (the doctor
+//! reads the directory without its lock; its `--fix` goes through the agent); the agent
+//! delivers the event reports it queues, and a command that worked on the directory
+//! itself delivers the queued ones at its end ([`deliver_queued`]).
 
 use std::process::ExitCode;
 
@@ -10,14 +15,23 @@ use ferry_agent::trust::catalog;
 use ferry_agent::{install, status as agent_status};
 
 use crate::args::{
-    AudienceSetArgs, BootKind, DeviceArgs, DeviceInitArgs, DoctorArgs, InstallArgs, PurgeCacheArgs,
-    RebootArgs,
+    AudienceSetArgs, BootKind, DeliverArgs, DeviceArgs, DeviceInitArgs, DoctorArgs, DownloadArgs,
+    InstallArgs, PurgeCacheArgs, RebootArgs,
 };
 use crate::failure::Failure;
 use crate::render::{self, ProgressUi};
 
 /// The largest root metadata `--trust-on-first-use` accepts.
 const MAX_ROOT_SIZE: u64 = 512 * 1024;
+
+/// How long a command waits at its end to deliver queued event reports.
+const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Delivers queued event reports for at most [`DELIVERY_WAIT`]: never fails the command
+/// (the reports stay queued and `ferry status` shows them).
+async fn deliver_queued(device: &Device) {
+    ferry_agent::report::deliver::deliver_within(device, DELIVERY_WAIT).await;
+}
 
 pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
     let root = match &a.root {
@@ -109,13 +123,42 @@ fn open(a: &DeviceArgs) -> Result<Device, Failure> {
 }
 
 pub async fn list(a: DeviceArgs, full: bool) -> Result<ExitCode, Failure> {
-    let device = open(&a)?;
-    let offers = if full {
-        install::list_full(&device).await
-    } else {
-        install::list(&device).await
-    }
-    .map_err(|e| Failure::from(e).json(a.json))?;
+    let offers: Vec<serde_json::Value> = match crate::local::agent(&a.device).await {
+        Some(agent) => {
+            let route = if full { "/v1/list-full" } else { "/v1/scan" };
+            let answer = agent
+                .post(route, serde_json::json!({}))
+                .await
+                .map_err(|e| crate::local::failure(e, a.json))?;
+            answer["offers"].as_array().cloned().unwrap_or_default()
+        }
+        _ => {
+            let device = open(&a)?;
+            let offers = if full {
+                install::list_full(&device).await
+            } else {
+                install::list(&device).await
+            }
+            .map_err(|e| Failure::from(e).json(a.json));
+            deliver_queued(&device).await;
+            let offers = offers?;
+            let journal = ferry_agent::journal::Journal::open(&device)
+                .map_err(|e| Failure::from(e).json(a.json))?;
+            offers
+                .iter()
+                .map(|offer| {
+                    let mut value = serde_json::json!(offer);
+                    if !full {
+                        let (next, hold) =
+                            ferry_daemon::agent::explain(&device, &journal, offer, None);
+                        value["next"] = serde_json::json!(next);
+                        value["why_not_now"] = serde_json::json!(hold);
+                    }
+                    value
+                })
+                .collect()
+        }
+    };
     if a.json {
         println!(
             "{}",
@@ -136,38 +179,162 @@ pub async fn list(a: DeviceArgs, full: bool) -> Result<ExitCode, Failure> {
         }
     );
     for o in &offers {
-        println!("* Label: {}", o.label);
+        let text = |k: &str| o[k].as_str().unwrap_or_default().to_owned();
+        println!("* Label: {}", text("label"));
         println!(
             "\tTitle: {}, Version: {}, Size: {}, Recommended: {}, Action: {}",
-            o.title,
-            o.version,
-            render::bytes(o.download_size),
-            if o.recommended { "YES" } else { "NO" },
-            o.action
+            text("title"),
+            text("version"),
+            render::bytes(o["download_size"].as_u64().unwrap_or(0)),
+            if o["recommended"] == true {
+                "YES"
+            } else {
+                "NO"
+            },
+            text("action")
+        );
+        if let Some(hold) = o["why_not_now"].as_object() {
+            println!(
+                "\tNot now [{}]: {}",
+                hold.get("code")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or_default(),
+                hold.get("cause")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs an install or a download through the running agent, its progress on `ui` from
+/// the event stream; the outcome as a local run gives it.
+async fn through_agent(
+    agent: &ferry_daemon::client::Client,
+    route: &str,
+    label: Option<&str>,
+    ui: std::sync::Arc<ProgressUi>,
+    json: bool,
+) -> Result<Option<install::InstallOutcome>, Failure> {
+    use ferry_agent::progress::ProgressSink;
+    let mut events = agent
+        .events(u64::MAX)
+        .await
+        .map_err(|e| Failure::from(e).json(json))?;
+    let follower = tokio::spawn(async move {
+        while let Some(Ok(event)) = events.next().await {
+            if let ferry_daemon::events::Event::Progress { progress, .. } = event {
+                ui.report(&progress.to_progress());
+            }
+        }
+    });
+    let answer = agent
+        .post(route, serde_json::json!({ "label": label }))
+        .await;
+    follower.abort();
+    let answer = answer.map_err(|e| crate::local::failure(e, json))?;
+    serde_json::from_value(answer["outcome"].clone()).map_err(|e| {
+        Failure::from(ferry_daemon::DaemonError::Api {
+            path: route.into(),
+            reason: e.to_string(),
+        })
+        .json(json)
+    })
+}
+
+/// `ferry download`: stage an update to install later.
+pub async fn download(a: DownloadArgs) -> Result<ExitCode, Failure> {
+    let json = a.device.json;
+    let ui = std::sync::Arc::new(ProgressUi::new(a.verbose));
+    let outcome = match crate::local::agent(&a.device.device).await {
+        Some(agent) => {
+            through_agent(&agent, "/v1/download", a.label.as_deref(), ui.clone(), json).await
+        }
+        None => {
+            let device = open(&a.device)?;
+            install::download(&device, a.label.as_deref(), ui.as_ref())
+                .await
+                .map_err(|e| crate::failure::agent_failure(e).json(json))
+        }
+    };
+    ui.finish();
+    let outcome = outcome?;
+    if json {
+        println!("{}", serde_json::json!({ "staged": outcome }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(outcome) = outcome else {
+        println!("No new software available.");
+        return Ok(ExitCode::SUCCESS);
+    };
+    print_dropped(&outcome);
+    if outcome.staged {
+        println!(
+            "Staged {} in slot {} (update {}): {} downloaded from the {} payload, verified and sealed. Install it with: ferry install {}",
+            outcome.version,
+            outcome.slot,
+            outcome.update_id,
+            render::bytes(outcome.bytes_downloaded),
+            outcome.payload_kind,
+            outcome.version,
+        );
+    } else {
+        println!(
+            "{} is already installed in slot {}: restart to use it",
+            outcome.version, outcome.slot
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
+fn print_dropped(outcome: &install::InstallOutcome) {
+    for d in &outcome.dropped {
+        println!(
+            "Dropped the update to {} [{}]: {}",
+            d.version, d.reason.code, d.reason.cause
+        );
+    }
+}
+
 pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
     let json = a.device.json;
-    let device = open(&a.device)?;
-    let ui = ProgressUi::new(a.verbose);
+    let ui = std::sync::Arc::new(ProgressUi::new(a.verbose));
     let label = if a.all { None } else { a.label.as_deref() };
-    let result = install::install(&device, label, &ui).await;
-    ui.finish();
-    let outcome = match result {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            // The checks that can explain it, run now: the cause, not only the error.
-            let diagnosis = ferry_agent::doctor::after_failure(&device, &e).await;
-            return Err(crate::failure::agent_failure(e)
-                .json(json)
-                .diagnosed(diagnosis));
+    let agent = crate::local::agent(&a.device.device).await;
+    let (result, device) = match &agent {
+        Some(agent) => (
+            through_agent(agent, "/v1/install", label, ui.clone(), json).await,
+            None,
+        ),
+        None => {
+            let device = open(&a.device)?;
+            let result = match install::install(&device, label, ui.as_ref()).await {
+                Ok(outcome) => Ok(outcome),
+                // The checks that can explain it, run now: the cause, not only the error.
+                Err(e) => {
+                    let diagnosis = ferry_agent::doctor::after_failure(&device, &e).await;
+                    Err(crate::failure::agent_failure(e)
+                        .json(json)
+                        .diagnosed(diagnosis))
+                }
+            };
+            (result, Some(device))
         }
     };
-    for w in outcome.iter().flat_map(|o| &o.warnings) {
-        eprintln!("warning[{}]: {}\n  fix: {}", w.code, w.cause, w.fix);
+    ui.finish();
+    if let Some(device) = &device
+        && (!a.restart || result.is_err())
+    {
+        deliver_queued(device).await;
+    }
+    let outcome = result?;
+    // Warnings (a torn journal tail, a corrupt state file) met in this process were shown
+    // as they were met; those the running agent met come back in the outcome.
+    if device.is_none() && !json {
+        for w in outcome.iter().flat_map(|o| &o.warnings) {
+            eprintln!("warning[{}]: {}\n  fix: {}", w.code, w.cause, w.fix);
+        }
     }
     let Some(outcome) = outcome else {
         if json {
@@ -180,6 +347,10 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
     if json {
         println!("{}", serde_json::json!({ "installed": outcome }));
     } else {
+        print_dropped(&outcome);
+        if outcome.ticket_refreshed {
+            println!("The staged update's ticket was older than the policy allows: refreshed.");
+        }
         let secs = outcome.download_secs.max(1e-9);
         println!(
             "Installed {} into slot {} (update {}) from the {} payload: {} downloaded{}{} in {:.1}s ({}/s of image), verified in {:.1}s.",
@@ -215,10 +386,19 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
         }
     }
     if a.restart {
-        print_reboot(
-            &agent_reboot::reboot(&device, false).map_err(|e| Failure::from(e).json(json))?,
-            json,
-        );
+        let outcome = match &agent {
+            Some(agent) => reboot_through(agent, false, json).await?,
+            None => {
+                let device = match device {
+                    Some(device) => device,
+                    None => open(&a.device)?,
+                };
+                let rebooted = agent_reboot::reboot(&device, false);
+                deliver_queued(&device).await;
+                rebooted.map_err(|e| Failure::from(e).json(json))?
+            }
+        };
+        print_reboot(&outcome, json);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -252,24 +432,71 @@ fn print_reboot(outcome: &agent_reboot::RebootOutcome, json: bool) {
                 outcome.running, outcome.version
             );
         }
-        (None, _) => println!(
+        (None, _) if outcome.fell_back.is_none() => println!(
             "Restarted slot {}: running {}.",
             outcome.running, outcome.version
         ),
+        (None, _) => {}
+    }
+    if let Some(fell_back) = &outcome.fell_back {
+        println!(
+            "Slot {} failed its check at boot and is no longer good: {} [{}]",
+            fell_back.from, fell_back.failure.cause, fell_back.failure.code
+        );
+        println!(
+            "Fell back to slot {}: now running {}; the next install rewrites slot {}.",
+            outcome.running, outcome.version, fell_back.from
+        );
     }
 }
 
-pub fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
+/// The simulated restart, played by the running agent.
+async fn reboot_through(
+    agent: &ferry_daemon::client::Client,
+    simulate_crash: bool,
+    json: bool,
+) -> Result<agent_reboot::RebootOutcome, Failure> {
+    let answer = agent
+        .post(
+            "/v1/reboot",
+            serde_json::json!({ "simulate_crash": simulate_crash }),
+        )
+        .await
+        .map_err(|e| crate::local::failure(e, json))?;
+    serde_json::from_value(answer["rebooted"].clone()).map_err(|e| {
+        Failure::from(ferry_daemon::DaemonError::Api {
+            path: "/v1/reboot".into(),
+            reason: e.to_string(),
+        })
+        .json(json)
+    })
+}
+
+pub async fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
     let a = r.device;
-    let device = open(&a)?;
-    let outcome = agent_reboot::reboot(&device, r.simulate_crash)
-        .map_err(|e| Failure::from(e).json(a.json))?;
+    let outcome = match crate::local::agent(&a.device).await {
+        Some(agent) => reboot_through(&agent, r.simulate_crash, a.json).await?,
+        None => {
+            let device = open(&a)?;
+            let outcome = agent_reboot::reboot(&device, r.simulate_crash);
+            // A crash before the boot check is a system that never came up: it reports
+            // nothing.
+            let crashed = outcome
+                .as_ref()
+                .is_ok_and(|o| o.failure.as_ref().is_some_and(|f| f.code == "BOOT_CRASHED"));
+            if !crashed {
+                deliver_queued(&device).await;
+            }
+            outcome.map_err(|e| Failure::from(e).json(a.json))?
+        }
+    };
     print_reboot(&outcome, a.json);
     // A fall-back is a failure; a crash the caller asked to simulate is not.
-    let fell_back = outcome
-        .failure
-        .as_ref()
-        .is_some_and(|f| f.code != "BOOT_CRASHED");
+    let fell_back = outcome.fell_back.is_some()
+        || outcome
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.code != "BOOT_CRASHED");
     Ok(if fell_back {
         ExitCode::from(1)
     } else {
@@ -277,12 +504,32 @@ pub fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
     })
 }
 
-pub fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
-    let device = open(&a)?;
-    let running = device
-        .running_slot()
-        .map_err(|e| Failure::from(e).json(a.json))?;
-    agent_reboot::boot_check(&device, running).map_err(|e| Failure::from(e).json(a.json))?;
+pub async fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
+    let running = match crate::local::agent(&a.device).await {
+        Some(agent) => {
+            let answer = agent
+                .post("/v1/boot-check", serde_json::json!({}))
+                .await
+                .map_err(|e| crate::local::failure(e, a.json))?;
+            serde_json::from_value(answer["slot"].clone()).map_err(|e| {
+                Failure::from(ferry_daemon::DaemonError::Api {
+                    path: "/v1/boot-check".into(),
+                    reason: e.to_string(),
+                })
+                .json(a.json)
+            })?
+        }
+        None => {
+            let device = open(&a)?;
+            deliver_queued(&device).await;
+            let running = device
+                .running_slot()
+                .map_err(|e| Failure::from(e).json(a.json))?;
+            agent_reboot::boot_check(&device, running)
+                .map_err(|e| Failure::from(e).json(a.json))?;
+            running
+        }
+    };
     if a.json {
         println!("{}", serde_json::json!({ "slot": running, "ok": true }));
     } else {
@@ -291,13 +538,28 @@ pub fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn audience_set(a: AudienceSetArgs) -> Result<ExitCode, Failure> {
+pub async fn audience_set(a: AudienceSetArgs) -> Result<ExitCode, Failure> {
     let json = a.device.json;
-    let mut device = open(&a.device)?;
-    let previous = device.config.audience.clone();
-    device
-        .set_audience(&a.audience)
-        .map_err(|e| Failure::from(e).json(json))?;
+    let previous = match crate::local::agent(&a.device.device).await {
+        Some(agent) => {
+            let answer = agent
+                .post(
+                    "/v1/audience",
+                    serde_json::json!({ "audience": a.audience }),
+                )
+                .await
+                .map_err(|e| crate::local::failure(e, json))?;
+            answer["previous"].as_str().unwrap_or_default().to_owned()
+        }
+        None => {
+            let mut device = open(&a.device)?;
+            let previous = device.config.audience.clone();
+            device
+                .set_audience(&a.audience)
+                .map_err(|e| Failure::from(e).json(json))?;
+            previous
+        }
+    };
     if json {
         println!(
             "{}",
@@ -309,29 +571,41 @@ pub fn audience_set(a: AudienceSetArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `status --json`: the agent's status plus the last scan.
-#[derive(serde::Serialize)]
-struct StatusView<'a> {
+/// `status --json` read back: the device's status, the last scan, the agent's state.
+#[derive(serde::Deserialize)]
+struct StatusView {
     #[serde(flatten)]
-    status: &'a agent_status::Status,
+    status: agent_status::Status,
     last_scan: Option<catalog::LastScan>,
+    agent: Option<serde_json::Value>,
 }
 
-pub fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
-    let device = open(&a)?;
-    let s = agent_status::status(&device).map_err(|e| Failure::from(e).json(a.json))?;
-    let last_scan = catalog::last_scan(&device.dir);
+pub async fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
+    let value = match crate::local::agent(&a.device).await {
+        Some(agent) => agent
+            .get("/v1/status")
+            .await
+            .map_err(|e| crate::local::failure(e, a.json))?,
+        None => {
+            let device = open(&a)?;
+            let s = agent_status::status(&device).map_err(|e| Failure::from(e).json(a.json))?;
+            ferry_daemon::status_view(&s, catalog::last_scan(&device.dir), None)
+        }
+    };
     if a.json {
-        let view = StatusView {
-            status: &s,
-            last_scan,
-        };
         println!(
             "{}",
-            serde_json::to_string_pretty(&view).unwrap_or_default()
+            serde_json::to_string_pretty(&value).unwrap_or_default()
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let view: StatusView = serde_json::from_value(value).map_err(|e| {
+        Failure::from(ferry_daemon::DaemonError::Api {
+            path: "/v1/status".into(),
+            reason: e.to_string(),
+        })
+    })?;
+    let (s, last_scan) = (view.status, view.last_scan);
     println!(
         "device {} ({}), audience {}, server {}",
         s.identity.device_id, s.identity.device_class, s.audience, s.server
@@ -378,12 +652,169 @@ pub fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
             p.version, p.slot, p.frames_done
         );
     }
+    match &view.agent {
+        None => println!("agent: not running"),
+        Some(agent) => {
+            println!(
+                "agent: running (pid {}){}{}",
+                agent["pid"],
+                if agent["suspended"] == true {
+                    ", suspended"
+                } else {
+                    ""
+                },
+                agent["job"]["kind"]
+                    .as_str()
+                    .map(|k| format!(", {k} under way"))
+                    .unwrap_or_default()
+            );
+            for offer in agent["offers"].as_array().into_iter().flatten() {
+                match offer["why_not_now"].as_object() {
+                    Some(hold) => println!(
+                        "  offer {}: not now [{}]: {}",
+                        offer["label"].as_str().unwrap_or_default(),
+                        hold.get("code")
+                            .and_then(|c| c.as_str())
+                            .unwrap_or_default(),
+                        hold.get("cause")
+                            .and_then(|c| c.as_str())
+                            .unwrap_or_default()
+                    ),
+                    None => println!(
+                        "  offer {}: next {}",
+                        offer["label"].as_str().unwrap_or_default(),
+                        offer["next"].as_str().unwrap_or_default()
+                    ),
+                }
+            }
+        }
+    }
+    print_outbox(&s.events);
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
-    let device = open(&a)?;
-    let receipts = agent_status::history(&device).map_err(|e| Failure::from(e).json(a.json))?;
+/// The outbox in `ferry status`: what is queued, what was dropped, how delivery goes.
+fn print_outbox(o: &ferry_events::OutboxStatus) {
+    let delivery = &o.state.delivery;
+    if o.queued == 0 {
+        print!("event reports: none queued");
+    } else {
+        print!(
+            "event reports: {} queued ({} terminal, {})",
+            o.queued,
+            o.terminal,
+            render::bytes(o.bytes)
+        );
+    }
+    match &delivery.last_error {
+        Some(e) => println!(
+            "; last delivery failed [{}]: {}{}",
+            e.code,
+            e.cause,
+            delivery
+                .next_attempt
+                .map(|t| format!("; next attempt after {}", t.format("%H:%M:%S UTC")))
+                .unwrap_or_default()
+        ),
+        None => println!(
+            "; {} delivered{}",
+            delivery.delivered,
+            delivery
+                .last_success
+                .map(|t| format!(", last at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default()
+        ),
+    }
+    if let Some(since) = o.state.full_since {
+        println!(
+            "event outbox FULL since {}: {} progress and {} step reports dropped (terminal reports are kept)",
+            since.format("%Y-%m-%d %H:%M:%S UTC"),
+            o.state.dropped_progress,
+            o.state.dropped_steps
+        );
+    } else if o.state.dropped_progress + o.state.dropped_steps > 0 {
+        println!(
+            "event outbox was full before: {} progress and {} step reports dropped",
+            o.state.dropped_progress, o.state.dropped_steps
+        );
+    }
+}
+
+/// `ferry deliver`: one delivery round, or rounds with the back-off for `--wait` seconds
+/// until the outbox is empty. Exit 1 when reports remain queued.
+pub async fn deliver(a: DeliverArgs) -> Result<ExitCode, Failure> {
+    use ferry_agent::report::deliver as delivery;
+    let json = a.device.json;
+    let device = open(&a.device)?;
+    let client = ferry_agent::client::Client::for_device(&device)
+        .map_err(|e| Failure::from(e).json(json))?;
+    let started = std::time::Instant::now();
+    let deadline = a
+        .wait
+        .map(|secs| started + std::time::Duration::from_secs(secs));
+    let mut total = delivery::DeliveryOutcome::default();
+    loop {
+        let round = delivery::deliver(&device, &client)
+            .await
+            .map_err(|e| Failure::from(e).json(json))?;
+        total.delivered += round.delivered;
+        total.duplicates += round.duplicates;
+        total.remaining = round.remaining;
+        total.failure = round.failure.clone();
+        total.next_attempt = round.next_attempt;
+        let Some(deadline) = deadline.filter(|_| round.remaining > 0) else {
+            break;
+        };
+        let wait = round
+            .next_attempt
+            .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+            .unwrap_or(std::time::Duration::from_millis(200));
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        tokio::time::sleep(wait.min(deadline - now)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if json {
+        println!("{}", serde_json::json!({ "delivery": total, "secs": secs }));
+    } else {
+        println!(
+            "delivered {} event report(s) ({} already on the server) in {secs:.2} s; {} queued",
+            total.delivered, total.duplicates, total.remaining
+        );
+    }
+    match (&total.failure, total.remaining) {
+        (Some(failure), n) if n > 0 => Err(Failure {
+            report: failure.clone(),
+            data: None,
+            json,
+            diagnosis: None,
+        }),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+pub async fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
+    let receipts: Vec<ferry_agent::device::Receipt> = match crate::local::agent(&a.device).await {
+        Some(agent) => {
+            let value = agent
+                .get("/v1/history")
+                .await
+                .map_err(|e| crate::local::failure(e, a.json))?;
+            serde_json::from_value(value).map_err(|e| {
+                Failure::from(ferry_daemon::DaemonError::Api {
+                    path: "/v1/history".into(),
+                    reason: e.to_string(),
+                })
+                .json(a.json)
+            })?
+        }
+        None => {
+            let device = open(&a)?;
+            agent_status::history(&device).map_err(|e| Failure::from(e).json(a.json))?
+        }
+    };
     if a.json {
         println!(
             "{}",
@@ -412,25 +843,40 @@ pub fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
 pub async fn doctor(d: DoctorArgs) -> Result<ExitCode, Failure> {
     use ferry_agent::doctor::{self, Scope, Subject};
     let a = d.device;
-    if !ferry_agent::layout::Layout::new(&a.device)
-        .identity()
-        .is_file()
-        && !ferry_agent::layout::Layout::new(&a.device)
-            .config()
-            .is_file()
-    {
+    let layout = ferry_agent::layout::Layout::new(&a.device);
+    if !layout.identity().is_file() && !layout.config().is_file() {
         let e = ferry_agent::AgentError::DeviceMissing {
             dir: a.device.clone(),
         };
         return Err(Failure::from(e).json(a.json));
     }
+    // The checks read the directory without its lock, so they run here whether or not the
+    // agent runs; repairs need the lock, so `--fix` asks the agent when it holds it.
     let mut report = doctor::run(&Subject::open(&a.device), &Scope::All).await;
     if d.fix {
-        let fixes = doctor::fix::fix(&a.device, &report).await;
-        if fixes.iter().any(|f| f.done) {
+        let fixes = match crate::local::agent(&a.device).await {
+            Some(agent) => {
+                let answer = agent
+                    .post("/v1/doctor/fix", serde_json::json!({}))
+                    .await
+                    .map_err(|e| crate::local::failure(e, a.json))?;
+                serde_json::from_value(answer["fixes"].clone()).map_err(|e| {
+                    Failure::from(ferry_daemon::DaemonError::Api {
+                        path: "/v1/doctor/fix".into(),
+                        reason: e.to_string(),
+                    })
+                    .json(a.json)
+                })?
+            }
+            None => doctor::fix::fix(&a.device, &report).await,
+        };
+        if fixes.iter().any(|f: &doctor::Fixed| f.done) {
             report = doctor::run(&Subject::open(&a.device), &Scope::All).await;
         }
         report.fixes = fixes;
+    }
+    if let Ok(device) = Device::open(&a.device) {
+        deliver_queued(&device).await;
     }
     if a.json {
         println!(

@@ -9,10 +9,33 @@ use crate::args::{DeviceArgs, FsmCommand, LogShowArgs};
 use crate::failure::Failure;
 use ferry_types::Diagnose;
 
-fn read(a: &DeviceArgs) -> Result<ferry_fsm::JournalRead, Failure> {
-    let device = Device::open(&a.device).map_err(|e| Failure::from(e).json(a.json))?;
-    let journal = ferry_fsm::read_journal(device.layout().journal_dir())
-        .map_err(|e| fsm_failure(&e).json(a.json))?;
+async fn read(a: &DeviceArgs) -> Result<ferry_fsm::JournalRead, Failure> {
+    let journal = match crate::local::agent(&a.device).await {
+        Some(agent) => {
+            let answer = agent
+                .get("/v1/journal")
+                .await
+                .map_err(|e| crate::local::failure(e, a.json))?;
+            let records: Vec<ferry_fsm::Record> = serde_json::from_value(answer["records"].clone())
+                .map_err(|e| {
+                    Failure::from(ferry_daemon::DaemonError::Api {
+                        path: "/v1/journal".into(),
+                        reason: e.to_string(),
+                    })
+                    .json(a.json)
+                })?;
+            ferry_fsm::JournalRead {
+                records,
+                torn: None,
+                rotated_out: answer["rotated_out"] == true,
+            }
+        }
+        None => {
+            let device = Device::open(&a.device).map_err(|e| Failure::from(e).json(a.json))?;
+            ferry_fsm::read_journal(device.layout().journal_dir())
+                .map_err(|e| fsm_failure(&e).json(a.json))?
+        }
+    };
     if let Some(torn) = &journal.torn {
         eprintln!(
             "warning[JOURNAL_TORN]: the end of {} is torn ({} bytes, {} records); they are skipped",
@@ -28,8 +51,8 @@ fn fsm_failure(e: &ferry_fsm::FsmError) -> Failure {
     Failure::new(e.code(), e.to_string(), e.fix())
 }
 
-pub fn show(a: LogShowArgs) -> Result<ExitCode, Failure> {
-    let journal = read(&a.device)?;
+pub async fn show(a: LogShowArgs) -> Result<ExitCode, Failure> {
+    let journal = read(&a.device).await?;
     for r in journal.records.iter().filter(|r| {
         a.fsm.as_deref().is_none_or(|f| r.fsm == f) && a.id.as_deref().is_none_or(|id| r.id == id)
     }) {
@@ -61,8 +84,8 @@ pub fn show(a: LogShowArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn replay(a: DeviceArgs) -> Result<ExitCode, Failure> {
-    let journal = read(&a)?;
+pub async fn replay(a: DeviceArgs) -> Result<ExitCode, Failure> {
+    let journal = read(&a).await?;
     let all = machines::all().map_err(|e| Failure::new(e.code(), e.to_string(), e.fix()))?;
     match ferry_fsm::replay_from(&all, &journal.records, journal.start()) {
         Ok(report) => {

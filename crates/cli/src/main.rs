@@ -3,20 +3,27 @@
 //!
 //! Exit codes: 0 success, 1 an operation failed (its code printed once), 2 bad usage.
 //!
-//! One module per group of commands (`server_cmds`, `key_cmds`, `publish_cmds`,
-//! `cache_cmd`, `device_cmds`, `log_cmds`, `tuf_cmds`, `bench`, `demo`); each returns a
-//! [`Failure`] (`failure`), which `main` renders once. They import only the leaves
-//! (`args`, `failure`, `render`, `images`; `server_cmds` also `key_cmds`), never `main`
-//! or each other.
+//! One module per group of commands (`server_cmds`, `key_cmds`, `fleet_cmds`,
+//! `publish_cmds`, `cache_cmd`, `device_cmds`, `agent_cmds`, `log_cmds`, `tuf_cmds`,
+//! `bench`, `bench_events`, `demo`); each returns a [`Failure`] (`failure`), which `main`
+//! renders once. They import only the leaves (`args`, `failure`, `render`, `images`,
+//! `local`; `server_cmds` also `key_cmds` and `fleet_cmds`, `demo` also `fleet_cmds`),
+//! never `main` or each other. Device commands go through the running agent's local API
+//! when there is one (`local`), else work on the directory.
 
+mod agent_cmds;
 mod args;
 mod bench;
+mod bench_agent;
+mod bench_events;
 mod cache_cmd;
 mod demo;
 mod device_cmds;
 mod failure;
+mod fleet_cmds;
 mod images;
 mod key_cmds;
+mod local;
 mod log_cmds;
 mod publish_cmds;
 mod render;
@@ -33,6 +40,9 @@ use failure::Failure;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
+    // Repairs the device makes on its own are shown where they happen, whichever command
+    // meets them.
+    ferry_agent::warnings::set_reporter(render::warning);
     match main_inner(cli) {
         Ok(code) => code,
         Err(failure) => {
@@ -63,22 +73,28 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Server(a) => server_cmds::server(a).await,
             Command::Publish(a) => publish_cmds::publish(a).await,
             Command::Device(args::DeviceCommand::Init(a)) => device_cmds::device_init(a).await,
-            Command::Audience(args::AudienceCommand::Set(a)) => device_cmds::audience_set(a),
+            Command::Audience(args::AudienceCommand::Set(a)) => device_cmds::audience_set(a).await,
             Command::Tuf(a) => tuf_cmds::run(a).await,
             Command::List(a) => device_cmds::list(a, false).await,
             Command::ListFull(a) => device_cmds::list(a, true).await,
             Command::Install(a) => device_cmds::install(a).await,
-            Command::Status(a) => device_cmds::status(a),
-            Command::History(a) => device_cmds::history(a),
-            Command::Reboot(a) => device_cmds::reboot(a),
+            Command::Download(a) => device_cmds::download(a).await,
+            Command::Agent(a) => agent_cmds::agent(a).await,
+            Command::Progress(a) => agent_cmds::progress(a).await,
+            Command::Status(a) => device_cmds::status(a).await,
+            Command::History(a) => device_cmds::history(a).await,
+            Command::Reboot(a) => device_cmds::reboot(a).await,
             Command::Doctor(a) => device_cmds::doctor(a).await,
             Command::PurgeCache(a) => device_cmds::purge_cache(a),
-            Command::BootCheck(a) => device_cmds::boot_check(a),
+            Command::BootCheck(a) => device_cmds::boot_check(a).await,
+            Command::Deliver(a) => device_cmds::deliver(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(args::BenchCommand::Personalize(a)) => bench::personalize(a).await,
+            Command::Bench(args::BenchCommand::Events(a)) => bench_events::run(a).await,
+            Command::Bench(args::BenchCommand::Agent(a)) => bench_agent::agent(a).await,
             Command::Cache(a) => cache_cmd::cache(a).await,
-            Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a),
-            Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a),
+            Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a).await,
+            Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a).await,
             Command::Fsm(c) => log_cmds::fsm(c),
         }
     })
@@ -87,6 +103,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
 fn init_tracing(cli: &Cli) {
     let default = match cli.command {
         Command::Server(_) => "info,tower_http=info",
+        Command::Agent(args::AgentArgs { command: None, .. }) => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")

@@ -109,6 +109,15 @@ pub fn doctor(report: &ferry_agent::doctor::DoctorReport) {
     println!("Checked in {:.2} s.", report.elapsed_ms as f64 / 1000.0);
 }
 
+/// A warning: something the device found wrong and dealt with on its own, on stderr as
+/// `warning[CODE]: cause` and `  fix: …` (also with `--json`: stdout stays the answer).
+pub fn warning(report: &Report) {
+    eprintln!(
+        "warning[{}]: {}\n  fix: {}",
+        report.code, report.cause, report.fix
+    );
+}
+
 /// Bytes for people.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];

@@ -1,5 +1,6 @@
 //! `ferry server`: run the HTTPS server, and its data-directory subcommands (`init`,
-//! `token`, `devices`, `signing-window`; `personalization-key` is in `key_cmds`).
+//! `token`, `devices`, `signing-window`; `personalization-key` is in `key_cmds`, `fleet`
+//! and `events` in `fleet_cmds`).
 
 use std::process::ExitCode;
 
@@ -19,6 +20,8 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
         Some(ServerCommand::Devices(d)) => return server_devices(d).await,
         Some(ServerCommand::SigningWindow(w)) => return signing_window(w).await,
         Some(ServerCommand::PersonalizationKey(k)) => return crate::key_cmds::run(k).await,
+        Some(ServerCommand::Fleet(f)) => return crate::fleet_cmds::fleet(f).await,
+        Some(ServerCommand::Events(e)) => return crate::fleet_cmds::events(e).await,
         None => {}
     }
     let data_path = a.data.ok_or_else(|| {
@@ -45,6 +48,7 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
             ..ferry_personalize::Policy::default()
         },
         rate_limit_per_minute: a.rate_limit,
+        silent_after: std::time::Duration::from_secs(a.silent_after),
     };
     // Secrets (CA, certificate, keys, admin token) exist before the address is printed.
     let https = Https::prepare(data, Some(addr), options).await?;

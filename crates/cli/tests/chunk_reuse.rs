@@ -1,6 +1,7 @@
 //! Issue 7's chunk reuse, end to end: a device with no tailored delta for its version
 //! downloads only the chunks its running slot lacks, in batched multi-range requests,
-//! resumes a cut download at batch granularity, fetches a corrupted chunk exactly once
+//! resumes a cut download where its batch was (checkpoints within a batch: see also
+//! `crash.rs`), fetches a corrupted chunk exactly once
 //! more before falling back to the full payload (recorded), and works with servers that
 //! refuse multi-range requests.
 

@@ -1,6 +1,8 @@
 //! Issue 3: every row of every machine's table driven for real, against a loopback
 //! server. Natural runs (install, a second install, a cut connection, a bad slot at
-//! boot) cover what they can; each failure row left is then driven by injecting a fault
+//! boot; `ferry download` then install, a stale ticket, cancels, drops for a newer
+//! release and for a closed signing window, a short `ferry agent` run) cover what they
+//! can; each failure row left is then driven by injecting a fault
 //! as the machine leaves that state (`FERRY_FAIL_IN`), and each resume row by killing
 //! the process there (`FERRY_CRASH_IN`). After every fault the device must still run
 //! 1.0 from slot a, and a plain install and reboot must bring it to 2.0. The union of
@@ -78,10 +80,61 @@ fn install_with(device: &Path, var: &str, value: &str) -> std::process::Output {
         .unwrap()
 }
 
+fn with_env(args: &[&str], var: &str, value: &str) -> std::process::Output {
+    ferry().args(args).env(var, value).output().unwrap()
+}
+
+/// The JSON a successful `--json` command printed.
+fn json_ok(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(args)).unwrap()
+}
+
+/// Bytes after which `FERRY_CANCEL_AFTER_BYTES` cancels a download: inside the payload.
+const CANCEL_AT: &str = "300000";
+
+/// Parks the update to 2.0: an install cancelled part-way (as `ferry agent cancel`
+/// does), what arrived kept.
+fn park(device: &Path, command: &str) {
+    let out = with_env(
+        &[command, "vm-2.0", "--json", "--device", s(device)],
+        "FERRY_CANCEL_AFTER_BYTES",
+        CANCEL_AT,
+    );
+    assert_eq!(json_error_code(&out), "CANCELLED", "{}", text(&out.stdout));
+    assert_eq!(update_state(device).as_deref(), Some("PARKED"));
+    on_v1(device, "parked");
+}
+
+/// Stages 2.0: downloaded, verified and sealed into slot b, which nothing boots yet.
+fn stage(device: &Path) -> serde_json::Value {
+    let out = json_ok(&["download", "vm-2.0", "--json", "--device", s(device)]);
+    let staged = out["staged"].clone();
+    assert_eq!(staged["staged"], true, "{out}");
+    assert_eq!(staged["slot"], "b", "{out}");
+    assert_eq!(update_state(device).as_deref(), Some("PRESTAGED"));
+    let st = status(device);
+    assert_eq!(st["next_boot"], "a", "a staged slot must not boot: {st}");
+    on_v1(device, "staged");
+    staged
+}
+
+/// Brings a device to where a fault in `state` of `fsm` can be injected, when an install
+/// does not pass there on its own: a parked or a staged update.
+fn put_in(device: &Path, fsm: &str, state: &str) {
+    match (fsm, state) {
+        (_, "PARKED") => park(device, "install"),
+        ("update", "PRESTAGED") => {
+            stage(device);
+        }
+        _ => {}
+    }
+}
+
 /// Leaving `state` of `fsm` fails with INJECTED_FAULT; nothing is lost.
 fn fail_in(bench: &mut Bench, fsm: &str, state: &str) {
     let why = format!("{fsm}:{state}");
     let device = bench.device();
+    put_in(&device, fsm, state);
     if state == "FAILED" {
         // Put the machine in FAILED first: a fault while streaming fails the
         // downloader, the controller and the update together.
@@ -118,11 +171,213 @@ fn fail_in(bench: &mut Bench, fsm: &str, state: &str) {
 fn crash_in(bench: &mut Bench, fsm: &str, state: &str) {
     let why = format!("{fsm}:{state} (killed)");
     let device = bench.device();
+    put_in(&device, fsm, state);
     let out = install_with(&device, "FERRY_CRASH_IN", &format!("{fsm}:{state}"));
     assert_eq!(out.status.signal(), Some(9), "{why}: not killed");
     on_v1(&device, &why);
     recovers(&device, &why);
     bench.collect(&device);
+}
+
+/// `ferry download` stages 2.0; a second download fetches nothing; `ferry install`
+/// applies it without downloading again; the slot boots.
+fn staged_then_installed(bench: &mut Bench) {
+    let device = bench.device();
+    let staged = stage(&device);
+    assert!(staged["bytes_downloaded"].as_u64() > Some(0), "{staged}");
+    let again = json_ok(&["download", "vm-2.0", "--json", "--device", s(&device)]);
+    assert_eq!(again["staged"]["bytes_downloaded"], 0, "{again}");
+    assert_eq!(update_state(&device).as_deref(), Some("PRESTAGED"));
+    let out = json_ok(&["install", "vm-2.0", "--json", "--device", s(&device)]);
+    assert_eq!(out["installed"]["bytes_downloaded"], 0, "{out}");
+    assert_eq!(out["installed"]["ticket_refreshed"], false, "{out}");
+    assert_eq!(status(&device)["next_boot"], "b");
+    ok(&["reboot", "--device", s(&device)]);
+    assert_eq!(status(&device)["version"], "2.0");
+    bench.collect(&device);
+}
+
+/// A staged update whose ticket is older than `ticket_max_age_secs` gets a fresh one
+/// before it is applied, says so, and the fresh ticket passes the boot check.
+fn stale_ticket_is_refreshed(bench: &mut Bench) {
+    let device = bench.device();
+    set_policy(&device, "[policy]\nticket_max_age_secs = 0\n");
+    stage(&device);
+    let ticket = device.join("boot/ticket-b.json");
+    let before = std::fs::read(&ticket).unwrap();
+    let out = ok(&["install", "vm-2.0", "--device", s(&device)]);
+    assert!(
+        out.contains("The staged update's ticket was older than the policy allows: refreshed."),
+        "{out}"
+    );
+    assert_ne!(
+        std::fs::read(&ticket).unwrap(),
+        before,
+        "the ticket was not replaced"
+    );
+    ok(&["reboot", "--device", s(&device)]);
+    assert_eq!(status(&device)["version"], "2.0");
+    bench.collect(&device);
+}
+
+/// An install cancelled part-way continues as a download, and a download cancelled
+/// part-way continues as an install.
+fn cancelled_then_continued(bench: &mut Bench) {
+    let device = bench.device();
+    park(&device, "install");
+    stage(&device);
+    recovers(&device, "install cancelled, then staged");
+    bench.collect(&device);
+    let device = bench.device();
+    park(&device, "download");
+    recovers(&device, "download cancelled");
+    bench.collect(&device);
+}
+
+/// A download cut by the network fails; downloads killed part-way are taken up again
+/// by a download, then by an install.
+fn downloads_that_fail_or_die(bench: &mut Bench, proxy: &Proxy) {
+    let device = bench.device();
+    proxy.set_fault(Fault::CutAfter(200_000));
+    let out = run(&["download", "vm-2.0", "--json", "--device", s(&device)]);
+    proxy.set_fault(Fault::None);
+    assert_eq!(json_error_code(&out), "PAYLOAD_TRUNCATED");
+    assert_eq!(update_state(&device).as_deref(), Some("FAILED"));
+    for _ in 0..2 {
+        let out = with_env(
+            &["download", "vm-2.0", "--device", s(&device)],
+            "FERRY_CRASH_AFTER_BYTES",
+            CANCEL_AT,
+        );
+        assert_eq!(out.status.signal(), Some(9), "not killed");
+        assert_eq!(update_state(&device).as_deref(), Some("PRESTAGING"));
+    }
+    recovers(&device, "downloads killed");
+    bench.collect(&device);
+}
+
+/// The daemon on its own: it starts, stages 2.0 (Act), holds the install back by policy
+/// (Hold), reloads its config, is suspended, restarts suspended, reloads, and resumes.
+fn the_agent_on_its_own(bench: &mut Bench) {
+    let device = bench.device();
+    set_policy(&device, "[policy]\nauto_download = true\n");
+    let agent = Agent::start(&device);
+    let held = || {
+        ok(&[
+            "log",
+            "show",
+            "--json",
+            "--fsm",
+            "scheduler",
+            "--device",
+            s(&device),
+        ])
+        .contains("AUTO_INSTALL_OFF")
+    };
+    assert!(
+        wait_for(60, held),
+        "the agent did not stage 2.0 and hold its install: {}",
+        status(&device)
+    );
+    assert_eq!(update_state(&device).as_deref(), Some("PRESTAGED"));
+    ok(&["agent", "reload", "--device", s(&device)]);
+    ok(&["agent", "suspend", "--device", s(&device)]);
+    agent.stop();
+    let agent = Agent::start(&device);
+    assert_eq!(status(&device)["agent"]["suspended"], true);
+    ok(&["agent", "reload", "--device", s(&device)]);
+    ok(&["agent", "resume", "--device", s(&device)]);
+    assert_eq!(status(&device)["agent"]["suspended"], false);
+    agent.stop();
+    recovers(&device, "staged by the agent");
+    bench.collect(&device);
+}
+
+/// The build id of the offer labelled `label`.
+fn build_of(device: &Path, label: &str) -> String {
+    let offers = json_ok(&["list", "--json", "--device", s(device)]);
+    let offer = offers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["label"] == label)
+        .unwrap_or_else(|| panic!("{label} is not offered: {offers}"));
+    offer["build_id"].as_str().unwrap().to_owned()
+}
+
+/// A staged update whose ticket must be refreshed while the server no longer signs its
+/// build is dropped, with the server's code; the slot it wrote never boots.
+fn not_signed_drops_the_staged_update(bench: &mut Bench) {
+    let device = bench.device();
+    set_policy(&device, "[policy]\nticket_max_age_secs = 0\n");
+    let id = stage(&device)["update_id"].as_str().unwrap().to_owned();
+    let build = build_of(&device, "vm-2.0");
+    let window = |action: &str| {
+        ok(&[
+            "server",
+            "signing-window",
+            "--data",
+            s(&bench.data),
+            "--class",
+            "vm",
+            "--build",
+            &build,
+            action,
+        ]);
+    };
+    window("close");
+    let out = run(&["install", "vm-2.0", "--json", "--device", s(&device)]);
+    window("open");
+    assert_eq!(json_error_code(&out), "NOT_SIGNED", "{}", text(&out.stdout));
+    assert_eq!(update_state_of(&device, &id).as_deref(), Some("DROPPED"));
+    let st = status(&device);
+    assert!(st["install_in_progress"].is_null(), "{st}");
+    assert_eq!(st["next_boot"], "a", "{st}");
+    on_v1(&device, "not signed");
+    recovers(&device, "dropped, not signed");
+    bench.collect(&device);
+}
+
+/// A staged update, and a parked one, that a newer release supersedes are dropped by
+/// the next run, which says which and why.
+fn superseded_updates_are_dropped(bench: &mut Bench) {
+    let staged = bench.device();
+    let staged_id = stage(&staged)["update_id"].as_str().unwrap().to_owned();
+    let parked = bench.device();
+    park(&parked, "install");
+    let v3 = bench.tmp.path().join("v3.img");
+    make_image(&v3, 3, MIB);
+    publish(&bench.data, &v3, "3.0");
+
+    let out = ok(&["download", "--device", s(&staged)]);
+    assert!(
+        out.contains("Dropped the update to 2.0 [SUPERSEDED]: version 3.0 supersedes the staged update to 2.0"),
+        "{out}"
+    );
+    assert!(out.contains("Staged 3.0 in slot b"), "{out}");
+    assert_eq!(
+        update_state_of(&staged, &staged_id).as_deref(),
+        Some("DROPPED")
+    );
+    ok(&["install", "vm-3.0", "--device", s(&staged)]);
+    ok(&["reboot", "--device", s(&staged)]);
+    assert_eq!(status(&staged)["version"], "3.0");
+    bench.collect(&staged);
+
+    let out = json_ok(&["install", "--all", "--json", "--device", s(&parked)]);
+    let dropped = &out["installed"]["dropped"][0];
+    assert_eq!(dropped["version"], "2.0", "{out}");
+    assert_eq!(dropped["reason"]["code"], "SUPERSEDED", "{out}");
+    assert!(
+        dropped["reason"]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("the parked update to 2.0"),
+        "{out}"
+    );
+    ok(&["reboot", "--device", s(&parked)]);
+    assert_eq!(status(&parked)["version"], "3.0");
+    bench.collect(&parked);
 }
 
 #[test]
@@ -182,6 +437,12 @@ fn every_row_of_every_table_is_driven_and_each_failure_leaves_a_device_that_reco
     );
     on_v1(&device, "damaged slot");
     bench.collect(&device);
+    // Download now, install later; cancels; the daemon's own decisions.
+    staged_then_installed(&mut bench);
+    stale_ticket_is_refreshed(&mut bench);
+    cancelled_then_continued(&mut bench);
+    downloads_that_fail_or_die(&mut bench, &proxy);
+    the_agent_on_its_own(&mut bench);
 
     // Chunk reuse, on a second server whose releases have chunked payloads: a natural
     // install (plan, batches, assembly), a fault and a kill as the downloader leaves
@@ -236,6 +497,10 @@ fn every_row_of_every_table_is_driven_and_each_failure_leaves_a_device_that_reco
             }
         }
     }
+
+    // Last, as they change what the server offers and signs: the drops.
+    not_signed_drops_the_staged_update(&mut bench);
+    superseded_updates_are_dropped(&mut bench);
 
     let missing: Vec<String> = machines
         .iter()

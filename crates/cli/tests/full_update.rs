@@ -227,7 +227,7 @@ fn every_named_error_keeps_the_device_intact() {
     let saved = std::fs::read(&config).unwrap();
     std::fs::write(&config, "server = [").unwrap();
     let out = run(&["list", "--json", "--device", s(&f.device)]);
-    assert_eq!(json_error_code(&out), "DEVICE_CORRUPT");
+    assert_eq!(json_error_code(&out), "CONFIG_INVALID");
     std::fs::write(&config, saved).unwrap();
 
     // Server unreachable: a port nothing listens on.
@@ -360,10 +360,11 @@ fn assert_failure_journaled(device: &Path, fsm: &str) {
 fn http_errors_and_stalls_fail_with_their_codes_and_are_journaled() {
     let (f, proxy) = fleet_behind_proxy(4);
 
-    // An overloaded server (503) fails the scan (the catalog refresh), naming the status.
+    // An overloaded server (503) fails the scan (the catalog refresh), naming the status:
+    // CATALOG_THROTTLED, whose Retry-After the agent's schedule honours.
     proxy.set_fault(Fault::Status(503));
     let out = run(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
-    assert_eq!(json_error_code(&out), "SERVER_UNREACHABLE");
+    assert_eq!(json_error_code(&out), "CATALOG_THROTTLED");
     assert!(text(&out.stdout).contains("503"), "{}", text(&out.stdout));
     assert_failure_journaled(&f.device, "scan");
     assert_still_on_v1(&f);

@@ -149,6 +149,81 @@ fn veritysetup_accepts_the_devices_trees() {
     }
 }
 
+fn flip_byte(slot: &Path, block: usize) {
+    let mut bytes = std::fs::read(slot).unwrap();
+    bytes[block * 4096 + 100] ^= 0x20;
+    std::fs::write(slot, bytes).unwrap();
+}
+
+/// Issue 19, item 2: a committed, running slot whose bytes change no longer boots (a real
+/// device's dm-verity fails the read): the reboot falls back to the other slot, which is
+/// good, says so and exits 1, and the damaged slot is no longer good, so the next install
+/// rewrites it. Before, the reboot booted it again and `status` said good.
+#[test]
+fn a_committed_slot_whose_bytes_change_falls_back_at_reboot() {
+    let f = fleet(2, |s| s.url());
+    install_v2(&f.device);
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["running_slot"], "b");
+    flip_byte(&f.device.join("slots/b.img"), 11);
+
+    let out = run(&["reboot", "--json", "--device", s(&f.device)]);
+    assert!(!out.status.success(), "a fall-back is a failure");
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["running"], "a", "{outcome}");
+    assert_eq!(outcome["version"], "1.0", "{outcome}");
+    assert_eq!(outcome["fell_back"]["from"], "b", "{outcome}");
+    assert_eq!(outcome["fell_back"]["failure"]["code"], "SEAL_MISMATCH");
+    let st = status(&f.device);
+    assert_eq!(st["running_slot"], "a", "{st}");
+    assert_eq!(st["version"], "1.0", "{st}");
+    assert_eq!(st["slots"][1]["good"], false, "{st}");
+    assert_eq!(st["last_boot_failure"]["slot"], "b", "{st}");
+    assert_eq!(last_failure_code(&f.device), "SEAL_MISMATCH");
+    let text_out = run(&["reboot", "--device", s(&f.device)]);
+    assert!(text_out.status.success(), "slot a boots cleanly now");
+
+    // The next install rewrites the damaged slot and it boots again.
+    install_v2(&f.device);
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["version"], "2.0");
+    ok(&["boot-check", "--device", s(&f.device)]);
+}
+
+/// With no good slot to fall back to, the reboot stops with the code of the recovery to
+/// take, and boot control is left as it was.
+#[test]
+fn a_damaged_slot_with_nothing_to_fall_back_to_names_the_recovery() {
+    let f = fleet(2, |s| s.url());
+    let before = status(&f.device);
+    flip_byte(&f.device.join("slots/a.img"), 3);
+    let out = run(&["reboot", "--json", "--device", s(&f.device)]);
+    assert!(!out.status.success());
+    let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(error["error"]["code"], "BOOT_REFLASH_REQUIRED", "{error}");
+    let cause = error["error"]["cause"].as_str().unwrap();
+    assert!(
+        cause.contains("slot a")
+            && cause.contains("block 3 is the first")
+            && cause.contains("slot b"),
+        "{cause}"
+    );
+    assert!(
+        error["error"]["fix"]
+            .as_str()
+            .unwrap()
+            .starts_with("Reflash"),
+        "{error}"
+    );
+    assert_eq!(status(&f.device), before, "boot control unchanged");
+
+    // A trial that fails its check, over a damaged primary, stops the same way.
+    install_v2(&f.device);
+    flip_byte(&f.device.join("slots/b.img"), 5);
+    let out = run(&["reboot", "--json", "--device", s(&f.device)]);
+    assert_eq!(json_error_code(&out), "BOOT_REFLASH_REQUIRED");
+}
+
 #[test]
 fn doctor_names_a_corrupt_running_slot() {
     let f = fleet(2, |s| s.url());

@@ -386,6 +386,10 @@ pub enum Warning {
     /// A state file could not be read while checking the journal against it.
     #[error("state file {} was skipped: {reason}", path.display())]
     StateUnreadable {
+        /// The machine the file is kept for (its directory's name).
+        fsm: String,
+        /// The instance id (the file's name without `.json`).
+        id: String,
         /// The state file.
         path: PathBuf,
         /// Why.

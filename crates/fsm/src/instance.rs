@@ -14,19 +14,37 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::{BLOB_PREFIX, sha256_hex};
 use crate::error::{FsmError, Warning};
-use crate::journal::{Clock, Journal, JournalConfig, JournalRead, Record, SystemClock};
+use crate::journal::{Clock, Journal, JournalConfig, JournalRead, Observer, Record, SystemClock};
 use crate::table::{Machine, is_valid_name};
 
 /// Version of the state file layout.
 pub const STATE_FORMAT: u32 = 1;
 
+/// The event of a restart record ([`Instance::restart`]): not a table event (no table name
+/// may start with `$`); replay moves the instance back to its initial state on it.
+pub const RESTART_EVENT: &str = "$restart";
+/// The action of a restart record: nothing runs.
+pub const RESTART_ACTION: &str = "$none";
+
 /// How a [`Store`] is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// Journal limits.
     pub journal: JournalConfig,
     /// Timestamps for records.
     pub clock: Arc<dyn Clock>,
+    /// Called with every record once it is durably appended.
+    pub observer: Option<Observer>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("journal", &self.journal)
+            .field("clock", &self.clock)
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl Default for StoreOptions {
@@ -34,6 +52,7 @@ impl Default for StoreOptions {
         StoreOptions {
             journal: JournalConfig::default(),
             clock: Arc::new(SystemClock),
+            observer: None,
         }
     }
 }
@@ -62,6 +81,7 @@ impl Store {
         let (mut journal, torn) = Journal::open(journal_dir, options.journal, options.clock)?;
         let mut warnings: Vec<Warning> = torn.into_iter().map(Warning::JournalTorn).collect();
         restore_lost_records(&state_dir, &mut journal, &mut warnings)?;
+        journal.set_observer(options.observer);
         Ok((
             Store {
                 state_dir,
@@ -157,6 +177,42 @@ impl Instance {
             store: store.clone(),
         };
         instance.persist()?;
+        Ok(instance)
+    }
+
+    /// Starts instance `id` afresh in the machine's initial state, whatever its state file
+    /// holds (a corrupt one is replaced), and journals it: one record from the state the
+    /// journal last had the instance in, event [`RESTART_EVENT`], to the initial state, with
+    /// `data` saying why. So a recovery that gives up on a state file still replays
+    /// ([`crate::replay`]). Durable like [`Instance::fire`]: state file, then record.
+    pub fn restart(
+        machine: Machine,
+        id: &str,
+        store: &Store,
+        data: serde_json::Value,
+    ) -> Result<Instance, FsmError> {
+        check_id(id)?;
+        let mut journal = store.lock()?;
+        let last_known = journal
+            .read()?
+            .records
+            .iter()
+            .rev()
+            .find(|r| r.fsm == machine.name() && r.id == id)
+            .and_then(|r| machine.state(&r.next))
+            .unwrap_or_else(|| machine.initial());
+        let transition = (last_known, RESTART_EVENT, RESTART_ACTION, machine.initial());
+        let record = journal.record(machine.name(), id, transition, data)?;
+        let instance = Instance {
+            machine,
+            id: id.to_string(),
+            state: machine.initial(),
+            pending: None,
+            last: Some(record.clone()),
+            store: store.clone(),
+        };
+        instance.persist()?;
+        journal.append(&record)?;
         Ok(instance)
     }
 
@@ -379,7 +435,15 @@ fn restore_lost_records(
             let bytes = fs::read(&path).map_err(state_io("read", &path))?;
             match parse_state_file(&bytes) {
                 Ok(body) => lasts.extend(body.last),
-                Err(reason) => warnings.push(Warning::StateUnreadable { path, reason }),
+                Err(reason) => warnings.push(Warning::StateUnreadable {
+                    fsm: file_name(&fsm_dir),
+                    id: path
+                        .file_stem()
+                        .map(|stem| stem.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    path,
+                    reason,
+                }),
             }
         }
     }
@@ -403,6 +467,12 @@ fn restore_lost_records(
         });
     }
     Ok(())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, FsmError> {

@@ -29,6 +29,11 @@ pub const ROTATED_MARKER: &str = "rotated";
 /// One transition as written to the journal (DESIGN §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
+    /// The record's place in the device's journal: one more than the record before it,
+    /// across rotation and restarts (a failed write may leave a gap, never a repeat).
+    /// Absent in records written before sequence numbers existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// When the transition was made (UTC, microseconds).
     #[serde(with = "timestamp")]
     pub t: DateTime<Utc>,
@@ -132,8 +137,11 @@ impl Default for JournalConfig {
     }
 }
 
+/// Called with every record once it is durably appended (a live event stream listens
+/// here; it must not block).
+pub type Observer = Arc<dyn Fn(&Record) + Send + Sync>;
+
 /// An open journal, appended to by one writer.
-#[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
     config: JournalConfig,
@@ -141,6 +149,20 @@ pub struct Journal {
     blobs: BlobStore,
     file: File,
     file_len: u64,
+    /// The sequence number of the last record built (appended or not).
+    last_seq: u64,
+    observer: Option<Observer>,
+}
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.dir)
+            .field("file_len", &self.file_len)
+            .field("last_seq", &self.last_seq)
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl Journal {
@@ -182,6 +204,7 @@ impl Journal {
             keep_files: config.keep_files.max(1),
             ..config
         };
+        let last_seq = last_seq(&dir, &bytes[..good_len])?;
         let journal = Journal {
             dir,
             config,
@@ -189,6 +212,8 @@ impl Journal {
             blobs,
             file,
             file_len: good_len as u64,
+            last_seq,
+            observer: None,
         };
         Ok((journal, torn))
     }
@@ -198,15 +223,25 @@ impl Journal {
         &self.dir
     }
 
+    /// Calls `observer` with every record appended from now on.
+    pub fn set_observer(&mut self, observer: Option<Observer>) {
+        self.observer = observer;
+    }
+
+    /// The sequence number of the last record built (0: none yet).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
     /// The journal's blob store.
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
     }
 
-    /// Builds the record of a transition made now. Data over the blob
-    /// threshold is written durably to the blob store first.
+    /// Builds the record of a transition made now, with the next sequence number. Data
+    /// over the blob threshold is written durably to the blob store first.
     pub fn record(
-        &self,
+        &mut self,
         fsm: &str,
         id: &str,
         (s, e, a, next): (&str, &str, &str, &str),
@@ -222,7 +257,9 @@ impl Journal {
         } else {
             (data, None)
         };
+        self.last_seq += 1;
         Ok(Record {
+            seq: Some(self.last_seq),
             t: self.clock.now().trunc_subsecs(6),
             fsm: fsm.to_string(),
             id: id.to_string(),
@@ -277,6 +314,12 @@ impl Journal {
             });
         }
         self.file_len += line.len() as u64;
+        if let Some(seq) = record.seq {
+            self.last_seq = self.last_seq.max(seq);
+        }
+        if let Some(observer) = &self.observer {
+            observer(record);
+        }
         if rotate {
             self.gc_blobs()?;
         }
@@ -418,6 +461,42 @@ pub fn read_journal(dir: impl AsRef<Path>) -> Result<JournalRead, FsmError> {
         torn,
         rotated_out,
     })
+}
+
+/// The highest sequence number in the journal in `dir`, whose current file holds
+/// `current` (already cut to its last good record): the current file's last numbered
+/// record, else the newest rotated file's (0 when no record has a number).
+fn last_seq(dir: &Path, current: &[u8]) -> Result<u64, FsmError> {
+    let newest = |bytes: &[u8]| {
+        bytes
+            .split(|b| *b == b'\n')
+            .rev()
+            .filter_map(|line| serde_json::from_slice::<Record>(line).ok())
+            .find_map(|record| record.seq)
+    };
+    if let Some(seq) = newest(current) {
+        return Ok(seq);
+    }
+    let mut index = 1;
+    loop {
+        let path = dir.join(file_name(index));
+        match fs::read(&path) {
+            Ok(bytes) => {
+                if let Some(seq) = newest(&bytes) {
+                    return Ok(seq);
+                }
+            }
+            Err(source) if source.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => {
+                return Err(FsmError::JournalIo {
+                    op: "read",
+                    path,
+                    source,
+                });
+            }
+        }
+        index += 1;
+    }
 }
 
 /// The journal file with rotation index `index` (0 is the current file).

@@ -75,10 +75,16 @@
 //! A crash between the state write and the journal append is repaired by
 //! [`Store::open`], which re-appends the record from the state file.
 //!
+//! A caller that cannot use a state file (corrupt) starts the instance afresh with
+//! [`Instance::restart`], which journals the restart (event [`RESTART_EVENT`]) so the
+//! journal still replays.
+//!
 //! # On disk
 //!
 //! - `journal/journal.jsonl`, then `journal.1.jsonl` … older: one JSON
-//!   line per transition, `{"t","fsm","id","s","e","a","next","data","blob"}`,
+//!   line per transition, `{"seq","t","fsm","id","s","e","a","next","data","blob"}`
+//!   (`seq` numbers records across rotation and restarts, so a reader can ask for
+//!   what came after the last record it saw),
 //!   rotated by size ([`JournalConfig`]). A torn tail (power cut mid-write,
 //!   garbage appended) is cut off at open and reported as `JOURNAL_TORN`.
 //! - `journal/blobs/<sha256 hex>`: event data larger than the threshold,
@@ -106,10 +112,12 @@ mod table;
 
 pub use blob::{BLOB_PREFIX, BlobStore, sha256_hex};
 pub use error::{FsmError, JournalTorn, TableError, Warning};
-pub use instance::{Instance, STATE_FORMAT, Step, Store, StoreOptions};
+pub use instance::{
+    Instance, RESTART_ACTION, RESTART_EVENT, STATE_FORMAT, Step, Store, StoreOptions,
+};
 pub use journal::{
-    BLOBS_DIR, CURRENT_FILE, Clock, Journal, JournalConfig, JournalRead, ROTATED_MARKER, Record,
-    SystemClock, file_name, read_journal,
+    BLOBS_DIR, CURRENT_FILE, Clock, Journal, JournalConfig, JournalRead, Observer, ROTATED_MARKER,
+    Record, SystemClock, file_name, read_journal,
 };
 pub use replay::{Divergence, DivergenceKind, ReplayReport, Start, replay, replay_from};
 pub use table::{Machine, MachineDef, Name, Row, TypedNames, unused_names};

@@ -6,6 +6,7 @@ use std::fmt;
 
 use ferry_types::Diagnose;
 
+use crate::instance::{RESTART_ACTION, RESTART_EVENT};
 use crate::journal::Record;
 use crate::table::Machine;
 
@@ -28,6 +29,9 @@ pub struct ReplayReport {
     pub n_transitions: usize,
     /// Instances that ended in a final state.
     pub n_finished: usize,
+    /// Restart records among the transitions: instances started afresh because their
+    /// state file could not be used ([`Instance::restart`](crate::Instance::restart)).
+    pub n_restarts: usize,
 }
 
 /// How a record disagrees with the table.
@@ -118,7 +122,9 @@ pub fn replay<'r>(
 
 /// Replays `records` in order: for each record, the instance must be in the
 /// record's state `s`, the table must have a row for (`s`, `e`), and that
-/// row must run `a` and go to `next`. Stops at the first divergence.
+/// row must run `a` and go to `next`. A restart record (event
+/// [`RESTART_EVENT`]) has no row: it must go to the initial state, running
+/// [`RESTART_ACTION`]. Stops at the first divergence.
 pub fn replay_from<'r>(
     machines: &[Machine],
     records: impl IntoIterator<Item = &'r Record>,
@@ -126,6 +132,7 @@ pub fn replay_from<'r>(
 ) -> Result<ReplayReport, Box<Divergence>> {
     let mut current: HashMap<(&str, &str), (Machine, &'static str)> = HashMap::new();
     let mut n_transitions = 0;
+    let mut n_restarts = 0;
     for (record_idx, record) in records.into_iter().enumerate() {
         let diverged = |kind| {
             Box::new(Divergence {
@@ -163,20 +170,24 @@ pub fn replay_from<'r>(
                 expected_state: state.to_string(),
             }));
         }
-        let row = machine
-            .row(state, &record.e)
-            .ok_or_else(|| diverged(DivergenceKind::NoRow))?;
-        if row.action != record.a {
+        let (action, next) = if record.e == RESTART_EVENT {
+            n_restarts += 1;
+            (RESTART_ACTION, machine.initial())
+        } else {
+            let row = machine
+                .row(state, &record.e)
+                .ok_or_else(|| diverged(DivergenceKind::NoRow))?;
+            (row.action, row.next)
+        };
+        if action != record.a {
             return Err(diverged(DivergenceKind::ActionDiffers {
-                table_action: row.action,
+                table_action: action,
             }));
         }
-        if row.next != record.next {
-            return Err(diverged(DivergenceKind::NextDiffers {
-                table_next: row.next,
-            }));
+        if next != record.next {
+            return Err(diverged(DivergenceKind::NextDiffers { table_next: next }));
         }
-        current.insert(key, (machine, row.next));
+        current.insert(key, (machine, next));
         n_transitions += 1;
     }
     let n_finished = current.values().filter(|(m, s)| m.is_final(s)).count();
@@ -184,5 +195,6 @@ pub fn replay_from<'r>(
         n_instances: current.len(),
         n_transitions,
         n_finished,
+        n_restarts,
     })
 }

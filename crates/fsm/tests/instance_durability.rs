@@ -60,7 +60,7 @@ fn journal_line_has_the_design_format() {
     assert_eq!(
         text,
         format!(
-            "{{\"t\":\"2026-03-20T18:51:32.924688Z\",\"fsm\":\"update\",\"id\":\"{UUID}\",\"s\":\"IDLE\",\
+            "{{\"seq\":1,\"t\":\"2026-03-20T18:51:32.924688Z\",\"fsm\":\"update\",\"id\":\"{UUID}\",\"s\":\"IDLE\",\
              \"e\":\"Start\",\"a\":\"Personalize\",\"next\":\"PERSONALIZING\",\"data\":{{\"k\":1}}}}\n"
         )
     );
@@ -208,6 +208,66 @@ fn garbled_state_file_is_state_corrupt() {
             .state(),
         "PERSONALIZING"
     );
+}
+
+/// Giving up on a corrupt state file is journaled: the instance starts afresh from the
+/// state the journal last had it in, and the journal still replays. A failure means a
+/// recovered device's own journal no longer checks (`ferry log replay` REPLAY_DIVERGED).
+#[test]
+fn a_restart_after_a_corrupt_state_file_is_journaled_and_replays() {
+    let device = Device::new();
+    let (store, _) = device.open();
+    let mut instance = Instance::start(update(), UUID, &store).expect("start");
+    instance.fire("Start", json!(null)).expect("fire");
+    instance.fire("Ticket", json!(null)).expect("fire");
+    let path = store.state_path("update", UUID);
+    fs::write(&path, b"{\"format\":1,\"state\":\"DOWNLOAD").expect("garble");
+    assert_eq!(
+        Instance::load(update(), UUID, &store)
+            .expect_err("corrupt")
+            .code(),
+        "STATE_CORRUPT"
+    );
+
+    let mut restarted =
+        Instance::restart(update(), UUID, &store, json!({"why": "corrupt"})).expect("restart");
+    assert_eq!(restarted.state(), "IDLE");
+    assert_eq!(restarted.pending_action(), None);
+    let loaded = Instance::load(update(), UUID, &store).expect("the state file is good again");
+    assert_eq!(loaded.state(), "IDLE");
+    restarted
+        .fire("Start", json!(null))
+        .expect("fire after restart");
+
+    let journal = read_journal(device.journal_dir()).expect("read");
+    let restart = &journal.records[2];
+    assert_eq!(
+        (
+            restart.s.as_str(),
+            restart.e.as_str(),
+            restart.a.as_str(),
+            restart.next.as_str()
+        ),
+        (
+            "DOWNLOADING",
+            ferry_fsm::RESTART_EVENT,
+            ferry_fsm::RESTART_ACTION,
+            "IDLE"
+        )
+    );
+    assert_eq!(restart.data, json!({"why": "corrupt"}));
+    let report = replay(&[update()], &journal.records).expect("replays");
+    assert_eq!((report.n_transitions, report.n_restarts), (4, 1));
+
+    // A restart record that does not go to the initial state is not a restart.
+    let mut forged = journal.records.clone();
+    forged[2].next = "PREPARING".into();
+    let divergence = replay(&[update()], &forged).expect_err("diverges");
+    assert_eq!(divergence.record_idx, 2);
+    // Without the restart record the journal does not replay (the fault this fixes).
+    let mut without = journal.records.clone();
+    without.remove(2);
+    assert!(replay(&[update()], &without).is_err());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use chrono::Utc;
 use ferry_personalize::{EnrollmentToken, Refusal, check_identity};
@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::ServerError;
-use crate::devices::DeviceRow;
 use crate::personalize::{Service, bearer};
 
 /// Body of `POST /v1/enroll`.
@@ -50,7 +49,6 @@ pub struct SigningWindow {
 pub fn routes(service: Service) -> Router {
     let admin = Router::new()
         .route("/v1/admin/enrollment-tokens", post(new_token))
-        .route("/v1/admin/devices", get(devices))
         .route("/v1/admin/devices/{device_id}/revoke", post(revoke))
         .route("/v1/admin/signing-windows", post(signing_window))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -63,7 +61,8 @@ pub fn routes(service: Service) -> Router {
         .with_state(service)
 }
 
-async fn require_admin(
+/// The admin token check of every `/v1/admin/…` route and `/metrics`.
+pub(crate) async fn require_admin(
     State(service): State<Service>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -121,10 +120,6 @@ async fn enroll(
 async fn new_token(State(service): State<Service>) -> Result<Json<serde_json::Value>, ServerError> {
     let token = service.inner.data.db.create_enrollment_token().await?;
     Ok(Json(json!({ "token": token.as_str() })))
-}
-
-async fn devices(State(service): State<Service>) -> Result<Json<Vec<DeviceRow>>, ServerError> {
-    Ok(Json(service.inner.data.db.devices().await?))
 }
 
 async fn revoke(

@@ -118,6 +118,16 @@ pub enum ServerError {
         /// What is wrong.
         cause: String,
     },
+    /// An event batch or report the server refuses (REPORT_INVALID,
+    /// REPORT_VERSION_UNSUPPORTED, REPORT_OTHER_DEVICE).
+    #[error(transparent)]
+    Report(#[from] ferry_events::ReportInvalid),
+    /// A request body over the route's limit.
+    #[error("the request body is larger than the {limit} bytes this route accepts")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// Local I/O failed.
     #[error("I/O failed while {op}: {source}")]
     Io {
@@ -154,6 +164,8 @@ impl Diagnose for ServerError {
             ServerError::Secrets { .. } => "SERVER_SECRETS",
             ServerError::KeySet(e) => e.code(),
             ServerError::KeySetUnusable { .. } => "KEYSET_UNUSABLE",
+            ServerError::Report(e) => e.code(),
+            ServerError::BodyTooLarge { .. } => "BODY_TOO_LARGE",
         }
     }
 
@@ -200,6 +212,10 @@ impl Diagnose for ServerError {
                 "Check the files under the data directory's pki/ and keys-online/ (or remove them to make new ones, then give devices the new CA)".into()
             }
             ServerError::KeySet(e) => e.fix(),
+            ServerError::Report(e) => e.fix(),
+            ServerError::BodyTooLarge { .. } => {
+                "Send smaller requests (a device sends at most 50 reports of 256 KiB per batch)".into()
+            }
             ServerError::KeySetUnusable { .. } => {
                 "Restore DATA/keys-online/personalization/ and DATA/tuf/targets/ from backup, or publish a new key with `ferry server personalization-key rotate --data DIR --keys OFFLINE_KEYS`".into()
             }
@@ -230,6 +246,11 @@ impl ServerError {
             | ServerError::AdminTokenInvalid
             | ServerError::EnrollmentTokenInvalid => StatusCode::UNAUTHORIZED,
             ServerError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ServerError::Report(ferry_events::ReportInvalid::OtherDevice { .. }) => {
+                StatusCode::FORBIDDEN
+            }
+            ServerError::Report(_) => StatusCode::BAD_REQUEST,
+            ServerError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -240,9 +261,12 @@ impl ServerError {
 impl IntoResponse for ServerError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let code = crate::metrics::ErrorCode(self.code());
         if let ServerError::Refused(refusal) = &self {
             // Refusals carry their data: {code, cause, fix, data}.
-            return (status, axum::Json(refusal)).into_response();
+            let mut response = (status, axum::Json(refusal)).into_response();
+            response.extensions_mut().insert(code);
+            return response;
         }
         let mut report = self.report();
         if status.is_server_error() {
@@ -250,6 +274,7 @@ impl IntoResponse for ServerError {
             report.cause = "the server hit an internal error; its log has the detail".into();
         }
         let mut response = (status, axum::Json(report)).into_response();
+        response.extensions_mut().insert(code);
         if let ServerError::RangeNotSatisfiable { size } = self
             && let Ok(v) = format!("bytes */{size}").parse()
         {
@@ -335,6 +360,8 @@ mod tests {
             ServerError::Overloaded { cause: "c".into() },
             ServerError::Secrets { cause: "c".into() },
             ServerError::KeySetUnusable { cause: "c".into() },
+            ServerError::BodyTooLarge { limit: 1 },
+            ServerError::Report(ferry_events::ReportInvalid::Batch { why: "w".into() }),
             ServerError::Io {
                 op: "reading",
                 source: std::io::Error::other("x"),

@@ -11,6 +11,10 @@
 //! trust only what its metadata signs, served under `/tuf/metadata/` and `/tuf/targets/`;
 //! `/v1/releases` remains for operators and scripts.
 //!
+//! Event reports ([`events`], [`fleet`], [`metrics`]): `POST /v1/events` stores each
+//! device's reports once per sequence and folds them into its current state; the fleet
+//! read side, the silent-device watch, the per-class phase rates and `GET /metrics`.
+//!
 //! Personalization ([`personalize`], [`enroll`], [`devices`]): enrollment tokens,
 //! device credentials, the signing service and its admin endpoints. Everything is served
 //! over HTTPS ([`pki`]): the CA, server certificate, online keys and admin token are made
@@ -30,7 +34,10 @@ mod delta;
 pub mod devices;
 pub mod enroll;
 mod error;
+pub mod events;
+pub mod fleet;
 pub mod keyset;
+pub mod metrics;
 pub mod personalize;
 pub mod pki;
 mod preflight;
@@ -94,6 +101,10 @@ pub struct Https {
     pub secrets: Secrets,
     /// The personalization service.
     pub service: Service,
+    /// Event ingest and the fleet's read side.
+    pub events: events::Events,
+    /// This replica's metrics.
+    pub metrics: metrics::Metrics,
 }
 
 impl Https {
@@ -117,20 +128,35 @@ impl Https {
             secrets.admin_token.clone(),
             options,
         );
+        let metrics = metrics::Metrics::new();
+        let events = events::Events::new(service.clone(), metrics.clone());
         Ok(Https {
             data,
             secrets,
             service,
+            events,
+            metrics,
         })
     }
 
-    /// The whole HTTP surface: catalog, personalization, enrollment, admin.
+    /// The whole HTTP surface: catalog, personalization, enrollment, events, admin,
+    /// metrics; every request timed for `/metrics`.
     pub fn router(&self) -> axum::Router {
-        app(self.data.clone()).merge(
-            personalize::routes(self.service.clone())
-                .merge(enroll::routes(self.service.clone()))
-                .layer(tower_http::trace::TraceLayer::new_for_http()),
-        )
+        let admin = events::admin_routes(self.events.clone()).route_layer(
+            axum::middleware::from_fn_with_state(self.service.clone(), enroll::require_admin),
+        );
+        app(self.data.clone())
+            .merge(
+                personalize::routes(self.service.clone())
+                    .merge(enroll::routes(self.service.clone()))
+                    .merge(events::routes(self.events.clone()))
+                    .merge(admin)
+                    .layer(tower_http::trace::TraceLayer::new_for_http()),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                self.metrics.clone(),
+                metrics::observe,
+            ))
     }
 
     /// Serves HTTPS on `listener` until `shutdown` completes, then finishes in-flight
@@ -152,6 +178,11 @@ impl Https {
             self.service.clone(),
             tuf::CatalogPaths::new(&self.data.path, None),
         ));
+        let silence_task = tokio::spawn(events::watch_silence(
+            self.data.db.clone(),
+            self.metrics.clone(),
+            self.service.inner.options.silent_after,
+        ));
         tracing::info!(%addr, data = %self.data.path.display(), "ferry server listening (https)");
         let router = self.router();
         let listener =
@@ -166,6 +197,7 @@ impl Https {
             .await;
         timestamp_task.abort();
         key_task.abort();
+        silence_task.abort();
         served.map_err(|source| ServerError::Io {
             op: "serving HTTPS",
             source,

@@ -31,6 +31,9 @@ pub struct ServiceOptions {
     pub policy: Policy,
     /// Ticket requests one device may make per minute (per replica).
     pub rate_limit_per_minute: u32,
+    /// How long a device with an update in progress may go without reporting before the
+    /// fleet shows it silent.
+    pub silent_after: std::time::Duration,
 }
 
 impl Default for ServiceOptions {
@@ -38,6 +41,7 @@ impl Default for ServiceOptions {
         ServiceOptions {
             policy: Policy::default(),
             rate_limit_per_minute: 60,
+            silent_after: crate::events::DEFAULT_SILENT_AFTER,
         }
     }
 }
@@ -225,13 +229,13 @@ fn check_credential(token: &str, key: &PublicKey) -> Result<Credential, ServerEr
     Ok(verify_credential(token, key)?)
 }
 
+/// The token of `Authorization: Bearer TOKEN`. The scheme is case-insensitive and may be
+/// followed by several spaces (RFC 9110 §11.1, RFC 6750 §2.1): `bearer`, `BEARER` pass.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("Bearer") && !token.is_empty()).then_some(token)
 }
 
 /// How a request's credential and identity stand against the device's enrollment, and

@@ -94,7 +94,8 @@ async fn tuf_metadata(
     let path = data.path.join(tuf::METADATA_DIR).join(&file);
     let bytes = match tokio::fs::read(&path).await {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // A name too long for the file system names no file either.
+        Err(e) if is_absent(&e) => {
             return Err(ServerError::NotFound(format!("catalog metadata {file:?}")));
         }
         Err(source) => {
@@ -135,12 +136,21 @@ async fn tuf_target(
     let path = data.path.join(tuf::TARGETS_DIR).join(&file);
     match tokio::fs::read(&path).await {
         Ok(bytes) => Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(not_found()),
+        Err(e) if is_absent(&e) => Err(not_found()),
         Err(source) => Err(ServerError::Io {
             op: "reading a catalog target",
             source,
         }),
     }
+}
+
+/// Whether a read failed because there is no such file: missing, or a name the file system
+/// cannot hold (`ENAMETOOLONG`), which names no file.
+fn is_absent(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidFilename
+    )
 }
 
 /// Streams the artifact at `key`: whole, one byte range (`206`), or several in one

@@ -12,6 +12,31 @@ use tokio::io::AsyncReadExt;
 
 use crate::ServerError;
 
+/// Longest artifact key: what S3 holds (1,024 bytes).
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest part of a key between `/`: what a local file system holds in one name
+/// (`NAME_MAX`, 255 bytes).
+pub const MAX_KEY_PART_BYTES: usize = 255;
+
+/// Whether some store could hold an object under `key`: one that cannot names no artifact,
+/// so asking for it is a 404, never a store error (a local file system answers
+/// `ENAMETOOLONG`).
+pub fn is_storable(key: &str) -> bool {
+    key.len() <= MAX_KEY_BYTES && key.split('/').all(|part| part.len() <= MAX_KEY_PART_BYTES)
+}
+
+fn not_found(key: &str) -> ServerError {
+    ServerError::NotFound(format!("artifact {:?}", truncate(key)))
+}
+
+/// The start of a key for messages (a 300-byte name is not repeated whole).
+fn truncate(key: &str) -> String {
+    match key.char_indices().nth(80) {
+        Some((at, _)) => format!("{}…", &key[..at]),
+        None => key.to_owned(),
+    }
+}
+
 /// The artifact store.
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
@@ -61,6 +86,9 @@ impl Store {
 
     /// Size of the object at `key`.
     pub async fn size(&self, key: &str) -> Result<u64, ServerError> {
+        if !is_storable(key) {
+            return Err(not_found(key));
+        }
         Ok(self.inner.head(&Key::from(key)).await?.size)
     }
 
@@ -70,6 +98,9 @@ impl Store {
         key: &str,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<BoxStream<'static, object_store::Result<Bytes>>, ServerError> {
+        if !is_storable(key) {
+            return Err(not_found(key));
+        }
         let options = GetOptions {
             range: range.map(GetRange::Bounded),
             ..Default::default()
@@ -83,6 +114,9 @@ impl Store {
 
     /// Reads a whole (small) object.
     pub async fn get_bytes(&self, key: &str) -> Result<Bytes, ServerError> {
+        if !is_storable(key) {
+            return Err(not_found(key));
+        }
         Ok(self.inner.get(&Key::from(key)).await?.bytes().await?)
     }
 }

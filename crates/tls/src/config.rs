@@ -75,6 +75,16 @@ pub enum TlsError {
         /// What rustls said.
         reason: String,
     },
+    /// The TLS handshake itself failed before any certificate was seen: what answered on
+    /// that port does not speak TLS (a plain HTTP server, another service), or closed or
+    /// refused the handshake.
+    #[error("the TLS handshake with {server} failed: {reason}")]
+    HandshakeFailed {
+        /// The server (URL or host and port) the device connected to.
+        server: String,
+        /// What went wrong, as rustls or the connection said it.
+        reason: String,
+    },
     /// A certificate, key or configuration could not be used.
     #[error("could not build the TLS configuration: {reason}")]
     Config {
@@ -90,6 +100,7 @@ impl Diagnose for TlsError {
             TlsError::NotValidNow { .. } => "TLS_CERT_NOT_VALID_NOW",
             TlsError::WrongName { .. } => "TLS_WRONG_NAME",
             TlsError::CertificateRefused { .. } => "TLS_CERT_REFUSED",
+            TlsError::HandshakeFailed { .. } => "TLS_HANDSHAKE_FAILED",
             TlsError::Config { .. } => "TLS_CONFIG",
         }
     }
@@ -107,6 +118,9 @@ impl Diagnose for TlsError {
             }
             TlsError::CertificateRefused { .. } => {
                 "Issue the server a new certificate from the CA the devices pin"
+            }
+            TlsError::HandshakeFailed { .. } => {
+                "Check the server URL's port: it must be the ferry server's HTTPS port (the one `ferry server` prints), not a plain HTTP or other service"
             }
             TlsError::Config { .. } => "Check the PEM files named in the configuration",
         };

@@ -27,9 +27,11 @@
 #![deny(missing_docs)]
 
 mod config;
+mod handshake;
 pub mod pki;
 
 pub use config::{
     CaSummary, CertFailure, InterceptionProbe, TlsError, client_config_pinned, describe_ca,
     provider, server_config,
 };
+pub use handshake::handshake_failure;

@@ -1,5 +1,5 @@
 //! Types that carry meaning across ferry, parsed once at the edge: [`Version`],
-//! [`DeviceId`], [`Identity`], [`Sha256`], the seal's [`RootHash`], and the [`Diagnose`]
+//! [`DeviceId`], [`Identity`], [`Sha256`], the seal's [`RootHash`], [`PayloadKind`], and the [`Diagnose`]
 //! contract every error honours. No I/O.
 //!
 //! Every crate uses these and no copies of them: inner code never takes a bare `String`
@@ -22,10 +22,12 @@ mod diagnose;
 mod digest;
 mod id;
 mod identity;
+mod payload;
 mod version;
 
 pub use diagnose::{Diagnose, Report};
 pub use digest::{DigestError, RootHash, Sha256, Sha256Hasher};
 pub use id::{DeviceId, IdError};
 pub use identity::{DeviceClass, DeviceClassError, Identity, MAX_DEVICE_CLASS_LEN};
+pub use payload::PayloadKind;
 pub use version::{MAX_VERSION_LEN, MAX_VERSION_PARTS, Version, VersionError};

@@ -32,6 +32,21 @@ pub const STUCK_AFTER: usize = 3;
 /// The device lock.
 pub fn lock(subject: &Subject) -> Check {
     match &subject.lock {
+        // `ferry agent` holding its device is how a device runs, not a conflict.
+        LockState::Held {
+            pid: Some(pid),
+            command: Some(command),
+        } if command.split_whitespace().any(|word| word == "agent")
+            && crate::layout::Layout::new(&subject.dir)
+                .agent_socket()
+                .exists() =>
+        {
+            Check::ok(
+                LOCK,
+                format!("the agent (process {pid}) holds the device"),
+                json!({ "pid": pid, "command": command }),
+            )
+        }
         LockState::Held { pid, command } => {
             let e = AgentError::DeviceBusy {
                 dir: subject.dir.clone(),

@@ -79,10 +79,10 @@ pub struct Cause {
 }
 
 /// What `--fix` did about one check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Fixed {
     /// The check.
-    pub check: &'static str,
+    pub check: std::borrow::Cow<'static, str>,
     /// Whether the repair was made.
     pub done: bool,
     /// What was done, or why not.

@@ -21,32 +21,43 @@ use crate::doctor::trust::KEY_SET;
 use crate::install::purge::{self, Keep};
 use crate::install::record::InstallProgress;
 
-/// Repairs what `report` found repairable on the device at `dir`.
-pub async fn fix(dir: &Path, report: &DoctorReport) -> Vec<Fixed> {
-    let wanted: Vec<&'static str> = report
+/// The checks `report` found failing and repairable.
+fn wanted(report: &DoctorReport) -> Vec<&'static str> {
+    report
         .checks
         .iter()
         .filter(|c| c.fixable && matches!(c.outcome, Outcome::Fail | Outcome::Warn))
         .map(|c| c.name)
-        .collect();
+        .collect()
+}
+
+/// Repairs what `report` found repairable on the device at `dir`.
+pub async fn fix(dir: &Path, report: &DoctorReport) -> Vec<Fixed> {
+    if wanted(report).is_empty() {
+        return Vec::new();
+    }
+    match Device::open(dir) {
+        Ok(device) => fix_device(&device, report).await,
+        Err(e) => vec![Fixed {
+            check: LOCK.into(),
+            done: false,
+            what: format!("nothing repaired: {} ({})", e, e.code()),
+        }],
+    }
+}
+
+/// Repairs what `report` found repairable on `device`, opened (and locked) by this
+/// process: the agent's `POST /v1/doctor/fix`.
+pub async fn fix_device(device: &Device, report: &DoctorReport) -> Vec<Fixed> {
+    let wanted = wanted(report);
     if wanted.is_empty() {
         return Vec::new();
     }
-    let device = match Device::open(dir) {
-        Ok(device) => device,
-        Err(e) => {
-            return vec![Fixed {
-                check: LOCK,
-                done: false,
-                what: format!("nothing repaired: {} ({})", e, e.code()),
-            }];
-        }
-    };
     let mut fixed = Vec::new();
     if wanted.contains(&CACHE) {
         fixed.push(match purge::purge(&report.cache_to_purge) {
             Ok(purged) => Fixed {
-                check: CACHE,
+                check: CACHE.into(),
                 done: true,
                 what: format!(
                     "removed {} ({} bytes): {}",
@@ -71,7 +82,7 @@ pub async fn fix(dir: &Path, report: &DoctorReport) -> Vec<Fixed> {
         let items = purge::purgeable(&device.layout(), Keep::for_record(record.as_ref()));
         fixed.push(match purge::purge(&items) {
             Ok(purged) => Fixed {
-                check: SPACE,
+                check: SPACE.into(),
                 done: true,
                 what: format!(
                     "purged {} item(s), {} bytes freed",
@@ -88,7 +99,7 @@ pub async fn fix(dir: &Path, report: &DoctorReport) -> Vec<Fixed> {
         } else {
             CATALOG
         };
-        fixed.push(refresh(&device, check, report).await);
+        fixed.push(refresh(device, check, report).await);
     }
     fixed
 }
@@ -110,14 +121,18 @@ async fn refresh(device: &Device, check: &'static str, report: &DoctorReport) ->
         return failed(check, &e);
     }
     match crate::trust::catalog::refresh(device).await {
-        Ok(catalog) => {
-            crate::trust::catalog::record(device, Ok(catalog.releases().len()));
-            let versions = catalog.versions();
+        Ok(refreshed) => {
+            crate::trust::catalog::record(
+                device,
+                Ok(refreshed.catalog.releases().len()),
+                &refreshed.warnings,
+            );
+            let versions = refreshed.catalog.versions();
             let keys = crate::trust::personalize::key_set(device)
                 .map(|set| format!("key set version {}", set.version()))
                 .unwrap_or_else(|e| format!("no key set ({})", e.code()));
             Fixed {
-                check,
+                check: check.into(),
                 done: true,
                 what: format!(
                     "refreshed the catalog (timestamp v{}, targets v{}) and took the {keys}{}",
@@ -137,7 +152,7 @@ async fn refresh(device: &Device, check: &'static str, report: &DoctorReport) ->
 
 fn failed(check: &'static str, e: &crate::AgentError) -> Fixed {
     Fixed {
-        check,
+        check: check.into(),
         done: false,
         what: format!("not repaired: {e} ({}); {}", e.code(), e.fix()),
     }

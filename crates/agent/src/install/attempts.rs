@@ -48,6 +48,7 @@ use crate::machines::controller;
 use crate::machines::downloader::{self, Event};
 use crate::offer::Offer;
 use crate::progress::{Phase, ProgressSink};
+use crate::stop::{StopReason, StopToken};
 
 /// A payload the install can try, in the order it tries them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -185,6 +186,8 @@ pub struct Attempts<'a> {
     pub sink: &'a dyn ProgressSink,
     /// The full payload's manifest: every attempt's result is checked against it.
     pub manifest: Arc<Manifest>,
+    /// Stops the download part-way (what arrived is kept).
+    pub stop: StopToken,
 }
 
 impl Attempts<'_> {
@@ -211,11 +214,23 @@ impl Attempts<'_> {
                 leaves: wrote.leaves,
             }),
             Err(error) => {
-                // The original error matters more than a failure to record it.
-                let _ = dl.fire(
-                    Event::Fail,
-                    json!({ "payload": current, "error": error.report() }),
-                );
+                // The original error matters more than a failure to record it. A stop
+                // parks the downloader; a shutdown leaves it where it is (the next start
+                // resumes, as after a crash).
+                let event = match &error {
+                    AgentError::Stopped {
+                        reason: StopReason::Shutdown,
+                        ..
+                    } => None,
+                    AgentError::Stopped { .. } => Some(Event::Cancel),
+                    _ => Some(Event::Fail),
+                };
+                if let Some(event) = event {
+                    let _ = dl.fire(
+                        event,
+                        json!({ "payload": current, "error": error.report() }),
+                    );
+                }
                 Err(error)
             }
         }
@@ -240,10 +255,25 @@ impl Attempts<'_> {
             let base = record.bytes_downloaded;
             dl.fire(Event::Begin, self.begin_data(kind, record))?;
             let started = Instant::now();
-            let mut meter = Meter::new(self.sink, kind);
+            let mut meter = Meter::new(self.sink, kind, self.stop.clone());
             let result = match kind {
-                Payload::Delta => self.delta(&client, &mut meter).await,
-                Payload::Chunks => self.chunks(&client, dl, record, &path, &mut meter).await,
+                // A delta or chunk reuse stopped part-way is dropped at an await point:
+                // it resumes as after a crash (a delta from its start, chunks from the
+                // last batch recorded).
+                Payload::Delta => {
+                    let stop = self.stop.clone();
+                    tokio::select! {
+                        result = self.delta(&client, &mut meter) => result,
+                        reason = stop.stopped() => Err(download::stopped(reason)),
+                    }
+                }
+                Payload::Chunks => {
+                    let stop = self.stop.clone();
+                    tokio::select! {
+                        result = self.chunks(&client, dl, record, &path, &mut meter) => result,
+                        reason = stop.stopped() => Err(download::stopped(reason)),
+                    }
+                }
                 Payload::Full => self.full(&client, dl, record, &path, &mut meter).await,
             };
             let received = result.as_ref().map_or(meter.received, |w| w.bytes);
@@ -461,6 +491,7 @@ impl Attempts<'_> {
             start_frame,
             &mut checkpoint,
             &mut on_bytes,
+            &self.stop,
         )
         .await?;
         Ok(Wrote {
@@ -488,6 +519,7 @@ fn missing(what: &str) -> AgentError {
 /// The bytes of the attempt under way and its progress phase.
 struct Meter<'a> {
     sink: &'a dyn ProgressSink,
+    stop: StopToken,
     action: &'static str,
     phase: Option<Phase>,
     /// Bytes this attempt received in this run.
@@ -497,7 +529,7 @@ struct Meter<'a> {
 }
 
 impl<'a> Meter<'a> {
-    fn new(sink: &'a dyn ProgressSink, kind: Payload) -> Meter<'a> {
+    fn new(sink: &'a dyn ProgressSink, kind: Payload, stop: StopToken) -> Meter<'a> {
         let action = match kind {
             Payload::Delta => "Downloading update (tailored delta)…",
             Payload::Chunks => "Downloading update (chunk reuse)…",
@@ -505,6 +537,7 @@ impl<'a> Meter<'a> {
         };
         Meter {
             sink,
+            stop,
             action,
             phase: None,
             received: 0,
@@ -533,10 +566,14 @@ impl<'a> Meter<'a> {
         self.reach(self.received + n);
     }
 
-    /// `received` bytes have arrived in this run, in all. Honours the byte crash point.
+    /// `received` bytes have arrived in this run, in all. Honours the byte crash and
+    /// cancel points.
     fn reach(&mut self, received: u64) {
         self.received = received;
         journal::bytes_received(received);
+        if journal::cancel_point().is_some_and(|at| received >= at) {
+            self.stop.stop(StopReason::Cancelled);
+        }
         let (done, at) = self.start;
         if let Some(phase) = self.phase.as_mut()
             && let Some(p) = phase.at(done + received.saturating_sub(at), false)
@@ -600,6 +637,7 @@ impl ChunkHooks for ChunkJournal<'_, '_> {
             json!({
                 "payload": Payload::Chunks,
                 "batches_done": progress.batches_done,
+                "batch_bytes_done": progress.batch_bytes_done,
                 "batches": progress.n_batches,
                 "bytes": self.record.bytes_downloaded,
                 "multi_range": progress.multi_range,

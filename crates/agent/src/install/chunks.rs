@@ -6,13 +6,16 @@
 //! every extent checked against its digest, and the caller verifies the whole slot
 //! against the full manifest and the seal as it does after a delta.
 //!
-//! Resumable at batch granularity: after each batch the cache file is synced and the
-//! number of batches done recorded ([`ChunkProgress`], in `cache/install.json`), so a cut
-//! download re-fetches at most the batch it was in. A chunk whose bytes fail their digest
-//! is fetched once more; a second failure is `CHUNK_CORRUPT` and the caller falls back to
+//! Resumable within a batch: after each batch, and every [`CHECKPOINT_BYTES`] of the batch
+//! written in order, the cache file is synced and the point reached recorded
+//! ([`ChunkProgress`]: batches done and bytes of the next one, in `cache/install.json`),
+//! so a cut or killed download re-fetches at most [`CHECKPOINT_BYTES`] plus the network
+//! read in hand (under one 1 MiB frame), however large the batch. A chunk whose bytes fail their digest is
+//! fetched once more; a second failure is `CHUNK_CORRUPT` and the caller falls back to
 //! the full payload.
 
 use std::fs::{File, OpenOptions};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -22,11 +25,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 use crate::client::Client;
-use crate::install::ranges::{self, RangeMode};
+use crate::install::ranges::{self, BatchSink, RangeMode};
 use crate::offer::ChunkedPayload;
 
 /// Most byte ranges asked in one request (servers and CDNs cap multi-range requests).
 pub const MAX_RANGES_PER_REQUEST: usize = 16;
+
+/// Bytes of a batch written in order between two checkpoints. A kill loses at most this
+/// plus the network read in hand (hyper reads at most about 400 KiB at once): under one
+/// 1 MiB payload frame, the bound the full payload's spool gives.
+pub const CHECKPOINT_BYTES: u64 = 512 << 10;
 
 /// The durable state of a chunk-reuse attempt (part of the install record).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -37,6 +45,11 @@ pub struct ChunkProgress {
     pub n_batches: usize,
     /// Batches fetched, verified and synced into the cache file, in order.
     pub batches_done: usize,
+    /// Bytes of batch `batches_done` (its ranges in order) written and synced into the
+    /// cache file: a resume asks only for the rest. Not yet verified (the whole batch is,
+    /// once complete).
+    #[serde(default)]
+    pub batch_bytes_done: u64,
     /// Bytes received, over all runs: the index each time it was fetched, chunk ranges,
     /// refused answers and re-fetches.
     pub bytes_downloaded: u64,
@@ -53,6 +66,7 @@ impl ChunkProgress {
             index_sha256,
             n_batches: 0,
             batches_done: 0,
+            batch_bytes_done: 0,
             bytes_downloaded: 0,
             multi_range: true,
             abandoned: false,
@@ -135,13 +149,15 @@ pub async fn install(
         // Another plan (first run, or the running slot changed): start the batches over.
         progress.n_batches = plan.requests.len();
         progress.batches_done = 0;
+        progress.batch_bytes_done = 0;
     }
     let resumed_from_batch = progress.batches_done;
     let done_bytes: u64 = plan.requests[..resumed_from_batch]
         .iter()
         .flatten()
         .map(|r| r.end - r.start)
-        .sum();
+        .sum::<u64>()
+        + progress.batch_bytes_done;
     hooks.planned(&plan, resumed_from_batch, done_bytes)?;
     hooks.checkpoint(progress)?;
 
@@ -163,23 +179,35 @@ pub async fn install(
     };
     for batch_idx in resumed_from_batch..plan.requests.len() {
         let batch = &plan.requests[batch_idx];
-        let mut batch_bytes = 0u64;
+        let batch_len: u64 = batch.iter().map(|r| r.end - r.start).sum();
+        let skipped = progress.batch_bytes_done.min(batch_len);
+        let rest = skip_bytes(batch, skipped);
+        let before = progress.bytes_downloaded;
+        let mut sink = CheckpointingSink {
+            hooks: &mut *hooks,
+            progress: &mut *progress,
+            cache: &cache,
+            cache_path: &paths.cache,
+            fill: BatchFill::new(&rest),
+            skipped,
+            checkpointed: skipped,
+            before,
+            received: 0,
+        };
         let fetched = ranges::fetch_batch(
             client,
             &chunked.payload.url,
             chunked.payload.size,
-            batch,
+            &rest,
             &mut mode,
             dest,
-            &mut |n| {
-                batch_bytes += n;
-                hooks.bytes(n);
-            },
+            &mut sink,
         )
         .await;
         // Bytes that arrived count, even those of a batch cut short.
+        let batch_bytes = sink.received;
         received += batch_bytes;
-        progress.bytes_downloaded += batch_bytes;
+        progress.bytes_downloaded = before + batch_bytes;
         progress.multi_range = mode == RangeMode::Multi;
         fetched?;
         // Every chunk of the batch checked; a bad one is fetched once more.
@@ -195,7 +223,10 @@ pub async fn install(
                 let chunk = &index.chunks[chunk_idx];
                 let range = chunk.payload_offset..chunk.payload_offset + chunk.compressed_len;
                 let mut single = RangeMode::Single;
-                let mut again_bytes = 0u64;
+                let mut sink = CountingSink {
+                    hooks: &mut *hooks,
+                    received: 0,
+                };
                 let again = ranges::fetch_batch(
                     client,
                     &chunked.payload.url,
@@ -203,12 +234,10 @@ pub async fn install(
                     std::slice::from_ref(&range),
                     &mut single,
                     dest,
-                    &mut |n| {
-                        again_bytes += n;
-                        hooks.bytes(n);
-                    },
+                    &mut sink,
                 )
                 .await;
+                let again_bytes = sink.received;
                 received += again_bytes;
                 progress.bytes_downloaded += again_bytes;
                 again?;
@@ -219,6 +248,7 @@ pub async fn install(
             .sync_data()
             .map_err(AgentError::io("syncing the chunk cache", &paths.cache))?;
         progress.batches_done = batch_idx + 1;
+        progress.batch_bytes_done = 0;
         hooks.checkpoint(progress)?;
     }
 
@@ -229,6 +259,120 @@ pub async fn install(
         bytes_reused,
         resumed_from_batch,
     })
+}
+
+/// Counts what arrives for the caller's progress, checkpointing nothing (a chunk fetched
+/// once more).
+struct CountingSink<'h> {
+    hooks: &'h mut dyn ChunkHooks,
+    received: u64,
+}
+
+impl BatchSink for CountingSink<'_> {
+    fn received(&mut self, n: u64) {
+        self.received += n;
+        self.hooks.bytes(n);
+    }
+
+    fn written(&mut self, _offset: u64, _len: u64) -> Result<(), AgentError> {
+        Ok(())
+    }
+}
+
+/// The sink of a batch: counts what arrives and, every [`CHECKPOINT_BYTES`] of the batch
+/// written in order, syncs the cache file and records how far the batch got.
+struct CheckpointingSink<'a> {
+    hooks: &'a mut dyn ChunkHooks,
+    progress: &'a mut ChunkProgress,
+    cache: &'a File,
+    cache_path: &'a Path,
+    /// What of the ranges asked (the batch without its first `skipped` bytes) is written.
+    fill: BatchFill,
+    /// Bytes of the batch an earlier run had made durable.
+    skipped: u64,
+    /// Bytes of the batch the last checkpoint recorded.
+    checkpointed: u64,
+    /// `progress.bytes_downloaded` before this batch.
+    before: u64,
+    received: u64,
+}
+
+impl BatchSink for CheckpointingSink<'_> {
+    fn received(&mut self, n: u64) {
+        self.received += n;
+        self.hooks.bytes(n);
+    }
+
+    fn written(&mut self, offset: u64, len: u64) -> Result<(), AgentError> {
+        self.fill.written(offset, len);
+        let done = self.skipped + self.fill.prefix();
+        if done < self.checkpointed + CHECKPOINT_BYTES {
+            return Ok(());
+        }
+        self.cache
+            .sync_data()
+            .map_err(AgentError::io("syncing the chunk cache", self.cache_path))?;
+        self.progress.batch_bytes_done = done;
+        self.progress.bytes_downloaded = self.before + self.received;
+        self.hooks.checkpoint(self.progress)?;
+        self.checkpointed = done;
+        Ok(())
+    }
+}
+
+/// Which bytes of a list of ranges have been written: each range from its start, in order
+/// within it (a part's bytes arrive in order; parts may come in any order).
+#[derive(Debug)]
+struct BatchFill {
+    ranges: Vec<Range<u64>>,
+    /// Bytes written from the start of each range.
+    filled: Vec<u64>,
+}
+
+impl BatchFill {
+    fn new(ranges: &[Range<u64>]) -> BatchFill {
+        BatchFill {
+            ranges: ranges.to_vec(),
+            filled: vec![0; ranges.len()],
+        }
+    }
+
+    /// Notes `len` bytes written at `offset`: they extend the range whose next byte that is.
+    fn written(&mut self, offset: u64, len: u64) {
+        for (range, filled) in self.ranges.iter().zip(self.filled.iter_mut()) {
+            if range.start + *filled == offset && offset < range.end {
+                *filled = (*filled + len).min(range.end - range.start);
+                return;
+            }
+        }
+    }
+
+    /// Bytes written from the start of the ranges, in order, without a gap.
+    fn prefix(&self) -> u64 {
+        let mut prefix = 0;
+        for (range, filled) in self.ranges.iter().zip(&self.filled) {
+            prefix += filled;
+            if *filled < range.end - range.start {
+                break;
+            }
+        }
+        prefix
+    }
+}
+
+/// `ranges` without their first `n` bytes (in order).
+fn skip_bytes(ranges: &[Range<u64>], mut n: u64) -> Vec<Range<u64>> {
+    let mut rest = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let len = range.end - range.start;
+        if n >= len {
+            n -= len;
+            continue;
+        }
+        rest.push(range.start + n..range.end);
+        n = 0;
+    }
+    rest
 }
 
 /// Scans the running slot for the chunks it holds (on a blocking thread: it hashes the
@@ -313,4 +457,37 @@ fn check_chunk(
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefix_of_a_batch_grows_only_without_gaps() {
+        let mut fill = BatchFill::new(&[10..20, 30..40, 50..60]);
+        assert_eq!(fill.prefix(), 0);
+        fill.written(10, 4);
+        assert_eq!(fill.prefix(), 4);
+        // The second range's part arrives first: no gap may be skipped.
+        fill.written(30, 10);
+        assert_eq!(fill.prefix(), 4);
+        fill.written(14, 6);
+        assert_eq!(fill.prefix(), 20);
+        // A write that is not the next byte of any range changes nothing.
+        fill.written(55, 1);
+        assert_eq!(fill.prefix(), 20);
+        fill.written(50, 10);
+        assert_eq!(fill.prefix(), 30);
+    }
+
+    #[test]
+    fn a_resumed_batch_asks_only_for_what_is_left() {
+        let batch = [10..20, 30..40, 50..60];
+        assert_eq!(skip_bytes(&batch, 0), batch.to_vec());
+        assert_eq!(skip_bytes(&batch, 4), vec![14..20, 30..40, 50..60]);
+        assert_eq!(skip_bytes(&batch, 10), vec![30..40, 50..60]);
+        assert_eq!(skip_bytes(&batch, 25), vec![55..60]);
+        assert_eq!(skip_bytes(&batch, 30), Vec::<Range<u64>>::new());
+    }
 }

@@ -1,8 +1,8 @@
-//! `ferry list` and `ferry install`. An install is the `controller[uuid]` machine run
-//! as a table: each action below returns the event that moves the machine on, the
-//! engine makes the new state durable before the action runs, and after a crash the
-//! controller resumes through LOADING_PERSISTED, which re-derives where to continue
-//! from durable device state.
+//! The controller's executor: an install (or a download-only run) is the
+//! `controller[uuid]` machine run as a table: each action below returns the event that
+//! moves the machine on, the engine makes the new state durable before the action runs,
+//! and after a crash the controller resumes through LOADING_PERSISTED, which re-derives
+//! where to continue from durable device state. [`crate::install::update`] starts runs.
 //!
 //! Order of durable effects, so a crash between any two leaves a bootable device and
 //! a resumable install:
@@ -19,6 +19,10 @@
 //! 5. the seal is finished and its root hash checked (frames written by an earlier,
 //!    interrupted run are re-read and re-verified, never re-downloaded);
 //! 6. receipt, slot metadata, then boot control: the slot boots next with N tries.
+//!
+//! A download-only run stops after step 5 (Hold): the install record then holds the seal
+//! (`sealed`), and a later install goes from LOADING_PERSISTED through the preconditions
+//! (and a fresh ticket when the stored one is older than the policy allows) to step 6.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,7 +31,7 @@ use std::time::Instant;
 use chrono::Utc;
 use ferry_boot::Slot;
 use ferry_payload::Manifest;
-use ferry_types::{Diagnose, Version};
+use ferry_types::Version;
 use serde::Serialize;
 use serde_json::json;
 
@@ -42,10 +46,11 @@ use crate::install::seal::LeafStore;
 use crate::install::sizing;
 use crate::journal::{Instance, Journal};
 use crate::layout;
-use crate::machines::{controller, downloader, update};
-use crate::offer::{self, Offer};
+use crate::machines::{controller, downloader};
+use crate::offer::Offer;
+use crate::policy::{self, Step};
 use crate::progress::{self, Phase, ProgressSink};
-use crate::trust::catalog;
+use crate::stop::{StopReason, StopToken};
 
 /// Namespace of update UUIDs (v5 of device id and build id).
 pub const UPDATE_NAMESPACE: uuid::Uuid =
@@ -60,7 +65,7 @@ pub fn update_id(device: &Device, build_id: &str) -> uuid::Uuid {
 }
 
 /// What an install did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct InstallOutcome {
     /// Update UUID.
     pub update_id: uuid::Uuid,
@@ -84,100 +89,63 @@ pub struct InstallOutcome {
     pub download_secs: f64,
     /// Seconds finishing the seal and verifying.
     pub verify_secs: f64,
-    /// Receipt file.
+    /// Receipt file (empty for a download-only run).
     pub receipt: String,
+    /// A download-only run: the slot is written, verified and sealed, not applied.
+    pub staged: bool,
+    /// A staged update's ticket was older than the policy allows and was replaced.
+    pub ticket_refreshed: bool,
+    /// Staged or parked updates this run dropped (a newer release superseded them).
+    #[serde(default)]
+    pub dropped: Vec<Dropped>,
     /// Warnings met on the way (a torn journal tail, a corrupt state file), with codes.
     pub warnings: Vec<ferry_types::Report>,
 }
 
-/// The offers for this device (a journaled scan).
-pub async fn list(device: &Device) -> Result<Vec<Offer>, AgentError> {
-    let mut journal = Journal::open(device)?;
-    Ok(crate::scan::scan(device, &mut journal).await?.offers)
+/// An update dropped: its staged or partly downloaded data is no longer wanted.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Dropped {
+    /// Its UUID.
+    pub update_id: uuid::Uuid,
+    /// Its version.
+    pub version: Version,
+    /// Why: SUPERSEDED (a newer release is offered) or the server's refusal (NOT_SIGNED:
+    /// its signing window closed), with cause and fix.
+    pub reason: ferry_types::Report,
 }
 
-/// Every full image for the device's class and audience (`list-full`), from a fresh scan.
-pub async fn list_full(device: &Device) -> Result<Vec<Offer>, AgentError> {
-    let catalog = catalog::refresh(device).await?;
-    let n_offers = offer::offers(
-        catalog.releases(),
-        |name| catalog.target(name),
-        device.identity.device_class.as_str(),
-        &device.config.audience,
-        &device.running_version()?,
-    )
-    .len();
-    catalog::record(device, Ok(n_offers));
-    Ok(offer::full_images(
-        catalog.releases(),
-        |name| catalog.target(name),
-        device.identity.device_class.as_str(),
-        &device.config.audience,
-    ))
+/// What a run is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Download, verify, seal and apply: the slot boots next (`ferry install`).
+    Install,
+    /// Download, verify and seal, then stop: staged for a later install (`ferry download`).
+    Download,
 }
 
-/// Installs the offer labelled `label`, or the recommended one when `label` is `None`.
-/// `Ok(None)`: nothing to install.
-pub async fn install(
-    device: &Device,
-    label: Option<&str>,
-    sink: &dyn ProgressSink,
-) -> Result<Option<InstallOutcome>, AgentError> {
-    let mut journal = Journal::open(device)?;
-    let offers = crate::scan::scan(device, &mut journal).await?.offers;
-    let chosen = match label {
-        None => offers.iter().find(|o| o.recommended).cloned(),
-        Some(l) => Some(
-            offers
-                .iter()
-                .find(|o| o.label == l)
-                .cloned()
-                .ok_or_else(|| AgentError::NoSuchLabel {
-                    label: l.to_owned(),
-                    available: offers.iter().map(|o| o.label.clone()).collect(),
-                })?,
-        ),
-    };
-    let Some(offer) = chosen else { return Ok(None) };
-    let id = update_id(device, &offer.release.build_id);
-    let id_text = id.to_string();
-    let mut update: Instance<update::Names> = journal.instance(&id_text, true)?;
-    if let Err(e) = update.fire(
-        update::Event::Install,
-        json!({ "label": offer.label, "version": offer.version }),
-    ) {
-        let _ = update.fire(update::Event::Fail, json!({ "error": e.report() }));
-        return Err(e);
-    }
-    let mut controller: Instance<controller::Names> = journal.instance(&id_text, true)?;
-    let mut run = Run::new(device, &offer, id, sink);
-    match run.drive(&mut journal, &mut controller).await {
-        Ok(()) => {
-            update.fire(
-                update::Event::Installed,
-                json!({ "slot": run.target, "receipt": run.receipt }),
-            )?;
-            let mut outcome = run.outcome()?;
-            outcome.warnings = journal.warnings.clone();
-            Ok(Some(outcome))
-        }
-        Err(e) => {
-            let report = e.report();
-            // Record the failure; if even that fails, the original error matters more.
-            let _ = controller.fire(controller::Event::Fail, json!({ "error": report }));
-            let _ = update.fire(update::Event::Fail, json!({ "error": report }));
-            Err(e)
-        }
-    }
+/// How a run ends when nothing failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Applied: the slot boots next (COMPLETED).
+    Applied,
+    /// Staged: written, verified and sealed, not applied (PREPARED, Hold).
+    Held,
 }
 
 /// One install run: what the controller's actions share.
-struct Run<'a> {
+pub(crate) struct Run<'a> {
     device: &'a Device,
     offer: &'a Offer,
     id: uuid::Uuid,
     sink: &'a dyn ProgressSink,
-    target: Slot,
+    mode: Mode,
+    stop: StopToken,
+    /// LOADING_PERSISTED found the slot staged (written, verified, sealed).
+    staged: bool,
+    /// The ticket was refreshed (a staged update's stale ticket).
+    pub(crate) ticket_refreshed: bool,
+    pub(crate) target: Slot,
     manifest: Option<(Arc<Manifest>, Vec<u8>)>,
     record: Option<InstallProgress>,
     leaves: Option<Arc<LeafStore>>,
@@ -187,21 +155,27 @@ struct Run<'a> {
     start_batch: usize,
     download_secs: f64,
     verify_secs: f64,
-    receipt: String,
+    pub(crate) receipt: String,
 }
 
 impl<'a> Run<'a> {
-    fn new(
+    pub(crate) fn new(
         device: &'a Device,
         offer: &'a Offer,
         id: uuid::Uuid,
         sink: &'a dyn ProgressSink,
+        mode: Mode,
+        stop: StopToken,
     ) -> Run<'a> {
         Run {
             device,
             offer,
             id,
             sink,
+            mode,
+            stop,
+            staged: false,
+            ticket_refreshed: false,
             target: Slot::B,
             manifest: None,
             record: None,
@@ -220,13 +194,16 @@ impl<'a> Run<'a> {
         self.device.layout().install_record()
     }
 
-    /// Runs the controller's table to COMPLETED: fire, run the action, fire what it
-    /// returns. A fresh or failed controller starts; any other state resumes.
-    async fn drive(
+    /// Runs the controller's table to COMPLETED (or to PREPARED for a download-only
+    /// run): fire, run the action, fire what it returns. A fresh or failed controller
+    /// starts; any other state resumes. A shutdown stops it between two steps with no
+    /// transition (the next start resumes, as after a crash); a cancel or a suspension
+    /// stops the download and is the caller's to record.
+    pub(crate) async fn drive(
         &mut self,
         journal: &mut Journal,
         ctl: &mut Instance<controller::Names>,
-    ) -> Result<(), AgentError> {
+    ) -> Result<Finished, AgentError> {
         use controller::{Action, Event, State};
         let mut event = if ctl.is_in(State::ACCEPTED) || ctl.is_in(State::FAILED) {
             Event::Start
@@ -235,6 +212,9 @@ impl<'a> Run<'a> {
         };
         let mut data = json!({ "update": self.id, "version": self.offer.version });
         loop {
+            if self.stop.reason() == Some(StopReason::Shutdown) {
+                return Err(self.stopped(StopReason::Shutdown, ctl.state_name()));
+            }
             let action = ctl.fire(event, data)?;
             self.sink.report(&progress::mark(
                 state_name(ctl.state_name()),
@@ -245,21 +225,58 @@ impl<'a> Run<'a> {
                 Action::LoadPersisted => self.load_persisted().await?,
                 Action::SizeAndPurge => self.size()?,
                 Action::Ready => (Event::Go, json!({})),
-                Action::Personalize => self.personalize().await?,
+                Action::CheckPrerequisites => self.check_prerequisites()?,
+                Action::Personalize => {
+                    let data = self.personalize().await?;
+                    (Event::Personalized, data)
+                }
+                Action::RefreshTicket => {
+                    let data = self.personalize().await?;
+                    self.ticket_refreshed = true;
+                    (Event::Refreshed, data)
+                }
                 Action::Download => self.download(journal).await?,
                 Action::MarkDownloaded => (Event::Go, json!({})),
                 Action::Prepare => self.prepare()?,
+                Action::Hold => {
+                    self.hold()?;
+                    ctl.complete_action()?;
+                    return Ok(Finished::Held);
+                }
                 Action::Apply => self.apply()?,
                 Action::Complete => {
                     ctl.complete_action()?;
-                    return Ok(());
+                    return Ok(Finished::Applied);
                 }
-                Action::RecordFailure => {
+                Action::Park | Action::RecordFailure => {
                     return Err(AgentError::NoAction {
-                        action: format!("RecordFailure (on {event})"),
+                        action: format!("{} (on {event})", action.name()),
                     });
                 }
             };
+        }
+    }
+
+    /// Whether the run was refreshing (or had refreshed) a staged update's ticket, which
+    /// is where a closed signing window drops the staged update.
+    pub(crate) fn ticket_refreshed_or_refreshing(&self, ctl: &Instance<controller::Names>) -> bool {
+        self.staged
+            && (self.ticket_refreshed || ctl.is_in(controller::State::PREFLIGHT_PERSONALIZE))
+    }
+
+    /// The error of a run stopped for `reason` in `state`.
+    pub(crate) fn stopped(&self, reason: StopReason, state: &'static str) -> AgentError {
+        AgentError::Stopped {
+            reason,
+            what: format!(
+                "{} of {}",
+                match self.mode {
+                    Mode::Install => "install",
+                    Mode::Download => "download",
+                },
+                self.offer.version
+            ),
+            state,
         }
     }
 
@@ -316,6 +333,20 @@ impl<'a> Run<'a> {
             });
         let target_bootable =
             state.is_good(self.target) || state.trial().is_some_and(|t| t.slot == self.target);
+        // Staged by a download-only run: written, verified and sealed; nothing to fetch.
+        if let Some(record) = resumable
+            .as_ref()
+            .filter(|p| !target_bootable && p.frames_done == manifest.frames.len())
+            .filter(|p| p.sealed.is_some())
+        {
+            self.seal = record.sealed.clone();
+            self.record = Some(record.clone());
+            self.staged = true;
+            return Ok((
+                controller::Event::Prestaged,
+                json!({ "slot": self.target, "ticket_at": record.ticket_at }),
+            ));
+        }
         if let Some(mut record) = resumable.filter(|_| !target_bootable) {
             // Frames written after the last checkpoint are still in the slot: re-verify
             // them instead of downloading them again.
@@ -364,6 +395,8 @@ impl<'a> Run<'a> {
             fallback: None,
             fallback_from: None,
             chunks: None,
+            ticket_at: None,
+            sealed: None,
         };
         ferry_durable::write_json(&path, &fresh)
             .map_err(AgentError::io("writing install progress", &path))?;
@@ -404,7 +437,7 @@ impl<'a> Run<'a> {
     /// request) and the release's seal root hash, stored beside the target slot
     /// (`boot/ticket-<slot>.json`) before anything is downloaded, so a refusal costs
     /// nothing and Apply finds the ticket in place.
-    async fn personalize(&mut self) -> Result<(controller::Event, serde_json::Value), AgentError> {
+    async fn personalize(&mut self) -> Result<serde_json::Value, AgentError> {
         let (manifest, _) = self
             .manifest
             .clone()
@@ -428,15 +461,81 @@ impl<'a> Run<'a> {
         let path = self.device.layout().ticket(self.target);
         ferry_durable::write_atomic(&path, &ticket.to_json())
             .map_err(AgentError::io("storing the ticket", &path))?;
-        Ok((
-            controller::Event::Personalized,
-            json!({
-                "build_id": release.build_id,
-                "nonce_sha256": nonce.sha256().to_string(),
-                "key_id": ticket.key_id.to_string(),
-                "ticket": path.strip_prefix(&self.device.dir).unwrap_or(&path),
-            }),
-        ))
+        if let Some(record) = self.record.as_mut() {
+            record.ticket_at = Some(Utc::now());
+            let record_path = self.device.layout().install_record();
+            ferry_durable::write_json(&record_path, record)
+                .map_err(AgentError::io("writing install progress", &record_path))?;
+        }
+        Ok(json!({
+            "build_id": release.build_id,
+            "nonce_sha256": nonce.sha256().to_string(),
+            "key_id": ticket.key_id.to_string(),
+            "ticket": path.strip_prefix(&self.device.dir).unwrap_or(&path),
+        }))
+    }
+
+    /// PREFLIGHT_PREREQUISITE: the preconditions of the `policy` for what comes next
+    /// (a download, or applying a staged update), each refusal with its own code. A
+    /// staged update goes on to Apply, or to a fresh ticket when its own is older than
+    /// the policy allows; a download-only run of a staged update has nothing left to do.
+    fn check_prerequisites(
+        &mut self,
+    ) -> Result<(controller::Event, serde_json::Value), AgentError> {
+        use controller::Event;
+        let policy = &self.device.config.policy;
+        if self.staged && self.mode == Mode::Download {
+            return Ok((Event::Held, json!({ "staged": true })));
+        }
+        let facts = self.device.facts()?;
+        let seen = json!({
+            "battery_level": facts.power.battery_level,
+            "on_ac": facts.power.on_ac,
+            "low_power_mode": facts.power.low_power_mode,
+            "metered_network": facts.metered_network,
+            "data_fs_free": facts.data_fs.free,
+        });
+        if self.staged {
+            policy::check(Step::Install, &facts, policy)?;
+            let ticket_at = self.record.as_ref().and_then(|r| r.ticket_at);
+            let age = ticket_at.map(|at| Utc::now().signed_duration_since(at).num_seconds());
+            let stale = age.is_none_or(|age| age < 0 || age as u64 >= policy.ticket_max_age_secs);
+            let event = if stale {
+                Event::Stale
+            } else {
+                Event::Prestaged
+            };
+            return Ok((event, json!({ "facts": seen, "ticket_age_secs": age })));
+        }
+        let bytes = self.offer.download_size;
+        let step = Step::Download {
+            bytes,
+            space: policy::space_needed(bytes, self.offer.image_size),
+        };
+        policy::check(step, &facts, policy)?;
+        if self.mode == Mode::Install {
+            policy::check(Step::Install, &facts, policy)?;
+        }
+        Ok((Event::Go, json!({ "facts": seen, "download_bytes": bytes })))
+    }
+
+    /// PREPARED by a download-only run (Hold): the seal goes into the install record, so
+    /// a later install applies the slot without fetching or verifying it again.
+    fn hold(&mut self) -> Result<(), AgentError> {
+        let mut record = self
+            .record
+            .clone()
+            .ok_or_else(|| missing("the install progress"))?;
+        record.sealed = Some(self.seal.clone().ok_or_else(|| missing("the seal"))?);
+        let path = self.progress_path();
+        ferry_durable::write_json(&path, &record)
+            .map_err(AgentError::io("writing install progress", &path))?;
+        self.record = Some(record);
+        self.sink.report(&progress::mark(
+            controller::State::PREPARED.name(),
+            "Update downloaded and verified: install to apply it",
+        ));
+        Ok(())
     }
 
     /// DOWNLOADING_UPDATE, 16% → 54% by payload bytes, through `downloader[uuid]`: the
@@ -460,6 +559,7 @@ impl<'a> Run<'a> {
             target: self.target,
             sink: self.sink,
             manifest,
+            stop: self.stop.clone(),
         };
         let done = attempts.run(&mut dl, record).await?;
         self.bytes_downloaded = done.bytes_downloaded;
@@ -524,8 +624,12 @@ impl<'a> Run<'a> {
             }
         };
         self.verify_secs = started.elapsed().as_secs_f64();
+        let event = match self.mode {
+            Mode::Install => controller::Event::Sealed,
+            Mode::Download => controller::Event::Held,
+        };
         Ok((
-            controller::Event::Sealed,
+            event,
             json!({ "root_hash": self.seal.as_ref().map(|s| s.root_hash.to_string()) }),
         ))
     }
@@ -600,7 +704,7 @@ impl<'a> Run<'a> {
         ))
     }
 
-    fn outcome(&self) -> Result<InstallOutcome, AgentError> {
+    pub(crate) fn outcome(&self) -> Result<InstallOutcome, AgentError> {
         let (manifest, _) = self
             .manifest
             .clone()
@@ -621,6 +725,9 @@ impl<'a> Run<'a> {
             download_secs: self.download_secs,
             verify_secs: self.verify_secs,
             receipt: self.receipt.clone(),
+            staged: self.mode == Mode::Download,
+            ticket_refreshed: self.ticket_refreshed,
+            dropped: Vec::new(),
             warnings: Vec::new(),
         })
     }
@@ -646,10 +753,14 @@ fn action_text(action: controller::Action) -> &'static str {
         Action::LoadPersisted => "Loading saved state",
         Action::SizeAndPurge => "Checking free space…",
         Action::Ready => "Ready to download",
+        Action::CheckPrerequisites => "Checking power, network and space…",
         Action::Personalize => "Personalizing update…",
+        Action::RefreshTicket => "Refreshing the staged update's ticket…",
         Action::Download => "Downloading update…",
         Action::MarkDownloaded => "Downloaded",
         Action::Prepare => "Verifying system image…",
+        Action::Hold => "Update downloaded and verified: install to apply it",
+        Action::Park => "Stopped",
         Action::Apply => "Applying update…",
         Action::Complete => "Update installed: restart to use it",
         Action::RecordFailure => "Failed",

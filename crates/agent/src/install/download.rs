@@ -23,6 +23,7 @@ use crate::AgentError;
 use crate::client::Client;
 use crate::install::seal::LeafStore;
 use crate::install::spool::Spool;
+use crate::stop::{StopReason, StopToken};
 
 /// The queue of compressed frames the decode workers share.
 type WorkQueue = Arc<Mutex<mpsc::Receiver<(usize, Vec<u8>)>>>;
@@ -53,7 +54,9 @@ pub type Checkpoint<'a> = &'a mut (dyn FnMut(usize) -> Result<(), AgentError> + 
 pub type OnBytes<'a> = &'a mut (dyn FnMut(u64) + Send);
 
 /// Streams frames `start_frame..` of the payload at `url` into `slot`, spooling what
-/// arrives in `spool_dir` until it is in the slot.
+/// arrives in `spool_dir` until it is in the slot. A stop asked on `stop` ends the stream
+/// at once; the frames already queued are written, the slot synced and the checkpoint
+/// recorded before it returns [`AgentError::Stopped`].
 #[allow(clippy::too_many_arguments)]
 pub async fn stream_into_slot(
     client: &Client,
@@ -65,6 +68,7 @@ pub async fn stream_into_slot(
     start_frame: usize,
     checkpoint: Checkpoint<'_>,
     on_bytes: OnBytes<'_>,
+    stop: &StopToken,
 ) -> Result<DownloadStats, AgentError> {
     let started = Instant::now();
     let n_frames = manifest.frames.len();
@@ -116,6 +120,7 @@ pub async fn stream_into_slot(
         checkpoint,
         on_bytes,
         &mut stats,
+        stop,
     )
     .await;
     // Workers end when the queue closes (drive dropped the sender); wait so no write
@@ -144,10 +149,17 @@ async fn drive(
     checkpoint: Checkpoint<'_>,
     on_bytes: OnBytes<'_>,
     stats: &mut DownloadStats,
+    stop: &StopToken,
 ) -> Result<(), AgentError> {
     let n_frames = manifest.frames.len();
     let start_offset = manifest.frames[start_frame].offset;
-    let (response, body_offset) = client.stream_from(url, start_offset).await?;
+    if let Some(reason) = stop.reason() {
+        return Err(stopped(reason));
+    }
+    let (response, body_offset) = tokio::select! {
+        answer = client.stream_from(url, start_offset) => answer?,
+        reason = stop.stopped() => return Err(stopped(reason)),
+    };
     let mut skip = start_offset - body_offset;
     let mut stream = response.bytes_stream();
 
@@ -160,6 +172,7 @@ async fn drive(
     let mut work_tx = Some(work_tx);
     let mut stream_error: Option<String> = None;
     let mut timed_out = false;
+    let mut stopped_by: Option<StopReason> = None;
     let mut pending_sync: Option<(tokio::task::JoinHandle<std::io::Result<()>>, usize)> = None;
 
     'stream: while watermark < n_frames {
@@ -190,7 +203,14 @@ async fn drive(
             last_checkpoint = Instant::now();
         }
         if next_frame < n_frames {
-            let Some(chunk) = stream.next().await else {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                reason = stop.stopped() => {
+                    stopped_by = Some(reason);
+                    break 'stream;
+                }
+            };
+            let Some(chunk) = next else {
                 stream_error.get_or_insert_with(|| "the connection closed".into());
                 break 'stream;
             };
@@ -255,6 +275,10 @@ async fn drive(
         finish_sync(handle, slot).await?;
     }
     sync_and_checkpoint(file, slot, watermark, checkpoint).await?;
+    if let Some(reason) = stopped_by.filter(|_| watermark < n_frames) {
+        tracing::info!(?reason, watermark, "the download stopped as asked");
+        return Err(stopped(reason));
+    }
     if watermark < n_frames {
         let expected = manifest.payload_size;
         tracing::warn!(
@@ -277,6 +301,15 @@ async fn drive(
         });
     }
     Ok(())
+}
+
+/// The download's error when it was stopped for `reason`.
+pub fn stopped(reason: StopReason) -> AgentError {
+    AgentError::Stopped {
+        reason,
+        what: "download".into(),
+        state: crate::machines::controller::State::DOWNLOADING_UPDATE.name(),
+    }
 }
 
 fn mark_done(idx: usize, done: &mut [bool], watermark: &mut usize) {

@@ -1,4 +1,4 @@
-//! `ferry list` and `ferry install`: the controller's executor ([`controller`], whose
+//! `ferry list`, `ferry install` and `ferry download` ([`update`]): the controller's executor ([`controller`], whose
 //! docs give the order of the install's durable effects), the one runner of payload
 //! attempts and its fallback rule ([`attempts`]), and the pieces an install is made of:
 //! the streaming download ([`download`], [`spool`]), tailored deltas ([`delta`]), chunk
@@ -17,6 +17,8 @@ pub mod record;
 pub mod seal;
 pub mod sizing;
 pub mod spool;
+pub mod update;
 
 pub use controller::*;
 pub use record::InstallProgress;
+pub use update::{Options, choose, download, install, list, list_full, run, run_offer};

@@ -39,6 +39,15 @@ pub struct Destination<'a> {
     pub path: &'a Path,
 }
 
+/// What a batch fetch tells its caller as it goes.
+pub trait BatchSink: Send {
+    /// `n` more body bytes arrived (multipart framing and refused answers included).
+    fn received(&mut self, n: u64);
+    /// `len` bytes at payload `offset` were written to the destination file (not yet
+    /// synced): the caller may checkpoint.
+    fn written(&mut self, offset: u64, len: u64) -> Result<(), AgentError>;
+}
+
 /// What fetching a batch did.
 #[derive(Debug, Clone, Default)]
 pub struct BatchStats {
@@ -49,8 +58,9 @@ pub struct BatchStats {
 }
 
 /// Fetches `ranges` of the artifact at `path` (of `size` bytes) into `out` at their
-/// offsets. In [`RangeMode::Multi`], a `200` or `416` answer switches `mode` to
-/// [`RangeMode::Single`] and the batch is fetched again one range per request.
+/// offsets, telling `sink` what arrives and what is written. In [`RangeMode::Multi`], a
+/// `200` or `416` answer switches `mode` to [`RangeMode::Single`] and the batch is fetched
+/// again one range per request.
 pub async fn fetch_batch(
     client: &Client,
     path: &str,
@@ -58,7 +68,7 @@ pub async fn fetch_batch(
     ranges: &[Range<u64>],
     mode: &mut RangeMode,
     out: Destination<'_>,
-    on_bytes: &mut (dyn FnMut(u64) + Send),
+    sink: &mut dyn BatchSink,
 ) -> Result<BatchStats, AgentError> {
     let mut stats = BatchStats::default();
     if *mode == RangeMode::Multi && ranges.len() > 1 {
@@ -66,10 +76,7 @@ pub async fn fetch_batch(
         stats.requests += 1;
         let status = response.status();
         if status == reqwest::StatusCode::PARTIAL_CONTENT {
-            read_partial(
-                client, path, size, ranges, response, out, on_bytes, &mut stats,
-            )
-            .await?;
+            read_partial(client, path, size, ranges, response, out, sink, &mut stats).await?;
             return Ok(stats);
         }
         if status == reqwest::StatusCode::OK || status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE
@@ -97,7 +104,7 @@ pub async fn fetch_batch(
                 std::slice::from_ref(range),
                 response,
                 out,
-                on_bytes,
+                sink,
                 &mut stats,
             )
             .await?;
@@ -127,7 +134,7 @@ async fn read_partial(
     asked: &[Range<u64>],
     response: reqwest::Response,
     out: Destination<'_>,
-    on_bytes: &mut (dyn FnMut(u64) + Send),
+    sink: &mut dyn BatchSink,
     stats: &mut BatchStats,
 ) -> Result<(), AgentError> {
     let invalid = |reason: String| AgentError::ServerInvalid {
@@ -156,11 +163,6 @@ async fn read_partial(
             }
         }
     };
-    let mut write = |offset: u64, bytes: &[u8]| {
-        out.file
-            .write_all_at(bytes, offset)
-            .map_err(AgentError::io("writing downloaded chunks", out.path))
-    };
     let mut stream = response.bytes_stream();
     let mut received = 0u64;
     while let Some(piece) = stream.next().await {
@@ -183,7 +185,13 @@ async fn read_partial(
         };
         received += piece.len() as u64;
         stats.bytes_received += piece.len() as u64;
-        on_bytes(piece.len() as u64);
+        sink.received(piece.len() as u64);
+        let mut write = |offset: u64, bytes: &[u8]| {
+            out.file
+                .write_all_at(bytes, offset)
+                .map_err(AgentError::io("writing downloaded chunks", out.path))?;
+            sink.written(offset, bytes.len() as u64)
+        };
         match &mut body {
             Body::Single { range, next } => {
                 let n = (piece.len() as u64).min(range.end - *next) as usize;

@@ -1,12 +1,15 @@
 //! The install record, `cache/install.json`: what an install in progress has made
 //! durable, so the next run resumes it (the controller reads it in LOADING_PERSISTED,
-//! the payload attempts update it as they go).
+//! the payload attempts update it as they go). A staged update (`ferry download`) is a
+//! record whose slot is complete and sealed (`sealed`), waiting for an install.
 
 use ferry_boot::Slot;
 use ferry_types::{Sha256, Version};
 use serde::{Deserialize, Serialize};
 
-use crate::device::PayloadKind;
+use chrono::{DateTime, Utc};
+
+use crate::device::{PayloadKind, SlotSeal};
 use crate::install::chunks::ChunkProgress;
 
 /// The resume record of an install in progress (`cache/install.json`).
@@ -41,6 +44,14 @@ pub struct InstallProgress {
     /// The chunk-reuse attempt, once begun: batches done, bytes, whether abandoned.
     #[serde(default)]
     pub chunks: Option<ChunkProgress>,
+    /// When the ticket stored beside the slot was obtained (a staged update's ticket is
+    /// refreshed once older than the policy allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_at: Option<DateTime<Utc>>,
+    /// Set once a download-only run has verified and sealed the slot (the update is
+    /// staged): the seal Apply records, when an install applies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SlotSeal>,
 }
 
 fn full() -> PayloadKind {

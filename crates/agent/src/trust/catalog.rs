@@ -15,8 +15,8 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use ferry_catalog::Catalog;
-use ferry_types::Diagnose;
+use ferry_catalog::{Catalog, CatalogWarning};
+use ferry_types::{Diagnose, Report};
 use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
@@ -36,6 +36,10 @@ pub struct LastScan {
     pub result: String,
     /// Offers it found (0 when it failed).
     pub n_offers: usize,
+    /// What the scan found wrong on the device and dealt with (CATALOG_CACHE_DAMAGED,
+    /// CATALOG_CLOCK_BEHIND, CATALOG_CLOCK_AHEAD, KEYSET_DAMAGED), each with its fix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Report>,
 }
 
 /// Whether a scan should run now: a scan the user asked for always runs; a background scan
@@ -57,18 +61,48 @@ pub fn scan_due(
     elapsed < chrono::TimeDelta::zero() || elapsed.num_seconds() as u64 >= interval_secs
 }
 
-/// Refreshes the catalog into `DEVICE/tuf/`. On failure the error is recorded in
+/// A catalog freshly refreshed, and what the refresh found wrong on the device and dealt
+/// with (already reported as it was met, and recorded in `last-scan.json` by [`record`]).
+#[derive(Debug)]
+pub struct Refreshed {
+    /// The verified catalog.
+    pub catalog: Catalog,
+    /// The warnings, with codes.
+    pub warnings: Vec<Report>,
+}
+
+/// Refreshes the catalog into `DEVICE/tuf/`, on the device's clock
+/// ([`crate::trust::personalize::device_time`]). On failure the error is recorded in
 /// `last-scan.json` and the last good metadata stays as it was.
 ///
 /// The personalization key set comes with it: a verified catalog's key set replaces the
 /// trusted one ([`crate::trust::personalize::update_key_set`]), and a key set TUF refuses fails
-/// the scan.
-pub async fn refresh(device: &Device) -> Result<Catalog, AgentError> {
-    let mut result = refresh_inner(device).await;
-    if let Ok(catalog) = &result
-        && let Err(error) = crate::trust::personalize::update_key_set(device, catalog).await
-    {
-        result = Err(error);
+/// the scan. What the refresh dealt with on its own (a damaged file fetched again, a clock
+/// behind the latest known time or ahead of the server) is reported as it is met, and a
+/// repair also recorded for the doctor ([`crate::journal::record_repair`]).
+pub async fn refresh(device: &Device) -> Result<Refreshed, AgentError> {
+    let mut result = refresh_inner(device).await.map(|catalog| {
+        let warnings = catalog
+            .warnings()
+            .iter()
+            .map(|warning| {
+                let report = warning.report();
+                match warning {
+                    CatalogWarning::CacheDamaged { .. } => {
+                        crate::journal::record_repair(device, &report)
+                    }
+                    _ => crate::warnings::report(&report),
+                }
+                report
+            })
+            .collect::<Vec<_>>();
+        Refreshed { catalog, warnings }
+    });
+    if let Ok(refreshed) = &mut result {
+        match crate::trust::personalize::update_key_set(device, &refreshed.catalog).await {
+            Ok(update) => refreshed.warnings.extend(update.repaired),
+            Err(error) => result = Err(error),
+        }
     }
     if let Err(error) = &result
         && error.code() == "SERVER_UNREACHABLE"
@@ -79,7 +113,7 @@ pub async fn refresh(device: &Device) -> Result<Catalog, AgentError> {
         result = Err(tls);
     }
     if let Err(error) = &result {
-        record(device, Err(error));
+        record(device, Err(error), &[]);
     }
     result
 }
@@ -129,6 +163,9 @@ async fn fetch(layout: &Layout<'_>, config: &Config, dry_run: bool) -> Result<Ca
     let options = ferry_catalog::RefreshOptions {
         ca_pem,
         dry_run,
+        now: Some(
+            Utc::now() + chrono::Duration::seconds(crate::trust::personalize::clock_offset(config)),
+        ),
         ..Default::default()
     };
     Catalog::refresh_with(
@@ -142,9 +179,9 @@ async fn fetch(layout: &Layout<'_>, config: &Config, dry_run: bool) -> Result<Ca
     .map_err(AgentError::from)
 }
 
-/// Records the outcome of a scan in `last-scan.json` (best effort: a scan is not failed for
-/// want of its record, the failure is logged).
-pub fn record(device: &Device, outcome: Result<usize, &AgentError>) {
+/// Records the outcome of a scan and its warnings in `last-scan.json` (best effort: a scan
+/// is not failed for want of its record, the failure is logged).
+pub fn record(device: &Device, outcome: Result<usize, &AgentError>, warnings: &[Report]) {
     let last = LastScan {
         at: Utc::now(),
         result: match outcome {
@@ -152,6 +189,7 @@ pub fn record(device: &Device, outcome: Result<usize, &AgentError>) {
             Err(error) => error.code().to_owned(),
         },
         n_offers: outcome.unwrap_or(0),
+        warnings: warnings.to_vec(),
     };
     let path = device.layout().last_scan();
     if let Err(error) = ferry_durable::write_json(&path, &last) {

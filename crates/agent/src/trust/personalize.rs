@@ -23,7 +23,7 @@ use ferry_personalize::{
     BuildId, Component, Expectation, KEY_SET_TARGET, KeySet, Nonce, SignedTicket, TicketRequest,
     verify,
 };
-use ferry_types::{RootHash, Sha256};
+use ferry_types::{Diagnose, Report, RootHash, Sha256};
 
 use crate::AgentError;
 use crate::client::Client;
@@ -67,7 +67,7 @@ fn stored_key_set(device: &Device) -> Result<Option<(KeySet, Vec<u8>)>, AgentErr
             });
         }
     };
-    let set = KeySet::from_bytes(&bytes).map_err(|e| AgentError::DeviceCorrupt {
+    let set = KeySet::from_bytes(&bytes).map_err(|e| AgentError::KeySetDamaged {
         path,
         reason: e.to_string(),
     })?;
@@ -75,7 +75,8 @@ fn stored_key_set(device: &Device) -> Result<Option<(KeySet, Vec<u8>)>, AgentErr
 }
 
 /// The personalization key set the device trusts: tickets signed by any of its keys pass,
-/// any other key is `TICKET_KEY_NOT_TRUSTED`. `KEYSET_MISSING` before the first scan.
+/// any other key is `TICKET_KEY_NOT_TRUSTED`. `KEYSET_MISSING` before the first scan,
+/// `KEYSET_DAMAGED` when the file no longer parses (the next scan takes it again).
 pub fn key_set(device: &Device) -> Result<KeySet, AgentError> {
     stored_key_set(device)?
         .map(|(set, _)| set)
@@ -84,23 +85,57 @@ pub fn key_set(device: &Device) -> Result<KeySet, AgentError> {
         })
 }
 
+/// What [`update_key_set`] did.
+#[derive(Debug, Clone)]
+pub struct KeySetUpdate {
+    /// The set now trusted (`None`: the catalog lists none and none was stored).
+    pub set: Option<KeySet>,
+    /// A stored set that was damaged and taken again from the catalog (`KEYSET_DAMAGED`,
+    /// reported and recorded as a repair).
+    pub repaired: Vec<Report>,
+}
+
 /// Takes the key set from a freshly verified catalog: the target [`KEY_SET_TARGET`],
 /// downloaded only when its signed digest differs from the stored set's, checked by TUF
 /// (length and SHA-256), parsed, refused if older than the trusted set, then stored
-/// durably. Returns the set now trusted (`None`: the catalog lists none and none was
-/// stored). On any failure the trusted set stays as it was.
+/// durably. On any failure the trusted set stays as it was.
+///
+/// A stored set that no longer parses is local damage, not a reason to re-create the
+/// device: it is replaced by the catalog's (verified by TUF, whose own version rules stand
+/// in for the older-set check then), and the repair reported and recorded.
 pub async fn update_key_set(
     device: &Device,
     catalog: &Catalog,
-) -> Result<Option<KeySet>, AgentError> {
-    let stored = stored_key_set(device)?;
+) -> Result<KeySetUpdate, AgentError> {
+    let mut repaired = Vec::new();
+    let stored = match stored_key_set(device) {
+        Err(damaged @ AgentError::KeySetDamaged { .. })
+            if catalog.target(KEY_SET_TARGET).is_some() =>
+        {
+            let report = Report {
+                code: damaged.code().to_owned(),
+                cause: format!("{damaged}; it was taken again from the verified catalog"),
+                fix: "Nothing to do for this file (it was fetched again); if damage repeats, check the device's storage".into(),
+            };
+            crate::journal::record_repair(device, &report);
+            repaired.push(report);
+            None
+        }
+        other => other?,
+    };
     let Some(target) = catalog.target(KEY_SET_TARGET) else {
-        return Ok(stored.map(|(set, _)| set));
+        return Ok(KeySetUpdate {
+            set: stored.map(|(set, _)| set),
+            repaired,
+        });
     };
     if let Some((set, bytes)) = &stored
         && Sha256::of(bytes) == target.sha256
     {
-        return Ok(Some(set.clone()));
+        return Ok(KeySetUpdate {
+            set: Some(set.clone()),
+            repaired,
+        });
     }
     let bytes = catalog.read_target(KEY_SET_TARGET).await?;
     let offered = KeySet::from_bytes(&bytes)?;
@@ -118,10 +153,14 @@ pub async fn update_key_set(
         n_keys = offered.keys().len(),
         "took the personalization key set from the catalog"
     );
-    Ok(Some(offered))
+    Ok(KeySetUpdate {
+        set: Some(offered),
+        repaired,
+    })
 }
 
-fn credential(device: &Device) -> Result<String, AgentError> {
+/// The bearer credential from enrollment (`trust/credential`).
+pub(crate) fn credential(device: &Device) -> Result<String, AgentError> {
     read_credential(&device.layout())
 }
 

@@ -2,8 +2,11 @@
 //! fault-injecting TCP proxy between device and server.
 #![allow(dead_code)]
 
+mod daemon;
 pub mod doctor;
 pub mod intercept;
+#[allow(unused_imports)]
+pub use daemon::*;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -68,10 +71,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    /// [`Server::start`] with extra `ferry server` flags.
+    pub fn start_with(data: &Path, extra: &[&str]) -> Server {
         let mut child = ferry()
             .args(["server", "--data"])
             .arg(data)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -86,6 +86,7 @@ impl Device {
         let options = StoreOptions {
             journal: self.config,
             clock: self.clock.clone(),
+            observer: None,
         };
         Store::open(self.journal_dir(), self.state_dir(), options).expect("store opens")
     }

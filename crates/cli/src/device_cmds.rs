@@ -875,8 +875,30 @@ pub async fn doctor(d: DoctorArgs) -> Result<ExitCode, Failure> {
         }
         report.fixes = fixes;
     }
-    if let Ok(device) = Device::open(&a.device) {
-        deliver_queued(&device).await;
+    // The result is an event report too (the fleet sees why a device is not updating).
+    match crate::local::agent(&a.device).await {
+        Some(agent) => {
+            let cause = report.cause.as_ref().map(|c| {
+                serde_json::json!({ "check": c.check, "code": c.code, "cause": c.cause, "fix": c.fix })
+            });
+            let queued = agent
+                .post(
+                    "/v1/doctor/result",
+                    serde_json::json!({ "ok": report.ok, "cause": cause }),
+                )
+                .await;
+            if let Err(e) = queued {
+                tracing::warn!("the doctor's result was not queued by the agent: {e:?}");
+            }
+        }
+        None => {
+            if let Ok(device) = Device::open(&a.device) {
+                if let Err(e) = doctor::queue_result(&device, &report) {
+                    tracing::warn!("the doctor's result was not queued: {e}");
+                }
+                deliver_queued(&device).await;
+            }
+        }
     }
     if a.json {
         println!(

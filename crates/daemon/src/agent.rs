@@ -671,6 +671,11 @@ impl Agent {
         result.map(|_| ())
     }
 
+    /// Wakes the schedule now (to deliver a report just queued, say).
+    pub fn wake_up(&self) {
+        self.wake.notify_one();
+    }
+
     /// `ferry doctor --fix` for the device this agent holds: the checks, then the repairs
     /// they call for, with no job running meanwhile.
     pub async fn doctor_fix(&self) -> Vec<ferry_agent::doctor::Fixed> {

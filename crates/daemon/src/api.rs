@@ -21,6 +21,7 @@
 //! GET  /v1/history               every install (receipts)
 //! GET  /v1/doctor                the doctor's report (`ferry doctor --json`)
 //! POST /v1/doctor/fix            {fixes}: `ferry doctor --fix`, between jobs
+//! POST /v1/doctor/result {ok, cause?}  queue the doctor's result as an event report
 //! GET  /v1/journal?fsm=&id=      {records}
 //! GET  /v1/progress              {job, progress}: the last progress sample
 //! GET  /v1/events?since=N        the event stream (newline-delimited JSON, see `events`)
@@ -62,6 +63,7 @@ pub fn router(agent: Arc<Agent>) -> axum::Router {
         .route("/v1/history", get(history))
         .route("/v1/doctor", get(doctor))
         .route("/v1/doctor/fix", post(doctor_fix))
+        .route("/v1/doctor/result", post(doctor_result))
         .route("/v1/journal", get(journal))
         .route("/v1/progress", get(progress))
         .route("/v1/events", get(events))
@@ -256,6 +258,29 @@ async fn doctor(State(agent): State<Arc<Agent>>) -> Json<Value> {
     use ferry_agent::doctor::{self, Scope, Subject};
     let report = doctor::run(&Subject::of_device(&agent.device()), &Scope::All).await;
     Json(json!(report))
+}
+
+/// Body of `POST /v1/doctor/result`.
+#[derive(Debug, Default, Deserialize)]
+struct DoctorResultBody {
+    ok: bool,
+    cause: Option<DoctorCause>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DoctorCause {
+    check: String,
+    #[serde(flatten)]
+    report: ferry_types::Report,
+}
+
+async fn doctor_result(State(agent): State<Arc<Agent>>, body: axum::body::Bytes) -> Answer {
+    let DoctorResultBody { ok, cause } = body_of(&body)?;
+    ferry_agent::report::build::Reporter::for_device(&agent.device())
+        .doctor_result(ok, cause.as_ref().map(|c| (c.check.as_str(), &c.report)))
+        .map_err(DaemonError::from)?;
+    agent.wake_up();
+    Ok(Json(json!({ "queued": true })))
 }
 
 async fn doctor_fix(State(agent): State<Arc<Agent>>) -> Json<Value> {

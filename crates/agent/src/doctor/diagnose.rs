@@ -328,6 +328,25 @@ pub fn choose(checks: &[Check], current: Option<&CurrentFailure>) -> Option<Caus
     })
 }
 
+/// Queues `report`'s outcome as the device's `doctor_result` event report.
+pub fn queue_result(
+    device: &crate::device::Device,
+    report: &DoctorReport,
+) -> Result<(), AgentError> {
+    let cause = report.cause.as_ref().map(|c| {
+        (
+            c.check,
+            ferry_types::Report {
+                code: c.code.clone(),
+                cause: c.cause.clone(),
+                fix: c.fix.clone(),
+            },
+        )
+    });
+    crate::report::build::Reporter::for_device(device)
+        .doctor_result(report.ok, cause.as_ref().map(|(check, r)| (*check, r)))
+}
+
 /// After `error` ended a command on `device` (whose lock this process holds): the checks
 /// that can explain it, run now.
 pub async fn after_failure(device: &crate::device::Device, error: &AgentError) -> DoctorReport {

@@ -30,5 +30,7 @@ pub mod subject;
 pub mod trust;
 
 pub use check::{Check, Finding, Outcome};
-pub use diagnose::{Cause, DoctorReport, Fixed, PRECEDENCE, Scope, after_failure, run};
+pub use diagnose::{
+    Cause, DoctorReport, Fixed, PRECEDENCE, Scope, after_failure, queue_result, run,
+};
 pub use subject::Subject;

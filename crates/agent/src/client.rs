@@ -9,11 +9,13 @@ use ferry_types::{Identity, Sha256, Version};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use ferry_personalize::{Refusal, RefusalWireError, SignedTicket, TicketRequest};
+use chrono::{DateTime, Utc};
+use ferry_personalize::{Preflight, Refusal, RefusalWireError, SignedTicket, TicketRequest};
 use ferry_tls::InterceptionProbe;
 
 use crate::AgentError;
-use crate::device::{DEFAULT_READ_TIMEOUT, Device};
+use crate::device::{Config, DEFAULT_READ_TIMEOUT, Device};
+use crate::layout::Layout;
 
 /// Where the server serves catalog metadata.
 pub const METADATA_PATH: &str = "/tuf/metadata/";
@@ -57,6 +59,19 @@ pub struct Release {
     pub manifest: Artifact,
 }
 
+/// What a health probe saw ([`Client::probe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// What was asked for.
+    pub url: String,
+    /// HTTP status.
+    pub status: u16,
+    /// `Retry-After` in seconds, when the server sent one.
+    pub retry_after_secs: Option<u64>,
+    /// How long the answer took.
+    pub elapsed: Duration,
+}
+
 /// A client for one server.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -84,9 +99,16 @@ impl Client {
 
     /// The device's client: it trusts only the CA pinned in its config (`ca`).
     pub fn for_device(device: &Device) -> Result<Client, AgentError> {
-        let ca_pem = match &device.config.ca {
+        Client::for_config(&device.layout(), &device.config)
+    }
+
+    /// The client of the device at `layout` configured by `config` (what
+    /// [`Client::for_device`] does, for a device that could not be opened whole: the
+    /// doctor).
+    pub fn for_config(layout: &Layout<'_>, config: &Config) -> Result<Client, AgentError> {
+        let ca_pem = match &config.ca {
             Some(path) => {
-                let path = device.layout().resolve(path);
+                let path = layout.resolve(path);
                 Some(
                     std::fs::read_to_string(&path)
                         .map_err(AgentError::io("reading the pinned CA", &path))?,
@@ -95,12 +117,12 @@ impl Client {
             None => None,
         };
         Ok(Client::pinned(
-            &device.config.server,
+            &config.server,
             ca_pem.as_deref(),
-            Duration::from_secs(device.config.read_timeout_secs),
+            Duration::from_secs(config.read_timeout_secs),
         )?
-        .with_stream_min_rate(device.config.stream_min_rate)
-        .with_cache(device.config.cache.clone()))
+        .with_stream_min_rate(config.stream_min_rate)
+        .with_cache(config.cache.clone()))
     }
 
     /// A client for `base` that trusts only the CA(s) in `ca_pem` when given: a
@@ -192,6 +214,79 @@ impl Client {
     pub async fn healthz(&self) -> Result<(), AgentError> {
         let url = self.url("/healthz");
         self.get_limited(&url, 1024).await.map(|_| ())
+    }
+
+    /// `GET /v1/time`: the server's clock, and the round trip it took.
+    pub async fn server_time(&self) -> Result<(DateTime<Utc>, Duration), AgentError> {
+        #[derive(Deserialize)]
+        struct Time {
+            unix: i64,
+        }
+        let url = self.url("/v1/time");
+        let started = std::time::Instant::now();
+        let body = self.get_limited(&url, 4096).await?;
+        let rtt = started.elapsed();
+        let time: Time = serde_json::from_slice(&body).map_err(|e| AgentError::ServerInvalid {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let at =
+            DateTime::from_timestamp(time.unix, 0).ok_or_else(|| AgentError::ServerInvalid {
+                url,
+                reason: format!("{} is not a time", time.unix),
+            })?;
+        Ok((at, rtt))
+    }
+
+    /// `GET path` and only its status line and `Retry-After` (seconds), for a health probe:
+    /// any HTTP answer is `Ok`, whatever its status.
+    pub async fn probe(&self, path: &str) -> Result<Probe, AgentError> {
+        let url = self.url(path);
+        let started = std::time::Instant::now();
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| self.failed(&url, e))?;
+        let retry_after_secs = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        Ok(Probe {
+            url,
+            status: response.status().as_u16(),
+            retry_after_secs,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// `POST /v1/personalize/preflight`: whether the service would sign `request` now, and
+    /// if not, why (nothing is signed, the nonce is not recorded).
+    pub async fn preflight(
+        &self,
+        credential: &str,
+        request: &TicketRequest,
+    ) -> Result<Preflight, AgentError> {
+        let url = self.url("/v1/personalize/preflight");
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(credential)
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| self.failed(&url, e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.failed(&url, e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| AgentError::ServerInvalid {
+                url,
+                reason: format!("the preflight answer does not parse: {e}"),
+            });
+        }
+        Err(refusal_error(url, status, &body))
     }
 
     /// `POST /v1/personalize` with the device credential.

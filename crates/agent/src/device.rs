@@ -263,12 +263,7 @@ impl Device {
     /// Moves the device to `audience` (`customer`, `beta`, or a programme's name) durably:
     /// the next scan offers what is open to it.
     pub fn set_audience(&mut self, audience: &str) -> Result<(), AgentError> {
-        let valid = !audience.is_empty()
-            && audience.len() <= 64
-            && audience
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-        if !valid {
+        if !valid_audience(audience) {
             return Err(AgentError::AudienceInvalid {
                 audience: audience.to_owned(),
             });
@@ -383,6 +378,16 @@ impl Device {
             .map(|n| read_json(&self.layout().receipt(n)))
             .collect()
     }
+}
+
+/// Whether `audience` is a valid audience name: `customer`, `beta` or a programme, 1 to
+/// 64 of `a-z`, `0-9`, `.`, `_`, `-`.
+pub fn valid_audience(audience: &str) -> bool {
+    !audience.is_empty()
+        && audience.len() <= 64
+        && audience
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
 /// Reads `identity.json`. An all-zero device id is not a damaged file but a hardware id

@@ -404,6 +404,14 @@ pub enum AgentError {
         /// Where the nonce should be.
         path: PathBuf,
     },
+    /// There is not enough free space for the update, even after purging what could be
+    /// purged: per filesystem, what the update needs, what is free and what is purgeable
+    /// (the sizing of DESIGN §3 step 2, [`crate::install::sizing`]).
+    #[error("{}", crate::facts::Shortfall::describe_all(filesystems))]
+    InsufficientSpace {
+        /// Each filesystem that is short.
+        filesystems: Vec<crate::facts::Shortfall>,
+    },
     /// A precondition holds the download or install back (BATTERY_LOW, LOW_POWER_MODE,
     /// METERED_NETWORK, NOT_ENOUGH_SPACE).
     #[error(transparent)]
@@ -427,7 +435,7 @@ pub enum AgentError {
     /// OUTBOX_CORRUPT).
     #[error(transparent)]
     Outbox(#[from] ferry_events::OutboxError),
-    /// Local I/O failed.
+    /// Local I/O failed (`DISK_FULL` when the filesystem is full).
     #[error("I/O failed while {op} ({}): {source}", path.display())]
     Io {
         /// What was being done.
@@ -437,6 +445,14 @@ pub enum AgentError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+/// Whether `source` says the filesystem is full.
+pub(crate) fn is_disk_full(source: &std::io::Error) -> bool {
+    matches!(
+        source.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 impl AgentError {
@@ -508,6 +524,8 @@ impl Diagnose for AgentError {
             AgentError::AudienceInvalid { .. } => "AUDIENCE_INVALID",
             AgentError::RootNotPinned { .. } => "ROOT_NOT_PINNED",
             AgentError::RootInvalid { .. } => "ROOT_INVALID",
+            AgentError::InsufficientSpace { .. } => "INSUFFICIENT_SPACE",
+            AgentError::Io { source, .. } if is_disk_full(source) => "DISK_FULL",
             AgentError::Io { .. } => "DEVICE_IO",
             AgentError::Precondition(e) => e.code(),
             AgentError::Stopped { reason, .. } => match reason {
@@ -625,6 +643,21 @@ impl Diagnose for AgentError {
             AgentError::RootInvalid { .. } => {
                 "Pass the server's root metadata file (DATA/tuf/metadata/N.root.json), unmodified".into()
             }
+            AgentError::InsufficientSpace { filesystems } => {
+                let worst = filesystems.iter().max_by_key(|s| s.missing());
+                match worst {
+                    Some(s) => format!(
+                        "Free at least {} on the filesystem of {} (`ferry purge-cache` removes what ferry can spare), or give the device more storage",
+                        crate::facts::mib(s.missing()),
+                        s.path.display()
+                    ),
+                    None => "Free space on the device's filesystems, or give the device more storage".into(),
+                }
+            }
+            AgentError::Io { source, path, .. } if is_disk_full(source) => format!(
+                "Free space on the filesystem of {} (`ferry purge-cache` removes what ferry can spare), then run the command again: an install resumes where it stopped",
+                path.display()
+            ),
             AgentError::Io { .. } => "Check the path, its permissions and free space on the device".into(),
             AgentError::Precondition(e) => e.fix(),
             AgentError::Stopped { reason, .. } => match reason {
@@ -891,6 +924,19 @@ mod tests {
                 slot: "b".into(),
                 path: path.clone(),
             },
+            AgentError::InsufficientSpace {
+                filesystems: vec![crate::facts::Shortfall {
+                    path: path.clone(),
+                    needed: 3 << 20,
+                    free: 1 << 20,
+                    purgeable: 0,
+                }],
+            },
+            AgentError::Io {
+                op: "writing",
+                path: path.clone(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            },
             AgentError::Stopped {
                 reason: crate::stop::StopReason::Cancelled,
                 what: "install of 2.0".into(),
@@ -917,6 +963,19 @@ mod tests {
             assert_contract(error);
         }
         let codes: Vec<&str> = errors.iter().map(Diagnose::code).collect();
+        let space = errors
+            .iter()
+            .find(|e| e.code() == "INSUFFICIENT_SPACE")
+            .map(|e| e.report())
+            .unwrap();
+        assert!(
+            space.cause.contains("3.0 MiB") && space.cause.contains("1.0 MiB"),
+            "{space:?}"
+        );
+        assert!(
+            space.fix.contains("2.0 MiB"),
+            "the fix names what to free: {space:?}"
+        );
         for code in [
             "INDEX_INVALID",
             "RANGES_UNSUPPORTED",
@@ -924,6 +983,8 @@ mod tests {
             "NO_ACTION",
             "NO_TRANSITION",
             "DEVICE_IO",
+            "DISK_FULL",
+            "INSUFFICIENT_SPACE",
         ] {
             assert!(codes.contains(&code), "{code}");
         }

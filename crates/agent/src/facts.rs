@@ -12,6 +12,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Bytes kept free on the device directory's filesystem for the writes that keep the
+/// device bootable (boot state, receipts, the journal): an install must fit beside it
+/// (`crate::install::sizing`), and the cache writers (the spool, the chunk cache) stop
+/// short of it.
+pub const RESERVE_BYTES: u64 = 8 << 20;
+
 /// `facts.toml`: the power and network of a simulated device. Every key is optional:
 /// a missing battery means mains power, a missing `metered` means not known.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +89,49 @@ pub struct Facts {
     pub data_fs: Space,
     /// The filesystem (or block device's parent directory) of the slots.
     pub system_fs: Space,
+}
+
+/// One filesystem an update does not fit on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shortfall {
+    /// A path on the filesystem (the first the update writes there).
+    pub path: PathBuf,
+    /// Bytes the update needs there.
+    pub needed: u64,
+    /// Bytes free there (`statvfs` `f_bavail`).
+    pub free: u64,
+    /// Bytes ferry could still purge there.
+    pub purgeable: u64,
+}
+
+impl Shortfall {
+    /// Bytes missing: what must be freed there.
+    pub fn missing(&self) -> u64 {
+        self.needed.saturating_sub(self.free)
+    }
+
+    /// The cause of `INSUFFICIENT_SPACE` for `filesystems`.
+    pub fn describe_all(filesystems: &[Shortfall]) -> String {
+        let each: Vec<String> = filesystems
+            .iter()
+            .map(|s| {
+                format!(
+                    "on the filesystem of {} it needs {} but {} {} free ({} purgeable)",
+                    s.path.display(),
+                    mib(s.needed),
+                    mib(s.free),
+                    if s.free == 1 { "is" } else { "are" },
+                    mib(s.purgeable)
+                )
+            })
+            .collect();
+        format!("the update does not fit: {}", each.join("; "))
+    }
+}
+
+/// `n` bytes for people: MiB with one decimal, and the exact count.
+pub fn mib(n: u64) -> String {
+    format!("{:.1} MiB ({n} bytes)", n as f64 / f64::from(1u32 << 20))
 }
 
 /// Facts that could not be read.

@@ -273,6 +273,28 @@ impl<'a> Layout<'a> {
         self.tuf_dir().join("root.json")
     }
 
+    /// The directories ferry writes files into through ferry-durable (where a write a
+    /// crash interrupted can leave a temp file): the device directory itself and each of
+    /// its own subdirectories.
+    pub fn writable_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.dir.to_owned()];
+        dirs.extend(
+            [
+                SLOTS_DIR,
+                BOOT_DIR,
+                CACHE_DIR,
+                RECEIPTS_DIR,
+                EVENTS_DIR,
+                TRUST_DIR,
+                TUF_DIR,
+                STATE_DIR,
+            ]
+            .iter()
+            .map(|d| self.dir.join(d)),
+        );
+        dirs
+    }
+
     /// `tuf/last-scan.json`: when the last scan ran and what it found.
     pub fn last_scan(&self) -> PathBuf {
         self.tuf_dir().join("last-scan.json")

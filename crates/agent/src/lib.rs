@@ -29,7 +29,8 @@
 //!    phase rates, taken at each scan);
 //! 5. [`scan`];
 //! 6. [`install`]: the pieces (`ranges`, `chunks`, `delta`, `spool`, `seal`,
-//!    `download`, `record`), then `attempts` (the one runner of payload attempts), then
+//!    `download`, `record`, `purge`, `sizing`), then `attempts` (the one runner of
+//!    payload attempts), then
 //!    `controller` (the controller's executor, `ferry list`, `ferry install`);
 //! 7. [`boot`]: `health`, then `reboot`;
 //! 8. [`status`], [`doctor`], [`provision`] (`ferry device init`).

@@ -108,27 +108,30 @@ machine! {
 
 machine! {
     /// The install itself; its states are the progress checkpoints of DESIGN §5.
-    /// PREFLIGHT_PREREQUISITE checks power, network and space (`policy`) before a
-    /// download and again before a staged update is applied; PREFLIGHT_PERSONALIZE gets
-    /// the ticket before a byte is downloaded (or a fresh one for a staged update whose
-    /// ticket is stale). A download-only run (`ferry download`) stops at PREPARED
-    /// (Hold): the slot is written, verified and sealed but nothing boots it until an
-    /// install applies it. A cancelled or suspended download is PARKED. After a crash
-    /// the controller resumes through LOADING_PERSISTED.
+    /// PURGING sizes the install before anything is downloaded (purging the cache if
+    /// short, then preallocating the slot); PREFLIGHT_PREREQUISITE checks power, network
+    /// and space (`policy`) before a download and again before a staged update is
+    /// applied; PREFLIGHT_PERSONALIZE gets the ticket before a byte is downloaded (or a
+    /// fresh one for a staged update whose ticket is stale). A download-only run
+    /// (`ferry download`) stops at PREPARED (Hold): the slot is written, verified and
+    /// sealed but nothing boots it until an install applies it. A cancelled or suspended
+    /// download is PARKED. After a crash the controller resumes through LOADING_PERSISTED.
     pub const CONTROLLER in controller {
         name: "controller",
         states: [
-            ACCEPTED, STARTUP, LOADING_PERSISTED, READY, PREFLIGHT_PREREQUISITE,
+            ACCEPTED, STARTUP, LOADING_PERSISTED, PURGING, READY, PREFLIGHT_PREREQUISITE,
             PREFLIGHT_PERSONALIZE, DOWNLOADING_UPDATE, DOWNLOADED_UPDATE, PREPARING_UPDATE,
             PREPARED, PARKED, COMPLETED, FAILED,
         ],
         events: [
-            Start, Started, Fresh, Resumable, AlreadyStaged, Prestaged, Go, Held, Stale,
-            Personalized, Refreshed, Downloaded, Sealed, Applied, Cancel, Resume, Fail,
+            Start, Started, Fresh, Resumable, AlreadyStaged, Prestaged, Sized, Go, Held,
+            Stale, Personalized, Refreshed, Downloaded, Sealed, Applied, Cancel, Resume,
+            Fail,
         ],
         actions: [
-            StartUp, LoadPersisted, Ready, CheckPrerequisites, Personalize, RefreshTicket,
-            Download, MarkDownloaded, Prepare, Hold, Apply, Complete, Park, RecordFailure,
+            StartUp, LoadPersisted, SizeAndPurge, Ready, CheckPrerequisites, Personalize,
+            RefreshTicket, Download, MarkDownloaded, Prepare, Hold, Apply, Complete, Park,
+            RecordFailure,
         ],
         initial: ACCEPTED,
         finals: [COMPLETED],
@@ -137,8 +140,9 @@ machine! {
         rows: [
             ACCEPTED           + Start         => StartUp        -> STARTUP,
             STARTUP            + Started       => LoadPersisted  -> LOADING_PERSISTED,
-            LOADING_PERSISTED  + Fresh         => Ready          -> READY,
-            LOADING_PERSISTED  + Resumable     => Ready          -> READY,
+            LOADING_PERSISTED  + Fresh         => SizeAndPurge   -> PURGING,
+            LOADING_PERSISTED  + Resumable     => SizeAndPurge   -> PURGING,
+            PURGING            + Sized         => Ready          -> READY,
             LOADING_PERSISTED  + AlreadyStaged => Complete       -> COMPLETED,
             LOADING_PERSISTED  + Prestaged     => CheckPrerequisites -> PREFLIGHT_PREREQUISITE,
             READY              + Go            => CheckPrerequisites -> PREFLIGHT_PREREQUISITE,
@@ -157,6 +161,7 @@ machine! {
             ACCEPTED           + Fail          => RecordFailure  -> FAILED,
             STARTUP            + Fail          => RecordFailure  -> FAILED,
             LOADING_PERSISTED  + Fail          => RecordFailure  -> FAILED,
+            PURGING            + Fail          => RecordFailure  -> FAILED,
             READY              + Fail          => RecordFailure  -> FAILED,
             PREFLIGHT_PREREQUISITE + Fail      => RecordFailure  -> FAILED,
             PREFLIGHT_PERSONALIZE + Fail       => RecordFailure  -> FAILED,
@@ -169,6 +174,7 @@ machine! {
             FAILED             + Start         => StartUp        -> STARTUP,
             STARTUP            + Resume        => LoadPersisted  -> LOADING_PERSISTED,
             LOADING_PERSISTED  + Resume        => LoadPersisted  -> LOADING_PERSISTED,
+            PURGING            + Resume        => LoadPersisted  -> LOADING_PERSISTED,
             READY              + Resume        => LoadPersisted  -> LOADING_PERSISTED,
             PREFLIGHT_PREREQUISITE + Resume    => LoadPersisted  -> LOADING_PERSISTED,
             PREFLIGHT_PERSONALIZE + Resume     => LoadPersisted  -> LOADING_PERSISTED,

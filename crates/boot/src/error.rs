@@ -188,6 +188,9 @@ impl Diagnose for BootError {
             BootError::NoTrialPending { .. } => "BOOT_NO_TRIAL_PENDING",
             BootError::NoGoodFallback { .. } => "BOOT_REFLASH_REQUIRED",
             BootError::TriesOutOfRange { .. } => "BOOT_TRIES_OUT_OF_RANGE",
+            BootError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
+                "DISK_FULL"
+            }
             BootError::Io { .. } => "BOOT_IO",
             BootError::StateMissing { .. } => "BOOT_STATE_MISSING",
             BootError::StateCorrupt { .. } => "BOOT_STATE_CORRUPT",

@@ -53,6 +53,10 @@ pub struct RefreshOptions {
     pub limits: FetchLimits,
     /// A PEM CA certificate to trust instead of the platform's roots (the device's CA pin).
     pub ca_pem: Option<Vec<u8>>,
+    /// Verify only: the refresh runs every check against what the server serves, but the
+    /// datastore is left exactly as it was (nothing stored, nothing cleaned up), so a
+    /// diagnosis never changes what the device trusts.
+    pub dry_run: bool,
     /// The device's clock reading for this refresh; `None`: the system clock.
     pub now: Option<DateTime<Utc>>,
 }
@@ -149,7 +153,9 @@ impl Catalog {
             .map_err(CatalogError::io("create", datastore_dir))?;
         let clock = options.now.unwrap_or_else(Utc::now);
         let current = current_generation(datastore_dir);
-        remove_stale_generations(datastore_dir, current);
+        if !options.dry_run {
+            remove_stale_generations(datastore_dir, current);
+        }
         let current_dir = current.map(|generation| datastore_dir.join(generation_name(generation)));
         let mut warnings = Vec::new();
         let mut latest_known = None;
@@ -233,14 +239,17 @@ impl Catalog {
         let believed = server_time.map_or(clock, |server_time| clock.min(server_time));
         let latest_known = latest_known.map_or(believed, |latest| latest.max(believed));
 
-        let next_generation = current.map_or(1, |generation| generation + 1);
-        let staging_dir = datastore_dir.join(generation_name(next_generation));
-        let saved = save_trusted(&staging_dir, updater.trusted(), latest_known).and_then(|()| {
-            commit_generation(datastore_dir, &staging_dir, next_generation, current)
-        });
-        if let Err(error) = saved {
-            let _ = std::fs::remove_dir_all(&staging_dir);
-            return Err(error);
+        if !options.dry_run {
+            let next_generation = current.map_or(1, |generation| generation + 1);
+            let staging_dir = datastore_dir.join(generation_name(next_generation));
+            let saved =
+                save_trusted(&staging_dir, updater.trusted(), latest_known).and_then(|()| {
+                    commit_generation(datastore_dir, &staging_dir, next_generation, current)
+                });
+            if let Err(error) = saved {
+                let _ = std::fs::remove_dir_all(&staging_dir);
+                return Err(error);
+            }
         }
 
         let trusted = updater.trusted();

@@ -62,6 +62,7 @@ mod client;
 pub mod conformance;
 mod datastore;
 mod error;
+mod inspect;
 pub mod offer;
 mod release;
 pub mod repo;
@@ -76,6 +77,7 @@ mod warning;
 pub use client::{Catalog, FetchLimits, MetadataVersions, RefreshOptions, Release, TargetInfo};
 pub use datastore::trusted_metadata_dir;
 pub use error::CatalogError;
+pub use inspect::{RootSummary, StoredMetadata, StoredRole, check_root, stored_metadata};
 pub use offer::{DeviceQuery, Offer};
 pub use release::{
     CHUNK_INDEX_TARGET_SUFFIX, CHUNKS_TARGET_SUFFIX, MANIFEST_TARGET_SUFFIX, PAYLOAD_TARGET_SUFFIX,

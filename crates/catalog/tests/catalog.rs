@@ -443,3 +443,54 @@ async fn unsafe_target_names_are_refused() {
         assert_eq!(error.code(), "CATALOG_TARGET_NAME_INVALID", "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_refresh_verifies_without_changing_the_datastore_and_inspection_reads_it() {
+    let fixture = Fixture::new().await;
+    publish_gateway_releases(&fixture).await;
+    let datastore = fixture.datastore();
+    assert_eq!(ferry_catalog::stored_metadata(&datastore).unwrap(), None);
+    let root = ferry_catalog::check_root(&fixture.pinned_root()).expect("the pinned root checks");
+    assert_eq!(root.version, 1);
+
+    fixture.refresh().await.expect("refresh");
+    let stored = ferry_catalog::stored_metadata(&datastore)
+        .unwrap()
+        .expect("a generation");
+    let roles: Vec<&str> = stored.roles.iter().map(|r| r.role).collect();
+    assert_eq!(roles, ["root", "timestamp", "snapshot", "targets"]);
+    assert_eq!(stored.first_to_expire().unwrap().role, "timestamp");
+    assert!(stored.refreshed_at.is_some());
+
+    // Another publish, then a dry run: it sees the new version, the datastore keeps the old.
+    let before = fixture.trusted_version("timestamp.json");
+    let payload = b"gw 2.0 payload".to_vec();
+    let info = release("gw", "2.0", &["customer"], None, &payload);
+    fixture.publish(&[("gw-2.0.full", payload, info)]).await;
+    let options = ferry_catalog::RefreshOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let seen = ferry_catalog::Catalog::refresh_with(
+        &datastore,
+        &fixture.pinned_root(),
+        &fixture.server.metadata_url(),
+        &fixture.server.targets_url(),
+        &options,
+    )
+    .await
+    .expect("dry run");
+    assert!(seen.versions().timestamp > before);
+    assert_eq!(
+        fixture.trusted_version("timestamp.json"),
+        before,
+        "nothing stored"
+    );
+
+    // A damaged root is named as such.
+    let mut damaged = fixture.pinned_root();
+    let at = damaged.len() / 2;
+    damaged[at] ^= 0x01;
+    let error = ferry_catalog::check_root(&damaged).unwrap_err();
+    assert_eq!(error.code(), "CATALOG_PINNED_ROOT_INVALID");
+}

@@ -47,7 +47,9 @@ pub enum Command {
     /// Simulate a restart: boot the new slot if it verifies, else fall back.
     Reboot(RebootArgs),
     /// Check every known cause of failure and name the one that applies.
-    Doctor(DeviceArgs),
+    Doctor(DoctorArgs),
+    /// Remove what the device can spare from its cache (stale downloads, temp files).
+    PurgeCache(PurgeCacheArgs),
     /// Check the slot that booted and commit to it (what a real device runs at boot).
     BootCheck(DeviceArgs),
     /// Deliver the device's queued event reports to its server (device commands also do
@@ -533,6 +535,29 @@ pub struct DeviceArgs {
     /// Machine-readable output (stable for scripts).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `ferry doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Repair what is safe to repair (purge a corrupt or stale cache, refresh the
+    /// catalog, re-take the personalization key set) and say what was done; never a
+    /// slot, the journal or the receipts.
+    #[arg(long)]
+    pub fix: bool,
+}
+
+/// `ferry purge-cache`.
+#[derive(Debug, Args)]
+pub struct PurgeCacheArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Also the install in progress (its record, spool and chunk cache): the next install
+    /// starts from the beginning.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// `ferry reboot`.

@@ -1,9 +1,10 @@
 //! The device-side subcommands: `device init`, `audience set`, `list`, `install`,
-//! `download`, `status`, `history`, `reboot`, `doctor`, `boot-check` and `deliver`. Every
-//! one but `device init` goes through the running agent when there is one (`local`) and
-//! prints the same either way; the agent delivers the event reports it queues, and a
-//! command that worked on the directory itself delivers the queued ones at its end
-//! ([`deliver_queued`]).
+//! `download`, `status`, `history`, `reboot`, `doctor`, `purge-cache`, `boot-check` and
+//! `deliver`. Every one but `device init`, `doctor` and `purge-cache` goes through the
+//! running agent when there is one (`local`) and prints the same either way (the doctor
+//! reads the directory without its lock; its `--fix` goes through the agent); the agent
+//! delivers the event reports it queues, and a command that worked on the directory
+//! itself delivers the queued ones at its end ([`deliver_queued`]).
 
 use std::io::Read as _;
 use std::process::ExitCode;
@@ -15,8 +16,8 @@ use ferry_agent::trust::catalog;
 use ferry_agent::{install, status as agent_status};
 
 use crate::args::{
-    AudienceSetArgs, BootKind, DeliverArgs, DeviceArgs, DeviceInitArgs, DownloadArgs, InstallArgs,
-    RebootArgs,
+    AudienceSetArgs, BootKind, DeliverArgs, DeviceArgs, DeviceInitArgs, DoctorArgs, DownloadArgs,
+    InstallArgs, PurgeCacheArgs, RebootArgs,
 };
 use crate::failure::Failure;
 use crate::render::{self, ProgressUi};
@@ -344,9 +345,16 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
         ),
         None => {
             let device = open(&a.device)?;
-            let result = install::install(&device, label, ui.as_ref())
-                .await
-                .map_err(|e| crate::failure::agent_failure(e).json(json));
+            let result = match install::install(&device, label, ui.as_ref()).await {
+                Ok(outcome) => Ok(outcome),
+                // The checks that can explain it, run now: the cause, not only the error.
+                Err(e) => {
+                    let diagnosis = ferry_agent::doctor::after_failure(&device, &e).await;
+                    Err(crate::failure::agent_failure(e)
+                        .json(json)
+                        .diagnosed(diagnosis))
+                }
+            };
             (result, Some(device))
         }
     };
@@ -817,6 +825,7 @@ pub async fn deliver(a: DeliverArgs) -> Result<ExitCode, Failure> {
             report: failure.clone(),
             data: None,
             json,
+            diagnosis: None,
         }),
         _ => Ok(ExitCode::SUCCESS),
     }
@@ -867,50 +876,106 @@ pub async fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn doctor(a: DeviceArgs) -> Result<ExitCode, Failure> {
-    use ferry_agent::doctor::{self, Outcome};
-    let value = match crate::local::agent(&a.device).await {
-        Some(agent) => agent
-            .get("/v1/doctor")
-            .await
-            .map_err(|e| crate::local::failure(e, a.json))?,
-        None => {
-            let device = open(&a)?;
-            let checks = doctor::run(&device).await;
-            deliver_queued(&device).await;
-            let failed = checks.iter().any(|c| c.outcome == Outcome::Fail);
-            serde_json::json!({ "ok": !failed, "checks": checks })
+pub async fn doctor(d: DoctorArgs) -> Result<ExitCode, Failure> {
+    use ferry_agent::doctor::{self, Scope, Subject};
+    let a = d.device;
+    let layout = ferry_agent::layout::Layout::new(&a.device);
+    if !layout.identity().is_file() && !layout.config().is_file() {
+        let e = ferry_agent::AgentError::DeviceMissing {
+            dir: a.device.clone(),
+        };
+        return Err(Failure::from(e).json(a.json));
+    }
+    // The checks read the directory without its lock, so they run here whether or not the
+    // agent runs; repairs need the lock, so `--fix` asks the agent when it holds it.
+    let mut report = doctor::run(&Subject::open(&a.device), &Scope::All).await;
+    if d.fix {
+        let fixes = match crate::local::agent(&a.device).await {
+            Some(agent) => {
+                let answer = agent
+                    .post("/v1/doctor/fix", serde_json::json!({}))
+                    .await
+                    .map_err(|e| crate::local::failure(e, a.json))?;
+                serde_json::from_value(answer["fixes"].clone()).map_err(|e| {
+                    Failure::from(ferry_daemon::DaemonError::Api {
+                        path: "/v1/doctor/fix".into(),
+                        reason: e.to_string(),
+                    })
+                    .json(a.json)
+                })?
+            }
+            None => doctor::fix::fix(&a.device, &report).await,
+        };
+        if fixes.iter().any(|f: &doctor::Fixed| f.done) {
+            report = doctor::run(&Subject::open(&a.device), &Scope::All).await;
         }
-    };
-    let failed = value["ok"] != true;
-    if a.json {
-        println!("{value}");
-    } else {
-        for c in value["checks"].as_array().into_iter().flatten() {
-            let mark = match c["outcome"].as_str() {
-                Some("ok") => "ok  ",
-                Some("warn") => "warn",
-                _ => "FAIL",
-            };
-            println!(
-                "[{mark}] {}: {}",
-                c["name"].as_str().unwrap_or_default(),
-                c["detail"].as_str().unwrap_or_default()
-            );
-            if let Some(p) = c["problem"].as_object() {
-                let field = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or_default();
-                println!(
-                    "       [{}] {}\n       fix: {}",
-                    field("code"),
-                    field("cause"),
-                    field("fix")
-                );
+        report.fixes = fixes;
+    }
+    // The result is an event report too (the fleet sees why a device is not updating).
+    match crate::local::agent(&a.device).await {
+        Some(agent) => {
+            let cause = report.cause.as_ref().map(|c| {
+                serde_json::json!({ "check": c.check, "code": c.code, "cause": c.cause, "fix": c.fix })
+            });
+            let queued = agent
+                .post(
+                    "/v1/doctor/result",
+                    serde_json::json!({ "ok": report.ok, "cause": cause }),
+                )
+                .await;
+            if let Err(e) = queued {
+                tracing::warn!("the doctor's result was not queued by the agent: {e:?}");
+            }
+        }
+        None => {
+            if let Ok(device) = Device::open(&a.device) {
+                if let Err(e) = doctor::queue_result(&device, &report) {
+                    tracing::warn!("the doctor's result was not queued: {e}");
+                }
+                deliver_queued(&device).await;
             }
         }
     }
-    Ok(if failed {
-        ExitCode::from(1)
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
+        render::doctor(&report);
+    }
+    Ok(if report.ok {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
+}
+
+pub fn purge_cache(a: PurgeCacheArgs) -> Result<ExitCode, Failure> {
+    let json = a.device.json;
+    let device = open(&a.device)?;
+    let purged =
+        install::purge::purge_cache(&device, a.all).map_err(|e| Failure::from(e).json(json))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&purged).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for item in &purged.removed {
+        println!(
+            "removed {} ({}): {}",
+            item.path.display(),
+            render::bytes(item.bytes),
+            item.why
+        );
+    }
+    println!(
+        "Freed {} ({} item{}).",
+        render::bytes(purged.bytes),
+        purged.removed.len(),
+        if purged.removed.len() == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::SUCCESS)
 }

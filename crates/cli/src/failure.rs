@@ -10,6 +10,8 @@ pub struct Failure {
     pub(crate) report: Report,
     pub(crate) data: Option<serde_json::Value>,
     pub(crate) json: bool,
+    /// What the doctor found when it ran after the failure (`ferry install`).
+    pub(crate) diagnosis: Option<Box<ferry_agent::doctor::DoctorReport>>,
 }
 
 impl<E: Diagnose> From<E> for Failure {
@@ -18,6 +20,7 @@ impl<E: Diagnose> From<E> for Failure {
             report: e.report(),
             data: None,
             json: false,
+            diagnosis: None,
         }
     }
 }
@@ -50,6 +53,13 @@ impl Failure {
             },
             data: None,
             json: false,
+            diagnosis: None,
         }
+    }
+
+    /// The failure with what the doctor found after it.
+    pub fn diagnosed(mut self, report: ferry_agent::doctor::DoctorReport) -> Failure {
+        self.diagnosis = Some(Box::new(report));
+        self
     }
 }

@@ -46,7 +46,12 @@ fn main() -> ExitCode {
     match main_inner(cli) {
         Ok(code) => code,
         Err(failure) => {
-            render::error(&failure.report, failure.data.as_ref(), failure.json);
+            render::error(
+                &failure.report,
+                failure.data.as_ref(),
+                failure.diagnosis.as_deref(),
+                failure.json,
+            );
             ExitCode::from(1)
         }
     }
@@ -80,6 +85,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::History(a) => device_cmds::history(a).await,
             Command::Reboot(a) => device_cmds::reboot(a).await,
             Command::Doctor(a) => device_cmds::doctor(a).await,
+            Command::PurgeCache(a) => device_cmds::purge_cache(a),
             Command::BootCheck(a) => device_cmds::boot_check(a).await,
             Command::Deliver(a) => device_cmds::deliver(a).await,
             Command::Demo(a) => demo::run(a).await,

@@ -10,19 +10,103 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// Prints an error once: `error[CODE]: cause` and `fix: …` (and `data: …` when the
 /// error has data), or JSON with `--json`.
-pub fn error(report: &Report, data: Option<&serde_json::Value>, json: bool) {
+///
+/// `diagnosis`: what the doctor found after the failure (`ferry install`): beside `error`
+/// in the same JSON object, or the cause it names on stderr.
+pub fn error(
+    report: &Report,
+    data: Option<&serde_json::Value>,
+    diagnosis: Option<&ferry_agent::doctor::DoctorReport>,
+    json: bool,
+) {
     if json {
         let mut error = serde_json::json!(report);
         if let Some(data) = data {
             error["data"] = data.clone();
         }
-        println!("{}", serde_json::json!({ "error": error }));
-    } else {
-        eprintln!("{report}");
-        if let Some(data) = data {
-            eprintln!("  data: {data}");
+        let mut out = serde_json::json!({ "error": error });
+        if let Some(diagnosis) = diagnosis {
+            out["diagnosis"] = serde_json::json!(diagnosis);
+        }
+        println!("{out}");
+        return;
+    }
+    eprintln!("{report}");
+    if let Some(data) = data {
+        eprintln!("  data: {data}");
+    }
+    if let Some(diagnosis) = diagnosis {
+        match &diagnosis.cause {
+            Some(cause) => eprintln!(
+                "doctor: the cause found is [{}] {}\n  fix: {}",
+                cause.code, cause.cause, cause.fix
+            ),
+            None => eprintln!(
+                "doctor: no check explains it now ({} checks passed); run `ferry doctor` for all of them",
+                diagnosis.checks.len()
+            ),
         }
     }
+}
+
+/// `ferry doctor`'s report for people: the cause first, then every check with its
+/// evidence, then what `--fix` did.
+pub fn doctor(report: &ferry_agent::doctor::DoctorReport) {
+    use ferry_agent::doctor::Outcome;
+    match &report.cause {
+        Some(cause) => {
+            println!("Cause: [{}] {}", cause.code, cause.cause);
+            println!("  fix: {}", cause.fix);
+            let mut notes = vec![format!("found by the {} check", cause.check)];
+            if let Some(f) = &report.current_failure {
+                if cause.explains_current_failure {
+                    notes.push(format!(
+                        "it explains the last {} failure ({})",
+                        f.source, f.code
+                    ));
+                } else {
+                    notes.push(format!("the last {} failed with {}", f.source, f.code));
+                }
+            }
+            if cause.fixable {
+                notes.push("`ferry doctor --fix` repairs it".into());
+            }
+            println!("  ({})", notes.join("; "));
+        }
+        None => match &report.current_failure {
+            Some(f) => println!(
+                "No problem found now (the last {} failed with {} at {}: it may have passed).",
+                f.source,
+                f.code,
+                f.at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            None => println!("No problem found."),
+        },
+    }
+    println!();
+    for c in &report.checks {
+        let mark = match c.outcome {
+            Outcome::Ok => "ok  ",
+            Outcome::Skipped => "skip",
+            Outcome::Warn => "warn",
+            Outcome::Fail => "FAIL",
+        };
+        println!("[{mark}] {:<18} {}", c.name, c.summary);
+        if let Some(p) = &c.problem
+            && c.outcome != Outcome::Ok
+        {
+            println!("       [{}] fix: {}", p.code, p.fix);
+        }
+    }
+    for f in &report.fixes {
+        println!(
+            "{} {}: {}",
+            if f.done { "fixed" } else { "not fixed" },
+            f.check,
+            f.what
+        );
+    }
+    println!("Checked in {:.2} s.", report.elapsed_ms as f64 / 1000.0);
 }
 
 /// A warning: something the device found wrong and dealt with on its own, on stderr as

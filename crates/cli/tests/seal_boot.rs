@@ -241,10 +241,14 @@ fn doctor_names_a_corrupt_running_slot() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["name"] == "running slot seal")
+        .find(|c| c["name"] == "running_slot_seal")
         .unwrap()
         .clone();
     assert_eq!(seal["problem"]["code"], "SEAL_MISMATCH", "{seal}");
+    assert_eq!(
+        report["cause"]["code"], "SEAL_MISMATCH",
+        "named first: {report}"
+    );
     assert!(
         seal["problem"]["cause"]
             .as_str()

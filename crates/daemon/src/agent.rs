@@ -671,6 +671,21 @@ impl Agent {
         result.map(|_| ())
     }
 
+    /// Wakes the schedule now (to deliver a report just queued, say).
+    pub fn wake_up(&self) {
+        self.wake.notify_one();
+    }
+
+    /// `ferry doctor --fix` for the device this agent holds: the checks, then the repairs
+    /// they call for, with no job running meanwhile.
+    pub async fn doctor_fix(&self) -> Vec<ferry_agent::doctor::Fixed> {
+        use ferry_agent::doctor::{self, Scope, Subject};
+        let _journal = self.journal.lock().await;
+        let device = self.device();
+        let report = doctor::run(&Subject::of_device(&device), &Scope::All).await;
+        doctor::fix::fix_device(&device, &report).await
+    }
+
     /// Stops the running job for shutdown and waits until it has made its state durable.
     pub async fn shut_down(&self) {
         self.stop(StopReason::Shutdown);

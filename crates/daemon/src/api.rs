@@ -19,7 +19,9 @@
 //! POST /v1/boot-check            check the running slot (`ferry boot-check`): {slot, ok}
 //! POST /v1/audience  {audience}  move the device to an audience: {audience, previous}
 //! GET  /v1/history               every install (receipts)
-//! GET  /v1/doctor                {ok, checks}
+//! GET  /v1/doctor                the doctor's report (`ferry doctor --json`)
+//! POST /v1/doctor/fix            {fixes}: `ferry doctor --fix`, between jobs
+//! POST /v1/doctor/result {ok, cause?}  queue the doctor's result as an event report
 //! GET  /v1/journal?fsm=&id=      {records}
 //! GET  /v1/progress              {job, progress}: the last progress sample
 //! GET  /v1/events?since=N        the event stream (newline-delimited JSON, see `events`)
@@ -60,6 +62,8 @@ pub fn router(agent: Arc<Agent>) -> axum::Router {
         .route("/v1/audience", post(audience))
         .route("/v1/history", get(history))
         .route("/v1/doctor", get(doctor))
+        .route("/v1/doctor/fix", post(doctor_fix))
+        .route("/v1/doctor/result", post(doctor_result))
         .route("/v1/journal", get(journal))
         .route("/v1/progress", get(progress))
         .route("/v1/events", get(events))
@@ -251,11 +255,36 @@ async fn history(State(agent): State<Arc<Agent>>) -> Answer {
 }
 
 async fn doctor(State(agent): State<Arc<Agent>>) -> Json<Value> {
-    let checks = ferry_agent::doctor::run(&agent.device()).await;
-    let ok = !checks
-        .iter()
-        .any(|c| c.outcome == ferry_agent::doctor::Outcome::Fail);
-    Json(json!({ "ok": ok, "checks": checks }))
+    use ferry_agent::doctor::{self, Scope, Subject};
+    let report = doctor::run(&Subject::of_device(&agent.device()), &Scope::All).await;
+    Json(json!(report))
+}
+
+/// Body of `POST /v1/doctor/result`.
+#[derive(Debug, Default, Deserialize)]
+struct DoctorResultBody {
+    ok: bool,
+    cause: Option<DoctorCause>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DoctorCause {
+    check: String,
+    #[serde(flatten)]
+    report: ferry_types::Report,
+}
+
+async fn doctor_result(State(agent): State<Arc<Agent>>, body: axum::body::Bytes) -> Answer {
+    let DoctorResultBody { ok, cause } = body_of(&body)?;
+    ferry_agent::report::build::Reporter::for_device(&agent.device())
+        .doctor_result(ok, cause.as_ref().map(|c| (c.check.as_str(), &c.report)))
+        .map_err(DaemonError::from)?;
+    agent.wake_up();
+    Ok(Json(json!({ "queued": true })))
+}
+
+async fn doctor_fix(State(agent): State<Arc<Agent>>) -> Json<Value> {
+    Json(json!({ "fixes": agent.doctor_fix().await }))
 }
 
 /// `fsm` and `id` filters of the journal.

@@ -256,6 +256,23 @@ impl Drop for AtomicFile {
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh temporary name for a file named `file_name`.
+/// Whether `file_name` is the name of a temporary file of this crate (`.NAME.tmp-PID-SEQ`):
+/// what a write interrupted by a crash leaves behind, which readers ignore and a cleanup
+/// may remove.
+pub fn is_temp_name(file_name: &str) -> bool {
+    let Some(rest) = file_name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((name, suffix)) = rest.rsplit_once(".tmp-") else {
+        return false;
+    };
+    let Some((pid, seq)) = suffix.split_once('-') else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    !name.is_empty() && digits(pid) && digits(seq)
+}
+
 fn temp_name(file_name: &str) -> String {
     let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
     format!(".{file_name}.tmp-{}-{seq}", std::process::id())

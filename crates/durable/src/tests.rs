@@ -292,3 +292,20 @@ fn a_positional_writer_reads_back_what_it_wrote_before_the_commit() {
     pending.commit().expect("commit");
     assert_eq!(fs::metadata(&target).expect("metadata").len(), 4096 + 7);
 }
+
+#[test]
+fn temp_names_are_recognised_and_nothing_else_is() {
+    let name = temp_name("install.json");
+    assert!(is_temp_name(&name), "{name}");
+    for other in [
+        "install.json",
+        ".install.json",
+        ".install.json.tmp-",
+        ".install.json.tmp-12",
+        ".install.json.tmp-12-x",
+        "install.json.tmp-1-2",
+        "..tmp-1-2",
+    ] {
+        assert!(!is_temp_name(other), "{other}");
+    }
+}

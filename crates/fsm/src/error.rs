@@ -276,6 +276,11 @@ impl Diagnose for FsmError {
             FsmError::InstanceExists { .. } => "INSTANCE_EXISTS",
             FsmError::StateMissing { .. } => "STATE_MISSING",
             FsmError::StateCorrupt { .. } => "STATE_CORRUPT",
+            FsmError::StateIo { source, .. } | FsmError::JournalIo { source, .. }
+                if disk_full(source) =>
+            {
+                "DISK_FULL"
+            }
             FsmError::StateIo { .. } => "STATE_IO",
             FsmError::JournalIo { .. } => "JOURNAL_IO",
             FsmError::JournalCorrupt { .. } => "JOURNAL_CORRUPT",
@@ -307,6 +312,14 @@ impl Diagnose for FsmError {
                 "Move {} aside and restart the instance from its safe fallback state",
                 path.display()
             ),
+            FsmError::StateIo { path, source, .. } | FsmError::JournalIo { path, source, .. }
+                if disk_full(source) =>
+            {
+                format!(
+                    "Free space on the filesystem of {} and run the command again (the journal keeps every complete record)",
+                    path.display()
+                )
+            }
             FsmError::StateIo { path, .. } => format!(
                 "Check that {} is on a writable filesystem with free space",
                 path.display()
@@ -407,4 +420,9 @@ impl Diagnose for Warning {
             ),
         }
     }
+}
+
+/// Whether an I/O error says the filesystem is full (`DISK_FULL`, whatever was written).
+fn disk_full(source: &io::Error) -> bool {
+    source.kind() == io::ErrorKind::StorageFull
 }

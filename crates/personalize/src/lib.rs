@@ -74,6 +74,7 @@ mod canonical;
 mod credential;
 mod keys;
 mod keyset;
+mod preflight;
 mod refusal;
 mod rules;
 mod ticket;
@@ -85,6 +86,7 @@ pub use credential::{
 };
 pub use keys::{KeyError, KeyId, PublicKey, SignatureBytes};
 pub use keyset::{KEY_SET_TARGET, KeySet, KeySetError};
+pub use preflight::{Preflight, Standing};
 pub use refusal::{REFUSAL_CODES, Refusal, RefusalWire, RefusalWireError};
 pub use rules::{DeviceStatus, Facts, Policy, check_identity};
 pub use ticket::{

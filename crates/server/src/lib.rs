@@ -41,6 +41,7 @@ pub mod keyset;
 pub mod metrics;
 pub mod personalize;
 pub mod pki;
+mod preflight;
 mod publish;
 mod routes;
 pub mod serve;

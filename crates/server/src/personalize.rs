@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use chrono::Utc;
 use ferry_personalize::{
     Component, ComponentName, Credential, CredentialSigner, DeviceStatus, Facts, KeyId, Policy,
-    PublicKey, Refusal, Signer, TicketRequest, verify_credential,
+    PublicKey, Refusal, Signer, Standing, TicketRequest, verify_credential,
 };
 use ferry_types::RootHash;
 
@@ -167,7 +167,25 @@ impl Service {
         Ok(credential)
     }
 
-    fn over_rate(&self, device_id: u64) -> bool {
+    /// The enrollment and signing-window facts of `request` (read with the requests
+    /// queued meanwhile, [`FactsReader`]).
+    pub(crate) async fn lookup(
+        &self,
+        request: &TicketRequest,
+    ) -> Result<Option<crate::devices::DeviceFacts>, ServerError> {
+        self.inner
+            .facts
+            .facts(request.identity.device_id, request.build_id.as_str())
+            .await
+    }
+
+    /// The signing rules in force.
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.inner.options.policy
+    }
+
+    /// Counts a request of `device_id` against its per-minute limit; whether it is over.
+    pub(crate) fn over_rate(&self, device_id: u64) -> bool {
         let minute = Utc::now().timestamp() / 60;
         let mut limiter = self
             .inner
@@ -187,7 +205,7 @@ impl Service {
 }
 
 /// The components a build published: each release of it is one sealed system image.
-fn published_components(roots: Vec<RootHash>) -> Vec<Component> {
+pub(crate) fn published_components(roots: Vec<RootHash>) -> Vec<Component> {
     let Ok(name) = ComponentName::from_str(SYSTEM_COMPONENT) else {
         return Vec::new();
     };
@@ -204,6 +222,10 @@ fn published_components(roots: Vec<RootHash>) -> Vec<Component> {
 pub fn routes(service: Service) -> Router {
     Router::new()
         .route("/v1/personalize", post(personalize))
+        .route(
+            "/v1/personalize/preflight",
+            post(crate::preflight::preflight),
+        )
         .route("/v1/keys/personalization.pub", get(personalization_key))
         .with_state(service)
 }
@@ -234,6 +256,62 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("Bearer") && !token.is_empty()).then_some(token)
 }
 
+/// How a request's credential and identity stand against the device's enrollment, and
+/// the identity fields that differ from the enrolled ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Assessed {
+    pub(crate) standing: Standing,
+    pub(crate) differ: Vec<&'static str>,
+}
+
+impl Assessed {
+    /// What the signing rules see.
+    pub(crate) fn status(&self) -> DeviceStatus {
+        match self.standing {
+            Standing::Enrolled => DeviceStatus::Enrolled,
+            Standing::Revoked | Standing::Superseded => DeviceStatus::Revoked,
+            Standing::OtherDevice | Standing::NotEnrolled | Standing::IdentityDiffers => {
+                DeviceStatus::Unknown
+            }
+        }
+    }
+}
+
+/// The standing of a request by `credential` for `identity`, given the enrollment facts.
+pub(crate) fn standing(
+    credential: &Credential,
+    identity: &ferry_types::Identity,
+    facts: Option<&crate::devices::DeviceFacts>,
+) -> Assessed {
+    let mut differ = Vec::new();
+    let standing = match facts {
+        // A credential is good for its own device only.
+        _ if credential.device_id != identity.device_id => Standing::OtherDevice,
+        None => Standing::NotEnrolled,
+        Some(f) if f.revoked => Standing::Revoked,
+        // Re-enrolled since this credential was issued: the old one is revoked.
+        Some(f) if f.credential_id != credential.credential_id.to_string() => Standing::Superseded,
+        Some(f) if f.identity != *identity => {
+            let (enrolled, sent) = (&f.identity, identity);
+            if enrolled.board_id != sent.board_id {
+                differ.push("board_id");
+            }
+            if enrolled.chip_id != sent.chip_id {
+                differ.push("chip_id");
+            }
+            if enrolled.hardware_uuid != sent.hardware_uuid {
+                differ.push("hardware_uuid");
+            }
+            if enrolled.device_class != sent.device_class {
+                differ.push("device_class");
+            }
+            Standing::IdentityDiffers
+        }
+        Some(_) => Standing::Enrolled,
+    };
+    Assessed { standing, differ }
+}
+
 async fn personalize(
     State(service): State<Service>,
     headers: HeaderMap,
@@ -251,16 +329,7 @@ async fn personalize(
         .facts
         .facts(device_id, request.build_id.as_str())
         .await?;
-    let device = match &facts {
-        // A credential is good for its own device only.
-        _ if credential.device_id != device_id => DeviceStatus::Unknown,
-        None => DeviceStatus::Unknown,
-        Some(f) if f.revoked => DeviceStatus::Revoked,
-        // Re-enrolled since this credential was issued: the old one is revoked.
-        Some(f) if f.credential_id != credential.credential_id.to_string() => DeviceStatus::Revoked,
-        Some(f) if f.identity != request.identity => DeviceStatus::Unknown,
-        Some(_) => DeviceStatus::Enrolled,
-    };
+    let device = standing(&credential, &request.identity, facts.as_ref()).status();
     let mut facts = Facts {
         device,
         window_open: facts.as_ref().is_some_and(|f| f.window_open),

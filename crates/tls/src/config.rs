@@ -193,6 +193,41 @@ pub fn client_config_pinned(ca_pem: &str) -> Result<(ClientConfig, InterceptionP
     Ok((config, probe))
 }
 
+/// The pinned CA as a person checks it: whose it is and when it is valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaSummary {
+    /// Subject distinguished name of the (first) CA certificate.
+    pub subject: String,
+    /// Start of its validity.
+    pub not_before: DateTime<Utc>,
+    /// End of its validity.
+    pub not_after: DateTime<Utc>,
+    /// SHA-256 of its DER.
+    pub sha256: Sha256,
+}
+
+/// Reads the CA certificate(s) in `ca_pem` as [`client_config_pinned`] would pin them and
+/// describes the first: `TLS_CONFIG` when there is none or it does not parse.
+pub fn describe_ca(ca_pem: &str) -> Result<CaSummary, TlsError> {
+    let der = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
+        .next()
+        .ok_or_else(|| config_error("read the pinned CA")("no certificate in the PEM".to_owned()))?
+        .map_err(|error| config_error("read the pinned CA")(error.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|error| config_error("parse the pinned CA")(error.to_string()))?;
+    let to_utc = |time: x509_parser::time::ASN1Time| {
+        DateTime::from_timestamp(time.timestamp(), 0).ok_or_else(|| {
+            config_error("parse the pinned CA")("a validity date out of range".to_owned())
+        })
+    };
+    Ok(CaSummary {
+        subject: cert.subject().to_string(),
+        not_before: to_utc(cert.validity().not_before)?,
+        not_after: to_utc(cert.validity().not_after)?,
+        sha256: Sha256::of(der.as_ref()),
+    })
+}
+
 /// Why a server's certificate was refused, with who issued the one that answered.
 #[derive(Debug, Clone)]
 pub struct CertFailure {

@@ -31,6 +31,7 @@ mod handshake;
 pub mod pki;
 
 pub use config::{
-    CertFailure, InterceptionProbe, TlsError, client_config_pinned, provider, server_config,
+    CaSummary, CertFailure, InterceptionProbe, TlsError, client_config_pinned, describe_ca,
+    provider, server_config,
 };
 pub use handshake::handshake_failure;

@@ -181,3 +181,15 @@ fn the_ca_and_certificates_survive_a_save_and_load() {
     assert!(tls::server_config("not pem", "not pem").is_err());
     assert!(tls::client_config_pinned("").is_err());
 }
+
+#[test]
+fn the_pinned_ca_is_described_and_a_damaged_one_is_tls_config() {
+    let ca = Ca::generate("ferry test CA").unwrap();
+    let summary = tls::describe_ca(ca.cert_pem()).unwrap();
+    assert!(summary.subject.contains("ferry test CA"), "{summary:?}");
+    assert!(summary.not_before < summary.not_after);
+    assert!(summary.not_after > chrono::Utc::now());
+    assert_eq!(tls::describe_ca("").unwrap_err().code(), "TLS_CONFIG");
+    let damaged = ca.cert_pem().replacen("MII", "MIX", 1);
+    assert_eq!(tls::describe_ca(&damaged).unwrap_err().code(), "TLS_CONFIG");
+}

@@ -18,6 +18,17 @@ pub fn run_checks(
     version: &str,
     device_dir: &Path,
 ) -> Result<(), AgentError> {
+    run_checks_within(commands, slot, version, device_dir, CHECK_TIMEOUT)
+}
+
+/// [`run_checks`] with each command given at most `timeout` (the doctor's is short).
+pub fn run_checks_within(
+    commands: &[String],
+    slot: &str,
+    version: &str,
+    device_dir: &Path,
+    timeout: Duration,
+) -> Result<(), AgentError> {
     for command in commands {
         let mut child = Command::new("sh")
             .arg("-c")
@@ -38,7 +49,7 @@ pub fn run_checks(
             {
                 break Some(status);
             }
-            if started.elapsed() > CHECK_TIMEOUT {
+            if started.elapsed() > timeout {
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;
@@ -52,7 +63,7 @@ pub fn run_checks(
         let outcome = match status {
             Some(s) if s.success() => continue,
             Some(s) => format!("exited with {s}"),
-            None => format!("did not finish within {}s", CHECK_TIMEOUT.as_secs()),
+            None => format!("did not finish within {}s", timeout.as_secs()),
         };
         let tail: String = stderr
             .trim()

@@ -16,7 +16,8 @@
 //!   reuse from its last batch, the full payload from its last checkpoint.
 //! - **The content falls back to the next payload**: a digest that does not match, a
 //!   delta made for another base, a corrupt delta or chunk, an index or an answer that
-//!   does not describe the release, an artifact the server does not have. The fallback
+//!   does not describe the release, an artifact the server does not have, a chunk cache
+//!   that does not fit beside the reserve (the full payload needs none). The fallback
 //!   is recorded: `fallback` and `fallback_from` in the record (then in the receipt and
 //!   `history --json`), and a `Fail` record carrying `fallback` in the journal.
 //!
@@ -41,7 +42,7 @@ use crate::device::{Device, PayloadKind};
 use crate::install::chunks::{self, ChunkHooks, ChunkPaths, ChunkProgress};
 use crate::install::record::InstallProgress;
 use crate::install::seal::LeafStore;
-use crate::install::{delta, download};
+use crate::install::{delta, download, sizing};
 use crate::journal::{self, Instance};
 use crate::machines::controller;
 use crate::machines::downloader::{self, Event};
@@ -100,6 +101,8 @@ impl Failure {
             | AgentError::RangesUnsupported { .. }
             | AgentError::ChunkCorrupt { .. }
             | AgentError::ServerInvalid { .. }
+            // Only chunk reuse's cache can be short here: the full payload needs none.
+            | AgentError::InsufficientSpace { .. }
             | AgentError::Payload(_)
             | AgentError::Catalog(
                 CatalogError::TargetMismatch { .. } | CatalogError::TargetTooLong { .. },
@@ -411,6 +414,7 @@ impl Attempts<'_> {
         let result = {
             let mut hooks = ChunkJournal {
                 base: record.bytes_downloaded,
+                cache: &paths.cache,
                 dl,
                 record: &mut *record,
                 path,
@@ -591,6 +595,7 @@ impl<'a> Meter<'a> {
 struct ChunkJournal<'r, 'a> {
     /// What the record counted before this attempt's bytes.
     base: u64,
+    cache: &'r Path,
     dl: &'r mut Instance<downloader::Names>,
     record: &'r mut InstallProgress,
     path: &'r Path,
@@ -598,7 +603,12 @@ struct ChunkJournal<'r, 'a> {
 }
 
 impl ChunkHooks for ChunkJournal<'_, '_> {
-    fn planned(&mut self, plan: &ReusePlan, done: u64) -> Result<(), AgentError> {
+    fn planned(
+        &mut self,
+        plan: &ReusePlan,
+        batches_done: usize,
+        done: u64,
+    ) -> Result<(), AgentError> {
         let total = plan.download_bytes();
         self.dl.fire(
             Event::Checkpoint,
@@ -620,7 +630,9 @@ impl ChunkHooks for ChunkJournal<'_, '_> {
             }),
         )?;
         self.meter.begin(total.max(1), done);
-        Ok(())
+        // What is still to fetch must fit beside the reserve (else: the full payload).
+        let remaining = plan.requests.get(batches_done..).unwrap_or_default();
+        sizing::reserve_chunk_cache(self.cache, remaining)
     }
 
     fn checkpoint(&mut self, progress: &ChunkProgress) -> Result<(), AgentError> {

@@ -76,9 +76,15 @@ impl ChunkProgress {
 
 /// What the attempt's caller records as it goes (the journal, the install record).
 pub trait ChunkHooks: Send {
-    /// The plan is made: `download` bytes to fetch in `n_batches` batches, of which
-    /// `done` bytes were fetched by an earlier run.
-    fn planned(&mut self, plan: &ReusePlan, done: u64) -> Result<(), AgentError>;
+    /// The plan is made: its batches, of which the first `batches_done` (`done` bytes)
+    /// were fetched by an earlier run. An error ends the attempt before anything is
+    /// fetched (the cache does not fit: `INSUFFICIENT_SPACE`).
+    fn planned(
+        &mut self,
+        plan: &ReusePlan,
+        batches_done: usize,
+        done: u64,
+    ) -> Result<(), AgentError>;
     /// A batch is durable: persist `progress`.
     fn checkpoint(&mut self, progress: &ChunkProgress) -> Result<(), AgentError>;
     /// Chunk `chunk` failed its digest and is fetched once more.
@@ -152,7 +158,7 @@ pub async fn install(
         .map(|r| r.end - r.start)
         .sum::<u64>()
         + progress.batch_bytes_done;
-    hooks.planned(&plan, done_bytes)?;
+    hooks.planned(&plan, resumed_from_batch, done_bytes)?;
     hooks.checkpoint(progress)?;
 
     let cache = OpenOptions::new()

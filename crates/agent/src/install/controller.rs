@@ -8,19 +8,21 @@
 //! a resumable install:
 //! 1. the target (inactive) slot is invalidated in boot control and its metadata
 //!    removed — the running slot is never touched;
-//! 2. the ticket is stored beside the slot (`boot/ticket-<slot>.json`) before a byte
+//! 2. sizing (PURGING): the cache purged if the install does not fit, then the slot
+//!    image preallocated ([`sizing`]) — still nothing downloaded;
+//! 3. the ticket is stored beside the slot (`boot/ticket-<slot>.json`) before a byte
 //!    is downloaded;
-//! 3. a payload attempt writes the slot ([`attempts`]): for the full payload, frames
+//! 4. a payload attempt writes the slot ([`attempts`]): for the full payload, frames
 //!    are written and, about once a second, the slot synced and the count of frames
 //!    done recorded in the install record (and the journal); a delta or chunk reuse
 //!    records its own resume point there;
-//! 4. the seal is finished and its root hash checked (frames written by an earlier,
+//! 5. the seal is finished and its root hash checked (frames written by an earlier,
 //!    interrupted run are re-read and re-verified, never re-downloaded);
-//! 5. receipt, slot metadata, then boot control: the slot boots next with N tries.
+//! 6. receipt, slot metadata, then boot control: the slot boots next with N tries.
 //!
-//! A download-only run stops after step 4 (Hold): the install record then holds the seal
+//! A download-only run stops after step 5 (Hold): the install record then holds the seal
 //! (`sealed`), and a later install goes from LOADING_PERSISTED through the preconditions
-//! (and a fresh ticket when the stored one is older than the policy allows) to step 5.
+//! (and a fresh ticket when the stored one is older than the policy allows) to step 6.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,8 +40,10 @@ use crate::client::Client;
 use crate::device::{Device, PayloadKind, Receipt, SlotInfo, SlotSeal};
 use crate::install::attempts::{self, Attempts};
 use crate::install::download;
+use crate::install::purge::Keep;
 use crate::install::record::InstallProgress;
 use crate::install::seal::LeafStore;
+use crate::install::sizing;
 use crate::journal::{Instance, Journal};
 use crate::layout;
 use crate::machines::{controller, downloader};
@@ -219,6 +223,7 @@ impl<'a> Run<'a> {
             (event, data) = match action {
                 Action::StartUp => (Event::Started, json!({})),
                 Action::LoadPersisted => self.load_persisted().await?,
+                Action::SizeAndPurge => self.size()?,
                 Action::Ready => (Event::Go, json!({})),
                 Action::CheckPrerequisites => self.check_prerequisites()?,
                 Action::Personalize => {
@@ -397,6 +402,35 @@ impl<'a> Run<'a> {
             .map_err(AgentError::io("writing install progress", &path))?;
         self.record = Some(fresh);
         Ok((controller::Event::Fresh, json!({ "slot": self.target })))
+    }
+
+    /// PURGING: the install sized against the free space of every filesystem it writes,
+    /// the stale cache purged if it does not fit, the slot image preallocated
+    /// ([`sizing`]); `INSUFFICIENT_SPACE` before anything is downloaded when it still does
+    /// not fit. The resume state of this install (its record, a chunk cache under way) is
+    /// kept; the spool was already taken in LOADING_PERSISTED.
+    fn size(&mut self) -> Result<(controller::Event, serde_json::Value), AgentError> {
+        let (manifest, manifest_bytes) = self
+            .manifest
+            .clone()
+            .ok_or_else(|| missing("the manifest"))?;
+        let slot_path = self.device.slot_path(self.target);
+        let keep = Keep {
+            spool: false,
+            ..Keep::for_record(self.record.as_ref())
+        };
+        let sizing = sizing::size_install(
+            &self.device.layout(),
+            &sizing::Update {
+                slot_path: &slot_path,
+                image_size: manifest.image_size,
+                payload_size: manifest.payload_size,
+                manifest_len: manifest_bytes.len() as u64,
+            },
+            keep,
+        )?;
+        let data = serde_json::to_value(&sizing).unwrap_or_default();
+        Ok((controller::Event::Sized, data))
     }
 
     /// PREFLIGHT_PERSONALIZE: a ticket for this device, a fresh nonce (stored before the
@@ -717,6 +751,7 @@ fn action_text(action: controller::Action) -> &'static str {
     match action {
         Action::StartUp => "Starting",
         Action::LoadPersisted => "Loading saved state",
+        Action::SizeAndPurge => "Checking free space…",
         Action::Ready => "Ready to download",
         Action::CheckPrerequisites => "Checking power, network and space…",
         Action::Personalize => "Personalizing update…",

@@ -79,6 +79,10 @@ impl Spool {
             Some((seg, file)) => file
                 .write_all(bytes)
                 .map(|()| seg.len += bytes.len() as u64),
+            None if !room_for_a_segment(&dir) => Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "a new segment would eat into the space reserved for boot state, receipts and the journal",
+            )),
             None => {
                 let seg = Segment {
                     start: offset,
@@ -143,6 +147,14 @@ impl Spool {
     }
 }
 
+/// Whether the spool's filesystem has room for one more segment beside the reserve
+/// ([`crate::facts::RESERVE_BYTES`]), which belongs to the writes that keep the device
+/// bootable.
+fn room_for_a_segment(dir: &Path) -> bool {
+    crate::facts::space(dir)
+        .is_ok_and(|space| space.free >= SEGMENT_BYTES + crate::facts::RESERVE_BYTES)
+}
+
 /// Removes every segment in `dir` (a missing directory is fine).
 pub fn clear(dir: &Path) -> std::io::Result<()> {
     match fs::remove_dir_all(dir) {
@@ -197,6 +209,75 @@ pub fn recover(
     if found.from_spool > 0 {
         file.sync_data()
             .map_err(AgentError::io("syncing the slot", slot))?;
+    }
+    Ok(found)
+}
+
+/// The spool checked against the manifest, changing nothing ([`verify`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inspected {
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes they hold.
+    pub bytes: u64,
+    /// Frames found whole and checked against their digests.
+    pub frames_checked: usize,
+}
+
+/// A spooled frame that is not what the payload holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadFrame {
+    /// The frame.
+    pub frame: usize,
+    /// The segment holding its start.
+    pub segment: PathBuf,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Zstd's frame magic: every payload frame begins with it.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Checks every frame the spool in `dir` holds against `manifest` without writing
+/// anything: a frame held whole must decode to its digest, a frame cut short must at
+/// least begin as a zstd frame. The first that fails is the error.
+pub fn verify(dir: &Path, manifest: &Manifest) -> Result<Inspected, BadFrame> {
+    let segments = segments(dir);
+    let mut found = Inspected {
+        segments: segments.len(),
+        bytes: segments.iter().map(|s| s.len).sum(),
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(manifest.frame_size as usize + 1);
+    for seg in &segments {
+        let bad = |frame: usize, reason: String| BadFrame {
+            frame,
+            segment: seg.path(dir),
+            reason,
+        };
+        for (idx, frame) in manifest.frames.iter().enumerate() {
+            if frame.offset < seg.start || frame.offset >= seg.end() {
+                continue;
+            }
+            match read_range(dir, &segments, frame.offset, frame.len as u64) {
+                Some(compressed) => {
+                    ferry_payload::decode_frame(manifest, idx, &compressed, &mut out)
+                        .map_err(|e| bad(idx, e.to_string()))?;
+                    found.frames_checked += 1;
+                }
+                None => {
+                    let held = (seg.end() - frame.offset).min(ZSTD_MAGIC.len() as u64);
+                    let head = read_range(dir, &segments, frame.offset, held)
+                        .ok_or_else(|| bad(idx, "its first bytes cannot be read".into()))?;
+                    if head[..] != ZSTD_MAGIC[..head.len()] {
+                        return Err(bad(
+                            idx,
+                            format!("it begins with {head:02x?}, not a zstd frame"),
+                        ));
+                    }
+                }
+            }
+        }
     }
     Ok(found)
 }
@@ -360,6 +441,43 @@ mod tests {
                 .frames_done,
             5
         );
+    }
+
+    #[test]
+    fn verify_checks_whole_frames_and_the_start_of_a_partial_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let image: Vec<u8> = (0..(3u32 << 16)).map(|i| (i * 7 % 251) as u8).collect();
+        let mut payload = Vec::new();
+        let opts = ferry_payload::EncodeOptions {
+            frame_size: 1 << 16,
+            level: 3,
+        };
+        let manifest = ferry_payload::encode(&image[..], &mut payload, &opts).unwrap();
+        let spool_dir = dir.path().join("spool");
+        let p = |i: usize| manifest.frames[i].offset as usize;
+        let mut spool = Spool::create(&spool_dir);
+        spool.append(0, &payload[..p(2) + 10]);
+        drop(spool);
+        let found = verify(&spool_dir, &manifest).unwrap();
+        assert_eq!((found.segments, found.frames_checked), (1, 2));
+
+        // Random bytes in place of what arrived.
+        let segment = std::fs::read_dir(&spool_dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[p(1) + 30] ^= 0x55;
+        std::fs::write(&segment, &bytes).unwrap();
+        let bad = verify(&spool_dir, &manifest).unwrap_err();
+        assert_eq!(bad.frame, 1, "{bad:?}");
+        // A partial frame that is not a zstd frame.
+        std::fs::write(&segment, [&payload[..p(2)], &b"garbage!"[..]].concat()).unwrap();
+        let bad = verify(&spool_dir, &manifest).unwrap_err();
+        assert_eq!(bad.frame, 2, "{bad:?}");
+        assert!(bad.reason.contains("not a zstd frame"), "{bad:?}");
     }
 
     #[test]

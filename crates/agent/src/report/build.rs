@@ -161,6 +161,30 @@ impl Reporter {
         Ok(())
     }
 
+    /// Queues the doctor's result (terminal: never dropped): success when no check
+    /// failed, else a failure with the one cause it named (check, code, cause, fix).
+    pub fn doctor_result(
+        &self,
+        ok: bool,
+        cause: Option<(&str, &Report)>,
+    ) -> Result<(), AgentError> {
+        let result = if ok {
+            EventResult::Success
+        } else {
+            EventResult::Failure
+        };
+        let mut report = self.base(EventKind::DoctorResult, result);
+        report.error = cause.map(|(check, cause)| ErrorReport {
+            code: cause.code.clone(),
+            cause: cause.cause.clone(),
+            fix: cause.fix.clone(),
+            machine: Some("doctor".to_owned()),
+            state: Some(check.to_owned()),
+        });
+        lock(&self.inner.outbox).append(report)?;
+        Ok(())
+    }
+
     /// Queues a progress sample of `update` if its phase has none from the last
     /// [`PROGRESS_EVERY`] (the outbox keeps the latest per phase anyway).
     pub fn progress(&self, update: uuid::Uuid, progress: &Progress) -> Result<(), AgentError> {

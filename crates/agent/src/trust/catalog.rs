@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 use crate::client::{METADATA_PATH, TARGETS_PATH};
-use crate::device::Device;
+use crate::device::{Config, Device};
 use crate::layout::Layout;
 
 /// The result recorded for a scan that succeeded.
@@ -129,7 +129,18 @@ async fn tls_cause(device: &Device) -> Option<AgentError> {
 }
 
 async fn refresh_inner(device: &Device) -> Result<Catalog, AgentError> {
-    let root_path = device.layout().pinned_root();
+    fetch(&device.layout(), &device.config, false).await
+}
+
+/// Verifies what the server serves now from the pinned root and the last good metadata,
+/// changing nothing on the device (the doctor's catalog check): the catalog it would
+/// trust, or why it would refuse it.
+pub async fn verify_remote(layout: &Layout<'_>, config: &Config) -> Result<Catalog, AgentError> {
+    fetch(layout, config, true).await
+}
+
+async fn fetch(layout: &Layout<'_>, config: &Config, dry_run: bool) -> Result<Catalog, AgentError> {
+    let root_path = layout.pinned_root();
     let pinned_root = std::fs::read(&root_path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => AgentError::RootNotPinned {
             path: root_path.clone(),
@@ -140,22 +151,25 @@ async fn refresh_inner(device: &Device) -> Result<Catalog, AgentError> {
             source: e,
         },
     })?;
-    let (metadata_url, targets_url) = catalog_urls(&device.config.server)?;
+    let (metadata_url, targets_url) = catalog_urls(&config.server)?;
     // The catalog is fetched over the same pinned TLS as everything else.
-    let ca_pem = match &device.config.ca {
+    let ca_pem = match &config.ca {
         Some(path) => {
-            let path = device.layout().resolve(path);
+            let path = layout.resolve(path);
             Some(std::fs::read(&path).map_err(AgentError::io("reading the pinned CA", &path))?)
         }
         None => None,
     };
     let options = ferry_catalog::RefreshOptions {
         ca_pem,
-        now: Some(crate::trust::personalize::device_time(device)),
+        dry_run,
+        now: Some(
+            Utc::now() + chrono::Duration::seconds(crate::trust::personalize::clock_offset(config)),
+        ),
         ..Default::default()
     };
     Catalog::refresh_with(
-        &device.layout().tuf_dir(),
+        &layout.tuf_dir(),
         &pinned_root,
         &metadata_url,
         &targets_url,

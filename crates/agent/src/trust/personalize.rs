@@ -40,11 +40,16 @@ pub const SYSTEM_COMPONENT: &str = "system";
 /// The device's clock: the system clock plus the configured offset
 /// (`FERRY_CLOCK_OFFSET` seconds, else `clock_offset_secs` in config.toml).
 pub fn device_time(device: &Device) -> DateTime<Utc> {
-    let offset = std::env::var(CLOCK_OFFSET_ENV)
+    Utc::now() + chrono::Duration::seconds(clock_offset(&device.config))
+}
+
+/// Seconds the device's clock is set off the system clock: `FERRY_CLOCK_OFFSET`, else
+/// `clock_offset_secs` in `config`.
+pub fn clock_offset(config: &crate::device::Config) -> i64 {
+    std::env::var(CLOCK_OFFSET_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or(device.config.clock_offset_secs);
-    Utc::now() + chrono::Duration::seconds(offset)
+        .unwrap_or(config.clock_offset_secs)
 }
 
 /// The personalization key set the device trusts (taken from the catalog at its last
@@ -156,7 +161,12 @@ pub async fn update_key_set(
 
 /// The bearer credential from enrollment (`trust/credential`).
 pub(crate) fn credential(device: &Device) -> Result<String, AgentError> {
-    let path = device.layout().credential();
+    read_credential(&device.layout())
+}
+
+/// The bearer credential of the device at `layout` (`NOT_ENROLLED` when it has none).
+pub fn read_credential(layout: &crate::layout::Layout<'_>) -> Result<String, AgentError> {
+    let path = layout.credential();
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(text.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(AgentError::NotEnrolled {

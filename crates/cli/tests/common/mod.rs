@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 mod daemon;
+pub mod doctor;
+pub mod intercept;
 #[allow(unused_imports)]
 pub use daemon::*;
 
@@ -278,6 +280,9 @@ pub enum Fault {
     /// Answer every request with this HTTP status, as an overloaded server or a
     /// misconfigured gateway would.
     Status(u16),
+    /// Answer every request with 503 and `Retry-After` of this many seconds, as an
+    /// overloaded server shedding load does.
+    Overloaded(u64),
 }
 
 /// A TCP proxy on 127.0.0.1 that forwards to an upstream it can be re-pointed at, and
@@ -356,7 +361,12 @@ fn relay(
     max: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
 ) {
-    if let Fault::Status(code) = fault {
+    let answer = match fault {
+        Fault::Status(code) => Some((code, String::new())),
+        Fault::Overloaded(secs) => Some((503, format!("retry-after: {secs}\r\n"))),
+        _ => None,
+    };
+    if let Some((code, extra)) = answer {
         // The server speaks HTTPS: answer over TLS with its own certificate, as a
         // TLS-terminating gateway in front of it would.
         let Some(config) = server_tls(upstream) else {
@@ -373,7 +383,7 @@ fn relay(
         }
         let _ = write!(
             client,
-            "HTTP/1.1 {code} Injected\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            "HTTP/1.1 {code} Injected\r\n{extra}content-length: 0\r\nconnection: close\r\n\r\n"
         );
         client.conn.send_close_notify();
         let _ = client.flush();
@@ -416,7 +426,7 @@ fn relay(
             Ok(n) => n,
         };
         let limit = match fault {
-            Fault::None | Fault::Status(_) => u64::MAX,
+            Fault::None | Fault::Status(_) | Fault::Overloaded(_) => u64::MAX,
             Fault::CutAfter(l) | Fault::StallAfter(l) => l,
         };
         let allowed = (limit.saturating_sub(forwarded)).min(n as u64) as usize;

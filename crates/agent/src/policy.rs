@@ -249,7 +249,8 @@ pub const SPACE_SLACK: u64 = 32 << 20;
 
 /// Space a download needs on the data filesystem: the bytes fetched (spooled or cached
 /// until they are in the slot), the dm-verity tree of the image, and [`SPACE_SLACK`].
-/// A plain statvfs comparison until the sizing of DESIGN §3 step 2 replaces it.
+/// The daemon's quick check before it starts a download on its own; the install itself is
+/// sized exactly, purge included, in PURGING (`install::sizing`).
 pub fn space_needed(download_bytes: u64, image_size: u64) -> u64 {
     // A SHA-256 tree over 4 KiB blocks is at most 1/127 of the data, plus its superblock.
     download_bytes + image_size / 127 + 4096 + SPACE_SLACK

@@ -84,7 +84,12 @@ fn the_agent_scans_stages_and_installs_inside_its_window_only() {
         status(device)
     );
     assert_eq!(status(device)["running_slot"], "b");
-    assert_eq!(update_state(device).as_deref(), Some("COMMITTED"));
+    // The booted system commits the slot once its checks pass, just after it runs 2.0.
+    assert!(
+        wait_for(30, || update_state(device).as_deref() == Some("COMMITTED")),
+        "{:?}",
+        update_state(device)
+    );
     // The same journal, the same tables: it replays.
     ok(&["log", "replay", "--device", s(device)]);
     // Nobody ran `ferry deliver`: the agent delivered its reports, and the server knows.

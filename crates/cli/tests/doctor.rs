@@ -506,8 +506,16 @@ fn an_expired_catalog_is_named_first() {
     let (v1, v2) = (tmp.path().join("v1.img"), tmp.path().join("v2.img"));
     make_image(&v1, 1, 2);
     make_image(&v2, 2, 2);
-    // Published 200 days ago: the snapshot and targets metadata (180 days) have expired;
-    // the server re-signs only the timestamp.
+    // Made and published 200 days ago: the snapshot and targets metadata (180 days) have
+    // expired; the server re-signs only the timestamp.
+    let keys = offline_keys(&data);
+    let out = Command::new("faketime")
+        .args(["-f", "-200d", env!("CARGO_BIN_EXE_ferry"), "server", "init"])
+        .args(["--data", s(&data), "--keys", s(&keys)])
+        .env("FERRY_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
     for (image, version) in [(&v1, "1.0"), (&v2, "2.0")] {
         let out = Command::new("faketime")
             .args([
@@ -528,6 +536,8 @@ fn an_expired_catalog_is_named_first() {
                 "--level",
                 "3",
                 "--no-chunks",
+                "--keys",
+                s(&keys),
             ])
             .env("FERRY_LOG", "warn")
             .output()

@@ -413,7 +413,7 @@ pub enum AgentError {
         filesystems: Vec<crate::facts::Shortfall>,
     },
     /// A precondition holds the download or install back (BATTERY_LOW, LOW_POWER_MODE,
-    /// METERED_NETWORK, NOT_ENOUGH_SPACE).
+    /// METERED_NETWORK).
     #[error(transparent)]
     Precondition(#[from] crate::policy::Precondition),
     /// The run was stopped part-way (cancelled, suspended, or the agent shut down); what

@@ -223,12 +223,10 @@ impl<'de> Deserialize<'de> for ClockTime {
 /// What is about to happen, as the preconditions see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// A download of `bytes` that needs `space` bytes free on the data filesystem.
+    /// A download of `bytes` (its space is the sizing's: PURGING, `install::sizing`).
     Download {
         /// Bytes to fetch.
         bytes: u64,
-        /// Bytes it needs free (see [`space_needed`]).
-        space: u64,
     },
     /// Applying a staged update (and the restart after it).
     Install,
@@ -242,18 +240,6 @@ impl Step {
             Step::Install => "install",
         }
     }
-}
-
-/// Room kept free beyond what a download needs (journal, receipts, the spool's frames).
-pub const SPACE_SLACK: u64 = 32 << 20;
-
-/// Space a download needs on the data filesystem: the bytes fetched (spooled or cached
-/// until they are in the slot), the dm-verity tree of the image, and [`SPACE_SLACK`].
-/// The daemon's quick check before it starts a download on its own; the install itself is
-/// sized exactly, purge included, in PURGING (`install::sizing`).
-pub fn space_needed(download_bytes: u64, image_size: u64) -> u64 {
-    // A SHA-256 tree over 4 KiB blocks is at most 1/127 of the data, plus its superblock.
-    download_bytes + image_size / 127 + 4096 + SPACE_SLACK
 }
 
 /// A precondition that holds an update back: each with its code, cause and fix.
@@ -287,14 +273,6 @@ pub enum Precondition {
         /// `metered_max_bytes`.
         limit: u64,
     },
-    /// Not enough free space for the download.
-    #[error("the download needs {needed} bytes free on the data filesystem, which has {free}")]
-    NotEnoughSpace {
-        /// Bytes needed.
-        needed: u64,
-        /// Bytes free.
-        free: u64,
-    },
 }
 
 impl ferry_types::Diagnose for Precondition {
@@ -303,7 +281,6 @@ impl ferry_types::Diagnose for Precondition {
             Precondition::BatteryLow { .. } => "BATTERY_LOW",
             Precondition::LowPowerMode { .. } => "LOW_POWER_MODE",
             Precondition::MeteredNetwork { .. } => "METERED_NETWORK",
-            Precondition::NotEnoughSpace { .. } => "NOT_ENOUGH_SPACE",
         }
     }
 
@@ -318,16 +295,12 @@ impl ferry_types::Diagnose for Precondition {
             Precondition::MeteredNetwork { .. } => {
                 "Connect to an unmetered network, or raise metered_max_bytes in config.toml [policy]".into()
             }
-            Precondition::NotEnoughSpace { needed, free } => format!(
-                "Free {} more bytes on the device's data filesystem (ferry purge-cache, or remove other files)",
-                needed.saturating_sub(*free)
-            ),
         }
     }
 }
 
 /// Whether `step` may run now given `facts` and `policy`: the first precondition that
-/// holds it back, in the order power, low-power mode, metered network, space.
+/// holds it back, in the order power, low-power mode, metered network.
 pub fn check(step: Step, facts: &Facts, policy: &Policy) -> Result<(), Precondition> {
     let power = &facts.power;
     if let Some(level) = power.battery_level
@@ -344,17 +317,11 @@ pub fn check(step: Step, facts: &Facts, policy: &Policy) -> Result<(), Precondit
     if power.low_power_mode && !policy.allow_low_power_mode {
         return Err(Precondition::LowPowerMode { step: step.name() });
     }
-    if let Step::Download { bytes, space } = step {
+    if let Step::Download { bytes } = step {
         if facts.metered_network == Some(true) && bytes > policy.metered_max_bytes {
             return Err(Precondition::MeteredNetwork {
                 bytes,
                 limit: policy.metered_max_bytes,
-            });
-        }
-        if facts.data_fs.free < space {
-            return Err(Precondition::NotEnoughSpace {
-                needed: space,
-                free: facts.data_fs.free,
             });
         }
     }
@@ -410,10 +377,7 @@ mod tests {
         }
     }
 
-    const DOWNLOAD: Step = Step::Download {
-        bytes: 200_000_000,
-        space: 300_000_000,
-    };
+    const DOWNLOAD: Step = Step::Download { bytes: 200_000_000 };
 
     #[test]
     fn each_precondition_refuses_with_its_own_code() {
@@ -452,17 +416,8 @@ mod tests {
             "METERED_NETWORK"
         );
         assert_eq!(check(Step::Install, &metered, &policy), Ok(()));
-        let small = Step::Download {
-            bytes: 1000,
-            space: 1000,
-        };
+        let small = Step::Download { bytes: 1000 };
         assert_eq!(check(small, &metered, &policy), Ok(()));
-
-        let full = facts(None, true, None, 1000);
-        let e = check(DOWNLOAD, &full, &policy).unwrap_err();
-        assert_eq!(e.code(), "NOT_ENOUGH_SPACE");
-        assert!(e.fix().contains(&(300_000_000u64 - 1000).to_string()));
-        assert_eq!(check(Step::Install, &full, &policy), Ok(()));
     }
 
     #[test]
@@ -492,11 +447,5 @@ mod tests {
             assert!(toml::from_str::<Policy>(&text).is_err(), "{bad}");
         }
         assert!(toml::from_str::<Policy>("auto_instal = true").is_err());
-    }
-
-    #[test]
-    fn a_download_needs_its_bytes_and_a_tree() {
-        assert_eq!(space_needed(0, 0), 4096 + SPACE_SLACK);
-        assert!(space_needed(100, 127 << 20) >= 100 + (1 << 20) + SPACE_SLACK);
     }
 }

@@ -725,13 +725,31 @@ pub fn explain(
             .map_err(|e| e.report()),
     };
     let version = offer.version.to_string();
+    let space = match device.running_slot() {
+        Ok(running) => {
+            let slot_path = device.slot_path(!running);
+            let record = install::update::install_record(device);
+            install::sizing::check_fits(
+                &device.layout(),
+                &install::sizing::Update {
+                    slot_path: &slot_path,
+                    image_size: offer.image_size,
+                    payload_size: offer.download_size,
+                    manifest_len: 0,
+                },
+                install::purge::Keep::for_record(record.as_ref()),
+            )
+            .map_err(|e| e.report())
+        }
+        Err(e) => Err(e.report()),
+    };
     schedule::decide(&schedule::Situation {
         policy,
         facts: facts.as_ref().map_err(Clone::clone),
         window: window.as_ref().map(Option::as_ref).map_err(Clone::clone),
         version: &version,
         download_size: offer.download_size,
-        image_size: offer.image_size,
+        space,
         stage,
         suspended,
     })

@@ -29,7 +29,8 @@ pub enum Event {
         /// The journal record.
         record: Record,
     },
-    /// A progress sample (not in the journal: a reconnecting client gets the next one).
+    /// A progress sample (not in the journal: a client that connects, or falls behind,
+    /// gets the latest one after the transitions it missed).
     Progress {
         /// The sequence number of the last transition before it.
         after: u64,
@@ -146,6 +147,7 @@ impl Hub {
         let (tx, rx) = mpsc::channel::<Vec<u8>>(256);
         let mut live = self.live.subscribe();
         let dir = self.journal_dir.clone();
+        let hub = self.clone();
         tokio::spawn(async move {
             let mut last = since;
             'replay: loop {
@@ -158,6 +160,17 @@ impl Hub {
                         last = *seq;
                     }
                     if tx.send(line(&event)).await.is_err() {
+                        return;
+                    }
+                }
+                // Where a running job stands now: a client that connects or fell behind
+                // mid-install sees the bar at once, not at the next sample.
+                if let Some(progress) = hub.last_progress() {
+                    let now = Event::Progress {
+                        after: last,
+                        progress,
+                    };
+                    if tx.send(line(&now)).await.is_err() {
                         return;
                     }
                 }

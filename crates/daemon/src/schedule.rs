@@ -192,8 +192,9 @@ pub struct Situation<'a> {
     pub version: &'a str,
     /// Bytes to download and the image size, for the download's preconditions.
     pub download_size: u64,
-    /// Image size.
-    pub image_size: u64,
+    /// Whether the download would fit once the cache is purged (the sizing of DESIGN §3
+    /// step 2, `install::sizing::check_fits`), or the refusal with its numbers.
+    pub space: Result<(), Report>,
     /// Where the update stands.
     pub stage: Stage,
     /// Whether a daemon runs (`None` outside one: nothing happens on its own).
@@ -302,10 +303,15 @@ pub fn decide(s: &Situation) -> (Next, Option<Hold>) {
     let step = match next {
         Next::Install if s.stage == Stage::Staged => Step::Install,
         Next::Restart => Step::Install,
-        _ => Step::Download {
-            bytes: s.download_size,
-            space: policy::space_needed(s.download_size, s.image_size),
-        },
+        _ => {
+            if let Err(short) = &s.space {
+                return wait(Hold::from_report(HoldKind::Precondition, short.clone()));
+            }
+            // Sized above, purge included: nothing for the statvfs rule to add.
+            Step::Download {
+                bytes: s.download_size,
+            }
+        }
     };
     match policy::check(step, facts, s.policy) {
         Ok(()) => (next, None),
@@ -351,7 +357,7 @@ mod tests {
             window: Ok(window),
             version: "2.0",
             download_size: 1000,
-            image_size: 4096,
+            space: Ok(()),
             stage,
             suspended: Some(false),
         }
@@ -476,6 +482,27 @@ mod tests {
             )),
             (Next::Install, None)
         );
+        let mut short = situation(&default, &ac, None, Stage::New);
+        short.space = Err(Report {
+            code: "INSUFFICIENT_SPACE".into(),
+            cause: "the update needs 40 MiB on /data, which has 12 MiB free".into(),
+            fix: "Free at least 28 MiB on the filesystem of /data".into(),
+        });
+        let (next, hold) = decide(&short);
+        assert_eq!(next, Next::Wait);
+        let hold = hold.unwrap();
+        assert_eq!(
+            (hold.code.as_str(), hold.kind),
+            ("INSUFFICIENT_SPACE", HoldKind::Precondition)
+        );
+        // A staged update needs no more space to be applied.
+        let auto = Policy {
+            auto_install: true,
+            ..Policy::default()
+        };
+        short.stage = Stage::Staged;
+        short.policy = &auto;
+        assert_eq!(decide(&short), (Next::Install, None));
         let mut suspended = situation(&default, &ac, None, Stage::New);
         suspended.suspended = Some(true);
         assert_eq!(code(decide(&suspended)), "AGENT_SUSPENDED");

@@ -508,9 +508,9 @@ impl<'a> Run<'a> {
             return Ok((event, json!({ "facts": seen, "ticket_age_secs": age })));
         }
         let bytes = self.offer.download_size;
-        // PURGING has sized this install on every filesystem (purging and preallocating):
-        // the space precondition has nothing left to add here.
-        let step = Step::Download { bytes, space: 0 };
+        // Space is not a precondition here: PURGING has sized this install on every
+        // filesystem, purging and preallocating.
+        let step = Step::Download { bytes };
         policy::check(step, &facts, policy)?;
         if self.mode == Mode::Install {
             policy::check(Step::Install, &facts, policy)?;

@@ -274,6 +274,18 @@ pub fn size_install(
     Ok(sizing)
 }
 
+/// Whether `update` would fit once what may be purged is purged (nothing is changed): the
+/// daemon's check before it starts a download on its own, the same arithmetic as PURGING.
+/// `Err(INSUFFICIENT_SPACE)` with the numbers when it would not.
+pub fn check_fits(layout: &Layout<'_>, update: &Update<'_>, keep: Keep) -> Result<(), AgentError> {
+    let sizing = assess(layout, update, keep)?;
+    let short = sizing
+        .filesystems
+        .iter()
+        .any(|fs| fs.needed > fs.free.saturating_add(fs.purgeable));
+    if short { Err(sizing.error()) } else { Ok(()) }
+}
+
 /// The sizing of `update` now, nothing purged or preallocated (what the doctor shows).
 pub fn assess(layout: &Layout<'_>, update: &Update<'_>, keep: Keep) -> Result<Sizing, AgentError> {
     let purgeable = purge::purgeable(layout, keep);

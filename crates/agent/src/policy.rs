@@ -317,13 +317,14 @@ pub fn check(step: Step, facts: &Facts, policy: &Policy) -> Result<(), Precondit
     if power.low_power_mode && !policy.allow_low_power_mode {
         return Err(Precondition::LowPowerMode { step: step.name() });
     }
-    if let Step::Download { bytes } = step {
-        if facts.metered_network == Some(true) && bytes > policy.metered_max_bytes {
-            return Err(Precondition::MeteredNetwork {
-                bytes,
-                limit: policy.metered_max_bytes,
-            });
-        }
+    if let Step::Download { bytes } = step
+        && facts.metered_network == Some(true)
+        && bytes > policy.metered_max_bytes
+    {
+        return Err(Precondition::MeteredNetwork {
+            bytes,
+            limit: policy.metered_max_bytes,
+        });
     }
     Ok(())
 }

@@ -1,160 +1,33 @@
-//! The device-side subcommands: `device init`, `audience set`, `list`, `install`,
-//! `download`, `status`, `history`, `reboot`, `doctor`, `purge-cache`, `boot-check` and
-//! `deliver`. Every one but `device init`, `doctor` and `purge-cache` goes through the
-//! running agent when there is one (`local`) and prints the same either way (the doctor
-//! reads the directory without its lock; its `--fix` goes through the agent); the agent
-//! delivers the event reports it queues, and a command that worked on the directory
-//! itself delivers the queued ones at its end ([`deliver_queued`]).
+//! The device-side subcommands: `audience set`, `list`, `install`, `download`, `status`,
+//! `history`, `reboot`, `boot-check` and `deliver` (`device init` is in `init_cmd`, the
+//! doctor in `doctor_cmds`). Each goes through the running agent when there is one
+//! (`local`) and prints the same either way; the agent delivers the event reports it
+//! queues, and a command that worked on the directory itself delivers the queued ones at
+//! its end ([`deliver_queued`]).
 
-use std::io::Read as _;
 use std::process::ExitCode;
 
 use ferry_agent::boot::reboot as agent_reboot;
 use ferry_agent::device::Device;
-use ferry_agent::provision::{self, InitOptions};
 use ferry_agent::trust::catalog;
 use ferry_agent::{install, status as agent_status};
 
 use crate::args::{
-    AudienceSetArgs, BootKind, DeliverArgs, DeviceArgs, DeviceInitArgs, DoctorArgs, DownloadArgs,
-    InstallArgs, PurgeCacheArgs, RebootArgs,
+    AudienceSetArgs, DeliverArgs, DeviceArgs, DownloadArgs, InstallArgs, RebootArgs,
 };
 use crate::failure::Failure;
 use crate::render::{self, ProgressUi};
-
-/// The largest root metadata `--trust-on-first-use` accepts.
-const MAX_ROOT_SIZE: u64 = 512 * 1024;
-
-/// The enrollment token from `--enroll-token` (or `FERRY_ENROLL_TOKEN`), or read from
-/// `--enroll-token-file` (`-`: standard input), trimmed.
-fn enroll_token(a: &DeviceInitArgs) -> Result<String, Failure> {
-    let unreadable = |what: &str, e: std::io::Error| {
-        Failure::new(
-            "ENROLL_TOKEN_UNREADABLE",
-            format!("the enrollment token could not be read from {what}: {e}"),
-            "pass a file holding the token from `ferry server token` with --enroll-token-file (or - and the token on standard input)",
-        )
-    };
-    let text = match (&a.enroll_token, &a.enroll_token_file) {
-        (Some(token), _) => token.clone(),
-        (None, Some(path)) if path.as_os_str() == "-" => {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin().take(4096), &mut text)
-                .map_err(|e| unreadable("standard input", e))?;
-            text
-        }
-        (None, Some(path)) => {
-            std::fs::read_to_string(path).map_err(|e| unreadable(&path.display().to_string(), e))?
-        }
-        (None, None) => String::new(),
-    };
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(Failure::new(
-            "ENROLL_TOKEN_MISSING",
-            "no enrollment token was given",
-            "pass the token from `ferry server token --data DIR` with --enroll-token-file FILE (or -), --enroll-token or FERRY_ENROLL_TOKEN",
-        ));
-    }
-    Ok(token.to_owned())
-}
 
 /// How long a command waits at its end to deliver queued event reports.
 const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Delivers queued event reports for at most [`DELIVERY_WAIT`]: never fails the command
 /// (the reports stay queued and `ferry status` shows them).
-async fn deliver_queued(device: &Device) {
+pub(crate) async fn deliver_queued(device: &Device) {
     ferry_agent::report::deliver::deliver_within(device, DELIVERY_WAIT).await;
 }
 
-pub async fn device_init(a: DeviceInitArgs) -> Result<ExitCode, Failure> {
-    let token = enroll_token(&a)?;
-    let root = match &a.root {
-        Some(path) => std::fs::read(path).map_err(|e| {
-            Failure::new(
-                "ROOT_UNREADABLE",
-                format!("the root file {} could not be read: {e}", path.display()),
-                "pass the server's DATA/tuf/metadata/N.root.json with --root",
-            )
-        })?,
-        None => {
-            // --trust-on-first-use (clap requires one of the two).
-            // The root is trusted on first use; the connection is still pinned to the CA.
-            let ca_pem = std::fs::read_to_string(&a.ca).map_err(|e| {
-                Failure::new(
-                    "CA_UNREADABLE",
-                    format!("the CA file {} could not be read: {e}", a.ca.display()),
-                    "pass the server's DATA/pki/ca.pem with --ca",
-                )
-            })?;
-            let client = ferry_agent::client::Client::pinned(
-                &a.server,
-                Some(&ca_pem),
-                ferry_agent::device::DEFAULT_READ_TIMEOUT,
-            )?;
-            let path = format!("{}1.root.json", ferry_agent::client::METADATA_PATH);
-            let root = client.small_file(&path, MAX_ROOT_SIZE).await?;
-            tracing::warn!(
-                server = %a.server,
-                "trusting the catalog root the server sent (--trust-on-first-use)"
-            );
-            root.to_vec()
-        }
-    };
-    let fresh = !a.dir.exists();
-    let identity = provision::init(
-        &a.dir,
-        &InitOptions {
-            class: a.class,
-            image: a.image,
-            version: a.version.clone(),
-            server: a.server.clone(),
-            audience: a.audience,
-            slot_size: a.slot_size,
-            boot: match a.boot {
-                BootKind::File => ferry_boot::BootBackend::File,
-                BootKind::Grub => ferry_boot::BootBackend::Grub {
-                    path: "grubenv".into(),
-                },
-                BootKind::Uboot => ferry_boot::BootBackend::Uboot {
-                    config: "fw_env.config".into(),
-                },
-            },
-            health_checks: a.health_checks,
-            root,
-            ca: Some(a.ca.clone()),
-        },
-    )?;
-    // Enroll: the credential and the personalization key, over the pinned CA. A device
-    // that could not enroll is removed again, so init can simply be run again.
-    let enrolled = match Device::open(&a.dir) {
-        Ok(device) => ferry_agent::trust::personalize::enroll(&device, &token).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = enrolled {
-        if fresh {
-            let _ = std::fs::remove_dir_all(&a.dir);
-        } else if let Ok(entries) = std::fs::read_dir(&a.dir) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_dir_all(entry.path())
-                    .or_else(|_| std::fs::remove_file(entry.path()));
-            }
-        }
-        return Err(e.into());
-    }
-    println!(
-        "device {} ({}) at {} runs {} on slot a, enrolled with {}",
-        identity.device_id,
-        identity.device_class,
-        a.dir.display(),
-        a.version,
-        a.server
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn open(a: &DeviceArgs) -> Result<Device, Failure> {
+pub(crate) fn open(a: &DeviceArgs) -> Result<Device, Failure> {
     Device::open(&a.device).map_err(|e| Failure::from(e).json(a.json))
 }
 
@@ -873,109 +746,5 @@ pub async fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
             render::bytes(r.bytes_downloaded)
         );
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn doctor(d: DoctorArgs) -> Result<ExitCode, Failure> {
-    use ferry_agent::doctor::{self, Scope, Subject};
-    let a = d.device;
-    let layout = ferry_agent::layout::Layout::new(&a.device);
-    if !layout.identity().is_file() && !layout.config().is_file() {
-        let e = ferry_agent::AgentError::DeviceMissing {
-            dir: a.device.clone(),
-        };
-        return Err(Failure::from(e).json(a.json));
-    }
-    // The checks read the directory without its lock, so they run here whether or not the
-    // agent runs; repairs need the lock, so `--fix` asks the agent when it holds it.
-    let mut report = doctor::run(&Subject::open(&a.device), &Scope::All).await;
-    if d.fix {
-        let fixes = match crate::local::agent(&a.device).await {
-            Some(agent) => {
-                let answer = agent
-                    .post("/v1/doctor/fix", serde_json::json!({}))
-                    .await
-                    .map_err(|e| crate::local::failure(e, a.json))?;
-                serde_json::from_value(answer["fixes"].clone()).map_err(|e| {
-                    Failure::from(ferry_daemon::DaemonError::Api {
-                        path: "/v1/doctor/fix".into(),
-                        reason: e.to_string(),
-                    })
-                    .json(a.json)
-                })?
-            }
-            None => doctor::fix::fix(&a.device, &report).await,
-        };
-        if fixes.iter().any(|f: &doctor::Fixed| f.done) {
-            report = doctor::run(&Subject::open(&a.device), &Scope::All).await;
-        }
-        report.fixes = fixes;
-    }
-    // The result is an event report too (the fleet sees why a device is not updating).
-    match crate::local::agent(&a.device).await {
-        Some(agent) => {
-            let cause = report.cause.as_ref().map(|c| {
-                serde_json::json!({ "check": c.check, "code": c.code, "cause": c.cause, "fix": c.fix })
-            });
-            let queued = agent
-                .post(
-                    "/v1/doctor/result",
-                    serde_json::json!({ "ok": report.ok, "cause": cause }),
-                )
-                .await;
-            if let Err(e) = queued {
-                tracing::warn!("the doctor's result was not queued by the agent: {e:?}");
-            }
-        }
-        None => {
-            if let Ok(device) = Device::open(&a.device) {
-                if let Err(e) = doctor::queue_result(&device, &report) {
-                    tracing::warn!("the doctor's result was not queued: {e}");
-                }
-                deliver_queued(&device).await;
-            }
-        }
-    }
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
-    } else {
-        render::doctor(&report);
-    }
-    Ok(if report.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-pub fn purge_cache(a: PurgeCacheArgs) -> Result<ExitCode, Failure> {
-    let json = a.device.json;
-    let device = open(&a.device)?;
-    let purged =
-        install::purge::purge_cache(&device, a.all).map_err(|e| Failure::from(e).json(json))?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&purged).unwrap_or_default()
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    for item in &purged.removed {
-        println!(
-            "removed {} ({}): {}",
-            item.path.display(),
-            render::bytes(item.bytes),
-            item.why
-        );
-    }
-    println!(
-        "Freed {} ({} item{}).",
-        render::bytes(purged.bytes),
-        purged.removed.len(),
-        if purged.removed.len() == 1 { "" } else { "s" }
-    );
     Ok(ExitCode::SUCCESS)
 }

@@ -19,9 +19,11 @@ mod bench_events;
 mod cache_cmd;
 mod demo;
 mod device_cmds;
+mod doctor_cmds;
 mod failure;
 mod fleet_cmds;
 mod images;
+mod init_cmd;
 mod key_cmds;
 mod local;
 mod log_cmds;
@@ -72,7 +74,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
         match cli.command {
             Command::Server(a) => server_cmds::server(a).await,
             Command::Publish(a) => publish_cmds::publish(a).await,
-            Command::Device(args::DeviceCommand::Init(a)) => device_cmds::device_init(a).await,
+            Command::Device(args::DeviceCommand::Init(a)) => init_cmd::device_init(a).await,
             Command::Audience(args::AudienceCommand::Set(a)) => device_cmds::audience_set(a).await,
             Command::Tuf(a) => tuf_cmds::run(a).await,
             Command::List(a) => device_cmds::list(a, false).await,
@@ -84,8 +86,8 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Status(a) => device_cmds::status(a).await,
             Command::History(a) => device_cmds::history(a).await,
             Command::Reboot(a) => device_cmds::reboot(a).await,
-            Command::Doctor(a) => device_cmds::doctor(a).await,
-            Command::PurgeCache(a) => device_cmds::purge_cache(a),
+            Command::Doctor(a) => doctor_cmds::doctor(a).await,
+            Command::PurgeCache(a) => doctor_cmds::purge_cache(a),
             Command::BootCheck(a) => device_cmds::boot_check(a).await,
             Command::Deliver(a) => device_cmds::deliver(a).await,
             Command::Demo(a) => demo::run(a).await,

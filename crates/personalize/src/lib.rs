@@ -44,6 +44,7 @@
 //!     published: request.components.clone(), // the images the build published
 //!     nonce_seen: false,
 //!     rate_limited: false,
+//!     rollout: None, // no rollout holds the device back
 //! };
 //! let approved = Policy::default().decide(&request, Utc::now(), &facts)?;
 //! let signer = Signer::generate();
@@ -88,7 +89,7 @@ pub use keys::{KeyError, KeyId, PublicKey, SignatureBytes};
 pub use keyset::{KEY_SET_TARGET, KeySet, KeySetError};
 pub use preflight::{Preflight, Standing};
 pub use refusal::{REFUSAL_CODES, Refusal, RefusalWire, RefusalWireError};
-pub use rules::{DeviceStatus, Facts, Policy, check_identity};
+pub use rules::{DeviceStatus, Facts, Policy, RolloutHold, check_identity};
 pub use ticket::{
     Expectation, SignedTicket, Signer, Ticket, TicketError, TicketRequest, UnsignedTicket, verify,
     verify_signature,

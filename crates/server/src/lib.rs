@@ -15,6 +15,9 @@
 //! device's reports once per sequence and folds them into its current state; the fleet
 //! read side, the silent-device watch, the per-class phase rates and `GET /metrics`.
 //!
+//! Rollouts ([`rollouts`]): waves, the hold the signing service applies, the halt rule
+//! counted in the event-ingest transaction, the admin endpoints.
+//!
 //! Personalization ([`personalize`], [`enroll`], [`devices`]): enrollment tokens,
 //! device credentials, the signing service and its admin endpoints. Everything is served
 //! over HTTPS ([`pki`]): the CA, server certificate, online keys and admin token are made
@@ -43,6 +46,7 @@ pub mod personalize;
 pub mod pki;
 mod preflight;
 mod publish;
+pub mod rollouts;
 mod routes;
 pub mod serve;
 pub mod store;
@@ -160,9 +164,12 @@ impl Https {
     /// The whole HTTP surface: catalog, personalization, enrollment, events, admin,
     /// metrics; every request timed for `/metrics`.
     pub fn router(&self) -> axum::Router {
-        let admin = events::admin_routes(self.events.clone()).route_layer(
-            axum::middleware::from_fn_with_state(self.service.clone(), enroll::require_admin),
-        );
+        let admin = events::admin_routes(self.events.clone())
+            .merge(rollouts::http::admin_routes(self.data.db.clone()))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.service.clone(),
+                enroll::require_admin,
+            ));
         app(self.data.clone())
             .merge(
                 personalize::routes(self.service.clone())

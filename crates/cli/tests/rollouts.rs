@@ -535,3 +535,100 @@ fn a_device_silent_mid_update_counts_against_its_rollout() {
     let v2 = published(&api, "2.0");
     assert_eq!(code(&ask(&api, &sims[2], &v2)), "ROLLOUT_HALTED");
 }
+
+/// The labels `ferry list` offers the device (a scan each time), or the error code.
+fn offered(device: &Path) -> Result<Vec<String>, String> {
+    let out = run(&["list", "--json", "--device", s(device)]);
+    if !out.status.success() {
+        return Err(json_error_code(&out));
+    }
+    let offers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    Ok(offers
+        .iter()
+        .map(|o| o["label"].as_str().unwrap().to_owned())
+        .collect())
+}
+
+fn sqlite(data: &Path, sql: &str) {
+    let status = std::process::Command::new("sqlite3")
+        .arg(data.join("ferry.db"))
+        .arg(sql)
+        .status()
+        .expect("sqlite3 runs (the test alters the server's database as an attacker would)");
+    assert!(status.success());
+}
+
+#[test]
+fn a_real_device_follows_the_signed_decision_at_its_next_scan_and_refuses_forged_ones() {
+    let mut f = fleet(1, |s| s.url());
+    let data = f.server.data.clone();
+    assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
+    rollout_cli(&data, &["create", "--class", "vm", "--version", "2.0"]);
+    assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
+    // Halted: gone at the next scan, and the verified decision on disk says why.
+    rollout_cli(&data, &["halt", "1"]);
+    assert_eq!(offered(&f.device), Ok(vec![]));
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(f.device.join("trust/decision.json")).unwrap())
+            .unwrap();
+    let decision: Value = serde_json::from_str(stored["decision"].as_str().unwrap()).unwrap();
+    assert_eq!(decision["releases"][0]["state"], "halted", "{decision}");
+    assert_eq!(decision["releases"][0]["target"], "vm-2.0.payload.zst");
+    rollout_cli(&data, &["resume", "1"]);
+    assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
+
+    // Whoever holds the server and its online keys names 2.0 with another image hash: the
+    // decision is validly signed, but the offline-signed catalog disagrees.
+    let hash: String = {
+        let out = std::process::Command::new("sqlite3")
+            .arg(data.join("ferry.db"))
+            .arg("SELECT payload_sha256 FROM releases WHERE version = '2.0'")
+            .output()
+            .expect("sqlite3 runs");
+        text(&out.stdout).trim().to_owned()
+    };
+    sqlite(
+        &data,
+        &format!(
+            "UPDATE releases SET payload_sha256 = '{}' WHERE version = '2.0'",
+            "ab".repeat(32)
+        ),
+    );
+    assert_eq!(
+        offered(&f.device),
+        Err("DECISION_TARGET_MISMATCH".to_owned())
+    );
+    sqlite(
+        &data,
+        &format!("UPDATE releases SET payload_sha256 = '{hash}' WHERE version = '2.0'"),
+    );
+    assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
+
+    // A director key the catalog does not publish (swapped in on the server): refused.
+    let dir = data.join("keys-online/director");
+    let key_file = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "pk8"))
+        .unwrap();
+    std::fs::write(&key_file, ferry_personalize::Signer::generate().to_pkcs8()).unwrap();
+    f.server.kill();
+    f.server = Server::start(&data);
+    let config = f.device.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let old = text
+        .lines()
+        .find(|l| l.starts_with("server"))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &config,
+        text.replace(&old, &format!("server = \"{}\"", f.server.url())),
+    )
+    .unwrap();
+    assert_eq!(
+        offered(&f.device),
+        Err("DECISION_KEY_NOT_TRUSTED".to_owned())
+    );
+}

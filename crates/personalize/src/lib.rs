@@ -73,6 +73,7 @@
 
 mod canonical;
 mod credential;
+mod decision;
 mod keys;
 mod keyset;
 mod preflight;
@@ -84,6 +85,10 @@ mod types;
 pub use credential::{
     Credential, CredentialError, CredentialId, CredentialSigner, EnrollmentToken, IssuedCredential,
     MAX_CREDENTIAL_TOKEN_LEN, verify_credential,
+};
+pub use decision::{
+    DIRECTOR_KEY_SET_TARGET, DecidedRelease, Decision, DecisionError, DecisionState,
+    SignedDecision, check_against_catalog, verify_decision,
 };
 pub use keys::{KeyError, KeyId, PublicKey, SignatureBytes};
 pub use keyset::{KEY_SET_TARGET, KeySet, KeySetError};

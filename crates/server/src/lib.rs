@@ -36,6 +36,7 @@ mod chunks;
 pub mod db;
 mod delta;
 pub mod devices;
+pub mod director;
 pub mod enroll;
 mod error;
 pub mod events;
@@ -115,6 +116,8 @@ pub struct Https {
     pub events: events::Events,
     /// This replica's metrics.
     pub metrics: metrics::Metrics,
+    /// Signed decisions for devices.
+    pub director: director::Director,
 }
 
 impl Https {
@@ -145,6 +148,7 @@ impl Https {
         );
         let metrics = metrics::Metrics::new();
         let events = events::Events::new(service.clone(), metrics.clone());
+        let director = director::Director::load(service.clone(), &catalog)?;
         Ok(Https {
             data,
             secrets,
@@ -152,6 +156,7 @@ impl Https {
             limits: serve::Limits::default(),
             events,
             metrics,
+            director,
         })
     }
 
@@ -175,6 +180,7 @@ impl Https {
                 personalize::routes(self.service.clone())
                     .merge(enroll::routes(self.service.clone()))
                     .merge(events::routes(self.events.clone()))
+                    .merge(director::routes(self.director.clone()))
                     .merge(admin)
                     .layer(tower_http::trace::TraceLayer::new_for_http()),
             )

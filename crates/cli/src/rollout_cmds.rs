@@ -54,8 +54,8 @@ pub async fn rollout(a: RolloutArgs) -> Result<ExitCode, Failure> {
                 );
             } else {
                 println!(
-                    "{:<4} {:<10} {:<9} {:<9} {:<10} {}",
-                    "Id", "Class", "Version", "State", "Audience", "Waves"
+                    "{:<4} {:<10} {:<9} {:<9} {:<10} Waves",
+                    "Id", "Class", "Version", "State", "Audience"
                 );
                 for r in &rollouts {
                     println!(
@@ -146,8 +146,8 @@ fn print_view(view: &RolloutView) {
         )
     );
     println!(
-        "\n{:<5} {:<8} {:<6} {:<20} {:<9} {:<9} {}",
-        "Wave", "Share", "Open", "Opens (UTC)", "Attempts", "Failures", "Wilson lower bound"
+        "\n{:<5} {:<8} {:<6} {:<20} {:<9} {:<9} Wilson lower bound",
+        "Wave", "Share", "Open", "Opens (UTC)", "Attempts", "Failures"
     );
     for w in &view.wave_counts {
         println!(

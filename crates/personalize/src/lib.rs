@@ -1,7 +1,8 @@
 //! Personalization for ferry: the ticket a device asks for before it installs a build, the
 //! pure rules by which the service signs or refuses it, the checks a device runs on it at
-//! install and boot, and enrollment credentials. (The pinned TLS both sides speak is
-//! `ferry-tls`.)
+//! install and boot, enrollment credentials, and the director's signed decisions about
+//! releases under rollouts ([`Decision`], checked against the catalog). (The pinned TLS
+//! both sides speak is `ferry-tls`.)
 //!
 //! A ticket binds one build's component root hashes to one device and one attempt (the
 //! SHA-256 of a fresh nonce), so an image can't be replayed onto another device or installed

@@ -17,7 +17,7 @@ use ferry_personalize::{
     verify_decision,
 };
 
-use ferry_types::Sha256;
+use ferry_types::{Diagnose, Sha256};
 
 use crate::AgentError;
 use crate::client::Client;
@@ -25,8 +25,9 @@ use crate::device::Device;
 
 /// The decision for this device now, verified against the catalog's director keys and
 /// targets; `Ok(None)` when the catalog publishes no director key or the server has no
-/// director (the signing service still enforces rollouts then). A decision that fails a
-/// check is refused with its code and the last verified one stays.
+/// director, or the decision cannot be fetched (the signing service still enforces rollouts
+/// then). A decision that fails a check is refused with its code and the last verified one
+/// stays.
 pub async fn refresh(device: &Device, catalog: &Catalog) -> Result<Option<Decision>, AgentError> {
     let Some(target) = catalog.target(DIRECTOR_KEY_SET_TARGET) else {
         return Ok(None);
@@ -50,8 +51,15 @@ pub async fn refresh(device: &Device, catalog: &Catalog) -> Result<Option<Decisi
     };
     let keys = KeySet::from_bytes(&bytes)?;
     let client = Client::for_device(device)?;
-    let Some(signed) = client.decision(&credential).await? else {
-        return Ok(None);
+    // A decision that cannot be had (network, a refusal such as REVOKED_DEVICE) narrows
+    // nothing: the install asks the signing service, which enforces the rollout and says why.
+    let signed = match client.decision(&credential).await {
+        Ok(Some(signed)) => signed,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            tracing::info!(code = e.code(), error = %e, "no decision from the director");
+            return Ok(None);
+        }
     };
     let decision = verify(device, catalog, &keys, &signed)?;
     let path = device.layout().decision();

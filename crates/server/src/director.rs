@@ -149,8 +149,13 @@ impl Director {
         Ok(Director { service, signer })
     }
 
-    /// The decision for `device_id` of `class` now.
-    pub async fn decide(&self, device_id: DeviceId, class: &str) -> Result<Decision, ServerError> {
+    /// The decision for `device_id` of `class` now, to be signed by `key_id`.
+    pub async fn decide(
+        &self,
+        device_id: DeviceId,
+        class: &str,
+        key_id: ferry_personalize::KeyId,
+    ) -> Result<Decision, ServerError> {
         let db = &self.service.inner.data.db;
         let audience = db.reported_audience(&device_id).await?;
         let now = chrono::Utc::now();
@@ -193,10 +198,7 @@ impl Director {
             device_id,
             issued_at: now,
             releases,
-            key_id: self
-                .signer
-                .as_ref()
-                .map_or_else(|| Signer::generate().key_id(), |s| s.key_id()),
+            key_id,
         })
     }
 }
@@ -229,7 +231,11 @@ async fn decision(
         ));
     };
     let decision = director
-        .decide(device_id, facts.identity.device_class.as_str())
+        .decide(
+            device_id,
+            facts.identity.device_class.as_str(),
+            signer.key_id(),
+        )
         .await?;
     Ok(Json(signer.sign_decision(&decision)))
 }

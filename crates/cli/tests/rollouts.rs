@@ -583,6 +583,12 @@ fn a_real_device_follows_the_signed_decision_at_its_next_scan_and_refuses_forged
     let decision: Value = serde_json::from_str(stored["decision"].as_str().unwrap()).unwrap();
     assert_eq!(decision["releases"][0]["state"], "halted", "{decision}");
     assert_eq!(decision["releases"][0]["target"], "vm-2.0.payload.zst");
+    // `ferry list` says why in words.
+    let listed = ok(&["list", "--device", s(&f.device)]);
+    assert!(
+        listed.contains("Held back: 2.0 by rollout 1 [ROLLOUT_HALTED]"),
+        "{listed}"
+    );
     rollout_cli(&data, &["resume", "1"]);
     assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
 

@@ -87,7 +87,12 @@ pub fn verify(
 /// The last verified decision (`None` before the first, or if unreadable: the signing
 /// service still refuses tickets for held releases).
 pub fn stored(device: &Device) -> Option<Decision> {
-    let bytes = std::fs::read(device.layout().decision()).ok()?;
+    stored_in(&device.layout())
+}
+
+/// [`stored`] without opening the device (no lock: `ferry list` while the agent runs).
+pub fn stored_in(layout: &crate::layout::Layout<'_>) -> Option<Decision> {
+    let bytes = std::fs::read(layout.decision()).ok()?;
     let signed: SignedDecision = serde_json::from_slice(&bytes).ok()?;
     // Stored only after verification; parse it again (the signature is over these bytes).
     serde_json::from_str(&signed.decision).ok()

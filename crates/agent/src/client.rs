@@ -384,6 +384,41 @@ impl Client {
         })
     }
 
+    /// `GET /v1/decision` with the device credential: the director's signed decision, or
+    /// `None` when the server has no director (`404`). Nothing in it is trusted yet.
+    pub async fn decision(
+        &self,
+        credential: &str,
+    ) -> Result<Option<ferry_personalize::SignedDecision>, AgentError> {
+        let url = self.url("/v1/decision");
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(credential)
+            .send()
+            .await
+            .map_err(|e| self.failed(&url, e))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(refused(url, response).await);
+        }
+        let body = response.bytes().await.map_err(|e| self.failed(&url, e))?;
+        if body.len() > 64 << 10 {
+            return Err(AgentError::ServerInvalid {
+                url,
+                reason: "the decision is longer than 64 KiB".into(),
+            });
+        }
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| AgentError::ServerInvalid {
+                url,
+                reason: format!("the decision does not parse: {e}"),
+            })
+    }
+
     /// `GET /v1/rates?class=C` with the device credential: the class's phase rates.
     pub async fn phase_rates(
         &self,

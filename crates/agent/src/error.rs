@@ -373,6 +373,10 @@ pub enum AgentError {
     /// (malformed, or older).
     #[error(transparent)]
     KeySet(#[from] ferry_personalize::KeySetError),
+    /// The director's decision was refused (DECISION_KEY_NOT_TRUSTED,
+    /// DECISION_TARGET_MISMATCH, …).
+    #[error(transparent)]
+    Decision(#[from] ferry_personalize::DecisionError),
     /// The device has no personalization key set yet: no scan took one from the catalog.
     #[error("the device trusts no personalization key yet ({} is missing)", path.display())]
     KeySetMissing {
@@ -542,6 +546,7 @@ impl Diagnose for AgentError {
             AgentError::Tls(e) => e.code(),
             AgentError::Ticket(e) => e.code(),
             AgentError::KeySet(e) => e.code(),
+            AgentError::Decision(e) => e.code(),
             AgentError::KeySetMissing { .. } => "KEYSET_MISSING",
             AgentError::KeySetDamaged { .. } => "KEYSET_DAMAGED",
             AgentError::TicketMissing { .. } => "TICKET_MISSING",
@@ -682,6 +687,7 @@ impl Diagnose for AgentError {
             AgentError::Tls(e) => e.fix(),
             AgentError::Ticket(e) => e.fix(),
             AgentError::KeySet(e) => e.fix(),
+            AgentError::Decision(e) => e.fix(),
             AgentError::KeySetMissing { .. } => {
                 "Scan (`ferry list`) so the device takes the key set from the catalog, and if it stays missing, check that the server's catalog lists one (ferry server personalization-key list --data DIR)".into()
             }

@@ -252,6 +252,11 @@ impl<'a> Layout<'a> {
         self.dir.join(TRUST_DIR)
     }
 
+    /// The director's last verified decision (`trust/decision.json`).
+    pub fn decision(&self) -> PathBuf {
+        self.trust_dir().join("decision.json")
+    }
+
     /// `trust/personalization-keys.json`: the key set tickets may be signed with, taken
     /// from the catalog at each scan.
     pub fn key_set(&self) -> PathBuf {

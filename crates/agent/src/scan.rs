@@ -81,13 +81,42 @@ async fn run(
     }
     one.fire(scan::Event::Fetched, fetched)?;
     let current = device.running_version()?;
-    let offers = offer::offers(
-        catalog.releases(),
-        |name| catalog.target(name),
-        device.identity.device_class.as_str(),
-        &device.config.audience,
-        &current,
-    );
+    let select = |releases: &[ferry_catalog::Release]| {
+        offer::offers(
+            releases,
+            |name| catalog.target(name),
+            device.identity.device_class.as_str(),
+            &device.config.audience,
+            &current,
+        )
+    };
+    let mut offers = select(catalog.releases());
+    // Releases under a rollout: offered only if the director's verified decision says the
+    // device's wave is open (asked only when there is something to offer).
+    let mut withheld = Vec::new();
+    if !offers.is_empty()
+        && let Some(decision) = crate::trust::director::refresh(device, &catalog).await?
+    {
+        let mut allowed = Vec::new();
+        for release in catalog.releases() {
+            match decision.release(&release.info.version.to_string()) {
+                Some(decided) if !decided.state.allows() => {
+                    let entry = json!({
+                        "version": release.info.version,
+                        "code": decided.state.code(),
+                        "rollout_id": decided.rollout_id,
+                        "opens_at": decided.opens_at,
+                    });
+                    if !withheld.contains(&entry) {
+                        withheld.push(entry);
+                    }
+                }
+                _ => allowed.push(release.clone()),
+            }
+        }
+        // The newest release the decision allows (an older one may be offered instead).
+        offers = select(&allowed);
+    }
     crate::trust::catalog::record(device, Ok(offers.len()), &warnings);
     // The class's phase rates come with an offer (at most daily, so a scan that finds
     // nothing stays one small request); a server without them costs only the estimate.
@@ -105,7 +134,11 @@ async fn run(
     }
     one.fire(
         scan::Event::Selected,
-        json!({ "current": current, "offers": offers.iter().map(|o| &o.label).collect::<Vec<_>>() }),
+        json!({
+            "current": current,
+            "offers": offers.iter().map(|o| &o.label).collect::<Vec<_>>(),
+            "withheld": withheld,
+        }),
     )?;
     Ok(ScanResult { offers })
 }

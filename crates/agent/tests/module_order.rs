@@ -22,6 +22,7 @@ const ORDER: &[&str] = &[
     "offer",
     "trust::personalize",
     "trust::catalog",
+    "trust::director",
     "trust",
     "report::deliver",
     "report::rates",

@@ -67,6 +67,9 @@ pub enum Command {
     Bench(BenchCommand),
     /// Run a LAN content cache in front of an update server.
     Cache(CacheArgs),
+    /// Roll a release out in waves (server side, on the data directory): create, list,
+    /// show, pause, resume, halt, explain.
+    Rollout(RolloutArgs),
     /// Read and check the device's state-machine journal.
     #[command(subcommand)]
     Log(LogCommand),
@@ -757,4 +760,73 @@ mod tests {
     fn flags_are_consistent() {
         super::Cli::command().debug_assert();
     }
+}
+
+/// `ferry rollout …` (writes the data directory's database directly, like `ferry server
+/// devices`; the same actions are admin endpoints under `/v1/admin/rollouts`).
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    #[command(subcommand)]
+    pub action: RolloutAction,
+    /// Server data directory.
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// What to do with rollouts.
+#[derive(Debug, Subcommand)]
+pub enum RolloutAction {
+    /// Start rolling release VERSION of CLASS out: no device gets a ticket for it before its
+    /// wave opens.
+    Create {
+        /// Device class.
+        #[arg(long)]
+        class: String,
+        /// The release's version.
+        #[arg(long)]
+        version: String,
+        /// Only devices that last reported this audience (default: every device of the class).
+        #[arg(long)]
+        audience: Option<String>,
+        /// Cumulative PERCENT%@TIME waves ending at 100%, e.g. 1%@0,5%@4h,25%@1d,100%@3d.
+        #[arg(long, default_value = "100%@0")]
+        waves: String,
+        /// Halt when a wave's failure rate is above this with 95 % confidence (Wilson).
+        #[arg(long, default_value_t = 0.2)]
+        threshold: f64,
+        /// Fewest attempts in a wave before it may halt.
+        #[arg(long, default_value_t = 3)]
+        min_attempts: u64,
+    },
+    /// Every rollout, newest first.
+    List,
+    /// One rollout: its waves, their counters, its pauses and halts.
+    Show {
+        /// Rollout id.
+        id: i64,
+    },
+    /// Stop opening waves and signing for the release; the schedule's clock stops.
+    Pause {
+        /// Rollout id.
+        id: i64,
+    },
+    /// Continue a paused or halted rollout (after a halt, counting starts afresh).
+    Resume {
+        /// Rollout id.
+        id: i64,
+    },
+    /// Stop the rollout now: no more tickets for the release.
+    Halt {
+        /// Rollout id.
+        id: i64,
+    },
+    /// For each rollout of a device's class, the one reason it has or has not got the
+    /// release.
+    Explain {
+        /// Device id (16 hex digits).
+        device: ferry_types::DeviceId,
+    },
 }

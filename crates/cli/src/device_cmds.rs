@@ -31,6 +31,28 @@ pub(crate) fn open(a: &DeviceArgs) -> Result<Device, Failure> {
     Device::open(&a.device).map_err(|e| Failure::from(e).json(a.json))
 }
 
+/// The releases the director's last verified decision holds back, each with its one
+/// reason (human output only; `--json` keeps the offers' shape).
+fn print_held_back(device: &std::path::Path) {
+    let layout = ferry_agent::layout::Layout::new(device);
+    let Some(decision) = ferry_agent::trust::director::stored_in(&layout) else {
+        return;
+    };
+    for held in &decision.releases {
+        let Some(code) = held.state.code() else {
+            continue;
+        };
+        let when = held
+            .opens_at
+            .map(|t| format!(", its wave opens at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+            .unwrap_or_default();
+        println!(
+            "Held back: {} by rollout {} [{code}]{when}",
+            held.version, held.rollout_id
+        );
+    }
+}
+
 pub async fn list(a: DeviceArgs, full: bool) -> Result<ExitCode, Failure> {
     let offers: Vec<serde_json::Value> = match crate::local::agent(&a.device).await {
         Some(agent) => {
@@ -74,6 +96,9 @@ pub async fn list(a: DeviceArgs, full: bool) -> Result<ExitCode, Failure> {
             serde_json::to_string_pretty(&offers).unwrap_or_default()
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    if !full {
+        print_held_back(&a.device);
     }
     if offers.is_empty() {
         println!("No new software available.");

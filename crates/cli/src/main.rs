@@ -29,6 +29,7 @@ mod local;
 mod log_cmds;
 mod publish_cmds;
 mod render;
+mod rollout_cmds;
 mod server_cmds;
 mod tuf_cmds;
 
@@ -95,6 +96,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Bench(args::BenchCommand::Events(a)) => bench_events::run(a).await,
             Command::Bench(args::BenchCommand::Agent(a)) => bench_agent::agent(a).await,
             Command::Cache(a) => cache_cmd::cache(a).await,
+            Command::Rollout(a) => rollout_cmds::rollout(a).await,
             Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a).await,
             Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a).await,
             Command::Fsm(c) => log_cmds::fsm(c),

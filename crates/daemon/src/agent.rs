@@ -752,6 +752,27 @@ pub fn explain(
         space,
         stage,
         suspended,
+        rollout: rollout_hold(device, &version),
+    })
+}
+
+/// Why the director's last verified decision holds `version` back, as a report.
+fn rollout_hold(device: &Device, version: &str) -> Option<ferry_types::Report> {
+    let decision = ferry_agent::trust::director::stored(device)?;
+    let decided = decision.release(version)?;
+    let code = decided.state.code()?;
+    let when = decided
+        .opens_at
+        .map(|t| format!(", until {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+        .unwrap_or_default();
+    Some(ferry_types::Report {
+        code: code.to_owned(),
+        cause: format!(
+            "rollout {} of {version} holds this device back ({}{when})",
+            decided.rollout_id,
+            code.to_lowercase().replace('_', " ")
+        ),
+        fix: "Wait: the agent continues on its own once the rollout lets this device in".to_owned(),
     })
 }
 

@@ -102,6 +102,9 @@ pub enum HoldKind {
     Deferral,
     /// The agent is suspended, or not running.
     Agent,
+    /// The release's rollout holds it back (the director's signed decision: its wave is
+    /// not open, or the rollout is paused or halted).
+    Rollout,
 }
 
 /// Why the offered update is not being installed now: its kind, a stable code, the
@@ -199,6 +202,8 @@ pub struct Situation<'a> {
     pub stage: Stage,
     /// Whether a daemon runs (`None` outside one: nothing happens on its own).
     pub suspended: Option<bool>,
+    /// Why the director's last verified decision holds this release back, if it does.
+    pub rollout: Option<Report>,
 }
 
 /// What the agent does next with the offered update, and why not more.
@@ -233,6 +238,11 @@ pub fn decide(s: &Situation) -> (Next, Option<Hold>) {
             ));
         }
         _ => {}
+    }
+    // A halted (or paused, or not yet open) rollout: nothing more is done on its own, a
+    // staged update included.
+    if let Some(report) = &s.rollout {
+        return wait(Hold::from_report(HoldKind::Rollout, report.clone()));
     }
     match s.suspended {
         None => {
@@ -360,7 +370,35 @@ mod tests {
             space: Ok(()),
             stage,
             suspended: Some(false),
+            rollout: None,
         }
+    }
+
+    #[test]
+    fn a_halted_rollout_keeps_a_staged_update_from_installing_on_its_own() {
+        let policy = Policy {
+            auto_install: true,
+            ..Policy::default()
+        };
+        let ac = facts(None);
+        let halted = Report {
+            code: "ROLLOUT_HALTED".into(),
+            cause: "rollout 1 of 2.0 holds this device back (rollout halted)".into(),
+            fix: "Wait".into(),
+        };
+        for stage in [Stage::Staged, Stage::New, Stage::Parked] {
+            let mut s = situation(&policy, &ac, None, stage);
+            s.rollout = Some(halted.clone());
+            let (next, hold) = decide(&s);
+            let hold = hold.unwrap();
+            assert_eq!(
+                (next, hold.kind, hold.code.as_str()),
+                (Next::Wait, HoldKind::Rollout, "ROLLOUT_HALTED")
+            );
+        }
+        // Without the hold the same staged update installs.
+        let s = situation(&policy, &ac, None, Stage::Staged);
+        assert_eq!(decide(&s), (Next::Install, None));
     }
 
     fn code(d: (Next, Option<Hold>)) -> String {

@@ -46,6 +46,7 @@ fn main() {
         published: request.components.clone(),
         nonce_seen: false,
         rate_limited: false,
+        rollout: None,
     };
     let policy = Policy::default();
 

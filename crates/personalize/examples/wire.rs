@@ -30,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         published: request.components.clone(),
         nonce_seen: false,
         rate_limited: false,
+        rollout: None,
     };
     let signer = Signer::generate();
     let signed = signer.sign(&Policy::default().decide(&request, now, &facts)?);

@@ -1,7 +1,8 @@
 //! Personalization for ferry: the ticket a device asks for before it installs a build, the
 //! pure rules by which the service signs or refuses it, the checks a device runs on it at
-//! install and boot, and enrollment credentials. (The pinned TLS both sides speak is
-//! `ferry-tls`.)
+//! install and boot, enrollment credentials, and the director's signed decisions about
+//! releases under rollouts ([`Decision`], checked against the catalog). (The pinned TLS
+//! both sides speak is `ferry-tls`.)
 //!
 //! A ticket binds one build's component root hashes to one device and one attempt (the
 //! SHA-256 of a fresh nonce), so an image can't be replayed onto another device or installed
@@ -44,6 +45,7 @@
 //!     published: request.components.clone(), // the images the build published
 //!     nonce_seen: false,
 //!     rate_limited: false,
+//!     rollout: None, // no rollout holds the device back
 //! };
 //! let approved = Policy::default().decide(&request, Utc::now(), &facts)?;
 //! let signer = Signer::generate();
@@ -72,6 +74,7 @@
 
 mod canonical;
 mod credential;
+mod decision;
 mod keys;
 mod keyset;
 mod preflight;
@@ -84,11 +87,15 @@ pub use credential::{
     Credential, CredentialError, CredentialId, CredentialSigner, EnrollmentToken, IssuedCredential,
     MAX_CREDENTIAL_TOKEN_LEN, verify_credential,
 };
+pub use decision::{
+    DIRECTOR_KEY_SET_TARGET, DecidedRelease, Decision, DecisionError, DecisionState,
+    SignedDecision, check_against_catalog, verify_decision,
+};
 pub use keys::{KeyError, KeyId, PublicKey, SignatureBytes};
 pub use keyset::{KEY_SET_TARGET, KeySet, KeySetError};
 pub use preflight::{Preflight, Standing};
 pub use refusal::{REFUSAL_CODES, Refusal, RefusalWire, RefusalWireError};
-pub use rules::{DeviceStatus, Facts, Policy, check_identity};
+pub use rules::{DeviceStatus, Facts, Policy, RolloutHold, check_identity};
 pub use ticket::{
     Expectation, SignedTicket, Signer, Ticket, TicketError, TicketRequest, UnsignedTicket, verify,
     verify_signature,

@@ -88,6 +88,48 @@ pub enum Refusal {
         /// The root hash asked for.
         root_hash: RootHash,
     },
+    /// The build is under a rollout whose wave for this device has not opened yet.
+    #[error(
+        "build {build_id} is under rollout {rollout_id}, whose wave {wave} for this device opens at {opens_at}"
+    )]
+    RolloutNotYet {
+        /// The build asked for.
+        build_id: BuildId,
+        /// The rollout.
+        rollout_id: i64,
+        /// The device's wave (0-based).
+        wave: u32,
+        /// When it opens.
+        opens_at: DateTime<Utc>,
+    },
+    /// The build is under a rollout an operator paused.
+    #[error("build {build_id} is under rollout {rollout_id}, which is paused")]
+    RolloutPaused {
+        /// The build asked for.
+        build_id: BuildId,
+        /// The rollout.
+        rollout_id: i64,
+    },
+    /// The build is under a halted rollout (an operator's halt or the automatic one).
+    #[error("build {build_id} is under rollout {rollout_id}, which is halted")]
+    RolloutHalted {
+        /// The build asked for.
+        build_id: BuildId,
+        /// The rollout.
+        rollout_id: i64,
+    },
+    /// The build is under a rollout whose cohort does not include this device.
+    #[error(
+        "build {build_id} is under rollout {rollout_id}, whose cohort is audience {audience}, which this device has not reported being in"
+    )]
+    RolloutNotInCohort {
+        /// The build asked for.
+        build_id: BuildId,
+        /// The rollout.
+        rollout_id: i64,
+        /// The cohort's audience.
+        audience: String,
+    },
     /// The nonce was used in an earlier request.
     #[error("the nonce (sha256 {nonce_sha256}) was already used in an earlier request")]
     NonceReused {
@@ -97,7 +139,7 @@ pub enum Refusal {
 }
 
 /// The codes [`Refusal::from_wire`] knows, in the order [`crate::Policy::decide`] checks them.
-pub const REFUSAL_CODES: [&str; 9] = [
+pub const REFUSAL_CODES: [&str; 13] = [
     "BAD_REQUEST",
     "BAD_IDENTITY",
     "UNKNOWN_DEVICE",
@@ -106,6 +148,10 @@ pub const REFUSAL_CODES: [&str; 9] = [
     "CLOCK_SKEW",
     "NOT_SIGNED",
     "IMAGE_NOT_PUBLISHED",
+    "ROLLOUT_NOT_IN_COHORT",
+    "ROLLOUT_HALTED",
+    "ROLLOUT_PAUSED",
+    "ROLLOUT_NOT_YET",
     "NONCE_REUSED",
 ];
 
@@ -120,6 +166,10 @@ impl Diagnose for Refusal {
             Refusal::ClockSkew { .. } => "CLOCK_SKEW",
             Refusal::NotSigned { .. } => "NOT_SIGNED",
             Refusal::ImageNotPublished { .. } => "IMAGE_NOT_PUBLISHED",
+            Refusal::RolloutNotYet { .. } => "ROLLOUT_NOT_YET",
+            Refusal::RolloutPaused { .. } => "ROLLOUT_PAUSED",
+            Refusal::RolloutHalted { .. } => "ROLLOUT_HALTED",
+            Refusal::RolloutNotInCohort { .. } => "ROLLOUT_NOT_IN_COHORT",
             Refusal::NonceReused { .. } => "NONCE_REUSED",
         }
     }
@@ -147,6 +197,15 @@ impl Diagnose for Refusal {
             }
             Refusal::ImageNotPublished { .. } => {
                 "Scan again and install a release the catalog offers now: only the images a build published are signed"
+            }
+            Refusal::RolloutNotYet { .. } => {
+                "Wait until the device's wave opens (the device scans again by itself), or ask the operator to widen the rollout's waves"
+            }
+            Refusal::RolloutPaused { .. } | Refusal::RolloutHalted { .. } => {
+                "Wait for the operator to resume the rollout (ferry rollout resume), or install another release"
+            }
+            Refusal::RolloutNotInCohort { .. } => {
+                "Move the device to the rollout's audience (ferry audience set) and let it report, or wait for a rollout that includes it"
             }
             Refusal::NonceReused { .. } => {
                 "Try again: the device makes a fresh nonce for each request"
@@ -193,6 +252,34 @@ impl Refusal {
                 "device_class": device_class,
                 "component": component,
                 "root_hash": root_hash,
+            }),
+            Refusal::RolloutNotYet {
+                build_id,
+                rollout_id,
+                wave,
+                opens_at,
+            } => json!({
+                "build_id": build_id,
+                "rollout_id": rollout_id,
+                "wave": wave,
+                "opens_at": opens_at,
+            }),
+            Refusal::RolloutPaused {
+                build_id,
+                rollout_id,
+            }
+            | Refusal::RolloutHalted {
+                build_id,
+                rollout_id,
+            } => json!({ "build_id": build_id, "rollout_id": rollout_id }),
+            Refusal::RolloutNotInCohort {
+                build_id,
+                rollout_id,
+                audience,
+            } => json!({
+                "build_id": build_id,
+                "rollout_id": rollout_id,
+                "audience": audience,
             }),
             Refusal::NonceReused { nonce_sha256 } => json!({ "nonce_sha256": nonce_sha256 }),
         }

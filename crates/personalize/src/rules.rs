@@ -56,6 +56,40 @@ pub struct Facts {
     pub nonce_seen: bool,
     /// Whether the device is over its request rate.
     pub rate_limited: bool,
+    /// Why a rollout the release is under holds this device back, if it does (the server
+    /// computes it from the rollout's waves and state; `None`: no rollout, or an open wave).
+    pub rollout: Option<RolloutHold>,
+}
+
+/// Why a rollout holds a device back from a release (see [`Facts::rollout`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutHold {
+    /// The device's wave has not opened yet.
+    NotYet {
+        /// The rollout.
+        rollout_id: i64,
+        /// The device's wave (0-based).
+        wave: u32,
+        /// When the wave opens, if the rollout keeps running.
+        opens_at: DateTime<Utc>,
+    },
+    /// The rollout is paused by an operator.
+    Paused {
+        /// The rollout.
+        rollout_id: i64,
+    },
+    /// The rollout is halted (by an operator or by the halt rule).
+    Halted {
+        /// The rollout.
+        rollout_id: i64,
+    },
+    /// The device is outside the rollout's cohort.
+    NotInCohort {
+        /// The rollout.
+        rollout_id: i64,
+        /// The audience the cohort is.
+        audience: String,
+    },
 }
 
 impl Policy {
@@ -68,7 +102,9 @@ impl Policy {
     /// 6. `CLOCK_SKEW`: `|device_time - now| > clock_skew_limit`;
     /// 7. `NOT_SIGNED`: the build's signing window is closed for the class;
     /// 8. `IMAGE_NOT_PUBLISHED`: a component's root hash is not one the build published;
-    /// 9. `NONCE_REUSED`.
+    /// 9. `ROLLOUT_NOT_IN_COHORT`, `ROLLOUT_HALTED`, `ROLLOUT_PAUSED`, `ROLLOUT_NOT_YET`: a
+    ///    rollout of the release holds the device back;
+    /// 10. `NONCE_REUSED`.
     ///
     /// Identity comes before enrollment so a hardware fault is never reported as "not
     /// enrolled"; the nonce comes last so a refused request does not burn its nonce (the
@@ -119,6 +155,9 @@ impl Policy {
                 root_hash: component.root_hash,
             });
         }
+        if let Some(hold) = &facts.rollout {
+            return Err(rollout_refusal(request, hold));
+        }
         let nonce_sha256 = request.nonce.sha256();
         if facts.nonce_seen {
             return Err(Refusal::NonceReused { nonce_sha256 });
@@ -130,6 +169,38 @@ impl Policy {
             components: request.components.clone(),
             issued_at: now,
         })
+    }
+}
+
+fn rollout_refusal(request: &TicketRequest, hold: &RolloutHold) -> Refusal {
+    let build_id = request.build_id.clone();
+    match hold.clone() {
+        RolloutHold::NotYet {
+            rollout_id,
+            wave,
+            opens_at,
+        } => Refusal::RolloutNotYet {
+            build_id,
+            rollout_id,
+            wave,
+            opens_at,
+        },
+        RolloutHold::Paused { rollout_id } => Refusal::RolloutPaused {
+            build_id,
+            rollout_id,
+        },
+        RolloutHold::Halted { rollout_id } => Refusal::RolloutHalted {
+            build_id,
+            rollout_id,
+        },
+        RolloutHold::NotInCohort {
+            rollout_id,
+            audience,
+        } => Refusal::RolloutNotInCohort {
+            build_id,
+            rollout_id,
+            audience,
+        },
     }
 }
 

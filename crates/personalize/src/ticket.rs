@@ -207,6 +207,11 @@ impl Signer {
         self.key_pair.public_key().key_id()
     }
 
+    /// Signs `bytes` (the caller makes them canonical).
+    pub(crate) fn sign_bytes(&self, bytes: &[u8]) -> SignatureBytes {
+        self.key_pair.sign(bytes)
+    }
+
     /// Signs an approved ticket.
     pub fn sign(&self, ticket: &UnsignedTicket) -> SignedTicket {
         let ticket = Ticket {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{component, facts_ok, request, time};
-use ferry_personalize::{DeviceStatus, Facts, Policy, REFUSAL_CODES, Refusal};
+use ferry_personalize::{DeviceStatus, Facts, Policy, REFUSAL_CODES, Refusal, RolloutHold};
 use ferry_types::{DeviceId, Diagnose};
 
 const NOW: &str = "2026-03-20T18:51:32Z";
@@ -225,6 +225,10 @@ fn checks_run_in_the_documented_order() {
         published: Vec::new(),
         nonce_seen: true,
         rate_limited: true,
+        rollout: Some(RolloutHold::NotInCohort {
+            rollout_id: 7,
+            audience: "beta".into(),
+        }),
     };
     let mut codes = Vec::new();
     loop {
@@ -242,6 +246,20 @@ fn checks_run_in_the_documented_order() {
                     Refusal::ClockSkew { .. } => request.device_time = time(NOW),
                     Refusal::NotSigned { .. } => facts.window_open = true,
                     Refusal::ImageNotPublished { .. } => facts.published = facts_ok().published,
+                    Refusal::RolloutNotInCohort { .. } => {
+                        facts.rollout = Some(RolloutHold::Halted { rollout_id: 7 })
+                    }
+                    Refusal::RolloutHalted { .. } => {
+                        facts.rollout = Some(RolloutHold::Paused { rollout_id: 7 })
+                    }
+                    Refusal::RolloutPaused { .. } => {
+                        facts.rollout = Some(RolloutHold::NotYet {
+                            rollout_id: 7,
+                            wave: 1,
+                            opens_at: time(NOW),
+                        })
+                    }
+                    Refusal::RolloutNotYet { .. } => facts.rollout = None,
                     Refusal::NonceReused { .. } => facts.nonce_seen = false,
                     Refusal::BadRequest { .. } => unreachable!(),
                 }
@@ -258,6 +276,10 @@ fn checks_run_in_the_documented_order() {
             "CLOCK_SKEW",
             "NOT_SIGNED",
             "IMAGE_NOT_PUBLISHED",
+            "ROLLOUT_NOT_IN_COHORT",
+            "ROLLOUT_HALTED",
+            "ROLLOUT_PAUSED",
+            "ROLLOUT_NOT_YET",
             "NONCE_REUSED"
         ]
     );
@@ -298,6 +320,25 @@ fn every_refusal() -> Vec<Refusal> {
             device_class: request.identity.device_class.clone(),
             component: "system".parse().unwrap(),
             root_hash: ferry_types::RootHash::from_bytes([0x99; 32]),
+        },
+        Refusal::RolloutNotInCohort {
+            build_id: request.build_id.clone(),
+            rollout_id: 7,
+            audience: "beta".into(),
+        },
+        Refusal::RolloutHalted {
+            build_id: request.build_id.clone(),
+            rollout_id: 7,
+        },
+        Refusal::RolloutPaused {
+            build_id: request.build_id.clone(),
+            rollout_id: 7,
+        },
+        Refusal::RolloutNotYet {
+            build_id: request.build_id.clone(),
+            rollout_id: 7,
+            wave: 2,
+            opens_at: time("2026-03-21T00:00:00Z"),
         },
         Refusal::NonceReused {
             nonce_sha256: request.nonce.sha256(),

@@ -165,6 +165,9 @@ pub enum ServerError {
     /// REPORT_VERSION_UNSUPPORTED, REPORT_OTHER_DEVICE).
     #[error(transparent)]
     Report(#[from] ferry_events::ReportInvalid),
+    /// A rollout request failed.
+    #[error(transparent)]
+    Rollout(#[from] crate::rollouts::RolloutError),
     /// A request body over the route's limit.
     #[error("the request body is larger than the {limit} bytes this route accepts")]
     BodyTooLarge {
@@ -212,6 +215,7 @@ impl Diagnose for ServerError {
             ServerError::CatalogMissing { .. } => "CATALOG_MISSING",
             ServerError::OfflineKeysOnServer { .. } => "OFFLINE_KEYS_ON_SERVER",
             ServerError::Report(e) => e.code(),
+            ServerError::Rollout(e) => e.code(),
             ServerError::BodyTooLarge { .. } => "BODY_TOO_LARGE",
         }
     }
@@ -266,6 +270,7 @@ impl Diagnose for ServerError {
             }
             ServerError::KeySet(e) => e.fix(),
             ServerError::Report(e) => e.fix(),
+            ServerError::Rollout(e) => e.fix(),
             ServerError::BodyTooLarge { .. } => {
                 "Send smaller requests (a device sends at most 50 reports of 256 KiB per batch)".into()
             }
@@ -312,6 +317,12 @@ impl ServerError {
             }
             ServerError::Report(_) => StatusCode::BAD_REQUEST,
             ServerError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ServerError::Rollout(e) => match e {
+                crate::rollouts::RolloutError::NotFound { .. } => StatusCode::NOT_FOUND,
+                crate::rollouts::RolloutError::Exists { .. }
+                | crate::rollouts::RolloutError::WrongState { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_REQUEST,
+            },
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

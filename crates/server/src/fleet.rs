@@ -352,6 +352,8 @@ impl Db {
             fresh.extend(new_reports);
             acks.push(ack);
         }
+        // The halt rule sees the new reports in the transaction that stores them.
+        crate::rollouts::count::count_reports(&mut tx, &fresh, received_ms).await?;
         tx.commit().await?;
         Ok((acks, fresh))
     }
@@ -360,15 +362,20 @@ impl Db {
     /// `now_ms - after_ms`; returns how many became silent. One statement: whichever
     /// replica runs it, each device is marked once.
     pub async fn mark_silent(&self, now_ms: i64, after_ms: i64) -> Result<u64, ServerError> {
-        let done = sqlx::query(
+        let mut tx = self.pool().begin().await?;
+        let silent: Vec<(String, String, Option<String>)> = sqlx::query_as(
             "UPDATE device_state SET silent_since_ms = ?
-             WHERE status = 'updating' AND silent_since_ms IS NULL AND last_report_ms < ?",
+             WHERE status = 'updating' AND silent_since_ms IS NULL AND last_report_ms < ?
+             RETURNING device_id, device_class, target_version",
         )
         .bind(now_ms)
         .bind(now_ms - after_ms)
-        .execute(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(done.rows_affected())
+        // Silence counts against the rollout in the same transaction.
+        crate::rollouts::count::count_silent(&mut tx, &silent, now_ms).await?;
+        tx.commit().await?;
+        Ok(silent.len() as u64)
     }
 
     /// Device states matching `filter` (`state` may be `silent`), by device id.

@@ -15,6 +15,9 @@
 //! device's reports once per sequence and folds them into its current state; the fleet
 //! read side, the silent-device watch, the per-class phase rates and `GET /metrics`.
 //!
+//! Rollouts ([`rollouts`]): waves, the hold the signing service applies, the halt rule
+//! counted in the event-ingest transaction, the admin endpoints.
+//!
 //! Personalization ([`personalize`], [`enroll`], [`devices`]): enrollment tokens,
 //! device credentials, the signing service and its admin endpoints. Everything is served
 //! over HTTPS ([`pki`]): the CA, server certificate, online keys and admin token are made
@@ -33,6 +36,7 @@ mod chunks;
 pub mod db;
 mod delta;
 pub mod devices;
+pub mod director;
 pub mod enroll;
 mod error;
 pub mod events;
@@ -43,6 +47,7 @@ pub mod personalize;
 pub mod pki;
 mod preflight;
 mod publish;
+pub mod rollouts;
 mod routes;
 pub mod serve;
 pub mod store;
@@ -111,6 +116,8 @@ pub struct Https {
     pub events: events::Events,
     /// This replica's metrics.
     pub metrics: metrics::Metrics,
+    /// Signed decisions for devices.
+    pub director: director::Director,
 }
 
 impl Https {
@@ -141,6 +148,7 @@ impl Https {
         );
         let metrics = metrics::Metrics::new();
         let events = events::Events::new(service.clone(), metrics.clone());
+        let director = director::Director::load(service.clone(), &catalog)?;
         Ok(Https {
             data,
             secrets,
@@ -148,6 +156,7 @@ impl Https {
             limits: serve::Limits::default(),
             events,
             metrics,
+            director,
         })
     }
 
@@ -160,14 +169,18 @@ impl Https {
     /// The whole HTTP surface: catalog, personalization, enrollment, events, admin,
     /// metrics; every request timed for `/metrics`.
     pub fn router(&self) -> axum::Router {
-        let admin = events::admin_routes(self.events.clone()).route_layer(
-            axum::middleware::from_fn_with_state(self.service.clone(), enroll::require_admin),
-        );
+        let admin = events::admin_routes(self.events.clone())
+            .merge(rollouts::http::admin_routes(self.data.db.clone()))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.service.clone(),
+                enroll::require_admin,
+            ));
         app(self.data.clone())
             .merge(
                 personalize::routes(self.service.clone())
                     .merge(enroll::routes(self.service.clone()))
                     .merge(events::routes(self.events.clone()))
+                    .merge(director::routes(self.director.clone()))
                     .merge(admin)
                     .layer(tower_http::trace::TraceLayer::new_for_http()),
             )

@@ -179,6 +179,22 @@ impl Service {
             .await
     }
 
+    /// Why a rollout of the requested build holds the device back now, if one does.
+    pub(crate) async fn rollout_hold(
+        &self,
+        request: &TicketRequest,
+    ) -> Result<Option<ferry_personalize::RolloutHold>, ServerError> {
+        self.inner
+            .data
+            .db
+            .rollout_hold(
+                &request.identity.device_id,
+                request.identity.device_class.as_str(),
+                request.build_id.as_str(),
+            )
+            .await
+    }
+
     /// The signing rules in force.
     pub(crate) fn policy(&self) -> &Policy {
         &self.inner.options.policy
@@ -330,12 +346,14 @@ async fn personalize(
         .facts(device_id, request.build_id.as_str())
         .await?;
     let device = standing(&credential, &request.identity, facts.as_ref()).status();
+    let rollout = service.rollout_hold(&request).await?;
     let mut facts = Facts {
         device,
         window_open: facts.as_ref().is_some_and(|f| f.window_open),
         published: facts.map_or_else(Vec::new, |f| published_components(f.published_roots)),
         nonce_seen: false,
         rate_limited: device == DeviceStatus::Enrolled && service.over_rate(device_id.get()),
+        rollout,
     };
     let policy = &service.inner.options.policy;
     let now = Utc::now();

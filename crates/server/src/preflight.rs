@@ -31,6 +31,7 @@ pub(crate) async fn preflight(
     let standing = standing(&credential, &request.identity, facts.as_ref());
     let device = standing.status();
     let window_open = facts.as_ref().is_some_and(|f| f.window_open);
+    let rollout = service.rollout_hold(&request).await?;
     let rules = Facts {
         device,
         window_open,
@@ -39,6 +40,7 @@ pub(crate) async fn preflight(
         nonce_seen: false,
         rate_limited: device == ferry_personalize::DeviceStatus::Enrolled
             && service.over_rate(request.identity.device_id.get()),
+        rollout,
     };
     let now = Utc::now();
     let policy = service.policy();

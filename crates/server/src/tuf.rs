@@ -84,7 +84,8 @@ pub async fn init(paths: &CatalogPaths) -> Result<repo::RepoVersions, ServerErro
     )
     .await?;
     let (_, published) = crate::keyset::ensure_published(paths).await?;
-    Ok(published.unwrap_or(versions))
+    let (_, director) = crate::director::ensure_published(paths).await?;
+    Ok(director.or(published).unwrap_or(versions))
 }
 
 /// Where the catalog's offline (root, targets) keys may be when a server starts.

@@ -44,5 +44,6 @@ pub fn facts_ok() -> Facts {
         published: vec![component("system", 0x11), component("recovery", 0x22)],
         nonce_seen: false,
         rate_limited: false,
+        rollout: None,
     }
 }

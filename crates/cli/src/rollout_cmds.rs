@@ -1,0 +1,178 @@
+//! `ferry rollout create|list|show|pause|resume|halt|explain`: rollouts read and written in
+//! the data directory's database directly (like `ferry server fleet`), so they work whether
+//! or not the server runs; a running server sees each change at its next ticket request.
+
+use std::process::ExitCode;
+
+use ferry_server::DataDir;
+use ferry_server::fleet::time_of;
+use ferry_server::rollouts::{Action, NewRollout, Rollout, RolloutView};
+
+use crate::args::{RolloutAction, RolloutArgs};
+use crate::failure::Failure;
+
+pub async fn rollout(a: RolloutArgs) -> Result<ExitCode, Failure> {
+    let json = a.json;
+    let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
+    let path = a.data.ok_or_else(|| {
+        Failure::new(
+            "USAGE",
+            "ferry rollout needs --data DIR",
+            "pass the server's data directory with --data",
+        )
+        .json(json)
+    })?;
+    let data = DataDir::open(&path).await.map_err(fail)?;
+    let db = &data.db;
+    let act = |id, action| async move { db.act_on_rollout(id, action).await };
+    match a.action {
+        RolloutAction::Create {
+            class,
+            version,
+            audience,
+            waves,
+            threshold,
+            min_attempts,
+        } => {
+            let new = NewRollout {
+                class,
+                version,
+                audience,
+                waves: Some(waves),
+                threshold: Some(threshold),
+                min_attempts: Some(min_attempts),
+            };
+            let rollout = db.create_rollout(&new).await.map_err(fail)?;
+            print_one(&rollout, json);
+        }
+        RolloutAction::List => {
+            let rollouts = db.rollouts().await.map_err(fail)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rollouts).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "{:<4} {:<10} {:<9} {:<9} {:<10} Waves",
+                    "Id", "Class", "Version", "State", "Audience"
+                );
+                for r in &rollouts {
+                    println!(
+                        "{:<4} {:<10} {:<9} {:<9} {:<10} {}",
+                        r.id,
+                        r.class,
+                        r.version,
+                        r.state.as_str(),
+                        r.audience.as_deref().unwrap_or("all"),
+                        r.waves
+                    );
+                }
+            }
+        }
+        RolloutAction::Show { id } => {
+            let view = db.rollout_view(id).await.map_err(fail)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&view).unwrap_or_default()
+                );
+            } else {
+                print_view(&view);
+            }
+        }
+        RolloutAction::Pause { id } => {
+            print_one(&act(id, Action::Pause).await.map_err(fail)?, json)
+        }
+        RolloutAction::Resume { id } => {
+            print_one(&act(id, Action::Resume).await.map_err(fail)?, json)
+        }
+        RolloutAction::Halt { id } => print_one(&act(id, Action::Halt).await.map_err(fail)?, json),
+        RolloutAction::Explain { device } => {
+            let explained = db.explain(&device).await.map_err(fail)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&explained).unwrap_or_default()
+                );
+            } else if explained.is_empty() {
+                println!(
+                    "no rollout covers device {device}'s class: every release it is offered is open to it"
+                );
+            } else {
+                for e in &explained {
+                    println!(
+                        "rollout {} ({}): {} — {} (wave {}, place {})",
+                        e.rollout_id, e.version, e.code, e.reason, e.wave, e.place
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_one(rollout: &Rollout, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(rollout).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "rollout {}: {} {} {} (waves {}, halt above {} with at least {} attempts)",
+            rollout.id,
+            rollout.class,
+            rollout.version,
+            rollout.state.as_str(),
+            rollout.waves,
+            rollout.threshold,
+            rollout.min_attempts
+        );
+    }
+}
+
+fn when(ms: i64) -> String {
+    time_of(ms).map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+fn print_view(view: &RolloutView) {
+    print_one(&view.rollout, false);
+    println!(
+        "  cohort: {}",
+        view.rollout.audience.as_deref().map_or_else(
+            || "every device of the class".to_owned(),
+            |a| format!("audience {a}")
+        )
+    );
+    println!(
+        "\n{:<5} {:<8} {:<6} {:<20} {:<9} {:<9} Wilson lower bound",
+        "Wave", "Share", "Open", "Opens (UTC)", "Attempts", "Failures"
+    );
+    for w in &view.wave_counts {
+        println!(
+            "{:<5} {:<8} {:<6} {:<20} {:<9} {:<9} {:.3}",
+            w.wave,
+            format!("{}%", w.percent),
+            if w.open { "yes" } else { "no" },
+            w.opens_at.format("%Y-%m-%d %H:%M:%S"),
+            w.attempts,
+            w.failures,
+            w.lower_bound
+        );
+    }
+    if !view.changes.is_empty() {
+        println!("\nChanges:");
+        for c in &view.changes {
+            println!(
+                "  {} {} by {}{}",
+                when(c.at_ms),
+                c.action,
+                c.by,
+                c.reason
+                    .as_deref()
+                    .map_or_else(String::new, |r| format!(": {r}"))
+            );
+        }
+    }
+}

@@ -1,0 +1,649 @@
+//! Issue 16 on loopback: a real `ferry server` (two of them on one database for the
+//! halt-once test) and many simulated devices enrolled through the HTTP API, asking for
+//! tickets and delivering event reports directly (not one process per device). Waves sign
+//! only for their devices; failures that blame the release halt the rollout before the
+//! second wave while environment failures do not; nobody gets a ticket while it is halted;
+//! resume continues the waves; two servers on one database halt once.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::*;
+use ferry_events::{
+    EventBatch, EventKind, EventReport, EventResult, OutboxHealth, REPORT_VERSION, Transition,
+};
+use ferry_types::{DeviceId, Identity};
+use serde_json::{Value, json};
+
+/// One runtime and one pinned client for many requests to one server.
+struct Api {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    base: String,
+    admin: String,
+}
+
+impl Api {
+    fn new(server: &Server) -> Api {
+        let ca = std::fs::read_to_string(server.ca()).unwrap();
+        let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .build()
+            .unwrap();
+        Api {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            client,
+            base: server.url(),
+            admin: std::fs::read_to_string(server.data.join("admin-token"))
+                .unwrap()
+                .trim()
+                .to_owned(),
+        }
+    }
+
+    /// `POST path` with `body` (or `GET` without), bearer `token`: (status, JSON or null).
+    fn call(&self, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        self.runtime.block_on(async {
+            let request = || match &body {
+                Some(body) => self.client.post(&url).json(body),
+                None => self.client.get(&url),
+            };
+            // A pooled connection the server closed while idle fails once: send again.
+            let response = match request().bearer_auth(token).send().await {
+                Ok(response) => response,
+                Err(_) => request().bearer_auth(token).send().await.unwrap(),
+            };
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        })
+    }
+
+    fn admin(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(path, &self.admin, body)
+    }
+}
+
+/// A simulated device: its identity, credential and next report sequence.
+struct Sim {
+    identity: Identity,
+    credential: String,
+    sequence: AtomicU64,
+}
+
+impl Sim {
+    fn id(&self) -> DeviceId {
+        self.identity.device_id
+    }
+}
+
+/// Enrolls `n` devices of class `vm` through the HTTP API (an admin token, then
+/// `POST /v1/enroll`).
+fn enroll(api: &Api, n: usize) -> Vec<Sim> {
+    (0..n)
+        .map(|i| {
+            let (status, token) = api.admin("/v1/admin/enrollment-tokens", Some(json!({})));
+            assert_eq!(status, 200, "{token}");
+            let identity = Identity {
+                device_id: DeviceId::new(0x5100_0000_0000_0000 + i as u64 * 7919 + 1).unwrap(),
+                board_id: 0xa1,
+                chip_id: 0x8103,
+                hardware_uuid: format!("00000000-0000-4000-8000-{:012x}", i + 1)
+                    .parse()
+                    .unwrap(),
+                device_class: "vm".parse().unwrap(),
+            };
+            let body = json!({ "token": token["token"], "identity": identity });
+            let (status, enrolled) = api.call("/v1/enroll", "", Some(body));
+            assert_eq!(status, 200, "{enrolled}");
+            Sim {
+                identity,
+                credential: enrolled["credential"].as_str().unwrap().to_owned(),
+                sequence: AtomicU64::new(0),
+            }
+        })
+        .collect()
+}
+
+/// A release's build id and seal root, as `GET /v1/releases` and its manifest say.
+fn published(api: &Api, version: &str) -> (String, String) {
+    let (status, releases) = api.call("/v1/releases?class=vm", "", None);
+    assert_eq!(status, 200, "{releases}");
+    let release = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == version)
+        .unwrap()
+        .clone();
+    let (_, manifest) = api.call(release["manifest"]["url"].as_str().unwrap(), "", None);
+    (
+        release["build_id"].as_str().unwrap().to_owned(),
+        manifest["seal"]["root_hash"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Asks for a ticket for `build` (`root`): (status, code or "TICKET").
+fn ask(api: &Api, sim: &Sim, (build, root): &(String, String)) -> (u16, Value) {
+    let body = json!({
+        "identity": sim.identity,
+        "nonce": ferry_personalize::Nonce::random().to_string(),
+        "build_id": build,
+        "components": [{ "name": "system", "root_hash": root }],
+        "device_time": chrono::Utc::now(),
+    });
+    api.call("/v1/personalize", &sim.credential, Some(body))
+}
+
+fn code(answer: &(u16, Value)) -> String {
+    match answer {
+        (200, v) if v["ticket"].is_object() => "TICKET".into(),
+        (_, v) => v["code"].as_str().unwrap_or("?").to_owned(),
+    }
+}
+
+/// A report of `event` for the update to 2.0 (an error `code` for failures).
+fn report(sim: &Sim, event: EventKind, error: Option<&str>) -> EventReport {
+    let version = |v: &str| v.parse().ok();
+    let failed = matches!(event, EventKind::Failed | EventKind::RolledBack);
+    EventReport {
+        report_version: REPORT_VERSION,
+        sequence: sim.sequence.fetch_add(1, Ordering::SeqCst) + 1,
+        device_id: sim.id(),
+        uuid: Some(uuid::Uuid::from_u128(u128::from(sim.id().get()))),
+        event,
+        event_time: chrono::Utc::now(),
+        result: if failed {
+            EventResult::Failure
+        } else {
+            EventResult::Success
+        },
+        transition: Some(Transition {
+            machine: "update".into(),
+            from: "INSTALLING".into(),
+            event: event.to_string(),
+            to: "NEXT".into(),
+        }),
+        audience_type: "customer".into(),
+        device_class: "vm".parse().unwrap(),
+        device_model: "000000a1-00008103".into(),
+        platform: "linux-x86_64".into(),
+        core_version: "0.1.0".into(),
+        current_os_type: "system".into(),
+        current_os_version: version("1.0"),
+        current_base_os_version: version("1.0"),
+        current_slot: None,
+        target_os_version: version("2.0"),
+        update_type: None,
+        preferred_type: None,
+        battery_level: None,
+        battery_is_charging: false,
+        on_ac_power: true,
+        low_power_mode: false,
+        metered_network: None,
+        data_fs_capacity: 1 << 30,
+        data_fs_free: 1 << 29,
+        system_fs_capacity: 1 << 30,
+        system_fs_free: 1 << 29,
+        storage_capacity: 1 << 30,
+        total_required_free_space: None,
+        mandatory_update_eligible: false,
+        mandatory_update_optional: true,
+        pre_staging_enabled: false,
+        pre_staging_max_size: None,
+        pre_staging_optional_size: None,
+        pre_staging_required_size: None,
+        ramp_enabled: true,
+        rapid_security_response_installed: false,
+        rapid_security_response_semi_splat: false,
+        facts_error: None,
+        phases: Vec::new(),
+        payload: None,
+        progress: None,
+        error: error.map(|code| ferry_events::ErrorReport {
+            code: code.into(),
+            cause: format!("{code} happened"),
+            fix: "Do something".into(),
+            machine: Some("controller".into()),
+            state: Some("PREPARING_UPDATE".into()),
+        }),
+        fallback: None,
+        boot_counter_rolled_back: None,
+    }
+}
+
+/// Delivers `reports` of `sim` in one batch; they must be stored.
+fn deliver(api: &Api, sim: &Sim, reports: Vec<EventReport>) {
+    let batch = EventBatch {
+        device_id: sim.id(),
+        outbox: OutboxHealth::default(),
+        reports,
+    };
+    let (status, ack) = api.call(
+        "/v1/events",
+        &sim.credential,
+        Some(serde_json::to_value(&batch).unwrap()),
+    );
+    assert_eq!(status, 200, "{ack}");
+}
+
+fn rollout_cli(data: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["rollout"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--data", s(data), "--json"]);
+    serde_json::from_str(&ok(&all)).unwrap()
+}
+
+/// A server with 1.0 and 2.0 of class `vm` published (tiny images).
+fn server_with_releases(root: &Path) -> Server {
+    let data = root.join("server");
+    let (v1, v2) = (root.join("v1.img"), root.join("v2.img"));
+    make_image(&v1, 1, 1);
+    make_image(&v2, 2, 1);
+    publish(&data, &v1, "1.0");
+    publish(&data, &v2, "2.0");
+    Server::start(&data)
+}
+
+#[test]
+fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server_with_releases(tmp.path());
+    let data = server.data.clone();
+    let api = Api::new(&server);
+    let sims = enroll(&api, 120);
+    let v2 = published(&api, "2.0");
+    let v1 = published(&api, "1.0");
+
+    // Bad specs are refused with their code, by the CLI and by the admin endpoint.
+    let out = run(&[
+        "rollout",
+        "create",
+        "--data",
+        s(&data),
+        "--class",
+        "vm",
+        "--version",
+        "2.0",
+        "--waves",
+        "10%@0,50%@1h",
+        "--json",
+    ]);
+    assert_eq!(json_error_code(&out), "ROLLOUT_WAVES_INVALID");
+    let (status, refused) = api.admin(
+        "/v1/admin/rollouts",
+        Some(json!({ "class": "vm", "version": "2.0", "threshold": 1.5 })),
+    );
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (400, Some("ROLLOUT_INVALID")),
+        "{refused}"
+    );
+
+    let rollout = rollout_cli(
+        &data,
+        &[
+            "create",
+            "--class",
+            "vm",
+            "--version",
+            "2.0",
+            "--waves",
+            "10%@0,100%@30s",
+            "--threshold",
+            "0.2",
+            "--min-attempts",
+            "3",
+        ],
+    );
+    let id = rollout["id"].as_i64().unwrap();
+    assert_eq!(rollout["state"], "running");
+    assert_eq!(rollout["waves"], "10%@0,100%@30s");
+    let (status, again) = api.admin(
+        "/v1/admin/rollouts",
+        Some(json!({ "class": "vm", "version": "2.0" })),
+    );
+    assert_eq!(
+        (status, again["code"].as_str()),
+        (409, Some("ROLLOUT_EXISTS"))
+    );
+
+    // Each device's wave is fixed by the hash of the rollout and its id.
+    let first_wave = |sim: &Sim| ferry_server::rollouts::place(id, &sim.id()) < 1000;
+    let (wave0, wave1): (Vec<&Sim>, Vec<&Sim>) = sims.iter().partition(|s| first_wave(s));
+    assert!(
+        wave0.len() >= 4 && wave1.len() >= 80,
+        "{} / {}",
+        wave0.len(),
+        wave1.len()
+    );
+
+    // Only the first wave gets tickets for 2.0; the others are told when their wave opens.
+    for sim in &wave0 {
+        assert_eq!(code(&ask(&api, sim, &v2)), "TICKET");
+    }
+    for sim in &wave1 {
+        let answer = ask(&api, sim, &v2);
+        assert_eq!(code(&answer), "ROLLOUT_NOT_YET", "{answer:?}");
+        assert_eq!(answer.0, 422);
+        assert_eq!(answer.1["data"]["wave"], 1);
+        assert_eq!(answer.1["data"]["rollout_id"], id);
+        let opens: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(answer.1["data"]["opens_at"].clone()).unwrap();
+        let wait = opens - chrono::Utc::now();
+        assert!(wait > chrono::Duration::seconds(5) && wait <= chrono::Duration::seconds(30));
+    }
+    // A release without a rollout is not held back.
+    assert_eq!(code(&ask(&api, wave1[0], &v1)), "TICKET");
+    let explained = rollout_cli(&data, &["explain", &wave1[0].id().to_string()]);
+    assert_eq!(explained[0]["code"], "ROLLOUT_NOT_YET", "{explained}");
+    assert_eq!(explained[0]["wave"], 1);
+
+    // Three first-wave devices go on with the install. An environment failure does not
+    // count, one failure blaming the release of three does not halt (Wilson lower bound
+    // 0.06), a second (a rollback after the reboot) does: 2 of 3, lower bound 0.208 > 0.2.
+    let (a, b, c) = (wave0[0], wave0[1], wave0[2]);
+    for sim in [a, b, c] {
+        deliver(&api, sim, vec![report(sim, EventKind::Personalized, None)]);
+    }
+    deliver(
+        &api,
+        a,
+        vec![report(a, EventKind::Failed, Some("BATTERY_LOW"))],
+    );
+    deliver(
+        &api,
+        b,
+        vec![report(b, EventKind::Failed, Some("SEAL_MISMATCH"))],
+    );
+    let shown = rollout_cli(&data, &["show", &id.to_string()]);
+    assert_eq!(shown["state"], "running", "{shown}");
+    assert_eq!(shown["wave_counts"][0]["attempts"], 3);
+    assert_eq!(shown["wave_counts"][0]["failures"], 1);
+    deliver(
+        &api,
+        c,
+        vec![report(
+            c,
+            EventKind::RolledBack,
+            Some("BOOT_TRIES_EXHAUSTED"),
+        )],
+    );
+
+    let shown = rollout_cli(&data, &["show", &id.to_string()]);
+    assert_eq!(shown["state"], "halted", "{shown}");
+    let halt = &shown["changes"][0];
+    assert_eq!(
+        (
+            &halt["action"],
+            &halt["by"],
+            &halt["wave"],
+            &halt["attempts"],
+            &halt["failures"]
+        ),
+        (
+            &json!("halt"),
+            &json!("halt-rule"),
+            &json!(0),
+            &json!(3),
+            &json!(2)
+        ),
+        "{shown}"
+    );
+    assert!((halt["lower_bound"].as_f64().unwrap() - 0.2077).abs() < 1e-3);
+    assert_eq!(
+        shown["wave_counts"][0]["by_kind"],
+        json!({"failed": 1, "rolled_back": 1})
+    );
+
+    // Halted: nobody gets a ticket for 2.0, the first wave included, at their next request.
+    for sim in &sims {
+        assert_eq!(code(&ask(&api, sim, &v2)), "ROLLOUT_HALTED");
+    }
+    let explained = rollout_cli(&data, &["explain", &a.id().to_string()]);
+    assert_eq!(explained[0]["code"], "ROLLOUT_HALTED");
+    // The halt cannot be halted again; a pause of a halted rollout is refused too.
+    let (status, refused) = api.admin(&format!("/v1/admin/rollouts/{id}/pause"), Some(json!({})));
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (409, Some("ROLLOUT_WRONG_STATE"))
+    );
+
+    // Resume (over HTTP): counting starts afresh, the first wave signs again, the second
+    // still waits (time halted does not count), then opens on schedule.
+    let (status, resumed) = api.admin(&format!("/v1/admin/rollouts/{id}/resume"), Some(json!({})));
+    assert_eq!(
+        (status, &resumed["state"]),
+        (200, &json!("running")),
+        "{resumed}"
+    );
+    assert_eq!(resumed["epoch"], 1);
+    let (_, shown) = api.admin(&format!("/v1/admin/rollouts/{id}"), None);
+    assert_eq!(shown["wave_counts"][0]["attempts"], 0, "{shown}");
+    assert_eq!(code(&ask(&api, a, &v2)), "TICKET");
+    assert_eq!(code(&ask(&api, wave1[0], &v2)), "ROLLOUT_NOT_YET");
+
+    // Pause holds everyone; resume continues.
+    rollout_cli(&data, &["pause", &id.to_string()]);
+    assert_eq!(code(&ask(&api, a, &v2)), "ROLLOUT_PAUSED");
+    rollout_cli(&data, &["resume", &id.to_string()]);
+
+    // The second wave opens when the refusal said it would (time paused not counted).
+    let answer = ask(&api, wave1[0], &v2);
+    assert_eq!(code(&answer), "ROLLOUT_NOT_YET", "{answer:?}");
+    let opens: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(answer.1["data"]["opens_at"].clone()).unwrap();
+    let wait = (opens - chrono::Utc::now()).to_std().unwrap_or_default();
+    assert!(wait <= std::time::Duration::from_secs(30), "{wait:?}");
+    std::thread::sleep(wait + std::time::Duration::from_millis(300));
+    assert_eq!(code(&ask(&api, wave1[0], &v2)), "TICKET");
+    for sim in wave1.iter().take(10) {
+        assert_eq!(code(&ask(&api, sim, &v2)), "TICKET");
+    }
+    let explained = rollout_cli(&data, &["explain", &wave1[1].id().to_string()]);
+    assert_eq!(explained[0]["code"], "OPEN", "{explained}");
+    let list = rollout_cli(&data, &["list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn two_servers_on_one_database_halt_the_rollout_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = server_with_releases(tmp.path());
+    let second = Server::start(&first.data);
+    let (api1, api2) = (Api::new(&first), Api::new(&second));
+    let sims = enroll(&api1, 24);
+    let (status, rollout) = api2.admin(
+        "/v1/admin/rollouts",
+        Some(json!({ "class": "vm", "version": "2.0", "min_attempts": 4, "threshold": 0.1 })),
+    );
+    assert_eq!(status, 200, "{rollout}");
+    let id = rollout["id"].as_i64().unwrap();
+
+    // Every device fails with a code blaming the release, half through each server, both
+    // at once: the rule crosses its threshold many times over, on both servers.
+    let halves: Vec<&[Sim]> = sims.chunks(12).collect();
+    std::thread::scope(|scope| {
+        for (half, server) in halves.iter().zip([&first, &second]) {
+            scope.spawn(move || {
+                let api = Api::new(server);
+                for sim in half.iter() {
+                    deliver(
+                        &api,
+                        sim,
+                        vec![
+                            report(sim, EventKind::Personalized, None),
+                            report(sim, EventKind::Failed, Some("SEAL_MISMATCH")),
+                        ],
+                    );
+                }
+            });
+        }
+    });
+    let (_, shown) = api1.admin(&format!("/v1/admin/rollouts/{id}"), None);
+    assert_eq!(shown["state"], "halted", "{shown}");
+    let halts: Vec<&Value> = shown["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "halt")
+        .collect();
+    assert_eq!(halts.len(), 1, "halted exactly once: {shown}");
+    assert_eq!(shown["wave_counts"][0]["attempts"], 24);
+    assert_eq!(shown["wave_counts"][0]["failures"], 24);
+    let v2 = published(&api2, "2.0");
+    assert_eq!(code(&ask(&api2, &sims[0], &v2)), "ROLLOUT_HALTED");
+}
+
+#[test]
+fn a_device_silent_mid_update_counts_against_its_rollout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let (v1, v2) = (tmp.path().join("v1.img"), tmp.path().join("v2.img"));
+    make_image(&v1, 1, 1);
+    make_image(&v2, 2, 1);
+    publish(&data, &v1, "1.0");
+    publish(&data, &v2, "2.0");
+    let server = Server::start_with(&data, &["--silent-after", "1"]);
+    let api = Api::new(&server);
+    let sims = enroll(&api, 3);
+    rollout_cli(
+        &data,
+        &[
+            "create",
+            "--class",
+            "vm",
+            "--version",
+            "2.0",
+            "--min-attempts",
+            "2",
+        ],
+    );
+    // Two devices start the update and go quiet: silent after 1 s, each a failure; 2 of 2
+    // is a lower bound of 0.34 > 0.2.
+    for sim in &sims[..2] {
+        deliver(&api, sim, vec![report(sim, EventKind::Personalized, None)]);
+    }
+    assert!(
+        wait_for(30, || rollout_cli(&data, &["show", "1"])["state"]
+            == "halted"),
+        "silent devices halt the rollout"
+    );
+    let shown = rollout_cli(&data, &["show", "1"]);
+    assert_eq!(
+        shown["wave_counts"][0]["by_kind"],
+        json!({"silent": 2}),
+        "{shown}"
+    );
+    let v2 = published(&api, "2.0");
+    assert_eq!(code(&ask(&api, &sims[2], &v2)), "ROLLOUT_HALTED");
+}
+
+/// The labels `ferry list` offers the device (a scan each time), or the error code.
+fn offered(device: &Path) -> Result<Vec<String>, String> {
+    let out = run(&["list", "--json", "--device", s(device)]);
+    if !out.status.success() {
+        return Err(json_error_code(&out));
+    }
+    let offers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    Ok(offers
+        .iter()
+        .map(|o| o["label"].as_str().unwrap().to_owned())
+        .collect())
+}
+
+fn sqlite(data: &Path, sql: &str) {
+    let status = std::process::Command::new("sqlite3")
+        .arg(data.join("ferry.db"))
+        .arg(sql)
+        .status()
+        .expect("sqlite3 runs (the test alters the server's database as an attacker would)");
+    assert!(status.success());
+}
+
+#[test]
+fn a_real_device_follows_the_signed_decision_at_its_next_scan_and_refuses_forged_ones() {
+    let mut f = fleet(1, |s| s.url());
+    let data = f.server.data.clone();
+    assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
+    rollout_cli(&data, &["create", "--class", "vm", "--version", "2.0"]);
+    assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
+    // Halted: gone at the next scan, and the verified decision on disk says why.
+    rollout_cli(&data, &["halt", "1"]);
+    assert_eq!(offered(&f.device), Ok(vec![]));
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(f.device.join("trust/decision.json")).unwrap())
+            .unwrap();
+    let decision: Value = serde_json::from_str(stored["decision"].as_str().unwrap()).unwrap();
+    assert_eq!(decision["releases"][0]["state"], "halted", "{decision}");
+    assert_eq!(decision["releases"][0]["target"], "vm-2.0.payload.zst");
+    // `ferry list` says why in words.
+    let listed = ok(&["list", "--device", s(&f.device)]);
+    assert!(
+        listed.contains("Held back: 2.0 by rollout 1 [ROLLOUT_HALTED]"),
+        "{listed}"
+    );
+    rollout_cli(&data, &["resume", "1"]);
+    assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
+
+    // Whoever holds the server and its online keys names 2.0 with another image hash: the
+    // decision is validly signed, but the offline-signed catalog disagrees.
+    let hash: String = {
+        let out = std::process::Command::new("sqlite3")
+            .arg(data.join("ferry.db"))
+            .arg("SELECT payload_sha256 FROM releases WHERE version = '2.0'")
+            .output()
+            .expect("sqlite3 runs");
+        text(&out.stdout).trim().to_owned()
+    };
+    sqlite(
+        &data,
+        &format!(
+            "UPDATE releases SET payload_sha256 = '{}' WHERE version = '2.0'",
+            "ab".repeat(32)
+        ),
+    );
+    assert_eq!(
+        offered(&f.device),
+        Err("DECISION_TARGET_MISMATCH".to_owned())
+    );
+    sqlite(
+        &data,
+        &format!("UPDATE releases SET payload_sha256 = '{hash}' WHERE version = '2.0'"),
+    );
+    assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
+
+    // A director key the catalog does not publish (swapped in on the server): refused.
+    let dir = data.join("keys-online/director");
+    let key_file = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "pk8"))
+        .unwrap();
+    std::fs::write(&key_file, ferry_personalize::Signer::generate().to_pkcs8()).unwrap();
+    f.server.kill();
+    f.server = Server::start(&data);
+    let config = f.device.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let old = text
+        .lines()
+        .find(|l| l.starts_with("server"))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &config,
+        text.replace(&old, &format!("server = \"{}\"", f.server.url())),
+    )
+    .unwrap();
+    assert_eq!(
+        offered(&f.device),
+        Err("DECISION_KEY_NOT_TRUSTED".to_owned())
+    );
+}

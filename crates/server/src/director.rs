@@ -1,0 +1,241 @@
+//! The director: per-device signed decisions about releases under rollouts
+//! (`GET /v1/decision`, device credential), signed with an online director key whose public
+//! half devices accept only through the [`KeySet`] the catalog signs as the target
+//! [`DIRECTOR_KEY_SET_TARGET`] (published at `ferry server init`, with the offline targets
+//! key). A decision names each release by its payload target, length and SHA-256 as the
+//! catalog signs them; the device refuses one that differs, so the online key can hold a
+//! release back but never substitute an image.
+//!
+//! ```text
+//! DATA/keys-online/director/<keyid>.pk8           the director key (0600)
+//! DATA/tuf/targets/<sha256>.keys-director.json    the published director key set (served)
+//! ```
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::{Json, Router};
+use ferry_catalog::{NewTarget, payload_target_name, repo};
+use ferry_personalize::{
+    DIRECTOR_KEY_SET_TARGET, DecidedRelease, Decision, DecisionState, KeySet, RolloutHold,
+    SignedDecision, Signer,
+};
+use ferry_types::{DeviceId, Sha256};
+
+use crate::ServerError;
+use crate::personalize::Service;
+use crate::tuf::CatalogPaths;
+
+/// The director keys, under the online keys directory.
+pub const KEYS_SUBDIR: &str = "director";
+
+fn unusable(cause: String) -> ServerError {
+    ServerError::KeySetUnusable { cause }
+}
+
+/// The director key set the catalog signs now; `None` when it lists none (a catalog made
+/// before director keys: `ferry server director-key publish` is not there yet, so such a
+/// server answers no decisions and devices rely on the signing service alone).
+pub fn published(paths: &CatalogPaths) -> Result<Option<KeySet>, ServerError> {
+    let Some((length, sha256)) = repo::published_target(&paths.metadata, DIRECTOR_KEY_SET_TARGET)?
+    else {
+        return Ok(None);
+    };
+    let path = paths
+        .targets
+        .join(repo::target_file_name(DIRECTOR_KEY_SET_TARGET, &sha256));
+    let bytes = std::fs::read(&path)
+        .map_err(|e| unusable(format!("{} cannot be read: {e}", path.display())))?;
+    if bytes.len() as u64 != length || Sha256::of(&bytes) != sha256 {
+        return Err(unusable(format!(
+            "{} is not the director key set the catalog signs",
+            path.display()
+        )));
+    }
+    Ok(Some(KeySet::from_bytes(&bytes)?))
+}
+
+/// The private key of the published set's current key.
+pub fn signer(paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError> {
+    let path = paths
+        .online_keys
+        .join(KEYS_SUBDIR)
+        .join(format!("{}.pk8", set.current()));
+    let der = std::fs::read(&path).map_err(|e| {
+        unusable(format!(
+            "the director key {} cannot be read from {}: {e}",
+            set.current(),
+            path.display()
+        ))
+    })?;
+    Signer::from_pkcs8(&der).map_err(|e| {
+        unusable(format!(
+            "the director key {} is unusable: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Publishes a first director key set when the catalog has none (needs the offline targets
+/// key: `ferry server init`).
+pub async fn ensure_published(
+    paths: &CatalogPaths,
+) -> Result<(KeySet, Option<repo::RepoVersions>), ServerError> {
+    if let Some(set) = published(paths)? {
+        return Ok((set, None));
+    }
+    let key = Signer::generate();
+    let dir = paths.online_keys.join(KEYS_SUBDIR);
+    ferry_durable::create_dir(&dir).map_err(|source| ServerError::Io {
+        op: "creating the director keys directory",
+        source,
+    })?;
+    crate::pki::write_secret(&dir.join(format!("{}.pk8", key.key_id())), &key.to_pkcs8())?;
+    let set = KeySet::first(key.public_key());
+    let bytes = set.to_bytes();
+    let sha256 = Sha256::of(&bytes);
+    std::fs::create_dir_all(&paths.targets).map_err(|source| ServerError::Io {
+        op: "creating the catalog targets directory",
+        source,
+    })?;
+    let file = paths
+        .targets
+        .join(repo::target_file_name(DIRECTOR_KEY_SET_TARGET, &sha256));
+    crate::pki::write_secret(&file, &bytes)?;
+    let versions = repo::add_targets(
+        &paths.offline_keys,
+        &paths.online_keys,
+        &paths.metadata,
+        vec![NewTarget {
+            name: DIRECTOR_KEY_SET_TARGET.into(),
+            length: bytes.len() as u64,
+            sha256,
+            custom: serde_json::Value::Null,
+        }],
+        &repo::Expiries::default(),
+    )
+    .await?;
+    tracing::info!(key_id = %set.current(), "published the first director key set");
+    Ok((set, Some(versions)))
+}
+
+/// The director as the routes hold it: the key, when the catalog publishes one.
+#[derive(Clone)]
+pub struct Director {
+    service: Service,
+    signer: Option<Arc<Signer>>,
+}
+
+impl std::fmt::Debug for Director {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Director")
+            .field("key", &self.signer.as_ref().map(|s| s.key_id()))
+            .finish()
+    }
+}
+
+impl Director {
+    /// The director of the catalog at `paths` (no key: no decisions).
+    pub fn load(service: Service, paths: &CatalogPaths) -> Result<Director, ServerError> {
+        let signer = match published(paths)? {
+            Some(set) => Some(Arc::new(signer(paths, &set)?)),
+            None => {
+                tracing::warn!("the catalog publishes no director key: no signed decisions");
+                None
+            }
+        };
+        Ok(Director { service, signer })
+    }
+
+    /// The decision for `device_id` of `class` now, to be signed by `key_id`.
+    pub async fn decide(
+        &self,
+        device_id: DeviceId,
+        class: &str,
+        key_id: ferry_personalize::KeyId,
+    ) -> Result<Decision, ServerError> {
+        let db = &self.service.inner.data.db;
+        let audience = db.reported_audience(&device_id).await?;
+        let now = chrono::Utc::now();
+        let published = db.releases(class).await?;
+        let mut releases = Vec::new();
+        for rollout in db
+            .rollouts()
+            .await?
+            .into_iter()
+            .filter(|r| r.class == class)
+        {
+            // Only releases the catalog signs: the decision names them as it does.
+            let Some(release) = published
+                .iter()
+                .find(|r| r.version.to_string() == rollout.version)
+            else {
+                continue;
+            };
+            let hold = rollout.hold(&device_id, audience.as_deref(), now.timestamp_millis());
+            let (state, opens_at) = match hold {
+                None => (DecisionState::Open, None),
+                Some(RolloutHold::NotYet { opens_at, .. }) => {
+                    (DecisionState::NotYet, Some(opens_at))
+                }
+                Some(RolloutHold::Paused { .. }) => (DecisionState::Paused, None),
+                Some(RolloutHold::Halted { .. }) => (DecisionState::Halted, None),
+                Some(RolloutHold::NotInCohort { .. }) => (DecisionState::NotInCohort, None),
+            };
+            releases.push(DecidedRelease {
+                version: rollout.version.clone(),
+                target: payload_target_name(class, &rollout.version),
+                length: release.payload_size,
+                sha256: release.payload_sha256,
+                rollout_id: rollout.id,
+                state,
+                opens_at,
+            });
+        }
+        Ok(Decision {
+            device_id,
+            issued_at: now,
+            releases,
+            key_id,
+        })
+    }
+}
+
+/// `GET /v1/decision`.
+pub fn routes(director: Director) -> Router {
+    Router::new()
+        .route("/v1/decision", get(decision))
+        .with_state(director)
+}
+
+async fn decision(
+    State(director): State<Director>,
+    headers: HeaderMap,
+) -> Result<Json<SignedDecision>, ServerError> {
+    let credential = director.service.credential(&headers)?;
+    let device_id = credential.device_id;
+    let db = &director.service.inner.data.db;
+    let facts = db.device_facts(&device_id, "").await?;
+    let facts = match facts {
+        None => return Err(ferry_personalize::Refusal::UnknownDevice { device_id }.into()),
+        Some(f) if f.revoked || f.credential_id != credential.credential_id.to_string() => {
+            return Err(ferry_personalize::Refusal::RevokedDevice { device_id }.into());
+        }
+        Some(f) => f,
+    };
+    let Some(signer) = &director.signer else {
+        return Err(ServerError::NotFound(
+            "a director key in this server's catalog".into(),
+        ));
+    };
+    let decision = director
+        .decide(
+            device_id,
+            facts.identity.device_class.as_str(),
+            signer.key_id(),
+        )
+        .await?;
+    Ok(Json(signer.sign_decision(&decision)))
+}

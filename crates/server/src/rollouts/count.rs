@@ -1,0 +1,233 @@
+//! The halt rule's counting, inside the caller's transaction: event reports (a device
+//! personalized for a rollout's release is an attempt; a failure whose code blames the
+//! release, or a rollback after the reboot, is a failure) and silent devices (a device that
+//! stopped reporting mid-update is a failure). After counting, each touched wave is
+//! evaluated once; a halt is one conditional `UPDATE` plus its record, so two servers
+//! committing reports on one database halt the rollout once (SQLite serializes writers;
+//! the second sees `state = 'halted'` and changes nothing).
+
+use std::collections::BTreeSet;
+
+use ferry_events::{Blame, EventKind, EventReport, blame};
+use sqlx::SqliteConnection;
+
+use super::store::{Rollout, load, wave_counts};
+use super::waves::halts;
+use crate::ServerError;
+
+/// What a report counts as for the rollout of its target release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    /// The device got a ticket and went on: an attempt.
+    Attempt,
+    /// An attempt that failed in a way that counts (`failed`, `rolled_back`).
+    Failure(&'static str),
+}
+
+/// Whether and how `report` counts. A failure whose code blames the environment (no
+/// space, network, a refused ticket) is not an attempt at all, so devices held back by the
+/// rollout itself never dilute the failure rate.
+fn counted(report: &EventReport) -> Option<Counted> {
+    match report.event {
+        EventKind::Personalized
+        | EventKind::DownloadStarted
+        | EventKind::PayloadFallback
+        | EventKind::Downloaded
+        | EventKind::Prepared
+        | EventKind::Prestaged
+        | EventKind::Installed
+        | EventKind::Committed => Some(Counted::Attempt),
+        EventKind::Failed => {
+            let code = report.error.as_ref().map(|e| e.code.as_str())?;
+            (blame(code) == Some(Blame::Release)).then_some(Counted::Failure("failed"))
+        }
+        EventKind::RolledBack => Some(Counted::Failure("rolled_back")),
+        EventKind::InstallStarted
+        | EventKind::Progress
+        | EventKind::Parked
+        | EventKind::Dropped
+        | EventKind::DoctorResult => None,
+    }
+}
+
+/// The rollout of release `version` of `class`, if any.
+async fn rollout_for(
+    conn: &mut SqliteConnection,
+    class: &str,
+    version: &str,
+) -> Result<Option<Rollout>, ServerError> {
+    let id: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM rollouts WHERE class = ? AND version = ?")
+            .bind(class)
+            .bind(version)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match id {
+        Some(id) => Ok(Some(load(conn, id).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Records `device_id`'s attempt (and `failure`, the first one counts) in `rollout`'s
+/// current epoch; the device's wave.
+async fn record(
+    conn: &mut SqliteConnection,
+    rollout: &Rollout,
+    device_id: &ferry_types::DeviceId,
+    failure: Option<(&str, Option<&str>)>,
+    at_ms: i64,
+) -> Result<u32, ServerError> {
+    let wave = rollout.wave_of(device_id);
+    sqlx::query(
+        "INSERT OR IGNORE INTO rollout_devices (rollout_id, epoch, device_id, wave, attempted_ms)
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(rollout.id)
+    .bind(rollout.epoch)
+    .bind(device_id.to_string())
+    .bind(i64::from(wave))
+    .bind(at_ms)
+    .execute(&mut *conn)
+    .await?;
+    if let Some((kind, code)) = failure {
+        sqlx::query(
+            "UPDATE rollout_devices SET failure = ?, failure_code = ?, failed_ms = ?
+             WHERE rollout_id = ? AND epoch = ? AND device_id = ? AND failure IS NULL",
+        )
+        .bind(kind)
+        .bind(code)
+        .bind(at_ms)
+        .bind(rollout.id)
+        .bind(rollout.epoch)
+        .bind(device_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(wave)
+}
+
+/// Counts freshly stored `reports` against their rollouts and evaluates every wave they
+/// touched; returns the ids of rollouts this call halted.
+pub async fn count_reports(
+    conn: &mut SqliteConnection,
+    reports: &[EventReport],
+    received_ms: i64,
+) -> Result<Vec<i64>, ServerError> {
+    let mut touched = BTreeSet::new();
+    for report in reports {
+        let (Some(kind), Some(target)) = (counted(report), &report.target_os_version) else {
+            continue;
+        };
+        let Some(rollout) =
+            rollout_for(conn, report.device_class.as_str(), &target.to_string()).await?
+        else {
+            continue;
+        };
+        let failure = match kind {
+            Counted::Attempt => None,
+            Counted::Failure(kind) => Some((kind, report.error.as_ref().map(|e| e.code.as_str()))),
+        };
+        let wave = record(conn, &rollout, &report.device_id, failure, received_ms).await?;
+        if failure.is_some() {
+            touched.insert((rollout.id, wave));
+        }
+    }
+    evaluate(conn, &touched, received_ms).await
+}
+
+/// Counts devices just marked silent mid-update (`(device_id, class, target version)`)
+/// as failures of their rollouts and evaluates; returns the rollouts halted.
+pub async fn count_silent(
+    conn: &mut SqliteConnection,
+    silent: &[(String, String, Option<String>)],
+    now_ms: i64,
+) -> Result<Vec<i64>, ServerError> {
+    let mut touched = BTreeSet::new();
+    for (device_id, class, target) in silent {
+        let (Some(target), Ok(device_id)) = (target, device_id.parse::<ferry_types::DeviceId>())
+        else {
+            continue;
+        };
+        let Some(rollout) = rollout_for(conn, class, target).await? else {
+            continue;
+        };
+        let wave = record(conn, &rollout, &device_id, Some(("silent", None)), now_ms).await?;
+        touched.insert((rollout.id, wave));
+    }
+    evaluate(conn, &touched, now_ms).await
+}
+
+/// Applies the halt rule to each `(rollout, wave)`: a running or paused rollout whose wave
+/// crosses it is halted, and the numbers recorded, once.
+async fn evaluate(
+    conn: &mut SqliteConnection,
+    touched: &BTreeSet<(i64, u32)>,
+    now_ms: i64,
+) -> Result<Vec<i64>, ServerError> {
+    let mut halted = Vec::new();
+    for &(id, wave) in touched {
+        if halted.contains(&id) {
+            continue;
+        }
+        let rollout = load(conn, id).await?;
+        if rollout.state == super::RolloutState::Halted {
+            continue;
+        }
+        let counts = wave_counts(conn, &rollout, now_ms).await?;
+        let Some(count) = counts.get(wave as usize) else {
+            continue;
+        };
+        let Some(lower) = halts(
+            count.failures,
+            count.attempts,
+            rollout.threshold,
+            rollout.min_attempts as u64,
+        ) else {
+            continue;
+        };
+        let changed = sqlx::query(
+            "UPDATE rollouts SET state = 'halted', held_since_ms = COALESCE(held_since_ms, ?1),
+                changed_ms = ?1
+             WHERE id = ?2 AND state IN ('running', 'paused')",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if changed != 1 {
+            continue;
+        }
+        let reason = format!(
+            "wave {wave}: {} of {} attempts failed ({}), the 95 % Wilson lower bound {:.3} is above the threshold {}",
+            count.failures,
+            count.attempts,
+            count
+                .by_kind
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            lower,
+            rollout.threshold
+        );
+        sqlx::query(
+            "INSERT INTO rollout_changes (rollout_id, at_ms, action, by, wave, attempts, failures,
+                lower_bound, threshold, reason)
+             VALUES (?, ?, 'halt', 'halt-rule', ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(i64::from(wave))
+        .bind(count.attempts as i64)
+        .bind(count.failures as i64)
+        .bind(lower)
+        .bind(rollout.threshold)
+        .bind(&reason)
+        .execute(&mut *conn)
+        .await?;
+        tracing::warn!(rollout = id, wave, %reason, "rollout halted by the halt rule");
+        halted.push(id);
+    }
+    Ok(halted)
+}

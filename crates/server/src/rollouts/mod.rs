@@ -1,0 +1,181 @@
+//! Rollouts (DESIGN §10, `migrations/0007_rollouts.sql`): a release of a class reaches its
+//! cohort in waves; the signing service refuses a ticket to a device whose wave is not open
+//! or whose rollout is paused or halted ([`Db::rollout_hold`]); the halt rule counts, per
+//! wave, devices that failed with a code blaming the release, rolled back or went silent,
+//! inside the transaction that stores the reports that change the counts
+//! ([`count::count_reports`], [`count::count_silent`]), so concurrent servers halt once.
+//!
+//! `waves`: the spec, places and the Wilson rule (pure); `store`: the rows; `count`: the
+//! halt rule's counting; `http`: the admin endpoints.
+
+pub mod count;
+pub mod http;
+pub mod store;
+pub mod waves;
+
+use ferry_types::Diagnose;
+use serde::{Deserialize, Serialize};
+
+pub use store::{Explanation, HaltRecord, Rollout, RolloutView, WaveCount};
+pub use waves::{Wave, Waves, halts, place, wilson_lower};
+
+/// Default threshold of the halt rule: the failure rate a wave may not exceed with 95 %
+/// confidence.
+pub const DEFAULT_THRESHOLD: f64 = 0.2;
+/// Default fewest attempts in a wave before the halt rule may halt.
+pub const DEFAULT_MIN_ATTEMPTS: u64 = 3;
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    /// Waves open on schedule.
+    Running,
+    /// Held by an operator; the schedule's clock stops.
+    Paused,
+    /// Stopped by an operator or the halt rule; the schedule's clock stops.
+    Halted,
+}
+
+impl RolloutState {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Running => "running",
+            RolloutState::Paused => "paused",
+            RolloutState::Halted => "halted",
+        }
+    }
+
+    /// The stored spelling read back.
+    pub fn parse(s: &str) -> Option<RolloutState> {
+        match s {
+            "running" => Some(RolloutState::Running),
+            "paused" => Some(RolloutState::Paused),
+            "halted" => Some(RolloutState::Halted),
+            _ => None,
+        }
+    }
+}
+
+/// What `ferry rollout create` and `POST /v1/admin/rollouts` ask for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewRollout {
+    /// Device class.
+    pub class: String,
+    /// The release's version.
+    pub version: String,
+    /// Only devices that last reported this audience (none: every device of the class).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The wave spec (default `100%@0`).
+    #[serde(default)]
+    pub waves: Option<String>,
+    /// The halt rule's threshold (default [`DEFAULT_THRESHOLD`]).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// The halt rule's fewest attempts (default [`DEFAULT_MIN_ATTEMPTS`]).
+    #[serde(default)]
+    pub min_attempts: Option<u64>,
+}
+
+/// An operator's action on a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Stop opening waves and signing for the release.
+    Pause,
+    /// Continue (after a halt, counting starts afresh).
+    Resume,
+    /// Stop, as the halt rule would.
+    Halt,
+}
+
+impl Action {
+    /// The word the CLI and the routes use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Halt => "halt",
+        }
+    }
+}
+
+/// What went wrong with a rollout request.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    /// The wave spec does not parse or is inconsistent.
+    #[error("the wave spec {spec:?} is not valid: {why}")]
+    WavesInvalid {
+        /// The spec given.
+        spec: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A threshold or minimum outside its range, a bad class or version.
+    #[error("{what} {value:?} is not valid: {why}")]
+    Invalid {
+        /// Which field.
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// Why.
+        why: String,
+    },
+    /// No rollout has this id.
+    #[error("there is no rollout {id}")]
+    NotFound {
+        /// The id asked for.
+        id: i64,
+    },
+    /// The release already has a rollout.
+    #[error("release {version} of class {class} already has rollout {id}")]
+    Exists {
+        /// Class.
+        class: String,
+        /// Version.
+        version: String,
+        /// The existing rollout.
+        id: i64,
+    },
+    /// The action does not apply in the rollout's state.
+    #[error("rollout {id} is {state}, so it cannot be {action}d")]
+    WrongState {
+        /// The rollout.
+        id: i64,
+        /// Its state.
+        state: &'static str,
+        /// The action asked for.
+        action: &'static str,
+    },
+}
+
+impl Diagnose for RolloutError {
+    fn code(&self) -> &'static str {
+        match self {
+            RolloutError::WavesInvalid { .. } => "ROLLOUT_WAVES_INVALID",
+            RolloutError::Invalid { .. } => "ROLLOUT_INVALID",
+            RolloutError::NotFound { .. } => "ROLLOUT_NOT_FOUND",
+            RolloutError::Exists { .. } => "ROLLOUT_EXISTS",
+            RolloutError::WrongState { .. } => "ROLLOUT_WRONG_STATE",
+        }
+    }
+
+    fn fix(&self) -> String {
+        match self {
+            RolloutError::WavesInvalid { .. } => {
+                "Write the waves as cumulative PERCENT%@TIME pairs ending at 100%, e.g. 1%@0,5%@4h,100%@1d".into()
+            }
+            RolloutError::Invalid { .. } => {
+                "Give a threshold between 0 and 1, at least 1 attempt, a valid class and version".into()
+            }
+            RolloutError::NotFound { .. } => "Pick an id that `ferry rollout list` shows".into(),
+            RolloutError::Exists { id, .. } => {
+                format!("Manage the existing rollout with `ferry rollout show|pause|resume|halt {id}`")
+            }
+            RolloutError::WrongState { .. } => {
+                "Check the rollout's state with `ferry rollout show ID` and pick an action that applies".into()
+            }
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! Rollout rows: create, list, show (with the per-wave counters and the changes), the
+//! operator's pause/resume/halt, the hold the signing service applies, and `explain`.
+
+use chrono::{DateTime, Utc};
+use ferry_personalize::RolloutHold;
+use ferry_types::{DeviceClass, DeviceId, Version};
+use serde::Serialize;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::waves::{Waves, place, wilson_lower};
+use super::{Action, NewRollout, RolloutError, RolloutState};
+use crate::ServerError;
+use crate::db::Db;
+use crate::fleet::time_of;
+
+/// A rollout as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rollout {
+    /// Id (also what places devices).
+    pub id: i64,
+    /// Device class.
+    pub class: String,
+    /// The release's version.
+    pub version: String,
+    /// The cohort's audience (none: every device of the class).
+    pub audience: Option<String>,
+    /// The wave spec.
+    pub waves: String,
+    /// The halt rule's threshold.
+    pub threshold: f64,
+    /// The halt rule's fewest attempts.
+    pub min_attempts: i64,
+    /// Running, paused or halted.
+    pub state: RolloutState,
+    /// When it was created and started (Unix ms).
+    pub started_ms: i64,
+    /// Time spent paused or halted, not counting the current hold (ms).
+    pub held_ms: i64,
+    /// Since when it is paused or halted (Unix ms).
+    pub held_since_ms: Option<i64>,
+    /// Counting epoch: a resume after a halt starts a new one.
+    pub epoch: i64,
+    /// When its state last changed (Unix ms).
+    pub changed_ms: i64,
+}
+
+impl Rollout {
+    fn from_row(row: &SqliteRow) -> Result<Rollout, ServerError> {
+        let state: String = row.try_get("state")?;
+        Ok(Rollout {
+            id: row.try_get("id")?,
+            class: row.try_get("class")?,
+            version: row.try_get("version")?,
+            audience: row.try_get("audience")?,
+            waves: row.try_get("waves")?,
+            threshold: row.try_get("threshold")?,
+            min_attempts: row.try_get("min_attempts")?,
+            state: RolloutState::parse(&state).ok_or_else(|| {
+                ServerError::Database(sqlx::Error::Protocol(format!(
+                    "rollout state {state:?} is not one this server knows"
+                )))
+            })?,
+            started_ms: row.try_get("started_ms")?,
+            held_ms: row.try_get("held_ms")?,
+            held_since_ms: row.try_get("held_since_ms")?,
+            epoch: row.try_get("epoch")?,
+            changed_ms: row.try_get("changed_ms")?,
+        })
+    }
+
+    /// The parsed waves (stored specs were checked at creation).
+    pub fn schedule(&self) -> Waves {
+        self.waves.parse().unwrap_or_else(|_| Waves::all_at_once())
+    }
+
+    /// Time on the rollout's clock at `now_ms`: since the start, minus time held.
+    pub fn elapsed_ms(&self, now_ms: i64) -> i64 {
+        let holding = self.held_since_ms.map_or(0, |since| now_ms - since);
+        (now_ms - self.started_ms - self.held_ms - holding).max(0)
+    }
+
+    /// When `wave` opens if the rollout keeps running from `now_ms` (now if it is open).
+    pub fn opens_at(&self, wave: u32, now_ms: i64) -> DateTime<Utc> {
+        let wait = (self.schedule().offset_of(wave) - self.elapsed_ms(now_ms)).max(0);
+        time_of(now_ms.saturating_add(wait)).unwrap_or_else(Utc::now)
+    }
+
+    /// A device's wave.
+    pub fn wave_of(&self, device_id: &DeviceId) -> u32 {
+        self.schedule().wave_of(place(self.id, device_id))
+    }
+
+    /// Why this rollout holds `device_id` back at `now_ms` (`audience`: the one it last
+    /// reported), or `None` when its wave is open.
+    pub fn hold(
+        &self,
+        device_id: &DeviceId,
+        audience: Option<&str>,
+        now_ms: i64,
+    ) -> Option<RolloutHold> {
+        let rollout_id = self.id;
+        if let Some(cohort) = &self.audience
+            && audience != Some(cohort.as_str())
+        {
+            return Some(RolloutHold::NotInCohort {
+                rollout_id,
+                audience: cohort.clone(),
+            });
+        }
+        match self.state {
+            RolloutState::Halted => return Some(RolloutHold::Halted { rollout_id }),
+            RolloutState::Paused => return Some(RolloutHold::Paused { rollout_id }),
+            RolloutState::Running => {}
+        }
+        let wave = self.wave_of(device_id);
+        (wave >= self.schedule().open_waves(self.elapsed_ms(now_ms))).then(|| RolloutHold::NotYet {
+            rollout_id,
+            wave,
+            opens_at: self.opens_at(wave, now_ms),
+        })
+    }
+}
+
+/// One wave's counters as `rollout show` prints them.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaveCount {
+    /// 0-based.
+    pub wave: u32,
+    /// Cumulative share of the cohort, percent.
+    pub percent: f64,
+    /// Offset of its opening on the rollout's clock (ms).
+    pub offset_ms: i64,
+    /// Whether it is open now.
+    pub open: bool,
+    /// When it opens (or opened) if the rollout keeps running.
+    pub opens_at: DateTime<Utc>,
+    /// Devices that got a ticket and started (this epoch).
+    pub attempts: u64,
+    /// Of those, failed with a code blaming the release, rolled back, or silent.
+    pub failures: u64,
+    /// Failures by kind (`failed`, `rolled_back`, `silent`).
+    pub by_kind: std::collections::BTreeMap<String, u64>,
+    /// The lower bound of the 95 % Wilson interval of the failure rate.
+    pub lower_bound: f64,
+}
+
+/// A pause, resume or halt, with the numbers that triggered an automatic halt.
+#[derive(Debug, Clone, Serialize)]
+pub struct HaltRecord {
+    /// When (Unix ms).
+    pub at_ms: i64,
+    /// `pause`, `resume` or `halt`.
+    pub action: String,
+    /// `operator` or `halt-rule`.
+    pub by: String,
+    /// The wave that crossed the threshold.
+    pub wave: Option<i64>,
+    /// Its attempts then.
+    pub attempts: Option<i64>,
+    /// Its failures then.
+    pub failures: Option<i64>,
+    /// The Wilson lower bound then.
+    pub lower_bound: Option<f64>,
+    /// The threshold it crossed.
+    pub threshold: Option<f64>,
+    /// Why, in words.
+    pub reason: Option<String>,
+}
+
+/// `rollout show`: the rollout, its waves with counters, its changes.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutView {
+    /// The rollout.
+    #[serde(flatten)]
+    pub rollout: Rollout,
+    /// Per wave.
+    pub wave_counts: Vec<WaveCount>,
+    /// Pauses, resumes and halts, oldest first.
+    pub changes: Vec<HaltRecord>,
+}
+
+/// `rollout explain DEVICE`: for one rollout of the device's class, the one reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    /// The rollout.
+    pub rollout_id: i64,
+    /// Its release.
+    pub version: String,
+    /// `ALREADY_INSTALLED`, `OPEN`, or the refusal code the signing service would give.
+    pub code: String,
+    /// The device's place and wave.
+    pub place: u32,
+    /// Its wave.
+    pub wave: u32,
+    /// When its wave opens (or opened) if the rollout keeps running.
+    pub opens_at: DateTime<Utc>,
+    /// In words.
+    pub reason: String,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+impl Db {
+    /// Creates a rollout (running from now).
+    pub async fn create_rollout(&self, new: &NewRollout) -> Result<Rollout, ServerError> {
+        let class: DeviceClass =
+            new.class
+                .parse()
+                .map_err(|e: ferry_types::DeviceClassError| RolloutError::Invalid {
+                    what: "device class",
+                    value: new.class.clone(),
+                    why: e.to_string(),
+                })?;
+        let version: Version = new
+            .version
+            .parse()
+            .map_err(|e: ferry_types::VersionError| RolloutError::Invalid {
+                what: "version",
+                value: new.version.clone(),
+                why: e.to_string(),
+            })?;
+        let waves: Waves = new.waves.as_deref().unwrap_or("100%@0").parse()?;
+        let threshold = new.threshold.unwrap_or(super::DEFAULT_THRESHOLD);
+        if !(0.0..1.0).contains(&threshold) {
+            return Err(RolloutError::Invalid {
+                what: "threshold",
+                value: threshold.to_string(),
+                why: "it must be at least 0 and below 1".into(),
+            }
+            .into());
+        }
+        let min_attempts = new.min_attempts.unwrap_or(super::DEFAULT_MIN_ATTEMPTS);
+        if min_attempts == 0 || min_attempts > 1_000_000 {
+            return Err(RolloutError::Invalid {
+                what: "min-attempts",
+                value: min_attempts.to_string(),
+                why: "it must be between 1 and 1000000".into(),
+            }
+            .into());
+        }
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        let existing: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM rollouts WHERE class = ? AND version = ?")
+                .bind(class.as_str())
+                .bind(version.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(id) = existing {
+            return Err(RolloutError::Exists {
+                class: class.to_string(),
+                version: version.to_string(),
+                id,
+            }
+            .into());
+        }
+        let row = sqlx::query(
+            "INSERT INTO rollouts (class, version, audience, waves, threshold, min_attempts, state,
+                created_ms, started_ms, changed_ms)
+             VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?) RETURNING *",
+        )
+        .bind(class.as_str())
+        .bind(version.to_string())
+        .bind(new.audience.as_deref().filter(|a| !a.is_empty()))
+        .bind(waves.to_string())
+        .bind(threshold)
+        .bind(min_attempts as i64)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let rollout = Rollout::from_row(&row)?;
+        tx.commit().await?;
+        Ok(rollout)
+    }
+
+    /// Every rollout, newest first.
+    pub async fn rollouts(&self) -> Result<Vec<Rollout>, ServerError> {
+        let rows = sqlx::query("SELECT * FROM rollouts ORDER BY id DESC")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(Rollout::from_row).collect()
+    }
+
+    /// One rollout.
+    pub async fn rollout(&self, id: i64) -> Result<Rollout, ServerError> {
+        let mut conn = self.pool().acquire().await?;
+        load(&mut conn, id).await
+    }
+
+    /// One rollout with its per-wave counters and changes.
+    pub async fn rollout_view(&self, id: i64) -> Result<RolloutView, ServerError> {
+        let mut conn = self.pool().acquire().await?;
+        let rollout = load(&mut conn, id).await?;
+        let wave_counts = wave_counts(&mut conn, &rollout, now_ms()).await?;
+        let rows =
+            sqlx::query("SELECT * FROM rollout_changes WHERE rollout_id = ? ORDER BY at_ms, rowid")
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?;
+        let changes = rows
+            .iter()
+            .map(|r| {
+                Ok(HaltRecord {
+                    at_ms: r.try_get("at_ms")?,
+                    action: r.try_get("action")?,
+                    by: r.try_get("by")?,
+                    wave: r.try_get("wave")?,
+                    attempts: r.try_get("attempts")?,
+                    failures: r.try_get("failures")?,
+                    lower_bound: r.try_get("lower_bound")?,
+                    threshold: r.try_get("threshold")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(RolloutView {
+            rollout,
+            wave_counts,
+            changes,
+        })
+    }
+
+    /// An operator's pause, resume or halt. Pause: running → paused; halt: running or
+    /// paused → halted; resume: paused or halted → running (after a halt, counting starts a
+    /// new epoch). The clock stops while held. One conditional statement: two operators (or
+    /// an operator and the halt rule) racing change the state once.
+    pub async fn act_on_rollout(&self, id: i64, action: Action) -> Result<Rollout, ServerError> {
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        let sql = match action {
+            Action::Pause => {
+                "UPDATE rollouts SET state = 'paused', held_since_ms = ?1, changed_ms = ?1
+                 WHERE id = ?2 AND state = 'running' RETURNING *"
+            }
+            Action::Halt => {
+                "UPDATE rollouts SET state = 'halted', held_since_ms = COALESCE(held_since_ms, ?1),
+                    changed_ms = ?1
+                 WHERE id = ?2 AND state IN ('running', 'paused') RETURNING *"
+            }
+            Action::Resume => {
+                "UPDATE rollouts SET state = 'running',
+                    held_ms = held_ms + (?1 - COALESCE(held_since_ms, ?1)), held_since_ms = NULL,
+                    epoch = epoch + (state = 'halted'), changed_ms = ?1
+                 WHERE id = ?2 AND state IN ('paused', 'halted') RETURNING *"
+            }
+        };
+        let row = sqlx::query(sql)
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            let rollout = load(&mut tx, id).await?;
+            return Err(RolloutError::WrongState {
+                id,
+                state: rollout.state.as_str(),
+                action: action.as_str(),
+            }
+            .into());
+        };
+        sqlx::query("INSERT INTO rollout_changes (rollout_id, at_ms, action, by) VALUES (?, ?, ?, 'operator')")
+            .bind(id)
+            .bind(now)
+            .bind(action.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let rollout = Rollout::from_row(&row)?;
+        tx.commit().await?;
+        Ok(rollout)
+    }
+
+    /// The rollout of the release `build_id` of `class`, if it has one.
+    pub async fn rollout_of_build(
+        &self,
+        class: &str,
+        build_id: &str,
+    ) -> Result<Option<Rollout>, ServerError> {
+        let row = sqlx::query(
+            "SELECT r.* FROM rollouts r
+             JOIN releases rel ON rel.class = r.class AND rel.version = r.version
+             WHERE rel.class = ? AND rel.build_id = ? LIMIT 1",
+        )
+        .bind(class)
+        .bind(build_id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(Rollout::from_row).transpose()
+    }
+
+    /// The audience `device_id` last reported, if it reported.
+    pub async fn reported_audience(
+        &self,
+        device_id: &DeviceId,
+    ) -> Result<Option<String>, ServerError> {
+        Ok(sqlx::query_scalar(
+            "SELECT json_extract(body, '$.audience_type') FROM event_reports
+             WHERE device_id = ? ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(device_id.to_string())
+        .fetch_optional(self.pool())
+        .await?
+        .flatten())
+    }
+
+    /// Why a rollout holds `device_id` back from build `build_id` of `class` now (what the
+    /// signing service refuses with), or `None`.
+    pub async fn rollout_hold(
+        &self,
+        device_id: &DeviceId,
+        class: &str,
+        build_id: &str,
+    ) -> Result<Option<RolloutHold>, ServerError> {
+        let Some(rollout) = self.rollout_of_build(class, build_id).await? else {
+            return Ok(None);
+        };
+        let audience = match rollout.audience {
+            Some(_) => self.reported_audience(device_id).await?,
+            None => None,
+        };
+        Ok(rollout.hold(device_id, audience.as_deref(), now_ms()))
+    }
+
+    /// `explain DEVICE`: for each rollout of the device's class, the one reason it has or
+    /// has not got the release.
+    pub async fn explain(&self, device_id: &DeviceId) -> Result<Vec<Explanation>, ServerError> {
+        let id = device_id.to_string();
+        let class: Option<String> =
+            sqlx::query_scalar("SELECT device_class FROM devices WHERE device_id = ?")
+                .bind(&id)
+                .fetch_optional(self.pool())
+                .await?;
+        let Some(class) = class else {
+            return Err(ServerError::NotFound(format!("enrolled device {id}")));
+        };
+        let running: Option<String> =
+            sqlx::query_scalar("SELECT version FROM device_state WHERE device_id = ?")
+                .bind(&id)
+                .fetch_optional(self.pool())
+                .await?
+                .flatten();
+        let audience = self.reported_audience(device_id).await?;
+        let now = now_ms();
+        let mut out = Vec::new();
+        for rollout in self
+            .rollouts()
+            .await?
+            .into_iter()
+            .filter(|r| r.class == class)
+        {
+            let wave = rollout.wave_of(device_id);
+            let opens_at = rollout.opens_at(wave, now);
+            let (code, reason) = if running.as_deref() == Some(rollout.version.as_str()) {
+                (
+                    "ALREADY_INSTALLED".to_owned(),
+                    format!("the device runs {}", rollout.version),
+                )
+            } else {
+                match rollout.hold(device_id, audience.as_deref(), now) {
+                    None => (
+                        "OPEN".to_owned(),
+                        format!(
+                            "wave {wave} is open: the device may install {}",
+                            rollout.version
+                        ),
+                    ),
+                    Some(hold) => {
+                        let refusal = hold_refusal(&hold);
+                        (refusal.0.to_owned(), refusal.1)
+                    }
+                }
+            };
+            out.push(Explanation {
+                rollout_id: rollout.id,
+                version: rollout.version.clone(),
+                code,
+                place: place(rollout.id, device_id),
+                wave,
+                opens_at,
+                reason,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A hold's code and sentence, as the signing service would refuse.
+fn hold_refusal(hold: &RolloutHold) -> (&'static str, String) {
+    match hold {
+        RolloutHold::NotYet { wave, opens_at, .. } => (
+            "ROLLOUT_NOT_YET",
+            format!(
+                "its wave {wave} opens at {}",
+                opens_at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        ),
+        RolloutHold::Paused { .. } => ("ROLLOUT_PAUSED", "the rollout is paused".into()),
+        RolloutHold::Halted { .. } => ("ROLLOUT_HALTED", "the rollout is halted".into()),
+        RolloutHold::NotInCohort { audience, .. } => (
+            "ROLLOUT_NOT_IN_COHORT",
+            format!(
+                "the cohort is audience {audience}, which the device has not reported being in"
+            ),
+        ),
+    }
+}
+
+pub(super) async fn load(conn: &mut SqliteConnection, id: i64) -> Result<Rollout, ServerError> {
+    let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some(row) => Rollout::from_row(&row),
+        None => Err(RolloutError::NotFound { id }.into()),
+    }
+}
+
+/// Per-wave counters of the rollout's current epoch.
+pub(super) async fn wave_counts(
+    conn: &mut SqliteConnection,
+    rollout: &Rollout,
+    now_ms: i64,
+) -> Result<Vec<WaveCount>, ServerError> {
+    let rows = sqlx::query(
+        "SELECT wave, COALESCE(failure, '') AS failure, COUNT(*) AS n FROM rollout_devices
+         WHERE rollout_id = ? AND epoch = ? GROUP BY wave, failure",
+    )
+    .bind(rollout.id)
+    .bind(rollout.epoch)
+    .fetch_all(&mut *conn)
+    .await?;
+    let schedule = rollout.schedule();
+    let open = schedule.open_waves(rollout.elapsed_ms(now_ms));
+    let mut counts: Vec<WaveCount> = schedule
+        .waves()
+        .iter()
+        .enumerate()
+        .map(|(i, w)| WaveCount {
+            wave: i as u32,
+            percent: f64::from(w.share) / 100.0,
+            offset_ms: w.offset_ms,
+            open: (i as u32) < open,
+            opens_at: rollout.opens_at(i as u32, now_ms),
+            attempts: 0,
+            failures: 0,
+            by_kind: Default::default(),
+            lower_bound: 0.0,
+        })
+        .collect();
+    for row in rows {
+        let wave: i64 = row.try_get("wave")?;
+        let failure: String = row.try_get("failure")?;
+        let n: i64 = row.try_get("n")?;
+        let Some(count) = counts.get_mut(wave as usize) else {
+            continue;
+        };
+        count.attempts += n as u64;
+        if !failure.is_empty() {
+            count.failures += n as u64;
+            *count.by_kind.entry(failure).or_default() += n as u64;
+        }
+    }
+    for count in &mut counts {
+        count.lower_bound = wilson_lower(count.failures, count.attempts);
+    }
+    Ok(counts)
+}

@@ -82,6 +82,22 @@ pub enum LogCommand {
     Show(LogShowArgs),
     /// Re-run the machines' tables over the journal; exit 1 at the first divergence.
     Replay(DeviceArgs),
+    /// Chart an install's progress: ferry's percent beside the fixed-checkpoint bar's, and
+    /// the time remaining (estimate, range, real) over time.
+    Chart(LogChartArgs),
+}
+
+/// `ferry log chart`.
+#[derive(Debug, Args)]
+pub struct LogChartArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Where to write the chart: FILE.svg or FILE.png.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// The update (its UUID); the most recent install's when not given.
+    #[arg(long)]
+    pub update: Option<uuid::Uuid>,
 }
 
 /// `ferry log show`.

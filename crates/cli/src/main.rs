@@ -17,6 +17,7 @@ mod bench;
 mod bench_agent;
 mod bench_events;
 mod cache_cmd;
+mod chart;
 mod demo;
 mod device_cmds;
 mod failure;
@@ -95,6 +96,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Cache(a) => cache_cmd::cache(a).await,
             Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a).await,
             Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a).await,
+            Command::Log(args::LogCommand::Chart(a)) => log_cmds::chart(a),
             Command::Fsm(c) => log_cmds::fsm(c),
         }
     })

@@ -372,11 +372,40 @@ impl Attempts<'_> {
             .offer
             .delta_manifest_digest
             .ok_or(AgentError::DeltaNotPinned { url })?;
-        meter.begin(artifact.size, 0);
+        // Measured in image bytes written: the download is small, the apply is the work.
+        meter.action = "Applying update (tailored delta)…";
+        meter.begin(self.manifest.image_size, 0);
         let running = self.device.slot_path(!self.target);
         let slot = self.device.slot_path(self.target);
-        let mut on_bytes = |n| meter.reach(n);
-        let outcome = delta::apply(client, artifact, pin, &running, &slot, &mut on_bytes).await?;
+        let received = AtomicU64::new(0);
+        let written = AtomicU64::new(0);
+        let mut on_bytes = |n| received.store(n, Ordering::Relaxed);
+        let mut on_written = |n| written.store(n, Ordering::Relaxed);
+        let outcome = {
+            let apply = delta::apply(
+                client,
+                artifact,
+                pin,
+                &running,
+                &slot,
+                &mut on_bytes,
+                &mut on_written,
+            );
+            tokio::pin!(apply);
+            // The meter is told from here (the callbacks cannot borrow it too).
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    outcome = &mut apply => break outcome,
+                    _ = every.tick() => {
+                        meter.count(received.load(Ordering::Relaxed));
+                        meter.work(written.load(Ordering::Relaxed));
+                    }
+                }
+            }
+        };
+        meter.count(received.load(Ordering::Relaxed));
+        let outcome = outcome?;
         Ok(Wrote {
             bytes: outcome.bytes_downloaded,
             bytes_reused: outcome.bytes_reused,
@@ -573,17 +602,27 @@ impl<'a> Meter<'a> {
         self.reach(self.received + n);
     }
 
+    /// `received` bytes have arrived in this run, in all: they are the phase's work.
+    fn reach(&mut self, received: u64) {
+        self.count(received);
+        let (done, at) = self.start;
+        self.work(done + received.saturating_sub(at));
+    }
+
     /// `received` bytes have arrived in this run, in all. Honours the byte crash and
     /// cancel points.
-    fn reach(&mut self, received: u64) {
+    fn count(&mut self, received: u64) {
         self.received = received;
         journal::bytes_received(received);
         if journal::cancel_point().is_some_and(|at| received >= at) {
             self.stop.stop(StopReason::Cancelled);
         }
-        let (done, at) = self.start;
+    }
+
+    /// `done` units of the phase's work are done (bytes received, or written).
+    fn work(&mut self, done: u64) {
         if let Some(phase) = self.phase.as_mut()
-            && let Some(p) = phase.at(done + received.saturating_sub(at), false)
+            && let Some(p) = phase.at(done, false)
         {
             self.sink.report(&p);
         }

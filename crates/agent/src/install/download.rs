@@ -380,7 +380,9 @@ fn spawn_worker(
                         leaves.record(idx, &out);
                     }
                     file.write_all_at(&out, manifest.frame_image_offset(idx))
-                        .map_err(AgentError::io("writing the inactive slot", &slot))
+                        .map_err(AgentError::io("writing the inactive slot", &slot))?;
+                    crate::install::pace::slot_io(out.len() as u64);
+                    Ok(())
                 });
             let failed = result.is_err();
             if done_tx.send(result.map(|()| idx)).is_err() || failed {
@@ -419,6 +421,7 @@ pub fn verify_slot(
                         .read_exact_at(&mut buf[..len], manifest.frame_image_offset(idx))
                         .map_err(AgentError::io("reading a slot", slot))
                         .and_then(|()| {
+                            crate::install::pace::slot_io(len as u64);
                             let actual = ferry_types::Sha256::of(&buf[..len]);
                             let expected = manifest.frames[idx].sha256;
                             if actual == expected {

@@ -42,3 +42,36 @@ pub fn slot_io(bytes: u64) {
         std::thread::sleep(wait);
     }
 }
+
+/// The target slot as the delta applier and the chunk assembler write it: every write
+/// paced (see the module docs) and counted, so progress can show the bytes written.
+pub struct CountedSlot {
+    file: std::fs::File,
+    written: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CountedSlot {
+    /// `file`, counting into `written`.
+    pub fn new(
+        file: std::fs::File,
+        written: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> CountedSlot {
+        CountedSlot { file, written }
+    }
+
+    /// The file.
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+}
+
+impl ferry_delta::SlotSink for CountedSlot {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(data, offset)?;
+        slot_io(data.len() as u64);
+        self.written
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}

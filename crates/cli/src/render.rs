@@ -139,7 +139,7 @@ pub fn bytes(n: u64) -> String {
 pub struct ProgressUi {
     bar: Option<ProgressBar>,
     verbose: bool,
-    last: Mutex<(Instant, &'static str)>,
+    last: Mutex<(Instant, &'static str, bool)>,
 }
 
 impl ProgressUi {
@@ -157,7 +157,7 @@ impl ProgressUi {
         ProgressUi {
             bar,
             verbose,
-            last: Mutex::new((Instant::now() - Duration::from_secs(10), "")),
+            last: Mutex::new((Instant::now() - Duration::from_secs(10), "", false)),
         }
     }
 
@@ -203,7 +203,7 @@ impl ProgressSink for ProgressUi {
         let Ok(mut last) = self.last.lock() else {
             return;
         };
-        let state_changed = last.1 != p.state;
+        let state_changed = last.1 != p.state || last.2 != p.waiting.is_some();
         if state_changed
             || self.verbose
             || p.note.is_some()
@@ -219,7 +219,7 @@ impl ProgressSink for ProgressUi {
             if let Some(note) = &p.note {
                 eprintln!("  note: {note}");
             }
-            *last = (Instant::now(), p.state);
+            *last = (Instant::now(), p.state, p.waiting.is_some());
         }
     }
 }

@@ -70,9 +70,12 @@ pub struct Rates {
 
 impl Default for Rates {
     /// What a device with no history, no fleet figures and no self-measurement assumes.
+    /// The network is assumed slow (2 MB/s): a bar that starts behind and catches up once
+    /// the download's own rate is seen is honest; one that races ahead and then crawls is
+    /// macOS's.
     fn default() -> Rates {
         Rates {
-            network: Rate::new(20e6, Source::Default),
+            network: Rate::new(2e6, Source::Default),
             write: Rate::new(200e6, Source::Default),
             verify: Rate::new(300e6, Source::Default),
             assemble: Rate::new(150e6, Source::Default),

@@ -64,8 +64,7 @@ fn proxy(upstream: SocketAddr, shaper: Arc<Shaper>) -> std::io::Result<SocketAdd
             let Ok(server) = TcpStream::connect(upstream) else {
                 continue;
             };
-            let (Ok(mut c_read), Ok(mut s_write)) = (client.try_clone(), server.try_clone())
-            else {
+            let (Ok(mut c_read), Ok(mut s_write)) = (client.try_clone(), server.try_clone()) else {
                 continue;
             };
             std::thread::spawn(move || {
@@ -231,7 +230,9 @@ fn run_all(a: &BenchProgressArgs) -> Result<ExitCode, Failure> {
     if !v0.exists() {
         std::fs::write(&v0, vec![0u8; 4 << 20]).map_err(|e| fail("write v0", e))?;
     }
-    let image_size = std::fs::metadata(&v2).map_err(|e| fail("stat v2", e))?.len();
+    let image_size = std::fs::metadata(&v2)
+        .map_err(|e| fail("stat v2", e))?
+        .len();
     let data = dir.join("server");
     let keys = dir.join("offline-keys");
     let release_file = dir.join("release-2.0.json");
@@ -239,11 +240,26 @@ fn run_all(a: &BenchProgressArgs) -> Result<ExitCode, Failure> {
         let _ = std::fs::remove_dir_all(&data);
         let _ = std::fs::remove_dir_all(&keys);
         eprintln!("== publishing 1.0 and 2.0 (with a tailored delta from 1.0)");
-        run(&f, &["server", "init", "--data", s(&data), "--keys", s(&keys)], &[])?;
+        run(
+            &f,
+            &["server", "init", "--data", s(&data), "--keys", s(&keys)],
+            &[],
+        )?;
         let publish = |img: &Path, v: &str, extra: &[&str]| {
             let mut args = vec![
-                "publish", "--data", s(&data), "--image", s(img), "--version", v, "--class",
-                "bench", "--no-chunks", "--keys", s(&keys), "--json",
+                "publish",
+                "--data",
+                s(&data),
+                "--image",
+                s(img),
+                "--version",
+                v,
+                "--class",
+                "bench",
+                "--no-chunks",
+                "--keys",
+                s(&keys),
+                "--json",
             ];
             args.extend_from_slice(extra);
             run(&f, &args, &[])
@@ -269,7 +285,10 @@ fn run_all(a: &BenchProgressArgs) -> Result<ExitCode, Failure> {
         .spawn()
         .map_err(|e| fail("start the server", e))?;
     let url = {
-        let mut out = server.stdout.take().ok_or_else(|| fail("read the server", "no stdout"))?;
+        let mut out = server
+            .stdout
+            .take()
+            .ok_or_else(|| fail("read the server", "no stdout"))?;
         let mut line = Vec::new();
         let mut byte = [0u8; 1];
         while out.read(&mut byte).is_ok_and(|n| n == 1) {
@@ -348,35 +367,58 @@ fn scenarios(
         run(
             f,
             &[
-                "device", "init", s(&device), "--class", "bench", "--image", s(image),
-                "--version", version, "--server", &format!("https://{addr}"),
-                "--slot-size", &slot_size,
-                "--root", s(&data.join("tuf/metadata/1.root.json")),
-                "--ca", s(&data.join("pki/ca.pem")),
-                "--enroll-token", token.trim(),
+                "device",
+                "init",
+                s(&device),
+                "--class",
+                "bench",
+                "--image",
+                s(image),
+                "--version",
+                version,
+                "--server",
+                &format!("https://{addr}"),
+                "--slot-size",
+                &slot_size,
+                "--root",
+                s(&data.join("tuf/metadata/1.root.json")),
+                "--ca",
+                s(&data.join("pki/ca.pem")),
+                "--enroll-token",
+                token.trim(),
             ],
             &[],
         )?;
-        let rate = sc.seconds.map_or(0, |secs| (payload_size as f64 / secs) as u64);
+        let rate = sc
+            .seconds
+            .map_or(0, |secs| (payload_size as f64 / secs) as u64);
         // (b) starts four times faster and drops to `rate` at 40 %.
         let start_rate = if sc.key == "b" { rate * 4 } else { rate };
         shaper.rate.store(start_rate, Ordering::SeqCst);
         let mut env = Vec::new();
         if let Some(limit) = sc.slot_io {
-            env.push((ferry_agent::install::pace::SLOT_IO_LIMIT_VAR, limit.to_string()));
+            env.push((
+                ferry_agent::install::pace::SLOT_IO_LIMIT_VAR,
+                limit.to_string(),
+            ));
         }
         eprintln!("== ({}) {}: ferry install bench-2.0", sc.key, sc.name);
         let mut child = Command::new(f)
             .args(["install", "bench-2.0", "--device", s(&device)])
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("install-{}.log", sc.key)))
-                .map_err(|e| fail("make the install log", e))?)
+            .stderr(
+                std::fs::File::create(dir.join(format!("install-{}.log", sc.key)))
+                    .map_err(|e| fail("make the install log", e))?,
+            )
             .spawn()
             .map_err(|e| fail("start the install", e))?;
         let mut change: Option<chrono::DateTime<chrono::Utc>> = None;
         let status = loop {
-            if let Some(status) = child.try_wait().map_err(|e| fail("wait for the install", e))? {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| fail("wait for the install", e))?
+            {
                 break status;
             }
             let forwarded = shaper.forwarded.load(Ordering::SeqCst);
@@ -397,20 +439,40 @@ fn scenarios(
         if !status.success() {
             return Err(fail(
                 &format!("install in scenario ({})", sc.key),
-                format!("it exited with {status}; see {}", dir.join(format!("install-{}.log", sc.key)).display()),
+                format!(
+                    "it exited with {status}; see {}",
+                    dir.join(format!("install-{}.log", sc.key)).display()
+                ),
             ));
         }
         let log = ferry_agent::progress::log::latest(&device.join("progress"))
             .ok_or_else(|| fail("find the progress log", device.display()))?;
         let samples = ferry_agent::progress::log::read(&log);
-        let chart = a.out.join(format!("{}-{}.svg", sc.key, sc.name.replace([' ', '%'], "-").replace("--", "-").trim_end_matches('-')));
+        let chart = a.out.join(format!(
+            "{}-{}.svg",
+            sc.key,
+            sc.name
+                .replace([' ', '%'], "-")
+                .replace("--", "-")
+                .trim_end_matches('-')
+        ));
         crate::chart::draw(
             &samples,
-            &format!("({}) {}: ferry install of a {} MiB image", sc.key, sc.name, image_size >> 20),
+            &format!(
+                "({}) {}: ferry install of a {} MiB image",
+                sc.key,
+                sc.name,
+                image_size >> 20
+            ),
             &chart,
         )
         .map_err(|e| fail("draw the chart", e))?;
-        let fig = figures_of(&format!("({}) {}", sc.key, sc.name), &samples, change, chart);
+        let fig = figures_of(
+            &format!("({}) {}", sc.key, sc.name),
+            &samples,
+            change,
+            chart,
+        );
         eprintln!("   {fig:?}");
         figures.push(fig);
     }
@@ -455,12 +517,14 @@ fn figures_of(
         let t_change = first.t + (at - first.at).num_milliseconds() as f64 / 1000.0;
         let after: Vec<&Sample> = samples.iter().filter(|s| s.t >= t_change).collect();
         // The first sample from which every later error is within 15 %.
-        let from = after
-            .iter()
-            .position(|_| true)
-            .and_then(|_| {
-                (0..after.len()).find(|&i| after[i..].iter().filter_map(|s| error(s)).all(|e| e <= 0.15))
-            })?;
+        let from = after.iter().position(|_| true).and_then(|_| {
+            (0..after.len()).find(|&i| {
+                after[i..]
+                    .iter()
+                    .filter_map(|s| error(s))
+                    .all(|e| e <= 0.15)
+            })
+        })?;
         Some(after[from].t - t_change)
     });
     let linearity = |f: fn(&Sample) -> f64| {

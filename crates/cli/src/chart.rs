@@ -85,7 +85,10 @@ where
     let waits: Vec<(f64, f64)> = spans(samples, |s| s.waiting.is_some());
     chart
         .draw_series(waits.iter().map(|(a, b)| {
-            Rectangle::new([(*a, 0.0), (*b, 100.0)], RGBColor(0xff, 0xbb, 0x33).mix(0.25).filled())
+            Rectangle::new(
+                [(*a, 0.0), (*b, 100.0)],
+                RGBColor(0xff, 0xbb, 0x33).mix(0.25).filled(),
+            )
         }))
         .map_err(err)?;
     // The range of the estimate, as a band between its low and high ends.
@@ -136,7 +139,9 @@ where
         ))
         .map_err(err)?
         .label("time remaining: estimate (band: its range)")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], estimate.stroke_width(2)));
+        .legend(move |(x, y)| {
+            PathElement::new(vec![(x, y), (x + 20, y)], estimate.stroke_width(2))
+        });
     if finished {
         chart
             .draw_secondary_series(DashedLineSeries::new(
@@ -147,7 +152,9 @@ where
             ))
             .map_err(err)?
             .label("time remaining: real")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], real.stroke_width(1)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], real.stroke_width(1))
+            });
     }
     chart
         .configure_series_labels()

@@ -191,7 +191,10 @@ pub fn chart(a: crate::args::LogChartArgs) -> Result<ExitCode, Failure> {
     crate::chart::draw(&samples, &title, &a.out).map_err(|reason| {
         Failure::new(
             "CHART_FAILED",
-            format!("the chart could not be written to {}: {reason}", a.out.display()),
+            format!(
+                "the chart could not be written to {}: {reason}",
+                a.out.display()
+            ),
             "give --out a path ending in .svg or .png in a directory you can write to",
         )
         .json(json)

@@ -175,7 +175,10 @@ fn describe(p: &Progress) -> String {
     let mut s = p.action.clone();
     if p.total > 0 && !p.action.contains(" of ") {
         // An untracked sample (an older agent): the units from the numbers.
-        s.push_str(&format!(" {}", ferry_agent::progress::of_text(p.done, p.total)));
+        s.push_str(&format!(
+            " {}",
+            ferry_agent::progress::of_text(p.done, p.total)
+        ));
     }
     match &p.waiting {
         Some(waiting) => s.push_str(&format!(" — {waiting}")),

@@ -27,7 +27,10 @@ fn a_cut_download_shows_the_waiting_state_with_its_reason_within_2_s() {
     let stderr = child.stderr.take().unwrap();
     let seen = lines.clone();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             seen.lock().unwrap().push((Instant::now(), line));
         }
     });
@@ -102,8 +105,14 @@ fn log_chart_writes_a_valid_svg_and_png_of_an_install() {
     let text = std::fs::read_to_string(&svg).unwrap();
     check_xml(&text);
     assert!(text.contains("<svg"), "an SVG document");
-    assert!(text.contains("fixed-checkpoint bar"), "the legend names both bars");
-    assert!(text.contains("time remaining: real"), "a finished install shows the real time");
+    assert!(
+        text.contains("fixed-checkpoint bar"),
+        "the legend names both bars"
+    );
+    assert!(
+        text.contains("time remaining: real"),
+        "a finished install shows the real time"
+    );
 
     let png = out_dir.join("install.png");
     ok(&["log", "chart", "--device", s(&f.device), "--out", s(&png)]);

@@ -36,7 +36,8 @@ pub fn slot_io(bytes: u64) {
             *total = 0;
         }
         *total += bytes;
-        (*start + Duration::from_secs_f64(*total as f64 / limit as f64)).saturating_duration_since(now)
+        (*start + Duration::from_secs_f64(*total as f64 / limit as f64))
+            .saturating_duration_since(now)
     };
     if !wait.is_zero() {
         std::thread::sleep(wait);

@@ -10,12 +10,12 @@ use serde_json::json;
 
 use crate::AgentError;
 use crate::device::Device;
+use crate::device::PayloadKind;
 use crate::install::controller::{Dropped, Finished, InstallOutcome, Mode, Run, update_id};
 use crate::install::record::InstallProgress;
 use crate::journal::{Instance, Journal};
 use crate::machines::{controller, update};
 use crate::offer::{self, Offer};
-use crate::device::PayloadKind;
 use crate::progress::ProgressSink;
 use crate::progress::tracker::{self, Tracker};
 use crate::stop::{StopReason, StopToken};

@@ -133,7 +133,8 @@ impl Estimator {
             // Work resumed after a stall: the stall is not the rate of the work.
             if t - self.last_work > STALL_SECS * 2.0 {
                 self.window.clear();
-                self.window.push_back((self.last_work.max(t - STALL_SECS), self.last_done));
+                self.window
+                    .push_back((self.last_work.max(t - STALL_SECS), self.last_done));
             }
             self.last_work = t;
             self.last_done = done;
@@ -323,10 +324,7 @@ mod tests {
 
     /// A recorded stream: (t, phase, done, total) samples every 0.25 s from a download
     /// whose rate (units/s) at time t is `rate(t)`, then a prepare at 100 units/s.
-    fn replay(
-        est: &mut Estimator,
-        rate: impl Fn(f64) -> f64,
-    ) -> (Vec<(f64, Estimate)>, f64) {
+    fn replay(est: &mut Estimator, rate: impl Fn(f64) -> f64) -> (Vec<(f64, Estimate)>, f64) {
         let mut out = Vec::new();
         let mut t = 0.0;
         est.work(t, "PREFLIGHT_PERSONALIZE", 0, 0);
@@ -399,13 +397,12 @@ mod tests {
     fn a_cut_shows_the_stall_and_recovers() {
         let mut est = Estimator::new(plan(10.0, 10.0, 0.2));
         // 100 units/s, nothing from t = 4 to t = 14, then 100 units/s again.
-        let (out, end) = replay(&mut est, |t| {
-            if (4.0..14.0).contains(&t) {
-                0.0
-            } else {
-                100.0
-            }
-        });
+        let (out, end) = replay(
+            &mut est,
+            |t| {
+                if (4.0..14.0).contains(&t) { 0.0 } else { 100.0 }
+            },
+        );
         let stalled: Vec<f64> = out
             .iter()
             .filter(|(t, _)| (4.0..14.0).contains(t))
@@ -418,7 +415,11 @@ mod tests {
             .map(|(t, _)| *t)
             .unwrap();
         assert!(first - 4.0 <= 2.0, "the stall shows within 2 s ({first})");
-        assert!(out.iter().filter(|(t, _)| *t > 15.0).all(|(_, e)| e.stalled_for.is_none()));
+        assert!(
+            out.iter()
+                .filter(|(t, _)| *t > 15.0)
+                .all(|(_, e)| e.stalled_for.is_none())
+        );
         let errors = errors_after(&out, end, 14.0 + 10.0);
         assert!(errors.iter().all(|e| *e <= 0.15), "{errors:?}");
         assert!(out.windows(2).all(|w| w[1].1.percent >= w[0].1.percent));

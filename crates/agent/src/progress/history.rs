@@ -88,7 +88,9 @@ pub struct SelfTest {
 
 /// Hashes and writes [`SELF_TEST_BYTES`] (the file in `dir` is removed after).
 pub fn self_test(dir: &Path) -> std::io::Result<SelfTest> {
-    let data: Vec<u8> = (0..SELF_TEST_BYTES).map(|i| (i * 131 % 251) as u8).collect();
+    let data: Vec<u8> = (0..SELF_TEST_BYTES)
+        .map(|i| (i * 131 % 251) as u8)
+        .collect();
     let started = Instant::now();
     let _ = ferry_types::Sha256::of(&data);
     let hash = SELF_TEST_BYTES as f64 / started.elapsed().as_secs_f64().max(1e-6);
@@ -128,8 +130,8 @@ pub fn rates(history: &History, fleet: Option<&PhaseRates>, test: Option<SelfTes
         rates.verify = Rate::new(verify, Source::SelfTest);
         rates.assemble = Rate::new(test.write.min(test.hash) * 0.8, Source::SelfTest);
     }
-    if let Some(bps) =
-        fleet_rate("DOWNLOADING_UPDATE", Some(PayloadKind::Full)).and_then(|r| r.median_bytes_per_sec)
+    if let Some(bps) = fleet_rate("DOWNLOADING_UPDATE", Some(PayloadKind::Full))
+        .and_then(|r| r.median_bytes_per_sec)
     {
         rates.network = Rate::new(bps, Source::Fleet);
     }

@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use ferry_types::PayloadKind;
 use crate::progress::estimate::{Expected, PlannedPhase};
+use ferry_types::PayloadKind;
 
 /// Where a rate comes from, which sets how sure a duration computed from it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,8 +197,10 @@ mod tests {
 
     #[test]
     fn a_phase_lasts_its_work_over_its_rate() {
-        let mut rates = Rates::default();
-        rates.network = Rate::new(10e6, Source::History);
+        let mut rates = Rates {
+            network: Rate::new(10e6, Source::History),
+            ..Rates::default()
+        };
         let plan = plan(&work(PayloadKind::Full, 500_000_000), &rates);
         let dl = plan
             .iter()

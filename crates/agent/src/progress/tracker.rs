@@ -314,8 +314,10 @@ mod tests {
     fn a_stalled_download_says_it_waits_for_the_network_and_why() {
         let dir = tempfile::tempdir().unwrap();
         let sink = Collect::default();
-        let mut rates = Rates::default();
-        rates.network = Rate::new(1e6, Source::History);
+        let rates = Rates {
+            network: Rate::new(1e6, Source::History),
+            ..Rates::default()
+        };
         let work = Work {
             kind: PayloadKind::Full,
             download_bytes: 10_000_000,
@@ -344,7 +346,11 @@ mod tests {
         );
         assert!(waiting.contains("given up in 29 s"), "{waiting}");
         assert_eq!(last.action, "Downloading update… 1.0 of 10.0 MB");
-        assert!((last.fixed_percent - 19.8).abs() < 1e-9, "{}", last.fixed_percent);
+        assert!(
+            (last.fixed_percent - 19.8).abs() < 1e-9,
+            "{}",
+            last.fixed_percent
+        );
         assert!(last.eta_low.unwrap() < last.eta_secs.unwrap());
         assert!(all.windows(2).all(|w| w[1].percent >= w[0].percent));
         let logged = log::read(&dir.path().join("u.jsonl"));

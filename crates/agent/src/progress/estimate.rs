@@ -226,7 +226,7 @@ impl Estimator {
             // the new estimate gives, and says why once.
             let creep = (100.0 - self.shown) * dt / (2.0 * (remaining + dt).max(1e-3));
             self.shown = (self.shown + creep).min(99.9);
-            if !self.growing && self.shown - target > 3.0 && remaining >= 5.0 {
+            if !self.growing && self.shown - target > 1.0 && remaining >= 5.0 {
                 self.growing = true;
                 note = Some(match (self.last_remaining, stalled_for) {
                     (_, Some(q)) => format!(

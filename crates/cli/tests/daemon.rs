@@ -62,6 +62,13 @@ fn the_agent_scans_stages_and_installs_inside_its_window_only() {
         "{listed}"
     );
     assert_eq!(listed[0]["why_not_now"]["kind"], "window");
+    // The bar says what it waits for, and until when (issue 13).
+    let progress = api(device, "GET", "/v1/progress", "").expect("the agent answers");
+    let waiting = progress["progress"]["waiting"].as_str().unwrap_or_default();
+    assert!(
+        waiting.starts_with("waiting for the maintenance window (opens "),
+        "{progress}"
+    );
 
     // A clean stop, a window that is open now, a start: it installs and restarts.
     agent.signal(libc::SIGTERM);

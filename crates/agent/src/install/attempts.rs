@@ -511,9 +511,10 @@ impl Attempts<'_> {
             )?;
             Ok(())
         };
-        let mut on_bytes = |offset: u64| {
+        let mut on_bytes = |offset: u64, slot_busy: bool| {
             let n = offset - start_offset;
             received.store(n, Ordering::Relaxed);
+            meter.slot_busy(slot_busy);
             meter.reach(n);
         };
         let leaves = LeafStore::new(manifest).map(Arc::new);
@@ -562,7 +563,17 @@ struct Meter<'a> {
     received: u64,
     /// Where the phase started: its units done by earlier runs, and `received` then.
     start: (u64, u64),
+    /// Units done in the phase, last reported.
+    done: u64,
+    /// The download waits on the slot (decode, write, sync), not the network.
+    busy: bool,
+    /// The next report goes out whatever the rate limit.
+    force: bool,
 }
+
+/// The hint a report carries while the download waits on the slot: the tracker names
+/// it in its waiting reason.
+pub const SLOT_BUSY: &str = "the slot";
 
 impl<'a> Meter<'a> {
     fn new(sink: &'a dyn ProgressSink, kind: Payload, stop: StopToken) -> Meter<'a> {
@@ -578,6 +589,9 @@ impl<'a> Meter<'a> {
             phase: None,
             received: 0,
             start: (0, 0),
+            done: 0,
+            busy: false,
+            force: false,
         }
     }
 
@@ -621,11 +635,23 @@ impl<'a> Meter<'a> {
 
     /// `done` units of the phase's work are done (bytes received, or written).
     fn work(&mut self, done: u64) {
+        self.done = done;
+        let force = std::mem::take(&mut self.force);
         if let Some(phase) = self.phase.as_mut()
-            && let Some(p) = phase.at(done, false)
+            && let Some(mut p) = phase.at(done, force)
         {
+            p.waiting = self.busy.then(|| SLOT_BUSY.to_owned());
             self.sink.report(&p);
         }
+    }
+
+    /// Whether the download now waits on the slot rather than the network: said in the
+    /// next report (at once when it starts), so a wait is blamed on the right thing.
+    fn slot_busy(&mut self, busy: bool) {
+        if busy && !self.busy {
+            self.force = true;
+        }
+        self.busy = busy;
     }
 }
 

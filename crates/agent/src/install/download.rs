@@ -50,8 +50,10 @@ pub struct DownloadStats {
 /// durable checkpoint; it persists the resume point.
 pub type Checkpoint<'a> = &'a mut (dyn FnMut(usize) -> Result<(), AgentError> + Send);
 
-/// Called often with the payload offset reached, for progress.
-pub type OnBytes<'a> = &'a mut (dyn FnMut(u64) + Send);
+/// Called often with the payload offset reached, for progress, and whether the stream
+/// now waits on the slot (the decode workers' queue is full, or the final sync) rather
+/// than on the network.
+pub type OnBytes<'a> = &'a mut (dyn FnMut(u64, bool) + Send);
 
 /// Streams frames `start_frame..` of the payload at `url` into `slot`, spooling what
 /// arrives in `spool_dir` until it is in the slot. A stop asked on `stop` ends the stream
@@ -234,7 +236,7 @@ async fn drive(
             // that arrived.
             spool.append(received_offset, &chunk);
             received_offset += chunk.len() as u64;
-            on_bytes(received_offset);
+            on_bytes(received_offset, false);
             let mut rest: &[u8] = &chunk;
             while !rest.is_empty() && next_frame < n_frames {
                 let want = manifest.frames[next_frame].len as usize - buf.len();
@@ -250,7 +252,16 @@ async fn drive(
                     let Some(tx) = work_tx.as_ref() else {
                         break 'stream;
                     };
-                    if tx.send((next_frame, frame)).await.is_err() {
+                    let sent = match tx.try_send((next_frame, frame)) {
+                        Ok(()) => Ok(()),
+                        Err(mpsc::error::TrySendError::Full(item)) => {
+                            // The slot is the bottleneck now, not the network.
+                            on_bytes(received_offset, true);
+                            tx.send(item).await.map_err(|_| ())
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                    };
+                    if sent.is_err() {
                         // Every worker has stopped: one of them reported why.
                         stream_error = Some("the decode workers stopped".into());
                         break 'stream;
@@ -269,6 +280,9 @@ async fn drive(
         }
     }
     drop(work_tx);
+    if stopped_by.is_none() && stream_error.is_none() {
+        on_bytes(received_offset, true); // the last frames are written, then the slot synced
+    }
     // Collect what the workers finished (or the error that stopped them).
     while let Some(msg) = done_rx.recv().await {
         mark_done(msg?, &mut done, &mut watermark);

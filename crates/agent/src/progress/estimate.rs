@@ -36,6 +36,8 @@ pub struct PlannedPhase {
     pub total: u64,
     /// Its expected duration for this update on this device.
     pub expected: Expected,
+    /// Seconds it goes on after its last unit of work (the slot's final sync, say).
+    pub tail: f64,
 }
 
 /// The estimate at one instant.
@@ -111,7 +113,10 @@ impl Estimator {
             self.finished = true;
         }
         let idx = self.plan.iter().position(|p| p.name == name);
-        let entering = idx.is_some() && idx != self.current;
+        if idx.is_none() {
+            return; // a state outside the plan (COMPLETED, a failure) measures nothing
+        }
+        let entering = idx != self.current;
         if entering {
             self.current = idx;
             self.phase_started = t;
@@ -177,7 +182,13 @@ impl Estimator {
                 let frac = (self.last_done as f64 / p.total as f64).min(1.0);
                 let expected_left = p.expected.secs * (1.0 - frac);
                 let units_left = p.total.saturating_sub(self.last_done) as f64;
-                match self.observed() {
+                // After the last unit: what is left of the tail.
+                let tail = if self.last_done >= p.total {
+                    (p.tail - (t - self.last_work)).max(p.tail * 0.1)
+                } else {
+                    p.tail
+                };
+                let (left, spread) = match self.observed() {
                     Some((r, span)) => {
                         rate = Some(r);
                         let w = 0.95 * (span / TRUST_SECS).min(1.0);
@@ -186,7 +197,8 @@ impl Estimator {
                         (left, 0.08 + (1.0 - w) * p.expected.spread)
                     }
                     None => (expected_left, p.expected.spread),
-                }
+                };
+                (left + tail, spread)
             } else {
                 // Measured by time: what is left of its expected duration, at least a
                 // tenth of it while it lasts.
@@ -205,9 +217,10 @@ impl Estimator {
         }
         if !self.finished {
             for p in self.plan.iter().skip(start) {
-                remaining += p.expected.secs;
-                low += p.expected.secs * (1.0 - p.expected.spread).max(0.0);
-                high += p.expected.secs * (1.0 + p.expected.spread);
+                let secs = p.expected.secs + p.tail;
+                remaining += secs;
+                low += secs * (1.0 - p.expected.spread).max(0.0);
+                high += secs * (1.0 + p.expected.spread);
             }
         }
         let mut note = None;
@@ -302,6 +315,7 @@ mod tests {
                 name: "PREFLIGHT_PERSONALIZE",
                 total: 0,
                 expected: Expected { secs: 0.5, spread },
+                tail: 0.0,
             },
             PlannedPhase {
                 name: "DOWNLOADING_UPDATE",
@@ -310,6 +324,7 @@ mod tests {
                     secs: download_secs,
                     spread,
                 },
+                tail: 0.0,
             },
             PlannedPhase {
                 name: "PREPARING_UPDATE",
@@ -318,6 +333,7 @@ mod tests {
                     secs: prepare_secs,
                     spread,
                 },
+                tail: 0.0,
             },
         ]
     }

@@ -37,6 +37,9 @@ pub struct Measured {
     pub personalize: Option<f64>,
     /// Seconds of a small step (median of the install's).
     pub step: Option<f64>,
+    /// Seconds the download went on after its last byte.
+    #[serde(default)]
+    pub download_tail: Option<f64>,
 }
 
 /// `progress/history.json`.
@@ -151,6 +154,7 @@ pub fn rates(history: &History, fleet: Option<&PhaseRates>, test: Option<SelfTes
     from_history(|m| m.verify, &mut rates.verify);
     from_history(|m| m.personalize, &mut rates.personalize);
     from_history(|m| m.step, &mut rates.step);
+    from_history(|m| m.download_tail, &mut rates.download_tail);
     rates
 }
 
@@ -172,6 +176,7 @@ mod tests {
             verify: Some(100e6),
             personalize: Some(0.3),
             step: Some(0.01),
+            download_tail: Some(1.0),
         }
     }
 

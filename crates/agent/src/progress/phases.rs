@@ -66,6 +66,9 @@ pub struct Rates {
     pub personalize: Rate,
     /// Seconds of the small steps (loading state, sizing, preconditions, apply), each.
     pub step: Rate,
+    /// Seconds the download goes on after its last byte (the last frames written, the
+    /// slot synced).
+    pub download_tail: Rate,
 }
 
 impl Default for Rates {
@@ -81,6 +84,7 @@ impl Default for Rates {
             assemble: Rate::new(150e6, Source::Default),
             personalize: Rate::new(0.5, Source::Default),
             step: Rate::new(0.2, Source::Default),
+            download_tail: Rate::new(2.0, Source::Default),
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct Work {
 ///   were hashed while writing, only the tree's upper levels and a sync
 ///   (`image / verify / 64`).
 /// - Personalize: its own seconds; the small steps: `step` seconds each.
+/// - The download's tail (last frames written, slot synced after the last byte):
+///   `download_tail` seconds.
 pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
     let step = |name| PlannedPhase {
         name,
@@ -120,10 +126,27 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
             secs: rates.step.value,
             spread: rates.step.source.spread().max(0.5),
         },
+        tail: 0.0,
     };
     let by = |bytes: u64, rate: Rate| bytes as f64 / rate.value.max(1.0);
-    let mut phases = vec![step("LOADING_PERSISTED"), step("PURGING")];
-    phases.push(step("PREFLIGHT_PREREQUISITE"));
+    // Checkpoints the controller passes through at once: in the plan so the phase before
+    // them counts as done.
+    let marker = |name| PlannedPhase {
+        name,
+        total: 0,
+        expected: Expected {
+            secs: 0.0,
+            spread: 0.0,
+        },
+        tail: 0.0,
+    };
+    let mut phases = vec![
+        marker("STARTUP"),
+        step("LOADING_PERSISTED"),
+        step("PURGING"),
+        marker("READY"),
+        step("PREFLIGHT_PREREQUISITE"),
+    ];
     if !work.staged {
         phases.push(PlannedPhase {
             name: "PREFLIGHT_PERSONALIZE",
@@ -132,6 +155,7 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
                 secs: rates.personalize.value,
                 spread: rates.personalize.source.spread().max(0.5),
             },
+            tail: 0.0,
         });
         let (total, secs, source) = match work.kind {
             PayloadKind::Full | PayloadKind::Factory => {
@@ -157,7 +181,9 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
                 secs,
                 spread: source.spread(),
             },
+            tail: rates.download_tail.value,
         });
+        phases.push(marker("DOWNLOADED_UPDATE"));
         let verify = by(work.image_size, rates.verify);
         let prepare = if work.leaves_while_writing && work.kind == PayloadKind::Full {
             verify / 64.0 + rates.step.value
@@ -171,6 +197,7 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
                 secs: prepare,
                 spread: rates.verify.source.spread(),
             },
+            tail: 0.0,
         });
     }
     phases.push(step("PREPARED"));

@@ -27,6 +27,8 @@ use crate::progress::{Progress, ProgressSink, log, of_text};
 struct Span {
     from: f64,
     to: f64,
+    /// When its units last moved.
+    moved: f64,
     first_done: u64,
     done: u64,
     total: u64,
@@ -148,15 +150,21 @@ impl<'a> Tracker<'a> {
         if raw.total > 0 {
             out.action = format!("{} {}", raw.action, of_text(raw.done, raw.total));
         }
-        out.waiting = est.stalled_for.map(|quiet| self.waiting(raw.state, quiet));
+        out.waiting = est
+            .stalled_for
+            .map(|quiet| self.waiting(raw.state, quiet, raw.waiting.is_some()));
         out.note = est.note;
         state.log.record(&out);
         out
     }
 
     /// What a phase with no work for `quiet` seconds is waiting for.
-    fn waiting(&self, phase: &str, quiet: f64) -> String {
+    /// `slot_busy`: the work said it waits on the slot, not the network.
+    fn waiting(&self, phase: &str, quiet: f64, slot_busy: bool) -> String {
         match phase {
+            "DOWNLOADING_UPDATE" if slot_busy => format!(
+                "waiting for the slot: decoding, writing and syncing what arrived ({quiet:.0} s without new bytes)"
+            ),
             "DOWNLOADING_UPDATE" => {
                 let limit = self.read_timeout_secs as f64;
                 format!(
@@ -187,6 +195,7 @@ impl<'a> Tracker<'a> {
             state.spans.entry(p.state).or_insert(Span {
                 from: t,
                 to: t,
+                moved: t,
                 first_done: p.done,
                 done: p.done,
                 total: p.total,
@@ -197,6 +206,9 @@ impl<'a> Tracker<'a> {
                 // Another attempt (a fallback): its own units from here.
                 span.total = p.total;
                 span.first_done = p.done;
+            }
+            if p.done != span.done {
+                span.moved = t;
             }
             span.done = p.done;
             span.to = t;
@@ -248,6 +260,9 @@ impl<'a> Tracker<'a> {
                 .and_then(per_sec),
             personalize: span("PREFLIGHT_PERSONALIZE").map(|s| s.to - s.from),
             step: steps.get(steps.len() / 2).copied(),
+            download_tail: download
+                .filter(|s| s.total > 0 && s.done > s.first_done)
+                .map(|s| s.to - s.moved),
         };
         drop(state);
         if let Some(out) = out {

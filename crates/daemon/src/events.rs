@@ -73,6 +73,12 @@ pub struct Sample {
     /// Seconds since the install started.
     #[serde(default)]
     pub elapsed_secs: f64,
+    /// Image bytes written (a full download's second measure).
+    #[serde(default)]
+    pub written: u64,
+    /// Image bytes the phase writes in all.
+    #[serde(default)]
+    pub written_total: u64,
 }
 
 impl Sample {
@@ -92,6 +98,8 @@ impl Sample {
             waiting: p.waiting.clone(),
             note: p.note.clone(),
             elapsed_secs: p.elapsed_secs,
+            written: p.written,
+            written_total: p.written_total,
         }
     }
 
@@ -116,6 +124,8 @@ impl Sample {
             waiting: self.waiting.clone(),
             note: self.note.clone(),
             elapsed_secs: self.elapsed_secs,
+            written: self.written,
+            written_total: self.written_total,
         }
     }
 }

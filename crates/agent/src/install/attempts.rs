@@ -511,10 +511,12 @@ impl Attempts<'_> {
             )?;
             Ok(())
         };
-        let mut on_bytes = |offset: u64, slot_busy: bool| {
-            let n = offset - start_offset;
+        let image_size = manifest.image_size;
+        let mut on_bytes = |flow: download::Flow| {
+            let n = flow.received - start_offset;
             received.store(n, Ordering::Relaxed);
-            meter.slot_busy(slot_busy);
+            meter.slot_busy(flow.slot_busy);
+            meter.written = (flow.written, image_size);
             meter.reach(n);
         };
         let leaves = LeafStore::new(manifest).map(Arc::new);
@@ -569,6 +571,8 @@ struct Meter<'a> {
     busy: bool,
     /// The next report goes out whatever the rate limit.
     force: bool,
+    /// Image bytes written of the image's (a full download's second measure).
+    written: (u64, u64),
 }
 
 /// The hint a report carries while the download waits on the slot: the tracker names
@@ -592,6 +596,7 @@ impl<'a> Meter<'a> {
             done: 0,
             busy: false,
             force: false,
+            written: (0, 0),
         }
     }
 
@@ -641,6 +646,7 @@ impl<'a> Meter<'a> {
             && let Some(mut p) = phase.at(done, force)
         {
             p.waiting = self.busy.then(|| SLOT_BUSY.to_owned());
+            (p.written, p.written_total) = self.written;
             self.sink.report(&p);
         }
     }

@@ -12,6 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,10 +51,20 @@ pub struct DownloadStats {
 /// durable checkpoint; it persists the resume point.
 pub type Checkpoint<'a> = &'a mut (dyn FnMut(usize) -> Result<(), AgentError> + Send);
 
-/// Called often with the payload offset reached, for progress, and whether the stream
-/// now waits on the slot (the decode workers' queue is full, or the final sync) rather
-/// than on the network.
-pub type OnBytes<'a> = &'a mut (dyn FnMut(u64, bool) + Send);
+/// Where the download stands, for progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    /// The payload offset reached.
+    pub received: u64,
+    /// Image bytes decoded and written to the slot (this run's and earlier runs').
+    pub written: u64,
+    /// The stream now waits on the slot (the decode workers' queue is full, or the final
+    /// writes and sync) rather than on the network.
+    pub slot_busy: bool,
+}
+
+/// Called often with where the download stands.
+pub type OnBytes<'a> = &'a mut (dyn FnMut(Flow) + Send);
 
 /// Streams frames `start_frame..` of the payload at `url` into `slot`, spooling what
 /// arrives in `spool_dir` until it is in the slot. A stop asked on `stop` ends the stream
@@ -93,6 +104,7 @@ pub async fn stream_into_slot(
     let (work_tx, work_rx) = mpsc::channel::<(usize, Vec<u8>)>(workers * QUEUE_PER_WORKER);
     let work_rx = Arc::new(Mutex::new(work_rx));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<usize, AgentError>>();
+    let written = Arc::new(AtomicU64::new(manifest.frame_image_offset(start_frame)));
     let handles: Vec<_> = (0..workers)
         .map(|_| {
             spawn_worker(
@@ -101,7 +113,7 @@ pub async fn stream_into_slot(
                 file.clone(),
                 slot.to_owned(),
                 work_rx.clone(),
-                done_tx.clone(),
+                (done_tx.clone(), written.clone()),
             )
         })
         .collect();
@@ -120,7 +132,13 @@ pub async fn stream_into_slot(
         &file,
         slot,
         checkpoint,
-        on_bytes,
+        &mut |received, slot_busy| {
+            on_bytes(Flow {
+                received,
+                written: written.load(Ordering::Relaxed),
+                slot_busy,
+            });
+        },
         &mut stats,
         stop,
     )
@@ -149,7 +167,7 @@ async fn drive(
     file: &Arc<File>,
     slot: &Path,
     checkpoint: Checkpoint<'_>,
-    on_bytes: OnBytes<'_>,
+    on_bytes: &mut (dyn FnMut(u64, bool) + Send),
     stats: &mut DownloadStats,
     stop: &StopToken,
 ) -> Result<(), AgentError> {
@@ -274,7 +292,10 @@ async fn drive(
             }
         } else {
             match done_rx.recv().await {
-                Some(msg) => mark_done(msg?, &mut done, &mut watermark),
+                Some(msg) => {
+                    mark_done(msg?, &mut done, &mut watermark);
+                    on_bytes(received_offset, true);
+                }
                 None => break 'stream,
             }
         }
@@ -286,6 +307,7 @@ async fn drive(
     // Collect what the workers finished (or the error that stopped them).
     while let Some(msg) = done_rx.recv().await {
         mark_done(msg?, &mut done, &mut watermark);
+        on_bytes(received_offset, true);
     }
     if let Some((handle, _)) = pending_sync.take() {
         finish_sync(handle, slot).await?;
@@ -375,7 +397,10 @@ fn spawn_worker(
     file: Arc<File>,
     slot: PathBuf,
     work_rx: WorkQueue,
-    done_tx: mpsc::UnboundedSender<Result<usize, AgentError>>,
+    (done_tx, written): (
+        mpsc::UnboundedSender<Result<usize, AgentError>>,
+        Arc<AtomicU64>,
+    ),
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut out = Vec::with_capacity(manifest.frame_size as usize + 1);
@@ -396,6 +421,7 @@ fn spawn_worker(
                     file.write_all_at(&out, manifest.frame_image_offset(idx))
                         .map_err(AgentError::io("writing the inactive slot", &slot))?;
                     crate::install::pace::slot_io(out.len() as u64);
+                    written.fetch_add(out.len() as u64, Ordering::Relaxed);
                     Ok(())
                 });
             let failed = result.is_err();

@@ -38,6 +38,10 @@ pub struct PlannedPhase {
     pub expected: Expected,
     /// Seconds it goes on after its last unit of work (the slot's final sync, say).
     pub tail: f64,
+    /// Units per second of its second measure the device can do at most (a full
+    /// download's slot writes), 0 for none: the phase lasts at least what is left of that
+    /// measure at this rate.
+    pub secondary_rate: f64,
 }
 
 /// The estimate at one instant.
@@ -74,6 +78,9 @@ pub struct Estimator {
     last_remaining: Option<f64>,
     growing: bool,
     finished: bool,
+    /// The second measure: (done, total) and its recent samples.
+    secondary: (u64, u64),
+    window2: VecDeque<(f64, u64)>,
 }
 
 impl Estimator {
@@ -92,6 +99,29 @@ impl Estimator {
             last_remaining: None,
             growing: false,
             finished: false,
+            secondary: (0, 0),
+            window2: VecDeque::new(),
+        }
+    }
+
+    /// At `t`, the phase under way has done `done` of `total` units of its second measure
+    /// (after [`Estimator::work`] for the same sample). Its movement counts as work.
+    pub fn secondary(&mut self, t: f64, done: u64, total: u64) {
+        if total != self.secondary.1 || done < self.secondary.0 {
+            self.window2.clear();
+        }
+        if done != self.secondary.0 {
+            self.last_work = t;
+        }
+        self.secondary = (done, total);
+        self.window2.push_back((t, done));
+        while self
+            .window2
+            .front()
+            .is_some_and(|(at, _)| t - at > WINDOW_SECS)
+            && self.window2.len() > 2
+        {
+            self.window2.pop_front();
         }
     }
 
@@ -120,6 +150,10 @@ impl Estimator {
         if entering {
             self.current = idx;
             self.phase_started = t;
+        }
+        if entering {
+            self.secondary = (0, 0);
+            self.window2.clear();
         }
         if entering || total != self.total {
             if let Some(p) = self.current.and_then(|i| self.plan.get_mut(i))
@@ -198,7 +232,22 @@ impl Estimator {
                     }
                     None => (expected_left, p.expected.spread),
                 };
-                (left + tail, spread)
+                // The second measure's floor: what is left of it at the most the device
+                // does (a slot-bound download: the last payload bytes are zeros that take
+                // long to write).
+                let (done2, total2) = self.secondary;
+                let floor = if total2 > 0 && p.secondary_rate > 0.0 {
+                    let observed2 = match (self.window2.front(), self.window2.back()) {
+                        (Some((t0, d0)), Some((t1, d1))) if t1 - t0 > 0.2 && d1 > d0 => {
+                            (d1 - d0) as f64 / (t1 - t0)
+                        }
+                        _ => 0.0,
+                    };
+                    total2.saturating_sub(done2) as f64 / p.secondary_rate.max(observed2)
+                } else {
+                    0.0
+                };
+                (left.max(floor) + tail, spread)
             } else {
                 // Measured by time: what is left of its expected duration, at least a
                 // tenth of it while it lasts.
@@ -316,6 +365,7 @@ mod tests {
                 total: 0,
                 expected: Expected { secs: 0.5, spread },
                 tail: 0.0,
+                secondary_rate: 0.0,
             },
             PlannedPhase {
                 name: "DOWNLOADING_UPDATE",
@@ -325,6 +375,7 @@ mod tests {
                     spread,
                 },
                 tail: 0.0,
+                secondary_rate: 0.0,
             },
             PlannedPhase {
                 name: "PREPARING_UPDATE",
@@ -334,6 +385,7 @@ mod tests {
                     spread,
                 },
                 tail: 0.0,
+                secondary_rate: 0.0,
             },
         ]
     }
@@ -439,6 +491,31 @@ mod tests {
         let errors = errors_after(&out, end, 14.0 + 10.0);
         assert!(errors.iter().all(|e| *e <= 0.15), "{errors:?}");
         assert!(out.windows(2).all(|w| w[1].1.percent >= w[0].1.percent));
+    }
+
+    #[test]
+    fn a_slot_bound_download_is_timed_by_its_writes_not_its_bytes() {
+        // 1000 payload bytes whose last tenth decodes to most of the image: the writes
+        // (100 units/s, 5000 units) take 50 s while the bytes would say 10 s.
+        let mut p = plan(10.0, 1.0, 0.2);
+        p[1].secondary_rate = 100.0;
+        let mut est = Estimator::new(p);
+        est.work(0.0, "DOWNLOADING_UPDATE", 0, 1000);
+        let mut t = 0.0;
+        let mut out = Vec::new();
+        while t < 50.0 {
+            t += 0.25;
+            let written = (t * 100.0) as u64;
+            let done = (written * 900 / 1000).min(990);
+            est.work(t, "DOWNLOADING_UPDATE", done, 1000);
+            est.secondary(t, written, 5000);
+            out.push((t, est.at(t)));
+        }
+        let end = 50.0 + 1.0 + 0.5;
+        let errors = errors_after(&out, end, 5.0);
+        assert!(quantile(errors.clone(), 0.5) <= 0.10, "{errors:?}");
+        // The bytes stop at 990 while the writes go on: work proceeds, no stall.
+        assert!(out.iter().all(|(_, e)| e.stalled_for.is_none()));
     }
 
     #[test]

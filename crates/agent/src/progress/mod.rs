@@ -73,6 +73,11 @@ pub struct Progress {
     pub done: u64,
     /// Work in this phase (bytes).
     pub total: u64,
+    /// A second measure of the same phase: image bytes written of `written_total` (a full
+    /// download is network-bound or slot-bound, and the two differ: zeros compress well).
+    pub written: u64,
+    /// Image bytes the phase writes in all (0: no second measure).
+    pub written_total: u64,
     /// Observed rate, bytes/s.
     pub rate: f64,
     /// Estimated seconds left in the whole install (this phase's only, untracked).

@@ -127,6 +127,7 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
             spread: rates.step.source.spread().max(0.5),
         },
         tail: 0.0,
+        secondary_rate: 0.0,
     };
     let by = |bytes: u64, rate: Rate| bytes as f64 / rate.value.max(1.0);
     // Checkpoints the controller passes through at once: in the plan so the phase before
@@ -139,6 +140,7 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
             spread: 0.0,
         },
         tail: 0.0,
+        secondary_rate: 0.0,
     };
     let mut phases = vec![
         marker("STARTUP"),
@@ -156,6 +158,7 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
                 spread: rates.personalize.source.spread().max(0.5),
             },
             tail: 0.0,
+            secondary_rate: 0.0,
         });
         let (total, secs, source) = match work.kind {
             PayloadKind::Full | PayloadKind::Factory => {
@@ -182,6 +185,12 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
                 spread: source.spread(),
             },
             tail: rates.download_tail.value,
+            // A full download also writes the whole image: at most at the write rate.
+            secondary_rate: if matches!(work.kind, PayloadKind::Full | PayloadKind::Factory) {
+                rates.write.value
+            } else {
+                0.0
+            },
         });
         phases.push(marker("DOWNLOADED_UPDATE"));
         let verify = by(work.image_size, rates.verify);
@@ -198,6 +207,7 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
                 spread: rates.verify.source.spread(),
             },
             tail: 0.0,
+            secondary_rate: 0.0,
         });
     }
     phases.push(step("PREPARED"));

@@ -149,6 +149,13 @@ impl<'a> Tracker<'a> {
         }
         if raw.total > 0 {
             out.action = format!("{} {}", raw.action, of_text(raw.done, raw.total));
+            if raw.written_total > 0 {
+                out.action = format!(
+                    "{}, {} written",
+                    out.action,
+                    of_text(raw.written, raw.written_total)
+                );
+            }
         }
         out.waiting = est
             .stalled_for
@@ -282,6 +289,9 @@ impl ProgressSink for Tracker<'_> {
                 return;
             };
             state.estimator.work(t, p.state, p.done, p.total);
+            if p.written_total > 0 {
+                state.estimator.secondary(t, p.written, p.written_total);
+            }
             Tracker::measure(&mut state, p, t);
             state.last = Some(p.clone());
             self.sample(&mut state, p, t)

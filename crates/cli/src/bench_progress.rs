@@ -14,7 +14,9 @@
 //! - Linearity: the largest |percent − elapsed fraction of the total time|, for ferry's
 //!   bar and for the fixed-checkpoint bar.
 //!
-//! One chart per scenario goes to `--out` (SVG).
+//! One chart per scenario goes to `--out` (SVG). The scenarios run on fresh devices, each
+//! given the rates history (`progress/history.json`) the one before it left, as one device
+//! installing updates over time would have; the first starts with none.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -356,6 +358,7 @@ fn scenarios(
         .parse()
         .map_err(|e| fail(&format!("read the server address {url}"), e))?;
     let mut figures = Vec::new();
+    let mut previous: Option<PathBuf> = None;
     for sc in SCENARIOS.iter().filter(|sc| a.scenarios.contains(sc.key)) {
         let shaper = Arc::new(Shaper::default());
         let addr = proxy(upstream, shaper.clone()).map_err(|e| fail("start the proxy", e))?;
@@ -389,6 +392,17 @@ fn scenarios(
             ],
             &[],
         )?;
+        // One device installing over time: each scenario starts with the rates history
+        // the installs before it left (the first starts with none).
+        if let Some(prev) = &previous {
+            let history = |d: &Path| d.join("progress/history.json");
+            if history(prev).exists() {
+                std::fs::create_dir_all(device.join("progress"))
+                    .and_then(|()| std::fs::copy(history(prev), history(&device)))
+                    .map_err(|e| fail("carry the rates history over", e))?;
+            }
+        }
+        previous = Some(device.clone());
         let rate = sc
             .seconds
             .map_or(0, |secs| (payload_size as f64 / secs) as u64);

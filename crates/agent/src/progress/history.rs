@@ -129,7 +129,9 @@ pub fn rates(history: &History, fleet: Option<&PhaseRates>, test: Option<SelfTes
     };
     if let Some(test) = test {
         rates.write = Rate::new(test.write, Source::SelfTest);
-        let verify = test.hash.min(pace_limit().unwrap_or(f64::MAX));
+        // Verifying also reads the slot back, beside other work: half the in-memory
+        // hash rate, until an install measured it.
+        let verify = (test.hash * 0.5).min(pace_limit().unwrap_or(f64::MAX));
         rates.verify = Rate::new(verify, Source::SelfTest);
         rates.assemble = Rate::new(test.write.min(test.hash) * 0.8, Source::SelfTest);
     }

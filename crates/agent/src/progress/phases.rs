@@ -184,7 +184,13 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
                 secs,
                 spread: source.spread(),
             },
-            tail: rates.download_tail.value,
+            // A full download's last frames and sync come after its last byte; a delta's
+            // sync is part of its writes.
+            tail: if matches!(work.kind, PayloadKind::Full | PayloadKind::Factory) {
+                rates.download_tail.value
+            } else {
+                0.0
+            },
             // A full download also writes the whole image: at most at the write rate.
             secondary_rate: if matches!(work.kind, PayloadKind::Full | PayloadKind::Factory) {
                 rates.write.value

@@ -647,7 +647,12 @@ impl Agent {
                 scheduler::Event::Hold,
                 json!({ "label": chosen.offer.label, "hold": hold }),
             )?;
-            // The bar says what it waits for instead of showing nothing.
+        }
+        // The bar says what it waits for instead of showing nothing (again after a job
+        // cleared it).
+        if let Some(hold) = &chosen.why_not_now
+            && (changed || self.hub.last_progress().is_none())
+        {
             use ferry_agent::progress::ProgressSink;
             self.hub.report(&waiting_sample(hold));
         }
@@ -781,7 +786,7 @@ fn retry_after(error: &DaemonError) -> Option<Duration> {
 
 /// The progress sample of an update held back: nothing moves, and this says why
 /// ("waiting for the maintenance window (opens 02:00)").
-fn waiting_sample(hold: &Hold) -> ferry_agent::progress::Progress {
+pub fn waiting_sample(hold: &Hold) -> ferry_agent::progress::Progress {
     let waiting = match (&hold.kind, &hold.until) {
         (schedule::HoldKind::Window, Some(until)) => {
             let opens = chrono::DateTime::parse_from_rfc3339(until)

@@ -87,9 +87,13 @@ pub struct SelfTest {
     pub hash: f64,
     /// Writes to the cache directory, synced (paced like slot writes).
     pub write: f64,
+    /// The written file read back from the disk (dropped from the page cache first) and
+    /// hashed, as verification reads the slot (paced like slot reads).
+    pub verify: f64,
 }
 
-/// Hashes and writes [`SELF_TEST_BYTES`] (the file in `dir` is removed after).
+/// Hashes, writes, then reads back and hashes [`SELF_TEST_BYTES`] (the file in `dir` is
+/// removed after).
 pub fn self_test(dir: &Path) -> std::io::Result<SelfTest> {
     let data: Vec<u8> = (0..SELF_TEST_BYTES)
         .map(|i| (i * 131 % 251) as u8)
@@ -108,10 +112,32 @@ pub fn self_test(dir: &Path) -> std::io::Result<SelfTest> {
         }
         file.sync_all()
     })();
-    let _ = std::fs::remove_file(&path);
-    written?;
     let write = SELF_TEST_BYTES as f64 / started.elapsed().as_secs_f64().max(1e-6);
-    Ok(SelfTest { hash, write })
+    let read_back = written.and_then(|()| {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let mut file = std::fs::File::open(&path)?;
+        // SAFETY: a plain advisory call on a file descriptor this function owns.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let started = Instant::now();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            crate::install::pace::slot_io(n as u64);
+            let _ = ferry_types::Sha256::of(&buf[..n]);
+        }
+        Ok(SELF_TEST_BYTES as f64 / started.elapsed().as_secs_f64().max(1e-6))
+    });
+    let _ = std::fs::remove_file(&path);
+    let verify = read_back?;
+    Ok(SelfTest {
+        hash,
+        write,
+        verify,
+    })
 }
 
 /// The rates for the model, each from the best source there is: history, then fleet
@@ -129,11 +155,10 @@ pub fn rates(history: &History, fleet: Option<&PhaseRates>, test: Option<SelfTes
     };
     if let Some(test) = test {
         rates.write = Rate::new(test.write, Source::SelfTest);
-        // Verifying also reads the slot back, beside other work: half the in-memory
-        // hash rate, until an install measured it.
-        let verify = (test.hash * 0.5).min(pace_limit().unwrap_or(f64::MAX));
-        rates.verify = Rate::new(verify, Source::SelfTest);
-        rates.assemble = Rate::new(test.write.min(test.hash) * 0.8, Source::SelfTest);
+        rates.verify = Rate::new(test.verify, Source::SelfTest);
+        // A delta or chunk assembly reads the running slot and writes the target.
+        let assemble = 1.0 / (1.0 / test.write.max(1.0) + 1.0 / test.verify.max(1.0));
+        rates.assemble = Rate::new(assemble, Source::SelfTest);
     }
     if let Some(bps) = fleet_rate("DOWNLOADING_UPDATE", Some(PayloadKind::Full))
         .and_then(|r| r.median_bytes_per_sec)
@@ -158,10 +183,6 @@ pub fn rates(history: &History, fleet: Option<&PhaseRates>, test: Option<SelfTes
     from_history(|m| m.step, &mut rates.step);
     from_history(|m| m.download_tail, &mut rates.download_tail);
     rates
-}
-
-fn pace_limit() -> Option<f64> {
-    crate::install::pace::limit().map(|l| l as f64)
 }
 
 #[cfg(test)]
@@ -198,6 +219,7 @@ mod tests {
         let test = SelfTest {
             hash: 500e6,
             write: 80e6,
+            verify: 120e6,
         };
         let none = rates(&History::default(), None, None);
         assert_eq!(none, Rates::default());
@@ -216,7 +238,7 @@ mod tests {
     fn self_test_measures_and_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
         let t = self_test(dir.path()).unwrap();
-        assert!(t.hash > 1e6 && t.write > 1e5, "{t:?}");
+        assert!(t.hash > 1e6 && t.write > 1e5 && t.verify > 1e5, "{t:?}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -10,7 +10,7 @@
 //!   0.1 %) nor the action text changed, waits excluded (the log's resolution: ~1 s).
 //! - Time-remaining error: |estimate − real| / real at each sample after 10 %, while at
 //!   least 5 s remain (below that a relative error means nothing); median and p90, and for
-//!   (b) and (c) the seconds after the change until it stays within 15 %.
+//!   (b) and (c) the seconds after the change until it is back within 15 %.
 //! - Linearity: the largest |percent − elapsed fraction of the total time|, for ferry's
 //!   bar and for the fixed-checkpoint bar.
 //!
@@ -529,17 +529,12 @@ fn figures_of(
     let recovery = change.and_then(|at| {
         let first = samples.first()?;
         let t_change = first.t + (at - first.at).num_milliseconds() as f64 / 1000.0;
-        let after: Vec<&Sample> = samples.iter().filter(|s| s.t >= t_change).collect();
-        // The first sample from which every later error is within 15 %.
-        let from = after.iter().position(|_| true).and_then(|_| {
-            (0..after.len()).find(|&i| {
-                after[i..]
-                    .iter()
-                    .filter_map(|s| error(s))
-                    .all(|e| e <= 0.15)
-            })
-        })?;
-        Some(after[from].t - t_change)
+        // The first sample after the change whose estimate is back within 15 %.
+        samples
+            .iter()
+            .filter(|s| s.t >= t_change)
+            .find(|s| error(s).is_some_and(|e| e <= 0.15))
+            .map(|s| s.t - t_change)
     });
     let linearity = |f: fn(&Sample) -> f64| {
         samples

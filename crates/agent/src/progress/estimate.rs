@@ -42,6 +42,10 @@ pub struct PlannedPhase {
     /// download's slot writes), 0 for none: the phase lasts at least what is left of that
     /// measure at this rate.
     pub secondary_rate: f64,
+    /// An earlier phase on the same resource (a delta's apply before its verification,
+    /// both on the slot's disk): this one's expected duration scales by how much slower
+    /// or faster than planned that one went.
+    pub calibrated_by: Option<&'static str>,
 }
 
 /// The estimate at one instant.
@@ -81,6 +85,8 @@ pub struct Estimator {
     /// The second measure: (done, total) and its recent samples.
     secondary: (u64, u64),
     window2: VecDeque<(f64, u64)>,
+    /// Per measured phase: observed duration over planned (from its observed rate).
+    calibration: Vec<(&'static str, f64)>,
 }
 
 impl Estimator {
@@ -101,6 +107,7 @@ impl Estimator {
             finished: false,
             secondary: (0, 0),
             window2: VecDeque::new(),
+            calibration: Vec::new(),
         }
     }
 
@@ -225,6 +232,12 @@ impl Estimator {
                 let (left, spread) = match self.observed() {
                     Some((r, span)) => {
                         rate = Some(r);
+                        if span >= TRUST_SECS && p.expected.secs > 0.0 {
+                            let planned = p.total as f64 / p.expected.secs;
+                            let k = (planned / r).clamp(0.5, 4.0);
+                            self.calibration.retain(|(n, _)| *n != p.name);
+                            self.calibration.push((p.name, k));
+                        }
                         let w = 0.95 * (span / TRUST_SECS).min(1.0);
                         let observed_left = units_left / r;
                         let left = w * observed_left + (1.0 - w) * expected_left;
@@ -266,7 +279,11 @@ impl Estimator {
         }
         if !self.finished {
             for p in self.plan.iter().skip(start) {
-                let secs = p.expected.secs + p.tail;
+                let k = p
+                    .calibrated_by
+                    .and_then(|by| self.calibration.iter().find(|(n, _)| *n == by))
+                    .map_or(1.0, |(_, k)| *k);
+                let secs = p.expected.secs * k + p.tail;
                 remaining += secs;
                 low += secs * (1.0 - p.expected.spread).max(0.0);
                 high += secs * (1.0 + p.expected.spread);
@@ -366,6 +383,7 @@ mod tests {
                 expected: Expected { secs: 0.5, spread },
                 tail: 0.0,
                 secondary_rate: 0.0,
+                calibrated_by: None,
             },
             PlannedPhase {
                 name: "DOWNLOADING_UPDATE",
@@ -376,6 +394,7 @@ mod tests {
                 },
                 tail: 0.0,
                 secondary_rate: 0.0,
+                calibrated_by: None,
             },
             PlannedPhase {
                 name: "PREPARING_UPDATE",
@@ -386,6 +405,7 @@ mod tests {
                 },
                 tail: 0.0,
                 secondary_rate: 0.0,
+                calibrated_by: None,
             },
         ]
     }
@@ -516,6 +536,26 @@ mod tests {
         assert!(quantile(errors.clone(), 0.5) <= 0.10, "{errors:?}");
         // The bytes stop at 990 while the writes go on: work proceeds, no stall.
         assert!(out.iter().all(|(_, e)| e.stalled_for.is_none()));
+    }
+
+    #[test]
+    fn a_slow_apply_warns_that_the_verification_will_be_slow_too() {
+        // Both planned at 200 units/s; the disk does 50: the verification after the apply
+        // is expected 4× longer once the apply's rate is seen.
+        let mut p = plan(5.0, 5.0, 0.2);
+        p[2].calibrated_by = Some("DOWNLOADING_UPDATE");
+        let mut est = Estimator::new(p);
+        est.work(0.0, "DOWNLOADING_UPDATE", 0, 1000);
+        let mut t = 0.0;
+        let mut last = None;
+        while t < 10.0 {
+            t += 0.25;
+            est.work(t, "DOWNLOADING_UPDATE", (t * 50.0) as u64, 1000);
+            last = Some(est.at(t));
+        }
+        let e = last.unwrap();
+        // 10 s of apply left, then 20 s of verification.
+        assert!((e.remaining - 30.0).abs() < 3.0, "{e:?}");
     }
 
     #[test]

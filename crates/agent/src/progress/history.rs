@@ -40,6 +40,9 @@ pub struct Measured {
     /// Seconds the download went on after its last byte.
     #[serde(default)]
     pub download_tail: Option<f64>,
+    /// Image bytes per second written to the slot after the last byte (sustained writes).
+    #[serde(default)]
+    pub write: Option<f64>,
 }
 
 /// `progress/history.json`.
@@ -182,6 +185,7 @@ pub fn rates(history: &History, fleet: Option<&PhaseRates>, test: Option<SelfTes
     from_history(|m| m.personalize, &mut rates.personalize);
     from_history(|m| m.step, &mut rates.step);
     from_history(|m| m.download_tail, &mut rates.download_tail);
+    from_history(|m| m.write, &mut rates.write);
     rates
 }
 
@@ -200,6 +204,7 @@ mod tests {
             personalize: Some(0.3),
             step: Some(0.01),
             download_tail: Some(1.0),
+            write: None,
         }
     }
 

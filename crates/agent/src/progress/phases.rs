@@ -128,6 +128,7 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
         },
         tail: 0.0,
         secondary_rate: 0.0,
+        calibrated_by: None,
     };
     let by = |bytes: u64, rate: Rate| bytes as f64 / rate.value.max(1.0);
     // Checkpoints the controller passes through at once: in the plan so the phase before
@@ -141,6 +142,7 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
         },
         tail: 0.0,
         secondary_rate: 0.0,
+        calibrated_by: None,
     };
     let mut phases = vec![
         marker("STARTUP"),
@@ -159,6 +161,7 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
             },
             tail: 0.0,
             secondary_rate: 0.0,
+            calibrated_by: None,
         });
         let (total, secs, source) = match work.kind {
             PayloadKind::Full | PayloadKind::Factory => {
@@ -197,6 +200,7 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
             } else {
                 0.0
             },
+            calibrated_by: None,
         });
         phases.push(marker("DOWNLOADED_UPDATE"));
         let verify = by(work.image_size, rates.verify);
@@ -214,6 +218,9 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
             },
             tail: 0.0,
             secondary_rate: 0.0,
+            // After a delta or chunk assembly, the disk that wrote is the disk read back.
+            calibrated_by: (!matches!(work.kind, PayloadKind::Full | PayloadKind::Factory))
+                .then_some("DOWNLOADING_UPDATE"),
         });
     }
     phases.push(step("PREPARED"));

@@ -27,8 +27,11 @@ use crate::progress::{Progress, ProgressSink, log, of_text};
 struct Span {
     from: f64,
     to: f64,
-    /// When its units last moved.
+    /// When its units last moved, and its second measure then.
     moved: f64,
+    written_then: u64,
+    /// Its second measure (image bytes written), last reported.
+    written: u64,
     first_done: u64,
     done: u64,
     total: u64,
@@ -203,6 +206,8 @@ impl<'a> Tracker<'a> {
                 from: t,
                 to: t,
                 moved: t,
+                written_then: p.written,
+                written: p.written,
                 first_done: p.done,
                 done: p.done,
                 total: p.total,
@@ -216,7 +221,9 @@ impl<'a> Tracker<'a> {
             }
             if p.done != span.done {
                 span.moved = t;
+                span.written_then = p.written;
             }
+            span.written = p.written;
             span.done = p.done;
             span.to = t;
         }
@@ -267,6 +274,13 @@ impl<'a> Tracker<'a> {
                 .and_then(per_sec),
             personalize: span("PREFLIGHT_PERSONALIZE").map(|s| s.to - s.from),
             step: steps.get(steps.len() / 2).copied(),
+            // The slot's sustained write rate: what a full download wrote after its last
+            // byte (the zeros at the end of an image), when it was enough to tell.
+            write: download
+                .filter(|_| matches!(kind, PayloadKind::Full))
+                .filter(|s| s.written.saturating_sub(s.written_then) >= 64 << 20)
+                .filter(|s| s.to - s.moved > 0.5)
+                .map(|s| (s.written - s.written_then) as f64 / (s.to - s.moved)),
             download_tail: download
                 .filter(|s| s.total > 0 && s.done > s.first_done)
                 .map(|s| s.to - s.moved),

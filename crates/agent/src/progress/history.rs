@@ -145,7 +145,8 @@ pub fn self_test(dir: &Path) -> std::io::Result<SelfTest> {
 
 /// The rates for the model, each from the best source there is: history, then fleet
 /// (`fleet`: `None` until a scan stored the class's rates), then the self-measurement,
-/// then [`Rates::default`].
+/// then [`Rates::default`]; the disk's rates are the slower of history and the
+/// self-measurement.
 pub fn rates(history: &History, fleet: Option<&PhaseRates>, test: Option<SelfTest>) -> Rates {
     let mut rates = Rates::default();
     let fleet_rate = |phase: &str, kind: Option<PayloadKind>| {
@@ -186,6 +187,16 @@ pub fn rates(history: &History, fleet: Option<&PhaseRates>, test: Option<SelfTes
     from_history(|m| m.step, &mut rates.step);
     from_history(|m| m.download_tail, &mut rates.download_tail);
     from_history(|m| m.write, &mut rates.write);
+    // The disk measured now can only lower what the history says (a disk wears, or is
+    // busy): the slower of the two.
+    if let Some(test) = test {
+        if rates.write.value > test.write {
+            rates.write = Rate::new(test.write, Source::SelfTest);
+        }
+        if rates.verify.value > test.verify {
+            rates.verify = Rate::new(test.verify, Source::SelfTest);
+        }
+    }
     rates
 }
 

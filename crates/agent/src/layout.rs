@@ -58,6 +58,8 @@ pub const JOURNAL_DIR: &str = "journal";
 pub const STATE_DIR: &str = "state";
 /// Event reports not yet delivered.
 pub const EVENTS_DIR: &str = "events";
+/// Progress logs (one per update) and the measured rates of finished installs.
+pub const PROGRESS_DIR: &str = "progress";
 /// Trust material and the credential.
 pub const TRUST_DIR: &str = "trust";
 /// The catalog: the pinned root, the last good metadata, the last scan.
@@ -214,6 +216,23 @@ impl<'a> Layout<'a> {
         self.cache_dir().join("phase-rates.json")
     }
 
+    /// `progress/`: progress logs and the rates history (made on first use).
+    pub fn progress_dir(&self) -> PathBuf {
+        self.dir.join(PROGRESS_DIR)
+    }
+
+    /// `progress/<uuid>.jsonl`: one update's progress samples, about one a second
+    /// (bounded), for `ferry log chart`.
+    pub fn progress_log(&self, update: uuid::Uuid) -> PathBuf {
+        self.progress_dir().join(format!("{update}.jsonl"))
+    }
+
+    /// `progress/history.json`: the measured rates of this device's finished installs,
+    /// the estimator's first source of expected durations.
+    pub fn progress_history(&self) -> PathBuf {
+        self.progress_dir().join("history.json")
+    }
+
     /// `events/`: the outbox of event reports (`ferry_events::Outbox` names its files).
     pub fn events_dir(&self) -> PathBuf {
         self.dir.join(EVENTS_DIR)
@@ -293,6 +312,7 @@ impl<'a> Layout<'a> {
                 TRUST_DIR,
                 TUF_DIR,
                 STATE_DIR,
+                PROGRESS_DIR,
             ]
             .iter()
             .map(|d| self.dir.join(d)),

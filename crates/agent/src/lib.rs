@@ -15,8 +15,8 @@
 //! 1. [`layout`] (every path of the device directory), [`facts`] (power, network,
 //!    space), [`policy`] (`[policy]` and the preconditions), [`stop`] (cancel, suspend,
 //!    shut down), the error type (which names their errors), [`warnings`] (repairs and
-//!    notices reported as they happen), [`progress`], [`machines`] (the tables and their
-//!    typed names);
+//!    notices reported as they happen), [`progress`] (`estimate` and `phases`, pure,
+//!    first), [`machines`] (the tables and their typed names);
 //! 2. [`device`]: an open device directory (identity, config, slot metadata, receipts,
 //!    the lock);
 //! 3. [`client`] (HTTP to the server), `report::build` (the event report of a
@@ -27,7 +27,9 @@
 //!    nonces), then `catalog` (the TUF refresh, which takes the key set with it); then
 //!    [`report`]'s `deliver` (batches to `POST /v1/events`) and `rates` (the class's
 //!    phase rates, taken at each scan);
-//! 5. [`scan`];
+//! 5. [`scan`]; `install::pace` (the test-only slow slot disk); then [`progress`]'s
+//!    `history` (the rates of the expected durations), `log` (the progress log of an
+//!    update) and `tracker` (the sink that turns measured work into the honest bar);
 //! 6. [`install`]: the pieces (`ranges`, `chunks`, `delta`, `spool`, `seal`,
 //!    `download`, `record`, `purge`, `sizing`), then `attempts` (the one runner of
 //!    payload attempts), then

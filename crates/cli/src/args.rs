@@ -85,6 +85,22 @@ pub enum LogCommand {
     Show(LogShowArgs),
     /// Re-run the machines' tables over the journal; exit 1 at the first divergence.
     Replay(DeviceArgs),
+    /// Chart an install's progress: ferry's percent beside the fixed-checkpoint bar's, and
+    /// the time remaining (estimate, range, real) over time.
+    Chart(LogChartArgs),
+}
+
+/// `ferry log chart`.
+#[derive(Debug, Args)]
+pub struct LogChartArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Where to write the chart: FILE.svg or FILE.png.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// The update (its UUID); the most recent install's when not given.
+    #[arg(long)]
+    pub update: Option<uuid::Uuid>,
 }
 
 /// `ferry log show`.
@@ -667,6 +683,30 @@ pub enum BenchCommand {
     /// The running agent's figures: `GET /v1/status` round trip (p50, p99) over its
     /// socket, and the time from a cancel to the download stopping.
     Agent(BenchAgentArgs),
+    /// Real installs of a ≥ 1 GiB image under five network and disk scenarios, and the
+    /// figures of honest progress from their progress logs, with a chart each
+    /// (`bench/progress` runs it).
+    Progress(BenchProgressArgs),
+}
+
+/// `ferry bench progress`.
+#[derive(Debug, Args)]
+pub struct BenchProgressArgs {
+    /// Working directory (images, server data and devices are kept and reused; ~4 GB).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Where the charts and figures.json go.
+    #[arg(long, default_value = "docs/progress")]
+    pub out: PathBuf,
+    /// Image size, MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub size_mib: u64,
+    /// Scenarios to run, by letter (a: steady, b: rate drop, c: cut, d: slow disk, e: delta).
+    #[arg(long, default_value = "abcde")]
+    pub scenarios: String,
+    /// The ferry binary the server and installs run (default: this one).
+    #[arg(long)]
+    pub ferry: Option<PathBuf>,
 }
 
 /// `ferry bench events`.

@@ -154,3 +154,63 @@ pub fn fsm(c: FsmCommand) -> Result<ExitCode, Failure> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `ferry log chart`: the chart of an install's progress log (the given update's, or the
+/// most recent one's) as SVG or PNG.
+pub fn chart(a: crate::args::LogChartArgs) -> Result<ExitCode, Failure> {
+    let json = a.device.json;
+    let device = Device::open(&a.device.device).map_err(|e| Failure::from(e).json(json))?;
+    let layout = device.layout();
+    let path = match a.update {
+        Some(id) => Some(layout.progress_log(id)).filter(|p| p.exists()),
+        None => ferry_agent::progress::log::latest(&layout.progress_dir()),
+    };
+    let no_log = || {
+        Failure::new(
+            "NO_PROGRESS_LOG",
+            match a.update {
+                Some(id) => format!("the device has no progress log of update {id}"),
+                None => "the device has no progress log: it has not installed an update since progress logs were kept".into(),
+            },
+            "install or download an update on this device (`ferry install`), then chart it; `ls DEVICE/progress` lists the updates that have a log",
+        )
+        .json(json)
+    };
+    let path = path.ok_or_else(no_log)?;
+    let samples = ferry_agent::progress::log::read(&path);
+    if samples.is_empty() {
+        return Err(no_log());
+    }
+    let update = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let title = format!(
+        "ferry install {update} ({:.0} s)",
+        samples.last().map_or(0.0, |s| s.t)
+    );
+    crate::chart::draw(&samples, &title, &a.out).map_err(|reason| {
+        Failure::new(
+            "CHART_FAILED",
+            format!(
+                "the chart could not be written to {}: {reason}",
+                a.out.display()
+            ),
+            "give --out a path ending in .svg or .png in a directory you can write to",
+        )
+        .json(json)
+    })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "chart": a.out, "log": path, "samples": samples.len() })
+        );
+    } else {
+        println!(
+            "wrote {} ({} samples from {})",
+            a.out.display(),
+            samples.len(),
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -16,7 +16,9 @@ mod args;
 mod bench;
 mod bench_agent;
 mod bench_events;
+mod bench_progress;
 mod cache_cmd;
+mod chart;
 mod demo;
 mod device_cmds;
 mod doctor_cmds;
@@ -95,10 +97,12 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Bench(args::BenchCommand::Personalize(a)) => bench::personalize(a).await,
             Command::Bench(args::BenchCommand::Events(a)) => bench_events::run(a).await,
             Command::Bench(args::BenchCommand::Agent(a)) => bench_agent::agent(a).await,
+            Command::Bench(args::BenchCommand::Progress(a)) => bench_progress::progress(a).await,
             Command::Cache(a) => cache_cmd::cache(a).await,
             Command::Rollout(a) => rollout_cmds::rollout(a).await,
             Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a).await,
             Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a).await,
+            Command::Log(args::LogCommand::Chart(a)) => log_cmds::chart(a),
             Command::Fsm(c) => log_cmds::fsm(c),
         }
     })

@@ -139,7 +139,7 @@ pub fn bytes(n: u64) -> String {
 pub struct ProgressUi {
     bar: Option<ProgressBar>,
     verbose: bool,
-    last: Mutex<(Instant, &'static str)>,
+    last: Mutex<(Instant, &'static str, bool)>,
 }
 
 impl ProgressUi {
@@ -157,7 +157,7 @@ impl ProgressUi {
         ProgressUi {
             bar,
             verbose,
-            last: Mutex::new((Instant::now() - Duration::from_secs(10), "")),
+            last: Mutex::new((Instant::now() - Duration::from_secs(10), "", false)),
         }
     }
 
@@ -169,26 +169,28 @@ impl ProgressUi {
     }
 }
 
+/// The bar's message: the action text with its units, then the waiting reason or the
+/// rate, then the time remaining ("about 4–6 min left").
 fn describe(p: &Progress) -> String {
     let mut s = p.action.clone();
-    if p.total > 0 {
-        s.push_str(&format!(" {} of {}", bytes(p.done), bytes(p.total)));
-        if p.rate > 0.0 {
+    if p.total > 0 && !p.action.contains(" of ") {
+        // An untracked sample (an older agent): the units from the numbers.
+        s.push_str(&format!(
+            " {}",
+            ferry_agent::progress::of_text(p.done, p.total)
+        ));
+    }
+    match &p.waiting {
+        Some(waiting) => s.push_str(&format!(" — {waiting}")),
+        None if p.total > 0 && p.rate > 0.0 && p.state == "DOWNLOADING_UPDATE" => {
             s.push_str(&format!(", {}/s", bytes(p.rate as u64)));
         }
-        if let Some(eta) = p.eta_secs {
-            s.push_str(&format!(", about {} left", human_secs(eta)));
-        }
+        None => {}
+    }
+    if let Some(left) = p.remaining_text().filter(|_| p.percent < 100.0) {
+        s.push_str(&format!(" · {left}"));
     }
     s
-}
-
-fn human_secs(s: f64) -> String {
-    if s < 60.0 {
-        format!("{}s", s.ceil() as u64)
-    } else {
-        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
-    }
 }
 
 impl ProgressSink for ProgressUi {
@@ -196,15 +198,31 @@ impl ProgressSink for ProgressUi {
         if let Some(bar) = &self.bar {
             bar.set_position((p.percent * 10.0).round() as u64);
             bar.set_message(describe(p));
+            if let Some(note) = &p.note {
+                bar.println(format!("note: {note}"));
+            }
             return;
         }
         let Ok(mut last) = self.last.lock() else {
             return;
         };
-        let state_changed = last.1 != p.state;
-        if state_changed || self.verbose || last.0.elapsed() >= Duration::from_secs(1) {
-            eprintln!("[{:5.1}%] {:<20} {}", p.percent, p.state, describe(p));
-            *last = (Instant::now(), p.state);
+        let state_changed = last.1 != p.state || last.2 != p.waiting.is_some();
+        if state_changed
+            || self.verbose
+            || p.note.is_some()
+            || last.0.elapsed() >= Duration::from_secs(1)
+        {
+            eprintln!(
+                "[{:5.1}%] {:<20} {}  (fixed-checkpoint bar: {:.1}%)",
+                p.percent,
+                p.state,
+                describe(p),
+                p.fixed_percent
+            );
+            if let Some(note) = &p.note {
+                eprintln!("  note: {note}");
+            }
+            *last = (Instant::now(), p.state, p.waiting.is_some());
         }
     }
 }

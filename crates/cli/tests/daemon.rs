@@ -62,6 +62,13 @@ fn the_agent_scans_stages_and_installs_inside_its_window_only() {
         "{listed}"
     );
     assert_eq!(listed[0]["why_not_now"]["kind"], "window");
+    // The bar says what it waits for, and until when (issue 13).
+    let progress = api(device, "GET", "/v1/progress", "").expect("the agent answers");
+    let waiting = progress["progress"]["waiting"].as_str().unwrap_or_default();
+    assert!(
+        waiting.starts_with("waiting for the maintenance window (opens "),
+        "{progress}"
+    );
 
     // A clean stop, a window that is open now, a start: it installs and restarts.
     agent.signal(libc::SIGTERM);
@@ -209,9 +216,12 @@ fn a_client_that_reconnects_with_since_sees_every_event_exactly_once() {
     let hello_seq = last_seq(device);
     // A client that stays connected throughout sees the progress samples (live only: the
     // two below may miss them all when the download is done within their reconnect).
+    let (connected, watching) = std::sync::mpsc::channel();
     let watcher = {
-        let mut all = events(device, hello_seq);
+        let device = device.to_path_buf();
         std::thread::spawn(move || {
+            let mut all = events(&device, hello_seq);
+            connected.send(()).unwrap();
             let mut progress = 0;
             loop {
                 let Some(line) = all.next() else {
@@ -226,6 +236,7 @@ fn a_client_that_reconnects_with_since_sees_every_event_exactly_once() {
             }
         })
     };
+    watching.recv().unwrap();
     // First connection: read some events of the install, then drop the connection.
     let mut first = events(device, hello_seq);
     let dev = device.clone();

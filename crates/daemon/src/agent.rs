@@ -648,13 +648,31 @@ impl Agent {
                 json!({ "label": chosen.offer.label, "hold": hold }),
             )?;
         }
+        // The bar says what it waits for instead of showing nothing (again after a job
+        // cleared it).
+        if let Some(hold) = &chosen.why_not_now
+            && (changed || self.hub.last_progress().is_none())
+        {
+            use ferry_agent::progress::ProgressSink;
+            self.hub.report(&waiting_sample(hold));
+        }
         let kind = match chosen.next {
             Next::Wait => return Ok(()),
             Next::Download => JobKind::Download,
             Next::Install => JobKind::Install,
             Next::Restart => JobKind::Restart,
         };
-        if self.with_state(|s| Instant::now() < s.next_job) {
+        if let Some(left) = self.with_state(|s| s.next_job.checked_duration_since(Instant::now())) {
+            use ferry_agent::progress::ProgressSink;
+            self.hub.report(&ferry_agent::progress::Progress {
+                state: "ACCEPTED",
+                action: format!("{} {}", kind_text(kind), chosen.offer.label),
+                waiting: Some(format!(
+                    "waiting to retry: the last attempt failed; retrying in {} s",
+                    left.as_secs().max(1)
+                )),
+                ..Default::default()
+            });
             return Ok(());
         }
         let job = Job::scheduled(kind, Some(chosen.offer.label.clone()));
@@ -802,5 +820,32 @@ fn retry_after(error: &DaemonError) -> Option<Duration> {
     match error {
         DaemonError::Agent(ferry_agent::AgentError::Catalog(e)) => e.retry_after(),
         _ => None,
+    }
+}
+
+/// The progress sample of an update held back: nothing moves, and this says why
+/// ("waiting for the maintenance window (opens 02:00)").
+pub fn waiting_sample(hold: &Hold) -> ferry_agent::progress::Progress {
+    let waiting = match (&hold.kind, &hold.until) {
+        (schedule::HoldKind::Window, Some(until)) => {
+            let opens = chrono::DateTime::parse_from_rfc3339(until)
+                .map_or_else(|_| until.clone(), |t| t.format("%H:%M").to_string());
+            format!("waiting for the maintenance window (opens {opens})")
+        }
+        _ => format!("waiting: {} ({})", hold.cause, hold.code),
+    };
+    ferry_agent::progress::Progress {
+        state: "ACCEPTED",
+        action: "Update held".into(),
+        waiting: Some(waiting),
+        ..Default::default()
+    }
+}
+
+fn kind_text(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Download => "Downloading",
+        JobKind::Install => "Installing",
+        _ => "Restarting into",
     }
 }

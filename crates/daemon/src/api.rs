@@ -316,7 +316,17 @@ async fn journal(State(agent): State<Arc<Agent>>, Query(q): Query<JournalQuery>)
 }
 
 async fn progress(State(agent): State<Arc<Agent>>) -> Json<Value> {
-    Json(json!({ "job": agent.state().job, "progress": agent.hub.last_progress() }))
+    let state = agent.state();
+    // No job and no sample: what the recommended update waits for, if it is held back.
+    let progress = agent.hub.last_progress().or_else(|| {
+        state.job.is_none().then_some(())?;
+        let held = state.offers.iter().find(|o| o.offer.recommended)?;
+        let hold = held.why_not_now.as_ref()?;
+        Some(crate::events::Sample::of(&crate::agent::waiting_sample(
+            hold,
+        )))
+    });
+    Json(json!({ "job": state.job, "progress": progress }))
 }
 
 /// `since`: the last sequence number the client saw.

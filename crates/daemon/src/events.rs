@@ -54,8 +54,32 @@ pub struct Sample {
     pub total: u64,
     /// Rate, bytes/s.
     pub rate: f64,
-    /// Seconds left in this phase.
+    /// Seconds left in the install (best estimate).
     pub eta_secs: Option<f64>,
+    /// The percent the fixed-checkpoint bar would show.
+    #[serde(default)]
+    pub fixed_percent: f64,
+    /// Low end of the time-remaining range, seconds.
+    #[serde(default)]
+    pub eta_low: Option<f64>,
+    /// High end of the time-remaining range, seconds.
+    #[serde(default)]
+    pub eta_high: Option<f64>,
+    /// Why no work is progressing.
+    #[serde(default)]
+    pub waiting: Option<String>,
+    /// Why the bar did not follow the estimate.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Seconds since the install started.
+    #[serde(default)]
+    pub elapsed_secs: f64,
+    /// Image bytes written (a full download's second measure).
+    #[serde(default)]
+    pub written: u64,
+    /// Image bytes the phase writes in all.
+    #[serde(default)]
+    pub written_total: u64,
 }
 
 impl Sample {
@@ -69,6 +93,14 @@ impl Sample {
             total: p.total,
             rate: p.rate,
             eta_secs: p.eta_secs,
+            fixed_percent: p.fixed_percent,
+            eta_low: p.eta_low,
+            eta_high: p.eta_high,
+            waiting: p.waiting.clone(),
+            note: p.note.clone(),
+            elapsed_secs: p.elapsed_secs,
+            written: p.written,
+            written_total: p.written_total,
         }
     }
 
@@ -87,6 +119,14 @@ impl Sample {
             total: self.total,
             rate: self.rate,
             eta_secs: self.eta_secs,
+            fixed_percent: self.fixed_percent,
+            eta_low: self.eta_low,
+            eta_high: self.eta_high,
+            waiting: self.waiting.clone(),
+            note: self.note.clone(),
+            elapsed_secs: self.elapsed_secs,
+            written: self.written,
+            written_total: self.written_total,
         }
     }
 }

@@ -372,11 +372,40 @@ impl Attempts<'_> {
             .offer
             .delta_manifest_digest
             .ok_or(AgentError::DeltaNotPinned { url })?;
-        meter.begin(artifact.size, 0);
+        // Measured in image bytes written: the download is small, the apply is the work.
+        meter.action = "Applying update (tailored delta)…";
+        meter.begin(self.manifest.image_size, 0);
         let running = self.device.slot_path(!self.target);
         let slot = self.device.slot_path(self.target);
-        let mut on_bytes = |n| meter.reach(n);
-        let outcome = delta::apply(client, artifact, pin, &running, &slot, &mut on_bytes).await?;
+        let received = AtomicU64::new(0);
+        let written = AtomicU64::new(0);
+        let mut on_bytes = |n| received.store(n, Ordering::Relaxed);
+        let mut on_written = |n| written.store(n, Ordering::Relaxed);
+        let outcome = {
+            let apply = delta::apply(
+                client,
+                artifact,
+                pin,
+                &running,
+                &slot,
+                &mut on_bytes,
+                &mut on_written,
+            );
+            tokio::pin!(apply);
+            // The meter is told from here (the callbacks cannot borrow it too).
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    outcome = &mut apply => break outcome,
+                    _ = every.tick() => {
+                        meter.count(received.load(Ordering::Relaxed));
+                        meter.work(written.load(Ordering::Relaxed));
+                    }
+                }
+            }
+        };
+        meter.count(received.load(Ordering::Relaxed));
+        let outcome = outcome?;
         Ok(Wrote {
             bytes: outcome.bytes_downloaded,
             bytes_reused: outcome.bytes_reused,
@@ -482,9 +511,12 @@ impl Attempts<'_> {
             )?;
             Ok(())
         };
-        let mut on_bytes = |offset: u64| {
-            let n = offset - start_offset;
+        let image_size = manifest.image_size;
+        let mut on_bytes = |flow: download::Flow| {
+            let n = flow.received - start_offset;
             received.store(n, Ordering::Relaxed);
+            meter.slot_busy(flow.slot_busy);
+            meter.written = (flow.written, image_size);
             meter.reach(n);
         };
         let leaves = LeafStore::new(manifest).map(Arc::new);
@@ -533,7 +565,19 @@ struct Meter<'a> {
     received: u64,
     /// Where the phase started: its units done by earlier runs, and `received` then.
     start: (u64, u64),
+    /// Units done in the phase, last reported.
+    done: u64,
+    /// The download waits on the slot (decode, write, sync), not the network.
+    busy: bool,
+    /// The next report goes out whatever the rate limit.
+    force: bool,
+    /// Image bytes written of the image's (a full download's second measure).
+    written: (u64, u64),
 }
+
+/// The hint a report carries while the download waits on the slot: the tracker names
+/// it in its waiting reason.
+pub const SLOT_BUSY: &str = "the slot";
 
 impl<'a> Meter<'a> {
     fn new(sink: &'a dyn ProgressSink, kind: Payload, stop: StopToken) -> Meter<'a> {
@@ -549,6 +593,10 @@ impl<'a> Meter<'a> {
             phase: None,
             received: 0,
             start: (0, 0),
+            done: 0,
+            busy: false,
+            force: false,
+            written: (0, 0),
         }
     }
 
@@ -573,20 +621,43 @@ impl<'a> Meter<'a> {
         self.reach(self.received + n);
     }
 
+    /// `received` bytes have arrived in this run, in all: they are the phase's work.
+    fn reach(&mut self, received: u64) {
+        self.count(received);
+        let (done, at) = self.start;
+        self.work(done + received.saturating_sub(at));
+    }
+
     /// `received` bytes have arrived in this run, in all. Honours the byte crash and
     /// cancel points.
-    fn reach(&mut self, received: u64) {
+    fn count(&mut self, received: u64) {
         self.received = received;
         journal::bytes_received(received);
         if journal::cancel_point().is_some_and(|at| received >= at) {
             self.stop.stop(StopReason::Cancelled);
         }
-        let (done, at) = self.start;
+    }
+
+    /// `done` units of the phase's work are done (bytes received, or written).
+    fn work(&mut self, done: u64) {
+        self.done = done;
+        let force = std::mem::take(&mut self.force);
         if let Some(phase) = self.phase.as_mut()
-            && let Some(p) = phase.at(done + received.saturating_sub(at), false)
+            && let Some(mut p) = phase.at(done, force)
         {
+            p.waiting = self.busy.then(|| SLOT_BUSY.to_owned());
+            (p.written, p.written_total) = self.written;
             self.sink.report(&p);
         }
+    }
+
+    /// Whether the download now waits on the slot rather than the network: said in the
+    /// next report (at once when it starts), so a wait is blamed on the right thing.
+    fn slot_busy(&mut self, busy: bool) {
+        if busy && !self.busy {
+            self.force = true;
+        }
+        self.busy = busy;
     }
 }
 

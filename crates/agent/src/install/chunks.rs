@@ -412,13 +412,15 @@ async fn assemble(
             .map_err(AgentError::io("opening the running slot", &paths.running))?;
         let mut cache = File::open(&paths.cache)
             .map_err(AgentError::io("opening the chunk cache", &paths.cache))?;
-        let mut slot = OpenOptions::new()
+        let slot = OpenOptions::new()
             .write(true)
             .open(&paths.slot)
             .map_err(AgentError::io("opening the inactive slot", &paths.slot))?;
+        let mut slot = crate::install::pace::CountedSlot::new(slot, Default::default());
         let report =
             ferry_delta::assemble(&running, &index, &plan, &mut cache, &[], &mut slot, |_| {})?;
-        slot.sync_data()
+        slot.file()
+            .sync_data()
             .map_err(AgentError::io("syncing the inactive slot", &paths.slot))?;
         Ok(report.bytes_reused)
     })

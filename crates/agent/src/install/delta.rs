@@ -8,6 +8,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use ferry_types::{DeltaDigest, Sha256, Sha256Hasher};
@@ -16,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::AgentError;
 use crate::client::{Artifact, Client};
+use crate::install::pace::CountedSlot;
 
 /// What a delta install did.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +38,7 @@ pub async fn apply(
     reference: &Path,
     slot: &Path,
     on_bytes: &mut (dyn FnMut(u64) + Send),
+    on_written: &mut (dyn FnMut(u64) + Send),
 ) -> Result<DeltaOutcome, AgentError> {
     let started = std::time::Instant::now();
     let (response, start) = client.stream_from(&artifact.url, 0, artifact.size).await?;
@@ -51,8 +55,10 @@ pub async fn apply(
         .open(slot)
         .map_err(AgentError::io("opening the inactive slot", slot))?;
     let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let apply = tokio::task::spawn_blocking(move || {
-        let mut sink = slot_file;
+    let written = Arc::new(AtomicU64::new(0));
+    let counted = written.clone();
+    let mut apply = tokio::task::spawn_blocking(move || {
+        let mut sink = CountedSlot::new(slot_file, counted);
         let reader = ChannelReader {
             rx,
             current: Bytes::new(),
@@ -66,7 +72,7 @@ pub async fn apply(
                 ..ferry_delta::ApplyOptions::default()
             },
         );
-        let synced = sink.sync_data();
+        let synced = sink.file().sync_data();
         (report, synced)
     });
     let mut hasher = Sha256Hasher::new();
@@ -79,6 +85,7 @@ pub async fn apply(
                 received += chunk.len() as u64;
                 hasher.update(&chunk);
                 on_bytes(received);
+                on_written(written.load(Ordering::Relaxed));
                 if tx.send(chunk).await.is_err() {
                     break; // the apply stopped early; its error says why
                 }
@@ -90,7 +97,17 @@ pub async fn apply(
         }
     }
     drop(tx);
-    let (report, synced) = apply.await.map_err(|e| AgentError::Io {
+    // The apply goes on after the last byte arrived (a tailored delta is small, the
+    // image is not): its bytes written are the measured work until it ends.
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(250));
+    let joined = loop {
+        tokio::select! {
+            joined = &mut apply => break joined,
+            _ = every.tick() => on_written(written.load(Ordering::Relaxed)),
+        }
+    };
+    on_written(written.load(Ordering::Relaxed));
+    let (report, synced) = joined.map_err(|e| AgentError::Io {
         op: "applying the delta",
         path: slot.to_owned(),
         source: std::io::Error::other(e),

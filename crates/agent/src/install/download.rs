@@ -12,6 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,8 +51,20 @@ pub struct DownloadStats {
 /// durable checkpoint; it persists the resume point.
 pub type Checkpoint<'a> = &'a mut (dyn FnMut(usize) -> Result<(), AgentError> + Send);
 
-/// Called often with the payload offset reached, for progress.
-pub type OnBytes<'a> = &'a mut (dyn FnMut(u64) + Send);
+/// Where the download stands, for progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    /// The payload offset reached.
+    pub received: u64,
+    /// Image bytes decoded and written to the slot (this run's and earlier runs').
+    pub written: u64,
+    /// The stream now waits on the slot (the decode workers' queue is full, or the final
+    /// writes and sync) rather than on the network.
+    pub slot_busy: bool,
+}
+
+/// Called often with where the download stands.
+pub type OnBytes<'a> = &'a mut (dyn FnMut(Flow) + Send);
 
 /// Streams frames `start_frame..` of the payload at `url` into `slot`, spooling what
 /// arrives in `spool_dir` until it is in the slot. A stop asked on `stop` ends the stream
@@ -91,6 +104,7 @@ pub async fn stream_into_slot(
     let (work_tx, work_rx) = mpsc::channel::<(usize, Vec<u8>)>(workers * QUEUE_PER_WORKER);
     let work_rx = Arc::new(Mutex::new(work_rx));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<usize, AgentError>>();
+    let written = Arc::new(AtomicU64::new(manifest.frame_image_offset(start_frame)));
     let handles: Vec<_> = (0..workers)
         .map(|_| {
             spawn_worker(
@@ -99,7 +113,7 @@ pub async fn stream_into_slot(
                 file.clone(),
                 slot.to_owned(),
                 work_rx.clone(),
-                done_tx.clone(),
+                (done_tx.clone(), written.clone()),
             )
         })
         .collect();
@@ -118,7 +132,13 @@ pub async fn stream_into_slot(
         &file,
         slot,
         checkpoint,
-        on_bytes,
+        &mut |received, slot_busy| {
+            on_bytes(Flow {
+                received,
+                written: written.load(Ordering::Relaxed),
+                slot_busy,
+            });
+        },
         &mut stats,
         stop,
     )
@@ -147,7 +167,7 @@ async fn drive(
     file: &Arc<File>,
     slot: &Path,
     checkpoint: Checkpoint<'_>,
-    on_bytes: OnBytes<'_>,
+    on_bytes: &mut (dyn FnMut(u64, bool) + Send),
     stats: &mut DownloadStats,
     stop: &StopToken,
 ) -> Result<(), AgentError> {
@@ -234,7 +254,7 @@ async fn drive(
             // that arrived.
             spool.append(received_offset, &chunk);
             received_offset += chunk.len() as u64;
-            on_bytes(received_offset);
+            on_bytes(received_offset, false);
             let mut rest: &[u8] = &chunk;
             while !rest.is_empty() && next_frame < n_frames {
                 let want = manifest.frames[next_frame].len as usize - buf.len();
@@ -250,7 +270,16 @@ async fn drive(
                     let Some(tx) = work_tx.as_ref() else {
                         break 'stream;
                     };
-                    if tx.send((next_frame, frame)).await.is_err() {
+                    let sent = match tx.try_send((next_frame, frame)) {
+                        Ok(()) => Ok(()),
+                        Err(mpsc::error::TrySendError::Full(item)) => {
+                            // The slot is the bottleneck now, not the network.
+                            on_bytes(received_offset, true);
+                            tx.send(item).await.map_err(|_| ())
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                    };
+                    if sent.is_err() {
                         // Every worker has stopped: one of them reported why.
                         stream_error = Some("the decode workers stopped".into());
                         break 'stream;
@@ -263,15 +292,22 @@ async fn drive(
             }
         } else {
             match done_rx.recv().await {
-                Some(msg) => mark_done(msg?, &mut done, &mut watermark),
+                Some(msg) => {
+                    mark_done(msg?, &mut done, &mut watermark);
+                    on_bytes(received_offset, true);
+                }
                 None => break 'stream,
             }
         }
     }
     drop(work_tx);
+    if stopped_by.is_none() && stream_error.is_none() {
+        on_bytes(received_offset, true); // the last frames are written, then the slot synced
+    }
     // Collect what the workers finished (or the error that stopped them).
     while let Some(msg) = done_rx.recv().await {
         mark_done(msg?, &mut done, &mut watermark);
+        on_bytes(received_offset, true);
     }
     if let Some((handle, _)) = pending_sync.take() {
         finish_sync(handle, slot).await?;
@@ -361,7 +397,10 @@ fn spawn_worker(
     file: Arc<File>,
     slot: PathBuf,
     work_rx: WorkQueue,
-    done_tx: mpsc::UnboundedSender<Result<usize, AgentError>>,
+    (done_tx, written): (
+        mpsc::UnboundedSender<Result<usize, AgentError>>,
+        Arc<AtomicU64>,
+    ),
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut out = Vec::with_capacity(manifest.frame_size as usize + 1);
@@ -380,7 +419,10 @@ fn spawn_worker(
                         leaves.record(idx, &out);
                     }
                     file.write_all_at(&out, manifest.frame_image_offset(idx))
-                        .map_err(AgentError::io("writing the inactive slot", &slot))
+                        .map_err(AgentError::io("writing the inactive slot", &slot))?;
+                    crate::install::pace::slot_io(out.len() as u64);
+                    written.fetch_add(out.len() as u64, Ordering::Relaxed);
+                    Ok(())
                 });
             let failed = result.is_err();
             if done_tx.send(result.map(|()| idx)).is_err() || failed {
@@ -419,6 +461,7 @@ pub fn verify_slot(
                         .read_exact_at(&mut buf[..len], manifest.frame_image_offset(idx))
                         .map_err(AgentError::io("reading a slot", slot))
                         .and_then(|()| {
+                            crate::install::pace::slot_io(len as u64);
                             let actual = ferry_types::Sha256::of(&buf[..len]);
                             let expected = manifest.frames[idx].sha256;
                             if actual == expected {

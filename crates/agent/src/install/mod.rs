@@ -11,6 +11,7 @@ pub mod chunks;
 pub mod controller;
 pub mod delta;
 pub mod download;
+pub mod pace;
 pub mod purge;
 pub mod ranges;
 pub mod record;

@@ -77,6 +77,7 @@ impl LeafStore {
                     .map_err(AgentError::io("reading the slot", slot))?;
                 // These bytes were verified before they were written; check they still
                 // are, then hash them into the tree.
+                crate::install::pace::slot_io(len as u64);
                 let actual = ferry_types::Sha256::of(&buf[..len]);
                 if actual != manifest.frames[idx].sha256 {
                     return Err(AgentError::DigestMismatch {

@@ -10,17 +10,22 @@ use serde_json::json;
 
 use crate::AgentError;
 use crate::device::Device;
+use crate::device::PayloadKind;
 use crate::install::controller::{Dropped, Finished, InstallOutcome, Mode, Run, update_id};
 use crate::install::record::InstallProgress;
 use crate::journal::{Instance, Journal};
 use crate::machines::{controller, update};
 use crate::offer::{self, Offer};
 use crate::progress::ProgressSink;
+use crate::progress::tracker::{self, Tracker};
 use crate::stop::{StopReason, StopToken};
 use crate::trust::catalog;
 
 /// The code of the reason a staged update is dropped for a newer release.
 pub const SUPERSEDED: &str = "SUPERSEDED";
+
+/// How often the bar is re-estimated between reports of work.
+const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How a run is steered.
 #[derive(Clone)]
@@ -155,15 +160,32 @@ pub async fn run_offer(
         return Err(e);
     }
     let mut controller: Instance<controller::Names> = journal.instance(&id_text, true)?;
-    // Progress goes to the caller's sink and, sampled, to the event outbox.
+    // Progress goes through the tracker (the honest bar, the progress log) to the
+    // caller's sink and, sampled, to the event outbox.
     let sampled = crate::report::build::Sampled {
         inner: options.sink,
         reporter: journal.reporter().clone(),
         update: id,
     };
-    let mut run = Run::new(device, offer, id, &sampled, mode, options.stop.clone());
-    match run.drive(journal, &mut controller).await {
+    let tracker = Tracker::start(device, id, &tracker::work_of(offer), &sampled);
+    let mut run = Run::new(device, offer, id, &tracker, mode, options.stop.clone());
+    let result = {
+        let drive = run.drive(journal, &mut controller);
+        tokio::pin!(drive);
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                result = &mut drive => break result,
+                _ = tick.tick() => tracker.tick(),
+            }
+        }
+    };
+    match result {
         Ok(finished) => {
+            tracker.finish(
+                device,
+                run.outcome().map_or(PayloadKind::Full, |o| o.payload_kind),
+            );
             let (event, data) = match finished {
                 Finished::Applied => (
                     update::Event::Installed,

@@ -1,5 +1,15 @@
-//! Honest progress: the fixed checkpoints of DESIGN §5, measured work in between, and
-//! a time-remaining estimate from the rate observed now.
+//! Honest progress (DESIGN §5). The controller reports measured work — a phase named
+//! by its checkpoint, units done of a total, the action text — as [`Progress`] samples
+//! carrying the fixed-checkpoint percent ([`CHECKPOINTS`], interpolated by [`Phase`]);
+//! the [`tracker`] turns them into the percent of the total *time* ([`estimate`], over
+//! the expected-duration model of [`phases`] fed by [`history`]), a time remaining with
+//! a range, the waiting reason when nothing moves, and a progress [`log`] per update.
+
+pub mod estimate;
+pub mod history;
+pub mod log;
+pub mod phases;
+pub mod tracker;
 
 use std::time::{Duration, Instant};
 
@@ -47,22 +57,86 @@ pub fn next_checkpoint(state: &str) -> f64 {
 }
 
 /// One progress report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Progress {
-    /// Overall percent, 0–100.
+    /// Overall percent, 0–100: the estimated fraction of the total time elapsed once the
+    /// [`tracker`] made it (the fixed-checkpoint percent before).
     pub percent: f64,
+    /// The percent the fixed-checkpoint bar (macOS's way) shows at the same point.
+    pub fixed_percent: f64,
     /// Controller state (a checkpoint name).
     pub state: &'static str,
-    /// What is being done, for people ("Downloading update…").
+    /// What is being done, for people, with its units once tracked ("Verifying system
+    /// image… 3.1 of 8.0 GB").
     pub action: String,
     /// Work done in this phase (bytes).
     pub done: u64,
     /// Work in this phase (bytes).
     pub total: u64,
+    /// A second measure of the same phase: image bytes written of `written_total` (a full
+    /// download is network-bound or slot-bound, and the two differ: zeros compress well).
+    pub written: u64,
+    /// Image bytes the phase writes in all (0: no second measure).
+    pub written_total: u64,
     /// Observed rate, bytes/s.
     pub rate: f64,
-    /// Estimated seconds left in this phase.
+    /// Estimated seconds left in the whole install (this phase's only, untracked).
     pub eta_secs: Option<f64>,
+    /// Low end of the time-remaining range, seconds.
+    pub eta_low: Option<f64>,
+    /// High end of the time-remaining range, seconds.
+    pub eta_high: Option<f64>,
+    /// Why no work is progressing ("waiting for the network: no bytes for 12 s…").
+    pub waiting: Option<String>,
+    /// Why the bar did not follow the estimate (it never moves backwards silently).
+    pub note: Option<String>,
+    /// Seconds since the install started.
+    pub elapsed_secs: f64,
+}
+
+impl Progress {
+    /// The time remaining for people ("about 4–6 min left"), if estimated.
+    pub fn remaining_text(&self) -> Option<String> {
+        let eta = self.eta_secs?;
+        Some(estimate::remaining_text(
+            eta,
+            self.eta_low.unwrap_or(eta),
+            self.eta_high.unwrap_or(eta),
+        ))
+    }
+}
+
+/// Bytes for people, in decimal units ("3.1 GB").
+pub fn bytes_text(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// "3.1 of 8.0 GB": `done` in `total`'s unit, so the numbers compare at a glance.
+pub fn of_text(done: u64, total: u64) -> String {
+    let total_text = bytes_text(total);
+    let (unit, scale) = match total_text.rsplit_once(' ') {
+        Some((_, "KB")) => ("KB", 1e3),
+        Some((_, "MB")) => ("MB", 1e6),
+        Some((_, "GB")) => ("GB", 1e9),
+        Some((_, "TB")) => ("TB", 1e12),
+        _ => return format!("{done} of {total} B"),
+    };
+    format!(
+        "{:.1} of {:.1} {unit}",
+        done as f64 / scale,
+        total as f64 / scale
+    )
 }
 
 /// Where progress goes: a terminal bar, log lines, an agent socket, a test.
@@ -131,14 +205,17 @@ impl Phase {
             0.0
         };
         let eta_secs = (rate > 0.0).then(|| self.total.saturating_sub(done) as f64 / rate);
+        let percent = self.from + (self.to - self.from) * frac;
         Some(Progress {
-            percent: self.from + (self.to - self.from) * frac,
+            percent,
+            fixed_percent: percent,
             state: self.state,
             action: self.action.clone(),
             done,
             total: self.total,
             rate,
             eta_secs,
+            ..Progress::default()
         })
     }
 }
@@ -147,12 +224,10 @@ impl Phase {
 pub fn mark(state: &'static str, action: impl Into<String>) -> Progress {
     Progress {
         percent: checkpoint(state),
+        fixed_percent: checkpoint(state),
         state,
         action: action.into(),
-        done: 0,
-        total: 0,
-        rate: 0.0,
-        eta_secs: None,
+        ..Progress::default()
     }
 }
 
@@ -167,5 +242,12 @@ mod tests {
         let p = phase.at(50, true).unwrap();
         assert!((p.percent - 35.0).abs() < 1e-9, "{}", p.percent);
         assert_eq!(phase.at(100, true).unwrap().percent, 54.0);
+    }
+
+    #[test]
+    fn units_read_at_a_glance() {
+        assert_eq!(of_text(3_100_000_000, 8_000_000_000), "3.1 of 8.0 GB");
+        assert_eq!(of_text(0, 1_073_741_824), "0.0 of 1.1 GB");
+        assert_eq!(of_text(5, 900), "5 of 900 B");
     }
 }

@@ -10,6 +10,8 @@
 
 pub mod count;
 pub mod http;
+#[cfg(test)]
+mod replay;
 pub mod store;
 pub mod waves;
 

@@ -3,7 +3,8 @@
 //! tickets and delivering event reports directly (not one process per device). Waves sign
 //! only for their devices; failures that blame the release halt the rollout before the
 //! second wave while environment failures do not; nobody gets a ticket while it is halted;
-//! resume continues the waves; two servers on one database halt once.
+//! resume continues the waves; two servers on one database halt once; the demo shows a
+//! two-wave rollout.
 
 mod common;
 
@@ -686,4 +687,40 @@ fn a_real_device_follows_the_signed_decision_at_its_next_scan_and_refuses_forged
         offered(&f.device),
         Err("DECISION_KEY_NOT_TRUSTED".to_owned())
     );
+}
+
+#[test]
+fn the_demo_shows_a_two_wave_rollout_with_its_device_in_the_first_wave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = ok(&["demo", "--dir", s(&dir), "--image-mib", "8"]);
+    // Created with two waves, the device's wave open before the scan...
+    let created = out
+        .lines()
+        .find(|l| l.starts_with("rollout 1: demo-vm 2.0 running (waves "))
+        .unwrap_or_else(|| panic!("no rollout created: {out}"));
+    assert!(created.contains("%@0,100%@1h"), "{created}");
+    assert!(
+        out.contains("rollout 1 (2.0): OPEN — wave 0 is open"),
+        "{out}"
+    );
+    // ...the update installed, and counted in the first wave while the second waits.
+    let wave = |n: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{n}     ")))
+            .unwrap_or_else(|| panic!("no wave {n} row: {out}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    let (first, second) = (wave("0"), wave("1"));
+    assert_eq!((first[2], first[5], first[6]), ("yes", "1", "0"), "{out}");
+    assert_eq!(
+        (second[1], second[2], second[5]),
+        ("100%", "no", "0"),
+        "{out}"
+    );
+    assert!(out.contains("== demo passed"), "{out}");
+    // The rollout is in the demo's server database, as `ferry rollout show` reads it.
+    let shown = rollout_cli(&dir.join("server"), &["show", "1"]);
+    assert_eq!(shown["wave_counts"][0]["attempts"], 1, "{shown}");
 }

@@ -1,9 +1,9 @@
-//! The figures (README "Rollouts"): one seeded stream of a bad release's event
+//! The figures (README "Rollouts"): seeded streams of a bad release's event
 //! reports from 200 devices under the waves `1%@0,5%@1h,25%@4h,100%@1d`, replayed through
 //! ferry's halt rule (the server's own [`counted`] and [`halts`], per wave) and through
 //! hawkBit's (a group halts when more than 50 % of its devices have a failed install; no
 //! silent device, no rollback counts). The same stream, the same waves: only the rule
-//! differs. `cargo test -p ferry-server replay -- --nocapture` prints the table.
+//! differs. `cargo test -p ferry-server --lib replay -- --nocapture` prints the table.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,7 +19,7 @@ const WAVES: &str = "1%@0,5%@1h,25%@4h,100%@1d";
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 /// The server's default `--silent-after`.
-const SILENT_AFTER: i64 = 30 * MINUTE;
+const SILENT_AFTER: i64 = crate::events::DEFAULT_SILENT_AFTER.as_millis() as i64;
 
 /// What the bad release does to one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
-//! `ferry demo`: the whole story on loopback, with generated images, ending with the
-//! fleet as the server sees it from the device's event reports.
+//! `ferry demo`: the whole story on loopback, with generated images: a two-wave rollout
+//! of the update, the device in its first wave installing it, and the fleet and the
+//! rollout as the server sees them from the device's event reports.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,13 +10,16 @@ use ferry_agent::device::Device;
 use ferry_agent::provision::{self, InitOptions};
 use ferry_agent::report::deliver;
 use ferry_agent::{install, status};
+use ferry_server::rollouts::NewRollout;
 use ferry_server::tuf::{CatalogPaths, KeyCustody};
 use ferry_server::{DataDir, Https, PublishRequest, ServiceOptions};
+use ferry_types::DeviceId;
 
 use crate::args::DemoArgs;
 use crate::failure::Failure;
 use crate::images;
 use crate::render::{self, ProgressUi};
+use crate::rollout_cmds;
 
 const MARKER: &str = ".ferry-demo";
 const CLASS: &str = "demo-vm";
@@ -139,7 +143,10 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
         device_dir.display()
     );
 
-    // 4. List (a scan through TUF), install, reboot, status.
+    // 4. A two-wave rollout of 2.0 with the device in its first wave.
+    let rollout_id = two_wave_rollout(data, &identity.device_id).await?;
+
+    // 5. List (a scan through TUF), install, reboot, status.
     println!("\n$ ferry list");
     let offers = install::list(&device).await?;
     if let Some(scan) = ferry_agent::trust::catalog::last_scan(&device.dir) {
@@ -246,6 +253,26 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
         ));
     }
 
+    // 6. The rollout counted the device's attempt in wave 1; wave 2 still waits.
+    println!(
+        "\n$ ferry rollout show {rollout_id} --data {}",
+        data.path.display()
+    );
+    let view = data.db.rollout_view(rollout_id).await?;
+    rollout_cmds::print_view(&view);
+    let counted = view.wave_counts.first().map(|w| (w.attempts, w.failures));
+    let second_open = view.wave_counts.get(1).is_some_and(|w| w.open);
+    if counted != Some((1, 0)) || second_open {
+        return Err(Failure::new(
+            "DEMO_FAILED",
+            format!(
+                "rollout {rollout_id} counts {counted:?} (attempts, failures) in its first wave and its second wave is {}",
+                if second_open { "open" } else { "closed" }
+            ),
+            "this is a bug in ferry: report it with the demo directory",
+        ));
+    }
+
     if s.version == "2.0" && s.running_slot == ferry_boot::Slot::B {
         println!(
             "\n== demo passed: the device runs 2.0 from slot b (device: {})",
@@ -265,6 +292,54 @@ async fn story(a: &DemoArgs, data: &DataDir, url: &str) -> Result<ExitCode, Fail
             ),
         ))
     }
+}
+
+/// Creates a two-wave rollout of 2.0 (`N%@0,100%@1h`) and explains it for the demo's one
+/// device. A device's place is fixed by a hash of the rollout id and its id, so the demo
+/// sizes the first wave to hold its device: the fresh database's first rollout is id 1.
+async fn two_wave_rollout(data: &DataDir, device: &DeviceId) -> Result<i64, Failure> {
+    let place = ferry_server::rollouts::place(1, device);
+    let first = if place < 9900 {
+        format!("{}%", place / 100 + 1)
+    } else {
+        "99.99%".to_owned()
+    };
+    let waves = format!("{first}@0,100%@1h");
+    println!(
+        "\n$ ferry rollout create --data {} --class {CLASS} --version 2.0 --waves {waves}",
+        data.path.display()
+    );
+    println!(
+        "(the device's place in rollout 1 is {place} of 10000: a first wave of {first} holds it, the rest of the class waits an hour)"
+    );
+    let rollout = data
+        .db
+        .create_rollout(&NewRollout {
+            class: CLASS.into(),
+            version: "2.0".into(),
+            audience: None,
+            waves: Some(waves),
+            threshold: None,
+            min_attempts: None,
+        })
+        .await?;
+    rollout_cmds::print_one(&rollout, false);
+    if rollout.wave_of(device) != 0 {
+        return Err(Failure::new(
+            "DEMO_FAILED",
+            format!(
+                "the device fell in the second wave of rollout {} (place {place} of 10000)",
+                rollout.id
+            ),
+            "run the demo again: a new device gets a new place (place 9999 cannot be in a first wave)",
+        ));
+    }
+    println!(
+        "\n$ ferry rollout explain {device} --data {}",
+        data.path.display()
+    );
+    rollout_cmds::print_explanations(device, &data.db.explain(device).await?);
+    Ok(rollout.id)
 }
 
 fn parse_version(v: &str) -> Result<ferry_types::Version, Failure> {

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use ferry_server::DataDir;
 use ferry_server::fleet::time_of;
-use ferry_server::rollouts::{Action, NewRollout, Rollout, RolloutView};
+use ferry_server::rollouts::{Action, Explanation, NewRollout, Rollout, RolloutView};
+use ferry_types::DeviceId;
 
 use crate::args::{RolloutAction, RolloutArgs};
 use crate::failure::Failure;
@@ -95,24 +96,31 @@ pub async fn rollout(a: RolloutArgs) -> Result<ExitCode, Failure> {
                     "{}",
                     serde_json::to_string_pretty(&explained).unwrap_or_default()
                 );
-            } else if explained.is_empty() {
-                println!(
-                    "no rollout covers device {device}'s class: every release it is offered is open to it"
-                );
             } else {
-                for e in &explained {
-                    println!(
-                        "rollout {} ({}): {} — {} (wave {}, place {})",
-                        e.rollout_id, e.version, e.code, e.reason, e.wave, e.place
-                    );
-                }
+                print_explanations(&device, &explained);
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_one(rollout: &Rollout, json: bool) {
+/// `rollout explain DEVICE` in words: one line per rollout of the device's class.
+pub fn print_explanations(device: &DeviceId, explained: &[Explanation]) {
+    if explained.is_empty() {
+        println!(
+            "no rollout covers device {device}'s class: every release it is offered is open to it"
+        );
+    }
+    for e in explained {
+        println!(
+            "rollout {} ({}): {} — {} (wave {}, place {})",
+            e.rollout_id, e.version, e.code, e.reason, e.wave, e.place
+        );
+    }
+}
+
+/// One rollout: its JSON, or a line in words.
+pub fn print_one(rollout: &Rollout, json: bool) {
     if json {
         println!(
             "{}",
@@ -136,7 +144,8 @@ fn when(ms: i64) -> String {
     time_of(ms).map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
-fn print_view(view: &RolloutView) {
+/// `rollout show ID` in words: the rollout, its waves with counters, its changes.
+pub fn print_view(view: &RolloutView) {
     print_one(&view.rollout, false);
     println!(
         "  cohort: {}",

@@ -3,7 +3,8 @@
 //! tickets and delivering event reports directly (not one process per device). Waves sign
 //! only for their devices; failures that blame the release halt the rollout before the
 //! second wave while environment failures do not; nobody gets a ticket while it is halted;
-//! resume continues the waves; two servers on one database halt once.
+//! resume continues the waves; two servers on one database halt once; the demo shows a
+//! two-wave rollout.
 
 mod common;
 
@@ -240,6 +241,16 @@ fn rollout_cli(data: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&ok(&all)).unwrap()
 }
 
+/// `ferry rollout ARGS --data DATA` in words, printed (the README's walk-through quotes it).
+fn walk_through(data: &Path, args: &[&str]) -> String {
+    let mut all = vec!["rollout"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--data", s(data)]);
+    let out = ok(&all);
+    println!("$ ferry rollout {}\n{out}", args.join(" "));
+    out
+}
+
 /// A server with 1.0 and 2.0 of class `vm` published (tiny images).
 fn server_with_releases(root: &Path) -> Server {
     let data = root.join("server");
@@ -343,6 +354,8 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     assert_eq!(code(&ask(&api, wave1[0], &v1)), "TICKET");
     let explained = rollout_cli(&data, &["explain", &wave1[0].id().to_string()]);
     assert_eq!(explained[0]["code"], "ROLLOUT_NOT_YET", "{explained}");
+    let said = walk_through(&data, &["explain", &wave1[0].id().to_string()]);
+    assert!(said.contains("ROLLOUT_NOT_YET"), "{said}");
     assert_eq!(explained[0]["wave"], 1);
 
     // Three first-wave devices go on with the install. An environment failure does not
@@ -366,6 +379,11 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     assert_eq!(shown["state"], "running", "{shown}");
     assert_eq!(shown["wave_counts"][0]["attempts"], 3);
     assert_eq!(shown["wave_counts"][0]["failures"], 1);
+    let said = walk_through(&data, &["show", &id.to_string()]);
+    assert!(said.contains("vm 2.0 running"), "{said}");
+    // The figure (README): from sending the report that crosses the threshold to the halt
+    // visible to devices: a ticket refused, the signed decision saying halted.
+    let crossing = std::time::Instant::now();
     deliver(
         &api,
         c,
@@ -374,6 +392,22 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
             EventKind::RolledBack,
             Some("BOOT_TRIES_EXHAUSTED"),
         )],
+    );
+    let stored = crossing.elapsed();
+    assert_eq!(code(&ask(&api, a, &v2)), "ROLLOUT_HALTED");
+    let refused = crossing.elapsed();
+    let (status, signed) = api.call("/v1/decision", &a.credential, None);
+    assert_eq!(status, 200, "{signed}");
+    let decision: Value = serde_json::from_str(signed["decision"].as_str().unwrap()).unwrap();
+    assert_eq!(decision["releases"][0]["state"], "halted", "{decision}");
+    let decided = crossing.elapsed();
+    println!(
+        "figure: crossing report stored (and the rollout halted) {:.1} ms after it was sent; \
+         the next ticket refused ROLLOUT_HALTED at {:.1} ms; the next signed decision says \
+         halted at {:.1} ms",
+        stored.as_secs_f64() * 1e3,
+        refused.as_secs_f64() * 1e3,
+        decided.as_secs_f64() * 1e3
     );
 
     let shown = rollout_cli(&data, &["show", &id.to_string()]);
@@ -408,6 +442,11 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     }
     let explained = rollout_cli(&data, &["explain", &a.id().to_string()]);
     assert_eq!(explained[0]["code"], "ROLLOUT_HALTED");
+    let said = walk_through(&data, &["show", &id.to_string()]);
+    assert!(
+        said.contains("by halt-rule: wave 0: 2 of 3 attempts failed"),
+        "{said}"
+    );
     // The halt cannot be halted again; a pause of a halted rollout is refused too.
     let (status, refused) = api.admin(&format!("/v1/admin/rollouts/{id}/pause"), Some(json!({})));
     assert_eq!(
@@ -448,6 +487,8 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     }
     let explained = rollout_cli(&data, &["explain", &wave1[1].id().to_string()]);
     assert_eq!(explained[0]["code"], "OPEN", "{explained}");
+    let said = walk_through(&data, &["show", &id.to_string()]);
+    assert!(said.contains("resume by operator"), "{said}");
     let list = rollout_cli(&data, &["list"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
@@ -646,4 +687,40 @@ fn a_real_device_follows_the_signed_decision_at_its_next_scan_and_refuses_forged
         offered(&f.device),
         Err("DECISION_KEY_NOT_TRUSTED".to_owned())
     );
+}
+
+#[test]
+fn the_demo_shows_a_two_wave_rollout_with_its_device_in_the_first_wave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = ok(&["demo", "--dir", s(&dir), "--image-mib", "8"]);
+    // Created with two waves, the device's wave open before the scan...
+    let created = out
+        .lines()
+        .find(|l| l.starts_with("rollout 1: demo-vm 2.0 running (waves "))
+        .unwrap_or_else(|| panic!("no rollout created: {out}"));
+    assert!(created.contains("%@0,100%@1h"), "{created}");
+    assert!(
+        out.contains("rollout 1 (2.0): OPEN — wave 0 is open"),
+        "{out}"
+    );
+    // ...the update installed, and counted in the first wave while the second waits.
+    let wave = |n: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{n}     ")))
+            .unwrap_or_else(|| panic!("no wave {n} row: {out}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    let (first, second) = (wave("0"), wave("1"));
+    assert_eq!((first[2], first[5], first[6]), ("yes", "1", "0"), "{out}");
+    assert_eq!(
+        (second[1], second[2], second[5]),
+        ("100%", "no", "0"),
+        "{out}"
+    );
+    assert!(out.contains("== demo passed"), "{out}");
+    // The rollout is in the demo's server database, as `ferry rollout show` reads it.
+    let shown = rollout_cli(&dir.join("server"), &["show", "1"]);
+    assert_eq!(shown["wave_counts"][0]["attempts"], 1, "{shown}");
 }

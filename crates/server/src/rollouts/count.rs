@@ -17,7 +17,7 @@ use crate::ServerError;
 
 /// What a report counts as for the rollout of its target release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Counted {
+pub(super) enum Counted {
     /// The device got a ticket and went on: an attempt.
     Attempt,
     /// An attempt that failed in a way that counts (`failed`, `rolled_back`).
@@ -27,7 +27,7 @@ enum Counted {
 /// Whether and how `report` counts. A failure whose code blames the environment (no
 /// space, network, a refused ticket) is not an attempt at all, so devices held back by the
 /// rollout itself never dilute the failure rate.
-fn counted(report: &EventReport) -> Option<Counted> {
+pub(super) fn counted(report: &EventReport) -> Option<Counted> {
     match report.event {
         EventKind::Personalized
         | EventKind::DownloadStarted

@@ -6,10 +6,13 @@
 //! ([`count::count_reports`], [`count::count_silent`]), so concurrent servers halt once.
 //!
 //! `waves`: the spec, places and the Wilson rule (pure); `store`: the rows; `count`: the
-//! halt rule's counting; `http`: the admin endpoints.
+//! halt rule's counting; `http`: the admin endpoints; `replay` (tests only): the halt rule
+//! against hawkBit's on seeded streams of a bad release's reports.
 
 pub mod count;
 pub mod http;
+#[cfg(test)]
+mod replay;
 pub mod store;
 pub mod waves;
 

@@ -137,7 +137,9 @@ pub fn signing(offer: Option<&Offer>, preflight: &Result<Preflight, AgentError>)
     };
     let evidence = json!({ "build_id": offer.build_id, "window_open": answer.window_open });
     match &answer.refusal {
-        Some(r) if r.code == "NOT_SIGNED" => Check::fail_report(
+        // A closed signing window, or a rollout that holds the release from this device
+        // (not yet in its wave, paused, halted, not in the cohort).
+        Some(r) if r.code == "NOT_SIGNED" || r.code.starts_with("ROLLOUT_") => Check::fail_report(
             SIGNING,
             Report {
                 code: r.code.clone(),

@@ -482,10 +482,13 @@ impl Attempts<'_> {
             )?;
             Ok(())
         };
-        let mut on_bytes = |offset: u64| {
-            let n = offset - start_offset;
-            received.store(n, Ordering::Relaxed);
-            meter.reach(n);
+        let mut on_stream = |event: download::StreamEvent| match event {
+            download::StreamEvent::Received(offset) => {
+                let n = offset - start_offset;
+                received.store(n, Ordering::Relaxed);
+                meter.reach(n);
+            }
+            download::StreamEvent::Waiting(silent) => meter.waiting(silent),
         };
         let leaves = LeafStore::new(manifest).map(Arc::new);
         let stats = download::stream_into_slot(
@@ -497,7 +500,7 @@ impl Attempts<'_> {
             &self.device.layout().spool_dir(),
             start_frame,
             &mut checkpoint,
-            &mut on_bytes,
+            &mut on_stream,
             &self.stop,
         )
         .await?;
@@ -571,6 +574,22 @@ impl<'a> Meter<'a> {
     /// `n` more bytes arrived.
     fn add(&mut self, n: u64) {
         self.reach(self.received + n);
+    }
+
+    /// No byte has arrived for `silent`: the report says the install waits for the
+    /// network (the bytes done stay where they were).
+    fn waiting(&mut self, silent: std::time::Duration) {
+        let (done, at) = self.start;
+        if let Some(phase) = self.phase.as_mut()
+            && let Some(mut p) = phase.at(done + self.received.saturating_sub(at), true)
+        {
+            p.action = format!(
+                "Waiting for the network: no data for {} s…",
+                silent.as_secs()
+            );
+            p.eta_secs = None;
+            self.sink.report(&p);
+        }
     }
 
     /// `received` bytes have arrived in this run, in all. Honours the byte crash and

@@ -50,8 +50,21 @@ pub struct DownloadStats {
 /// durable checkpoint; it persists the resume point.
 pub type Checkpoint<'a> = &'a mut (dyn FnMut(usize) -> Result<(), AgentError> + Send);
 
-/// Called often with the payload offset reached, for progress.
-pub type OnBytes<'a> = &'a mut (dyn FnMut(u64) + Send);
+/// What the stream tells progress: bytes arriving, or a wait for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The payload offset reached.
+    Received(u64),
+    /// No byte has arrived for this long (reported once a second from [`WAIT_REPORT_AFTER`]
+    /// on): a network that dropped or stalled, which the read timeout may still outlast.
+    Waiting(Duration),
+}
+
+/// Called often with what the stream did, for progress.
+pub type OnStream<'a> = &'a mut (dyn FnMut(StreamEvent) + Send);
+
+/// Silence after which the stream reports that it waits for the network.
+pub const WAIT_REPORT_AFTER: Duration = Duration::from_secs(2);
 
 /// Streams frames `start_frame..` of the payload at `url` into `slot`, spooling what
 /// arrives in `spool_dir` until it is in the slot. A stop asked on `stop` ends the stream
@@ -67,7 +80,7 @@ pub async fn stream_into_slot(
     spool_dir: &Path,
     start_frame: usize,
     checkpoint: Checkpoint<'_>,
-    on_bytes: OnBytes<'_>,
+    on_stream: OnStream<'_>,
     stop: &StopToken,
 ) -> Result<DownloadStats, AgentError> {
     let started = Instant::now();
@@ -118,7 +131,7 @@ pub async fn stream_into_slot(
         &file,
         slot,
         checkpoint,
-        on_bytes,
+        on_stream,
         &mut stats,
         stop,
     )
@@ -147,7 +160,7 @@ async fn drive(
     file: &Arc<File>,
     slot: &Path,
     checkpoint: Checkpoint<'_>,
-    on_bytes: OnBytes<'_>,
+    on_stream: OnStream<'_>,
     stats: &mut DownloadStats,
     stop: &StopToken,
 ) -> Result<(), AgentError> {
@@ -176,6 +189,9 @@ async fn drive(
     let mut timed_out = false;
     let mut stopped_by: Option<StopReason> = None;
     let mut pending_sync: Option<(tokio::task::JoinHandle<std::io::Result<()>>, usize)> = None;
+    // When the last byte arrived, and when the next "waiting" report is due.
+    let mut last_byte = Instant::now();
+    let mut wait_report_at = last_byte + WAIT_REPORT_AFTER;
 
     'stream: while watermark < n_frames {
         // Take whatever decode results are ready without waiting.
@@ -211,6 +227,15 @@ async fn drive(
                     stopped_by = Some(reason);
                     break 'stream;
                 }
+                () = tokio::time::sleep_until(wait_report_at.into()) => {
+                    let silent = last_byte.elapsed();
+                    if wait_report_at == last_byte + WAIT_REPORT_AFTER {
+                        tracing::info!(received_offset, "no payload byte for 2 s: waiting for the network");
+                    }
+                    on_stream(StreamEvent::Waiting(silent));
+                    wait_report_at += Duration::from_secs(1);
+                    continue 'stream;
+                }
             };
             let Some(chunk) = next else {
                 stream_error.get_or_insert_with(|| "the connection closed".into());
@@ -225,6 +250,16 @@ async fn drive(
                 }
             };
             stats.bytes_downloaded += chunk.len() as u64;
+            let silent = last_byte.elapsed();
+            if silent >= WAIT_REPORT_AFTER {
+                tracing::info!(
+                    received_offset,
+                    silent_secs = silent.as_secs_f64(),
+                    "payload bytes arrive again"
+                );
+            }
+            last_byte = Instant::now();
+            wait_report_at = last_byte + WAIT_REPORT_AFTER;
             if skip > 0 {
                 let n = skip.min(chunk.len() as u64) as usize;
                 skip -= n as u64;
@@ -234,7 +269,7 @@ async fn drive(
             // that arrived.
             spool.append(received_offset, &chunk);
             received_offset += chunk.len() as u64;
-            on_bytes(received_offset);
+            on_stream(StreamEvent::Received(received_offset));
             let mut rest: &[u8] = &chunk;
             while !rest.is_empty() && next_frame < n_frames {
                 let want = manifest.frames[next_frame].len as usize - buf.len();

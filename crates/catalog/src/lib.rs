@@ -74,6 +74,26 @@ mod updater;
 mod verify;
 mod warning;
 
+/// Entry points for the fuzz targets in `fuzz/` (built with `--cfg fuzzing` only): the
+/// metadata parser and the delegation path patterns, which are crate-private otherwise.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses `bytes` as metadata of each top-level role, as a refresh would.
+    pub fn parse_metadata(bytes: &[u8]) {
+        use crate::schema::{Root, Snapshot, Targets, Timestamp, parse};
+        let _ = parse::<Root>("root", bytes);
+        let _ = parse::<Timestamp>("timestamp", bytes);
+        let _ = parse::<Snapshot>("snapshot", bytes);
+        let _ = parse::<Targets>("targets", bytes);
+    }
+
+    /// Whether `target_path` matches a delegation's `pattern`.
+    pub fn path_matches(target_path: &str, pattern: &str) -> bool {
+        crate::schema::path_matches(target_path, pattern)
+    }
+}
+
 pub use client::{Catalog, FetchLimits, MetadataVersions, RefreshOptions, Release, TargetInfo};
 pub use datastore::trusted_metadata_dir;
 pub use error::CatalogError;

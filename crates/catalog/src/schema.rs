@@ -503,36 +503,99 @@ pub(crate) fn path_matches(target_path: &str, pattern: &str) -> bool {
             .all(|(segment, pattern)| segment_matches(segment.as_bytes(), pattern.as_bytes()))
 }
 
+/// One element of a segment pattern.
+enum Token {
+    /// `*`: any run of bytes.
+    Star,
+    /// `?`: one character.
+    AnyChar,
+    /// `[seq]` or `[!seq]`: one character in (or not in) the class.
+    Class(CharClass),
+    /// Anything else, byte for byte.
+    Byte(u8),
+}
+
+/// Matches without backtracking into earlier stars: each token other than `*` consumes
+/// at most one way, so only the last star's position needs revisiting, and a match costs
+/// O(text × pattern) whatever the pattern (a recursive matcher took exponential time on
+/// a pattern of many stars that fails to match: found by the `tuf_metadata` fuzz target).
 fn segment_matches(text: &[u8], pattern: &[u8]) -> bool {
-    let Some((&first, rest)) = pattern.split_first() else {
-        return text.is_empty();
-    };
-    match first {
-        b'*' => (0..=text.len()).any(|skip| segment_matches(&text[skip..], rest)),
-        b'?' => !text.is_empty() && segment_matches_utf8_char(text, rest),
-        b'[' => match char_class(rest) {
-            Some((class, after)) => {
-                let Some(c) = std::str::from_utf8(text)
-                    .ok()
-                    .and_then(|s| s.chars().next())
-                else {
-                    return false;
-                };
-                class.matches(c) && segment_matches(&text[c.len_utf8()..], after)
+    let tokens = tokenize(pattern);
+    let (mut t, mut p) = (0, 0);
+    // After the last star seen: the token after it, and where its match begins now.
+    let mut last_star: Option<(usize, usize)> = None;
+    loop {
+        if let Some(token) = tokens.get(p) {
+            let consumed = match token {
+                Token::Star => {
+                    last_star = Some((p + 1, t));
+                    p += 1;
+                    continue;
+                }
+                Token::AnyChar => {
+                    (t < text.len()).then(|| utf8_char_at(text, t).map_or(1, char::len_utf8))
+                }
+                Token::Class(class) => utf8_char_at(text, t)
+                    .filter(|&c| class.matches(c))
+                    .map(char::len_utf8),
+                Token::Byte(byte) => (text.get(t) == Some(byte)).then_some(1),
+            };
+            if let Some(n) = consumed {
+                t += n;
+                p += 1;
+                continue;
             }
-            None => text.first() == Some(&b'[') && segment_matches(&text[1..], rest),
-        },
-        literal => text.first() == Some(&literal) && segment_matches(&text[1..], rest),
+        } else if t == text.len() {
+            return true;
+        }
+        // A mismatch: let the last star take one byte more, or fail.
+        match last_star {
+            Some((after_star, from)) if from < text.len() => {
+                last_star = Some((after_star, from + 1));
+                p = after_star;
+                t = from + 1;
+            }
+            _ => return false,
+        }
     }
 }
 
-/// `?` consumes one character (not one byte).
-fn segment_matches_utf8_char(text: &[u8], rest: &[u8]) -> bool {
-    let width = std::str::from_utf8(text)
-        .ok()
-        .and_then(|s| s.chars().next())
-        .map_or(1, char::len_utf8);
-    segment_matches(&text[width..], rest)
+/// The pattern's tokens; a `[` without its `]` is a literal.
+fn tokenize(pattern: &[u8]) -> Vec<Token> {
+    let mut tokens = Vec::new();
+    let mut p = 0;
+    while let Some(&byte) = pattern.get(p) {
+        p += 1;
+        tokens.push(match byte {
+            b'*' => Token::Star,
+            b'?' => Token::AnyChar,
+            b'[' => match char_class(&pattern[p..]) {
+                Some((class, after)) => {
+                    p = pattern.len() - after.len();
+                    Token::Class(class)
+                }
+                None => Token::Byte(b'['),
+            },
+            literal => Token::Byte(literal),
+        });
+    }
+    tokens
+}
+
+/// The character starting at byte `at` of `text`, if one starts there.
+fn utf8_char_at(text: &[u8], at: usize) -> Option<char> {
+    let lead = *text.get(at)?;
+    let width = match lead {
+        0x00..=0x7f => 1,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => return None,
+    };
+    std::str::from_utf8(text.get(at..at + width)?)
+        .ok()?
+        .chars()
+        .next()
 }
 
 struct CharClass {
@@ -578,6 +641,22 @@ fn char_class(pattern: &[u8]) -> Option<(CharClass, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `tuf_metadata` fuzz target's timeout: many stars before a byte that never
+    /// matches took exponential time; a pattern as long as metadata allows must not
+    /// recurse either.
+    #[test]
+    fn star_patterns_that_fail_cost_linear_time() {
+        let started = std::time::Instant::now();
+        let pattern = format!("{}\0", "*".repeat(90));
+        assert!(!path_matches("172e{", &pattern));
+        assert!(!path_matches(
+            &"a".repeat(2000),
+            &format!("{}b", "*a".repeat(500))
+        ));
+        assert!(path_matches(&"x".repeat(200_000), &"?".repeat(200_000)));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
     use ferry_types::Diagnose;
 
     #[test]
@@ -593,6 +672,11 @@ mod tests {
         assert!(!path_matches("README.MD", "*.md"), "case-sensitive");
         assert!(path_matches("a1", "a[0-9]"));
         assert!(!path_matches("a1", "a[!0-9]"));
+        assert!(path_matches("a*b", "a[*]b"));
+        assert!(path_matches("[x", "[x"), "an unclosed class is literal");
+        assert!(path_matches("é-1", "?-[0-9]"), "? is one character");
+        assert!(path_matches("abcabd", "*ab?"));
+        assert!(!path_matches("abcab", "*ab?"));
         assert!(path_matches("a[", "a["), "an unclosed [ is literal");
         assert!(path_matches("anything at all", "*"));
         assert!(!path_matches("a/b", "*"));

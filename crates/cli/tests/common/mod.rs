@@ -76,10 +76,16 @@ impl Server {
 
     /// [`Server::start`] with extra `ferry server` flags.
     pub fn start_with(data: &Path, extra: &[&str]) -> Server {
+        Server::start_listening(data, "127.0.0.1:0", extra)
+    }
+
+    /// [`Server::start_with`] on `listen` (an address with port 0): its certificate, made
+    /// on first start, names that address too.
+    pub fn start_listening(data: &Path, listen: &str, extra: &[&str]) -> Server {
         let mut child = ferry()
             .args(["server", "--data"])
             .arg(data)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -537,8 +537,36 @@ fn cut_twice_at_one_megabyte_per_second(ns: &Netns, rel: &Releases, server: &Ser
     device_init(ns, rel, &device, &server.url());
     ns.rate(Some("8mbit"));
     let started = Instant::now();
-    let install = Install::start(ns, &device);
+    let mut install = Install::start(ns, &device);
     let mut cut_at = Vec::new();
+    // Bytes the failed runs received (the record counts them at its last checkpoint,
+    // which a failing stream still makes), then the run that completes.
+    let mut earlier_bytes = 0;
+    let mut lines = Vec::new();
+    let mut n_runs = 1;
+    // A run that ended with NETWORK_TIMEOUT after a cut is followed by the next, as the
+    // agent would; any other end is a failure of the test.
+    let next_run = |outcome: (bool, serde_json::Value, Vec<String>, Duration),
+                    lines: &mut Vec<String>,
+                    n_runs: &mut usize,
+                    cuts: usize|
+     -> u64 {
+        let (_, answer, mut run_lines, _) = outcome;
+        let code = answer["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        lines.append(&mut run_lines);
+        assert!(
+            *n_runs <= cuts && code == "NETWORK_TIMEOUT",
+            "run {n_runs} ended with {answer}\n{}",
+            lines.join("\n")
+        );
+        *n_runs += 1;
+        install_record(&device)["bytes_downloaded"]
+            .as_u64()
+            .unwrap()
+    };
     for after_frames in [1, 3] {
         let deadline = Instant::now() + Duration::from_secs(120);
         while frames_done(&device) < after_frames {
@@ -546,6 +574,12 @@ fn cut_twice_at_one_megabyte_per_second(ns: &Netns, rel: &Releases, server: &Ser
                 Instant::now() < deadline,
                 "the download never reached frame {after_frames}"
             );
+            if install.child.try_wait().unwrap().is_some() {
+                let outcome = install.wait();
+                assert!(!outcome.0, "the install ended before the cuts");
+                earlier_bytes = next_run(outcome, &mut lines, &mut n_runs, cut_at.len());
+                install = Install::start(ns, &device);
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         cut_at.push(frames_done(&device));
@@ -553,28 +587,9 @@ fn cut_twice_at_one_megabyte_per_second(ns: &Netns, rel: &Releases, server: &Ser
         std::thread::sleep(CUT);
         ns.link(true);
     }
-    // Bytes the failed runs received (the record counts them at its last checkpoint,
-    // which a failing stream still makes), then the run that completes.
-    let mut earlier_bytes = 0;
-    let mut lines = Vec::new();
-    let mut n_runs = 1;
     let mut outcome = install.wait();
     while !outcome.0 {
-        let code = outcome.1["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        lines.append(&mut outcome.2);
-        assert!(
-            n_runs <= cut_at.len() && code == "NETWORK_TIMEOUT",
-            "run {n_runs} ended with {}\n{}",
-            outcome.1,
-            lines.join("\n")
-        );
-        earlier_bytes = install_record(&device)["bytes_downloaded"]
-            .as_u64()
-            .unwrap();
-        n_runs += 1;
+        earlier_bytes = next_run(outcome, &mut lines, &mut n_runs, cut_at.len());
         outcome = Install::start(ns, &device).wait();
     }
     let (_, out, mut last_lines, _) = outcome;

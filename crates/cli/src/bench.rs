@@ -21,10 +21,10 @@ use ferry_types::{DeviceClass, DeviceId, Identity, RootHash};
 use crate::args::BenchPersonalizeArgs;
 use crate::failure::Failure;
 
-const CLASS: &str = "bench";
+pub(crate) const CLASS: &str = "bench";
 const BUILD: &str = "1.0-bench";
 
-fn bench_failure(what: &str, e: impl std::fmt::Display) -> Failure {
+pub(crate) fn bench_failure(what: &str, e: impl std::fmt::Display) -> Failure {
     Failure::new(
         "BENCH_FAILED",
         format!("the benchmark could not {what}: {e}"),
@@ -37,12 +37,6 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     let tmp = tempfile::tempdir().map_err(|e| bench_failure("make a directory", e))?;
     let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
     let data = DataDir::open(&dir.join("server")).await?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-        .map_err(|e| bench_failure("listen on loopback", e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| bench_failure("read the address", e))?;
     let options = ServiceOptions {
         rate_limit_per_minute: u32::MAX,
         ..ServiceOptions::default()
@@ -53,72 +47,9 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     let root_hash = bench_release(&data, &dir).await?;
     data.db.set_signing_window(CLASS, BUILD, true).await?;
 
-    // The server on its own runtime, so its threads can be told from the client's.
-    let server_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(a.server_threads.max(1))
-        .thread_name(SERVER_THREAD)
-        .enable_all()
-        .build()
-        .map_err(|e| bench_failure("start the server runtime", e))?;
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server_data = data.clone();
-    let server = server_runtime.spawn(async move {
-        let prepared =
-            Https::prepare(server_data, Some(addr), options, KeyCustody::DevInDataDir).await;
-        let listener = tokio::net::TcpListener::from_std(listener);
-        let (https, listener) = match (prepared, listener) {
-            (Ok(https), Ok(listener)) => (https, listener),
-            (Err(e), _) => {
-                let _ = ready_tx.send(Err(Failure::from(e)));
-                return;
-            }
-            (_, Err(e)) => {
-                let _ = ready_tx.send(Err(bench_failure("listen on loopback", e)));
-                return;
-            }
-        };
-        let secrets = (
-            https.secrets.ca_pem.clone(),
-            https.secrets.credential_signer.clone(),
-        );
-        let _ = ready_tx.send(Ok(secrets));
-        if let Err(error) = https
-            .serve_until(listener, async {
-                let _ = stop_rx.await;
-            })
-            .await
-        {
-            tracing::error!(%error, "the benchmark's server failed");
-        }
-    });
-    let (ca_pem, credential_signer) = ready_rx
-        .await
-        .map_err(|e| bench_failure("start the server", e))??;
-
-    // Enroll the devices through the same database path /v1/enroll takes.
-    let mut devices = Vec::with_capacity(a.devices);
-    for _ in 0..a.devices.max(1) {
-        let identity = Identity {
-            device_id: DeviceId::random(),
-            board_id: rand::random::<u32>() | 1,
-            chip_id: rand::random::<u32>() | 1,
-            hardware_uuid: uuid_random(),
-            device_class: CLASS
-                .parse::<DeviceClass>()
-                .map_err(|e| bench_failure("name the class", e))?,
-        };
-        let issued = credential_signer.issue(identity.device_id, chrono::Utc::now());
-        let token = data.db.create_enrollment_token(&Default::default()).await?;
-        data.db
-            .enroll(
-                &token,
-                &identity,
-                &issued.credential.credential_id.to_string(),
-            )
-            .await?;
-        devices.push((identity, issued.token));
-    }
+    let server = BenchServer::start(&data, a.server_threads, options).await?;
+    let (addr, ca_pem) = (server.addr, server.ca_pem.clone());
+    let devices = server.enroll(&data, a.devices).await?;
     let devices = Arc::new(devices);
 
     // Parsed once: parsing a URL string on every request costs the client more than it
@@ -228,9 +159,7 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
         errors += e;
         first_error = first_error.or(f);
     }
-    let _ = stop_tx.send(());
-    let _ = server.await;
-    server_runtime.shutdown_background();
+    server.stop().await;
 
     latencies.sort_unstable();
     let n = latencies.len();
@@ -290,6 +219,125 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The benchmarks' server: HTTPS on loopback with a development catalog, on a runtime of
+/// its own (so its threads' CPU can be told from the client's), until [`BenchServer::stop`].
+pub(crate) struct BenchServer {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// The CA its clients pin.
+    pub ca_pem: String,
+    credential_signer: ferry_personalize::CredentialSigner,
+    runtime: tokio::runtime::Runtime,
+    task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl BenchServer {
+    /// Starts the server on `data` with `threads` worker threads.
+    pub(crate) async fn start(
+        data: &DataDir,
+        threads: usize,
+        options: ServiceOptions,
+    ) -> Result<BenchServer, Failure> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+            .map_err(|e| bench_failure("listen on loopback", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| bench_failure("read the address", e))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name(SERVER_THREAD)
+            .enable_all()
+            .build()
+            .map_err(|e| bench_failure("start the server runtime", e))?;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server_data = data.clone();
+        let task = runtime.spawn(async move {
+            let prepared =
+                Https::prepare(server_data, Some(addr), options, KeyCustody::DevInDataDir).await;
+            let listener = tokio::net::TcpListener::from_std(listener);
+            let (https, listener) = match (prepared, listener) {
+                (Ok(https), Ok(listener)) => (https, listener),
+                (Err(e), _) => {
+                    let _ = ready_tx.send(Err(Failure::from(e)));
+                    return;
+                }
+                (_, Err(e)) => {
+                    let _ = ready_tx.send(Err(bench_failure("listen on loopback", e)));
+                    return;
+                }
+            };
+            let secrets = (
+                https.secrets.ca_pem.clone(),
+                https.secrets.credential_signer.clone(),
+            );
+            let _ = ready_tx.send(Ok(secrets));
+            if let Err(error) = https
+                .serve_until(listener, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+            {
+                tracing::error!(%error, "the benchmark's server failed");
+            }
+        });
+        let (ca_pem, credential_signer) = ready_rx
+            .await
+            .map_err(|e| bench_failure("start the server", e))??;
+        Ok(BenchServer {
+            addr,
+            ca_pem,
+            credential_signer,
+            runtime,
+            task,
+            stop,
+        })
+    }
+
+    /// Enrolls `n` (at least one) devices of class [`CLASS`] through the same database path
+    /// `/v1/enroll` takes: each identity with its credential token.
+    pub(crate) async fn enroll(
+        &self,
+        data: &DataDir,
+        n: usize,
+    ) -> Result<Vec<(Identity, String)>, Failure> {
+        let mut devices = Vec::with_capacity(n.max(1));
+        for _ in 0..n.max(1) {
+            let identity = Identity {
+                device_id: DeviceId::random(),
+                board_id: rand::random::<u32>() | 1,
+                chip_id: rand::random::<u32>() | 1,
+                hardware_uuid: uuid_random(),
+                device_class: CLASS
+                    .parse::<DeviceClass>()
+                    .map_err(|e| bench_failure("name the class", e))?,
+            };
+            let issued = self
+                .credential_signer
+                .issue(identity.device_id, chrono::Utc::now());
+            let token = data.db.create_enrollment_token(&Default::default()).await?;
+            data.db
+                .enroll(
+                    &token,
+                    &identity,
+                    &issued.credential.credential_id.to_string(),
+                )
+                .await?;
+            devices.push((identity, issued.token));
+        }
+        Ok(devices)
+    }
+
+    /// Stops serving and lets the runtime go.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+        self.runtime.shutdown_background();
+    }
 }
 
 /// The thread-name prefix of the server's runtime.

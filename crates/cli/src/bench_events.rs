@@ -16,22 +16,12 @@ use ferry_events::{
     EventBatch, EventKind, EventReport, EventResult, OutboxHealth, PayloadReport, PhaseDuration,
     REPORT_VERSION, Transition,
 };
-use ferry_server::{DataDir, Https, ServiceOptions};
-use ferry_types::{DeviceClass, DeviceId, Identity, PayloadKind};
+use ferry_server::{DataDir, ServiceOptions};
+use ferry_types::{DeviceId, PayloadKind};
 
 use crate::args::BenchEventsArgs;
-use crate::bench::{SERVER_THREAD, load_average, thread_cpu_ticks, uuid_random};
+use crate::bench::{BenchServer, CLASS, bench_failure, load_average, thread_cpu_ticks};
 use crate::failure::Failure;
-
-const CLASS: &str = "bench";
-
-fn bench_failure(what: &str, e: impl std::fmt::Display) -> Failure {
-    Failure::new(
-        "BENCH_FAILED",
-        format!("the benchmark could not {what}: {e}"),
-        "check the --dir path and that loopback networking works",
-    )
-}
 
 /// One device's report, as an install's `installed` step carries it.
 fn report(device_id: DeviceId, sequence: u64) -> EventReport {
@@ -118,81 +108,14 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
     let tmp = tempfile::tempdir().map_err(|e| bench_failure("make a directory", e))?;
     let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
     let data = DataDir::open(&dir.join("server")).await?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-        .map_err(|e| bench_failure("listen on loopback", e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| bench_failure("read the address", e))?;
-    let server_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(a.server_threads.max(1))
-        .thread_name(SERVER_THREAD)
-        .enable_all()
-        .build()
-        .map_err(|e| bench_failure("start the server runtime", e))?;
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server_data = data.clone();
-    let server = server_runtime.spawn(async move {
-        let prepared = Https::prepare(
-            server_data,
-            Some(addr),
-            ServiceOptions::default(),
-            ferry_server::tuf::KeyCustody::DevInDataDir,
-        )
-        .await;
-        let listener = tokio::net::TcpListener::from_std(listener);
-        let (https, listener) = match (prepared, listener) {
-            (Ok(https), Ok(listener)) => (https, listener),
-            (Err(e), _) => {
-                let _ = ready_tx.send(Err(Failure::from(e)));
-                return;
-            }
-            (_, Err(e)) => {
-                let _ = ready_tx.send(Err(bench_failure("listen on loopback", e)));
-                return;
-            }
-        };
-        let secrets = (
-            https.secrets.ca_pem.clone(),
-            https.secrets.credential_signer.clone(),
-        );
-        let _ = ready_tx.send(Ok(secrets));
-        if let Err(error) = https
-            .serve_until(listener, async {
-                let _ = stop_rx.await;
-            })
-            .await
-        {
-            tracing::error!(%error, "the benchmark's server failed");
-        }
-    });
-    let (ca_pem, credential_signer) = ready_rx
-        .await
-        .map_err(|e| bench_failure("start the server", e))??;
-
-    let mut devices = Vec::with_capacity(a.devices);
-    for _ in 0..a.devices.max(1) {
-        let identity = Identity {
-            device_id: DeviceId::random(),
-            board_id: rand::random::<u32>() | 1,
-            chip_id: rand::random::<u32>() | 1,
-            hardware_uuid: uuid_random(),
-            device_class: CLASS
-                .parse::<DeviceClass>()
-                .map_err(|e| bench_failure("name the class", e))?,
-        };
-        let issued = credential_signer.issue(identity.device_id, chrono::Utc::now());
-        let token = data.db.create_enrollment_token(&Default::default()).await?;
-        data.db
-            .enroll(
-                &token,
-                &identity,
-                &issued.credential.credential_id.to_string(),
-            )
-            .await?;
-        devices.push((identity.device_id, issued.token, AtomicU64::new(0)));
-    }
+    let server = BenchServer::start(&data, a.server_threads, ServiceOptions::default()).await?;
+    let (addr, ca_pem) = (server.addr, server.ca_pem.clone());
+    let devices: Vec<_> = server
+        .enroll(&data, a.devices)
+        .await?
+        .into_iter()
+        .map(|(identity, token)| (identity.device_id, token, AtomicU64::new(0)))
+        .collect();
     let devices = Arc::new(devices);
     let url = reqwest::Url::parse(&format!("https://{addr}/v1/events"))
         .map_err(|e| bench_failure("make the URL", e))?;
@@ -297,9 +220,7 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
         errors += e;
         first_error = first_error.or(f);
     }
-    let _ = stop_tx.send(());
-    let _ = server.await;
-    server_runtime.shutdown_background();
+    server.stop().await;
 
     latencies.sort_unstable();
     let n = latencies.len();

@@ -279,12 +279,9 @@ impl Client {
             .await
             .map_err(|e| self.failed(&url, e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.failed(&url, e))?;
+        let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| AgentError::ServerInvalid {
-                url,
-                reason: format!("the preflight answer does not parse: {e}"),
-            });
+            return parse(url, &body, "the preflight answer does not parse");
         }
         Err(refusal_error(url, status, &body))
     }
@@ -307,10 +304,7 @@ impl Client {
         let status = response.status();
         let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| AgentError::ServerInvalid {
-                url,
-                reason: format!("the ticket does not parse: {e}"),
-            });
+            return parse(url, &body, "the ticket does not parse");
         }
         Err(refusal_error(url, status, &body))
     }
@@ -377,11 +371,8 @@ impl Client {
         if !response.status().is_success() {
             return Err(refused(url, response).await);
         }
-        let body = response.bytes().await.map_err(|e| self.failed(&url, e))?;
-        serde_json::from_slice(&body).map_err(|e| AgentError::ServerInvalid {
-            url,
-            reason: format!("the acknowledgement does not parse: {e}"),
-        })
+        let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
+        parse(url, &body, "the acknowledgement does not parse")
     }
 
     /// `GET /v1/decision` with the device credential: the director's signed decision, or
@@ -404,19 +395,8 @@ impl Client {
         if !response.status().is_success() {
             return Err(refused(url, response).await);
         }
-        let body = response.bytes().await.map_err(|e| self.failed(&url, e))?;
-        if body.len() > 64 << 10 {
-            return Err(AgentError::ServerInvalid {
-                url,
-                reason: "the decision is longer than 64 KiB".into(),
-            });
-        }
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|e| AgentError::ServerInvalid {
-                url,
-                reason: format!("the decision does not parse: {e}"),
-            })
+        let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
+        parse(url, &body, "the decision does not parse").map(Some)
     }
 
     /// `GET /v1/rates?class=C` with the device credential: the class's phase rates.
@@ -436,17 +416,8 @@ impl Client {
         if !response.status().is_success() {
             return Err(refused(url, response).await);
         }
-        let body = response.bytes().await.map_err(|e| self.failed(&url, e))?;
-        if body.len() > 64 << 10 {
-            return Err(AgentError::ServerInvalid {
-                url,
-                reason: "the phase rates are longer than 64 KiB".into(),
-            });
-        }
-        serde_json::from_slice(&body).map_err(|e| AgentError::ServerInvalid {
-            url,
-            reason: format!("the phase rates do not parse: {e}"),
-        })
+        let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
+        parse(url, &body, "the phase rates do not parse")
     }
 
     /// Fetches artifacts through a LAN cache first (`ferry cache`), going to the origin
@@ -678,6 +649,18 @@ impl Client {
         }
         Ok(body.into())
     }
+}
+
+/// `body` (an answer read whole, under its cap) as `T`, or `SERVER_INVALID` saying `what`.
+fn parse<T: serde::de::DeserializeOwned>(
+    url: String,
+    body: &[u8],
+    what: &str,
+) -> Result<T, AgentError> {
+    serde_json::from_slice(body).map_err(|e| AgentError::ServerInvalid {
+        url,
+        reason: format!("{what}: {e}"),
+    })
 }
 
 fn unreachable(url: &str, e: reqwest::Error) -> AgentError {

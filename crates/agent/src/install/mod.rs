@@ -11,6 +11,7 @@ pub mod chunks;
 pub mod controller;
 pub mod delta;
 pub mod download;
+mod meter;
 pub mod pace;
 pub mod purge;
 pub mod ranges;

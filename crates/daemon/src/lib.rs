@@ -25,6 +25,7 @@ pub mod api;
 pub mod client;
 pub mod error;
 pub mod events;
+pub mod explain;
 pub mod notify;
 pub mod schedule;
 pub mod window;

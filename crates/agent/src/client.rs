@@ -269,21 +269,13 @@ impl Client {
         credential: &str,
         request: &TicketRequest,
     ) -> Result<Preflight, AgentError> {
-        let url = self.url("/v1/personalize/preflight");
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(credential)
-            .json(request)
-            .send()
-            .await
-            .map_err(|e| self.failed(&url, e))?;
-        let status = response.status();
-        let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
-        if status.is_success() {
-            return parse(url, &body, "the preflight answer does not parse");
-        }
-        Err(refusal_error(url, status, &body))
+        self.post_ticket_request(
+            "/v1/personalize/preflight",
+            credential,
+            request,
+            "the preflight answer does not parse",
+        )
+        .await
     }
 
     /// `POST /v1/personalize` with the device credential.
@@ -292,7 +284,25 @@ impl Client {
         credential: &str,
         request: &TicketRequest,
     ) -> Result<SignedTicket, AgentError> {
-        let url = self.url("/v1/personalize");
+        self.post_ticket_request(
+            "/v1/personalize",
+            credential,
+            request,
+            "the ticket does not parse",
+        )
+        .await
+    }
+
+    /// Posts a ticket request with the device credential; a success is parsed as `T`
+    /// (`unparsed` names it), anything else is the service's refusal.
+    async fn post_ticket_request<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        credential: &str,
+        request: &TicketRequest,
+        unparsed: &str,
+    ) -> Result<T, AgentError> {
+        let url = self.url(path);
         let response = self
             .http
             .post(&url)
@@ -304,7 +314,7 @@ impl Client {
         let status = response.status();
         let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
         if status.is_success() {
-            return parse(url, &body, "the ticket does not parse");
+            return parse(url, &body, unparsed);
         }
         Err(refusal_error(url, status, &body))
     }

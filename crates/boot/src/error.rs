@@ -272,6 +272,17 @@ impl BootError {
     }
 }
 
+/// The bytes of the boot state at `path`: a missing file is [`BootError::StateMissing`].
+pub(crate) fn read_state_bytes(path: &Path) -> Result<Vec<u8>, BootError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(bytes),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Err(BootError::StateMissing {
+            path: path.to_owned(),
+        }),
+        Err(error) => Err(BootError::io("read", path, error)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

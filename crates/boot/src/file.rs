@@ -1,8 +1,6 @@
 //! The file backend: the boot state as JSON in the device's `boot/`
 //! directory, for tests, the demo and `ferry reboot`'s simulated bootloader.
 
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -51,15 +49,7 @@ impl FileBootControl {
 
 impl BootControl for FileBootControl {
     fn load(&self) -> Result<BootState, BootError> {
-        let bytes = match fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Err(BootError::StateMissing {
-                    path: self.path.clone(),
-                });
-            }
-            Err(error) => return Err(BootError::io("read", &self.path, error)),
-        };
+        let bytes = crate::error::read_state_bytes(&self.path)?;
         let file: StateFile =
             serde_json::from_slice(&bytes).map_err(|error| BootError::StateCorrupt {
                 path: self.path.clone(),
@@ -103,6 +93,7 @@ mod tests {
     use crate::slot::Slot;
     use chrono::{TimeZone, Utc};
     use ferry_types::Diagnose;
+    use std::fs;
 
     #[test]
     fn round_trips_and_leaves_no_temporary_files() -> Result<(), BootError> {

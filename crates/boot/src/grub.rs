@@ -172,15 +172,7 @@ impl GrubBootControl {
 
 impl BootControl for GrubBootControl {
     fn load(&self) -> Result<BootState, BootError> {
-        let bytes = match fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Err(BootError::StateMissing {
-                    path: self.path.clone(),
-                });
-            }
-            Err(error) => return Err(BootError::io("read", &self.path, error)),
-        };
+        let bytes = crate::error::read_state_bytes(&self.path)?;
         let env = parse_env_block(&bytes, &self.path)?;
         vars::read_state(&env, &GRUB_NAMES, &self.path)
     }

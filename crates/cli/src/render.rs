@@ -118,20 +118,9 @@ pub fn warning(report: &Report) {
     );
 }
 
-/// Bytes for people.
+/// Bytes for people ("3.1 GB"): the agent's one rendering.
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    ferry_agent::progress::bytes_text(n)
 }
 
 /// Progress on stderr: a bar on a terminal, plain lines (at least one a second while

@@ -71,12 +71,7 @@ pub async fn install(
     label: Option<&str>,
     sink: &dyn ProgressSink,
 ) -> Result<Option<InstallOutcome>, AgentError> {
-    let options = Options {
-        sink,
-        mode: Mode::Install,
-        stop: StopToken::new(),
-    };
-    run(device, label, &options).await
+    run_mode(device, label, sink, Mode::Install).await
 }
 
 /// Stages the offer labelled `label` (the recommended one when `None`): personalized,
@@ -87,9 +82,19 @@ pub async fn download(
     label: Option<&str>,
     sink: &dyn ProgressSink,
 ) -> Result<Option<InstallOutcome>, AgentError> {
+    run_mode(device, label, sink, Mode::Download).await
+}
+
+/// [`run`] in `mode` with a stop token nobody else holds.
+async fn run_mode(
+    device: &Device,
+    label: Option<&str>,
+    sink: &dyn ProgressSink,
+    mode: Mode,
+) -> Result<Option<InstallOutcome>, AgentError> {
     let options = Options {
         sink,
-        mode: Mode::Download,
+        mode,
         stop: StopToken::new(),
     };
     run(device, label, &options).await

@@ -378,11 +378,8 @@ impl Client {
             .send()
             .await
             .map_err(|e| self.failed(&url, e))?;
-        if !response.status().is_success() {
-            return Err(refused(url, response).await);
-        }
-        let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
-        parse(url, &body, "the acknowledgement does not parse")
+        self.small_answer(url, response, "the acknowledgement does not parse")
+            .await
     }
 
     /// `GET /v1/decision` with the device credential: the director's signed decision, or
@@ -392,21 +389,13 @@ impl Client {
         credential: &str,
     ) -> Result<Option<ferry_personalize::SignedDecision>, AgentError> {
         let url = self.url("/v1/decision");
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(credential)
-            .send()
-            .await
-            .map_err(|e| self.failed(&url, e))?;
+        let response = self.get_with(&url, credential).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        if !response.status().is_success() {
-            return Err(refused(url, response).await);
-        }
-        let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
-        parse(url, &body, "the decision does not parse").map(Some)
+        self.small_answer(url, response, "the decision does not parse")
+            .await
+            .map(Some)
     }
 
     /// `GET /v1/rates?class=C` with the device credential: the class's phase rates.
@@ -416,18 +405,34 @@ impl Client {
         class: &str,
     ) -> Result<ferry_events::PhaseRates, AgentError> {
         let url = format!("{}?class={class}", self.url(ferry_events::wire::RATES_PATH));
-        let response = self
-            .http
-            .get(&url)
+        let response = self.get_with(&url, credential).await?;
+        self.small_answer(url, response, "the phase rates do not parse")
+            .await
+    }
+
+    /// `GET url` with the device credential.
+    async fn get_with(&self, url: &str, credential: &str) -> Result<reqwest::Response, AgentError> {
+        self.http
+            .get(url)
             .bearer_auth(credential)
             .send()
             .await
-            .map_err(|e| self.failed(&url, e))?;
+            .map_err(|e| self.failed(url, e))
+    }
+
+    /// A small JSON answer: a success parsed as `T` (`unparsed` names it), read under
+    /// the 64 KiB cap; anything else is the server's refusal.
+    async fn small_answer<T: serde::de::DeserializeOwned>(
+        &self,
+        url: String,
+        response: reqwest::Response,
+        unparsed: &str,
+    ) -> Result<T, AgentError> {
         if !response.status().is_success() {
             return Err(refused(url, response).await);
         }
         let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
-        parse(url, &body, "the phase rates do not parse")
+        parse(url, &body, unparsed)
     }
 
     /// Fetches artifacts through a LAN cache first (`ferry cache`), going to the origin

@@ -236,13 +236,7 @@ fn boot_primary(
 /// frame by frame against their manifest). No ticket and no health checks: what a boot
 /// enforces on a slot already committed.
 fn verify_seal(device: &Device, slot: Slot) -> Result<(), AgentError> {
-    let info = device
-        .slot_info(slot)?
-        .ok_or_else(|| AgentError::SlotVerifyFailed {
-            slot: slot.to_string(),
-            version: "unknown".into(),
-            reason: "the slot has no metadata".into(),
-        })?;
+    let info = slot_info(device, slot)?;
     match &info.seal {
         Some(seal) => crate::install::seal::verify(
             &device.slot_path(slot),
@@ -252,6 +246,17 @@ fn verify_seal(device: &Device, slot: Slot) -> Result<(), AgentError> {
         ),
         None => verify_by_manifest(device, slot, &info),
     }
+}
+
+/// The metadata of `slot`, which a slot that boots must have.
+fn slot_info(device: &Device, slot: Slot) -> Result<crate::device::SlotInfo, AgentError> {
+    device
+        .slot_info(slot)?
+        .ok_or_else(|| AgentError::SlotVerifyFailed {
+            slot: slot.to_string(),
+            version: "unknown".into(),
+            reason: "the slot has no metadata".into(),
+        })
 }
 
 fn slot_version(device: &Device, slot: Slot) -> String {
@@ -267,13 +272,7 @@ fn slot_version(device: &Device, slot: Slot) -> String {
 /// the slot's seal (every block against the dm-verity tree and its root hash), then the
 /// device's health checks.
 pub fn boot_check(device: &Device, slot: Slot) -> Result<(), AgentError> {
-    let info = device
-        .slot_info(slot)?
-        .ok_or_else(|| AgentError::SlotVerifyFailed {
-            slot: slot.to_string(),
-            version: "unknown".into(),
-            reason: "the slot has no metadata".into(),
-        })?;
+    let info = slot_info(device, slot)?;
     crate::trust::personalize::check_ticket(device, slot, &info)?;
     verify_seal(device, slot)?;
     crate::boot::health::run_checks(

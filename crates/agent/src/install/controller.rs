@@ -410,10 +410,7 @@ impl<'a> Run<'a> {
     /// not fit. The resume state of this install (its record, a chunk cache under way) is
     /// kept; the spool was already taken in LOADING_PERSISTED.
     fn size(&mut self) -> Result<(controller::Event, serde_json::Value), AgentError> {
-        let (manifest, manifest_bytes) = self
-            .manifest
-            .clone()
-            .ok_or_else(|| missing("the manifest"))?;
+        let (manifest, manifest_bytes) = self.manifest()?;
         let slot_path = self.device.slot_path(self.target);
         let keep = Keep {
             spool: false,
@@ -438,10 +435,7 @@ impl<'a> Run<'a> {
     /// (`boot/ticket-<slot>.json`) before anything is downloaded, so a refusal costs
     /// nothing and Apply finds the ticket in place.
     async fn personalize(&mut self) -> Result<serde_json::Value, AgentError> {
-        let (manifest, _) = self
-            .manifest
-            .clone()
-            .ok_or_else(|| missing("the manifest"))?;
+        let (manifest, _) = self.manifest()?;
         let release = &self.offer.release;
         let seal = manifest
             .seal
@@ -521,10 +515,7 @@ impl<'a> Run<'a> {
     /// PREPARED by a download-only run (Hold): the seal goes into the install record, so
     /// a later install applies the slot without fetching or verifying it again.
     fn hold(&mut self) -> Result<(), AgentError> {
-        let mut record = self
-            .record
-            .clone()
-            .ok_or_else(|| missing("the install progress"))?;
+        let mut record = self.record()?;
         record.sealed = Some(self.seal.clone().ok_or_else(|| missing("the seal"))?);
         let path = self.progress_path();
         ferry_durable::write_json(&path, &record)
@@ -543,14 +534,8 @@ impl<'a> Run<'a> {
         &mut self,
         journal: &mut Journal,
     ) -> Result<(controller::Event, serde_json::Value), AgentError> {
-        let (manifest, _) = self
-            .manifest
-            .clone()
-            .ok_or_else(|| missing("the manifest"))?;
-        let record = self
-            .record
-            .clone()
-            .ok_or_else(|| missing("the install progress"))?;
+        let (manifest, _) = self.manifest()?;
+        let record = self.record()?;
         let mut dl: Instance<downloader::Names> = journal.instance(&self.id.to_string(), true)?;
         let attempts = Attempts {
             device: self.device,
@@ -577,10 +562,7 @@ impl<'a> Run<'a> {
     /// PREPARING_UPDATE, 60% → 99%: finish the seal (or re-check every frame of an
     /// unsealed release) and compare the root hash with the release's.
     fn prepare(&mut self) -> Result<(controller::Event, serde_json::Value), AgentError> {
-        let (manifest, _) = self
-            .manifest
-            .clone()
-            .ok_or_else(|| missing("the manifest"))?;
+        let (manifest, _) = self.manifest()?;
         let slot_path = self.device.slot_path(self.target);
         let started = Instant::now();
         let phase = std::sync::Mutex::new(Phase::new(
@@ -635,15 +617,9 @@ impl<'a> Run<'a> {
 
     /// PREPARED: receipt, slot metadata, then boot control.
     fn apply(&mut self) -> Result<(controller::Event, serde_json::Value), AgentError> {
-        let (manifest, manifest_bytes) = self
-            .manifest
-            .clone()
-            .ok_or_else(|| missing("the manifest"))?;
+        let (manifest, manifest_bytes) = self.manifest()?;
         let release = &self.offer.release;
-        let record = self
-            .record
-            .clone()
-            .ok_or_else(|| missing("the install progress"))?;
+        let record = self.record()?;
         let now = Utc::now();
         let from_version = self.device.running_version()?;
         // A crash after the receipt was written must not leave two receipts.
@@ -703,11 +679,20 @@ impl<'a> Run<'a> {
         ))
     }
 
-    pub(crate) fn outcome(&self) -> Result<InstallOutcome, AgentError> {
-        let (manifest, _) = self
-            .manifest
+    /// The release's manifest and its bytes, fetched in FETCHING_MANIFEST.
+    fn manifest(&self) -> Result<(Arc<Manifest>, Vec<u8>), AgentError> {
+        self.manifest.clone().ok_or_else(|| missing("the manifest"))
+    }
+
+    /// The install record, made in PURGING.
+    fn record(&self) -> Result<InstallProgress, AgentError> {
+        self.record
             .clone()
-            .ok_or_else(|| missing("the manifest"))?;
+            .ok_or_else(|| missing("the install progress"))
+    }
+
+    pub(crate) fn outcome(&self) -> Result<InstallOutcome, AgentError> {
+        let (manifest, _) = self.manifest()?;
         Ok(InstallOutcome {
             update_id: self.id,
             version: self.offer.release.version.clone(),

@@ -67,8 +67,14 @@ fn install_json(device: &Path) -> std::process::Output {
 #[test]
 fn a_device_without_a_delta_installs_by_chunk_reuse_with_a_fraction_of_the_bytes() {
     let f = chunk_fleet(8, Server::url);
-    let out = ok(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
-    let outcome: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // A slot disk of 4 MB/s: the assembly lasts about 2 s, long enough to be sampled.
+    let out = ferry()
+        .args(["install", "vm-2.0", "--json", "--device", s(&f.device)])
+        .env(ferry_agent::install::pace::SLOT_IO_LIMIT_VAR, "4000000")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(outcome["installed"]["payload_kind"], "chunks", "{outcome}");
     let last = history(&f.device).pop().unwrap();
     assert_eq!(last["payload_kind"], "chunks", "{last}");
@@ -91,6 +97,21 @@ fn a_device_without_a_delta_installs_by_chunk_reuse_with_a_fraction_of_the_bytes
             .iter()
             .any(|r| r["data"]["multi_range"] == true && r["data"]["batches_done"] == 1),
         "{journal:?}"
+    );
+    // The assembly is measured work: image bytes written, sampled as they grow.
+    let log = ferry_agent::progress::log::latest(&f.device.join("progress")).unwrap();
+    let assembly: Vec<(u64, u64)> = ferry_agent::progress::log::read(&log)
+        .into_iter()
+        .filter(|s| s.action.starts_with("Assembling update (chunk reuse)"))
+        .map(|s| (s.done, s.total))
+        .collect();
+    assert!(
+        assembly.iter().all(|&(_, total)| total == 8 << 20),
+        "{assembly:?}"
+    );
+    assert!(
+        assembly.windows(2).any(|w| w[1].0 > w[0].0 && w[0].0 > 0),
+        "the assembly's written bytes were not seen growing: {assembly:?}"
     );
     ok(&["reboot", "--device", s(&f.device)]);
     let st = status(&f.device);

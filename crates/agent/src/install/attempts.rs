@@ -635,10 +635,22 @@ impl ChunkHooks for ChunkJournal<'_, '_> {
         self.meter.add(n);
     }
 
-    fn assembling(&mut self) -> Result<(), AgentError> {
+    /// The assembly is the attempt's last work, measured in image bytes written: a new
+    /// measure of the same phase, so the bar moves while the slot is written.
+    fn assembling(&mut self, image_size: u64) -> Result<(), AgentError> {
         self.dl
             .fire(Event::Assemble, json!({ "payload": Payload::Chunks }))?;
+        self.meter.action = "Assembling update (chunk reuse)…";
+        self.meter.begin(image_size.max(1), 0);
         Ok(())
+    }
+
+    fn written(&mut self, written: u64, last: bool) {
+        if last {
+            self.meter.finish(written);
+        } else {
+            self.meter.work(written);
+        }
     }
 }
 

@@ -18,6 +18,8 @@ use std::fs::{File, OpenOptions};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry_delta::{PayloadIndex, PlanOptions, ReusePlan};
 use ferry_types::Sha256;
@@ -91,8 +93,10 @@ pub trait ChunkHooks: Send {
     fn refetch(&mut self, chunk: usize, error: &AgentError) -> Result<(), AgentError>;
     /// `n` more bytes arrived (the index, ranges, re-fetches).
     fn bytes(&mut self, n: u64);
-    /// The image is being assembled into the slot.
-    fn assembling(&mut self) -> Result<(), AgentError>;
+    /// The image (`image_size` bytes) is being assembled into the slot.
+    fn assembling(&mut self, image_size: u64) -> Result<(), AgentError>;
+    /// `written` image bytes of the assembly are in the slot (`last`: all of them, synced).
+    fn written(&mut self, written: u64, last: bool);
 }
 
 /// What a chunk-reuse install did.
@@ -252,8 +256,21 @@ pub async fn install(
         hooks.checkpoint(progress)?;
     }
 
-    hooks.assembling()?;
-    let bytes_reused = assemble(index, plan, paths.clone()).await?;
+    hooks.assembling(image_size)?;
+    let written = Arc::new(AtomicU64::new(0));
+    let bytes_reused = {
+        let assembly = assemble(index, plan, paths.clone(), written.clone());
+        tokio::pin!(assembly);
+        // The hooks are told from here (the blocking assembly cannot borrow them).
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                outcome = &mut assembly => break outcome,
+                _ = every.tick() => hooks.written(written.load(Ordering::Relaxed), false),
+            }
+        }
+    }?;
+    hooks.written(written.load(Ordering::Relaxed), true);
     Ok(ChunkOutcome {
         bytes_downloaded: received,
         bytes_reused,
@@ -406,6 +423,7 @@ async fn assemble(
     index: PayloadIndex,
     plan: ReusePlan,
     paths: ChunkPaths,
+    written: Arc<AtomicU64>,
 ) -> Result<u64, AgentError> {
     tokio::task::spawn_blocking(move || {
         let running = File::open(&paths.running)
@@ -416,7 +434,7 @@ async fn assemble(
             .write(true)
             .open(&paths.slot)
             .map_err(AgentError::io("opening the inactive slot", &paths.slot))?;
-        let mut slot = crate::install::pace::CountedSlot::new(slot, Default::default());
+        let mut slot = crate::install::pace::CountedSlot::new(slot, written);
         let report =
             ferry_delta::assemble(&running, &index, &plan, &mut cache, &[], &mut slot, |_| {})?;
         slot.file()

@@ -104,6 +104,13 @@ impl<'a> Meter<'a> {
         }
     }
 
+    /// The phase's work ends at `done`: reported whatever the rate limit, so the last
+    /// sample shows it whole.
+    pub(super) fn finish(&mut self, done: u64) {
+        self.force = true;
+        self.work(done);
+    }
+
     /// Whether the download now waits on the slot rather than the network: said in the
     /// next report (at once when it starts), so a wait is blamed on the right thing.
     pub(super) fn slot_busy(&mut self, busy: bool) {

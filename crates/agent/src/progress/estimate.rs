@@ -260,7 +260,10 @@ impl Estimator {
                 } else {
                     0.0
                 };
-                (left.max(floor) + tail, spread)
+                // The tail is the writes and the sync after the last byte: when the writes
+                // are the bound, the floor already counts them (adding both overestimates
+                // a slot-bound download by the whole tail).
+                ((left + tail).max(floor), spread)
             } else {
                 // Measured by time: what is left of its expected duration, at least a
                 // tenth of it while it lasts.
@@ -536,6 +539,31 @@ mod tests {
         assert!(quantile(errors.clone(), 0.5) <= 0.10, "{errors:?}");
         // The bytes stop at 990 while the writes go on: work proceeds, no stall.
         assert!(out.iter().all(|(_, e)| e.stalled_for.is_none()));
+    }
+
+    #[test]
+    fn a_slot_bound_download_does_not_count_its_tail_twice() {
+        // As above with a 4 s tail learned from earlier installs: once the writes are the
+        // bound, the time left is the writes', not the writes' plus the tail.
+        let mut p = plan(10.0, 1.0, 0.2);
+        p[1].secondary_rate = 100.0;
+        p[1].tail = 4.0;
+        let mut est = Estimator::new(p);
+        est.work(0.0, "DOWNLOADING_UPDATE", 0, 1000);
+        let mut t = 0.0;
+        let mut out = Vec::new();
+        while t < 50.0 {
+            t += 0.25;
+            let written = (t * 100.0) as u64;
+            let done = (written * 900 / 1000).min(990);
+            est.work(t, "DOWNLOADING_UPDATE", done, 1000);
+            est.secondary(t, written, 5000);
+            out.push((t, est.at(t)));
+        }
+        let end = 50.0 + 1.0 + 0.5;
+        let errors = errors_after(&out, end, 5.0);
+        assert!(quantile(errors.clone(), 0.5) <= 0.10, "{errors:?}");
+        assert!(quantile(errors.clone(), 0.9) <= 0.15, "{errors:?}");
     }
 
     #[test]

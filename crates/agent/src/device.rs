@@ -415,25 +415,33 @@ fn read_identity(path: &Path) -> Result<Identity, AgentError> {
 /// `CONFIG_INVALID`, with a fix about the file (never an I/O error).
 fn read_config(path: &Path) -> Result<Config, AgentError> {
     let bytes = fs::read(path).map_err(AgentError::io("reading config.toml", path))?;
-    let invalid = |reason: String| AgentError::ConfigInvalid {
-        path: path.to_owned(),
-        reason,
-    };
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
-        invalid(format!(
-            "it is not UTF-8 text (the byte at offset {} is not)",
-            e.valid_up_to()
-        ))
-    })?;
-    toml::from_str(text).map_err(|e: toml::de::Error| match e.span() {
-        Some(span) => invalid(format!(
-            "{} (bytes {}..{})",
-            e.message(),
-            span.start,
-            span.end
-        )),
-        None => invalid(e.message().to_owned()),
-    })
+    Config::from_bytes(&bytes, path)
+}
+
+impl Config {
+    /// The configuration in `bytes` (read from `path`, which the error names): bytes that
+    /// are not UTF-8 or not the configuration's TOML are `CONFIG_INVALID`.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Config, AgentError> {
+        let invalid = |reason: String| AgentError::ConfigInvalid {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            invalid(format!(
+                "it is not UTF-8 text (the byte at offset {} is not)",
+                e.valid_up_to()
+            ))
+        })?;
+        toml::from_str(text).map_err(|e: toml::de::Error| match e.span() {
+            Some(span) => invalid(format!(
+                "{} (bytes {}..{})",
+                e.message(),
+                span.start,
+                span.end
+            )),
+            None => invalid(e.message().to_owned()),
+        })
+    }
 }
 
 /// Writes `config.toml` durably.

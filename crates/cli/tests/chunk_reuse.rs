@@ -67,10 +67,10 @@ fn install_json(device: &Path) -> std::process::Output {
 #[test]
 fn a_device_without_a_delta_installs_by_chunk_reuse_with_a_fraction_of_the_bytes() {
     let f = chunk_fleet(8, Server::url);
-    // A slot disk of 4 MB/s: the assembly lasts about 2 s, long enough to be sampled.
+    // A slot disk of 2 MB/s: the assembly lasts about 4 s, sampled about once a second.
     let out = ferry()
         .args(["install", "vm-2.0", "--json", "--device", s(&f.device)])
-        .env(ferry_agent::install::pace::SLOT_IO_LIMIT_VAR, "4000000")
+        .env(ferry_agent::install::pace::SLOT_IO_LIMIT_VAR, "2000000")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));

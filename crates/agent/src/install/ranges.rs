@@ -331,66 +331,80 @@ impl Multipart {
         }
     }
 
-    /// Parses `data`, the next bytes of the body.
+    /// Parses `data`, the next bytes of the body. A loop over slices of `data`, not
+    /// recursion and not copies: a body of many small parts in one piece costs linear
+    /// time and a flat stack. Only an unfinished header block is kept for the next call.
     pub fn feed<E>(
         &mut self,
-        mut data: &[u8],
+        data: &[u8],
         write: &mut impl FnMut(u64, &[u8]) -> Result<(), E>,
     ) -> Result<(), Feed<E>> {
-        if let Some((offset, left)) = self.body {
-            let n = (data.len() as u64).min(left) as usize;
-            write(offset, &data[..n]).map_err(Feed::Write)?;
-            data = &data[n..];
-            let left = left - n as u64;
-            if left == 0 {
-                self.body = None;
-                if let Some(last) = self.parts.last_mut() {
-                    last.end = offset + n as u64;
+        let joined: Vec<u8>;
+        let mut data = data;
+        if !self.pending.is_empty() {
+            // `pending` is only ever a header block cut short (bounded), outside bodies.
+            joined = [std::mem::take(&mut self.pending).as_slice(), data].concat();
+            data = &joined;
+        }
+        loop {
+            if let Some((offset, left)) = self.body {
+                let n = (data.len() as u64).min(left) as usize;
+                write(offset, &data[..n]).map_err(Feed::Write)?;
+                data = &data[n..];
+                let left = left - n as u64;
+                if left == 0 {
+                    self.body = None;
+                    if let Some(last) = self.parts.last_mut() {
+                        last.end = offset + n as u64;
+                    }
+                } else {
+                    self.body = Some((offset + n as u64, left));
+                    return Ok(());
                 }
-            } else {
-                self.body = Some((offset + n as u64, left));
+            }
+            if self.finished {
+                return Ok(()); // the epilogue is ignored
+            }
+            // Find the next delimiter, then its header block.
+            let Some(at) = find(data, &self.delimiter) else {
+                return self.keep(data);
+            };
+            let after = at + self.delimiter.len();
+            if data.len() < after + 2 {
+                return self.keep(data);
+            }
+            if &data[after..after + 2] == b"--" {
+                self.finished = true;
                 return Ok(());
             }
+            let Some(end) = find(&data[after..], b"\r\n\r\n") else {
+                return self.keep(data);
+            };
+            let head = String::from_utf8_lossy(&data[after..after + end]);
+            let range = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("content-range")
+                        .then(|| parse_content_range(value, self.size))
+                })
+                .flatten()
+                .ok_or_else(|| {
+                    Feed::Invalid(format!("a part without a valid Content-Range: {head:?}"))
+                })?;
+            self.parts.push(range.start..range.start);
+            self.body = Some((range.start, range.end - range.start));
+            // Go on with what followed the header block.
+            data = &data[after + end + 4..];
         }
-        if self.finished {
-            return Ok(()); // the epilogue is ignored
-        }
-        self.pending.extend_from_slice(data);
-        // Find the next delimiter, then its header block.
-        let Some(at) = find(&self.pending, &self.delimiter) else {
-            return self.bounded();
-        };
-        let after = at + self.delimiter.len();
-        if self.pending.len() < after + 2 {
-            return self.bounded();
-        }
-        if &self.pending[after..after + 2] == b"--" {
-            self.finished = true;
-            self.pending.clear();
-            return Ok(());
-        }
-        let Some(end) = find(&self.pending[after..], b"\r\n\r\n") else {
-            return self.bounded();
-        };
-        let head = String::from_utf8_lossy(&self.pending[after..after + end]).into_owned();
-        let range = head
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.trim()
-                    .eq_ignore_ascii_case("content-range")
-                    .then(|| parse_content_range(value, self.size))
-            })
-            .flatten()
-            .ok_or_else(|| {
-                Feed::Invalid(format!("a part without a valid Content-Range: {head:?}"))
-            })?;
-        let rest = self.pending.split_off(after + end + 4);
-        self.pending.clear();
-        self.parts.push(range.start..range.start);
-        self.body = Some((range.start, range.end - range.start));
-        // Go on with what followed the header block (one level per part in `data`).
-        self.feed(&rest, write)
+    }
+
+    /// Keeps `data` (the start of a header block, or bytes before a delimiter) for the
+    /// next call, refusing header blocks that never end.
+    fn keep<E>(&mut self, data: &[u8]) -> Result<(), Feed<E>> {
+        self.pending = data.to_vec();
+        self.bounded()
     }
 
     /// Refuses header blocks that never end.
@@ -489,6 +503,31 @@ mod tests {
             )
             .unwrap();
         assert!(!parser.finished, "a cut body is not a finished one");
+    }
+
+    /// A hostile answer of many one-byte parts in one piece is parsed in a loop: it must
+    /// not grow the stack part by part (a tokio worker has 2 MiB).
+    #[test]
+    fn many_parts_in_one_piece_do_not_grow_the_stack() {
+        let parts: Vec<(u64, &[u8])> = (0..100_000u64).map(|i| (i, &b"x"[..])).collect();
+        let full = body("b", &parts, 100_000);
+        let parsed = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                let mut parser = Multipart::new("b", 100_000);
+                let mut written = 0u64;
+                parser
+                    .feed(&full, &mut |_, bytes: &[u8]| {
+                        written += bytes.len() as u64;
+                        Ok::<(), ()>(())
+                    })
+                    .map(|()| (parser.parts.len(), parser.finished, written))
+                    .map_err(|_| ())
+            })
+            .unwrap()
+            .join()
+            .expect("the parser overflowed its stack");
+        assert_eq!(parsed, Ok((100_000, true, 100_000)));
     }
 
     #[test]

@@ -439,7 +439,7 @@ fn dashboard_needs_a_session_csrf_and_the_operator_role_and_pushes_reports_live(
     )
     .body;
     assert!(
-        page.contains(r#"id="rollout-state" class="state">halted<"#),
+        page.contains(r#"class="state" id="rollout-state">halted<"#),
         "{page}"
     );
     assert!(

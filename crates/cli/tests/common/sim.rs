@@ -87,9 +87,12 @@ pub fn enroll(api: &Api, class: &str, first: u64, n: usize) -> Vec<Sim> {
                 device_id: DeviceId::new(first + i as u64 * 7919).unwrap(),
                 board_id: 0xa1,
                 chip_id: 0x8103,
-                hardware_uuid: format!("00000000-0000-4000-8000-{:012x}", first + i as u64)
-                    .parse()
-                    .unwrap(),
+                hardware_uuid: format!(
+                    "00000000-0000-4000-8000-{:012x}",
+                    (first + i as u64) & 0xffff_ffff_ffff
+                )
+                .parse()
+                .unwrap(),
                 device_class: class.parse().unwrap(),
             };
             let body = json!({ "token": token["token"], "identity": identity });

@@ -115,6 +115,12 @@ async fn browser(webdriver: &str) -> Client {
 /// Saves a screenshot of the page as `name`.png in `shots` (and in docs/dashboard/ when
 /// FERRY_UPDATE_SCREENSHOTS=1).
 async fn shot(c: &Client, shots: &Path, name: &str) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    println!(
+        "screenshot {name} at +{:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     let png = c.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     std::fs::write(shots.join(format!("{name}.png")), &png).unwrap();
@@ -170,6 +176,11 @@ fn first_wave_ids(demo_device: DeviceId, n: usize) -> Vec<u64> {
         .collect()
 }
 
+/// Runs a blocking call (the simulated devices' own runtime) from inside the browser's.
+fn sync<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
 #[test]
 fn browser_signs_in_sees_the_demo_watches_progress_halts_and_refuses_a_viewer() {
     let started = Instant::now();
@@ -215,7 +226,9 @@ fn browser_signs_in_sees_the_demo_watches_progress_halts_and_refuses_a_viewer() 
     writeln!(add.stdin.take().unwrap(), "vera-password").unwrap();
     assert!(add.wait().unwrap().success());
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded, so the blocking API calls can leave the runtime (`block_in_place`).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
@@ -254,11 +267,13 @@ fn browser_signs_in_sees_the_demo_watches_progress_halts_and_refuses_a_viewer() 
 
         // A device installing: its bar moves as its reports arrive, without a reload.
         let moving = &sims[1];
-        deliver(
-            &api,
-            moving,
-            vec![report(moving, EventKind::InstallStarted, None, None)],
-        );
+        sync(|| {
+            deliver(
+                &api,
+                moving,
+                vec![report(moving, EventKind::InstallStarted, None, None)],
+            )
+        });
         let id = moving.id().to_string();
         c.goto(&format!("{base}/dashboard/devices/{id}"))
             .await
@@ -270,21 +285,23 @@ fn browser_signs_in_sees_the_demo_watches_progress_halts_and_refuses_a_viewer() 
         let mut seen = Vec::new();
         for percent in [15.0, 40.0, 75.0] {
             let sent = Instant::now();
-            deliver(
-                &api,
-                moving,
-                vec![report(moving, EventKind::Progress, Some(percent), None)],
-            );
+            sync(|| {
+                deliver(
+                    &api,
+                    moving,
+                    vec![report(moving, EventKind::Progress, Some(percent), None)],
+                )
+            });
             loop {
+                // The bar's value as the page's script set it (a number).
                 let v = c
-                    .find(Locator::Css("progress[data-progress]"))
+                    .execute(
+                        "return document.querySelector('progress[data-progress]').value",
+                        vec![],
+                    )
                     .await
                     .unwrap()
-                    .prop("value")
-                    .await
-                    .unwrap()
-                    .unwrap_or_default()
-                    .parse::<f64>()
+                    .as_f64()
                     .unwrap_or(-1.0);
                 if (v - percent).abs() < 0.01 {
                     seen.push((percent, sent.elapsed()));
@@ -310,16 +327,18 @@ fn browser_signs_in_sees_the_demo_watches_progress_halts_and_refuses_a_viewer() 
         shot(&c, &shots, "progress").await;
 
         // A failure, for the failures page.
-        deliver(
-            &api,
-            moving,
-            vec![report(
+        sync(|| {
+            deliver(
+                &api,
                 moving,
-                EventKind::Failed,
-                None,
-                Some("PAYLOAD_TRUNCATED"),
-            )],
-        );
+                vec![report(
+                    moving,
+                    EventKind::Failed,
+                    None,
+                    Some("PAYLOAD_TRUNCATED"),
+                )],
+            )
+        });
         c.goto(&format!("{base}/dashboard/failures")).await.unwrap();
         let failures = c.source().await.unwrap();
         assert!(
@@ -341,7 +360,7 @@ fn browser_signs_in_sees_the_demo_watches_progress_halts_and_refuses_a_viewer() 
             .await
             .unwrap();
         wait_source(&c, "the halt", |s| s.contains(">halted<")).await;
-        assert_eq!(ticket(&api, &sims[0], &v2), "ROLLOUT_HALTED");
+        assert_eq!(sync(|| ticket(&api, &sims[0], &v2)), "ROLLOUT_HALTED");
         shot(&c, &shots, "rollout-halted").await;
 
         // Sign out; a viewer signs in and is refused the resume button.
@@ -373,7 +392,7 @@ fn browser_signs_in_sees_the_demo_watches_progress_halts_and_refuses_a_viewer() 
         assert!(refused.contains("is a viewer"), "{refused}");
         shot(&c, &shots, "viewer-refused").await;
         assert_eq!(
-            ticket(&api, &sims[0], &v2),
+            sync(|| ticket(&api, &sims[0], &v2)),
             "ROLLOUT_HALTED",
             "still halted"
         );

@@ -118,7 +118,7 @@ async fn body(dash: &Dash, id: &str, page: i64) -> Result<Markup, ServerError> {
         section {
             h2 { "Doctor" }
             @match &doctor {
-                None => p.muted { "No doctor result reported (ferry doctor --report)." }
+                None => p.muted { "No doctor result reported yet (the device reports one when `ferry doctor` runs)." }
                 Some(r) => p {
                     (result_word(r.result)) " at " (when(r.event_time.timestamp_millis()))
                     @if let Some(e) = &r.error { ": " code.code { (e.code) } " " (e.cause) " Fix: " (e.fix) }

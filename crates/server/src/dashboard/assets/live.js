@@ -17,6 +17,9 @@
       if (nodes[i].getAttribute(attr) === id) f(nodes[i]);
     }
   }
+  // A page left behind (history, back-forward cache) must not keep its stream: browsers
+  // allow six HTTP/1.1 connections per host, and streams left open would take them all.
+  window.addEventListener("pagehide", function () { source.close(); });
   source.onopen = function () { if (status) status.textContent = "live"; };
   source.onerror = function () { if (status) status.textContent = "reconnecting…"; };
   source.onmessage = function (e) {

@@ -23,21 +23,19 @@ struct Answer {
     body: String,
 }
 
-fn answer(r: reqwest::Response) -> impl std::future::Future<Output = Answer> {
-    async move {
-        let header = |name: &str| {
-            r.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let (location, set_cookie) = (header("location"), header("set-cookie"));
-        Answer {
-            status: r.status().as_u16(),
-            location,
-            set_cookie,
-            body: r.text().await.unwrap_or_default(),
-        }
+async fn answer(r: reqwest::Response) -> Answer {
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (location, set_cookie) = (header("location"), header("set-cookie"));
+    Answer {
+        status: r.status().as_u16(),
+        location,
+        set_cookie,
+        body: r.text().await.unwrap_or_default(),
     }
 }
 

@@ -107,21 +107,17 @@ pub async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = dash.feed.subscribe();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(live) => {
-                    let event = Event::default()
-                        .json_data(&live)
-                        .unwrap_or_else(|_| Event::default().comment("unencodable"));
-                    return Some((Ok(event), rx));
-                }
-                // A slow page skips ahead and says so; the next reload is whole.
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    return Some((Ok(Event::default().event("lagged").data(n.to_string())), rx));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+        let event = match rx.recv().await {
+            Ok(live) => Event::default()
+                .json_data(&live)
+                .unwrap_or_else(|_| Event::default().comment("unencodable")),
+            // A slow page skips ahead and says so; the next reload is whole.
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                Event::default().event("lagged").data(n.to_string())
             }
-        }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), rx))
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

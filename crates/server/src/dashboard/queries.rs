@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use crate::ServerError;
 use crate::db::Db;
-use crate::fleet::{DeviceState, Filter};
+use crate::fleet::DeviceState;
 
 /// Rows on one page of a list.
 pub const PAGE: i64 = 50;
@@ -115,20 +115,31 @@ impl Db {
     }
 
     /// Devices with `status` (or every device when `None`; `silent` for silent ones), by
-    /// id, one page.
+    /// id, one page (`LIMIT … OFFSET …` on the primary key's order).
     pub async fn dashboard_devices(
         &self,
         status: Option<&str>,
         page: i64,
     ) -> Result<Paged<DeviceState>, ServerError> {
-        let states = self
-            .device_states(&Filter {
-                state: status.map(str::to_owned),
-                limit: Some(PAGE * (page + 1) + 1),
-                ..Filter::default()
-            })
-            .await?;
-        let rows = states.into_iter().skip((PAGE * page) as usize).collect();
+        let mut q = sqlx::QueryBuilder::new("SELECT * FROM device_state");
+        match status {
+            Some("silent") => {
+                q.push(" WHERE silent_since_ms IS NOT NULL");
+            }
+            Some(status) => {
+                q.push(" WHERE status = ").push_bind(status.to_owned());
+            }
+            None => {}
+        }
+        q.push(" ORDER BY device_id LIMIT ")
+            .push_bind(PAGE + 1)
+            .push(" OFFSET ")
+            .push_bind(PAGE * page);
+        let rows = q.build().fetch_all(self.pool()).await?;
+        let rows = rows
+            .iter()
+            .map(crate::fleet::state_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(paged(rows, page))
     }
 

@@ -222,6 +222,41 @@ pub enum ServerCommand {
     Fleet(ServerDataArgs),
     /// The event reports the server stored, oldest first.
     Events(ServerEventsArgs),
+    /// Dashboard users: `ferry server user add NAME --role viewer|operator`.
+    User(ServerUserArgs),
+}
+
+/// `ferry server user`.
+#[derive(Debug, Args)]
+pub struct ServerUserArgs {
+    #[command(subcommand)]
+    pub action: UserAction,
+}
+
+/// What to do with dashboard users.
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Add a dashboard user; the password is read from standard input (one line) or
+    /// --password-file and stored as an argon2id hash.
+    Add(UserAddArgs),
+}
+
+/// `ferry server user add`.
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    #[command(flatten)]
+    pub server: ServerDataArgs,
+    /// The user's name (letters, digits, '.', '_', '-').
+    pub name: String,
+    /// viewer (reads every page) or operator (also halts, resumes and pauses rollouts).
+    #[arg(long, value_parser = ["viewer", "operator"])]
+    pub role: String,
+    /// Read the password from this file (its first line) instead of standard input.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Replace an existing user's password and role (ends their sessions).
+    #[arg(long)]
+    pub replace: bool,
 }
 
 /// `ferry server events`.
@@ -790,6 +825,10 @@ pub struct DemoArgs {
     /// Size of the generated images in MiB.
     #[arg(long, default_value_t = 64)]
     pub image_mib: u64,
+    /// Leave the demo's server running afterwards (until Ctrl-C) and print the dashboard's
+    /// address and how to sign in.
+    #[arg(long)]
+    pub keep_serving: bool,
 }
 
 #[cfg(test)]

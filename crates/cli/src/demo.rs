@@ -71,6 +71,9 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode, Failure> {
 
     let result = story(&a, &data, &url).await;
 
+    if a.keep_serving && result.is_ok() {
+        keep_serving(&data, &url).await;
+    }
     let _ = stop_tx.send(());
     let _ = server.await;
     println!("== server stopped");
@@ -340,6 +343,34 @@ async fn two_wave_rollout(data: &DataDir, device: &DeviceId) -> Result<i64, Fail
     );
     rollout_cmds::print_explanations(device, &data.db.explain(device).await?);
     Ok(rollout.id)
+}
+
+/// `--keep-serving`: says where the dashboard is and how to sign in, then waits for
+/// Ctrl-C or SIGTERM while the server goes on serving.
+async fn keep_serving(data: &DataDir, url: &str) {
+    let token = data.path.join(ferry_server::pki::ADMIN_TOKEN_FILE);
+    println!(
+        "\n== dashboard: {url}/ (the demo's CA signs its certificate: accept it in the browser, or import {})",
+        data.path.join("pki/ca.pem").display()
+    );
+    println!("== sign in with the admin token in {}", token.display());
+    println!(
+        "== or add a user: ferry server user add NAME --role operator --data {}",
+        data.path.display()
+    );
+    println!("== serving until Ctrl-C");
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
 
 fn parse_version(v: &str) -> Result<ferry_types::Version, Failure> {

@@ -34,6 +34,7 @@ mod render;
 mod rollout_cmds;
 mod server_cmds;
 mod tuf_cmds;
+mod user_cmds;
 
 use std::process::ExitCode;
 

@@ -23,6 +23,7 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
         Some(ServerCommand::PersonalizationKey(k)) => return crate::key_cmds::run(k).await,
         Some(ServerCommand::Fleet(f)) => return crate::fleet_cmds::fleet(f).await,
         Some(ServerCommand::Events(e)) => return crate::fleet_cmds::events(e).await,
+        Some(ServerCommand::User(u)) => return crate::user_cmds::run(u).await,
         None => {}
     }
     let data_path = a.data.ok_or_else(|| {

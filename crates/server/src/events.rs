@@ -42,17 +42,25 @@ pub struct Events {
     service: Service,
     writer: EventWriter,
     metrics: Metrics,
+    feed: crate::dashboard::Feed,
 }
 
 impl Events {
     /// Starts the writer task over the service's database.
     pub fn new(service: Service, metrics: Metrics) -> Events {
         let db = service.inner.data.db.clone();
+        let feed = crate::dashboard::Feed::new();
         Events {
-            writer: EventWriter::start(db, metrics.clone()),
+            writer: EventWriter::start(db, metrics.clone(), feed.clone()),
             service,
             metrics,
+            feed,
         }
+    }
+
+    /// The reports as they are committed, for the dashboard's live page.
+    pub fn feed(&self) -> &crate::dashboard::Feed {
+        &self.feed
     }
 
     fn db(&self) -> &Db {
@@ -208,8 +216,9 @@ impl std::fmt::Debug for Ingest {
 }
 
 impl EventWriter {
-    /// Starts the writer task on the current runtime.
-    pub fn start(db: Db, metrics: Metrics) -> EventWriter {
+    /// Starts the writer task on the current runtime; each committed round's new reports
+    /// go to `feed` (the dashboard's live updates).
+    pub fn start(db: Db, metrics: Metrics, feed: crate::dashboard::Feed) -> EventWriter {
         let (queue, mut rx) = mpsc::channel::<Ingest>(INGEST_BATCHES * 16);
         tokio::spawn(async move {
             let mut round = Vec::with_capacity(INGEST_BATCHES);
@@ -219,6 +228,7 @@ impl EventWriter {
                     Ok((acks, fresh)) => {
                         let duplicates = acks.iter().map(|a| a.duplicates).sum();
                         metrics.ingested(&fresh, duplicates);
+                        feed.reports(&fresh);
                         for (ingest, ack) in round.drain(..).zip(acks) {
                             let _ = ingest.done.send(Ok(ack));
                         }

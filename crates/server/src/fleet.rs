@@ -688,7 +688,7 @@ async fn store_state(tx: &mut sqlx::SqliteConnection, s: &DeviceState) -> Result
     Ok(())
 }
 
-fn state_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DeviceState, ServerError> {
+pub(crate) fn state_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DeviceState, ServerError> {
     let phases: Option<String> = row.try_get("phases")?;
     Ok(DeviceState {
         device_id: row.try_get("device_id")?,

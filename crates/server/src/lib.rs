@@ -18,6 +18,9 @@
 //! Rollouts ([`rollouts`]): waves, the hold the signing service applies, the halt rule
 //! counted in the event-ingest transaction, the admin endpoints.
 //!
+//! The fleet dashboard ([`dashboard`]): `GET /` and `/dashboard/…`, pages rendered on the
+//! server behind a sign-in, live updates by server-sent events, SVG charts.
+//!
 //! Personalization ([`personalize`], [`enroll`], [`devices`]): enrollment tokens,
 //! device credentials, the signing service and its admin endpoints. Everything is served
 //! over HTTPS ([`pki`]): the CA, server certificate, online keys and admin token are made
@@ -33,6 +36,7 @@ pub mod api;
 pub mod byteranges;
 pub mod cache;
 mod chunks;
+pub mod dashboard;
 pub mod db;
 mod delta;
 pub mod devices;
@@ -175,7 +179,13 @@ impl Https {
                 self.service.clone(),
                 enroll::require_admin,
             ));
+        let dashboard = dashboard::routes(dashboard::Dash {
+            db: self.data.db.clone(),
+            admin_token: self.service.inner.admin_token.clone(),
+            feed: self.events.feed().clone(),
+        });
         app(self.data.clone())
+            .merge(dashboard)
             .merge(
                 personalize::routes(self.service.clone())
                     .merge(enroll::routes(self.service.clone()))

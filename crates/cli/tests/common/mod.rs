@@ -5,6 +5,7 @@
 mod daemon;
 pub mod doctor;
 pub mod intercept;
+pub mod sim;
 #[allow(unused_imports)]
 pub use daemon::*;
 

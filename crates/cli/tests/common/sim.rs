@@ -1,0 +1,236 @@
+//! Simulated devices over the HTTP API (enrolled with the admin token, asking for tickets,
+//! delivering event reports directly) and an HTTPS client pinned to a server's CA.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferry_events::{
+    EventBatch, EventKind, EventReport, EventResult, OutboxHealth, ProgressReport, REPORT_VERSION,
+};
+use ferry_types::{DeviceId, Identity};
+use serde_json::{Value, json};
+
+/// One runtime and one pinned client for many requests to one server.
+pub struct Api {
+    pub runtime: tokio::runtime::Runtime,
+    pub client: reqwest::Client,
+    pub base: String,
+    pub admin: String,
+}
+
+impl Api {
+    /// A client for the server at `base` whose data directory is `data`; redirects are not
+    /// followed (the dashboard tests look at them).
+    pub fn new(base: &str, data: &std::path::Path) -> Api {
+        let ca = std::fs::read_to_string(data.join("pki/ca.pem")).unwrap();
+        let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Api {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            admin: std::fs::read_to_string(data.join("admin-token"))
+                .unwrap()
+                .trim()
+                .to_owned(),
+        }
+    }
+
+    /// `POST path` with `body` (or `GET` without), bearer `token`: (status, JSON or null).
+    pub fn call(&self, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        self.runtime.block_on(async {
+            let request = || match &body {
+                Some(body) => self.client.post(&url).json(body),
+                None => self.client.get(&url),
+            };
+            let response = match request().bearer_auth(token).send().await {
+                Ok(response) => response,
+                Err(_) => request().bearer_auth(token).send().await.unwrap(),
+            };
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        })
+    }
+
+    pub fn admin(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(path, &self.admin, body)
+    }
+}
+
+/// A simulated device: its identity, credential and next report sequence.
+pub struct Sim {
+    pub identity: Identity,
+    pub credential: String,
+    pub sequence: AtomicU64,
+}
+
+impl Sim {
+    pub fn id(&self) -> DeviceId {
+        self.identity.device_id
+    }
+}
+
+/// Enrolls `n` devices of `class` through the HTTP API; ids from `first`.
+pub fn enroll(api: &Api, class: &str, first: u64, n: usize) -> Vec<Sim> {
+    (0..n)
+        .map(|i| {
+            let (status, token) = api.admin("/v1/admin/enrollment-tokens", Some(json!({})));
+            assert_eq!(status, 200, "{token}");
+            let identity = Identity {
+                device_id: DeviceId::new(first + i as u64 * 7919).unwrap(),
+                board_id: 0xa1,
+                chip_id: 0x8103,
+                hardware_uuid: format!(
+                    "00000000-0000-4000-8000-{:012x}",
+                    (first + i as u64) & 0xffff_ffff_ffff
+                )
+                .parse()
+                .unwrap(),
+                device_class: class.parse().unwrap(),
+            };
+            let body = json!({ "token": token["token"], "identity": identity });
+            let (status, enrolled) = api.call("/v1/enroll", "", Some(body));
+            assert_eq!(status, 200, "{enrolled}");
+            Sim {
+                identity,
+                credential: enrolled["credential"].as_str().unwrap().to_owned(),
+                sequence: AtomicU64::new(0),
+            }
+        })
+        .collect()
+}
+
+/// A release's build id and seal root.
+pub fn published(api: &Api, class: &str, version: &str) -> (String, String) {
+    let (status, releases) = api.call(&format!("/v1/releases?class={class}"), "", None);
+    assert_eq!(status, 200, "{releases}");
+    let release = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == version)
+        .unwrap()
+        .clone();
+    let (_, manifest) = api.call(release["manifest"]["url"].as_str().unwrap(), "", None);
+    (
+        release["build_id"].as_str().unwrap().to_owned(),
+        manifest["seal"]["root_hash"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Asks for a ticket for `build` (`root`): "TICKET" or the refusal's code.
+pub fn ticket(api: &Api, sim: &Sim, (build, root): &(String, String)) -> String {
+    let body = json!({
+        "identity": sim.identity,
+        "nonce": ferry_personalize::Nonce::random().to_string(),
+        "build_id": build,
+        "components": [{ "name": "system", "root_hash": root }],
+        "device_time": chrono::Utc::now(),
+    });
+    match api.call("/v1/personalize", &sim.credential, Some(body)) {
+        (200, v) if v["ticket"].is_object() => "TICKET".into(),
+        (_, v) => v["code"].as_str().unwrap_or("?").to_owned(),
+    }
+}
+
+/// A report of `event` for `sim`'s update from 1.0 to 2.0 (`percent` for progress, an
+/// error `code` for failures).
+pub fn report(
+    sim: &Sim,
+    event: EventKind,
+    percent: Option<f64>,
+    error: Option<&str>,
+) -> EventReport {
+    let version = |v: &str| v.parse().ok();
+    let failed = matches!(event, EventKind::Failed | EventKind::RolledBack);
+    EventReport {
+        report_version: REPORT_VERSION,
+        sequence: sim.sequence.fetch_add(1, Ordering::SeqCst) + 1,
+        device_id: sim.id(),
+        uuid: Some(uuid::Uuid::from_u128(u128::from(sim.id().get()))),
+        event,
+        event_time: chrono::Utc::now(),
+        result: if failed {
+            EventResult::Failure
+        } else if event == EventKind::Progress {
+            EventResult::InProgress
+        } else {
+            EventResult::Success
+        },
+        transition: None,
+        audience_type: "customer".into(),
+        device_class: sim.identity.device_class.clone(),
+        device_model: "000000a1-00008103".into(),
+        platform: "linux-x86_64".into(),
+        core_version: "0.1.0".into(),
+        current_os_type: "system".into(),
+        current_os_version: version("1.0"),
+        current_base_os_version: version("1.0"),
+        current_slot: None,
+        target_os_version: version("2.0"),
+        update_type: None,
+        preferred_type: None,
+        battery_level: None,
+        battery_is_charging: false,
+        on_ac_power: true,
+        low_power_mode: false,
+        metered_network: None,
+        data_fs_capacity: 1 << 30,
+        data_fs_free: 1 << 29,
+        system_fs_capacity: 1 << 30,
+        system_fs_free: 1 << 29,
+        storage_capacity: 1 << 30,
+        total_required_free_space: None,
+        mandatory_update_eligible: false,
+        mandatory_update_optional: true,
+        pre_staging_enabled: false,
+        pre_staging_max_size: None,
+        pre_staging_optional_size: None,
+        pre_staging_required_size: None,
+        ramp_enabled: true,
+        rapid_security_response_installed: false,
+        rapid_security_response_semi_splat: false,
+        facts_error: None,
+        phases: Vec::new(),
+        payload: None,
+        progress: percent.map(|p| ProgressReport {
+            phase: "DOWNLOADING_UPDATE".into(),
+            percent: p,
+            done: p as u64,
+            total: 100,
+            rate_bytes_per_sec: 1.0e6,
+            eta_secs: Some((100.0 - p) * 0.5),
+        }),
+        error: error.map(|code| ferry_events::ErrorReport {
+            code: code.into(),
+            cause: format!("{code} happened"),
+            fix: "Do something".into(),
+            machine: Some("controller".into()),
+            state: Some("PREPARING_UPDATE".into()),
+        }),
+        fallback: None,
+        boot_counter_rolled_back: None,
+    }
+}
+
+/// Delivers `reports` of `sim` in one batch; they must be stored.
+pub fn deliver(api: &Api, sim: &Sim, reports: Vec<EventReport>) {
+    let batch = EventBatch {
+        device_id: sim.id(),
+        outbox: OutboxHealth::default(),
+        reports,
+    };
+    let (status, ack) = api.call(
+        "/v1/events",
+        &sim.credential,
+        Some(serde_json::to_value(&batch).unwrap()),
+    );
+    assert_eq!(status, 200, "{ack}");
+}

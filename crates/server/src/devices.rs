@@ -537,7 +537,11 @@ async fn insert_batch(
     );
     // Only placeholders and fixed text: every value is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for insert in (0..padded).filter_map(|idx| batch.get(idx).or(batch.last())) {
+    // In nonce order: two replicas' batches that share nonces then wait on each other's
+    // rows in the same order, never in a cycle (PostgreSQL would abort one as a deadlock).
+    let mut sorted: Vec<&NonceInsert> = batch.iter().collect();
+    sorted.sort_by_key(|insert| insert.nonce_sha256.0);
+    for insert in (0..padded).filter_map(|idx| sorted.get(idx).or(sorted.last()).copied()) {
         query = query
             .bind(insert.nonce_sha256.0.to_vec())
             .bind(insert.device_id.to_string())

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use ferry_events::{EventBatch, EventKind, EventReport, OutboxHealth};
 use ferry_server::db::{Backend, Db};
+use ferry_server::db::{ChunkRow, DeltaRow, ReleaseRow};
 use ferry_server::devices::{NonceWriter, TokenScope};
 use ferry_server::fleet::Filter;
 use ferry_server::leader::Leadership;
 use ferry_server::rollouts::{Action, NewRollout, RolloutState};
-use ferry_types::{DeviceId, Identity, Sha256};
+use ferry_types::{DeviceId, Identity, RootHash, Sha256};
 use support::postgres::Postgres;
 
 /// One backend under test: its databases, and what keeps them alive (the cluster is
@@ -366,6 +367,132 @@ async fn reads(under: Under) {
         None
     );
     assert!(db.releases("vm").await.unwrap().is_empty());
+
+    // Releases, deltas, chunked payloads and the facts that read them.
+    let root = RootHash([7; 32]);
+    let release = |version: &str, seal_root| ReleaseRow {
+        class: "vm".into(),
+        version: version.parse().unwrap(),
+        build_id: format!("b{version}"),
+        audience: "customer".into(),
+        kind: "full".into(),
+        image_size: 1,
+        image_sha256: Sha256::of(version.as_bytes()),
+        payload_key: format!("p{version}"),
+        payload_size: 2,
+        payload_sha256: Sha256::of(format!("p{version}").as_bytes()),
+        manifest_key: format!("m{version}"),
+        manifest_size: 3,
+        manifest_sha256: Sha256::of(format!("m{version}").as_bytes()),
+        seal_root,
+        created_at: "2026-01-01T00:00:00Z".into(),
+    };
+    db.insert_release(&release("2.0", Some(root)))
+        .await
+        .unwrap();
+    db.insert_release(&release("1.0", None)).await.unwrap();
+    let again = db.insert_release(&release("2.0", None)).await.unwrap_err();
+    assert_eq!(ferry_types::Diagnose::code(&again), "DUPLICATE_VERSION");
+    assert_eq!(db.releases_without_seal_root().await.unwrap().len(), 1);
+    db.set_seal_root("vm", &"1.0".parse().unwrap(), &RootHash([1; 32]))
+        .await
+        .unwrap();
+    assert!(db.releases_without_seal_root().await.unwrap().is_empty());
+    let versions: Vec<String> = db
+        .releases("vm")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.version.to_string())
+        .collect();
+    assert_eq!(versions, ["2.0", "1.0"]);
+    assert!(db.has_version("vm", &"2.0".parse().unwrap()).await.unwrap());
+    db.insert_delta(&DeltaRow {
+        class: "vm".into(),
+        from: "1.0".parse().unwrap(),
+        to: "2.0".parse().unwrap(),
+        key: "d".into(),
+        size: 4,
+        sha256: Sha256::of(b"d"),
+    })
+    .await
+    .unwrap();
+    assert_eq!(db.deltas("vm").await.unwrap().len(), 1);
+    db.insert_chunks(&ChunkRow {
+        class: "vm".into(),
+        version: "2.0".parse().unwrap(),
+        payload_key: "cp".into(),
+        payload_size: 5,
+        payload_sha256: Sha256::of(b"cp"),
+        index_key: "ci".into(),
+        index_size: 6,
+        index_sha256: Sha256::of(b"ci"),
+        hints: "1.0".into(),
+    })
+    .await
+    .unwrap();
+    for (content, key) in [("d", "d"), ("ci", "ci"), ("cp", "cp"), ("m2.0", "m2.0")] {
+        assert_eq!(
+            db.artifact_key_by_sha256(&Sha256::of(content.as_bytes()).to_hex())
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(key)
+        );
+    }
+    let facts = db
+        .device_facts(&DeviceId::new(5).unwrap(), "b2.0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(facts.published_roots, vec![root]);
+    assert!(facts.window_open, "a published build is open by default");
+    db.delete_release("vm", &"1.0".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(db.releases("vm").await.unwrap().len(), 1);
+
+    // A rollout of 2.0: its build, its hold, the explanation, silence counted against it.
+    let rollout = db
+        .create_rollout(&NewRollout {
+            class: "vm".into(),
+            version: "2.0".into(),
+            audience: None,
+            waves: None,
+            threshold: None,
+            min_attempts: None,
+        })
+        .await
+        .unwrap();
+    let of_build = db.rollout_of_build("vm", "b2.0").await.unwrap().unwrap();
+    assert_eq!(of_build.id, rollout.id);
+    let device = DeviceId::new(5).unwrap();
+    assert!(
+        db.rollout_hold(&device, "vm", "b2.0")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let explained = db.explain(&device).await.unwrap();
+    assert_eq!(explained.len(), 1);
+    assert_eq!(explained[0].code, "OPEN");
+    db.ingest(&[batch(
+        6,
+        vec![report(6, 1, EventKind::InstallStarted, "2.0")],
+    )])
+    .await
+    .unwrap();
+    let silent = db
+        .mark_silent(chrono::Utc::now().timestamp_millis() + 10_000, 1)
+        .await
+        .unwrap();
+    assert_eq!(silent, 1);
+    let view = db.rollout_view(rollout.id).await.unwrap();
+    assert_eq!(
+        (view.wave_counts[0].attempts, view.wave_counts[0].failures),
+        (1, 1),
+        "silence counts against the rollout"
+    );
     assert_eq!(
         db.backend(),
         match under {

@@ -19,7 +19,24 @@ use std::time::Duration;
 pub fn ferry() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
     c.env_remove("FERRY_DEVICE").env("FERRY_LOG", "warn");
+    match DATABASE.get() {
+        Some(url) => c.env("FERRY_DATABASE", url),
+        None => c.env_remove("FERRY_DATABASE"),
+    };
     c
+}
+
+/// The server database every `ferry` of this test binary uses, once [`use_database`] set
+/// it (a binary whose tests run the server on PostgreSQL); otherwise each data
+/// directory's own SQLite file.
+static DATABASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every later `ferry` command of this test binary use the database at `url`.
+pub fn use_database(url: String) {
+    assert!(
+        DATABASE.set(url).is_ok(),
+        "one database per test binary: use_database was called twice"
+    );
 }
 
 /// Runs `ferry ARGS`, returning its output.

@@ -164,6 +164,10 @@ pub struct ServerArgs {
     /// fleet shows it silent.
     #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
     pub silent_after: u64,
+    /// Seconds the leader lease lasts (replicas on PostgreSQL): the timestamp re-signing and
+    /// the silent-device watch move to another replica within 4/3 of it after the leader dies.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_ttl: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
 }

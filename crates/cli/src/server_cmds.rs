@@ -62,7 +62,8 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
     // before the address is printed.
     let https = Https::prepare(data, Some(addr), options, custody)
         .await?
-        .with_limits(a.limits.limits());
+        .with_limits(a.limits.limits())
+        .with_lease_ttl(std::time::Duration::from_secs(a.lease_ttl));
     // The first line on stdout is the address, for scripts and tests that pass port 0.
     println!("ferry server listening on https://{addr}");
     https.serve(listener).await?;

@@ -144,3 +144,17 @@ impl Leadership {
         }
     }
 }
+
+impl Db {
+    /// The replica holding the unexpired leader lease (its holder id, `PID-RANDOM`), if any:
+    /// which replica does the periodic work now.
+    pub async fn leader(&self) -> Result<Option<String>, ServerError> {
+        Ok(
+            sqlx::query_scalar("SELECT holder FROM leases WHERE job = $1 AND expires_ms >= $2")
+                .bind(JOB)
+                .bind(chrono::Utc::now().timestamp_millis())
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+}

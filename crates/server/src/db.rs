@@ -51,6 +51,66 @@ impl Placeholders {
     }
 }
 
+/// A statement whose conditions depend on its caller (the fleet's filtered reads): SQL text
+/// with numbered placeholders and the values bound to them.
+pub(crate) struct Filtered {
+    sql: String,
+    numbers: Placeholders,
+    values: Vec<Bound>,
+}
+
+/// A value bound to a [`Filtered`] read.
+pub(crate) enum Bound {
+    Text(String),
+    Int(i64),
+}
+
+impl From<String> for Bound {
+    fn from(text: String) -> Bound {
+        Bound::Text(text)
+    }
+}
+
+impl From<i64> for Bound {
+    fn from(n: i64) -> Bound {
+        Bound::Int(n)
+    }
+}
+
+impl Filtered {
+    pub(crate) fn new(sql: &str) -> Filtered {
+        Filtered {
+            sql: sql.to_owned(),
+            numbers: Placeholders::default(),
+            values: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, sql: &str) -> &mut Filtered {
+        self.sql.push_str(sql);
+        self
+    }
+
+    pub(crate) fn push_bind(&mut self, value: impl Into<Bound>) -> &mut Filtered {
+        let placeholder = self.numbers.next();
+        self.sql.push_str(&placeholder);
+        self.values.push(value.into());
+        self
+    }
+
+    pub(crate) async fn fetch_all(self, db: &Db) -> Result<Vec<DbRow>, sqlx::Error> {
+        // Only placeholders and fixed text: every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql));
+        for value in self.values {
+            query = match value {
+                Bound::Text(text) => query.bind(text),
+                Bound::Int(n) => query.bind(n),
+            };
+        }
+        query.fetch_all(db.pool()).await
+    }
+}
+
 /// Reads a boolean stored as an integer (0 or 1) on both backends.
 pub(crate) fn get_flag(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
     Ok(row.try_get::<i64, _>(column)? != 0)
@@ -515,5 +575,34 @@ pub fn redact_url(url: &str) -> String {
         }
         Ok(parsed) => parsed.to_string(),
         Err(_) => "(not a URL)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sqlite://PATH` and the default both open a SQLite file; any other scheme that is not
+    /// PostgreSQL's is refused before connecting, and a password never reaches a message.
+    #[tokio::test]
+    async fn database_urls_pick_the_backend() {
+        let tmp = tempfile::tempdir().unwrap();
+        let named = tmp.path().join("a name with spaces & ?.db");
+        let url = format!("sqlite://{}", named.display());
+        let db = Db::open_url(Some(&url), tmp.path()).await.unwrap();
+        assert_eq!(db.backend(), Backend::Sqlite);
+        assert!(named.exists(), "the file the URL names");
+        let db = Db::open_url(None, tmp.path()).await.unwrap();
+        assert_eq!(db.backend(), Backend::Sqlite);
+        assert!(tmp.path().join("ferry.db").exists());
+        let refused = Db::open_url(Some("mysql://u:hunter2@h/db"), tmp.path())
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, ServerError::Invalid { .. }), "{refused}");
+        assert!(!refused.to_string().contains("hunter2"), "{refused}");
+        assert_eq!(
+            redact_url("postgres://ferry:hunter2@db:5432/ferry"),
+            "postgres://ferry:***@db:5432/ferry"
+        );
     }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::ServerError;
-use crate::db::{Backend, Conn, Db, DbRow, Placeholders, get_flag};
+use crate::db::{Backend, Conn, Db, DbRow, Filtered, get_flag};
 
 /// Installed updates the phase rates are medians over, per phase and payload kind.
 pub const RATE_SAMPLES: usize = 200;
@@ -573,66 +573,6 @@ impl Db {
             computed_at: Utc::now(),
             rates,
         })
-    }
-}
-
-/// A read whose conditions depend on the filter: SQL text with numbered placeholders and
-/// the values bound to them.
-struct Filtered {
-    sql: String,
-    numbers: Placeholders,
-    values: Vec<Bound>,
-}
-
-/// A value bound to a [`Filtered`] read.
-enum Bound {
-    Text(String),
-    Int(i64),
-}
-
-impl From<String> for Bound {
-    fn from(text: String) -> Bound {
-        Bound::Text(text)
-    }
-}
-
-impl From<i64> for Bound {
-    fn from(n: i64) -> Bound {
-        Bound::Int(n)
-    }
-}
-
-impl Filtered {
-    fn new(sql: &str) -> Filtered {
-        Filtered {
-            sql: sql.to_owned(),
-            numbers: Placeholders::default(),
-            values: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, sql: &str) -> &mut Filtered {
-        self.sql.push_str(sql);
-        self
-    }
-
-    fn push_bind(&mut self, value: impl Into<Bound>) -> &mut Filtered {
-        let placeholder = self.numbers.next();
-        self.sql.push_str(&placeholder);
-        self.values.push(value.into());
-        self
-    }
-
-    async fn fetch_all(self, db: &Db) -> Result<Vec<DbRow>, sqlx::Error> {
-        // Only placeholders and fixed text: every value is bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql));
-        for value in self.values {
-            query = match value {
-                Bound::Text(text) => query.bind(text),
-                Bound::Int(n) => query.bind(n),
-            };
-        }
-        query.fetch_all(db.pool()).await
     }
 }
 

@@ -6,9 +6,6 @@
 
 mod common;
 
-#[path = "../../server/tests/support/postgres.rs"]
-mod postgres;
-
 use std::time::{Duration, Instant};
 
 use common::*;

@@ -7,9 +7,6 @@
 
 mod common;
 
-#[path = "../../server/tests/support/postgres.rs"]
-mod postgres;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -5,9 +5,6 @@
 
 mod common;
 
-#[path = "../../server/tests/support/postgres.rs"]
-mod postgres;
-
 use common::*;
 
 #[test]

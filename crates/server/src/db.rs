@@ -111,6 +111,25 @@ impl Filtered {
     }
 }
 
+/// Binding an optional float that reaches PostgreSQL as DOUBLE PRECISION either way.
+///
+/// sqlx 0.9's `Any` driver sends an `f64` NULL as a 4-byte float (and an `f32` NULL as an
+/// 8-byte one): a statement first prepared with that NULL then refuses an 8-byte value
+/// ("incorrect binary data format"). So a missing value is bound as the `f32` NULL.
+pub(crate) trait BindFloat {
+    /// Binds `value`, NULL when `None`.
+    fn bind_float(self, value: Option<f64>) -> Self;
+}
+
+impl BindFloat for sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    fn bind_float(self, value: Option<f64>) -> Self {
+        match value {
+            Some(value) => self.bind(value),
+            None => self.bind(None::<f32>),
+        }
+    }
+}
+
 /// Reads a boolean stored as an integer (0 or 1) on both backends.
 pub(crate) fn get_flag(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
     Ok(row.try_get::<i64, _>(column)? != 0)

@@ -14,7 +14,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::ServerError;
-use crate::db::{Backend, Conn, Db, DbRow, Filtered, get_flag};
+use crate::db::{Backend, BindFloat, Conn, Db, DbRow, Filtered, get_flag};
 
 /// Installed updates the phase rates are medians over, per phase and payload kind.
 pub const RATE_SAMPLES: usize = 200;
@@ -329,7 +329,7 @@ impl Db {
                 .bind(state)
                 .bind(report.transition.as_ref().map(|t| t.machine.clone()))
                 .bind(error.map(|e| e.code.clone()))
-                .bind(report.progress.as_ref().map(|p| p.percent))
+                .bind_float(report.progress.as_ref().map(|p| p.percent))
                 .bind(body)
                 .execute(&mut *tx)
                 .await?
@@ -706,7 +706,7 @@ async fn store_state(tx: &mut Conn, s: &DeviceState) -> Result<(), ServerError> 
     .bind(&s.from_version)
     .bind(&s.target_version)
     .bind(&s.update_state)
-    .bind(s.update_percent)
+    .bind_float(s.update_percent)
     .bind(s.update_started_ms)
     .bind(&s.payload_kind)
     .bind(s.bytes_downloaded)

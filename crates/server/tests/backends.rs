@@ -202,6 +202,31 @@ async fn events_once(under: Under) {
     };
     let (acks, fresh) = a.ingest(&[batch(7, reports(7))]).await.unwrap();
     assert_eq!((acks[0].stored, acks[0].duplicates, fresh.len()), (2, 0, 2));
+    // A progress report after reports without one: the same statement binds a percent
+    // where it bound NULL (the `Any` driver once sent the two as different float types).
+    let mut progress = report(8, 2, EventKind::Progress, "2.0");
+    progress.progress = Some(ferry_events::ProgressReport {
+        phase: "DOWNLOADING_UPDATE".into(),
+        percent: 42.5,
+        done: 1,
+        total: 2,
+        rate_bytes_per_sec: 1.0,
+        eta_secs: None,
+    });
+    let started = report(8, 1, EventKind::InstallStarted, "2.0");
+    let (acks, _) = a
+        .ingest(&[batch(8, vec![started, progress])])
+        .await
+        .unwrap();
+    assert_eq!(acks[0].stored, 2);
+    let state = a
+        .device_states(&Filter {
+            device: Some(format!("{:016x}", 8)),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(state[0].update_percent, Some(42.5));
     let (acks, fresh) = b.ingest(&[batch(7, reports(7))]).await.unwrap();
     assert_eq!((acks[0].stored, acks[0].duplicates, fresh.len()), (0, 2, 0));
     // Ten devices' batches sent to both replicas at once.
@@ -226,9 +251,9 @@ async fn events_once(under: Under) {
         })
         .await
         .unwrap();
-    assert_eq!(all.len(), 22);
+    assert_eq!(all.len(), 24);
     let states = b.device_states(&Filter::default()).await.unwrap();
-    assert_eq!(states.len(), 11);
+    assert_eq!(states.len(), 12);
     assert!(states.iter().all(|s| s.status == "updating"), "{states:?}");
 }
 

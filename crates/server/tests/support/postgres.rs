@@ -194,6 +194,16 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The statements PostgreSQL refused, for the failing test's output.
+            let log =
+                std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default();
+            for line in log.lines().filter(|l| {
+                l.contains("ERROR:") || l.contains("STATEMENT:") || l.contains("DETAIL:")
+            }) {
+                eprintln!("postgres: {line}");
+            }
+        }
         let data = self.data_dir();
         let _ = self
             .command("pg_ctl")

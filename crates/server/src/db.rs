@@ -601,6 +601,19 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Every SQLite migration has its PostgreSQL twin (same version and name): a migration
+    /// added to one directory only fails here, not on a replica's first start.
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let names = |m: &sqlx::migrate::Migrator| {
+            m.iter()
+                .map(|m| (m.version, m.description.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&SQLITE_MIGRATIONS), names(&POSTGRES_MIGRATIONS));
+        assert!(names(&SQLITE_MIGRATIONS).len() >= 8);
+    }
+
     /// `sqlite://PATH` and the default both open a SQLite file; any other scheme that is not
     /// PostgreSQL's is refused before connecting, and a password never reaches a message.
     #[tokio::test]

@@ -142,6 +142,11 @@ pub struct ServerArgs {
     /// Data directory (database, artifacts, pki/, keys-online/, admin-token).
     #[arg(long, required = true)]
     pub data: Option<PathBuf>,
+    /// The server database: `postgres://USER:PASSWORD@HOST:PORT/DB` (replicas share one
+    /// PostgreSQL; set FERRY_DATABASE to keep the password off the process list) or
+    /// `sqlite://PATH`; default DATA/ferry.db.
+    #[arg(long, env = "FERRY_DATABASE")]
+    pub database: Option<String>,
     /// Address to listen on (HTTPS).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -159,6 +164,10 @@ pub struct ServerArgs {
     /// fleet shows it silent.
     #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
     pub silent_after: u64,
+    /// Seconds the leader lease lasts (replicas on PostgreSQL): the timestamp re-signing and
+    /// the silent-device watch move to another replica within 4/3 of it after the leader dies.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_ttl: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -329,6 +338,11 @@ pub struct ServerDataArgs {
     /// Server data directory.
     #[arg(long)]
     pub data: PathBuf,
+    /// The server database: `postgres://USER:PASSWORD@HOST:PORT/DB` (replicas share one
+    /// PostgreSQL; set FERRY_DATABASE to keep the password off the process list) or
+    /// `sqlite://PATH`; default DATA/ferry.db.
+    #[arg(long, env = "FERRY_DATABASE")]
+    pub database: Option<String>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
@@ -414,6 +428,11 @@ pub struct ServerInitArgs {
     /// Server data directory.
     #[arg(long)]
     pub data: PathBuf,
+    /// The server database: `postgres://USER:PASSWORD@HOST:PORT/DB` (replicas share one
+    /// PostgreSQL; set FERRY_DATABASE to keep the password off the process list) or
+    /// `sqlite://PATH`; default DATA/ferry.db.
+    #[arg(long, env = "FERRY_DATABASE")]
+    pub database: Option<String>,
     /// Where the offline root and targets keys go: outside DATA, on a machine or medium the
     /// server cannot reach; the serving process never needs them, `ferry publish --keys` does.
     #[arg(long, required_unless_present = "dev_keys")]
@@ -430,6 +449,11 @@ pub struct PublishArgs {
     /// Server data directory.
     #[arg(long)]
     pub data: PathBuf,
+    /// The server database: `postgres://USER:PASSWORD@HOST:PORT/DB` (replicas share one
+    /// PostgreSQL; set FERRY_DATABASE to keep the password off the process list) or
+    /// `sqlite://PATH`; default DATA/ferry.db.
+    #[arg(long, env = "FERRY_DATABASE")]
+    pub database: Option<String>,
     /// The system image (a multiple of 4096 bytes).
     #[arg(long)]
     pub image: PathBuf,
@@ -850,6 +874,11 @@ pub struct RolloutArgs {
     /// Server data directory.
     #[arg(long, global = true)]
     pub data: Option<PathBuf>,
+    /// The server database: `postgres://USER:PASSWORD@HOST:PORT/DB` (replicas share one
+    /// PostgreSQL; set FERRY_DATABASE to keep the password off the process list) or
+    /// `sqlite://PATH`; default DATA/ferry.db.
+    #[arg(long, env = "FERRY_DATABASE")]
+    pub database: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,

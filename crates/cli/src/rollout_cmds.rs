@@ -23,7 +23,9 @@ pub async fn rollout(a: RolloutArgs) -> Result<ExitCode, Failure> {
         )
         .json(json)
     })?;
-    let data = DataDir::open(&path).await.map_err(fail)?;
+    let data = DataDir::open_with(&path, a.database.as_deref())
+        .await
+        .map_err(fail)?;
     let db = &data.db;
     let act = |id, action| async move { db.act_on_rollout(id, action).await };
     match a.action {

@@ -35,7 +35,7 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
     })?;
     // Every connection costs a descriptor or two: use what the hard limit allows.
     ferry_server::serve::raise_descriptor_limit();
-    let data = DataDir::open(&data_path).await?;
+    let data = DataDir::open_with(&data_path, a.database.as_deref()).await?;
     let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
         Failure::new(
             "LISTEN_FAILED",
@@ -63,7 +63,8 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
     // before the address is printed.
     let https = Https::prepare(data, Some(addr), options, custody)
         .await?
-        .with_limits(a.limits.limits());
+        .with_limits(a.limits.limits())
+        .with_lease_ttl(std::time::Duration::from_secs(a.lease_ttl));
     // The first line on stdout is the address, for scripts and tests that pass port 0.
     println!("ferry server listening on https://{addr}");
     https.serve(listener).await?;
@@ -72,7 +73,7 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
 
 async fn server_token(a: ServerTokenArgs) -> Result<ExitCode, Failure> {
     let json = a.server.json;
-    let data = DataDir::open(&a.server.data)
+    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref())
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     let scope = TokenScope {
@@ -95,7 +96,7 @@ async fn server_token(a: ServerTokenArgs) -> Result<ExitCode, Failure> {
 
 async fn server_devices(a: ServerDevicesArgs) -> Result<ExitCode, Failure> {
     let json = a.server.json;
-    let data = DataDir::open(&a.server.data)
+    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref())
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     if let Some(id) = &a.revoke {
@@ -157,7 +158,7 @@ async fn server_devices(a: ServerDevicesArgs) -> Result<ExitCode, Failure> {
 
 async fn signing_window(a: SigningWindowArgs) -> Result<ExitCode, Failure> {
     let json = a.server.json;
-    let data = DataDir::open(&a.server.data)
+    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref())
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     let open = matches!(a.action, WindowAction::Open);
@@ -182,7 +183,7 @@ async fn signing_window(a: SigningWindowArgs) -> Result<ExitCode, Failure> {
 }
 
 async fn server_init(a: ServerInitArgs) -> Result<ExitCode, Failure> {
-    let data = DataDir::open(&a.data).await?;
+    let data = DataDir::open_with(&a.data, a.database.as_deref()).await?;
     let paths = CatalogPaths::new(&data.path, a.keys.as_deref());
     if !a.dev_keys && ferry_server::tuf::is_inside(&paths.offline_keys, &data.path) {
         return Err(Failure::new(

@@ -1,21 +1,142 @@
-//! Server state in SQL: SQLite, created on first start, schema by versioned migrations
-//! (`migrations/`, embedded in the binary).
+//! Server state in SQL: SQLite (a file in the data directory, the default) or PostgreSQL
+//! (`--database postgres://…`, shared by replicas), schema by versioned migrations embedded
+//! in the binary (`migrations/` for SQLite, its twin `migrations-postgres/`).
+//!
+//! Queries are written once, through sqlx's `Any` driver, in the SQL both accept: `$N`
+//! placeholders, `ON CONFLICT`, integers for booleans. The few statements the two dialects
+//! spell differently ask [`Db::backend`].
 
 use std::path::Path;
-use std::str::FromStr;
+use std::time::Duration;
 
 use ferry_types::{RootHash, Sha256, Version};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
 
 use crate::ServerError;
 use crate::api::{Artifact, Release};
 
+/// A connection of either backend (what a transaction derefs to).
+pub type Conn = sqlx::AnyConnection;
+
+/// A row of either backend.
+pub type DbRow = AnyRow;
+
+/// Which SQL database a [`Db`] is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file: one server.
+    Sqlite,
+    /// A PostgreSQL database: any number of replicas.
+    Postgres,
+}
+
 /// A handle on the server database (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct Db {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
+
+/// Numbered placeholders (`$1`, `$2`, …) for statements assembled at run time: sqlx's
+/// `QueryBuilder` writes `?` for the `Any` driver, which PostgreSQL refuses.
+#[derive(Debug, Default)]
+pub(crate) struct Placeholders(usize);
+
+impl Placeholders {
+    /// The next placeholder.
+    pub(crate) fn next(&mut self) -> String {
+        self.0 += 1;
+        format!("${}", self.0)
+    }
+}
+
+/// A statement whose conditions depend on its caller (the fleet's filtered reads): SQL text
+/// with numbered placeholders and the values bound to them.
+pub(crate) struct Filtered {
+    sql: String,
+    numbers: Placeholders,
+    values: Vec<Bound>,
+}
+
+/// A value bound to a [`Filtered`] read.
+pub(crate) enum Bound {
+    Text(String),
+    Int(i64),
+}
+
+impl From<String> for Bound {
+    fn from(text: String) -> Bound {
+        Bound::Text(text)
+    }
+}
+
+impl From<i64> for Bound {
+    fn from(n: i64) -> Bound {
+        Bound::Int(n)
+    }
+}
+
+impl Filtered {
+    pub(crate) fn new(sql: &str) -> Filtered {
+        Filtered {
+            sql: sql.to_owned(),
+            numbers: Placeholders::default(),
+            values: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, sql: &str) -> &mut Filtered {
+        self.sql.push_str(sql);
+        self
+    }
+
+    pub(crate) fn push_bind(&mut self, value: impl Into<Bound>) -> &mut Filtered {
+        let placeholder = self.numbers.next();
+        self.sql.push_str(&placeholder);
+        self.values.push(value.into());
+        self
+    }
+
+    pub(crate) async fn fetch_all(self, db: &Db) -> Result<Vec<DbRow>, sqlx::Error> {
+        // Only placeholders and fixed text: every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql));
+        for value in self.values {
+            query = match value {
+                Bound::Text(text) => query.bind(text),
+                Bound::Int(n) => query.bind(n),
+            };
+        }
+        query.fetch_all(db.pool()).await
+    }
+}
+
+/// Binding an optional float that reaches PostgreSQL as DOUBLE PRECISION either way.
+///
+/// sqlx 0.9's `Any` driver sends an `f64` NULL as a 4-byte float (and an `f32` NULL as an
+/// 8-byte one): a statement first prepared with that NULL then refuses an 8-byte value
+/// ("incorrect binary data format"). So a missing value is bound as the `f32` NULL.
+pub(crate) trait BindFloat {
+    /// Binds `value`, NULL when `None`.
+    fn bind_float(self, value: Option<f64>) -> Self;
+}
+
+impl BindFloat for sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    fn bind_float(self, value: Option<f64>) -> Self {
+        match value {
+            Some(value) => self.bind(value),
+            None => self.bind(None::<f32>),
+        }
+    }
+}
+
+/// Reads a boolean stored as an integer (0 or 1) on both backends.
+pub(crate) fn get_flag(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
+    Ok(row.try_get::<i64, _>(column)? != 0)
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-postgres");
 
 /// A stored delta.
 #[derive(Debug, Clone)]
@@ -128,23 +249,85 @@ impl Db {
     /// shared-memory files the database file's mode, so the file is created 0600 before
     /// SQLite opens it, and files left more open by older versions are narrowed.
     pub async fn open(path: &Path) -> Result<Db, ServerError> {
+        use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+        // The path goes through a URL (the `Any` driver connects by URL): everything but
+        // letters, digits and `/._-` is escaped so any file name survives.
+        const PATH: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'/')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'-');
         private_database_files(path)?;
-        let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
+        let text = path.to_str().ok_or_else(|| ServerError::Invalid {
+            what: "database path",
+            value: path.display().to_string(),
+            why: "it is not UTF-8".into(),
+        })?;
+        let url = format!("sqlite://{}?mode=rwc", utf8_percent_encode(text, PATH));
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Db { pool })
+        SQLITE_MIGRATIONS.run(&pool).await?;
+        Ok(Db {
+            pool,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    /// Connects to the PostgreSQL database at `url` (`postgres://user@host:port/db`) and
+    /// applies pending migrations (sqlx holds an advisory lock meanwhile, so replicas
+    /// starting together migrate once).
+    pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<Db, ServerError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ServerError::Invalid {
+                what: "database URL",
+                value: redact_url(url),
+                why: "it must start with postgres:// or postgresql://".into(),
+            });
+        }
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        POSTGRES_MIGRATIONS.run(&pool).await?;
+        Ok(Db {
+            pool,
+            backend: Backend::Postgres,
+        })
+    }
+
+    /// Opens the database a `--database` value names: `postgres://…` or
+    /// `postgresql://…`, `sqlite://PATH`, or (`None`) `ferry.db` in `data_dir`.
+    pub async fn open_url(url: Option<&str>, data_dir: &Path) -> Result<Db, ServerError> {
+        match url {
+            None => Db::open(&data_dir.join("ferry.db")).await,
+            Some(url) if url.starts_with("sqlite://") => {
+                Db::open(Path::new(url.trim_start_matches("sqlite://"))).await
+            }
+            Some(url) => Db::connect_postgres(url, 16).await,
+        }
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The connection pool, for the other modules' queries.
-    pub(crate) fn pool(&self) -> &SqlitePool {
+    pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
@@ -154,7 +337,7 @@ impl Db {
             "INSERT INTO releases (class, version, build_id, audience, kind, image_size, image_sha256,
                 payload_key, payload_size, payload_sha256, manifest_key, manifest_size, manifest_sha256,
                 seal_root, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&r.class)
         .bind(r.version.as_str())
@@ -187,7 +370,7 @@ impl Db {
 
     /// All releases of a class, newest version first (versions compare numerically).
     pub async fn releases(&self, class: &str) -> Result<Vec<ReleaseRow>, ServerError> {
-        let rows = sqlx::query("SELECT * FROM releases WHERE class = ?")
+        let rows = sqlx::query("SELECT * FROM releases WHERE class = $1")
             .bind(class)
             .fetch_all(&self.pool)
             .await?;
@@ -215,7 +398,7 @@ impl Db {
         version: &Version,
         root: &RootHash,
     ) -> Result<(), ServerError> {
-        sqlx::query("UPDATE releases SET seal_root = ? WHERE class = ? AND version = ?")
+        sqlx::query("UPDATE releases SET seal_root = $1 WHERE class = $2 AND version = $3")
             .bind(root.to_hex())
             .bind(class)
             .bind(version.as_str())
@@ -227,7 +410,7 @@ impl Db {
     /// Records a stored delta.
     pub async fn insert_delta(&self, d: &DeltaRow) -> Result<(), ServerError> {
         sqlx::query(
-            "INSERT INTO deltas (class, from_version, to_version, key, size, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO deltas (class, from_version, to_version, key, size, sha256, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&d.class)
         .bind(d.from.as_str())
@@ -243,7 +426,7 @@ impl Db {
 
     /// Every delta of a class.
     pub async fn deltas(&self, class: &str) -> Result<Vec<DeltaRow>, ServerError> {
-        let rows = sqlx::query("SELECT * FROM deltas WHERE class = ?")
+        let rows = sqlx::query("SELECT * FROM deltas WHERE class = $1")
             .bind(class)
             .fetch_all(&self.pool)
             .await?;
@@ -276,7 +459,7 @@ impl Db {
     /// Records a stored chunked payload.
     pub async fn insert_chunks(&self, c: &ChunkRow) -> Result<(), ServerError> {
         sqlx::query(
-            "INSERT INTO chunk_payloads (class, version, payload_key, payload_size, payload_sha256, index_key, index_size, index_sha256, hints, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO chunk_payloads (class, version, payload_key, payload_size, payload_sha256, index_key, index_size, index_sha256, hints, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&c.class)
         .bind(c.version.as_str())
@@ -295,7 +478,7 @@ impl Db {
 
     /// Removes a release row (publish undoes its row when signing fails).
     pub async fn delete_release(&self, class: &str, version: &Version) -> Result<(), ServerError> {
-        sqlx::query("DELETE FROM releases WHERE class = ? AND version = ?")
+        sqlx::query("DELETE FROM releases WHERE class = $1 AND version = $2")
             .bind(class)
             .bind(version.as_str())
             .execute(&self.pool)
@@ -310,15 +493,15 @@ impl Db {
         sha256_hex: &str,
     ) -> Result<Option<String>, ServerError> {
         let row = sqlx::query(
-            "SELECT payload_key AS key FROM releases WHERE payload_sha256 = ?1
+            "SELECT payload_key AS key FROM releases WHERE payload_sha256 = $1
              UNION ALL
-             SELECT manifest_key AS key FROM releases WHERE manifest_sha256 = ?1
+             SELECT manifest_key AS key FROM releases WHERE manifest_sha256 = $1
              UNION ALL
-             SELECT key FROM deltas WHERE sha256 = ?1
+             SELECT key FROM deltas WHERE sha256 = $1
              UNION ALL
-             SELECT payload_key AS key FROM chunk_payloads WHERE payload_sha256 = ?1
+             SELECT payload_key AS key FROM chunk_payloads WHERE payload_sha256 = $1
              UNION ALL
-             SELECT index_key AS key FROM chunk_payloads WHERE index_sha256 = ?1
+             SELECT index_key AS key FROM chunk_payloads WHERE index_sha256 = $1
              LIMIT 1",
         )
         .bind(sha256_hex)
@@ -366,7 +549,7 @@ fn private_database_files(path: &Path) -> Result<(), ServerError> {
     Ok(())
 }
 
-fn row_to_release(row: &sqlx::sqlite::SqliteRow) -> Result<ReleaseRow, ServerError> {
+fn row_to_release(row: &AnyRow) -> Result<ReleaseRow, ServerError> {
     let corrupt = |what: &str| {
         ServerError::Database(sqlx::Error::Decode(
             format!("bad {what} in releases").into(),
@@ -400,4 +583,58 @@ fn row_to_release(row: &sqlx::sqlite::SqliteRow) -> Result<ReleaseRow, ServerErr
             .transpose()?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+/// `url` with its password replaced by `***` (for messages and logs).
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every SQLite migration has its PostgreSQL twin (same version and name): a migration
+    /// added to one directory only fails here, not on a replica's first start.
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let names = |m: &sqlx::migrate::Migrator| {
+            m.iter()
+                .map(|m| (m.version, m.description.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&SQLITE_MIGRATIONS), names(&POSTGRES_MIGRATIONS));
+        assert!(names(&SQLITE_MIGRATIONS).len() >= 8);
+    }
+
+    /// `sqlite://PATH` and the default both open a SQLite file; any other scheme that is not
+    /// PostgreSQL's is refused before connecting, and a password never reaches a message.
+    #[tokio::test]
+    async fn database_urls_pick_the_backend() {
+        let tmp = tempfile::tempdir().unwrap();
+        let named = tmp.path().join("a name with spaces & ?.db");
+        let url = format!("sqlite://{}", named.display());
+        let db = Db::open_url(Some(&url), tmp.path()).await.unwrap();
+        assert_eq!(db.backend(), Backend::Sqlite);
+        assert!(named.exists(), "the file the URL names");
+        let db = Db::open_url(None, tmp.path()).await.unwrap();
+        assert_eq!(db.backend(), Backend::Sqlite);
+        assert!(tmp.path().join("ferry.db").exists());
+        let refused = Db::open_url(Some("mysql://u:hunter2@h/db"), tmp.path())
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, ServerError::Invalid { .. }), "{refused}");
+        assert!(!refused.to_string().contains("hunter2"), "{refused}");
+        assert_eq!(
+            redact_url("postgres://ferry:hunter2@db:5432/ferry"),
+            "postgres://ferry:***@db:5432/ferry"
+        );
+    }
 }

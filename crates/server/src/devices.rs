@@ -14,7 +14,7 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ServerError;
-use crate::db::Db;
+use crate::db::{Backend, Db, DbRow, Placeholders, get_flag};
 
 /// A device as the admin sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -83,13 +83,13 @@ impl Db {
         let token = EnrollmentToken::random();
         sqlx::query(
             "INSERT INTO enrollment_tokens (token_sha256, created_at, device_id, device_class, reenroll)
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(token.sha256().to_string())
         .bind(now_text())
         .bind(scope.device_id.map(|id| id.to_string()))
         .bind(scope.device_class.as_ref().map(DeviceClass::as_str))
-        .bind(scope.reenroll)
+        .bind(i64::from(scope.reenroll))
         .execute(self.pool())
         .await?;
         Ok(token)
@@ -114,7 +114,7 @@ impl Db {
         let device_id = identity.device_id.to_string();
         let scope = sqlx::query(
             "SELECT device_id, device_class, reenroll FROM enrollment_tokens
-             WHERE token_sha256 = ? AND used_at IS NULL",
+             WHERE token_sha256 = $1 AND used_at IS NULL",
         )
         .bind(&token_sha256)
         .fetch_optional(&mut *tx)
@@ -122,7 +122,7 @@ impl Db {
         .ok_or(ServerError::EnrollmentTokenInvalid)?;
         let bound_device: Option<String> = scope.try_get("device_id")?;
         let bound_class: Option<String> = scope.try_get("device_class")?;
-        let reenroll: bool = scope.try_get("reenroll")?;
+        let reenroll = get_flag(&scope, "reenroll")?;
         let other_device = bound_device
             .as_ref()
             .is_some_and(|bound| *bound != device_id);
@@ -137,7 +137,7 @@ impl Db {
                 bound_class,
             });
         }
-        let existing = sqlx::query("SELECT revoked_at FROM devices WHERE device_id = ?")
+        let existing = sqlx::query("SELECT revoked_at FROM devices WHERE device_id = $1")
             .bind(&device_id)
             .fetch_optional(&mut *tx)
             .await?;
@@ -151,7 +151,7 @@ impl Db {
         }
         let now = now_text();
         let spent = sqlx::query(
-            "UPDATE enrollment_tokens SET used_at = ?, used_by = ? WHERE token_sha256 = ? AND used_at IS NULL",
+            "UPDATE enrollment_tokens SET used_at = $1, used_by = $2 WHERE token_sha256 = $3 AND used_at IS NULL",
         )
         .bind(&now)
         .bind(&device_id)
@@ -164,11 +164,11 @@ impl Db {
         // A new device is an INSERT (the primary key refuses a second enrollment racing this
         // one); only an operator's re-enrollment token replaces a row and lifts a revocation.
         let statement = if existing.is_some() {
-            "UPDATE devices SET board_id = ?, chip_id = ?, hardware_uuid = ?, device_class = ?,
-                credential_id = ?, enrolled_at = ?, revoked_at = NULL WHERE device_id = ?"
+            "UPDATE devices SET board_id = $1, chip_id = $2, hardware_uuid = $3, device_class = $4,
+                credential_id = $5, enrolled_at = $6, revoked_at = NULL WHERE device_id = $7"
         } else {
             "INSERT INTO devices (board_id, chip_id, hardware_uuid, device_class, credential_id,
-                enrolled_at, device_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                enrolled_at, device_id) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         };
         let written = sqlx::query(statement)
             .bind(i64::from(identity.board_id))
@@ -224,7 +224,7 @@ impl Db {
     /// Revokes a device. `Ok(false)`: no such device.
     pub async fn revoke(&self, device_id: &DeviceId) -> Result<bool, ServerError> {
         let done = sqlx::query(
-            "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE device_id = ?",
+            "UPDATE devices SET revoked_at = COALESCE(revoked_at, $1) WHERE device_id = $2",
         )
         .bind(now_text())
         .bind(device_id.to_string())
@@ -241,12 +241,12 @@ impl Db {
         open: bool,
     ) -> Result<(), ServerError> {
         sqlx::query(
-            "INSERT INTO signing_windows (class, build_id, open, changed_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO signing_windows (class, build_id, open, changed_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (class, build_id) DO UPDATE SET open = excluded.open, changed_at = excluded.changed_at",
         )
         .bind(class)
         .bind(build_id)
-        .bind(open)
+        .bind(i64::from(open))
         .bind(now_text())
         .execute(self.pool())
         .await?;
@@ -272,29 +272,49 @@ impl Db {
         lookups: &[(DeviceId, &str)],
     ) -> Result<Vec<Option<DeviceFacts>>, ServerError> {
         let padded = lookups.len().max(1).next_power_of_two();
-        let mut builder = sqlx::QueryBuilder::new("WITH q(idx, device_id, build_id) AS (");
-        builder.push_values(0..padded, |mut row, idx| {
+        let mut numbers = Placeholders::default();
+        let values = (0..padded)
+            .map(|_| {
+                format!(
+                    "(CAST({} AS BIGINT), CAST({} AS TEXT), CAST({} AS TEXT))",
+                    numbers.next(),
+                    numbers.next(),
+                    numbers.next()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let concat = match self.backend() {
+            Backend::Sqlite => "group_concat(r.seal_root, ',')",
+            Backend::Postgres => "string_agg(r.seal_root, ',')",
+        };
+        let sql = format!(
+            "WITH q(idx, device_id, build_id) AS (VALUES {values})
+             SELECT q.idx, d.board_id, d.chip_id, d.hardware_uuid, d.device_class, d.credential_id,
+                d.revoked_at,
+                (SELECT w.open FROM signing_windows w
+                  WHERE w.class = d.device_class AND w.build_id = q.build_id) AS window_open,
+                CASE WHEN EXISTS (SELECT 1 FROM releases r
+                  WHERE r.class = d.device_class AND r.build_id = q.build_id) THEN 1 ELSE 0 END
+                  AS published,
+                (SELECT {concat} FROM releases r
+                  WHERE r.class = d.device_class AND r.build_id = q.build_id
+                    AND r.seal_root IS NOT NULL) AS published_roots
+             FROM q JOIN devices d ON d.device_id = q.device_id"
+        );
+        // Only placeholders and fixed text: every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for idx in 0..padded {
             // Padding rows name no device (ids are 16 hex digits), so they match nothing.
             let (device_id, build_id) = lookups
                 .get(idx)
                 .map_or((String::new(), ""), |(d, b)| (d.to_string(), *b));
-            row.push_bind(idx as i64)
-                .push_bind(device_id)
-                .push_bind(build_id.to_owned());
-        });
-        builder.push(
-            ") SELECT q.idx, d.board_id, d.chip_id, d.hardware_uuid, d.device_class, d.credential_id,
-                d.revoked_at,
-                (SELECT w.open FROM signing_windows w
-                  WHERE w.class = d.device_class AND w.build_id = q.build_id) AS window_open,
-                EXISTS (SELECT 1 FROM releases r
-                  WHERE r.class = d.device_class AND r.build_id = q.build_id) AS published,
-                (SELECT group_concat(r.seal_root) FROM releases r
-                  WHERE r.class = d.device_class AND r.build_id = q.build_id
-                    AND r.seal_root IS NOT NULL) AS published_roots
-             FROM q JOIN devices d ON d.device_id = q.device_id",
-        );
-        let rows = builder.build().fetch_all(self.pool()).await?;
+            query = query
+                .bind(idx as i64)
+                .bind(device_id)
+                .bind(build_id.to_owned());
+        }
+        let rows = query.fetch_all(self.pool()).await?;
         let mut answers: Vec<Option<DeviceFacts>> = vec![None; lookups.len()];
         for row in &rows {
             let idx = usize::try_from(row.try_get::<i64, _>("idx")?).unwrap_or(usize::MAX);
@@ -306,10 +326,7 @@ impl Db {
     }
 }
 
-fn facts_from_row(
-    row: &sqlx::sqlite::SqliteRow,
-    device_id: DeviceId,
-) -> Result<DeviceFacts, ServerError> {
+fn facts_from_row(row: &DbRow, device_id: DeviceId) -> Result<DeviceFacts, ServerError> {
     let corrupt = |what: &str| {
         ServerError::Database(sqlx::Error::Decode(format!("bad {what} in devices").into()))
     };
@@ -328,8 +345,10 @@ fn facts_from_row(
             .parse()
             .map_err(|_| corrupt("device_class"))?,
     };
-    let window: Option<bool> = row.try_get("window_open")?;
-    let published: bool = row.try_get("published")?;
+    let window = row
+        .try_get::<Option<i64>, _>("window_open")?
+        .map(|open| open != 0);
+    let published = get_flag(row, "published")?;
     let published_roots = row
         .try_get::<Option<String>, _>("published_roots")?
         .unwrap_or_default()
@@ -431,7 +450,7 @@ struct NonceInsert {
 pub const NONCE_BATCH: usize = 256;
 
 /// The one writer of the `nonces` table: requests queue here, and each round commits
-/// everything queued in one `INSERT OR IGNORE … RETURNING` statement (one transaction,
+/// everything queued in one `INSERT … ON CONFLICT DO NOTHING RETURNING` statement (one transaction,
 /// one fsync), then tells each request whether its nonce was new.
 #[derive(Debug, Clone)]
 pub struct NonceWriter {
@@ -497,20 +516,38 @@ async fn insert_batch(
     batch: &[NonceInsert],
 ) -> Result<std::collections::HashSet<[u8; 32]>, String> {
     let now = Utc::now().timestamp();
-    let mut builder =
-        sqlx::QueryBuilder::new("INSERT OR IGNORE INTO nonces (nonce_sha256, device_id, used_at) ");
     // Padded to the next power of two by repeating the last nonce (its copies insert
     // nothing), so a few prepared statements serve every batch size.
     let padded = batch.len().max(1).next_power_of_two();
-    let rows = (0..padded).filter_map(|idx| batch.get(idx).or(batch.last()));
-    builder.push_values(rows, |mut row, insert| {
-        row.push_bind(insert.nonce_sha256.0.to_vec())
-            .push_bind(insert.device_id.to_string())
-            .push_bind(now);
-    });
-    builder.push(" RETURNING nonce_sha256");
-    let rows = builder
-        .build()
+    let mut numbers = Placeholders::default();
+    let values = (0..padded)
+        .map(|_| {
+            format!(
+                "({}, {}, {})",
+                numbers.next(),
+                numbers.next(),
+                numbers.next()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO nonces (nonce_sha256, device_id, used_at) VALUES {values}
+         ON CONFLICT DO NOTHING RETURNING nonce_sha256"
+    );
+    // Only placeholders and fixed text: every value is bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    // In nonce order: two replicas' batches that share nonces then wait on each other's
+    // rows in the same order, never in a cycle (PostgreSQL would abort one as a deadlock).
+    let mut sorted: Vec<&NonceInsert> = batch.iter().collect();
+    sorted.sort_by_key(|insert| insert.nonce_sha256.0);
+    for insert in (0..padded).filter_map(|idx| sorted.get(idx).or(sorted.last()).copied()) {
+        query = query
+            .bind(insert.nonce_sha256.0.to_vec())
+            .bind(insert.device_id.to_string())
+            .bind(now);
+    }
+    let rows = query
         .fetch_all(db.pool())
         .await
         .map_err(|e| e.to_string())?;

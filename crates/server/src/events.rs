@@ -262,13 +262,23 @@ impl EventWriter {
     }
 }
 
-/// Marks silent devices every `after / 4` (between 1 and 30 seconds) until aborted. One
-/// function over the database: with several replicas, one holding a lock runs it.
-pub async fn watch_silence(db: Db, metrics: Metrics, after: Duration) {
+/// Marks silent devices every `after / 4` (between 1 and 30 seconds) until aborted, while
+/// `leader` leads: with several replicas, the one holding the leader lease runs it (and the
+/// rollout halts silence counts). The marking is one conditional statement besides, so a
+/// replica that lost the lease mid-round still marks each device once.
+pub async fn watch_silence(
+    db: Db,
+    metrics: Metrics,
+    after: Duration,
+    leader: crate::leader::Leadership,
+) {
     let every = (after / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
     let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
     loop {
         tokio::time::sleep(every).await;
+        if !leader.is_leader() {
+            continue;
+        }
         match db
             .mark_silent(chrono::Utc::now().timestamp_millis(), after_ms)
             .await

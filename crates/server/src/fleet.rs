@@ -14,7 +14,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::ServerError;
-use crate::db::Db;
+use crate::db::{Backend, BindFloat, Conn, Db, DbRow, Filtered, get_flag};
 
 /// Installed updates the phase rates are medians over, per phase and payload kind.
 pub const RATE_SAMPLES: usize = 200;
@@ -276,6 +276,19 @@ impl Db {
     ) -> Result<(Vec<BatchAck>, Vec<EventReport>), ServerError> {
         let received_ms = now_ms();
         let mut tx = self.pool().begin().await?;
+        if self.backend() == Backend::Postgres {
+            // Replicas ingest at once: each device's state is read, folded and written back
+            // under a per-device transaction lock (taken in one order, so two ingests never
+            // wait on each other in a cycle). SQLite has one writer at a time already.
+            let devices: std::collections::BTreeSet<String> =
+                batches.iter().map(|b| b.device_id.to_string()).collect();
+            for device_id in devices {
+                sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS locked")
+                    .bind(device_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         let mut acks = Vec::with_capacity(batches.len());
         let mut fresh = Vec::new();
         for batch in batches {
@@ -297,10 +310,11 @@ impl Db {
                     .map(|t| t.to.clone())
                     .or_else(|| report.progress.as_ref().map(|p| p.phase.clone()));
                 let inserted = sqlx::query(
-                    "INSERT OR IGNORE INTO event_reports (device_id, sequence, update_id, event, result,
+                    "INSERT INTO event_reports (device_id, sequence, update_id, event, result,
                         event_time_ms, received_ms, device_class, version, target_version, state, machine,
                         error_code, percent, body)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(&device_id)
                 .bind(report.sequence as i64)
@@ -315,7 +329,7 @@ impl Db {
                 .bind(state)
                 .bind(report.transition.as_ref().map(|t| t.machine.clone()))
                 .bind(error.map(|e| e.code.clone()))
-                .bind(report.progress.as_ref().map(|p| p.percent))
+                .bind_float(report.progress.as_ref().map(|p| p.percent))
                 .bind(body)
                 .execute(&mut *tx)
                 .await?
@@ -364,8 +378,8 @@ impl Db {
     pub async fn mark_silent(&self, now_ms: i64, after_ms: i64) -> Result<u64, ServerError> {
         let mut tx = self.pool().begin().await?;
         let silent: Vec<(String, String, Option<String>)> = sqlx::query_as(
-            "UPDATE device_state SET silent_since_ms = ?
-             WHERE status = 'updating' AND silent_since_ms IS NULL AND last_report_ms < ?
+            "UPDATE device_state SET silent_since_ms = $1
+             WHERE status = 'updating' AND silent_since_ms IS NULL AND last_report_ms < $2
              RETURNING device_id, device_class, target_version",
         )
         .bind(now_ms)
@@ -380,7 +394,7 @@ impl Db {
 
     /// Device states matching `filter` (`state` may be `silent`), by device id.
     pub async fn device_states(&self, filter: &Filter) -> Result<Vec<DeviceState>, ServerError> {
-        let mut q = sqlx::QueryBuilder::new("SELECT * FROM device_state WHERE 1 = 1");
+        let mut q = Filtered::new("SELECT * FROM device_state WHERE 1 = 1");
         if let Some(device) = &filter.device {
             q.push(" AND device_id = ").push_bind(device.clone());
         }
@@ -413,14 +427,13 @@ impl Db {
         }
         q.push(" ORDER BY device_id LIMIT ")
             .push_bind(limit(filter));
-        let rows = q.build().fetch_all(self.pool()).await?;
+        let rows = q.fetch_all(self).await?;
         rows.iter().map(state_from_row).collect()
     }
 
     /// Stored reports matching `filter` (`state` is the event), oldest first.
     pub async fn event_reports(&self, filter: &Filter) -> Result<Vec<StoredReport>, ServerError> {
-        let mut q =
-            sqlx::QueryBuilder::new("SELECT received_ms, body FROM event_reports WHERE 1 = 1");
+        let mut q = Filtered::new("SELECT received_ms, body FROM event_reports WHERE 1 = 1");
         if let Some(device) = &filter.device {
             q.push(" AND device_id = ").push_bind(device.clone());
         }
@@ -431,8 +444,8 @@ impl Db {
             q.push(" AND (version = ")
                 .push_bind(version.clone())
                 .push(" OR target_version = ")
-                .push_bind(version.clone())
-                .push(")");
+                .push_bind(version.clone());
+            q.push(")");
         }
         if let Some(event) = &filter.state {
             q.push(" AND event = ").push_bind(event.clone());
@@ -451,7 +464,7 @@ impl Db {
         }
         q.push(" ORDER BY device_id, sequence LIMIT ")
             .push_bind(limit(filter));
-        let rows = q.build().fetch_all(self.pool()).await?;
+        let rows = q.fetch_all(self).await?;
         rows.iter()
             .map(|row| {
                 let body: String = row.try_get("body")?;
@@ -524,7 +537,7 @@ impl Db {
     pub async fn phase_rates(&self, class: &DeviceClass) -> Result<PhaseRates, ServerError> {
         let rows = sqlx::query(
             "SELECT phase, payload_kind, secs, bytes FROM phase_samples
-             WHERE device_class = ? ORDER BY received_ms DESC LIMIT ?",
+             WHERE device_class = $1 ORDER BY received_ms DESC LIMIT $2",
         )
         .bind(class.as_str())
         .bind((RATE_SAMPLES * 8) as i64)
@@ -597,7 +610,7 @@ fn result_str(result: EventResult) -> &'static str {
 /// The phases of an installed update that make the rates: personalize (seconds only),
 /// download (payload bytes fetched), prepare (image bytes verified).
 async fn insert_samples(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut Conn,
     report: &EventReport,
     received_ms: i64,
 ) -> Result<(), ServerError> {
@@ -621,7 +634,7 @@ async fn insert_samples(
         };
         sqlx::query(
             "INSERT INTO phase_samples (device_class, phase, payload_kind, secs, bytes, received_ms)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(report.device_class.as_str())
         .bind(phase)
@@ -635,27 +648,50 @@ async fn insert_samples(
     Ok(())
 }
 
-async fn load_state(
-    tx: &mut sqlx::SqliteConnection,
-    device_id: &str,
-) -> Result<Option<DeviceState>, ServerError> {
-    let row = sqlx::query("SELECT * FROM device_state WHERE device_id = ?")
+async fn load_state(tx: &mut Conn, device_id: &str) -> Result<Option<DeviceState>, ServerError> {
+    let row = sqlx::query("SELECT * FROM device_state WHERE device_id = $1")
         .bind(device_id)
         .fetch_optional(&mut *tx)
         .await?;
     row.as_ref().map(state_from_row).transpose()
 }
 
-async fn store_state(tx: &mut sqlx::SqliteConnection, s: &DeviceState) -> Result<(), ServerError> {
+async fn store_state(tx: &mut Conn, s: &DeviceState) -> Result<(), ServerError> {
     let phases = serde_json::to_string(&s.phases)
         .map_err(|e| ServerError::Database(sqlx::Error::Encode(e.into())))?;
     sqlx::query(
-        "INSERT OR REPLACE INTO device_state (device_id, device_class, version, slot, status,
+        "INSERT INTO device_state (device_id, device_class, version, slot, status,
             last_event, last_event_ms, last_sequence, last_report_ms, update_id, from_version,
             target_version, update_state, update_percent, update_started_ms, payload_kind,
             bytes_downloaded, phases, last_error_code, last_error_state, last_error_machine,
             last_error_ms, rolled_back, silent_since_ms, outbox_dropped, outbox_full)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)
+         ON CONFLICT (device_id) DO UPDATE SET
+            device_class = excluded.device_class,
+            version = excluded.version,
+            slot = excluded.slot,
+            status = excluded.status,
+            last_event = excluded.last_event,
+            last_event_ms = excluded.last_event_ms,
+            last_sequence = excluded.last_sequence,
+            last_report_ms = excluded.last_report_ms,
+            update_id = excluded.update_id,
+            from_version = excluded.from_version,
+            target_version = excluded.target_version,
+            update_state = excluded.update_state,
+            update_percent = excluded.update_percent,
+            update_started_ms = excluded.update_started_ms,
+            payload_kind = excluded.payload_kind,
+            bytes_downloaded = excluded.bytes_downloaded,
+            phases = excluded.phases,
+            last_error_code = excluded.last_error_code,
+            last_error_state = excluded.last_error_state,
+            last_error_machine = excluded.last_error_machine,
+            last_error_ms = excluded.last_error_ms,
+            rolled_back = excluded.rolled_back,
+            silent_since_ms = excluded.silent_since_ms,
+            outbox_dropped = excluded.outbox_dropped,
+            outbox_full = excluded.outbox_full",
     )
     .bind(&s.device_id)
     .bind(&s.device_class)
@@ -670,7 +706,7 @@ async fn store_state(tx: &mut sqlx::SqliteConnection, s: &DeviceState) -> Result
     .bind(&s.from_version)
     .bind(&s.target_version)
     .bind(&s.update_state)
-    .bind(s.update_percent)
+    .bind_float(s.update_percent)
     .bind(s.update_started_ms)
     .bind(&s.payload_kind)
     .bind(s.bytes_downloaded)
@@ -679,16 +715,16 @@ async fn store_state(tx: &mut sqlx::SqliteConnection, s: &DeviceState) -> Result
     .bind(&s.last_error_state)
     .bind(&s.last_error_machine)
     .bind(s.last_error_ms)
-    .bind(s.rolled_back)
+    .bind(i64::from(s.rolled_back))
     .bind(s.silent_since_ms)
     .bind(s.outbox_dropped)
-    .bind(s.outbox_full)
+    .bind(i64::from(s.outbox_full))
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-pub(crate) fn state_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DeviceState, ServerError> {
+pub(crate) fn state_from_row(row: &DbRow) -> Result<DeviceState, ServerError> {
     let phases: Option<String> = row.try_get("phases")?;
     Ok(DeviceState {
         device_id: row.try_get("device_id")?,
@@ -715,10 +751,10 @@ pub(crate) fn state_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DeviceStat
         last_error_state: row.try_get("last_error_state")?,
         last_error_machine: row.try_get("last_error_machine")?,
         last_error_ms: row.try_get("last_error_ms")?,
-        rolled_back: row.try_get("rolled_back")?,
+        rolled_back: get_flag(row, "rolled_back")?,
         silent_since_ms: row.try_get("silent_since_ms")?,
         outbox_dropped: row.try_get("outbox_dropped")?,
-        outbox_full: row.try_get("outbox_full")?,
+        outbox_full: get_flag(row, "outbox_full")?,
     })
 }
 

@@ -46,6 +46,7 @@ mod error;
 pub mod events;
 pub mod fleet;
 pub mod keyset;
+pub mod leader;
 pub mod metrics;
 pub mod personalize;
 pub mod pki;
@@ -61,13 +62,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ferry_types::Diagnose;
+
 pub use error::ServerError;
 pub use personalize::{Service, ServiceOptions};
 pub use pki::Secrets;
 pub use publish::{PublishRequest, publish};
 pub use routes::app;
 
-/// A server's data directory: `ferry.db` (SQLite) and `artifacts/` (the object store).
+/// A server's data directory: `ferry.db` (SQLite, unless the database is PostgreSQL) and
+/// `artifacts/` (the object store).
 #[derive(Clone)]
 pub struct DataDir {
     /// Root of the data directory.
@@ -89,6 +93,12 @@ impl std::fmt::Debug for DataDir {
 impl DataDir {
     /// Opens (creating on first use) a data directory and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<DataDir, ServerError> {
+        DataDir::open_with(path, None).await
+    }
+
+    /// [`DataDir::open`] with the database `--database` names ([`db::Db::open_url`]):
+    /// `postgres://…` for replicas sharing one database, `None` for `ferry.db` in `path`.
+    pub async fn open_with(path: &Path, database: Option<&str>) -> Result<DataDir, ServerError> {
         std::fs::create_dir_all(path).map_err(|source| ServerError::Io {
             op: "creating the data directory",
             source,
@@ -97,7 +107,7 @@ impl DataDir {
             op: "resolving the data directory",
             source,
         })?;
-        let db = db::Db::open(&path.join("ferry.db")).await?;
+        let db = db::Db::open_url(database, &path).await?;
         let store = Arc::new(store::Store::local(&path.join("artifacts"))?);
         let data = DataDir { path, db, store };
         publish::fill_missing_seal_roots(&data).await?;
@@ -122,6 +132,9 @@ pub struct Https {
     pub metrics: metrics::Metrics,
     /// Signed decisions for devices.
     pub director: director::Director,
+    /// The leader lease's lifetime ([`leader`]): the periodic work moves to another replica
+    /// within `ttl + ttl / 3` of the leader's death.
+    pub lease_ttl: std::time::Duration,
 }
 
 impl Https {
@@ -161,7 +174,14 @@ impl Https {
             events,
             metrics,
             director,
+            lease_ttl: leader::DEFAULT_TTL,
         })
+    }
+
+    /// Holds the leader lease for `ttl` instead of [`leader::DEFAULT_TTL`].
+    pub fn with_lease_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
     }
 
     /// Serves under `limits` instead of the defaults.
@@ -211,9 +231,22 @@ impl Https {
             op: "reading the listen address",
             source,
         })?;
+        // Periodic work runs on the replica holding the leader lease (always this one on
+        // SQLite).
+        let leadership = leader::Leadership::for_server(self.data.db.clone(), self.lease_ttl);
+        let leads = leadership.try_hold().await.unwrap_or_else(|error| {
+            tracing::error!(code = error.code(), %error, "could not take the leader lease");
+            false
+        });
         // The catalog (checked by `prepare`): its timestamp kept fresh while serving.
-        tuf::refresh_timestamp_if_due(&self.data.path).await?;
-        let timestamp_task = tokio::spawn(tuf::keep_timestamp_fresh(self.data.path.clone()));
+        if leads {
+            tuf::refresh_timestamp_if_due(&self.data.path).await?;
+        }
+        let lease_task = tokio::spawn(leadership.clone().keep());
+        let timestamp_task = tokio::spawn(tuf::keep_timestamp_fresh(
+            self.data.path.clone(),
+            leadership.clone(),
+        ));
         let key_task = tokio::spawn(keyset::keep_signer_current(
             self.service.clone(),
             tuf::CatalogPaths::new(&self.data.path, None),
@@ -222,6 +255,7 @@ impl Https {
             self.data.db.clone(),
             self.metrics.clone(),
             self.service.inner.options.silent_after,
+            leadership.clone(),
         ));
         tracing::info!(
             %addr,
@@ -241,6 +275,10 @@ impl Https {
         timestamp_task.abort();
         key_task.abort();
         silence_task.abort();
+        lease_task.abort();
+        if let Err(error) = leadership.release().await {
+            tracing::warn!(code = error.code(), %error, "could not give the leader lease up");
+        }
         served.map_err(|source| ServerError::Io {
             op: "serving HTTPS",
             source,

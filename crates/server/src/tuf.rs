@@ -199,11 +199,15 @@ pub async fn refresh_timestamp_if_due(data_dir: &Path) -> Result<Option<u64>, Se
 }
 
 /// Checks the timestamp every [`TIMESTAMP_CHECK_INTERVAL`] and re-signs it before it expires,
-/// forever (the server spawns this as a task).
-pub async fn keep_timestamp_fresh(data_dir: PathBuf) {
+/// forever (the server spawns this as a task); only while `leader` leads, so of several
+/// replicas one signs.
+pub async fn keep_timestamp_fresh(data_dir: PathBuf, leader: crate::leader::Leadership) {
     let mut ticker = tokio::time::interval(TIMESTAMP_CHECK_INTERVAL);
     loop {
         ticker.tick().await;
+        if !leader.is_leader() {
+            continue;
+        }
         match refresh_timestamp_if_due(&data_dir).await {
             Ok(Some(version)) => tracing::info!(version, "re-signed the catalog timestamp"),
             Ok(None) => {}

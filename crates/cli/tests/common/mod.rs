@@ -20,7 +20,65 @@ use std::time::Duration;
 pub fn ferry() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
     c.env_remove("FERRY_DEVICE").env("FERRY_LOG", "warn");
+    match test_database() {
+        Some(url) => c.env("FERRY_DATABASE", url),
+        None => c.env_remove("FERRY_DATABASE"),
+    };
     c
+}
+
+#[path = "../../../server/tests/support/postgres.rs"]
+pub mod postgres;
+
+/// The server database of this test's `ferry` commands.
+enum TestDatabase {
+    /// A cluster this test thread started (`FERRY_TEST_POSTGRES=1`), stopped when it ends.
+    Own(#[allow(dead_code)] postgres::Postgres, String),
+    /// A database the test chose ([`use_database`]).
+    Chosen(String),
+    /// Each data directory's SQLite file.
+    Sqlite,
+}
+
+thread_local! {
+    static DATABASE: std::cell::RefCell<Option<TestDatabase>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Makes every later `ferry` command of this test (its thread) use the database at `url`.
+pub fn use_database(url: String) {
+    DATABASE.with(|db| *db.borrow_mut() = Some(TestDatabase::Chosen(url)));
+}
+
+/// The database URL this test's commands use: the one [`use_database`] chose; with
+/// `FERRY_TEST_POSTGRES=1`, a PostgreSQL cluster of the test's own, started on its first
+/// command (so any suite can run its server on PostgreSQL); otherwise none (SQLite).
+fn test_database() -> Option<String> {
+    DATABASE.with(|db| {
+        let mut db = db.borrow_mut();
+        if db.is_none() {
+            // libtest names each test's thread after the test; on the main thread (one test
+            // thread) tests would share one cluster, so they keep SQLite.
+            let own_thread = std::thread::current().name().is_some_and(|n| n != "main");
+            let wanted = std::env::var_os("FERRY_TEST_POSTGRES").is_some_and(|v| v == "1");
+            let cluster = if wanted && own_thread {
+                postgres::Postgres::start()
+            } else {
+                None
+            };
+            *db = Some(match cluster {
+                Some(pg) => {
+                    let url = pg.database();
+                    TestDatabase::Own(pg, url)
+                }
+                None => TestDatabase::Sqlite,
+            });
+        }
+        match db.as_ref() {
+            Some(TestDatabase::Own(_, url) | TestDatabase::Chosen(url)) => Some(url.clone()),
+            _ => None,
+        }
+    })
 }
 
 /// Runs `ferry ARGS`, returning its output.

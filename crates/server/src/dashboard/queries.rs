@@ -121,7 +121,7 @@ impl Db {
         status: Option<&str>,
         page: i64,
     ) -> Result<Paged<DeviceState>, ServerError> {
-        let mut q = sqlx::QueryBuilder::new("SELECT * FROM device_state");
+        let mut q = crate::db::Filtered::new("SELECT * FROM device_state");
         match status {
             Some("silent") => {
                 q.push(" WHERE silent_since_ms IS NOT NULL");
@@ -135,7 +135,7 @@ impl Db {
             .push_bind(PAGE + 1)
             .push(" OFFSET ")
             .push_bind(PAGE * page);
-        let rows = q.build().fetch_all(self.pool()).await?;
+        let rows = q.fetch_all(self).await?;
         let rows = rows
             .iter()
             .map(crate::fleet::state_from_row)
@@ -299,7 +299,8 @@ impl Db {
         version: &str,
     ) -> Result<Vec<(String, Option<String>, bool, i64)>, ServerError> {
         let rows = sqlx::query(
-            "SELECT status, update_state, silent_since_ms IS NOT NULL AS silent, COUNT(*) AS n
+            "SELECT status, update_state,
+                    CASE WHEN silent_since_ms IS NOT NULL THEN 1 ELSE 0 END AS silent, COUNT(*) AS n
              FROM device_state WHERE device_class = $1 AND (target_version = $2 OR version = $2)
              GROUP BY status, update_state, silent",
         )
@@ -312,7 +313,7 @@ impl Db {
                 Ok((
                     r.try_get("status")?,
                     r.try_get("update_state")?,
-                    r.try_get::<bool, _>("silent")?,
+                    crate::db::get_flag(r, "silent")?,
                     r.try_get("n")?,
                 ))
             })

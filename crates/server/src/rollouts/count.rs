@@ -4,12 +4,13 @@
 //! stopped reporting mid-update is a failure). After counting, each touched wave is
 //! evaluated once; a halt is one conditional `UPDATE` plus its record, so two servers
 //! committing reports on one database halt the rollout once (SQLite serializes writers;
-//! the second sees `state = 'halted'` and changes nothing).
+//! PostgreSQL makes the second wait for the first's row lock, then re-check: the second sees
+//! `state = 'halted'` and changes nothing).
 
 use std::collections::BTreeSet;
 
+use crate::db::Conn;
 use ferry_events::{Blame, EventKind, EventReport, blame};
-use sqlx::SqliteConnection;
 
 use super::store::{Rollout, load, wave_counts};
 use super::waves::halts;
@@ -52,12 +53,12 @@ pub(super) fn counted(report: &EventReport) -> Option<Counted> {
 
 /// The rollout of release `version` of `class`, if any.
 async fn rollout_for(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     class: &str,
     version: &str,
 ) -> Result<Option<Rollout>, ServerError> {
     let id: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM rollouts WHERE class = ? AND version = ?")
+        sqlx::query_scalar("SELECT id FROM rollouts WHERE class = $1 AND version = $2")
             .bind(class)
             .bind(version)
             .fetch_optional(&mut *conn)
@@ -71,7 +72,7 @@ async fn rollout_for(
 /// Records `device_id`'s attempt (and `failure`, the first one counts) in `rollout`'s
 /// current epoch; the device's wave.
 async fn record(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     rollout: &Rollout,
     device_id: &ferry_types::DeviceId,
     failure: Option<(&str, Option<&str>)>,
@@ -79,8 +80,8 @@ async fn record(
 ) -> Result<u32, ServerError> {
     let wave = rollout.wave_of(device_id);
     sqlx::query(
-        "INSERT OR IGNORE INTO rollout_devices (rollout_id, epoch, device_id, wave, attempted_ms)
-         VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO rollout_devices (rollout_id, epoch, device_id, wave, attempted_ms)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
     )
     .bind(rollout.id)
     .bind(rollout.epoch)
@@ -91,8 +92,8 @@ async fn record(
     .await?;
     if let Some((kind, code)) = failure {
         sqlx::query(
-            "UPDATE rollout_devices SET failure = ?, failure_code = ?, failed_ms = ?
-             WHERE rollout_id = ? AND epoch = ? AND device_id = ? AND failure IS NULL",
+            "UPDATE rollout_devices SET failure = $1, failure_code = $2, failed_ms = $3
+             WHERE rollout_id = $4 AND epoch = $5 AND device_id = $6 AND failure IS NULL",
         )
         .bind(kind)
         .bind(code)
@@ -109,7 +110,7 @@ async fn record(
 /// Counts freshly stored `reports` against their rollouts and evaluates every wave they
 /// touched; returns the ids of rollouts this call halted.
 pub async fn count_reports(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     reports: &[EventReport],
     received_ms: i64,
 ) -> Result<Vec<i64>, ServerError> {
@@ -138,7 +139,7 @@ pub async fn count_reports(
 /// Counts devices just marked silent mid-update (`(device_id, class, target version)`)
 /// as failures of their rollouts and evaluates; returns the rollouts halted.
 pub async fn count_silent(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     silent: &[(String, String, Option<String>)],
     now_ms: i64,
 ) -> Result<Vec<i64>, ServerError> {
@@ -160,7 +161,7 @@ pub async fn count_silent(
 /// Applies the halt rule to each `(rollout, wave)`: a running or paused rollout whose wave
 /// crosses it is halted, and the numbers recorded, once.
 async fn evaluate(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     touched: &BTreeSet<(i64, u32)>,
     now_ms: i64,
 ) -> Result<Vec<i64>, ServerError> {
@@ -186,9 +187,9 @@ async fn evaluate(
             continue;
         };
         let changed = sqlx::query(
-            "UPDATE rollouts SET state = 'halted', held_since_ms = COALESCE(held_since_ms, ?1),
-                changed_ms = ?1
-             WHERE id = ?2 AND state IN ('running', 'paused')",
+            "UPDATE rollouts SET state = 'halted', held_since_ms = COALESCE(held_since_ms, $1),
+                changed_ms = $1
+             WHERE id = $2 AND state IN ('running', 'paused')",
         )
         .bind(now_ms)
         .bind(id)
@@ -212,9 +213,9 @@ async fn evaluate(
             rollout.threshold
         );
         sqlx::query(
-            "INSERT INTO rollout_changes (rollout_id, at_ms, action, by, wave, attempts, failures,
+            "INSERT INTO rollout_changes (rollout_id, at_ms, action, \"by\", wave, attempts, failures,
                 lower_bound, threshold, reason)
-             VALUES (?, ?, 'halt', 'halt-rule', ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, 'halt', 'halt-rule', $3, $4, $5, $6, $7, $8)",
         )
         .bind(id)
         .bind(now_ms)

@@ -5,13 +5,12 @@ use chrono::{DateTime, Utc};
 use ferry_personalize::RolloutHold;
 use ferry_types::{DeviceClass, DeviceId, Version};
 use serde::Serialize;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 use super::waves::{Waves, place, wilson_lower};
 use super::{Action, NewRollout, RolloutError, RolloutState};
 use crate::ServerError;
-use crate::db::Db;
+use crate::db::{Backend, Conn, Db, DbRow};
 use crate::fleet::time_of;
 
 /// A rollout as stored.
@@ -46,7 +45,7 @@ pub struct Rollout {
 }
 
 impl Rollout {
-    fn from_row(row: &SqliteRow) -> Result<Rollout, ServerError> {
+    fn from_row(row: &DbRow) -> Result<Rollout, ServerError> {
         let state: String = row.try_get("state")?;
         Ok(Rollout {
             id: row.try_get("id")?,
@@ -244,7 +243,7 @@ impl Db {
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
         let existing: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM rollouts WHERE class = ? AND version = ?")
+            sqlx::query_scalar("SELECT id FROM rollouts WHERE class = $1 AND version = $2")
                 .bind(class.as_str())
                 .bind(version.to_string())
                 .fetch_optional(&mut *tx)
@@ -260,7 +259,7 @@ impl Db {
         let row = sqlx::query(
             "INSERT INTO rollouts (class, version, audience, waves, threshold, min_attempts, state,
                 created_ms, started_ms, changed_ms)
-             VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?) RETURNING *",
+             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $9) RETURNING *",
         )
         .bind(class.as_str())
         .bind(version.to_string())
@@ -297,11 +296,12 @@ impl Db {
         let mut conn = self.pool().acquire().await?;
         let rollout = load(&mut conn, id).await?;
         let wave_counts = wave_counts(&mut conn, &rollout, now_ms()).await?;
-        let rows =
-            sqlx::query("SELECT * FROM rollout_changes WHERE rollout_id = ? ORDER BY at_ms, rowid")
-                .bind(id)
-                .fetch_all(&mut *conn)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM rollout_changes WHERE rollout_id = $1 ORDER BY at_ms, rowid",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
         let changes = rows
             .iter()
             .map(|r| {
@@ -334,19 +334,19 @@ impl Db {
         let mut tx = self.pool().begin().await?;
         let sql = match action {
             Action::Pause => {
-                "UPDATE rollouts SET state = 'paused', held_since_ms = ?1, changed_ms = ?1
-                 WHERE id = ?2 AND state = 'running' RETURNING *"
+                "UPDATE rollouts SET state = 'paused', held_since_ms = $1, changed_ms = $1
+                 WHERE id = $2 AND state = 'running' RETURNING *"
             }
             Action::Halt => {
-                "UPDATE rollouts SET state = 'halted', held_since_ms = COALESCE(held_since_ms, ?1),
-                    changed_ms = ?1
-                 WHERE id = ?2 AND state IN ('running', 'paused') RETURNING *"
+                "UPDATE rollouts SET state = 'halted', held_since_ms = COALESCE(held_since_ms, $1),
+                    changed_ms = $1
+                 WHERE id = $2 AND state IN ('running', 'paused') RETURNING *"
             }
             Action::Resume => {
                 "UPDATE rollouts SET state = 'running',
-                    held_ms = held_ms + (?1 - COALESCE(held_since_ms, ?1)), held_since_ms = NULL,
-                    epoch = epoch + (state = 'halted'), changed_ms = ?1
-                 WHERE id = ?2 AND state IN ('paused', 'halted') RETURNING *"
+                    held_ms = held_ms + ($1 - COALESCE(held_since_ms, $1)), held_since_ms = NULL,
+                    epoch = epoch + CASE WHEN state = 'halted' THEN 1 ELSE 0 END, changed_ms = $1
+                 WHERE id = $2 AND state IN ('paused', 'halted') RETURNING *"
             }
         };
         let row = sqlx::query(sql)
@@ -363,7 +363,7 @@ impl Db {
             }
             .into());
         };
-        sqlx::query("INSERT INTO rollout_changes (rollout_id, at_ms, action, by) VALUES (?, ?, ?, 'operator')")
+        sqlx::query("INSERT INTO rollout_changes (rollout_id, at_ms, action, \"by\") VALUES ($1, $2, $3, 'operator')")
             .bind(id)
             .bind(now)
             .bind(action.as_str())
@@ -383,7 +383,7 @@ impl Db {
         let row = sqlx::query(
             "SELECT r.* FROM rollouts r
              JOIN releases rel ON rel.class = r.class AND rel.version = r.version
-             WHERE rel.class = ? AND rel.build_id = ? LIMIT 1",
+             WHERE rel.class = $1 AND rel.build_id = $2 LIMIT 1",
         )
         .bind(class)
         .bind(build_id)
@@ -397,14 +397,22 @@ impl Db {
         &self,
         device_id: &DeviceId,
     ) -> Result<Option<String>, ServerError> {
-        Ok(sqlx::query_scalar(
-            "SELECT json_extract(body, '$.audience_type') FROM event_reports
-             WHERE device_id = ? ORDER BY sequence DESC LIMIT 1",
-        )
-        .bind(device_id.to_string())
-        .fetch_optional(self.pool())
-        .await?
-        .flatten())
+        // The report body is JSON text on both backends; each reads a field its own way.
+        let sql = match self.backend() {
+            Backend::Sqlite => {
+                "SELECT json_extract(body, '$.audience_type') FROM event_reports
+                 WHERE device_id = $1 ORDER BY sequence DESC LIMIT 1"
+            }
+            Backend::Postgres => {
+                "SELECT CAST(body AS JSONB) ->> 'audience_type' FROM event_reports
+                 WHERE device_id = $1 ORDER BY sequence DESC LIMIT 1"
+            }
+        };
+        Ok(sqlx::query_scalar(sql)
+            .bind(device_id.to_string())
+            .fetch_optional(self.pool())
+            .await?
+            .flatten())
     }
 
     /// Why a rollout holds `device_id` back from build `build_id` of `class` now (what the
@@ -430,7 +438,7 @@ impl Db {
     pub async fn explain(&self, device_id: &DeviceId) -> Result<Vec<Explanation>, ServerError> {
         let id = device_id.to_string();
         let class: Option<String> =
-            sqlx::query_scalar("SELECT device_class FROM devices WHERE device_id = ?")
+            sqlx::query_scalar("SELECT device_class FROM devices WHERE device_id = $1")
                 .bind(&id)
                 .fetch_optional(self.pool())
                 .await?;
@@ -438,7 +446,7 @@ impl Db {
             return Err(ServerError::NotFound(format!("enrolled device {id}")));
         };
         let running: Option<String> =
-            sqlx::query_scalar("SELECT version FROM device_state WHERE device_id = ?")
+            sqlx::query_scalar("SELECT version FROM device_state WHERE device_id = $1")
                 .bind(&id)
                 .fetch_optional(self.pool())
                 .await?
@@ -509,8 +517,8 @@ fn hold_refusal(hold: &RolloutHold) -> (&'static str, String) {
     }
 }
 
-pub(super) async fn load(conn: &mut SqliteConnection, id: i64) -> Result<Rollout, ServerError> {
-    let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?")
+pub(super) async fn load(conn: &mut Conn, id: i64) -> Result<Rollout, ServerError> {
+    let row = sqlx::query("SELECT * FROM rollouts WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;
@@ -522,13 +530,13 @@ pub(super) async fn load(conn: &mut SqliteConnection, id: i64) -> Result<Rollout
 
 /// Per-wave counters of the rollout's current epoch.
 pub(super) async fn wave_counts(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     rollout: &Rollout,
     now_ms: i64,
 ) -> Result<Vec<WaveCount>, ServerError> {
     let rows = sqlx::query(
         "SELECT wave, COALESCE(failure, '') AS failure, COUNT(*) AS n FROM rollout_devices
-         WHERE rollout_id = ? AND epoch = ? GROUP BY wave, failure",
+         WHERE rollout_id = $1 AND epoch = $2 GROUP BY wave, failure",
     )
     .bind(rollout.id)
     .bind(rollout.epoch)

@@ -70,6 +70,9 @@ pub enum Command {
     /// Roll a release out in waves (server side, on the data directory): create, list,
     /// show, pause, resume, halt, explain.
     Rollout(RolloutArgs),
+    /// Which devices may get which releases (server side, on the data directory): grant,
+    /// revoke, list; and the tenant, region and tags grants and cohorts select by.
+    Entitlement(EntitlementArgs),
     /// Read and check the device's state-machine journal.
     #[command(subcommand)]
     Log(LogCommand),
@@ -831,6 +834,10 @@ pub enum RolloutAction {
         /// Only devices that last reported this audience (default: every device of the class).
         #[arg(long)]
         audience: Option<String>,
+        /// Only devices matching every term: tenant:T, region:R, tag:X (or programme:X),
+        /// audience:A, device:ID, e.g. tag:beta,region:eu (default: every device of the class).
+        #[arg(long)]
+        cohort: Option<String>,
         /// Cumulative PERCENT%@TIME waves ending at 100%, e.g. 1%@0,5%@4h,25%@1d,100%@3d.
         #[arg(long, default_value = "100%@0")]
         waves: String,
@@ -866,6 +873,66 @@ pub enum RolloutAction {
     /// For each rollout of a device's class, the one reason it has or has not got the
     /// release.
     Explain {
+        /// Device id (16 hex digits).
+        device: ferry_types::DeviceId,
+    },
+}
+
+/// `ferry entitlement …` (writes the data directory's database directly, like `ferry
+/// rollout`; the same actions are admin endpoints under `/v1/admin/entitlements` and
+/// `/v1/admin/devices/ID/tags`).
+#[derive(Debug, Args)]
+pub struct EntitlementArgs {
+    #[command(subcommand)]
+    pub action: EntitlementAction,
+    /// Server data directory.
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// What to do with entitlements.
+#[derive(Debug, Subcommand)]
+pub enum EntitlementAction {
+    /// Let the devices TO selects get release VERSION of CLASS; once a release has a
+    /// grant, devices no grant selects are refused it (NOT_ENTITLED).
+    Grant {
+        /// Device class.
+        #[arg(long)]
+        class: String,
+        /// The release's version, or * for every release of the class.
+        #[arg(long)]
+        version: String,
+        /// The devices: tenant:T, region:R, tag:X (or programme:X), audience:A, device:ID,
+        /// all terms must match (e.g. tenant:acme,region:eu), or all.
+        #[arg(long)]
+        to: String,
+    },
+    /// Revoke a grant: its devices are refused the release from their next scan.
+    Revoke {
+        /// Entitlement id.
+        id: i64,
+    },
+    /// Every grant, newest first.
+    List,
+    /// Set an enrolled device's tenant, region and tags (what grants and cohorts select).
+    SetTags {
+        /// Device id (16 hex digits).
+        device: ferry_types::DeviceId,
+        /// Tenant ("" clears it).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Region ("" clears it).
+        #[arg(long)]
+        region: Option<String>,
+        /// Every tag, comma-separated (replaces the old ones; "" clears them).
+        #[arg(long)]
+        tags: Option<String>,
+    },
+    /// Show a device's tenant, region, tags and reported audience.
+    Tags {
         /// Device id (16 hex digits).
         device: ferry_types::DeviceId,
     },

@@ -318,6 +318,7 @@ async fn two_wave_rollout(data: &DataDir, device: &DeviceId) -> Result<i64, Fail
             class: CLASS.into(),
             version: "2.0".into(),
             audience: None,
+            cohort: None,
             waves: Some(waves),
             threshold: None,
             min_attempts: None,

@@ -47,8 +47,9 @@ fn print_held_back(device: &std::path::Path) {
             .map(|t| format!(", its wave opens at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
             .unwrap_or_default();
         println!(
-            "Held back: {} by rollout {} [{code}]{when}",
-            held.version, held.rollout_id
+            "Held back: {} by {} [{code}]{when}",
+            held.version,
+            held.holder()
         );
     }
 }

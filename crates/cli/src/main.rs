@@ -22,6 +22,7 @@ mod chart;
 mod demo;
 mod device_cmds;
 mod doctor_cmds;
+mod entitlement_cmds;
 mod failure;
 mod fleet_cmds;
 mod images;
@@ -100,6 +101,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Bench(args::BenchCommand::Progress(a)) => bench_progress::progress(a).await,
             Command::Cache(a) => cache_cmd::cache(a).await,
             Command::Rollout(a) => rollout_cmds::rollout(a).await,
+            Command::Entitlement(a) => entitlement_cmds::entitlement(a).await,
             Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a).await,
             Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a).await,
             Command::Log(args::LogCommand::Chart(a)) => log_cmds::chart(a),

@@ -786,11 +786,16 @@ fn rollout_hold(device: &Device, version: &str) -> Option<ferry_types::Report> {
     Some(ferry_types::Report {
         code: code.to_owned(),
         cause: format!(
-            "rollout {} of {version} holds this device back ({}{when})",
-            decided.rollout_id,
+            "{} holds {version} back from this device ({}{when})",
+            decided.holder(),
             code.to_lowercase().replace('_', " ")
         ),
-        fix: "Wait: the agent continues on its own once the rollout lets this device in".to_owned(),
+        fix: if code == "NOT_ENTITLED" {
+            "Ask the operator to grant this device an entitlement to the release (ferry entitlement grant)"
+        } else {
+            "Wait: the agent continues on its own once the rollout lets this device in"
+        }
+        .to_owned(),
     })
 }
 

@@ -31,6 +31,8 @@ pub enum DecisionState {
     Halted,
     /// The device is outside the rollout's cohort.
     NotInCohort,
+    /// The device is not entitled to the release (no rollout needed).
+    NotEntitled,
 }
 
 impl DecisionState {
@@ -47,6 +49,7 @@ impl DecisionState {
             DecisionState::Paused => Some("ROLLOUT_PAUSED"),
             DecisionState::Halted => Some("ROLLOUT_HALTED"),
             DecisionState::NotInCohort => Some("ROLLOUT_NOT_IN_COHORT"),
+            DecisionState::NotEntitled => Some("NOT_ENTITLED"),
         }
     }
 }
@@ -63,12 +66,22 @@ pub struct DecidedRelease {
     pub length: u64,
     /// The target's SHA-256, as the image repository signs it.
     pub sha256: Sha256,
-    /// The rollout.
-    pub rollout_id: i64,
+    /// The rollout (`None`: a release without one that the device is not entitled to).
+    pub rollout_id: Option<i64>,
     /// Where it stands for this device.
     pub state: DecisionState,
     /// When the device's wave opens, if not open.
     pub opens_at: Option<DateTime<Utc>>,
+}
+
+impl DecidedRelease {
+    /// What holds it back, in words: `rollout N`, or `the release's entitlements`.
+    pub fn holder(&self) -> String {
+        match (self.state, self.rollout_id) {
+            (DecisionState::NotEntitled, _) | (_, None) => "the release's entitlements".into(),
+            (_, Some(id)) => format!("rollout {id}"),
+        }
+    }
 }
 
 /// A device's decision.
@@ -79,7 +92,8 @@ pub struct Decision {
     pub device_id: DeviceId,
     /// When the director made it.
     pub issued_at: DateTime<Utc>,
-    /// Every release of the device's class under a rollout.
+    /// Every release of the device's class under a rollout, and every one it is not
+    /// entitled to.
     pub releases: Vec<DecidedRelease>,
     /// The key that signs it.
     pub key_id: KeyId,
@@ -280,7 +294,7 @@ mod tests {
                 target: "vm-2.0.payload.zst".into(),
                 length: 1000,
                 sha256: Sha256::of(b"payload 2.0"),
-                rollout_id: 1,
+                rollout_id: Some(1),
                 state: DecisionState::Halted,
                 opens_at: None,
             }],

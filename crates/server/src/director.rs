@@ -26,6 +26,7 @@ use ferry_types::{DeviceId, Sha256};
 
 use crate::ServerError;
 use crate::personalize::Service;
+use crate::rollouts::entitle::Entitled;
 use crate::tuf::CatalogPaths;
 
 /// The director keys, under the online keys directory.
@@ -157,24 +158,28 @@ impl Director {
         key_id: ferry_personalize::KeyId,
     ) -> Result<Decision, ServerError> {
         let db = &self.service.inner.data.db;
-        let audience = db.reported_audience(&device_id).await?;
+        let facts = db.cohort_facts(&device_id, true).await?;
         let now = chrono::Utc::now();
-        let published = db.releases(class).await?;
-        let mut releases = Vec::new();
-        for rollout in db
+        let rollouts: Vec<_> = db
             .rollouts()
             .await?
             .into_iter()
             .filter(|r| r.class == class)
-        {
-            // Only releases the catalog signs: the decision names them as it does.
-            let Some(release) = published
-                .iter()
-                .find(|r| r.version.to_string() == rollout.version)
-            else {
+            .collect();
+        let mut releases = Vec::new();
+        // Only releases the catalog signs: the decision names them as it does.
+        for release in db.releases(class).await? {
+            let version = release.version.to_string();
+            let rollout = rollouts.iter().find(|r| r.version == version);
+            let entitled = db.entitled(class, &version, &facts).await?;
+            let hold = if let Entitled::No { .. } = entitled {
+                Some(RolloutHold::NotEntitled)
+            } else if let Some(rollout) = rollout {
+                rollout.hold(&device_id, &facts, now.timestamp_millis())
+            } else {
+                // Neither restricted nor under a rollout: TUF's offer stands.
                 continue;
             };
-            let hold = rollout.hold(&device_id, audience.as_deref(), now.timestamp_millis());
             let (state, opens_at) = match hold {
                 None => (DecisionState::Open, None),
                 Some(RolloutHold::NotYet { opens_at, .. }) => {
@@ -183,13 +188,14 @@ impl Director {
                 Some(RolloutHold::Paused { .. }) => (DecisionState::Paused, None),
                 Some(RolloutHold::Halted { .. }) => (DecisionState::Halted, None),
                 Some(RolloutHold::NotInCohort { .. }) => (DecisionState::NotInCohort, None),
+                Some(RolloutHold::NotEntitled) => (DecisionState::NotEntitled, None),
             };
             releases.push(DecidedRelease {
-                version: rollout.version.clone(),
-                target: payload_target_name(class, &rollout.version),
+                target: payload_target_name(class, &version),
+                version,
                 length: release.payload_size,
                 sha256: release.payload_sha256,
-                rollout_id: rollout.id,
+                rollout_id: rollout.map(|r| r.id),
                 state,
                 opens_at,
             });

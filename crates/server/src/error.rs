@@ -318,7 +318,11 @@ impl ServerError {
             ServerError::Report(_) => StatusCode::BAD_REQUEST,
             ServerError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ServerError::Rollout(e) => match e {
-                crate::rollouts::RolloutError::NotFound { .. } => StatusCode::NOT_FOUND,
+                crate::rollouts::RolloutError::NotFound { .. }
+                | crate::rollouts::RolloutError::EntitlementNotFound { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                crate::rollouts::RolloutError::EntitlementRevoked { .. } => StatusCode::CONFLICT,
                 crate::rollouts::RolloutError::Exists { .. }
                 | crate::rollouts::RolloutError::WrongState { .. } => StatusCode::CONFLICT,
                 _ => StatusCode::BAD_REQUEST,

@@ -4,6 +4,7 @@
 
 mod daemon;
 pub mod doctor;
+pub mod fleet;
 pub mod intercept;
 #[allow(unused_imports)]
 pub use daemon::*;

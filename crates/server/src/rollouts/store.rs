@@ -8,6 +8,8 @@ use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
+use super::cohort::{DeviceFacts, Selector};
+use super::entitle::Entitled;
 use super::waves::{Waves, place, wilson_lower};
 use super::{Action, NewRollout, RolloutError, RolloutState};
 use crate::ServerError;
@@ -23,8 +25,11 @@ pub struct Rollout {
     pub class: String,
     /// The release's version.
     pub version: String,
-    /// The cohort's audience (none: every device of the class).
+    /// The audience given at creation (part of `cohort`).
     pub audience: Option<String>,
+    /// The cohort (`tenant:acme,region:eu,tag:beta,audience:seed`; none: every device of
+    /// the class).
+    pub cohort: Option<String>,
     /// The wave spec.
     pub waves: String,
     /// The halt rule's threshold.
@@ -53,6 +58,7 @@ impl Rollout {
             class: row.try_get("class")?,
             version: row.try_get("version")?,
             audience: row.try_get("audience")?,
+            cohort: row.try_get("cohort")?,
             waves: row.try_get("waves")?,
             threshold: row.try_get("threshold")?,
             min_attempts: row.try_get("min_attempts")?,
@@ -67,6 +73,16 @@ impl Rollout {
             epoch: row.try_get("epoch")?,
             changed_ms: row.try_get("changed_ms")?,
         })
+    }
+
+    /// The cohort's selector (stored selectors were checked at creation; a rollout made
+    /// before cohorts has only its audience).
+    pub fn selector(&self) -> Selector {
+        match (&self.cohort, &self.audience) {
+            (Some(cohort), _) => cohort.parse().unwrap_or_default(),
+            (None, Some(audience)) => Selector::audience(audience),
+            (None, None) => Selector::all(),
+        }
     }
 
     /// The parsed waves (stored specs were checked at creation).
@@ -91,21 +107,20 @@ impl Rollout {
         self.schedule().wave_of(place(self.id, device_id))
     }
 
-    /// Why this rollout holds `device_id` back at `now_ms` (`audience`: the one it last
-    /// reported), or `None` when its wave is open.
+    /// Why this rollout holds the device `facts` describe back at `now_ms`, or `None` when
+    /// its wave is open.
     pub fn hold(
         &self,
         device_id: &DeviceId,
-        audience: Option<&str>,
+        facts: &DeviceFacts,
         now_ms: i64,
     ) -> Option<RolloutHold> {
         let rollout_id = self.id;
-        if let Some(cohort) = &self.audience
-            && audience != Some(cohort.as_str())
-        {
+        let selector = self.selector();
+        if !selector.matches(facts) {
             return Some(RolloutHold::NotInCohort {
                 rollout_id,
-                audience: cohort.clone(),
+                cohort: selector.to_string(),
             });
         }
         match self.state {
@@ -180,21 +195,22 @@ pub struct RolloutView {
     pub changes: Vec<HaltRecord>,
 }
 
-/// `rollout explain DEVICE`: for one rollout of the device's class, the one reason.
+/// `rollout explain DEVICE`: for one rollout of the device's class (or a release it is not
+/// entitled to), the one reason.
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
-    /// The rollout.
-    pub rollout_id: i64,
+    /// The rollout (`None`: a release without one the device is not entitled to).
+    pub rollout_id: Option<i64>,
     /// Its release.
     pub version: String,
     /// `ALREADY_INSTALLED`, `OPEN`, or the refusal code the signing service would give.
     pub code: String,
-    /// The device's place and wave.
-    pub place: u32,
+    /// The device's place in the rollout.
+    pub place: Option<u32>,
     /// Its wave.
-    pub wave: u32,
+    pub wave: Option<u32>,
     /// When its wave opens (or opened) if the rollout keeps running.
-    pub opens_at: DateTime<Utc>,
+    pub opens_at: Option<DateTime<Utc>>,
     /// In words.
     pub reason: String,
 }
@@ -223,6 +239,18 @@ impl Db {
                 why: e.to_string(),
             })?;
         let waves: Waves = new.waves.as_deref().unwrap_or("100%@0").parse()?;
+        let audience = new.audience.as_deref().filter(|a| !a.is_empty());
+        let cohort = match (new.cohort.as_deref().filter(|c| !c.is_empty()), audience) {
+            (Some(c), Some(a)) => Some(format!("{c},audience:{a}")),
+            (Some(c), None) => Some(c.to_owned()),
+            (None, Some(a)) => Some(format!("audience:{a}")),
+            (None, None) => None,
+        };
+        let cohort = cohort
+            .map(|c| c.parse::<Selector>())
+            .transpose()?
+            .filter(|s| !s.is_all())
+            .map(|s| s.to_string());
         let threshold = new.threshold.unwrap_or(super::DEFAULT_THRESHOLD);
         if !(0.0..1.0).contains(&threshold) {
             return Err(RolloutError::Invalid {
@@ -259,18 +287,19 @@ impl Db {
         }
         let row = sqlx::query(
             "INSERT INTO rollouts (class, version, audience, waves, threshold, min_attempts, state,
-                created_ms, started_ms, changed_ms)
-             VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?) RETURNING *",
+                created_ms, started_ms, changed_ms, cohort)
+             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $9, $10) RETURNING *",
         )
         .bind(class.as_str())
         .bind(version.to_string())
-        .bind(new.audience.as_deref().filter(|a| !a.is_empty()))
+        .bind(audience)
         .bind(waves.to_string())
         .bind(threshold)
         .bind(min_attempts as i64)
         .bind(now)
         .bind(now)
         .bind(now)
+        .bind(cohort)
         .fetch_one(&mut *tx)
         .await?;
         let rollout = Rollout::from_row(&row)?;
@@ -407,22 +436,35 @@ impl Db {
         .flatten())
     }
 
-    /// Why a rollout holds `device_id` back from build `build_id` of `class` now (what the
-    /// signing service refuses with), or `None`.
+    /// Why the server holds `device_id` back from build `build_id` of `class` now (what
+    /// the signing service refuses with): not entitled to the release, or a rollout of it
+    /// holds the device back; `None` when it may have it.
     pub async fn rollout_hold(
         &self,
         device_id: &DeviceId,
         class: &str,
         build_id: &str,
     ) -> Result<Option<RolloutHold>, ServerError> {
-        let Some(rollout) = self.rollout_of_build(class, build_id).await? else {
+        let version: Option<String> = sqlx::query_scalar(
+            "SELECT version FROM releases WHERE class = $1 AND build_id = $2 LIMIT 1",
+        )
+        .bind(class)
+        .bind(build_id)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(version) = version else {
+            // Not a release: the signing rules refuse it (NOT_SIGNED) before any hold.
             return Ok(None);
         };
-        let audience = match rollout.audience {
-            Some(_) => self.reported_audience(device_id).await?,
-            None => None,
-        };
-        Ok(rollout.hold(device_id, audience.as_deref(), now_ms()))
+        let rollout = self.rollout_of_build(class, build_id).await?;
+        let audience = rollout
+            .as_ref()
+            .is_some_and(|r| r.selector().needs_audience());
+        let facts = self.cohort_facts(device_id, audience).await?;
+        if let Entitled::No { .. } = self.entitled(class, &version, &facts).await? {
+            return Ok(Some(RolloutHold::NotEntitled));
+        }
+        Ok(rollout.and_then(|r| r.hold(device_id, &facts, now_ms())))
     }
 
     /// `explain DEVICE`: for each rollout of the device's class, the one reason it has or
@@ -443,24 +485,48 @@ impl Db {
                 .fetch_optional(self.pool())
                 .await?
                 .flatten();
-        let audience = self.reported_audience(device_id).await?;
+        let facts = self.cohort_facts(device_id, true).await?;
         let now = now_ms();
         let mut out = Vec::new();
-        for rollout in self
+        let rollouts: Vec<Rollout> = self
             .rollouts()
             .await?
             .into_iter()
             .filter(|r| r.class == class)
-        {
+            .collect();
+        // Releases without a rollout that the device is not entitled to.
+        for release in self.releases(&class).await? {
+            let version = release.version.to_string();
+            if rollouts.iter().any(|r| r.version == version)
+                || running.as_deref() == Some(version.as_str())
+            {
+                continue;
+            }
+            if let Entitled::No { revoked } = self.entitled(&class, &version, &facts).await? {
+                out.push(Explanation {
+                    rollout_id: None,
+                    version,
+                    code: "NOT_ENTITLED".into(),
+                    place: None,
+                    wave: None,
+                    opens_at: None,
+                    reason: not_entitled_reason(revoked),
+                });
+            }
+        }
+        for rollout in rollouts {
             let wave = rollout.wave_of(device_id);
             let opens_at = rollout.opens_at(wave, now);
+            let entitled = self.entitled(&class, &rollout.version, &facts).await?;
             let (code, reason) = if running.as_deref() == Some(rollout.version.as_str()) {
                 (
                     "ALREADY_INSTALLED".to_owned(),
                     format!("the device runs {}", rollout.version),
                 )
+            } else if let Entitled::No { revoked } = entitled {
+                ("NOT_ENTITLED".to_owned(), not_entitled_reason(revoked))
             } else {
-                match rollout.hold(device_id, audience.as_deref(), now) {
+                match rollout.hold(device_id, &facts, now) {
                     None => (
                         "OPEN".to_owned(),
                         format!(
@@ -475,16 +541,23 @@ impl Db {
                 }
             };
             out.push(Explanation {
-                rollout_id: rollout.id,
+                rollout_id: Some(rollout.id),
                 version: rollout.version.clone(),
                 code,
-                place: place(rollout.id, device_id),
-                wave,
-                opens_at,
+                place: Some(place(rollout.id, device_id)),
+                wave: Some(wave),
+                opens_at: Some(opens_at),
                 reason,
             });
         }
         Ok(out)
+    }
+}
+
+fn not_entitled_reason(revoked: Option<i64>) -> String {
+    match revoked {
+        Some(id) => format!("entitlement {id}, which covered the device, was revoked"),
+        None => "no entitlement of the release covers the device's tenant, region or tags".into(),
     }
 }
 
@@ -500,12 +573,11 @@ fn hold_refusal(hold: &RolloutHold) -> (&'static str, String) {
         ),
         RolloutHold::Paused { .. } => ("ROLLOUT_PAUSED", "the rollout is paused".into()),
         RolloutHold::Halted { .. } => ("ROLLOUT_HALTED", "the rollout is halted".into()),
-        RolloutHold::NotInCohort { audience, .. } => (
+        RolloutHold::NotInCohort { cohort, .. } => (
             "ROLLOUT_NOT_IN_COHORT",
-            format!(
-                "the cohort is audience {audience}, which the device has not reported being in"
-            ),
+            format!("the cohort {cohort} does not include the device"),
         ),
+        RolloutHold::NotEntitled => ("NOT_ENTITLED", not_entitled_reason(None)),
     }
 }
 

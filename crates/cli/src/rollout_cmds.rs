@@ -163,7 +163,7 @@ pub fn print_view(view: &RolloutView) {
     );
     println!(
         "\n{:<5} {:<8} {:<6} {:<20} {:<9} {:<9} Wilson lower bound",
-        "Wave", "Share", "Open", "Opens (UTC)", "Attempts", "Failures"
+        "Wave", "Share", "Open", "Opens/opened (UTC)", "Attempts", "Failures"
     );
     for w in &view.wave_counts {
         println!(

@@ -240,6 +240,21 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     assert_eq!(explained[0]["code"], "OPEN", "{explained}");
     let said = walk_through(&data, &["show", &id.to_string()]);
     assert!(said.contains("resume by operator"), "{said}");
+    // Open waves show when they opened (wave 0 at the start, wave 1 when the refusal said,
+    // the halt's time not counted), not the time of asking.
+    let shown = rollout_cli(&data, &["show", &id.to_string()]);
+    let at = |w: usize| -> chrono::DateTime<chrono::Utc> {
+        serde_json::from_value(shown["wave_counts"][w]["opens_at"].clone()).unwrap()
+    };
+    assert_eq!(
+        at(0).timestamp_millis(),
+        shown["started_ms"].as_i64().unwrap()
+    );
+    assert!(
+        (at(1) - opens).num_milliseconds().abs() < 1000,
+        "{} vs {opens}",
+        at(1)
+    );
     let list = rollout_cli(&data, &["list"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
 }

@@ -148,7 +148,8 @@ pub struct WaveCount {
     pub offset_ms: i64,
     /// Whether it is open now.
     pub open: bool,
-    /// When it opens (or opened) if the rollout keeps running.
+    /// When it opened (replayed from the pauses, halts and resumes), or when it opens if
+    /// the rollout keeps running.
     pub opens_at: DateTime<Utc>,
     /// Devices that got a ticket and started (this epoch).
     pub attempts: u64,
@@ -606,8 +607,17 @@ pub(super) async fn wave_counts(
     .bind(rollout.epoch)
     .fetch_all(&mut *conn)
     .await?;
+    let changes: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT at_ms, action FROM rollout_changes WHERE rollout_id = $1 ORDER BY at_ms",
+    )
+    .bind(rollout.id)
+    .fetch_all(&mut *conn)
+    .await?;
     let schedule = rollout.schedule();
     let open = schedule.open_waves(rollout.elapsed_ms(now_ms));
+    let opened = |w: &super::waves::Wave| {
+        super::waves::opened_at(rollout.started_ms, &changes, w.offset_ms).and_then(time_of)
+    };
     let mut counts: Vec<WaveCount> = schedule
         .waves()
         .iter()
@@ -617,7 +627,10 @@ pub(super) async fn wave_counts(
             percent: f64::from(w.share) / 100.0,
             offset_ms: w.offset_ms,
             open: (i as u32) < open,
-            opens_at: rollout.opens_at(i as u32, now_ms),
+            opens_at: ((i as u32) < open)
+                .then(|| opened(w))
+                .flatten()
+                .unwrap_or_else(|| rollout.opens_at(i as u32, now_ms)),
             attempts: 0,
             failures: 0,
             by_kind: Default::default(),

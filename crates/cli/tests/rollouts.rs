@@ -132,6 +132,21 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     assert_eq!(shown["wave_counts"][0]["failures"], 1);
     let said = walk_through(&data, &["show", &id.to_string()]);
     assert!(said.contains("vm 2.0 running"), "{said}");
+    // /metrics (promtool-checked): the wave open, its devices offered, the counts.
+    assert_rollout_metrics(
+        &metrics(&api),
+        id,
+        &[
+            ("halted", 0),
+            ("open_waves", 1),
+            ("offered", wave0.len() as u64),
+            ("attempted", 3),
+            ("failed", 1),
+            ("rolled_back", 0),
+            ("silent", 0),
+            ("installed", 0),
+        ],
+    );
     // The figure (README): from sending the report that crosses the threshold to the halt
     // visible to devices: a ticket refused, the signed decision saying halted.
     let crossing = std::time::Instant::now();
@@ -182,6 +197,17 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
         "{shown}"
     );
     assert!((halt["lower_bound"].as_f64().unwrap() - 0.2077).abs() < 1e-3);
+    assert_rollout_metrics(
+        &metrics(&api),
+        id,
+        &[
+            ("halted", 1),
+            ("offered", 0),
+            ("attempted", 3),
+            ("failed", 1),
+            ("rolled_back", 1),
+        ],
+    );
     assert_eq!(
         shown["wave_counts"][0]["by_kind"],
         json!({"failed": 1, "rolled_back": 1})

@@ -294,3 +294,59 @@ pub fn sqlite(data: &Path, sql: &str) {
         .expect("sqlite3 runs (the test alters the server's database as an attacker would)");
     assert!(status.success());
 }
+
+/// `GET /metrics` with the admin token; the text must pass `promtool check metrics`.
+pub fn metrics(api: &Api) -> String {
+    let url = format!("{}/metrics", api.base);
+    let text = api.runtime.block_on(async {
+        let response = api
+            .client
+            .get(&url)
+            .bearer_auth(&api.admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.text().await.unwrap()
+    });
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed: .ci/run installs it");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Rollout `id`'s series for 2.0 of class vm: `(kind, value)` lines present in `text`.
+pub fn assert_rollout_metrics(text: &str, id: i64, expected: &[(&str, u64)]) {
+    for (kind, n) in expected {
+        let line = match *kind {
+            "halted" => {
+                format!("ferry_rollout_halted{{class=\"vm\",rollout=\"{id}\",version=\"2.0\"}} {n}")
+            }
+            "open_waves" => format!(
+                "ferry_rollout_open_waves{{class=\"vm\",rollout=\"{id}\",version=\"2.0\"}} {n}"
+            ),
+            kind => format!(
+                "ferry_rollout_devices{{class=\"vm\",kind=\"{kind}\",rollout=\"{id}\",version=\"2.0\"}} {n}"
+            ),
+        };
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+}

@@ -15,6 +15,7 @@ pub mod entitle;
 pub mod http;
 #[cfg(test)]
 mod replay;
+pub mod stats;
 pub mod store;
 pub mod waves;
 

@@ -58,6 +58,9 @@ pub enum Command {
     /// Move the device to another audience.
     #[command(subcommand)]
     Audience(AudienceCommand),
+    /// Defer a release under a rollout (up to the rollout's maximum, never past its
+    /// deadline): the agent does not take it on its own until then.
+    Defer(DeferArgs),
     /// The TUF conformance client protocol (init, refresh, download), exit 0 or 1.
     Tuf(TufArgs),
     /// The whole story on loopback: server, two releases, a device, an update.
@@ -512,6 +515,18 @@ pub struct AudienceSetArgs {
     pub device: DeviceArgs,
 }
 
+/// `ferry defer`.
+#[derive(Debug, Args)]
+pub struct DeferArgs {
+    /// The release's version.
+    pub version: String,
+    /// For how long: 30m, 4h, 1d.
+    #[arg(long = "for")]
+    pub for_: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
 /// `ferry tuf`: the TUF community's client-under-test CLI.
 #[derive(Debug, Args)]
 pub struct TufArgs {
@@ -841,6 +856,18 @@ pub enum RolloutAction {
         /// Cumulative PERCENT%@TIME waves ending at 100%, e.g. 1%@0,5%@4h,25%@1d,100%@3d.
         #[arg(long, default_value = "100%@0")]
         waves: String,
+        /// After it (RFC 3339, or a time from now like 3d) devices install at their first
+        /// allowed moment, the maintenance window overridden.
+        #[arg(long)]
+        deadline: Option<String>,
+        /// How long a device may defer the release after its first deferral (e.g. 2d;
+        /// default: up to the deadline).
+        #[arg(long)]
+        max_deferral: Option<String>,
+        /// Open every wave at once and refuse deferrals (still signed, still halted by the
+        /// halt rule).
+        #[arg(long)]
+        emergency: bool,
         /// Halt when a wave's failure rate is above this with 95 % confidence (Wilson).
         #[arg(long, default_value_t = 0.2)]
         threshold: f64,

@@ -80,6 +80,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Publish(a) => publish_cmds::publish(a).await,
             Command::Device(args::DeviceCommand::Init(a)) => init_cmd::device_init(a).await,
             Command::Audience(args::AudienceCommand::Set(a)) => device_cmds::audience_set(a).await,
+            Command::Defer(a) => device_cmds::defer(a).await,
             Command::Tuf(a) => tuf_cmds::run(a).await,
             Command::List(a) => device_cmds::list(a, false).await,
             Command::ListFull(a) => device_cmds::list(a, true).await,

@@ -33,6 +33,9 @@ pub async fn rollout(a: RolloutArgs) -> Result<ExitCode, Failure> {
             audience,
             cohort,
             waves,
+            deadline,
+            max_deferral,
+            emergency,
             threshold,
             min_attempts,
         } => {
@@ -41,6 +44,9 @@ pub async fn rollout(a: RolloutArgs) -> Result<ExitCode, Failure> {
                 version,
                 audience,
                 cohort,
+                deadline,
+                max_deferral,
+                emergency,
                 waves: Some(waves),
                 threshold: Some(threshold),
                 min_attempts: Some(min_attempts),
@@ -142,6 +148,15 @@ pub fn print_one(rollout: &Rollout, json: bool) {
             rollout.threshold,
             rollout.min_attempts
         );
+        if rollout.emergency {
+            println!("  emergency: every wave open at once, no deferral");
+        }
+        if let Some(deadline) = rollout.deadline_ms {
+            println!("  deadline: {} UTC", when(deadline));
+        }
+        if let Some(max) = rollout.max_deferral_ms {
+            println!("  a device may defer it up to {} s", max / 1000);
+        }
     }
 }
 

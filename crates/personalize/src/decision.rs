@@ -33,12 +33,15 @@ pub enum DecisionState {
     NotInCohort,
     /// The device is not entitled to the release (no rollout needed).
     NotEntitled,
+    /// Its wave is open but the device deferred it (`deferred_until`): offered, and the
+    /// agent waits until then on its own.
+    Deferred,
 }
 
 impl DecisionState {
     /// Whether the device may take the release now.
     pub fn allows(self) -> bool {
-        self == DecisionState::Open
+        matches!(self, DecisionState::Open | DecisionState::Deferred)
     }
 
     /// The refusal code the signing service gives in this state (`None`: open).
@@ -50,6 +53,7 @@ impl DecisionState {
             DecisionState::Halted => Some("ROLLOUT_HALTED"),
             DecisionState::NotInCohort => Some("ROLLOUT_NOT_IN_COHORT"),
             DecisionState::NotEntitled => Some("NOT_ENTITLED"),
+            DecisionState::Deferred => Some("ROLLOUT_DEFERRED"),
         }
     }
 }
@@ -72,6 +76,19 @@ pub struct DecidedRelease {
     pub state: DecisionState,
     /// When the device's wave opens, if not open.
     pub opens_at: Option<DateTime<Utc>>,
+    /// After it the device installs at its first allowed moment (the maintenance window
+    /// no longer holds it back).
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+    /// Until when the device deferred it.
+    #[serde(default)]
+    pub deferred_until: Option<DateTime<Utc>>,
+    /// The latest the device may defer it to (the rollout's maximum, or the deadline).
+    #[serde(default)]
+    pub defer_latest: Option<DateTime<Utc>>,
+    /// An emergency rollout: every wave open, no deferral.
+    #[serde(default)]
+    pub emergency: bool,
 }
 
 impl DecidedRelease {
@@ -297,6 +314,10 @@ mod tests {
                 rollout_id: Some(1),
                 state: DecisionState::Halted,
                 opens_at: None,
+                deadline: None,
+                deferred_until: None,
+                defer_latest: None,
+                emergency: false,
             }],
             key_id: Signer::generate().key_id(),
         }

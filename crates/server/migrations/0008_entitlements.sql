@@ -29,3 +29,20 @@ CREATE INDEX entitlements_by_class ON entitlements (class, version);
 
 -- A rollout's cohort in the same syntax (NULL: its `audience`, or every device).
 ALTER TABLE rollouts ADD COLUMN cohort TEXT;
+
+-- Deadlines and deferrals (issue 16): after `deadline_ms` devices install at their first
+-- allowed moment (the maintenance window no longer holds them); a device may defer the
+-- release up to `max_deferral_ms` after its first deferral (NULL: up to the deadline);
+-- `emergency` (0/1) opens every wave at once and refuses deferrals.
+ALTER TABLE rollouts ADD COLUMN deadline_ms BIGINT;
+ALTER TABLE rollouts ADD COLUMN max_deferral_ms BIGINT;
+ALTER TABLE rollouts ADD COLUMN emergency INTEGER NOT NULL DEFAULT 0;
+
+-- A device's deferral of a rollout's release: until when, and when it first deferred.
+CREATE TABLE rollout_deferrals (
+    rollout_id INTEGER NOT NULL REFERENCES rollouts (id),
+    device_id  TEXT    NOT NULL,
+    first_ms   BIGINT  NOT NULL,
+    until_ms   BIGINT  NOT NULL,
+    PRIMARY KEY (rollout_id, device_id)
+);

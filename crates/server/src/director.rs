@@ -25,7 +25,9 @@ use ferry_personalize::{
 use ferry_types::{DeviceId, Sha256};
 
 use crate::ServerError;
+use crate::fleet::time_of;
 use crate::personalize::Service;
+use crate::rollouts::defer::{DeferRequest, Deferral};
 use crate::rollouts::entitle::Entitled;
 use crate::tuf::CatalogPaths;
 
@@ -180,7 +182,13 @@ impl Director {
                 // Neither restricted nor under a rollout: TUF's offer stands.
                 continue;
             };
+            let now_ms = now.timestamp_millis();
+            let deferred_until = match (&hold, rollout) {
+                (None, Some(rollout)) => db.deferred_until(rollout, &device_id, now_ms).await?,
+                _ => None,
+            };
             let (state, opens_at) = match hold {
+                None if deferred_until.is_some() => (DecisionState::Deferred, None),
                 None => (DecisionState::Open, None),
                 Some(RolloutHold::NotYet { opens_at, .. }) => {
                     (DecisionState::NotYet, Some(opens_at))
@@ -196,6 +204,13 @@ impl Director {
                 length: release.payload_size,
                 sha256: release.payload_sha256,
                 rollout_id: rollout.map(|r| r.id),
+                deadline: rollout.and_then(|r| r.deadline_ms).and_then(time_of),
+                deferred_until: deferred_until.and_then(time_of),
+                defer_latest: match rollout {
+                    Some(r) if !r.emergency => db.defer_latest(r, &device_id).await?,
+                    _ => None,
+                },
+                emergency: rollout.is_some_and(|r| r.emergency),
                 state,
                 opens_at,
             });
@@ -213,7 +228,30 @@ impl Director {
 pub fn routes(director: Director) -> Router {
     Router::new()
         .route("/v1/decision", get(decision))
+        .route("/v1/deferrals", axum::routing::post(defer))
         .with_state(director)
+}
+
+/// `POST /v1/deferrals` (device credential): the device defers a rollout's release.
+async fn defer(
+    State(director): State<Director>,
+    headers: HeaderMap,
+    Json(request): Json<DeferRequest>,
+) -> Result<Json<Deferral>, ServerError> {
+    let credential = director.service.credential(&headers)?;
+    let device_id = credential.device_id;
+    let db = &director.service.inner.data.db;
+    let facts = match db.device_facts(&device_id, "").await? {
+        None => return Err(ferry_personalize::Refusal::UnknownDevice { device_id }.into()),
+        Some(f) if f.revoked || f.credential_id != credential.credential_id.to_string() => {
+            return Err(ferry_personalize::Refusal::RevokedDevice { device_id }.into());
+        }
+        Some(f) => f,
+    };
+    Ok(Json(
+        db.defer(&device_id, facts.identity.device_class.as_str(), &request)
+            .await?,
+    ))
 }
 
 async fn decision(

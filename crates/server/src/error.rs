@@ -168,6 +168,9 @@ pub enum ServerError {
     /// A rollout request failed.
     #[error(transparent)]
     Rollout(#[from] crate::rollouts::RolloutError),
+    /// A device's deferral was refused.
+    #[error(transparent)]
+    Deferral(#[from] crate::rollouts::defer::DeferralError),
     /// A request body over the route's limit.
     #[error("the request body is larger than the {limit} bytes this route accepts")]
     BodyTooLarge {
@@ -216,6 +219,7 @@ impl Diagnose for ServerError {
             ServerError::OfflineKeysOnServer { .. } => "OFFLINE_KEYS_ON_SERVER",
             ServerError::Report(e) => e.code(),
             ServerError::Rollout(e) => e.code(),
+            ServerError::Deferral(e) => e.code(),
             ServerError::BodyTooLarge { .. } => "BODY_TOO_LARGE",
         }
     }
@@ -271,6 +275,7 @@ impl Diagnose for ServerError {
             ServerError::KeySet(e) => e.fix(),
             ServerError::Report(e) => e.fix(),
             ServerError::Rollout(e) => e.fix(),
+            ServerError::Deferral(e) => e.fix(),
             ServerError::BodyTooLarge { .. } => {
                 "Send smaller requests (a device sends at most 50 reports of 256 KiB per batch)".into()
             }
@@ -317,6 +322,7 @@ impl ServerError {
             }
             ServerError::Report(_) => StatusCode::BAD_REQUEST,
             ServerError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ServerError::Deferral(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ServerError::Rollout(e) => match e {
                 crate::rollouts::RolloutError::NotFound { .. }
                 | crate::rollouts::RolloutError::EntitlementNotFound { .. } => {

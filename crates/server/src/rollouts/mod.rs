@@ -11,6 +11,7 @@
 
 pub mod cohort;
 pub mod count;
+pub mod defer;
 pub mod entitle;
 pub mod http;
 #[cfg(test)]
@@ -81,6 +82,17 @@ pub struct NewRollout {
     /// The wave spec (default `100%@0`).
     #[serde(default)]
     pub waves: Option<String>,
+    /// After it (RFC 3339, or a time from now like `3d`), devices install at their first
+    /// allowed moment, the maintenance window overridden.
+    #[serde(default)]
+    pub deadline: Option<String>,
+    /// How long a device may defer the release (`2d`; none: up to the deadline).
+    #[serde(default)]
+    pub max_deferral: Option<String>,
+    /// Every wave opens at once and deferrals are refused (still signed, still halted by
+    /// the halt rule).
+    #[serde(default)]
+    pub emergency: bool,
     /// The halt rule's threshold (default [`DEFAULT_THRESHOLD`]).
     #[serde(default)]
     pub threshold: Option<f64>,

@@ -48,6 +48,12 @@ pub struct Rollout {
     pub epoch: i64,
     /// When its state last changed (Unix ms).
     pub changed_ms: i64,
+    /// After it (Unix ms) devices install at their first allowed moment.
+    pub deadline_ms: Option<i64>,
+    /// How long a device may defer (ms; none: up to the deadline).
+    pub max_deferral_ms: Option<i64>,
+    /// Every wave open at once, no deferral.
+    pub emergency: bool,
 }
 
 impl Rollout {
@@ -72,6 +78,9 @@ impl Rollout {
             held_since_ms: row.try_get("held_since_ms")?,
             epoch: row.try_get("epoch")?,
             changed_ms: row.try_get("changed_ms")?,
+            deadline_ms: row.try_get("deadline_ms")?,
+            max_deferral_ms: row.try_get("max_deferral_ms")?,
+            emergency: row.try_get::<i64, _>("emergency")? != 0,
         })
     }
 
@@ -127,6 +136,9 @@ impl Rollout {
             RolloutState::Halted => return Some(RolloutHold::Halted { rollout_id }),
             RolloutState::Paused => return Some(RolloutHold::Paused { rollout_id }),
             RolloutState::Running => {}
+        }
+        if self.emergency {
+            return None;
         }
         let wave = self.wave_of(device_id);
         (wave >= self.schedule().open_waves(self.elapsed_ms(now_ms))).then(|| RolloutHold::NotYet {
@@ -252,6 +264,23 @@ impl Db {
             .transpose()?
             .filter(|s| !s.is_all())
             .map(|s| s.to_string());
+        let now = now_ms();
+        let deadline_ms = new
+            .deadline
+            .as_deref()
+            .map(|d| parse_deadline(d, now))
+            .transpose()?;
+        let max_deferral_ms = new
+            .max_deferral
+            .as_deref()
+            .map(|d| {
+                super::waves::parse_offset(d).ok_or_else(|| RolloutError::Invalid {
+                    what: "max-deferral",
+                    value: d.to_owned(),
+                    why: "it must be a time like 0, 30m, 4h or 1d".into(),
+                })
+            })
+            .transpose()?;
         let threshold = new.threshold.unwrap_or(super::DEFAULT_THRESHOLD);
         if !(0.0..1.0).contains(&threshold) {
             return Err(RolloutError::Invalid {
@@ -270,7 +299,6 @@ impl Db {
             }
             .into());
         }
-        let now = now_ms();
         let mut tx = self.pool().begin().await?;
         let existing: Option<i64> =
             sqlx::query_scalar("SELECT id FROM rollouts WHERE class = ? AND version = ?")
@@ -288,8 +316,10 @@ impl Db {
         }
         let row = sqlx::query(
             "INSERT INTO rollouts (class, version, audience, waves, threshold, min_attempts, state,
-                created_ms, started_ms, changed_ms, cohort)
-             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $9, $10) RETURNING *",
+                created_ms, started_ms, changed_ms, cohort, deadline_ms, max_deferral_ms,
+                emergency)
+             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $9, $10, $11, $12, $13)
+             RETURNING *",
         )
         .bind(class.as_str())
         .bind(version.to_string())
@@ -301,6 +331,9 @@ impl Db {
         .bind(now)
         .bind(now)
         .bind(cohort)
+        .bind(deadline_ms)
+        .bind(max_deferral_ms)
+        .bind(i64::from(new.emergency))
         .fetch_one(&mut *tx)
         .await?;
         let rollout = Rollout::from_row(&row)?;
@@ -553,6 +586,28 @@ impl Db {
         }
         Ok(out)
     }
+}
+
+/// A deadline: RFC 3339, or a time from `now_ms` like `3d`; it must be in the future.
+fn parse_deadline(text: &str, now_ms: i64) -> Result<i64, RolloutError> {
+    let invalid = |why: &str| RolloutError::Invalid {
+        what: "deadline",
+        value: text.to_owned(),
+        why: why.to_owned(),
+    };
+    let at = match DateTime::parse_from_rfc3339(text) {
+        Ok(t) => t.timestamp_millis(),
+        Err(_) => {
+            now_ms
+                + super::waves::parse_offset(text).ok_or_else(|| {
+                    invalid("it must be an RFC 3339 time or a time from now like 4h or 3d")
+                })?
+        }
+    };
+    if at <= now_ms {
+        return Err(invalid("it is not in the future"));
+    }
+    Ok(at)
 }
 
 fn not_entitled_reason(revoked: Option<i64>) -> String {

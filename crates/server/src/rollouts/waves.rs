@@ -143,7 +143,7 @@ fn parse_share(pct: &str) -> Option<u32> {
 }
 
 /// `0`, `90s`, `30m`, `4h`, `1d` → milliseconds.
-fn parse_offset(at: &str) -> Option<i64> {
+pub fn parse_offset(at: &str) -> Option<i64> {
     if at == "0" {
         return Some(0);
     }

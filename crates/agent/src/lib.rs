@@ -58,5 +58,6 @@ pub mod status;
 pub mod stop;
 pub mod trust;
 pub mod warnings;
+pub mod why;
 
 pub use error::AgentError;

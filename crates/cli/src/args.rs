@@ -27,8 +27,9 @@ pub enum Command {
     /// Manage simulated devices.
     #[command(subcommand)]
     Device(DeviceCommand),
-    /// List the updates available to the device.
-    List(DeviceArgs),
+    /// List the updates available to the device (`--why`: every release it does not run,
+    /// with the one reason it is or is not offered).
+    List(ListArgs),
     /// List every full image for the device's class.
     ListFull(DeviceArgs),
     /// Download and install an update into the inactive slot.
@@ -513,6 +514,17 @@ pub struct AudienceSetArgs {
     pub audience: String,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// `ferry list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// For every release in the catalog the device does not run, why it is or is not
+    /// offered (from the verified catalog and the director's signed decision).
+    #[arg(long)]
+    pub why: bool,
 }
 
 /// `ferry defer`.

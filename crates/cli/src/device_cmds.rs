@@ -494,6 +494,29 @@ pub async fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `ferry list --why` (on the device directory itself: stop the agent first).
+pub async fn why(a: DeviceArgs) -> Result<ExitCode, Failure> {
+    let device = open(&a)?;
+    let answer = ferry_agent::why::why(&device)
+        .await
+        .map_err(|e| Failure::from(e).json(a.json));
+    deliver_queued(&device).await;
+    let answer = answer?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        );
+    } else if answer.is_empty() {
+        println!("The catalog has no release the device does not run.");
+    } else {
+        for w in &answer {
+            println!("{}: {} [{}]", w.version, w.reason, w.code);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `ferry defer VERSION --for D`: asks the server to record the deferral (on the device
 /// directory itself: stop the agent first, or it holds the directory's lock).
 pub async fn defer(a: crate::args::DeferArgs) -> Result<ExitCode, Failure> {

@@ -205,6 +205,12 @@ fn a_real_device_defers_and_ferry_list_shows_the_deadline_and_the_deferral() {
         listed[0]["why_not_now"]["code"], "ROLLOUT_DEFERRED",
         "{listed:?}"
     );
+    let said = why(&f.device);
+    assert_eq!(said[0].1, "ROLLOUT_DEFERRED", "{said:?}");
+    assert!(
+        said[0].2.starts_with("deferred on this device until"),
+        "{said:?}"
+    );
     let words = ok(&["list", "--device", s(&f.device)]);
     for line in [
         "Deadline: 2.0 installs at the first allowed moment after",

@@ -310,8 +310,20 @@ fn a_real_device_stops_being_offered_a_release_at_the_scan_after_its_grant_is_re
         listed.contains("Held back: 2.0 by the release's entitlements [NOT_ENTITLED]"),
         "{listed}"
     );
+    let said = why(&f.device);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(
+        (said[0].0.as_str(), said[0].1.as_str()),
+        ("2.0", "NOT_ENTITLED")
+    );
+    let words = ok(&["list", "--why", "--device", s(&f.device)]);
+    assert!(
+        words.contains("2.0: the device is not entitled to it [NOT_ENTITLED]"),
+        "{words}"
+    );
     entitlement_cli(&data, &["set-tags", &device_id, "--tags", "beta"]);
     assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
+    assert_eq!(why(&f.device)[0].1, "OFFERED");
     let id = beta["id"].as_i64().unwrap().to_string();
     entitlement_cli(&data, &["revoke", &id]);
     assert_eq!(offered(&f.device), Ok(vec![]));

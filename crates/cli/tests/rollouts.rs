@@ -400,6 +400,12 @@ fn a_real_device_follows_the_signed_decision_at_its_next_scan_and_refuses_forged
         listed.contains("Held back: 2.0 by rollout 1 [ROLLOUT_HALTED]"),
         "{listed}"
     );
+    let said = why(&f.device);
+    assert_eq!(
+        (said[0].1.as_str(), said[0].2.as_str()),
+        ("ROLLOUT_HALTED", "rollout 1 is halted"),
+        "{said:?}"
+    );
     rollout_cli(&data, &["resume", "1"]);
     assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
 

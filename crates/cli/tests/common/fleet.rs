@@ -350,3 +350,16 @@ pub fn assert_rollout_metrics(text: &str, id: i64, expected: &[(&str, u64)]) {
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }
 }
+
+/// `ferry list --why --json` on the device: (version, code, reason) for each release.
+pub fn why(device: &Path) -> Vec<(String, String, String)> {
+    let answer: Vec<Value> =
+        serde_json::from_str(&ok(&["list", "--why", "--json", "--device", s(device)])).unwrap();
+    answer
+        .iter()
+        .map(|w| {
+            let f = |k: &str| w[k].as_str().unwrap_or_default().to_owned();
+            (f("version"), f("code"), f("reason"))
+        })
+        .collect()
+}

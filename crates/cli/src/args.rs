@@ -224,6 +224,9 @@ pub enum ServerCommand {
     /// The personalization keys devices trust (signed into the catalog): list, rotate,
     /// retire.
     PersonalizationKey(PersonalizationKeyArgs),
+    /// The director key devices accept signed decisions from (signed into the catalog):
+    /// list, rotate (the old key is refused by devices once they see the new set).
+    DirectorKey(DirectorKeyArgs),
     /// The fleet at a glance, from the event reports: versions, updates in progress and
     /// their phases, failures by code, rollbacks, silent devices.
     Fleet(ServerDataArgs),
@@ -279,6 +282,32 @@ pub struct PersonalizationKeyArgs {
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// `ferry server director-key`.
+#[derive(Debug, Args)]
+pub struct DirectorKeyArgs {
+    #[command(subcommand)]
+    pub action: DirectorKeyAction,
+    /// Server data directory.
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
+    /// The offline keys directory (targets key) that signs the catalog (default
+    /// DATA/keys-offline); rotate needs it.
+    #[arg(long, global = true)]
+    pub keys: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// What to do with the director key.
+#[derive(Debug, Subcommand)]
+pub enum DirectorKeyAction {
+    /// Show the director key set the catalog signs.
+    List,
+    /// Make a new key the director key and drop the old one from the set.
+    Rotate,
 }
 
 /// What to do with the personalization keys.

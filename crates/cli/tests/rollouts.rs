@@ -500,3 +500,78 @@ fn the_demo_shows_a_two_wave_rollout_with_its_device_in_the_first_wave() {
     let shown = rollout_cli(&dir.join("server"), &["show", "1"]);
     assert_eq!(shown["wave_counts"][0]["attempts"], 1, "{shown}");
 }
+
+/// The key that signed the device's stored (verified) decision.
+fn decision_key(device: &std::path::Path) -> String {
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(device.join("trust/decision.json")).unwrap())
+            .unwrap();
+    stored["key_id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_director_key_rotates_through_the_catalog_and_the_old_key_is_refused_after() {
+    let mut f = fleet(1, |s| s.url());
+    let data = f.server.data.clone();
+    rollout_cli(&data, &["create", "--class", "vm", "--version", "2.0"]);
+    assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
+    let old = decision_key(&f.device);
+    let keys_dir = offline_keys(&data);
+    let key_cli = |action: &str| -> Value {
+        serde_json::from_str(&ok(&[
+            "server",
+            "director-key",
+            action,
+            "--data",
+            s(&data),
+            "--keys",
+            s(&keys_dir),
+            "--json",
+        ]))
+        .unwrap()
+    };
+    assert_eq!(key_cli("list")["current"], old.as_str());
+    let old_pk8 = std::fs::read(data.join(format!("keys-online/director/{old}.pk8"))).unwrap();
+
+    // Rotated with the offline targets key while the server runs: the set lists only the
+    // new key, the server signs with it within a second or two, and the device takes the
+    // new set from the catalog at its next scan and accepts the new key's decisions.
+    let rotated = key_cli("rotate");
+    let new = rotated["current"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(rotated["keys"], json!([new]), "{rotated}");
+    assert!(
+        wait_for(15, || offered(&f.device) == Ok(vec!["vm-2.0".to_owned()])
+            && decision_key(&f.device) == new),
+        "the device never accepted a decision by the new key"
+    );
+    let keys: Value =
+        serde_json::from_slice(&std::fs::read(f.device.join("trust/director-keys.json")).unwrap())
+            .unwrap();
+    assert!(!keys.to_string().contains(&old), "{keys}");
+
+    // The old key (a copy someone kept) signing again after the rotation: refused.
+    std::fs::write(
+        data.join(format!("keys-online/director/{new}.pk8")),
+        &old_pk8,
+    )
+    .unwrap();
+    f.server.kill();
+    f.server = Server::start(&data);
+    let config = f.device.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("server"))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &config,
+        text.replace(&line, &format!("server = \"{}\"", f.server.url())),
+    )
+    .unwrap();
+    assert_eq!(
+        offered(&f.device),
+        Err("DECISION_KEY_NOT_TRUSTED".to_owned())
+    );
+}

@@ -208,6 +208,11 @@ impl Https {
             self.service.clone(),
             tuf::CatalogPaths::new(&self.data.path, None),
         ));
+        let director_task = tokio::spawn(
+            self.director
+                .clone()
+                .keep_current(tuf::CatalogPaths::new(&self.data.path, None)),
+        );
         let silence_task = tokio::spawn(events::watch_silence(
             self.data.db.clone(),
             self.metrics.clone(),
@@ -230,6 +235,7 @@ impl Https {
         .await;
         timestamp_task.abort();
         key_task.abort();
+        director_task.abort();
         silence_task.abort();
         served.map_err(|source| ServerError::Io {
             op: "serving HTTPS",

@@ -98,6 +98,18 @@ impl Diagnose for DeferralError {
     }
 }
 
+/// The latest a deferral first made at `first` may reach: the maximum after it, or the
+/// deadline, whichever is sooner (`None`: no limit).
+fn latest(rollout: &Rollout, first: i64) -> Option<i64> {
+    [
+        rollout.max_deferral_ms.map(|max| first.saturating_add(max)),
+        rollout.deadline_ms,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+}
+
 impl Db {
     /// Records `device_id`'s deferral of release `version` of `class` for `request.for_`.
     pub async fn defer(
@@ -129,21 +141,11 @@ impl Db {
             .into());
         }
         let now = Utc::now().timestamp_millis();
-        let first: Option<i64> = sqlx::query_scalar(
-            "SELECT first_ms FROM rollout_deferrals WHERE rollout_id = $1 AND device_id = $2",
-        )
-        .bind(rollout.id)
-        .bind(device_id.to_string())
-        .fetch_optional(self.pool())
-        .await?;
-        let first = first.unwrap_or(now);
-        let latest = [
-            rollout.max_deferral_ms.map(|max| first.saturating_add(max)),
-            rollout.deadline_ms,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let first = self
+            .first_deferral(&rollout, device_id)
+            .await?
+            .unwrap_or(now);
+        let latest = latest(&rollout, first);
         let until = now.saturating_add(span);
         if let Some(latest) = latest
             && until > latest
@@ -181,22 +183,24 @@ impl Db {
         rollout: &Rollout,
         device_id: &DeviceId,
     ) -> Result<Option<DateTime<Utc>>, ServerError> {
-        let first: Option<i64> = sqlx::query_scalar(
+        let first = self.first_deferral(rollout, device_id).await?;
+        let first = first.unwrap_or_else(|| Utc::now().timestamp_millis());
+        Ok(latest(rollout, first).and_then(time_of))
+    }
+
+    /// When `device_id` first deferred `rollout`'s release, if it did.
+    async fn first_deferral(
+        &self,
+        rollout: &Rollout,
+        device_id: &DeviceId,
+    ) -> Result<Option<i64>, ServerError> {
+        Ok(sqlx::query_scalar(
             "SELECT first_ms FROM rollout_deferrals WHERE rollout_id = $1 AND device_id = $2",
         )
         .bind(rollout.id)
         .bind(device_id.to_string())
         .fetch_optional(self.pool())
-        .await?;
-        let first = first.unwrap_or_else(|| Utc::now().timestamp_millis());
-        Ok([
-            rollout.max_deferral_ms.map(|max| first.saturating_add(max)),
-            rollout.deadline_ms,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .and_then(time_of))
+        .await?)
     }
 
     /// Until when `device_id` deferred rollout `rollout_id`'s release, if it still does.

@@ -398,6 +398,30 @@ impl Client {
             .map(Some)
     }
 
+    /// `POST /v1/deferrals` with the device credential: defers a rollout's release; the
+    /// server's answer (`rollout_id`, `version`, `until`, `latest`) or its refusal.
+    pub async fn defer(
+        &self,
+        credential: &str,
+        version: &str,
+        for_: &str,
+    ) -> Result<serde_json::Value, AgentError> {
+        let url = self.url("/v1/deferrals");
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(credential)
+            .json(&serde_json::json!({ "version": version, "for": for_ }))
+            .send()
+            .await
+            .map_err(|e| self.failed(&url, e))?;
+        if !response.status().is_success() {
+            return Err(refused(url, response).await);
+        }
+        let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
+        parse(url, &body, "the deferral does not parse")
+    }
+
     /// `GET /v1/rates?class=C` with the device credential: the class's phase rates.
     pub async fn phase_rates(
         &self,

@@ -33,7 +33,8 @@
 //! 6. [`install`]: the pieces (`ranges`, `chunks`, `delta`, `spool`, `seal`,
 //!    `download`, `record`, `purge`, `sizing`), then `attempts` (the one runner of
 //!    payload attempts), then
-//!    `controller` (the controller's executor, `ferry list`, `ferry install`);
+//!    `controller` (the controller's executor, `ferry list`, `ferry install`); [`why`]
+//!    (`ferry list --why`: every release not run, with its one reason);
 //! 7. [`boot`]: `health`, then `reboot`;
 //! 8. [`status`], [`doctor`], [`provision`] (`ferry device init`).
 #![deny(missing_docs)]
@@ -58,5 +59,6 @@ pub mod status;
 pub mod stop;
 pub mod trust;
 pub mod warnings;
+pub mod why;
 
 pub use error::AgentError;

@@ -47,6 +47,7 @@ const ORDER: &[&str] = &[
     "install::controller",
     "install::update",
     "install",
+    "why",
     "boot::health",
     "boot::reboot",
     "boot",

@@ -27,8 +27,9 @@ pub enum Command {
     /// Manage simulated devices.
     #[command(subcommand)]
     Device(DeviceCommand),
-    /// List the updates available to the device.
-    List(DeviceArgs),
+    /// List the updates available to the device (`--why`: every release it does not run,
+    /// with the one reason it is or is not offered).
+    List(ListArgs),
     /// List every full image for the device's class.
     ListFull(DeviceArgs),
     /// Download and install an update into the inactive slot.
@@ -58,6 +59,9 @@ pub enum Command {
     /// Move the device to another audience.
     #[command(subcommand)]
     Audience(AudienceCommand),
+    /// Defer a release under a rollout (up to the rollout's maximum, never past its
+    /// deadline): the agent does not take it on its own until then.
+    Defer(DeferArgs),
     /// The TUF conformance client protocol (init, refresh, download), exit 0 or 1.
     Tuf(TufArgs),
     /// The whole story on loopback: server, two releases, a device, an update.
@@ -70,6 +74,9 @@ pub enum Command {
     /// Roll a release out in waves (server side, on the data directory): create, list,
     /// show, pause, resume, halt, explain.
     Rollout(RolloutArgs),
+    /// Which devices may get which releases (server side, on the data directory): grant,
+    /// revoke, list; and the tenant, region and tags grants and cohorts select by.
+    Entitlement(EntitlementArgs),
     /// Read and check the device's state-machine journal.
     #[command(subcommand)]
     Log(LogCommand),
@@ -226,6 +233,9 @@ pub enum ServerCommand {
     /// The personalization keys devices trust (signed into the catalog): list, rotate,
     /// retire.
     PersonalizationKey(PersonalizationKeyArgs),
+    /// The director key devices accept signed decisions from (signed into the catalog):
+    /// list, rotate (the old key is refused by devices once they see the new set).
+    DirectorKey(DirectorKeyArgs),
     /// The fleet at a glance, from the event reports: versions, updates in progress and
     /// their phases, failures by code, rollbacks, silent devices.
     Fleet(ServerDataArgs),
@@ -316,6 +326,32 @@ pub struct PersonalizationKeyArgs {
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// `ferry server director-key`.
+#[derive(Debug, Args)]
+pub struct DirectorKeyArgs {
+    #[command(subcommand)]
+    pub action: DirectorKeyAction,
+    /// Server data directory.
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
+    /// The offline keys directory (targets key) that signs the catalog (default
+    /// DATA/keys-offline); rotate needs it.
+    #[arg(long, global = true)]
+    pub keys: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// What to do with the director key.
+#[derive(Debug, Subcommand)]
+pub enum DirectorKeyAction {
+    /// Show the director key set the catalog signs.
+    List,
+    /// Make a new key the director key and drop the old one from the set.
+    Rotate,
 }
 
 /// What to do with the personalization keys.
@@ -564,6 +600,29 @@ pub enum AudienceCommand {
 pub struct AudienceSetArgs {
     /// beta, customer, or a programme's name.
     pub audience: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// `ferry list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// For every release in the catalog the device does not run, why it is or is not
+    /// offered (from the verified catalog and the director's signed decision).
+    #[arg(long)]
+    pub why: bool,
+}
+
+/// `ferry defer`.
+#[derive(Debug, Args)]
+pub struct DeferArgs {
+    /// The release's version.
+    pub version: String,
+    /// For how long: 30m, 4h, 1d.
+    #[arg(long = "for")]
+    pub for_: String,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -899,9 +958,25 @@ pub enum RolloutAction {
         /// Only devices that last reported this audience (default: every device of the class).
         #[arg(long)]
         audience: Option<String>,
+        /// Only devices matching every term: tenant:T, region:R, tag:X (or programme:X),
+        /// audience:A, device:ID, e.g. tag:beta,region:eu (default: every device of the class).
+        #[arg(long)]
+        cohort: Option<String>,
         /// Cumulative PERCENT%@TIME waves ending at 100%, e.g. 1%@0,5%@4h,25%@1d,100%@3d.
         #[arg(long, default_value = "100%@0")]
         waves: String,
+        /// After it (RFC 3339, or a time from now like 3d) devices install at their first
+        /// allowed moment, the maintenance window overridden.
+        #[arg(long)]
+        deadline: Option<String>,
+        /// How long a device may defer the release after its first deferral (e.g. 2d;
+        /// default: up to the deadline).
+        #[arg(long)]
+        max_deferral: Option<String>,
+        /// Open every wave at once and refuse deferrals (still signed, still halted by the
+        /// halt rule).
+        #[arg(long)]
+        emergency: bool,
         /// Halt when a wave's failure rate is above this with 95 % confidence (Wilson).
         #[arg(long, default_value_t = 0.2)]
         threshold: f64,
@@ -934,6 +1009,66 @@ pub enum RolloutAction {
     /// For each rollout of a device's class, the one reason it has or has not got the
     /// release.
     Explain {
+        /// Device id (16 hex digits).
+        device: ferry_types::DeviceId,
+    },
+}
+
+/// `ferry entitlement …` (writes the data directory's database directly, like `ferry
+/// rollout`; the same actions are admin endpoints under `/v1/admin/entitlements` and
+/// `/v1/admin/devices/ID/tags`).
+#[derive(Debug, Args)]
+pub struct EntitlementArgs {
+    #[command(subcommand)]
+    pub action: EntitlementAction,
+    /// Server data directory.
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// What to do with entitlements.
+#[derive(Debug, Subcommand)]
+pub enum EntitlementAction {
+    /// Let the devices TO selects get release VERSION of CLASS; once a release has a
+    /// grant, devices no grant selects are refused it (NOT_ENTITLED).
+    Grant {
+        /// Device class.
+        #[arg(long)]
+        class: String,
+        /// The release's version, or * for every release of the class.
+        #[arg(long)]
+        version: String,
+        /// The devices: tenant:T, region:R, tag:X (or programme:X), audience:A, device:ID,
+        /// all terms must match (e.g. tenant:acme,region:eu), or all.
+        #[arg(long)]
+        to: String,
+    },
+    /// Revoke a grant: its devices are refused the release from their next scan.
+    Revoke {
+        /// Entitlement id.
+        id: i64,
+    },
+    /// Every grant, newest first.
+    List,
+    /// Set an enrolled device's tenant, region and tags (what grants and cohorts select).
+    SetTags {
+        /// Device id (16 hex digits).
+        device: ferry_types::DeviceId,
+        /// Tenant ("" clears it).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Region ("" clears it).
+        #[arg(long)]
+        region: Option<String>,
+        /// Every tag, comma-separated (replaces the old ones; "" clears them).
+        #[arg(long)]
+        tags: Option<String>,
+    },
+    /// Show a device's tenant, region, tags and reported audience.
+    Tags {
         /// Device id (16 hex digits).
         device: ferry_types::DeviceId,
     },

@@ -38,7 +38,28 @@ fn print_held_back(device: &std::path::Path) {
     let Some(decision) = ferry_agent::trust::director::stored_in(&layout) else {
         return;
     };
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
     for held in &decision.releases {
+        if let Some(deadline) = held.deadline {
+            println!(
+                "Deadline: {} installs at the first allowed moment after {}",
+                held.version,
+                fmt(deadline)
+            );
+        }
+        if held.emergency {
+            println!("Emergency: {} cannot be deferred", held.version);
+        } else if let Some(latest) = held.defer_latest {
+            println!(
+                "Deferral: {} may be deferred until {} at the latest",
+                held.version,
+                fmt(latest)
+            );
+        }
+        if let Some(until) = held.deferred_until {
+            println!("Deferred: {} until {}", held.version, fmt(until));
+            continue;
+        }
         let Some(code) = held.state.code() else {
             continue;
         };
@@ -47,8 +68,9 @@ fn print_held_back(device: &std::path::Path) {
             .map(|t| format!(", its wave opens at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
             .unwrap_or_default();
         println!(
-            "Held back: {} by rollout {} [{code}]{when}",
-            held.version, held.rollout_id
+            "Held back: {} by {} [{code}]{when}",
+            held.version,
+            held.holder()
         );
     }
 }
@@ -468,6 +490,54 @@ pub async fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
         println!("{}", serde_json::json!({ "slot": running, "ok": true }));
     } else {
         println!("slot {running} verified");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry list --why` (on the device directory itself: stop the agent first).
+pub async fn why(a: DeviceArgs) -> Result<ExitCode, Failure> {
+    let device = open(&a)?;
+    let answer = ferry_agent::why::why(&device)
+        .await
+        .map_err(|e| Failure::from(e).json(a.json));
+    deliver_queued(&device).await;
+    let answer = answer?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        );
+    } else if answer.is_empty() {
+        println!("The catalog has no release the device does not run.");
+    } else {
+        for w in &answer {
+            println!("{}: {} [{}]", w.version, w.reason, w.code);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry defer VERSION --for D`: asks the server to record the deferral (on the device
+/// directory itself: stop the agent first, or it holds the directory's lock).
+pub async fn defer(a: crate::args::DeferArgs) -> Result<ExitCode, Failure> {
+    let json = a.device.json;
+    let device = open(&a.device)?;
+    let answer = ferry_agent::trust::director::defer(&device, &a.version, &a.for_)
+        .await
+        .map_err(|e| Failure::from(e).json(json))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "Deferred {} until {} (rollout {}; the latest allowed: {})",
+            a.version,
+            answer["until"].as_str().unwrap_or("?"),
+            answer["rollout_id"],
+            answer["latest"].as_str().unwrap_or("no limit")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -57,6 +57,63 @@ pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs one `director-key` action and prints the director key set it leaves.
+pub async fn run_director(a: crate::args::DirectorKeyArgs) -> Result<ExitCode, Failure> {
+    let json = a.json;
+    let data = a.data.ok_or_else(|| {
+        Failure::new(
+            "USAGE",
+            "ferry server director-key needs --data DIR",
+            "pass the server's data directory with --data",
+        )
+        .json(json)
+    })?;
+    let paths = CatalogPaths::new(&data, a.keys.as_deref());
+    ferry_server::tuf::require_initialised(&paths).map_err(|e| Failure::from(e).json(json))?;
+    let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
+    let (set, changed) = match a.action {
+        crate::args::DirectorKeyAction::List => {
+            let set = ferry_server::director::published(&paths)
+                .map_err(fail)?
+                .ok_or_else(|| {
+                    Failure::new(
+                        "KEYSET_MISSING",
+                        "the catalog lists no director key set",
+                        "run `ferry server director-key rotate` to publish one",
+                    )
+                    .json(json)
+                })?;
+            (set, None)
+        }
+        crate::args::DirectorKeyAction::Rotate => (
+            ferry_server::director::rotate(&paths).await.map_err(fail)?,
+            Some("rotated"),
+        ),
+    };
+    if json {
+        let value = serde_json::json!({
+            "version": set.version(),
+            "current": set.current(),
+            "keys": set.key_ids(),
+            "changed": changed,
+        });
+        println!("{value}");
+    } else {
+        if let Some(changed) = changed {
+            println!(
+                "{changed}: director key set version {} signed into the catalog; devices refuse decisions by the old key after their next scan",
+                set.version()
+            );
+        }
+        println!(
+            "director key set version {}: {} (signs decisions)",
+            set.version(),
+            set.current()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_set(set: &KeySet, changed: Option<&str>, json: bool) {
     if json {
         let value = serde_json::json!({

@@ -22,6 +22,7 @@ mod chart;
 mod demo;
 mod device_cmds;
 mod doctor_cmds;
+mod entitlement_cmds;
 mod failure;
 mod fleet_cmds;
 mod images;
@@ -80,8 +81,10 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Publish(a) => publish_cmds::publish(a).await,
             Command::Device(args::DeviceCommand::Init(a)) => init_cmd::device_init(a).await,
             Command::Audience(args::AudienceCommand::Set(a)) => device_cmds::audience_set(a).await,
+            Command::Defer(a) => device_cmds::defer(a).await,
             Command::Tuf(a) => tuf_cmds::run(a).await,
-            Command::List(a) => device_cmds::list(a, false).await,
+            Command::List(a) if a.why => device_cmds::why(a.device).await,
+            Command::List(a) => device_cmds::list(a.device, false).await,
             Command::ListFull(a) => device_cmds::list(a, true).await,
             Command::Install(a) => device_cmds::install(a).await,
             Command::Download(a) => device_cmds::download(a).await,
@@ -101,6 +104,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Bench(args::BenchCommand::Progress(a)) => bench_progress::progress(a).await,
             Command::Cache(a) => cache_cmd::cache(a).await,
             Command::Rollout(a) => rollout_cmds::rollout(a).await,
+            Command::Entitlement(a) => entitlement_cmds::entitlement(a).await,
             Command::Log(args::LogCommand::Show(a)) => log_cmds::show(a).await,
             Command::Log(args::LogCommand::Replay(a)) => log_cmds::replay(a).await,
             Command::Log(args::LogCommand::Chart(a)) => log_cmds::chart(a),

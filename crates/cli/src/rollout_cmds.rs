@@ -33,7 +33,11 @@ pub async fn rollout(a: RolloutArgs) -> Result<ExitCode, Failure> {
             class,
             version,
             audience,
+            cohort,
             waves,
+            deadline,
+            max_deferral,
+            emergency,
             threshold,
             min_attempts,
         } => {
@@ -41,6 +45,10 @@ pub async fn rollout(a: RolloutArgs) -> Result<ExitCode, Failure> {
                 class,
                 version,
                 audience,
+                cohort,
+                deadline,
+                max_deferral,
+                emergency,
                 waves: Some(waves),
                 threshold: Some(threshold),
                 min_attempts: Some(min_attempts),
@@ -57,17 +65,17 @@ pub async fn rollout(a: RolloutArgs) -> Result<ExitCode, Failure> {
                 );
             } else {
                 println!(
-                    "{:<4} {:<10} {:<9} {:<9} {:<10} Waves",
-                    "Id", "Class", "Version", "State", "Audience"
+                    "{:<4} {:<10} {:<9} {:<9} {:<24} Waves",
+                    "Id", "Class", "Version", "State", "Cohort"
                 );
                 for r in &rollouts {
                     println!(
-                        "{:<4} {:<10} {:<9} {:<9} {:<10} {}",
+                        "{:<4} {:<10} {:<9} {:<9} {:<24} {}",
                         r.id,
                         r.class,
                         r.version,
                         r.state.as_str(),
-                        r.audience.as_deref().unwrap_or("all"),
+                        r.selector().to_string(),
                         r.waves
                     );
                 }
@@ -114,10 +122,13 @@ pub fn print_explanations(device: &DeviceId, explained: &[Explanation]) {
         );
     }
     for e in explained {
-        println!(
-            "rollout {} ({}): {} — {} (wave {}, place {})",
-            e.rollout_id, e.version, e.code, e.reason, e.wave, e.place
-        );
+        match (e.rollout_id, e.wave, e.place) {
+            (Some(id), Some(wave), Some(place)) => println!(
+                "rollout {id} ({}): {} — {} (wave {wave}, place {place})",
+                e.version, e.code, e.reason
+            ),
+            _ => println!("release {}: {} — {}", e.version, e.code, e.reason),
+        }
     }
 }
 
@@ -139,6 +150,15 @@ pub fn print_one(rollout: &Rollout, json: bool) {
             rollout.threshold,
             rollout.min_attempts
         );
+        if rollout.emergency {
+            println!("  emergency: every wave open at once, no deferral");
+        }
+        if let Some(deadline) = rollout.deadline_ms {
+            println!("  deadline: {} UTC", when(deadline));
+        }
+        if let Some(max) = rollout.max_deferral_ms {
+            println!("  a device may defer it up to {} s", max / 1000);
+        }
     }
 }
 
@@ -149,16 +169,18 @@ fn when(ms: i64) -> String {
 /// `rollout show ID` in words: the rollout, its waves with counters, its changes.
 pub fn print_view(view: &RolloutView) {
     print_one(&view.rollout, false);
+    let cohort = view.rollout.selector();
     println!(
         "  cohort: {}",
-        view.rollout.audience.as_deref().map_or_else(
-            || "every device of the class".to_owned(),
-            |a| format!("audience {a}")
-        )
+        if cohort.is_all() {
+            "every device of the class".to_owned()
+        } else {
+            cohort.to_string()
+        }
     );
     println!(
         "\n{:<5} {:<8} {:<6} {:<20} {:<9} {:<9} Wilson lower bound",
-        "Wave", "Share", "Open", "Opens (UTC)", "Attempts", "Failures"
+        "Wave", "Share", "Open", "Opens/opened (UTC)", "Attempts", "Failures"
     );
     for w in &view.wave_counts {
         println!(

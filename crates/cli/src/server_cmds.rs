@@ -21,6 +21,7 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
         Some(ServerCommand::Devices(d)) => return server_devices(d).await,
         Some(ServerCommand::SigningWindow(w)) => return signing_window(w).await,
         Some(ServerCommand::PersonalizationKey(k)) => return crate::key_cmds::run(k).await,
+        Some(ServerCommand::DirectorKey(k)) => return crate::key_cmds::run_director(k).await,
         Some(ServerCommand::Fleet(f)) => return crate::fleet_cmds::fleet(f).await,
         Some(ServerCommand::Events(e)) => return crate::fleet_cmds::events(e).await,
         Some(ServerCommand::User(u)) => return crate::user_cmds::run(u).await,

@@ -8,259 +8,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use common::fleet::*;
 use common::*;
-use ferry_events::{
-    EventBatch, EventKind, EventReport, EventResult, OutboxHealth, REPORT_VERSION, Transition,
-};
-use ferry_types::{DeviceId, Identity};
+use ferry_events::EventKind;
 use serde_json::{Value, json};
-
-/// One runtime and one pinned client for many requests to one server.
-struct Api {
-    runtime: tokio::runtime::Runtime,
-    client: reqwest::Client,
-    base: String,
-    admin: String,
-}
-
-impl Api {
-    fn new(server: &Server) -> Api {
-        let ca = std::fs::read_to_string(server.ca()).unwrap();
-        let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .build()
-            .unwrap();
-        Api {
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-            client,
-            base: server.url(),
-            admin: std::fs::read_to_string(server.data.join("admin-token"))
-                .unwrap()
-                .trim()
-                .to_owned(),
-        }
-    }
-
-    /// `POST path` with `body` (or `GET` without), bearer `token`: (status, JSON or null).
-    fn call(&self, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-        let url = format!("{}{path}", self.base);
-        self.runtime.block_on(async {
-            let request = || match &body {
-                Some(body) => self.client.post(&url).json(body),
-                None => self.client.get(&url),
-            };
-            // A pooled connection the server closed while idle fails once: send again.
-            let response = match request().bearer_auth(token).send().await {
-                Ok(response) => response,
-                Err(_) => request().bearer_auth(token).send().await.unwrap(),
-            };
-            let status = response.status().as_u16();
-            (status, response.json().await.unwrap_or(Value::Null))
-        })
-    }
-
-    fn admin(&self, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.call(path, &self.admin, body)
-    }
-}
-
-/// A simulated device: its identity, credential and next report sequence.
-struct Sim {
-    identity: Identity,
-    credential: String,
-    sequence: AtomicU64,
-}
-
-impl Sim {
-    fn id(&self) -> DeviceId {
-        self.identity.device_id
-    }
-}
-
-/// Enrolls `n` devices of class `vm` through the HTTP API (an admin token, then
-/// `POST /v1/enroll`).
-fn enroll(api: &Api, n: usize) -> Vec<Sim> {
-    (0..n)
-        .map(|i| {
-            let (status, token) = api.admin("/v1/admin/enrollment-tokens", Some(json!({})));
-            assert_eq!(status, 200, "{token}");
-            let identity = Identity {
-                device_id: DeviceId::new(0x5100_0000_0000_0000 + i as u64 * 7919 + 1).unwrap(),
-                board_id: 0xa1,
-                chip_id: 0x8103,
-                hardware_uuid: format!("00000000-0000-4000-8000-{:012x}", i + 1)
-                    .parse()
-                    .unwrap(),
-                device_class: "vm".parse().unwrap(),
-            };
-            let body = json!({ "token": token["token"], "identity": identity });
-            let (status, enrolled) = api.call("/v1/enroll", "", Some(body));
-            assert_eq!(status, 200, "{enrolled}");
-            Sim {
-                identity,
-                credential: enrolled["credential"].as_str().unwrap().to_owned(),
-                sequence: AtomicU64::new(0),
-            }
-        })
-        .collect()
-}
-
-/// A release's build id and seal root, as `GET /v1/releases` and its manifest say.
-fn published(api: &Api, version: &str) -> (String, String) {
-    let (status, releases) = api.call("/v1/releases?class=vm", "", None);
-    assert_eq!(status, 200, "{releases}");
-    let release = releases
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["version"] == version)
-        .unwrap()
-        .clone();
-    let (_, manifest) = api.call(release["manifest"]["url"].as_str().unwrap(), "", None);
-    (
-        release["build_id"].as_str().unwrap().to_owned(),
-        manifest["seal"]["root_hash"].as_str().unwrap().to_owned(),
-    )
-}
-
-/// Asks for a ticket for `build` (`root`): (status, code or "TICKET").
-fn ask(api: &Api, sim: &Sim, (build, root): &(String, String)) -> (u16, Value) {
-    let body = json!({
-        "identity": sim.identity,
-        "nonce": ferry_personalize::Nonce::random().to_string(),
-        "build_id": build,
-        "components": [{ "name": "system", "root_hash": root }],
-        "device_time": chrono::Utc::now(),
-    });
-    api.call("/v1/personalize", &sim.credential, Some(body))
-}
-
-fn code(answer: &(u16, Value)) -> String {
-    match answer {
-        (200, v) if v["ticket"].is_object() => "TICKET".into(),
-        (_, v) => v["code"].as_str().unwrap_or("?").to_owned(),
-    }
-}
-
-/// A report of `event` for the update to 2.0 (an error `code` for failures).
-fn report(sim: &Sim, event: EventKind, error: Option<&str>) -> EventReport {
-    let version = |v: &str| v.parse().ok();
-    let failed = matches!(event, EventKind::Failed | EventKind::RolledBack);
-    EventReport {
-        report_version: REPORT_VERSION,
-        sequence: sim.sequence.fetch_add(1, Ordering::SeqCst) + 1,
-        device_id: sim.id(),
-        uuid: Some(uuid::Uuid::from_u128(u128::from(sim.id().get()))),
-        event,
-        event_time: chrono::Utc::now(),
-        result: if failed {
-            EventResult::Failure
-        } else {
-            EventResult::Success
-        },
-        transition: Some(Transition {
-            machine: "update".into(),
-            from: "INSTALLING".into(),
-            event: event.to_string(),
-            to: "NEXT".into(),
-        }),
-        audience_type: "customer".into(),
-        device_class: "vm".parse().unwrap(),
-        device_model: "000000a1-00008103".into(),
-        platform: "linux-x86_64".into(),
-        core_version: "0.1.0".into(),
-        current_os_type: "system".into(),
-        current_os_version: version("1.0"),
-        current_base_os_version: version("1.0"),
-        current_slot: None,
-        target_os_version: version("2.0"),
-        update_type: None,
-        preferred_type: None,
-        battery_level: None,
-        battery_is_charging: false,
-        on_ac_power: true,
-        low_power_mode: false,
-        metered_network: None,
-        data_fs_capacity: 1 << 30,
-        data_fs_free: 1 << 29,
-        system_fs_capacity: 1 << 30,
-        system_fs_free: 1 << 29,
-        storage_capacity: 1 << 30,
-        total_required_free_space: None,
-        mandatory_update_eligible: false,
-        mandatory_update_optional: true,
-        pre_staging_enabled: false,
-        pre_staging_max_size: None,
-        pre_staging_optional_size: None,
-        pre_staging_required_size: None,
-        ramp_enabled: true,
-        rapid_security_response_installed: false,
-        rapid_security_response_semi_splat: false,
-        facts_error: None,
-        phases: Vec::new(),
-        payload: None,
-        progress: None,
-        error: error.map(|code| ferry_events::ErrorReport {
-            code: code.into(),
-            cause: format!("{code} happened"),
-            fix: "Do something".into(),
-            machine: Some("controller".into()),
-            state: Some("PREPARING_UPDATE".into()),
-        }),
-        fallback: None,
-        boot_counter_rolled_back: None,
-    }
-}
-
-/// Delivers `reports` of `sim` in one batch; they must be stored.
-fn deliver(api: &Api, sim: &Sim, reports: Vec<EventReport>) {
-    let batch = EventBatch {
-        device_id: sim.id(),
-        outbox: OutboxHealth::default(),
-        reports,
-    };
-    let (status, ack) = api.call(
-        "/v1/events",
-        &sim.credential,
-        Some(serde_json::to_value(&batch).unwrap()),
-    );
-    assert_eq!(status, 200, "{ack}");
-}
-
-fn rollout_cli(data: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["rollout"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--data", s(data), "--json"]);
-    serde_json::from_str(&ok(&all)).unwrap()
-}
-
-/// `ferry rollout ARGS --data DATA` in words, printed (the README's walk-through quotes it).
-fn walk_through(data: &Path, args: &[&str]) -> String {
-    let mut all = vec!["rollout"];
-    all.extend_from_slice(args);
-    all.extend_from_slice(&["--data", s(data)]);
-    let out = ok(&all);
-    println!("$ ferry rollout {}\n{out}", args.join(" "));
-    out
-}
-
-/// A server with 1.0 and 2.0 of class `vm` published (tiny images).
-fn server_with_releases(root: &Path) -> Server {
-    let data = root.join("server");
-    let (v1, v2) = (root.join("v1.img"), root.join("v2.img"));
-    make_image(&v1, 1, 1);
-    make_image(&v2, 2, 1);
-    publish(&data, &v1, "1.0");
-    publish(&data, &v2, "2.0");
-    Server::start(&data)
-}
 
 #[test]
 fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_continues() {
@@ -381,6 +132,21 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     assert_eq!(shown["wave_counts"][0]["failures"], 1);
     let said = walk_through(&data, &["show", &id.to_string()]);
     assert!(said.contains("vm 2.0 running"), "{said}");
+    // /metrics (promtool-checked): the wave open, its devices offered, the counts.
+    assert_rollout_metrics(
+        &metrics(&api),
+        id,
+        &[
+            ("halted", 0),
+            ("open_waves", 1),
+            ("offered", wave0.len() as u64),
+            ("attempted", 3),
+            ("failed", 1),
+            ("rolled_back", 0),
+            ("silent", 0),
+            ("installed", 0),
+        ],
+    );
     // The figure (README): from sending the report that crosses the threshold to the halt
     // visible to devices: a ticket refused, the signed decision saying halted.
     let crossing = std::time::Instant::now();
@@ -431,6 +197,17 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
         "{shown}"
     );
     assert!((halt["lower_bound"].as_f64().unwrap() - 0.2077).abs() < 1e-3);
+    assert_rollout_metrics(
+        &metrics(&api),
+        id,
+        &[
+            ("halted", 1),
+            ("offered", 0),
+            ("attempted", 3),
+            ("failed", 1),
+            ("rolled_back", 1),
+        ],
+    );
     assert_eq!(
         shown["wave_counts"][0]["by_kind"],
         json!({"failed": 1, "rolled_back": 1})
@@ -489,6 +266,21 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     assert_eq!(explained[0]["code"], "OPEN", "{explained}");
     let said = walk_through(&data, &["show", &id.to_string()]);
     assert!(said.contains("resume by operator"), "{said}");
+    // Open waves show when they opened (wave 0 at the start, wave 1 when the refusal said,
+    // the halt's time not counted), not the time of asking.
+    let shown = rollout_cli(&data, &["show", &id.to_string()]);
+    let at = |w: usize| -> chrono::DateTime<chrono::Utc> {
+        serde_json::from_value(shown["wave_counts"][w]["opens_at"].clone()).unwrap()
+    };
+    assert_eq!(
+        at(0).timestamp_millis(),
+        shown["started_ms"].as_i64().unwrap()
+    );
+    assert!(
+        (at(1) - opens).num_milliseconds().abs() < 1000,
+        "{} vs {opens}",
+        at(1)
+    );
     let list = rollout_cli(&data, &["list"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
@@ -586,28 +378,6 @@ fn a_device_silent_mid_update_counts_against_its_rollout() {
     assert_eq!(code(&ask(&api, &sims[2], &v2)), "ROLLOUT_HALTED");
 }
 
-/// The labels `ferry list` offers the device (a scan each time), or the error code.
-fn offered(device: &Path) -> Result<Vec<String>, String> {
-    let out = run(&["list", "--json", "--device", s(device)]);
-    if !out.status.success() {
-        return Err(json_error_code(&out));
-    }
-    let offers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    Ok(offers
-        .iter()
-        .map(|o| o["label"].as_str().unwrap().to_owned())
-        .collect())
-}
-
-fn sqlite(data: &Path, sql: &str) {
-    let status = std::process::Command::new("sqlite3")
-        .arg(data.join("ferry.db"))
-        .arg(sql)
-        .status()
-        .expect("sqlite3 runs (the test alters the server's database as an attacker would)");
-    assert!(status.success());
-}
-
 #[test]
 fn a_real_device_follows_the_signed_decision_at_its_next_scan_and_refuses_forged_ones() {
     let mut f = fleet(1, |s| s.url());
@@ -629,6 +399,12 @@ fn a_real_device_follows_the_signed_decision_at_its_next_scan_and_refuses_forged
     assert!(
         listed.contains("Held back: 2.0 by rollout 1 [ROLLOUT_HALTED]"),
         "{listed}"
+    );
+    let said = why(&f.device);
+    assert_eq!(
+        (said[0].1.as_str(), said[0].2.as_str()),
+        ("ROLLOUT_HALTED", "rollout 1 is halted"),
+        "{said:?}"
     );
     rollout_cli(&data, &["resume", "1"]);
     assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
@@ -723,4 +499,79 @@ fn the_demo_shows_a_two_wave_rollout_with_its_device_in_the_first_wave() {
     // The rollout is in the demo's server database, as `ferry rollout show` reads it.
     let shown = rollout_cli(&dir.join("server"), &["show", "1"]);
     assert_eq!(shown["wave_counts"][0]["attempts"], 1, "{shown}");
+}
+
+/// The key that signed the device's stored (verified) decision.
+fn decision_key(device: &std::path::Path) -> String {
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(device.join("trust/decision.json")).unwrap())
+            .unwrap();
+    stored["key_id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn the_director_key_rotates_through_the_catalog_and_the_old_key_is_refused_after() {
+    let mut f = fleet(1, |s| s.url());
+    let data = f.server.data.clone();
+    rollout_cli(&data, &["create", "--class", "vm", "--version", "2.0"]);
+    assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
+    let old = decision_key(&f.device);
+    let keys_dir = offline_keys(&data);
+    let key_cli = |action: &str| -> Value {
+        serde_json::from_str(&ok(&[
+            "server",
+            "director-key",
+            action,
+            "--data",
+            s(&data),
+            "--keys",
+            s(&keys_dir),
+            "--json",
+        ]))
+        .unwrap()
+    };
+    assert_eq!(key_cli("list")["current"], old.as_str());
+    let old_pk8 = std::fs::read(data.join(format!("keys-online/director/{old}.pk8"))).unwrap();
+
+    // Rotated with the offline targets key while the server runs: the set lists only the
+    // new key, the server signs with it within a second or two, and the device takes the
+    // new set from the catalog at its next scan and accepts the new key's decisions.
+    let rotated = key_cli("rotate");
+    let new = rotated["current"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(rotated["keys"], json!([new]), "{rotated}");
+    assert!(
+        wait_for(15, || offered(&f.device) == Ok(vec!["vm-2.0".to_owned()])
+            && decision_key(&f.device) == new),
+        "the device never accepted a decision by the new key"
+    );
+    let keys: Value =
+        serde_json::from_slice(&std::fs::read(f.device.join("trust/director-keys.json")).unwrap())
+            .unwrap();
+    assert!(!keys.to_string().contains(&old), "{keys}");
+
+    // The old key (a copy someone kept) signing again after the rotation: refused.
+    std::fs::write(
+        data.join(format!("keys-online/director/{new}.pk8")),
+        &old_pk8,
+    )
+    .unwrap();
+    f.server.kill();
+    f.server = Server::start(&data);
+    let config = f.device.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("server"))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &config,
+        text.replace(&line, &format!("server = \"{}\"", f.server.url())),
+    )
+    .unwrap();
+    assert_eq!(
+        offered(&f.device),
+        Err("DECISION_KEY_NOT_TRUSTED".to_owned())
+    );
 }

@@ -72,14 +72,37 @@ pub fn explain(
         stage,
         suspended,
         rollout: rollout_hold(device, &version),
+        deadline_passed: deadline_passed(device, &version),
     })
 }
 
-/// Why the director's last verified decision holds `version` back, as a report.
+/// Whether the director's last verified decision puts `version`'s deadline in the past.
+fn deadline_passed(device: &Device, version: &str) -> bool {
+    ferry_agent::trust::director::stored(device)
+        .and_then(|d| d.release(version).and_then(|r| r.deadline))
+        .is_some_and(|deadline| deadline <= chrono::Utc::now())
+}
+
+/// Why the director's last verified decision holds `version` back, as a report (a
+/// deferral only until its time, and never past the deadline).
 fn rollout_hold(device: &Device, version: &str) -> Option<ferry_types::Report> {
     let decision = ferry_agent::trust::director::stored(device)?;
     let decided = decision.release(version)?;
     let code = decided.state.code()?;
+    if code == "ROLLOUT_DEFERRED" {
+        let until = decided.deferred_until?;
+        if until <= chrono::Utc::now() || deadline_passed(device, version) {
+            return None;
+        }
+        return Some(ferry_types::Report {
+            code: code.to_owned(),
+            cause: format!(
+                "{version} was deferred on this device until {}",
+                until.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            fix: "Wait, or run `ferry install` to take it now".to_owned(),
+        });
+    }
     let when = decided
         .opens_at
         .map(|t| format!(", until {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
@@ -87,11 +110,16 @@ fn rollout_hold(device: &Device, version: &str) -> Option<ferry_types::Report> {
     Some(ferry_types::Report {
         code: code.to_owned(),
         cause: format!(
-            "rollout {} of {version} holds this device back ({}{when})",
-            decided.rollout_id,
+            "{} holds {version} back from this device ({}{when})",
+            decided.holder(),
             code.to_lowercase().replace('_', " ")
         ),
-        fix: "Wait: the agent continues on its own once the rollout lets this device in".to_owned(),
+        fix: if code == "NOT_ENTITLED" {
+            "Ask the operator to grant this device an entitlement to the release (ferry entitlement grant)"
+        } else {
+            "Wait: the agent continues on its own once the rollout lets this device in"
+        }
+        .to_owned(),
     })
 }
 

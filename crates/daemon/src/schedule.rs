@@ -204,6 +204,9 @@ pub struct Situation<'a> {
     pub suspended: Option<bool>,
     /// Why the director's last verified decision holds this release back, if it does.
     pub rollout: Option<Report>,
+    /// The rollout's deadline has passed: the update is taken at the first moment the
+    /// preconditions allow, whatever `auto_download`, `auto_install` and the window say.
+    pub deadline_passed: bool,
 }
 
 /// What the agent does next with the offered update, and why not more.
@@ -276,7 +279,7 @@ pub fn decide(s: &Situation) -> (Next, Option<Hold>) {
         }
         Stage::Interrupted { installing: true } => Next::Install,
         Stage::Interrupted { installing: false } => Next::Download,
-        Stage::New if !s.policy.auto_download => {
+        Stage::New if !s.policy.auto_download && !s.deadline_passed => {
             return wait(Hold::new(
                 HoldKind::Policy,
                 "AUTO_DOWNLOAD_OFF",
@@ -285,7 +288,7 @@ pub fn decide(s: &Situation) -> (Next, Option<Hold>) {
             ));
         }
         Stage::New => Next::Download,
-        Stage::Staged if !s.policy.auto_install => {
+        Stage::Staged if !s.policy.auto_install && !s.deadline_passed => {
             return wait(Hold::new(
                 HoldKind::Policy,
                 "AUTO_INSTALL_OFF",
@@ -293,6 +296,7 @@ pub fn decide(s: &Situation) -> (Next, Option<Hold>) {
                 "Run `ferry install` to apply it now, or set auto_install = true in config.toml [policy]",
             ));
         }
+        Stage::Staged if s.deadline_passed => Next::Install,
         Stage::Staged => match window_hold(s, &format!("{version} is staged")) {
             Some(hold) => return wait(hold),
             None => Next::Install,
@@ -371,7 +375,36 @@ mod tests {
             stage,
             suspended: Some(false),
             rollout: None,
+            deadline_passed: false,
         }
+    }
+
+    #[test]
+    fn past_the_deadline_a_staged_update_installs_outside_the_window_but_not_on_a_low_battery() {
+        let policy = Policy::default();
+        let ac = facts(None);
+        let closed = WindowState {
+            open: false,
+            next_open: Some("2026-03-21T02:00:00+01:00[Europe/Berlin]".parse().unwrap()),
+        };
+        // Before the deadline: the policy (no auto install) and the window hold it.
+        let s = situation(&policy, &ac, Some(&closed), Stage::Staged);
+        assert_eq!(code(decide(&s)), "AUTO_INSTALL_OFF");
+        let mut s = situation(&policy, &ac, Some(&closed), Stage::Staged);
+        s.deadline_passed = true;
+        assert_eq!(decide(&s), (Next::Install, None));
+        let mut s = situation(&policy, &ac, Some(&closed), Stage::New);
+        s.deadline_passed = true;
+        assert_eq!(decide(&s), (Next::Download, None));
+        // Preconditions still apply.
+        let low = facts(Some(5));
+        let mut s = situation(&policy, &low, Some(&closed), Stage::Staged);
+        s.deadline_passed = true;
+        let (next, hold) = decide(&s);
+        assert_eq!(
+            (next, hold.map(|h| h.kind)),
+            (Next::Wait, Some(HoldKind::Precondition))
+        );
     }
 
     #[test]

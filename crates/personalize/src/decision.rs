@@ -31,12 +31,17 @@ pub enum DecisionState {
     Halted,
     /// The device is outside the rollout's cohort.
     NotInCohort,
+    /// The device is not entitled to the release (no rollout needed).
+    NotEntitled,
+    /// Its wave is open but the device deferred it (`deferred_until`): offered, and the
+    /// agent waits until then on its own.
+    Deferred,
 }
 
 impl DecisionState {
     /// Whether the device may take the release now.
     pub fn allows(self) -> bool {
-        self == DecisionState::Open
+        matches!(self, DecisionState::Open | DecisionState::Deferred)
     }
 
     /// The refusal code the signing service gives in this state (`None`: open).
@@ -47,6 +52,8 @@ impl DecisionState {
             DecisionState::Paused => Some("ROLLOUT_PAUSED"),
             DecisionState::Halted => Some("ROLLOUT_HALTED"),
             DecisionState::NotInCohort => Some("ROLLOUT_NOT_IN_COHORT"),
+            DecisionState::NotEntitled => Some("NOT_ENTITLED"),
+            DecisionState::Deferred => Some("ROLLOUT_DEFERRED"),
         }
     }
 }
@@ -63,12 +70,35 @@ pub struct DecidedRelease {
     pub length: u64,
     /// The target's SHA-256, as the image repository signs it.
     pub sha256: Sha256,
-    /// The rollout.
-    pub rollout_id: i64,
+    /// The rollout (`None`: a release without one that the device is not entitled to).
+    pub rollout_id: Option<i64>,
     /// Where it stands for this device.
     pub state: DecisionState,
     /// When the device's wave opens, if not open.
     pub opens_at: Option<DateTime<Utc>>,
+    /// After it the device installs at its first allowed moment (the maintenance window
+    /// no longer holds it back).
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+    /// Until when the device deferred it.
+    #[serde(default)]
+    pub deferred_until: Option<DateTime<Utc>>,
+    /// The latest the device may defer it to (the rollout's maximum, or the deadline).
+    #[serde(default)]
+    pub defer_latest: Option<DateTime<Utc>>,
+    /// An emergency rollout: every wave open, no deferral.
+    #[serde(default)]
+    pub emergency: bool,
+}
+
+impl DecidedRelease {
+    /// What holds it back, in words: `rollout N`, or `the release's entitlements`.
+    pub fn holder(&self) -> String {
+        match (self.state, self.rollout_id) {
+            (DecisionState::NotEntitled, _) | (_, None) => "the release's entitlements".into(),
+            (_, Some(id)) => format!("rollout {id}"),
+        }
+    }
 }
 
 /// A device's decision.
@@ -79,7 +109,8 @@ pub struct Decision {
     pub device_id: DeviceId,
     /// When the director made it.
     pub issued_at: DateTime<Utc>,
-    /// Every release of the device's class under a rollout.
+    /// Every release of the device's class under a rollout, and every one it is not
+    /// entitled to.
     pub releases: Vec<DecidedRelease>,
     /// The key that signs it.
     pub key_id: KeyId,
@@ -280,9 +311,13 @@ mod tests {
                 target: "vm-2.0.payload.zst".into(),
                 length: 1000,
                 sha256: Sha256::of(b"payload 2.0"),
-                rollout_id: 1,
+                rollout_id: Some(1),
                 state: DecisionState::Halted,
                 opens_at: None,
+                deadline: None,
+                deferred_until: None,
+                defer_latest: None,
+                emergency: false,
             }],
             key_id: Signer::generate().key_id(),
         }

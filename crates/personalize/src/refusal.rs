@@ -88,6 +88,17 @@ pub enum Refusal {
         /// The root hash asked for.
         root_hash: RootHash,
     },
+    /// The device is not entitled to the release (no unrevoked entitlement of the release
+    /// covers its tenant, region or tags).
+    #[error("device {device_id} is not entitled to build {build_id} of class {device_class}")]
+    NotEntitled {
+        /// The build asked for.
+        build_id: BuildId,
+        /// The device's class.
+        device_class: DeviceClass,
+        /// The device.
+        device_id: DeviceId,
+    },
     /// The build is under a rollout whose wave for this device has not opened yet.
     #[error(
         "build {build_id} is under rollout {rollout_id}, whose wave {wave} for this device opens at {opens_at}"
@@ -120,15 +131,15 @@ pub enum Refusal {
     },
     /// The build is under a rollout whose cohort does not include this device.
     #[error(
-        "build {build_id} is under rollout {rollout_id}, whose cohort is audience {audience}, which this device has not reported being in"
+        "build {build_id} is under rollout {rollout_id}, whose cohort {cohort} does not include this device"
     )]
     RolloutNotInCohort {
         /// The build asked for.
         build_id: BuildId,
         /// The rollout.
         rollout_id: i64,
-        /// The cohort's audience.
-        audience: String,
+        /// The cohort (`tenant:acme,region:eu,tag:beta,audience:seed`, …).
+        cohort: String,
     },
     /// The nonce was used in an earlier request.
     #[error("the nonce (sha256 {nonce_sha256}) was already used in an earlier request")]
@@ -139,7 +150,7 @@ pub enum Refusal {
 }
 
 /// The codes [`Refusal::from_wire`] knows, in the order [`crate::Policy::decide`] checks them.
-pub const REFUSAL_CODES: [&str; 13] = [
+pub const REFUSAL_CODES: [&str; 14] = [
     "BAD_REQUEST",
     "BAD_IDENTITY",
     "UNKNOWN_DEVICE",
@@ -148,6 +159,7 @@ pub const REFUSAL_CODES: [&str; 13] = [
     "CLOCK_SKEW",
     "NOT_SIGNED",
     "IMAGE_NOT_PUBLISHED",
+    "NOT_ENTITLED",
     "ROLLOUT_NOT_IN_COHORT",
     "ROLLOUT_HALTED",
     "ROLLOUT_PAUSED",
@@ -166,6 +178,7 @@ impl Diagnose for Refusal {
             Refusal::ClockSkew { .. } => "CLOCK_SKEW",
             Refusal::NotSigned { .. } => "NOT_SIGNED",
             Refusal::ImageNotPublished { .. } => "IMAGE_NOT_PUBLISHED",
+            Refusal::NotEntitled { .. } => "NOT_ENTITLED",
             Refusal::RolloutNotYet { .. } => "ROLLOUT_NOT_YET",
             Refusal::RolloutPaused { .. } => "ROLLOUT_PAUSED",
             Refusal::RolloutHalted { .. } => "ROLLOUT_HALTED",
@@ -198,6 +211,9 @@ impl Diagnose for Refusal {
             Refusal::ImageNotPublished { .. } => {
                 "Scan again and install a release the catalog offers now: only the images a build published are signed"
             }
+            Refusal::NotEntitled { .. } => {
+                "Ask the operator to grant the device an entitlement to the release (ferry entitlement grant), or install a release it is entitled to"
+            }
             Refusal::RolloutNotYet { .. } => {
                 "Wait until the device's wave opens (the device scans again by itself), or ask the operator to widen the rollout's waves"
             }
@@ -205,7 +221,7 @@ impl Diagnose for Refusal {
                 "Wait for the operator to resume the rollout (ferry rollout resume), or install another release"
             }
             Refusal::RolloutNotInCohort { .. } => {
-                "Move the device to the rollout's audience (ferry audience set) and let it report, or wait for a rollout that includes it"
+                "Give the device the cohort's tenant, region or tags (ferry entitlement set-tags) or audience (ferry audience set), or wait for a rollout that includes it"
             }
             Refusal::NonceReused { .. } => {
                 "Try again: the device makes a fresh nonce for each request"
@@ -275,11 +291,20 @@ impl Refusal {
             Refusal::RolloutNotInCohort {
                 build_id,
                 rollout_id,
-                audience,
+                cohort,
             } => json!({
                 "build_id": build_id,
                 "rollout_id": rollout_id,
-                "audience": audience,
+                "cohort": cohort,
+            }),
+            Refusal::NotEntitled {
+                build_id,
+                device_class,
+                device_id,
+            } => json!({
+                "build_id": build_id,
+                "device_class": device_class,
+                "device_id": device_id,
             }),
             Refusal::NonceReused { nonce_sha256 } => json!({ "nonce_sha256": nonce_sha256 }),
         }

@@ -87,9 +87,12 @@ pub enum RolloutHold {
     NotInCohort {
         /// The rollout.
         rollout_id: i64,
-        /// The audience the cohort is.
-        audience: String,
+        /// The cohort (`tenant:acme,region:eu,tag:beta`, …).
+        cohort: String,
     },
+    /// No unrevoked entitlement of the release covers the device (checked before the
+    /// rollout's own holds).
+    NotEntitled,
 }
 
 impl Policy {
@@ -102,8 +105,8 @@ impl Policy {
     /// 6. `CLOCK_SKEW`: `|device_time - now| > clock_skew_limit`;
     /// 7. `NOT_SIGNED`: the build's signing window is closed for the class;
     /// 8. `IMAGE_NOT_PUBLISHED`: a component's root hash is not one the build published;
-    /// 9. `ROLLOUT_NOT_IN_COHORT`, `ROLLOUT_HALTED`, `ROLLOUT_PAUSED`, `ROLLOUT_NOT_YET`: a
-    ///    rollout of the release holds the device back;
+    /// 9. `NOT_ENTITLED`, `ROLLOUT_NOT_IN_COHORT`, `ROLLOUT_HALTED`, `ROLLOUT_PAUSED`, `ROLLOUT_NOT_YET`: a
+    ///    no entitlement covers the device, or a rollout of the release holds it back;
     /// 10. `NONCE_REUSED`.
     ///
     /// Identity comes before enrollment so a hardware fault is never reported as "not
@@ -193,13 +196,15 @@ fn rollout_refusal(request: &TicketRequest, hold: &RolloutHold) -> Refusal {
             build_id,
             rollout_id,
         },
-        RolloutHold::NotInCohort {
-            rollout_id,
-            audience,
-        } => Refusal::RolloutNotInCohort {
+        RolloutHold::NotInCohort { rollout_id, cohort } => Refusal::RolloutNotInCohort {
             build_id,
             rollout_id,
-            audience,
+            cohort,
+        },
+        RolloutHold::NotEntitled => Refusal::NotEntitled {
+            build_id,
+            device_class: request.identity.device_class.clone(),
+            device_id: request.identity.device_id,
         },
     }
 }

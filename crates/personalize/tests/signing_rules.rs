@@ -225,10 +225,7 @@ fn checks_run_in_the_documented_order() {
         published: Vec::new(),
         nonce_seen: true,
         rate_limited: true,
-        rollout: Some(RolloutHold::NotInCohort {
-            rollout_id: 7,
-            audience: "beta".into(),
-        }),
+        rollout: Some(RolloutHold::NotEntitled),
     };
     let mut codes = Vec::new();
     loop {
@@ -246,6 +243,12 @@ fn checks_run_in_the_documented_order() {
                     Refusal::ClockSkew { .. } => request.device_time = time(NOW),
                     Refusal::NotSigned { .. } => facts.window_open = true,
                     Refusal::ImageNotPublished { .. } => facts.published = facts_ok().published,
+                    Refusal::NotEntitled { .. } => {
+                        facts.rollout = Some(RolloutHold::NotInCohort {
+                            rollout_id: 7,
+                            cohort: "tag:beta".into(),
+                        })
+                    }
                     Refusal::RolloutNotInCohort { .. } => {
                         facts.rollout = Some(RolloutHold::Halted { rollout_id: 7 })
                     }
@@ -276,6 +279,7 @@ fn checks_run_in_the_documented_order() {
             "CLOCK_SKEW",
             "NOT_SIGNED",
             "IMAGE_NOT_PUBLISHED",
+            "NOT_ENTITLED",
             "ROLLOUT_NOT_IN_COHORT",
             "ROLLOUT_HALTED",
             "ROLLOUT_PAUSED",
@@ -321,10 +325,15 @@ fn every_refusal() -> Vec<Refusal> {
             component: "system".parse().unwrap(),
             root_hash: ferry_types::RootHash::from_bytes([0x99; 32]),
         },
+        Refusal::NotEntitled {
+            build_id: request.build_id.clone(),
+            device_class: request.identity.device_class.clone(),
+            device_id: DeviceId::new(0x4d2).unwrap(),
+        },
         Refusal::RolloutNotInCohort {
             build_id: request.build_id.clone(),
             rollout_id: 7,
-            audience: "beta".into(),
+            cohort: "tag:beta".into(),
         },
         Refusal::RolloutHalted {
             build_id: request.build_id.clone(),

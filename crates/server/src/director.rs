@@ -11,7 +11,7 @@
 //! DATA/tuf/targets/<sha256>.keys-director.json    the published director key set (served)
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -25,7 +25,10 @@ use ferry_personalize::{
 use ferry_types::{DeviceId, Sha256};
 
 use crate::ServerError;
+use crate::fleet::time_of;
 use crate::personalize::Service;
+use crate::rollouts::defer::{DeferRequest, Deferral};
+use crate::rollouts::entitle::Entitled;
 use crate::tuf::CatalogPaths;
 
 /// The director keys, under the online keys directory.
@@ -94,6 +97,41 @@ pub async fn ensure_published(
     })?;
     crate::pki::write_secret(&dir.join(format!("{}.pk8", key.key_id())), &key.to_pkcs8())?;
     let set = KeySet::first(key.public_key());
+    let versions = publish(paths, &set).await?;
+    tracing::info!(key_id = %set.current(), "published the first director key set");
+    Ok((set, Some(versions)))
+}
+
+/// Rotates the director key: a new key signs decisions from now on and the set the
+/// catalog signs (with the offline targets key) lists only it, so devices refuse
+/// decisions by the old key once they have seen the new set. The old private key moves
+/// to `retired/`.
+pub async fn rotate(paths: &CatalogPaths) -> Result<KeySet, ServerError> {
+    let (set, _) = ensure_published(paths).await?;
+    let key = Signer::generate();
+    let dir = paths.online_keys.join(KEYS_SUBDIR);
+    crate::pki::write_secret(&dir.join(format!("{}.pk8", key.key_id())), &key.to_pkcs8())?;
+    let mut next = set.rotated(key.public_key())?;
+    for old in set.key_ids() {
+        next = next.retired(old)?;
+    }
+    publish(paths, &next).await?;
+    let retired = dir.join("retired");
+    for old in set.key_ids() {
+        let from = dir.join(format!("{old}.pk8"));
+        let moved = ferry_durable::create_dir(&retired)
+            .and_then(|()| ferry_durable::rename(&from, &retired.join(format!("{old}.pk8"))));
+        if let Err(error) = moved {
+            // The set no longer lists it, so devices refuse what it signs.
+            tracing::warn!(%error, key = %from.display(), "could not move the old director key aside");
+        }
+    }
+    tracing::info!(key_id = %next.current(), version = next.version(), "rotated the director key");
+    Ok(next)
+}
+
+/// Writes `set` as the target `keys-director.json` and signs it into the catalog.
+async fn publish(paths: &CatalogPaths, set: &KeySet) -> Result<repo::RepoVersions, ServerError> {
     let bytes = set.to_bytes();
     let sha256 = Sha256::of(&bytes);
     std::fs::create_dir_all(&paths.targets).map_err(|source| ServerError::Io {
@@ -104,7 +142,7 @@ pub async fn ensure_published(
         .targets
         .join(repo::target_file_name(DIRECTOR_KEY_SET_TARGET, &sha256));
     crate::pki::write_secret(&file, &bytes)?;
-    let versions = repo::add_targets(
+    Ok(repo::add_targets(
         &paths.offline_keys,
         &paths.online_keys,
         &paths.metadata,
@@ -116,22 +154,20 @@ pub async fn ensure_published(
         }],
         &repo::Expiries::default(),
     )
-    .await?;
-    tracing::info!(key_id = %set.current(), "published the first director key set");
-    Ok((set, Some(versions)))
+    .await?)
 }
 
 /// The director as the routes hold it: the key, when the catalog publishes one.
 #[derive(Clone)]
 pub struct Director {
     service: Service,
-    signer: Option<Arc<Signer>>,
+    signer: Arc<RwLock<Option<Arc<Signer>>>>,
 }
 
 impl std::fmt::Debug for Director {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Director")
-            .field("key", &self.signer.as_ref().map(|s| s.key_id()))
+            .field("key", &self.signer().map(|s| s.key_id()))
             .finish()
     }
 }
@@ -146,7 +182,54 @@ impl Director {
                 None
             }
         };
-        Ok(Director { service, signer })
+        Ok(Director {
+            service,
+            signer: Arc::new(RwLock::new(signer)),
+        })
+    }
+
+    /// The key decisions are signed with now.
+    pub fn signer(&self) -> Option<Arc<Signer>> {
+        self.signer
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Keeps signing with the current key of the published director set: checks whenever
+    /// the catalog's timestamp changes (every second), forever (the server spawns this).
+    /// A set it cannot use is logged and the old key kept.
+    pub async fn keep_current(self, paths: CatalogPaths) {
+        let mut ticker = tokio::time::interval(crate::keyset::KEY_SET_CHECK_INTERVAL);
+        let mut seen_timestamp = None;
+        loop {
+            ticker.tick().await;
+            let timestamp = tokio::fs::read(paths.metadata.join("timestamp.json"))
+                .await
+                .ok();
+            if timestamp.is_none() || timestamp == seen_timestamp {
+                continue;
+            }
+            seen_timestamp = timestamp;
+            let current = self.signer().map(|s| s.key_id());
+            let next = published(&paths).and_then(|set| match set {
+                Some(set) if Some(set.current()) != current => signer(&paths, &set).map(Some),
+                _ => Ok(None),
+            });
+            match next {
+                Ok(Some(next)) => {
+                    tracing::info!(to = %next.key_id(), "now signing decisions with the rotated director key");
+                    *self
+                        .signer
+                        .write()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(next));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(%error, "the published director key set is unusable; still signing with the previous key");
+                }
+            }
+        }
     }
 
     /// The decision for `device_id` of `class` now, to be signed by `key_id`.
@@ -157,25 +240,35 @@ impl Director {
         key_id: ferry_personalize::KeyId,
     ) -> Result<Decision, ServerError> {
         let db = &self.service.inner.data.db;
-        let audience = db.reported_audience(&device_id).await?;
+        let facts = db.cohort_facts(&device_id, true).await?;
         let now = chrono::Utc::now();
-        let published = db.releases(class).await?;
-        let mut releases = Vec::new();
-        for rollout in db
+        let rollouts: Vec<_> = db
             .rollouts()
             .await?
             .into_iter()
             .filter(|r| r.class == class)
-        {
-            // Only releases the catalog signs: the decision names them as it does.
-            let Some(release) = published
-                .iter()
-                .find(|r| r.version.to_string() == rollout.version)
-            else {
+            .collect();
+        let mut releases = Vec::new();
+        // Only releases the catalog signs: the decision names them as it does.
+        for release in db.releases(class).await? {
+            let version = release.version.to_string();
+            let rollout = rollouts.iter().find(|r| r.version == version);
+            let entitled = db.entitled(class, &version, &facts).await?;
+            let hold = if let Entitled::No { .. } = entitled {
+                Some(RolloutHold::NotEntitled)
+            } else if let Some(rollout) = rollout {
+                rollout.hold(&device_id, &facts, now.timestamp_millis())
+            } else {
+                // Neither restricted nor under a rollout: TUF's offer stands.
                 continue;
             };
-            let hold = rollout.hold(&device_id, audience.as_deref(), now.timestamp_millis());
+            let now_ms = now.timestamp_millis();
+            let deferred_until = match (&hold, rollout) {
+                (None, Some(rollout)) => db.deferred_until(rollout, &device_id, now_ms).await?,
+                _ => None,
+            };
             let (state, opens_at) = match hold {
+                None if deferred_until.is_some() => (DecisionState::Deferred, None),
                 None => (DecisionState::Open, None),
                 Some(RolloutHold::NotYet { opens_at, .. }) => {
                     (DecisionState::NotYet, Some(opens_at))
@@ -183,13 +276,21 @@ impl Director {
                 Some(RolloutHold::Paused { .. }) => (DecisionState::Paused, None),
                 Some(RolloutHold::Halted { .. }) => (DecisionState::Halted, None),
                 Some(RolloutHold::NotInCohort { .. }) => (DecisionState::NotInCohort, None),
+                Some(RolloutHold::NotEntitled) => (DecisionState::NotEntitled, None),
             };
             releases.push(DecidedRelease {
-                version: rollout.version.clone(),
-                target: payload_target_name(class, &rollout.version),
+                target: payload_target_name(class, &version),
+                version,
                 length: release.payload_size,
                 sha256: release.payload_sha256,
-                rollout_id: rollout.id,
+                rollout_id: rollout.map(|r| r.id),
+                deadline: rollout.and_then(|r| r.deadline_ms).and_then(time_of),
+                deferred_until: deferred_until.and_then(time_of),
+                defer_latest: match rollout {
+                    Some(r) if !r.emergency => db.defer_latest(r, &device_id).await?,
+                    _ => None,
+                },
+                emergency: rollout.is_some_and(|r| r.emergency),
                 state,
                 opens_at,
             });
@@ -207,7 +308,30 @@ impl Director {
 pub fn routes(director: Director) -> Router {
     Router::new()
         .route("/v1/decision", get(decision))
+        .route("/v1/deferrals", axum::routing::post(defer))
         .with_state(director)
+}
+
+/// `POST /v1/deferrals` (device credential): the device defers a rollout's release.
+async fn defer(
+    State(director): State<Director>,
+    headers: HeaderMap,
+    Json(request): Json<DeferRequest>,
+) -> Result<Json<Deferral>, ServerError> {
+    let credential = director.service.credential(&headers)?;
+    let device_id = credential.device_id;
+    let db = &director.service.inner.data.db;
+    let facts = match db.device_facts(&device_id, "").await? {
+        None => return Err(ferry_personalize::Refusal::UnknownDevice { device_id }.into()),
+        Some(f) if f.revoked || f.credential_id != credential.credential_id.to_string() => {
+            return Err(ferry_personalize::Refusal::RevokedDevice { device_id }.into());
+        }
+        Some(f) => f,
+    };
+    Ok(Json(
+        db.defer(&device_id, facts.identity.device_class.as_str(), &request)
+            .await?,
+    ))
 }
 
 async fn decision(
@@ -225,7 +349,7 @@ async fn decision(
         }
         Some(f) => f,
     };
-    let Some(signer) = &director.signer else {
+    let Some(signer) = director.signer() else {
         return Err(ServerError::NotFound(
             "a director key in this server's catalog".into(),
         ));

@@ -171,6 +171,9 @@ pub enum ServerError {
     /// A dashboard request was refused (sign-in, CSRF, role, users).
     #[error(transparent)]
     Dashboard(#[from] crate::dashboard::DashboardError),
+    /// A device's deferral was refused.
+    #[error(transparent)]
+    Deferral(#[from] crate::rollouts::defer::DeferralError),
     /// A request body over the route's limit.
     #[error("the request body is larger than the {limit} bytes this route accepts")]
     BodyTooLarge {
@@ -220,6 +223,7 @@ impl Diagnose for ServerError {
             ServerError::Report(e) => e.code(),
             ServerError::Rollout(e) => e.code(),
             ServerError::Dashboard(e) => e.code(),
+            ServerError::Deferral(e) => e.code(),
             ServerError::BodyTooLarge { .. } => "BODY_TOO_LARGE",
         }
     }
@@ -276,6 +280,7 @@ impl Diagnose for ServerError {
             ServerError::Report(e) => e.fix(),
             ServerError::Rollout(e) => e.fix(),
             ServerError::Dashboard(e) => e.fix(),
+            ServerError::Deferral(e) => e.fix(),
             ServerError::BodyTooLarge { .. } => {
                 "Send smaller requests (a device sends at most 50 reports of 256 KiB per batch)".into()
             }
@@ -323,8 +328,13 @@ impl ServerError {
             ServerError::Report(_) => StatusCode::BAD_REQUEST,
             ServerError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ServerError::Dashboard(e) => e.status(),
+            ServerError::Deferral(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ServerError::Rollout(e) => match e {
-                crate::rollouts::RolloutError::NotFound { .. } => StatusCode::NOT_FOUND,
+                crate::rollouts::RolloutError::NotFound { .. }
+                | crate::rollouts::RolloutError::EntitlementNotFound { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                crate::rollouts::RolloutError::EntitlementRevoked { .. } => StatusCode::CONFLICT,
                 crate::rollouts::RolloutError::Exists { .. }
                 | crate::rollouts::RolloutError::WrongState { .. } => StatusCode::CONFLICT,
                 _ => StatusCode::BAD_REQUEST,

@@ -251,6 +251,11 @@ impl Https {
             self.service.clone(),
             tuf::CatalogPaths::new(&self.data.path, None),
         ));
+        let director_task = tokio::spawn(
+            self.director
+                .clone()
+                .keep_current(tuf::CatalogPaths::new(&self.data.path, None)),
+        );
         let silence_task = tokio::spawn(events::watch_silence(
             self.data.db.clone(),
             self.metrics.clone(),
@@ -274,6 +279,7 @@ impl Https {
         .await;
         timestamp_task.abort();
         key_task.abort();
+        director_task.abort();
         silence_task.abort();
         lease_task.abort();
         if let Err(error) = leadership.release().await {

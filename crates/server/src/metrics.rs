@@ -37,6 +37,9 @@ pub struct Metrics {
     fleet_silent: IntGauge,
     fleet_outcomes: GaugeVec,
     fleet_rollbacks: GaugeVec,
+    rollout_devices: GaugeVec,
+    rollout_open_waves: GaugeVec,
+    rollout_halted: GaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -135,6 +138,31 @@ impl Metrics {
             &["code"],
         )
         .expect("static metric definition");
+        let rollout_labels = ["rollout", "class", "version"];
+        let rollout_devices = GaugeVec::new(
+            Opts::new(
+                "ferry_rollout_devices",
+                "Devices of each rollout by kind: offered (their wave open now), attempted, installed, failed, rolled_back, silent (the current epoch's counts); from the database.",
+            ),
+            &["rollout", "class", "version", "kind"],
+        )
+        .expect("static metric definition");
+        let rollout_open_waves = GaugeVec::new(
+            Opts::new(
+                "ferry_rollout_open_waves",
+                "Waves of each rollout open now (the current wave is this minus one).",
+            ),
+            &rollout_labels,
+        )
+        .expect("static metric definition");
+        let rollout_halted = GaugeVec::new(
+            Opts::new(
+                "ferry_rollout_halted",
+                "1 if the rollout is halted (by an operator or the halt rule), else 0.",
+            ),
+            &rollout_labels,
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(refusals.clone()),
@@ -146,6 +174,9 @@ impl Metrics {
             Box::new(fleet_silent.clone()),
             Box::new(fleet_outcomes.clone()),
             Box::new(fleet_rollbacks.clone()),
+            Box::new(rollout_devices.clone()),
+            Box::new(rollout_open_waves.clone()),
+            Box::new(rollout_halted.clone()),
         ] {
             registry
                 .register(collector)
@@ -163,6 +194,9 @@ impl Metrics {
             fleet_silent,
             fleet_outcomes,
             fleet_rollbacks,
+            rollout_devices,
+            rollout_open_waves,
+            rollout_halted,
         }
     }
 
@@ -222,6 +256,27 @@ impl Metrics {
                     .with_label_values(&[code.as_str()])
                     .set(n as f64);
             }
+        }
+        self.rollout_devices.reset();
+        self.rollout_open_waves.reset();
+        self.rollout_halted.reset();
+        for stats in db.rollout_stats().await? {
+            let r = &stats.rollout;
+            let id = r.id.to_string();
+            let labels = [id.as_str(), r.class.as_str(), r.version.as_str()];
+            for (kind, n) in &stats.devices {
+                self.rollout_devices
+                    .with_label_values(&[labels[0], labels[1], labels[2], kind])
+                    .set(*n as f64);
+            }
+            self.rollout_open_waves
+                .with_label_values(&labels)
+                .set(f64::from(stats.open_waves));
+            self.rollout_halted
+                .with_label_values(&labels)
+                .set(f64::from(u8::from(
+                    r.state == crate::rollouts::RolloutState::Halted,
+                )));
         }
         let mut text = Vec::new();
         TextEncoder::new()

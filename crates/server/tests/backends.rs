@@ -266,7 +266,11 @@ async fn rollout_halt(under: Under) {
             class: "vm".into(),
             version: "2.0".into(),
             audience: None,
+            cohort: None,
             waves: None,
+            deadline: None,
+            max_deferral: None,
+            emergency: false,
             threshold: Some(0.05),
             min_attempts: Some(3),
         })
@@ -483,7 +487,11 @@ async fn reads(under: Under) {
             class: "vm".into(),
             version: "2.0".into(),
             audience: None,
+            cohort: None,
             waves: None,
+            deadline: None,
+            max_deferral: None,
+            emergency: false,
             threshold: None,
             min_attempts: None,
         })

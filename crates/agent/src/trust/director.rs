@@ -84,6 +84,20 @@ pub fn verify(
     Ok(decision)
 }
 
+/// Defers release `version` (under a rollout) for `for_` (`4h`, `1d`): the server records
+/// it within the rollout's maximum and the deadline, and the next decision says
+/// `deferred` until then.
+pub async fn defer(
+    device: &Device,
+    version: &str,
+    for_: &str,
+) -> Result<serde_json::Value, AgentError> {
+    let credential = crate::trust::personalize::credential(device)?;
+    Client::for_device(device)?
+        .defer(&credential, version, for_)
+        .await
+}
+
 /// The last verified decision (`None` before the first, or if unreadable: the signing
 /// service still refuses tickets for held releases).
 pub fn stored(device: &Device) -> Option<Decision> {

@@ -4,6 +4,7 @@
 
 mod daemon;
 pub mod doctor;
+pub mod fleet;
 pub mod intercept;
 pub mod sim;
 #[allow(unused_imports)]

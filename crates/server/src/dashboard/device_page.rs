@@ -133,7 +133,11 @@ async fn body(dash: &Dash, id: &str, page: i64) -> Result<Markup, ServerError> {
                 Some(list) => ul {
                     @for e in list {
                         li {
-                            a href=(format!("/dashboard/rollouts/{}", e.rollout_id)) { "rollout #" (e.rollout_id) }
+                            @if let Some(id) = e.rollout_id {
+                                a href=(format!("/dashboard/rollouts/{id}")) { "rollout #" (id) }
+                            } @else {
+                                "no rollout"
+                            }
                             " (" (e.version) "): " code.code { (e.code) } " " (e.reason)
                         }
                     }

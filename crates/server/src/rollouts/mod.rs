@@ -9,10 +9,14 @@
 //! halt rule's counting; `http`: the admin endpoints; `replay` (tests only): the halt rule
 //! against hawkBit's on seeded streams of a bad release's reports.
 
+pub mod cohort;
 pub mod count;
+pub mod defer;
+pub mod entitle;
 pub mod http;
 #[cfg(test)]
 mod replay;
+pub mod stats;
 pub mod store;
 pub mod waves;
 
@@ -71,9 +75,24 @@ pub struct NewRollout {
     /// Only devices that last reported this audience (none: every device of the class).
     #[serde(default)]
     pub audience: Option<String>,
+    /// Only devices this selector matches (`tenant:acme,region:eu,tag:beta,audience:seed`),
+    /// together with `audience` if both are given.
+    #[serde(default)]
+    pub cohort: Option<String>,
     /// The wave spec (default `100%@0`).
     #[serde(default)]
     pub waves: Option<String>,
+    /// After it (RFC 3339, or a time from now like `3d`), devices install at their first
+    /// allowed moment, the maintenance window overridden.
+    #[serde(default)]
+    pub deadline: Option<String>,
+    /// How long a device may defer the release (`2d`; none: up to the deadline).
+    #[serde(default)]
+    pub max_deferral: Option<String>,
+    /// Every wave opens at once and deferrals are refused (still signed, still halted by
+    /// the halt rule).
+    #[serde(default)]
+    pub emergency: bool,
     /// The halt rule's threshold (default [`DEFAULT_THRESHOLD`]).
     #[serde(default)]
     pub threshold: Option<f64>,
@@ -115,6 +134,14 @@ pub enum RolloutError {
         /// What is wrong.
         why: String,
     },
+    /// The cohort (or an entitlement's selector) does not parse.
+    #[error("the cohort {spec:?} is not valid: {why}")]
+    CohortInvalid {
+        /// The selector given.
+        spec: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A threshold or minimum outside its range, a bad class or version.
     #[error("{what} {value:?} is not valid: {why}")]
     Invalid {
@@ -141,6 +168,18 @@ pub enum RolloutError {
         /// The existing rollout.
         id: i64,
     },
+    /// No entitlement has this id.
+    #[error("there is no entitlement {id}")]
+    EntitlementNotFound {
+        /// The id asked for.
+        id: i64,
+    },
+    /// The entitlement was revoked already.
+    #[error("entitlement {id} is already revoked")]
+    EntitlementRevoked {
+        /// The id asked for.
+        id: i64,
+    },
     /// The action does not apply in the rollout's state.
     #[error("rollout {id} is {state}, so it cannot be {action}d")]
     WrongState {
@@ -157,10 +196,13 @@ impl Diagnose for RolloutError {
     fn code(&self) -> &'static str {
         match self {
             RolloutError::WavesInvalid { .. } => "ROLLOUT_WAVES_INVALID",
+            RolloutError::CohortInvalid { .. } => "ROLLOUT_COHORT_INVALID",
             RolloutError::Invalid { .. } => "ROLLOUT_INVALID",
             RolloutError::NotFound { .. } => "ROLLOUT_NOT_FOUND",
             RolloutError::Exists { .. } => "ROLLOUT_EXISTS",
             RolloutError::WrongState { .. } => "ROLLOUT_WRONG_STATE",
+            RolloutError::EntitlementNotFound { .. } => "ROLLOUT_ENTITLEMENT_NOT_FOUND",
+            RolloutError::EntitlementRevoked { .. } => "ROLLOUT_ENTITLEMENT_REVOKED",
         }
     }
 
@@ -169,12 +211,21 @@ impl Diagnose for RolloutError {
             RolloutError::WavesInvalid { .. } => {
                 "Write the waves as cumulative PERCENT%@TIME pairs ending at 100%, e.g. 1%@0,5%@4h,100%@1d".into()
             }
+            RolloutError::CohortInvalid { .. } => {
+                "Write the cohort as comma-separated KEY:VALUE terms (tenant, region, tag, programme, audience, device), e.g. tenant:acme,region:eu, or all".into()
+            }
             RolloutError::Invalid { .. } => {
                 "Give a threshold between 0 and 1, at least 1 attempt, a valid class and version".into()
             }
             RolloutError::NotFound { .. } => "Pick an id that `ferry rollout list` shows".into(),
             RolloutError::Exists { id, .. } => {
                 format!("Manage the existing rollout with `ferry rollout show|pause|resume|halt {id}`")
+            }
+            RolloutError::EntitlementNotFound { .. } => {
+                "Pick an id that `ferry entitlement list` shows".into()
+            }
+            RolloutError::EntitlementRevoked { .. } => {
+                "Grant a new entitlement with `ferry entitlement grant` if the devices should get the release again".into()
             }
             RolloutError::WrongState { .. } => {
                 "Check the rollout's state with `ferry rollout show ID` and pick an action that applies".into()

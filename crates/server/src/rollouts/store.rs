@@ -7,6 +7,8 @@ use ferry_types::{DeviceClass, DeviceId, Version};
 use serde::Serialize;
 use sqlx::Row;
 
+use super::cohort::{DeviceFacts, Selector};
+use super::entitle::Entitled;
 use super::waves::{Waves, place, wilson_lower};
 use super::{Action, NewRollout, RolloutError, RolloutState};
 use crate::ServerError;
@@ -22,8 +24,11 @@ pub struct Rollout {
     pub class: String,
     /// The release's version.
     pub version: String,
-    /// The cohort's audience (none: every device of the class).
+    /// The audience given at creation (part of `cohort`).
     pub audience: Option<String>,
+    /// The cohort (`tenant:acme,region:eu,tag:beta,audience:seed`; none: every device of
+    /// the class).
+    pub cohort: Option<String>,
     /// The wave spec.
     pub waves: String,
     /// The halt rule's threshold.
@@ -42,6 +47,12 @@ pub struct Rollout {
     pub epoch: i64,
     /// When its state last changed (Unix ms).
     pub changed_ms: i64,
+    /// After it (Unix ms) devices install at their first allowed moment.
+    pub deadline_ms: Option<i64>,
+    /// How long a device may defer (ms; none: up to the deadline).
+    pub max_deferral_ms: Option<i64>,
+    /// Every wave open at once, no deferral.
+    pub emergency: bool,
 }
 
 impl Rollout {
@@ -52,6 +63,7 @@ impl Rollout {
             class: row.try_get("class")?,
             version: row.try_get("version")?,
             audience: row.try_get("audience")?,
+            cohort: row.try_get("cohort")?,
             waves: row.try_get("waves")?,
             threshold: row.try_get("threshold")?,
             min_attempts: row.try_get("min_attempts")?,
@@ -65,7 +77,20 @@ impl Rollout {
             held_since_ms: row.try_get("held_since_ms")?,
             epoch: row.try_get("epoch")?,
             changed_ms: row.try_get("changed_ms")?,
+            deadline_ms: row.try_get("deadline_ms")?,
+            max_deferral_ms: row.try_get("max_deferral_ms")?,
+            emergency: row.try_get::<i64, _>("emergency")? != 0,
         })
+    }
+
+    /// The cohort's selector (stored selectors were checked at creation; a rollout made
+    /// before cohorts has only its audience).
+    pub fn selector(&self) -> Selector {
+        match (&self.cohort, &self.audience) {
+            (Some(cohort), _) => cohort.parse().unwrap_or_default(),
+            (None, Some(audience)) => Selector::audience(audience),
+            (None, None) => Selector::all(),
+        }
     }
 
     /// The parsed waves (stored specs were checked at creation).
@@ -90,27 +115,29 @@ impl Rollout {
         self.schedule().wave_of(place(self.id, device_id))
     }
 
-    /// Why this rollout holds `device_id` back at `now_ms` (`audience`: the one it last
-    /// reported), or `None` when its wave is open.
+    /// Why this rollout holds the device `facts` describe back at `now_ms`, or `None` when
+    /// its wave is open.
     pub fn hold(
         &self,
         device_id: &DeviceId,
-        audience: Option<&str>,
+        facts: &DeviceFacts,
         now_ms: i64,
     ) -> Option<RolloutHold> {
         let rollout_id = self.id;
-        if let Some(cohort) = &self.audience
-            && audience != Some(cohort.as_str())
-        {
+        let selector = self.selector();
+        if !selector.matches(facts) {
             return Some(RolloutHold::NotInCohort {
                 rollout_id,
-                audience: cohort.clone(),
+                cohort: selector.to_string(),
             });
         }
         match self.state {
             RolloutState::Halted => return Some(RolloutHold::Halted { rollout_id }),
             RolloutState::Paused => return Some(RolloutHold::Paused { rollout_id }),
             RolloutState::Running => {}
+        }
+        if self.emergency {
+            return None;
         }
         let wave = self.wave_of(device_id);
         (wave >= self.schedule().open_waves(self.elapsed_ms(now_ms))).then(|| RolloutHold::NotYet {
@@ -132,7 +159,8 @@ pub struct WaveCount {
     pub offset_ms: i64,
     /// Whether it is open now.
     pub open: bool,
-    /// When it opens (or opened) if the rollout keeps running.
+    /// When it opened (replayed from the pauses, halts and resumes), or when it opens if
+    /// the rollout keeps running.
     pub opens_at: DateTime<Utc>,
     /// Devices that got a ticket and started (this epoch).
     pub attempts: u64,
@@ -179,21 +207,22 @@ pub struct RolloutView {
     pub changes: Vec<HaltRecord>,
 }
 
-/// `rollout explain DEVICE`: for one rollout of the device's class, the one reason.
+/// `rollout explain DEVICE`: for one rollout of the device's class (or a release it is not
+/// entitled to), the one reason.
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
-    /// The rollout.
-    pub rollout_id: i64,
+    /// The rollout (`None`: a release without one the device is not entitled to).
+    pub rollout_id: Option<i64>,
     /// Its release.
     pub version: String,
     /// `ALREADY_INSTALLED`, `OPEN`, or the refusal code the signing service would give.
     pub code: String,
-    /// The device's place and wave.
-    pub place: u32,
+    /// The device's place in the rollout.
+    pub place: Option<u32>,
     /// Its wave.
-    pub wave: u32,
+    pub wave: Option<u32>,
     /// When its wave opens (or opened) if the rollout keeps running.
-    pub opens_at: DateTime<Utc>,
+    pub opens_at: Option<DateTime<Utc>>,
     /// In words.
     pub reason: String,
 }
@@ -222,6 +251,35 @@ impl Db {
                 why: e.to_string(),
             })?;
         let waves: Waves = new.waves.as_deref().unwrap_or("100%@0").parse()?;
+        let audience = new.audience.as_deref().filter(|a| !a.is_empty());
+        let cohort = match (new.cohort.as_deref().filter(|c| !c.is_empty()), audience) {
+            (Some(c), Some(a)) => Some(format!("{c},audience:{a}")),
+            (Some(c), None) => Some(c.to_owned()),
+            (None, Some(a)) => Some(format!("audience:{a}")),
+            (None, None) => None,
+        };
+        let cohort = cohort
+            .map(|c| c.parse::<Selector>())
+            .transpose()?
+            .filter(|s| !s.is_all())
+            .map(|s| s.to_string());
+        let now = now_ms();
+        let deadline_ms = new
+            .deadline
+            .as_deref()
+            .map(|d| parse_deadline(d, now))
+            .transpose()?;
+        let max_deferral_ms = new
+            .max_deferral
+            .as_deref()
+            .map(|d| {
+                super::waves::parse_offset(d).ok_or_else(|| RolloutError::Invalid {
+                    what: "max-deferral",
+                    value: d.to_owned(),
+                    why: "it must be a time like 0, 30m, 4h or 1d".into(),
+                })
+            })
+            .transpose()?;
         let threshold = new.threshold.unwrap_or(super::DEFAULT_THRESHOLD);
         if !(0.0..1.0).contains(&threshold) {
             return Err(RolloutError::Invalid {
@@ -240,7 +298,6 @@ impl Db {
             }
             .into());
         }
-        let now = now_ms();
         let mut tx = self.pool().begin().await?;
         let existing: Option<i64> =
             sqlx::query_scalar("SELECT id FROM rollouts WHERE class = $1 AND version = $2")
@@ -258,18 +315,24 @@ impl Db {
         }
         let row = sqlx::query(
             "INSERT INTO rollouts (class, version, audience, waves, threshold, min_attempts, state,
-                created_ms, started_ms, changed_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $9) RETURNING *",
+                created_ms, started_ms, changed_ms, cohort, deadline_ms, max_deferral_ms,
+                emergency)
+             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $9, $10, $11, $12, $13)
+             RETURNING *",
         )
         .bind(class.as_str())
         .bind(version.to_string())
-        .bind(new.audience.as_deref().filter(|a| !a.is_empty()))
+        .bind(audience)
         .bind(waves.to_string())
         .bind(threshold)
         .bind(min_attempts as i64)
         .bind(now)
         .bind(now)
         .bind(now)
+        .bind(cohort)
+        .bind(deadline_ms)
+        .bind(max_deferral_ms)
+        .bind(i64::from(new.emergency))
         .fetch_one(&mut *tx)
         .await?;
         let rollout = Rollout::from_row(&row)?;
@@ -415,22 +478,35 @@ impl Db {
             .flatten())
     }
 
-    /// Why a rollout holds `device_id` back from build `build_id` of `class` now (what the
-    /// signing service refuses with), or `None`.
+    /// Why the server holds `device_id` back from build `build_id` of `class` now (what
+    /// the signing service refuses with): not entitled to the release, or a rollout of it
+    /// holds the device back; `None` when it may have it.
     pub async fn rollout_hold(
         &self,
         device_id: &DeviceId,
         class: &str,
         build_id: &str,
     ) -> Result<Option<RolloutHold>, ServerError> {
-        let Some(rollout) = self.rollout_of_build(class, build_id).await? else {
+        let version: Option<String> = sqlx::query_scalar(
+            "SELECT version FROM releases WHERE class = $1 AND build_id = $2 LIMIT 1",
+        )
+        .bind(class)
+        .bind(build_id)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(version) = version else {
+            // Not a release: the signing rules refuse it (NOT_SIGNED) before any hold.
             return Ok(None);
         };
-        let audience = match rollout.audience {
-            Some(_) => self.reported_audience(device_id).await?,
-            None => None,
-        };
-        Ok(rollout.hold(device_id, audience.as_deref(), now_ms()))
+        let rollout = self.rollout_of_build(class, build_id).await?;
+        let audience = rollout
+            .as_ref()
+            .is_some_and(|r| r.selector().needs_audience());
+        let facts = self.cohort_facts(device_id, audience).await?;
+        if let Entitled::No { .. } = self.entitled(class, &version, &facts).await? {
+            return Ok(Some(RolloutHold::NotEntitled));
+        }
+        Ok(rollout.and_then(|r| r.hold(device_id, &facts, now_ms())))
     }
 
     /// `explain DEVICE`: for each rollout of the device's class, the one reason it has or
@@ -451,24 +527,48 @@ impl Db {
                 .fetch_optional(self.pool())
                 .await?
                 .flatten();
-        let audience = self.reported_audience(device_id).await?;
+        let facts = self.cohort_facts(device_id, true).await?;
         let now = now_ms();
         let mut out = Vec::new();
-        for rollout in self
+        let rollouts: Vec<Rollout> = self
             .rollouts()
             .await?
             .into_iter()
             .filter(|r| r.class == class)
-        {
+            .collect();
+        // Releases without a rollout that the device is not entitled to.
+        for release in self.releases(&class).await? {
+            let version = release.version.to_string();
+            if rollouts.iter().any(|r| r.version == version)
+                || running.as_deref() == Some(version.as_str())
+            {
+                continue;
+            }
+            if let Entitled::No { revoked } = self.entitled(&class, &version, &facts).await? {
+                out.push(Explanation {
+                    rollout_id: None,
+                    version,
+                    code: "NOT_ENTITLED".into(),
+                    place: None,
+                    wave: None,
+                    opens_at: None,
+                    reason: not_entitled_reason(revoked),
+                });
+            }
+        }
+        for rollout in rollouts {
             let wave = rollout.wave_of(device_id);
             let opens_at = rollout.opens_at(wave, now);
+            let entitled = self.entitled(&class, &rollout.version, &facts).await?;
             let (code, reason) = if running.as_deref() == Some(rollout.version.as_str()) {
                 (
                     "ALREADY_INSTALLED".to_owned(),
                     format!("the device runs {}", rollout.version),
                 )
+            } else if let Entitled::No { revoked } = entitled {
+                ("NOT_ENTITLED".to_owned(), not_entitled_reason(revoked))
             } else {
-                match rollout.hold(device_id, audience.as_deref(), now) {
+                match rollout.hold(device_id, &facts, now) {
                     None => (
                         "OPEN".to_owned(),
                         format!(
@@ -483,16 +583,45 @@ impl Db {
                 }
             };
             out.push(Explanation {
-                rollout_id: rollout.id,
+                rollout_id: Some(rollout.id),
                 version: rollout.version.clone(),
                 code,
-                place: place(rollout.id, device_id),
-                wave,
-                opens_at,
+                place: Some(place(rollout.id, device_id)),
+                wave: Some(wave),
+                opens_at: Some(opens_at),
                 reason,
             });
         }
         Ok(out)
+    }
+}
+
+/// A deadline: RFC 3339, or a time from `now_ms` like `3d`; it must be in the future.
+fn parse_deadline(text: &str, now_ms: i64) -> Result<i64, RolloutError> {
+    let invalid = |why: &str| RolloutError::Invalid {
+        what: "deadline",
+        value: text.to_owned(),
+        why: why.to_owned(),
+    };
+    let at = match DateTime::parse_from_rfc3339(text) {
+        Ok(t) => t.timestamp_millis(),
+        Err(_) => {
+            now_ms
+                + super::waves::parse_offset(text).ok_or_else(|| {
+                    invalid("it must be an RFC 3339 time or a time from now like 4h or 3d")
+                })?
+        }
+    };
+    if at <= now_ms {
+        return Err(invalid("it is not in the future"));
+    }
+    Ok(at)
+}
+
+fn not_entitled_reason(revoked: Option<i64>) -> String {
+    match revoked {
+        Some(id) => format!("entitlement {id}, which covered the device, was revoked"),
+        None => "no entitlement of the release covers the device's tenant, region or tags".into(),
     }
 }
 
@@ -508,12 +637,11 @@ fn hold_refusal(hold: &RolloutHold) -> (&'static str, String) {
         ),
         RolloutHold::Paused { .. } => ("ROLLOUT_PAUSED", "the rollout is paused".into()),
         RolloutHold::Halted { .. } => ("ROLLOUT_HALTED", "the rollout is halted".into()),
-        RolloutHold::NotInCohort { audience, .. } => (
+        RolloutHold::NotInCohort { cohort, .. } => (
             "ROLLOUT_NOT_IN_COHORT",
-            format!(
-                "the cohort is audience {audience}, which the device has not reported being in"
-            ),
+            format!("the cohort {cohort} does not include the device"),
         ),
+        RolloutHold::NotEntitled => ("NOT_ENTITLED", not_entitled_reason(None)),
     }
 }
 
@@ -542,8 +670,17 @@ pub(super) async fn wave_counts(
     .bind(rollout.epoch)
     .fetch_all(&mut *conn)
     .await?;
+    let changes: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT at_ms, action FROM rollout_changes WHERE rollout_id = $1 ORDER BY at_ms",
+    )
+    .bind(rollout.id)
+    .fetch_all(&mut *conn)
+    .await?;
     let schedule = rollout.schedule();
     let open = schedule.open_waves(rollout.elapsed_ms(now_ms));
+    let opened = |w: &super::waves::Wave| {
+        super::waves::opened_at(rollout.started_ms, &changes, w.offset_ms).and_then(time_of)
+    };
     let mut counts: Vec<WaveCount> = schedule
         .waves()
         .iter()
@@ -553,7 +690,10 @@ pub(super) async fn wave_counts(
             percent: f64::from(w.share) / 100.0,
             offset_ms: w.offset_ms,
             open: (i as u32) < open,
-            opens_at: rollout.opens_at(i as u32, now_ms),
+            opens_at: ((i as u32) < open)
+                .then(|| opened(w))
+                .flatten()
+                .unwrap_or_else(|| rollout.opens_at(i as u32, now_ms)),
             attempts: 0,
             failures: 0,
             by_kind: Default::default(),

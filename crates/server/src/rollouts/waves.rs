@@ -143,7 +143,7 @@ fn parse_share(pct: &str) -> Option<u32> {
 }
 
 /// `0`, `90s`, `30m`, `4h`, `1d` → milliseconds.
-fn parse_offset(at: &str) -> Option<i64> {
+pub fn parse_offset(at: &str) -> Option<i64> {
     if at == "0" {
         return Some(0);
     }
@@ -158,6 +158,28 @@ fn parse_offset(at: &str) -> Option<i64> {
     (0..=3650 * 86_400)
         .contains(&(n * unit / 1000))
         .then_some(n * unit)
+}
+
+/// When (Unix ms) the rollout's clock reached `offset_ms`, replaying its `changes` (time
+/// and action `pause`, `halt` or `resume`, oldest first) from `started_ms`: the clock
+/// stops at a pause or halt and runs again at a resume. `None` if it has not yet.
+pub fn opened_at(started_ms: i64, changes: &[(i64, String)], offset_ms: i64) -> Option<i64> {
+    let mut clock = 0i64;
+    let mut running_since = Some(started_ms);
+    for (at, action) in changes {
+        match (action.as_str(), running_since) {
+            ("pause" | "halt", Some(since)) => {
+                if clock + (at - since) >= offset_ms {
+                    return Some(since + (offset_ms - clock));
+                }
+                clock += at - since;
+                running_since = None;
+            }
+            ("resume", None) => running_since = Some(*at),
+            _ => {}
+        }
+    }
+    running_since.map(|since| since + (offset_ms - clock).max(0))
 }
 
 /// A device's place in rollout `rollout_id`'s cohort, in `0..PLACES`: the first 8 bytes of
@@ -256,6 +278,24 @@ mod tests {
         assert!((140..=260).contains(&low), "{low}");
         let waves: Waves = "10%@0,100%@1h".parse().unwrap();
         assert!(a.iter().all(|p| waves.wave_of(*p) == u32::from(*p >= 1000)));
+    }
+
+    #[test]
+    fn an_open_wave_opened_when_the_clock_reached_its_offset() {
+        let h = 3_600_000;
+        let change = |at: i64, action: &str| (at, action.to_owned());
+        // Never held: start + offset.
+        assert_eq!(opened_at(1000, &[], 0), Some(1000));
+        assert_eq!(opened_at(1000, &[], 4 * h), Some(1000 + 4 * h));
+        // Paused 1 h after the start for 2 h: a 4 h wave opened at 6 h of wall time.
+        let held = [change(h, "pause"), change(3 * h, "resume")];
+        assert_eq!(opened_at(0, &held, 4 * h), Some(6 * h));
+        // A wave reached before the pause opened then.
+        assert_eq!(opened_at(0, &held, h / 2), Some(h / 2));
+        // Halted (after a pause, the clock already stopped) and not resumed: not yet.
+        let halted = [change(h, "pause"), change(2 * h, "halt")];
+        assert_eq!(opened_at(0, &halted, 4 * h), None);
+        assert_eq!(opened_at(0, &halted, h), Some(h));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
     })?;
     // Every connection costs a descriptor or two: use what the hard limit allows.
     ferry_server::serve::raise_descriptor_limit();
-    let data = DataDir::open(&data_path).await?;
+    let data = DataDir::open_with_store(&data_path, a.store.as_deref()).await?;
     let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
         Failure::new(
             "LISTEN_FAILED",

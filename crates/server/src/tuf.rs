@@ -199,15 +199,23 @@ pub async fn refresh_timestamp_if_due(data_dir: &Path) -> Result<Option<u64>, Se
 }
 
 /// Checks the timestamp every [`TIMESTAMP_CHECK_INTERVAL`] and re-signs it before it expires,
-/// forever (the server spawns this as a task).
-pub async fn keep_timestamp_fresh(data_dir: PathBuf) {
+/// forever (the server spawns this as a task). With a shared store it first takes the
+/// catalog the others signed and afterwards gives back what it signed ([`crate::catalog_store`]).
+pub async fn keep_timestamp_fresh(data: crate::DataDir) {
     let mut ticker = tokio::time::interval(TIMESTAMP_CHECK_INTERVAL);
     loop {
         ticker.tick().await;
-        match refresh_timestamp_if_due(&data_dir).await {
+        if let Err(error) = crate::catalog_store::pull(&data).await {
+            tracing::error!(%error, "could not read the catalog from the shared store");
+            continue;
+        }
+        match refresh_timestamp_if_due(&data.path).await {
             Ok(Some(version)) => tracing::info!(version, "re-signed the catalog timestamp"),
             Ok(None) => {}
             Err(error) => tracing::error!(%error, "could not re-sign the catalog timestamp"),
+        }
+        if let Err(error) = crate::catalog_store::push(&data).await {
+            tracing::error!(%error, "could not write the catalog to the shared store");
         }
     }
 }

@@ -276,8 +276,14 @@ async fn target(client: &Client, class: DeviceClass) -> Result<Target, Failure> 
     })
 }
 
+/// Enrollments at once while the fleet is made.
+const ENROLLING_AT_ONCE: usize = 16;
+/// Tries of one enrollment: a refusal with `SERVER_DATABASE` (SQLite's "database is locked"
+/// under concurrent enrollments) is tried again, and counted.
+const ENROLL_TRIES: u32 = 8;
+
 /// The fleet: the devices in `--state` (if any), and as many more enrolled as `--devices`
-/// asks for (64 enrollments at a time).
+/// asks for ([`ENROLLING_AT_ONCE`] at a time).
 async fn devices(
     a: &BenchFleetArgs,
     client: &Client,
@@ -306,22 +312,41 @@ async fn devices(
     })?;
     let admin = admin_client(ca, token_path, &a.server)?;
     let started = Instant::now();
-    let gate = Arc::new(Semaphore::new(64));
+    let gate = Arc::new(Semaphore::new(ENROLLING_AT_ONCE));
+    let retried = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(missing);
     for _ in 0..missing {
-        let (client, admin, gate, class) =
-            (client.clone(), admin.clone(), gate.clone(), class.clone());
+        let (client, admin, gate, class, retried) = (
+            client.clone(),
+            admin.clone(),
+            gate.clone(),
+            class.clone(),
+            retried.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
-            enroll_one(&client, &admin, class).await
+            let mut tries = 1;
+            loop {
+                match enroll_one(&client, &admin, class.clone()).await {
+                    Err(e)
+                        if tries < ENROLL_TRIES && e.report.cause.contains("SERVER_DATABASE") =>
+                    {
+                        retried.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20 << tries)).await;
+                        tries += 1;
+                    }
+                    other => return other,
+                }
+            }
         }));
     }
     for task in tasks {
         devices.push(task.await.map_err(|e| bench_failure("enroll", e))??);
     }
     eprintln!(
-        "enrolled {missing} devices in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "enrolled {missing} devices in {:.1} s ({} enrollments tried again after SERVER_DATABASE)",
+        started.elapsed().as_secs_f64(),
+        retried.load(Ordering::Relaxed)
     );
     save_state(a, &devices)?;
     Ok(devices)

@@ -277,10 +277,10 @@ async fn target(client: &Client, class: DeviceClass) -> Result<Target, Failure> 
 }
 
 /// Enrollments at once while the fleet is made.
-const ENROLLING_AT_ONCE: usize = 16;
+const ENROLLING_AT_ONCE: usize = 8;
 /// Tries of one enrollment: a refusal with `SERVER_DATABASE` (SQLite's "database is locked"
 /// under concurrent enrollments) is tried again, and counted.
-const ENROLL_TRIES: u32 = 8;
+const ENROLL_TRIES: u32 = 30;
 
 /// The fleet: the devices in `--state` (if any), and as many more enrolled as `--devices`
 /// asks for ([`ENROLLING_AT_ONCE`] at a time).
@@ -332,7 +332,8 @@ async fn devices(
                         if tries < ENROLL_TRIES && e.report.cause.contains("SERVER_DATABASE") =>
                     {
                         retried.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(20 << tries)).await;
+                        let backoff = (10u64 << tries.min(6)) + rand::random::<u64>() % 50;
+                        tokio::time::sleep(Duration::from_millis(backoff)).await;
                         tries += 1;
                     }
                     other => return other,

@@ -109,6 +109,11 @@ impl Store {
     pub fn open(spec: &str) -> Result<Store, ServerError> {
         if spec.starts_with("s3://") {
             Store::s3(spec)
+        } else if spec.contains("://") && !spec.starts_with("file://") {
+            Err(invalid(
+                spec,
+                "only s3:// and local directories are supported".into(),
+            ))
         } else {
             Store::local(Path::new(spec.strip_prefix("file://").unwrap_or(spec)))
         }
@@ -267,6 +272,8 @@ mod tests {
         let bad = Store::open("s3://fleet?colour=blue").err().unwrap();
         assert_eq!(ferry_types::Diagnose::code(&bad), "STORE_URL_INVALID");
         assert!(bad.to_string().contains("colour"), "{bad}");
+        let other = Store::open("gs://fleet").err().unwrap();
+        assert_eq!(ferry_types::Diagnose::code(&other), "STORE_URL_INVALID");
         let no_bucket = Store::open("s3:///x?secret_access_key=S").err().unwrap();
         assert!(!no_bucket.to_string().contains("=S"), "{no_bucket}");
         let dir = tempfile::tempdir().unwrap();

@@ -154,6 +154,12 @@ pub struct ServerArgs {
     /// `sqlite://PATH`; default DATA/ferry.db.
     #[arg(long, env = "FERRY_DATABASE")]
     pub database: Option<String>,
+    /// Where artifacts and the served catalog are kept: `s3://BUCKET[/PREFIX]?endpoint=URL&region=R`
+    /// (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the query), shared by
+    /// replicas, or a directory (default DATA/artifacts). `ferry publish` and `ferry server`
+    /// must name the same store.
+    #[arg(long, env = "FERRY_STORE")]
+    pub store: Option<String>,
     /// Address to listen on (HTTPS).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -490,6 +496,12 @@ pub struct PublishArgs {
     /// `sqlite://PATH`; default DATA/ferry.db.
     #[arg(long, env = "FERRY_DATABASE")]
     pub database: Option<String>,
+    /// Where artifacts and the served catalog are kept: `s3://BUCKET[/PREFIX]?endpoint=URL&region=R`
+    /// (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the query), shared by
+    /// replicas, or a directory (default DATA/artifacts). `ferry publish` and `ferry server`
+    /// must name the same store.
+    #[arg(long, env = "FERRY_STORE")]
+    pub store: Option<String>,
     /// The system image (a multiple of 4096 bytes).
     #[arg(long)]
     pub image: PathBuf,
@@ -805,6 +817,57 @@ pub enum BenchCommand {
     /// figures of honest progress from their progress logs, with a chart each
     /// (`bench/progress` runs it).
     Progress(BenchProgressArgs),
+    /// A fleet simulator against a running server: thousands of devices in one process
+    /// scanning, asking for tickets, reporting events and installing at the given rates, or
+    /// all asking for a ticket at once (`--burst`); throughput, p50/p99 and errors by code.
+    Fleet(BenchFleetArgs),
+}
+
+/// `ferry bench fleet`.
+#[derive(Debug, Args)]
+pub struct BenchFleetArgs {
+    /// The server (or the load balancer in front of replicas), e.g. https://127.0.0.1:8443.
+    #[arg(long)]
+    pub server: String,
+    /// The CA the devices pin (the server's DATA/pki/ca.pem).
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// The server's admin token file (DATA/admin-token): enrolls the devices --state lacks.
+    #[arg(long)]
+    pub admin_token: Option<PathBuf>,
+    /// The simulated devices (identities and credentials) kept between runs.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Devices in the fleet.
+    #[arg(long, default_value_t = 1000)]
+    pub devices: usize,
+    /// Their device class (a release of it must be published, its signing window open).
+    #[arg(long, default_value = "bench")]
+    pub class: String,
+    /// Seconds of sustained load (not with --burst).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Scans (timestamp refreshes) per second, all devices together.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate_scans: f64,
+    /// Tickets (personalizations) per second.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate_tickets: f64,
+    /// Event reports per second (one report per batch, as a device sends each step).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate_reports: f64,
+    /// Installs (downloads of the newest payload, checked) per second.
+    #[arg(long, default_value_t = 2.0)]
+    pub rate_installs: f64,
+    /// Every device asks for a ticket at once (the thundering herd after a release).
+    #[arg(long)]
+    pub burst: bool,
+    /// Requests in flight at most (HTTPS connections the simulator opens).
+    #[arg(long, default_value_t = 512)]
+    pub connections: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `ferry bench progress`.

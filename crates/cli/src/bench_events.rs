@@ -24,7 +24,7 @@ use crate::bench::{BenchServer, CLASS, bench_failure, load_average, thread_cpu_t
 use crate::failure::Failure;
 
 /// One device's report, as an install's `installed` step carries it.
-fn report(device_id: DeviceId, sequence: u64) -> EventReport {
+pub(crate) fn report(device_id: DeviceId, sequence: u64) -> EventReport {
     let version = |v: &str| v.parse().ok();
     EventReport {
         report_version: REPORT_VERSION,

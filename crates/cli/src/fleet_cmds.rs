@@ -12,7 +12,7 @@ use crate::failure::Failure;
 use crate::render;
 
 pub async fn fleet(a: ServerDataArgs) -> Result<ExitCode, Failure> {
-    let data = DataDir::open_with(&a.data, a.database.as_deref())
+    let data = DataDir::open_with(&a.data, a.database.as_deref(), None)
         .await
         .map_err(|e| Failure::from(e).json(a.json))?;
     let summary = data
@@ -124,7 +124,7 @@ fn print_update(s: &DeviceState) {
 
 pub async fn events(a: ServerEventsArgs) -> Result<ExitCode, Failure> {
     let json = a.server.json;
-    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref())
+    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref(), None)
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     let filter = Filter {

@@ -16,6 +16,7 @@ mod args;
 mod bench;
 mod bench_agent;
 mod bench_events;
+mod bench_fleet;
 mod bench_progress;
 mod cache_cmd;
 mod chart;
@@ -102,6 +103,7 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Bench(args::BenchCommand::Events(a)) => bench_events::run(a).await,
             Command::Bench(args::BenchCommand::Agent(a)) => bench_agent::agent(a).await,
             Command::Bench(args::BenchCommand::Progress(a)) => bench_progress::progress(a).await,
+            Command::Bench(args::BenchCommand::Fleet(a)) => bench_fleet::run(a).await,
             Command::Cache(a) => cache_cmd::cache(a).await,
             Command::Rollout(a) => rollout_cmds::rollout(a).await,
             Command::Entitlement(a) => entitlement_cmds::entitlement(a).await,

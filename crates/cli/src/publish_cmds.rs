@@ -10,7 +10,7 @@ use crate::render;
 
 pub async fn publish(a: PublishArgs) -> Result<ExitCode, Failure> {
     let json = a.json;
-    let data = DataDir::open_with(&a.data, a.database.as_deref())
+    let data = DataDir::open_with(&a.data, a.database.as_deref(), a.store.as_deref())
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     let request = PublishRequest {

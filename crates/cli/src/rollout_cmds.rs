@@ -23,7 +23,7 @@ pub async fn rollout(a: RolloutArgs) -> Result<ExitCode, Failure> {
         )
         .json(json)
     })?;
-    let data = DataDir::open_with(&path, a.database.as_deref())
+    let data = DataDir::open_with(&path, a.database.as_deref(), None)
         .await
         .map_err(fail)?;
     let db = &data.db;

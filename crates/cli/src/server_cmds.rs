@@ -36,7 +36,7 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
     })?;
     // Every connection costs a descriptor or two: use what the hard limit allows.
     ferry_server::serve::raise_descriptor_limit();
-    let data = DataDir::open_with(&data_path, a.database.as_deref()).await?;
+    let data = DataDir::open_with(&data_path, a.database.as_deref(), a.store.as_deref()).await?;
     let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| {
         Failure::new(
             "LISTEN_FAILED",
@@ -74,7 +74,7 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
 
 async fn server_token(a: ServerTokenArgs) -> Result<ExitCode, Failure> {
     let json = a.server.json;
-    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref())
+    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref(), None)
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     let scope = TokenScope {
@@ -97,7 +97,7 @@ async fn server_token(a: ServerTokenArgs) -> Result<ExitCode, Failure> {
 
 async fn server_devices(a: ServerDevicesArgs) -> Result<ExitCode, Failure> {
     let json = a.server.json;
-    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref())
+    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref(), None)
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     if let Some(id) = &a.revoke {
@@ -159,7 +159,7 @@ async fn server_devices(a: ServerDevicesArgs) -> Result<ExitCode, Failure> {
 
 async fn signing_window(a: SigningWindowArgs) -> Result<ExitCode, Failure> {
     let json = a.server.json;
-    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref())
+    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref(), None)
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     let open = matches!(a.action, WindowAction::Open);
@@ -184,7 +184,7 @@ async fn signing_window(a: SigningWindowArgs) -> Result<ExitCode, Failure> {
 }
 
 async fn server_init(a: ServerInitArgs) -> Result<ExitCode, Failure> {
-    let data = DataDir::open_with(&a.data, a.database.as_deref()).await?;
+    let data = DataDir::open_with(&a.data, a.database.as_deref(), None).await?;
     let paths = CatalogPaths::new(&data.path, a.keys.as_deref());
     if !a.dev_keys && ferry_server::tuf::is_inside(&paths.offline_keys, &data.path) {
         return Err(Failure::new(

@@ -47,6 +47,14 @@ pub enum ServerError {
     /// The artifact store failed.
     #[error("the artifact store failed: {0}")]
     Store(#[from] object_store::Error),
+    /// `--store` names no store ferry can open.
+    #[error("the artifact store {url:?} cannot be opened: {why}")]
+    StoreUrl {
+        /// The store URL as given (credentials in its query shown as `…`).
+        url: String,
+        /// Why.
+        why: String,
+    },
     /// Encoding the payload failed.
     #[error(transparent)]
     Payload(#[from] ferry_payload::PayloadError),
@@ -200,6 +208,7 @@ impl Diagnose for ServerError {
             ServerError::RangeNotSatisfiable { .. } => "RANGE_NOT_SATISFIABLE",
             ServerError::Database(_) | ServerError::Migrate(_) => "SERVER_DATABASE",
             ServerError::Store(_) => "SERVER_STORE",
+            ServerError::StoreUrl { .. } => "STORE_URL_INVALID",
             ServerError::Payload(e) => e.code(),
             ServerError::Seal(_)
             | ServerError::DeltaEncode(_)
@@ -243,6 +252,9 @@ impl Diagnose for ServerError {
                 "Check that the data directory is writable and not used by another ferry version".into()
             }
             ServerError::Store(_) => "Check that the artifact store is reachable and has space".into(),
+            ServerError::StoreUrl { .. } => {
+                "Pass --store DIR or --store s3://BUCKET?endpoint=URL&region=REGION, with the credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into()
+            }
             ServerError::Payload(e) => e.fix(),
             ServerError::Seal(e) => e.fix(),
             ServerError::DeltaEncode(e) => e.fix(),
@@ -474,6 +486,10 @@ mod tests {
                 files: vec!["d/keys-offline/root.pk8".into()],
             },
             ServerError::BodyTooLarge { limit: 1 },
+            ServerError::StoreUrl {
+                url: "s3://".into(),
+                why: "w".into(),
+            },
             ServerError::Report(ferry_events::ReportInvalid::Batch { why: "w".into() }),
             ServerError::Io {
                 op: "reading",

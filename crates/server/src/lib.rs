@@ -4,7 +4,8 @@
 //!
 //! State is split the way a fleet server needs it: rows in SQL ([`db`], SQLite by
 //! default, created on first start with versioned migrations) and artifacts behind the
-//! `object_store` interface ([`store`], a local directory now, S3 by configuration).
+//! `object_store` interface ([`store`], `DATA/artifacts` by default, an S3 bucket with
+//! `--store s3://…`, where the catalog is kept too: [`catalog_store`]).
 //! Nothing a second replica would need is kept in memory.
 //!
 //! The release store is also a TUF repository ([`tuf`], built on `ferry-catalog`): devices
@@ -35,6 +36,7 @@
 pub mod api;
 pub mod byteranges;
 pub mod cache;
+pub mod catalog_store;
 mod chunks;
 pub mod dashboard;
 pub mod db;
@@ -93,12 +95,18 @@ impl std::fmt::Debug for DataDir {
 impl DataDir {
     /// Opens (creating on first use) a data directory and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<DataDir, ServerError> {
-        DataDir::open_with(path, None).await
+        DataDir::open_with(path, None, None).await
     }
 
-    /// [`DataDir::open`] with the database `--database` names ([`db::Db::open_url`]):
-    /// `postgres://…` for replicas sharing one database, `None` for `ferry.db` in `path`.
-    pub async fn open_with(path: &Path, database: Option<&str>) -> Result<DataDir, ServerError> {
+    /// [`DataDir::open`] with the database `--database` names ([`db::Db::open_url`]:
+    /// `postgres://…` for replicas sharing one database, `None` for `ferry.db` in `path`)
+    /// and the artifacts in the store `--store` names ([`store::Store::open`]: an `s3://`
+    /// URL or a directory; `None` for `DATA/artifacts`).
+    pub async fn open_with(
+        path: &Path,
+        database: Option<&str>,
+        store: Option<&str>,
+    ) -> Result<DataDir, ServerError> {
         std::fs::create_dir_all(path).map_err(|source| ServerError::Io {
             op: "creating the data directory",
             source,
@@ -108,7 +116,10 @@ impl DataDir {
             source,
         })?;
         let db = db::Db::open_url(database, &path).await?;
-        let store = Arc::new(store::Store::local(&path.join("artifacts"))?);
+        let store = Arc::new(match store {
+            Some(spec) => store::Store::open(spec)?,
+            None => store::Store::local(&path.join("artifacts"))?,
+        });
         let data = DataDir { path, db, store };
         publish::fill_missing_seal_roots(&data).await?;
         Ok(data)
@@ -151,6 +162,8 @@ impl Https {
         options: ServiceOptions,
         custody: tuf::KeyCustody,
     ) -> Result<Https, ServerError> {
+        // A replica on a shared store starts from the catalog the others signed.
+        catalog_store::pull(&data).await?;
         tuf::check_custody(&data.path, custody).await?;
         let secrets = Secrets::load_or_create(&data.path, listen)?;
         let catalog = tuf::CatalogPaths::new(&data.path, None);
@@ -166,6 +179,7 @@ impl Https {
         let metrics = metrics::Metrics::new();
         let events = events::Events::new(service.clone(), metrics.clone());
         let director = director::Director::load(service.clone(), &catalog)?;
+        catalog_store::push(&data).await?;
         Ok(Https {
             data,
             secrets,
@@ -243,8 +257,9 @@ impl Https {
             tuf::refresh_timestamp_if_due(&self.data.path).await?;
         }
         let lease_task = tokio::spawn(leadership.clone().keep());
+        catalog_store::push(&self.data).await?;
         let timestamp_task = tokio::spawn(tuf::keep_timestamp_fresh(
-            self.data.path.clone(),
+            self.data.clone(),
             leadership.clone(),
         ));
         let key_task = tokio::spawn(keyset::keep_signer_current(
@@ -265,6 +280,7 @@ impl Https {
         tracing::info!(
             %addr,
             data = %self.data.path.display(),
+            store = %self.data.store.name(),
             max_connections = self.limits.max_connections,
             "ferry server listening (https)"
         );

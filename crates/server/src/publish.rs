@@ -53,6 +53,15 @@ pub struct PublishRequest {
 /// unreferenced artifacts or a row devices cannot see, never a signed release without its
 /// bytes.
 pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, ServerError> {
+    // With a shared store: sign on top of the catalog the replicas serve, then give it back.
+    crate::catalog_store::pull(data).await?;
+    let row = publish_signed(data, req).await?;
+    crate::catalog_store::push(data).await?;
+    Ok(row)
+}
+
+/// [`publish`] on the local catalog.
+async fn publish_signed(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, ServerError> {
     check_slug("device class", &req.class)?;
     if req.audiences.is_empty() {
         return Err(ServerError::Invalid {

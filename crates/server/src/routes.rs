@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tower_http::trace::TraceLayer;
 
 use crate::api::Release;
-use crate::{DataDir, ServerError, byteranges, tuf};
+use crate::{DataDir, ServerError, byteranges, catalog_store, tuf};
 
 /// The whole HTTP surface: build it once, serve it, or drive it with `oneshot` in tests.
 pub fn app(data: DataDir) -> Router {
@@ -91,8 +91,7 @@ async fn tuf_metadata(
     if !tuf::is_flat_name(&file) || !file.ends_with(".json") {
         return Err(ServerError::NotFound(format!("catalog metadata {file:?}")));
     }
-    let path = data.path.join(tuf::METADATA_DIR).join(&file);
-    let bytes = match tokio::fs::read(&path).await {
+    let bytes = match catalog_file(&data, tuf::METADATA_DIR, &file).await {
         Ok(bytes) => bytes,
         // A name too long for the file system names no file either.
         Err(e) if is_absent(&e) => {
@@ -133,14 +132,32 @@ async fn tuf_target(
         return serve_artifact(&data, &key, range).await;
     }
     // Targets the catalog owns (the personalization key set) live beside its metadata.
-    let path = data.path.join(tuf::TARGETS_DIR).join(&file);
-    match tokio::fs::read(&path).await {
+    match catalog_file(&data, tuf::TARGETS_DIR, &file).await {
         Ok(bytes) => Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response()),
         Err(e) if is_absent(&e) => Err(not_found()),
         Err(source) => Err(ServerError::Io {
             op: "reading a catalog target",
             source,
         }),
+    }
+}
+
+/// A served catalog file: from the shared store when there is one (what any replica signed),
+/// else from `DATA/<folder>/`.
+async fn catalog_file(data: &DataDir, folder: &str, file: &str) -> std::io::Result<Vec<u8>> {
+    if !data.store.is_shared() {
+        return tokio::fs::read(data.path.join(folder).join(file)).await;
+    }
+    match data
+        .store
+        .get_bytes(&catalog_store::key(folder, file))
+        .await
+    {
+        Ok(bytes) => Ok(bytes.to_vec()),
+        Err(ServerError::Store(object_store::Error::NotFound { .. })) => {
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+        Err(e) => Err(std::io::Error::other(e)),
     }
 }
 

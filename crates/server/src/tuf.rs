@@ -200,18 +200,27 @@ pub async fn refresh_timestamp_if_due(data_dir: &Path) -> Result<Option<u64>, Se
 
 /// Checks the timestamp every [`TIMESTAMP_CHECK_INTERVAL`] and re-signs it before it expires,
 /// forever (the server spawns this as a task); only while `leader` leads, so of several
-/// replicas one signs.
-pub async fn keep_timestamp_fresh(data_dir: PathBuf, leader: crate::leader::Leadership) {
+/// replicas one signs. With a shared store every replica first takes the catalog the others
+/// signed, and the leader gives back what it signed ([`crate::catalog_store`]).
+pub async fn keep_timestamp_fresh(data: crate::DataDir, leader: crate::leader::Leadership) {
     let mut ticker = tokio::time::interval(TIMESTAMP_CHECK_INTERVAL);
     loop {
         ticker.tick().await;
+        // Every replica takes what the others signed; only the leader signs.
+        if let Err(error) = crate::catalog_store::pull(&data).await {
+            tracing::error!(%error, "could not read the catalog from the shared store");
+            continue;
+        }
         if !leader.is_leader() {
             continue;
         }
-        match refresh_timestamp_if_due(&data_dir).await {
+        match refresh_timestamp_if_due(&data.path).await {
             Ok(Some(version)) => tracing::info!(version, "re-signed the catalog timestamp"),
             Ok(None) => {}
             Err(error) => tracing::error!(%error, "could not re-sign the catalog timestamp"),
+        }
+        if let Err(error) = crate::catalog_store::push(&data).await {
+            tracing::error!(%error, "could not write the catalog to the shared store");
         }
     }
 }

@@ -1,0 +1,336 @@
+//! Issue 18's object storage, end to end against a real S3 server (`s3s-fs`, which checks
+//! SigV4 signatures): releases published to a bucket, a delta, a chunk-reuse install (its
+//! multi-range requests answered from the bucket by range) and a full install served from
+//! it, and a second server process with its own data directory (no catalog, no artifacts of
+//! its own) serving what the first published.
+//!
+//! `s3s-fs` comes from `cargo install s3s-fs --version 0.14.1 --features binary --locked
+//! --root target/tools` (`.ci/run` does it); without it the test says so and passes, except
+//! under CI, where its absence fails.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+const ACCESS_KEY: &str = "ferrytest";
+const SECRET_KEY: &str = "ferry-test-secret-key-0123456789";
+const BUCKET: &str = "fleet";
+
+/// Where `s3s-fs` is: `$S3S_FS`, the repository's `target/tools/bin`, or `PATH`.
+fn s3s_fs() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("S3S_FS") {
+        return Some(path.into());
+    }
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools/bin/s3s-fs");
+    if tools.exists() {
+        return Some(tools);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("s3s-fs"))
+            .find(|p| p.exists())
+    })
+}
+
+/// A running `s3s-fs` on a loopback port, its objects as files under `root/BUCKET/`.
+struct S3 {
+    child: Child,
+    addr: SocketAddr,
+    root: PathBuf,
+}
+
+impl S3 {
+    /// Starts it, or `None` (said loudly) when the binary is absent outside CI.
+    fn start(root: &Path) -> Option<S3> {
+        let Some(binary) = s3s_fs() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "s3s-fs is missing under CI: .ci/run installs it into target/tools"
+            );
+            eprintln!(
+                "SKIPPED: s3s-fs is not installed (cargo install s3s-fs --version 0.14.1 \
+                 --features binary --locked --root target/tools)"
+            );
+            return None;
+        };
+        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let s3 = S3 {
+            child,
+            addr,
+            root: root.to_owned(),
+        };
+        assert!(
+            wait_for(10, || TcpStream::connect(addr).is_ok()),
+            "s3s-fs did not listen on {addr}"
+        );
+        Some(s3)
+    }
+
+    /// The `--store` URL, with `secret` as the secret key.
+    fn url_with(&self, secret: &str) -> String {
+        format!(
+            "s3://{BUCKET}?endpoint=http://{}&region=us-east-1&access_key_id={ACCESS_KEY}&secret_access_key={secret}",
+            self.addr
+        )
+    }
+
+    fn url(&self) -> String {
+        self.url_with(SECRET_KEY)
+    }
+
+    /// The stored object `key` (s3s-fs keeps each as a file).
+    fn object(&self, key: &str) -> PathBuf {
+        self.root.join(BUCKET).join(key)
+    }
+
+    /// The keys under `prefix/` whose names end with `suffix`.
+    fn find(&self, prefix: &str, suffix: &str) -> Vec<String> {
+        let dir = self.root.join(BUCKET).join(prefix);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(suffix))
+            .map(|n| format!("{prefix}/{n}"))
+            .collect()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn last_install(device: &Path) -> serde_json::Value {
+    let history: serde_json::Value =
+        serde_json::from_str(&ok(&["history", "--json", "--device", s(device)])).unwrap();
+    history.as_array().unwrap().last().unwrap().clone()
+}
+
+/// `GET path` with a `Range` header on the server over its pinned CA: (status, content type,
+/// body).
+fn get_ranges(server: &Server, path: &str, range: &str) -> (u16, String, Vec<u8>) {
+    let ca = std::fs::read_to_string(server.ca()).unwrap();
+    let url = format!("{}{path}", server.url());
+    let range = range.to_owned();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async move {
+            let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
+            let client = reqwest::Client::builder()
+                .tls_backend_preconfigured(config)
+                .build()
+                .unwrap();
+            let response = client
+                .get(&url)
+                .header("range", range)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            (
+                status,
+                content_type,
+                response.bytes().await.unwrap().to_vec(),
+            )
+        })
+}
+
+/// Copies the parts of a data directory a second replica needs (database, CA and server
+/// certificate, online keys, admin token): not its catalog, not its artifacts.
+fn replica_of(data: &Path, replica: &Path) {
+    std::fs::create_dir_all(replica).unwrap();
+    for entry in std::fs::read_dir(data).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "tuf" || name == "artifacts" || name == "tmp" {
+            continue;
+        }
+        copy_tree(&entry.path(), &replica.join(&name));
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else if let Err(e) = std::fs::copy(from, to) {
+        // A file removed meanwhile (a temp file, the lock) is not needed.
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::NotFound,
+            "{}: {e}",
+            from.display()
+        );
+    }
+}
+
+#[test]
+fn releases_in_s3_install_by_delta_chunks_and_full_through_two_servers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(s3) = S3::start(&tmp.path().join("s3")) else {
+        return;
+    };
+    let store = s3.url();
+    let data = tmp.path().join("server");
+    let images: Vec<PathBuf> = (1..=4)
+        .map(|n| {
+            let path = tmp.path().join(format!("v{n}.img"));
+            make_image(&path, n, 4);
+            path
+        })
+        .collect();
+    let with_store = |extra: &[&'static str]| {
+        let mut args = vec!["--store", store.as_str()];
+        args.extend_from_slice(extra);
+        args
+    };
+    publish_with(&data, &images[0], "1.0", &with_store(&[]));
+    publish_with(
+        &data,
+        &images[1],
+        "2.0",
+        &with_store(&["--delta-from", "1.0"]),
+    );
+
+    // The artifacts and the catalog are in the bucket, none in the data directory.
+    assert!(!data.join("artifacts/releases").exists());
+    assert_eq!(s3.find("releases/vm/2.0", ".payload.zst").len(), 1);
+    assert_eq!(s3.find("releases/vm/2.0", ".chunks.zst").len(), 1);
+    assert!(s3.object("tuf/metadata/timestamp.json").exists());
+    assert!(s3.object("tuf/metadata/1.root.json").exists());
+    // A wrong secret key is refused by the S3 server (SigV4 is checked), with its code.
+    let refused = run(&[
+        "publish",
+        "--json",
+        "--data",
+        s(&data),
+        "--store",
+        &s3.url_with("not-the-secret"),
+        "--image",
+        s(&images[2]),
+        "--version",
+        "3.0",
+        "--class",
+        "vm",
+        "--keys",
+        s(&offline_keys(&data)),
+    ]);
+    assert!(!refused.status.success());
+    assert_eq!(json_error_code(&refused), "SERVER_STORE");
+
+    let first = Server::start_with(&data, &["--store", &store]);
+    let proxy = Proxy::start(first.addr);
+    let device = tmp.path().join("device");
+    device_init(&device, &images[0], "1.0", &proxy.url(), &data, "customer");
+
+    // A delta, then chunk reuse (multi-range requests), both from the bucket; 3.0 published
+    // while the server runs (by another process, as an operator would).
+    ok(&["install", "vm-2.0", "--json", "--device", s(&device)]);
+    assert_eq!(last_install(&device)["payload_kind"], "delta");
+    ok(&["reboot", "--device", s(&device)]);
+    // Credentials from the standard AWS variables, none in the URL.
+    let published = ferry()
+        .args(["publish", "--data", s(&data), "--image", s(&images[2])])
+        .args(["--version", "3.0", "--class", "vm", "--level", "3"])
+        .args(["--keys", s(&offline_keys(&data)), "--store"])
+        .arg(format!(
+            "s3://{BUCKET}?endpoint=http://{}&region=us-east-1",
+            s3.addr
+        ))
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .output()
+        .unwrap();
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    ok(&["install", "vm-3.0", "--json", "--device", s(&device)]);
+    let chunks = last_install(&device);
+    assert_eq!(chunks["payload_kind"], "chunks", "{chunks}");
+    assert!(chunks["fallback"].is_null(), "{chunks}");
+    assert!(
+        downloader_journal(&device)
+            .iter()
+            .any(|r| r["data"]["multi_range"] == true),
+        "chunk reuse asked several ranges in one request"
+    );
+    ok(&["reboot", "--device", s(&device)]);
+    assert_eq!(status(&device)["version"], "3.0");
+    publish_with(&data, &images[3], "4.0", &with_store(&["--no-chunks"]));
+
+    // A second replica: its own data directory with the secrets and the database, no
+    // catalog and no artifacts; it serves both from the bucket.
+    let mut first = first;
+    first.kill();
+    let replica = tmp.path().join("replica");
+    replica_of(&data, &replica);
+    let second = Server::start_with(&replica, &["--store", &store]);
+    assert!(!replica.join("artifacts/releases").exists());
+    proxy.set_upstream(second.addr);
+    ok(&["install", "vm-4.0", "--json", "--device", s(&device)]);
+    assert_eq!(last_install(&device)["payload_kind"], "full");
+    ok(&["reboot", "--device", s(&device)]);
+    assert_eq!(status(&device)["version"], "4.0");
+    ok(&["log", "replay", "--device", s(&device)]);
+
+    // A multi-range request answered from the bucket: each part the stored bytes.
+    let key = &s3.find("releases/vm/3.0", ".chunks.zst")[0];
+    let stored = std::fs::read(s3.object(key)).unwrap();
+    let (code, content_type, body) = get_ranges(
+        &second,
+        &format!("/artifacts/{key}"),
+        "bytes=0-99,1000-1099,5000-5010",
+    );
+    assert_eq!(code, 206);
+    assert!(
+        content_type.starts_with("multipart/byteranges"),
+        "{content_type}"
+    );
+    for (start, end) in [(0usize, 100usize), (1000, 1100), (5000, 5011)] {
+        let needle = &stored[start..end];
+        assert!(
+            body.windows(needle.len()).any(|w| w == needle),
+            "part {start}-{end} is in the answer"
+        );
+        let range_line = format!("Content-Range: bytes {start}-{}/{}", end - 1, stored.len());
+        assert!(
+            String::from_utf8_lossy(&body)
+                .to_ascii_lowercase()
+                .contains(&range_line.to_ascii_lowercase()),
+            "{range_line}"
+        );
+    }
+    let (code, _, body) = get_ranges(&second, &format!("/artifacts/{key}"), "bytes=10-19");
+    assert_eq!((code, body.as_slice()), (206, &stored[10..20]));
+}

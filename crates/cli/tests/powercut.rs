@@ -72,6 +72,24 @@ struct Findings {
 }
 
 impl Findings {
+    /// Writes the figures so far as JSON to `FERRY_POWERCUT_FIGURES`, if set (for runs
+    /// split over several processes: `bench/powercut` merges them).
+    fn write_figures(&self) {
+        let Ok(path) = std::env::var("FERRY_POWERCUT_FIGURES") else {
+            return;
+        };
+        let figures = serde_json::json!({
+            "points": self.points,
+            "cut": self.cut,
+            "bricked": self.bricked,
+            "not_exact": self.not_exact,
+            "fell_back": self.fell_back,
+            "other": self.other,
+            "redownloaded": self.redownloaded,
+        });
+        std::fs::write(&path, figures.to_string()).expect("write the figures");
+    }
+
     /// Every fault found, bricked first.
     fn faults(&self) -> Vec<&String> {
         self.bricked
@@ -109,7 +127,12 @@ fn copy_tree(from: &Path, to: &Path) {
         .arg(to)
         .status()
         .expect("run cp");
-    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
 }
 
 /// Runs `ferry ARGS --device DEVICE`; `pid` holds its process id while it runs, for the
@@ -183,7 +206,11 @@ impl Bench {
         let lazy = LazyFs::mount(&backing, &mnt, None).unwrap();
         let pid = AtomicI32::new(0);
         let out = ferry_on(&mnt, &["install", "vm-2.0", "--json"], &pid);
-        assert!(out.status.success(), "clean {kind} install: {}", describe(&out));
+        assert!(
+            out.status.success(),
+            "clean {kind} install: {}",
+            describe(&out)
+        );
         let installed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(
             installed["installed"]["payload_kind"], kind,
@@ -234,9 +261,10 @@ impl Bench {
                 break;
             }
             if !out.status.success() {
-                found
-                    .other
-                    .push(format!("{label}: {step:?} failed before the cut: {}", describe(&out)));
+                found.other.push(format!(
+                    "{label}: {step:?} failed before the cut: {}",
+                    describe(&out)
+                ));
             }
         }
         if lazy.is_cut() {
@@ -250,9 +278,10 @@ impl Bench {
         let booted = ferry_on(&mnt, &["reboot", "--json"], &pid);
         match booted.status.code() {
             Some(0) => {}
-            Some(1) => found
-                .fell_back
-                .push(format!("{label}: the boot fell back: {}", describe(&booted))),
+            Some(1) => found.fell_back.push(format!(
+                "{label}: the boot fell back: {}",
+                describe(&booted)
+            )),
             _ => {
                 found
                     .bricked
@@ -289,9 +318,10 @@ impl Bench {
         }
         let replay = ferry_on(&mnt, &["log", "replay"], &pid);
         if !replay.status.success() {
-            found
-                .other
-                .push(format!("{label}: the journal does not replay: {}", describe(&replay)));
+            found.other.push(format!(
+                "{label}: the journal does not replay: {}",
+                describe(&replay)
+            ));
         }
         if let Err(why) = outbox_reads(&mnt) {
             found.other.push(format!("{label}: {why}"));
@@ -304,12 +334,7 @@ impl Bench {
 
     /// The running version, if it is exactly 1.0 or 2.0 (status says so and the running
     /// slot holds that image); else recorded.
-    fn running(
-        &self,
-        device: &Path,
-        label: &str,
-        found: &mut Findings,
-    ) -> Option<String> {
+    fn running(&self, device: &Path, label: &str, found: &mut Findings) -> Option<String> {
         let out = ferry_on(device, &["status", "--json"], &AtomicI32::new(0));
         if !out.status.success() {
             found
@@ -398,24 +423,17 @@ fn power_cut_at_any_point_the_device_boots_and_ends_on_the_old_or_the_new_versio
             eprintln!("  found: {fault}");
         }
         if (i + 1) % 50 == 0 {
-            eprintln!("  {} points run, {:.0} s", i + 1, started.elapsed().as_secs_f64());
+            eprintln!(
+                "  {} points run, {:.0} s",
+                i + 1,
+                started.elapsed().as_secs_f64()
+            );
+            found.write_figures();
         }
     }
 
     let (median, max) = median_max(&mut found.redownloaded);
-    if let Ok(path) = std::env::var("FERRY_POWERCUT_FIGURES") {
-        // For runs split over several processes: `bench/powercut` merges these.
-        let figures = serde_json::json!({
-            "points": found.points,
-            "cut": found.cut,
-            "bricked": found.bricked,
-            "not_exact": found.not_exact,
-            "fell_back": found.fell_back,
-            "other": found.other,
-            "redownloaded": found.redownloaded,
-        });
-        std::fs::write(&path, figures.to_string()).expect("write the figures");
-    }
+    found.write_figures();
     let kinds: Vec<String> = scenarios
         .iter()
         .map(|s| format!("{} {} changes {} B", s.kind, s.ops, s.bytes))
@@ -437,9 +455,20 @@ fn power_cut_at_any_point_the_device_boots_and_ends_on_the_old_or_the_new_versio
     for line in found.faults() {
         eprintln!("  {line}");
     }
-    assert!(found.cut * 2 >= found.points, "most points cut the power during the update");
+    assert!(
+        found.cut * 2 >= found.points,
+        "most points cut the power during the update"
+    );
     assert!(found.bricked.is_empty(), "bricked: {:?}", found.bricked);
-    assert!(found.not_exact.is_empty(), "not exact: {:?}", found.not_exact);
-    assert!(found.fell_back.is_empty(), "fell back: {:?}", found.fell_back);
+    assert!(
+        found.not_exact.is_empty(),
+        "not exact: {:?}",
+        found.not_exact
+    );
+    assert!(
+        found.fell_back.is_empty(),
+        "fell back: {:?}",
+        found.fell_back
+    );
     assert!(found.other.is_empty(), "other faults: {:?}", found.other);
 }

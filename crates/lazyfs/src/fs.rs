@@ -310,7 +310,7 @@ impl Filesystem for LazyFuse {
         let offset = u64::try_from(offset).map_err(|_| libc::EINVAL);
         match self
             .powered()
-            .and_then(|()| offset)
+            .and(offset)
             .and_then(|offset| tree.read(ino, offset, size as usize))
         {
             Ok(bytes) => reply.data(bytes),
@@ -333,7 +333,7 @@ impl Filesystem for LazyFuse {
         let offset = u64::try_from(offset).map_err(|_| libc::EINVAL);
         let result = self
             .change()
-            .and_then(|()| offset)
+            .and(offset)
             .and_then(|offset| self.0.tree().write(ino, offset, data));
         match result {
             Ok(()) => reply.written(data.len() as u32),

@@ -10,7 +10,9 @@
 //!
 //! `FERRY_POWERCUT_POINTS` sets how many cut points (default 6, for CI; `bench/powercut`
 //! runs 1,000); `FERRY_POWERCUT_SEED` the random seed; `FERRY_POWERCUT_FIGURES` a file
-//! the figures are written to as JSON. Needs root and FUSE: skipped,
+//! the figures are written to as JSON; `FERRY_POWERCUT_KINDS` which updates (default
+//! `full,delta,chunks`, taken in turn); `FERRY_POWERCUT_FORGET_DIR_SYNCS=1` checks the
+//! harness itself (directory fsyncs do nothing until the cut: what it must then find). Needs root and FUSE: skipped,
 //! saying so, when the machine has neither and `CI` is not set.
 
 mod common;
@@ -41,6 +43,8 @@ struct Scenario {
     ops: u64,
     /// Response bytes of a clean run, through the proxy.
     bytes: u64,
+    /// The clean run's file system changes, described (`ferry_lazyfs::LazyFs::changes`).
+    changes: Vec<String>,
 }
 
 impl Scenario {
@@ -199,6 +203,7 @@ impl Bench {
             template,
             ops: 0,
             bytes: 0,
+            changes: Vec::new(),
         };
 
         let (backing, mnt) = self.fresh_device(&scenario);
@@ -219,6 +224,7 @@ impl Bench {
         let out = ferry_on(&mnt, &["reboot", "--json"], &pid);
         assert!(out.status.success(), "clean reboot: {}", describe(&out));
         scenario.ops = lazy.ops();
+        scenario.changes = lazy.changes();
         lazy.sync_and_unmount().unwrap();
         scenario.bytes = scenario.downloaded() - before;
         scenario
@@ -245,6 +251,10 @@ impl Bench {
 
         // The update, until the power goes off.
         let lazy = LazyFs::mount(&backing, &mnt, Some(cut_at)).unwrap();
+        if std::env::var_os("FERRY_POWERCUT_FORGET_DIR_SYNCS").is_some() {
+            // Checks the harness: ferry as if it never synced a directory.
+            lazy.forget_dir_syncs();
+        }
         let pid = Arc::new(AtomicI32::new(0));
         let hook_pid = Arc::clone(&pid);
         lazy.on_cut(move || {
@@ -315,6 +325,19 @@ impl Bench {
                 return;
             }
             None => return,
+        }
+        // The update lands the way it was published: a cut is no reason to abandon a delta
+        // or chunk reuse for the full payload.
+        let history = ferry_on(&mnt, &["history", "--json"], &pid);
+        let last = serde_json::from_slice::<serde_json::Value>(&history.stdout)
+            .ok()
+            .and_then(|h| h.as_array().and_then(|a| a.last().cloned()))
+            .unwrap_or_default();
+        if last["payload_kind"] != scenario.kind || !last["fallback"].is_null() {
+            found.other.push(format!(
+                "{label}: landed as {} (fallback {})",
+                last["payload_kind"], last["fallback"]
+            ));
         }
         let replay = ferry_on(&mnt, &["log", "replay"], &pid);
         if !replay.status.success() {
@@ -391,14 +414,62 @@ fn median_max(values: &mut [u64]) -> (u64, u64) {
     (median, values.last().copied().unwrap_or(0))
 }
 
-#[test]
-fn power_cut_at_any_point_the_device_boots_and_ends_on_the_old_or_the_new_version() {
+/// Whether FUSE can be mounted here; if not, says so (CI must have it).
+fn fuse_or_skip() -> bool {
     if let Err(why) = ferry_lazyfs::available() {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI must be able to mount FUSE: {why}"
         );
         eprintln!("SKIPPED: the power-cut harness needs FUSE: {why}");
+        return false;
+    }
+    true
+}
+
+/// The defect this harness found: chunk reuse removed its cache before the slot was
+/// recorded as written, so a cut between the two resumed chunk reuse from an empty cache,
+/// found every chunk corrupt and fell back to downloading the whole payload. Cuts at the
+/// changes around the cache's removal (the slot's record, the unlink, in either order)
+/// must cost no second download and land as chunk reuse.
+#[test]
+fn a_cut_as_chunk_reuse_finishes_costs_no_second_download() {
+    if !fuse_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = Bench::new(tmp.path());
+    let scenario = bench.scenario("chunks");
+    let removed = scenario
+        .changes
+        .iter()
+        .position(|c| c == "unlink chunks.payload")
+        .expect("the clean run removed the chunk cache") as u64
+        + 1;
+    let mut found = Findings::default();
+    for cut_at in [
+        removed - 6,
+        removed - 4,
+        removed - 2,
+        removed + 3,
+        removed + 5,
+    ] {
+        bench.point(&scenario, cut_at, &mut found);
+    }
+    assert!(found.faults().is_empty(), "{:?}", found.faults());
+    assert_eq!(found.cut, found.points, "every point cut the power");
+    for again in &found.redownloaded {
+        assert!(
+            *again < 1 << 20,
+            "{again} bytes downloaded again: {:?}",
+            found.redownloaded
+        );
+    }
+}
+
+#[test]
+fn power_cut_at_any_point_the_device_boots_and_ends_on_the_old_or_the_new_version() {
+    if !fuse_or_skip() {
         return;
     }
     let n_points = env_u64("FERRY_POWERCUT_POINTS", 6) as usize;
@@ -406,8 +477,15 @@ fn power_cut_at_any_point_the_device_boots_and_ends_on_the_old_or_the_new_versio
     let tmp = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let bench = Bench::new(tmp.path());
-    let scenarios: Vec<Scenario> = ["full", "delta", "chunks"]
-        .into_iter()
+    let kinds =
+        std::env::var("FERRY_POWERCUT_KINDS").unwrap_or_else(|_| "full,delta,chunks".into());
+    let scenarios: Vec<Scenario> = kinds
+        .split(',')
+        .filter_map(|k| {
+            ["full", "delta", "chunks"]
+                .into_iter()
+                .find(|known| *known == k)
+        })
         .map(|kind| bench.scenario(kind))
         .collect();
 

@@ -33,6 +33,12 @@ pub struct Shared {
     pub cut: AtomicBool,
     /// Run once, in the request that finds the power off (a harness kills its processes).
     pub on_cut: Mutex<Option<Box<dyn FnMut() + Send>>>,
+    /// Every change requested, in order (`create NAME`, `write INO`, `fsyncdir INO`…): change
+    /// `n` is entry `n - 1`, for tests that cut at a chosen step.
+    pub log: Mutex<Vec<String>>,
+    /// A broken disk for checking a harness: directory fsyncs succeed and change nothing,
+    /// as if the program never synced a directory.
+    pub forget_dir_syncs: AtomicBool,
 }
 
 impl Shared {
@@ -69,8 +75,13 @@ impl LazyFuse {
 
     /// Counts one change; the one that reaches the cut point turns the power off and is
     /// not applied.
-    fn change(&self) -> Result<(), Errno> {
+    fn change(&self, what: impl FnOnce() -> String) -> Result<(), Errno> {
         self.powered()?;
+        self.0
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(what());
         let n = self.0.ops.fetch_add(1, Ordering::SeqCst) + 1;
         if n >= self.0.cut_at.load(Ordering::SeqCst) {
             self.0.power_off();
@@ -158,7 +169,7 @@ impl Filesystem for LazyFuse {
     ) {
         let result = (|| {
             if mode.is_some() || size.is_some() {
-                self.change()?;
+                self.change(|| format!("setattr {ino}"))?;
             } else {
                 self.powered()?;
             }
@@ -203,11 +214,12 @@ impl Filesystem for LazyFuse {
         let ino = if mode & libc::S_IFMT != libc::S_IFREG {
             Err(libc::EPERM)
         } else {
-            self.change().and_then(|()| {
-                self.0
-                    .tree()
-                    .create_file(parent, name, mode & !umask & 0o7777)
-            })
+            self.change(|| format!("create {}", name.display()))
+                .and_then(|()| {
+                    self.0
+                        .tree()
+                        .create_file(parent, name, mode & !umask & 0o7777)
+                })
         };
         self.entry(ino, reply);
     }
@@ -222,14 +234,14 @@ impl Filesystem for LazyFuse {
         reply: ReplyEntry,
     ) {
         let ino = self
-            .change()
+            .change(|| format!("mkdir {}", name.display()))
             .and_then(|()| self.0.tree().mkdir(parent, name, mode & !umask & 0o7777));
         self.entry(ino, reply);
     }
 
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         empty(
-            self.change()
+            self.change(|| format!("unlink {}", name.display()))
                 .and_then(|()| self.0.tree().unlink(parent, name)),
             reply,
         );
@@ -237,7 +249,7 @@ impl Filesystem for LazyFuse {
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
         empty(
-            self.change()
+            self.change(|| format!("rmdir {}", name.display()))
                 .and_then(|()| self.0.tree().rmdir(parent, name)),
             reply,
         );
@@ -251,11 +263,13 @@ impl Filesystem for LazyFuse {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let ino = self.change().and_then(|()| {
-            self.0
-                .tree()
-                .symlink(parent, link_name, target.to_path_buf())
-        });
+        let ino = self
+            .change(|| format!("symlink {}", link_name.display()))
+            .and_then(|()| {
+                self.0
+                    .tree()
+                    .symlink(parent, link_name, target.to_path_buf())
+            });
         self.entry(ino, reply);
     }
 
@@ -272,15 +286,16 @@ impl Filesystem for LazyFuse {
         let result = if flags & !libc::RENAME_NOREPLACE != 0 {
             Err(libc::EINVAL)
         } else {
-            self.change().and_then(|()| {
-                self.0.tree().rename(
-                    parent,
-                    name,
-                    newparent,
-                    newname,
-                    flags & libc::RENAME_NOREPLACE != 0,
-                )
-            })
+            self.change(|| format!("rename {} {}", name.display(), newname.display()))
+                .and_then(|()| {
+                    self.0.tree().rename(
+                        parent,
+                        name,
+                        newparent,
+                        newname,
+                        flags & libc::RENAME_NOREPLACE != 0,
+                    )
+                })
         };
         empty(result, reply);
     }
@@ -332,7 +347,7 @@ impl Filesystem for LazyFuse {
     ) {
         let offset = u64::try_from(offset).map_err(|_| libc::EINVAL);
         let result = self
-            .change()
+            .change(|| format!("write {ino}"))
             .and(offset)
             .and_then(|offset| self.0.tree().write(ino, offset, data));
         match result {
@@ -353,7 +368,11 @@ impl Filesystem for LazyFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(self.change().and_then(|()| self.0.tree().fsync(ino)), reply);
+        empty(
+            self.change(|| format!("fsync {ino}"))
+                .and_then(|()| self.0.tree().fsync(ino)),
+            reply,
+        );
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
@@ -406,7 +425,14 @@ impl Filesystem for LazyFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(self.change().and_then(|()| self.0.tree().fsync(ino)), reply);
+        let result = self.change(|| format!("fsyncdir {ino}")).and_then(|()| {
+            if self.0.forget_dir_syncs.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                self.0.tree().fsync(ino)
+            }
+        });
+        empty(result, reply);
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
@@ -455,11 +481,13 @@ impl Filesystem for LazyFuse {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let result = self.change().and_then(|()| {
-            let mut tree = self.0.tree();
-            let ino = tree.create_file(parent, name, mode & !umask & 0o7777)?;
-            self.attr(&tree, ino)
-        });
+        let result = self
+            .change(|| format!("create {}", name.display()))
+            .and_then(|()| {
+                let mut tree = self.0.tree();
+                let ino = tree.create_file(parent, name, mode & !umask & 0o7777)?;
+                self.attr(&tree, ino)
+            });
         match result {
             Ok(attr) => reply.created(&TTL, &attr, 0, 0, 0),
             Err(e) => reply.error(e),
@@ -480,7 +508,7 @@ impl Filesystem for LazyFuse {
             Err(libc::EOPNOTSUPP)
         } else {
             let range = u64::try_from(offset).and_then(|o| Ok((o, u64::try_from(length)?)));
-            self.change()
+            self.change(|| format!("fallocate {ino}"))
                 .and_then(|()| range.map_err(|_| libc::EINVAL))
                 .and_then(|(o, l)| self.0.tree().allocate(ino, o, l))
         };

@@ -122,6 +122,8 @@ impl LazyFs {
             cut_at: AtomicU64::new(cut_after.unwrap_or(u64::MAX)),
             cut: AtomicBool::new(false),
             on_cut: Mutex::new(None),
+            forget_dir_syncs: AtomicBool::new(false),
+            log: Mutex::new(Vec::new()),
         });
         let options = [
             fuser::MountOption::FSName("lazyfs".into()),
@@ -146,6 +148,22 @@ impl LazyFs {
     /// using the file system, as a power cut would).
     pub fn on_cut(&self, hook: impl FnMut() + Send + 'static) {
         *self.shared.on_cut.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
+    }
+
+    /// Makes directory fsyncs succeed without effect from now on: the disk of a program
+    /// that never syncs a directory, for checking that a harness finds what that loses.
+    pub fn forget_dir_syncs(&self) {
+        self.shared.forget_dir_syncs.store(true, Ordering::SeqCst);
+    }
+
+    /// Every change requested so far, described (`unlink NAME`, `rename OLD NEW`,
+    /// `fsync INO`…): change `n`, the one `cut_after = n` fails, is entry `n - 1`.
+    pub fn changes(&self) -> Vec<String> {
+        self.shared
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Changes requested so far (counted as for `cut_after`).

@@ -159,3 +159,21 @@ fn the_cut_point_fails_the_change_that_reaches_it_and_runs_the_hook() {
         Some("old\n")
     );
 }
+
+#[test]
+fn with_directory_syncs_forgotten_a_synced_rename_is_lost() {
+    let Some((tmp, lazy)) = mounted(None) else {
+        return;
+    };
+    lazy.forget_dir_syncs();
+    let mnt = tmp.path().join("mnt");
+    let mut new = File::create(mnt.join(".old.tmp")).unwrap();
+    new.write_all(b"new\n").unwrap();
+    new.sync_all().unwrap();
+    drop(new);
+    fs::rename(mnt.join(".old.tmp"), mnt.join("old")).unwrap();
+    sync_dir(&mnt);
+    lazy.unmount_after_cut().unwrap();
+    let backing = tmp.path().join("backing");
+    assert_eq!(read(&backing.join("old")).as_deref(), Some("old\n"));
+}

@@ -288,6 +288,11 @@ impl Attempts<'_> {
                         record.bytes_reused = wrote.bytes_reused;
                     }
                     save(&path, record)?;
+                    // Only now, with the slot recorded as written, is the chunk cache
+                    // garbage (left too by a cut between the record and this removal).
+                    let cache = self.device.layout().chunk_cache();
+                    ferry_durable::remove(&cache)
+                        .map_err(AgentError::io("removing the chunk cache", &cache))?;
                     let secs = started.elapsed().as_secs_f64();
                     dl.fire(
                         Event::Done,
@@ -461,8 +466,9 @@ impl Attempts<'_> {
         };
         record.chunks = Some(progress);
         let outcome = result?;
-        ferry_durable::remove(&paths.cache)
-            .map_err(AgentError::io("removing the chunk cache", &paths.cache))?;
+        // The cache stays until the slot is recorded as written (`run_attempts`): removed
+        // before that, a cut in between would resume chunk reuse from an empty cache,
+        // find every chunk corrupt and fall back to the whole payload.
         Ok(Wrote {
             bytes: outcome.bytes_downloaded,
             bytes_reused: outcome.bytes_reused,

@@ -361,6 +361,8 @@ pub struct Proxy {
     pub max_forwarded: Arc<AtomicU64>,
     /// HTTP requests forwarded upstream for payload bytes (`/artifacts/`, `/tuf/targets/`).
     pub artifact_requests: Arc<AtomicU64>,
+    /// Response bytes forwarded on all connections together, ever.
+    pub total_forwarded: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
@@ -374,6 +376,7 @@ impl Proxy {
             fault: Arc::new(Mutex::new(Fault::None)),
             max_forwarded: Arc::new(AtomicU64::new(0)),
             artifact_requests: Arc::new(AtomicU64::new(0)),
+            total_forwarded: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
         };
         let (up, fault, max, stop) = (
@@ -383,6 +386,7 @@ impl Proxy {
             proxy.stop.clone(),
         );
         let requests = proxy.artifact_requests.clone();
+        let total = proxy.total_forwarded.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
@@ -392,8 +396,12 @@ impl Proxy {
                 let upstream = *up.lock().unwrap();
                 let fault = *fault.lock().unwrap();
                 let max = max.clone();
-                let requests = requests.clone();
-                std::thread::spawn(move || relay(client, upstream, fault, max, requests));
+                let counters = Counters {
+                    max: max.clone(),
+                    requests: requests.clone(),
+                    total: total.clone(),
+                };
+                std::thread::spawn(move || relay(client, upstream, fault, counters));
             }
         });
         proxy
@@ -420,13 +428,19 @@ impl Drop for Proxy {
     }
 }
 
-fn relay(
-    client: TcpStream,
-    upstream: SocketAddr,
-    fault: Fault,
+/// What a proxy counts, shared by its relays.
+struct Counters {
     max: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
-) {
+    total: Arc<AtomicU64>,
+}
+
+fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, counters: Counters) {
+    let Counters {
+        max,
+        requests,
+        total,
+    } = counters;
     let answer = match fault {
         Fault::Status(code) => Some((code, String::new())),
         Fault::Overloaded(secs) => Some((503, format!("retry-after: {secs}\r\n"))),
@@ -500,6 +514,7 @@ fn relay(
             break;
         }
         forwarded += allowed as u64;
+        total.fetch_add(allowed as u64, Ordering::SeqCst);
         max.fetch_max(forwarded, Ordering::SeqCst);
         if allowed < n {
             if let Fault::StallAfter(_) = fault {

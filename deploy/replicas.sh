@@ -9,9 +9,11 @@
 #
 # Without --store, an S3 server (s3s-fs, SigV4 checked) is started on a loopback port with
 # its objects under DIR/s3 (from target/tools/bin or PATH; .ci/run shows how to install it).
-# Without --database, the replicas share one SQLite file (DIR/shared/ferry.db, WAL; the
-# replicas must then be on one host); with --database postgres://… they use PostgreSQL
-# (once the server has --database). The catalog's offline keys are made in DIR/offline-keys,
+# Without --database, a PostgreSQL cluster is made and started in DIR/pg on a loopback port
+# (initdb and pg_ctl from PATH or /usr/lib/postgresql/*/bin, as `nobody` when run as root,
+# which initdb requires); with --database postgres://… the replicas use that database.
+# `--database sqlite` shares one SQLite file instead (DIR/shared/ferry.db, one host; every
+# replica then leads: SQLite has no lease). The catalog's offline keys are made in DIR/offline-keys,
 # outside every data directory. `up` prints the address, the CA and the admin token to use.
 set -euo pipefail
 
@@ -35,7 +37,23 @@ ferry=${ferry:-${CARGO_TARGET_DIR:-$repo/target}/release/ferry}
 mkdir -p "$dir/pids" "$dir/logs"
 dir=$(cd "$dir" && pwd)
 
+# The PostgreSQL tools, and how to run them (as `nobody` when root).
+pg_tool() {
+  local tool=$1; shift
+  local bin
+  bin=$(command -v "$tool" || ls /usr/lib/postgresql/*/bin/"$tool" 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$bin" ] || { echo "no $tool: install postgresql, or pass --database URL" >&2; return 1; }
+  if [ "$(id -u)" = 0 ]; then
+    setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$bin" "$@"
+  else
+    "$bin" "$@"
+  fi
+}
+
 stop_all() {
+  if [ -e "$dir/pg/data/postmaster.pid" ]; then
+    pg_tool pg_ctl -D "$dir/pg/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
   for pidfile in "$dir"/pids/*.pid; do
     [ -e "$pidfile" ] || continue
     pid=$(cat "$pidfile")
@@ -74,10 +92,6 @@ case $cmd in
   up)
     stop_all
     [ -x "$ferry" ] || { echo "no ferry binary at $ferry (cargo build --release -p ferry-cli, or --ferry BIN)" >&2; exit 1; }
-    if [ -n "$database" ] && ! "$ferry" server --help | grep -q -- '--database'; then
-      echo "this ferry has no --database (PostgreSQL): run without --database to share one SQLite file" >&2
-      exit 1
-    fi
     if [ -z "$store" ]; then
       s3s=$(command -v s3s-fs || echo "$repo/target/tools/bin/s3s-fs")
       [ -x "$s3s" ] || { echo "no s3s-fs: pass --store s3://… or install it (see .ci/run)" >&2; exit 1; }
@@ -91,11 +105,33 @@ case $cmd in
       for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$s3port") 2>/dev/null && break; sleep 0.1; done
     fi
     echo "$store" >"$dir/store-url"
+    if [ -z "$database" ]; then
+      # A PostgreSQL cluster of the set's own, kept in DIR/pg across `down` and `up`.
+      pgport=$(cat "$dir/pg/port" 2>/dev/null || free_port)
+      if [ ! -e "$dir/pg/data/PG_VERSION" ]; then
+        mkdir -p "$dir/pg"
+        [ "$(id -u)" = 0 ] && chown nobody:nogroup "$dir/pg"
+        pg_tool initdb -D "$dir/pg/data" -U ferry --auth=trust -E UTF8 --no-instructions >"$dir/logs/initdb.log"
+        echo "$pgport" >"$dir/pg/port"
+        created=1
+      fi
+      pg_tool pg_ctl -D "$dir/pg/data" -l "$dir/pg/postgres.log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -p $pgport -c unix_socket_directories='' -c max_connections=300" \
+        start >/dev/null
+      [ -n "${created:-}" ] && pg_tool createdb -h 127.0.0.1 -p "$pgport" -U ferry ferry
+      database="postgres://ferry@127.0.0.1:$pgport/ferry"
+    elif [ "$database" = sqlite ]; then
+      database=""
+      shared_sqlite=1
+    fi
+    echo "$database" >"$dir/database-url"
     first="$dir/replica-1"
     if [ ! -e "$first/tuf/metadata/1.root.json" ]; then
-      "$ferry" server init --data "$first" --keys "$dir/offline-keys" >/dev/null
+      init=(server init --data "$first" --keys "$dir/offline-keys")
+      [ -n "$database" ] && init+=(--database "$database")
+      "$ferry" "${init[@]}" >/dev/null
     fi
-    if [ -z "$database" ]; then
+    if [ -n "${shared_sqlite:-}" ]; then
       # One SQLite file for all: each data directory's ferry.db is a link to it (SQLite
       # follows the link, so its -wal and -shm files are shared too).
       mkdir -p "$dir/shared"
@@ -114,7 +150,7 @@ case $cmd in
       data="$dir/replica-$n"
       mkdir -p "$data"
       cp -r "$first/pki" "$first/keys-online" "$first/admin-token" "$data/"
-      [ -z "$database" ] && ln -sfn "$dir/shared/ferry.db" "$data/ferry.db"
+      [ -n "${shared_sqlite:-}" ] && ln -sfn "$dir/shared/ferry.db" "$data/ferry.db"
       start_replica "$n" "${ports[$((n - 1))]}"
     done
     {
@@ -147,7 +183,10 @@ case $cmd in
     echo "ferry replicas: $replicas behind https://127.0.0.1:$port"
     echo "  CA:          $first/pki/ca.pem"
     echo "  admin token: $first/admin-token"
-    echo "  publish:     $ferry publish --data $first --store \"\$(cat $dir/store-url)\" --keys $dir/offline-keys …"
+    echo "  database:    $(cat "$dir/database-url")"
+    db_arg=""
+    [ -s "$dir/database-url" ] && db_arg=" --database \"\$(cat $dir/database-url)\""
+    echo "  publish:     $ferry publish --data $first --store \"\$(cat $dir/store-url)\"$db_arg --keys $dir/offline-keys …"
     echo "  stop:        $0 down --dir $dir"
     ;;
   *)

@@ -31,7 +31,7 @@
 //!    `history` (the rates of the expected durations), `log` (the progress log of an
 //!    update) and `tracker` (the sink that turns measured work into the honest bar);
 //! 6. [`install`]: the pieces (`ranges`, `chunks`, `delta`, `spool`, `seal`,
-//!    `download`, `record`, `purge`, `sizing`), then `attempts` (the one runner of
+//!    `download`, `record`, `purge`, `sizing`, `meter`), then `attempts` (the one runner of
 //!    payload attempts), then
 //!    `controller` (the controller's executor, `ferry list`, `ferry install`); [`why`]
 //!    (`ferry list --why`: every release not run, with its one reason);

@@ -72,6 +72,17 @@ impl From<Payload> for PayloadKind {
     }
 }
 
+impl Payload {
+    /// What the attempt's progress says it does.
+    fn action(self) -> &'static str {
+        match self {
+            Payload::Delta => "Downloading update (tailored delta)…",
+            Payload::Chunks => "Downloading update (chunk reuse)…",
+            Payload::Full => "Downloading update…",
+        }
+    }
+}
+
 impl std::fmt::Display for Payload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         PayloadKind::from(*self).fmt(f)
@@ -256,7 +267,7 @@ impl Attempts<'_> {
             let base = record.bytes_downloaded;
             dl.fire(Event::Begin, self.begin_data(kind, record))?;
             let started = Instant::now();
-            let mut meter = Meter::new(self.sink, kind, self.stop.clone());
+            let mut meter = Meter::new(self.sink, kind.action(), self.stop.clone());
             let result = match kind {
                 // A delta or chunk reuse stopped part-way is dropped at an await point:
                 // it resumes as after a crash (a delta from its start, chunks from the

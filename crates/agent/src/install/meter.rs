@@ -2,7 +2,6 @@
 //! points and the record) and its `DOWNLOADING_UPDATE` progress phase, with the wait
 //! on the slot named when the download is held by decode, write or sync.
 
-use crate::install::attempts::Payload;
 use crate::journal;
 use crate::machines::controller;
 use crate::progress::{Phase, ProgressSink};
@@ -33,12 +32,12 @@ pub(super) struct Meter<'a> {
 pub const SLOT_BUSY: &str = "the slot";
 
 impl<'a> Meter<'a> {
-    pub(super) fn new(sink: &'a dyn ProgressSink, kind: Payload, stop: StopToken) -> Meter<'a> {
-        let action = match kind {
-            Payload::Delta => "Downloading update (tailored delta)…",
-            Payload::Chunks => "Downloading update (chunk reuse)…",
-            Payload::Full => "Downloading update…",
-        };
+    /// A meter whose phase says `action` ("Downloading update…").
+    pub(super) fn new(
+        sink: &'a dyn ProgressSink,
+        action: &'static str,
+        stop: StopToken,
+    ) -> Meter<'a> {
         Meter {
             sink,
             stop,

@@ -8,8 +8,8 @@ use ferry_agent::device::Device;
 use ferry_agent::install;
 
 use crate::args::{DoctorArgs, PurgeCacheArgs};
-use crate::device_cmds::{deliver_queued, open};
 use crate::failure::Failure;
+use crate::local::{deliver_queued, open};
 use crate::render;
 
 pub async fn doctor(d: DoctorArgs) -> Result<ExitCode, Failure> {

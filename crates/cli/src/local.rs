@@ -1,11 +1,27 @@
-//! The running agent of a device, if there is one: device commands ask it over its local
-//! API (`ferry_daemon::client`) and print its answer exactly as they print their own.
+//! The device a command acts on: its running agent, if there is one (device commands ask it
+//! over its local API, `ferry_daemon::client`, and print its answer exactly as they print
+//! their own), else its directory opened in-process ([`open`]).
 
 use std::path::Path;
 
+use ferry_agent::device::Device;
 use ferry_daemon::client::{CallError, Client};
 
+use crate::args::DeviceArgs;
 use crate::failure::Failure;
+
+/// How long a command waits at its end to deliver queued event reports.
+const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Delivers queued event reports for at most [`DELIVERY_WAIT`]: never fails the command
+/// (the reports stay queued and `ferry status` shows them).
+pub(crate) async fn deliver_queued(device: &Device) {
+    ferry_agent::report::deliver::deliver_within(device, DELIVERY_WAIT).await;
+}
+
+pub(crate) fn open(a: &DeviceArgs) -> Result<Device, Failure> {
+    Device::open(&a.device).map_err(|e| Failure::from(e).json(a.json))
+}
 
 /// A client of the agent running for the device at `dir`; `None` when none answers.
 pub async fn agent(dir: &Path) -> Option<Client> {

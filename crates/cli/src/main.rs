@@ -4,10 +4,11 @@
 //! Exit codes: 0 success, 1 an operation failed (its code printed once), 2 bad usage.
 //!
 //! One module per group of commands (`server_cmds`, `key_cmds`, `fleet_cmds`,
-//! `publish_cmds`, `cache_cmd`, `device_cmds`, `agent_cmds`, `log_cmds`, `tuf_cmds`,
-//! `bench`, `bench_events`, `demo`); each returns a [`Failure`] (`failure`), which `main`
-//! renders once. They import only the leaves (`args`, `failure`, `render`, `images`,
-//! `local`; `server_cmds` also `key_cmds` and `fleet_cmds`, `demo` also `fleet_cmds`),
+//! `publish_cmds`, `cache_cmd`, `device_cmds`, `boot_cmds`, `report_cmds`, `agent_cmds`,
+//! `log_cmds`, `tuf_cmds`, `bench`, `bench_events`, `demo`); each returns a [`Failure`]
+//! (`failure`), which `main` renders once. They import only the leaves (`args`, `failure`,
+//! `render`, `images`, `local`; `server_cmds` also `key_cmds` and `fleet_cmds`, `demo` also
+//! `fleet_cmds`, `device_cmds` also `boot_cmds` for `install --reboot`),
 //! never `main` or each other. Device commands go through the running agent's local API
 //! when there is one (`local`), else work on the directory.
 
@@ -18,6 +19,7 @@ mod bench_agent;
 mod bench_events;
 mod bench_fleet;
 mod bench_progress;
+mod boot_cmds;
 mod cache_cmd;
 mod chart;
 mod demo;
@@ -33,6 +35,7 @@ mod local;
 mod log_cmds;
 mod publish_cmds;
 mod render;
+mod report_cmds;
 mod rollout_cmds;
 mod server_cmds;
 mod tuf_cmds;
@@ -91,13 +94,13 @@ fn main_inner(cli: Cli) -> Result<ExitCode, Failure> {
             Command::Download(a) => device_cmds::download(a).await,
             Command::Agent(a) => agent_cmds::agent(a).await,
             Command::Progress(a) => agent_cmds::progress(a).await,
-            Command::Status(a) => device_cmds::status(a).await,
-            Command::History(a) => device_cmds::history(a).await,
-            Command::Reboot(a) => device_cmds::reboot(a).await,
+            Command::Status(a) => report_cmds::status(a).await,
+            Command::History(a) => report_cmds::history(a).await,
+            Command::Reboot(a) => boot_cmds::reboot(a).await,
             Command::Doctor(a) => doctor_cmds::doctor(a).await,
             Command::PurgeCache(a) => doctor_cmds::purge_cache(a),
-            Command::BootCheck(a) => device_cmds::boot_check(a).await,
-            Command::Deliver(a) => device_cmds::deliver(a).await,
+            Command::BootCheck(a) => boot_cmds::boot_check(a).await,
+            Command::Deliver(a) => report_cmds::deliver(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(args::BenchCommand::Personalize(a)) => bench::personalize(a).await,
             Command::Bench(args::BenchCommand::Events(a)) => bench_events::run(a).await,

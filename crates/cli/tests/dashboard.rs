@@ -146,7 +146,7 @@ fn dashboard_needs_a_session_csrf_and_the_operator_role_and_pushes_reports_live(
     publish(&data, &v1, "1.0");
     publish(&data, &v2, "2.0");
     let server = Server::start(&data);
-    let api = Api::new(&server.url(), &data);
+    let api = Api::at(&server.url(), &data);
 
     // Users: a short password and a taken name are refused with their codes.
     let out = add_user(&data, "vera", "viewer", "short");

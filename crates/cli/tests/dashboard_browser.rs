@@ -190,7 +190,7 @@ fn browser_signs_in_sees_the_demo_watches_progress_halts_and_refuses_a_viewer() 
     let dir = tmp.path().join("demo");
     let (_demo, base) = demo(&dir);
     let data = dir.join("server");
-    let api = Api::new(&base, &data);
+    let api = Api::at(&base, &data);
     let (_driver, webdriver) = chromedriver();
     let (_, devices) = api.admin("/v1/admin/devices", None);
     let demo_device: DeviceId = devices[0]["device_id"].as_str().unwrap().parse().unwrap();

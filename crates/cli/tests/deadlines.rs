@@ -38,11 +38,14 @@ fn time(v: &Value) -> chrono::DateTime<chrono::Utc> {
 #[test]
 fn deferrals_stay_within_the_maximum_and_the_deadline_and_the_decision_carries_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = server_with_releases(tmp.path());
-    let data = server.data.clone();
-    let api = Api::new(&server);
-    let sims = enroll(&api, 3);
-    let v2 = published(&api, "2.0");
+    let SimFleet {
+        server: _server,
+        data,
+        api,
+        sims,
+        v2,
+        ..
+    } = sim_fleet(tmp.path(), 3);
     // A deadline in the past is refused.
     let out = run(&[
         "rollout",
@@ -125,11 +128,14 @@ fn deferrals_stay_within_the_maximum_and_the_deadline_and_the_decision_carries_t
 #[test]
 fn an_emergency_rollout_skips_the_waves_refuses_deferrals_and_still_halts() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = server_with_releases(tmp.path());
-    let data = server.data.clone();
-    let api = Api::new(&server);
-    let sims = enroll(&api, 20);
-    let v2 = published(&api, "2.0");
+    let SimFleet {
+        server: _server,
+        data,
+        api,
+        sims,
+        v2,
+        ..
+    } = sim_fleet(tmp.path(), 20);
     rollout_cli(
         &data,
         &[

@@ -34,11 +34,14 @@ fn tag(api: &Api, sim: &Sim, body: Value) {
 #[test]
 fn grants_sign_only_for_their_devices_and_a_revoked_grant_stops_tickets() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = server_with_releases(tmp.path());
-    let data = server.data.clone();
-    let api = Api::new(&server);
-    let sims = enroll(&api, 6);
-    let (v1, v2) = (published(&api, "1.0"), published(&api, "2.0"));
+    let SimFleet {
+        server: _server,
+        data,
+        api,
+        sims,
+        v1,
+        v2,
+    } = sim_fleet(tmp.path(), 6);
     // Before any grant every device of the class may have every release.
     assert!(
         sims.iter()
@@ -210,11 +213,14 @@ fn grants_sign_only_for_their_devices_and_a_revoked_grant_stops_tickets() {
 #[test]
 fn a_cohort_selects_by_tags_region_and_tenant() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = server_with_releases(tmp.path());
-    let data = server.data.clone();
-    let api = Api::new(&server);
-    let sims = enroll(&api, 4);
-    let v2 = published(&api, "2.0");
+    let SimFleet {
+        server: _server,
+        data,
+        api,
+        sims,
+        v2,
+        ..
+    } = sim_fleet(tmp.path(), 4);
     tag(
         &api,
         &sims[0],

@@ -16,12 +16,14 @@ use serde_json::{Value, json};
 #[test]
 fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_continues() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = server_with_releases(tmp.path());
-    let data = server.data.clone();
-    let api = Api::new(&server);
-    let sims = enroll(&api, 120);
-    let v2 = published(&api, "2.0");
-    let v1 = published(&api, "1.0");
+    let SimFleet {
+        server: _server,
+        data,
+        api,
+        sims,
+        v1,
+        v2,
+    } = sim_fleet(tmp.path(), 120);
 
     // Bad specs are refused with their code, by the CLI and by the admin endpoint.
     let out = run(&[

@@ -1,5 +1,7 @@
 //! Simulated devices over the HTTP API (enrolled with the admin token, asking for tickets,
-//! delivering event reports directly) and an HTTPS client pinned to a server's CA.
+//! delivering event reports directly) and an HTTPS client pinned to a server's CA: what the
+//! dashboard, rollout, entitlement and deadline tests share (`fleet` adds the rollout CLI
+//! and class-`vm` shorthands).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -8,6 +10,8 @@ use ferry_events::{
 };
 use ferry_types::{DeviceId, Identity};
 use serde_json::{Value, json};
+
+use super::Server;
 
 /// One runtime and one pinned client for many requests to one server.
 pub struct Api {
@@ -18,9 +22,14 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client for a server this harness started.
+    pub fn new(server: &Server) -> Api {
+        Api::at(&server.url(), &server.data)
+    }
+
     /// A client for the server at `base` whose data directory is `data`; redirects are not
     /// followed (the dashboard tests look at them).
-    pub fn new(base: &str, data: &std::path::Path) -> Api {
+    pub fn at(base: &str, data: &std::path::Path) -> Api {
         let ca = std::fs::read_to_string(data.join("pki/ca.pem")).unwrap();
         let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
         let client = reqwest::Client::builder()
@@ -50,10 +59,28 @@ impl Api {
                 Some(body) => self.client.post(&url).json(body),
                 None => self.client.get(&url),
             };
+            // A pooled connection the server closed while idle fails once: send again.
             let response = match request().bearer_auth(token).send().await {
                 Ok(response) => response,
                 Err(_) => request().bearer_auth(token).send().await.unwrap(),
             };
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        })
+    }
+
+    /// `PUT path` with `body` and the admin token: (status, JSON or null).
+    pub fn call_put(&self, path: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        self.runtime.block_on(async {
+            let response = self
+                .client
+                .put(&url)
+                .bearer_auth(&self.admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             let status = response.status().as_u16();
             (status, response.json().await.unwrap_or(Value::Null))
         })
@@ -77,7 +104,8 @@ impl Sim {
     }
 }
 
-/// Enrolls `n` devices of `class` through the HTTP API; ids from `first`.
+/// Enrolls `n` devices of `class` through the HTTP API (an admin token, then
+/// `POST /v1/enroll`); ids from `first`, 7919 apart.
 pub fn enroll(api: &Api, class: &str, first: u64, n: usize) -> Vec<Sim> {
     (0..n)
         .map(|i| {
@@ -107,7 +135,7 @@ pub fn enroll(api: &Api, class: &str, first: u64, n: usize) -> Vec<Sim> {
         .collect()
 }
 
-/// A release's build id and seal root.
+/// A release's build id and seal root, as `GET /v1/releases` and its manifest say.
 pub fn published(api: &Api, class: &str, version: &str) -> (String, String) {
     let (status, releases) = api.call(&format!("/v1/releases?class={class}"), "", None);
     assert_eq!(status, 200, "{releases}");
@@ -125,8 +153,8 @@ pub fn published(api: &Api, class: &str, version: &str) -> (String, String) {
     )
 }
 
-/// Asks for a ticket for `build` (`root`): "TICKET" or the refusal's code.
-pub fn ticket(api: &Api, sim: &Sim, (build, root): &(String, String)) -> String {
+/// Asks for a ticket for `build` (`root`): (status, answer).
+pub fn ask(api: &Api, sim: &Sim, (build, root): &(String, String)) -> (u16, Value) {
     let body = json!({
         "identity": sim.identity,
         "nonce": ferry_personalize::Nonce::random().to_string(),
@@ -134,10 +162,20 @@ pub fn ticket(api: &Api, sim: &Sim, (build, root): &(String, String)) -> String 
         "components": [{ "name": "system", "root_hash": root }],
         "device_time": chrono::Utc::now(),
     });
-    match api.call("/v1/personalize", &sim.credential, Some(body)) {
+    api.call("/v1/personalize", &sim.credential, Some(body))
+}
+
+/// An answer of [`ask`] in one word: "TICKET" or the refusal's code.
+pub fn code(answer: &(u16, Value)) -> String {
+    match answer {
         (200, v) if v["ticket"].is_object() => "TICKET".into(),
         (_, v) => v["code"].as_str().unwrap_or("?").to_owned(),
     }
+}
+
+/// Asks for a ticket for `build` (`root`): "TICKET" or the refusal's code.
+pub fn ticket(api: &Api, sim: &Sim, release: &(String, String)) -> String {
+    code(&ask(api, sim, release))
 }
 
 /// A report of `event` for `sim`'s update from 1.0 to 2.0 (`percent` for progress, an

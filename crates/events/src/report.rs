@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use ferry_boot::Slot;
-use ferry_types::{DeviceClass, DeviceId, PayloadKind, Version};
+use ferry_types::{DeviceClass, DeviceId, Identity, PayloadKind, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ReportInvalid;
@@ -371,6 +371,63 @@ pub struct EventReport {
 }
 
 impl EventReport {
+    /// A report of `event` from the device `identity` names, with nothing else known yet:
+    /// sequence 0 (the outbox assigns it), the time now, the default audience `customer`,
+    /// this build's platform and version, no update, no transition and every fact unknown
+    /// (zero storage, no battery, off mains). Builders set what they know; one place
+    /// spells the whole shape.
+    pub fn new(identity: &Identity, event: EventKind, result: EventResult) -> EventReport {
+        EventReport {
+            report_version: REPORT_VERSION,
+            sequence: 0,
+            device_id: identity.device_id,
+            uuid: None,
+            event,
+            event_time: Utc::now(),
+            result,
+            transition: None,
+            audience_type: "customer".into(),
+            device_class: identity.device_class.clone(),
+            device_model: format!("{:08x}-{:08x}", identity.board_id, identity.chip_id),
+            platform: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
+            core_version: env!("CARGO_PKG_VERSION").to_owned(),
+            current_os_type: "system".into(),
+            current_os_version: None,
+            current_base_os_version: None,
+            current_slot: None,
+            target_os_version: None,
+            update_type: None,
+            preferred_type: None,
+            battery_level: None,
+            battery_is_charging: false,
+            on_ac_power: false,
+            low_power_mode: false,
+            metered_network: None,
+            data_fs_capacity: 0,
+            data_fs_free: 0,
+            system_fs_capacity: 0,
+            system_fs_free: 0,
+            storage_capacity: 0,
+            total_required_free_space: None,
+            mandatory_update_eligible: false,
+            mandatory_update_optional: true,
+            pre_staging_enabled: false,
+            pre_staging_max_size: None,
+            pre_staging_optional_size: None,
+            pre_staging_required_size: None,
+            ramp_enabled: false,
+            rapid_security_response_installed: false,
+            rapid_security_response_semi_splat: false,
+            facts_error: None,
+            phases: Vec::new(),
+            payload: None,
+            progress: None,
+            error: None,
+            fallback: None,
+            boot_counter_rolled_back: None,
+        }
+    }
+
     /// Checks what serde cannot: the format version, the sequence, text lengths and
     /// numbers in range. The server refuses a batch holding a report that fails.
     pub fn validate(&self) -> Result<(), ReportInvalid> {

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use ferry_boot::Slot;
 use ferry_events::{
     ErrorReport, EventKind, EventReport, EventResult, FallbackReport, Outbox, PayloadReport,
-    PhaseDuration, ProgressReport, REPORT_VERSION, Transition, UpdateType,
+    PhaseDuration, ProgressReport, Transition, UpdateType,
 };
 use ferry_fsm::{Name, Store};
 use ferry_types::{Diagnose, Identity, PayloadKind, Report, Version};
@@ -235,58 +235,12 @@ impl Reporter {
             .ok()
             .and_then(|(_, info)| info.as_ref())
             .map(|i| i.version.clone());
-        let mut report = EventReport {
-            report_version: REPORT_VERSION,
-            sequence: 0,
-            device_id: inner.identity.device_id,
-            uuid: None,
-            event,
-            event_time: Utc::now(),
-            result,
-            transition: None,
-            audience_type: inner.config.audience.clone(),
-            device_class: inner.identity.device_class.clone(),
-            device_model: format!(
-                "{:08x}-{:08x}",
-                inner.identity.board_id, inner.identity.chip_id
-            ),
-            platform: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
-            core_version: env!("CARGO_PKG_VERSION").to_owned(),
-            current_os_type: "system".into(),
-            current_os_version: version.clone(),
-            current_base_os_version: version,
-            current_slot: running.as_ref().ok().map(|(slot, _)| *slot),
-            target_os_version: None,
-            update_type: None,
-            preferred_type: None,
-            battery_level: None,
-            battery_is_charging: false,
-            on_ac_power: false,
-            low_power_mode: false,
-            metered_network: None,
-            data_fs_capacity: 0,
-            data_fs_free: 0,
-            system_fs_capacity: 0,
-            system_fs_free: 0,
-            storage_capacity: 0,
-            total_required_free_space: None,
-            mandatory_update_eligible: false,
-            mandatory_update_optional: true,
-            pre_staging_enabled: false,
-            pre_staging_max_size: None,
-            pre_staging_optional_size: None,
-            pre_staging_required_size: None,
-            ramp_enabled: false,
-            rapid_security_response_installed: false,
-            rapid_security_response_semi_splat: false,
-            facts_error: None,
-            phases: Vec::new(),
-            payload: None,
-            progress: None,
-            error: None,
-            fallback: None,
-            boot_counter_rolled_back: None,
-        };
+        let mut report = EventReport::new(&inner.identity, event, result);
+        report.audience_type = inner.config.audience.clone();
+        report.core_version = env!("CARGO_PKG_VERSION").to_owned();
+        report.current_os_version = version.clone();
+        report.current_base_os_version = version;
+        report.current_slot = running.as_ref().ok().map(|(slot, _)| *slot);
         match facts {
             Ok(f) => {
                 report.battery_level = f.power.battery_level;

@@ -5,9 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferry_events::{
-    EventBatch, EventKind, EventReport, EventResult, OutboxHealth, ProgressReport, REPORT_VERSION,
-};
+use ferry_events::{EventBatch, EventKind, EventReport, EventResult, OutboxHealth, ProgressReport};
 use ferry_types::{DeviceId, Identity};
 use serde_json::{Value, json};
 
@@ -188,74 +186,42 @@ pub fn report(
 ) -> EventReport {
     let version = |v: &str| v.parse().ok();
     let failed = matches!(event, EventKind::Failed | EventKind::RolledBack);
-    EventReport {
-        report_version: REPORT_VERSION,
-        sequence: sim.sequence.fetch_add(1, Ordering::SeqCst) + 1,
-        device_id: sim.id(),
-        uuid: Some(uuid::Uuid::from_u128(u128::from(sim.id().get()))),
-        event,
-        event_time: chrono::Utc::now(),
-        result: if failed {
-            EventResult::Failure
-        } else if event == EventKind::Progress {
-            EventResult::InProgress
-        } else {
-            EventResult::Success
-        },
-        transition: None,
-        audience_type: "customer".into(),
-        device_class: sim.identity.device_class.clone(),
-        device_model: "000000a1-00008103".into(),
-        platform: "linux-x86_64".into(),
-        core_version: "0.1.0".into(),
-        current_os_type: "system".into(),
-        current_os_version: version("1.0"),
-        current_base_os_version: version("1.0"),
-        current_slot: None,
-        target_os_version: version("2.0"),
-        update_type: None,
-        preferred_type: None,
-        battery_level: None,
-        battery_is_charging: false,
-        on_ac_power: true,
-        low_power_mode: false,
-        metered_network: None,
-        data_fs_capacity: 1 << 30,
-        data_fs_free: 1 << 29,
-        system_fs_capacity: 1 << 30,
-        system_fs_free: 1 << 29,
-        storage_capacity: 1 << 30,
-        total_required_free_space: None,
-        mandatory_update_eligible: false,
-        mandatory_update_optional: true,
-        pre_staging_enabled: false,
-        pre_staging_max_size: None,
-        pre_staging_optional_size: None,
-        pre_staging_required_size: None,
-        ramp_enabled: true,
-        rapid_security_response_installed: false,
-        rapid_security_response_semi_splat: false,
-        facts_error: None,
-        phases: Vec::new(),
-        payload: None,
-        progress: percent.map(|p| ProgressReport {
-            phase: "DOWNLOADING_UPDATE".into(),
-            percent: p,
-            done: p as u64,
-            total: 100,
-            rate_bytes_per_sec: 1.0e6,
-            eta_secs: Some((100.0 - p) * 0.5),
-        }),
-        error: error.map(|code| ferry_events::ErrorReport {
-            code: code.into(),
-            cause: format!("{code} happened"),
-            fix: "Do something".into(),
-            machine: Some("controller".into()),
-            state: Some("PREPARING_UPDATE".into()),
-        }),
-        fallback: None,
-        boot_counter_rolled_back: None,
-    }
+    let result = if failed {
+        EventResult::Failure
+    } else if event == EventKind::Progress {
+        EventResult::InProgress
+    } else {
+        EventResult::Success
+    };
+    let mut r = EventReport::new(&sim.identity, event, result);
+    r.sequence = sim.sequence.fetch_add(1, Ordering::SeqCst) + 1;
+    r.uuid = Some(uuid::Uuid::from_u128(u128::from(sim.id().get())));
+    r.current_os_version = version("1.0");
+    r.current_base_os_version = version("1.0");
+    r.target_os_version = version("2.0");
+    r.on_ac_power = true;
+    r.data_fs_capacity = 1 << 30;
+    r.data_fs_free = 1 << 29;
+    r.system_fs_capacity = 1 << 30;
+    r.system_fs_free = 1 << 29;
+    r.storage_capacity = 1 << 30;
+    r.ramp_enabled = true;
+    r.progress = percent.map(|p| ProgressReport {
+        phase: "DOWNLOADING_UPDATE".into(),
+        percent: p,
+        done: p as u64,
+        total: 100,
+        rate_bytes_per_sec: 1.0e6,
+        eta_secs: Some((100.0 - p) * 0.5),
+    });
+    r.error = error.map(|code| ferry_events::ErrorReport {
+        code: code.into(),
+        cause: format!("{code} happened"),
+        fix: "Do something".into(),
+        machine: Some("controller".into()),
+        state: Some("PREPARING_UPDATE".into()),
+    });
+    r
 }
 
 /// Delivers `reports` of `sim` in one batch; they must be stored.

@@ -1,60 +1,33 @@
 //! A report to vary in tests.
 #![allow(dead_code)]
 
-use ferry_events::{EventKind, EventReport, EventResult, ProgressReport, REPORT_VERSION};
+use ferry_events::{EventKind, EventReport, EventResult, ProgressReport};
 
 pub const DEVICE: &str = "00000000000004d2";
 
 pub fn report(event: EventKind) -> EventReport {
-    EventReport {
-        report_version: REPORT_VERSION,
-        sequence: 0,
+    let identity = ferry_types::Identity {
         device_id: DEVICE.parse().unwrap(),
-        uuid: Some(uuid::Uuid::from_u128(7)),
-        event,
-        event_time: chrono::Utc::now(),
-        result: EventResult::InProgress,
-        transition: None,
-        audience_type: "customer".into(),
+        board_id: 0xa1,
+        chip_id: 0x8103,
+        hardware_uuid: uuid::Uuid::from_u128(1),
         device_class: "vm".parse().unwrap(),
-        device_model: "000000a1-00008103".into(),
-        platform: "linux-x86_64".into(),
-        core_version: "0.1.0".into(),
-        current_os_type: "system".into(),
-        current_os_version: Some("1.0".parse().unwrap()),
-        current_base_os_version: Some("1.0".parse().unwrap()),
-        current_slot: Some(ferry_boot::Slot::A),
-        target_os_version: Some("2.0".parse().unwrap()),
-        update_type: None,
-        preferred_type: None,
-        battery_level: Some(80),
-        battery_is_charging: true,
-        on_ac_power: true,
-        low_power_mode: false,
-        metered_network: None,
-        data_fs_capacity: 1 << 30,
-        data_fs_free: 1 << 29,
-        system_fs_capacity: 1 << 30,
-        system_fs_free: 1 << 29,
-        storage_capacity: 1 << 30,
-        total_required_free_space: None,
-        mandatory_update_eligible: false,
-        mandatory_update_optional: true,
-        pre_staging_enabled: false,
-        pre_staging_max_size: None,
-        pre_staging_optional_size: None,
-        pre_staging_required_size: None,
-        ramp_enabled: false,
-        rapid_security_response_installed: false,
-        rapid_security_response_semi_splat: false,
-        facts_error: None,
-        phases: Vec::new(),
-        payload: None,
-        progress: None,
-        error: None,
-        fallback: None,
-        boot_counter_rolled_back: None,
-    }
+    };
+    let mut r = EventReport::new(&identity, event, EventResult::InProgress);
+    r.uuid = Some(uuid::Uuid::from_u128(7));
+    r.current_os_version = Some("1.0".parse().unwrap());
+    r.current_base_os_version = Some("1.0".parse().unwrap());
+    r.current_slot = Some(ferry_boot::Slot::A);
+    r.target_os_version = Some("2.0".parse().unwrap());
+    r.battery_level = Some(80);
+    r.battery_is_charging = true;
+    r.on_ac_power = true;
+    r.data_fs_capacity = 1 << 30;
+    r.data_fs_free = 1 << 29;
+    r.system_fs_capacity = 1 << 30;
+    r.system_fs_free = 1 << 29;
+    r.storage_capacity = 1 << 30;
+    r
 }
 
 pub fn progress(phase: &str, percent: f64) -> EventReport {

@@ -83,9 +83,7 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
         let components = components.clone();
         let build_id = build_id.clone();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0u64;
-            let mut first_error = None;
+            let mut tally = Tally::default();
             let mut i = connection;
             while Instant::now() < deadline {
                 let (identity, credential) = &devices[i % devices.len()];
@@ -104,70 +102,29 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
                     .json(&request)
                     .send()
                     .await;
-                let ok = match result {
-                    Ok(response) => {
-                        let status = response.status();
-                        let body = response.bytes().await;
-                        if status.is_success() && body.is_ok() {
-                            true
-                        } else {
-                            first_error.get_or_insert_with(|| {
-                                format!(
-                                    "{status}: {}",
-                                    String::from_utf8_lossy(&body.unwrap_or_default())
-                                )
-                            });
-                            false
-                        }
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert_with(|| e.to_string());
-                        false
-                    }
-                };
-                if sent >= measure_from {
-                    if ok {
-                        latencies.push(sent.elapsed());
-                    } else {
-                        errors += 1;
-                    }
-                }
+                tally.count(result, sent, measure_from).await;
             }
-            (latencies, errors, first_error)
+            tally
         }));
     }
-    let load_before = load_average();
-    tokio::time::sleep_until(measure_from.into()).await;
-    let cpu_before = thread_cpu_ticks();
-    tokio::time::sleep_until(deadline.into()).await;
-    let cpu_after = thread_cpu_ticks();
-    let load_after = load_average();
-    let seconds = a.seconds.max(1) as f64;
-    // Percent of one core over the measured window (/proc counts in 1/100 s).
-    let server_cpu = cpu_after.0.saturating_sub(cpu_before.0) as f64 / seconds;
-    let client_cpu = cpu_after.1.saturating_sub(cpu_before.1) as f64 / seconds;
+    let window = Window::measure(measure_from, deadline, a.seconds).await;
+    let Window {
+        server_cpu,
+        client_cpu,
+        load_before,
+        load_after,
+        ..
+    } = window;
     let client_share = 100.0 * client_cpu / (server_cpu + client_cpu).max(1.0);
 
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    let mut first_error = None;
-    for task in tasks {
-        let (l, e, f) = task
-            .await
-            .map_err(|e| bench_failure("run a connection", e))?;
-        latencies.extend(l);
-        errors += e;
-        first_error = first_error.or(f);
-    }
+    let tally = Tally::join(tasks).await?;
     server.stop().await;
-
-    latencies.sort_unstable();
-    let n = latencies.len();
-    let pct = |p: f64| {
-        latencies
-            .get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let (n, errors, first_error) = (
+        tally.latencies.len(),
+        tally.errors,
+        tally.first_error.clone(),
+    );
+    let pct = |p: f64| tally.percentile_ms(p);
     let per_second = n as f64 / a.seconds.max(1) as f64;
     let nonces: i64 = sqlx_count(&data).await;
     if a.json {
@@ -342,6 +299,108 @@ impl BenchServer {
 
 /// The thread-name prefix of the server's runtime.
 pub(crate) const SERVER_THREAD: &str = "ferry-server";
+
+/// One connection's count: how long each request answered with success in the measured
+/// window took, the failures there, and the first failure's words (whenever it came).
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub latencies: Vec<Duration>,
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+impl Tally {
+    /// Counts the answer to a request sent at `sent`, its body read; only requests sent from
+    /// `measure_from` on count.
+    pub(crate) async fn count(
+        &mut self,
+        result: reqwest::Result<reqwest::Response>,
+        sent: Instant,
+        measure_from: Instant,
+    ) {
+        let ok = match result {
+            Ok(response) => {
+                let status = response.status();
+                let body = response.bytes().await;
+                if status.is_success() && body.is_ok() {
+                    true
+                } else {
+                    self.first_error.get_or_insert_with(|| {
+                        format!(
+                            "{status}: {}",
+                            String::from_utf8_lossy(&body.unwrap_or_default())
+                        )
+                    });
+                    false
+                }
+            }
+            Err(e) => {
+                self.first_error.get_or_insert_with(|| e.to_string());
+                false
+            }
+        };
+        if sent >= measure_from {
+            if ok {
+                self.latencies.push(sent.elapsed());
+            } else {
+                self.errors += 1;
+            }
+        }
+    }
+
+    /// Every connection's tally in one, latencies sorted.
+    pub(crate) async fn join(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> Result<Tally, Failure> {
+        let mut all = Tally::default();
+        for task in tasks {
+            let one = task
+                .await
+                .map_err(|e| bench_failure("run a connection", e))?;
+            all.latencies.extend(one.latencies);
+            all.errors += one.errors;
+            all.first_error = all.first_error.or(one.first_error);
+        }
+        all.latencies.sort_unstable();
+        Ok(all)
+    }
+
+    /// The latency at quantile `p` (0 to 1) in milliseconds; 0 without any.
+    pub(crate) fn percentile_ms(&self, p: f64) -> f64 {
+        let n = self.latencies.len();
+        self.latencies
+            .get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+}
+
+/// The measured window: CPU of the server's and the load generator's threads in percent of
+/// one core (/proc counts in 1/100 s), and the load average before and after.
+pub(crate) struct Window {
+    pub seconds: f64,
+    pub server_cpu: f64,
+    pub client_cpu: f64,
+    pub load_before: String,
+    pub load_after: String,
+}
+
+impl Window {
+    /// Waits out the warm-up until `measure_from`, then the window until `deadline`.
+    pub(crate) async fn measure(measure_from: Instant, deadline: Instant, seconds: u64) -> Window {
+        let load_before = load_average();
+        tokio::time::sleep_until(measure_from.into()).await;
+        let cpu_before = thread_cpu_ticks();
+        tokio::time::sleep_until(deadline.into()).await;
+        let cpu_after = thread_cpu_ticks();
+        let load_after = load_average();
+        let seconds = seconds.max(1) as f64;
+        Window {
+            seconds,
+            server_cpu: cpu_after.0.saturating_sub(cpu_before.0) as f64 / seconds,
+            client_cpu: cpu_after.1.saturating_sub(cpu_before.1) as f64 / seconds,
+            load_before,
+            load_after,
+        }
+    }
+}
 
 /// CPU time so far of this process's threads in 1/100 s: (server, everything else). The
 /// server is its runtime's threads and SQLite's worker threads; the rest is the load

@@ -14,93 +14,73 @@ use std::time::{Duration, Instant};
 
 use ferry_events::{
     EventBatch, EventKind, EventReport, EventResult, OutboxHealth, PayloadReport, PhaseDuration,
-    REPORT_VERSION, Transition,
+    Transition,
 };
 use ferry_server::{DataDir, ServiceOptions};
 use ferry_types::{DeviceId, PayloadKind};
 
 use crate::args::BenchEventsArgs;
-use crate::bench::{BenchServer, CLASS, bench_failure, load_average, thread_cpu_ticks};
+use crate::bench::{BenchServer, CLASS, Tally, Window, bench_failure};
 use crate::failure::Failure;
 
 /// One device's report, as an install's `installed` step carries it.
 pub(crate) fn report(device_id: DeviceId, sequence: u64) -> EventReport {
     let version = |v: &str| v.parse().ok();
-    EventReport {
-        report_version: REPORT_VERSION,
-        sequence,
+    let identity = ferry_types::Identity {
         device_id,
-        uuid: Some(uuid::Uuid::from_u128(u128::from(device_id.get()))),
-        event: EventKind::Installed,
-        event_time: chrono::Utc::now(),
-        result: EventResult::Success,
-        transition: Some(Transition {
-            machine: "update".into(),
-            from: "INSTALLING".into(),
-            event: "Installed".into(),
-            to: "STAGED".into(),
-        }),
-        audience_type: "customer".into(),
+        board_id: 0xa1,
+        chip_id: 0x8103,
+        hardware_uuid: uuid::Uuid::from_u128(u128::from(device_id.get())),
         device_class: CLASS.parse().expect("a valid class"),
-        device_model: "000000a1-00008103".into(),
-        platform: "linux-x86_64".into(),
-        core_version: env!("CARGO_PKG_VERSION").into(),
-        current_os_type: "system".into(),
-        current_os_version: version("1.0"),
-        current_base_os_version: version("1.0"),
-        current_slot: Some(ferry_boot::Slot::A),
-        target_os_version: version("2.0"),
-        update_type: Some(ferry_events::UpdateType::Major),
-        preferred_type: Some(PayloadKind::Delta),
-        battery_level: Some(87),
-        battery_is_charging: true,
-        on_ac_power: true,
-        low_power_mode: false,
-        metered_network: Some(false),
-        data_fs_capacity: 32 << 30,
-        data_fs_free: 20 << 30,
-        system_fs_capacity: 32 << 30,
-        system_fs_free: 20 << 30,
-        storage_capacity: 32 << 30,
-        total_required_free_space: None,
-        mandatory_update_eligible: false,
-        mandatory_update_optional: true,
-        pre_staging_enabled: false,
-        pre_staging_max_size: None,
-        pre_staging_optional_size: None,
-        pre_staging_required_size: None,
-        ramp_enabled: false,
-        rapid_security_response_installed: false,
-        rapid_security_response_semi_splat: false,
-        facts_error: None,
-        phases: [
-            ("ACCEPTED", 0.001),
-            ("STARTUP", 0.002),
-            ("LOADING_PERSISTED", 0.2),
-            ("READY", 0.001),
-            ("PREFLIGHT_PERSONALIZE", 0.05),
-            ("DOWNLOADING_UPDATE", 12.5),
-            ("DOWNLOADED_UPDATE", 0.001),
-            ("PREPARING_UPDATE", 1.5),
-            ("PREPARED", 0.02),
-        ]
-        .into_iter()
-        .map(|(phase, secs)| PhaseDuration {
-            phase: phase.into(),
-            secs,
-        })
-        .collect(),
-        payload: Some(PayloadReport {
-            kind: PayloadKind::Delta,
-            bytes_downloaded: 12_329_852,
-            bytes_reused: 100_000_000,
-            image_size: Some(134_217_728),
-        }),
-        progress: None,
-        error: None,
-        fallback: None,
-        boot_counter_rolled_back: None,
-    }
+    };
+    let mut r = EventReport::new(&identity, EventKind::Installed, EventResult::Success);
+    r.sequence = sequence;
+    r.uuid = Some(uuid::Uuid::from_u128(u128::from(device_id.get())));
+    r.transition = Some(Transition {
+        machine: "update".into(),
+        from: "INSTALLING".into(),
+        event: "Installed".into(),
+        to: "STAGED".into(),
+    });
+    r.current_os_version = version("1.0");
+    r.current_base_os_version = version("1.0");
+    r.current_slot = Some(ferry_boot::Slot::A);
+    r.target_os_version = version("2.0");
+    r.update_type = Some(ferry_events::UpdateType::Major);
+    r.preferred_type = Some(PayloadKind::Delta);
+    r.battery_level = Some(87);
+    r.battery_is_charging = true;
+    r.on_ac_power = true;
+    r.metered_network = Some(false);
+    r.data_fs_capacity = 32 << 30;
+    r.data_fs_free = 20 << 30;
+    r.system_fs_capacity = 32 << 30;
+    r.system_fs_free = 20 << 30;
+    r.storage_capacity = 32 << 30;
+    r.phases = [
+        ("ACCEPTED", 0.001),
+        ("STARTUP", 0.002),
+        ("LOADING_PERSISTED", 0.2),
+        ("READY", 0.001),
+        ("PREFLIGHT_PERSONALIZE", 0.05),
+        ("DOWNLOADING_UPDATE", 12.5),
+        ("DOWNLOADED_UPDATE", 0.001),
+        ("PREPARING_UPDATE", 1.5),
+        ("PREPARED", 0.02),
+    ]
+    .into_iter()
+    .map(|(phase, secs)| PhaseDuration {
+        phase: phase.into(),
+        secs,
+    })
+    .collect();
+    r.payload = Some(PayloadReport {
+        kind: PayloadKind::Delta,
+        bytes_downloaded: 12_329_852,
+        bytes_reused: 100_000_000,
+        image_size: Some(134_217_728),
+    });
+    r
 }
 
 /// Runs the benchmark and prints its figures.
@@ -137,9 +117,7 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
         let url = url.clone();
         let connections = a.connections.max(1);
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0u64;
-            let mut first_error = None;
+            let mut tally = Tally::default();
             // Each connection owns the devices congruent to it: a device's batches are
             // sent one at a time, in sequence order, as a device's outbox sends them.
             let mut i = connection;
@@ -167,68 +145,29 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
                     .json(&batch)
                     .send()
                     .await;
-                let ok = match result {
-                    Ok(response) => {
-                        let status = response.status();
-                        let body = response.bytes().await;
-                        if status.is_success() && body.is_ok() {
-                            true
-                        } else {
-                            first_error.get_or_insert_with(|| {
-                                format!(
-                                    "{status}: {}",
-                                    String::from_utf8_lossy(&body.unwrap_or_default())
-                                )
-                            });
-                            false
-                        }
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert_with(|| e.to_string());
-                        false
-                    }
-                };
-                if sent >= measure_from {
-                    if ok {
-                        latencies.push(sent.elapsed());
-                    } else {
-                        errors += 1;
-                    }
-                }
+                tally.count(result, sent, measure_from).await;
             }
-            (latencies, errors, first_error)
+            tally
         }));
     }
-    let load_before = load_average();
-    tokio::time::sleep_until(measure_from.into()).await;
-    let cpu_before = thread_cpu_ticks();
-    tokio::time::sleep_until(deadline.into()).await;
-    let cpu_after = thread_cpu_ticks();
-    let load_after = load_average();
-    let seconds = a.seconds.max(1) as f64;
-    let server_cpu = cpu_after.0.saturating_sub(cpu_before.0) as f64 / seconds;
-    let client_cpu = cpu_after.1.saturating_sub(cpu_before.1) as f64 / seconds;
+    let window = Window::measure(measure_from, deadline, a.seconds).await;
+    let seconds = window.seconds;
+    let Window {
+        server_cpu,
+        client_cpu,
+        load_before,
+        load_after,
+        ..
+    } = window;
 
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    let mut first_error = None;
-    for task in tasks {
-        let (l, e, f) = task
-            .await
-            .map_err(|e| bench_failure("run a connection", e))?;
-        latencies.extend(l);
-        errors += e;
-        first_error = first_error.or(f);
-    }
+    let tally = Tally::join(tasks).await?;
     server.stop().await;
-
-    latencies.sort_unstable();
-    let n = latencies.len();
-    let pct = |p: f64| {
-        latencies
-            .get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let (n, errors, first_error) = (
+        tally.latencies.len(),
+        tally.errors,
+        tally.first_error.clone(),
+    );
+    let pct = |p: f64| tally.percentile_ms(p);
     let reports_per_second = (n as u64 * batch_size) as f64 / seconds;
     let stored = data
         .db

@@ -63,8 +63,7 @@ pub async fn entitlement(a: EntitlementArgs) -> Result<ExitCode, Failure> {
         )
         .json(json)
     })?;
-    let data = DataDir::open(&path).await.map_err(fail)?;
-    let db = &data.db;
+    let db = &DataDir::open_database(&path, None).await.map_err(fail)?;
     match a.action {
         EntitlementAction::Grant { class, version, to } => {
             let e = db

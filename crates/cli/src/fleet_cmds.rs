@@ -12,11 +12,10 @@ use crate::failure::Failure;
 use crate::render;
 
 pub async fn fleet(a: ServerDataArgs) -> Result<ExitCode, Failure> {
-    let data = DataDir::open_with(&a.data, a.database.as_deref(), None)
+    let db = DataDir::open_database(&a.data, a.database.as_deref())
         .await
         .map_err(|e| Failure::from(e).json(a.json))?;
-    let summary = data
-        .db
+    let summary = db
         .fleet_summary()
         .await
         .map_err(|e| Failure::from(e).json(a.json))?;
@@ -124,7 +123,7 @@ fn print_update(s: &DeviceState) {
 
 pub async fn events(a: ServerEventsArgs) -> Result<ExitCode, Failure> {
     let json = a.server.json;
-    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref(), None)
+    let db = DataDir::open_database(&a.server.data, a.server.database.as_deref())
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     let filter = Filter {
@@ -135,8 +134,7 @@ pub async fn events(a: ServerEventsArgs) -> Result<ExitCode, Failure> {
         limit: Some(a.limit),
         ..Filter::default()
     };
-    let reports = data
-        .db
+    let reports = db
         .event_reports(&filter)
         .await
         .map_err(|e| Failure::from(e).json(json))?;

@@ -23,10 +23,9 @@ pub async fn rollout(a: RolloutArgs) -> Result<ExitCode, Failure> {
         )
         .json(json)
     })?;
-    let data = DataDir::open_with(&path, a.database.as_deref(), None)
+    let db = &DataDir::open_database(&path, a.database.as_deref())
         .await
         .map_err(fail)?;
-    let db = &data.db;
     let act = |id, action| async move { db.act_on_rollout(id, action).await };
     match a.action {
         RolloutAction::Create {

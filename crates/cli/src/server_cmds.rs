@@ -74,7 +74,7 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
 
 async fn server_token(a: ServerTokenArgs) -> Result<ExitCode, Failure> {
     let json = a.server.json;
-    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref(), None)
+    let db = DataDir::open_database(&a.server.data, a.server.database.as_deref())
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     let scope = TokenScope {
@@ -82,8 +82,7 @@ async fn server_token(a: ServerTokenArgs) -> Result<ExitCode, Failure> {
         device_class: a.class,
         reenroll: a.reenroll,
     };
-    let token = data
-        .db
+    let token = db
         .create_enrollment_token(&scope)
         .await
         .map_err(|e| Failure::from(e).json(json))?;
@@ -97,7 +96,7 @@ async fn server_token(a: ServerTokenArgs) -> Result<ExitCode, Failure> {
 
 async fn server_devices(a: ServerDevicesArgs) -> Result<ExitCode, Failure> {
     let json = a.server.json;
-    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref(), None)
+    let db = DataDir::open_database(&a.server.data, a.server.database.as_deref())
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     if let Some(id) = &a.revoke {
@@ -109,8 +108,7 @@ async fn server_devices(a: ServerDevicesArgs) -> Result<ExitCode, Failure> {
             )
             .json(json)
         })?;
-        let found = data
-            .db
+        let found = db
             .revoke(&device_id)
             .await
             .map_err(|e| Failure::from(e).json(json))?;
@@ -129,8 +127,7 @@ async fn server_devices(a: ServerDevicesArgs) -> Result<ExitCode, Failure> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let devices = data
-        .db
+    let devices = db
         .devices()
         .await
         .map_err(|e| Failure::from(e).json(json))?;
@@ -159,12 +156,11 @@ async fn server_devices(a: ServerDevicesArgs) -> Result<ExitCode, Failure> {
 
 async fn signing_window(a: SigningWindowArgs) -> Result<ExitCode, Failure> {
     let json = a.server.json;
-    let data = DataDir::open_with(&a.server.data, a.server.database.as_deref(), None)
+    let db = DataDir::open_database(&a.server.data, a.server.database.as_deref())
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     let open = matches!(a.action, WindowAction::Open);
-    data.db
-        .set_signing_window(&a.class, &a.build, open)
+    db.set_signing_window(&a.class, &a.build, open)
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     if json {

@@ -48,11 +48,10 @@ pub async fn run(a: ServerUserArgs) -> Result<ExitCode, Failure> {
             line.trim_end_matches(['\r', '\n']).to_owned()
         }
     };
-    let data = DataDir::open(&add.server.data)
+    let db = DataDir::open_database(&add.server.data, None)
         .await
         .map_err(|e| Failure::from(e).json(json))?;
-    data.db
-        .add_dashboard_user(&add.name, role, &password, add.replace)
+    db.add_dashboard_user(&add.name, role, &password, add.replace)
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     if json {

@@ -107,14 +107,7 @@ impl DataDir {
         database: Option<&str>,
         store: Option<&str>,
     ) -> Result<DataDir, ServerError> {
-        std::fs::create_dir_all(path).map_err(|source| ServerError::Io {
-            op: "creating the data directory",
-            source,
-        })?;
-        let path = path.canonicalize().map_err(|source| ServerError::Io {
-            op: "resolving the data directory",
-            source,
-        })?;
+        let path = DataDir::create(path)?;
         let db = db::Db::open_url(database, &path).await?;
         let store = Arc::new(match store {
             Some(spec) => store::Store::open(spec)?,
@@ -123,6 +116,26 @@ impl DataDir {
         let data = DataDir { path, db, store };
         publish::fill_missing_seal_roots(&data).await?;
         Ok(data)
+    }
+
+    /// Only the database of the data directory at `path` (`database` as in
+    /// [`DataDir::open_with`]), schema brought up to date: what the administration
+    /// commands need, without opening (or leaving behind) the artifact store.
+    pub async fn open_database(path: &Path, database: Option<&str>) -> Result<db::Db, ServerError> {
+        let path = DataDir::create(path)?;
+        db::Db::open_url(database, &path).await
+    }
+
+    /// Creates the directory `path` if need be; its canonical path.
+    fn create(path: &Path) -> Result<PathBuf, ServerError> {
+        std::fs::create_dir_all(path).map_err(|source| ServerError::Io {
+            op: "creating the data directory",
+            source,
+        })?;
+        path.canonicalize().map_err(|source| ServerError::Io {
+            op: "resolving the data directory",
+            source,
+        })
     }
 }
 

@@ -398,9 +398,8 @@ impl IntoResponse for ServerError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_types::Report;
 
-    /// The contract every rendered error keeps ([`Report::breach`]).
+    /// The contract every rendered error keeps ([`ferry_types::Report::breach`]).
     fn assert_contract(error: &ServerError) {
         assert_eq!(error.report().breach(), None);
     }

@@ -9,7 +9,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use ferry_events::{EventBatch, EventKind, EventReport, OutboxHealth};
+use ferry_events::{EventBatch, EventKind, EventReport, EventResult, OutboxHealth};
 use ferry_server::db::{Backend, Db};
 use ferry_server::db::{ChunkRow, DeltaRow, ReleaseRow};
 use ferry_server::devices::{NonceWriter, TokenScope};
@@ -59,30 +59,16 @@ fn identity(id: u64, class: &str) -> Identity {
 }
 
 fn report(device: u64, sequence: u64, event: EventKind, target: &str) -> EventReport {
-    let text = r#"{"report_version": 1, "sequence": SEQ, "device_id": "DEVICE",
-        "uuid": "00000000-0000-4000-8000-000000000007", "event": "EVENT",
-        "event_time": "2026-03-20T18:51:32Z",
-        "result": "success", "transition": null, "audience_type": "customer",
-        "device_class": "vm", "device_model": "m", "platform": "p", "core_version": "0.1.0",
-        "current_os_type": "system", "current_os_version": "1.0",
-        "current_base_os_version": "1.0", "current_slot": "a", "target_os_version": "TARGET",
-        "update_type": null, "preferred_type": null, "battery_level": null,
-        "battery_is_charging": false, "on_ac_power": true, "low_power_mode": false,
-        "metered_network": null, "data_fs_capacity": 1, "data_fs_free": 1,
-        "system_fs_capacity": 1, "system_fs_free": 1, "storage_capacity": 1,
-        "total_required_free_space": null, "mandatory_update_eligible": false,
-        "mandatory_update_optional": true, "pre_staging_enabled": false,
-        "pre_staging_max_size": null, "pre_staging_optional_size": null,
-        "pre_staging_required_size": null, "ramp_enabled": false,
-        "rapid_security_response_installed": false,
-        "rapid_security_response_semi_splat": false, "facts_error": null, "phases": [],
-        "payload": null, "progress": null, "error": null, "fallback": null,
-        "boot_counter_rolled_back": null}"#
-        .replace("SEQ", &sequence.to_string())
-        .replace("DEVICE", &format!("{device:016x}"))
-        .replace("TARGET", target)
-        .replace("EVENT", event.as_str());
-    serde_json::from_str(&text).unwrap()
+    let mut r = EventReport::new(&identity(device, "vm"), event, EventResult::Success);
+    r.sequence = sequence;
+    r.uuid = Some("00000000-0000-4000-8000-000000000007".parse().unwrap());
+    r.event_time = "2026-03-20T18:51:32Z".parse().unwrap();
+    r.current_os_version = Some("1.0".parse().unwrap());
+    r.current_base_os_version = r.current_os_version.clone();
+    r.current_slot = serde_json::from_value(serde_json::json!("a")).unwrap();
+    r.target_os_version = Some(target.parse().unwrap());
+    r.on_ac_power = true;
+    r
 }
 
 fn batch(device: u64, reports: Vec<EventReport>) -> EventBatch {

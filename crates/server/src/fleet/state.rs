@@ -316,28 +316,22 @@ mod tests {
     use super::*;
 
     fn report(sequence: u64, event: EventKind, uuid: u128) -> EventReport {
-        let text = r#"{"report_version": 1, "sequence": SEQ, "device_id": "00000000000004d2",
-            "uuid": "UUID", "event": "EVENT", "event_time": "2026-03-20T18:51:32Z",
-            "result": "success", "transition": null, "audience_type": "customer",
-            "device_class": "vm", "device_model": "m", "platform": "p", "core_version": "0.1.0",
-            "current_os_type": "system", "current_os_version": "1.0",
-            "current_base_os_version": "1.0", "current_slot": "a", "target_os_version": "2.0",
-            "update_type": null, "preferred_type": null, "battery_level": null,
-            "battery_is_charging": false, "on_ac_power": true, "low_power_mode": false,
-            "metered_network": null, "data_fs_capacity": 1, "data_fs_free": 1,
-            "system_fs_capacity": 1, "system_fs_free": 1, "storage_capacity": 1,
-            "total_required_free_space": null, "mandatory_update_eligible": false,
-            "mandatory_update_optional": true, "pre_staging_enabled": false,
-            "pre_staging_max_size": null, "pre_staging_optional_size": null,
-            "pre_staging_required_size": null, "ramp_enabled": false,
-            "rapid_security_response_installed": false,
-            "rapid_security_response_semi_splat": false, "facts_error": null, "phases": [],
-            "payload": null, "progress": null, "error": null, "fallback": null,
-            "boot_counter_rolled_back": null}"#
-            .replace("SEQ", &sequence.to_string())
-            .replace("UUID", &uuid::Uuid::from_u128(uuid).to_string())
-            .replace("EVENT", event.as_str());
-        let mut r: EventReport = serde_json::from_str(&text).unwrap();
+        let identity = ferry_types::Identity {
+            device_id: ferry_types::DeviceId::new(0x4d2).unwrap(),
+            board_id: 0xa1,
+            chip_id: 0x8103,
+            hardware_uuid: uuid::Uuid::from_u128(1),
+            device_class: "vm".parse().unwrap(),
+        };
+        let mut r = EventReport::new(&identity, event, ferry_events::EventResult::Success);
+        r.sequence = sequence;
+        r.uuid = Some(uuid::Uuid::from_u128(uuid));
+        r.event_time = "2026-03-20T18:51:32Z".parse().unwrap();
+        r.current_os_version = Some("1.0".parse().unwrap());
+        r.current_base_os_version = r.current_os_version.clone();
+        r.current_slot = serde_json::from_value(serde_json::json!("a")).unwrap();
+        r.target_os_version = Some("2.0".parse().unwrap());
+        r.on_ac_power = true;
         if event == EventKind::Failed {
             r.error = Some(ferry_events::ErrorReport {
                 code: "NOT_SIGNED".into(),

@@ -95,14 +95,9 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
                     components: components.clone(),
                     device_time: chrono::Utc::now(),
                 };
-                let sent = Instant::now();
-                let result = client
-                    .post(url.clone())
-                    .bearer_auth(credential)
-                    .json(&request)
-                    .send()
+                tally
+                    .post(&client, url.clone(), credential, &request, measure_from)
                     .await;
-                tally.count(result, sent, measure_from).await;
             }
             tally
         }));
@@ -310,6 +305,25 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
+    /// POSTs `body` as JSON to `url` with bearer `credential` and counts the answer.
+    pub(crate) async fn post(
+        &mut self,
+        client: &reqwest::Client,
+        url: impl reqwest::IntoUrl,
+        credential: &str,
+        body: &impl serde::Serialize,
+        measure_from: Instant,
+    ) {
+        let sent = Instant::now();
+        let result = client
+            .post(url)
+            .bearer_auth(credential)
+            .json(body)
+            .send()
+            .await;
+        self.count(result, sent, measure_from).await;
+    }
+
     /// Counts the answer to a request sent at `sent`, its body read; only requests sent from
     /// `measure_from` on count.
     pub(crate) async fn count(

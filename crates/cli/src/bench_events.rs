@@ -138,14 +138,9 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
                         .map(|seq| report(*device_id, seq))
                         .collect(),
                 };
-                let sent = Instant::now();
-                let result = client
-                    .post(url.clone())
-                    .bearer_auth(credential)
-                    .json(&batch)
-                    .send()
+                tally
+                    .post(&client, url.clone(), credential, &batch, measure_from)
                     .await;
-                tally.count(result, sent, measure_from).await;
             }
             tally
         }));

@@ -135,16 +135,8 @@ pub async fn list(a: DeviceArgs, full: bool) -> Result<ExitCode, Failure> {
             },
             text("action")
         );
-        if let Some(hold) = o["why_not_now"].as_object() {
-            println!(
-                "\tNot now [{}]: {}",
-                hold.get("code")
-                    .and_then(|c| c.as_str())
-                    .unwrap_or_default(),
-                hold.get("cause")
-                    .and_then(|c| c.as_str())
-                    .unwrap_or_default()
-            );
+        if let Some((code, cause)) = render::why_not_now(o) {
+            println!("\tNot now [{code}]: {cause}");
         }
     }
     Ok(ExitCode::SUCCESS)

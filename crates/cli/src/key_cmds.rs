@@ -11,19 +11,31 @@ use ferry_server::tuf::CatalogPaths;
 use crate::args::{KeyAction, PersonalizationKeyArgs};
 use crate::failure::Failure;
 
-/// Runs one `personalization-key` action and prints the key set it leaves.
-pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {
-    let json = a.json;
-    let data = a.data.ok_or_else(|| {
+/// The catalog of the data directory `--data` names (`command` needs it), which `ferry
+/// server init` must have made.
+fn initialised_catalog(
+    command: &str,
+    data: Option<std::path::PathBuf>,
+    keys: Option<&std::path::Path>,
+    json: bool,
+) -> Result<CatalogPaths, Failure> {
+    let data = data.ok_or_else(|| {
         Failure::new(
             "USAGE",
-            "ferry server personalization-key needs --data DIR",
+            format!("ferry server {command} needs --data DIR"),
             "pass the server's data directory with --data",
         )
         .json(json)
     })?;
-    let paths = CatalogPaths::new(&data, a.keys.as_deref());
+    let paths = CatalogPaths::new(&data, keys);
     ferry_server::tuf::require_initialised(&paths).map_err(|e| Failure::from(e).json(json))?;
+    Ok(paths)
+}
+
+/// Runs one `personalization-key` action and prints the key set it leaves.
+pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {
+    let json = a.json;
+    let paths = initialised_catalog("personalization-key", a.data, a.keys.as_deref(), json)?;
     let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
     let (set, changed) = match a.action {
         KeyAction::List => {
@@ -60,16 +72,7 @@ pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {
 /// Runs one `director-key` action and prints the director key set it leaves.
 pub async fn run_director(a: crate::args::DirectorKeyArgs) -> Result<ExitCode, Failure> {
     let json = a.json;
-    let data = a.data.ok_or_else(|| {
-        Failure::new(
-            "USAGE",
-            "ferry server director-key needs --data DIR",
-            "pass the server's data directory with --data",
-        )
-        .json(json)
-    })?;
-    let paths = CatalogPaths::new(&data, a.keys.as_deref());
-    ferry_server::tuf::require_initialised(&paths).map_err(|e| Failure::from(e).json(json))?;
+    let paths = initialised_catalog("director-key", a.data, a.keys.as_deref(), json)?;
     let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
     let (set, changed) = match a.action {
         crate::args::DirectorKeyAction::List => {

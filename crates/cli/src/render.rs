@@ -215,3 +215,10 @@ impl ProgressSink for ProgressUi {
         }
     }
 }
+
+/// An offer's (as JSON) `why_not_now`: the hold's code and cause, when the policy holds it.
+pub fn why_not_now(offer: &serde_json::Value) -> Option<(&str, &str)> {
+    let hold = offer["why_not_now"].as_object()?;
+    let text = |k: &str| hold.get(k).and_then(|c| c.as_str()).unwrap_or_default();
+    Some((text("code"), text("cause")))
+}

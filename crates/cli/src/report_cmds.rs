@@ -109,16 +109,10 @@ pub async fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
                     .unwrap_or_default()
             );
             for offer in agent["offers"].as_array().into_iter().flatten() {
-                match offer["why_not_now"].as_object() {
-                    Some(hold) => println!(
-                        "  offer {}: not now [{}]: {}",
+                match render::why_not_now(offer) {
+                    Some((code, cause)) => println!(
+                        "  offer {}: not now [{code}]: {cause}",
                         offer["label"].as_str().unwrap_or_default(),
-                        hold.get("code")
-                            .and_then(|c| c.as_str())
-                            .unwrap_or_default(),
-                        hold.get("cause")
-                            .and_then(|c| c.as_str())
-                            .unwrap_or_default()
                     ),
                     None => println!(
                         "  offer {}: next {}",

@@ -17,12 +17,12 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
-use ferry_catalog::{NewTarget, payload_target_name, repo};
+use ferry_catalog::{payload_target_name, repo};
 use ferry_personalize::{
     DIRECTOR_KEY_SET_TARGET, DecidedRelease, Decision, DecisionState, KeySet, RolloutHold,
     SignedDecision, Signer,
 };
-use ferry_types::{DeviceId, Sha256};
+use ferry_types::DeviceId;
 
 use crate::ServerError;
 use crate::fleet::time_of;
@@ -42,22 +42,7 @@ fn unusable(cause: String) -> ServerError {
 /// before director keys: `ferry server director-key publish` is not there yet, so such a
 /// server answers no decisions and devices rely on the signing service alone).
 pub fn published(paths: &CatalogPaths) -> Result<Option<KeySet>, ServerError> {
-    let Some((length, sha256)) = repo::published_target(&paths.metadata, DIRECTOR_KEY_SET_TARGET)?
-    else {
-        return Ok(None);
-    };
-    let path = paths
-        .targets
-        .join(repo::target_file_name(DIRECTOR_KEY_SET_TARGET, &sha256));
-    let bytes = std::fs::read(&path)
-        .map_err(|e| unusable(format!("{} cannot be read: {e}", path.display())))?;
-    if bytes.len() as u64 != length || Sha256::of(&bytes) != sha256 {
-        return Err(unusable(format!(
-            "{} is not the director key set the catalog signs",
-            path.display()
-        )));
-    }
-    Ok(Some(KeySet::from_bytes(&bytes)?))
+    crate::keyset::published_set(paths, DIRECTOR_KEY_SET_TARGET)
 }
 
 /// The private key of the published set's current key.
@@ -132,29 +117,7 @@ pub async fn rotate(paths: &CatalogPaths) -> Result<KeySet, ServerError> {
 
 /// Writes `set` as the target `keys-director.json` and signs it into the catalog.
 async fn publish(paths: &CatalogPaths, set: &KeySet) -> Result<repo::RepoVersions, ServerError> {
-    let bytes = set.to_bytes();
-    let sha256 = Sha256::of(&bytes);
-    std::fs::create_dir_all(&paths.targets).map_err(|source| ServerError::Io {
-        op: "creating the catalog targets directory",
-        source,
-    })?;
-    let file = paths
-        .targets
-        .join(repo::target_file_name(DIRECTOR_KEY_SET_TARGET, &sha256));
-    crate::pki::write_secret(&file, &bytes)?;
-    Ok(repo::add_targets(
-        &paths.offline_keys,
-        &paths.online_keys,
-        &paths.metadata,
-        vec![NewTarget {
-            name: DIRECTOR_KEY_SET_TARGET.into(),
-            length: bytes.len() as u64,
-            sha256,
-            custom: serde_json::Value::Null,
-        }],
-        &repo::Expiries::default(),
-    )
-    .await?)
+    crate::keyset::publish_set(paths, DIRECTOR_KEY_SET_TARGET, set).await
 }
 
 /// The director as the routes hold it: the key, when the catalog publishes one.

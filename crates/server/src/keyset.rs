@@ -50,15 +50,22 @@ fn key_path(paths: &CatalogPaths, key_id: KeyId) -> PathBuf {
 /// The key set the catalog signs now, read from the file whose length and digest the
 /// catalog's targets list; `None` when the catalog lists no key set yet.
 pub fn published(paths: &CatalogPaths) -> Result<Option<KeySet>, ServerError> {
-    let Some((length, sha256)) = repo::published_target(&paths.metadata, KEY_SET_TARGET)? else {
+    published_set(paths, KEY_SET_TARGET)
+}
+
+/// The key set the catalog signs as `target` (the personalization or the director set),
+/// checked against the length and SHA-256 the catalog signs; `None` before the first.
+pub(crate) fn published_set(
+    paths: &CatalogPaths,
+    target: &str,
+) -> Result<Option<KeySet>, ServerError> {
+    let Some((length, sha256)) = repo::published_target(&paths.metadata, target)? else {
         return Ok(None);
     };
-    let path = paths
-        .targets
-        .join(repo::target_file_name(KEY_SET_TARGET, &sha256));
+    let path = paths.targets.join(repo::target_file_name(target, &sha256));
     let bytes = std::fs::read(&path).map_err(|e| {
         unusable(format!(
-            "the catalog signs {KEY_SET_TARGET} but {} cannot be read: {e}",
+            "the catalog signs {target} but {} cannot be read: {e}",
             path.display()
         ))
     })?;
@@ -198,18 +205,26 @@ fn store_key(paths: &CatalogPaths, signer: &Signer) -> Result<(), ServerError> {
 }
 
 async fn publish(paths: &CatalogPaths, set: &KeySet) -> Result<repo::RepoVersions, ServerError> {
+    publish_set(paths, KEY_SET_TARGET, set).await
+}
+
+/// Writes `set` as the target `target` and signs it into the catalog (with the offline
+/// targets key).
+pub(crate) async fn publish_set(
+    paths: &CatalogPaths,
+    target: &str,
+    set: &KeySet,
+) -> Result<repo::RepoVersions, ServerError> {
     let bytes = set.to_bytes();
     let sha256 = Sha256::of(&bytes);
     std::fs::create_dir_all(&paths.targets).map_err(|source| ServerError::Io {
         op: "creating the catalog targets directory",
         source,
     })?;
-    let file = paths
-        .targets
-        .join(repo::target_file_name(KEY_SET_TARGET, &sha256));
+    let file = paths.targets.join(repo::target_file_name(target, &sha256));
     crate::pki::write_secret(&file, &bytes)?;
     let target = NewTarget {
-        name: KEY_SET_TARGET.into(),
+        name: target.into(),
         length: bytes.len() as u64,
         sha256,
         custom: serde_json::Value::Null,

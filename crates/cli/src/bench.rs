@@ -71,13 +71,7 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     let deadline = measure_from + Duration::from_secs(a.seconds);
     let mut tasks = Vec::new();
     for connection in 0..a.connections.max(1) {
-        let (config, _probe) =
-            ferry_tls::client_config_pinned(&ca_pem).map_err(|e| bench_failure("pin the CA", e))?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .pool_max_idle_per_host(1)
-            .build()
-            .map_err(|e| bench_failure("build the client", e))?;
+        let client = connection_client(&ca_pem)?;
         let devices = devices.clone();
         let url = url.clone();
         let components = components.clone();
@@ -294,6 +288,18 @@ impl BenchServer {
 
 /// The thread-name prefix of the server's runtime.
 pub(crate) const SERVER_THREAD: &str = "ferry-server";
+
+/// A client of its own for one bench connection (one keep-alive connection), pinned to
+/// the server's CA.
+pub(crate) fn connection_client(ca_pem: &str) -> Result<reqwest::Client, Failure> {
+    let (config, _probe) =
+        ferry_tls::client_config_pinned(ca_pem).map_err(|e| bench_failure("pin the CA", e))?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .pool_max_idle_per_host(1)
+        .build()
+        .map_err(|e| bench_failure("build the client", e))
+}
 
 /// One connection's count: how long each request answered with success in the measured
 /// window took, the failures there, and the first failure's words (whenever it came).

@@ -20,7 +20,7 @@ use ferry_server::{DataDir, ServiceOptions};
 use ferry_types::{DeviceId, PayloadKind};
 
 use crate::args::BenchEventsArgs;
-use crate::bench::{BenchServer, CLASS, Tally, Window, bench_failure};
+use crate::bench::{BenchServer, CLASS, Tally, Window, bench_failure, connection_client};
 use crate::failure::Failure;
 
 /// One device's report, as an install's `installed` step carries it.
@@ -106,13 +106,7 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
     let batch_size = a.batch;
     let mut tasks = Vec::new();
     for connection in 0..a.connections.max(1) {
-        let (config, _probe) =
-            ferry_tls::client_config_pinned(&ca_pem).map_err(|e| bench_failure("pin the CA", e))?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .pool_max_idle_per_host(1)
-            .build()
-            .map_err(|e| bench_failure("build the client", e))?;
+        let client = connection_client(&ca_pem)?;
         let devices = devices.clone();
         let url = url.clone();
         let connections = a.connections.max(1);

@@ -94,13 +94,7 @@ pub async fn run_director(a: crate::args::DirectorKeyArgs) -> Result<ExitCode, F
         ),
     };
     if json {
-        let value = serde_json::json!({
-            "version": set.version(),
-            "current": set.current(),
-            "keys": set.key_ids(),
-            "changed": changed,
-        });
-        println!("{value}");
+        print_set_json(&set, changed);
     } else {
         if let Some(changed) = changed {
             println!(
@@ -117,15 +111,20 @@ pub async fn run_director(a: crate::args::DirectorKeyArgs) -> Result<ExitCode, F
     Ok(ExitCode::SUCCESS)
 }
 
+/// A key set under `--json`: its version, current key, every key and what changed.
+fn print_set_json(set: &KeySet, changed: Option<&str>) {
+    let value = serde_json::json!({
+        "version": set.version(),
+        "current": set.current(),
+        "keys": set.key_ids(),
+        "changed": changed,
+    });
+    println!("{value}");
+}
+
 fn print_set(set: &KeySet, changed: Option<&str>, json: bool) {
     if json {
-        let value = serde_json::json!({
-            "version": set.version(),
-            "current": set.current(),
-            "keys": set.key_ids(),
-            "changed": changed,
-        });
-        println!("{value}");
+        print_set_json(set, changed);
         return;
     }
     if let Some(changed) = changed {

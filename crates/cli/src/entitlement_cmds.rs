@@ -63,7 +63,9 @@ pub async fn entitlement(a: EntitlementArgs) -> Result<ExitCode, Failure> {
         )
         .json(json)
     })?;
-    let data = DataDir::open(&path).await.map_err(fail)?;
+    let data = DataDir::open_with(&path, a.database.as_deref(), None)
+        .await
+        .map_err(fail)?;
     let db = &data.db;
     match a.action {
         EntitlementAction::Grant { class, version, to } => {

@@ -48,7 +48,7 @@ pub async fn run(a: ServerUserArgs) -> Result<ExitCode, Failure> {
             line.trim_end_matches(['\r', '\n']).to_owned()
         }
     };
-    let data = DataDir::open(&add.server.data)
+    let data = DataDir::open_with(&add.server.data, add.server.database.as_deref(), None)
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     data.db

@@ -6,6 +6,7 @@ mod daemon;
 pub mod doctor;
 pub mod fleet;
 pub mod intercept;
+pub mod s3;
 pub mod sim;
 #[allow(unused_imports)]
 pub use daemon::*;

@@ -1,12 +1,13 @@
 //! `ferry server personalization-key list|rotate|retire`: the key set devices trust,
 //! changed only by signing a new one into the catalog (a running server picks the new
-//! current key up within a second).
+//! current key up within a second). With `--store` the catalog is taken from the replicas'
+//! shared store first and given back after, as `ferry publish` does.
 
 use std::process::ExitCode;
 
 use ferry_personalize::{KeyId, KeySet};
-use ferry_server::keyset;
 use ferry_server::tuf::CatalogPaths;
+use ferry_server::{DataDir, ServerError, catalog_store, keyset};
 
 use crate::args::{KeyAction, PersonalizationKeyArgs};
 use crate::failure::Failure;
@@ -22,9 +23,12 @@ pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {
         )
         .json(json)
     })?;
+    let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
+    let shared = pull(&data, a.database.as_deref(), a.store.as_deref())
+        .await
+        .map_err(fail)?;
     let paths = CatalogPaths::new(&data, a.keys.as_deref());
     ferry_server::tuf::require_initialised(&paths).map_err(|e| Failure::from(e).json(json))?;
-    let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
     let (set, changed) = match a.action {
         KeyAction::List => {
             let set = keyset::published(&paths).map_err(fail)?.ok_or_else(|| {
@@ -53,8 +57,32 @@ pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {
             )
         }
     };
+    push(shared.as_ref(), changed).await.map_err(fail)?;
     print_set(&set, changed, json);
     Ok(ExitCode::SUCCESS)
+}
+
+/// With a shared store: the data directory opened on it, its catalog brought up to the
+/// store's (so the change is signed on top of the newest, not on a stale local copy).
+async fn pull(
+    data: &std::path::Path,
+    database: Option<&str>,
+    store: Option<&str>,
+) -> Result<Option<DataDir>, ServerError> {
+    let Some(store) = store else {
+        return Ok(None);
+    };
+    let data = DataDir::open_with(data, database, Some(store)).await?;
+    catalog_store::pull(&data).await?;
+    Ok(Some(data))
+}
+
+/// Gives a changed catalog back to the shared store, where every replica takes it.
+async fn push(shared: Option<&DataDir>, changed: Option<&str>) -> Result<(), ServerError> {
+    if let (Some(data), Some(_)) = (shared, changed) {
+        catalog_store::push(data).await?;
+    }
+    Ok(())
 }
 
 /// Runs one `director-key` action and prints the director key set it leaves.
@@ -68,9 +96,12 @@ pub async fn run_director(a: crate::args::DirectorKeyArgs) -> Result<ExitCode, F
         )
         .json(json)
     })?;
+    let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
+    let shared = pull(&data, a.database.as_deref(), a.store.as_deref())
+        .await
+        .map_err(fail)?;
     let paths = CatalogPaths::new(&data, a.keys.as_deref());
     ferry_server::tuf::require_initialised(&paths).map_err(|e| Failure::from(e).json(json))?;
-    let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
     let (set, changed) = match a.action {
         crate::args::DirectorKeyAction::List => {
             let set = ferry_server::director::published(&paths)
@@ -90,6 +121,7 @@ pub async fn run_director(a: crate::args::DirectorKeyArgs) -> Result<ExitCode, F
             Some("rotated"),
         ),
     };
+    push(shared.as_ref(), changed).await.map_err(fail)?;
     if json {
         let value = serde_json::json!({
             "version": set.version(),

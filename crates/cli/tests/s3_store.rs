@@ -226,4 +226,37 @@ fn releases_in_s3_install_by_delta_chunks_and_full_through_two_servers() {
     }
     let (code, _, body) = get_ranges(&second, &format!("/artifacts/{key}"), "bytes=10-19");
     assert_eq!((code, body.as_slice()), (206, &stored[10..20]));
+
+    // A personalization key rotated on the running replica's data directory with --store:
+    // the replica signs with it within seconds, the bucket's catalog names it, and a third
+    // replica given the new key file (nothing else from the second) starts signing with it.
+    let signing = |server: &Server| {
+        let (_, _, body) = get_ranges(server, "/v1/keys/personalization.pub", "bytes=0-");
+        let file: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        file["keyid"].as_str().unwrap_or_default().to_owned()
+    };
+    let before = signing(&second);
+    let rotated: serde_json::Value = serde_json::from_str(&ok(&[
+        "server",
+        "personalization-key",
+        "rotate",
+        "--json",
+        "--data",
+        s(&replica),
+        "--keys",
+        s(&offline_keys(&data)),
+        "--store",
+        &store,
+    ]))
+    .unwrap();
+    let new_key = rotated["current"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, before);
+    assert!(wait_for(10, || signing(&second) == new_key));
+    let third = tmp.path().join("replica-3");
+    replica_of(&data, &third);
+    let key_file = format!("keys-online/personalization/{new_key}.pk8");
+    assert!(!third.join(&key_file).exists());
+    std::fs::copy(replica.join(&key_file), third.join(&key_file)).unwrap();
+    let third = Server::start_with(&third, &["--store", &store]);
+    assert_eq!(signing(&third), new_key);
 }

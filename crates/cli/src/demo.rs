@@ -397,12 +397,13 @@ async fn keep_serving(data: &DataDir, url: &str) {
 }
 
 /// The demo publishes its releases and creates rollout 1, so it needs a database and a store
-/// of its own: an earlier demo's (or a real fleet's) releases, devices or catalog are
-/// refused, not mixed in or deleted. A fresh data directory's SQLite file and artifacts
+/// of its own: an earlier demo's (or a real fleet's) releases, devices, rollouts or catalog
+/// are refused, not mixed in or deleted. A fresh data directory's SQLite file and artifacts
 /// directory are always empty.
 async fn require_empty(data: &DataDir) -> Result<(), Failure> {
     let releases = data.db.releases(CLASS).await?.len();
     let devices = data.db.devices().await?.len();
+    let rollouts = data.db.rollouts().await?.len();
     let catalog = data.store.is_shared()
         && data
             .store
@@ -411,11 +412,11 @@ async fn require_empty(data: &DataDir) -> Result<(), Failure> {
                 "timestamp.json",
             ))
             .await?;
-    if releases > 0 || devices > 0 || catalog {
+    if releases > 0 || devices > 0 || rollouts > 0 || catalog {
         return Err(Failure::new(
             "DEMO_NOT_EMPTY",
             format!(
-                "the demo's database or store is in use ({releases} {CLASS} release(s), {devices} device(s), {} catalog in {})",
+                "the demo's database or store is in use ({releases} {CLASS} release(s), {devices} device(s), {rollouts} rollout(s), {} catalog in {})",
                 if catalog { "a" } else { "no" },
                 data.store.name()
             ),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use ferry_personalize::{KeyId, KeySet};
 use ferry_server::tuf::CatalogPaths;
-use ferry_server::{DataDir, ServerError, catalog_store, keyset};
+use ferry_server::{DataDir, ServerError, catalog_store, key_share, keyset};
 
 use crate::args::{KeyAction, PersonalizationKeyArgs};
 use crate::failure::Failure;
@@ -57,7 +57,9 @@ pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {
             )
         }
     };
-    push(shared.as_ref(), changed).await.map_err(fail)?;
+    push(shared.as_ref(), changed, keyset::KEYS_SUBDIR, &set)
+        .await
+        .map_err(fail)?;
     print_set(&set, changed, json);
     Ok(ExitCode::SUCCESS)
 }
@@ -77,9 +79,16 @@ async fn pull(
     Ok(Some(data))
 }
 
-/// Gives a changed catalog back to the shared store, where every replica takes it.
-async fn push(shared: Option<&DataDir>, changed: Option<&str>) -> Result<(), ServerError> {
+/// Gives a change back to the shared store, where every replica takes it: the set's current
+/// private key, sealed ([`key_share`]), then the catalog that names it.
+async fn push(
+    shared: Option<&DataDir>,
+    changed: Option<&str>,
+    kind: &str,
+    set: &KeySet,
+) -> Result<(), ServerError> {
     if let (Some(data), Some(_)) = (shared, changed) {
+        key_share::share(data, kind, &set.current().to_string()).await?;
         catalog_store::push(data).await?;
     }
     Ok(())
@@ -121,7 +130,14 @@ pub async fn run_director(a: crate::args::DirectorKeyArgs) -> Result<ExitCode, F
             Some("rotated"),
         ),
     };
-    push(shared.as_ref(), changed).await.map_err(fail)?;
+    push(
+        shared.as_ref(),
+        changed,
+        ferry_server::director::KEYS_SUBDIR,
+        &set,
+    )
+    .await
+    .map_err(fail)?;
     if json {
         let value = serde_json::json!({
             "version": set.version(),

@@ -228,8 +228,9 @@ fn releases_in_s3_install_by_delta_chunks_and_full_through_two_servers() {
     assert_eq!((code, body.as_slice()), (206, &stored[10..20]));
 
     // A personalization key rotated on the running replica's data directory with --store:
-    // the replica signs with it within seconds, the bucket's catalog names it, and a third
-    // replica given the new key file (nothing else from the second) starts signing with it.
+    // the replica signs with it within seconds, the bucket holds the new catalog and the key
+    // sealed (never served), and a third replica made before the rotation (nothing from the
+    // second) takes the key from the bucket and signs with it.
     let signing = |server: &Server| {
         let (_, _, body) = get_ranges(server, "/v1/keys/personalization.pub", "bytes=0-");
         let file: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -252,11 +253,26 @@ fn releases_in_s3_install_by_delta_chunks_and_full_through_two_servers() {
     let new_key = rotated["current"].as_str().unwrap().to_owned();
     assert_ne!(new_key, before);
     assert!(wait_for(10, || signing(&second) == new_key));
+    let sealed_key = format!("keys-sealed/personalization/{new_key}.pk8.sealed");
+    let sealed = std::fs::read(s3.object(&sealed_key)).unwrap();
+    let key_file = format!("keys-online/personalization/{new_key}.pk8");
+    let private = std::fs::read(replica.join(&key_file)).unwrap();
+    assert!(
+        !sealed.windows(16).any(|w| private.windows(16).any(|p| p == w)),
+        "the key is sealed in the bucket"
+    );
+    let (code, _, _) = get_ranges(&second, &format!("/artifacts/{sealed_key}"), "bytes=0-");
+    assert_eq!(code, 404, "the sealed keys are never served");
     let third = tmp.path().join("replica-3");
     replica_of(&data, &third);
-    let key_file = format!("keys-online/personalization/{new_key}.pk8");
     assert!(!third.join(&key_file).exists());
-    std::fs::copy(replica.join(&key_file), third.join(&key_file)).unwrap();
-    let third = Server::start_with(&third, &["--store", &store]);
-    assert_eq!(signing(&third), new_key);
+    let third_server = Server::start_with(&third, &["--store", &store]);
+    assert_eq!(signing(&third_server), new_key);
+    assert_eq!(std::fs::read(third.join(&key_file)).unwrap(), private);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(third.join(&key_file))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
 }

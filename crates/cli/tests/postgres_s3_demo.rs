@@ -98,7 +98,10 @@ fn the_demo_runs_its_whole_story_on_postgresql_and_s3() {
     // PostgreSQL, the releases and the served catalog are in the bucket.
     let data = dir.join("server");
     assert!(!data.join("ferry.db").exists(), "no SQLite file");
-    assert!(!data.join("artifacts/releases").exists(), "no local artifacts");
+    assert!(
+        !data.join("artifacts/releases").exists(),
+        "no local artifacts"
+    );
     assert_eq!(s3.find("releases/demo-vm/1.0", ".payload.zst").len(), 1);
     assert_eq!(s3.find("releases/demo-vm/2.0", ".payload.zst").len(), 1);
     assert_eq!(s3.find("releases/demo-vm/2.0", ".chunks.zst").len(), 1);
@@ -118,10 +121,8 @@ fn the_demo_runs_its_whole_story_on_postgresql_and_s3() {
     let devices: serde_json::Value =
         serde_json::from_str(&ok(&["server", "devices", "--data", s(&data), "--json"])).unwrap();
     assert_eq!(devices.as_array().map(Vec::len), Some(1), "{devices}");
-    let shown: serde_json::Value = serde_json::from_str(&ok(&[
-        "rollout", "show", "1", "--json", "--data", s(&data),
-    ]))
-    .unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&["rollout", "show", "1", "--json", "--data", s(&data)])).unwrap();
     assert_eq!(shown["wave_counts"][0]["attempts"], 1, "{shown}");
 
     // The dashboard of the server the demo keeps serving: signed in with the admin token,

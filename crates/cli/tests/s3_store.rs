@@ -258,7 +258,9 @@ fn releases_in_s3_install_by_delta_chunks_and_full_through_two_servers() {
     let key_file = format!("keys-online/personalization/{new_key}.pk8");
     let private = std::fs::read(replica.join(&key_file)).unwrap();
     assert!(
-        !sealed.windows(16).any(|w| private.windows(16).any(|p| p == w)),
+        !sealed
+            .windows(16)
+            .any(|w| private.windows(16).any(|p| p == w)),
         "the key is sealed in the bucket"
     );
     let (code, _, _) = get_ranges(&second, &format!("/artifacts/{sealed_key}"), "bytes=0-");

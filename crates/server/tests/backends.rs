@@ -188,7 +188,11 @@ async fn enrollments_at_once(under: Under) {
             failures.push(e.to_string());
         }
     }
-    assert!(failures.is_empty(), "{} failed: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
     assert_eq!(a.devices().await.unwrap().len(), 64);
 }
 

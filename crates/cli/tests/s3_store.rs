@@ -277,4 +277,32 @@ fn releases_in_s3_install_by_delta_chunks_and_full_through_two_servers() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+
+    // The director key the same way: rotated on the second, taken by a fourth at its start.
+    let rotated: serde_json::Value = serde_json::from_str(&ok(&[
+        "server",
+        "director-key",
+        "rotate",
+        "--json",
+        "--data",
+        s(&replica),
+        "--keys",
+        s(&offline_keys(&data)),
+        "--store",
+        &store,
+    ]))
+    .unwrap();
+    let director_key = rotated["current"].as_str().unwrap().to_owned();
+    assert!(
+        s3.object(&format!("keys-sealed/director/{director_key}.pk8.sealed"))
+            .exists()
+    );
+    let fourth = tmp.path().join("replica-4");
+    replica_of(&data, &fourth);
+    let _fourth_server = Server::start_with(&fourth, &["--store", &store]);
+    let director_file = fourth.join(format!("keys-online/director/{director_key}.pk8"));
+    assert_eq!(
+        std::fs::read(director_file).unwrap(),
+        std::fs::read(replica.join(format!("keys-online/director/{director_key}.pk8"))).unwrap()
+    );
 }

@@ -103,6 +103,11 @@ pub async fn fetch_missing(data: &DataDir) -> Result<usize, ServerError> {
         return Ok(0);
     }
     let paths = CatalogPaths::new(&data.path, None);
+    // No catalog yet (nothing published, or a development catalog about to be made): no set
+    // names a key.
+    if !paths.metadata.join("timestamp.json").exists() {
+        return Ok(0);
+    }
     let mut wanted = Vec::new();
     if let Some(set) = crate::keyset::published(&paths)? {
         wanted.extend(

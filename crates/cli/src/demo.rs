@@ -1,6 +1,7 @@
 //! `ferry demo`: the whole story on loopback, with generated images: a two-wave rollout
 //! of the update, the device in its first wave installing it, and the fleet and the
-//! rollout as the server sees them from the device's event reports.
+//! rollout as the server sees them from the device's event reports. With `--database` and
+//! `--store` the same story runs on PostgreSQL and S3, as a fleet of replicas would.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -40,8 +41,26 @@ pub async fn run(a: DemoArgs) -> Result<ExitCode, Failure> {
     prepare_dir(dir)?;
     println!("== ferry demo in {}", dir.display());
 
-    // 1. A server on a free loopback port.
-    let data = DataDir::open(&dir.join("server")).await?;
+    // 1. A server on a free loopback port, on the database and store asked for.
+    let data = DataDir::open_with(
+        &dir.join("server"),
+        a.database.as_deref(),
+        a.store.as_deref(),
+    )
+    .await?;
+    require_empty(&data).await?;
+    if let Some(url) = &a.database {
+        println!(
+            "== server database: {} (the commands shown below read it from FERRY_DATABASE or --database)",
+            ferry_server::db::redact_url(url)
+        );
+    }
+    if a.store.is_some() {
+        println!(
+            "== artifact and catalog store: {} (the catalog is served from it)",
+            data.store.name()
+        );
+    }
     // A development catalog: its offline keys in the data directory, which a real server
     // refuses (`ferry server init --keys DIR`).
     ferry_server::tuf::check_custody(&data.path, KeyCustody::DevInDataDir).await?;
@@ -375,6 +394,36 @@ async fn keep_serving(data: &DataDir, url: &str) {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
+}
+
+/// The demo publishes its releases and creates rollout 1, so it needs a database and a store
+/// of its own: an earlier demo's (or a real fleet's) releases, devices, rollouts or catalog
+/// are refused, not mixed in or deleted. A fresh data directory's SQLite file and artifacts
+/// directory are always empty.
+async fn require_empty(data: &DataDir) -> Result<(), Failure> {
+    let releases = data.db.releases(CLASS).await?.len();
+    let devices = data.db.devices().await?.len();
+    let rollouts = data.db.rollouts().await?.len();
+    let catalog = data.store.is_shared()
+        && data
+            .store
+            .exists(&ferry_server::catalog_store::key(
+                ferry_server::tuf::METADATA_DIR,
+                "timestamp.json",
+            ))
+            .await?;
+    if releases > 0 || devices > 0 || rollouts > 0 || catalog {
+        return Err(Failure::new(
+            "DEMO_NOT_EMPTY",
+            format!(
+                "the demo's database or store is in use ({releases} {CLASS} release(s), {devices} device(s), {rollouts} rollout(s), {} catalog in {})",
+                if catalog { "a" } else { "no" },
+                data.store.name()
+            ),
+            "give the demo an empty PostgreSQL database (createdb) and an empty bucket or prefix",
+        ));
+    }
+    Ok(())
 }
 
 fn parse_version(v: &str) -> Result<ferry_types::Version, Failure> {

@@ -1,33 +1,41 @@
 //! `ferry server personalization-key list|rotate|retire`: the key set devices trust,
 //! changed only by signing a new one into the catalog (a running server picks the new
-//! current key up within a second).
+//! current key up within a second). With `--store` the catalog is taken from the replicas'
+//! shared store first and given back after, as `ferry publish` does.
 
 use std::process::ExitCode;
 
 use ferry_personalize::{KeyId, KeySet};
-use ferry_server::keyset;
 use ferry_server::tuf::CatalogPaths;
+use ferry_server::{DataDir, ServerError, catalog_store, key_share, keyset};
 
 use crate::args::{KeyAction, PersonalizationKeyArgs};
 use crate::failure::Failure;
 
-/// The catalog of the data directory `--data` names (`command` needs it), which `ferry
-/// server init` must have made.
-fn initialised_catalog(
+/// The data directory `--data` names (`command` needs it).
+fn data_dir(
     command: &str,
     data: Option<std::path::PathBuf>,
-    keys: Option<&std::path::Path>,
     json: bool,
-) -> Result<CatalogPaths, Failure> {
-    let data = data.ok_or_else(|| {
+) -> Result<std::path::PathBuf, Failure> {
+    data.ok_or_else(|| {
         Failure::new(
             "USAGE",
             format!("ferry server {command} needs --data DIR"),
             "pass the server's data directory with --data",
         )
         .json(json)
-    })?;
-    let paths = CatalogPaths::new(&data, keys);
+    })
+}
+
+/// The catalog of `data`, which `ferry server init` must have made (pulled from the
+/// replicas' store first when there is one).
+fn initialised_catalog(
+    data: &std::path::Path,
+    keys: Option<&std::path::Path>,
+    json: bool,
+) -> Result<CatalogPaths, Failure> {
+    let paths = CatalogPaths::new(data, keys);
     ferry_server::tuf::require_initialised(&paths).map_err(|e| Failure::from(e).json(json))?;
     Ok(paths)
 }
@@ -35,8 +43,12 @@ fn initialised_catalog(
 /// Runs one `personalization-key` action and prints the key set it leaves.
 pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {
     let json = a.json;
-    let paths = initialised_catalog("personalization-key", a.data, a.keys.as_deref(), json)?;
+    let data = data_dir("personalization-key", a.data, json)?;
     let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
+    let shared = pull(&data, a.database.as_deref(), a.store.as_deref())
+        .await
+        .map_err(fail)?;
+    let paths = initialised_catalog(&data, a.keys.as_deref(), json)?;
     let (set, changed) = match a.action {
         KeyAction::List => {
             let set = keyset::published(&paths).map_err(fail)?.ok_or_else(|| {
@@ -65,15 +77,52 @@ pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {
             )
         }
     };
+    push(shared.as_ref(), changed, keyset::KEYS_SUBDIR, &set)
+        .await
+        .map_err(fail)?;
     print_set(&set, changed, json);
     Ok(ExitCode::SUCCESS)
+}
+
+/// With a shared store: the data directory opened on it, its catalog brought up to the
+/// store's (so the change is signed on top of the newest, not on a stale local copy).
+async fn pull(
+    data: &std::path::Path,
+    database: Option<&str>,
+    store: Option<&str>,
+) -> Result<Option<DataDir>, ServerError> {
+    let Some(store) = store else {
+        return Ok(None);
+    };
+    let data = DataDir::open_with(data, database, Some(store)).await?;
+    catalog_store::pull(&data).await?;
+    Ok(Some(data))
+}
+
+/// Gives a change back to the shared store, where every replica takes it: the set's current
+/// private key, sealed ([`key_share`]), then the catalog that names it.
+async fn push(
+    shared: Option<&DataDir>,
+    changed: Option<&str>,
+    kind: &str,
+    set: &KeySet,
+) -> Result<(), ServerError> {
+    if let (Some(data), Some(_)) = (shared, changed) {
+        key_share::share(data, kind, &set.current().to_string()).await?;
+        catalog_store::push(data).await?;
+    }
+    Ok(())
 }
 
 /// Runs one `director-key` action and prints the director key set it leaves.
 pub async fn run_director(a: crate::args::DirectorKeyArgs) -> Result<ExitCode, Failure> {
     let json = a.json;
-    let paths = initialised_catalog("director-key", a.data, a.keys.as_deref(), json)?;
+    let data = data_dir("director-key", a.data, json)?;
     let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
+    let shared = pull(&data, a.database.as_deref(), a.store.as_deref())
+        .await
+        .map_err(fail)?;
+    let paths = initialised_catalog(&data, a.keys.as_deref(), json)?;
     let (set, changed) = match a.action {
         crate::args::DirectorKeyAction::List => {
             let set = ferry_server::director::published(&paths)
@@ -93,6 +142,14 @@ pub async fn run_director(a: crate::args::DirectorKeyArgs) -> Result<ExitCode, F
             Some("rotated"),
         ),
     };
+    push(
+        shared.as_ref(),
+        changed,
+        ferry_server::director::KEYS_SUBDIR,
+        &set,
+    )
+    .await
+    .map_err(fail)?;
     if json {
         print_set_json(&set, changed);
     } else {

@@ -48,7 +48,7 @@ pub async fn run(a: ServerUserArgs) -> Result<ExitCode, Failure> {
             line.trim_end_matches(['\r', '\n']).to_owned()
         }
     };
-    let db = DataDir::open_database(&add.server.data, None)
+    let db = DataDir::open_database(&add.server.data, add.server.database.as_deref())
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     db.add_dashboard_user(&add.name, role, &password, add.replace)

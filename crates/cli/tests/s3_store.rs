@@ -10,117 +10,10 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
+use common::s3::{ACCESS_KEY, BUCKET, S3, SECRET_KEY};
 use common::*;
-
-const ACCESS_KEY: &str = "ferrytest";
-const SECRET_KEY: &str = "ferry-test-secret-key-0123456789";
-const BUCKET: &str = "fleet";
-
-/// Where `s3s-fs` is: `$S3S_FS`, the repository's `target/tools/bin`, or `PATH`.
-fn s3s_fs() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("S3S_FS") {
-        return Some(path.into());
-    }
-    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools/bin/s3s-fs");
-    if tools.exists() {
-        return Some(tools);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("s3s-fs"))
-            .find(|p| p.exists())
-    })
-}
-
-/// A running `s3s-fs` on a loopback port, its objects as files under `root/BUCKET/`.
-struct S3 {
-    child: Child,
-    addr: SocketAddr,
-    root: PathBuf,
-}
-
-impl S3 {
-    /// Starts it, or `None` (said loudly) when the binary is absent outside CI.
-    fn start(root: &Path) -> Option<S3> {
-        let Some(binary) = s3s_fs() else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "s3s-fs is missing under CI: .ci/run installs it into target/tools"
-            );
-            eprintln!(
-                "SKIPPED: s3s-fs is not installed (cargo install s3s-fs --version 0.14.1 \
-                 --features binary --locked --root target/tools)"
-            );
-            return None;
-        };
-        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(binary)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let s3 = S3 {
-            child,
-            addr,
-            root: root.to_owned(),
-        };
-        assert!(
-            wait_for(10, || TcpStream::connect(addr).is_ok()),
-            "s3s-fs did not listen on {addr}"
-        );
-        Some(s3)
-    }
-
-    /// The `--store` URL, with `secret` as the secret key.
-    fn url_with(&self, secret: &str) -> String {
-        format!(
-            "s3://{BUCKET}?endpoint=http://{}&region=us-east-1&access_key_id={ACCESS_KEY}&secret_access_key={secret}",
-            self.addr
-        )
-    }
-
-    fn url(&self) -> String {
-        self.url_with(SECRET_KEY)
-    }
-
-    /// The stored object `key` (s3s-fs keeps each as a file).
-    fn object(&self, key: &str) -> PathBuf {
-        self.root.join(BUCKET).join(key)
-    }
-
-    /// The keys under `prefix/` whose names end with `suffix`.
-    fn find(&self, prefix: &str, suffix: &str) -> Vec<String> {
-        let dir = self.root.join(BUCKET).join(prefix);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Vec::new();
-        };
-        entries
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(suffix))
-            .map(|n| format!("{prefix}/{n}"))
-            .collect()
-    }
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn last_install(device: &Path) -> serde_json::Value {
     let history: serde_json::Value =
@@ -333,4 +226,83 @@ fn releases_in_s3_install_by_delta_chunks_and_full_through_two_servers() {
     }
     let (code, _, body) = get_ranges(&second, &format!("/artifacts/{key}"), "bytes=10-19");
     assert_eq!((code, body.as_slice()), (206, &stored[10..20]));
+
+    // A personalization key rotated on the running replica's data directory with --store:
+    // the replica signs with it within seconds, the bucket holds the new catalog and the key
+    // sealed (never served), and a third replica made before the rotation (nothing from the
+    // second) takes the key from the bucket and signs with it.
+    let signing = |server: &Server| {
+        let (_, _, body) = get_ranges(server, "/v1/keys/personalization.pub", "bytes=0-");
+        let file: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        file["keyid"].as_str().unwrap_or_default().to_owned()
+    };
+    let before = signing(&second);
+    let rotated: serde_json::Value = serde_json::from_str(&ok(&[
+        "server",
+        "personalization-key",
+        "rotate",
+        "--json",
+        "--data",
+        s(&replica),
+        "--keys",
+        s(&offline_keys(&data)),
+        "--store",
+        &store,
+    ]))
+    .unwrap();
+    let new_key = rotated["current"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, before);
+    assert!(wait_for(10, || signing(&second) == new_key));
+    let sealed_key = format!("keys-sealed/personalization/{new_key}.pk8.sealed");
+    let sealed = std::fs::read(s3.object(&sealed_key)).unwrap();
+    let key_file = format!("keys-online/personalization/{new_key}.pk8");
+    let private = std::fs::read(replica.join(&key_file)).unwrap();
+    assert!(
+        !sealed
+            .windows(16)
+            .any(|w| private.windows(16).any(|p| p == w)),
+        "the key is sealed in the bucket"
+    );
+    let (code, _, _) = get_ranges(&second, &format!("/artifacts/{sealed_key}"), "bytes=0-");
+    assert_eq!(code, 404, "the sealed keys are never served");
+    let third = tmp.path().join("replica-3");
+    replica_of(&data, &third);
+    assert!(!third.join(&key_file).exists());
+    let third_server = Server::start_with(&third, &["--store", &store]);
+    assert_eq!(signing(&third_server), new_key);
+    assert_eq!(std::fs::read(third.join(&key_file)).unwrap(), private);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(third.join(&key_file))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // The director key the same way: rotated on the second, taken by a fourth at its start.
+    let rotated: serde_json::Value = serde_json::from_str(&ok(&[
+        "server",
+        "director-key",
+        "rotate",
+        "--json",
+        "--data",
+        s(&replica),
+        "--keys",
+        s(&offline_keys(&data)),
+        "--store",
+        &store,
+    ]))
+    .unwrap();
+    let director_key = rotated["current"].as_str().unwrap().to_owned();
+    assert!(
+        s3.object(&format!("keys-sealed/director/{director_key}.pk8.sealed"))
+            .exists()
+    );
+    let fourth = tmp.path().join("replica-4");
+    replica_of(&data, &fourth);
+    let _fourth_server = Server::start_with(&fourth, &["--store", &store]);
+    let director_file = fourth.join(format!("keys-online/director/{director_key}.pk8"));
+    assert_eq!(
+        std::fs::read(director_file).unwrap(),
+        std::fs::read(replica.join(format!("keys-online/director/{director_key}.pk8"))).unwrap()
+    );
 }

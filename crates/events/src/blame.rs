@@ -262,6 +262,7 @@ pub const BLAME: &[(&str, Blame)] = &[
     ("SERVER_SECRETS", Blame::Environment),
     ("SERVER_STORE", Blame::Environment),
     ("SERVER_UNREACHABLE", Blame::Environment),
+    ("SHARED_KEY_UNUSABLE", Blame::Environment),
     ("SHUTTING_DOWN", Blame::Environment),
     ("SLOT_TOO_SMALL", Blame::Release),
     ("SLOT_UNKNOWN", Blame::Environment),

@@ -331,6 +331,19 @@ impl Db {
         &self.pool
     }
 
+    /// Begins a transaction that reads, then writes. On SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`), so a concurrent writer makes it wait out `busy_timeout`
+    /// instead of failing with "database is locked" when a deferred read lock cannot be
+    /// upgraded; PostgreSQL's row locks and constraints need no more than `BEGIN`.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Inserts a release; a second one with the same class and version is refused.
     pub async fn insert_release(&self, r: &ReleaseRow) -> Result<(), ServerError> {
         let result = sqlx::query(

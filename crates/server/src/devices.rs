@@ -109,7 +109,7 @@ impl Db {
         identity: &Identity,
         credential_id: &str,
     ) -> Result<(), ServerError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let token_sha256 = token.sha256().to_string();
         let device_id = identity.device_id.to_string();
         let scope = sqlx::query(

@@ -161,10 +161,12 @@ impl Director {
 
     /// Keeps signing with the current key of the published director set: checks whenever
     /// the catalog's timestamp changes (every second), forever (the server spawns this).
-    /// A set it cannot use is logged and the old key kept.
+    /// A set it cannot use is logged once and the old key kept, and checked again every
+    /// second, so a key copied to a replica after the set reached it is taken up.
     pub async fn keep_current(self, paths: CatalogPaths) {
         let mut ticker = tokio::time::interval(crate::keyset::KEY_SET_CHECK_INTERVAL);
         let mut seen_timestamp = None;
+        let mut reported = None;
         loop {
             ticker.tick().await;
             let timestamp = tokio::fs::read(paths.metadata.join("timestamp.json"))
@@ -173,7 +175,6 @@ impl Director {
             if timestamp.is_none() || timestamp == seen_timestamp {
                 continue;
             }
-            seen_timestamp = timestamp;
             let current = self.signer().map(|s| s.key_id());
             let next = published(&paths).and_then(|set| match set {
                 Some(set) if Some(set.current()) != current => signer(&paths, &set).map(Some),
@@ -186,10 +187,14 @@ impl Director {
                         .signer
                         .write()
                         .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(next));
+                    seen_timestamp = timestamp;
                 }
-                Ok(None) => {}
+                Ok(None) => seen_timestamp = timestamp,
                 Err(error) => {
-                    tracing::error!(%error, "the published director key set is unusable; still signing with the previous key");
+                    if reported != timestamp {
+                        tracing::error!(%error, "the published director key set is unusable; still signing with the previous key");
+                        reported = timestamp;
+                    }
                 }
             }
         }

@@ -153,6 +153,14 @@ pub enum ServerError {
         /// What is wrong.
         cause: String,
     },
+    /// A rotated online key in the shared store cannot be opened by this replica.
+    #[error("the shared online key {key} is not usable: {cause}")]
+    SharedKeyUnusable {
+        /// Its store key.
+        key: String,
+        /// What is wrong.
+        cause: String,
+    },
     /// The data directory has no catalog, and this command does not make one.
     #[error("{} holds no catalog (TUF repository)", metadata.display())]
     CatalogMissing {
@@ -227,6 +235,7 @@ impl Diagnose for ServerError {
             ServerError::Secrets { .. } => "SERVER_SECRETS",
             ServerError::KeySet(e) => e.code(),
             ServerError::KeySetUnusable { .. } => "KEYSET_UNUSABLE",
+            ServerError::SharedKeyUnusable { .. } => "SHARED_KEY_UNUSABLE",
             ServerError::CatalogMissing { .. } => "CATALOG_MISSING",
             ServerError::OfflineKeysOnServer { .. } => "OFFLINE_KEYS_ON_SERVER",
             ServerError::Report(e) => e.code(),
@@ -298,6 +307,9 @@ impl Diagnose for ServerError {
             }
             ServerError::KeySetUnusable { .. } => {
                 "Restore DATA/keys-online/personalization/ and DATA/tuf/targets/ from backup, or publish a new key with `ferry server personalization-key rotate --data DIR --keys OFFLINE_KEYS`".into()
+            }
+            ServerError::SharedKeyUnusable { .. } => {
+                "Copy DATA/keys-online/credential.pk8 from the replica that rotated the key (every replica must share it), or copy the key file itself from its DATA/keys-online/".into()
             }
             ServerError::CatalogMissing { .. } => {
                 "Create the catalog with `ferry server init --data DIR --keys OFFLINE_DIR` (OFFLINE_DIR on a machine or medium the server cannot reach), or start a development server with `ferry server --dev-keys`".into()
@@ -467,6 +479,10 @@ mod tests {
             },
             ServerError::Secrets { cause: "c".into() },
             ServerError::KeySetUnusable { cause: "c".into() },
+            ServerError::SharedKeyUnusable {
+                key: "k".into(),
+                cause: "c".into(),
+            },
             ServerError::CatalogMissing {
                 metadata: "d/tuf/metadata".into(),
             },

@@ -164,10 +164,13 @@ pub async fn retire(paths: &CatalogPaths, key_id: KeyId) -> Result<KeySet, Serve
 
 /// Keeps `service` signing with the current key of the published set: checks whenever the
 /// catalog's timestamp changes (every [`KEY_SET_CHECK_INTERVAL`]), forever (the server
-/// spawns this as a task). A set it cannot use is logged and the old key kept.
+/// spawns this as a task). A set it cannot use is logged once and the old key kept, and
+/// checked again every interval: a replica that got the set from the shared store before
+/// its private key was copied to it takes the key up within an interval of its arrival.
 pub async fn keep_signer_current(service: Service, paths: CatalogPaths) {
     let mut ticker = tokio::time::interval(KEY_SET_CHECK_INTERVAL);
     let mut seen_timestamp = None;
+    let mut reported = None;
     loop {
         ticker.tick().await;
         let timestamp = tokio::fs::read(paths.metadata.join("timestamp.json"))
@@ -176,7 +179,6 @@ pub async fn keep_signer_current(service: Service, paths: CatalogPaths) {
         if timestamp.is_none() || timestamp == seen_timestamp {
             continue;
         }
-        seen_timestamp = timestamp;
         let current = service.signing_key_id();
         let next = published(&paths).and_then(|set| match set {
             Some(set) if set.current() != current => signer(&paths, &set).map(Some),
@@ -186,10 +188,14 @@ pub async fn keep_signer_current(service: Service, paths: CatalogPaths) {
             Ok(Some(signer)) => {
                 tracing::info!(from = %current, to = %signer.key_id(), "now signing tickets with the rotated personalization key");
                 service.set_signer(signer);
+                seen_timestamp = timestamp;
             }
-            Ok(None) => {}
+            Ok(None) => seen_timestamp = timestamp,
             Err(error) => {
-                tracing::error!(%error, "the published personalization key set is unusable; still signing with the previous key");
+                if reported != timestamp {
+                    tracing::error!(%error, "the published personalization key set is unusable; still signing with the previous key");
+                    reported = timestamp;
+                }
             }
         }
     }
@@ -284,5 +290,42 @@ mod tests {
         std::fs::write(&file, bytes).unwrap();
         let error = published(&paths).unwrap_err();
         assert_eq!(ferry_types::Diagnose::code(&error), "KEYSET_UNUSABLE");
+    }
+
+    /// A replica that gets a rotated set (from the shared store) before its private key:
+    /// it keeps signing with the old key, then takes the new one up once the key is copied,
+    /// with no change to the catalog in between.
+    #[tokio::test]
+    async fn a_key_copied_after_its_set_arrived_is_taken_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = CatalogPaths::new(tmp.path(), None);
+        crate::tuf::init(&paths).await.unwrap();
+        let first = published(&paths).unwrap().unwrap();
+        let data = crate::DataDir::open(tmp.path()).await.unwrap();
+        let secrets = crate::Secrets::load_or_create(tmp.path(), None).unwrap();
+        let service = Service::new(
+            data,
+            signer(&paths, &first).unwrap(),
+            secrets.credential_signer.clone(),
+            secrets.admin_token.clone(),
+            Default::default(),
+        );
+        let rotated = rotate(&paths).await.unwrap();
+        let key = key_path(&paths, rotated.current());
+        let elsewhere = tmp.path().join("copied-later.pk8");
+        std::fs::rename(&key, &elsewhere).unwrap();
+        let task = tokio::spawn(keep_signer_current(service.clone(), paths.clone()));
+        tokio::time::sleep(KEY_SET_CHECK_INTERVAL * 2).await;
+        assert_eq!(service.signing_key_id(), first.current());
+        std::fs::rename(&elsewhere, &key).unwrap();
+        let deadline = std::time::Instant::now() + KEY_SET_CHECK_INTERVAL * 3;
+        while service.signing_key_id() != rotated.current() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the copied key was not taken up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        task.abort();
     }
 }

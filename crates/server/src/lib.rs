@@ -47,6 +47,7 @@ pub mod enroll;
 mod error;
 pub mod events;
 pub mod fleet;
+pub mod key_share;
 pub mod keyset;
 pub mod leader;
 pub mod metrics;
@@ -177,6 +178,9 @@ impl Https {
     ) -> Result<Https, ServerError> {
         // A replica on a shared store starts from the catalog the others signed.
         catalog_store::pull(&data).await?;
+        if let Err(error) = key_share::fetch_missing(&data).await {
+            tracing::error!(code = error.code(), %error, "could not take a rotated online key from the shared store");
+        }
         tuf::check_custody(&data.path, custody).await?;
         let secrets = Secrets::load_or_create(&data.path, listen)?;
         let catalog = tuf::CatalogPaths::new(&data.path, None);

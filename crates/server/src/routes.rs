@@ -72,9 +72,11 @@ async fn artifact(
     Path(key): Path<String>,
     range: Option<TypedHeader<Range>>,
 ) -> Result<Response, ServerError> {
+    // The sealed online keys share the bucket but are never served.
     if key
         .split('/')
         .any(|part| part.is_empty() || part == "." || part == "..")
+        || key.split('/').next() == Some(crate::key_share::PREFIX)
     {
         return Err(ServerError::NotFound(format!("artifact {key:?}")));
     }

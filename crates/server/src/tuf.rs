@@ -211,6 +211,11 @@ pub async fn keep_timestamp_fresh(data: crate::DataDir, leader: crate::leader::L
             tracing::error!(%error, "could not read the catalog from the shared store");
             continue;
         }
+        // A key rotated on another replica: its private key, sealed, from the store (the
+        // signers take it up within a second).
+        if let Err(error) = crate::key_share::fetch_missing(&data).await {
+            tracing::error!(code = ferry_types::Diagnose::code(&error), %error, "could not take a rotated online key from the shared store");
+        }
         if !leader.is_leader() {
             continue;
         }

@@ -104,6 +104,7 @@ macro_rules! on_both {
 }
 
 on_both!(enrollment_token_spent_once, token_spent_once);
+on_both!(concurrent_enrollments_all_succeed, enrollments_at_once);
 on_both!(nonce_signed_once, nonces_once);
 on_both!(event_reports_stored_once, events_once);
 on_both!(rollout_halts_once, rollout_halt);
@@ -144,6 +145,41 @@ async fn token_spent_once(under: Under) {
         );
     }
     assert_eq!(a.devices().await.unwrap().len(), 21);
+}
+
+/// Sixty-four devices enroll at once through two pools on one database (on SQLite, two
+/// servers' worth of connections on one file): every enrollment waits its turn for the
+/// writer rather than failing with "database is locked".
+async fn enrollments_at_once(under: Under) {
+    let (a, b) = (under.replica().await, under.replica().await);
+    let mut tokens = Vec::new();
+    for _ in 0..64 {
+        tokens.push(
+            a.create_enrollment_token(&TokenScope::default())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, token) in tokens.into_iter().enumerate() {
+        let db = if n % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.spawn(async move {
+            db.enroll(&token, &identity(1000 + n as u64, "vm"), "cred")
+                .await
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done.unwrap() {
+            failures.push(e.to_string());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(a.devices().await.unwrap().len(), 64);
 }
 
 /// Two replicas, each with its own nonce writer, record the same 400 nonces at once (and

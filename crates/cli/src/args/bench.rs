@@ -178,4 +178,13 @@ pub struct DemoArgs {
     /// address and how to sign in.
     #[arg(long)]
     pub keep_serving: bool,
+    /// The demo server's database: an empty PostgreSQL database `postgres://USER:PASSWORD@HOST:PORT/DB`
+    /// (or FERRY_DATABASE); default a SQLite file in the demo directory.
+    #[arg(long, env = "FERRY_DATABASE")]
+    pub database: Option<String>,
+    /// Where the demo server keeps artifacts and the served catalog: an empty bucket
+    /// `s3://BUCKET[/PREFIX]?endpoint=URL&region=R` (or FERRY_STORE); default a directory in
+    /// the demo directory.
+    #[arg(long, env = "FERRY_STORE")]
+    pub store: Option<String>,
 }

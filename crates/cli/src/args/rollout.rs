@@ -104,6 +104,10 @@ pub struct EntitlementArgs {
     /// Server data directory.
     #[arg(long, global = true)]
     pub data: Option<PathBuf>,
+    /// The server database: `postgres://USER:PASSWORD@HOST:PORT/DB` (or FERRY_DATABASE) or
+    /// `sqlite://PATH`; default DATA/ferry.db.
+    #[arg(long, global = true, env = "FERRY_DATABASE")]
+    pub database: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,

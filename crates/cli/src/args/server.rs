@@ -184,6 +184,14 @@ pub struct PersonalizationKeyArgs {
     /// DATA/keys-offline); rotate and retire need it.
     #[arg(long, global = true)]
     pub keys: Option<PathBuf>,
+    /// The replicas' shared store (`s3://…`, or FERRY_STORE): the catalog is taken from it
+    /// before the change and given back after, so every replica serves the new set (each
+    /// still needs the new private key file copied into its DATA/keys-online/).
+    #[arg(long, global = true, env = "FERRY_STORE")]
+    pub store: Option<String>,
+    /// The server database (`postgres://…`, or FERRY_DATABASE), opened with `--store`.
+    #[arg(long, global = true, env = "FERRY_DATABASE")]
+    pub database: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -201,6 +209,14 @@ pub struct DirectorKeyArgs {
     /// DATA/keys-offline); rotate needs it.
     #[arg(long, global = true)]
     pub keys: Option<PathBuf>,
+    /// The replicas' shared store (`s3://…`, or FERRY_STORE): the catalog is taken from it
+    /// before the change and given back after, so every replica serves the new set (each
+    /// still needs the new private key file copied into its DATA/keys-online/).
+    #[arg(long, global = true, env = "FERRY_STORE")]
+    pub store: Option<String>,
+    /// The server database (`postgres://…`, or FERRY_DATABASE), opened with `--store`.
+    #[arg(long, global = true, env = "FERRY_DATABASE")]
+    pub database: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,

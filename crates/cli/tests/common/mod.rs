@@ -6,6 +6,7 @@ mod daemon;
 pub mod doctor;
 pub mod fleet;
 pub mod intercept;
+pub mod s3;
 pub mod sim;
 #[allow(unused_imports)]
 pub use daemon::*;
@@ -25,7 +26,21 @@ pub fn ferry() -> Command {
         Some(url) => c.env("FERRY_DATABASE", url),
         None => c.env_remove("FERRY_DATABASE"),
     };
+    match STORE.with(|store| store.borrow().clone()) {
+        Some(url) => c.env("FERRY_STORE", url),
+        None => c.env_remove("FERRY_STORE"),
+    };
     c
+}
+
+thread_local! {
+    static STORE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes every later `ferry` command of this test (its thread) keep artifacts and the served
+/// catalog in the store at `url` (FERRY_STORE: `ferry server` and `ferry publish` read it).
+pub fn use_store(url: String) {
+    STORE.with(|store| *store.borrow_mut() = Some(url));
 }
 
 #[path = "../../../server/tests/support/postgres.rs"]

@@ -22,7 +22,7 @@ impl Db {
         batches: &[EventBatch],
     ) -> Result<(Vec<BatchAck>, Vec<EventReport>), ServerError> {
         let received_ms = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         if self.backend() == Backend::Postgres {
             // Replicas ingest at once: each device's state is read, folded and written back
             // under a per-device transaction lock (taken in one order, so two ingests never
@@ -122,7 +122,7 @@ impl Db {
     /// `now_ms - after_ms`; returns how many became silent. One statement: whichever
     /// replica runs it, each device is marked once.
     pub async fn mark_silent(&self, now_ms: i64, after_ms: i64) -> Result<u64, ServerError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let silent: Vec<(String, String, Option<String>)> = sqlx::query_as(
             "UPDATE device_state SET silent_since_ms = $1
              WHERE status = 'updating' AND silent_since_ms IS NULL AND last_report_ms < $2

@@ -298,7 +298,7 @@ impl Db {
             }
             .into());
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let existing: Option<i64> =
             sqlx::query_scalar("SELECT id FROM rollouts WHERE class = $1 AND version = $2")
                 .bind(class.as_str())
@@ -394,7 +394,7 @@ impl Db {
     /// an operator and the halt rule) racing change the state once.
     pub async fn act_on_rollout(&self, id: i64, action: Action) -> Result<Rollout, ServerError> {
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let sql = match action {
             Action::Pause => {
                 "UPDATE rollouts SET state = 'paused', held_since_ms = $1, changed_ms = $1

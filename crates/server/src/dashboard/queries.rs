@@ -143,6 +143,19 @@ impl Db {
         Ok(paged(rows, page))
     }
 
+    /// The class an enrolled device enrolled with.
+    pub async fn dashboard_device_class(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<String>, ServerError> {
+        Ok(
+            sqlx::query_scalar("SELECT device_class FROM devices WHERE device_id = $1")
+                .bind(device_id)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
     /// One device's reports, newest first, one page.
     pub async fn dashboard_timeline(
         &self,

@@ -1,5 +1,6 @@
 //! `ferry server user add NAME --role viewer|operator`: dashboard users, written to the
-//! data directory's database (the password from standard input or --password-file).
+//! server's database (--database, or the data directory's; the password from standard
+//! input or --password-file).
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -48,7 +49,7 @@ pub async fn run(a: ServerUserArgs) -> Result<ExitCode, Failure> {
             line.trim_end_matches(['\r', '\n']).to_owned()
         }
     };
-    let data = DataDir::open(&add.server.data)
+    let data = DataDir::open_with(&add.server.data, add.server.database.as_deref(), None)
         .await
         .map_err(|e| Failure::from(e).json(json))?;
     data.db

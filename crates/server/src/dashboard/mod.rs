@@ -12,6 +12,7 @@ pub mod auth;
 pub mod charts;
 mod device_page;
 mod grants;
+pub mod hourly;
 pub mod live;
 mod pages;
 pub mod queries;

@@ -333,24 +333,6 @@ impl Db {
             .collect()
     }
 
-    /// Outcomes per hour (hour number since the epoch, event, count) since `since_ms`.
-    pub async fn dashboard_outcomes_per_hour(
-        &self,
-        since_ms: i64,
-    ) -> Result<Vec<(i64, String, i64)>, ServerError> {
-        let rows = sqlx::query(
-            "SELECT received_ms / 3600000 AS hour, event, COUNT(*) AS n FROM event_reports
-             WHERE received_ms >= $1 AND event IN ('installed', 'failed', 'committed', 'rolled_back')
-             GROUP BY hour, event ORDER BY hour",
-        )
-        .bind(since_ms)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("hour")?, r.try_get("event")?, r.try_get("n")?)))
-            .collect()
-    }
-
     /// Mean seconds per phase by class over installed updates since `since_ms`.
     pub async fn dashboard_phase_means(
         &self,

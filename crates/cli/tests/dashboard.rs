@@ -180,8 +180,9 @@ fn add_user(
     child.wait_with_output().unwrap()
 }
 
-#[test]
-fn dashboard_needs_a_session_csrf_and_the_operator_role_and_pushes_reports_live() {
+/// A server with releases 1.0 and 2.0 of class `vm`: its temp dir, data directory,
+/// process and a client.
+fn server_with_two_releases() -> (tempfile::TempDir, std::path::PathBuf, Server, Api) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("server");
     let (v1, v2) = (tmp.path().join("v1.img"), tmp.path().join("v2.img"));
@@ -191,6 +192,12 @@ fn dashboard_needs_a_session_csrf_and_the_operator_role_and_pushes_reports_live(
     publish(&data, &v2, "2.0");
     let server = Server::start(&data);
     let api = Api::new(&server.url(), &data);
+    (tmp, data, server, api)
+}
+
+#[test]
+fn dashboard_needs_a_session_csrf_and_the_operator_role_and_pushes_reports_live() {
+    let (_tmp, data, _server, api) = server_with_two_releases();
 
     // Users: a short password and a taken name are refused with their codes.
     let out = add_user(&data, "vera", "viewer", "short");
@@ -543,15 +550,7 @@ fn decided(api: &Api, sim: &Sim, version: &str) -> String {
 
 #[test]
 fn an_operator_revokes_an_entitlement_and_the_device_loses_the_release() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let (v1, v2) = (tmp.path().join("v1.img"), tmp.path().join("v2.img"));
-    make_image(&v1, 1, 1);
-    make_image(&v2, 2, 1);
-    publish(&data, &v1, "1.0");
-    publish(&data, &v2, "2.0");
-    let server = Server::start(&data);
-    let api = Api::new(&server.url(), &data);
+    let (_tmp, data, _server, api) = server_with_two_releases();
     assert!(
         add_user(&data, "vera", "viewer", "vera-password")
             .status

@@ -4,11 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use ferry_events::EventReport;
-use sqlx::Row;
-
 use crate::ServerError;
 use crate::db::{Conn, Db};
+use ferry_events::EventReport;
 
 /// The events the chart counts.
 pub const OUTCOMES: [&str; 4] = ["installed", "committed", "failed", "rolled_back"];
@@ -52,14 +50,11 @@ impl Db {
         &self,
         since_ms: i64,
     ) -> Result<Vec<(i64, String, i64)>, ServerError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT hour, event, n FROM dashboard_hourly WHERE hour >= $1 ORDER BY hour, event",
         )
         .bind(since_ms / HOUR_MS)
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("hour")?, r.try_get("event")?, r.try_get("n")?)))
-            .collect()
+        .await?)
     }
 }

@@ -289,7 +289,7 @@ impl Db {
         wave: u32,
         limit: i64,
     ) -> Result<Vec<(String, Option<String>)>, ServerError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT device_id, failure FROM rollout_devices
              WHERE rollout_id = $1 AND epoch = $2 AND wave = $3 ORDER BY device_id LIMIT $4",
         )
@@ -298,10 +298,7 @@ impl Db {
         .bind(i64::from(wave))
         .bind(limit)
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("device_id")?, r.try_get("failure")?)))
-            .collect()
+        .await?)
     }
 
     /// Devices of the class whose update targets `version`, by the furthest step reached
@@ -338,22 +335,13 @@ impl Db {
         &self,
         since_ms: i64,
     ) -> Result<Vec<(String, String, f64)>, ServerError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT device_class, phase, AVG(secs) AS secs FROM phase_samples
              WHERE received_ms >= $1 GROUP BY device_class, phase ORDER BY device_class, phase",
         )
         .bind(since_ms)
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("device_class")?,
-                    r.try_get("phase")?,
-                    r.try_get("secs")?,
-                ))
-            })
-            .collect()
+        .await?)
     }
 
     /// A rollout's attempts of the current epoch: (attempted, failed at), oldest first.
@@ -362,16 +350,13 @@ impl Db {
         rollout_id: i64,
         epoch: i64,
     ) -> Result<Vec<(i64, Option<i64>)>, ServerError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT attempted_ms, failed_ms FROM rollout_devices
              WHERE rollout_id = $1 AND epoch = $2 ORDER BY attempted_ms",
         )
         .bind(rollout_id)
         .bind(epoch)
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("attempted_ms")?, r.try_get("failed_ms")?)))
-            .collect()
+        .await?)
     }
 }

@@ -668,4 +668,14 @@ fn an_operator_revokes_an_entitlement_and_the_device_loses_the_release() {
         (a.status, code_of(&a).as_str()),
         (409, "ROLLOUT_ENTITLEMENT_REVOKED")
     );
+    let a = post(
+        &api,
+        "/dashboard/entitlements/999/revoke",
+        Some(&operator),
+        &[("csrf", &csrf(&page))],
+    );
+    assert_eq!(
+        (a.status, code_of(&a).as_str()),
+        (404, "ROLLOUT_ENTITLEMENT_NOT_FOUND")
+    );
 }

@@ -123,7 +123,10 @@ pub(super) fn error_box(e: &dyn Diagnose) -> Markup {
 pub(super) fn error_page(e: ServerError, session: Option<&Session>) -> Response {
     let status = match &e {
         ServerError::Dashboard(d) => d.status(),
-        ServerError::Rollout(crate::rollouts::RolloutError::NotFound { .. })
+        ServerError::Rollout(
+            crate::rollouts::RolloutError::NotFound { .. }
+            | crate::rollouts::RolloutError::EntitlementNotFound { .. },
+        )
         | ServerError::NotFound(_) => StatusCode::NOT_FOUND,
         ServerError::Rollout(_) => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -393,6 +393,12 @@ fn browser_signs_in_sees_the_demo_watches_progress_halts_and_refuses_a_viewer() 
         assert!(revoked.contains("NOT_ENTITLED"), "{revoked}");
         assert_eq!(sync(|| ticket(&api, moving, &v2)), "NOT_ENTITLED");
         assert_eq!(sync(|| ticket(&api, &sims[0], &v2)), "ROLLOUT_HALTED");
+        c.execute(
+            "document.getElementById('entitlements').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
         shot(&c, &shots, "device-revoked").await;
 
         // Sign out; a viewer signs in and is refused the resume button.

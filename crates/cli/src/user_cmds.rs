@@ -1,5 +1,6 @@
 //! `ferry server user add NAME --role viewer|operator`: dashboard users, written to the
-//! data directory's database (the password from standard input or --password-file).
+//! server's database (--database, or the data directory's; the password from standard
+//! input or --password-file).
 
 use std::io::BufRead;
 use std::process::ExitCode;

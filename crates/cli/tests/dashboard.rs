@@ -19,8 +19,19 @@ use futures_util::StreamExt;
 struct Answer {
     status: u16,
     location: Option<String>,
-    set_cookie: Option<String>,
+    /// Every `Set-Cookie`.
+    set_cookie: Vec<String>,
     body: String,
+}
+
+impl Answer {
+    /// The `Set-Cookie` of cookie `name`, if one was set.
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.set_cookie
+            .iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .map(String::as_str)
+    }
 }
 
 async fn answer(r: reqwest::Response) -> Answer {
@@ -30,7 +41,13 @@ async fn answer(r: reqwest::Response) -> Answer {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let (location, set_cookie) = (header("location"), header("set-cookie"));
+    let location = header("location");
+    let set_cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
     Answer {
         status: r.status().as_u16(),
         location,
@@ -80,14 +97,41 @@ fn percent_encode(v: &str) -> String {
         .collect()
 }
 
-/// Signs in; the `Cookie` header value of the session.
-fn sign_in(api: &Api, form: &[(&str, &str)]) -> String {
-    let a = post(api, "/dashboard/login", None, form);
-    assert_eq!(a.status, 303, "{}", a.body);
-    let set = a.set_cookie.expect("a session cookie");
+/// The sign-in page's pre-session cookie (as a `Cookie` header value) and the token its
+/// form carries.
+fn login_form(api: &Api) -> (String, String) {
+    let page = get(api, "/dashboard/login", None);
+    assert_eq!(page.status, 200);
+    let set = page
+        .cookie("__Host-ferry_login")
+        .expect("a sign-in form cookie");
     for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
         assert!(set.contains(attribute), "{set} lacks {attribute}");
     }
+    (set.split(';').next().unwrap().to_owned(), csrf(&page.body))
+}
+
+/// Posts the sign-in form `form` as a browser would after loading the sign-in page.
+fn post_login(api: &Api, form: &[(&str, &str)]) -> Answer {
+    let (cookie, token) = login_form(api);
+    let mut form = form.to_vec();
+    form.push(("csrf", &token));
+    post(api, "/dashboard/login", Some(&cookie), &form)
+}
+
+/// Signs in; the `Cookie` header value of the session.
+fn sign_in(api: &Api, form: &[(&str, &str)]) -> String {
+    let a = post_login(api, form);
+    assert_eq!(a.status, 303, "{}", a.body);
+    let set = a.cookie("ferry_session").expect("a session cookie");
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attribute), "{set} lacks {attribute}");
+    }
+    assert!(
+        a.cookie("__Host-ferry_login")
+            .is_some_and(|c| c.contains("Max-Age=0")),
+        "signing in ends the sign-in form's cookie"
+    );
     set.split(';').next().unwrap().to_owned()
 }
 
@@ -136,8 +180,9 @@ fn add_user(
     child.wait_with_output().unwrap()
 }
 
-#[test]
-fn dashboard_needs_a_session_csrf_and_the_operator_role_and_pushes_reports_live() {
+/// A server with releases 1.0 and 2.0 of class `vm`: its temp dir, data directory,
+/// process and a client.
+fn server_with_two_releases() -> (tempfile::TempDir, std::path::PathBuf, Server, Api) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("server");
     let (v1, v2) = (tmp.path().join("v1.img"), tmp.path().join("v2.img"));
@@ -147,6 +192,12 @@ fn dashboard_needs_a_session_csrf_and_the_operator_role_and_pushes_reports_live(
     publish(&data, &v2, "2.0");
     let server = Server::start(&data);
     let api = Api::at(&server.url(), &data);
+    (tmp, data, server, api)
+}
+
+#[test]
+fn dashboard_needs_a_session_csrf_and_the_operator_role_and_pushes_reports_live() {
+    let (_tmp, data, _server, api) = server_with_two_releases();
 
     // Users: a short password and a taken name are refused with their codes.
     let out = add_user(&data, "vera", "viewer", "short");
@@ -251,12 +302,36 @@ fn dashboard_needs_a_session_csrf_and_the_operator_role_and_pushes_reports_live(
         vec![("user", "nobody"), ("password", "whatever-it-is")],
         vec![("token", "not-the-token")],
     ] {
-        let a = post(&api, "/dashboard/login", None, &form);
+        let a = post_login(&api, &form);
         assert_eq!(
             (a.status, code_of(&a).as_str()),
             (401, "DASHBOARD_SIGN_IN_FAILED")
         );
-        assert!(a.set_cookie.is_none());
+        assert!(a.cookie("ferry_session").is_none());
+    }
+    // A forged sign-in (another site's form: no sign-in cookie, or a token that is not
+    // the cookie's) is refused even with the right token, and signs no one in.
+    let (form_cookie, form_token) = login_form(&api);
+    let (_, other_token) = login_form(&api);
+    let admin = api.admin.clone();
+    for (cookie, token) in [
+        (None, ""),
+        (None, form_token.as_str()),
+        (Some(form_cookie.as_str()), ""),
+        (Some(form_cookie.as_str()), other_token.as_str()),
+    ] {
+        let a = post(
+            &api,
+            "/dashboard/login",
+            cookie,
+            &[("token", &admin), ("csrf", token)],
+        );
+        assert_eq!(
+            (a.status, code_of(&a).as_str()),
+            (403, "DASHBOARD_CSRF_INVALID"),
+            "{cookie:?} {token}"
+        );
+        assert!(a.cookie("ferry_session").is_none());
     }
     // A made-up cookie is no session.
     let a = get(&api, "/", Some("ferry_session=00ff"));
@@ -441,8 +516,8 @@ fn dashboard_needs_a_session_csrf_and_the_operator_role_and_pushes_reports_live(
         "{page}"
     );
     assert!(
-        page.contains("<td>halt</td><td>operator</td>"),
-        "the halt is listed: {page}"
+        page.contains("<td>halt</td><td>admin</td>"),
+        "the halt is listed with who did it: {page}"
     );
     assert!(page.contains(r#"id="resume-button""#), "{page}");
 
@@ -455,4 +530,152 @@ fn dashboard_needs_a_session_csrf_and_the_operator_role_and_pushes_reports_live(
     );
     assert_eq!(a.status, 303);
     assert_eq!(get(&api, "/", Some(&operator)).status, 303);
+}
+
+/// The state the director's signed decision gives release `version` for `sim` (what its
+/// next scan sees).
+fn decided(api: &Api, sim: &Sim, version: &str) -> String {
+    let (status, signed) = api.call("/v1/decision", &sim.credential, None);
+    assert_eq!(status, 200, "{signed}");
+    let decision: serde_json::Value =
+        serde_json::from_str(signed["decision"].as_str().unwrap()).unwrap();
+    decision["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == version)
+        .map(|r| r["state"].as_str().unwrap_or("?").to_owned())
+        .unwrap_or_else(|| format!("no release {version}: {decision}"))
+}
+
+#[test]
+fn an_operator_revokes_an_entitlement_and_the_device_loses_the_release() {
+    let (_tmp, data, _server, api) = server_with_two_releases();
+    assert!(
+        add_user(&data, "vera", "viewer", "vera-password")
+            .status
+            .success()
+    );
+    let sims = enroll(&api, "vm", 0x5200_0000_0000_0001, 2);
+    let device = sims[0].id().to_string();
+    let (status, r) = api.admin(
+        "/v1/admin/rollouts",
+        Some(serde_json::json!({ "class": "vm", "version": "2.0" })),
+    );
+    assert_eq!(status, 200, "{r}");
+    let rollout = r["id"].as_i64().unwrap();
+    let (status, grant) = api.admin(
+        "/v1/admin/entitlements",
+        Some(serde_json::json!({ "class": "vm", "version": "2.0", "to": format!("device:{device}") })),
+    );
+    assert_eq!(status, 200, "{grant}");
+    let grant = grant["id"].as_i64().unwrap();
+    let v2 = published(&api, "vm", "2.0");
+    assert_eq!(ticket(&api, &sims[0], &v2), "TICKET");
+    assert_eq!(ticket(&api, &sims[1], &v2), "NOT_ENTITLED");
+    let before = decided(&api, &sims[0], "2.0");
+    assert_ne!(before, "not_entitled");
+    let revoke = format!("/dashboard/entitlements/{grant}/revoke");
+    let device_page = format!("/dashboard/devices/{device}");
+
+    // Without a session: 401.
+    let a = post(&api, &revoke, None, &[("csrf", "x")]);
+    assert_eq!(
+        (a.status, code_of(&a).as_str()),
+        (401, "DASHBOARD_NOT_SIGNED_IN")
+    );
+
+    // A viewer sees the grant on the device's page, without the button, and is refused
+    // the revoke even with the right CSRF token.
+    let viewer = sign_in(&api, &[("user", "vera"), ("password", "vera-password")]);
+    let page = get(&api, &device_page, Some(&viewer)).body;
+    assert!(
+        page.contains(&format!(r#"data-entitlement="{grant}""#)),
+        "{page}"
+    );
+    assert!(!page.contains(&format!(r#"id="revoke-{grant}""#)), "{page}");
+    let a = post(
+        &api,
+        &revoke,
+        Some(&viewer),
+        &[("csrf", &csrf(&page)), ("back", &device_page)],
+    );
+    assert_eq!(
+        (a.status, code_of(&a).as_str()),
+        (403, "DASHBOARD_NOT_OPERATOR")
+    );
+
+    // The operator sees the button on the device's and the rollout's pages; a form
+    // without the session's token is refused.
+    let operator = sign_in(&api, &[("token", &api.admin)]);
+    let shown = get(
+        &api,
+        &format!("/dashboard/rollouts/{rollout}"),
+        Some(&operator),
+    )
+    .body;
+    assert!(
+        shown.contains(&format!(r#"id="revoke-{grant}""#)),
+        "{shown}"
+    );
+    let page = get(&api, &device_page, Some(&operator)).body;
+    assert!(page.contains(&format!(r#"id="revoke-{grant}""#)), "{page}");
+    for forged in [vec![], vec![("csrf", "")], vec![("csrf", "00ff")]] {
+        let a = post(&api, &revoke, Some(&operator), &forged);
+        assert_eq!(
+            (a.status, code_of(&a).as_str()),
+            (403, "DASHBOARD_CSRF_INVALID"),
+            "{forged:?}"
+        );
+    }
+    assert_eq!(
+        ticket(&api, &sims[0], &v2),
+        "TICKET",
+        "refused revokes changed nothing"
+    );
+    assert_eq!(decided(&api, &sims[0], "2.0"), before);
+
+    // The revoke: back to the device's page, which shows the grant revoked; the device's
+    // next scan gets no offer and its ticket is refused.
+    let a = post(
+        &api,
+        &revoke,
+        Some(&operator),
+        &[("csrf", &csrf(&page)), ("back", &device_page)],
+    );
+    assert_eq!(
+        (a.status, a.location.as_deref()),
+        (303, Some(device_page.as_str())),
+        "{}",
+        a.body
+    );
+    assert_eq!(decided(&api, &sims[0], "2.0"), "not_entitled");
+    assert_eq!(ticket(&api, &sims[0], &v2), "NOT_ENTITLED");
+    let page = get(&api, &device_page, Some(&operator)).body;
+    assert!(!page.contains(&format!(r#"id="revoke-{grant}""#)), "{page}");
+    assert!(
+        page.contains("NOT_ENTITLED"),
+        "why it has not taken 2.0: {page}"
+    );
+    // Twice: refused with its code, and a back to another site is not followed.
+    let a = post(
+        &api,
+        &revoke,
+        Some(&operator),
+        &[("csrf", &csrf(&page)), ("back", "https://example.com/")],
+    );
+    assert_eq!(
+        (a.status, code_of(&a).as_str()),
+        (409, "ROLLOUT_ENTITLEMENT_REVOKED")
+    );
+    let a = post(
+        &api,
+        "/dashboard/entitlements/999/revoke",
+        Some(&operator),
+        &[("csrf", &csrf(&page))],
+    );
+    assert_eq!(
+        (a.status, code_of(&a).as_str()),
+        (404, "ROLLOUT_ENTITLEMENT_NOT_FOUND")
+    );
 }

@@ -2,7 +2,8 @@
 //! `fantoccini`) against `ferry demo --keep-serving`. Sign in with the admin token, see the
 //! demo device's committed update, watch a device's progress bar move as its reports
 //! arrive (no reload), halt the demo's rollout with the button and see a device of its
-//! open wave refused the ticket it got a moment before, and a viewer refused the button.
+//! open wave refused the ticket it got a moment before, revoke a device's entitlement with
+//! its button and see its ticket refused, and a viewer refused the button.
 //! Screenshots of each page go to the test's temp dir, and to docs/dashboard/ with
 //! FERRY_UPDATE_SCREENSHOTS=1.
 
@@ -363,6 +364,43 @@ fn browser_signs_in_sees_the_demo_watches_progress_halts_and_refuses_a_viewer() 
         assert_eq!(sync(|| ticket(&api, &sims[0], &v2)), "ROLLOUT_HALTED");
         shot(&c, &shots, "rollout-halted").await;
 
+        // Revoke an entitlement with its button: 2.0 granted to each of the two devices;
+        // the moving device's grant revoked, its ticket is refused NOT_ENTITLED (before the
+        // halt); the other's grant still stands.
+        let mut grants = Vec::new();
+        for sim in &sims {
+            let body = serde_json::json!({
+                "class": "demo-vm", "version": "2.0", "to": format!("device:{}", sim.id()),
+            });
+            let (status, grant) = sync(|| api.admin("/v1/admin/entitlements", Some(body)));
+            assert_eq!(status, 200, "{grant}");
+            grants.push(grant["id"].as_i64().unwrap());
+        }
+        c.goto(&format!("{base}/dashboard/devices/{id}"))
+            .await
+            .unwrap();
+        c.find(Locator::Id(&format!("revoke-{}", grants[1])))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let revoked = wait_source(&c, "the revoke", |s| {
+            s.contains(&format!(r#"data-entitlement="{}""#, grants[1]))
+                && !s.contains(&format!(r#"id="revoke-{}""#, grants[1]))
+        })
+        .await;
+        assert!(revoked.contains("NOT_ENTITLED"), "{revoked}");
+        assert_eq!(sync(|| ticket(&api, moving, &v2)), "NOT_ENTITLED");
+        assert_eq!(sync(|| ticket(&api, &sims[0], &v2)), "ROLLOUT_HALTED");
+        c.execute(
+            "document.getElementById('entitlements').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
+        shot(&c, &shots, "device-revoked").await;
+
         // Sign out; a viewer signs in and is refused the resume button.
         c.find(Locator::Css("header form button"))
             .await
@@ -406,6 +444,7 @@ fn browser_signs_in_sees_the_demo_watches_progress_halts_and_refuses_a_viewer() 
         "failures",
         "rollout",
         "rollout-halted",
+        "device-revoked",
         "viewer-refused",
     ] {
         assert!(shots.join(format!("{name}.png")).exists(), "{name}.png");

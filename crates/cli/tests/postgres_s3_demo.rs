@@ -127,7 +127,7 @@ fn the_demo_runs_its_whole_story_on_postgresql_and_s3() {
 
     // The dashboard of the server the demo keeps serving: signed in with the admin token,
     // the rollout's page shows it.
-    let api = Api::new(&url, &data);
+    let api = Api::at(&url, &data);
     let (status_code, page) = api.runtime.block_on(async {
         let signed_in = api
             .client

@@ -15,6 +15,12 @@ use crate::db::Db;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "ferry_session";
+/// The sign-in form's pre-session cookie: a random token the form must carry back (double
+/// submit), so another site cannot sign a browser in as the attacker. `__Host-`: only
+/// this origin, over HTTPS, may set it.
+pub const LOGIN_COOKIE: &str = "__Host-ferry_login";
+/// How long a sign-in form stays good.
+pub const LOGIN_SECS: i64 = 60 * 60;
 /// How long a session lasts after signing in.
 pub const SESSION_SECS: i64 = 12 * 60 * 60;
 
@@ -222,14 +228,43 @@ impl Db {
 
 /// The session cookie's value in `headers`, if any.
 pub fn cookie(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, COOKIE)
+}
+
+fn cookie_named(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value.to_owned())
+}
+
+/// A new sign-in form's token and the `Set-Cookie` value that stores it.
+pub fn login_token() -> (String, String) {
+    let token = random_hex();
+    let cookie = format!(
+        "{LOGIN_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={LOGIN_SECS}"
+    );
+    (token, cookie)
+}
+
+/// The `Set-Cookie` value that removes the sign-in form's cookie.
+pub fn clear_login_cookie() -> String {
+    format!("{LOGIN_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0")
+}
+
+/// Refuses a sign-in form whose `csrf` field is not the token in its pre-session cookie
+/// (a form posted from another site, or without first loading the sign-in page).
+pub fn check_login_csrf(headers: &HeaderMap, csrf: &str) -> Result<(), DashboardError> {
+    match cookie_named(headers, LOGIN_COOKIE) {
+        Some(token) if !csrf.is_empty() && constant_time_eq(token.as_bytes(), csrf.as_bytes()) => {
+            Ok(())
+        }
+        _ => Err(DashboardError::CsrfInvalid),
+    }
 }
 
 /// The `Set-Cookie` value that stores `id`.

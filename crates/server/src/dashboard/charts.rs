@@ -5,7 +5,10 @@
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use std::ops::Range;
+
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::{Dash, Session};
@@ -231,6 +234,82 @@ fn draw_svg(
     Ok(svg(out))
 }
 
+/// A chart's plotting area on the SVG backend, both axes in `f64`.
+type Plane<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+fn drawing(e: DrawingAreaErrorKind<std::io::Error>) -> String {
+    e.to_string()
+}
+
+/// A white chart captioned `caption` over `x` × `y`, with room for the axes' labels.
+fn plane<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+    x: Range<f64>,
+    y: Range<f64>,
+) -> Result<Plane<'a, 'b>, String> {
+    root.fill(&WHITE).map_err(drawing)?;
+    ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(50)
+        .build_cartesian_2d(x, y)
+        .map_err(drawing)
+}
+
+/// One series of bars, each `(left, right, height)`, with its legend entry.
+fn bars(
+    chart: &mut Plane<'_, '_>,
+    label: &str,
+    color: RGBColor,
+    bars: impl IntoIterator<Item = (f64, f64, f64)>,
+) -> Result<(), String> {
+    chart
+        .draw_series(
+            bars.into_iter()
+                .map(|(l, r, h)| Rectangle::new([(l, 0.0), (r, h)], color.filled())),
+        )
+        .map_err(drawing)?
+        .label(label)
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    Ok(())
+}
+
+/// One line through `points` (dashed when `dashed`), with its legend entry.
+fn line(
+    chart: &mut Plane<'_, '_>,
+    label: &str,
+    style: ShapeStyle,
+    dashed: bool,
+    points: Vec<(f64, f64)>,
+) -> Result<(), String> {
+    let drawn = if dashed {
+        chart.draw_series(DashedLineSeries::new(points, 8, 5, style))
+    } else {
+        chart.draw_series(LineSeries::new(points, style))
+    };
+    drawn
+        .map_err(drawing)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    Ok(())
+}
+
+/// The legend, boxed on a white ground, at `position`.
+fn legend<'a, 'b: 'a>(
+    chart: &mut Plane<'a, 'b>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(drawing)
+}
+
 /// `GET /dashboard/charts/devices/{id}`: the device's current update's progress.
 pub async fn progress_svg(
     State(dash): State<Dash>,
@@ -297,44 +376,28 @@ pub async fn installs_svg(
         .await?;
     let top = rows.iter().map(|r| r.2).max().unwrap_or(0).max(1) as f64 * 1.1;
     draw_svg(SMALL, |root| {
-        let err = |e: DrawingAreaErrorKind<std::io::Error>| e.to_string();
-        root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(root)
-            .caption("updates per hour by result (last 24 h)", ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(50)
-            .build_cartesian_2d(-24.0..0.5, 0.0..top)
-            .map_err(err)?;
+        let mut chart = plane(
+            root,
+            "updates per hour by result (last 24 h)",
+            -24.0..0.5,
+            0.0..top,
+        )?;
         chart
             .configure_mesh()
             .x_desc("hours ago")
             .y_desc("devices")
             .draw()
-            .map_err(err)?;
+            .map_err(drawing)?;
+        let w = 0.2;
         for (i, (event, color)) in RESULTS.iter().enumerate() {
-            let color = *color;
-            let w = 0.2;
             let left = -0.4 + w * i as f64;
-            chart
-                .draw_series(rows.iter().filter(|r| r.1 == *event).map(|(hour, _, n)| {
-                    let x = (hour - now_hour) as f64 + left;
-                    Rectangle::new([(x, 0.0), (x + w, *n as f64)], color.filled())
-                }))
-                .map_err(err)?
-                .label(*event)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
-                });
+            let series = rows.iter().filter(|r| r.1 == *event).map(|(hour, _, n)| {
+                let x = (hour - now_hour) as f64 + left;
+                (x, x + w, *n as f64)
+            });
+            bars(&mut chart, event, *color, series)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)
     })
 }
 
@@ -363,18 +426,12 @@ pub async fn phases_svg(
         RGBColor(0x8c, 0x56, 0x4b),
     ];
     draw_svg(SMALL, |root| {
-        let err = |e: DrawingAreaErrorKind<std::io::Error>| e.to_string();
-        root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                "seconds per phase by class (mean, last 7 days)",
-                ("sans-serif", 18),
-            )
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..phases.len() as f64, 0.0..top)
-            .map_err(err)?;
+        let mut chart = plane(
+            root,
+            "seconds per phase by class (mean, last 7 days)",
+            0.0..phases.len() as f64,
+            0.0..top,
+        )?;
         chart
             .configure_mesh()
             .x_labels(phases.len() * 2 + 1)
@@ -388,32 +445,20 @@ pub async fn phases_svg(
             })
             .y_desc("seconds")
             .draw()
-            .map_err(err)?;
+            .map_err(drawing)?;
         let w = 0.8 / classes.len() as f64;
         for (c, class) in classes.iter().enumerate() {
-            let color = palette[c % palette.len()];
-            chart
-                .draw_series(rows.iter().filter(|r| r.0 == *class).filter_map(
-                    |(_, phase, secs)| {
-                        let i = phases.iter().position(|p| p == phase)? as f64;
-                        let x = i + 0.1 + w * c as f64;
-                        Some(Rectangle::new([(x, 0.0), (x + w, *secs)], color.filled()))
-                    },
-                ))
-                .map_err(err)?
-                .label(*class)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+            let series = rows
+                .iter()
+                .filter(|r| r.0 == *class)
+                .filter_map(|(_, phase, secs)| {
+                    let i = phases.iter().position(|p| p == phase)? as f64;
+                    let x = i + 0.1 + w * c as f64;
+                    Some((x, x + w, *secs))
                 });
+            bars(&mut chart, class, palette[c % palette.len()], series)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 
@@ -466,62 +511,29 @@ pub async fn rollout_svg(
     let end = series.last().map_or(1.0, |s| s.0).max(1.0);
     let threshold = rollout.threshold;
     draw_svg(SMALL, |root| {
-        let err = |e: DrawingAreaErrorKind<std::io::Error>| e.to_string();
-        root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                format!("rollout {id}: failure rate against the halt threshold"),
-                ("sans-serif", 18),
-            )
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..end, 0.0..1.0)
-            .map_err(err)?;
+        let mut chart = plane(
+            root,
+            &format!("rollout {id}: failure rate against the halt threshold"),
+            0.0..end,
+            0.0..1.0,
+        )?;
         chart
             .configure_mesh()
             .x_desc("minutes since the first attempt")
             .y_desc("share of attempts")
             .draw()
-            .map_err(err)?;
-        let red = RGBColor(0xd6, 0x27, 0x28);
-        let blue = RGBColor(0x1f, 0x77, 0xb4);
-        chart
-            .draw_series(LineSeries::new(
-                series.iter().map(|s| (s.0, s.1)),
-                red.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label("failures / attempts")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red.stroke_width(2)));
-        chart
-            .draw_series(LineSeries::new(
-                series.iter().map(|s| (s.0, s.2)),
-                blue.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label("95 % lower bound (halts above the threshold)")
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2))
-            });
-        chart
-            .draw_series(DashedLineSeries::new(
-                [(0.0, threshold), (end, threshold)],
-                8,
-                5,
-                BLACK.stroke_width(1),
-            ))
-            .map_err(err)?
-            .label(format!("threshold {threshold}"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
-        Ok(())
+            .map_err(drawing)?;
+        let red = RGBColor(0xd6, 0x27, 0x28).stroke_width(2);
+        let blue = RGBColor(0x1f, 0x77, 0xb4).stroke_width(2);
+        let rates = series.iter().map(|s| (s.0, s.1)).collect();
+        line(&mut chart, "failures / attempts", red, false, rates)?;
+        let bounds = series.iter().map(|s| (s.0, s.2)).collect();
+        let label = "95 % lower bound (halts above the threshold)";
+        line(&mut chart, label, blue, false, bounds)?;
+        let limit = vec![(0.0, threshold), (end, threshold)];
+        let label = format!("threshold {threshold}");
+        line(&mut chart, &label, BLACK.stroke_width(1), true, limit)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 

@@ -20,7 +20,7 @@ pub(super) async fn device(
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    match body(&dash, &id, q.page()).await {
+    match body(&dash, &session, &id, q.page()).await {
         Ok(body) => layout(&format!("Device {id}"), Some(&session), body).into_response(),
         Err(e) => error_page(e, Some(&session)),
     }
@@ -52,7 +52,7 @@ fn report_line(r: &EventReport) -> String {
     parts.join("; ")
 }
 
-async fn body(dash: &Dash, id: &str, page: i64) -> Result<Markup, ServerError> {
+async fn body(dash: &Dash, session: &Session, id: &str, page: i64) -> Result<Markup, ServerError> {
     let device_id: DeviceId = id
         .parse()
         .map_err(|_| ServerError::NotFound(format!("device {id:?}")))?;
@@ -73,6 +73,7 @@ async fn body(dash: &Dash, id: &str, page: i64) -> Result<Markup, ServerError> {
     let last_error = dash.db.dashboard_latest(id, None).await?;
     let doctor = dash.db.dashboard_latest(id, Some("doctor_result")).await?;
     let timeline = dash.db.dashboard_timeline(id, page).await?;
+    let grants = super::grants::of_device(dash, &device_id).await?;
     let now = Utc::now().timestamp_millis();
     Ok(html! {
         section {
@@ -143,6 +144,12 @@ async fn body(dash: &Dash, id: &str, page: i64) -> Result<Markup, ServerError> {
                     }
                 }
             }
+        }
+        section {
+            h2 { "Entitlements" }
+            p.muted { "Grants of its class that cover the device. A release with any grant goes only to devices an unrevoked grant covers." }
+            @if grants.is_empty() { p.muted { "No grant covers the device." } }
+            @else { (super::grants::table(&grants, session, &format!("/dashboard/devices/{id}"))) }
         }
         section {
             h2 { "Reports" }

@@ -5,11 +5,14 @@
 //!
 //! Routes: `GET /` (the fleet), `/dashboard/{login,logout,failures}`,
 //! `/dashboard/rollouts/{id}` (and `POST …/{action}`), `/dashboard/devices/{id}`,
+//! `POST /dashboard/entitlements/{id}/revoke`,
 //! `/dashboard/events` (SSE), `/dashboard/charts/…`, `/dashboard/assets/…`.
 
 pub mod auth;
 pub mod charts;
 mod device_page;
+mod grants;
+pub mod hourly;
 pub mod live;
 mod pages;
 pub mod queries;
@@ -18,7 +21,7 @@ use axum::Router;
 use axum::extract::{Form, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use ferry_types::Diagnose;
 use serde::Deserialize;
@@ -179,6 +182,7 @@ pub fn routes(dash: Dash) -> Router {
         .route("/dashboard/rollouts/{id}", get(pages::rollout))
         .route("/dashboard/rollouts/{id}/{action}", post(act))
         .route("/dashboard/devices/{id}", get(device_page::device))
+        .route("/dashboard/entitlements/{id}/revoke", post(grants::revoke))
         .route("/dashboard/events", get(live::events))
         .route("/dashboard/charts/installs.svg", get(charts::installs_svg))
         .route("/dashboard/charts/phases.svg", get(charts::phases_svg))
@@ -220,12 +224,26 @@ struct LoginForm {
     password: String,
     #[serde(default)]
     token: String,
+    /// The pre-session token (`auth::LOGIN_COOKIE`).
+    #[serde(default)]
+    csrf: String,
 }
 
-async fn login(State(dash): State<Dash>, Form(form): Form<LoginForm>) -> Response {
-    match auth::sign_in(&dash, form.user.trim(), &form.password, form.token.trim()).await {
+async fn login(
+    State(dash): State<Dash>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let signed_in = async {
+        auth::check_login_csrf(&headers, &form.csrf)?;
+        auth::sign_in(&dash, form.user.trim(), &form.password, form.token.trim()).await
+    };
+    match signed_in.await {
         Ok(id) => (
-            [(header::SET_COOKIE, auth::set_cookie(&id))],
+            AppendHeaders([
+                (header::SET_COOKIE, auth::set_cookie(&id)),
+                (header::SET_COOKIE, auth::clear_login_cookie()),
+            ]),
             Redirect::to("/"),
         )
             .into_response(),
@@ -234,7 +252,7 @@ async fn login(State(dash): State<Dash>, Form(form): Form<LoginForm>) -> Respons
                 ServerError::Dashboard(d) => d.status(),
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            (status, pages::login_markup(Some(&e))).into_response()
+            pages::login_response(status, Some(&e))
         }
     }
 }
@@ -296,7 +314,7 @@ async fn act_on(
             .into());
         }
     };
-    dash.db.act_on_rollout(id, action).await?;
+    dash.db.act_on_rollout_by(id, action, &session.user).await?;
     tracing::info!(rollout = id, action = action.as_str(), user = %session.user, "dashboard action");
     dash.feed.rollout_changed(id);
     Ok(())

@@ -3,7 +3,7 @@
 //! counters as reports arrive.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use ferry_types::Diagnose;
@@ -72,8 +72,19 @@ pub(super) fn layout(title: &str, session: Option<&Session>, body: Markup) -> Ht
     )
 }
 
-/// The sign-in page, with the refusal if a try failed.
-pub(super) fn login_markup(error: Option<&ServerError>) -> Html<String> {
+/// The sign-in page, with the refusal if a try failed, and a fresh pre-session token
+/// (its cookie and the form's hidden field).
+pub(super) fn login_response(status: StatusCode, error: Option<&ServerError>) -> Response {
+    let (token, cookie) = super::auth::login_token();
+    (
+        status,
+        [(header::SET_COOKIE, cookie)],
+        login_markup(error, &token),
+    )
+        .into_response()
+}
+
+fn login_markup(error: Option<&ServerError>, csrf: &str) -> Html<String> {
     layout(
         "Sign in",
         None,
@@ -82,6 +93,7 @@ pub(super) fn login_markup(error: Option<&ServerError>) -> Html<String> {
                 (error_box(e))
             }
             form.card method="post" action="/dashboard/login" {
+                input type="hidden" name="csrf" value=(csrf);
                 fieldset {
                     legend { "User and password" }
                     label { "User " input type="text" name="user" autocomplete="username"; }
@@ -111,7 +123,10 @@ pub(super) fn error_box(e: &dyn Diagnose) -> Markup {
 pub(super) fn error_page(e: ServerError, session: Option<&Session>) -> Response {
     let status = match &e {
         ServerError::Dashboard(d) => d.status(),
-        ServerError::Rollout(crate::rollouts::RolloutError::NotFound { .. })
+        ServerError::Rollout(
+            crate::rollouts::RolloutError::NotFound { .. }
+            | crate::rollouts::RolloutError::EntitlementNotFound { .. },
+        )
         | ServerError::NotFound(_) => StatusCode::NOT_FOUND,
         ServerError::Rollout(_) => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -119,8 +134,8 @@ pub(super) fn error_page(e: ServerError, session: Option<&Session>) -> Response 
     (status, layout("Refused", session, error_box(&e))).into_response()
 }
 
-pub(super) async fn login_page() -> Html<String> {
-    login_markup(None)
+pub(super) async fn login_page() -> Response {
+    login_response(StatusCode::OK, None)
 }
 
 /// A time as UTC text.
@@ -424,6 +439,7 @@ async fn rollout_body(dash: &Dash, session: &Session, id: i64) -> Result<Markup,
     let view = dash.db.rollout_view(id).await?;
     let r = &view.rollout;
     let funnel = funnel(&dash.db.dashboard_funnel_rows(&r.class, &r.version).await?);
+    let grants = super::grants::of_release(dash, &r.class, &r.version).await?;
     let mut waves = Vec::with_capacity(view.wave_counts.len());
     for w in &view.wave_counts {
         waves.push(
@@ -496,6 +512,11 @@ async fn rollout_body(dash: &Dash, session: &Session, id: i64) -> Result<Markup,
                     }
                 }
             }
+        }
+        section {
+            h2 { "Entitlements" }
+            p.muted { "Grants of " (r.version) " (and of every release of " (r.class) "): with any grant, only the devices an unrevoked grant covers get the release." }
+            (super::grants::table(&grants, session, &format!("/dashboard/rollouts/{id}")))
         }
         section {
             h2 { "Halt rule" }

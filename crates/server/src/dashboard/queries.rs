@@ -143,6 +143,19 @@ impl Db {
         Ok(paged(rows, page))
     }
 
+    /// The class an enrolled device enrolled with.
+    pub async fn dashboard_device_class(
+        &self,
+        device_id: &str,
+    ) -> Result<Option<String>, ServerError> {
+        Ok(
+            sqlx::query_scalar("SELECT device_class FROM devices WHERE device_id = $1")
+                .bind(device_id)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
     /// One device's reports, newest first, one page.
     pub async fn dashboard_timeline(
         &self,
@@ -276,7 +289,7 @@ impl Db {
         wave: u32,
         limit: i64,
     ) -> Result<Vec<(String, Option<String>)>, ServerError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT device_id, failure FROM rollout_devices
              WHERE rollout_id = $1 AND epoch = $2 AND wave = $3 ORDER BY device_id LIMIT $4",
         )
@@ -285,10 +298,7 @@ impl Db {
         .bind(i64::from(wave))
         .bind(limit)
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("device_id")?, r.try_get("failure")?)))
-            .collect()
+        .await?)
     }
 
     /// Devices of the class whose update targets `version`, by the furthest step reached
@@ -320,45 +330,18 @@ impl Db {
             .collect()
     }
 
-    /// Outcomes per hour (hour number since the epoch, event, count) since `since_ms`.
-    pub async fn dashboard_outcomes_per_hour(
-        &self,
-        since_ms: i64,
-    ) -> Result<Vec<(i64, String, i64)>, ServerError> {
-        let rows = sqlx::query(
-            "SELECT received_ms / 3600000 AS hour, event, COUNT(*) AS n FROM event_reports
-             WHERE received_ms >= $1 AND event IN ('installed', 'failed', 'committed', 'rolled_back')
-             GROUP BY hour, event ORDER BY hour",
-        )
-        .bind(since_ms)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("hour")?, r.try_get("event")?, r.try_get("n")?)))
-            .collect()
-    }
-
     /// Mean seconds per phase by class over installed updates since `since_ms`.
     pub async fn dashboard_phase_means(
         &self,
         since_ms: i64,
     ) -> Result<Vec<(String, String, f64)>, ServerError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT device_class, phase, AVG(secs) AS secs FROM phase_samples
              WHERE received_ms >= $1 GROUP BY device_class, phase ORDER BY device_class, phase",
         )
         .bind(since_ms)
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("device_class")?,
-                    r.try_get("phase")?,
-                    r.try_get("secs")?,
-                ))
-            })
-            .collect()
+        .await?)
     }
 
     /// A rollout's attempts of the current epoch: (attempted, failed at), oldest first.
@@ -367,16 +350,13 @@ impl Db {
         rollout_id: i64,
         epoch: i64,
     ) -> Result<Vec<(i64, Option<i64>)>, ServerError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT attempted_ms, failed_ms FROM rollout_devices
              WHERE rollout_id = $1 AND epoch = $2 ORDER BY attempted_ms",
         )
         .bind(rollout_id)
         .bind(epoch)
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("attempted_ms")?, r.try_get("failed_ms")?)))
-            .collect()
+        .await?)
     }
 }

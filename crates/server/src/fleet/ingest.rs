@@ -114,6 +114,8 @@ impl Db {
         }
         // The halt rule sees the new reports in the transaction that stores them.
         crate::rollouts::count::count_reports(&mut tx, &fresh, received_ms).await?;
+        // So does the dashboard's per-hour chart.
+        crate::dashboard::hourly::count_outcomes(&mut tx, &fresh, received_ms).await?;
         tx.commit().await?;
         Ok((acks, fresh))
     }

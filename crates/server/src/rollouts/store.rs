@@ -393,6 +393,16 @@ impl Db {
     /// new epoch). The clock stops while held. One conditional statement: two operators (or
     /// an operator and the halt rule) racing change the state once.
     pub async fn act_on_rollout(&self, id: i64, action: Action) -> Result<Rollout, ServerError> {
+        self.act_on_rollout_by(id, action, "operator").await
+    }
+
+    /// [`Db::act_on_rollout`], recording `by` (the dashboard's signed-in user) as who acted.
+    pub async fn act_on_rollout_by(
+        &self,
+        id: i64,
+        action: Action,
+        by: &str,
+    ) -> Result<Rollout, ServerError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let sql = match action {
@@ -426,10 +436,11 @@ impl Db {
             }
             .into());
         };
-        sqlx::query("INSERT INTO rollout_changes (rollout_id, at_ms, action, \"by\") VALUES ($1, $2, $3, 'operator')")
+        sqlx::query("INSERT INTO rollout_changes (rollout_id, at_ms, action, \"by\") VALUES ($1, $2, $3, $4)")
             .bind(id)
             .bind(now)
             .bind(action.as_str())
+            .bind(by)
             .execute(&mut *tx)
             .await?;
         let rollout = Rollout::from_row(&row)?;

@@ -42,6 +42,14 @@ pub struct Config {
     /// Health checks run at boot before a new slot is committed (`sh -c` each).
     #[serde(default)]
     pub health_checks: Vec<String>,
+    /// How long after a commit the daemon keeps running `health_checks` (`"10m"`; unset: no
+    /// watch): a failure inside it is reported as `health_failed` and counts against the
+    /// release's rollout ([`crate::boot::watch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_commit_watch: Option<crate::boot::watch::Span>,
+    /// How often the checks run during the watch (default 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_commit_check_every: Option<crate::boot::watch::Span>,
     /// The CA pin (PEM, relative to the device directory): the only CA the HTTP client
     /// trusts.
     #[serde(default)]

@@ -701,6 +701,12 @@ impl Agent {
         result.map(|_| ())
     }
 
+    /// Scans at the schedule's next turn, started now (after a deferral, say).
+    pub fn scan_soon(&self) {
+        self.with_state(|s| s.scan_soon = true);
+        self.wake.notify_one();
+    }
+
     /// Wakes the schedule now (to deliver a report just queued, say).
     pub fn wake_up(&self) {
         self.wake.notify_one();

@@ -214,7 +214,9 @@ pub enum AgentError {
     },
     /// A health check failed within the post-commit watch: the release was committed and
     /// runs, and went unwell within the set time.
-    #[error("{version} was committed {after_secs} s ago and then failed its post-commit health watch: {check}")]
+    #[error(
+        "{version} was committed {after_secs} s ago and then failed its post-commit health watch: {check}"
+    )]
     HealthWatchFailed {
         /// The release watched.
         version: String,

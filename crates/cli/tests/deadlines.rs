@@ -246,7 +246,15 @@ fn with_the_agent_running_ferry_defer_and_list_why_go_through_it() {
     // The agent holds the device lock: both commands go through its local API.
     let out = ok(&["defer", "2.0", "--for", "4h", "--device", s(device)]);
     assert!(out.contains("Deferred 2.0 until"), "{out}");
-    let out = run(&["defer", "2.0", "--for", "3d", "--device", s(device), "--json"]);
+    let out = run(&[
+        "defer",
+        "2.0",
+        "--for",
+        "3d",
+        "--device",
+        s(device),
+        "--json",
+    ]);
     assert_eq!(json_error_code(&out), "SERVER_REFUSED");
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(said.contains("DEFERRAL_TOO_LONG"), "{said}");
@@ -258,9 +266,7 @@ fn with_the_agent_running_ferry_defer_and_list_why_go_through_it() {
     );
     // The agent's own decision follows the new signed decision (it scanned after the
     // deferral), and it is the same agent that ran throughout.
-    let held = || {
-        status(device)["agent"]["offers"][0]["why_not_now"]["code"] == "ROLLOUT_DEFERRED"
-    };
+    let held = || status(device)["agent"]["offers"][0]["why_not_now"]["code"] == "ROLLOUT_DEFERRED";
     assert!(wait_for(30, held), "{}", status(device));
     assert_eq!(
         status(device)["agent"]["pid"].as_u64(),
@@ -268,5 +274,8 @@ fn with_the_agent_running_ferry_defer_and_list_why_go_through_it() {
     );
     // The human output, through the agent too.
     let words = ok(&["list", "--why", "--device", s(device)]);
-    assert!(words.contains("2.0: deferred on this device until"), "{words}");
+    assert!(
+        words.contains("2.0: deferred on this device until"),
+        "{words}"
+    );
 }

@@ -315,8 +315,16 @@ fn the_health_watch(bench: &mut Bench) {
             std::fs::write(device.join("unwell"), "").unwrap();
         }
         let ended = || {
-            ok(&["log", "show", "--json", "--fsm", "health_watch", "--device", s(&device)])
-                .contains(end)
+            ok(&[
+                "log",
+                "show",
+                "--json",
+                "--fsm",
+                "health_watch",
+                "--device",
+                s(&device),
+            ])
+            .contains(end)
         };
         assert!(wait_for(30, ended), "the health watch did not end {end}");
         agent.stop();

@@ -96,7 +96,11 @@ fn a_check_failing_after_the_commit_is_reported_even_across_a_restart_of_the_age
     let _agent = Agent::start(device);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), until);
-    assert_eq!(watch_states(device), ["WATCHING"], "a passing check ended it");
+    assert_eq!(
+        watch_states(device),
+        ["WATCHING"],
+        "a passing check ended it"
+    );
     assert!(reported(data, device, "health_failed").is_none());
 
     std::fs::write(device.join("unwell"), "").unwrap();

@@ -401,8 +401,17 @@ fn post_commit_health_failures_on_the_first_wave_halt_the_rollout_before_the_sec
     let rollout = rollout_cli(
         &data,
         &[
-            "create", "--class", "vm", "--version", "2.0", "--waves", "5%@0,100%@1h",
-            "--threshold", "0.2", "--min-attempts", "3",
+            "create",
+            "--class",
+            "vm",
+            "--version",
+            "2.0",
+            "--waves",
+            "5%@0,100%@1h",
+            "--threshold",
+            "0.2",
+            "--min-attempts",
+            "3",
         ],
     );
     let id = rollout["id"].as_i64().unwrap();
@@ -446,7 +455,10 @@ fn post_commit_health_failures_on_the_first_wave_halt_the_rollout_before_the_sec
         "{shown}"
     );
     let halt = &shown["changes"][0];
-    assert_eq!((&halt["by"], &halt["wave"]), (&json!("halt-rule"), &json!(0)));
+    assert_eq!(
+        (&halt["by"], &halt["wave"]),
+        (&json!("halt-rule"), &json!(0))
+    );
     assert!(
         halt["reason"].as_str().unwrap().contains("health"),
         "{halt}"
@@ -457,7 +469,12 @@ fn post_commit_health_failures_on_the_first_wave_halt_the_rollout_before_the_sec
     assert_rollout_metrics(
         &metrics(&api),
         id,
-        &[("halted", 1), ("health", sent), ("failed", 0), ("rolled_back", 0)],
+        &[
+            ("halted", 1),
+            ("health", sent),
+            ("failed", 0),
+            ("rolled_back", 0),
+        ],
     );
     // Before the second wave: nobody outside the first wave gets the release.
     for sim in &wave1 {
@@ -472,7 +489,11 @@ fn post_commit_health_failures_on_the_first_wave_halt_the_rollout_before_the_sec
     assert_eq!(code(&ask(&api, sim, &v2)), "TICKET");
     let mut odd = unhealthy(sim);
     odd.error.as_mut().unwrap().code = "SOME_NEWER_CODE".into();
-    deliver(&api, sim, vec![report(sim, EventKind::Personalized, None), odd]);
+    deliver(
+        &api,
+        sim,
+        vec![report(sim, EventKind::Personalized, None), odd],
+    );
     let shown = rollout_cli(&data, &["show", &id.to_string()]);
     assert_eq!(shown["wave_counts"][0]["failures"], 0, "{shown}");
 }

@@ -87,7 +87,9 @@ async fn turn(
         Verdict::Unhealthy(report) => {
             tracing::warn!(code = report.code, version = %watch.version, "{}", report.cause)
         }
-        _ => tracing::info!(version = %watch.version, "post-commit health watch ended without a failure"),
+        _ => {
+            tracing::info!(version = %watch.version, "post-commit health watch ended without a failure")
+        }
     }
     agent
         .with_journal(|journal| watch::end(&device, journal, &watch, verdict))

@@ -153,7 +153,8 @@ pub fn pending(device: &Device) -> Result<Option<Watch>, AgentError> {
         Ok(watch) => Ok(Some(watch)),
         Err(error) => {
             tracing::warn!(path = %path.display(), %error, "the health watch file is damaged; the watch is dropped");
-            ferry_durable::remove(&path).map_err(AgentError::io("removing the health watch", &path))?;
+            ferry_durable::remove(&path)
+                .map_err(AgentError::io("removing the health watch", &path))?;
             Ok(None)
         }
     }
@@ -302,7 +303,8 @@ mod tests {
         let w = watch();
         let at = |secs| w.committed_at + chrono::Duration::seconds(secs);
         // (now, running slot, check result) -> verdict
-        let table: Vec<(i64, Slot, Option<Result<(), AgentError>>, Verdict)> = vec![
+        type Row = (i64, Slot, Option<Result<(), AgentError>>, Verdict);
+        let table: Vec<Row> = vec![
             (0, Slot::B, Some(Ok(())), Verdict::Again(at(30))),
             (590, Slot::B, Some(Ok(())), Verdict::Again(at(600))),
             (600, Slot::B, Some(Ok(())), Verdict::Passed),
@@ -310,14 +312,26 @@ mod tests {
             (60, Slot::A, Some(Err(failed())), Verdict::NotRunning),
         ];
         for (secs, running, check, expected) in table {
-            assert_eq!(verdict(&w, at(secs), running, check), expected, "at {secs} s");
+            assert_eq!(
+                verdict(&w, at(secs), running, check),
+                expected,
+                "at {secs} s"
+            );
         }
         let Verdict::Unhealthy(report) = verdict(&w, at(120), Slot::B, Some(Err(failed()))) else {
             panic!("a failed check inside the watch is not Unhealthy");
         };
         assert_eq!(report.code, "HEALTH_WATCH_FAILED");
-        assert!(report.cause.contains("2.0 was committed 120 s ago"), "{}", report.cause);
-        assert!(report.cause.contains("`false` exited with 1"), "{}", report.cause);
+        assert!(
+            report.cause.contains("2.0 was committed 120 s ago"),
+            "{}",
+            report.cause
+        );
+        assert!(
+            report.cause.contains("`false` exited with 1"),
+            "{}",
+            report.cause
+        );
         assert_eq!(
             ferry_events::blame(&report.code),
             Some(ferry_events::Blame::Release)

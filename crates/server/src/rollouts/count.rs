@@ -280,12 +280,24 @@ mod tests {
         let table = [
             (Personalized, None, Some(Counted::Attempt)),
             (Committed, None, Some(Counted::Attempt)),
-            (HealthFailed, Some("HEALTH_WATCH_FAILED"), Some(Counted::Failure("health"))),
+            (
+                HealthFailed,
+                Some("HEALTH_WATCH_FAILED"),
+                Some(Counted::Failure("health")),
+            ),
             (HealthFailed, Some("DISK_FULL"), None),
             (HealthFailed, None, None),
-            (Failed, Some("SEAL_MISMATCH"), Some(Counted::Failure("failed"))),
+            (
+                Failed,
+                Some("SEAL_MISMATCH"),
+                Some(Counted::Failure("failed")),
+            ),
             (Failed, Some("NETWORK_TIMEOUT"), None),
-            (RolledBack, Some("HEALTH_CHECK_FAILED"), Some(Counted::Failure("rolled_back"))),
+            (
+                RolledBack,
+                Some("HEALTH_CHECK_FAILED"),
+                Some(Counted::Failure("rolled_back")),
+            ),
             (Progress, None, None),
             (DoctorResult, Some("HEALTH_CHECK_FAILED"), None),
         ];

@@ -465,7 +465,6 @@ fn post_commit_health_failures_on_the_first_wave_halt_the_rollout_before_the_sec
     );
     let said = walk_through(&data, &["show", &id.to_string()]);
     assert!(said.contains("health"), "{said}");
-    println!("$ ferry rollout show {id}\n{said}");
     assert_rollout_metrics(
         &metrics(&api),
         id,

@@ -20,60 +20,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 use crate::device::Device;
+pub use crate::device::Span;
 use crate::journal::{Instance, Journal};
 use crate::machines::health_watch::{Event, Names, State};
 
 /// How often checks run during a watch unless `post_commit_check_every` says otherwise.
 pub const DEFAULT_CHECK_EVERY: Duration = Duration::from_secs(30);
-
-/// A length of time in `config.toml`: `"90s"`, `"10m"`, `"2h"`, `"1d"`, or bare seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span(pub Duration);
-
-impl std::str::FromStr for Span {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Span, String> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (digits, unit) = text.split_at(split);
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("`{text}` is not a length of time such as 30s, 10m, 2h or 1d"))?;
-        let scale = match unit.trim() {
-            "" | "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            other => return Err(format!("`{other}` is not a unit of time (s, m, h or d)")),
-        };
-        n.checked_mul(scale)
-            .map(|secs| Span(Duration::from_secs(secs)))
-            .ok_or_else(|| format!("`{text}` is too long"))
-    }
-}
-
-impl Serialize for Span {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}s", self.0.as_secs()))
-    }
-}
-
-impl<'de> Deserialize<'de> for Span {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(secs) => Ok(Span(Duration::from_secs(secs))),
-            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
 
 /// A watch under way, as `boot/health-watch.json` holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

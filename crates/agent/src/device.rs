@@ -42,6 +42,14 @@ pub struct Config {
     /// Health checks run at boot before a new slot is committed (`sh -c` each).
     #[serde(default)]
     pub health_checks: Vec<String>,
+    /// How long after a commit the daemon keeps running `health_checks` (`"10m"`; unset: no
+    /// watch): a failure inside it is reported as `health_failed` and counts against the
+    /// release's rollout ([`crate::boot::watch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_commit_watch: Option<Span>,
+    /// How often the checks run during the watch (default 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_commit_check_every: Option<Span>,
     /// The CA pin (PEM, relative to the device directory): the only CA the HTTP client
     /// trusts.
     #[serde(default)]
@@ -105,6 +113,55 @@ pub(crate) fn default_check_interval() -> u64 {
 }
 pub(crate) fn default_tries() -> u8 {
     ferry_boot::DEFAULT_BOOT_TRIES
+}
+
+/// A length of time in `config.toml`: `"90s"`, `"10m"`, `"2h"`, `"1d"`, or bare seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl std::str::FromStr for Span {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Span, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("`{text}` is not a length of time such as 30s, 10m, 2h or 1d"))?;
+        let scale = match unit.trim() {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            other => return Err(format!("`{other}` is not a unit of time (s, m, h or d)")),
+        };
+        n.checked_mul(scale)
+            .map(|secs| Span(Duration::from_secs(secs)))
+            .ok_or_else(|| format!("`{text}` is too long"))
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}s", self.0.as_secs()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(secs) => Ok(Span(Duration::from_secs(secs))),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// What a slot holds: written once its image is complete and verified.

@@ -212,6 +212,19 @@ pub enum AgentError {
         /// The end of what it printed on stderr.
         stderr: String,
     },
+    /// A health check failed within the post-commit watch: the release was committed and
+    /// runs, and went unwell within the set time.
+    #[error(
+        "{version} was committed {after_secs} s ago and then failed its post-commit health watch: {check}"
+    )]
+    HealthWatchFailed {
+        /// The release watched.
+        version: String,
+        /// Seconds from its commit to the failing check.
+        after_secs: u64,
+        /// The failed check, in words (`HEALTH_CHECK_FAILED`'s cause).
+        check: String,
+    },
     /// A tailored delta could not be applied, or chunk reuse could not rebuild the image
     /// (BASE_MISMATCH, DELTA_CORRUPT, INDEX_INVALID, DIGEST_MISMATCH, CHUNK_MISSING, …): the
     /// install falls back to the full image.

@@ -35,7 +35,7 @@
 //!    payload attempts), then
 //!    `controller` (the controller's executor, `ferry list`, `ferry install`); [`why`]
 //!    (`ferry list --why`: every release not run, with its one reason);
-//! 7. [`boot`]: `health`, then `reboot`;
+//! 7. [`boot`]: `health`, `watch` (the post-commit health watch), then `reboot`;
 //! 8. [`status`], [`doctor`], [`provision`] (`ferry device init`).
 #![deny(missing_docs)]
 

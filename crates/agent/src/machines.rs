@@ -1,6 +1,6 @@
 //! The agent's state machines, as tables (DESIGN §4): `scan_manager`, `scan[uuid]`,
 //! `recovery_scan[uuid]`, `downloader[uuid]`, `controller[uuid]`, `update[uuid]` and
-//! the daemon's `scheduler`.
+//! the daemon's `scheduler` and `health_watch[uuid]`.
 //! Every step of an update is an action of one of them; `ferry fsm dot NAME` prints
 //! any of them and `ferry log replay` re-runs them over the journal.
 
@@ -269,8 +269,31 @@ machine! {
     }
 }
 
+machine! {
+    /// The post-commit health watch of one update (`health_watch[uuid]`): from the commit
+    /// the daemon runs the device's health checks every `post_commit_check_every` until
+    /// `post_commit_watch` has passed (Pass, silent) or one fails (Unhealthy, reported as
+    /// `health_failed` with `HEALTH_WATCH_FAILED`). Its deadline is in
+    /// `boot/health-watch.json` ([`crate::boot::watch`]), so a restart continues it.
+    pub const HEALTH_WATCH in health_watch {
+        name: "health_watch",
+        states: [IDLE, WATCHING, PASSED, UNHEALTHY],
+        events: [Begin, Pass, Unhealthy],
+        actions: [RunChecks, EndWatch, ReportFailure],
+        initial: IDLE,
+        finals: [PASSED, UNHEALTHY],
+        failures: [],
+        exempt: [],
+        rows: [
+            IDLE     + Begin     => RunChecks     -> WATCHING,
+            WATCHING + Pass      => EndWatch      -> PASSED,
+            WATCHING + Unhealthy => ReportFailure -> UNHEALTHY,
+        ],
+    }
+}
+
 /// Every machine's definition, in the order `ferry fsm` lists them.
-pub const ALL: [&MachineDef; 7] = [
+pub const ALL: [&MachineDef; 8] = [
     &SCAN_MANAGER,
     &SCAN,
     &RECOVERY_SCAN,
@@ -278,6 +301,7 @@ pub const ALL: [&MachineDef; 7] = [
     &CONTROLLER,
     &UPDATE,
     &SCHEDULER,
+    &HEALTH_WATCH,
 ];
 
 /// Every machine, checked.
@@ -313,6 +337,7 @@ mod tests {
             unused_names::<super::controller::Names>(),
             unused_names::<super::update::Names>(),
             unused_names::<super::scheduler::Names>(),
+            unused_names::<super::health_watch::Names>(),
         ];
         assert!(unused.iter().all(Vec::is_empty), "{unused:?}");
     }

@@ -99,6 +99,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         cache: None,
         policy: Default::default(),
         outbox_max_reports: None,
+        post_commit_watch: None,
+        post_commit_check_every: None,
     };
     if let Some(ca) = &opts.ca {
         let pem = fs::read(ca).map_err(AgentError::io("reading the CA to pin", ca))?;

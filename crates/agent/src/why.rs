@@ -6,14 +6,14 @@
 
 use chrono::{DateTime, Utc};
 use ferry_personalize::DecisionState;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 use crate::device::Device;
 use crate::offer::CUSTOMER_AUDIENCE;
 
 /// One release and why it is or is not offered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WhyNot {
     /// The release's version.
     pub version: String,
@@ -31,6 +31,14 @@ fn at(t: DateTime<Utc>) -> String {
 /// Scans (catalog, decision), then explains every release the device does not run.
 pub async fn why(device: &Device) -> Result<Vec<WhyNot>, AgentError> {
     let offers = crate::install::list(device).await?;
+    why_for(device, &offers).await
+}
+
+/// [`why`] with the `offers` of a scan just made (the daemon scans through its own journal).
+pub async fn why_for(
+    device: &Device,
+    offers: &[crate::offer::Offer],
+) -> Result<Vec<WhyNot>, AgentError> {
     let crate::trust::catalog::Refreshed { catalog, .. } =
         crate::trust::catalog::refresh(device).await?;
     let decision = crate::trust::director::stored(device);

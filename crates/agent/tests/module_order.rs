@@ -53,6 +53,7 @@ const ORDER: &[&str] = &[
     "install",
     "why",
     "boot::health",
+    "boot::watch",
     "boot::reboot",
     "boot",
     "status",

@@ -337,14 +337,33 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ferry list --why` (on the device directory itself: stop the agent first).
+/// `ferry list --why`: through the running agent (its scan, its journal), else on the
+/// device directory itself.
 pub async fn why(a: DeviceArgs) -> Result<ExitCode, Failure> {
-    let device = open(&a)?;
-    let answer = ferry_agent::why::why(&device)
-        .await
-        .map_err(|e| Failure::from(e).json(a.json));
-    deliver_queued(&device).await;
-    let answer = answer?;
+    let answer: Vec<ferry_agent::why::WhyNot> = match crate::local::agent(&a.device).await {
+        Some(agent) => {
+            let answer = agent
+                .get("/v1/why")
+                .await
+                .map_err(|e| crate::local::failure(e, a.json))?;
+            serde_json::from_value(answer["why"].clone()).map_err(|e| {
+                Failure::new(
+                    "AGENT_API",
+                    format!("the agent's answer to GET /v1/why does not parse: {e}"),
+                    "Run the same version of ferry as the agent (restart the agent after an upgrade)",
+                )
+                .json(a.json)
+            })?
+        }
+        None => {
+            let device = open(&a)?;
+            let answer = ferry_agent::why::why(&device)
+                .await
+                .map_err(|e| Failure::from(e).json(a.json));
+            deliver_queued(&device).await;
+            answer?
+        }
+    };
     if a.json {
         println!(
             "{}",
@@ -360,14 +379,26 @@ pub async fn why(a: DeviceArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ferry defer VERSION --for D`: asks the server to record the deferral (on the device
-/// directory itself: stop the agent first, or it holds the directory's lock).
+/// `ferry defer VERSION --for D`: asks the server to record the deferral, through the
+/// running agent (which then scans for the new signed decision), else on the device
+/// directory itself.
 pub async fn defer(a: crate::args::DeferArgs) -> Result<ExitCode, Failure> {
     let json = a.device.json;
-    let device = open(&a.device)?;
-    let answer = ferry_agent::trust::director::defer(&device, &a.version, &a.for_)
-        .await
-        .map_err(|e| Failure::from(e).json(json))?;
+    let answer = match crate::local::agent(&a.device.device).await {
+        Some(agent) => agent
+            .post(
+                "/v1/defer",
+                serde_json::json!({ "version": a.version, "for": a.for_ }),
+            )
+            .await
+            .map_err(|e| crate::local::failure(e, json))?,
+        None => {
+            let device = open(&a.device)?;
+            ferry_agent::trust::director::defer(&device, &a.version, &a.for_)
+                .await
+                .map_err(|e| Failure::from(e).json(json))?
+        }
+    };
     if json {
         println!(
             "{}",

@@ -226,3 +226,62 @@ fn a_real_device_defers_and_ferry_list_shows_the_deadline_and_the_deferral() {
         assert!(words.contains(line), "{line} missing:\n{words}");
     }
 }
+
+#[test]
+fn with_the_agent_running_ferry_defer_and_list_why_go_through_it() {
+    let f = fleet(1, |s| s.url());
+    let data = f.server.data.clone();
+    let device = &f.device;
+    rollout_cli(
+        &data,
+        &[
+            "create",
+            "--class",
+            "vm",
+            "--version",
+            "2.0",
+            "--deadline",
+            "2d",
+            "--max-deferral",
+            "1d",
+        ],
+    );
+    set_policy(device, "[policy]\nauto_download = false\n");
+    let agent = Agent::start(device);
+    assert_eq!(why(device)[0].1, "OFFERED");
+    // The agent holds the device lock: both commands go through its local API.
+    let out = ok(&["defer", "2.0", "--for", "4h", "--device", s(device)]);
+    assert!(out.contains("Deferred 2.0 until"), "{out}");
+    let out = run(&[
+        "defer",
+        "2.0",
+        "--for",
+        "3d",
+        "--device",
+        s(device),
+        "--json",
+    ]);
+    assert_eq!(json_error_code(&out), "SERVER_REFUSED");
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(said.contains("DEFERRAL_TOO_LONG"), "{said}");
+    let said = why(device);
+    assert_eq!(said[0].1, "ROLLOUT_DEFERRED", "{said:?}");
+    assert!(
+        said[0].2.starts_with("deferred on this device until"),
+        "{said:?}"
+    );
+    // The agent's own decision follows the new signed decision (it scanned after the
+    // deferral), and it is the same agent that ran throughout.
+    let held = || status(device)["agent"]["offers"][0]["why_not_now"]["code"] == "ROLLOUT_DEFERRED";
+    assert!(wait_for(30, held), "{}", status(device));
+    assert_eq!(
+        status(device)["agent"]["pid"].as_u64(),
+        Some(u64::from(agent.child.id()))
+    );
+    // The human output, through the agent too.
+    let words = ok(&["list", "--why", "--device", s(device)]);
+    assert!(
+        words.contains("2.0: deferred on this device until"),
+        "{words}"
+    );
+}

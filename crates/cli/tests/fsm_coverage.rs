@@ -293,6 +293,45 @@ fn the_agent_on_its_own(bench: &mut Bench) {
     bench.collect(&device);
 }
 
+/// The post-commit health watch under the daemon: one whose checks pass (Begin, Pass) and
+/// one that finds the committed release unwell (Unhealthy).
+fn the_health_watch(bench: &mut Bench) {
+    for (watch, unwell, end) in [("2s", false, "PASSED"), ("5m", true, "UNHEALTHY")] {
+        let device = bench.device();
+        let config = device.join("config.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let check = "health_checks = [\"test ! -e \\\"$FERRY_DEVICE/unwell\\\"\"]";
+        assert!(text.contains("health_checks = []"), "{text}");
+        let text = text.replace("health_checks = []", check);
+        std::fs::write(
+            &config,
+            format!("post_commit_watch = \"{watch}\"\npost_commit_check_every = \"1s\"\n{text}"),
+        )
+        .unwrap();
+        let agent = Agent::start(&device);
+        ok(&["install", "vm-2.0", "--device", s(&device)]);
+        ok(&["reboot", "--device", s(&device)]);
+        if unwell {
+            std::fs::write(device.join("unwell"), "").unwrap();
+        }
+        let ended = || {
+            ok(&[
+                "log",
+                "show",
+                "--json",
+                "--fsm",
+                "health_watch",
+                "--device",
+                s(&device),
+            ])
+            .contains(end)
+        };
+        assert!(wait_for(30, ended), "the health watch did not end {end}");
+        agent.stop();
+        bench.collect(&device);
+    }
+}
+
 /// The build id of the offer labelled `label`.
 fn build_of(device: &Path, label: &str) -> String {
     let offers = json_ok(&["list", "--json", "--device", s(device)]);
@@ -443,6 +482,7 @@ fn every_row_of_every_table_is_driven_and_each_failure_leaves_a_device_that_reco
     cancelled_then_continued(&mut bench);
     downloads_that_fail_or_die(&mut bench, &proxy);
     the_agent_on_its_own(&mut bench);
+    the_health_watch(&mut bench);
 
     // Chunk reuse, on a second server whose releases have chunked payloads: a natural
     // install (plan, batches, assembly), a fault and a kill as the downloader leaves

@@ -3,7 +3,8 @@
 //! tickets and delivering event reports directly (not one process per device). Waves sign
 //! only for their devices; failures that blame the release halt the rollout before the
 //! second wave while environment failures do not; nobody gets a ticket while it is halted;
-//! resume continues the waves; two servers on one database halt once; the demo shows a
+//! resume continues the waves; health checks failing in the post-commit watch halt the
+//! rollout before its second wave; two servers on one database halt once; the demo shows a
 //! two-wave rollout.
 
 mod common;
@@ -378,6 +379,124 @@ fn a_device_silent_mid_update_counts_against_its_rollout() {
     );
     let v2 = published(&api, "2.0");
     assert_eq!(code(&ask(&api, &sims[2], &v2)), "ROLLOUT_HALTED");
+}
+
+/// A health check failing in the post-commit watch, as the daemon reports it.
+fn unhealthy(sim: &Sim) -> ferry_events::EventReport {
+    let mut r = report(sim, EventKind::HealthFailed, Some("HEALTH_WATCH_FAILED"));
+    r.result = ferry_events::EventResult::Failure;
+    r.current_os_version = "2.0".parse().ok();
+    if let Some(e) = r.error.as_mut() {
+        (e.machine, e.state) = (Some("health_watch".into()), Some("WATCHING".into()));
+    }
+    r
+}
+
+#[test]
+fn post_commit_health_failures_on_the_first_wave_halt_the_rollout_before_the_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server_with_releases(tmp.path());
+    let data = server.data.clone();
+    let api = Api::new(&server);
+    let sims = enroll(&api, 200);
+    let v2 = published(&api, "2.0");
+    let rollout = rollout_cli(
+        &data,
+        &[
+            "create",
+            "--class",
+            "vm",
+            "--version",
+            "2.0",
+            "--waves",
+            "5%@0,100%@1h",
+            "--threshold",
+            "0.2",
+            "--min-attempts",
+            "3",
+        ],
+    );
+    let id = rollout["id"].as_i64().unwrap();
+    let first_wave = |sim: &Sim| ferry_server::rollouts::place(id, &sim.id()) < 500;
+    let (wave0, wave1): (Vec<&Sim>, Vec<&Sim>) = sims.iter().partition(|s| first_wave(s));
+    assert!(wave0.len() >= 4, "{}", wave0.len());
+    for sim in &wave1 {
+        assert_eq!(code(&ask(&api, sim, &v2)), "ROLLOUT_NOT_YET");
+    }
+    // Every first-wave device installs and commits 2.0: no failure, no halt.
+    for sim in &wave0 {
+        assert_eq!(code(&ask(&api, sim, &v2)), "TICKET");
+        deliver(
+            &api,
+            sim,
+            vec![
+                report(sim, EventKind::Personalized, None),
+                report(sim, EventKind::Installed, None),
+                report(sim, EventKind::Committed, None),
+            ],
+        );
+    }
+    let shown = rollout_cli(&data, &["show", &id.to_string()]);
+    assert_eq!(shown["state"], "running", "{shown}");
+    assert_eq!(shown["wave_counts"][0]["failures"], 0);
+    // Then the watch finds them unwell: each such report is a failure of wave 0, and the
+    // rollout halts as soon as the Wilson lower bound crosses 0.2.
+    let mut sent = 0;
+    for sim in &wave0 {
+        deliver(&api, sim, vec![unhealthy(sim)]);
+        sent += 1;
+        if rollout_cli(&data, &["show", &id.to_string()])["state"] == "halted" {
+            break;
+        }
+    }
+    let shown = rollout_cli(&data, &["show", &id.to_string()]);
+    assert_eq!(shown["state"], "halted", "{shown}");
+    assert_eq!(
+        shown["wave_counts"][0]["by_kind"],
+        json!({ "health": sent }),
+        "{shown}"
+    );
+    let halt = &shown["changes"][0];
+    assert_eq!(
+        (&halt["by"], &halt["wave"]),
+        (&json!("halt-rule"), &json!(0))
+    );
+    assert!(
+        halt["reason"].as_str().unwrap().contains("health"),
+        "{halt}"
+    );
+    let said = walk_through(&data, &["show", &id.to_string()]);
+    assert!(said.contains("health"), "{said}");
+    assert_rollout_metrics(
+        &metrics(&api),
+        id,
+        &[
+            ("halted", 1),
+            ("health", sent),
+            ("failed", 0),
+            ("rolled_back", 0),
+        ],
+    );
+    // Before the second wave: nobody outside the first wave gets the release.
+    for sim in &wave1 {
+        assert_eq!(code(&ask(&api, sim, &v2)), "ROLLOUT_HALTED");
+    }
+    let explained = rollout_cli(&data, &["explain", &wave1[0].id().to_string()]);
+    assert_eq!(explained[0]["code"], "ROLLOUT_HALTED", "{explained}");
+    // A health report that blames the environment (an unknown code) counts for nothing.
+    let (status, resumed) = api.admin(&format!("/v1/admin/rollouts/{id}/resume"), Some(json!({})));
+    assert_eq!(status, 200, "{resumed}");
+    let sim = wave0[0];
+    assert_eq!(code(&ask(&api, sim, &v2)), "TICKET");
+    let mut odd = unhealthy(sim);
+    odd.error.as_mut().unwrap().code = "SOME_NEWER_CODE".into();
+    deliver(
+        &api,
+        sim,
+        vec![report(sim, EventKind::Personalized, None), odd],
+    );
+    let shown = rollout_cli(&data, &["show", &id.to_string()]);
+    assert_eq!(shown["wave_counts"][0]["failures"], 0, "{shown}");
 }
 
 #[test]

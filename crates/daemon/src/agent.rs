@@ -142,6 +142,9 @@ pub struct Agent {
     scheduler: Mutex<Instance<scheduler::Names>>,
     /// Wakes the schedule (resume, a job ended).
     wake: Notify,
+    /// Wakes the post-commit health watch ([`crate::watch`]): a job ended (a restart may
+    /// have committed a release).
+    pub watch_wake: Notify,
 }
 
 struct State {
@@ -243,6 +246,7 @@ impl Agent {
             }),
             scheduler: Mutex::new(scheduler),
             wake: Notify::new(),
+            watch_wake: Notify::new(),
         }))
     }
 
@@ -386,7 +390,14 @@ impl Agent {
         });
         drop(journal);
         self.wake.notify_one();
+        self.watch_wake.notify_one();
         result
+    }
+
+    /// Runs `f` with the journal, after the job running (if any).
+    pub async fn with_journal<T>(&self, f: impl FnOnce(&mut Journal) -> T) -> T {
+        let mut journal = self.journal.lock().await;
+        f(&mut journal)
     }
 
     async fn job(
@@ -688,6 +699,12 @@ impl Agent {
             }
         });
         result.map(|_| ())
+    }
+
+    /// Scans at the schedule's next turn, started now (after a deferral, say).
+    pub fn scan_soon(&self) {
+        self.with_state(|s| s.scan_soon = true);
+        self.wake.notify_one();
     }
 
     /// Wakes the schedule now (to deliver a report just queued, say).

@@ -18,6 +18,9 @@
 //! POST /v1/reboot  {simulate_crash?}  the simulated restart (`ferry reboot`): {rebooted}
 //! POST /v1/boot-check            check the running slot (`ferry boot-check`): {slot, ok}
 //! POST /v1/audience  {audience}  move the device to an audience: {audience, previous}
+//! GET  /v1/why                   scan, then why each release is or is not offered: {why}
+//! POST /v1/defer  {version, for} ask the server to defer a release: the server's answer;
+//!                                a scan follows to fetch the new signed decision
 //! GET  /v1/history               every install (receipts)
 //! GET  /v1/doctor                the doctor's report (`ferry doctor --json`)
 //! POST /v1/doctor/fix            {fixes}: `ferry doctor --fix`, between jobs
@@ -60,6 +63,8 @@ pub fn router(agent: Arc<Agent>) -> axum::Router {
         .route("/v1/reboot", post(reboot))
         .route("/v1/boot-check", post(boot_check))
         .route("/v1/audience", post(audience))
+        .route("/v1/why", get(why))
+        .route("/v1/defer", post(defer))
         .route("/v1/history", get(history))
         .route("/v1/doctor", get(doctor))
         .route("/v1/doctor/fix", post(doctor_fix))
@@ -248,6 +253,36 @@ struct AudienceBody {
 async fn audience(State(agent): State<Arc<Agent>>, body: axum::body::Bytes) -> Answer {
     let AudienceBody { audience } = body_of(&body)?;
     Ok(Json(agent.set_audience(&audience)?))
+}
+
+/// `ferry list --why` while the agent runs: a scan through the agent's journal, then the
+/// reasons.
+async fn why(State(agent): State<Arc<Agent>>) -> Answer {
+    agent.run_job(Job::asked(JobKind::Scan, None)).await?;
+    let offers: Vec<_> = agent.state().offers.into_iter().map(|o| o.offer).collect();
+    let why = ferry_agent::why::why_for(&agent.device(), &offers)
+        .await
+        .map_err(DaemonError::from)?;
+    Ok(Json(json!({ "why": why })))
+}
+
+/// The body of a deferral.
+#[derive(Debug, Default, Deserialize)]
+struct DeferBody {
+    version: String,
+    #[serde(rename = "for")]
+    for_: String,
+}
+
+/// `ferry defer` while the agent runs: the server records it; the agent scans next so the
+/// signed decision that holds the release is the one it acts on.
+async fn defer(State(agent): State<Arc<Agent>>, body: axum::body::Bytes) -> Answer {
+    let DeferBody { version, for_ } = body_of(&body)?;
+    let answer = ferry_agent::trust::director::defer(&agent.device(), &version, &for_)
+        .await
+        .map_err(DaemonError::from)?;
+    agent.scan_soon();
+    Ok(Json(answer))
 }
 
 async fn history(State(agent): State<Arc<Agent>>) -> Answer {

@@ -12,9 +12,12 @@
 //! runs, STOPPING on SIGTERM, after which the running download stops at its next
 //! checkpoint and the next start resumes it.
 //!
+//! After each commit it keeps running the device's health checks for `post_commit_watch`
+//! ([`watch`]): a failure then is reported and counts against the release's rollout.
+//!
 //! Modules: [`error`]; [`window`] and [`schedule`] (pure decisions); [`events`];
-//! [`agent`] (the device held, the jobs, the schedule); [`api`] and [`client`] (the local
-//! API's two ends); [`notify`].
+//! [`agent`] (the device held, the jobs, the schedule); [`watch`] (the post-commit health
+//! watch); [`api`] and [`client`] (the local API's two ends); [`notify`].
 //!
 //! Tests: `cargo test -p ferry-daemon` runs the pure parts; `crates/cli/tests/daemon.rs`
 //! runs the daemon as a child process against a real server on loopback.
@@ -28,6 +31,7 @@ pub mod events;
 pub mod explain;
 pub mod notify;
 pub mod schedule;
+pub mod watch;
 pub mod window;
 
 use std::future::Future;
@@ -79,6 +83,7 @@ pub async fn run(dir: &Path, shutdown: impl Future<Output = ()>) -> Result<(), D
     };
     let server = tokio::spawn(async move { server.await });
     let schedule = tokio::spawn(agent.clone().schedule(stop_rx.clone()));
+    let health_watch = tokio::spawn(watch::run(agent.clone(), stop_rx.clone()));
     let watchdog = notify::watchdog_interval().map(|every| {
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -121,6 +126,7 @@ pub async fn run(dir: &Path, shutdown: impl Future<Output = ()>) -> Result<(), D
     let _ = stop_tx.send(true);
     agent.shut_down().await;
     let _ = schedule.await;
+    let _ = health_watch.await;
     if let Some(hangup) = hangup {
         let _ = hangup.await;
     }

@@ -157,6 +157,7 @@ pub const BLAME: &[(&str, Blame)] = &[
     ("FACTS_CORRUPT", Blame::Environment),
     ("FACTS_IO", Blame::Environment),
     ("HEALTH_CHECK_FAILED", Blame::Release),
+    ("HEALTH_WATCH_FAILED", Blame::Release),
     ("IDENTITY_MISMATCH", Blame::Environment),
     ("IMAGE_NOT_PUBLISHED", Blame::Environment),
     ("IMAGE_UNALIGNED", Blame::Environment),
@@ -312,6 +313,7 @@ mod tests {
         assert!(BLAME.windows(2).all(|w| w[0].0 < w[1].0));
         assert_eq!(blame("SEAL_MISMATCH"), Some(Blame::Release));
         assert_eq!(blame("HEALTH_CHECK_FAILED"), Some(Blame::Release));
+        assert_eq!(blame("HEALTH_WATCH_FAILED"), Some(Blame::Release));
         assert_eq!(blame("BOOT_TRIES_EXHAUSTED"), Some(Blame::Release));
         assert_eq!(blame("SERVER_UNREACHABLE"), Some(Blame::Environment));
         assert_eq!(blame("CLOCK_SKEW"), Some(Blame::Environment));

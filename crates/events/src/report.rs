@@ -56,6 +56,9 @@ pub enum EventKind {
     /// A staged or parked update was dropped: a newer release supersedes it, or its signing
     /// window closed (`error` says which).
     Dropped,
+    /// A health check failed within the post-commit watch after the new slot was committed
+    /// (`error`: `HEALTH_WATCH_FAILED`); the device keeps running the release.
+    HealthFailed,
 }
 
 /// How an outbox treats a report when it is full.
@@ -72,7 +75,7 @@ pub enum Retention {
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::InstallStarted,
         EventKind::Personalized,
         EventKind::DownloadStarted,
@@ -88,6 +91,7 @@ impl EventKind {
         EventKind::Prestaged,
         EventKind::Parked,
         EventKind::Dropped,
+        EventKind::HealthFailed,
     ];
 
     /// How an outbox keeps reports of this kind.
@@ -99,7 +103,8 @@ impl EventKind {
             | EventKind::Committed
             | EventKind::RolledBack
             | EventKind::DoctorResult
-            | EventKind::Dropped => Retention::Terminal,
+            | EventKind::Dropped
+            | EventKind::HealthFailed => Retention::Terminal,
             _ => Retention::Step,
         }
     }
@@ -122,6 +127,7 @@ impl EventKind {
             EventKind::Prestaged => "prestaged",
             EventKind::Parked => "parked",
             EventKind::Dropped => "dropped",
+            EventKind::HealthFailed => "health_failed",
         }
     }
 }

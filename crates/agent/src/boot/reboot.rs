@@ -305,7 +305,8 @@ fn verify_by_manifest(
 
 /// Moves the slot's `update[uuid]` machine on: Booted (committed) or BootFailed (the
 /// booted system refused the slot, or the bootloader ran out of tries); its event report
-/// follows from the transition.
+/// follows from the transition. A commit starts the post-commit health watch when
+/// `config.toml` asks for one ([`crate::boot::watch::begin`]).
 fn record_boot(
     device: &Device,
     slot: Slot,
@@ -348,5 +349,9 @@ fn record_boot(
             serde_json::json!({ "error": e.report() }),
         );
     }
-    recorded.map(|_| ())
+    recorded?;
+    if failure.is_none() {
+        crate::boot::watch::begin(device, journal, update_id, &info.version, slot)?;
+    }
+    Ok(())
 }

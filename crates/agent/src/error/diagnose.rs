@@ -30,6 +30,7 @@ impl Diagnose for AgentError {
             AgentError::SealMismatch { .. } => "SEAL_MISMATCH",
             AgentError::Seal(e) => e.code(),
             AgentError::HealthCheckFailed { .. } => "HEALTH_CHECK_FAILED",
+            AgentError::HealthWatchFailed { .. } => "HEALTH_WATCH_FAILED",
             AgentError::Delta(e) => e.code(),
             AgentError::ChunkIndexMismatch { .. } => "INDEX_INVALID",
             AgentError::RangesUnsupported { .. } => "RANGES_UNSUPPORTED",
@@ -129,6 +130,9 @@ impl Diagnose for AgentError {
                     .into()
             }
             AgentError::Seal(e) => e.fix(),
+            AgentError::HealthWatchFailed { .. } => {
+                "Fix what the check reports in a new release, or roll the device back to the previous one (the failure counts against the release's rollout)".into()
+            }
             AgentError::HealthCheckFailed { .. } => {
                 "Fix what the check reports, then install again (the device rolled back to the previous version)".into()
             }

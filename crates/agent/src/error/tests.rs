@@ -144,6 +144,11 @@ fn the_agents_own_errors_keep_the_contract() {
             outcome: "failed".into(),
             stderr: String::new(),
         },
+        AgentError::HealthWatchFailed {
+            version: "2.0".into(),
+            after_secs: 3,
+            check: "the health check `c` failed".into(),
+        },
         AgentError::ChunkIndexMismatch {
             index_image_size: 1,
             index_payload_len: 2,

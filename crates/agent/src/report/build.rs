@@ -29,7 +29,7 @@ use serde_json::Value;
 use crate::AgentError;
 use crate::device::{Config, Device, Receipt, SlotInfo};
 use crate::layout::Layout;
-use crate::machines::{controller, downloader, update};
+use crate::machines::{controller, downloader, health_watch, update};
 use crate::progress::{Progress, ProgressSink};
 
 /// The least time between two queued progress samples of one phase.
@@ -112,7 +112,10 @@ impl Reporter {
         let error: Option<Report> = data
             .get("error")
             .and_then(|e| serde_json::from_value(e.clone()).ok());
-        if matches!(kind.event, EventKind::Failed | EventKind::RolledBack) {
+        if matches!(
+            kind.event,
+            EventKind::Failed | EventKind::RolledBack | EventKind::HealthFailed
+        ) {
             report.error = error.as_ref().map(|e| ErrorReport {
                 code: e.code.clone(),
                 cause: e.cause.clone(),
@@ -381,6 +384,11 @@ fn kind_of(machine: &str, from: &str, event: &str, data: &Value) -> Option<Kind>
                 kind(EventKind::Failed, Failure)
             }
             _ => None,
+        }
+    } else if machine == health_watch::DEF.name {
+        match health_watch::Event::from_name(event)? {
+            health_watch::Event::Unhealthy => kind(EventKind::HealthFailed, Failure),
+            health_watch::Event::Begin | health_watch::Event::Pass => None,
         }
     } else if machine == downloader::DEF.name {
         match downloader::Event::from_name(event)? {

@@ -19,7 +19,8 @@ pub struct DeviceState {
     pub version: Option<String>,
     /// The slot it runs from.
     pub slot: Option<String>,
-    /// `updating`, `staged`, `committed`, `failed`, `rolled_back` or `idle`.
+    /// `updating`, `staged`, `committed`, `failed`, `rolled_back`, `unhealthy` (a check failed in
+    /// the post-commit watch) or `idle`.
     pub status: String,
     /// Its last event and when it happened (Unix ms, device clock).
     pub last_event: String,
@@ -182,6 +183,12 @@ impl DeviceState {
             EventKind::Dropped => {
                 self.status = "dropped".into();
                 self.update_state = Some("DROPPED".into());
+                if let Some(e) = &report.error {
+                    self.set_error(report, e);
+                }
+            }
+            EventKind::HealthFailed => {
+                self.status = "unhealthy".into();
                 if let Some(e) = &report.error {
                     self.set_error(report, e);
                 }

@@ -1,6 +1,7 @@
 //! The halt rule's counting, inside the caller's transaction: event reports (a device
 //! personalized for a rollout's release is an attempt; a failure whose code blames the
-//! release, or a rollback after the reboot, is a failure) and silent devices (a device that
+//! release, a rollback after the reboot, or a health check failing in the post-commit
+//! watch is a failure) and silent devices (a device that
 //! stopped reporting mid-update is a failure). After counting, each touched wave is
 //! evaluated once; a halt is one conditional `UPDATE` plus its record, so two servers
 //! committing reports on one database halt the rollout once (SQLite serializes writers;
@@ -21,7 +22,7 @@ use crate::ServerError;
 pub(super) enum Counted {
     /// The device got a ticket and went on: an attempt.
     Attempt,
-    /// An attempt that failed in a way that counts (`failed`, `rolled_back`).
+    /// An attempt that failed in a way that counts (`failed`, `rolled_back`, `health`).
     Failure(&'static str),
 }
 
@@ -43,6 +44,11 @@ pub(super) fn counted(report: &EventReport) -> Option<Counted> {
             (blame(code) == Some(Blame::Release)).then_some(Counted::Failure("failed"))
         }
         EventKind::RolledBack => Some(Counted::Failure("rolled_back")),
+        // A health check failing in the post-commit watch: the release runs but is unwell.
+        EventKind::HealthFailed => {
+            let code = report.error.as_ref().map(|e| e.code.as_str())?;
+            (blame(code) == Some(Blame::Release)).then_some(Counted::Failure("health"))
+        }
         EventKind::InstallStarted
         | EventKind::Progress
         | EventKind::Parked
@@ -231,4 +237,72 @@ async fn evaluate(
         halted.push(id);
     }
     Ok(halted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(event: EventKind, code: Option<&str>) -> EventReport {
+        let text = r#"{"report_version": 1, "sequence": 1, "device_id": "00000000000004d2",
+            "uuid": null, "event": "EVENT", "event_time": "2026-03-20T18:51:32Z",
+            "result": "failure", "transition": null, "audience_type": "customer",
+            "device_class": "vm", "device_model": "m", "platform": "p", "core_version": "0.1.0",
+            "current_os_type": "system", "current_os_version": "2.0",
+            "current_base_os_version": "2.0", "current_slot": "b", "target_os_version": "2.0",
+            "update_type": null, "preferred_type": null, "battery_level": null,
+            "battery_is_charging": false, "on_ac_power": true, "low_power_mode": false,
+            "metered_network": null, "data_fs_capacity": 1, "data_fs_free": 1,
+            "system_fs_capacity": 1, "system_fs_free": 1, "storage_capacity": 1,
+            "total_required_free_space": null, "mandatory_update_eligible": false,
+            "mandatory_update_optional": true, "pre_staging_enabled": false,
+            "pre_staging_max_size": null, "pre_staging_optional_size": null,
+            "pre_staging_required_size": null, "ramp_enabled": false,
+            "rapid_security_response_installed": false,
+            "rapid_security_response_semi_splat": false, "facts_error": null, "phases": [],
+            "payload": null, "progress": null, "error": null, "fallback": null,
+            "boot_counter_rolled_back": null}"#
+            .replace("EVENT", event.as_str());
+        let mut r: EventReport = serde_json::from_str(&text).unwrap();
+        r.error = code.map(|code| ferry_events::ErrorReport {
+            code: code.into(),
+            cause: "c".into(),
+            fix: "f".into(),
+            machine: Some("health_watch".into()),
+            state: Some("WATCHING".into()),
+        });
+        r
+    }
+
+    #[test]
+    fn what_each_report_counts_as() {
+        use EventKind::*;
+        let table = [
+            (Personalized, None, Some(Counted::Attempt)),
+            (Committed, None, Some(Counted::Attempt)),
+            (
+                HealthFailed,
+                Some("HEALTH_WATCH_FAILED"),
+                Some(Counted::Failure("health")),
+            ),
+            (HealthFailed, Some("DISK_FULL"), None),
+            (HealthFailed, None, None),
+            (
+                Failed,
+                Some("SEAL_MISMATCH"),
+                Some(Counted::Failure("failed")),
+            ),
+            (Failed, Some("NETWORK_TIMEOUT"), None),
+            (
+                RolledBack,
+                Some("HEALTH_CHECK_FAILED"),
+                Some(Counted::Failure("rolled_back")),
+            ),
+            (Progress, None, None),
+            (DoctorResult, Some("HEALTH_CHECK_FAILED"), None),
+        ];
+        for (event, code, expected) in table {
+            assert_eq!(counted(&report(event, code)), expected, "{event} {code:?}");
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //! devices by kind — `offered` (enrolled devices of the class in the cohort, entitled, whose
 //! wave is open: the ones the director lets take it), `attempted` (personalized for the
 //! release in the current epoch), `installed` (running the release), `failed`,
-//! `rolled_back` and `silent` (the halt rule's failures). Read from the database at each
+//! `rolled_back`, `health` (a check failing in the post-commit watch) and `silent` (the
+//! halt rule's failures). Read from the database at each
 //! scrape, so every replica shows the same numbers; `offered` places every enrolled device
 //! of the class (one SHA-256 each per rollout).
 
@@ -24,17 +25,18 @@ pub struct RolloutStats {
     pub rollout: Rollout,
     /// Waves open now (0 while held before the first opens).
     pub open_waves: u32,
-    /// Devices by kind: offered, attempted, installed, failed, rolled_back, silent.
+    /// Devices by kind: offered, attempted, installed, failed, rolled_back, health, silent.
     pub devices: BTreeMap<&'static str, u64>,
 }
 
 /// The device kinds every rollout reports (zero included, so series do not vanish).
-pub const KINDS: [&str; 6] = [
+pub const KINDS: [&str; 7] = [
     "offered",
     "attempted",
     "installed",
     "failed",
     "rolled_back",
+    "health",
     "silent",
 ];
 

@@ -164,9 +164,10 @@ pub struct WaveCount {
     pub opens_at: DateTime<Utc>,
     /// Devices that got a ticket and started (this epoch).
     pub attempts: u64,
-    /// Of those, failed with a code blaming the release, rolled back, or silent.
+    /// Of those, failed with a code blaming the release, rolled back, failed a health check
+    /// in the post-commit watch, or silent.
     pub failures: u64,
-    /// Failures by kind (`failed`, `rolled_back`, `silent`).
+    /// Failures by kind (`failed`, `rolled_back`, `health`, `silent`).
     pub by_kind: std::collections::BTreeMap<String, u64>,
     /// The lower bound of the 95 % Wilson interval of the failure rate.
     pub lower_bound: f64,

@@ -75,7 +75,12 @@ fn a_network_cut_longer_than_the_read_timeout_is_waited_out_in_the_same_run() {
     std::thread::sleep(left);
     proxy.set_fault(Fault::None);
     let out = child.wait_with_output().unwrap();
-    let all: Vec<String> = lines.lock().unwrap().iter().map(|(_, l)| l.clone()).collect();
+    let all: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, l)| l.clone())
+        .collect();
     let text_all = all.join("\n");
     assert!(shown, "no waiting state shown:\n{text_all}");
     let (at, line) = first_with(&lines, waiting).unwrap();
@@ -104,6 +109,12 @@ fn a_network_cut_longer_than_the_read_timeout_is_waited_out_in_the_same_run() {
     assert!(
         cut.elapsed() >= CUT,
         "the cut lasted longer than the read timeout"
+    );
+    // The scan has its units: metadata files and bytes fetched and verified.
+    assert!(
+        all.iter()
+            .any(|l| l.contains("SCANNING") && l.contains("metadata files (")),
+        "{text_all}"
     );
     // Bytes moved before the cut, with their units in the action text.
     assert!(

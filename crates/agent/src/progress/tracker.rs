@@ -215,8 +215,7 @@ impl<'a> Tracker<'a> {
             ),
             "DOWNLOADING_UPDATE" if self.limits.retries > 0 => format!(
                 "waiting for the network: no bytes for {quiet:.0} s, retrying in {:.0} s (the connection is given up after {limit:.0} s without a byte)",
-                (limit - quiet).max(0.0)
-                    + Retry::backoff(1).as_secs_f64()
+                (limit - quiet).max(0.0) + Retry::backoff(1).as_secs_f64()
             ),
             "DOWNLOADING_UPDATE" => format!(
                 "waiting for the network: no bytes for {quiet:.0} s; {}",

@@ -2,7 +2,9 @@
 //! sample about every second (and at each phase change, wait or note), bounded to
 //! [`MAX_LINES`], for `ferry log chart` and `bench/progress`. Appended line by line (a
 //! torn last line after a crash is skipped when read); not the journal: samples are
-//! observations, not state.
+//! observations, not state. Beside it, `<uuid>.plan.json` holds the work and rates the
+//! estimate was planned from ([`Plan`]), so a log replays through the estimator offline
+//! ([`crate::progress::replay`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -45,6 +47,12 @@ pub struct Sample {
     pub low: Option<f64>,
     /// High end of the range.
     pub high: Option<f64>,
+    /// Image bytes written of `written_total` (a full download's second measure).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub written: u64,
+    /// Image bytes the phase writes in all (0: no second measure).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub written_total: u64,
     /// The waiting reason, if nothing moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
@@ -65,6 +73,8 @@ impl Sample {
             action: p.action.clone(),
             done: p.done,
             total: p.total,
+            written: p.written,
+            written_total: p.written_total,
             remaining: p.eta_secs,
             low: p.eta_low,
             high: p.eta_high,
@@ -72,6 +82,37 @@ impl Sample {
             note: p.note.clone(),
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What the estimate of a run was planned from: the work and the device's rates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// What the update asks of the device.
+    pub work: crate::progress::phases::Work,
+    /// The rates the device knew at the start.
+    pub rates: crate::progress::phases::Rates,
+}
+
+/// Where the plan of the log at `log` is kept (`<uuid>.plan.json`).
+pub fn plan_path(log: &Path) -> PathBuf {
+    log.with_extension("plan.json")
+}
+
+/// Records the plan of the run that writes the log at `log` (best effort, like the log).
+pub fn write_plan(log: &Path, plan: &Plan) {
+    let path = plan_path(log);
+    if let Err(e) = ferry_durable::write_json(&path, plan) {
+        tracing::warn!(path = %path.display(), error = %e, "the progress plan was not recorded");
+    }
+}
+
+/// The plan recorded beside the log at `log`, if any.
+pub fn read_plan(log: &Path) -> Option<Plan> {
+    serde_json::from_slice(&std::fs::read(plan_path(log)).ok()?).ok()
 }
 
 /// Appends samples to one update's log.
@@ -193,6 +234,7 @@ fn prune(dir: &Path, keep: &Path) {
     let extra = (logs.len() + 1).saturating_sub(MAX_LOGS);
     for old in logs.iter().take(extra) {
         let _ = std::fs::remove_file(old);
+        let _ = std::fs::remove_file(plan_path(old));
     }
 }
 

@@ -9,6 +9,7 @@ pub mod estimate;
 pub mod history;
 pub mod log;
 pub mod phases;
+pub mod replay;
 pub mod tracker;
 
 use std::time::{Duration, Instant};

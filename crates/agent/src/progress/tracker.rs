@@ -82,10 +82,19 @@ impl<'a> Tracker<'a> {
             .inspect_err(|e| tracing::warn!(error = %e, "the progress self-measurement failed"))
             .ok();
         let rates = history::rates(&history, fleet.as_ref(), test);
+        let log_path = device.layout().progress_log(update);
+        let writer = log::Writer::open(&log_path);
+        log::write_plan(
+            &log_path,
+            &log::Plan {
+                work: work.clone(),
+                rates: rates.clone(),
+            },
+        );
         Tracker::with_rates(
             rates,
             work,
-            log::Writer::open(&device.layout().progress_log(update)),
+            writer,
             Limits {
                 read_timeout_secs: device.config.read_timeout_secs,
                 retries: device.config.download_retries,

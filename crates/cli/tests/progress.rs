@@ -136,6 +136,65 @@ fn a_network_cut_longer_than_the_read_timeout_is_waited_out_in_the_same_run() {
 }
 
 #[test]
+fn retries_are_bounded_and_a_network_that_stays_down_ends_the_run_for_the_next_to_resume() {
+    let (f, proxy) = fleet_behind_proxy(12);
+    let config = f.device.join("config.toml");
+    let saved = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        saved
+            .replace("read_timeout_secs = 30", "read_timeout_secs = 2")
+            .replace("download_retries = 5", "download_retries = 2"),
+    )
+    .unwrap();
+    const CUT_AT: u64 = 3 << 20;
+    proxy.set_fault(Fault::StallAfter(CUT_AT));
+    let mut child = ferry()
+        .args(["install", "vm-2.0", "--json", "--device", s(&f.device)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = bar_lines(&mut child);
+    let max = proxy.max_forwarded.clone();
+    assert!(
+        wait_for(60, || max.load(Ordering::SeqCst) >= CUT_AT),
+        "the download never reached the cut"
+    );
+    proxy.set_fault(Fault::Down);
+    let out = child.wait_with_output().unwrap();
+    let all: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, l)| l.clone())
+        .collect();
+    let text_all = all.join("\n");
+    assert!(
+        !out.status.success(),
+        "the network never came back: {text_all}"
+    );
+    let code = json_error_code(&out);
+    assert!(
+        ["NETWORK_TIMEOUT", "SERVER_UNREACHABLE"].contains(&code.as_str()),
+        "{code}: {}",
+        text(&out.stdout)
+    );
+    assert!(first_with(&lines, "(retry 2 of 2").is_some(), "{text_all}");
+    assert!(first_with(&lines, "(retry 3 of").is_none(), "{text_all}");
+    // What arrived is kept: the next run resumes from it and finishes.
+    let st = status(&f.device);
+    assert!(
+        st["install_in_progress"]["frames_done"].as_u64().unwrap() >= 1,
+        "progress was kept: {st}"
+    );
+    proxy.set_fault(Fault::None);
+    ok(&["install", "vm-2.0", "--device", s(&f.device)]);
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["version"], "2.0");
+}
+
+#[test]
 fn log_chart_writes_a_valid_svg_and_png_of_an_install() {
     let f = fleet(4, |s| s.url());
     let out_dir = f.root.join("charts");

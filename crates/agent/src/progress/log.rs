@@ -1,5 +1,6 @@
 //! The progress log of an update: `progress/<uuid>.jsonl` in the device directory, one
-//! sample about every second (and at each phase change, wait or note), bounded to
+//! sample about every second (four a second in a run's first minute; and at each phase
+//! change, wait or note), bounded to
 //! [`MAX_LINES`], for `ferry log chart` and `bench/progress`. Appended line by line (a
 //! torn last line after a crash is skipped when read); not the journal: samples are
 //! observations, not state. Beside it, `<uuid>.plan.json` holds the work and rates the
@@ -21,6 +22,11 @@ pub const MAX_LINES: usize = 36_000;
 pub const MAX_LOGS: usize = 10;
 /// Seconds between two samples of the same phase with nothing new to say.
 pub const EVERY_SECS: f64 = 1.0;
+/// The same in the first [`FAST_FOR_SECS`] of a run: a short install gets enough samples
+/// for its chart and its figures (one a second gives an 8 s install only eight).
+pub const FAST_EVERY_SECS: f64 = 0.25;
+/// Seconds from the start of a run during which samples come every [`FAST_EVERY_SECS`].
+pub const FAST_FOR_SECS: f64 = 60.0;
 
 /// One line of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,7 +174,12 @@ impl Writer {
         let due = match &self.last {
             None => true,
             Some((t, state, waiting)) => {
-                p.elapsed_secs - t >= EVERY_SECS
+                let every = if p.elapsed_secs < FAST_FOR_SECS {
+                    FAST_EVERY_SECS
+                } else {
+                    EVERY_SECS
+                };
+                p.elapsed_secs - t >= every
                     || state != p.state
                     || *waiting != p.waiting.is_some()
                     || p.note.is_some()
@@ -259,13 +270,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("u.jsonl");
         let mut w = Writer::open(&path);
+        // After the first minute: one a second.
         for i in 0..40 {
-            w.record(&progress(i as f64 * 0.25, "DOWNLOADING_UPDATE"));
+            w.record(&progress(60.0 + i as f64 * 0.25, "DOWNLOADING_UPDATE"));
         }
-        w.record(&progress(10.1, "PREPARING_UPDATE"));
+        w.record(&progress(70.1, "PREPARING_UPDATE"));
         let waiting = Progress {
             waiting: Some("waiting for the network".into()),
-            ..progress(10.2, "PREPARING_UPDATE")
+            ..progress(70.2, "PREPARING_UPDATE")
         };
         w.record(&waiting);
         w.sync();
@@ -282,8 +294,21 @@ mod tests {
             .unwrap();
         assert_eq!(read(&path).len(), 12);
         let mut w = Writer::open(&path);
-        w.record(&progress(20.0, "PREPARED"));
+        w.record(&progress(80.0, "PREPARED"));
         assert_eq!(read(&path).len(), 13);
+    }
+
+    #[test]
+    fn four_lines_a_second_in_the_first_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.jsonl");
+        let mut w = Writer::open(&path);
+        for i in 0..40 {
+            w.record(&progress(i as f64 * 0.1, "DOWNLOADING_UPDATE"));
+        }
+        // t = 0, 0.3, 0.6 … 3.9 (float steps of 0.1 reach 0.25 at the third).
+        let samples = read(&path);
+        assert!((13..=16).contains(&samples.len()), "{}", samples.len());
     }
 
     #[test]

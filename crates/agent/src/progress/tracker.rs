@@ -317,7 +317,11 @@ impl<'a> Tracker<'a> {
             assemble: download
                 .filter(|_| matches!(kind, PayloadKind::Delta | PayloadKind::Chunks))
                 .and_then(per_sec),
+            // Only a prepare that read the slot back measures the read-back rate: after a
+            // full download the leaves were hashed as it wrote, and preparing only
+            // finishes the tree (its image bytes per second say nothing of the disk).
             verify: span("PREPARING_UPDATE")
+                .filter(|_| !matches!(kind, PayloadKind::Full))
                 .filter(|s| s.done.saturating_sub(s.first_done) >= 64 << 20)
                 .and_then(per_sec),
             personalize: span("PREFLIGHT_PERSONALIZE").map(|s| s.to - s.from),

@@ -143,7 +143,7 @@ fn retries_are_bounded_and_a_network_that_stays_down_ends_the_run_for_the_next_t
     std::fs::write(
         &config,
         saved
-            .replace("read_timeout_secs = 30", "read_timeout_secs = 2")
+            .replace("read_timeout_secs = 30", "read_timeout_secs = 3")
             .replace("download_retries = 5", "download_retries = 2"),
     )
     .unwrap();
@@ -157,12 +157,21 @@ fn retries_are_bounded_and_a_network_that_stays_down_ends_the_run_for_the_next_t
         .unwrap();
     let lines = bar_lines(&mut child);
     let max = proxy.max_forwarded.clone();
-    assert!(
-        wait_for(60, || max.load(Ordering::SeqCst) >= CUT_AT),
-        "the download never reached the cut"
-    );
+    let reached = wait_for(120, || max.load(Ordering::SeqCst) >= CUT_AT);
     proxy.set_fault(Fault::Down);
     let out = child.wait_with_output().unwrap();
+    assert!(
+        reached,
+        "the download never reached the cut: {}\n{}",
+        text(&out.stdout),
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let all: Vec<String> = lines
         .lock()
         .unwrap()

@@ -67,6 +67,11 @@ pub struct Config {
     /// (the install resumes on the next run).
     #[serde(default = "default_stream_min_rate")]
     pub stream_min_rate: u64,
+    /// How many times in a row a full-payload download that stalled past the read timeout
+    /// or was cut is asked for again in the same run (from the byte it reached, after a
+    /// back-off of 1, 2, 4… s), before the run ends and the next one resumes it; 0: never.
+    #[serde(default = "default_download_retries")]
+    pub download_retries: u32,
     /// A LAN content cache (`ferry cache`) to fetch payload bytes from first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<String>,
@@ -92,6 +97,13 @@ pub const DEFAULT_STREAM_MIN_RATE: u64 = 32 << 10;
 
 pub(crate) fn default_stream_min_rate() -> u64 {
     DEFAULT_STREAM_MIN_RATE
+}
+
+/// Retries in a row of a cut download in one run unless `config.toml` says otherwise.
+pub const DEFAULT_DOWNLOAD_RETRIES: u32 = 5;
+
+pub(crate) fn default_download_retries() -> u32 {
+    DEFAULT_DOWNLOAD_RETRIES
 }
 
 /// Where the slots are.

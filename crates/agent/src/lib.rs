@@ -29,7 +29,8 @@
 //!    phase rates, taken at each scan);
 //! 5. [`scan`]; `install::pace` (the test-only slow slot disk); then [`progress`]'s
 //!    `history` (the rates of the expected durations), `log` (the progress log of an
-//!    update) and `tracker` (the sink that turns measured work into the honest bar);
+//!    update), `replay` (a log re-run through the estimator offline) and `tracker` (the
+//!    sink that turns measured work into the honest bar);
 //! 6. [`install`]: the pieces (`ranges`, `chunks`, `delta`, `spool`, `seal`,
 //!    `download`, `record`, `purge`, `sizing`, `meter`), then `attempts` (the one runner of
 //!    payload attempts), then

@@ -96,6 +96,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Identity, AgentError> {
         clock_offset_secs: 0,
         read_timeout_secs: device::default_read_timeout(),
         stream_min_rate: device::default_stream_min_rate(),
+        download_retries: device::default_download_retries(),
         cache: None,
         policy: Default::default(),
         outbox_max_reports: None,

@@ -1,5 +1,10 @@
 //! A scan through the scan machines: `scan_manager` → `scan[uuid]` (fetch the catalog,
-//! select offers) → `recovery_scan[uuid]`.
+//! select offers) → `recovery_scan[uuid]`. Its progress is measured in the metadata files
+//! and bytes fetched and verified ([`ScanMeter`]), under the state `SCANNING` (before the
+//! install's first checkpoint, so at 0 % of the bar).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -8,6 +13,8 @@ use crate::device::Device;
 use crate::journal::{Instance, Journal};
 use crate::machines::{recovery_scan, scan, scan_manager};
 use crate::offer::{self, Offer};
+use crate::progress::{Progress, ProgressSink, Quiet, bytes_text};
+use ferry_catalog::{FetchObserver, Fetched};
 use ferry_types::Diagnose;
 
 /// What a scan found.
@@ -22,12 +29,79 @@ pub async fn scan(device: &Device, journal: &mut Journal) -> Result<ScanResult, 
     scan_as(device, journal, true).await
 }
 
+/// [`scan`], its progress (files and bytes fetched and verified) reported to `sink`.
+pub async fn scan_measured(
+    device: &Device,
+    journal: &mut Journal,
+    sink: &dyn ProgressSink,
+) -> Result<ScanResult, AgentError> {
+    scan_reported(device, journal, true, sink).await
+}
+
+/// The state a scan's progress is reported under.
+pub const SCANNING: &str = "SCANNING";
+
+/// Counts a scan's metadata files and bytes as they arrive and reports them, at most
+/// four times a second and at the end of each file.
+#[derive(Debug, Default)]
+pub struct ScanMeter {
+    files: u64,
+    bytes_done: u64,
+    current: u64,
+    last: Option<Instant>,
+}
+
+impl ScanMeter {
+    /// `fetched` arrived: the report to make now, if one is due.
+    pub fn saw(&mut self, fetched: &Fetched) -> Option<Progress> {
+        if fetched.done {
+            self.files += 1;
+            self.bytes_done += fetched.bytes;
+            self.current = 0;
+        } else {
+            self.current = fetched.bytes;
+        }
+        let now = Instant::now();
+        if !fetched.done
+            && self
+                .last
+                .is_some_and(|t| now.duration_since(t) < Duration::from_millis(250))
+        {
+            return None;
+        }
+        self.last = Some(now);
+        let bytes = self.bytes_done + self.current;
+        let what = if fetched.done { "verified" } else { "fetching" };
+        Some(Progress {
+            state: SCANNING,
+            action: format!(
+                "Checking for updates… {} {what}; {} metadata file{} ({}) fetched",
+                fetched.file,
+                self.files,
+                if self.files == 1 { "" } else { "s" },
+                bytes_text(bytes)
+            ),
+            done: bytes,
+            ..Progress::default()
+        })
+    }
+}
+
 /// Runs a scan, journaled. `asked`: a person or client asked for it; else the agent's
 /// background schedule started it (`scan_due`).
 pub async fn scan_as(
     device: &Device,
     journal: &mut Journal,
     asked: bool,
+) -> Result<ScanResult, AgentError> {
+    scan_reported(device, journal, asked, &Quiet).await
+}
+
+async fn scan_reported(
+    device: &Device,
+    journal: &mut Journal,
+    asked: bool,
+    sink: &dyn ProgressSink,
 ) -> Result<ScanResult, AgentError> {
     let mut manager: Instance<scan_manager::Names> = journal.instance("device", false)?;
     if manager.is_in(scan_manager::State::SCANNING) {
@@ -40,7 +114,7 @@ pub async fn scan_as(
     manager.fire(scan_manager::Event::Scan, json!({ "asked": asked }))?;
     let scan_id = uuid::Uuid::new_v4().to_string();
     let mut one: Instance<scan::Names> = journal.instance(&scan_id, false)?;
-    let result = run(device, journal, &mut one, &scan_id).await;
+    let result = run(device, journal, &mut one, &scan_id, sink).await;
     match &result {
         Ok(found) => {
             manager.fire(
@@ -65,14 +139,34 @@ async fn run(
     journal: &mut Journal,
     one: &mut Instance<scan::Names>,
     scan_id: &str,
+    sink: &dyn ProgressSink,
 ) -> Result<ScanResult, AgentError> {
     one.fire(
         scan::Event::Refresh,
         json!({ "server": device.config.server }),
     )?;
-    // A TUF refresh from the pinned root; on failure the last good metadata stays.
-    let crate::trust::catalog::Refreshed { catalog, warnings } =
-        crate::trust::catalog::refresh(device).await?;
+    // A TUF refresh from the pinned root; on failure the last good metadata stays. Each
+    // metadata file is reported as it arrives.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Fetched>();
+    let observer = FetchObserver(Arc::new(move |fetched: &Fetched| {
+        let _ = tx.send(fetched.clone());
+    }));
+    let refreshed = {
+        let refresh = crate::trust::catalog::refresh_observed(device, Some(observer));
+        tokio::pin!(refresh);
+        let mut meter = ScanMeter::default();
+        loop {
+            tokio::select! {
+                refreshed = &mut refresh => break refreshed,
+                Some(fetched) = rx.recv() => {
+                    if let Some(p) = meter.saw(&fetched) {
+                        sink.report(&p);
+                    }
+                }
+            }
+        }
+    };
+    let crate::trust::catalog::Refreshed { catalog, warnings } = refreshed?;
     let versions = catalog.versions();
     let mut fetched =
         json!({ "n_releases": catalog.releases().len(), "metadata": format!("{versions:?}") });
@@ -158,4 +252,51 @@ fn check_recovery(recovery: &mut Instance<recovery_scan::Names>) -> Result<(), A
         json!({ "reason": "the device has no recovery component" }),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetched(file: &str, bytes: u64, done: bool) -> Fetched {
+        Fetched {
+            file: file.into(),
+            bytes,
+            done,
+        }
+    }
+
+    #[test]
+    fn a_scan_counts_its_files_and_bytes() {
+        let mut meter = ScanMeter::default();
+        let p = meter.saw(&fetched("timestamp.json", 1500, true)).unwrap();
+        assert_eq!(p.state, SCANNING);
+        assert_eq!(p.done, 1500);
+        assert_eq!(
+            p.action,
+            "Checking for updates… timestamp.json verified; 1 metadata file (1.5 KB) fetched"
+        );
+        // A large file's bytes count as they arrive, reported at most four times a second.
+        assert!(
+            meter
+                .saw(&fetched("3.targets.json", 2_000_000, false))
+                .is_none()
+        );
+        let mut fresh = ScanMeter::default();
+        let p = fresh
+            .saw(&fetched("3.targets.json", 2_000_000, false))
+            .unwrap();
+        assert_eq!(p.done, 2_000_000);
+        assert!(p.action.contains("3.targets.json fetching"), "{}", p.action);
+        // The end of a file is always said.
+        let p = meter
+            .saw(&fetched("3.targets.json", 3_000_000, true))
+            .unwrap();
+        assert_eq!(p.done, 3_001_500);
+        assert!(
+            p.action.ends_with("2 metadata files (3.0 MB) fetched"),
+            "{}",
+            p.action
+        );
+    }
 }

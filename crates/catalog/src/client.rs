@@ -59,6 +59,8 @@ pub struct RefreshOptions {
     pub dry_run: bool,
     /// The device's clock reading for this refresh; `None`: the system clock.
     pub now: Option<DateTime<Utc>>,
+    /// Told of every metadata file as it arrives (the scan's measured units).
+    pub observer: Option<crate::transport::FetchObserver>,
 }
 
 /// A target listed in the catalog.
@@ -180,7 +182,8 @@ impl Catalog {
             }
             _ => clock,
         };
-        let transport = CatalogTransport::new(options.ca_pem.as_deref())?;
+        let transport =
+            CatalogTransport::new(options.ca_pem.as_deref())?.observed(options.observer.clone());
         let new_updater = |root: &[u8]| {
             let files = MetadataFiles {
                 dir: current_dir.clone(),

@@ -105,4 +105,5 @@ pub use release::{
     payload_target_name,
 };
 pub use repo::NewTarget;
+pub use transport::{FetchObserver, Fetched};
 pub use warning::{CLOCK_AHEAD_LIMIT_SECS, CatalogWarning};

@@ -4,8 +4,30 @@
 use crate::error::CatalogError;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
+
+/// Where a metadata fetch stands: the file, its bytes so far, and whether it is whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The file (the URL's last segment: `timestamp.json`, `3.snapshot.json`).
+    pub file: String,
+    /// Bytes received so far.
+    pub bytes: u64,
+    /// The whole file arrived (it is verified next).
+    pub done: bool,
+}
+
+/// Told of every metadata fetch as its bytes arrive, so a scan has units of its own.
+#[derive(Clone)]
+pub struct FetchObserver(pub Arc<dyn Fn(&Fetched) + Send + Sync>);
+
+impl std::fmt::Debug for FetchObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FetchObserver")
+    }
+}
 
 /// Why a fetch gave no bytes.
 #[derive(Debug)]
@@ -28,6 +50,7 @@ pub(crate) enum FetchError {
 #[derive(Debug, Clone)]
 pub(crate) struct CatalogTransport {
     client: reqwest::Client,
+    observer: Option<FetchObserver>,
 }
 
 impl CatalogTransport {
@@ -48,7 +71,27 @@ impl CatalogTransport {
         let client = builder.build().map_err(|error| CatalogError::Tuf {
             detail: error.to_string(),
         })?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            observer: None,
+        })
+    }
+
+    /// This transport, telling `observer` of every fetch.
+    pub(crate) fn observed(mut self, observer: Option<FetchObserver>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    fn tell(&self, url: &Url, bytes: u64, done: bool) {
+        if let Some(FetchObserver(observe)) = &self.observer {
+            let file = url
+                .path_segments()
+                .and_then(|mut segments| segments.next_back())
+                .unwrap_or_default()
+                .to_owned();
+            observe(&Fetched { file, bytes, done });
+        }
     }
 
     /// The body of `url`, refused as soon as it exceeds `max_size` bytes.
@@ -64,7 +107,11 @@ impl CatalogTransport {
         max_size: u64,
     ) -> Result<(Vec<u8>, Option<DateTime<Utc>>), FetchError> {
         match url.scheme() {
-            "file" => return fetch_file(url, max_size).map(|bytes| (bytes, None)),
+            "file" => {
+                let bytes = fetch_file(url, max_size)?;
+                self.tell(url, bytes.len() as u64, true);
+                return Ok((bytes, None));
+            }
             "http" | "https" => {}
             scheme => {
                 return Err(FetchError::Failed(format!(
@@ -116,7 +163,9 @@ impl CatalogTransport {
                 return Err(FetchError::TooLarge { max_size });
             }
             body.extend_from_slice(&chunk);
+            self.tell(url, body.len() as u64, false);
         }
+        self.tell(url, body.len() as u64, true);
         Ok((body, date))
     }
 }

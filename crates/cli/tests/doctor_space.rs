@@ -114,6 +114,7 @@ fn a_full_disk_fails_before_the_download_or_with_a_clear_code_and_the_install_re
         text_config.replace("read_timeout_secs = 30", "read_timeout_secs = 3"),
     )
     .unwrap();
+    no_download_retries(&device);
     proxy.set_fault(Fault::StallAfter(3 << 20));
     let installing = ferry()
         .args(["install", "vm-2.0", "--json", "--device", s(&device)])

@@ -238,6 +238,7 @@ fn cancelled_then_continued(bench: &mut Bench) {
 /// by a download, then by an install.
 fn downloads_that_fail_or_die(bench: &mut Bench, proxy: &Proxy) {
     let device = bench.device();
+    no_download_retries(&device);
     proxy.set_fault(Fault::CutAfter(200_000));
     let out = run(&["download", "vm-2.0", "--json", "--device", s(&device)]);
     proxy.set_fault(Fault::None);
@@ -447,6 +448,7 @@ fn every_row_of_every_table_is_driven_and_each_failure_leaves_a_device_that_reco
     bench.collect(&device);
     // A connection cut mid-payload, then the retry.
     let device = bench.device();
+    no_download_retries(&device);
     proxy.set_fault(Fault::CutAfter(200_000));
     let out = run(&["install", "vm-2.0", "--json", "--device", s(&device)]);
     proxy.set_fault(Fault::None);

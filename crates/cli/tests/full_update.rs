@@ -94,6 +94,7 @@ fn v1_to_v2_install_reboot_status_receipts_history() {
 #[test]
 fn truncated_payload_fails_with_its_code_and_a_retry_succeeds() {
     let (f, proxy) = fleet_behind_proxy(6);
+    no_download_retries(&f.device);
     proxy.set_fault(Fault::CutAfter(2 << 20));
     let out = run(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
     assert!(!out.status.success());
@@ -172,6 +173,7 @@ fn flipped_byte_fails_with_digest_code_and_a_fixed_server_succeeds() {
 #[test]
 fn server_killed_mid_download_is_a_clean_error_and_nothing_is_half_applied() {
     let (mut f, proxy) = fleet_behind_proxy(6);
+    no_download_retries(&f.device);
     proxy.set_fault(Fault::StallAfter(3 << 20));
     let child = ferry()
         .args(["install", "vm-2.0", "--json", "--device", s(&f.device)])
@@ -369,7 +371,9 @@ fn http_errors_and_stalls_fail_with_their_codes_and_are_journaled() {
     assert_failure_journaled(&f.device, "scan");
     assert_still_on_v1(&f);
 
-    // A stalled connection mid-payload: a timeout with its own code, not a hang.
+    // A stalled connection mid-payload, not asked for again: a timeout with its own
+    // code, not a hang.
+    no_download_retries(&f.device);
     let config = f.device.join("config.toml");
     let text_config = std::fs::read_to_string(&config).unwrap();
     std::fs::write(

@@ -1,5 +1,5 @@
-//! Issue 13's promises, end to end: a cut download shows the waiting state with its
-//! reason within 2 s, and `ferry log chart` draws a real install's progress log as a
+//! Issue 13's promises, end to end: a network cut longer than the read timeout shows the
+//! waiting state with its reason within 2 s and is waited out in the same run, and `ferry log chart` draws a real install's progress log as a
 //! valid SVG and PNG.
 
 mod common;
@@ -11,18 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-#[test]
-fn a_cut_download_shows_the_waiting_state_with_its_reason_within_2_s() {
-    let (f, proxy) = fleet_behind_proxy(12);
-    const CUT_AT: u64 = 3 << 20;
-    proxy.set_fault(Fault::StallAfter(CUT_AT));
-    let mut child = ferry()
-        .args(["install", "vm-2.0", "--device", s(&f.device)])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Every line the (non-terminal) bar prints, with when it arrived.
+/// Every line the (non-terminal) bar of `child` prints on stderr, with when it arrived.
+fn bar_lines(child: &mut std::process::Child) -> Arc<Mutex<Vec<(Instant, String)>>> {
     let lines: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
     let stderr = child.stderr.take().unwrap();
     let seen = lines.clone();
@@ -34,25 +24,66 @@ fn a_cut_download_shows_the_waiting_state_with_its_reason_within_2_s() {
             seen.lock().unwrap().push((Instant::now(), line));
         }
     });
+    lines
+}
+
+/// The first line of `lines` containing `needle`.
+fn first_with(lines: &Mutex<Vec<(Instant, String)>>, needle: &str) -> Option<(Instant, String)> {
+    lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(_, l)| l.contains(needle))
+        .cloned()
+}
+
+#[test]
+fn a_network_cut_longer_than_the_read_timeout_is_waited_out_in_the_same_run() {
+    let (f, proxy) = fleet_behind_proxy(12);
+    let config = f.device.join("config.toml");
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(saved.contains("download_retries = 5"), "{saved}");
+    std::fs::write(
+        &config,
+        saved.replace("read_timeout_secs = 30", "read_timeout_secs = 3"),
+    )
+    .unwrap();
+    const CUT_AT: u64 = 3 << 20;
+    const CUT: Duration = Duration::from_secs(8);
+    proxy.set_fault(Fault::StallAfter(CUT_AT));
+    let mut child = ferry()
+        .args(["install", "vm-2.0", "--json", "--device", s(&f.device)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = bar_lines(&mut child);
     let max = proxy.max_forwarded.clone();
     assert!(
         wait_for(60, || max.load(Ordering::SeqCst) >= CUT_AT),
         "the download never reached the cut"
     );
+    // The network goes down: the connection under way stalls, new ones get nothing.
     let cut = Instant::now();
-    let waiting = |lines: &[(Instant, String)]| {
-        lines
-            .iter()
-            .find(|(_, l)| l.contains("waiting for the network: no bytes for"))
-            .cloned()
-    };
-    let shown = wait_for(10, || waiting(&lines.lock().unwrap()).is_some());
-    let _ = child.kill();
-    let _ = child.wait();
-    let all = lines.lock().unwrap().clone();
-    let text: Vec<&str> = all.iter().map(|(_, l)| l.as_str()).collect();
-    assert!(shown, "no waiting state shown:\n{}", text.join("\n"));
-    let (at, line) = waiting(&all).unwrap();
+    proxy.set_fault(Fault::Down);
+    let waiting = "waiting for the network: no bytes for";
+    let shown = wait_for(10, || first_with(&lines, waiting).is_some());
+    // The connection is given up after 3 s and asked for again after a back-off: the
+    // wait says so, with its countdown and its reason.
+    let retrying = wait_for(15, || first_with(&lines, "(retry 1 of 5").is_some());
+    let left = CUT.saturating_sub(cut.elapsed());
+    std::thread::sleep(left);
+    proxy.set_fault(Fault::None);
+    let out = child.wait_with_output().unwrap();
+    let all: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, l)| l.clone())
+        .collect();
+    let text_all = all.join("\n");
+    assert!(shown, "no waiting state shown:\n{text_all}");
+    let (at, line) = first_with(&lines, waiting).unwrap();
     let after = at.saturating_duration_since(cut);
     assert!(
         after <= Duration::from_secs(2),
@@ -60,17 +91,38 @@ fn a_cut_download_shows_the_waiting_state_with_its_reason_within_2_s() {
     );
     assert!(line.contains("DOWNLOADING_UPDATE"), "{line}");
     assert!(
-        line.contains("the connection is given up in"),
+        line.contains("retrying in") && line.contains("given up after 3 s without a byte"),
         "the wait says what happens next: {line}"
+    );
+    assert!(retrying, "the back-off was not shown:\n{text_all}");
+    let (_, line) = first_with(&lines, "(retry 1 of 5").unwrap();
+    assert!(
+        line.contains("timed out after 3 s without a byte"),
+        "the retry says why: {line}"
+    );
+    // The same run finished.
+    assert!(
+        out.status.success(),
+        "the run ended: {}\n{text_all}",
+        text(&out.stdout)
+    );
+    assert!(
+        cut.elapsed() >= CUT,
+        "the cut lasted longer than the read timeout"
+    );
+    // The scan has its units: metadata files and bytes fetched and verified.
+    assert!(
+        all.iter()
+            .any(|l| l.contains("SCANNING") && l.contains("metadata files (")),
+        "{text_all}"
     );
     // Bytes moved before the cut, with their units in the action text.
     assert!(
-        text.iter()
+        all.iter()
             .any(|l| l.contains("Downloading update… ") && l.contains(" of ")),
-        "{}",
-        text.join("\n")
+        "{text_all}"
     );
-    // The progress log has the wait too.
+    // The progress log has the wait and its countdown too.
     let logs: Vec<_> = std::fs::read_dir(f.device.join("progress"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -78,7 +130,77 @@ fn a_cut_download_shows_the_waiting_state_with_its_reason_within_2_s() {
         .collect();
     assert_eq!(logs.len(), 1, "{logs:?}");
     let log = std::fs::read_to_string(&logs[0]).unwrap();
-    assert!(log.contains("waiting for the network"), "{log}");
+    assert!(log.contains("retrying in"), "{log}");
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["version"], "2.0");
+}
+
+#[test]
+fn retries_are_bounded_and_a_network_that_stays_down_ends_the_run_for_the_next_to_resume() {
+    let (f, proxy) = fleet_behind_proxy(12);
+    let config = f.device.join("config.toml");
+    let saved = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        saved
+            .replace("read_timeout_secs = 30", "read_timeout_secs = 3")
+            .replace("download_retries = 5", "download_retries = 2"),
+    )
+    .unwrap();
+    const CUT_AT: u64 = 3 << 20;
+    proxy.set_fault(Fault::StallAfter(CUT_AT));
+    let mut child = ferry()
+        .args(["install", "vm-2.0", "--json", "--device", s(&f.device)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = bar_lines(&mut child);
+    let max = proxy.max_forwarded.clone();
+    let reached = wait_for(120, || max.load(Ordering::SeqCst) >= CUT_AT);
+    proxy.set_fault(Fault::Down);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        reached,
+        "the download never reached the cut: {}\n{}",
+        text(&out.stdout),
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let all: Vec<String> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, l)| l.clone())
+        .collect();
+    let text_all = all.join("\n");
+    assert!(
+        !out.status.success(),
+        "the network never came back: {text_all}"
+    );
+    let code = json_error_code(&out);
+    assert!(
+        ["NETWORK_TIMEOUT", "SERVER_UNREACHABLE"].contains(&code.as_str()),
+        "{code}: {}",
+        text(&out.stdout)
+    );
+    assert!(first_with(&lines, "(retry 2 of 2").is_some(), "{text_all}");
+    assert!(first_with(&lines, "(retry 3 of").is_none(), "{text_all}");
+    // What arrived is kept: the next run resumes from it and finishes.
+    let st = status(&f.device);
+    assert!(
+        st["install_in_progress"]["frames_done"].as_u64().unwrap() >= 1,
+        "progress was kept: {st}"
+    );
+    proxy.set_fault(Fault::None);
+    ok(&["install", "vm-2.0", "--device", s(&f.device)]);
+    ok(&["reboot", "--device", s(&f.device)]);
+    assert_eq!(status(&f.device)["version"], "2.0");
 }
 
 #[test]

@@ -123,6 +123,8 @@ impl Sample {
             eta_low: self.eta_low,
             eta_high: self.eta_high,
             waiting: self.waiting.clone(),
+            // The waiting text already says the retry, its reason and countdown.
+            retry: None,
             note: self.note.clone(),
             elapsed_secs: self.elapsed_secs,
             written: self.written,

@@ -533,6 +533,7 @@ impl Attempts<'_> {
             let n = flow.received - start_offset;
             received.store(n, Ordering::Relaxed);
             meter.slot_busy(flow.slot_busy);
+            meter.retry(flow.retry);
             meter.written = (flow.written, image_size);
             meter.reach(n);
         };
@@ -540,6 +541,7 @@ impl Attempts<'_> {
         let stats = download::stream_into_slot(
             client,
             &self.offer.release.payload.url,
+            self.device.config.download_retries,
             manifest.clone(),
             leaves.clone(),
             &self.device.slot_path(self.target),

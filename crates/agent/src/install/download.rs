@@ -8,6 +8,13 @@
 //! order is made durable, so an interrupted download resumes from there. Every byte
 //! received goes to the [`Spool`] first, so a killed agent loses at most the frame it
 //! was still receiving (see [`crate::install::spool::recover`]).
+//!
+//! A connection that stalls past the read timeout or is cut is asked for again in the
+//! same run, from the byte it reached (a `Range` request; the frame being received stays
+//! in memory and in the spool), after a back-off of 1, 2, 4… s ([`Retry::backoff`]): up to
+//! `download_retries` times in a row, the count starting afresh once a retry brought a
+//! whole frame. The wait, its reason and its countdown go to the progress stream
+//! ([`Flow::retry`]). A stream slower than its overall deadline is not retried.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -24,6 +31,7 @@ use crate::AgentError;
 use crate::client::Client;
 use crate::install::seal::LeafStore;
 use crate::install::spool::Spool;
+use crate::progress::Retry;
 use crate::stop::{StopReason, StopToken};
 
 /// The queue of compressed frames the decode workers share.
@@ -32,6 +40,9 @@ type WorkQueue = Arc<Mutex<mpsc::Receiver<(usize, Vec<u8>)>>>;
 /// Frames in flight per decode worker: bounds memory to about
 /// `workers × (QUEUE_PER_WORKER + 1) × 2 × frame_size`.
 const QUEUE_PER_WORKER: usize = 1;
+
+/// How long the stream may be silent before where it stands is reported again.
+const IDLE_REPORT: Duration = Duration::from_millis(300);
 
 /// How often the slot is synced and progress made durable.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -52,7 +63,7 @@ pub struct DownloadStats {
 pub type Checkpoint<'a> = &'a mut (dyn FnMut(usize) -> Result<(), AgentError> + Send);
 
 /// Where the download stands, for progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flow {
     /// The payload offset reached.
     pub received: u64,
@@ -61,19 +72,23 @@ pub struct Flow {
     /// The stream now waits on the slot (the decode workers' queue is full, or the final
     /// writes and sync) rather than on the network.
     pub slot_busy: bool,
+    /// The connection was lost and the download waits to ask again (or is asking).
+    pub retry: Option<Retry>,
 }
 
 /// Called often with where the download stands.
 pub type OnBytes<'a> = &'a mut (dyn FnMut(Flow) + Send);
 
 /// Streams frames `start_frame..` of the payload at `url` into `slot`, spooling what
-/// arrives in `spool_dir` until it is in the slot. A stop asked on `stop` ends the stream
-/// at once; the frames already queued are written, the slot synced and the checkpoint
-/// recorded before it returns [`AgentError::Stopped`].
+/// arrives in `spool_dir` until it is in the slot; a lost connection is asked for again up
+/// to `retries` times in a row (see the module docs). A stop asked on `stop` ends the
+/// stream at once; the frames already queued are written, the slot synced and the
+/// checkpoint recorded before it returns [`AgentError::Stopped`].
 #[allow(clippy::too_many_arguments)]
 pub async fn stream_into_slot(
     client: &Client,
     url: &str,
+    retries: u32,
     manifest: Arc<Manifest>,
     leaves: Option<Arc<LeafStore>>,
     slot: &Path,
@@ -123,7 +138,7 @@ pub async fn stream_into_slot(
     let mut spool = Spool::create(spool_dir);
     let result = drive(
         client,
-        url,
+        (url, retries),
         &manifest,
         &mut spool,
         start_frame,
@@ -132,11 +147,12 @@ pub async fn stream_into_slot(
         &file,
         slot,
         checkpoint,
-        &mut |received, slot_busy| {
+        &mut |received, slot_busy, retry| {
             on_bytes(Flow {
                 received,
                 written: written.load(Ordering::Relaxed),
                 slot_busy,
+                retry,
             });
         },
         &mut stats,
@@ -158,7 +174,7 @@ pub async fn stream_into_slot(
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     client: &Client,
-    url: &str,
+    (url, retries): (&str, u32),
     manifest: &Manifest,
     spool: &mut Spool,
     start_frame: usize,
@@ -167,7 +183,7 @@ async fn drive(
     file: &Arc<File>,
     slot: &Path,
     checkpoint: Checkpoint<'_>,
-    on_bytes: &mut (dyn FnMut(u64, bool) + Send),
+    on_bytes: &mut (dyn FnMut(u64, bool, Option<Retry>) + Send),
     stats: &mut DownloadStats,
     stop: &StopToken,
 ) -> Result<(), AgentError> {
@@ -176,14 +192,20 @@ async fn drive(
     if let Some(reason) = stop.reason() {
         return Err(stopped(reason));
     }
-    let stream_bytes = manifest.payload_size.saturating_sub(start_offset);
-    let stream_started = Instant::now();
+    let mut stream_bytes = manifest.payload_size.saturating_sub(start_offset);
+    let mut stream_started = Instant::now();
     let (response, body_offset) = tokio::select! {
         answer = client.stream_from(url, start_offset, stream_bytes) => answer?,
         reason = stop.stopped() => return Err(stopped(reason)),
     };
     let mut skip = start_offset - body_offset;
-    let mut stream = response.bytes_stream();
+    let mut stream = Some(response.bytes_stream());
+    // Waiting to ask again after a lost connection, the retries in a row so far, and the
+    // frame the last retry started from (a whole frame since starts the count afresh).
+    let mut retry: Option<Retry> = None;
+    let mut in_row = 0u32;
+    let mut retried_at_frame = start_frame;
+    let mut reopen_error: Option<AgentError> = None;
 
     let mut done = vec![false; n_frames];
     let mut watermark = start_frame; // frames before this are written, in order
@@ -225,24 +247,112 @@ async fn drive(
             last_checkpoint = Instant::now();
         }
         if next_frame < n_frames {
+            let Some(body) = stream.as_mut() else {
+                // The connection was lost: wait out the back-off, then ask again.
+                let Some(wait) = retry.clone() else {
+                    break 'stream;
+                };
+                let now = Instant::now();
+                if let Some(at) = wait.at.filter(|at| *at > now) {
+                    on_bytes(received_offset, false, Some(wait));
+                    tokio::select! {
+                        () = tokio::time::sleep((at - now).min(Duration::from_millis(250))) => {}
+                        reason = stop.stopped() => {
+                            stopped_by = Some(reason);
+                            break 'stream;
+                        }
+                    }
+                    continue 'stream;
+                }
+                on_bytes(received_offset, false, Some(Retry { at: None, ..wait }));
+                let bytes = manifest.payload_size.saturating_sub(received_offset);
+                let answer = tokio::select! {
+                    answer = client.stream_from(url, received_offset, bytes) => answer,
+                    reason = stop.stopped() => {
+                        stopped_by = Some(reason);
+                        break 'stream;
+                    }
+                };
+                match answer {
+                    Ok((response, body_offset)) => {
+                        tracing::info!(received_offset, "the download asked again and goes on");
+                        skip = received_offset - body_offset;
+                        stream = Some(response.bytes_stream());
+                        stream_started = Instant::now();
+                        stream_bytes = bytes;
+                        retry = None;
+                        on_bytes(received_offset, false, None);
+                    }
+                    Err(e) if retriable(&e) && in_row < retries => {
+                        in_row += 1;
+                        tracing::warn!(received_offset, error = %e, retry = in_row, "asking for the download again failed");
+                        retry = Some(Retry {
+                            reason: short_reason(&e),
+                            attempt: in_row,
+                            of: retries,
+                            at: Some(Instant::now() + Retry::backoff(in_row)),
+                        });
+                    }
+                    Err(e) => {
+                        reopen_error = Some(e);
+                        break 'stream;
+                    }
+                }
+                continue 'stream;
+            };
             let next = tokio::select! {
-                next = stream.next() => next,
+                next = body.next() => next,
                 reason = stop.stopped() => {
                     stopped_by = Some(reason);
                     break 'stream;
                 }
-            };
-            let Some(chunk) = next else {
-                stream_error.get_or_insert_with(|| "the connection closed".into());
-                break 'stream;
-            };
-            let mut chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    timed_out = e.is_timeout();
-                    stream_error = Some(e.to_string());
-                    break 'stream;
+                // No byte for a while: say where the download stands (the last bytes may
+                // have come within the meter's rate limit, unreported) and keep the
+                // checkpoints going.
+                () = tokio::time::sleep(IDLE_REPORT) => {
+                    on_bytes(received_offset, false, None);
+                    continue 'stream;
                 }
+            };
+            let lost = match &next {
+                None => Some((false, "the connection closed".to_owned())),
+                Some(Err(e)) => Some((e.is_timeout(), e.to_string())),
+                Some(Ok(_)) => None,
+            };
+            if let Some((timeout, error)) = lost {
+                // A stream past its overall deadline is too slow to be worth asking again.
+                let too_slow =
+                    timeout && stream_started.elapsed() >= client.stream_deadline(stream_bytes);
+                if next_frame > retried_at_frame {
+                    in_row = 0;
+                }
+                if !too_slow && in_row < retries {
+                    in_row += 1;
+                    retried_at_frame = next_frame;
+                    let reason = if timeout {
+                        format!(
+                            "the connection timed out after {} s without a byte",
+                            client.read_timeout().as_secs()
+                        )
+                    } else {
+                        error.clone()
+                    };
+                    tracing::warn!(received_offset, %error, retry = in_row, "the download lost its connection; asking again");
+                    retry = Some(Retry {
+                        reason,
+                        attempt: in_row,
+                        of: retries,
+                        at: Some(Instant::now() + Retry::backoff(in_row)),
+                    });
+                    stream = None;
+                    continue 'stream;
+                }
+                timed_out = timeout;
+                stream_error = Some(error);
+                break 'stream;
+            }
+            let Some(Ok(mut chunk)) = next else {
+                break 'stream;
             };
             stats.bytes_downloaded += chunk.len() as u64;
             if skip > 0 {
@@ -254,7 +364,7 @@ async fn drive(
             // that arrived.
             spool.append(received_offset, &chunk);
             received_offset += chunk.len() as u64;
-            on_bytes(received_offset, false);
+            on_bytes(received_offset, false, None);
             let mut rest: &[u8] = &chunk;
             while !rest.is_empty() && next_frame < n_frames {
                 let want = manifest.frames[next_frame].len as usize - buf.len();
@@ -274,7 +384,7 @@ async fn drive(
                         Ok(()) => Ok(()),
                         Err(mpsc::error::TrySendError::Full(item)) => {
                             // The slot is the bottleneck now, not the network.
-                            on_bytes(received_offset, true);
+                            on_bytes(received_offset, true, None);
                             tx.send(item).await.map_err(|_| ())
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
@@ -294,20 +404,21 @@ async fn drive(
             match done_rx.recv().await {
                 Some(msg) => {
                     mark_done(msg?, &mut done, &mut watermark);
-                    on_bytes(received_offset, true);
+                    on_bytes(received_offset, true, None);
                 }
                 None => break 'stream,
             }
         }
     }
     drop(work_tx);
-    if stopped_by.is_none() && stream_error.is_none() {
-        on_bytes(received_offset, true); // the last frames are written, then the slot synced
+    let failed = stream_error.is_some() || reopen_error.is_some();
+    if stopped_by.is_none() && !failed {
+        on_bytes(received_offset, true, None); // the last frames are written, then the slot synced
     }
     // Collect what the workers finished (or the error that stopped them).
     while let Some(msg) = done_rx.recv().await {
         mark_done(msg?, &mut done, &mut watermark);
-        on_bytes(received_offset, true);
+        on_bytes(received_offset, !failed, None);
     }
     if let Some((handle, _)) = pending_sync.take() {
         finish_sync(handle, slot).await?;
@@ -316,6 +427,10 @@ async fn drive(
     if let Some(reason) = stopped_by.filter(|_| watermark < n_frames) {
         tracing::info!(?reason, watermark, "the download stopped as asked");
         return Err(stopped(reason));
+    }
+    if let Some(e) = reopen_error.filter(|_| watermark < n_frames) {
+        tracing::warn!(received_offset, error = %e, "the download could not be asked for again");
+        return Err(e);
     }
     if watermark < n_frames {
         let expected = manifest.payload_size;
@@ -340,6 +455,29 @@ async fn drive(
         });
     }
     Ok(())
+}
+
+/// Whether asking for the payload again failed in a way the network may mend (the server
+/// unreachable, a timeout, a server error or rate limit), so it is worth another wait.
+fn retriable(error: &AgentError) -> bool {
+    match error {
+        AgentError::ServerUnreachable { .. }
+        | AgentError::NetworkTimeout { .. }
+        | AgentError::Overloaded { .. } => true,
+        AgentError::ServerRefused { status, .. } => *status >= 500 || matches!(status, 408 | 429),
+        _ => false,
+    }
+}
+
+/// What stopped a retry from reaching the server, short enough for the bar.
+fn short_reason(error: &AgentError) -> String {
+    match error {
+        AgentError::ServerRefused { status, .. } | AgentError::Overloaded { status, .. } => {
+            format!("asking again, the server answered {status}")
+        }
+        AgentError::NetworkTimeout { .. } => "asking again, no answer came".into(),
+        _ => "asking again, the server could not be reached".into(),
+    }
 }
 
 /// The download's error when it was stopped for `reason`.

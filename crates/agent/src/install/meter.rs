@@ -1,10 +1,11 @@
 //! The meter of a payload attempt: the bytes it received (for the crash and cancel
 //! points and the record) and its `DOWNLOADING_UPDATE` progress phase, with the wait
-//! on the slot named when the download is held by decode, write or sync.
+//! on the slot named when the download is held by decode, write or sync, and the wait to
+//! ask again after a lost connection.
 
 use crate::journal;
 use crate::machines::controller;
-use crate::progress::{Phase, ProgressSink};
+use crate::progress::{Phase, ProgressSink, Retry};
 use crate::stop::{StopReason, StopToken};
 
 /// The bytes of the attempt under way and its progress phase.
@@ -25,6 +26,8 @@ pub(super) struct Meter<'a> {
     force: bool,
     /// Image bytes written of the image's (a full download's second measure).
     pub(super) written: (u64, u64),
+    /// The connection was lost: the wait to ask again.
+    retry: Option<Retry>,
 }
 
 /// The hint a report carries while the download waits on the slot: the tracker names
@@ -49,6 +52,7 @@ impl<'a> Meter<'a> {
             busy: false,
             force: false,
             written: (0, 0),
+            retry: None,
         }
     }
 
@@ -97,7 +101,8 @@ impl<'a> Meter<'a> {
         if let Some(phase) = self.phase.as_mut()
             && let Some(mut p) = phase.at(done, force)
         {
-            p.waiting = self.busy.then(|| SLOT_BUSY.to_owned());
+            p.waiting = (self.busy && self.retry.is_none()).then(|| SLOT_BUSY.to_owned());
+            p.retry = self.retry.clone();
             (p.written, p.written_total) = self.written;
             self.sink.report(&p);
         }
@@ -117,5 +122,16 @@ impl<'a> Meter<'a> {
             self.force = true;
         }
         self.busy = busy;
+    }
+
+    /// Whether the download waits to ask again after a lost connection: a change is said
+    /// at once.
+    pub(super) fn retry(&mut self, retry: Option<Retry>) {
+        if retry.as_ref().map(|r| (r.attempt, r.at.is_some()))
+            != self.retry.as_ref().map(|r| (r.attempt, r.at.is_some()))
+        {
+            self.force = true;
+        }
+        self.retry = retry;
     }
 }

@@ -108,7 +108,9 @@ pub async fn run(
     options: &Options<'_>,
 ) -> Result<Option<InstallOutcome>, AgentError> {
     let mut journal = Journal::open(device)?;
-    let offers = crate::scan::scan(device, &mut journal).await?.offers;
+    let offers = crate::scan::scan_measured(device, &mut journal, options.sink)
+        .await?
+        .offers;
     let Some(offer) = choose(&offers, label)? else {
         return Ok(None);
     };

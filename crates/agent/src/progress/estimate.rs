@@ -87,6 +87,9 @@ pub struct Estimator {
     window2: VecDeque<(f64, u64)>,
     /// Per measured phase: observed duration over planned (from its observed rate).
     calibration: Vec<(&'static str, f64)>,
+    /// The work announced it waits until then before it can move again (a download
+    /// backing off before it asks again).
+    wait_until: Option<f64>,
 }
 
 impl Estimator {
@@ -108,7 +111,15 @@ impl Estimator {
             secondary: (0, 0),
             window2: VecDeque::new(),
             calibration: Vec::new(),
+            wait_until: None,
         }
+    }
+
+    /// The phase under way announced it cannot move before `until` (a download backing
+    /// off before it asks again), or no longer waits (`None`): the wait counts in the
+    /// time remaining instead of the bar running on as if work went on.
+    pub fn wait_until(&mut self, until: Option<f64>) {
+        self.wait_until = until;
     }
 
     /// At `t`, the phase under way has done `done` of `total` units of its second measure
@@ -270,10 +281,14 @@ impl Estimator {
                 let left = (p.expected.secs - in_phase).max(p.expected.secs * 0.1);
                 (left, p.expected.spread)
             };
+            let mut left = left;
             if p.total > 0 && self.last_done < p.total {
                 let quiet = t - self.last_work;
                 if quiet >= STALL_SECS {
                     stalled_for = Some(quiet);
+                }
+                if let Some(until) = self.wait_until {
+                    left += (until - t).max(0.0);
                 }
             }
             remaining += left;
@@ -311,15 +326,18 @@ impl Estimator {
             if !self.growing && self.shown - target > 1.0 && remaining >= 5.0 {
                 self.growing = true;
                 note = Some(match (self.last_remaining, stalled_for) {
+                    _ if self.wait_until.is_some() => {
+                        "the work waits before it asks again: the time remaining grew, so the bar slows instead of going back".into()
+                    }
                     (_, Some(q)) => format!(
                         "no progress for {q:.0} s: the time remaining grew, so the bar slows instead of going back"
                     ),
-                    (Some(before), None) => format!(
+                    (Some(before), None) if human(before) != human(remaining) => format!(
                         "the work slowed: the time remaining grew from {} to {}, so the bar slows instead of going back",
                         human(before),
                         human(remaining)
                     ),
-                    (None, None) => {
+                    (_, None) => {
                         "the time remaining grew, so the bar slows instead of going back".into()
                     }
                 });

@@ -1,8 +1,11 @@
 //! The progress log of an update: `progress/<uuid>.jsonl` in the device directory, one
-//! sample about every second (and at each phase change, wait or note), bounded to
+//! sample about every second (four a second in a run's first minute; and at each phase
+//! change, wait or note), bounded to
 //! [`MAX_LINES`], for `ferry log chart` and `bench/progress`. Appended line by line (a
 //! torn last line after a crash is skipped when read); not the journal: samples are
-//! observations, not state.
+//! observations, not state. Beside it, `<uuid>.plan.json` holds the work and rates the
+//! estimate was planned from ([`Plan`]), so a log replays through the estimator offline
+//! ([`crate::progress::replay`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -19,6 +22,11 @@ pub const MAX_LINES: usize = 36_000;
 pub const MAX_LOGS: usize = 10;
 /// Seconds between two samples of the same phase with nothing new to say.
 pub const EVERY_SECS: f64 = 1.0;
+/// The same in the first [`FAST_FOR_SECS`] of a run: a short install gets enough samples
+/// for its chart and its figures (one a second gives an 8 s install only eight).
+pub const FAST_EVERY_SECS: f64 = 0.25;
+/// Seconds from the start of a run during which samples come every [`FAST_EVERY_SECS`].
+pub const FAST_FOR_SECS: f64 = 60.0;
 
 /// One line of the log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +53,12 @@ pub struct Sample {
     pub low: Option<f64>,
     /// High end of the range.
     pub high: Option<f64>,
+    /// Image bytes written of `written_total` (a full download's second measure).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub written: u64,
+    /// Image bytes the phase writes in all (0: no second measure).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub written_total: u64,
     /// The waiting reason, if nothing moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
@@ -65,6 +79,8 @@ impl Sample {
             action: p.action.clone(),
             done: p.done,
             total: p.total,
+            written: p.written,
+            written_total: p.written_total,
             remaining: p.eta_secs,
             low: p.eta_low,
             high: p.eta_high,
@@ -72,6 +88,37 @@ impl Sample {
             note: p.note.clone(),
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What the estimate of a run was planned from: the work and the device's rates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// What the update asks of the device.
+    pub work: crate::progress::phases::Work,
+    /// The rates the device knew at the start.
+    pub rates: crate::progress::phases::Rates,
+}
+
+/// Where the plan of the log at `log` is kept (`<uuid>.plan.json`).
+pub fn plan_path(log: &Path) -> PathBuf {
+    log.with_extension("plan.json")
+}
+
+/// Records the plan of the run that writes the log at `log` (best effort, like the log).
+pub fn write_plan(log: &Path, plan: &Plan) {
+    let path = plan_path(log);
+    if let Err(e) = ferry_durable::write_json(&path, plan) {
+        tracing::warn!(path = %path.display(), error = %e, "the progress plan was not recorded");
+    }
+}
+
+/// The plan recorded beside the log at `log`, if any.
+pub fn read_plan(log: &Path) -> Option<Plan> {
+    serde_json::from_slice(&std::fs::read(plan_path(log)).ok()?).ok()
 }
 
 /// Appends samples to one update's log.
@@ -127,7 +174,12 @@ impl Writer {
         let due = match &self.last {
             None => true,
             Some((t, state, waiting)) => {
-                p.elapsed_secs - t >= EVERY_SECS
+                let every = if p.elapsed_secs < FAST_FOR_SECS {
+                    FAST_EVERY_SECS
+                } else {
+                    EVERY_SECS
+                };
+                p.elapsed_secs - t >= every
                     || state != p.state
                     || *waiting != p.waiting.is_some()
                     || p.note.is_some()
@@ -193,6 +245,7 @@ fn prune(dir: &Path, keep: &Path) {
     let extra = (logs.len() + 1).saturating_sub(MAX_LOGS);
     for old in logs.iter().take(extra) {
         let _ = std::fs::remove_file(old);
+        let _ = std::fs::remove_file(plan_path(old));
     }
 }
 
@@ -217,13 +270,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("u.jsonl");
         let mut w = Writer::open(&path);
+        // After the first minute: one a second.
         for i in 0..40 {
-            w.record(&progress(i as f64 * 0.25, "DOWNLOADING_UPDATE"));
+            w.record(&progress(60.0 + i as f64 * 0.25, "DOWNLOADING_UPDATE"));
         }
-        w.record(&progress(10.1, "PREPARING_UPDATE"));
+        w.record(&progress(70.1, "PREPARING_UPDATE"));
         let waiting = Progress {
             waiting: Some("waiting for the network".into()),
-            ..progress(10.2, "PREPARING_UPDATE")
+            ..progress(70.2, "PREPARING_UPDATE")
         };
         w.record(&waiting);
         w.sync();
@@ -240,8 +294,21 @@ mod tests {
             .unwrap();
         assert_eq!(read(&path).len(), 12);
         let mut w = Writer::open(&path);
-        w.record(&progress(20.0, "PREPARED"));
+        w.record(&progress(80.0, "PREPARED"));
         assert_eq!(read(&path).len(), 13);
+    }
+
+    #[test]
+    fn four_lines_a_second_in_the_first_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.jsonl");
+        let mut w = Writer::open(&path);
+        for i in 0..40 {
+            w.record(&progress(i as f64 * 0.1, "DOWNLOADING_UPDATE"));
+        }
+        // t = 0, 0.3, 0.6 … 3.9 (float steps of 0.1 reach 0.25 at the third).
+        let samples = read(&path);
+        assert!((13..=16).contains(&samples.len()), "{}", samples.len());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod estimate;
 pub mod history;
 pub mod log;
 pub mod phases;
+pub mod replay;
 pub mod tracker;
 
 use std::time::{Duration, Instant};
@@ -88,10 +89,36 @@ pub struct Progress {
     pub eta_high: Option<f64>,
     /// Why no work is progressing ("waiting for the network: no bytes for 12 s…").
     pub waiting: Option<String>,
+    /// The work itself is waiting to ask again (a cut download backing off): why, which
+    /// retry, and when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
     /// Why the bar did not follow the estimate (it never moves backwards silently).
     pub note: Option<String>,
     /// Seconds since the install started.
     pub elapsed_secs: f64,
+}
+
+/// A wait the work announces itself: a cut download backing off before it asks for the
+/// rest of the payload again, in the same run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Retry {
+    /// What ended the last connection ("the connection timed out").
+    pub reason: String,
+    /// This retry's number in a row (from 1).
+    pub attempt: u32,
+    /// The most retries in a row the run makes.
+    pub of: u32,
+    /// When the request goes again; `None` while it is being made.
+    #[serde(skip)]
+    pub at: Option<Instant>,
+}
+
+impl Retry {
+    /// How long a cut download waits before retry `n` (from 1): 1, 2, 4, 8, 16 s, then 30.
+    pub fn backoff(n: u32) -> Duration {
+        Duration::from_secs(1u64 << n.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+    }
 }
 
 impl Progress {

@@ -190,7 +190,7 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
             // A full download's last frames and sync come after its last byte; a delta's
             // sync is part of its writes.
             tail: if matches!(work.kind, PayloadKind::Full | PayloadKind::Factory) {
-                rates.download_tail.value
+                download_tail(rates)
             } else {
                 0.0
             },
@@ -225,6 +225,19 @@ pub fn plan(work: &Work, rates: &Rates) -> Vec<PlannedPhase> {
     }
     phases.push(step("PREPARED"));
     phases
+}
+
+/// Seconds a full download goes on after its last byte: what the device measured, or,
+/// with nothing measured, what is still to write then — the slot is synced once a second,
+/// so about a second of the network's bytes at the write rate — plus the last sync and
+/// checkpoint (a quarter second), never more than the default.
+fn download_tail(rates: &Rates) -> f64 {
+    let tail = rates.download_tail;
+    if tail.source != Source::Default {
+        return tail.value;
+    }
+    let pending = rates.network.value.min(rates.write.value) / rates.write.value.max(1.0);
+    (pending + 0.25).min(tail.value)
 }
 
 fn worse(a: Source, b: Source) -> Source {
@@ -267,6 +280,34 @@ mod tests {
             .find(|p| p.name == "DOWNLOADING_UPDATE")
             .unwrap();
         assert!((dl.expected.secs - (1u64 << 30) as f64 / 1e6).abs() < 1e-6);
+    }
+
+    #[test]
+    fn with_no_measured_tail_a_download_ends_about_a_second_of_writes_after_its_last_byte() {
+        let rates = Rates {
+            network: Rate::new(20e6, Source::History),
+            write: Rate::new(100e6, Source::SelfTest),
+            ..Rates::default()
+        };
+        let dl = |rates: &Rates| {
+            plan(&work(PayloadKind::Full, 500_000_000), rates)
+                .into_iter()
+                .find(|p| p.name == "DOWNLOADING_UPDATE")
+                .unwrap()
+        };
+        assert!((dl(&rates).tail - 0.45).abs() < 1e-9, "{}", dl(&rates).tail);
+        // A slot-bound download: a whole second of writes, at most the default.
+        let slow = Rates {
+            write: Rate::new(10e6, Source::SelfTest),
+            ..rates.clone()
+        };
+        assert!((dl(&slow).tail - 1.25).abs() < 1e-9, "{}", dl(&slow).tail);
+        // Measured: as measured.
+        let measured = Rates {
+            download_tail: Rate::new(3.0, Source::History),
+            ..rates
+        };
+        assert_eq!(dl(&measured).tail, 3.0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::device::{Device, PayloadKind};
 use crate::progress::estimate::Estimator;
 use crate::progress::history::{self, History, Measured};
 use crate::progress::phases::{self, Rates, Work};
-use crate::progress::{Progress, ProgressSink, log, of_text};
+use crate::progress::{Progress, ProgressSink, Retry, log, of_text};
 
 /// How long each phase took and how much of its work this run did.
 #[derive(Debug, Clone, Copy)]
@@ -46,11 +46,22 @@ struct State {
     current: Option<&'static str>,
 }
 
+/// What the device's config says about a download that gets no bytes, for the waiting
+/// text: how long a connection may stay silent, and how many times in a row it is asked
+/// for again in the same run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Seconds without a byte before the connection is given up.
+    pub read_timeout_secs: u64,
+    /// Retries in a row in the same run (0: the next run resumes).
+    pub retries: u32,
+}
+
 /// The sink that makes the honest bar out of measured work (see the module docs).
 pub struct Tracker<'a> {
     inner: &'a dyn ProgressSink,
     started: Instant,
-    read_timeout_secs: u64,
+    limits: Limits,
     rates: Rates,
     state: Mutex<State>,
 }
@@ -71,11 +82,23 @@ impl<'a> Tracker<'a> {
             .inspect_err(|e| tracing::warn!(error = %e, "the progress self-measurement failed"))
             .ok();
         let rates = history::rates(&history, fleet.as_ref(), test);
+        let log_path = device.layout().progress_log(update);
+        let writer = log::Writer::open(&log_path);
+        log::write_plan(
+            &log_path,
+            &log::Plan {
+                work: work.clone(),
+                rates: rates.clone(),
+            },
+        );
         Tracker::with_rates(
             rates,
             work,
-            log::Writer::open(&device.layout().progress_log(update)),
-            device.config.read_timeout_secs,
+            writer,
+            Limits {
+                read_timeout_secs: device.config.read_timeout_secs,
+                retries: device.config.download_retries,
+            },
             inner,
         )
     }
@@ -85,7 +108,7 @@ impl<'a> Tracker<'a> {
         rates: Rates,
         work: &Work,
         log: log::Writer,
-        read_timeout_secs: u64,
+        limits: Limits,
         inner: &'a dyn ProgressSink,
     ) -> Tracker<'a> {
         let plan = phases::plan(work, &rates);
@@ -93,7 +116,7 @@ impl<'a> Tracker<'a> {
         Tracker {
             inner,
             started: Instant::now(),
-            read_timeout_secs,
+            limits,
             rates,
             state: Mutex::new(State {
                 estimator: Estimator::new(plan),
@@ -160,35 +183,60 @@ impl<'a> Tracker<'a> {
                 );
             }
         }
-        out.waiting = est
-            .stalled_for
-            .map(|quiet| self.waiting(raw.state, quiet, raw.waiting.is_some()));
+        out.waiting = if raw.retry.is_some() || est.stalled_for.is_some() {
+            Some(self.waiting(raw, est.stalled_for.unwrap_or(0.0)))
+        } else {
+            None
+        };
         out.note = est.note;
         state.log.record(&out);
         out
     }
 
-    /// What a phase with no work for `quiet` seconds is waiting for.
-    /// `slot_busy`: the work said it waits on the slot, not the network.
-    fn waiting(&self, phase: &str, quiet: f64, slot_busy: bool) -> String {
-        match phase {
-            "DOWNLOADING_UPDATE" if slot_busy => format!(
-                "waiting for the slot: decoding, writing and syncing what arrived ({quiet:.0} s without new bytes)"
-            ),
-            "DOWNLOADING_UPDATE" => {
-                let limit = self.read_timeout_secs as f64;
+    /// What the phase of `raw`, with no work for `quiet` seconds, is waiting for: the
+    /// download's own retry (its reason and countdown), the slot, or the network.
+    fn waiting(&self, raw: &Progress, quiet: f64) -> String {
+        let limit = self.limits.read_timeout_secs as f64;
+        match raw.state {
+            "DOWNLOADING_UPDATE" if raw.retry.is_some() => {
+                let r = raw.retry.as_ref().expect("matched");
+                let when = match r.at {
+                    Some(at) => format!(
+                        "retrying in {:.0} s",
+                        at.saturating_duration_since(Instant::now())
+                            .as_secs_f64()
+                            .ceil()
+                    ),
+                    None => "asking again now".into(),
+                };
+                let quiet = if quiet >= 1.0 {
+                    format!("no bytes for {quiet:.0} s, ")
+                } else {
+                    String::new()
+                };
                 format!(
-                    "waiting for the network: no bytes for {quiet:.0} s; {}",
-                    if quiet < limit {
-                        format!(
-                            "the connection is given up in {:.0} s and the download resumes from here on the next try",
-                            limit - quiet
-                        )
-                    } else {
-                        "the connection is being given up; the download resumes from here on the next try".into()
-                    }
+                    "waiting for the network: {quiet}{when} (retry {} of {}: {})",
+                    r.attempt, r.of, r.reason
                 )
             }
+            "DOWNLOADING_UPDATE" if raw.waiting.is_some() => format!(
+                "waiting for the slot: decoding, writing and syncing what arrived ({quiet:.0} s without new bytes)"
+            ),
+            "DOWNLOADING_UPDATE" if self.limits.retries > 0 => format!(
+                "waiting for the network: no bytes for {quiet:.0} s, retrying in {:.0} s (the connection is given up after {limit:.0} s without a byte)",
+                (limit - quiet).max(0.0) + Retry::backoff(1).as_secs_f64()
+            ),
+            "DOWNLOADING_UPDATE" => format!(
+                "waiting for the network: no bytes for {quiet:.0} s; {}",
+                if quiet < limit {
+                    format!(
+                        "the connection is given up in {:.0} s and the download resumes from here on the next run",
+                        limit - quiet
+                    )
+                } else {
+                    "the connection is being given up; the download resumes from here on the next run".into()
+                }
+            ),
             "PREPARING_UPDATE" => {
                 format!("waiting for the disk: nothing read back for {quiet:.0} s")
             }
@@ -269,7 +317,11 @@ impl<'a> Tracker<'a> {
             assemble: download
                 .filter(|_| matches!(kind, PayloadKind::Delta | PayloadKind::Chunks))
                 .and_then(per_sec),
+            // Only a prepare that read the slot back measures the read-back rate: after a
+            // full download the leaves were hashed as it wrote, and preparing only
+            // finishes the tree (its image bytes per second say nothing of the disk).
             verify: span("PREPARING_UPDATE")
+                .filter(|_| !matches!(kind, PayloadKind::Full))
                 .filter(|s| s.done.saturating_sub(s.first_done) >= 64 << 20)
                 .and_then(per_sec),
             personalize: span("PREFLIGHT_PERSONALIZE").map(|s| s.to - s.from),
@@ -303,6 +355,12 @@ impl ProgressSink for Tracker<'_> {
                 return;
             };
             state.estimator.work(t, p.state, p.done, p.total);
+            state.estimator.wait_until(
+                p.retry
+                    .as_ref()
+                    .and_then(|r| r.at)
+                    .map(|at| at.saturating_duration_since(self.started).as_secs_f64()),
+            );
             if p.written_total > 0 {
                 state.estimator.secondary(t, p.written, p.written_total);
             }
@@ -368,7 +426,10 @@ mod tests {
             rates,
             &work,
             log::Writer::open(&dir.path().join("u.jsonl")),
-            30,
+            Limits {
+                read_timeout_secs: 30,
+                retries: 0,
+            },
             &sink,
         );
         tracker.report(&mark("PREFLIGHT_PERSONALIZE", "Personalizing update…"));
@@ -383,7 +444,10 @@ mod tests {
             waiting.starts_with("waiting for the network: no bytes for 1 s;"),
             "{waiting}"
         );
-        assert!(waiting.contains("given up in 29 s"), "{waiting}");
+        assert!(
+            waiting.contains("given up in 29 s and the download resumes from here on the next run"),
+            "{waiting}"
+        );
         assert_eq!(last.action, "Downloading update… 1.0 of 10.0 MB");
         assert!(
             (last.fixed_percent - 19.8).abs() < 1e-9,

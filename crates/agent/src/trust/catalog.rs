@@ -81,7 +81,16 @@ pub struct Refreshed {
 /// behind the latest known time or ahead of the server) is reported as it is met, and a
 /// repair also recorded for the doctor ([`crate::journal::record_repair`]).
 pub async fn refresh(device: &Device) -> Result<Refreshed, AgentError> {
-    let mut result = refresh_inner(device).await.map(|catalog| {
+    refresh_observed(device, None).await
+}
+
+/// [`refresh`], telling `observer` of every metadata file as it arrives (the scan's
+/// measured units).
+pub async fn refresh_observed(
+    device: &Device,
+    observer: Option<ferry_catalog::FetchObserver>,
+) -> Result<Refreshed, AgentError> {
+    let mut result = refresh_inner(device, observer).await.map(|catalog| {
         let warnings = catalog
             .warnings()
             .iter()
@@ -128,18 +137,26 @@ async fn tls_cause(device: &Device) -> Option<AgentError> {
     }
 }
 
-async fn refresh_inner(device: &Device) -> Result<Catalog, AgentError> {
-    fetch(&device.layout(), &device.config, false).await
+async fn refresh_inner(
+    device: &Device,
+    observer: Option<ferry_catalog::FetchObserver>,
+) -> Result<Catalog, AgentError> {
+    fetch(&device.layout(), &device.config, false, observer).await
 }
 
 /// Verifies what the server serves now from the pinned root and the last good metadata,
 /// changing nothing on the device (the doctor's catalog check): the catalog it would
 /// trust, or why it would refuse it.
 pub async fn verify_remote(layout: &Layout<'_>, config: &Config) -> Result<Catalog, AgentError> {
-    fetch(layout, config, true).await
+    fetch(layout, config, true, None).await
 }
 
-async fn fetch(layout: &Layout<'_>, config: &Config, dry_run: bool) -> Result<Catalog, AgentError> {
+async fn fetch(
+    layout: &Layout<'_>,
+    config: &Config,
+    dry_run: bool,
+    observer: Option<ferry_catalog::FetchObserver>,
+) -> Result<Catalog, AgentError> {
     let root_path = layout.pinned_root();
     let pinned_root = std::fs::read(&root_path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => AgentError::RootNotPinned {
@@ -163,6 +180,7 @@ async fn fetch(layout: &Layout<'_>, config: &Config, dry_run: bool) -> Result<Ca
     let options = ferry_catalog::RefreshOptions {
         ca_pem,
         dry_run,
+        observer,
         now: Some(
             Utc::now() + chrono::Duration::seconds(crate::trust::personalize::clock_offset(config)),
         ),

@@ -364,6 +364,9 @@ pub enum Fault {
     /// Answer every request with 503 and `Retry-After` of this many seconds, as an
     /// overloaded server shedding load does.
     Overloaded(u64),
+    /// The network is down: new connections are accepted and get nothing, held open
+    /// until the client gives up (connections made before keep their own fault).
+    Down,
 }
 
 /// A TCP proxy on 127.0.0.1 that forwards to an upstream it can be re-pointed at, and
@@ -456,6 +459,12 @@ fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, counters: Counte
         requests,
         total,
     } = counters;
+    if fault == Fault::Down {
+        let mut client = client;
+        let mut buf = [0u8; 4096];
+        while client.read(&mut buf).is_ok_and(|n| n > 0) {}
+        return;
+    }
     let answer = match fault {
         Fault::Status(code) => Some((code, String::new())),
         Fault::Overloaded(secs) => Some((503, format!("retry-after: {secs}\r\n"))),
@@ -521,7 +530,7 @@ fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, counters: Counte
             Ok(n) => n,
         };
         let limit = match fault {
-            Fault::None | Fault::Status(_) | Fault::Overloaded(_) => u64::MAX,
+            Fault::None | Fault::Status(_) | Fault::Overloaded(_) | Fault::Down => u64::MAX,
             Fault::CutAfter(l) | Fault::StallAfter(l) => l,
         };
         let allowed = (limit.saturating_sub(forwarded)).min(n as u64) as usize;
@@ -544,6 +553,19 @@ fn relay(client: TcpStream, upstream: SocketAddr, fault: Fault, counters: Counte
         }
     }
     let _ = c_write.shutdown(Shutdown::Both);
+}
+
+/// Sets `download_retries = 0` in `device`'s config: a cut or stalled download ends the
+/// run (the next run resumes it) instead of being asked for again in the same run.
+pub fn no_download_retries(device: &Path) {
+    let path = device.join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("download_retries = 5"), "{text}");
+    std::fs::write(
+        &path,
+        text.replace("download_retries = 5", "download_retries = 0"),
+    )
+    .unwrap();
 }
 
 /// Waits until `f` holds, up to `secs`.

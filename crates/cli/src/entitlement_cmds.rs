@@ -63,7 +63,9 @@ pub async fn entitlement(a: EntitlementArgs) -> Result<ExitCode, Failure> {
         )
         .json(json)
     })?;
-    let db = &DataDir::open_database(&path, a.database.as_deref()).await.map_err(fail)?;
+    let db = &DataDir::open_database(&path, a.database.as_deref())
+        .await
+        .map_err(fail)?;
     match a.action {
         EntitlementAction::Grant { class, version, to } => {
             let e = db

@@ -9,46 +9,38 @@ use ferry_personalize::{KeyId, KeySet};
 use ferry_server::tuf::CatalogPaths;
 use ferry_server::{DataDir, ServerError, catalog_store, key_share, keyset};
 
-use crate::args::{KeyAction, PersonalizationKeyArgs};
+use crate::args::{KeyAction, KeySetArgs, PersonalizationKeyArgs};
 use crate::failure::Failure;
 
-/// The data directory `--data` names (`command` needs it).
-fn data_dir(
+/// The catalog `set` names (`command` needs `--data`), pulled from the replicas' store
+/// first when there is one; `ferry server init` must have made it. Also gives back the
+/// store's data directory, to push the change to.
+async fn open_catalog(
     command: &str,
-    data: Option<std::path::PathBuf>,
-    json: bool,
-) -> Result<std::path::PathBuf, Failure> {
-    data.ok_or_else(|| {
+    set: &KeySetArgs,
+) -> Result<(Option<DataDir>, CatalogPaths), Failure> {
+    let json = set.json;
+    let data = set.data.as_deref().ok_or_else(|| {
         Failure::new(
             "USAGE",
             format!("ferry server {command} needs --data DIR"),
             "pass the server's data directory with --data",
         )
         .json(json)
-    })
-}
-
-/// The catalog of `data`, which `ferry server init` must have made (pulled from the
-/// replicas' store first when there is one).
-fn initialised_catalog(
-    data: &std::path::Path,
-    keys: Option<&std::path::Path>,
-    json: bool,
-) -> Result<CatalogPaths, Failure> {
-    let paths = CatalogPaths::new(data, keys);
+    })?;
+    let shared = pull(data, set.database.as_deref(), set.store.as_deref())
+        .await
+        .map_err(|e| Failure::from(e).json(json))?;
+    let paths = CatalogPaths::new(data, set.keys.as_deref());
     ferry_server::tuf::require_initialised(&paths).map_err(|e| Failure::from(e).json(json))?;
-    Ok(paths)
+    Ok((shared, paths))
 }
 
 /// Runs one `personalization-key` action and prints the key set it leaves.
 pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {
-    let json = a.json;
-    let data = data_dir("personalization-key", a.data, json)?;
+    let json = a.set.json;
+    let (shared, paths) = open_catalog("personalization-key", &a.set).await?;
     let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
-    let shared = pull(&data, a.database.as_deref(), a.store.as_deref())
-        .await
-        .map_err(fail)?;
-    let paths = initialised_catalog(&data, a.keys.as_deref(), json)?;
     let (set, changed) = match a.action {
         KeyAction::List => {
             let set = keyset::published(&paths).map_err(fail)?.ok_or_else(|| {
@@ -116,13 +108,9 @@ async fn push(
 
 /// Runs one `director-key` action and prints the director key set it leaves.
 pub async fn run_director(a: crate::args::DirectorKeyArgs) -> Result<ExitCode, Failure> {
-    let json = a.json;
-    let data = data_dir("director-key", a.data, json)?;
+    let json = a.set.json;
+    let (shared, paths) = open_catalog("director-key", &a.set).await?;
     let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
-    let shared = pull(&data, a.database.as_deref(), a.store.as_deref())
-        .await
-        .map_err(fail)?;
-    let paths = initialised_catalog(&data, a.keys.as_deref(), json)?;
     let (set, changed) = match a.action {
         crate::args::DirectorKeyAction::List => {
             let set = ferry_server::director::published(&paths)

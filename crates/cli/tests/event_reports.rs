@@ -13,27 +13,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-fn device_id(device: &Path) -> String {
-    let identity: Value =
-        serde_json::from_slice(&std::fs::read(device.join("identity.json")).unwrap()).unwrap();
-    identity["device_id"].as_str().unwrap().to_owned()
-}
-
-/// The reports the server stored for `device`, oldest first.
-fn server_reports(data: &Path, device: &Path) -> Vec<Value> {
-    let out = ok(&[
-        "server",
-        "events",
-        "--data",
-        s(data),
-        "--device",
-        &device_id(device),
-        "--json",
-    ]);
-    let stored: Vec<Value> = serde_json::from_str(&out).unwrap();
-    stored.into_iter().map(|r| r["report"].clone()).collect()
-}
-
 /// The reported events other than progress samples, in order.
 fn steps(reports: &[Value]) -> Vec<String> {
     reports

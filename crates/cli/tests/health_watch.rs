@@ -25,27 +25,6 @@ fn watch_for(device: &Path, watch: &str) {
     .unwrap();
 }
 
-fn device_id(device: &Path) -> String {
-    let identity: Value =
-        serde_json::from_slice(&std::fs::read(device.join("identity.json")).unwrap()).unwrap();
-    identity["device_id"].as_str().unwrap().to_owned()
-}
-
-/// The reports the server stored for `device`, oldest first.
-fn server_reports(data: &Path, device: &Path) -> Vec<Value> {
-    let out = ok(&[
-        "server",
-        "events",
-        "--data",
-        s(data),
-        "--device",
-        &device_id(device),
-        "--json",
-    ]);
-    let stored: Vec<Value> = serde_json::from_str(&out).unwrap();
-    stored.into_iter().map(|r| r["report"].clone()).collect()
-}
-
 fn reported(data: &Path, device: &Path, event: &str) -> Option<Value> {
     server_reports(data, device)
         .into_iter()

@@ -51,12 +51,6 @@ fn build_id(device: &Path) -> String {
     offers[0]["build_id"].as_str().unwrap().to_owned()
 }
 
-fn device_id(device: &Path) -> String {
-    let identity: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(device.join("identity.json")).unwrap()).unwrap();
-    identity["device_id"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn personalized_install_stores_the_ticket_and_consumes_the_nonce_at_boot() {
     let f = fleet(2, |s| s.url());

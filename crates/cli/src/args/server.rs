@@ -172,21 +172,19 @@ pub struct ServerEventsArgs {
     pub limit: i64,
 }
 
-/// `ferry server personalization-key`.
+/// Where a key-set command finds the catalog it changes (personalization and director keys).
 #[derive(Debug, Args)]
-pub struct PersonalizationKeyArgs {
-    #[command(subcommand)]
-    pub action: KeyAction,
+pub struct KeySetArgs {
     /// Server data directory.
     #[arg(long, global = true)]
     pub data: Option<PathBuf>,
     /// The offline keys directory (targets key) that signs the catalog (default
-    /// DATA/keys-offline); rotate and retire need it.
+    /// DATA/keys-offline); every change needs it.
     #[arg(long, global = true)]
     pub keys: Option<PathBuf>,
     /// The replicas' shared store (`s3://…`, or FERRY_STORE): the catalog is taken from it
     /// before the change and given back after, so every replica serves the new set (each
-    /// still needs the new private key file copied into its DATA/keys-online/).
+    /// takes the new private key from the store, sealed).
     #[arg(long, global = true, env = "FERRY_STORE")]
     pub store: Option<String>,
     /// The server database (`postgres://…`, or FERRY_DATABASE), opened with `--store`.
@@ -197,29 +195,22 @@ pub struct PersonalizationKeyArgs {
     pub json: bool,
 }
 
+/// `ferry server personalization-key`.
+#[derive(Debug, Args)]
+pub struct PersonalizationKeyArgs {
+    #[command(subcommand)]
+    pub action: KeyAction,
+    #[command(flatten)]
+    pub set: KeySetArgs,
+}
+
 /// `ferry server director-key`.
 #[derive(Debug, Args)]
 pub struct DirectorKeyArgs {
     #[command(subcommand)]
     pub action: DirectorKeyAction,
-    /// Server data directory.
-    #[arg(long, global = true)]
-    pub data: Option<PathBuf>,
-    /// The offline keys directory (targets key) that signs the catalog (default
-    /// DATA/keys-offline); rotate needs it.
-    #[arg(long, global = true)]
-    pub keys: Option<PathBuf>,
-    /// The replicas' shared store (`s3://…`, or FERRY_STORE): the catalog is taken from it
-    /// before the change and given back after, so every replica serves the new set (each
-    /// still needs the new private key file copied into its DATA/keys-online/).
-    #[arg(long, global = true, env = "FERRY_STORE")]
-    pub store: Option<String>,
-    /// The server database (`postgres://…`, or FERRY_DATABASE), opened with `--store`.
-    #[arg(long, global = true, env = "FERRY_DATABASE")]
-    pub database: Option<String>,
-    /// Machine-readable output.
-    #[arg(long, global = true)]
-    pub json: bool,
+    #[command(flatten)]
+    pub set: KeySetArgs,
 }
 
 /// What to do with the director key.

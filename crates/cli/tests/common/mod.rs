@@ -731,3 +731,25 @@ pub fn credential(device: &Path) -> String {
         .trim()
         .to_owned()
 }
+
+/// The device id in `device`'s identity file.
+pub fn device_id(device: &Path) -> String {
+    let identity: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(device.join("identity.json")).unwrap()).unwrap();
+    identity["device_id"].as_str().unwrap().to_owned()
+}
+
+/// The reports the server with data directory `data` stored for `device`, oldest first.
+pub fn server_reports(data: &Path, device: &Path) -> Vec<serde_json::Value> {
+    let out = ok(&[
+        "server",
+        "events",
+        "--data",
+        s(data),
+        "--device",
+        &device_id(device),
+        "--json",
+    ]);
+    let stored: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    stored.into_iter().map(|r| r["report"].clone()).collect()
+}

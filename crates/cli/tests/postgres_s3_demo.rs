@@ -129,19 +129,44 @@ fn the_demo_runs_its_whole_story_on_postgresql_and_s3() {
     // the rollout's page shows it.
     let api = Api::at(&url, &data);
     let (status_code, page) = api.runtime.block_on(async {
+        // The sign-in form first: its pre-session cookie and the CSRF token it carries.
+        let form = api
+            .client
+            .get(format!("{url}/dashboard/login"))
+            .send()
+            .await
+            .unwrap();
+        let form_cookie = form
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("__Host-ferry_login="))
+            .and_then(|v| v.split(';').next())
+            .expect("a sign-in form cookie")
+            .to_owned();
+        let form_page = form.text().await.unwrap();
+        let at = form_page
+            .find(r#"name="csrf" value=""#)
+            .expect("a sign-in form with a CSRF token")
+            + 19;
+        let csrf = form_page[at..].split('"').next().unwrap().to_owned();
         let signed_in = api
             .client
             .post(format!("{url}/dashboard/login"))
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("token={}", api.admin))
+            .header("cookie", form_cookie)
+            .body(format!("token={}&csrf={csrf}", api.admin))
             .send()
             .await
             .unwrap();
         assert_eq!(signed_in.status().as_u16(), 303);
         let cookie = signed_in
             .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("ferry_session="))
             .and_then(|v| v.split(';').next())
             .expect("a session cookie")
             .to_owned();

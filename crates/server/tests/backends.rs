@@ -622,6 +622,18 @@ async fn dashboard(under: Under) {
         state: None,
     });
     a.ingest(&[batch(40, vec![failed])]).await.unwrap();
+    // A device whose health watch failed after its commit: its own status, its own card.
+    let mut unhealthy = report(41, 4, EventKind::HealthFailed, "2.0");
+    unhealthy.error = Some(ferry_events::ErrorReport {
+        code: "HEALTH_WATCH_FAILED".into(),
+        cause: "c".into(),
+        fix: "f".into(),
+        machine: None,
+        state: None,
+    });
+    b.ingest(&[batch(41, [outcomes(41), vec![unhealthy]].concat())])
+        .await
+        .unwrap();
     let now = chrono::Utc::now().timestamp_millis();
     let hourly = b
         .dashboard_outcomes_per_hour(now - 24 * 3_600_000)
@@ -636,7 +648,7 @@ async fn dashboard(under: Under) {
     };
     assert_eq!(
         (total("installed"), total("committed"), total("failed")),
-        (10, 10, 1),
+        (11, 11, 1),
         "{hourly:?}"
     );
     assert!(
@@ -647,11 +659,14 @@ async fn dashboard(under: Under) {
     );
     // Every read the pages make.
     let overview = a.dashboard_overview(now).await.unwrap();
-    assert_eq!(overview.devices, 11);
-    assert_eq!(overview.last_hour.get("installed"), Some(&10));
+    assert_eq!(overview.devices, 12);
+    assert_eq!(overview.last_hour.get("installed"), Some(&11));
+    assert_eq!(overview.by_status.get("unhealthy"), Some(&1));
     let devices = a.dashboard_devices(Some("failed"), 0).await.unwrap();
     assert_eq!(devices.rows.len(), 1);
-    assert_eq!(a.dashboard_devices(None, 0).await.unwrap().rows.len(), 11);
+    let unhealthy = a.dashboard_devices(Some("unhealthy"), 0).await.unwrap();
+    assert_eq!(unhealthy.rows.len(), 1);
+    assert_eq!(a.dashboard_devices(None, 0).await.unwrap().rows.len(), 12);
     let device = format!("{:016x}", 30);
     assert_eq!(
         a.dashboard_timeline(&device, 0).await.unwrap().rows.len(),
@@ -671,8 +686,21 @@ async fn dashboard(under: Under) {
             .is_some()
     );
     let failures = a.dashboard_failures(0).await.unwrap();
-    assert_eq!(failures.rows[0].code, "PAYLOAD_TRUNCATED");
-    assert_eq!(failures.rows[0].sample, vec![failed_device.clone()]);
+    let sample = |code: &str| {
+        failures
+            .rows
+            .iter()
+            .find(|r| r.code == code)
+            .map(|r| r.sample.clone())
+    };
+    assert_eq!(
+        sample("PAYLOAD_TRUNCATED"),
+        Some(vec![failed_device.clone()])
+    );
+    assert_eq!(
+        sample("HEALTH_WATCH_FAILED"),
+        Some(vec![format!("{:016x}", 41)])
+    );
     assert!(
         !a.dashboard_funnel_rows("vm", "2.0")
             .await

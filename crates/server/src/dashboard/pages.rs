@@ -217,7 +217,7 @@ fn devices_table(rows: &[DeviceState], now_ms: i64) -> Markup {
                             (d.status)
                             @if d.silent_since_ms.is_some() { " (silent)" }
                             @if let Some(code) = &d.last_error_code {
-                                @if matches!(d.status.as_str(), "failed" | "rolled_back" | "dropped") {
+                                @if matches!(d.status.as_str(), "failed" | "rolled_back" | "dropped" | "unhealthy") {
                                     " " code.code { (code) }
                                 }
                             }
@@ -281,6 +281,7 @@ async fn fleet_body(dash: &Dash, q: &PageQuery) -> Result<Markup, ServerError> {
             div.card { h3 { a href="/?status=failed" { "Failed" } } p.big { (count("failed")) } }
             div.card { h3 { a href="/?status=rolled_back" { "Rolled back" } } p.big { (count("rolled_back")) } }
             div.card { h3 { a href="/?status=silent" { "Silent" } } p.big { (o.silent) } }
+            div.card { h3 { a href="/?status=unhealthy" { "Unhealthy" } } p.big #count-unhealthy { (count("unhealthy")) } }
             div.card { h3 { "Committed" } p.big { (count("committed")) } }
         }
         section {
@@ -356,7 +357,7 @@ pub(super) async fn failures(
         Err(e) => return error_page(e, Some(&session)),
     };
     let body = html! {
-        p.muted { "Devices whose last update failed, rolled back or was dropped, by the code of their last error." }
+        p.muted { "Devices whose last update failed, rolled back, was dropped or failed its health watch, by the code of their last error." }
         @if codes.rows.is_empty() { p { "No device has failed." } }
         table {
             thead { tr { th { "code" } th { "devices" } th { "cause and fix" } th { "devices behind it" } } }

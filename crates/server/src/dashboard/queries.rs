@@ -230,12 +230,12 @@ impl Db {
             .collect()
     }
 
-    /// Failure codes ranked by devices whose last error it is (failed, rolled back or
-    /// dropped), one page, each with its cause and fix and up to 20 devices.
+    /// Failure codes ranked by devices whose last error it is (failed, rolled back,
+    /// dropped or unhealthy), one page, each with its cause and fix and up to 20 devices.
     pub async fn dashboard_failures(&self, page: i64) -> Result<Paged<FailureCode>, ServerError> {
         let rows = sqlx::query(
             "SELECT last_error_code AS code, COUNT(*) AS n FROM device_state
-             WHERE last_error_code IS NOT NULL AND status IN ('failed', 'rolled_back', 'dropped')
+             WHERE last_error_code IS NOT NULL AND status IN ('failed', 'rolled_back', 'dropped', 'unhealthy')
              GROUP BY last_error_code ORDER BY n DESC, code LIMIT $1 OFFSET $2",
         )
         .bind(PAGE + 1)
@@ -261,7 +261,7 @@ impl Db {
             };
             let sample = sqlx::query_scalar(
                 "SELECT device_id FROM device_state WHERE last_error_code = $1
-                 AND status IN ('failed', 'rolled_back', 'dropped') ORDER BY device_id LIMIT 20",
+                 AND status IN ('failed', 'rolled_back', 'dropped', 'unhealthy') ORDER BY device_id LIMIT 20",
             )
             .bind(&code)
             .fetch_all(self.pool())

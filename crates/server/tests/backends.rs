@@ -593,6 +593,17 @@ async fn lease_moves(under: Under) {
 
 /// The dashboard on both backends: outcomes sent to two replicas at once (each batch to
 /// both) are counted once in their hour, and every read the pages make runs.
+/// An error as a failure report carries it, with only its code meaningful here.
+fn error_report(code: &str) -> ferry_events::ErrorReport {
+    ferry_events::ErrorReport {
+        code: code.into(),
+        cause: "c".into(),
+        fix: "f".into(),
+        machine: None,
+        state: None,
+    }
+}
+
 async fn dashboard(under: Under) {
     let (a, b) = (under.replica().await, under.replica().await);
     let outcomes = |device| {
@@ -614,23 +625,11 @@ async fn dashboard(under: Under) {
         task.await.unwrap().unwrap();
     }
     let mut failed = report(40, 1, EventKind::Failed, "2.0");
-    failed.error = Some(ferry_events::ErrorReport {
-        code: "PAYLOAD_TRUNCATED".into(),
-        cause: "c".into(),
-        fix: "f".into(),
-        machine: None,
-        state: None,
-    });
+    failed.error = Some(error_report("PAYLOAD_TRUNCATED"));
     a.ingest(&[batch(40, vec![failed])]).await.unwrap();
     // A device whose health watch failed after its commit: its own status, its own card.
     let mut unhealthy = report(41, 4, EventKind::HealthFailed, "2.0");
-    unhealthy.error = Some(ferry_events::ErrorReport {
-        code: "HEALTH_WATCH_FAILED".into(),
-        cause: "c".into(),
-        fix: "f".into(),
-        machine: None,
-        state: None,
-    });
+    unhealthy.error = Some(error_report("HEALTH_WATCH_FAILED"));
     b.ingest(&[batch(41, [outcomes(41), vec![unhealthy]].concat())])
         .await
         .unwrap();

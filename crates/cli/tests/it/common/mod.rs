@@ -128,6 +128,7 @@ pub fn json_error_code(out: &Output) -> String {
 
 /// Where each running test server keeps its certificate, by address: a proxy in front
 /// of it answers injected HTTP statuses over TLS with the server's own certificate.
+/// A server's entry goes when it is dropped.
 static SERVER_PKI: Mutex<Option<std::collections::HashMap<SocketAddr, PathBuf>>> = Mutex::new(None);
 
 fn server_tls(upstream: SocketAddr) -> Option<Arc<tokio_rustls::rustls::ServerConfig>> {
@@ -226,6 +227,16 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        // All tests share one process: a later server given the same port must not find
+        // this one's certificate.
+        let mut pki = SERVER_PKI
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(pki) = pki.as_mut()
+            && pki.get(&self.addr) == Some(&self.data.join("pki"))
+        {
+            pki.remove(&self.addr);
+        }
     }
 }
 

@@ -29,6 +29,35 @@ fn decided(api: &Api, sim: &Sim, version: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// `ferry defer 2.0` on a real device: for 4 h it is recorded; for 3 d (past the rollout's
+/// maximum of 1 d) the agent reports the server's refusal with the server's code in it.
+fn defer_4h_then_3d_refused(device: &std::path::Path) {
+    let out = ok(&["defer", "2.0", "--for", "4h", "--device", s(device)]);
+    assert!(out.contains("Deferred 2.0 until"), "{out}");
+    let out = run(&[
+        "defer",
+        "2.0",
+        "--for",
+        "3d",
+        "--device",
+        s(device),
+        "--json",
+    ]);
+    assert_eq!(json_error_code(&out), "SERVER_REFUSED");
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(said.contains("DEFERRAL_TOO_LONG"), "{said}");
+}
+
+/// `list --why` names the deferral as what holds the offer back.
+fn why_says_deferred(device: &std::path::Path) {
+    let said = why(device);
+    assert_eq!(said[0].1, "ROLLOUT_DEFERRED", "{said:?}");
+    assert!(
+        said[0].2.starts_with("deferred on this device until"),
+        "{said:?}"
+    );
+}
+
 fn time(v: &Value) -> chrono::DateTime<chrono::Utc> {
     serde_json::from_value(v.clone()).unwrap()
 }
@@ -45,34 +74,11 @@ fn deferrals_stay_within_the_maximum_and_the_deadline_and_the_decision_carries_t
         ..
     } = sim_fleet(tmp.path(), 3);
     // A deadline in the past is refused.
-    let out = run(&[
-        "rollout",
-        "create",
-        "--class",
-        "vm",
-        "--version",
-        "2.0",
-        "--deadline",
-        "2020-01-01T00:00:00Z",
-        "--data",
-        s(&data),
-        "--json",
-    ]);
-    assert_eq!(json_error_code(&out), "ROLLOUT_INVALID");
-    let created = rollout_cli(
-        &data,
-        &[
-            "create",
-            "--class",
-            "vm",
-            "--version",
-            "2.0",
-            "--deadline",
-            "1d",
-            "--max-deferral",
-            "2h",
-        ],
+    assert_eq!(
+        refused_rollout(&data, &["--deadline", "2020-01-01T00:00:00Z"]),
+        "ROLLOUT_INVALID"
     );
+    let created = create_rollout(&data, &["--deadline", "1d", "--max-deferral", "2h"]);
     let deadline = created["deadline_ms"].as_i64().unwrap();
     let in_a_day = chrono::Utc::now().timestamp_millis() + 86_400_000;
     assert!((deadline - in_a_day).abs() < 60_000, "{created}");
@@ -134,19 +140,7 @@ fn an_emergency_rollout_skips_the_waves_refuses_deferrals_and_still_halts() {
         v2,
         ..
     } = sim_fleet(tmp.path(), 20);
-    rollout_cli(
-        &data,
-        &[
-            "create",
-            "--class",
-            "vm",
-            "--version",
-            "2.0",
-            "--waves",
-            "1%@0,100%@7d",
-            "--emergency",
-        ],
-    );
+    create_rollout(&data, &["--waves", "1%@0,100%@7d", "--emergency"]);
     // Every device, whatever its wave, may take it now.
     for sim in &sims {
         assert_eq!(code(&ask(&api, sim, &v2)), "TICKET");
@@ -171,36 +165,9 @@ fn an_emergency_rollout_skips_the_waves_refuses_deferrals_and_still_halts() {
 fn a_real_device_defers_and_ferry_list_shows_the_deadline_and_the_deferral() {
     let f = fleet(1, |s| s.url());
     let data = f.server.data.clone();
-    rollout_cli(
-        &data,
-        &[
-            "create",
-            "--class",
-            "vm",
-            "--version",
-            "2.0",
-            "--deadline",
-            "2d",
-            "--max-deferral",
-            "1d",
-        ],
-    );
+    create_rollout(&data, &["--deadline", "2d", "--max-deferral", "1d"]);
     assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
-    let out = ok(&["defer", "2.0", "--for", "4h", "--device", s(&f.device)]);
-    assert!(out.contains("Deferred 2.0 until"), "{out}");
-    let out = run(&[
-        "defer",
-        "2.0",
-        "--for",
-        "3d",
-        "--device",
-        s(&f.device),
-        "--json",
-    ]);
-    // The agent reports the server's refusal with the server's code in it.
-    assert_eq!(json_error_code(&out), "SERVER_REFUSED");
-    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(said.contains("DEFERRAL_TOO_LONG"), "{said}");
+    defer_4h_then_3d_refused(&f.device);
     // Still offered (a user may install it), but the agent waits: why_not_now says so.
     let listed: Vec<Value> =
         serde_json::from_str(&ok(&["list", "--json", "--device", s(&f.device)])).unwrap();
@@ -209,12 +176,7 @@ fn a_real_device_defers_and_ferry_list_shows_the_deadline_and_the_deferral() {
         listed[0]["why_not_now"]["code"], "ROLLOUT_DEFERRED",
         "{listed:?}"
     );
-    let said = why(&f.device);
-    assert_eq!(said[0].1, "ROLLOUT_DEFERRED", "{said:?}");
-    assert!(
-        said[0].2.starts_with("deferred on this device until"),
-        "{said:?}"
-    );
+    why_says_deferred(&f.device);
     let words = ok(&["list", "--device", s(&f.device)]);
     for line in [
         "Deadline: 2.0 installs at the first allowed moment after",
@@ -230,44 +192,13 @@ fn with_the_agent_running_ferry_defer_and_list_why_go_through_it() {
     let f = fleet(1, |s| s.url());
     let data = f.server.data.clone();
     let device = &f.device;
-    rollout_cli(
-        &data,
-        &[
-            "create",
-            "--class",
-            "vm",
-            "--version",
-            "2.0",
-            "--deadline",
-            "2d",
-            "--max-deferral",
-            "1d",
-        ],
-    );
+    create_rollout(&data, &["--deadline", "2d", "--max-deferral", "1d"]);
     set_policy(device, "[policy]\nauto_download = false\n");
     let agent = Agent::start(device);
     assert_eq!(why(device)[0].1, "OFFERED");
     // The agent holds the device lock: both commands go through its local API.
-    let out = ok(&["defer", "2.0", "--for", "4h", "--device", s(device)]);
-    assert!(out.contains("Deferred 2.0 until"), "{out}");
-    let out = run(&[
-        "defer",
-        "2.0",
-        "--for",
-        "3d",
-        "--device",
-        s(device),
-        "--json",
-    ]);
-    assert_eq!(json_error_code(&out), "SERVER_REFUSED");
-    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(said.contains("DEFERRAL_TOO_LONG"), "{said}");
-    let said = why(device);
-    assert_eq!(said[0].1, "ROLLOUT_DEFERRED", "{said:?}");
-    assert!(
-        said[0].2.starts_with("deferred on this device until"),
-        "{said:?}"
-    );
+    defer_4h_then_3d_refused(device);
+    why_says_deferred(device);
     // The agent's own decision follows the new signed decision (it scanned after the
     // deferral), and it is the same agent that ran throughout.
     let held = || status(device)["agent"]["offers"][0]["why_not_now"]["code"] == "ROLLOUT_DEFERRED";

@@ -8,6 +8,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use crate::common::doctor::*;
+use crate::common::fleet::{create_rollout, rollout_cli};
 use crate::common::intercept::InterceptingProxy;
 use crate::common::*;
 
@@ -460,26 +461,12 @@ fn causes_on_the_server_side_are_named_first() {
 
     // A rollout of the offered release, halted: the service holds the ticket back, and the
     // doctor says so; resumed (one wave of everyone), the device is clear again.
-    let rollout = |args: &[&str]| -> serde_json::Value {
-        let mut all = vec!["rollout"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--data", data, "--json"]);
-        serde_json::from_str(&ok(&all)).unwrap()
-    };
-    let created = rollout(&[
-        "create",
-        "--class",
-        "vm",
-        "--version",
-        "2.0",
-        "--waves",
-        "100%@0",
-    ]);
+    let created = create_rollout(Path::new(data), &["--waves", "100%@0"]);
     let id = created["id"].as_i64().unwrap().to_string();
-    rollout(&["halt", &id]);
+    rollout_cli(Path::new(data), &["halt", &id]);
     let report = doctor(device, &[]);
     tally.named("rollout halted", &report, "ROLLOUT_HALTED", "signing");
-    rollout(&["resume", &id]);
+    rollout_cli(Path::new(data), &["resume", &id]);
     assert_eq!(doctor(device, &[])["ok"], true);
 
     // A credential that is not there: not enrolled.

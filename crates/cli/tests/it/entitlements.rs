@@ -234,18 +234,7 @@ fn a_cohort_selects_by_tags_region_and_tenant() {
         &sims[2],
         json!({"tenant": "other", "region": "eu", "tags": ["beta"]}),
     );
-    let created = rollout_cli(
-        &data,
-        &[
-            "create",
-            "--class",
-            "vm",
-            "--version",
-            "2.0",
-            "--cohort",
-            "tag:beta,region:eu,tenant:acme",
-        ],
-    );
+    let created = create_rollout(&data, &["--cohort", "tag:beta,region:eu,tenant:acme"]);
     assert_eq!(
         created["cohort"], "tenant:acme,region:eu,tag:beta",
         "{created}"

@@ -25,20 +25,10 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     } = sim_fleet(tmp.path(), 120);
 
     // Bad specs are refused with their code, by the CLI and by the admin endpoint.
-    let out = run(&[
-        "rollout",
-        "create",
-        "--data",
-        s(&data),
-        "--class",
-        "vm",
-        "--version",
-        "2.0",
-        "--waves",
-        "10%@0,50%@1h",
-        "--json",
-    ]);
-    assert_eq!(json_error_code(&out), "ROLLOUT_WAVES_INVALID");
+    assert_eq!(
+        refused_rollout(&data, &["--waves", "10%@0,50%@1h"]),
+        "ROLLOUT_WAVES_INVALID"
+    );
     let (status, refused) = api.admin(
         "/v1/admin/rollouts",
         Some(json!({ "class": "vm", "version": "2.0", "threshold": 1.5 })),
@@ -49,14 +39,9 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
         "{refused}"
     );
 
-    let rollout = rollout_cli(
+    let rollout = create_rollout(
         &data,
         &[
-            "create",
-            "--class",
-            "vm",
-            "--version",
-            "2.0",
             "--waves",
             "10%@0,100%@30s",
             "--threshold",
@@ -347,18 +332,7 @@ fn a_device_silent_mid_update_counts_against_its_rollout() {
     let server = Server::start_with(&data, &["--silent-after", "1"]);
     let api = Api::new(&server);
     let sims = enroll(&api, 3);
-    rollout_cli(
-        &data,
-        &[
-            "create",
-            "--class",
-            "vm",
-            "--version",
-            "2.0",
-            "--min-attempts",
-            "2",
-        ],
-    );
+    create_rollout(&data, &["--min-attempts", "2"]);
     // Two devices start the update and go quiet: silent after 1 s, each a failure; 2 of 2
     // is a lower bound of 0.34 > 0.2.
     for sim in &sims[..2] {
@@ -398,14 +372,9 @@ fn post_commit_health_failures_on_the_first_wave_halt_the_rollout_before_the_sec
     let api = Api::new(&server);
     let sims = enroll(&api, 200);
     let v2 = published(&api, "2.0");
-    let rollout = rollout_cli(
+    let rollout = create_rollout(
         &data,
         &[
-            "create",
-            "--class",
-            "vm",
-            "--version",
-            "2.0",
             "--waves",
             "5%@0,100%@1h",
             "--threshold",
@@ -502,7 +471,7 @@ fn a_real_device_follows_the_signed_decision_at_its_next_scan_and_refuses_forged
     let mut f = fleet(1, |s| s.url());
     let data = f.server.data.clone();
     assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
-    rollout_cli(&data, &["create", "--class", "vm", "--version", "2.0"]);
+    create_rollout(&data, &[]);
     assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
     // Halted: gone at the next scan, and the verified decision on disk says why.
     rollout_cli(&data, &["halt", "1"]);
@@ -564,20 +533,7 @@ fn a_real_device_follows_the_signed_decision_at_its_next_scan_and_refuses_forged
         .find(|p| p.extension().is_some_and(|e| e == "pk8"))
         .unwrap();
     std::fs::write(&key_file, ferry_personalize::Signer::generate().to_pkcs8()).unwrap();
-    f.server.kill();
-    f.server = Server::start(&data);
-    let config = f.device.join("config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let old = text
-        .lines()
-        .find(|l| l.starts_with("server"))
-        .unwrap()
-        .to_owned();
-    std::fs::write(
-        &config,
-        text.replace(&old, &format!("server = \"{}\"", f.server.url())),
-    )
-    .unwrap();
+    f.restart_server();
     assert_eq!(
         offered(&f.device),
         Err("DECISION_KEY_NOT_TRUSTED".to_owned())
@@ -632,7 +588,7 @@ fn decision_key(device: &std::path::Path) -> String {
 fn the_director_key_rotates_through_the_catalog_and_the_old_key_is_refused_after() {
     let mut f = fleet(1, |s| s.url());
     let data = f.server.data.clone();
-    rollout_cli(&data, &["create", "--class", "vm", "--version", "2.0"]);
+    create_rollout(&data, &[]);
     assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
     let old = decision_key(&f.device);
     let keys_dir = offline_keys(&data);
@@ -675,20 +631,7 @@ fn the_director_key_rotates_through_the_catalog_and_the_old_key_is_refused_after
         &old_pk8,
     )
     .unwrap();
-    f.server.kill();
-    f.server = Server::start(&data);
-    let config = f.device.join("config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("server"))
-        .unwrap()
-        .to_owned();
-    std::fs::write(
-        &config,
-        text.replace(&line, &format!("server = \"{}\"", f.server.url())),
-    )
-    .unwrap();
+    f.restart_server();
     assert_eq!(
         offered(&f.device),
         Err("DECISION_KEY_NOT_TRUSTED".to_owned())

@@ -45,6 +45,22 @@ pub fn rollout_cli(data: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&ok(&all)).unwrap()
 }
 
+/// `ferry rollout create` of `vm` 2.0 with `extra` flags, parsed.
+pub fn create_rollout(data: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["create", "--class", "vm", "--version", "2.0"];
+    args.extend_from_slice(extra);
+    rollout_cli(data, &args)
+}
+
+/// The error code `ferry rollout create` of `vm` 2.0 with `extra` flags refuses with.
+pub fn refused_rollout(data: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["rollout", "create", "--data", s(data)];
+    args.extend_from_slice(&["--class", "vm", "--version", "2.0"]);
+    args.extend_from_slice(extra);
+    args.push("--json");
+    json_error_code(&run(&args))
+}
+
 /// `ferry rollout ARGS --data DATA` in words, printed (the README's walk-through quotes it).
 pub fn walk_through(data: &Path, args: &[&str]) -> String {
     let mut all = vec!["rollout"];

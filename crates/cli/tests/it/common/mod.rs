@@ -666,6 +666,24 @@ pub fn fleet_with(mib: usize, init_args: &[&str], via: impl FnOnce(&Server) -> S
     }
 }
 
+impl Fleet {
+    /// Kills the server and starts it again on its data (a new port), and points the
+    /// device at it: what the server reads at start (keys, database) is read again.
+    pub fn restart_server(&mut self) {
+        self.server.kill();
+        self.server = Server::start(&self.server.data);
+        let config = self.device.join("config.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("server"))
+            .unwrap()
+            .to_owned();
+        let now = format!("server = \"{}\"", self.server.url());
+        std::fs::write(&config, text.replace(&line, &now)).unwrap();
+    }
+}
+
 pub fn status(device: &Path) -> serde_json::Value {
     serde_json::from_str(&ok(&["status", "--json", "--device", s(device)])).unwrap()
 }

@@ -2,53 +2,8 @@
 //! served without touching upstream, disk use stays in its budget, and a device whose
 //! cache is down goes to the origin. Every byte is still verified on the device.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Stdio};
-
+use crate::common::lan_cache::LanCache;
 use crate::common::*;
-
-struct CacheProc {
-    child: Child,
-    url: String,
-}
-
-impl Drop for CacheProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_cache(upstream: &str, ca: &Path, dir: &Path, max_bytes: u64) -> CacheProc {
-    let mut child = ferry()
-        .args([
-            "cache",
-            "--upstream",
-            upstream,
-            "--upstream-ca",
-            s(ca),
-            "--dir",
-            s(dir),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--max-bytes", &max_bytes.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_owned();
-    CacheProc { child, url }
-}
 
 /// Fetches the cache made upstream (its own count: the upstream link is TLS, so the
 /// proxy in front of the server cannot see the requests).
@@ -59,12 +14,6 @@ fn upstream_fetches(cache: &str) -> u64 {
         .unwrap();
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     stats["upstream_fetches"].as_u64().unwrap()
-}
-
-fn use_cache(device: &Path, cache: &str) {
-    let config = device.join("config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("cache = \"{cache}\"\n{text}")).unwrap();
 }
 
 #[test]
@@ -78,11 +27,11 @@ fn second_device_is_served_from_the_cache_and_a_dead_cache_falls_back_to_origin(
     publish(&data, &v2, "2.0");
     let server = Server::start(&data);
     let upstream = Proxy::start(server.addr);
-    let cache = start_cache(
+    let cache = LanCache::start(
         &upstream.url(),
         &server.ca(),
         &tmp.path().join("cache"),
-        1 << 30,
+        Some(1 << 30),
     );
 
     let mut devices = Vec::new();
@@ -139,11 +88,11 @@ fn concurrent_misses_fetch_once_and_disk_use_stays_in_budget() {
         format!("/artifacts/releases/vm/{version}/{file}")
     };
     let budget = 5 << 20;
-    let cache = start_cache(
+    let cache = LanCache::start(
         &upstream.url(),
         &server.ca(),
         &tmp.path().join("cache"),
-        budget,
+        Some(budget),
     );
 
     // Eight clients ask for the same object at once: one upstream fetch.

@@ -411,22 +411,10 @@ fn causes_on_the_server_side_are_named_first() {
     let f = fleet(2, |s| s.url());
     let device = &f.device;
     let data = s(&f.server.data);
-    let offers: serde_json::Value =
-        serde_json::from_str(&ok(&["list", "--json", "--device", s(device)])).unwrap();
-    let build = offers[0]["build_id"].as_str().unwrap().to_owned();
+    let build = offered_build_id(device);
 
     // The signing window of the offered build closed; an install names it after failing.
-    ok(&[
-        "server",
-        "signing-window",
-        "--data",
-        data,
-        "--class",
-        "vm",
-        "--build",
-        &build,
-        "close",
-    ]);
+    signing_window(&f.server.data, &build, "close");
     let report = doctor(device, &[]);
     tally.named("closed signing window", &report, "NOT_SIGNED", "signing");
     let out = run(&["install", "vm-2.0", "--json", "--device", s(device)]);
@@ -446,17 +434,7 @@ fn causes_on_the_server_side_are_named_first() {
         "{report:#}"
     );
     assert_eq!(report["cause"]["explains_current_failure"], true);
-    ok(&[
-        "server",
-        "signing-window",
-        "--data",
-        data,
-        "--class",
-        "vm",
-        "--build",
-        &build,
-        "open",
-    ]);
+    signing_window(&f.server.data, &build, "open");
     assert_eq!(doctor(device, &[])["ok"], true);
 
     // A rollout of the offered release, halted: the service holds the ticket back, and the

@@ -428,24 +428,10 @@ fn a_device_killed_with_a_full_outbox_loses_nothing_it_kept() {
 fn failures_and_rollbacks_reach_the_server_with_their_code_and_state() {
     let f = fleet(6, |s| s.url());
     let data = f.server.data.clone();
-    let offers: Value =
-        serde_json::from_str(&ok(&["list", "--json", "--device", s(&f.device)])).unwrap();
-    let build = offers[0]["build_id"].as_str().unwrap().to_owned();
+    let build = offered_build_id(&f.device);
 
     // 1. A failed install: the signing window is closed.
-    let window = |action: &str| {
-        ok(&[
-            "server",
-            "signing-window",
-            "--data",
-            s(&data),
-            "--class",
-            "vm",
-            "--build",
-            &build,
-            action,
-        ])
-    };
+    let window = |action: &str| signing_window(&data, &build, action);
     window("close");
     let out = run(&["install", "vm-2.0", "--device", s(&f.device)]);
     assert!(!out.status.success());

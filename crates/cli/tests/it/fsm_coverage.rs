@@ -350,19 +350,7 @@ fn not_signed_drops_the_staged_update(bench: &mut Bench) {
     set_policy(&device, "[policy]\nticket_max_age_secs = 0\n");
     let id = stage(&device)["update_id"].as_str().unwrap().to_owned();
     let build = build_of(&device, "vm-2.0");
-    let window = |action: &str| {
-        ok(&[
-            "server",
-            "signing-window",
-            "--data",
-            s(&bench.data),
-            "--class",
-            "vm",
-            "--build",
-            &build,
-            action,
-        ]);
-    };
+    let window = |action: &str| signing_window(&bench.data, &build, action);
     window("close");
     let out = run(&["install", "vm-2.0", "--json", "--device", s(&device)]);
     window("open");

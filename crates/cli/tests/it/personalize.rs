@@ -43,12 +43,6 @@ fn install_and_reboot(device: &Path) {
     assert_eq!(status(device)["version"], "2.0");
 }
 
-fn build_id(device: &Path) -> String {
-    let offers: serde_json::Value =
-        serde_json::from_str(&ok(&["list", "--json", "--device", s(device)])).unwrap();
-    offers[0]["build_id"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn personalized_install_stores_the_ticket_and_consumes_the_nonce_at_boot() {
     let f = fleet(2, |s| s.url());
@@ -117,35 +111,14 @@ fn skewed_clock_is_clock_skew_with_both_times_and_the_limit() {
 #[test]
 fn closed_signing_window_is_not_signed_and_reopening_it_works() {
     let f = fleet(2, |s| s.url());
-    let build = build_id(&f.device);
-    let data = s(&f.server.data);
-    ok(&[
-        "server",
-        "signing-window",
-        "--data",
-        data,
-        "--class",
-        "vm",
-        "--build",
-        &build,
-        "close",
-    ]);
+    let build = offered_build_id(&f.device);
+    signing_window(&f.server.data, &build, "close");
     let (code, error) = failed_install(&f.device, &[]);
     assert_eq!(code, "NOT_SIGNED", "{error}");
     assert_eq!(error["data"]["build_id"], build.as_str(), "{error}");
     assert_eq!(error["data"]["device_class"], "vm", "{error}");
     assert_still_on_v1(&f);
-    ok(&[
-        "server",
-        "signing-window",
-        "--data",
-        data,
-        "--class",
-        "vm",
-        "--build",
-        &build,
-        "open",
-    ]);
+    signing_window(&f.server.data, &build, "open");
     install_and_reboot(&f.device);
 }
 

@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
 
+use crate::common::lan_cache::LanCache;
 use crate::common::*;
 
 /// A release as `GET /v1/releases` lists it, with its seal root from its manifest.
@@ -47,20 +48,6 @@ fn ticket_request(device: &Path, build_id: &str, root_hash: &str) -> serde_json:
     })
 }
 
-fn set_window(data: &Path, build: &str, action: &str) {
-    ok(&[
-        "server",
-        "signing-window",
-        "--data",
-        s(data),
-        "--class",
-        "vm",
-        "--build",
-        build,
-        action,
-    ]);
-}
-
 /// Finding 1: with build 1.0's signing window closed, a request naming the open build 2.0
 /// with 1.0's seal root (or a made-up one) was signed. Now only the root hashes a build
 /// published for the class are signed.
@@ -68,7 +55,7 @@ fn set_window(data: &Path, build: &str, action: &str) {
 fn only_the_root_hashes_a_build_published_are_signed() {
     let f = fleet(2, |s| s.url());
     let (v1, v2) = (published(&f.server, "1.0"), published(&f.server, "2.0"));
-    set_window(&f.server.data, &v1.build_id, "close");
+    signing_window(&f.server.data, &v1.build_id, "close");
     let credential = credential(&f.device);
     let ask = |build: &str, root: &str| {
         let body = ticket_request(&f.device, build, root);
@@ -339,19 +326,9 @@ fn a_real_server_starts_only_with_its_offline_keys_elsewhere() {
     assert!(line.contains("listening on https://"), "{line}");
     let _ = child.kill();
     let _ = child.wait();
-    ok(&[
-        "publish",
-        "--data",
-        s(&data),
-        "--image",
-        s(&image),
-        "--version",
-        "1.0",
-        "--class",
-        "vm",
-        "--keys",
-        s(&offline),
-    ]);
+    let mut publish = publish_args(&data, &image, "1.0");
+    publish.extend_from_slice(&["--keys", s(&offline)]);
+    ok(&publish);
 }
 
 /// Sends one raw request line to `addr` and returns the whole answer.
@@ -374,23 +351,8 @@ fn raw_get(addr: &str, path: &str) -> String {
 fn the_cache_forwards_only_artifact_and_target_paths() {
     let f = fleet(2, |s| s.url());
     let dir = f.root.join("cache");
-    let mut child = ferry()
-        .args(["cache", "--upstream", &f.server.url(), "--upstream-ca"])
-        .arg(f.server.ca())
-        .args(["--dir", s(&dir), "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .unwrap()
-        .to_owned();
+    let cache = LanCache::start(&f.server.url(), &f.server.ca(), &dir, None);
+    let addr = cache.addr().to_owned();
     for path in [
         "/artifacts/%2e%2e/v1/time",
         "/artifacts/%2E%2E/%2e%2e/v1/time",
@@ -414,8 +376,7 @@ fn the_cache_forwards_only_artifact_and_target_paths() {
     use_cache(&f.device, &format!("http://{addr}"));
     ok(&["install", "vm-2.0", "--device", s(&f.device)]);
     assert!(!walk(&dir.join("objects")).is_empty());
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(cache);
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -509,17 +509,21 @@ print(path)
 print(info.length)
 print((info.custom or {}).get("version", "-"))
 "#;
-    let out = std::process::Command::new("python3")
-        // python-tuf fetches with urllib3, which trusts what OpenSSL's SSL_CERT_FILE names.
-        .env("SSL_CERT_FILE", f.data.join("pki/ca.pem"))
-        .args(["-c", script])
-        .arg(&metadata_dir)
-        .arg(format!("{}/tuf/metadata/", f.server.url()))
-        .arg(format!("{}/tuf/targets/", f.server.url()))
-        .arg(&target_dir)
-        .arg("vm-2.0.manifest.json")
-        .output()
-        .unwrap();
+    // The script's download of target `name` from the server into `target_dir`.
+    let python_tuf = |name: &str| {
+        std::process::Command::new("python3")
+            // python-tuf fetches with urllib3, which trusts what OpenSSL's SSL_CERT_FILE names.
+            .env("SSL_CERT_FILE", f.data.join("pki/ca.pem"))
+            .args(["-c", script])
+            .arg(&metadata_dir)
+            .arg(format!("{}/tuf/metadata/", f.server.url()))
+            .arg(format!("{}/tuf/targets/", f.server.url()))
+            .arg(&target_dir)
+            .arg(name)
+            .output()
+            .unwrap()
+    };
+    let out = python_tuf("vm-2.0.manifest.json");
     assert!(
         out.status.success(),
         "python-tuf failed:\n{}\n{}",
@@ -534,17 +538,7 @@ print((info.custom or {}).get("version", "-"))
     assert_eq!(manifest["version"], "2.0", "{manifest}");
 
     // And the payload, whose custom metadata python-tuf reads too.
-    let out = std::process::Command::new("python3")
-        // python-tuf fetches with urllib3, which trusts what OpenSSL's SSL_CERT_FILE names.
-        .env("SSL_CERT_FILE", f.data.join("pki/ca.pem"))
-        .args(["-c", script])
-        .arg(&metadata_dir)
-        .arg(format!("{}/tuf/metadata/", f.server.url()))
-        .arg(format!("{}/tuf/targets/", f.server.url()))
-        .arg(&target_dir)
-        .arg("vm-1.0.payload.zst")
-        .output()
-        .unwrap();
+    let out = python_tuf("vm-1.0.payload.zst");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).lines().nth(2), Some("1.0"));
 }
@@ -645,37 +639,16 @@ fn server_init_keeps_the_offline_keys_apart_and_devices_must_pin_a_root() {
         "the server did not re-sign the timestamp"
     );
     // Publishing needs the offline keys.
-    let out = run(&[
-        "publish",
-        "--data",
-        s(&data),
-        "--image",
-        s(&image),
-        "--version",
-        "1.0",
-        "--class",
-        "vm",
-        "--json",
-    ]);
+    let mut publish = publish_args(&data, &image, "1.0");
+    let out = run(&[publish.as_slice(), &["--json"]].concat());
     assert_eq!(
         json_error_code(&out),
         "CATALOG_SIGNING",
         "{}",
         text(&out.stdout)
     );
-    ok(&[
-        "publish",
-        "--data",
-        s(&data),
-        "--image",
-        s(&image),
-        "--version",
-        "1.0",
-        "--class",
-        "vm",
-        "--keys",
-        s(&keys),
-    ]);
+    publish.extend_from_slice(&["--keys", s(&keys)]);
+    ok(&publish);
 
     // device init needs --root, or an explicit --trust-on-first-use.
     let device = tmp.path().join("device");

@@ -6,6 +6,7 @@ mod daemon;
 pub mod doctor;
 pub mod fleet;
 pub mod intercept;
+pub mod lan_cache;
 pub mod s3;
 pub mod sim;
 #[allow(unused_imports)]
@@ -299,7 +300,16 @@ pub fn init_catalog(data: &Path) {
 pub fn publish_with(data: &Path, image: &Path, version: &str, extra: &[&str]) {
     init_catalog(data);
     let keys = offline_keys(data);
-    let mut args = vec![
+    let mut args = publish_args(data, image, version);
+    args.extend_from_slice(&["--level", "3", "--keys", s(&keys)]);
+    args.extend_from_slice(extra);
+    ok(&args);
+}
+
+/// `ferry publish` of `image` as `version` of class `vm` on `data`, nothing more (add
+/// `--keys` and the rest).
+pub fn publish_args<'a>(data: &'a Path, image: &'a Path, version: &'a str) -> Vec<&'a str> {
+    vec![
         "publish",
         "--data",
         s(data),
@@ -309,13 +319,7 @@ pub fn publish_with(data: &Path, image: &Path, version: &str, extra: &[&str]) {
         version,
         "--class",
         "vm",
-        "--level",
-        "3",
-        "--keys",
-        s(&keys),
-    ];
-    args.extend_from_slice(extra);
-    ok(&args);
+    ]
 }
 
 /// The newest `N.root.json` of the server's catalog: what devices pin.
@@ -682,6 +686,28 @@ impl Fleet {
         let now = format!("server = \"{}\"", self.server.url());
         std::fs::write(&config, text.replace(&line, &now)).unwrap();
     }
+}
+
+/// `ferry server signing-window ACTION` (`open` or `close`) for build `build` of class `vm`.
+pub fn signing_window(data: &Path, build: &str, action: &str) {
+    ok(&[
+        "server",
+        "signing-window",
+        "--data",
+        s(data),
+        "--class",
+        "vm",
+        "--build",
+        build,
+        action,
+    ]);
+}
+
+/// The build id of the device's first offer (`ferry list`).
+pub fn offered_build_id(device: &Path) -> String {
+    let offers: serde_json::Value =
+        serde_json::from_str(&ok(&["list", "--json", "--device", s(device)])).unwrap();
+    offers[0]["build_id"].as_str().unwrap().to_owned()
 }
 
 pub fn status(device: &Path) -> serde_json::Value {

@@ -230,32 +230,10 @@ fn status_of(device: &Path) -> serde_json::Value {
 }
 
 /// A second device (`name`) on 1.0, enrolled with the fleet's server.
-fn second_device(f: &Fleet, name: &str) -> std::path::PathBuf {
-    let other = f.root.join(name);
-    let mut args = vec![
-        "device".to_owned(),
-        "init".into(),
-        s(&other).into(),
-        "--class".into(),
-        "vm".into(),
-        "--image".into(),
-        s(&f.v1).into(),
-        "--version".into(),
-        "1.0".into(),
-        "--server".into(),
-        f.server.url(),
-        "--root".into(),
-        s(&root_file(&f.server.data)).into(),
-    ];
-    args.extend(f.server.enroll_args());
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    other
-}
-
 #[test]
 fn ticket_moved_to_another_device_is_refused_at_boot_and_the_device_falls_back() {
     let f = fleet(2, |s| s.url());
-    let other = second_device(&f, "device-y");
+    let other = f.another_device("device-y");
     ok(&["install", "vm-2.0", "--device", s(&f.device)]);
     ok(&["install", "vm-2.0", "--device", s(&other)]);
     std::fs::copy(
@@ -404,7 +382,7 @@ fn personalization_key_reaches_devices_through_the_catalog_and_rotates_the_tuf_w
         .unwrap()
         .to_owned();
     // Device Y holds a ticket under key 1 until key 1 is retired.
-    let other = second_device(&f, "device-y");
+    let other = f.another_device("device-y");
     ok(&["install", "vm-2.0", "--device", s(&f.device)]);
     ok(&["install", "vm-2.0", "--device", s(&other)]);
     assert_eq!(ticket_key(&f.device, "b"), key1);

@@ -5,7 +5,7 @@
 //! (each attempt with a fresh nonce, as the agent does). No nonce is signed twice.
 //! Skipped loudly when PostgreSQL is not installed (failed in CI).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -32,29 +32,6 @@ fn requester(device: &Path) -> Requester {
     }
 }
 
-/// Another device on 1.0 enrolled with `f`'s server.
-fn enroll_device(f: &Fleet, name: &str) -> PathBuf {
-    let other = f.root.join(name);
-    let mut args = vec![
-        "device".to_owned(),
-        "init".into(),
-        s(&other).into(),
-        "--class".into(),
-        "vm".into(),
-        "--image".into(),
-        s(&f.v1).into(),
-        "--version".into(),
-        "1.0".into(),
-        "--server".into(),
-        f.server.url(),
-        "--root".into(),
-        s(&root_file(&f.server.data)).into(),
-    ];
-    args.extend(f.server.enroll_args());
-    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    other
-}
-
 #[test]
 fn a_replica_killed_mid_personalization_costs_only_client_retries() {
     let Some(pg) = postgres::Postgres::start() else {
@@ -73,7 +50,7 @@ fn a_replica_killed_mid_personalization_costs_only_client_retries() {
     let components = ticket["ticket"]["components"].clone();
     let mut devices = vec![requester(&f.device)];
     for n in 1..DEVICES {
-        devices.push(requester(&enroll_device(&f, &format!("device-{n}"))));
+        devices.push(requester(&f.another_device(&format!("device-{n}"))));
     }
     // The second replica: the same data directory (CA, certificate, keys, catalog) and
     // database, another port.

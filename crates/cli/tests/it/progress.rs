@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// Every line the (non-terminal) bar of `child` prints on stderr, with when it arrived.
-fn bar_lines(child: &mut std::process::Child) -> Arc<Mutex<Vec<(Instant, String)>>> {
-    let lines: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+fn bar_lines(child: &mut std::process::Child) -> Lines {
+    let lines: Lines = Arc::default();
     let stderr = child.stderr.take().unwrap();
     let seen = lines.clone();
     std::thread::spawn(move || {
@@ -25,6 +25,50 @@ fn bar_lines(child: &mut std::process::Child) -> Arc<Mutex<Vec<(Instant, String)
     lines
 }
 
+/// Every bar line so far, joined: what a failed assertion shows.
+fn all_lines(lines: &Mutex<Vec<(Instant, String)>>) -> Vec<String> {
+    lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, l)| l.clone())
+        .collect()
+}
+
+/// A device behind a proxy whose connection stalls once `CUT_AT` bytes have gone through,
+/// with a 3 s read timeout and `retries` download retries, installing 2.0 (`--json`): the
+/// fleet, the proxy, the running install and its bar lines.
+fn install_into_a_cut(retries: u32) -> (Fleet, Proxy, std::process::Child, Lines) {
+    let (f, proxy) = fleet_behind_proxy(12);
+    let config = f.device.join("config.toml");
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(saved.contains("download_retries = 5"), "{saved}");
+    std::fs::write(
+        &config,
+        saved
+            .replace("read_timeout_secs = 30", "read_timeout_secs = 3")
+            .replace(
+                "download_retries = 5",
+                &format!("download_retries = {retries}"),
+            ),
+    )
+    .unwrap();
+    proxy.set_fault(Fault::StallAfter(CUT_AT));
+    let mut child = ferry()
+        .args(["install", "vm-2.0", "--json", "--device", s(&f.device)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = bar_lines(&mut child);
+    (f, proxy, child, lines)
+}
+
+/// Where [`install_into_a_cut`] cuts the download.
+const CUT_AT: u64 = 3 << 20;
+
+type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
+
 /// The first line of `lines` containing `needle`.
 fn first_with(lines: &Mutex<Vec<(Instant, String)>>, needle: &str) -> Option<(Instant, String)> {
     lines
@@ -37,25 +81,8 @@ fn first_with(lines: &Mutex<Vec<(Instant, String)>>, needle: &str) -> Option<(In
 
 #[test]
 fn a_network_cut_longer_than_the_read_timeout_is_waited_out_in_the_same_run() {
-    let (f, proxy) = fleet_behind_proxy(12);
-    let config = f.device.join("config.toml");
-    let saved = std::fs::read_to_string(&config).unwrap();
-    assert!(saved.contains("download_retries = 5"), "{saved}");
-    std::fs::write(
-        &config,
-        saved.replace("read_timeout_secs = 30", "read_timeout_secs = 3"),
-    )
-    .unwrap();
-    const CUT_AT: u64 = 3 << 20;
+    let (f, proxy, child, lines) = install_into_a_cut(5);
     const CUT: Duration = Duration::from_secs(8);
-    proxy.set_fault(Fault::StallAfter(CUT_AT));
-    let mut child = ferry()
-        .args(["install", "vm-2.0", "--json", "--device", s(&f.device)])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = bar_lines(&mut child);
     let max = proxy.max_forwarded.clone();
     assert!(
         wait_for(60, || max.load(Ordering::SeqCst) >= CUT_AT),
@@ -73,12 +100,7 @@ fn a_network_cut_longer_than_the_read_timeout_is_waited_out_in_the_same_run() {
     std::thread::sleep(left);
     proxy.set_fault(Fault::None);
     let out = child.wait_with_output().unwrap();
-    let all: Vec<String> = lines
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, l)| l.clone())
-        .collect();
+    let all = all_lines(&lines);
     let text_all = all.join("\n");
     assert!(shown, "no waiting state shown:\n{text_all}");
     let (at, line) = first_with(&lines, waiting).unwrap();
@@ -135,25 +157,7 @@ fn a_network_cut_longer_than_the_read_timeout_is_waited_out_in_the_same_run() {
 
 #[test]
 fn retries_are_bounded_and_a_network_that_stays_down_ends_the_run_for_the_next_to_resume() {
-    let (f, proxy) = fleet_behind_proxy(12);
-    let config = f.device.join("config.toml");
-    let saved = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        saved
-            .replace("read_timeout_secs = 30", "read_timeout_secs = 3")
-            .replace("download_retries = 5", "download_retries = 2"),
-    )
-    .unwrap();
-    const CUT_AT: u64 = 3 << 20;
-    proxy.set_fault(Fault::StallAfter(CUT_AT));
-    let mut child = ferry()
-        .args(["install", "vm-2.0", "--json", "--device", s(&f.device)])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = bar_lines(&mut child);
+    let (f, proxy, child, lines) = install_into_a_cut(2);
     let max = proxy.max_forwarded.clone();
     let reached = wait_for(120, || max.load(Ordering::SeqCst) >= CUT_AT);
     proxy.set_fault(Fault::Down);
@@ -162,20 +166,9 @@ fn retries_are_bounded_and_a_network_that_stays_down_ends_the_run_for_the_next_t
         reached,
         "the download never reached the cut: {}\n{}",
         text(&out.stdout),
-        lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, l)| l.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        all_lines(&lines).join("\n")
     );
-    let all: Vec<String> = lines
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, l)| l.clone())
-        .collect();
+    let all = all_lines(&lines);
     let text_all = all.join("\n");
     assert!(
         !out.status.success(),

@@ -234,20 +234,19 @@ fn releases_in_s3_install_by_delta_chunks_and_full_through_two_servers() {
         let file: serde_json::Value = serde_json::from_slice(&body).unwrap();
         file["keyid"].as_str().unwrap_or_default().to_owned()
     };
+    // `ferry server KIND rotate` on the second replica's data directory, with the store.
+    let rotate = |kind: &str| -> serde_json::Value {
+        let offline = offline_keys(&data);
+        let args = ["server", kind, "rotate", "--json", "--data", s(&replica)];
+        serde_json::from_str(&ok(&[
+            &args[..],
+            &["--keys", s(&offline), "--store", &store],
+        ]
+        .concat()))
+        .unwrap()
+    };
     let before = signing(&second);
-    let rotated: serde_json::Value = serde_json::from_str(&ok(&[
-        "server",
-        "personalization-key",
-        "rotate",
-        "--json",
-        "--data",
-        s(&replica),
-        "--keys",
-        s(&offline_keys(&data)),
-        "--store",
-        &store,
-    ]))
-    .unwrap();
+    let rotated = rotate("personalization-key");
     let new_key = rotated["current"].as_str().unwrap().to_owned();
     assert_ne!(new_key, before);
     assert!(wait_for(10, || signing(&second) == new_key));
@@ -277,19 +276,7 @@ fn releases_in_s3_install_by_delta_chunks_and_full_through_two_servers() {
     assert_eq!(mode & 0o777, 0o600);
 
     // The director key the same way: rotated on the second, taken by a fourth at its start.
-    let rotated: serde_json::Value = serde_json::from_str(&ok(&[
-        "server",
-        "director-key",
-        "rotate",
-        "--json",
-        "--data",
-        s(&replica),
-        "--keys",
-        s(&offline_keys(&data)),
-        "--store",
-        &store,
-    ]))
-    .unwrap();
+    let rotated = rotate("director-key");
     let director_key = rotated["current"].as_str().unwrap().to_owned();
     assert!(
         s3.object(&format!("keys-sealed/director/{director_key}.pk8.sealed"))

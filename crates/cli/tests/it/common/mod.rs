@@ -671,6 +671,29 @@ pub fn fleet_with(mib: usize, init_args: &[&str], via: impl FnOnce(&Server) -> S
 }
 
 impl Fleet {
+    /// Another device on 1.0, in `root/name`, enrolled with this fleet's server.
+    pub fn another_device(&self, name: &str) -> PathBuf {
+        let other = self.root.join(name);
+        let mut args = vec![
+            "device".to_owned(),
+            "init".into(),
+            s(&other).into(),
+            "--class".into(),
+            "vm".into(),
+            "--image".into(),
+            s(&self.v1).into(),
+            "--version".into(),
+            "1.0".into(),
+            "--server".into(),
+            self.server.url(),
+            "--root".into(),
+            s(&root_file(&self.server.data)).into(),
+        ];
+        args.extend(self.server.enroll_args());
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        other
+    }
+
     /// Kills the server and starts it again on its data (a new port), and points the
     /// device at it: what the server reads at start (keys, database) is read again.
     pub fn restart_server(&mut self) {

@@ -145,6 +145,12 @@ pub fn metrics(api: &Api) -> String {
         assert_eq!(response.status().as_u16(), 200);
         response.text().await.unwrap()
     });
+    promtool_check(&text);
+    text
+}
+
+/// `text` passes `promtool check metrics` (Prometheus' own exposition-format checker).
+pub fn promtool_check(text: &str) {
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
@@ -166,7 +172,6 @@ pub fn metrics(api: &Api) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    text
 }
 
 /// Rollout `id`'s series for 2.0 of class vm: `(kind, value)` lines present in `text`.

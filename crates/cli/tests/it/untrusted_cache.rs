@@ -119,9 +119,12 @@ fn answer(conn: TcpStream, how: Hostile, sent: &AtomicU64, stop: &AtomicBool, pa
     let _ = reader.read_to_end(&mut rest);
 }
 
-/// Runs `ferry ARGS` to the end: (exit code, stdout, peak RSS in KiB from `wait4`).
-// The child is reaped by `wait4`, which also gives its resource usage.
-#[allow(clippy::zombie_processes)]
+/// Runs `ferry ARGS` to the end: (exit code, stdout, peak RSS in KiB of the `ferry` process).
+///
+/// The peak is its own address space's high-water mark (`VmHWM` in `/proc/PID/status`),
+/// read every 10 ms while it runs: `wait4`'s `ru_maxrss` also counts the address space the
+/// child was spawned from, that is this test process, which every test in the one test
+/// binary shares (hundreds of MB while others run).
 fn run_measured(args: &[&str]) -> (Option<i32>, String, i64) {
     let mut child = ferry()
         .args(args)
@@ -129,22 +132,27 @@ fn run_measured(args: &[&str]) -> (Option<i32>, String, i64) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: wait4 reaps our own child and writes its status and usage into our locals.
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(reaped, pid);
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    (code, stdout, usage.ru_maxrss)
+    let mut pipe = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut stdout = String::new();
+        pipe.read_to_string(&mut stdout).unwrap();
+        stdout
+    });
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        let high_water = std::fs::read_to_string(&status_file).ok().and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<i64>().ok()
+        });
+        peak_kib = peak_kib.max(high_water.unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(peak_kib > 0, "no VmHWM read for the running install");
+    (status.code(), reader.join().unwrap(), peak_kib)
 }
 
 fn set_config(device: &Path, key: &str, value: &str) {

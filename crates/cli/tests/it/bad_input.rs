@@ -128,27 +128,17 @@ fn a_port_that_speaks_no_tls_is_a_failed_handshake_not_an_unreachable_server() {
 
 /// GET `path` on the server (pinned CA) with `authorization`, if any: (status, body).
 fn get(server: &Server, path: &str, authorization: Option<&str>) -> (u16, String) {
-    let ca = std::fs::read_to_string(server.ca()).unwrap();
     let url = format!("{}{path}", server.url());
     let authorization = authorization.map(str::to_owned);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
-            let client = reqwest::Client::builder()
-                .tls_backend_preconfigured(config)
-                .build()
-                .unwrap();
-            let mut request = client.get(&url);
-            if let Some(value) = authorization {
-                request = request.header("authorization", value);
-            }
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.text().await.unwrap_or_default())
-        })
+    on_pinned_client(server, |client| async move {
+        let mut request = client.get(&url);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    })
 }
 
 #[test]

@@ -60,15 +60,8 @@ fn https(
     bearer: Option<&str>,
     body: Option<Vec<u8>>,
 ) -> (u16, Vec<u8>) {
-    let ca = std::fs::read_to_string(server.ca()).unwrap();
     let url = format!("{}{path}", server.url());
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let (config, _probe) = ferry_tls::client_config_pinned(&ca).unwrap();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .build()
-            .unwrap();
+    on_pinned_client(server, |client| async move {
         let mut request = client.request(method.parse().unwrap(), &url);
         if let Some(token) = bearer {
             request = request.bearer_auth(token);

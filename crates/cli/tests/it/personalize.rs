@@ -350,14 +350,8 @@ fn sorted(mut ids: Vec<String>) -> Vec<String> {
 
 /// Waits until the running server signs with `key_id` (its diagnostics endpoint).
 fn wait_until_signing_with(server: &Server, key_id: &str) {
-    let ca = std::fs::read_to_string(server.ca()).unwrap();
     let url = format!("{}/v1/keys/personalization.pub", server.url());
-    let signing = runtime().block_on(async move {
-        let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .build()
-            .unwrap();
+    let signing = on_pinned_client(server, |client| async move {
         let mut signing = String::new();
         for _ in 0..100 {
             let key: serde_json::Value =
@@ -512,16 +506,10 @@ fn post(
     bearer: &str,
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let ca = std::fs::read_to_string(server.ca()).unwrap();
     let url = format!("{}{path}", server.url());
     let body = body.clone();
     let bearer = bearer.to_owned();
-    runtime().block_on(async move {
-        let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .build()
-            .unwrap();
+    on_pinned_client(server, |client| async move {
         let mut request = client.post(&url).json(&body);
         if !bearer.is_empty() {
             request = request.bearer_auth(bearer);
@@ -531,12 +519,4 @@ fn post(
         let value = response.json().await.unwrap_or(serde_json::Value::Null);
         (status, value)
     })
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }

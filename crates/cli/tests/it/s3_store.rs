@@ -22,38 +22,28 @@ fn last_install(device: &Path) -> serde_json::Value {
 /// `GET path` with a `Range` header on the server over its pinned CA: (status, content type,
 /// body).
 fn get_ranges(server: &Server, path: &str, range: &str) -> (u16, String, Vec<u8>) {
-    let ca = std::fs::read_to_string(server.ca()).unwrap();
     let url = format!("{}{path}", server.url());
     let range = range.to_owned();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
-            let client = reqwest::Client::builder()
-                .tls_backend_preconfigured(config)
-                .build()
-                .unwrap();
-            let response = client
-                .get(&url)
-                .header("range", range)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let content_type = response
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            (
-                status,
-                content_type,
-                response.bytes().await.unwrap().to_vec(),
-            )
-        })
+    on_pinned_client(server, |client| async move {
+        let response = client
+            .get(&url)
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (
+            status,
+            content_type,
+            response.bytes().await.unwrap().to_vec(),
+        )
+    })
 }
 
 /// Copies the parts of a data directory a second replica needs (database, CA and server

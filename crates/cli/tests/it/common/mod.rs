@@ -761,6 +761,29 @@ pub fn use_cache(device: &Path, url: &str) {
     std::fs::write(&config, format!("cache = \"{url}\"\n{text}")).unwrap();
 }
 
+/// An HTTPS client that trusts only `server`'s CA (what its devices pin).
+pub fn pinned_client(server: &Server) -> reqwest::Client {
+    let ca = std::fs::read_to_string(server.ca()).unwrap();
+    let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .build()
+        .unwrap()
+}
+
+/// Runs `requests` with a [`pinned_client`] of `server` on a runtime of their own.
+pub fn on_pinned_client<T, F: std::future::Future<Output = T>>(
+    server: &Server,
+    requests: impl FnOnce(reqwest::Client) -> F,
+) -> T {
+    let client = pinned_client(server);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(requests(client))
+}
+
 /// `GET path` (no body) or `POST path` (with `body`) on the server over its pinned CA, with a
 /// bearer token unless `bearer` is empty: (status, JSON body or null).
 pub fn https_json(
@@ -769,32 +792,22 @@ pub fn https_json(
     bearer: &str,
     body: Option<&serde_json::Value>,
 ) -> (u16, serde_json::Value) {
-    let ca = std::fs::read_to_string(server.ca()).unwrap();
     let url = format!("{}{path}", server.url());
     let body = body.cloned();
     let bearer = bearer.to_owned();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async move {
-            let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
-            let client = reqwest::Client::builder()
-                .tls_backend_preconfigured(config)
-                .build()
-                .unwrap();
-            let mut request = match &body {
-                Some(body) => client.post(&url).json(body),
-                None => client.get(&url),
-            };
-            if !bearer.is_empty() {
-                request = request.bearer_auth(bearer);
-            }
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            let value = response.json().await.unwrap_or(serde_json::Value::Null);
-            (status, value)
-        })
+    on_pinned_client(server, |client| async move {
+        let mut request = match &body {
+            Some(body) => client.post(&url).json(body),
+            None => client.get(&url),
+        };
+        if !bearer.is_empty() {
+            request = request.bearer_auth(bearer);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let value = response.json().await.unwrap_or(serde_json::Value::Null);
+        (status, value)
+    })
 }
 
 /// The device's identity file as JSON.

@@ -27,13 +27,7 @@ fn recommended_hold(device: &Path) -> Option<String> {
 fn the_agent_scans_stages_and_installs_inside_its_window_only() {
     let fleet = fleet(4, |server| server.url());
     let device = &fleet.device;
-    set_policy(
-        device,
-        &format!(
-            "[policy]\nauto_install = true\nauto_restart = true\n{}",
-            window_from_now(3)
-        ),
-    );
+    set_unattended_policy(device, 3);
     let mut agent = Agent::start(device);
     // It scans on its own, then stages 2.0; the window keeps the install back.
     assert!(
@@ -78,13 +72,7 @@ fn the_agent_scans_stages_and_installs_inside_its_window_only() {
         !device.join("agent.sock").exists(),
         "the socket stays behind"
     );
-    set_policy(
-        device,
-        &format!(
-            "[policy]\nauto_install = true\nauto_restart = true\n{}",
-            window_from_now(0)
-        ),
-    );
+    set_unattended_policy(device, 0);
     let _agent = Agent::start(device);
     assert!(
         wait_for(60, || status(device)["version"] == "2.0"),

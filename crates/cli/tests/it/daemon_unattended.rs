@@ -47,13 +47,7 @@ fn committed(device: &Path, version: &str) -> bool {
 fn nobody_typing_the_agent_scans_stages_installs_restarts_and_commits() {
     let fleet = fleet(4, |server| server.url());
     let device = &fleet.device;
-    set_policy(
-        device,
-        &format!(
-            "[policy]\nauto_install = true\nauto_restart = true\n{}",
-            window_from_now(0)
-        ),
-    );
+    set_unattended_policy(device, 0);
     let _agent = Agent::start(device);
     assert!(
         wait_for(90, || committed(device, "2.0")),

@@ -277,47 +277,15 @@ fn publish_refuses_duplicate_and_malformed_versions() {
     let img = tmp.path().join("v1.img");
     make_image(&img, 1, 1);
     publish(&data, &img, "1.0");
-    let out = run(&[
-        "publish",
-        "--json",
-        "--data",
-        s(&data),
-        "--image",
-        s(&img),
-        "--version",
-        "1.0",
-        "--class",
-        "vm",
-    ]);
+    let out = try_publish(&data, &img, "1.0", &["--json"]);
     assert_eq!(json_error_code(&out), "DUPLICATE_VERSION");
-    let out = run(&[
-        "publish",
-        "--json",
-        "--data",
-        s(&data),
-        "--image",
-        s(&img),
-        "--version",
-        "1.0.0",
-        "--class",
-        "vm",
-    ]);
+    let out = try_publish(&data, &img, "1.0.0", &["--json"]);
     assert_eq!(
         json_error_code(&out),
         "DUPLICATE_VERSION",
         "1.0.0 is the same version as 1.0"
     );
-    let out = run(&[
-        "publish",
-        "--data",
-        s(&data),
-        "--image",
-        s(&img),
-        "--version",
-        "v1.x",
-        "--class",
-        "vm",
-    ]);
+    let out = try_publish(&data, &img, "v1.x", &[]);
     assert_eq!(
         out.status.code(),
         Some(2),
@@ -330,18 +298,7 @@ fn publish_refuses_duplicate_and_malformed_versions() {
     );
     let odd = tmp.path().join("odd.img");
     std::fs::write(&odd, vec![1u8; 5000]).unwrap();
-    let out = run(&[
-        "publish",
-        "--json",
-        "--data",
-        s(&data),
-        "--image",
-        s(&odd),
-        "--version",
-        "2.0",
-        "--class",
-        "vm",
-    ]);
+    let out = try_publish(&data, &odd, "2.0", &["--json"]);
     assert_eq!(json_error_code(&out), "IMAGE_UNALIGNED");
 }
 

@@ -103,6 +103,21 @@ fn enroll(server: &Server, token: &str, identity: &serde_json::Value) -> (u16, s
     https_json(server, "/v1/enroll", "", Some(&body))
 }
 
+/// [`enroll`], refused with 409 `DEVICE_ALREADY_ENROLLED`: the answer.
+fn refused_as_enrolled(
+    server: &Server,
+    token: &str,
+    identity: &serde_json::Value,
+) -> serde_json::Value {
+    let (status, answer) = enroll(server, token, identity);
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (409, Some("DEVICE_ALREADY_ENROLLED")),
+        "{answer}"
+    );
+    answer
+}
+
 fn token(data: &Path, extra: &[&str]) -> String {
     let mut args = vec!["server", "token", "--data", s(data)];
     args.extend_from_slice(extra);
@@ -140,12 +155,7 @@ fn enrollment_cannot_take_over_a_device_or_undo_its_revocation() {
 
     // Over an enrolled device: refused, the token unspent, the real device unharmed.
     let fresh = token(data, &[]);
-    let (status, answer) = enroll(&f.server, &fresh, &attacker);
-    assert_eq!(
-        (status, answer["code"].as_str()),
-        (409, Some("DEVICE_ALREADY_ENROLLED")),
-        "{answer}"
-    );
+    let answer = refused_as_enrolled(&f.server, &fresh, &attacker);
     assert!(
         answer["fix"].as_str().unwrap().contains("--reenroll"),
         "{answer}"
@@ -161,12 +171,7 @@ fn enrollment_cannot_take_over_a_device_or_undo_its_revocation() {
 
     // Over a revoked device: refused, and the revocation stays.
     ok(&["server", "devices", "--data", s(data), "--revoke", &id]);
-    let (status, answer) = enroll(&f.server, &token(data, &[]), &attacker);
-    assert_eq!(
-        (status, answer["code"].as_str()),
-        (409, Some("DEVICE_ALREADY_ENROLLED")),
-        "{answer}"
-    );
+    let answer = refused_as_enrolled(&f.server, &token(data, &[]), &attacker);
     assert!(
         answer["cause"].as_str().unwrap().contains("revoked"),
         "{answer}"
@@ -285,18 +290,7 @@ fn a_real_server_starts_only_with_its_offline_keys_elsewhere() {
     assert!(!data.join("keys-offline").exists(), "no keys were made");
     let image = tmp.path().join("v1.img");
     make_image(&image, 1, 1);
-    let out = run(&[
-        "publish",
-        "--json",
-        "--data",
-        s(&data),
-        "--image",
-        s(&image),
-        "--version",
-        "1.0",
-        "--class",
-        "vm",
-    ]);
+    let out = try_publish(&data, &image, "1.0", &["--json"]);
     assert_eq!(json_error_code(&out), "CATALOG_MISSING");
 
     // Offline keys inside the data directory are refused at init and at start.

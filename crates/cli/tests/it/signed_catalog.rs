@@ -639,14 +639,14 @@ fn server_init_keeps_the_offline_keys_apart_and_devices_must_pin_a_root() {
         "the server did not re-sign the timestamp"
     );
     // Publishing needs the offline keys.
-    let mut publish = publish_args(&data, &image, "1.0");
-    let out = run(&[publish.as_slice(), &["--json"]].concat());
+    let out = try_publish(&data, &image, "1.0", &["--json"]);
     assert_eq!(
         json_error_code(&out),
         "CATALOG_SIGNING",
         "{}",
         text(&out.stdout)
     );
+    let mut publish = publish_args(&data, &image, "1.0");
     publish.extend_from_slice(&["--keys", s(&keys)]);
     ok(&publish);
 

@@ -134,6 +134,18 @@ fn update_records(device: &Path) -> Vec<serde_json::Value> {
     .collect()
 }
 
+/// The agent installs and restarts on its own, in a one-hour window opening
+/// `offset_hours` from now.
+pub fn set_unattended_policy(device: &Path, offset_hours: i64) {
+    set_policy(
+        device,
+        &format!(
+            "[policy]\nauto_install = true\nauto_restart = true\n{}",
+            window_from_now(offset_hours)
+        ),
+    );
+}
+
 /// A window of one hour that opens `offset_hours` from now (UTC).
 pub fn window_from_now(offset_hours: i64) -> String {
     let start = chrono::Utc::now() + chrono::Duration::hours(offset_hours);

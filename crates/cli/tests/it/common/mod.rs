@@ -306,6 +306,14 @@ pub fn publish_with(data: &Path, image: &Path, version: &str, extra: &[&str]) {
     ok(&args);
 }
 
+/// Runs `ferry publish` of `image` as `version` of class `vm` on `data` with `extra` flags
+/// (no keys unless given): what a refused publish answers.
+pub fn try_publish(data: &Path, image: &Path, version: &str, extra: &[&str]) -> Output {
+    let mut args = publish_args(data, image, version);
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 /// `ferry publish` of `image` as `version` of class `vm` on `data`, nothing more (add
 /// `--keys` and the rest).
 pub fn publish_args<'a>(data: &'a Path, image: &'a Path, version: &'a str) -> Vec<&'a str> {

@@ -314,27 +314,11 @@ fn releases(tmp: &Path) -> Releases {
 /// `ferry device init` inside the namespace, against `url`.
 fn device_init(ns: &Netns, rel: &Releases, device: &Path, url: &str) {
     let token = ok(&["server", "token", "--data", s(&rel.data)]);
-    let out = ns.run(&[
-        "device",
-        "init",
-        s(device),
-        "--class",
-        "vm",
-        "--image",
-        s(&rel.v1),
-        "--version",
-        "1.0",
-        "--server",
-        url,
-        "--audience",
-        "customer",
-        "--root",
-        s(&root_file(&rel.data)),
-        "--ca",
-        s(&rel.data.join("pki/ca.pem")),
-        "--enroll-token",
-        token.trim(),
-    ]);
+    let (root, ca) = (root_file(&rel.data), rel.data.join("pki/ca.pem"));
+    let mut args = device_init_args(device, &rel.v1, "1.0", url);
+    args.extend_from_slice(&["--audience", "customer", "--root", s(&root), "--ca", s(&ca)]);
+    args.extend_from_slice(&["--enroll-token", token.trim()]);
+    let out = ns.run(&args);
     assert!(
         out.status.success(),
         "device init in the namespace: {}{}",

@@ -652,38 +652,19 @@ fn server_init_keeps_the_offline_keys_apart_and_devices_must_pin_a_root() {
 
     // device init needs --root, or an explicit --trust-on-first-use.
     let device = tmp.path().join("device");
-    let out = run(&[
-        "device",
-        "init",
-        s(&device),
-        "--class",
-        "vm",
-        "--image",
-        s(&image),
-        "--version",
-        "0.9",
-        "--server",
-        &server.url(),
-    ]);
+    let url = server.url();
+    let mut init = device_init_args(&device, &image, "0.9", &url);
+    let out = run(&init);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    ok(&[
-        "device",
-        "init",
-        s(&device),
-        "--class",
-        "vm",
-        "--image",
-        s(&image),
-        "--version",
-        "0.9",
-        "--server",
-        &server.url(),
+    let (ca, token) = (server.ca(), server.token());
+    init.extend_from_slice(&[
         "--trust-on-first-use",
         "--ca",
-        s(&server.ca()),
+        s(&ca),
         "--enroll-token",
-        &server.token(),
+        &token,
     ]);
+    ok(&init);
     assert_eq!(labels(&device), ["vm-1.0"]);
 }
 

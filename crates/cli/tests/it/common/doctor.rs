@@ -170,27 +170,15 @@ pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
 
 /// `device init` into `device` (an existing, empty mount point).
 pub fn device_init_into(device: &Path, image: &Path, url: &str, data: &Path) {
-    ok(&[
-        "device",
-        "init",
-        s(device),
-        "--class",
-        "vm",
-        "--image",
-        s(image),
-        "--version",
+    let slot_size = (8u64 << 20).to_string();
+    device_init_with(
+        device,
+        image,
         "1.0",
-        "--server",
         url,
-        "--root",
-        s(&root_file(data)),
-        "--ca",
-        s(&data.join("pki/ca.pem")),
-        "--enroll-token",
-        ok(&["server", "token", "--data", s(data)]).trim(),
-        "--slot-size",
-        &(8u64 << 20).to_string(),
-    ]);
+        data,
+        &["--slot-size", &slot_size],
+    );
 }
 
 /// Another process filling a filesystem: it writes `path` until the filesystem is full,

@@ -345,7 +345,36 @@ pub fn device_init(
     data: &Path,
     audience: &str,
 ) {
-    ok(&[
+    device_init_with(device, image, version, url, data, &["--audience", audience]);
+}
+
+/// [`device_init`] with `extra` flags instead of an audience.
+pub fn device_init_with(
+    device: &Path,
+    image: &Path,
+    version: &str,
+    url: &str,
+    data: &Path,
+    extra: &[&str],
+) {
+    let (root, ca) = (root_file(data), data.join("pki/ca.pem"));
+    let token = ok(&["server", "token", "--data", s(data)]);
+    let mut args = device_init_args(device, image, version, url);
+    args.extend_from_slice(&["--root", s(&root), "--ca", s(&ca)]);
+    args.extend_from_slice(&["--enroll-token", token.trim()]);
+    args.extend_from_slice(extra);
+    ok(&args);
+}
+
+/// `ferry device init` of a `vm` device on `image` (`version`) talking to `url`, nothing
+/// more (add the trust and enrollment flags).
+pub fn device_init_args<'a>(
+    device: &'a Path,
+    image: &'a Path,
+    version: &'a str,
+    url: &'a str,
+) -> Vec<&'a str> {
+    vec![
         "device",
         "init",
         s(device),
@@ -357,15 +386,7 @@ pub fn device_init(
         version,
         "--server",
         url,
-        "--audience",
-        audience,
-        "--root",
-        s(&root_file(data)),
-        "--ca",
-        s(&data.join("pki/ca.pem")),
-        "--enroll-token",
-        ok(&["server", "token", "--data", s(data)]).trim(),
-    ]);
+    ]
 }
 
 pub fn s(p: &Path) -> &str {
@@ -647,24 +668,9 @@ pub fn fleet_with(mib: usize, init_args: &[&str], via: impl FnOnce(&Server) -> S
     let server = Server::start(&data);
     let url = via(&server);
     let device = root.join("device");
-    let mut args = vec![
-        "device",
-        "init",
-        s(&device),
-        "--class",
-        "vm",
-        "--image",
-        s(&v1),
-    ];
     let pinned_root = root_file(&data);
-    args.extend_from_slice(&[
-        "--version",
-        "1.0",
-        "--server",
-        &url,
-        "--root",
-        s(&pinned_root),
-    ]);
+    let mut args = device_init_args(&device, &v1, "1.0", &url);
+    args.extend_from_slice(&["--root", s(&pinned_root)]);
     args.extend_from_slice(init_args);
     let enroll = server.enroll_args();
     args.extend(enroll.iter().map(String::as_str));
@@ -682,23 +688,12 @@ impl Fleet {
     /// Another device on 1.0, in `root/name`, enrolled with this fleet's server.
     pub fn another_device(&self, name: &str) -> PathBuf {
         let other = self.root.join(name);
-        let mut args = vec![
-            "device".to_owned(),
-            "init".into(),
-            s(&other).into(),
-            "--class".into(),
-            "vm".into(),
-            "--image".into(),
-            s(&self.v1).into(),
-            "--version".into(),
-            "1.0".into(),
-            "--server".into(),
-            self.server.url(),
-            "--root".into(),
-            s(&root_file(&self.server.data)).into(),
-        ];
-        args.extend(self.server.enroll_args());
-        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let (url, root) = (self.server.url(), root_file(&self.server.data));
+        let enroll = self.server.enroll_args();
+        let mut args = device_init_args(&other, &self.v1, "1.0", &url);
+        args.extend_from_slice(&["--root", s(&root)]);
+        args.extend(enroll.iter().map(String::as_str));
+        ok(&args);
         other
     }
 

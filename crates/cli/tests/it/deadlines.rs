@@ -65,46 +65,39 @@ fn time(v: &Value) -> chrono::DateTime<chrono::Utc> {
 #[test]
 fn deferrals_stay_within_the_maximum_and_the_deadline_and_the_decision_carries_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let SimFleet {
-        server: _server,
-        data,
-        api,
-        sims,
-        v2,
-        ..
-    } = sim_fleet(tmp.path(), 3);
+    let f = sim_fleet(tmp.path(), 3);
     // A deadline in the past is refused.
     assert_eq!(
-        refused_rollout(&data, &["--deadline", "2020-01-01T00:00:00Z"]),
+        refused_rollout(&f.data, &["--deadline", "2020-01-01T00:00:00Z"]),
         "ROLLOUT_INVALID"
     );
-    let created = create_rollout(&data, &["--deadline", "1d", "--max-deferral", "2h"]);
+    let created = create_rollout(&f.data, &["--deadline", "1d", "--max-deferral", "2h"]);
     let deadline = created["deadline_ms"].as_i64().unwrap();
     let in_a_day = chrono::Utc::now().timestamp_millis() + 86_400_000;
     assert!((deadline - in_a_day).abs() < 60_000, "{created}");
     assert_eq!(created["max_deferral_ms"], 7_200_000);
 
     // Open, with the deadline and how far it may be deferred.
-    let before = decided(&api, &sims[0], "2.0");
+    let before = decided(&f.api, &f.sims[0], "2.0");
     assert_eq!(before["state"], "open", "{before}");
     assert_eq!(time(&before["deadline"]).timestamp_millis(), deadline);
     assert!(before["defer_latest"].is_string(), "{before}");
 
-    let (status, deferred) = defer(&api, &sims[0], "2.0", "1h");
+    let (status, deferred) = defer(&f.api, &f.sims[0], "2.0", "1h");
     assert_eq!(status, 200, "{deferred}");
     let until = time(&deferred["until"]);
     let wait = until - chrono::Utc::now();
     assert!(wait > chrono::Duration::minutes(59) && wait <= chrono::Duration::hours(1));
-    let after = decided(&api, &sims[0], "2.0");
+    let after = decided(&f.api, &f.sims[0], "2.0");
     assert_eq!(after["state"], "deferred", "{after}");
     assert_eq!(time(&after["deferred_until"]), until);
     // The others are not deferred; the deferral is the device's choice, so a ticket is
     // still signed if it asks (a user's `ferry install`).
-    assert_eq!(decided(&api, &sims[1], "2.0")["state"], "open");
-    assert_eq!(code(&ask(&api, &sims[0], &v2)), "TICKET");
+    assert_eq!(decided(&f.api, &f.sims[1], "2.0")["state"], "open");
+    assert_eq!(code(&ask(&f.api, &f.sims[0], &f.v2)), "TICKET");
 
     // Beyond the maximum (2 h after the first deferral): refused with the latest allowed.
-    let (status, refused) = defer(&api, &sims[0], "2.0", "3h");
+    let (status, refused) = defer(&f.api, &f.sims[0], "2.0", "3h");
     assert_eq!(
         (status, refused["code"].as_str()),
         (422, Some("DEFERRAL_TOO_LONG")),
@@ -112,16 +105,16 @@ fn deferrals_stay_within_the_maximum_and_the_deadline_and_the_decision_carries_t
     );
     assert!(refused["fix"].as_str().unwrap().contains("at the latest"));
     // A second deferral within it replaces the first.
-    let (status, again) = defer(&api, &sims[0], "2.0", "90m");
+    let (status, again) = defer(&f.api, &f.sims[0], "2.0", "90m");
     assert_eq!(status, 200, "{again}");
     assert!(time(&again["until"]) > until);
     // No rollout, or not a time: refused with their codes.
-    let (_, none) = defer(&api, &sims[1], "1.0", "1h");
+    let (_, none) = defer(&f.api, &f.sims[1], "1.0", "1h");
     assert_eq!(none["code"], "DEFERRAL_NO_ROLLOUT", "{none}");
-    let (_, bad) = defer(&api, &sims[1], "2.0", "soon");
+    let (_, bad) = defer(&f.api, &f.sims[1], "2.0", "soon");
     assert_eq!(bad["code"], "DEFERRAL_INVALID", "{bad}");
     // Not without a credential.
-    let (status, _) = api.call(
+    let (status, _) = f.api.call(
         "/v1/deferrals",
         "",
         Some(json!({"version": "2.0", "for": "1h"})),
@@ -132,33 +125,26 @@ fn deferrals_stay_within_the_maximum_and_the_deadline_and_the_decision_carries_t
 #[test]
 fn an_emergency_rollout_skips_the_waves_refuses_deferrals_and_still_halts() {
     let tmp = tempfile::tempdir().unwrap();
-    let SimFleet {
-        server: _server,
-        data,
-        api,
-        sims,
-        v2,
-        ..
-    } = sim_fleet(tmp.path(), 20);
-    create_rollout(&data, &["--waves", "1%@0,100%@7d", "--emergency"]);
+    let f = sim_fleet(tmp.path(), 20);
+    create_rollout(&f.data, &["--waves", "1%@0,100%@7d", "--emergency"]);
     // Every device, whatever its wave, may take it now.
-    for sim in &sims {
-        assert_eq!(code(&ask(&api, sim, &v2)), "TICKET");
+    for sim in &f.sims {
+        assert_eq!(code(&ask(&f.api, sim, &f.v2)), "TICKET");
     }
-    let release = decided(&api, &sims[0], "2.0");
+    let release = decided(&f.api, &f.sims[0], "2.0");
     assert_eq!(
         (release["state"].as_str(), &release["emergency"]),
         (Some("open"), &json!(true))
     );
-    let (status, refused) = defer(&api, &sims[0], "2.0", "1h");
+    let (status, refused) = defer(&f.api, &f.sims[0], "2.0", "1h");
     assert_eq!(
         (status, refused["code"].as_str()),
         (422, Some("DEFERRAL_EMERGENCY"))
     );
     // Still halted by an operator (and by the halt rule, which counts it like any other).
-    rollout_cli(&data, &["halt", "1"]);
-    assert_eq!(code(&ask(&api, &sims[3], &v2)), "ROLLOUT_HALTED");
-    assert_eq!(decided(&api, &sims[3], "2.0")["state"], "halted");
+    rollout_cli(&f.data, &["halt", "1"]);
+    assert_eq!(code(&ask(&f.api, &f.sims[3], &f.v2)), "ROLLOUT_HALTED");
+    assert_eq!(decided(&f.api, &f.sims[3], "2.0")["state"], "halted");
 }
 
 #[test]

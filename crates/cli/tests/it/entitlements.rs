@@ -32,33 +32,27 @@ fn tag(api: &Api, sim: &Sim, body: Value) {
 #[test]
 fn grants_sign_only_for_their_devices_and_a_revoked_grant_stops_tickets() {
     let tmp = tempfile::tempdir().unwrap();
-    let SimFleet {
-        server: _server,
-        data,
-        api,
-        sims,
-        v1,
-        v2,
-    } = sim_fleet(tmp.path(), 6);
+    let f = sim_fleet(tmp.path(), 6);
     // Before any grant every device of the class may have every release.
     assert!(
-        sims.iter()
-            .all(|sim| code(&ask(&api, sim, &v2)) == "TICKET")
+        f.sims
+            .iter()
+            .all(|sim| code(&ask(&f.api, sim, &f.v2)) == "TICKET")
     );
     // Tenant and region by the admin API for three, by the CLI for two; one has none.
-    for sim in &sims[..3] {
-        tag(&api, sim, json!({"tenant": "acme", "region": "eu"}));
+    for sim in &f.sims[..3] {
+        tag(&f.api, sim, json!({"tenant": "acme", "region": "eu"}));
     }
-    for sim in &sims[3..5] {
+    for sim in &f.sims[3..5] {
         let id = sim.id().to_string();
         let facts = entitlement_cli(
-            &data,
+            &f.data,
             &["set-tags", &id, "--tenant", "acme", "--region", "us"],
         );
         assert_eq!(facts["region"], "us", "{facts}");
     }
     let eu = entitlement_cli(
-        &data,
+        &f.data,
         &[
             "grant",
             "--class",
@@ -71,10 +65,13 @@ fn grants_sign_only_for_their_devices_and_a_revoked_grant_stops_tickets() {
     );
     assert_eq!(eu["selector"], "tenant:acme,region:eu");
     let codes = |v: &(String, String)| -> Vec<String> {
-        sims.iter().map(|sim| code(&ask(&api, sim, v))).collect()
+        f.sims
+            .iter()
+            .map(|sim| code(&ask(&f.api, sim, v)))
+            .collect()
     };
     assert_eq!(
-        codes(&v2),
+        codes(&f.v2),
         [
             "TICKET",
             "TICKET",
@@ -85,7 +82,7 @@ fn grants_sign_only_for_their_devices_and_a_revoked_grant_stops_tickets() {
         ]
     );
     // The refusal carries its cause, fix and data; 1.0 has no grant and stays open.
-    let refused = ask(&api, &sims[5], &v2);
+    let refused = ask(&f.api, &f.sims[5], &f.v2);
     assert_eq!(refused.0, 422, "{}", refused.1);
     assert!(
         refused.1["fix"]
@@ -93,20 +90,20 @@ fn grants_sign_only_for_their_devices_and_a_revoked_grant_stops_tickets() {
             .unwrap()
             .contains("entitlement grant")
     );
-    assert!(codes(&v1).iter().all(|c| c == "TICKET"));
+    assert!(codes(&f.v1).iter().all(|c| c == "TICKET"));
 
     // A grant by the admin API to a programme (a tag), and the tag set by the CLI.
-    let (status, beta) = api.admin(
+    let (status, beta) = f.api.admin(
         "/v1/admin/entitlements",
         Some(json!({"class": "vm", "version": "*", "to": "programme:beta"})),
     );
     assert_eq!(status, 200, "{beta}");
-    let id5 = sims[5].id().to_string();
-    entitlement_cli(&data, &["set-tags", &id5, "--tags", "beta,kiosk"]);
-    assert_eq!(code(&ask(&api, &sims[5], &v2)), "TICKET");
+    let id5 = f.sims[5].id().to_string();
+    entitlement_cli(&f.data, &["set-tags", &id5, "--tags", "beta,kiosk"]);
+    assert_eq!(code(&ask(&f.api, &f.sims[5], &f.v2)), "TICKET");
     // `*` restricts 1.0 too now: only the beta device and nobody else.
     assert_eq!(
-        codes(&v1),
+        codes(&f.v1),
         [
             "NOT_ENTITLED",
             "NOT_ENTITLED",
@@ -119,14 +116,14 @@ fn grants_sign_only_for_their_devices_and_a_revoked_grant_stops_tickets() {
 
     // Revoked: the eu devices are refused at once; the grant stays listed as revoked.
     let eu_id = eu["id"].as_i64().unwrap();
-    let (status, revoked) = api.admin(
+    let (status, revoked) = f.api.admin(
         &format!("/v1/admin/entitlements/{eu_id}/revoke"),
         Some(json!({})),
     );
     assert_eq!(status, 200, "{revoked}");
     assert!(revoked["revoked_ms"].is_i64());
     assert_eq!(
-        codes(&v2),
+        codes(&f.v2),
         [
             "NOT_ENTITLED",
             "NOT_ENTITLED",
@@ -136,10 +133,10 @@ fn grants_sign_only_for_their_devices_and_a_revoked_grant_stops_tickets() {
             "TICKET"
         ]
     );
-    let listed = entitlement_cli(&data, &["list"]);
+    let listed = entitlement_cli(&f.data, &["list"]);
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
     // The director's signed decision says so, without a rollout.
-    let (status, signed) = api.call("/v1/decision", &sims[0].credential, None);
+    let (status, signed) = f.api.call("/v1/decision", &f.sims[0].credential, None);
     assert_eq!(status, 200, "{signed}");
     let decision: Value = serde_json::from_str(signed["decision"].as_str().unwrap()).unwrap();
     let v2_decided = decision["releases"]
@@ -155,9 +152,9 @@ fn grants_sign_only_for_their_devices_and_a_revoked_grant_stops_tickets() {
     let explained: Value = serde_json::from_str(&ok(&[
         "rollout",
         "explain",
-        &sims[0].id().to_string(),
+        &f.sims[0].id().to_string(),
         "--data",
-        s(&data),
+        s(&f.data),
         "--json",
     ]))
     .unwrap();
@@ -178,7 +175,7 @@ fn grants_sign_only_for_their_devices_and_a_revoked_grant_stops_tickets() {
     );
 
     // Failure cases, each with its code.
-    let (status, again) = api.admin(
+    let (status, again) = f.api.admin(
         &format!("/v1/admin/entitlements/{eu_id}/revoke"),
         Some(json!({})),
     );
@@ -187,10 +184,10 @@ fn grants_sign_only_for_their_devices_and_a_revoked_grant_stops_tickets() {
         (409, Some("ROLLOUT_ENTITLEMENT_REVOKED"))
     );
     assert_eq!(
-        entitlement_fails(&data, &["revoke", "999"]),
+        entitlement_fails(&f.data, &["revoke", "999"]),
         "ROLLOUT_ENTITLEMENT_NOT_FOUND"
     );
-    let (status, bad) = api.admin(
+    let (status, bad) = f.api.admin(
         "/v1/admin/entitlements",
         Some(json!({"class": "vm", "version": "2.0", "to": "colour:red"})),
     );
@@ -199,11 +196,14 @@ fn grants_sign_only_for_their_devices_and_a_revoked_grant_stops_tickets() {
         (400, Some("ROLLOUT_COHORT_INVALID"))
     );
     assert_eq!(
-        entitlement_fails(&data, &["set-tags", "00000000000000ff", "--tenant", "acme"]),
+        entitlement_fails(
+            &f.data,
+            &["set-tags", "00000000000000ff", "--tenant", "acme"]
+        ),
         "NOT_FOUND"
     );
     assert_eq!(
-        entitlement_fails(&data, &["set-tags", &id5, "--tags", "no spaces"]),
+        entitlement_fails(&f.data, &["set-tags", &id5, "--tags", "no spaces"]),
         "ROLLOUT_INVALID"
     );
 }
@@ -211,35 +211,32 @@ fn grants_sign_only_for_their_devices_and_a_revoked_grant_stops_tickets() {
 #[test]
 fn a_cohort_selects_by_tags_region_and_tenant() {
     let tmp = tempfile::tempdir().unwrap();
-    let SimFleet {
-        server: _server,
-        data,
-        api,
-        sims,
-        v2,
-        ..
-    } = sim_fleet(tmp.path(), 4);
+    let f = sim_fleet(tmp.path(), 4);
     tag(
-        &api,
-        &sims[0],
+        &f.api,
+        &f.sims[0],
         json!({"tenant": "acme", "region": "eu", "tags": ["beta"]}),
     );
     tag(
-        &api,
-        &sims[1],
+        &f.api,
+        &f.sims[1],
         json!({"tenant": "acme", "region": "us", "tags": ["beta"]}),
     );
     tag(
-        &api,
-        &sims[2],
+        &f.api,
+        &f.sims[2],
         json!({"tenant": "other", "region": "eu", "tags": ["beta"]}),
     );
-    let created = create_rollout(&data, &["--cohort", "tag:beta,region:eu,tenant:acme"]);
+    let created = create_rollout(&f.data, &["--cohort", "tag:beta,region:eu,tenant:acme"]);
     assert_eq!(
         created["cohort"], "tenant:acme,region:eu,tag:beta",
         "{created}"
     );
-    let codes: Vec<String> = sims.iter().map(|sim| code(&ask(&api, sim, &v2))).collect();
+    let codes: Vec<String> = f
+        .sims
+        .iter()
+        .map(|sim| code(&ask(&f.api, sim, &f.v2)))
+        .collect();
     assert_eq!(
         codes,
         [
@@ -249,14 +246,14 @@ fn a_cohort_selects_by_tags_region_and_tenant() {
             "ROLLOUT_NOT_IN_COHORT"
         ]
     );
-    let refused = ask(&api, &sims[3], &v2);
+    let refused = ask(&f.api, &f.sims[3], &f.v2);
     assert_eq!(
         refused.1["data"]["cohort"],
         "tenant:acme,region:eu,tag:beta"
     );
     // Moving a device into the cohort lets it in at its next request.
-    tag(&api, &sims[1], json!({"region": "eu"}));
-    assert_eq!(code(&ask(&api, &sims[1], &v2)), "TICKET");
+    tag(&f.api, &f.sims[1], json!({"region": "eu"}));
+    assert_eq!(code(&ask(&f.api, &f.sims[1], &f.v2)), "TICKET");
     // A cohort that does not parse is refused with its code.
     let out = run(&[
         "rollout",
@@ -268,7 +265,7 @@ fn a_cohort_selects_by_tags_region_and_tenant() {
         "--cohort",
         "size:large",
         "--data",
-        s(&data),
+        s(&f.data),
         "--json",
     ]);
     assert!(!out.status.success());

@@ -15,21 +15,14 @@ use serde_json::{Value, json};
 #[test]
 fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_continues() {
     let tmp = tempfile::tempdir().unwrap();
-    let SimFleet {
-        server: _server,
-        data,
-        api,
-        sims,
-        v1,
-        v2,
-    } = sim_fleet(tmp.path(), 120);
+    let f = sim_fleet(tmp.path(), 120);
 
     // Bad specs are refused with their code, by the CLI and by the admin endpoint.
     assert_eq!(
-        refused_rollout(&data, &["--waves", "10%@0,50%@1h"]),
+        refused_rollout(&f.data, &["--waves", "10%@0,50%@1h"]),
         "ROLLOUT_WAVES_INVALID"
     );
-    let (status, refused) = api.admin(
+    let (status, refused) = f.api.admin(
         "/v1/admin/rollouts",
         Some(json!({ "class": "vm", "version": "2.0", "threshold": 1.5 })),
     );
@@ -40,7 +33,7 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     );
 
     let rollout = create_rollout(
-        &data,
+        &f.data,
         &[
             "--waves",
             "10%@0,100%@30s",
@@ -53,7 +46,7 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     let id = rollout["id"].as_i64().unwrap();
     assert_eq!(rollout["state"], "running");
     assert_eq!(rollout["waves"], "10%@0,100%@30s");
-    let (status, again) = api.admin(
+    let (status, again) = f.api.admin(
         "/v1/admin/rollouts",
         Some(json!({ "class": "vm", "version": "2.0" })),
     );
@@ -64,7 +57,7 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
 
     // Each device's wave is fixed by the hash of the rollout and its id.
     let first_wave = |sim: &Sim| ferry_server::rollouts::place(id, &sim.id()) < 1000;
-    let (wave0, wave1): (Vec<&Sim>, Vec<&Sim>) = sims.iter().partition(|s| first_wave(s));
+    let (wave0, wave1): (Vec<&Sim>, Vec<&Sim>) = f.sims.iter().partition(|s| first_wave(s));
     assert!(
         wave0.len() >= 4 && wave1.len() >= 80,
         "{} / {}",
@@ -74,10 +67,10 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
 
     // Only the first wave gets tickets for 2.0; the others are told when their wave opens.
     for sim in &wave0 {
-        assert_eq!(code(&ask(&api, sim, &v2)), "TICKET");
+        assert_eq!(code(&ask(&f.api, sim, &f.v2)), "TICKET");
     }
     for sim in &wave1 {
-        let answer = ask(&api, sim, &v2);
+        let answer = ask(&f.api, sim, &f.v2);
         assert_eq!(code(&answer), "ROLLOUT_NOT_YET", "{answer:?}");
         assert_eq!(answer.0, 422);
         assert_eq!(answer.1["data"]["wave"], 1);
@@ -88,10 +81,10 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
         assert!(wait > chrono::Duration::seconds(5) && wait <= chrono::Duration::seconds(30));
     }
     // A release without a rollout is not held back.
-    assert_eq!(code(&ask(&api, wave1[0], &v1)), "TICKET");
-    let explained = rollout_cli(&data, &["explain", &wave1[0].id().to_string()]);
+    assert_eq!(code(&ask(&f.api, wave1[0], &f.v1)), "TICKET");
+    let explained = rollout_cli(&f.data, &["explain", &wave1[0].id().to_string()]);
     assert_eq!(explained[0]["code"], "ROLLOUT_NOT_YET", "{explained}");
-    let said = walk_through(&data, &["explain", &wave1[0].id().to_string()]);
+    let said = walk_through(&f.data, &["explain", &wave1[0].id().to_string()]);
     assert!(said.contains("ROLLOUT_NOT_YET"), "{said}");
     assert_eq!(explained[0]["wave"], 1);
 
@@ -100,27 +93,31 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     // 0.06), a second (a rollback after the reboot) does: 2 of 3, lower bound 0.208 > 0.2.
     let (a, b, c) = (wave0[0], wave0[1], wave0[2]);
     for sim in [a, b, c] {
-        deliver(&api, sim, vec![report(sim, EventKind::Personalized, None)]);
+        deliver(
+            &f.api,
+            sim,
+            vec![report(sim, EventKind::Personalized, None)],
+        );
     }
     deliver(
-        &api,
+        &f.api,
         a,
         vec![report(a, EventKind::Failed, Some("BATTERY_LOW"))],
     );
     deliver(
-        &api,
+        &f.api,
         b,
         vec![report(b, EventKind::Failed, Some("SEAL_MISMATCH"))],
     );
-    let shown = rollout_cli(&data, &["show", &id.to_string()]);
+    let shown = rollout_cli(&f.data, &["show", &id.to_string()]);
     assert_eq!(shown["state"], "running", "{shown}");
     assert_eq!(shown["wave_counts"][0]["attempts"], 3);
     assert_eq!(shown["wave_counts"][0]["failures"], 1);
-    let said = walk_through(&data, &["show", &id.to_string()]);
+    let said = walk_through(&f.data, &["show", &id.to_string()]);
     assert!(said.contains("vm 2.0 running"), "{said}");
     // /metrics (promtool-checked): the wave open, its devices offered, the counts.
     assert_rollout_metrics(
-        &metrics(&api),
+        &metrics(&f.api),
         id,
         &[
             ("halted", 0),
@@ -137,7 +134,7 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     // visible to devices: a ticket refused, the signed decision saying halted.
     let crossing = std::time::Instant::now();
     deliver(
-        &api,
+        &f.api,
         c,
         vec![report(
             c,
@@ -146,9 +143,9 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
         )],
     );
     let stored = crossing.elapsed();
-    assert_eq!(code(&ask(&api, a, &v2)), "ROLLOUT_HALTED");
+    assert_eq!(code(&ask(&f.api, a, &f.v2)), "ROLLOUT_HALTED");
     let refused = crossing.elapsed();
-    let (status, signed) = api.call("/v1/decision", &a.credential, None);
+    let (status, signed) = f.api.call("/v1/decision", &a.credential, None);
     assert_eq!(status, 200, "{signed}");
     let decision: Value = serde_json::from_str(signed["decision"].as_str().unwrap()).unwrap();
     assert_eq!(decision["releases"][0]["state"], "halted", "{decision}");
@@ -162,7 +159,7 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
         decided.as_secs_f64() * 1e3
     );
 
-    let shown = rollout_cli(&data, &["show", &id.to_string()]);
+    let shown = rollout_cli(&f.data, &["show", &id.to_string()]);
     assert_eq!(shown["state"], "halted", "{shown}");
     let halt = &shown["changes"][0];
     assert_eq!(
@@ -184,7 +181,7 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     );
     assert!((halt["lower_bound"].as_f64().unwrap() - 0.2077).abs() < 1e-3);
     assert_rollout_metrics(
-        &metrics(&api),
+        &metrics(&f.api),
         id,
         &[
             ("halted", 1),
@@ -200,18 +197,20 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
     );
 
     // Halted: nobody gets a ticket for 2.0, the first wave included, at their next request.
-    for sim in &sims {
-        assert_eq!(code(&ask(&api, sim, &v2)), "ROLLOUT_HALTED");
+    for sim in &f.sims {
+        assert_eq!(code(&ask(&f.api, sim, &f.v2)), "ROLLOUT_HALTED");
     }
-    let explained = rollout_cli(&data, &["explain", &a.id().to_string()]);
+    let explained = rollout_cli(&f.data, &["explain", &a.id().to_string()]);
     assert_eq!(explained[0]["code"], "ROLLOUT_HALTED");
-    let said = walk_through(&data, &["show", &id.to_string()]);
+    let said = walk_through(&f.data, &["show", &id.to_string()]);
     assert!(
         said.contains("by halt-rule: wave 0: 2 of 3 attempts failed"),
         "{said}"
     );
     // The halt cannot be halted again; a pause of a halted rollout is refused too.
-    let (status, refused) = api.admin(&format!("/v1/admin/rollouts/{id}/pause"), Some(json!({})));
+    let (status, refused) = f
+        .api
+        .admin(&format!("/v1/admin/rollouts/{id}/pause"), Some(json!({})));
     assert_eq!(
         (status, refused["code"].as_str()),
         (409, Some("ROLLOUT_WRONG_STATE"))
@@ -219,42 +218,44 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
 
     // Resume (over HTTP): counting starts afresh, the first wave signs again, the second
     // still waits (time halted does not count), then opens on schedule.
-    let (status, resumed) = api.admin(&format!("/v1/admin/rollouts/{id}/resume"), Some(json!({})));
+    let (status, resumed) = f
+        .api
+        .admin(&format!("/v1/admin/rollouts/{id}/resume"), Some(json!({})));
     assert_eq!(
         (status, &resumed["state"]),
         (200, &json!("running")),
         "{resumed}"
     );
     assert_eq!(resumed["epoch"], 1);
-    let (_, shown) = api.admin(&format!("/v1/admin/rollouts/{id}"), None);
+    let (_, shown) = f.api.admin(&format!("/v1/admin/rollouts/{id}"), None);
     assert_eq!(shown["wave_counts"][0]["attempts"], 0, "{shown}");
-    assert_eq!(code(&ask(&api, a, &v2)), "TICKET");
-    assert_eq!(code(&ask(&api, wave1[0], &v2)), "ROLLOUT_NOT_YET");
+    assert_eq!(code(&ask(&f.api, a, &f.v2)), "TICKET");
+    assert_eq!(code(&ask(&f.api, wave1[0], &f.v2)), "ROLLOUT_NOT_YET");
 
     // Pause holds everyone; resume continues.
-    rollout_cli(&data, &["pause", &id.to_string()]);
-    assert_eq!(code(&ask(&api, a, &v2)), "ROLLOUT_PAUSED");
-    rollout_cli(&data, &["resume", &id.to_string()]);
+    rollout_cli(&f.data, &["pause", &id.to_string()]);
+    assert_eq!(code(&ask(&f.api, a, &f.v2)), "ROLLOUT_PAUSED");
+    rollout_cli(&f.data, &["resume", &id.to_string()]);
 
     // The second wave opens when the refusal said it would (time paused not counted).
-    let answer = ask(&api, wave1[0], &v2);
+    let answer = ask(&f.api, wave1[0], &f.v2);
     assert_eq!(code(&answer), "ROLLOUT_NOT_YET", "{answer:?}");
     let opens: chrono::DateTime<chrono::Utc> =
         serde_json::from_value(answer.1["data"]["opens_at"].clone()).unwrap();
     let wait = (opens - chrono::Utc::now()).to_std().unwrap_or_default();
     assert!(wait <= std::time::Duration::from_secs(30), "{wait:?}");
     std::thread::sleep(wait + std::time::Duration::from_millis(300));
-    assert_eq!(code(&ask(&api, wave1[0], &v2)), "TICKET");
+    assert_eq!(code(&ask(&f.api, wave1[0], &f.v2)), "TICKET");
     for sim in wave1.iter().take(10) {
-        assert_eq!(code(&ask(&api, sim, &v2)), "TICKET");
+        assert_eq!(code(&ask(&f.api, sim, &f.v2)), "TICKET");
     }
-    let explained = rollout_cli(&data, &["explain", &wave1[1].id().to_string()]);
+    let explained = rollout_cli(&f.data, &["explain", &wave1[1].id().to_string()]);
     assert_eq!(explained[0]["code"], "OPEN", "{explained}");
-    let said = walk_through(&data, &["show", &id.to_string()]);
+    let said = walk_through(&f.data, &["show", &id.to_string()]);
     assert!(said.contains("resume by operator"), "{said}");
     // Open waves show when they opened (wave 0 at the start, wave 1 when the refusal said,
     // the halt's time not counted), not the time of asking.
-    let shown = rollout_cli(&data, &["show", &id.to_string()]);
+    let shown = rollout_cli(&f.data, &["show", &id.to_string()]);
     let at = |w: usize| -> chrono::DateTime<chrono::Utc> {
         serde_json::from_value(shown["wave_counts"][w]["opens_at"].clone()).unwrap()
     };
@@ -267,7 +268,7 @@ fn waves_sign_only_for_their_devices_a_failing_first_wave_halts_and_resume_conti
         "{} vs {opens}",
         at(1)
     );
-    let list = rollout_cli(&data, &["list"]);
+    let list = rollout_cli(&f.data, &["list"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
 }
 

@@ -5,7 +5,7 @@
 //! `FERRY_CRASH_POINTS` sets how many points (default 26; `bench/crash` runs 200).
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::common::*;
@@ -13,6 +13,40 @@ use crate::common::*;
 const IMAGE_MIB: usize = 8;
 /// The payload's write unit: one 1 MiB frame.
 const FRAME_BYTES: u64 = 1 << 20;
+
+/// The server both harnesses install from (1.0 and 2.0 published in `root/server` by the
+/// test), and new devices on 1.0 whose slot a must keep `v1`'s bytes until the switch.
+struct Origin {
+    root: PathBuf,
+    v1: PathBuf,
+    server: Server,
+    v1_len: u64,
+    v1_digest: ferry_types::Sha256,
+    devices: std::cell::Cell<u32>,
+}
+
+impl Origin {
+    fn start(root: &Path, v1: &Path) -> Origin {
+        let v1_len = std::fs::metadata(v1).unwrap().len();
+        Origin {
+            root: root.to_owned(),
+            v1: v1.to_owned(),
+            server: Server::start(&root.join("server")),
+            v1_len,
+            v1_digest: slot_digest(v1, v1_len),
+            devices: Default::default(),
+        }
+    }
+
+    /// A new device on 1.0, enrolled, in `root/deviceN`.
+    fn new_device(&self) -> PathBuf {
+        self.devices.set(self.devices.get() + 1);
+        let dir = self.root.join(format!("device{}", self.devices.get()));
+        let data = &self.server.data;
+        device_init(&dir, &self.v1, "1.0", &self.server.url(), data, "customer");
+        dir
+    }
+}
 
 struct Point {
     var: &'static str,
@@ -53,16 +87,9 @@ fn killed_at_any_point_the_install_resumes_and_the_journal_replays() {
     make_image(&v2, 2, IMAGE_MIB);
     publish(&data, &v1, "1.0");
     publish(&data, &v2, "2.0");
-    let server = Server::start(&data);
-    let v1_len = std::fs::metadata(&v1).unwrap().len();
-    let v1_digest = slot_digest(&v1, v1_len);
-    let mut n_device = 0;
-    let mut new_device = || {
-        n_device += 1;
-        let dir = tmp.path().join(format!("device{n_device}"));
-        device_init(&dir, &v1, "1.0", &server.url(), &data, "customer");
-        dir
-    };
+    let origin = Origin::start(tmp.path(), &v1);
+    let (v1_len, v1_digest) = (origin.v1_len, origin.v1_digest);
+    let new_device = || origin.new_device();
 
     // A clean run measures the whole: records written and payload size.
     let probe = new_device();
@@ -264,16 +291,9 @@ fn killed_at_any_point_a_chunk_reuse_download_loses_at_most_one_checkpoint() {
     image_with_fresh_region(&v1, &v2, 6);
     publish_with(&data, &v1, "1.0", &[]);
     publish_with(&data, &v2, "2.0", &[]);
-    let server = Server::start(&data);
-    let v1_len = std::fs::metadata(&v1).unwrap().len();
-    let v1_digest = slot_digest(&v1, v1_len);
-    let mut n_device = 0;
-    let mut new_device = || {
-        n_device += 1;
-        let dir = tmp.path().join(format!("device{n_device}"));
-        device_init(&dir, &v1, "1.0", &server.url(), &data, "customer");
-        dir
-    };
+    let origin = Origin::start(tmp.path(), &v1);
+    let (v1_len, v1_digest) = (origin.v1_len, origin.v1_digest);
+    let new_device = || origin.new_device();
 
     let probe = new_device();
     let clean: serde_json::Value =

@@ -46,18 +46,6 @@ fn history(device: &Path) -> Vec<serde_json::Value> {
     history.as_array().unwrap().clone()
 }
 
-/// The stored 2.0 artifact whose name ends with `suffix`, and its size.
-fn artifact(data: &Path, suffix: &str) -> (PathBuf, u64) {
-    let dir = data.join("artifacts/releases/vm/2.0");
-    let path = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(suffix))
-        .unwrap_or_else(|| panic!("no {suffix} in {}", dir.display()));
-    let size = std::fs::metadata(&path).unwrap().len();
-    (path, size)
-}
-
 fn install_json(device: &Path) -> std::process::Output {
     run(&["install", "vm-2.0", "--json", "--device", s(device)])
 }

@@ -246,16 +246,6 @@ fn tear_journal_tail(device: &Path, garbage: bool) {
     std::fs::write(&journal, &bytes).unwrap();
 }
 
-/// The repairs the device recorded for the doctor (`ferry_agent::journal::repairs`).
-fn repair_codes(device: &Path) -> Vec<String> {
-    let device = ferry_agent::device::Device::open(device).unwrap();
-    ferry_agent::journal::repairs(&device)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.report.code)
-        .collect()
-}
-
 /// `v1` with `fresh_mib` MiB in its middle replaced by bytes found nowhere in it: the
 /// chunked payload of such a release holds one long run of fresh chunks, which chunk reuse
 /// fetches as one large batch (the 12.6 MB batch of issue 19, item 5).

@@ -62,17 +62,6 @@ fn full_payload_size(data: &Path) -> u64 {
     artifact(data, ".payload.zst").1
 }
 
-fn artifact(data: &Path, suffix: &str) -> (PathBuf, u64) {
-    let dir = data.join("artifacts/releases/vm/2.0");
-    let path = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(suffix))
-        .unwrap_or_else(|| panic!("no {suffix} in {}", dir.display()));
-    let size = std::fs::metadata(&path).unwrap().len();
-    (path, size)
-}
-
 #[test]
 fn tailored_delta_installs_with_a_fraction_of_the_bytes() {
     let f = delta_fleet();

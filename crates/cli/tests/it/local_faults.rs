@@ -52,16 +52,6 @@ fn scan_warnings(device: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The codes of the repairs the device recorded for the doctor.
-fn repair_codes(device: &Path) -> Vec<String> {
-    let device = ferry_agent::device::Device::open(device).unwrap();
-    ferry_agent::journal::repairs(&device)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.report.code)
-        .collect()
-}
-
 /// The newest `N.ROLE.json` the server serves.
 fn newest(metadata: &Path, role: &str) -> String {
     let suffix = format!(".{role}.json");

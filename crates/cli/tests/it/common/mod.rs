@@ -736,6 +736,28 @@ pub fn offered_build_id(device: &Path) -> String {
     offers[0]["build_id"].as_str().unwrap().to_owned()
 }
 
+/// The stored 2.0 artifact whose name ends with `suffix`, and its size.
+pub fn artifact(data: &Path, suffix: &str) -> (PathBuf, u64) {
+    let dir = data.join("artifacts/releases/vm/2.0");
+    let path = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .unwrap_or_else(|| panic!("no {suffix} in {}", dir.display()));
+    let size = std::fs::metadata(&path).unwrap().len();
+    (path, size)
+}
+
+/// The codes of the repairs the device recorded for the doctor.
+pub fn repair_codes(device: &Path) -> Vec<String> {
+    let device = ferry_agent::device::Device::open(device).unwrap();
+    ferry_agent::journal::repairs(&device)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.report.code)
+        .collect()
+}
+
 pub fn status(device: &Path) -> serde_json::Value {
     serde_json::from_str(&ok(&["status", "--json", "--device", s(device)])).unwrap()
 }

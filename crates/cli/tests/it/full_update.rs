@@ -28,15 +28,7 @@ fn assert_still_on_v1(f: &Fleet) {
 #[test]
 fn v1_to_v2_install_reboot_status_receipts_history() {
     let f = fleet(6, |s| s.url());
-    let list = ok(&["list", "--device", s(&f.device)]);
-    assert!(
-        list.contains("Label: vm-2.0") && list.contains("Recommended: YES"),
-        "{list}"
-    );
-
-    let out = ok(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
-    let installed: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(installed["installed"]["slot"], "b");
+    lists_then_installs_2_0(&f.device);
     let st = status(&f.device);
     assert_eq!(
         st["version"], "1.0",

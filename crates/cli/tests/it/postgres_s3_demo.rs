@@ -12,7 +12,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use crate::common::s3::S3;
+use crate::common::s3::postgres_and_s3;
 use crate::common::sim::Api;
 use crate::common::*;
 
@@ -66,10 +66,7 @@ impl Demo {
 #[test]
 fn the_demo_runs_its_whole_story_on_postgresql_and_s3() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(pg) = postgres::Postgres::start() else {
-        return;
-    };
-    let Some(s3) = S3::start(&tmp.path().join("s3")) else {
+    let Some((pg, s3)) = postgres_and_s3(tmp.path()) else {
         return;
     };
     // The database through FERRY_DATABASE (every `ferry` command below), the store by flag.

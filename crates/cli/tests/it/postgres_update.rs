@@ -5,7 +5,7 @@
 //! (`FERRY_STORE`, `s3s-fs`). Skipped loudly when PostgreSQL or s3s-fs is not installed
 //! (failed in CI).
 
-use crate::common::s3::S3;
+use crate::common::s3::postgres_and_s3;
 use crate::common::*;
 
 #[test]
@@ -21,10 +21,7 @@ fn v1_to_v2_with_the_server_on_postgresql() {
 #[test]
 fn v1_to_v2_with_the_server_on_postgresql_and_s3() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(pg) = postgres::Postgres::start() else {
-        return;
-    };
-    let Some(s3) = S3::start(&tmp.path().join("s3")) else {
+    let Some((pg, s3)) = postgres_and_s3(tmp.path()) else {
         return;
     };
     use_database(pg.database());
@@ -45,14 +42,7 @@ fn update_story(f: &Fleet) {
         !f.root.join("server/ferry.db").exists(),
         "the server used PostgreSQL, not a SQLite file"
     );
-    let list = ok(&["list", "--device", s(&f.device)]);
-    assert!(
-        list.contains("Label: vm-2.0") && list.contains("Recommended: YES"),
-        "{list}"
-    );
-    let out = ok(&["install", "vm-2.0", "--json", "--device", s(&f.device)]);
-    let installed: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(installed["installed"]["slot"], "b");
+    lists_then_installs_2_0(&f.device);
     let reboot = ok(&["reboot", "--device", s(&f.device)]);
     assert!(reboot.contains("now running 2.0"), "{reboot}");
     let st = status(&f.device);

@@ -758,6 +758,19 @@ pub fn repair_codes(device: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `ferry list` recommends 2.0 and `ferry install vm-2.0` writes it to slot b: its answer.
+pub fn lists_then_installs_2_0(device: &Path) -> serde_json::Value {
+    let list = ok(&["list", "--device", s(device)]);
+    assert!(
+        list.contains("Label: vm-2.0") && list.contains("Recommended: YES"),
+        "{list}"
+    );
+    let out = ok(&["install", "vm-2.0", "--json", "--device", s(device)]);
+    let installed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(installed["installed"]["slot"], "b");
+    installed
+}
+
 pub fn status(device: &Path) -> serde_json::Value {
     serde_json::from_str(&ok(&["status", "--json", "--device", s(device)])).unwrap()
 }

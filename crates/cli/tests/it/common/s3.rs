@@ -38,6 +38,14 @@ pub struct S3 {
     root: PathBuf,
 }
 
+/// A PostgreSQL cluster and an S3 server in `root/s3`, or `None` (said loudly) when either
+/// cannot start outside CI.
+pub fn postgres_and_s3(root: &Path) -> Option<(super::postgres::Postgres, S3)> {
+    let pg = super::postgres::Postgres::start()?;
+    let s3 = S3::start(&root.join("s3"))?;
+    Some((pg, s3))
+}
+
 impl S3 {
     /// Starts it, or `None` (said loudly) when the binary is absent outside CI.
     pub fn start(root: &Path) -> Option<S3> {

@@ -5,12 +5,16 @@
 mod daemon;
 pub mod doctor;
 pub mod fleet;
+mod https;
 pub mod intercept;
 pub mod lan_cache;
 pub mod s3;
 pub mod sim;
+mod steps;
 #[allow(unused_imports)]
 pub use daemon::*;
+pub use https::*;
+pub use steps::*;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -714,63 +718,6 @@ impl Fleet {
     }
 }
 
-/// `ferry server signing-window ACTION` (`open` or `close`) for build `build` of class `vm`.
-pub fn signing_window(data: &Path, build: &str, action: &str) {
-    ok(&[
-        "server",
-        "signing-window",
-        "--data",
-        s(data),
-        "--class",
-        "vm",
-        "--build",
-        build,
-        action,
-    ]);
-}
-
-/// The build id of the device's first offer (`ferry list`).
-pub fn offered_build_id(device: &Path) -> String {
-    let offers: serde_json::Value =
-        serde_json::from_str(&ok(&["list", "--json", "--device", s(device)])).unwrap();
-    offers[0]["build_id"].as_str().unwrap().to_owned()
-}
-
-/// The stored 2.0 artifact whose name ends with `suffix`, and its size.
-pub fn artifact(data: &Path, suffix: &str) -> (PathBuf, u64) {
-    let dir = data.join("artifacts/releases/vm/2.0");
-    let path = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(suffix))
-        .unwrap_or_else(|| panic!("no {suffix} in {}", dir.display()));
-    let size = std::fs::metadata(&path).unwrap().len();
-    (path, size)
-}
-
-/// The codes of the repairs the device recorded for the doctor.
-pub fn repair_codes(device: &Path) -> Vec<String> {
-    let device = ferry_agent::device::Device::open(device).unwrap();
-    ferry_agent::journal::repairs(&device)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.report.code)
-        .collect()
-}
-
-/// `ferry list` recommends 2.0 and `ferry install vm-2.0` writes it to slot b: its answer.
-pub fn lists_then_installs_2_0(device: &Path) -> serde_json::Value {
-    let list = ok(&["list", "--device", s(device)]);
-    assert!(
-        list.contains("Label: vm-2.0") && list.contains("Recommended: YES"),
-        "{list}"
-    );
-    let out = ok(&["install", "vm-2.0", "--json", "--device", s(device)]);
-    let installed: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(installed["installed"]["slot"], "b");
-    installed
-}
-
 pub fn status(device: &Path) -> serde_json::Value {
     serde_json::from_str(&ok(&["status", "--json", "--device", s(device)])).unwrap()
 }
@@ -797,55 +744,6 @@ pub fn use_cache(device: &Path, url: &str) {
     let config = device.join("config.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("cache = \"{url}\"\n{text}")).unwrap();
-}
-
-/// An HTTPS client that trusts only `server`'s CA (what its devices pin).
-pub fn pinned_client(server: &Server) -> reqwest::Client {
-    let ca = std::fs::read_to_string(server.ca()).unwrap();
-    let (config, _) = ferry_tls::client_config_pinned(&ca).unwrap();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .build()
-        .unwrap()
-}
-
-/// Runs `requests` with a [`pinned_client`] of `server` on a runtime of their own.
-pub fn on_pinned_client<T, F: std::future::Future<Output = T>>(
-    server: &Server,
-    requests: impl FnOnce(reqwest::Client) -> F,
-) -> T {
-    let client = pinned_client(server);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(requests(client))
-}
-
-/// `GET path` (no body) or `POST path` (with `body`) on the server over its pinned CA, with a
-/// bearer token unless `bearer` is empty: (status, JSON body or null).
-pub fn https_json(
-    server: &Server,
-    path: &str,
-    bearer: &str,
-    body: Option<&serde_json::Value>,
-) -> (u16, serde_json::Value) {
-    let url = format!("{}{path}", server.url());
-    let body = body.cloned();
-    let bearer = bearer.to_owned();
-    on_pinned_client(server, |client| async move {
-        let mut request = match &body {
-            Some(body) => client.post(&url).json(body),
-            None => client.get(&url),
-        };
-        if !bearer.is_empty() {
-            request = request.bearer_auth(bearer);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let value = response.json().await.unwrap_or(serde_json::Value::Null);
-        (status, value)
-    })
 }
 
 /// The device's identity file as JSON.

@@ -18,7 +18,7 @@ use crate::AgentError;
 use crate::device::Device;
 use crate::report::build::Reporter;
 
-/// Fault injection for the crash harness (`tests/crash.rs`, `bench/crash`): the process
+/// Fault injection for the crash harness (`tests/it/crash.rs`, `bench/crash`): the process
 /// kills itself with SIGKILL right after its Nth durable journal record.
 pub const CRASH_AFTER_RECORDS: &str = "FERRY_CRASH_AFTER_RECORDS";
 /// Fault injection: SIGKILL once this many payload bytes have arrived.
@@ -26,14 +26,14 @@ pub const CRASH_AFTER_BYTES: &str = "FERRY_CRASH_AFTER_BYTES";
 /// Fault injection for the table-coverage test: the download is cancelled (as
 /// `ferry agent cancel` would) once this many payload bytes have arrived in a run.
 pub const CANCEL_AFTER_BYTES: &str = "FERRY_CANCEL_AFTER_BYTES";
-/// Fault injection for the table-coverage test (`tests/fsm_coverage.rs`): a
+/// Fault injection for the table-coverage test (`tests/it/fsm_coverage.rs`): a
 /// comma-separated list of `machine:STATE`; the step out of that state fails with
 /// `INJECTED_FAULT`, so the failure row of every state can be driven for real. (Declared
 /// with the error it causes, which names it.)
 pub use crate::error::FAIL_IN;
 /// Like [`FAIL_IN`], but the process is SIGKILLed as it leaves the state.
 pub const CRASH_IN: &str = "FERRY_CRASH_IN";
-/// Fault injection for the event tests (`tests/event_reports.rs`): SIGKILL right after the
+/// Fault injection for the event tests (`tests/it/event_reports.rs`): SIGKILL right after the
 /// server answered the Nth event batch, before the device records the acknowledgement.
 pub const CRASH_AFTER_SEND: &str = "FERRY_CRASH_AFTER_SEND";
 

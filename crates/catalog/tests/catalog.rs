@@ -10,6 +10,34 @@ use ferry_catalog::repo::{self, Expiries};
 use ferry_types::{Diagnose, Version};
 use support::{Fixture, publish_gateway_releases, release};
 
+/// What a gateway with `current` in `audience` asks the catalog.
+fn gw<'a>(audience: &'a str, current: &'a Version) -> DeviceQuery<'a> {
+    DeviceQuery {
+        device_class: "gw",
+        audience,
+        current_version: current,
+    }
+}
+
+/// The one-file 2.0 release for customers, published after the gateway releases.
+fn gw_2_0() -> [(&'static str, Vec<u8>, serde_json::Value); 1] {
+    [(
+        "gw-2.0.full",
+        b"2.0".to_vec(),
+        release("gw", "2.0", &["customer"], None, b"2.0"),
+    )]
+}
+
+/// A one-byte target named `name`, no release in it.
+fn bare_target(name: &str) -> ferry_catalog::NewTarget {
+    ferry_catalog::NewTarget {
+        name: name.into(),
+        length: 1,
+        sha256: ferry_types::Sha256::of(b"x"),
+        custom: serde_json::json!({}),
+    }
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read dir") {
@@ -35,30 +63,15 @@ async fn refresh_then_offers_follow_audience_and_current_version() {
     assert!(catalog.rejected_releases().is_empty());
 
     let current = Version::parse("1.9").expect("version");
-    let beta = select_offer(
-        catalog.releases(),
-        &DeviceQuery {
-            device_class: "gw",
-            audience: "beta",
-            current_version: &current,
-        },
-    )
-    .expect("beta offer");
+    let beta = select_offer(catalog.releases(), &gw("beta", &current)).expect("beta offer");
     assert_eq!(beta.version.to_string(), "1.11");
     assert_eq!(
         beta.release.target.name, "gw-1.11.full",
         "no 1.9→1.11 delta is published"
     );
 
-    let customer = select_offer(
-        catalog.releases(),
-        &DeviceQuery {
-            device_class: "gw",
-            audience: "customer",
-            current_version: &current,
-        },
-    )
-    .expect("customer offer");
+    let customer =
+        select_offer(catalog.releases(), &gw("customer", &current)).expect("customer offer");
     assert_eq!(
         customer.version.to_string(),
         "1.10",
@@ -67,28 +80,13 @@ async fn refresh_then_offers_follow_audience_and_current_version() {
     assert_eq!(customer.release.target.name, "gw-1.9-1.10.delta");
 
     let older = Version::parse("1.8").expect("version");
-    let from_older = select_offer(
-        catalog.releases(),
-        &DeviceQuery {
-            device_class: "gw",
-            audience: "customer",
-            current_version: &older,
-        },
-    )
-    .expect("offer");
+    let from_older = select_offer(catalog.releases(), &gw("customer", &older)).expect("offer");
     assert_eq!(
         from_older.release.target.name, "gw-1.10.full",
         "no delta from 1.8: the full image"
     );
 
-    let full = list_full(
-        catalog.releases(),
-        &DeviceQuery {
-            device_class: "gw",
-            audience: "customer",
-            current_version: &current,
-        },
-    );
+    let full = list_full(catalog.releases(), &gw("customer", &current));
     assert_eq!(
         full.iter()
             .map(|r| r.target.name.as_str())
@@ -115,13 +113,7 @@ async fn a_replayed_old_timestamp_is_a_rollback_and_keeps_the_trusted_metadata()
     let fixture = Fixture::new().await;
     publish_gateway_releases(&fixture).await;
     let old_timestamp = std::fs::read(fixture.metadata().join("timestamp.json")).expect("read");
-    fixture
-        .publish(&[(
-            "gw-2.0.full",
-            b"2.0".to_vec(),
-            release("gw", "2.0", &["customer"], None, b"2.0"),
-        )])
-        .await;
+    fixture.publish(&gw_2_0()).await;
     fixture.refresh().await.expect("refresh");
     assert_eq!(fixture.trusted_version("timestamp.json"), 3);
 
@@ -144,16 +136,7 @@ async fn an_expired_snapshot_is_refused() {
         snapshot: TimeDelta::hours(-1),
         ..Expiries::default()
     };
-    fixture
-        .publish_with(
-            &[(
-                "gw-2.0.full",
-                b"2.0".to_vec(),
-                release("gw", "2.0", &["customer"], None, b"2.0"),
-            )],
-            &expired_snapshot,
-        )
-        .await;
+    fixture.publish_with(&gw_2_0(), &expired_snapshot).await;
     let error = fixture
         .refresh()
         .await
@@ -173,14 +156,7 @@ async fn targets_signed_by_a_revoked_key_are_refused() {
     copy_dir(&fixture.keys(), &stolen.join("keys"));
     copy_dir(&fixture.metadata(), &stolen.join("metadata"));
 
-    repo::rotate_targets_key(
-        &fixture.keys(),
-        &fixture.online_keys(),
-        &fixture.metadata(),
-        &Expiries::default(),
-    )
-    .await
-    .expect("rotate");
+    fixture.rotate_targets_key().await;
     let catalog = fixture.refresh().await.expect("refresh after rotation");
     assert_eq!(catalog.versions().root, 2);
     let trusted_targets = fixture.trusted_version("targets.json");
@@ -198,20 +174,21 @@ async fn targets_signed_by_a_revoked_key_are_refused() {
             b"evil",
         )
         .expect("write");
-        repo::add_targets(
-            &stolen.join("keys"),
-            &fixture.online_keys(),
-            &stolen.join("metadata"),
-            vec![ferry_catalog::NewTarget {
-                name,
-                length: 4,
-                sha256,
-                custom,
-            }],
-            &Expiries::default(),
-        )
-        .await
-        .expect("attacker signs with the old key");
+        let forged = ferry_catalog::NewTarget {
+            name,
+            length: 4,
+            sha256,
+            custom,
+        };
+        fixture
+            .sign_targets(
+                &stolen.join("keys"),
+                &stolen.join("metadata"),
+                vec![forged],
+                &Expiries::default(),
+            )
+            .await
+            .expect("attacker signs with the old key");
     }
     for entry in std::fs::read_dir(stolen.join("metadata")).expect("read") {
         let entry = entry.expect("entry");
@@ -270,13 +247,7 @@ async fn targets_that_do_not_match_the_snapshot_are_mix_and_match() {
     let fixture = Fixture::new().await;
     publish_gateway_releases(&fixture).await;
     fixture.refresh().await.expect("refresh");
-    fixture
-        .publish(&[(
-            "gw-2.0.full",
-            b"2.0".to_vec(),
-            release("gw", "2.0", &["customer"], None, b"2.0"),
-        )])
-        .await;
+    fixture.publish(&gw_2_0()).await;
     // A stale cache serves the previous targets under the new name.
     std::fs::copy(
         fixture.metadata().join("2.targets.json"),
@@ -310,14 +281,7 @@ async fn a_device_that_missed_several_root_versions_catches_up() {
             .await
             .expect("rotate root");
     }
-    repo::rotate_targets_key(
-        &fixture.keys(),
-        &fixture.online_keys(),
-        &fixture.metadata(),
-        &Expiries::default(),
-    )
-    .await
-    .expect("rotate targets key");
+    fixture.rotate_targets_key().await;
     let catalog = fixture.refresh().await.expect("walk the root chain");
     assert_eq!(catalog.versions().root, 5);
     assert_eq!(fixture.trusted_version("root.json"), 5);
@@ -325,14 +289,10 @@ async fn a_device_that_missed_several_root_versions_catches_up() {
 
     // A new device pinned to root 1 also walks 1 → 5.
     let fresh = fixture.dir.path().join("fresh-device");
-    let catalog = ferry_catalog::Catalog::refresh(
-        &fresh,
-        &fixture.pinned_root(),
-        &fixture.server.metadata_url(),
-        &fixture.server.targets_url(),
-    )
-    .await
-    .expect("fresh device");
+    let catalog = fixture
+        .refresh_into(&fresh, &Default::default())
+        .await
+        .expect("fresh device");
     assert_eq!(catalog.versions().root, 5);
 }
 
@@ -403,21 +363,15 @@ async fn the_offline_keys_are_not_needed_to_refresh_the_timestamp() {
     )
     .await
     .expect("refresh");
-    let target = ferry_catalog::NewTarget {
-        name: "gw-1.0.full".into(),
-        length: 1,
-        sha256: ferry_types::Sha256::of(b"x"),
-        custom: serde_json::json!({}),
-    };
-    let error = repo::add_targets(
-        &fixture.keys(),
-        &fixture.online_keys(),
-        &fixture.metadata(),
-        vec![target],
-        &Expiries::default(),
-    )
-    .await
-    .expect_err("publishing needs the targets key");
+    let error = fixture
+        .sign_targets(
+            &fixture.keys(),
+            &fixture.metadata(),
+            vec![bare_target("gw-1.0.full")],
+            &Expiries::default(),
+        )
+        .await
+        .expect_err("publishing needs the targets key");
     assert_eq!(error.code(), "CATALOG_SIGNING", "{error}");
 }
 
@@ -425,21 +379,15 @@ async fn the_offline_keys_are_not_needed_to_refresh_the_timestamp() {
 async fn unsafe_target_names_are_refused() {
     let fixture = Fixture::new().await;
     for name in ["a/b", "../x", "", ".hidden", "sp ace"] {
-        let target = ferry_catalog::NewTarget {
-            name: name.into(),
-            length: 1,
-            sha256: ferry_types::Sha256::of(b"x"),
-            custom: serde_json::json!({}),
-        };
-        let error = repo::add_targets(
-            &fixture.keys(),
-            &fixture.online_keys(),
-            &fixture.metadata(),
-            vec![target],
-            &Expiries::default(),
-        )
-        .await
-        .expect_err(name);
+        let error = fixture
+            .sign_targets(
+                &fixture.keys(),
+                &fixture.metadata(),
+                vec![bare_target(name)],
+                &Expiries::default(),
+            )
+            .await
+            .expect_err(name);
         assert_eq!(error.code(), "CATALOG_TARGET_NAME_INVALID", "{name}");
     }
 }
@@ -471,15 +419,10 @@ async fn a_dry_run_refresh_verifies_without_changing_the_datastore_and_inspectio
         dry_run: true,
         ..Default::default()
     };
-    let seen = ferry_catalog::Catalog::refresh_with(
-        &datastore,
-        &fixture.pinned_root(),
-        &fixture.server.metadata_url(),
-        &fixture.server.targets_url(),
-        &options,
-    )
-    .await
-    .expect("dry run");
+    let seen = fixture
+        .refresh_into(&datastore, &options)
+        .await
+        .expect("dry run");
     assert!(seen.versions().timestamp > before);
     assert_eq!(
         fixture.trusted_version("timestamp.json"),

@@ -5,6 +5,7 @@
 mod support;
 
 use ferry_catalog::conformance::{tuf_download, tuf_init, tuf_refresh};
+use std::path::{Path, PathBuf};
 use support::{Fixture, publish_gateway_releases};
 
 const NGCLIENT_SCRIPT: &str = r#"
@@ -115,15 +116,9 @@ async fn the_conformance_protocol_functions_refresh_and_download() {
             "{file} is kept under its unversioned name"
         );
     }
-    let paths = tuf_download(
-        &metadata_dir,
-        &fixture.server.metadata_url(),
-        &["gw-1.10.manifest".to_owned()],
-        &fixture.server.targets_url(),
-        &target_dir,
-    )
-    .await
-    .expect("download");
+    let paths = download(&fixture, &metadata_dir, &target_dir, "gw-1.10.manifest")
+        .await
+        .expect("download");
     assert_eq!(std::fs::read(&paths[0]).expect("read"), br#"{"chunks":3}"#);
 
     // Cached: with the served file gone, the verified local copy is used.
@@ -136,25 +131,29 @@ async fn the_conformance_protocol_functions_refresh_and_download() {
             &target.sha256,
         ));
     std::fs::remove_file(&served).expect("remove");
-    tuf_download(
-        &metadata_dir,
-        &fixture.server.metadata_url(),
-        &["gw-1.10.manifest".to_owned()],
-        &fixture.server.targets_url(),
-        &target_dir,
-    )
-    .await
-    .expect("cached download");
-    let error = tuf_download(
-        &metadata_dir,
-        &fixture.server.metadata_url(),
-        &["gw-1.9.full".to_owned()],
-        &fixture.server.targets_url(),
-        &target_dir,
-    )
-    .await;
+    download(&fixture, &metadata_dir, &target_dir, "gw-1.10.manifest")
+        .await
+        .expect("cached download");
+    let error = download(&fixture, &metadata_dir, &target_dir, "gw-1.9.full").await;
     assert!(
         error.is_ok(),
         "an untouched target still downloads: {error:?}"
     );
+}
+
+/// The conformance client's download of one target from the fixture's server.
+async fn download(
+    fixture: &Fixture,
+    metadata_dir: &Path,
+    target_dir: &Path,
+    name: &str,
+) -> Result<Vec<PathBuf>, ferry_catalog::CatalogError> {
+    tuf_download(
+        metadata_dir,
+        &fixture.server.metadata_url(),
+        &[name.to_owned()],
+        &fixture.server.targets_url(),
+        target_dir,
+    )
+    .await
 }

@@ -19,7 +19,7 @@
 //! [`agent`] (the device held, the jobs, the schedule); [`watch`] (the post-commit health
 //! watch); [`api`] and [`client`] (the local API's two ends); [`notify`].
 //!
-//! Tests: `cargo test -p ferry-daemon` runs the pure parts; `crates/cli/tests/daemon.rs`
+//! Tests: `cargo test -p ferry-daemon` runs the pure parts; `crates/cli/tests/it/daemon.rs`
 //! runs the daemon as a child process against a real server on loopback.
 #![deny(missing_docs)]
 

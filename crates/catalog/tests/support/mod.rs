@@ -179,23 +179,52 @@ impl Fixture {
                 custom: custom.clone(),
             });
         }
-        repo::add_targets(
+        self.sign_targets(&self.keys(), &self.metadata(), new_targets, expiries)
+            .await
+            .expect("add targets");
+    }
+
+    /// Signs `targets` into the repository at `metadata` with the offline keys in `keys` and
+    /// this fixture's online keys (an attacker's stolen copy as well as the real one).
+    pub async fn sign_targets(
+        &self,
+        keys: &Path,
+        metadata: &Path,
+        targets: Vec<NewTarget>,
+        expiries: &Expiries,
+    ) -> Result<repo::RepoVersions, ferry_catalog::CatalogError> {
+        repo::add_targets(keys, &self.online_keys(), metadata, targets, expiries).await
+    }
+
+    /// Retires the targets key for a new one (a new root lists it).
+    pub async fn rotate_targets_key(&self) {
+        repo::rotate_targets_key(
             &self.keys(),
             &self.online_keys(),
             &self.metadata(),
-            new_targets,
-            expiries,
+            &Expiries::default(),
         )
         .await
-        .expect("add targets");
+        .expect("rotate targets key");
     }
 
     pub async fn refresh(&self) -> Result<ferry_catalog::Catalog, ferry_catalog::CatalogError> {
-        ferry_catalog::Catalog::refresh(
-            &self.datastore(),
+        self.refresh_into(&self.datastore(), &ferry_catalog::RefreshOptions::default())
+            .await
+    }
+
+    /// A refresh of a device whose datastore is `datastore`, from the pinned root 1.
+    pub async fn refresh_into(
+        &self,
+        datastore: &Path,
+        options: &ferry_catalog::RefreshOptions,
+    ) -> Result<ferry_catalog::Catalog, ferry_catalog::CatalogError> {
+        ferry_catalog::Catalog::refresh_with(
+            datastore,
             &self.pinned_root(),
             &self.server.metadata_url(),
             &self.server.targets_url(),
+            options,
         )
         .await
     }

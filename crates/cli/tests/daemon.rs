@@ -3,9 +3,8 @@
 //! holds an install back on a precondition and lets it go when the facts change, stops a
 //! download on cancel and resumes it later without fetching it again, streams every
 //! journal record exactly once across a reconnect (and a background scan's units, issue
-//! 13), survives SIGTERM and SIGKILL
-//! mid-download, refuses a second daemon on the same device, and delivers its event
-//! reports without being asked.
+//! 13), survives SIGTERM and SIGKILL mid-download, refuses a second daemon on the same
+//! device, and delivers its event reports without being asked.
 
 mod common;
 

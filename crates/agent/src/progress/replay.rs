@@ -2,7 +2,8 @@
 //! ([`log::Plan`]: its work and rates) and the units each sample recorded go to a fresh
 //! [`Estimator`] at the sample's time, and the time remaining it gives is scored against
 //! the real remaining time (the log's end). So the estimator can be changed and judged on
-//! real installs, and recorded installs stay as unit tests (`progress/fixtures/`).
+//! real installs, and recorded installs stay as tests (`crates/agent/tests/progress_replay.rs`
+//! on the fixtures `bench/progress-fixture` makes).
 //!
 //! The log holds about one sample a second, where a live run reports about four times a
 //! second: a replay sees fewer points of the same stream, not the same estimate.

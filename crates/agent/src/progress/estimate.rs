@@ -264,14 +264,15 @@ impl Estimator {
                 // does (a slot-bound download: the last payload bytes are zeros that take
                 // long to write).
                 let (done2, total2) = self.secondary;
+                let observed2 = match (self.window2.front(), self.window2.back()) {
+                    (Some((t0, d0)), Some((t1, d1))) if t1 - t0 > 0.2 && d1 > d0 => {
+                        (d1 - d0) as f64 / (t1 - t0)
+                    }
+                    _ => 0.0,
+                };
+                let write_rate = p.secondary_rate.max(observed2);
                 let floor = if total2 > 0 && p.secondary_rate > 0.0 {
-                    let observed2 = match (self.window2.front(), self.window2.back()) {
-                        (Some((t0, d0)), Some((t1, d1))) if t1 - t0 > 0.2 && d1 > d0 => {
-                            (d1 - d0) as f64 / (t1 - t0)
-                        }
-                        _ => 0.0,
-                    };
-                    total2.saturating_sub(done2) as f64 / p.secondary_rate.max(observed2)
+                    total2.saturating_sub(done2) as f64 / write_rate
                 } else {
                     0.0
                 };
@@ -282,7 +283,7 @@ impl Estimator {
                 let lump = if total2 > 0 && p.secondary_rate > 0.0 && self.last_done > 0 {
                     let ratio = done2 as f64 / self.last_done as f64;
                     let after = (total2.saturating_sub(done2) as f64 - units_left * ratio).max(0.0);
-                    after / p.secondary_rate
+                    after / write_rate
                 } else {
                     0.0
                 };

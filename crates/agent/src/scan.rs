@@ -97,6 +97,17 @@ pub async fn scan_as(
     scan_reported(device, journal, asked, &Quiet).await
 }
 
+/// [`scan_as`], its progress (files and bytes fetched and verified) reported to `sink`:
+/// the daemon's scans, background ones included, have the same units as a CLI scan.
+pub async fn scan_as_measured(
+    device: &Device,
+    journal: &mut Journal,
+    asked: bool,
+    sink: &dyn ProgressSink,
+) -> Result<ScanResult, AgentError> {
+    scan_reported(device, journal, asked, sink).await
+}
+
 async fn scan_reported(
     device: &Device,
     journal: &mut Journal,

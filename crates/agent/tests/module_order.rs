@@ -35,6 +35,7 @@ const ORDER: &[&str] = &[
     "install::pace",
     "progress::history",
     "progress::log",
+    "progress::figures",
     "progress::replay",
     "progress::tracker",
     "install::ranges",

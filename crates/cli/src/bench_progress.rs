@@ -6,13 +6,12 @@
 //!   network cut mid-download (the proxy stops forwarding, the connection stays up);
 //!   (d) a slow slot disk (`FERRY_SLOT_IO_LIMIT`, writes and read-back) on a fast network;
 //!   (e) a tailored delta (tiny download, long apply).
-//! - Longest visible stall while work proceeds: the longest time neither the percent (at
-//!   0.1 %) nor the action text changed, waits excluded (the log's resolution: ~1 s).
-//! - Time-remaining error: |estimate − real| / real at each sample after 10 %, while at
-//!   least 5 s remain (below that a relative error means nothing); median and p90, and for
-//!   (b) and (c) the seconds after the change until it is back within 15 %.
-//! - Linearity: the largest |percent − elapsed fraction of the total time|, for ferry's
-//!   bar and for the fixed-checkpoint bar.
+//! - The figures ([`figures`], one definition with the estimator's replay tests): the
+//!   longest visible stall while work proceeds (at the log's resolution), the
+//!   time-remaining error (median, p90, and for (b) and (c) the seconds after the change
+//!   until it is back within 15 %), the linearity of ferry's bar and of the
+//!   fixed-checkpoint bar. `figures.json` also has when the change came (`change_secs`,
+//!   on the log's clock) so a recorded log replays with it.
 //!
 //! One chart per scenario goes to `--out` (SVG). The scenarios run on fresh devices, each
 //! given the rates history (`progress/history.json`) the one before it left, as one device
@@ -26,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ferry_agent::progress::figures::{self, Point};
 use ferry_agent::progress::log::Sample;
 
 use crate::args::BenchProgressArgs;
@@ -172,18 +172,14 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
-/// The figures of one install.
+/// The figures of one install (see [`figures`]), its scenario, when the change came (on
+/// the log's clock) and its chart.
 #[derive(Debug, serde::Serialize)]
 struct Figures {
     scenario: String,
-    total_secs: f64,
-    samples: usize,
-    longest_stall_secs: f64,
-    error_median: Option<f64>,
-    error_p90: Option<f64>,
-    recovery_secs: Option<f64>,
-    linearity_ferry: f64,
-    linearity_fixed: f64,
+    #[serde(flatten)]
+    figures: figures::Figures,
+    change_secs: Option<f64>,
     chart: PathBuf,
 }
 
@@ -319,9 +315,10 @@ fn run_all(a: &BenchProgressArgs) -> Result<ExitCode, Failure> {
     println!("|---|---|---|---|---|---|");
     let pct = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.1} %", v * 100.0));
     for fig in &figures {
+        let (name, fig) = (&fig.scenario, &fig.figures);
         println!(
             "| {} | {:.0} s | {} | {} / {} | {} | {:.1} / {:.1} points |",
-            fig.scenario,
+            name,
             fig.total_secs,
             if fig.longest_stall_secs < 1.0 {
                 "< 1 s (every 1 s sample changed)".to_owned()
@@ -501,57 +498,15 @@ fn figures_of(
     change: Option<chrono::DateTime<chrono::Utc>>,
     chart: PathBuf,
 ) -> Figures {
-    let end = samples.last().map_or(0.0, |s| s.t);
-    let mut longest = 0.0_f64;
-    let mut since: Option<f64> = None;
-    for w in samples.windows(2) {
-        let same = (w[0].percent * 10.0).round() == (w[1].percent * 10.0).round()
-            && w[0].action == w[1].action;
-        let working = w[0].waiting.is_none() && w[1].waiting.is_none();
-        if same && working {
-            let from = *since.get_or_insert(w[0].t);
-            longest = longest.max(w[1].t - from);
-        } else {
-            since = None;
-        }
-    }
-    let error = |s: &Sample| {
-        let real = end - s.t;
-        s.remaining
-            .filter(|_| s.percent >= 10.0 && real >= 5.0)
-            .map(|est| (est - real).abs() / real)
-    };
-    let mut errors: Vec<f64> = samples.iter().filter_map(error).collect();
-    errors.sort_by(f64::total_cmp);
-    let q = |q: f64| {
-        (!errors.is_empty()).then(|| errors[((errors.len() - 1) as f64 * q).round() as usize])
-    };
-    let recovery = change.and_then(|at| {
+    let change_secs = change.and_then(|at| {
         let first = samples.first()?;
-        let t_change = first.t + (at - first.at).num_milliseconds() as f64 / 1000.0;
-        // The first sample after the change whose estimate is back within 15 %.
-        samples
-            .iter()
-            .filter(|s| s.t >= t_change)
-            .find(|s| error(s).is_some_and(|e| e <= 0.15))
-            .map(|s| s.t - t_change)
+        Some(first.t + (at - first.at).num_milliseconds() as f64 / 1000.0)
     });
-    let linearity = |f: fn(&Sample) -> f64| {
-        samples
-            .iter()
-            .map(|s| (f(s) - 100.0 * s.t / end.max(1e-9)).abs())
-            .fold(0.0, f64::max)
-    };
+    let points: Vec<Point> = samples.iter().map(Point::recorded).collect();
     Figures {
         scenario: scenario.to_owned(),
-        total_secs: end,
-        samples: samples.len(),
-        longest_stall_secs: longest,
-        error_median: q(0.5),
-        error_p90: q(0.9),
-        recovery_secs: recovery,
-        linearity_ferry: linearity(|s| s.percent),
-        linearity_fixed: linearity(|s| s.fixed_percent),
+        figures: figures::of(&points, change_secs),
+        change_secs,
         chart,
     }
 }

@@ -466,7 +466,9 @@ impl Agent {
     /// dropped.
     async fn scan(&self, journal: &mut Journal, asked: bool) -> Result<Vec<Offer>, DaemonError> {
         let device = self.device();
-        let found = ferry_agent::scan::scan_as(&device, journal, asked).await?;
+        // Its units (metadata files and bytes) go to the live stream, whoever asked.
+        let found =
+            ferry_agent::scan::scan_as_measured(&device, journal, asked, self.hub.as_ref()).await?;
         if let Some(recommended) = found.offers.iter().find(|o| o.recommended) {
             install::update::drop_superseded(&device, journal, recommended)?;
         }

@@ -109,6 +109,7 @@ impl Sample {
         let state = progress::CHECKPOINTS
             .iter()
             .map(|(_, s)| *s)
+            .chain([ferry_agent::scan::SCANNING])
             .find(|s| *s == self.state)
             .unwrap_or("READY");
         Progress {
@@ -280,4 +281,33 @@ fn line(event: &Event) -> Vec<u8> {
     let mut bytes = serde_json::to_vec(event).unwrap_or_default();
     bytes.push(b'\n');
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_sample_keeps_its_state_and_units_through_the_stream() {
+        let scan = Progress {
+            state: ferry_agent::scan::SCANNING,
+            action:
+                "Checking for updates… timestamp.json verified; 1 metadata file (1.5 KB) fetched"
+                    .into(),
+            done: 1500,
+            ..Progress::default()
+        };
+        let wire = serde_json::to_string(&Sample::of(&scan)).unwrap();
+        let back: Sample = serde_json::from_str(&wire).unwrap();
+        let p = back.to_progress();
+        assert_eq!(p.state, "SCANNING");
+        assert_eq!(p.done, 1500);
+        assert_eq!(p.action, scan.action);
+        // A state the client does not know is shown as READY, not dropped.
+        let odd = Sample {
+            state: "SOMETHING_NEW".into(),
+            ..back
+        };
+        assert_eq!(odd.to_progress().state, "READY");
+    }
 }

@@ -245,7 +245,11 @@ impl Estimator {
                         rate = Some(r);
                         if span >= TRUST_SECS && p.expected.secs > 0.0 {
                             let planned = p.total as f64 / p.expected.secs;
-                            let k = (planned / r).clamp(0.5, 4.0);
+                            // Only ever slower: a write faster than planned is the page
+                            // cache taking it, which says nothing of the read-back's hashing
+                            // (a tailored delta applied at 1 GB/s still verified at 370 MB/s);
+                            // a slower one is the disk itself, and the read-back shares it.
+                            let k = (planned / r).clamp(1.0, 4.0);
                             self.calibration.retain(|(n, _)| *n != p.name);
                             self.calibration.push((p.name, k));
                         }
@@ -260,17 +264,30 @@ impl Estimator {
                 // does (a slot-bound download: the last payload bytes are zeros that take
                 // long to write).
                 let (done2, total2) = self.secondary;
+                let observed2 = match (self.window2.front(), self.window2.back()) {
+                    (Some((t0, d0)), Some((t1, d1))) if t1 - t0 > 0.2 && d1 > d0 => {
+                        (d1 - d0) as f64 / (t1 - t0)
+                    }
+                    _ => 0.0,
+                };
+                let write_rate = p.secondary_rate.max(observed2);
                 let floor = if total2 > 0 && p.secondary_rate > 0.0 {
-                    let observed2 = match (self.window2.front(), self.window2.back()) {
-                        (Some((t0, d0)), Some((t1, d1))) if t1 - t0 > 0.2 && d1 > d0 => {
-                            (d1 - d0) as f64 / (t1 - t0)
-                        }
-                        _ => 0.0,
-                    };
-                    total2.saturating_sub(done2) as f64 / p.secondary_rate.max(observed2)
+                    total2.saturating_sub(done2) as f64 / write_rate
                 } else {
                     0.0
                 };
+                // What the last payload bytes leave to write: the image bytes beyond what the
+                // rest of the payload decodes to at the ratio seen so far (an image's free
+                // space is zeros a few bytes of payload stand for, written at the slot's
+                // rate after they arrive). The tail is at least that.
+                let lump = if total2 > 0 && p.secondary_rate > 0.0 && self.last_done > 0 {
+                    let ratio = done2 as f64 / self.last_done as f64;
+                    let after = (total2.saturating_sub(done2) as f64 - units_left * ratio).max(0.0);
+                    after / write_rate
+                } else {
+                    0.0
+                };
+                let tail = tail.max(lump);
                 // The tail is the writes and the sync after the last byte: when the writes
                 // are the bound, the floor already counts them (adding both overestimates
                 // a slot-bound download by the whole tail).
@@ -602,6 +619,48 @@ mod tests {
         let e = last.unwrap();
         // 10 s of apply left, then 20 s of verification.
         assert!((e.remaining - 30.0).abs() < 3.0, "{e:?}");
+    }
+
+    #[test]
+    fn a_fast_apply_does_not_shorten_the_verification() {
+        // Planned at 200 units/s each; the apply goes at 1000 (the page cache took the
+        // writes): the verification still counts its planned 5 s.
+        let mut p = plan(5.0, 5.0, 0.2);
+        p[2].calibrated_by = Some("DOWNLOADING_UPDATE");
+        let mut est = Estimator::new(p);
+        est.work(0.0, "DOWNLOADING_UPDATE", 0, 1000);
+        let mut last = None;
+        for i in 1..=4 {
+            let t = i as f64 * 0.25;
+            est.work(t, "DOWNLOADING_UPDATE", (t * 1000.0) as u64 / 2, 1000);
+            last = Some(est.at(t));
+        }
+        let e = last.unwrap();
+        assert!(e.remaining >= 5.0 + 0.5, "{e:?}");
+    }
+
+    #[test]
+    fn the_writes_the_last_payload_bytes_leave_count_in_the_time_remaining() {
+        // 1000 payload bytes at 100/s write 4 image units each, until the last 10 bytes,
+        // which stand for 6000 units of zeros: written at 1000 units/s after they arrive
+        // (10 s of bytes, then 6 s of writes).
+        let mut p = plan(10.0, 0.0, 0.2);
+        p[1].secondary_rate = 1000.0;
+        let mut est = Estimator::new(p);
+        est.work(0.0, "DOWNLOADING_UPDATE", 0, 1000);
+        let mut e = None;
+        for i in 1..=20 {
+            let t = i as f64 * 0.25;
+            let done = (t * 100.0) as u64;
+            est.work(t, "DOWNLOADING_UPDATE", done, 1000);
+            est.secondary(t, done * 4, 10_000);
+            e = Some(est.at(t));
+        }
+        // At t = 5: 5 s of bytes, then the zeros (10 000 − 2000 written − 500 bytes × 4 =
+        // 6000 units beyond what the bytes decode to at the ratio seen: 6 s). The bytes
+        // alone would say 5 s.
+        let e = e.unwrap();
+        assert!((e.remaining - 11.0).abs() < 0.5, "{e:?}");
     }
 
     #[test]

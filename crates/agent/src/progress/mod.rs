@@ -3,9 +3,11 @@
 //! carrying the fixed-checkpoint percent ([`CHECKPOINTS`], interpolated by [`Phase`]);
 //! the [`tracker`] turns them into the percent of the total *time* ([`estimate`], over
 //! the expected-duration model of [`phases`] fed by [`history`]), a time remaining with
-//! a range, the waiting reason when nothing moves, and a progress [`log`] per update.
+//! a range, the waiting reason when nothing moves, and a progress [`log`] per update;
+//! [`replay`] re-runs the estimator on a recorded log and [`figures`] scores a stream.
 
 pub mod estimate;
+pub mod figures;
 pub mod history;
 pub mod log;
 pub mod phases;

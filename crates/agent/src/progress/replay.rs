@@ -2,12 +2,14 @@
 //! ([`log::Plan`]: its work and rates) and the units each sample recorded go to a fresh
 //! [`Estimator`] at the sample's time, and the time remaining it gives is scored against
 //! the real remaining time (the log's end). So the estimator can be changed and judged on
-//! real installs, and recorded installs stay as unit tests (`progress/fixtures/`).
+//! real installs, and recorded installs stay as tests (`crates/agent/tests/progress_replay.rs`
+//! on the fixtures `bench/progress-fixture` makes).
 //!
 //! The log holds about one sample a second, where a live run reports about four times a
 //! second: a replay sees fewer points of the same stream, not the same estimate.
 
 use crate::progress::estimate::{Estimate, Estimator};
+use crate::progress::figures::{self, Figures, Point};
 use crate::progress::log::{Plan, Sample};
 use crate::progress::phases;
 
@@ -39,40 +41,31 @@ pub fn replay(plan: &Plan, samples: &[Sample]) -> Vec<Estimate> {
         .collect()
 }
 
-/// How far the time remaining was off, as the benchmark scores it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Score {
-    /// Samples scored.
-    pub n: usize,
-    /// Median of |estimate − real| / real.
-    pub median: f64,
-    /// 90th percentile.
-    pub p90: f64,
-}
-
-/// The score of `remaining[i]` (the time remaining given at `samples[i]`) against the real
-/// remaining time: at each sample past 10 % (`percent[i]`) with at least `min_real`
-/// seconds really left. `None` when no sample qualifies.
-pub fn score(samples: &[Sample], estimates: &[(f64, f64)], min_real: f64) -> Option<Score> {
-    let end = samples.last()?.t;
-    let mut errors: Vec<f64> = samples
+/// The points the replayed `estimates` show for `samples` (one run): the recorded action
+/// text, the replay's percent and time remaining, waiting when the replay saw a stall or
+/// the run recorded a wait.
+pub fn points<'a>(samples: &'a [Sample], estimates: &[Estimate]) -> Vec<Point<'a>> {
+    samples
         .iter()
         .zip(estimates)
-        .filter_map(|(s, (percent, remaining))| {
-            let real = end - s.t;
-            (*percent >= 10.0 && real >= min_real).then(|| (remaining - real).abs() / real)
+        .map(|(s, e)| Point {
+            percent: e.percent,
+            remaining: Some(if s.state == "COMPLETED" {
+                0.0
+            } else {
+                e.remaining
+            }),
+            waiting: s.waiting.is_some() || e.stalled_for.is_some(),
+            ..Point::recorded(s)
         })
-        .collect();
-    if errors.is_empty() {
-        return None;
-    }
-    errors.sort_by(f64::total_cmp);
-    let q = |q: f64| errors[((errors.len() - 1) as f64 * q).round() as usize];
-    Some(Score {
-        n: errors.len(),
-        median: q(0.5),
-        p90: q(0.9),
-    })
+        .collect()
+}
+
+/// The figures (see [`figures`]) the estimator gives on a recorded run: `plan` and its
+/// `samples` (the last run of a log), `change` as in [`figures::of`].
+pub fn figures_of(plan: &Plan, samples: &[Sample], change: Option<f64>) -> Figures {
+    let estimates = replay(plan, samples);
+    figures::of(&points(samples, &estimates), change)
 }
 
 #[cfg(test)]
@@ -132,10 +125,11 @@ mod tests {
         assert_eq!(estimates.len(), samples.len());
         // Before the rate is seen, the plan's 20 s download; once seen, its 10 s.
         assert!(estimates[1].remaining > 18.0, "{:?}", estimates[1]);
-        let pairs: Vec<(f64, f64)> = estimates.iter().map(|e| (e.percent, e.remaining)).collect();
-        let s = score(&samples, &pairs, 2.0).unwrap();
-        assert!(s.n >= 5, "{s:?}");
-        assert!(s.median <= 0.15, "{s:?}");
+        let f = figures::of(&points(&samples, &estimates), None);
+        assert_eq!(f.samples, samples.len());
+        assert!(f.error_median.unwrap() <= 0.15, "{f:?}");
+        assert!(f.longest_stall_secs <= 2.0, "{f:?}");
+        assert_eq!(f, figures_of(&plan, &samples, None));
         // A resumed run's samples start again at 0: only the last run replays.
         let mut two = samples.clone();
         two.extend(samples.iter().cloned());

@@ -2,9 +2,9 @@
 //! on loopback: it scans on its own, stages, installs inside its maintenance window only,
 //! holds an install back on a precondition and lets it go when the facts change, stops a
 //! download on cancel and resumes it later without fetching it again, streams every
-//! journal record exactly once across a reconnect, survives SIGTERM and SIGKILL
-//! mid-download, refuses a second daemon on the same device, and delivers its event
-//! reports without being asked.
+//! journal record exactly once across a reconnect (and a background scan's units, issue
+//! 13), survives SIGTERM and SIGKILL mid-download, refuses a second daemon on the same
+//! device, and delivers its event reports without being asked.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -55,7 +55,7 @@ fn the_agent_scans_stages_and_installs_inside_its_window_only() {
     );
     assert_eq!(listed[0]["why_not_now"]["kind"], "window");
     // The bar says what it waits for, and until when (issue 13); a background scan that
-    // runs at that moment has no bar of its own, so ask again once it is done.
+    // runs at that moment shows its own bar, so ask again once it is done.
     let mut progress = serde_json::Value::Null;
     let waits_for_the_window = wait_for(10, || {
         progress = api(device, "GET", "/v1/progress", "").expect("the agent answers");
@@ -267,6 +267,56 @@ fn a_client_that_reconnects_with_since_sees_every_event_exactly_once() {
     assert!(
         progress > 0,
         "no progress sample reached a connected client"
+    );
+}
+
+#[test]
+fn a_background_scan_reports_its_units_in_the_live_stream() {
+    let fleet = fleet(4, |server| server.url());
+    let device = &fleet.device;
+    set_policy(device, "[policy]\nauto_download = false\n");
+    let _agent = Agent::start(device);
+    // Nobody asks for anything: every scan is the schedule's (every ~2 s here). Its
+    // samples carry the same units as a CLI scan: metadata files and bytes.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dev = device.clone();
+    std::thread::spawn(move || {
+        for line in events(&dev, 0) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut asked = None;
+    let mut sample = None;
+    while sample.is_none() && Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let record = &v["record"];
+        if record["fsm"] == "scan_manager" && record["e"] == "Scan" {
+            asked = record["data"]["asked"].as_bool();
+        }
+        if v["kind"] == "progress" && v["progress"]["state"] == "SCANNING" {
+            sample = Some(v["progress"].clone());
+        }
+    }
+    let sample = sample.expect("no SCANNING sample in the live stream within 30 s");
+    assert_eq!(
+        asked,
+        Some(false),
+        "the scan was not the schedule's: {sample}"
+    );
+    let action = sample["action"].as_str().unwrap();
+    assert!(
+        action.starts_with("Checking for updates… ") && action.contains("fetched"),
+        "{sample}"
+    );
+    assert!(
+        sample["done"].as_u64().unwrap() > 0,
+        "no bytes counted: {sample}"
     );
 }
 

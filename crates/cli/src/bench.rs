@@ -97,29 +97,15 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
         }));
     }
     let window = Window::measure(measure_from, deadline, a.seconds).await;
-    let Window {
-        server_cpu,
-        client_cpu,
-        load_before,
-        load_after,
-        ..
-    } = window;
-    let client_share = 100.0 * client_cpu / (server_cpu + client_cpu).max(1.0);
 
     let tally = Tally::join(tasks).await?;
     server.stop().await;
-    let (n, errors, first_error) = (
-        tally.latencies.len(),
-        tally.errors,
-        tally.first_error.clone(),
-    );
+    let (n, errors) = (tally.latencies.len(), tally.errors);
     let pct = |p: f64| tally.percentile_ms(p);
     let per_second = n as f64 / a.seconds.max(1) as f64;
     let nonces: i64 = sqlx_count(&data).await;
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
+        let mut result = serde_json::json!({
                 "tickets_per_second": per_second,
                 "tickets": n,
                 "errors": errors,
@@ -132,13 +118,10 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
                 "cores": std::thread::available_parallelism().map_or(0, |c| c.get()),
                 "server_threads": a.server_threads,
                 "nonces_recorded": nonces,
-                "server_cpu_percent": server_cpu,
-                "client_cpu_percent": client_cpu,
-                "client_cpu_share_percent": client_share,
-                "load_average_before": load_before,
-                "load_average_after": load_after,
-            })
-        );
+                "client_cpu_share_percent": window.client_share(),
+        });
+        window.add_json(&mut result);
+        println!("{result}");
     } else {
         println!(
             "{n} tickets in {} s over {} connections ({} devices, {} cores): {per_second:.0} tickets/s, \
@@ -151,20 +134,9 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
             pct(0.99),
             pct(1.0),
         );
-        println!(
-            "CPU over the window (100% = one core): server {server_cpu:.0}%, load generator \
-             {client_cpu:.0}% ({client_share:.0}% of the CPU this process used); \
-             load average {load_before} before, {load_after} after"
-        );
+        println!("{}", window.cpu_line(true));
     }
-    if let Some(e) = first_error {
-        eprintln!("first error: {e}");
-    }
-    Ok(if errors == 0 && n > 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(tally.exit_code(true))
 }
 
 /// The benchmarks' server: HTTPS on loopback with a development catalog, on a runtime of
@@ -383,6 +355,19 @@ impl Tally {
         Ok(all)
     }
 
+    /// Prints the first error, if any; success when requests were answered, none failed and
+    /// `also` (the benchmark's own check) holds.
+    pub(crate) fn exit_code(&self, also: bool) -> ExitCode {
+        if let Some(e) = &self.first_error {
+            eprintln!("first error: {e}");
+        }
+        if self.errors == 0 && !self.latencies.is_empty() && also {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    }
+
     /// The latency at quantile `p` (0 to 1) in milliseconds; 0 without any.
     pub(crate) fn percentile_ms(&self, p: f64) -> f64 {
         let n = self.latencies.len();
@@ -419,6 +404,42 @@ impl Window {
             load_before,
             load_after,
         }
+    }
+
+    /// The load generator's share of the CPU this process used, in percent.
+    pub(crate) fn client_share(&self) -> f64 {
+        100.0 * self.client_cpu / (self.server_cpu + self.client_cpu).max(1.0)
+    }
+
+    /// Adds the window's figures to a benchmark's JSON result (an object): CPU percents of
+    /// the server and the load generator, the load average before and after.
+    pub(crate) fn add_json(&self, result: &mut serde_json::Value) {
+        if let Some(fields) = result.as_object_mut() {
+            fields.insert("server_cpu_percent".into(), self.server_cpu.into());
+            fields.insert("client_cpu_percent".into(), self.client_cpu.into());
+            fields.insert(
+                "load_average_before".into(),
+                self.load_before.clone().into(),
+            );
+            fields.insert("load_average_after".into(), self.load_after.clone().into());
+        }
+    }
+
+    /// The window's figures as a line of text; `share`: with the load generator's share.
+    pub(crate) fn cpu_line(&self, share: bool) -> String {
+        let share = if share {
+            format!(
+                " ({:.0}% of the CPU this process used)",
+                self.client_share()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "CPU over the window (100% = one core): server {:.0}%, load generator {:.0}%{share}; \
+             load average {} before, {} after",
+            self.server_cpu, self.client_cpu, self.load_before, self.load_after
+        )
     }
 }
 

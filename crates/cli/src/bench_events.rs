@@ -141,21 +141,10 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
     }
     let window = Window::measure(measure_from, deadline, a.seconds).await;
     let seconds = window.seconds;
-    let Window {
-        server_cpu,
-        client_cpu,
-        load_before,
-        load_after,
-        ..
-    } = window;
 
     let tally = Tally::join(tasks).await?;
     server.stop().await;
-    let (n, errors, first_error) = (
-        tally.latencies.len(),
-        tally.errors,
-        tally.first_error.clone(),
-    );
+    let (n, errors) = (tally.latencies.len(), tally.errors);
     let pct = |p: f64| tally.percentile_ms(p);
     let reports_per_second = (n as u64 * batch_size) as f64 / seconds;
     let stored = data
@@ -168,9 +157,7 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
         .map(|r| r.len())
         .unwrap_or(0);
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
+        let mut result = serde_json::json!({
                 "reports_per_second": reports_per_second,
                 "batches": n,
                 "batch": batch_size,
@@ -182,12 +169,9 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
                 "devices": a.devices,
                 "seconds": a.seconds,
                 "server_threads": a.server_threads,
-                "server_cpu_percent": server_cpu,
-                "client_cpu_percent": client_cpu,
-                "load_average_before": load_before,
-                "load_average_after": load_after,
-            })
-        );
+        });
+        window.add_json(&mut result);
+        println!("{result}");
     } else {
         println!(
             "{n} batches of {batch_size} in {} s over {} connections ({} devices, {} cores): \
@@ -200,17 +184,7 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
             pct(0.99),
             pct(1.0),
         );
-        println!(
-            "CPU over the window (100% = one core): server {server_cpu:.0}%, load generator \
-             {client_cpu:.0}%; load average {load_before} before, {load_after} after"
-        );
+        println!("{}", window.cpu_line(false));
     }
-    if let Some(e) = first_error {
-        eprintln!("first error: {e}");
-    }
-    Ok(if errors == 0 && n > 0 && stored > 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(tally.exit_code(stored > 0))
 }

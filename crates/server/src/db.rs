@@ -138,7 +138,6 @@ pub(crate) fn get_flag(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> 
     Ok(row.try_get::<i64, _>(column)? != 0)
 }
 
-
 /// A stored delta.
 #[derive(Debug, Clone)]
 pub struct DeltaRow {

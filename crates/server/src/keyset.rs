@@ -39,12 +39,103 @@ fn unusable(cause: String) -> ServerError {
     ServerError::KeySetUnusable { cause }
 }
 
-fn key_dir(paths: &CatalogPaths) -> PathBuf {
-    paths.online_keys.join(KEYS_SUBDIR)
+/// The private keys of a key set on disk (`DATA/keys-online/<subdir>/<keyid>.pk8`, 0600,
+/// retired ones under `retired/`): the personalization keys' or the director's.
+pub(crate) struct KeyFiles {
+    /// The directory under the online keys directory.
+    pub subdir: &'static str,
+    /// What the keys are called in messages ("personalization", "director").
+    pub what: &'static str,
+    /// The `op` of an error creating the directory.
+    pub creating: &'static str,
 }
 
+/// The personalization keys.
+const FILES: KeyFiles = KeyFiles {
+    subdir: KEYS_SUBDIR,
+    what: "personalization",
+    creating: "creating the personalization keys directory",
+};
+
+impl KeyFiles {
+    fn dir(&self, paths: &CatalogPaths) -> PathBuf {
+        paths.online_keys.join(self.subdir)
+    }
+
+    fn path(&self, paths: &CatalogPaths, key_id: KeyId) -> PathBuf {
+        self.dir(paths).join(format!("{key_id}.pk8"))
+    }
+
+    /// The private key of the set's current key.
+    pub(crate) fn signer(&self, paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError> {
+        let path = self.path(paths, set.current());
+        let der = std::fs::read(&path).map_err(|e| {
+            unusable(format!(
+                "the current {} key {} cannot be read from {}: {e}",
+                self.what,
+                set.current(),
+                path.display()
+            ))
+        })?;
+        let signer = Signer::from_pkcs8(&der)
+            .map_err(|e| unusable(format!("the key {} is unusable: {e}", path.display())))?;
+        if signer.key_id() != set.current() {
+            return Err(unusable(format!(
+                "{} holds key {}, not {}",
+                path.display(),
+                signer.key_id(),
+                set.current()
+            )));
+        }
+        Ok(signer)
+    }
+
+    /// Stores a private key (creating the directory).
+    pub(crate) fn store(&self, paths: &CatalogPaths, signer: &Signer) -> Result<(), ServerError> {
+        ferry_durable::create_dir(&self.dir(paths)).map_err(|source| ServerError::Io {
+            op: self.creating,
+            source,
+        })?;
+        crate::pki::write_secret(&self.path(paths, signer.key_id()), &signer.to_pkcs8())
+    }
+
+    /// Moves the private key of `key_id`, which the published set no longer lists, to
+    /// `retired/`. A failure is logged with where the key still is, not returned: devices
+    /// refuse what it signs already.
+    pub(crate) fn retire(&self, paths: &CatalogPaths, key_id: KeyId) {
+        let from = self.path(paths, key_id);
+        let retired_dir = self.dir(paths).join(RETIRED_SUBDIR);
+        let moved = ferry_durable::create_dir(&retired_dir).and_then(|()| {
+            ferry_durable::rename(&from, &retired_dir.join(format!("{key_id}.pk8")))
+        });
+        if let Err(error) = moved {
+            tracing::warn!(%error, key = %from.display(), "could not move the retired {} key aside", self.what);
+        }
+    }
+
+    /// Publishes the first set, listing only `key`, as `target` (storing the key first).
+    pub(crate) async fn publish_first(
+        &self,
+        paths: &CatalogPaths,
+        target: &str,
+        key: &Signer,
+    ) -> Result<(KeySet, Option<repo::RepoVersions>), ServerError> {
+        self.store(paths, key)?;
+        let set = KeySet::first(key.public_key());
+        let versions = publish_set(paths, target, &set).await?;
+        tracing::info!(key_id = %set.current(), "published the first {} key set", self.what);
+        Ok((set, Some(versions)))
+    }
+}
+
+#[cfg(test)]
+fn key_dir(paths: &CatalogPaths) -> PathBuf {
+    FILES.dir(paths)
+}
+
+#[cfg(test)]
 fn key_path(paths: &CatalogPaths, key_id: KeyId) -> PathBuf {
-    key_dir(paths).join(format!("{key_id}.pk8"))
+    FILES.path(paths, key_id)
 }
 
 /// The key set the catalog signs now, read from the file whose length and digest the
@@ -80,25 +171,7 @@ pub(crate) fn published_set(
 
 /// The private key of the set's current key.
 pub fn signer(paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError> {
-    let path = key_path(paths, set.current());
-    let der = std::fs::read(&path).map_err(|e| {
-        unusable(format!(
-            "the current personalization key {} cannot be read from {}: {e}",
-            set.current(),
-            path.display()
-        ))
-    })?;
-    let signer = Signer::from_pkcs8(&der)
-        .map_err(|e| unusable(format!("the key {} is unusable: {e}", path.display())))?;
-    if signer.key_id() != set.current() {
-        return Err(unusable(format!(
-            "{} holds key {}, not {}",
-            path.display(),
-            signer.key_id(),
-            set.current()
-        )));
-    }
-    Ok(signer)
+    FILES.signer(paths, set)
 }
 
 /// The published key set, publishing the first one when the catalog has none: the key a
@@ -122,11 +195,7 @@ pub async fn ensure_published(
             });
         }
     };
-    store_key(paths, &first)?;
-    let set = KeySet::first(first.public_key());
-    let versions = publish(paths, &set).await?;
-    tracing::info!(key_id = %set.current(), "published the first personalization key set");
-    Ok((set, Some(versions)))
+    FILES.publish_first(paths, KEY_SET_TARGET, &first).await
 }
 
 /// Makes a new key, lists it beside the others and makes it the signing key (the old keys
@@ -136,7 +205,7 @@ pub async fn rotate(paths: &CatalogPaths) -> Result<KeySet, ServerError> {
     let (set, _) = ensure_published(paths).await?;
     let new_key = Signer::generate();
     let next = set.rotated(new_key.public_key())?;
-    store_key(paths, &new_key)?;
+    FILES.store(paths, &new_key)?;
     publish(paths, &next).await?;
     tracing::info!(key_id = %next.current(), version = next.version(), "rotated the personalization key");
     Ok(next)
@@ -150,14 +219,7 @@ pub async fn retire(paths: &CatalogPaths, key_id: KeyId) -> Result<KeySet, Serve
     })?;
     let next = set.retired(key_id)?;
     publish(paths, &next).await?;
-    let from = key_path(paths, key_id);
-    let retired_dir = key_dir(paths).join(RETIRED_SUBDIR);
-    let moved = ferry_durable::create_dir(&retired_dir)
-        .and_then(|()| ferry_durable::rename(&from, &retired_dir.join(format!("{key_id}.pk8"))));
-    if let Err(error) = moved {
-        // The set no longer lists the key, so nothing signs with it; say where it still is.
-        tracing::warn!(%error, key = %from.display(), "could not move the retired key aside");
-    }
+    FILES.retire(paths, key_id);
     tracing::info!(%key_id, version = next.version(), "retired a personalization key");
     Ok(next)
 }
@@ -199,15 +261,6 @@ pub async fn keep_signer_current(service: Service, paths: CatalogPaths) {
             }
         }
     }
-}
-
-fn store_key(paths: &CatalogPaths, signer: &Signer) -> Result<(), ServerError> {
-    let dir = key_dir(paths);
-    ferry_durable::create_dir(&dir).map_err(|source| ServerError::Io {
-        op: "creating the personalization keys directory",
-        source,
-    })?;
-    crate::pki::write_secret(&key_path(paths, signer.key_id()), &signer.to_pkcs8())
 }
 
 async fn publish(paths: &CatalogPaths, set: &KeySet) -> Result<repo::RepoVersions, ServerError> {

@@ -61,7 +61,11 @@ fn override_for(version: i64) -> Option<&'static Migration> {
 fn postgres_twin(sqlite: &Migration) -> Migration {
     let translated = to_postgres(sqlite.sql.as_str());
     let sql = if sqlite.version <= LAST_SHIPPED_TWIN && translated != sqlite.sql.as_str() {
-        let name = format!("{:04}_{}.sql", sqlite.version, sqlite.description.replace(' ', "_"));
+        let name = format!(
+            "{:04}_{}.sql",
+            sqlite.version,
+            sqlite.description.replace(' ', "_")
+        );
         format!(
             "-- PostgreSQL twin of migrations/{name}: the same tables, columns and constraints in\n\
              {SHIPPED_HEADER}{translated}"
@@ -132,17 +136,50 @@ mod tests {
     /// SHA-384 of every PostgreSQL file shipped before the translation: what PostgreSQL
     /// databases made by them recorded in `_sqlx_migrations`.
     const SHIPPED: [(i64, &str); 11] = [
-        (1, "ea82495deb5efe9565ea00683afc997ecd7cf74a15822a0ac97dc8d66d6d74620bd787a72eb74cafdea7b6c0d05f5797"),
-        (2, "daffa701a21d606c8612deabfa0c47ff4b70bc8be322ca193da6d0254d4db379eebf62279671152bac162059b246ce2e"),
-        (3, "2ca8c0a1eb3d767cb67d8de1f9e95040e3dfd9e0d67b63b407476a2af98f016f95ce50e59e7e31532383640e6baddca8"),
-        (4, "2cb7ca3a0032e8be12fd9a32393c037785a63c8028c65b27d71d2d739d6314950dc2e4e6018a902717b938b963aee46f"),
-        (5, "31ac8c24f0078408622e3c2788e110329d2d664ffa80bbc867d611ba4db210badd23ee7cb41871db364635483913628e"),
-        (6, "827a18c5e8f876429192346a5b6ca4435a0e6b8f38932790f5333ef17f882e44a3762a0083f9cc002de15ee52543cd6c"),
-        (7, "a051d7f78eb985c73a746eca01d8b37ceb6405d32a3ea34e0dc276ab0848dbe19cb78c30b2f3737d7c1cc7073b8200c2"),
-        (8, "591afcf8baa334a7a3fd036387ea2d092571dd849c7ad85fcc57f8959519f094da5d1a8a5db0551e0c5054e9e8a2ca50"),
-        (9, "8015986dbe69a4d5ec5d10e7ef054d554115e08c9e57e23c2aca11b156dd2afacc4a7cb647883601cd11d381cd119b64"),
-        (10, "f4839fcffec11ffc4a4bfa495df84359a64e26c0bf4b244410eafe25e1c9a9bb8c07b45f2eefa4f775f0f9c75d7d8b6b"),
-        (11, "f0f811e718362c3ee753026397ddc269b51ac27401132f7f7db585978bd58fb59e8c1702e2ec82f0398769029cc3c601"),
+        (
+            1,
+            "ea82495deb5efe9565ea00683afc997ecd7cf74a15822a0ac97dc8d66d6d74620bd787a72eb74cafdea7b6c0d05f5797",
+        ),
+        (
+            2,
+            "daffa701a21d606c8612deabfa0c47ff4b70bc8be322ca193da6d0254d4db379eebf62279671152bac162059b246ce2e",
+        ),
+        (
+            3,
+            "2ca8c0a1eb3d767cb67d8de1f9e95040e3dfd9e0d67b63b407476a2af98f016f95ce50e59e7e31532383640e6baddca8",
+        ),
+        (
+            4,
+            "2cb7ca3a0032e8be12fd9a32393c037785a63c8028c65b27d71d2d739d6314950dc2e4e6018a902717b938b963aee46f",
+        ),
+        (
+            5,
+            "31ac8c24f0078408622e3c2788e110329d2d664ffa80bbc867d611ba4db210badd23ee7cb41871db364635483913628e",
+        ),
+        (
+            6,
+            "827a18c5e8f876429192346a5b6ca4435a0e6b8f38932790f5333ef17f882e44a3762a0083f9cc002de15ee52543cd6c",
+        ),
+        (
+            7,
+            "a051d7f78eb985c73a746eca01d8b37ceb6405d32a3ea34e0dc276ab0848dbe19cb78c30b2f3737d7c1cc7073b8200c2",
+        ),
+        (
+            8,
+            "591afcf8baa334a7a3fd036387ea2d092571dd849c7ad85fcc57f8959519f094da5d1a8a5db0551e0c5054e9e8a2ca50",
+        ),
+        (
+            9,
+            "8015986dbe69a4d5ec5d10e7ef054d554115e08c9e57e23c2aca11b156dd2afacc4a7cb647883601cd11d381cd119b64",
+        ),
+        (
+            10,
+            "f4839fcffec11ffc4a4bfa495df84359a64e26c0bf4b244410eafe25e1c9a9bb8c07b45f2eefa4f775f0f9c75d7d8b6b",
+        ),
+        (
+            11,
+            "f0f811e718362c3ee753026397ddc269b51ac27401132f7f7db585978bd58fb59e8c1702e2ec82f0398769029cc3c601",
+        ),
     ];
 
     /// SHA-384 of 0010's shipped PostgreSQL file without comments and with runs of

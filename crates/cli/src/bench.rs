@@ -100,39 +100,29 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
 
     let tally = Tally::join(tasks).await?;
     server.stop().await;
-    let (n, errors) = (tally.latencies.len(), tally.errors);
-    let pct = |p: f64| tally.percentile_ms(p);
+    let n = tally.latencies.len();
     let per_second = n as f64 / a.seconds.max(1) as f64;
     let nonces: i64 = sqlx_count(&data).await;
+    let run = Run {
+        seconds: a.seconds,
+        connections: a.connections,
+        devices: a.devices,
+        server_threads: a.server_threads,
+    };
     if a.json {
         let mut result = serde_json::json!({
-                "tickets_per_second": per_second,
-                "tickets": n,
-                "errors": errors,
-                "p50_ms": pct(0.50),
-                "p99_ms": pct(0.99),
-                "max_ms": pct(1.0),
-                "connections": a.connections,
-                "devices": a.devices,
-                "seconds": a.seconds,
-                "cores": std::thread::available_parallelism().map_or(0, |c| c.get()),
-                "server_threads": a.server_threads,
-                "nonces_recorded": nonces,
-                "client_cpu_share_percent": window.client_share(),
+            "tickets_per_second": per_second,
+            "tickets": n,
+            "nonces_recorded": nonces,
+            "client_cpu_share_percent": window.client_share(),
         });
-        window.add_json(&mut result);
+        run.add_json(&mut result, &tally, &window);
         println!("{result}");
     } else {
         println!(
-            "{n} tickets in {} s over {} connections ({} devices, {} cores): {per_second:.0} tickets/s, \
-             p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {errors} errors; {nonces} nonces recorded",
-            a.seconds,
-            a.connections,
-            a.devices,
-            std::thread::available_parallelism().map_or(0, |c| c.get()),
-            pct(0.50),
-            pct(0.99),
-            pct(1.0),
+            "{n} tickets {}: {per_second:.0} tickets/s, {}; {nonces} nonces recorded",
+            run.text(),
+            tally.latency_text(),
         );
         println!("{}", window.cpu_line(true));
     }
@@ -368,12 +358,71 @@ impl Tally {
         }
     }
 
+    /// "p50 X ms, p99 Y ms, max Z ms, E errors".
+    pub(crate) fn latency_text(&self) -> String {
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
+            self.percentile_ms(0.50),
+            self.percentile_ms(0.99),
+            self.percentile_ms(1.0),
+            self.errors
+        )
+    }
+
     /// The latency at quantile `p` (0 to 1) in milliseconds; 0 without any.
     pub(crate) fn percentile_ms(&self, p: f64) -> f64 {
         let n = self.latencies.len();
         self.latencies
             .get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+}
+
+/// How a benchmark ran (its arguments), as its result states it.
+pub(crate) struct Run {
+    pub seconds: u64,
+    pub connections: usize,
+    pub devices: usize,
+    pub server_threads: usize,
+}
+
+impl Run {
+    /// The cores this machine has (0 when unknown).
+    fn cores() -> usize {
+        std::thread::available_parallelism().map_or(0, |c| c.get())
+    }
+
+    /// "in S s over C connections (D devices, N cores)".
+    pub(crate) fn text(&self) -> String {
+        format!(
+            "in {} s over {} connections ({} devices, {} cores)",
+            self.seconds,
+            self.connections,
+            self.devices,
+            Run::cores()
+        )
+    }
+
+    /// Adds the run's, the tally's and the window's figures to a benchmark's JSON result
+    /// (an object).
+    pub(crate) fn add_json(&self, result: &mut serde_json::Value, tally: &Tally, window: &Window) {
+        if let Some(fields) = result.as_object_mut() {
+            let figures = serde_json::json!({
+                "connections": self.connections,
+                "devices": self.devices,
+                "seconds": self.seconds,
+                "cores": Run::cores(),
+                "server_threads": self.server_threads,
+                "errors": tally.errors,
+                "p50_ms": tally.percentile_ms(0.50),
+                "p99_ms": tally.percentile_ms(0.99),
+                "max_ms": tally.percentile_ms(1.0),
+            });
+            if let serde_json::Value::Object(figures) = figures {
+                fields.extend(figures);
+            }
+        }
+        window.add_json(result);
     }
 }
 

@@ -20,7 +20,7 @@ use ferry_server::{DataDir, ServiceOptions};
 use ferry_types::{DeviceId, PayloadKind};
 
 use crate::args::BenchEventsArgs;
-use crate::bench::{BenchServer, CLASS, Tally, Window, bench_failure, connection_client};
+use crate::bench::{BenchServer, CLASS, Run, Tally, Window, bench_failure, connection_client};
 use crate::failure::Failure;
 
 /// One device's report, as an install's `installed` step carries it.
@@ -144,8 +144,7 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
 
     let tally = Tally::join(tasks).await?;
     server.stop().await;
-    let (n, errors) = (tally.latencies.len(), tally.errors);
-    let pct = |p: f64| tally.percentile_ms(p);
+    let n = tally.latencies.len();
     let reports_per_second = (n as u64 * batch_size) as f64 / seconds;
     let stored = data
         .db
@@ -156,33 +155,25 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
         .await
         .map(|r| r.len())
         .unwrap_or(0);
+    let run = Run {
+        seconds: a.seconds,
+        connections: a.connections,
+        devices: a.devices,
+        server_threads: a.server_threads,
+    };
     if a.json {
         let mut result = serde_json::json!({
-                "reports_per_second": reports_per_second,
-                "batches": n,
-                "batch": batch_size,
-                "errors": errors,
-                "p50_ms": pct(0.50),
-                "p99_ms": pct(0.99),
-                "max_ms": pct(1.0),
-                "connections": a.connections,
-                "devices": a.devices,
-                "seconds": a.seconds,
-                "server_threads": a.server_threads,
+            "reports_per_second": reports_per_second,
+            "batches": n,
+            "batch": batch_size,
         });
-        window.add_json(&mut result);
+        run.add_json(&mut result, &tally, &window);
         println!("{result}");
     } else {
         println!(
-            "{n} batches of {batch_size} in {} s over {} connections ({} devices, {} cores): \
-             {reports_per_second:.0} reports/s, batch p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {errors} errors",
-            a.seconds,
-            a.connections,
-            a.devices,
-            std::thread::available_parallelism().map_or(0, |c| c.get()),
-            pct(0.50),
-            pct(0.99),
-            pct(1.0),
+            "{n} batches of {batch_size} {}: {reports_per_second:.0} reports/s, batch {}",
+            run.text(),
+            tally.latency_text(),
         );
         println!("{}", window.cpu_line(false));
     }

@@ -103,12 +103,7 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     let n = tally.latencies.len();
     let per_second = n as f64 / a.seconds.max(1) as f64;
     let nonces: i64 = sqlx_count(&data).await;
-    let run = Run {
-        seconds: a.seconds,
-        connections: a.connections,
-        devices: a.devices,
-        server_threads: a.server_threads,
-    };
+    let run = Run::new(a.seconds, a.connections, a.devices, a.server_threads);
     if a.json {
         let mut result = serde_json::json!({
             "tickets_per_second": per_second,
@@ -380,13 +375,27 @@ impl Tally {
 
 /// How a benchmark ran (its arguments), as its result states it.
 pub(crate) struct Run {
-    pub seconds: u64,
-    pub connections: usize,
-    pub devices: usize,
-    pub server_threads: usize,
+    seconds: u64,
+    connections: usize,
+    devices: usize,
+    server_threads: usize,
 }
 
 impl Run {
+    pub(crate) fn new(
+        seconds: u64,
+        connections: usize,
+        devices: usize,
+        server_threads: usize,
+    ) -> Run {
+        Run {
+            seconds,
+            connections,
+            devices,
+            server_threads,
+        }
+    }
+
     /// The cores this machine has (0 when unknown).
     fn cores() -> usize {
         std::thread::available_parallelism().map_or(0, |c| c.get())

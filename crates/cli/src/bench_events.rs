@@ -155,12 +155,7 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
         .await
         .map(|r| r.len())
         .unwrap_or(0);
-    let run = Run {
-        seconds: a.seconds,
-        connections: a.connections,
-        devices: a.devices,
-        server_threads: a.server_threads,
-    };
+    let run = Run::new(a.seconds, a.connections, a.devices, a.server_threads);
     if a.json {
         let mut result = serde_json::json!({
             "reports_per_second": reports_per_second,

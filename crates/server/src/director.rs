@@ -36,6 +36,7 @@ pub const KEYS_SUBDIR: &str = "director";
 
 /// The director's private keys.
 const FILES: crate::keyset::KeyFiles = crate::keyset::KeyFiles {
+    target: DIRECTOR_KEY_SET_TARGET,
     subdir: KEYS_SUBDIR,
     what: "director",
     creating: "creating the director keys directory",
@@ -58,11 +59,8 @@ pub fn signer(paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError>
 pub async fn ensure_published(
     paths: &CatalogPaths,
 ) -> Result<(KeySet, Option<repo::RepoVersions>), ServerError> {
-    if let Some(set) = published(paths)? {
-        return Ok((set, None));
-    }
     FILES
-        .publish_first(paths, DIRECTOR_KEY_SET_TARGET, &Signer::generate())
+        .ensure_published(paths, || Ok(Signer::generate()))
         .await
 }
 

@@ -42,6 +42,8 @@ fn unusable(cause: String) -> ServerError {
 /// The private keys of a key set on disk (`DATA/keys-online/<subdir>/<keyid>.pk8`, 0600,
 /// retired ones under `retired/`): the personalization keys' or the director's.
 pub(crate) struct KeyFiles {
+    /// The catalog target the public set is signed in as.
+    pub target: &'static str,
     /// The directory under the online keys directory.
     pub subdir: &'static str,
     /// What the keys are called in messages ("personalization", "director").
@@ -52,6 +54,7 @@ pub(crate) struct KeyFiles {
 
 /// The personalization keys.
 const FILES: KeyFiles = KeyFiles {
+    target: KEY_SET_TARGET,
     subdir: KEYS_SUBDIR,
     what: "personalization",
     creating: "creating the personalization keys directory",
@@ -113,16 +116,20 @@ impl KeyFiles {
         }
     }
 
-    /// Publishes the first set, listing only `key`, as `target` (storing the key first).
-    pub(crate) async fn publish_first(
+    /// The published set, publishing the first one when the catalog has none: it lists only
+    /// the key `first` gives (stored first). Returns the catalog versions when it published.
+    pub(crate) async fn ensure_published(
         &self,
         paths: &CatalogPaths,
-        target: &str,
-        key: &Signer,
+        first: impl FnOnce() -> Result<Signer, ServerError>,
     ) -> Result<(KeySet, Option<repo::RepoVersions>), ServerError> {
-        self.store(paths, key)?;
+        if let Some(set) = published_set(paths, self.target)? {
+            return Ok((set, None));
+        }
+        let key = first()?;
+        self.store(paths, &key)?;
         let set = KeySet::first(key.public_key());
-        let versions = publish_set(paths, target, &set).await?;
+        let versions = publish_set(paths, self.target, &set).await?;
         tracing::info!(key_id = %set.current(), "published the first {} key set", self.what);
         Ok((set, Some(versions)))
     }
@@ -180,22 +187,21 @@ pub fn signer(paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError>
 pub async fn ensure_published(
     paths: &CatalogPaths,
 ) -> Result<(KeySet, Option<repo::RepoVersions>), ServerError> {
-    if let Some(set) = published(paths)? {
-        return Ok((set, None));
-    }
-    let legacy = paths.online_keys.join(LEGACY_KEY_FILE);
-    let first = match std::fs::read(&legacy) {
-        Ok(der) => Signer::from_pkcs8(&der)
-            .map_err(|e| unusable(format!("the key {} is unusable: {e}", legacy.display())))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Signer::generate(),
-        Err(source) => {
-            return Err(ServerError::Io {
-                op: "reading the personalization key",
-                source,
-            });
-        }
-    };
-    FILES.publish_first(paths, KEY_SET_TARGET, &first).await
+    FILES
+        .ensure_published(paths, || {
+            let legacy = paths.online_keys.join(LEGACY_KEY_FILE);
+            match std::fs::read(&legacy) {
+                Ok(der) => Signer::from_pkcs8(&der).map_err(|e| {
+                    unusable(format!("the key {} is unusable: {e}", legacy.display()))
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Signer::generate()),
+                Err(source) => Err(ServerError::Io {
+                    op: "reading the personalization key",
+                    source,
+                }),
+            }
+        })
+        .await
 }
 
 /// Makes a new key, lists it beside the others and makes it the signing key (the old keys

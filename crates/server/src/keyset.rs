@@ -69,7 +69,8 @@ impl KeyFiles {
         self.dir(paths).join(format!("{key_id}.pk8"))
     }
 
-    /// The private key of the set's current key.
+    /// The private key in the file of the set's current key (whichever key the file holds:
+    /// the director signs with it, and devices refuse what a key off the set signs).
     pub(crate) fn signer(&self, paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError> {
         let path = self.path(paths, set.current());
         let der = std::fs::read(&path).map_err(|e| {
@@ -80,17 +81,8 @@ impl KeyFiles {
                 path.display()
             ))
         })?;
-        let signer = Signer::from_pkcs8(&der)
-            .map_err(|e| unusable(format!("the key {} is unusable: {e}", path.display())))?;
-        if signer.key_id() != set.current() {
-            return Err(unusable(format!(
-                "{} holds key {}, not {}",
-                path.display(),
-                signer.key_id(),
-                set.current()
-            )));
-        }
-        Ok(signer)
+        Signer::from_pkcs8(&der)
+            .map_err(|e| unusable(format!("the key {} is unusable: {e}", path.display())))
     }
 
     /// Stores a private key (creating the directory).
@@ -176,9 +168,18 @@ pub(crate) fn published_set(
     Ok(Some(KeySet::from_bytes(&bytes)?))
 }
 
-/// The private key of the set's current key.
+/// The private key of the set's current key; a file holding another key is refused.
 pub fn signer(paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError> {
-    FILES.signer(paths, set)
+    let signer = FILES.signer(paths, set)?;
+    if signer.key_id() != set.current() {
+        return Err(unusable(format!(
+            "{} holds key {}, not {}",
+            FILES.path(paths, set.current()).display(),
+            signer.key_id(),
+            set.current()
+        )));
+    }
+    Ok(signer)
 }
 
 /// The published key set, publishing the first one when the catalog has none: the key a

@@ -39,6 +39,8 @@ const FILES: crate::keyset::KeyFiles = crate::keyset::KeyFiles {
     target: DIRECTOR_KEY_SET_TARGET,
     subdir: KEYS_SUBDIR,
     what: "director",
+    signs: "decisions",
+    checks_key_id: false,
     creating: "creating the director keys directory",
 };
 
@@ -128,45 +130,17 @@ impl Director {
             .clone()
     }
 
-    /// Keeps signing with the current key of the published director set: checks whenever
-    /// the catalog's timestamp changes (every second), forever (the server spawns this).
-    /// A set it cannot use is logged once and the old key kept, and checked again every
-    /// second, so a key copied to a replica after the set reached it is taken up.
+    /// Keeps signing with the current key of the published director set
+    /// ([`crate::keyset::KeyFiles::follow`]).
     pub async fn keep_current(self, paths: CatalogPaths) {
-        let mut ticker = tokio::time::interval(crate::keyset::KEY_SET_CHECK_INTERVAL);
-        let mut seen_timestamp = None;
-        let mut reported = None;
-        loop {
-            ticker.tick().await;
-            let timestamp = tokio::fs::read(paths.metadata.join("timestamp.json"))
-                .await
-                .ok();
-            if timestamp.is_none() || timestamp == seen_timestamp {
-                continue;
-            }
-            let current = self.signer().map(|s| s.key_id());
-            let next = published(&paths).and_then(|set| match set {
-                Some(set) if Some(set.current()) != current => signer(&paths, &set).map(Some),
-                _ => Ok(None),
-            });
-            match next {
-                Ok(Some(next)) => {
-                    tracing::info!(to = %next.key_id(), "now signing decisions with the rotated director key");
-                    *self
-                        .signer
-                        .write()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(next));
-                    seen_timestamp = timestamp;
-                }
-                Ok(None) => seen_timestamp = timestamp,
-                Err(error) => {
-                    if reported != timestamp {
-                        tracing::error!(%error, "the published director key set is unusable; still signing with the previous key");
-                        reported = timestamp;
-                    }
-                }
-            }
-        }
+        let current = || self.signer().map(|s| s.key_id());
+        let adopt = |next: Signer| {
+            *self
+                .signer
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(next));
+        };
+        FILES.follow(paths, current, adopt).await
     }
 
     /// The decision for `device_id` of `class` now, to be signed by `key_id`.

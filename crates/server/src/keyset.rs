@@ -48,6 +48,11 @@ pub(crate) struct KeyFiles {
     pub subdir: &'static str,
     /// What the keys are called in messages ("personalization", "director").
     pub what: &'static str,
+    /// What they sign, for the log ("tickets", "decisions").
+    pub signs: &'static str,
+    /// Whether a key file holding another key than its name is refused (the director signs
+    /// with whatever the file holds: devices refuse what a key off the set signs).
+    pub checks_key_id: bool,
     /// The `op` of an error creating the directory.
     pub creating: &'static str,
 }
@@ -57,6 +62,8 @@ const FILES: KeyFiles = KeyFiles {
     target: KEY_SET_TARGET,
     subdir: KEYS_SUBDIR,
     what: "personalization",
+    signs: "tickets",
+    checks_key_id: true,
     creating: "creating the personalization keys directory",
 };
 
@@ -69,8 +76,7 @@ impl KeyFiles {
         self.dir(paths).join(format!("{key_id}.pk8"))
     }
 
-    /// The private key in the file of the set's current key (whichever key the file holds:
-    /// the director signs with it, and devices refuse what a key off the set signs).
+    /// The private key of the set's current key, from its file.
     pub(crate) fn signer(&self, paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError> {
         let path = self.path(paths, set.current());
         let der = std::fs::read(&path).map_err(|e| {
@@ -81,8 +87,62 @@ impl KeyFiles {
                 path.display()
             ))
         })?;
-        Signer::from_pkcs8(&der)
-            .map_err(|e| unusable(format!("the key {} is unusable: {e}", path.display())))
+        let signer = Signer::from_pkcs8(&der)
+            .map_err(|e| unusable(format!("the key {} is unusable: {e}", path.display())))?;
+        if self.checks_key_id && signer.key_id() != set.current() {
+            return Err(unusable(format!(
+                "{} holds key {}, not {}",
+                path.display(),
+                signer.key_id(),
+                set.current()
+            )));
+        }
+        Ok(signer)
+    }
+
+    /// Keeps signing with the current key of the published set: checks whenever the
+    /// catalog's timestamp changes (every [`KEY_SET_CHECK_INTERVAL`]), forever (the server
+    /// spawns this as a task), and hands a new current key to `adopt` (`current`: the key
+    /// signing now). A set it cannot use is logged once and the old key kept, and checked
+    /// again every interval: a replica that got the set from the shared store before its
+    /// private key was copied to it takes the key up within an interval of its arrival.
+    pub(crate) async fn follow(
+        &self,
+        paths: CatalogPaths,
+        current: impl Fn() -> Option<KeyId>,
+        adopt: impl Fn(Signer),
+    ) {
+        let mut ticker = tokio::time::interval(KEY_SET_CHECK_INTERVAL);
+        let mut seen_timestamp = None;
+        let mut reported = None;
+        loop {
+            ticker.tick().await;
+            let timestamp = tokio::fs::read(paths.metadata.join("timestamp.json"))
+                .await
+                .ok();
+            if timestamp.is_none() || timestamp == seen_timestamp {
+                continue;
+            }
+            let from = current();
+            let next = published_set(&paths, self.target).and_then(|set| match set {
+                Some(set) if Some(set.current()) != from => self.signer(&paths, &set).map(Some),
+                _ => Ok(None),
+            });
+            match next {
+                Ok(Some(signer)) => {
+                    tracing::info!(from = ?from, to = %signer.key_id(), "now signing {} with the rotated {} key", self.signs, self.what);
+                    adopt(signer);
+                    seen_timestamp = timestamp;
+                }
+                Ok(None) => seen_timestamp = timestamp,
+                Err(error) => {
+                    if reported != timestamp {
+                        tracing::error!(%error, "the published {} key set is unusable; still signing with the previous key", self.what);
+                        reported = timestamp;
+                    }
+                }
+            }
+        }
     }
 
     /// Stores a private key (creating the directory).
@@ -170,16 +230,7 @@ pub(crate) fn published_set(
 
 /// The private key of the set's current key; a file holding another key is refused.
 pub fn signer(paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError> {
-    let signer = FILES.signer(paths, set)?;
-    if signer.key_id() != set.current() {
-        return Err(unusable(format!(
-            "{} holds key {}, not {}",
-            FILES.path(paths, set.current()).display(),
-            signer.key_id(),
-            set.current()
-        )));
-    }
-    Ok(signer)
+    FILES.signer(paths, set)
 }
 
 /// The published key set, publishing the first one when the catalog has none: the key a
@@ -231,43 +282,15 @@ pub async fn retire(paths: &CatalogPaths, key_id: KeyId) -> Result<KeySet, Serve
     Ok(next)
 }
 
-/// Keeps `service` signing with the current key of the published set: checks whenever the
-/// catalog's timestamp changes (every [`KEY_SET_CHECK_INTERVAL`]), forever (the server
-/// spawns this as a task). A set it cannot use is logged once and the old key kept, and
-/// checked again every interval: a replica that got the set from the shared store before
-/// its private key was copied to it takes the key up within an interval of its arrival.
+/// Keeps `service` signing with the current key of the published set ([`KeyFiles::follow`]).
 pub async fn keep_signer_current(service: Service, paths: CatalogPaths) {
-    let mut ticker = tokio::time::interval(KEY_SET_CHECK_INTERVAL);
-    let mut seen_timestamp = None;
-    let mut reported = None;
-    loop {
-        ticker.tick().await;
-        let timestamp = tokio::fs::read(paths.metadata.join("timestamp.json"))
-            .await
-            .ok();
-        if timestamp.is_none() || timestamp == seen_timestamp {
-            continue;
-        }
-        let current = service.signing_key_id();
-        let next = published(&paths).and_then(|set| match set {
-            Some(set) if set.current() != current => signer(&paths, &set).map(Some),
-            _ => Ok(None),
-        });
-        match next {
-            Ok(Some(signer)) => {
-                tracing::info!(from = %current, to = %signer.key_id(), "now signing tickets with the rotated personalization key");
-                service.set_signer(signer);
-                seen_timestamp = timestamp;
-            }
-            Ok(None) => seen_timestamp = timestamp,
-            Err(error) => {
-                if reported != timestamp {
-                    tracing::error!(%error, "the published personalization key set is unusable; still signing with the previous key");
-                    reported = timestamp;
-                }
-            }
-        }
-    }
+    FILES
+        .follow(
+            paths,
+            || Some(service.signing_key_id()),
+            |signer| service.set_signer(signer),
+        )
+        .await
 }
 
 async fn publish(paths: &CatalogPaths, set: &KeySet) -> Result<repo::RepoVersions, ServerError> {

@@ -239,12 +239,7 @@ impl Client {
     pub async fn probe(&self, path: &str) -> Result<Probe, AgentError> {
         let url = self.url(path);
         let started = std::time::Instant::now();
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| self.failed(&url, e))?;
+        let response = self.send(&url, self.http.get(&url)).await?;
         let retry_after_secs = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -408,12 +403,8 @@ impl Client {
 
     /// `GET url` with the device credential.
     async fn get_with(&self, url: &str, credential: &str) -> Result<reqwest::Response, AgentError> {
-        self.http
-            .get(url)
-            .bearer_auth(credential)
-            .send()
+        self.send(url, self.http.get(url).bearer_auth(credential))
             .await
-            .map_err(|e| self.failed(url, e))
     }
 
     /// `POST url` with the device credential and a JSON body.
@@ -423,13 +414,17 @@ impl Client {
         credential: &str,
         body: &B,
     ) -> Result<reqwest::Response, AgentError> {
-        self.http
-            .post(url)
-            .bearer_auth(credential)
-            .json(body)
-            .send()
+        self.send(url, self.http.post(url).bearer_auth(credential).json(body))
             .await
-            .map_err(|e| self.failed(url, e))
+    }
+
+    /// Sends `request` (to `url`): its response, whatever the status.
+    async fn send(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, AgentError> {
+        request.send().await.map_err(|e| self.failed(url, e))
     }
 
     /// Sends `request` (to `url`) and reads its answer whole under the 64 KiB cap, whatever
@@ -439,7 +434,7 @@ impl Client {
         url: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<(reqwest::StatusCode, Bytes), AgentError> {
-        let response = request.send().await.map_err(|e| self.failed(url, e))?;
+        let response = self.send(url, request).await?;
         let status = response.status();
         Ok((
             status,
@@ -624,7 +619,7 @@ impl Client {
         if start > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={start}-"));
         }
-        let response = request.send().await.map_err(|e| self.failed(&url, e))?;
+        let response = self.send(&url, request).await?;
         let status = response.status();
         if status == reqwest::StatusCode::PARTIAL_CONTENT {
             let content_range = response
@@ -653,13 +648,8 @@ impl Client {
     }
 
     async fn get_limited(&self, url: &str, limit: u64) -> Result<Bytes, AgentError> {
-        let response = self
-            .http
-            .get(url)
-            .timeout(self.stream_deadline(limit))
-            .send()
-            .await
-            .map_err(|e| self.failed(url, e))?;
+        let request = self.http.get(url).timeout(self.stream_deadline(limit));
+        let response = self.send(url, request).await?;
         if !response.status().is_success() {
             return Err(refused(url.to_owned(), response).await);
         }

@@ -180,15 +180,11 @@ impl Client {
             credential: String,
         }
         let url = self.url("/v1/enroll");
-        let response = self
+        let request = self
             .http
             .post(&url)
-            .json(&serde_json::json!({ "token": token, "identity": identity }))
-            .send()
-            .await
-            .map_err(|e| self.failed(&url, e))?;
-        let status = response.status();
-        let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
+            .json(&serde_json::json!({ "token": token, "identity": identity }));
+        let (status, body) = self.send_small(&url, request).await?;
         if status.is_success() {
             let enrolled: Enrolled =
                 serde_json::from_slice(&body).map_err(|e| AgentError::ServerInvalid {
@@ -243,12 +239,7 @@ impl Client {
     pub async fn probe(&self, path: &str) -> Result<Probe, AgentError> {
         let url = self.url(path);
         let started = std::time::Instant::now();
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| self.failed(&url, e))?;
+        let response = self.send(&url, self.http.get(&url)).await?;
         let retry_after_secs = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -303,16 +294,8 @@ impl Client {
         unparsed: &str,
     ) -> Result<T, AgentError> {
         let url = self.url(path);
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(credential)
-            .json(request)
-            .send()
-            .await
-            .map_err(|e| self.failed(&url, e))?;
-        let status = response.status();
-        let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
+        let request = self.http.post(&url).bearer_auth(credential).json(request);
+        let (status, body) = self.send_small(&url, request).await?;
         if status.is_success() {
             return parse(url, &body, unparsed);
         }
@@ -370,14 +353,7 @@ impl Client {
         batch: &ferry_events::EventBatch,
     ) -> Result<ferry_events::BatchAck, AgentError> {
         let url = self.url(ferry_events::wire::EVENTS_PATH);
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(credential)
-            .json(batch)
-            .send()
-            .await
-            .map_err(|e| self.failed(&url, e))?;
+        let response = self.post_with(&url, credential, batch).await?;
         self.small_answer(url, response, "the acknowledgement does not parse")
             .await
     }
@@ -407,19 +383,10 @@ impl Client {
         for_: &str,
     ) -> Result<serde_json::Value, AgentError> {
         let url = self.url("/v1/deferrals");
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(credential)
-            .json(&serde_json::json!({ "version": version, "for": for_ }))
-            .send()
+        let body = serde_json::json!({ "version": version, "for": for_ });
+        let response = self.post_with(&url, credential, &body).await?;
+        self.small_answer(url, response, "the deferral does not parse")
             .await
-            .map_err(|e| self.failed(&url, e))?;
-        if !response.status().is_success() {
-            return Err(refused(url, response).await);
-        }
-        let body = self.read_capped(&url, response, MAX_SMALL_ANSWER).await?;
-        parse(url, &body, "the deferral does not parse")
     }
 
     /// `GET /v1/rates?class=C` with the device credential: the class's phase rates.
@@ -436,12 +403,43 @@ impl Client {
 
     /// `GET url` with the device credential.
     async fn get_with(&self, url: &str, credential: &str) -> Result<reqwest::Response, AgentError> {
-        self.http
-            .get(url)
-            .bearer_auth(credential)
-            .send()
+        self.send(url, self.http.get(url).bearer_auth(credential))
             .await
-            .map_err(|e| self.failed(url, e))
+    }
+
+    /// `POST url` with the device credential and a JSON body.
+    async fn post_with<B: serde::Serialize + ?Sized>(
+        &self,
+        url: &str,
+        credential: &str,
+        body: &B,
+    ) -> Result<reqwest::Response, AgentError> {
+        self.send(url, self.http.post(url).bearer_auth(credential).json(body))
+            .await
+    }
+
+    /// Sends `request` (to `url`): its response, whatever the status.
+    async fn send(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, AgentError> {
+        request.send().await.map_err(|e| self.failed(url, e))
+    }
+
+    /// Sends `request` (to `url`) and reads its answer whole under the 64 KiB cap, whatever
+    /// its status: the status and the body, for a caller that reads refusals itself.
+    async fn send_small(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, Bytes), AgentError> {
+        let response = self.send(url, request).await?;
+        let status = response.status();
+        Ok((
+            status,
+            self.read_capped(url, response, MAX_SMALL_ANSWER).await?,
+        ))
     }
 
     /// A small JSON answer: a success parsed as `T` (`unparsed` names it), read under
@@ -621,7 +619,7 @@ impl Client {
         if start > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={start}-"));
         }
-        let response = request.send().await.map_err(|e| self.failed(&url, e))?;
+        let response = self.send(&url, request).await?;
         let status = response.status();
         if status == reqwest::StatusCode::PARTIAL_CONTENT {
             let content_range = response
@@ -650,13 +648,8 @@ impl Client {
     }
 
     async fn get_limited(&self, url: &str, limit: u64) -> Result<Bytes, AgentError> {
-        let response = self
-            .http
-            .get(url)
-            .timeout(self.stream_deadline(limit))
-            .send()
-            .await
-            .map_err(|e| self.failed(url, e))?;
+        let request = self.http.get(url).timeout(self.stream_deadline(limit));
+        let response = self.send(url, request).await?;
         if !response.status().is_success() {
             return Err(refused(url.to_owned(), response).await);
         }

@@ -177,6 +177,33 @@ impl ferry_types::Diagnose for FactsError {
 }
 
 /// Reads the facts of the device at `device_dir` whose slots live at `slot_path`.
+impl Facts {
+    /// Simulated facts: a battery at `battery` percent (`None`: none), AC power, a metered
+    /// network or not (`None`: unknown), and one 1 TiB filesystem with `free` bytes free
+    /// for data and system. For the tests of what reads facts (the install policy, the
+    /// agent's schedule).
+    pub fn simulated(battery: Option<u8>, on_ac: bool, metered: Option<bool>, free: u64) -> Facts {
+        let space = Space {
+            path: "/".into(),
+            capacity: 1 << 40,
+            free,
+            fs_id: 1,
+        };
+        Facts {
+            source: Source::Simulated,
+            power: Power {
+                battery_level: battery,
+                battery_charging: false,
+                on_ac,
+                low_power_mode: false,
+            },
+            metered_network: metered,
+            data_fs: space.clone(),
+            system_fs: space,
+        }
+    }
+}
+
 /// `simulated` is the device's `facts.toml`: used when it exists.
 pub fn read(device_dir: &Path, slot_path: &Path, simulated: &Path) -> Result<Facts, FactsError> {
     let data_fs = space(device_dir)?;

@@ -332,7 +332,6 @@ pub fn check(step: Step, facts: &Facts, policy: &Policy) -> Result<(), Precondit
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::{Power, Source, Space};
     use ferry_types::Diagnose;
 
     #[test]
@@ -358,24 +357,7 @@ mod tests {
     }
 
     fn facts(battery: Option<u8>, on_ac: bool, metered: Option<bool>, free: u64) -> Facts {
-        let space = Space {
-            path: "/".into(),
-            capacity: 1 << 40,
-            free,
-            fs_id: 1,
-        };
-        Facts {
-            source: Source::Simulated,
-            power: Power {
-                battery_level: battery,
-                battery_charging: false,
-                on_ac,
-                low_power_mode: false,
-            },
-            metered_network: metered,
-            data_fs: space.clone(),
-            system_fs: space,
-        }
+        Facts::simulated(battery, on_ac, metered, free)
     }
 
     const DOWNLOAD: Step = Step::Download { bytes: 200_000_000 };

@@ -65,10 +65,7 @@ pub async fn agent(a: AgentArgs) -> Result<ExitCode, Failure> {
         AgentCommand::Scan => ("/v1/scan", "offers"),
         AgentCommand::Reload => ("/v1/reload", "changed"),
     };
-    let answer = client
-        .post(route, serde_json::json!({}))
-        .await
-        .map_err(|e| crate::local::failure(e, a.json))?;
+    let answer = crate::local::call(&client, route, Some(serde_json::json!({})), a.json).await?;
     if a.json {
         println!("{answer}");
         return Ok(ExitCode::SUCCESS);
@@ -147,22 +144,14 @@ pub async fn progress(a: ProgressArgs) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::SUCCESS);
     };
     if !a.follow {
-        let answer = client
-            .get("/v1/progress")
-            .await
-            .map_err(|e| crate::local::failure(e, json))?;
+        let answer = crate::local::call(&client, "/v1/progress", None, json).await?;
         if json {
             println!("{answer}");
         } else {
             match answer["progress"].as_object() {
                 Some(_) => {
                     let sample: ferry_daemon::events::Sample =
-                        serde_json::from_value(answer["progress"].clone()).map_err(|e| {
-                            Failure::from(ferry_daemon::DaemonError::Api {
-                                path: "/v1/progress".into(),
-                                reason: e.to_string(),
-                            })
-                        })?;
+                        crate::local::read(&answer, "/v1/progress", Some("progress"), json)?;
                     println!(
                         "[{:5.1}%] {:<20} {}",
                         sample.percent, sample.state, sample.action

@@ -97,74 +97,31 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
         }));
     }
     let window = Window::measure(measure_from, deadline, a.seconds).await;
-    let Window {
-        server_cpu,
-        client_cpu,
-        load_before,
-        load_after,
-        ..
-    } = window;
-    let client_share = 100.0 * client_cpu / (server_cpu + client_cpu).max(1.0);
 
     let tally = Tally::join(tasks).await?;
     server.stop().await;
-    let (n, errors, first_error) = (
-        tally.latencies.len(),
-        tally.errors,
-        tally.first_error.clone(),
-    );
-    let pct = |p: f64| tally.percentile_ms(p);
+    let n = tally.latencies.len();
     let per_second = n as f64 / a.seconds.max(1) as f64;
     let nonces: i64 = sqlx_count(&data).await;
+    let run = Run::new(a.seconds, a.connections, a.devices, a.server_threads);
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "tickets_per_second": per_second,
-                "tickets": n,
-                "errors": errors,
-                "p50_ms": pct(0.50),
-                "p99_ms": pct(0.99),
-                "max_ms": pct(1.0),
-                "connections": a.connections,
-                "devices": a.devices,
-                "seconds": a.seconds,
-                "cores": std::thread::available_parallelism().map_or(0, |c| c.get()),
-                "server_threads": a.server_threads,
-                "nonces_recorded": nonces,
-                "server_cpu_percent": server_cpu,
-                "client_cpu_percent": client_cpu,
-                "client_cpu_share_percent": client_share,
-                "load_average_before": load_before,
-                "load_average_after": load_after,
-            })
-        );
+        let mut result = serde_json::json!({
+            "tickets_per_second": per_second,
+            "tickets": n,
+            "nonces_recorded": nonces,
+            "client_cpu_share_percent": window.client_share(),
+        });
+        run.add_json(&mut result, &tally, &window);
+        println!("{result}");
     } else {
         println!(
-            "{n} tickets in {} s over {} connections ({} devices, {} cores): {per_second:.0} tickets/s, \
-             p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {errors} errors; {nonces} nonces recorded",
-            a.seconds,
-            a.connections,
-            a.devices,
-            std::thread::available_parallelism().map_or(0, |c| c.get()),
-            pct(0.50),
-            pct(0.99),
-            pct(1.0),
+            "{n} tickets {}: {per_second:.0} tickets/s, {}; {nonces} nonces recorded",
+            run.text(),
+            tally.latency_text(),
         );
-        println!(
-            "CPU over the window (100% = one core): server {server_cpu:.0}%, load generator \
-             {client_cpu:.0}% ({client_share:.0}% of the CPU this process used); \
-             load average {load_before} before, {load_after} after"
-        );
+        println!("{}", window.cpu_line(true));
     }
-    if let Some(e) = first_error {
-        eprintln!("first error: {e}");
-    }
-    Ok(if errors == 0 && n > 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(tally.exit_code(true))
 }
 
 /// The benchmarks' server: HTTPS on loopback with a development catalog, on a runtime of
@@ -383,12 +340,98 @@ impl Tally {
         Ok(all)
     }
 
+    /// Prints the first error, if any; success when requests were answered, none failed and
+    /// `also` (the benchmark's own check) holds.
+    pub(crate) fn exit_code(&self, also: bool) -> ExitCode {
+        if let Some(e) = &self.first_error {
+            eprintln!("first error: {e}");
+        }
+        if self.errors == 0 && !self.latencies.is_empty() && also {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    }
+
+    /// "p50 X ms, p99 Y ms, max Z ms, E errors".
+    pub(crate) fn latency_text(&self) -> String {
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
+            self.percentile_ms(0.50),
+            self.percentile_ms(0.99),
+            self.percentile_ms(1.0),
+            self.errors
+        )
+    }
+
     /// The latency at quantile `p` (0 to 1) in milliseconds; 0 without any.
     pub(crate) fn percentile_ms(&self, p: f64) -> f64 {
         let n = self.latencies.len();
         self.latencies
             .get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    }
+}
+
+/// How a benchmark ran (its arguments), as its result states it.
+pub(crate) struct Run {
+    seconds: u64,
+    connections: usize,
+    devices: usize,
+    server_threads: usize,
+}
+
+impl Run {
+    pub(crate) fn new(
+        seconds: u64,
+        connections: usize,
+        devices: usize,
+        server_threads: usize,
+    ) -> Run {
+        Run {
+            seconds,
+            connections,
+            devices,
+            server_threads,
+        }
+    }
+
+    /// The cores this machine has (0 when unknown).
+    fn cores() -> usize {
+        std::thread::available_parallelism().map_or(0, |c| c.get())
+    }
+
+    /// "in S s over C connections (D devices, N cores)".
+    pub(crate) fn text(&self) -> String {
+        format!(
+            "in {} s over {} connections ({} devices, {} cores)",
+            self.seconds,
+            self.connections,
+            self.devices,
+            Run::cores()
+        )
+    }
+
+    /// Adds the run's, the tally's and the window's figures to a benchmark's JSON result
+    /// (an object).
+    pub(crate) fn add_json(&self, result: &mut serde_json::Value, tally: &Tally, window: &Window) {
+        if let Some(fields) = result.as_object_mut() {
+            let figures = serde_json::json!({
+                "connections": self.connections,
+                "devices": self.devices,
+                "seconds": self.seconds,
+                "cores": Run::cores(),
+                "server_threads": self.server_threads,
+                "errors": tally.errors,
+                "p50_ms": tally.percentile_ms(0.50),
+                "p99_ms": tally.percentile_ms(0.99),
+                "max_ms": tally.percentile_ms(1.0),
+            });
+            if let serde_json::Value::Object(figures) = figures {
+                fields.extend(figures);
+            }
+        }
+        window.add_json(result);
     }
 }
 
@@ -419,6 +462,42 @@ impl Window {
             load_before,
             load_after,
         }
+    }
+
+    /// The load generator's share of the CPU this process used, in percent.
+    pub(crate) fn client_share(&self) -> f64 {
+        100.0 * self.client_cpu / (self.server_cpu + self.client_cpu).max(1.0)
+    }
+
+    /// Adds the window's figures to a benchmark's JSON result (an object): CPU percents of
+    /// the server and the load generator, the load average before and after.
+    pub(crate) fn add_json(&self, result: &mut serde_json::Value) {
+        if let Some(fields) = result.as_object_mut() {
+            fields.insert("server_cpu_percent".into(), self.server_cpu.into());
+            fields.insert("client_cpu_percent".into(), self.client_cpu.into());
+            fields.insert(
+                "load_average_before".into(),
+                self.load_before.clone().into(),
+            );
+            fields.insert("load_average_after".into(), self.load_after.clone().into());
+        }
+    }
+
+    /// The window's figures as a line of text; `share`: with the load generator's share.
+    pub(crate) fn cpu_line(&self, share: bool) -> String {
+        let share = if share {
+            format!(
+                " ({:.0}% of the CPU this process used)",
+                self.client_share()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "CPU over the window (100% = one core): server {:.0}%, load generator {:.0}%{share}; \
+             load average {} before, {} after",
+            self.server_cpu, self.client_cpu, self.load_before, self.load_after
+        )
     }
 }
 

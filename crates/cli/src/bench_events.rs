@@ -20,7 +20,7 @@ use ferry_server::{DataDir, ServiceOptions};
 use ferry_types::{DeviceId, PayloadKind};
 
 use crate::args::BenchEventsArgs;
-use crate::bench::{BenchServer, CLASS, Tally, Window, bench_failure, connection_client};
+use crate::bench::{BenchServer, CLASS, Run, Tally, Window, bench_failure, connection_client};
 use crate::failure::Failure;
 
 /// One device's report, as an install's `installed` step carries it.
@@ -141,22 +141,10 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
     }
     let window = Window::measure(measure_from, deadline, a.seconds).await;
     let seconds = window.seconds;
-    let Window {
-        server_cpu,
-        client_cpu,
-        load_before,
-        load_after,
-        ..
-    } = window;
 
     let tally = Tally::join(tasks).await?;
     server.stop().await;
-    let (n, errors, first_error) = (
-        tally.latencies.len(),
-        tally.errors,
-        tally.first_error.clone(),
-    );
-    let pct = |p: f64| tally.percentile_ms(p);
+    let n = tally.latencies.len();
     let reports_per_second = (n as u64 * batch_size) as f64 / seconds;
     let stored = data
         .db
@@ -167,50 +155,22 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
         .await
         .map(|r| r.len())
         .unwrap_or(0);
+    let run = Run::new(a.seconds, a.connections, a.devices, a.server_threads);
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "reports_per_second": reports_per_second,
-                "batches": n,
-                "batch": batch_size,
-                "errors": errors,
-                "p50_ms": pct(0.50),
-                "p99_ms": pct(0.99),
-                "max_ms": pct(1.0),
-                "connections": a.connections,
-                "devices": a.devices,
-                "seconds": a.seconds,
-                "server_threads": a.server_threads,
-                "server_cpu_percent": server_cpu,
-                "client_cpu_percent": client_cpu,
-                "load_average_before": load_before,
-                "load_average_after": load_after,
-            })
-        );
+        let mut result = serde_json::json!({
+            "reports_per_second": reports_per_second,
+            "batches": n,
+            "batch": batch_size,
+        });
+        run.add_json(&mut result, &tally, &window);
+        println!("{result}");
     } else {
         println!(
-            "{n} batches of {batch_size} in {} s over {} connections ({} devices, {} cores): \
-             {reports_per_second:.0} reports/s, batch p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {errors} errors",
-            a.seconds,
-            a.connections,
-            a.devices,
-            std::thread::available_parallelism().map_or(0, |c| c.get()),
-            pct(0.50),
-            pct(0.99),
-            pct(1.0),
+            "{n} batches of {batch_size} {}: {reports_per_second:.0} reports/s, batch {}",
+            run.text(),
+            tally.latency_text(),
         );
-        println!(
-            "CPU over the window (100% = one core): server {server_cpu:.0}%, load generator \
-             {client_cpu:.0}%; load average {load_before} before, {load_after} after"
-        );
+        println!("{}", window.cpu_line(false));
     }
-    if let Some(e) = first_error {
-        eprintln!("first error: {e}");
-    }
-    Ok(if errors == 0 && n > 0 && stored > 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(tally.exit_code(stored > 0))
 }

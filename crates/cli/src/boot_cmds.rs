@@ -62,20 +62,8 @@ pub(crate) async fn reboot_through(
     simulate_crash: bool,
     json: bool,
 ) -> Result<agent_reboot::RebootOutcome, Failure> {
-    let answer = agent
-        .post(
-            "/v1/reboot",
-            serde_json::json!({ "simulate_crash": simulate_crash }),
-        )
-        .await
-        .map_err(|e| crate::local::failure(e, json))?;
-    serde_json::from_value(answer["rebooted"].clone()).map_err(|e| {
-        Failure::from(ferry_daemon::DaemonError::Api {
-            path: "/v1/reboot".into(),
-            reason: e.to_string(),
-        })
-        .json(json)
-    })
+    let body = serde_json::json!({ "simulate_crash": simulate_crash });
+    crate::local::ask(agent, "/v1/reboot", Some(body), Some("rebooted"), json).await
 }
 
 pub async fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
@@ -113,17 +101,8 @@ pub async fn reboot(r: RebootArgs) -> Result<ExitCode, Failure> {
 pub async fn boot_check(a: DeviceArgs) -> Result<ExitCode, Failure> {
     let running = match crate::local::agent(&a.device).await {
         Some(agent) => {
-            let answer = agent
-                .post("/v1/boot-check", serde_json::json!({}))
-                .await
-                .map_err(|e| crate::local::failure(e, a.json))?;
-            serde_json::from_value(answer["slot"].clone()).map_err(|e| {
-                Failure::from(ferry_daemon::DaemonError::Api {
-                    path: "/v1/boot-check".into(),
-                    reason: e.to_string(),
-                })
-                .json(a.json)
-            })?
+            let body = Some(serde_json::json!({}));
+            crate::local::ask(&agent, "/v1/boot-check", body, Some("slot"), a.json).await?
         }
         None => {
             let device = open(&a)?;

@@ -65,10 +65,8 @@ pub async fn list(a: DeviceArgs, full: bool) -> Result<ExitCode, Failure> {
     let offers: Vec<serde_json::Value> = match crate::local::agent(&a.device).await {
         Some(agent) => {
             let route = if full { "/v1/list-full" } else { "/v1/scan" };
-            let answer = agent
-                .post(route, serde_json::json!({}))
-                .await
-                .map_err(|e| crate::local::failure(e, a.json))?;
+            let answer =
+                crate::local::call(&agent, route, Some(serde_json::json!({})), a.json).await?;
             answer["offers"].as_array().cloned().unwrap_or_default()
         }
         _ => {
@@ -168,13 +166,7 @@ async fn through_agent(
         .await;
     follower.abort();
     let answer = answer.map_err(|e| crate::local::failure(e, json))?;
-    serde_json::from_value(answer["outcome"].clone()).map_err(|e| {
-        Failure::from(ferry_daemon::DaemonError::Api {
-            path: route.into(),
-            reason: e.to_string(),
-        })
-        .json(json)
-    })
+    crate::local::read(&answer, route, Some("outcome"), json)
 }
 
 /// `ferry download`: stage an update to install later.
@@ -341,20 +333,7 @@ pub async fn install(a: InstallArgs) -> Result<ExitCode, Failure> {
 /// device directory itself.
 pub async fn why(a: DeviceArgs) -> Result<ExitCode, Failure> {
     let answer: Vec<ferry_agent::why::WhyNot> = match crate::local::agent(&a.device).await {
-        Some(agent) => {
-            let answer = agent
-                .get("/v1/why")
-                .await
-                .map_err(|e| crate::local::failure(e, a.json))?;
-            serde_json::from_value(answer["why"].clone()).map_err(|e| {
-                Failure::new(
-                    "AGENT_API",
-                    format!("the agent's answer to GET /v1/why does not parse: {e}"),
-                    "Run the same version of ferry as the agent (restart the agent after an upgrade)",
-                )
-                .json(a.json)
-            })?
-        }
+        Some(agent) => crate::local::ask(&agent, "/v1/why", None, Some("why"), a.json).await?,
         None => {
             let device = open(&a)?;
             let answer = ferry_agent::why::why(&device)
@@ -385,13 +364,10 @@ pub async fn why(a: DeviceArgs) -> Result<ExitCode, Failure> {
 pub async fn defer(a: crate::args::DeferArgs) -> Result<ExitCode, Failure> {
     let json = a.device.json;
     let answer = match crate::local::agent(&a.device.device).await {
-        Some(agent) => agent
-            .post(
-                "/v1/defer",
-                serde_json::json!({ "version": a.version, "for": a.for_ }),
-            )
-            .await
-            .map_err(|e| crate::local::failure(e, json))?,
+        Some(agent) => {
+            let body = serde_json::json!({ "version": a.version, "for": a.for_ });
+            crate::local::call(&agent, "/v1/defer", Some(body), json).await?
+        }
         None => {
             let device = open(&a.device)?;
             ferry_agent::trust::director::defer(&device, &a.version, &a.for_)
@@ -420,13 +396,8 @@ pub async fn audience_set(a: AudienceSetArgs) -> Result<ExitCode, Failure> {
     let json = a.device.json;
     let previous = match crate::local::agent(&a.device.device).await {
         Some(agent) => {
-            let answer = agent
-                .post(
-                    "/v1/audience",
-                    serde_json::json!({ "audience": a.audience }),
-                )
-                .await
-                .map_err(|e| crate::local::failure(e, json))?;
+            let body = serde_json::json!({ "audience": a.audience });
+            let answer = crate::local::call(&agent, "/v1/audience", Some(body), json).await?;
             answer["previous"].as_str().unwrap_or_default().to_owned()
         }
         None => {

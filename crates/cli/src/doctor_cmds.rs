@@ -28,17 +28,8 @@ pub async fn doctor(d: DoctorArgs) -> Result<ExitCode, Failure> {
     if d.fix {
         let fixes = match crate::local::agent(&a.device).await {
             Some(agent) => {
-                let answer = agent
-                    .post("/v1/doctor/fix", serde_json::json!({}))
-                    .await
-                    .map_err(|e| crate::local::failure(e, a.json))?;
-                serde_json::from_value(answer["fixes"].clone()).map_err(|e| {
-                    Failure::from(ferry_daemon::DaemonError::Api {
-                        path: "/v1/doctor/fix".into(),
-                        reason: e.to_string(),
-                    })
-                    .json(a.json)
-                })?
+                let body = Some(serde_json::json!({}));
+                crate::local::ask(&agent, "/v1/doctor/fix", body, Some("fixes"), a.json).await?
             }
             None => doctor::fix::fix(&a.device, &report).await,
         };

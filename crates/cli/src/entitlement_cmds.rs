@@ -5,7 +5,6 @@
 
 use std::process::ExitCode;
 
-use ferry_server::DataDir;
 use ferry_server::fleet::time_of;
 use ferry_server::rollouts::cohort::DeviceFacts;
 use ferry_server::rollouts::entitle::{DeviceTags, Entitlement, NewEntitlement};
@@ -55,17 +54,8 @@ fn print_facts(f: &DeviceFacts) {
 pub async fn entitlement(a: EntitlementArgs) -> Result<ExitCode, Failure> {
     let json = a.json;
     let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
-    let path = a.data.ok_or_else(|| {
-        Failure::new(
-            "USAGE",
-            "ferry entitlement needs --data DIR",
-            "pass the server's data directory with --data",
-        )
-        .json(json)
-    })?;
-    let db = &DataDir::open_database(&path, a.database.as_deref())
-        .await
-        .map_err(fail)?;
+    let db = &crate::server_cmds::open_database("entitlement", a.data, a.database.as_deref(), json)
+        .await?;
     match a.action {
         EntitlementAction::Grant { class, version, to } => {
             let e = db

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use ferry_agent::device::Device;
 use ferry_daemon::client::{CallError, Client};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::args::DeviceArgs;
 use crate::failure::Failure;
@@ -46,4 +48,51 @@ pub fn failure(error: CallError, json: bool) -> Failure {
             failure.json(json)
         }
     }
+}
+
+/// `GET path` (`body` `None`) or `POST path body` to the running agent: its answer, or the
+/// command's failure ([`failure`]).
+pub(crate) async fn call(
+    agent: &Client,
+    path: &str,
+    body: Option<Value>,
+    json: bool,
+) -> Result<Value, Failure> {
+    let answer = match body {
+        None => agent.get(path).await,
+        Some(body) => agent.post(path, body).await,
+    };
+    answer.map_err(|e| failure(e, json))
+}
+
+/// The agent's answer to `path` (or its `field`) read as a `T`: an answer this ferry cannot
+/// read is `AGENT_API` (an agent of another version).
+pub(crate) fn read<T: DeserializeOwned>(
+    answer: &Value,
+    path: &str,
+    field: Option<&str>,
+    json: bool,
+) -> Result<T, Failure> {
+    let value = match field {
+        Some(field) => answer[field].clone(),
+        None => answer.clone(),
+    };
+    serde_json::from_value(value).map_err(|e| {
+        Failure::from(ferry_daemon::DaemonError::Api {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+        .json(json)
+    })
+}
+
+/// [`call`] then [`read`]: the `field` of the agent's answer to `path` as a `T`.
+pub(crate) async fn ask<T: DeserializeOwned>(
+    agent: &Client,
+    path: &str,
+    body: Option<Value>,
+    field: Option<&str>,
+    json: bool,
+) -> Result<T, Failure> {
+    read(&call(agent, path, body, json).await?, path, field, json)
 }

@@ -12,18 +12,8 @@ use ferry_types::Diagnose;
 async fn read(a: &DeviceArgs) -> Result<ferry_fsm::JournalRead, Failure> {
     let journal = match crate::local::agent(&a.device).await {
         Some(agent) => {
-            let answer = agent
-                .get("/v1/journal")
-                .await
-                .map_err(|e| crate::local::failure(e, a.json))?;
-            let records: Vec<ferry_fsm::Record> = serde_json::from_value(answer["records"].clone())
-                .map_err(|e| {
-                    Failure::from(ferry_daemon::DaemonError::Api {
-                        path: "/v1/journal".into(),
-                        reason: e.to_string(),
-                    })
-                    .json(a.json)
-                })?;
+            let answer = crate::local::call(&agent, "/v1/journal", None, a.json).await?;
+            let records = crate::local::read(&answer, "/v1/journal", Some("records"), a.json)?;
             ferry_fsm::JournalRead {
                 records,
                 torn: None,

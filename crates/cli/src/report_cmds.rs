@@ -22,10 +22,7 @@ struct StatusView {
 
 pub async fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
     let value = match crate::local::agent(&a.device).await {
-        Some(agent) => agent
-            .get("/v1/status")
-            .await
-            .map_err(|e| crate::local::failure(e, a.json))?,
+        Some(agent) => crate::local::call(&agent, "/v1/status", None, a.json).await?,
         None => {
             let device = open(&a)?;
             let s = agent_status::status(&device).map_err(|e| Failure::from(e).json(a.json))?;
@@ -39,12 +36,7 @@ pub async fn status(a: DeviceArgs) -> Result<ExitCode, Failure> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let view: StatusView = serde_json::from_value(value).map_err(|e| {
-        Failure::from(ferry_daemon::DaemonError::Api {
-            path: "/v1/status".into(),
-            reason: e.to_string(),
-        })
-    })?;
+    let view: StatusView = crate::local::read(&value, "/v1/status", None, a.json)?;
     let (s, last_scan) = (view.status, view.last_scan);
     println!(
         "device {} ({}), audience {}, server {}",
@@ -231,19 +223,7 @@ pub async fn deliver(a: DeliverArgs) -> Result<ExitCode, Failure> {
 
 pub async fn history(a: DeviceArgs) -> Result<ExitCode, Failure> {
     let receipts: Vec<ferry_agent::device::Receipt> = match crate::local::agent(&a.device).await {
-        Some(agent) => {
-            let value = agent
-                .get("/v1/history")
-                .await
-                .map_err(|e| crate::local::failure(e, a.json))?;
-            serde_json::from_value(value).map_err(|e| {
-                Failure::from(ferry_daemon::DaemonError::Api {
-                    path: "/v1/history".into(),
-                    reason: e.to_string(),
-                })
-                .json(a.json)
-            })?
-        }
+        Some(agent) => crate::local::ask(&agent, "/v1/history", None, None, a.json).await?,
         None => {
             let device = open(&a)?;
             agent_status::history(&device).map_err(|e| Failure::from(e).json(a.json))?

@@ -4,7 +4,6 @@
 
 use std::process::ExitCode;
 
-use ferry_server::DataDir;
 use ferry_server::fleet::time_of;
 use ferry_server::rollouts::{Action, Explanation, NewRollout, Rollout, RolloutView};
 use ferry_types::DeviceId;
@@ -15,17 +14,8 @@ use crate::failure::Failure;
 pub async fn rollout(a: RolloutArgs) -> Result<ExitCode, Failure> {
     let json = a.json;
     let fail = |e: ferry_server::ServerError| Failure::from(e).json(json);
-    let path = a.data.ok_or_else(|| {
-        Failure::new(
-            "USAGE",
-            "ferry rollout needs --data DIR",
-            "pass the server's data directory with --data",
-        )
-        .json(json)
-    })?;
-    let db = &DataDir::open_database(&path, a.database.as_deref())
-        .await
-        .map_err(fail)?;
+    let db =
+        &crate::server_cmds::open_database("rollout", a.data, a.database.as_deref(), json).await?;
     let act = |id, action| async move { db.act_on_rollout(id, action).await };
     match a.action {
         RolloutAction::Create {

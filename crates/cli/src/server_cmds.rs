@@ -2,6 +2,7 @@
 //! `token`, `devices`, `signing-window`; `personalization-key` is in `key_cmds`, `fleet`
 //! and `events` in `fleet_cmds`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ferry_server::devices::TokenScope;
@@ -27,13 +28,7 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
         Some(ServerCommand::User(u)) => return crate::user_cmds::run(u).await,
         None => {}
     }
-    let data_path = a.data.ok_or_else(|| {
-        Failure::new(
-            "USAGE",
-            "ferry server needs --data DIR",
-            "pass the server's data directory with --data",
-        )
-    })?;
+    let data_path = required_data("server", a.data, false)?;
     // Every connection costs a descriptor or two: use what the hard limit allows.
     ferry_server::serve::raise_descriptor_limit();
     let data = DataDir::open_with(&data_path, a.database.as_deref(), a.store.as_deref()).await?;
@@ -70,6 +65,36 @@ pub async fn server(a: ServerArgs) -> Result<ExitCode, Failure> {
     println!("ferry server listening on https://{addr}");
     https.serve(listener).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `--data` directory `ferry COMMAND` needs: `USAGE` when it is missing.
+pub(crate) fn required_data(
+    command: &str,
+    data: Option<PathBuf>,
+    json: bool,
+) -> Result<PathBuf, Failure> {
+    data.ok_or_else(|| {
+        Failure::new(
+            "USAGE",
+            format!("ferry {command} needs --data DIR"),
+            "pass the server's data directory with --data",
+        )
+        .json(json)
+    })
+}
+
+/// The server database of `--data` (or `--database`), for a command that reads and writes
+/// it directly, whether or not the server runs.
+pub(crate) async fn open_database(
+    command: &str,
+    data: Option<PathBuf>,
+    database: Option<&str>,
+    json: bool,
+) -> Result<ferry_server::db::Db, Failure> {
+    let path = required_data(command, data, json)?;
+    DataDir::open_database(&path, database)
+        .await
+        .map_err(|e| Failure::from(e).json(json))
 }
 
 async fn server_token(a: ServerTokenArgs) -> Result<ExitCode, Failure> {

@@ -336,27 +336,9 @@ pub fn decide(s: &Situation) -> (Next, Option<Hold>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_agent::facts::{Power, Source, Space};
 
     fn facts(battery: Option<u8>) -> Facts {
-        let space = Space {
-            path: "/".into(),
-            capacity: 1 << 40,
-            free: 1 << 40,
-            fs_id: 1,
-        };
-        Facts {
-            source: Source::Simulated,
-            power: Power {
-                battery_level: battery,
-                battery_charging: false,
-                on_ac: battery.is_none(),
-                low_power_mode: false,
-            },
-            metered_network: None,
-            data_fs: space.clone(),
-            system_fs: space,
-        }
+        Facts::simulated(battery, battery.is_none(), None, 1 << 40)
     }
 
     fn situation<'a>(

@@ -206,29 +206,18 @@ pub(crate) fn apply_pinned(
     for op in &tables.ops {
         match *op {
             Op::Copy { n, old_block } => {
-                let mut len = (n * BLOCK_SIZE as u64).min(new_size - position);
-                let mut source = old_block * BLOCK_SIZE as u64;
-                while len > 0 {
-                    let room = window.room().min(len as usize);
-                    let start = window.buf.len();
-                    window.buf.resize(start + room, 0);
-                    read_reference(reference, &mut window.buf[start..], source)?;
-                    reference_bytes_read += room as u64;
-                    source += room as u64;
-                    len -= room as u64;
-                    position += room as u64;
-                    window.flush_if_full(sink)?;
-                }
+                let len = (n * BLOCK_SIZE as u64).min(new_size - position);
+                let source = old_block * BLOCK_SIZE as u64;
+                window.fill(sink, len, |piece, at| {
+                    read_reference(reference, piece, source + at)
+                })?;
+                reference_bytes_read += len;
+                position += len;
             }
             Op::Zero { n } => {
-                let mut len = (n * BLOCK_SIZE as u64).min(new_size - position);
-                while len > 0 {
-                    let room = window.room().min(len as usize);
-                    window.buf.resize(window.buf.len() + room, 0);
-                    len -= room as u64;
-                    position += room as u64;
-                    window.flush_if_full(sink)?;
-                }
+                let len = (n * BLOCK_SIZE as u64).min(new_size - position);
+                window.fill(sink, len, |_zeroed, _| Ok(()))?;
+                position += len;
             }
             Op::Literal { n } => {
                 let mut len = (n * BLOCK_SIZE as u64).min(new_size - position);
@@ -415,6 +404,26 @@ struct Window<'a> {
 impl Window<'_> {
     fn room(&self) -> usize {
         self.size - self.buf.len()
+    }
+
+    /// Appends `len` bytes: each piece (at most the room left) is zeroed, then `fill`
+    /// writes it, given its offset from the first; the window is flushed as it fills.
+    fn fill(
+        &mut self,
+        sink: &mut impl SlotSink,
+        len: u64,
+        mut fill: impl FnMut(&mut [u8], u64) -> Result<()>,
+    ) -> Result<()> {
+        let mut done = 0u64;
+        while done < len {
+            let room = self.room().min((len - done) as usize);
+            let start = self.buf.len();
+            self.buf.resize(start + room, 0);
+            fill(&mut self.buf[start..], done)?;
+            done += room as u64;
+            self.flush_if_full(sink)?;
+        }
+        Ok(())
     }
 
     fn flush_if_full(&mut self, sink: &mut impl SlotSink) -> Result<()> {

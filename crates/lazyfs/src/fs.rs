@@ -133,6 +133,14 @@ fn empty(result: Result<(), Errno>, reply: ReplyEmpty) {
     }
 }
 
+/// Answers an `open` or `opendir`: no file handle (the inode is the handle), or the error.
+fn opened(result: Result<(), Errno>, reply: ReplyOpen) {
+    match result {
+        Ok(()) => reply.opened(0, 0),
+        Err(e) => reply.error(e),
+    }
+}
+
 impl Filesystem for LazyFuse {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         let ino = self
@@ -301,13 +309,8 @@ impl Filesystem for LazyFuse {
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
-        match self
-            .powered()
-            .and_then(|()| self.0.tree().node(ino).map(|_| ()))
-        {
-            Ok(()) => reply.opened(0, 0),
-            Err(e) => reply.error(e),
-        }
+        let exists = |()| self.0.tree().node(ino).map(|_| ());
+        opened(self.powered().and_then(exists), reply);
     }
 
     fn read(
@@ -376,13 +379,8 @@ impl Filesystem for LazyFuse {
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
-        match self
-            .powered()
-            .and_then(|()| self.0.tree().list(ino).map(|_| ()))
-        {
-            Ok(()) => reply.opened(0, 0),
-            Err(e) => reply.error(e),
-        }
+        let exists = |()| self.0.tree().list(ino).map(|_| ());
+        opened(self.powered().and_then(exists), reply);
     }
 
     fn readdir(

@@ -35,6 +35,18 @@ fn sync_dir(dir: &Path) {
     File::open(dir).unwrap().sync_all().unwrap();
 }
 
+/// Replaces `dir/name` with `content` as a crash-safe write does: a synced temp file,
+/// renamed over it, the directory synced.
+fn replace_durably(dir: &Path, name: &str, content: &[u8]) {
+    let temp = dir.join(format!(".{name}.tmp"));
+    let mut new = File::create(&temp).unwrap();
+    new.write_all(content).unwrap();
+    new.sync_all().unwrap();
+    drop(new);
+    fs::rename(&temp, dir.join(name)).unwrap();
+    sync_dir(dir);
+}
+
 fn read(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok()
 }
@@ -106,12 +118,7 @@ fn a_rename_synced_with_its_directory_survives_and_a_clean_unmount_keeps_all() {
         return;
     };
     let mnt = tmp.path().join("mnt");
-    let mut new = File::create(mnt.join(".old.tmp")).unwrap();
-    new.write_all(b"new\n").unwrap();
-    new.sync_all().unwrap();
-    drop(new);
-    fs::rename(mnt.join(".old.tmp"), mnt.join("old")).unwrap();
-    sync_dir(&mnt);
+    replace_durably(&mnt, "old", b"new\n");
     fs::write(mnt.join("unsynced"), b"u\n").unwrap();
     let durable: Vec<_> = lazy
         .durable_state()
@@ -167,12 +174,7 @@ fn with_directory_syncs_forgotten_a_synced_rename_is_lost() {
     };
     lazy.forget_dir_syncs();
     let mnt = tmp.path().join("mnt");
-    let mut new = File::create(mnt.join(".old.tmp")).unwrap();
-    new.write_all(b"new\n").unwrap();
-    new.sync_all().unwrap();
-    drop(new);
-    fs::rename(mnt.join(".old.tmp"), mnt.join("old")).unwrap();
-    sync_dir(&mnt);
+    replace_durably(&mnt, "old", b"new\n");
     lazy.unmount_after_cut().unwrap();
     let backing = tmp.path().join("backing");
     assert_eq!(read(&backing.join("old")).as_deref(), Some("old\n"));

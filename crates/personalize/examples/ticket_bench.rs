@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use ferry_personalize::{
-    Component, DeviceStatus, Expectation, Facts, Nonce, Policy, Signer, TicketRequest, verify,
+    Component, Expectation, Facts, Nonce, Policy, Signer, TicketRequest, verify,
 };
 use ferry_types::{DeviceId, Identity, RootHash};
 
@@ -40,14 +40,7 @@ fn main() {
         ],
         device_time: Utc::now(),
     };
-    let facts = Facts {
-        device: DeviceStatus::Enrolled,
-        window_open: true,
-        published: request.components.clone(),
-        nonce_seen: false,
-        rate_limited: false,
-        rollout: None,
-    };
+    let facts = Facts::allowing(request.components.clone());
     let policy = Policy::default();
 
     // Decide + sign, as the server does per request.

@@ -3,9 +3,7 @@
 //! Run with `cargo run --example wire`.
 
 use chrono::{TimeZone, Utc};
-use ferry_personalize::{
-    CredentialSigner, DeviceStatus, Facts, Policy, Refusal, Signer, TicketRequest,
-};
+use ferry_personalize::{CredentialSigner, Facts, Policy, Refusal, Signer, TicketRequest};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let now = Utc
@@ -24,14 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "device_time": "2026-03-20T18:51:30Z"
     }))?;
     println!("request:\n{}\n", serde_json::to_string_pretty(&request)?);
-    let facts = Facts {
-        device: DeviceStatus::Enrolled,
-        window_open: true,
-        published: request.components.clone(),
-        nonce_seen: false,
-        rate_limited: false,
-        rollout: None,
-    };
+    let facts = Facts::allowing(request.components.clone());
     let signer = Signer::generate();
     let signed = signer.sign(&Policy::default().decide(&request, now, &facts)?);
     println!("signed ticket:\n{}\n", String::from_utf8(signed.to_json())?);

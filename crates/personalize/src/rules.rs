@@ -61,6 +61,22 @@ pub struct Facts {
     pub rollout: Option<RolloutHold>,
 }
 
+impl Facts {
+    /// The facts under which the rules sign a request for `published`: an enrolled device,
+    /// an open window, a new nonce, under its rate, no rollout holding it back (examples,
+    /// benchmarks and tests start from these and change one).
+    pub fn allowing(published: Vec<Component>) -> Facts {
+        Facts {
+            device: DeviceStatus::Enrolled,
+            window_open: true,
+            published,
+            nonce_seen: false,
+            rate_limited: false,
+            rollout: None,
+        }
+    }
+}
+
 /// Why a rollout holds a device back from a release (see [`Facts::rollout`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RolloutHold {

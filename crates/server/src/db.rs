@@ -1,6 +1,7 @@
 //! Server state in SQL: SQLite (a file in the data directory, the default) or PostgreSQL
 //! (`--database postgres://…`, shared by replicas), schema by versioned migrations embedded
-//! in the binary (`migrations/` for SQLite, its twin `migrations-postgres/`).
+//! in the binary (`migrations/`, written once and translated for PostgreSQL by
+//! [`migrations`]).
 //!
 //! Queries are written once, through sqlx's `Any` driver, in the SQL both accept: `$N`
 //! placeholders, `ON CONFLICT`, integers for booleans. The few statements the two dialects
@@ -15,6 +16,8 @@ use sqlx::{AnyPool, Executor, Row};
 
 use crate::ServerError;
 use crate::api::{Artifact, Release};
+
+mod migrations;
 
 /// A connection of either backend (what a transaction derefs to).
 pub type Conn = sqlx::AnyConnection;
@@ -134,9 +137,6 @@ impl BindFloat for sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
 pub(crate) fn get_flag(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
     Ok(row.try_get::<i64, _>(column)? != 0)
 }
-
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-postgres");
 
 /// A stored delta.
 #[derive(Debug, Clone)]
@@ -278,7 +278,7 @@ impl Db {
             })
             .connect(&url)
             .await?;
-        SQLITE_MIGRATIONS.run(&pool).await?;
+        migrations::SQLITE.run(&pool).await?;
         Ok(Db {
             pool,
             backend: Backend::Sqlite,
@@ -302,7 +302,7 @@ impl Db {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        POSTGRES_MIGRATIONS.run(&pool).await?;
+        migrations::POSTGRES.run(&pool).await?;
         Ok(Db {
             pool,
             backend: Backend::Postgres,
@@ -613,19 +613,6 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every SQLite migration has its PostgreSQL twin (same version and name): a migration
-    /// added to one directory only fails here, not on a replica's first start.
-    #[test]
-    fn both_backends_have_the_same_migrations() {
-        let names = |m: &sqlx::migrate::Migrator| {
-            m.iter()
-                .map(|m| (m.version, m.description.to_string()))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(names(&SQLITE_MIGRATIONS), names(&POSTGRES_MIGRATIONS));
-        assert!(names(&SQLITE_MIGRATIONS).len() >= 8);
-    }
 
     /// `sqlite://PATH` and the default both open a SQLite file; any other scheme that is not
     /// PostgreSQL's is refused before connecting, and a password never reaches a message.

@@ -11,7 +11,7 @@ use ferry_personalize::EnrollmentToken;
 use ferry_types::{DeviceClass, DeviceId, Identity, RootHash, Sha256};
 use serde::Serialize;
 use sqlx::Row;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::ServerError;
 use crate::db::{Backend, Db, DbRow, Placeholders, get_flag};
@@ -368,7 +368,7 @@ fn facts_from_row(row: &DbRow, device_id: DeviceId) -> Result<DeviceFacts, Serve
 struct FactsLookup {
     device_id: DeviceId,
     build_id: String,
-    done: oneshot::Sender<Result<Option<DeviceFacts>, String>>,
+    done: crate::batcher::Done<Option<DeviceFacts>>,
 }
 
 /// Most facts lookups answered by one query.
@@ -397,19 +397,7 @@ impl FactsReader {
                     .collect();
                 let result = db.device_facts_batch(&lookups).await;
                 drop(lookups);
-                match result {
-                    Ok(answers) => {
-                        for (lookup, answer) in batch.drain(..).zip(answers) {
-                            let _ = lookup.done.send(Ok(answer));
-                        }
-                    }
-                    Err(error) => {
-                        let reason = error.to_string();
-                        for lookup in batch.drain(..) {
-                            let _ = lookup.done.send(Err(reason.clone()));
-                        }
-                    }
-                }
+                crate::batcher::answer_all(&mut batch, result, |lookup| lookup.done);
             }
         });
         FactsReader { queue }
@@ -421,29 +409,19 @@ impl FactsReader {
         device_id: DeviceId,
         build_id: &str,
     ) -> Result<Option<DeviceFacts>, ServerError> {
-        let (done, answer) = oneshot::channel();
-        let gone = || ServerError::Overloaded {
-            cause: "the facts reader stopped".into(),
-        };
-        self.queue
-            .send(FactsLookup {
-                device_id,
-                build_id: build_id.to_owned(),
-                done,
-            })
-            .await
-            .map_err(|_| gone())?;
-        answer
-            .await
-            .map_err(|_| gone())?
-            .map_err(|reason| ServerError::Database(sqlx::Error::Protocol(reason)))
+        crate::batcher::ask(&self.queue, "facts reader", |done| FactsLookup {
+            device_id,
+            build_id: build_id.to_owned(),
+            done,
+        })
+        .await
     }
 }
 
 struct NonceInsert {
     nonce_sha256: Sha256,
     device_id: DeviceId,
-    done: oneshot::Sender<Result<bool, String>>,
+    done: crate::batcher::Done<bool>,
 }
 
 /// Most nonces committed in one transaction.
@@ -492,22 +470,12 @@ impl NonceWriter {
         nonce_sha256: Sha256,
         device_id: DeviceId,
     ) -> Result<bool, ServerError> {
-        let (done, answer) = oneshot::channel();
-        let gone = || ServerError::Overloaded {
-            cause: "the nonce writer stopped".into(),
-        };
-        self.queue
-            .send(NonceInsert {
-                nonce_sha256,
-                device_id,
-                done,
-            })
-            .await
-            .map_err(|_| gone())?;
-        answer
-            .await
-            .map_err(|_| gone())?
-            .map_err(|reason| ServerError::Database(sqlx::Error::Protocol(reason)))
+        crate::batcher::ask(&self.queue, "nonce writer", |done| NonceInsert {
+            nonce_sha256,
+            device_id,
+            done,
+        })
+        .await
     }
 }
 

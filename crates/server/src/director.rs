@@ -34,9 +34,15 @@ use crate::tuf::CatalogPaths;
 /// The director keys, under the online keys directory.
 pub const KEYS_SUBDIR: &str = "director";
 
-fn unusable(cause: String) -> ServerError {
-    ServerError::KeySetUnusable { cause }
-}
+/// The director's private keys.
+const FILES: crate::keyset::KeyFiles = crate::keyset::KeyFiles {
+    target: DIRECTOR_KEY_SET_TARGET,
+    subdir: KEYS_SUBDIR,
+    what: "director",
+    signs: "decisions",
+    checks_key_id: false,
+    creating: "creating the director keys directory",
+};
 
 /// The director key set the catalog signs now; `None` when it lists none (a catalog made
 /// before director keys: `ferry server director-key publish` is not there yet, so such a
@@ -47,23 +53,7 @@ pub fn published(paths: &CatalogPaths) -> Result<Option<KeySet>, ServerError> {
 
 /// The private key of the published set's current key.
 pub fn signer(paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError> {
-    let path = paths
-        .online_keys
-        .join(KEYS_SUBDIR)
-        .join(format!("{}.pk8", set.current()));
-    let der = std::fs::read(&path).map_err(|e| {
-        unusable(format!(
-            "the director key {} cannot be read from {}: {e}",
-            set.current(),
-            path.display()
-        ))
-    })?;
-    Signer::from_pkcs8(&der).map_err(|e| {
-        unusable(format!(
-            "the director key {} is unusable: {e}",
-            path.display()
-        ))
-    })
+    FILES.signer(paths, set)
 }
 
 /// Publishes a first director key set when the catalog has none (needs the offline targets
@@ -71,20 +61,9 @@ pub fn signer(paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError>
 pub async fn ensure_published(
     paths: &CatalogPaths,
 ) -> Result<(KeySet, Option<repo::RepoVersions>), ServerError> {
-    if let Some(set) = published(paths)? {
-        return Ok((set, None));
-    }
-    let key = Signer::generate();
-    let dir = paths.online_keys.join(KEYS_SUBDIR);
-    ferry_durable::create_dir(&dir).map_err(|source| ServerError::Io {
-        op: "creating the director keys directory",
-        source,
-    })?;
-    crate::pki::write_secret(&dir.join(format!("{}.pk8", key.key_id())), &key.to_pkcs8())?;
-    let set = KeySet::first(key.public_key());
-    let versions = publish(paths, &set).await?;
-    tracing::info!(key_id = %set.current(), "published the first director key set");
-    Ok((set, Some(versions)))
+    FILES
+        .ensure_published(paths, || Ok(Signer::generate()))
+        .await
 }
 
 /// Rotates the director key: a new key signs decisions from now on and the set the
@@ -94,22 +73,14 @@ pub async fn ensure_published(
 pub async fn rotate(paths: &CatalogPaths) -> Result<KeySet, ServerError> {
     let (set, _) = ensure_published(paths).await?;
     let key = Signer::generate();
-    let dir = paths.online_keys.join(KEYS_SUBDIR);
-    crate::pki::write_secret(&dir.join(format!("{}.pk8", key.key_id())), &key.to_pkcs8())?;
+    FILES.store(paths, &key)?;
     let mut next = set.rotated(key.public_key())?;
     for old in set.key_ids() {
         next = next.retired(old)?;
     }
     publish(paths, &next).await?;
-    let retired = dir.join("retired");
     for old in set.key_ids() {
-        let from = dir.join(format!("{old}.pk8"));
-        let moved = ferry_durable::create_dir(&retired)
-            .and_then(|()| ferry_durable::rename(&from, &retired.join(format!("{old}.pk8"))));
-        if let Err(error) = moved {
-            // The set no longer lists it, so devices refuse what it signs.
-            tracing::warn!(%error, key = %from.display(), "could not move the old director key aside");
-        }
+        FILES.retire(paths, old);
     }
     tracing::info!(key_id = %next.current(), version = next.version(), "rotated the director key");
     Ok(next)
@@ -159,45 +130,17 @@ impl Director {
             .clone()
     }
 
-    /// Keeps signing with the current key of the published director set: checks whenever
-    /// the catalog's timestamp changes (every second), forever (the server spawns this).
-    /// A set it cannot use is logged once and the old key kept, and checked again every
-    /// second, so a key copied to a replica after the set reached it is taken up.
+    /// Keeps signing with the current key of the published director set
+    /// ([`crate::keyset::KeyFiles::follow`]).
     pub async fn keep_current(self, paths: CatalogPaths) {
-        let mut ticker = tokio::time::interval(crate::keyset::KEY_SET_CHECK_INTERVAL);
-        let mut seen_timestamp = None;
-        let mut reported = None;
-        loop {
-            ticker.tick().await;
-            let timestamp = tokio::fs::read(paths.metadata.join("timestamp.json"))
-                .await
-                .ok();
-            if timestamp.is_none() || timestamp == seen_timestamp {
-                continue;
-            }
-            let current = self.signer().map(|s| s.key_id());
-            let next = published(&paths).and_then(|set| match set {
-                Some(set) if Some(set.current()) != current => signer(&paths, &set).map(Some),
-                _ => Ok(None),
-            });
-            match next {
-                Ok(Some(next)) => {
-                    tracing::info!(to = %next.key_id(), "now signing decisions with the rotated director key");
-                    *self
-                        .signer
-                        .write()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(next));
-                    seen_timestamp = timestamp;
-                }
-                Ok(None) => seen_timestamp = timestamp,
-                Err(error) => {
-                    if reported != timestamp {
-                        tracing::error!(%error, "the published director key set is unusable; still signing with the previous key");
-                        reported = timestamp;
-                    }
-                }
-            }
-        }
+        let current = || self.signer().map(|s| s.key_id());
+        let adopt = |next: Signer| {
+            *self
+                .signer
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(next));
+        };
+        FILES.follow(paths, current, adopt).await
     }
 
     /// The decision for `device_id` of `class` now, to be signed by `key_id`.

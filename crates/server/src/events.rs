@@ -21,7 +21,7 @@ use ferry_events::{BatchAck, EventBatch, PhaseRates, ReportInvalid};
 use ferry_personalize::Refusal;
 use ferry_types::{DeviceClass, DeviceId, Diagnose};
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::ServerError;
 use crate::db::Db;
@@ -198,7 +198,7 @@ async fn event_reports(
 
 struct Ingest {
     batch: EventBatch,
-    done: oneshot::Sender<Result<BatchAck, String>>,
+    done: crate::batcher::Done<BatchAck>,
 }
 
 /// The one writer of event reports: each round stores every batch queued meanwhile in
@@ -224,22 +224,13 @@ impl EventWriter {
             let mut round = Vec::with_capacity(INGEST_BATCHES);
             while rx.recv_many(&mut round, INGEST_BATCHES).await > 0 {
                 let batches: Vec<EventBatch> = round.iter().map(|i| i.batch.clone()).collect();
-                match db.ingest(&batches).await {
-                    Ok((acks, fresh)) => {
-                        let duplicates = acks.iter().map(|a| a.duplicates).sum();
-                        metrics.ingested(&fresh, duplicates);
-                        feed.reports(&fresh);
-                        for (ingest, ack) in round.drain(..).zip(acks) {
-                            let _ = ingest.done.send(Ok(ack));
-                        }
-                    }
-                    Err(error) => {
-                        let reason = error.to_string();
-                        for ingest in round.drain(..) {
-                            let _ = ingest.done.send(Err(reason.clone()));
-                        }
-                    }
-                }
+                let acks = db.ingest(&batches).await.map(|(acks, fresh)| {
+                    let duplicates = acks.iter().map(|a| a.duplicates).sum();
+                    metrics.ingested(&fresh, duplicates);
+                    feed.reports(&fresh);
+                    acks
+                });
+                crate::batcher::answer_all(&mut round, acks, |ingest| ingest.done);
             }
         });
         EventWriter { queue }
@@ -247,18 +238,7 @@ impl EventWriter {
 
     /// Stores `batch`; its acknowledgement once committed.
     pub async fn ingest(&self, batch: EventBatch) -> Result<BatchAck, ServerError> {
-        let (done, answer) = oneshot::channel();
-        let gone = || ServerError::Overloaded {
-            cause: "the event writer stopped".into(),
-        };
-        self.queue
-            .send(Ingest { batch, done })
-            .await
-            .map_err(|_| gone())?;
-        answer
-            .await
-            .map_err(|_| gone())?
-            .map_err(|reason| ServerError::Database(sqlx::Error::Protocol(reason)))
+        crate::batcher::ask(&self.queue, "event writer", |done| Ingest { batch, done }).await
     }
 }
 

@@ -39,12 +39,162 @@ fn unusable(cause: String) -> ServerError {
     ServerError::KeySetUnusable { cause }
 }
 
-fn key_dir(paths: &CatalogPaths) -> PathBuf {
-    paths.online_keys.join(KEYS_SUBDIR)
+/// The private keys of a key set on disk (`DATA/keys-online/<subdir>/<keyid>.pk8`, 0600,
+/// retired ones under `retired/`): the personalization keys' or the director's.
+pub(crate) struct KeyFiles {
+    /// The catalog target the public set is signed in as.
+    pub target: &'static str,
+    /// The directory under the online keys directory.
+    pub subdir: &'static str,
+    /// What the keys are called in messages ("personalization", "director").
+    pub what: &'static str,
+    /// What they sign, for the log ("tickets", "decisions").
+    pub signs: &'static str,
+    /// Whether a key file holding another key than its name is refused (the director signs
+    /// with whatever the file holds: devices refuse what a key off the set signs).
+    pub checks_key_id: bool,
+    /// The `op` of an error creating the directory.
+    pub creating: &'static str,
 }
 
+/// The personalization keys.
+const FILES: KeyFiles = KeyFiles {
+    target: KEY_SET_TARGET,
+    subdir: KEYS_SUBDIR,
+    what: "personalization",
+    signs: "tickets",
+    checks_key_id: true,
+    creating: "creating the personalization keys directory",
+};
+
+impl KeyFiles {
+    fn dir(&self, paths: &CatalogPaths) -> PathBuf {
+        paths.online_keys.join(self.subdir)
+    }
+
+    fn path(&self, paths: &CatalogPaths, key_id: KeyId) -> PathBuf {
+        self.dir(paths).join(format!("{key_id}.pk8"))
+    }
+
+    /// The private key of the set's current key, from its file.
+    pub(crate) fn signer(&self, paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError> {
+        let path = self.path(paths, set.current());
+        let der = std::fs::read(&path).map_err(|e| {
+            unusable(format!(
+                "the current {} key {} cannot be read from {}: {e}",
+                self.what,
+                set.current(),
+                path.display()
+            ))
+        })?;
+        let signer = Signer::from_pkcs8(&der)
+            .map_err(|e| unusable(format!("the key {} is unusable: {e}", path.display())))?;
+        if self.checks_key_id && signer.key_id() != set.current() {
+            return Err(unusable(format!(
+                "{} holds key {}, not {}",
+                path.display(),
+                signer.key_id(),
+                set.current()
+            )));
+        }
+        Ok(signer)
+    }
+
+    /// Keeps signing with the current key of the published set: checks whenever the
+    /// catalog's timestamp changes (every [`KEY_SET_CHECK_INTERVAL`]), forever (the server
+    /// spawns this as a task), and hands a new current key to `adopt` (`current`: the key
+    /// signing now). A set it cannot use is logged once and the old key kept, and checked
+    /// again every interval: a replica that got the set from the shared store before its
+    /// private key was copied to it takes the key up within an interval of its arrival.
+    pub(crate) async fn follow(
+        &self,
+        paths: CatalogPaths,
+        current: impl Fn() -> Option<KeyId>,
+        adopt: impl Fn(Signer),
+    ) {
+        let mut ticker = tokio::time::interval(KEY_SET_CHECK_INTERVAL);
+        let mut seen_timestamp = None;
+        let mut reported = None;
+        loop {
+            ticker.tick().await;
+            let timestamp = tokio::fs::read(paths.metadata.join("timestamp.json"))
+                .await
+                .ok();
+            if timestamp.is_none() || timestamp == seen_timestamp {
+                continue;
+            }
+            let from = current();
+            let next = published_set(&paths, self.target).and_then(|set| match set {
+                Some(set) if Some(set.current()) != from => self.signer(&paths, &set).map(Some),
+                _ => Ok(None),
+            });
+            match next {
+                Ok(Some(signer)) => {
+                    tracing::info!(from = ?from, to = %signer.key_id(), "now signing {} with the rotated {} key", self.signs, self.what);
+                    adopt(signer);
+                    seen_timestamp = timestamp;
+                }
+                Ok(None) => seen_timestamp = timestamp,
+                Err(error) => {
+                    if reported != timestamp {
+                        tracing::error!(%error, "the published {} key set is unusable; still signing with the previous key", self.what);
+                        reported = timestamp;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores a private key (creating the directory).
+    pub(crate) fn store(&self, paths: &CatalogPaths, signer: &Signer) -> Result<(), ServerError> {
+        ferry_durable::create_dir(&self.dir(paths)).map_err(|source| ServerError::Io {
+            op: self.creating,
+            source,
+        })?;
+        crate::pki::write_secret(&self.path(paths, signer.key_id()), &signer.to_pkcs8())
+    }
+
+    /// Moves the private key of `key_id`, which the published set no longer lists, to
+    /// `retired/`. A failure is logged with where the key still is, not returned: devices
+    /// refuse what it signs already.
+    pub(crate) fn retire(&self, paths: &CatalogPaths, key_id: KeyId) {
+        let from = self.path(paths, key_id);
+        let retired_dir = self.dir(paths).join(RETIRED_SUBDIR);
+        let moved = ferry_durable::create_dir(&retired_dir).and_then(|()| {
+            ferry_durable::rename(&from, &retired_dir.join(format!("{key_id}.pk8")))
+        });
+        if let Err(error) = moved {
+            tracing::warn!(%error, key = %from.display(), "could not move the retired {} key aside", self.what);
+        }
+    }
+
+    /// The published set, publishing the first one when the catalog has none: it lists only
+    /// the key `first` gives (stored first). Returns the catalog versions when it published.
+    pub(crate) async fn ensure_published(
+        &self,
+        paths: &CatalogPaths,
+        first: impl FnOnce() -> Result<Signer, ServerError>,
+    ) -> Result<(KeySet, Option<repo::RepoVersions>), ServerError> {
+        if let Some(set) = published_set(paths, self.target)? {
+            return Ok((set, None));
+        }
+        let key = first()?;
+        self.store(paths, &key)?;
+        let set = KeySet::first(key.public_key());
+        let versions = publish_set(paths, self.target, &set).await?;
+        tracing::info!(key_id = %set.current(), "published the first {} key set", self.what);
+        Ok((set, Some(versions)))
+    }
+}
+
+#[cfg(test)]
+fn key_dir(paths: &CatalogPaths) -> PathBuf {
+    FILES.dir(paths)
+}
+
+#[cfg(test)]
 fn key_path(paths: &CatalogPaths, key_id: KeyId) -> PathBuf {
-    key_dir(paths).join(format!("{key_id}.pk8"))
+    FILES.path(paths, key_id)
 }
 
 /// The key set the catalog signs now, read from the file whose length and digest the
@@ -78,27 +228,9 @@ pub(crate) fn published_set(
     Ok(Some(KeySet::from_bytes(&bytes)?))
 }
 
-/// The private key of the set's current key.
+/// The private key of the set's current key; a file holding another key is refused.
 pub fn signer(paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError> {
-    let path = key_path(paths, set.current());
-    let der = std::fs::read(&path).map_err(|e| {
-        unusable(format!(
-            "the current personalization key {} cannot be read from {}: {e}",
-            set.current(),
-            path.display()
-        ))
-    })?;
-    let signer = Signer::from_pkcs8(&der)
-        .map_err(|e| unusable(format!("the key {} is unusable: {e}", path.display())))?;
-    if signer.key_id() != set.current() {
-        return Err(unusable(format!(
-            "{} holds key {}, not {}",
-            path.display(),
-            signer.key_id(),
-            set.current()
-        )));
-    }
-    Ok(signer)
+    FILES.signer(paths, set)
 }
 
 /// The published key set, publishing the first one when the catalog has none: the key a
@@ -107,26 +239,21 @@ pub fn signer(paths: &CatalogPaths, set: &KeySet) -> Result<Signer, ServerError>
 pub async fn ensure_published(
     paths: &CatalogPaths,
 ) -> Result<(KeySet, Option<repo::RepoVersions>), ServerError> {
-    if let Some(set) = published(paths)? {
-        return Ok((set, None));
-    }
-    let legacy = paths.online_keys.join(LEGACY_KEY_FILE);
-    let first = match std::fs::read(&legacy) {
-        Ok(der) => Signer::from_pkcs8(&der)
-            .map_err(|e| unusable(format!("the key {} is unusable: {e}", legacy.display())))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Signer::generate(),
-        Err(source) => {
-            return Err(ServerError::Io {
-                op: "reading the personalization key",
-                source,
-            });
-        }
-    };
-    store_key(paths, &first)?;
-    let set = KeySet::first(first.public_key());
-    let versions = publish(paths, &set).await?;
-    tracing::info!(key_id = %set.current(), "published the first personalization key set");
-    Ok((set, Some(versions)))
+    FILES
+        .ensure_published(paths, || {
+            let legacy = paths.online_keys.join(LEGACY_KEY_FILE);
+            match std::fs::read(&legacy) {
+                Ok(der) => Signer::from_pkcs8(&der).map_err(|e| {
+                    unusable(format!("the key {} is unusable: {e}", legacy.display()))
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Signer::generate()),
+                Err(source) => Err(ServerError::Io {
+                    op: "reading the personalization key",
+                    source,
+                }),
+            }
+        })
+        .await
 }
 
 /// Makes a new key, lists it beside the others and makes it the signing key (the old keys
@@ -136,7 +263,7 @@ pub async fn rotate(paths: &CatalogPaths) -> Result<KeySet, ServerError> {
     let (set, _) = ensure_published(paths).await?;
     let new_key = Signer::generate();
     let next = set.rotated(new_key.public_key())?;
-    store_key(paths, &new_key)?;
+    FILES.store(paths, &new_key)?;
     publish(paths, &next).await?;
     tracing::info!(key_id = %next.current(), version = next.version(), "rotated the personalization key");
     Ok(next)
@@ -150,64 +277,20 @@ pub async fn retire(paths: &CatalogPaths, key_id: KeyId) -> Result<KeySet, Serve
     })?;
     let next = set.retired(key_id)?;
     publish(paths, &next).await?;
-    let from = key_path(paths, key_id);
-    let retired_dir = key_dir(paths).join(RETIRED_SUBDIR);
-    let moved = ferry_durable::create_dir(&retired_dir)
-        .and_then(|()| ferry_durable::rename(&from, &retired_dir.join(format!("{key_id}.pk8"))));
-    if let Err(error) = moved {
-        // The set no longer lists the key, so nothing signs with it; say where it still is.
-        tracing::warn!(%error, key = %from.display(), "could not move the retired key aside");
-    }
+    FILES.retire(paths, key_id);
     tracing::info!(%key_id, version = next.version(), "retired a personalization key");
     Ok(next)
 }
 
-/// Keeps `service` signing with the current key of the published set: checks whenever the
-/// catalog's timestamp changes (every [`KEY_SET_CHECK_INTERVAL`]), forever (the server
-/// spawns this as a task). A set it cannot use is logged once and the old key kept, and
-/// checked again every interval: a replica that got the set from the shared store before
-/// its private key was copied to it takes the key up within an interval of its arrival.
+/// Keeps `service` signing with the current key of the published set ([`KeyFiles::follow`]).
 pub async fn keep_signer_current(service: Service, paths: CatalogPaths) {
-    let mut ticker = tokio::time::interval(KEY_SET_CHECK_INTERVAL);
-    let mut seen_timestamp = None;
-    let mut reported = None;
-    loop {
-        ticker.tick().await;
-        let timestamp = tokio::fs::read(paths.metadata.join("timestamp.json"))
-            .await
-            .ok();
-        if timestamp.is_none() || timestamp == seen_timestamp {
-            continue;
-        }
-        let current = service.signing_key_id();
-        let next = published(&paths).and_then(|set| match set {
-            Some(set) if set.current() != current => signer(&paths, &set).map(Some),
-            _ => Ok(None),
-        });
-        match next {
-            Ok(Some(signer)) => {
-                tracing::info!(from = %current, to = %signer.key_id(), "now signing tickets with the rotated personalization key");
-                service.set_signer(signer);
-                seen_timestamp = timestamp;
-            }
-            Ok(None) => seen_timestamp = timestamp,
-            Err(error) => {
-                if reported != timestamp {
-                    tracing::error!(%error, "the published personalization key set is unusable; still signing with the previous key");
-                    reported = timestamp;
-                }
-            }
-        }
-    }
-}
-
-fn store_key(paths: &CatalogPaths, signer: &Signer) -> Result<(), ServerError> {
-    let dir = key_dir(paths);
-    ferry_durable::create_dir(&dir).map_err(|source| ServerError::Io {
-        op: "creating the personalization keys directory",
-        source,
-    })?;
-    crate::pki::write_secret(&key_path(paths, signer.key_id()), &signer.to_pkcs8())
+    FILES
+        .follow(
+            paths,
+            || Some(service.signing_key_id()),
+            |signer| service.set_signer(signer),
+        )
+        .await
 }
 
 async fn publish(paths: &CatalogPaths, set: &KeySet) -> Result<repo::RepoVersions, ServerError> {

@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+mod batcher;
 pub mod byteranges;
 pub mod cache;
 pub mod catalog_store;

@@ -149,6 +149,8 @@ mod tests {
         assert!(v("1.10") > v("1.9"));
         assert!(v("2") > v("1.99.99"));
         assert_eq!(v("1.0"), v("1.0.0"));
+        assert_eq!(v("1.2"), v("1.2.0"));
+        assert!(v("1.2.1") > v("1.2"));
         assert_eq!(v("26.3").to_string(), "26.3");
     }
 

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, Utc};
-use ferry_personalize::{Component, DeviceStatus, Facts, Nonce, TicketRequest};
+use ferry_personalize::{Component, Facts, Nonce, TicketRequest};
 use ferry_types::{DeviceId, Identity, RootHash};
 
 pub fn identity(device_id: u64) -> Identity {
@@ -38,12 +38,5 @@ pub fn request(device_id: u64, now: DateTime<Utc>) -> TicketRequest {
 
 /// Facts that let [`request`] through: the build published both of its components.
 pub fn facts_ok() -> Facts {
-    Facts {
-        device: DeviceStatus::Enrolled,
-        window_open: true,
-        published: vec![component("system", 0x11), component("recovery", 0x22)],
-        nonce_seen: false,
-        rate_limited: false,
-        rollout: None,
-    }
+    Facts::allowing(vec![component("system", 0x11), component("recovery", 0x22)])
 }

@@ -108,25 +108,11 @@ impl Db {
         &self,
         new: &NewEntitlement,
     ) -> Result<Entitlement, ServerError> {
-        let class: DeviceClass =
-            new.class
-                .parse()
-                .map_err(|e: ferry_types::DeviceClassError| RolloutError::Invalid {
-                    what: "device class",
-                    value: new.class.clone(),
-                    why: e.to_string(),
-                })?;
+        let class: DeviceClass = super::parse_field("device class", &new.class)?;
         let version = if new.version == "*" {
             "*".to_owned()
         } else {
-            new.version
-                .parse::<ferry_types::Version>()
-                .map_err(|e| RolloutError::Invalid {
-                    what: "version",
-                    value: new.version.clone(),
-                    why: e.to_string(),
-                })?
-                .to_string()
+            super::parse_field::<ferry_types::Version>("version", &new.version)?.to_string()
         };
         let selector: Selector = new.to.parse()?;
         let row = sqlx::query(

@@ -32,6 +32,20 @@ pub const DEFAULT_THRESHOLD: f64 = 0.2;
 /// Default fewest attempts in a wave before the halt rule may halt.
 pub const DEFAULT_MIN_ATTEMPTS: u64 = 3;
 
+/// `value` read as a `T` (a device class, a version): `ROLLOUT_INVALID` naming `what` and
+/// why when it is not one.
+pub(crate) fn parse_field<T>(what: &'static str, value: &str) -> Result<T, RolloutError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| RolloutError::Invalid {
+        what,
+        value: value.to_owned(),
+        why: e.to_string(),
+    })
+}
+
 /// Where a rollout stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -235,22 +235,8 @@ fn now_ms() -> i64 {
 impl Db {
     /// Creates a rollout (running from now).
     pub async fn create_rollout(&self, new: &NewRollout) -> Result<Rollout, ServerError> {
-        let class: DeviceClass =
-            new.class
-                .parse()
-                .map_err(|e: ferry_types::DeviceClassError| RolloutError::Invalid {
-                    what: "device class",
-                    value: new.class.clone(),
-                    why: e.to_string(),
-                })?;
-        let version: Version = new
-            .version
-            .parse()
-            .map_err(|e: ferry_types::VersionError| RolloutError::Invalid {
-                what: "version",
-                value: new.version.clone(),
-                why: e.to_string(),
-            })?;
+        let class: DeviceClass = super::parse_field("device class", &new.class)?;
+        let version: Version = super::parse_field("version", &new.version)?;
         let waves: Waves = new.waves.as_deref().unwrap_or("100%@0").parse()?;
         let audience = new.audience.as_deref().filter(|a| !a.is_empty());
         let cohort = match (new.cohort.as_deref().filter(|c| !c.is_empty()), audience) {

@@ -51,6 +51,31 @@ impl Placeholders {
     }
 }
 
+/// Rows a multi-row statement carries at most: `rows × columns` placeholders stay under
+/// SQLite's 32,766 and PostgreSQL's 65,535 bound parameters for up to 32 columns.
+pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
+
+/// `($1, $2), ($3, $4), …`: `rows` rows of `columns` numbered placeholders, for one
+/// multi-row `INSERT … VALUES` or `IN (…)` (one round trip instead of one a row).
+pub(crate) fn placeholder_rows(rows: usize, columns: usize) -> String {
+    let mut numbers = Placeholders::default();
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&numbers.next());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// A statement whose conditions depend on its caller (the fleet's filtered reads): SQL text
 /// with numbered placeholders and the values bound to them.
 pub(crate) struct Filtered {

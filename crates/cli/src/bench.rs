@@ -144,7 +144,10 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
             })
         );
     } else {
-        println!("{} ({BUILD_PROFILE} build)", backend(&data, a.database.as_deref()));
+        println!(
+            "{} ({BUILD_PROFILE} build)",
+            backend(&data, a.database.as_deref())
+        );
         println!(
             "{n} tickets in {} s over {} connections ({} devices, {} cores): {per_second:.0} tickets/s, \
              p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {errors} errors; {nonces} nonces recorded",

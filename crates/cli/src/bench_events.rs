@@ -195,7 +195,10 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
             })
         );
     } else {
-        println!("{} ({BUILD_PROFILE} build)", backend(&data, a.database.as_deref()));
+        println!(
+            "{} ({BUILD_PROFILE} build)",
+            backend(&data, a.database.as_deref())
+        );
         println!(
             "{n} batches of {batch_size} in {} s over {} connections ({} devices, {} cores): \
              {reports_per_second:.0} reports/s, batch p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {errors} errors",

@@ -153,7 +153,7 @@ async fn lock_devices(tx: &mut Conn, batches: &[EventBatch]) -> Result<(), Serve
     // A VALUES list is scanned in its order, so the locks are taken in the keys' order.
     let sql = format!(
         "SELECT COUNT(pg_advisory_xact_lock(k)) AS n FROM (VALUES {}) AS v(k)",
-        placeholder_rows(keys.len(), 1)
+        placeholder_rows(tx, keys.len(), 1)
     );
     // Only placeholders: every key is bound.
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -176,7 +176,7 @@ async fn insert_reports(
         let sql = format!(
             "INSERT INTO event_reports ({REPORT_COLUMNS}) VALUES {}
              ON CONFLICT DO NOTHING RETURNING device_id, sequence",
-            placeholder_rows(chunk.len(), 15)
+            placeholder_rows(tx, chunk.len(), 15)
         );
         // Only placeholders and fixed column names: every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -247,7 +247,7 @@ async fn insert_samples(
         let sql = format!(
             "INSERT INTO phase_samples (device_class, phase, payload_kind, secs, bytes, received_ms)
              VALUES {}",
-            placeholder_rows(chunk.len(), 6)
+            placeholder_rows(tx, chunk.len(), 6)
         );
         // Only placeholders and fixed column names: every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));

@@ -216,11 +216,8 @@ pub(super) async fn load_states(
     let mut states = HashMap::with_capacity(devices.len());
     for chunk in devices.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "SELECT * FROM device_state WHERE device_id IN ({})",
-            (1..=chunk.len())
-                .map(|n| format!("${n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "SELECT * FROM device_state WHERE device_id IN {}",
+            placeholder_rows(tx, 1, chunk.len())
         );
         // Only placeholders: every device id is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -277,7 +274,7 @@ pub(super) async fn store_states(tx: &mut Conn, states: &[DeviceState]) -> Resul
         let sql = format!(
             "INSERT INTO device_state ({}) VALUES {} ON CONFLICT (device_id) DO UPDATE SET {updates}",
             COLUMNS.join(", "),
-            placeholder_rows(chunk.len(), COLUMNS.len()),
+            placeholder_rows(tx, chunk.len(), COLUMNS.len()),
         );
         // Only placeholders and fixed column names: every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));

@@ -173,7 +173,7 @@ async fn record_attempts(
         let sql = format!(
             "INSERT INTO rollout_devices (rollout_id, epoch, device_id, wave, attempted_ms)
              VALUES {} ON CONFLICT DO NOTHING",
-            placeholder_rows(chunk.len(), 5)
+            placeholder_rows(conn, chunk.len(), 5)
         );
         // Only placeholders and fixed column names: every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));

@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use super::state::{self, DeviceState};
 use crate::ServerError;
-use crate::db::{Backend, BindFloat, Conn, Db, ROWS_PER_STATEMENT, placeholder_rows};
+use crate::db::{Backend, BindFloat, Conn, Db, placeholder_rows, rows_per_statement};
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -165,14 +165,14 @@ async fn lock_devices(tx: &mut Conn, batches: &[EventBatch]) -> Result<(), Serve
 }
 
 /// Inserts `reports` (each `(device, sequence)` once) where not stored yet, in one
-/// statement per [`ROWS_PER_STATEMENT`] reports; the keys of those newly stored.
+/// statement per [`rows_per_statement`] reports; the keys of those newly stored.
 async fn insert_reports(
     tx: &mut Conn,
     reports: &[(&str, &EventReport)],
     received_ms: i64,
 ) -> Result<HashSet<(String, i64)>, ServerError> {
     let mut stored = HashSet::with_capacity(reports.len());
-    for chunk in reports.chunks(ROWS_PER_STATEMENT) {
+    for chunk in reports.chunks(rows_per_statement(tx)) {
         let sql = format!(
             "INSERT INTO event_reports ({REPORT_COLUMNS}) VALUES {}
              ON CONFLICT DO NOTHING RETURNING device_id, sequence",
@@ -215,7 +215,7 @@ async fn insert_reports(
 
 /// The phases of the installed updates among `reports` that make the rates: personalize
 /// (seconds only), download (payload bytes fetched), prepare (image bytes verified); one
-/// statement per [`ROWS_PER_STATEMENT`] samples.
+/// statement per [`rows_per_statement`] samples.
 async fn insert_samples(
     tx: &mut Conn,
     reports: &[EventReport],
@@ -243,7 +243,7 @@ async fn insert_samples(
             }
         }
     }
-    for chunk in samples.chunks(ROWS_PER_STATEMENT) {
+    for chunk in samples.chunks(rows_per_statement(tx)) {
         let sql = format!(
             "INSERT INTO phase_samples (device_class, phase, payload_kind, secs, bytes, received_ms)
              VALUES {}",

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::ServerError;
-use crate::db::{BindFloat, Conn, DbRow, ROWS_PER_STATEMENT, get_flag, placeholder_rows};
+use crate::db::{BindFloat, Conn, DbRow, get_flag, placeholder_rows, rows_per_statement};
 
 /// A device's current state as the fleet read side shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -208,13 +208,13 @@ impl DeviceState {
 }
 
 /// The stored states of `devices` (each listed once), in one statement per
-/// [`ROWS_PER_STATEMENT`] devices; a device that never reported is absent.
+/// [`rows_per_statement`] devices; a device that never reported is absent.
 pub(super) async fn load_states(
     tx: &mut Conn,
     devices: &[&str],
 ) -> Result<HashMap<String, DeviceState>, ServerError> {
     let mut states = HashMap::with_capacity(devices.len());
-    for chunk in devices.chunks(ROWS_PER_STATEMENT) {
+    for chunk in devices.chunks(rows_per_statement(tx)) {
         let sql = format!(
             "SELECT * FROM device_state WHERE device_id IN {}",
             placeholder_rows(tx, 1, chunk.len())
@@ -263,9 +263,9 @@ const COLUMNS: [&str; 26] = [
 ];
 
 /// Writes `states` (each device once), inserting or replacing each device's row, in one
-/// statement per [`ROWS_PER_STATEMENT`] devices.
+/// statement per [`rows_per_statement`] devices.
 pub(super) async fn store_states(tx: &mut Conn, states: &[DeviceState]) -> Result<(), ServerError> {
-    for chunk in states.chunks(ROWS_PER_STATEMENT) {
+    for chunk in states.chunks(rows_per_statement(tx)) {
         let updates = COLUMNS[1..]
             .iter()
             .map(|c| format!("{c} = excluded.{c}"))

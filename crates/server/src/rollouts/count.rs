@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::db::{Conn, ROWS_PER_STATEMENT, placeholder_rows};
+use crate::db::{Conn, placeholder_rows, rows_per_statement};
 use ferry_events::{Blame, EventKind, EventReport, blame};
 
 use super::store::{Rollout, load, wave_counts};
@@ -162,14 +162,14 @@ pub async fn count_reports(
 }
 
 /// Records attempts `(rollout, epoch, device, wave)` not recorded yet, in one statement per
-/// [`ROWS_PER_STATEMENT`].
+/// [`rows_per_statement`].
 async fn record_attempts(
     conn: &mut Conn,
     attempts: &BTreeSet<(i64, i64, String, u32)>,
     at_ms: i64,
 ) -> Result<(), ServerError> {
     let attempts: Vec<_> = attempts.iter().collect();
-    for chunk in attempts.chunks(ROWS_PER_STATEMENT) {
+    for chunk in attempts.chunks(rows_per_statement(conn)) {
         let sql = format!(
             "INSERT INTO rollout_devices (rollout_id, epoch, device_id, wave, attempted_ms)
              VALUES {} ON CONFLICT DO NOTHING",

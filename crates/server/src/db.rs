@@ -66,8 +66,8 @@ pub(crate) fn rows_per_statement(conn: &Conn) -> usize {
 
 /// `($1, $2), ($3, $4), …`: `rows` rows of `columns` numbered placeholders, for one
 /// multi-row `INSERT … VALUES` or `IN (…)` on `conn` (one round trip instead of one a row).
-/// SQLite gets `?1, ?2, …`: it looks each `$N` name up in a list of the names seen so far,
-/// which made a statement of 20,000 placeholders cost seconds to prepare.
+/// SQLite gets `?1, ?2, …`, its numbered form (a `$N` is a name, looked up among the names
+/// seen so far as the statement is parsed).
 pub(crate) fn placeholder_rows(conn: &Conn, rows: usize, columns: usize) -> String {
     let sign = if conn.backend_name() == "SQLite" {
         '?'

@@ -1,13 +1,15 @@
 //! `ferry bench personalize`: a load generator for `POST /v1/personalize`.
 //!
-//! It starts the real HTTPS server in-process on 127.0.0.1 (SQLite in a data directory,
-//! nonce uniqueness included), enrolls `--devices` devices, then keeps `--connections`
+//! It starts the real HTTPS server in-process on 127.0.0.1 (SQLite in a data directory, or
+//! the PostgreSQL database and S3 store `--database`/`--store` name; nonce uniqueness
+//! included), enrolls `--devices` devices, then keeps `--connections`
 //! keep-alive HTTPS connections busy for `--seconds`, each request with a fresh nonce,
 //! and reports tickets per second and latency percentiles. Server and load generator
 //! share the machine's cores, as on a real two-core box with a local client: the server
 //! runs on its own runtime (`--server-threads` workers named `ferry-server`, plus SQLite's
 //! worker threads), and the CPU time of each thread is read from `/proc/self/task` over
-//! the measured window, so the report says how much of the CPU the client itself took.
+//! the measured window, so the report says how much of the CPU the client itself took
+//! (PostgreSQL's and the S3 server's processes are not counted: `load average` shows them).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -36,7 +38,7 @@ pub(crate) fn bench_failure(what: &str, e: impl std::fmt::Display) -> Failure {
 pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     let tmp = tempfile::tempdir().map_err(|e| bench_failure("make a directory", e))?;
     let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
-    let data = DataDir::open(&dir.join("server")).await?;
+    let data = open_data(&dir, a.database.as_deref(), a.store.as_deref()).await?;
     let options = ServiceOptions {
         rate_limit_per_minute: u32::MAX,
         ..ServiceOptions::default()
@@ -110,10 +112,16 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
             "tickets": n,
             "nonces_recorded": nonces,
             "client_cpu_share_percent": window.client_share(),
+            "backend": backend(&data, a.database.as_deref()),
+            "build": BUILD_PROFILE,
         });
         run.add_json(&mut result, &tally, &window);
         println!("{result}");
     } else {
+        println!(
+            "{} ({BUILD_PROFILE} build)",
+            backend(&data, a.database.as_deref())
+        );
         println!(
             "{n} tickets {}: {per_second:.0} tickets/s, {}; {nonces} nonces recorded",
             run.text(),
@@ -241,6 +249,32 @@ impl BenchServer {
         let _ = self.task.await;
         self.runtime.shutdown_background();
     }
+}
+
+/// Whether this binary is a debug or a release build (figures differ by several times).
+pub(crate) const BUILD_PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
+/// The benchmark server's data directory `DIR/server`, on the database and store asked for
+/// (`None`: SQLite and a directory inside it).
+pub(crate) async fn open_data(
+    dir: &std::path::Path,
+    database: Option<&str>,
+    store: Option<&str>,
+) -> Result<DataDir, Failure> {
+    Ok(DataDir::open_with(&dir.join("server"), database, store).await?)
+}
+
+/// Which database and store the server runs on, in words (the password left out).
+pub(crate) fn backend(data: &DataDir, database: Option<&str>) -> String {
+    let database = match database {
+        Some(url) => ferry_server::db::redact_url(url),
+        None => format!("SQLite {}", data.path.join("ferry.db").display()),
+    };
+    format!("database {database}, store {}", data.store.name())
 }
 
 /// The thread-name prefix of the server's runtime.

@@ -1,7 +1,8 @@
 //! `ferry bench events`: a load generator for `POST /v1/events`.
 //!
 //! It starts the real HTTPS server in-process on 127.0.0.1 (SQLite with
-//! `synchronous=FULL`: every committed transaction is fsynced), enrolls `--devices`
+//! `synchronous=FULL`: every committed transaction is fsynced; or the PostgreSQL database
+//! and S3 store `--database`/`--store` name), enrolls `--devices`
 //! devices, then keeps `--connections` keep-alive HTTPS connections busy for `--seconds`,
 //! each request a batch of `--batch` new reports of one device (every report a full
 //! install step: phases, payload, facts), and reports reports per second, batch latency
@@ -16,11 +17,14 @@ use ferry_events::{
     EventBatch, EventKind, EventReport, EventResult, OutboxHealth, PayloadReport, PhaseDuration,
     Transition,
 };
-use ferry_server::{DataDir, ServiceOptions};
+use ferry_server::ServiceOptions;
 use ferry_types::{DeviceId, PayloadKind};
 
 use crate::args::BenchEventsArgs;
-use crate::bench::{BenchServer, CLASS, Run, Tally, Window, bench_failure, connection_client};
+use crate::bench::{
+    BUILD_PROFILE, BenchServer, CLASS, Run, Tally, Window, backend, bench_failure,
+    connection_client, open_data,
+};
 use crate::failure::Failure;
 
 /// One device's report, as an install's `installed` step carries it.
@@ -87,7 +91,7 @@ pub(crate) fn report(device_id: DeviceId, sequence: u64) -> EventReport {
 pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
     let tmp = tempfile::tempdir().map_err(|e| bench_failure("make a directory", e))?;
     let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
-    let data = DataDir::open(&dir.join("server")).await?;
+    let data = open_data(&dir, a.database.as_deref(), a.store.as_deref()).await?;
     let server = BenchServer::start(&data, a.server_threads, ServiceOptions::default()).await?;
     let (addr, ca_pem) = (server.addr, server.ca_pem.clone());
     let devices: Vec<_> = server
@@ -161,10 +165,16 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
             "reports_per_second": reports_per_second,
             "batches": n,
             "batch": batch_size,
+            "backend": backend(&data, a.database.as_deref()),
+            "build": BUILD_PROFILE,
         });
         run.add_json(&mut result, &tally, &window);
         println!("{result}");
     } else {
+        println!(
+            "{} ({BUILD_PROFILE} build)",
+            backend(&data, a.database.as_deref())
+        );
         println!(
             "{n} batches of {batch_size} {}: {reports_per_second:.0} reports/s, batch {}",
             run.text(),

@@ -281,6 +281,12 @@ const ENROLLING_AT_ONCE: usize = 8;
 /// Tries of one enrollment: a refusal with `SERVER_DATABASE` (SQLite's "database is locked"
 /// under concurrent enrollments) is tried again, and counted.
 const ENROLL_TRIES: u32 = 30;
+/// The waits between enrollment tries: full jitter under 20 ms doubling to 1 s, so the
+/// enrollments the database turned away together do not come back together.
+const ENROLL_BACKOFF: ferry_types::Backoff = ferry_types::Backoff {
+    base: Duration::from_millis(20),
+    cap: Duration::from_secs(1),
+};
 
 /// The fleet: the devices in `--state` (if any), and as many more enrolled as `--devices`
 /// asks for ([`ENROLLING_AT_ONCE`] at a time).
@@ -332,8 +338,7 @@ async fn devices(
                         if tries < ENROLL_TRIES && e.report.cause.contains("SERVER_DATABASE") =>
                     {
                         retried.fetch_add(1, Ordering::Relaxed);
-                        let backoff = (10u64 << tries.min(6)) + rand::random::<u64>() % 50;
-                        tokio::time::sleep(Duration::from_millis(backoff)).await;
+                        tokio::time::sleep(ENROLL_BACKOFF.wait(tries)).await;
                         tries += 1;
                     }
                     other => return other,

@@ -53,7 +53,12 @@ pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {
             })?;
             (set, None)
         }
-        KeyAction::Rotate => (keyset::rotate(&paths).await.map_err(fail)?, Some("rotated")),
+        KeyAction::Rotate => (
+            signed(shared.as_ref(), keyset::KEYS_SUBDIR, keyset::rotate(&paths))
+                .await
+                .map_err(fail)?,
+            Some("rotated"),
+        ),
         KeyAction::Retire { key_id } => {
             let key_id: KeyId = key_id.parse().map_err(|_| {
                 Failure::new(
@@ -64,14 +69,17 @@ pub async fn run(a: PersonalizationKeyArgs) -> Result<ExitCode, Failure> {
                 .json(json)
             })?;
             (
-                keyset::retire(&paths, key_id).await.map_err(fail)?,
+                signed(
+                    shared.as_ref(),
+                    keyset::KEYS_SUBDIR,
+                    keyset::retire(&paths, key_id),
+                )
+                .await
+                .map_err(fail)?,
                 Some("retired"),
             )
         }
     };
-    push(shared.as_ref(), changed, keyset::KEYS_SUBDIR, &set)
-        .await
-        .map_err(fail)?;
     print_set(&set, changed, json);
     Ok(ExitCode::SUCCESS)
 }
@@ -91,19 +99,23 @@ async fn pull(
     Ok(Some(data))
 }
 
-/// Gives a change back to the shared store, where every replica takes it: the set's current
-/// private key, sealed ([`key_share`]), then the catalog that names it.
-async fn push(
+/// Signs a key-set change (`sign`): with a shared store, on top of its newest catalog and
+/// under its catalog lock ([`catalog_store::change`]), the set's current private key given
+/// back sealed ([`key_share`]) before the catalog that names it, so every replica takes both.
+async fn signed(
     shared: Option<&DataDir>,
-    changed: Option<&str>,
     kind: &str,
-    set: &KeySet,
-) -> Result<(), ServerError> {
-    if let (Some(data), Some(_)) = (shared, changed) {
+    sign: impl std::future::Future<Output = Result<KeySet, ServerError>>,
+) -> Result<KeySet, ServerError> {
+    let Some(data) = shared else {
+        return sign.await;
+    };
+    catalog_store::change(data, async {
+        let set = sign.await?;
         key_share::share(data, kind, &set.current().to_string()).await?;
-        catalog_store::push(data).await?;
-    }
-    Ok(())
+        Ok(set)
+    })
+    .await
 }
 
 /// Runs one `director-key` action and prints the director key set it leaves.
@@ -126,18 +138,16 @@ pub async fn run_director(a: crate::args::DirectorKeyArgs) -> Result<ExitCode, F
             (set, None)
         }
         crate::args::DirectorKeyAction::Rotate => (
-            ferry_server::director::rotate(&paths).await.map_err(fail)?,
+            signed(
+                shared.as_ref(),
+                ferry_server::director::KEYS_SUBDIR,
+                ferry_server::director::rotate(&paths),
+            )
+            .await
+            .map_err(fail)?,
             Some("rotated"),
         ),
     };
-    push(
-        shared.as_ref(),
-        changed,
-        ferry_server::director::KEYS_SUBDIR,
-        &set,
-    )
-    .await
-    .map_err(fail)?;
     if json {
         print_set_json(&set, changed);
     } else {

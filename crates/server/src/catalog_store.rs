@@ -11,9 +11,17 @@
 //! key rotation signed by another process on this data directory is pushed by the running
 //! server), last on push, so a reader never finds a timestamp naming a snapshot that is not
 //! there yet.
+//!
+//! Every process that signs on a shared store (publish, the key commands, the leader's
+//! timestamp re-signing) does pull, sign, push through [`change`], under one lock in the
+//! shared database: without it, a timestamp re-signed between a publish's pull and push
+//! replaced the publish's (the same version number, so the later push was skipped) and the
+//! release never reached devices.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::store::Store;
 use crate::{DataDir, ServerError, tuf};
@@ -46,6 +54,91 @@ fn version(bytes: &[u8]) -> u64 {
                 .and_then(serde_json::Value::as_u64)
         })
         .unwrap_or(0)
+}
+
+/// The `leases` row that serialises changes to a shared catalog.
+const CHANGE_JOB: &str = "catalog-change";
+
+/// How long a change may hold the lock: a holder that died frees it after this.
+pub const CHANGE_LOCK_TTL: Duration = Duration::from_secs(120);
+
+/// How long a change waits for the lock before it gives up ([`ServerError::CatalogBusy`]).
+pub const CHANGE_LOCK_WAIT: Duration = Duration::from_secs(300);
+
+/// Runs `sign` (a change to the local catalog in `DATA/tuf/`) on top of the newest shared
+/// catalog and gives the result back: with a shared store, under the database's catalog
+/// lock, [`pull`], `sign`, [`push`]; with a local store, `sign` alone. The lock is given up
+/// whatever `sign` returns.
+pub async fn change<T>(
+    data: &DataDir,
+    sign: impl Future<Output = Result<T, ServerError>>,
+) -> Result<T, ServerError> {
+    if !data.store.is_shared() {
+        return sign.await;
+    }
+    let holder = lock(data).await?;
+    let result = async {
+        pull(data).await?;
+        let signed = sign.await?;
+        push(data).await?;
+        Ok(signed)
+    }
+    .await;
+    if let Err(error) = unlock(data, &holder).await {
+        // It expires after CHANGE_LOCK_TTL: a later change waits at most that long.
+        tracing::warn!(%error, "could not give up the catalog lock");
+    }
+    result
+}
+
+/// Takes the catalog lock (a `leases` row, free or expired), waiting for it with a jittered
+/// poll; the holder id to give it up with.
+async fn lock(data: &DataDir) -> Result<String, ServerError> {
+    let holder = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    let ttl_ms = i64::try_from(CHANGE_LOCK_TTL.as_millis()).unwrap_or(i64::MAX);
+    let started = Instant::now();
+    loop {
+        let now = chrono::Utc::now().timestamp_millis();
+        // One statement: of processes racing for a free or expired lock, one wins.
+        let won: Option<String> = sqlx::query_scalar(
+            "INSERT INTO leases (job, holder, expires_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms
+             WHERE leases.expires_ms < $4
+             RETURNING holder",
+        )
+        .bind(CHANGE_JOB)
+        .bind(&holder)
+        .bind(now.saturating_add(ttl_ms))
+        .bind(now)
+        .fetch_optional(data.db.pool())
+        .await?;
+        if won.is_some() {
+            return Ok(holder);
+        }
+        if started.elapsed() >= CHANGE_LOCK_WAIT {
+            let other: Option<String> =
+                sqlx::query_scalar("SELECT holder FROM leases WHERE job = $1")
+                    .bind(CHANGE_JOB)
+                    .fetch_optional(data.db.pool())
+                    .await?;
+            return Err(ServerError::CatalogBusy {
+                holder: other.unwrap_or_else(|| "another process".into()),
+                waited_secs: started.elapsed().as_secs(),
+            });
+        }
+        // Waiters poll at random moments, so they do not all ask in step.
+        tokio::time::sleep(Duration::from_millis(rand::random_range(20..120))).await;
+    }
+}
+
+/// Gives the catalog lock up (only if `holder` still holds it).
+async fn unlock(data: &DataDir, holder: &str) -> Result<(), ServerError> {
+    sqlx::query("DELETE FROM leases WHERE job = $1 AND holder = $2")
+        .bind(CHANGE_JOB)
+        .bind(holder)
+        .execute(data.db.pool())
+        .await?;
+    Ok(())
 }
 
 /// The store's copy of a mutable file, if it has one.

@@ -136,6 +136,16 @@ pub enum ServerError {
         /// Why.
         cause: String,
     },
+    /// Another process held the shared catalog's change lock for the whole wait.
+    #[error(
+        "the catalog in the shared store is being changed by {holder}, still after {waited_secs} s of waiting"
+    )]
+    CatalogBusy {
+        /// The process holding the lock (`PID-RANDOM@HOST`).
+        holder: String,
+        /// Seconds waited.
+        waited_secs: u64,
+    },
     /// The CA, server certificate, online keys or admin token could not be made or read.
     #[error("the server's secrets are unusable: {cause}")]
     Secrets {
@@ -232,6 +242,7 @@ impl Diagnose for ServerError {
             ServerError::EnrollmentTokenOtherDevice { .. } => "ENROLLMENT_TOKEN_OTHER_DEVICE",
             ServerError::DeviceAlreadyEnrolled { .. } => "DEVICE_ALREADY_ENROLLED",
             ServerError::Overloaded { .. } => "OVERLOADED",
+            ServerError::CatalogBusy { .. } => "CATALOG_BUSY",
             ServerError::Secrets { .. } => "SERVER_SECRETS",
             ServerError::KeySet(e) => e.code(),
             ServerError::KeySetUnusable { .. } => "KEYSET_UNUSABLE",
@@ -294,6 +305,9 @@ impl Diagnose for ServerError {
                 "If this really is device {device_id} (repaired or reinstalled), ask the administrator for a re-enrollment token: ferry server token --data DIR --device {device_id} --reenroll"
             ),
             ServerError::Overloaded { .. } => "Try again in a moment".into(),
+            ServerError::CatalogBusy { .. } => {
+                "Run the command again once the other publish or key change has finished (a lock whose process died expires within two minutes)".into()
+            }
             ServerError::Secrets { .. } => {
                 "Check the files under the data directory's pki/ and keys-online/ (or remove them to make new ones, then give devices the new CA)".into()
             }
@@ -345,7 +359,9 @@ impl ServerError {
             | ServerError::EnrollmentTokenInvalid => StatusCode::UNAUTHORIZED,
             ServerError::EnrollmentTokenOtherDevice { .. } => StatusCode::FORBIDDEN,
             ServerError::DeviceAlreadyEnrolled { .. } => StatusCode::CONFLICT,
-            ServerError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ServerError::Overloaded { .. } | ServerError::CatalogBusy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ServerError::Report(ferry_events::ReportInvalid::OtherDevice { .. }) => {
                 StatusCode::FORBIDDEN
             }
@@ -467,6 +483,10 @@ mod tests {
             ServerError::AdminTokenInvalid,
             ServerError::EnrollmentTokenInvalid,
             ServerError::Overloaded { cause: "c".into() },
+            ServerError::CatalogBusy {
+                holder: "1-2".into(),
+                waited_secs: 3,
+            },
             ServerError::EnrollmentTokenOtherDevice {
                 device_id: ferry_types::DeviceId::new(7).unwrap(),
                 device_class: "vm".into(),

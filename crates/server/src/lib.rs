@@ -270,12 +270,16 @@ impl Https {
             tracing::error!(code = error.code(), %error, "could not take the leader lease");
             false
         });
-        // The catalog (checked by `prepare`): its timestamp kept fresh while serving.
-        if leads {
-            tuf::refresh_timestamp_if_due(&self.data.path).await?;
-        }
+        // The catalog (checked by `prepare`): its timestamp kept fresh while serving, signed
+        // and given back under the catalog lock ([`catalog_store::change`]).
+        catalog_store::change(&self.data, async {
+            if leads {
+                tuf::refresh_timestamp_if_due(&self.data.path).await?;
+            }
+            Ok(())
+        })
+        .await?;
         let lease_task = tokio::spawn(leadership.clone().keep());
-        catalog_store::push(&self.data).await?;
         let timestamp_task = tokio::spawn(tuf::keep_timestamp_fresh(
             self.data.clone(),
             leadership.clone(),

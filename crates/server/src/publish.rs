@@ -53,11 +53,31 @@ pub struct PublishRequest {
 /// unreferenced artifacts or a row devices cannot see, never a signed release without its
 /// bytes.
 pub async fn publish(data: &DataDir, req: PublishRequest) -> Result<ReleaseRow, ServerError> {
-    // With a shared store: sign on top of the catalog the replicas serve, then give it back.
+    // With a shared store: the catalog the replicas serve (each signing below is done on
+    // top of the newest and given back under the catalog lock: `sign_targets`).
     crate::catalog_store::pull(data).await?;
-    let row = publish_signed(data, req).await?;
-    crate::catalog_store::push(data).await?;
-    Ok(row)
+    publish_signed(data, req).await
+}
+
+/// Signs `targets` into the catalog: with a shared store on top of its newest copy, given
+/// back before another process may sign ([`crate::catalog_store::change`]).
+async fn sign_targets(
+    data: &DataDir,
+    catalog: &CatalogPaths,
+    targets: Vec<NewTarget>,
+) -> Result<(), ServerError> {
+    crate::catalog_store::change(data, async {
+        repo::add_targets(
+            &catalog.offline_keys,
+            &catalog.online_keys,
+            &catalog.metadata,
+            targets,
+            &repo::Expiries::default(),
+        )
+        .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// [`publish`] on the local catalog.
@@ -203,20 +223,13 @@ async fn publish_signed(data: &DataDir, req: PublishRequest) -> Result<ReleaseRo
             custom: serde_json::Value::Null,
         },
     ];
-    let signed = repo::add_targets(
-        &catalog.offline_keys,
-        &catalog.online_keys,
-        &catalog.metadata,
-        targets,
-        &repo::Expiries::default(),
-    )
-    .await;
+    let signed = sign_targets(data, &catalog, targets).await;
     if let Err(error) = signed {
         // Devices never saw the release: take the row back so it can be published again.
         if let Err(db_error) = data.db.delete_release(&row.class, &row.version).await {
             tracing::error!(%db_error, "could not remove the release row after signing failed");
         }
-        return Err(error.into());
+        return Err(error);
     }
     // Tailored deltas: each stored, then signed as its own target whose release
     // metadata says which version it applies to.
@@ -234,14 +247,7 @@ async fn publish_signed(data: &DataDir, req: PublishRequest) -> Result<ReleaseRo
             sha256: delta.sha256,
             custom: delta_info.to_custom(),
         };
-        repo::add_targets(
-            &catalog.offline_keys,
-            &catalog.online_keys,
-            &catalog.metadata,
-            vec![target],
-            &repo::Expiries::default(),
-        )
-        .await?;
+        sign_targets(data, &catalog, vec![target]).await?;
         tracing::info!(from = %from, to = %row.version, size = delta.size, "delta published");
     }
     // Chunk reuse: the chunk payload and its index, hinted by earlier releases.
@@ -266,14 +272,7 @@ async fn publish_signed(data: &DataDir, req: PublishRequest) -> Result<ReleaseRo
                 custom: serde_json::Value::Null,
             },
         ];
-        repo::add_targets(
-            &catalog.offline_keys,
-            &catalog.online_keys,
-            &catalog.metadata,
-            targets,
-            &repo::Expiries::default(),
-        )
-        .await?;
+        sign_targets(data, &catalog, targets).await?;
         tracing::info!(
             version = %row.version,
             size = chunks.payload_size,

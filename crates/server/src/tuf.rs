@@ -219,13 +219,12 @@ pub async fn keep_timestamp_fresh(data: crate::DataDir, leader: crate::leader::L
         if !leader.is_leader() {
             continue;
         }
-        match refresh_timestamp_if_due(&data.path).await {
+        // Under the catalog lock, so a publish or key change between its pull and push is
+        // never replaced by a timestamp signed on the catalog before it.
+        match crate::catalog_store::change(&data, refresh_timestamp_if_due(&data.path)).await {
             Ok(Some(version)) => tracing::info!(version, "re-signed the catalog timestamp"),
             Ok(None) => {}
             Err(error) => tracing::error!(%error, "could not re-sign the catalog timestamp"),
-        }
-        if let Err(error) = crate::catalog_store::push(&data).await {
-            tracing::error!(%error, "could not write the catalog to the shared store");
         }
     }
 }

@@ -107,6 +107,7 @@ on_both!(enrollment_token_spent_once, token_spent_once);
 on_both!(concurrent_enrollments_all_succeed, enrollments_at_once);
 on_both!(nonce_signed_once, nonces_once);
 on_both!(event_reports_stored_once, events_once);
+on_both!(one_round_of_many_batches, events_in_one_round);
 on_both!(rollout_halts_once, rollout_halt);
 on_both!(every_read_query_runs, reads);
 on_both!(leader_lease_moves, lease_moves);
@@ -278,6 +279,77 @@ async fn events_once(under: Under) {
     let states = b.device_states(&Filter::default()).await.unwrap();
     assert_eq!(states.len(), 12);
     assert!(states.iter().all(|s| s.status == "updating"), "{states:?}");
+}
+
+/// One writer round of several batches (multi-row statements): a device twice in the round
+/// is folded in batch order, a copy of a report within the round or of a stored one is a
+/// duplicate; two replicas' rounds over the same devices in opposite orders both commit.
+async fn events_in_one_round(under: Under) {
+    let (a, b) = (under.replica().await, under.replica().await);
+    let installed = |device, sequence| {
+        let mut r = report(device, sequence, EventKind::Installed, "2.0");
+        r.phases = vec![ferry_events::PhaseDuration {
+            phase: "DOWNLOADING_UPDATE".into(),
+            secs: 4.0,
+        }];
+        r
+    };
+    let mut later = batch(
+        30,
+        vec![
+            report(30, 2, EventKind::Personalized, "2.0"),
+            installed(30, 3),
+        ],
+    );
+    later.outbox.dropped_steps = 3;
+    let round = [
+        batch(
+            30,
+            vec![
+                report(30, 1, EventKind::InstallStarted, "2.0"),
+                report(30, 2, EventKind::Personalized, "2.0"),
+            ],
+        ),
+        batch(31, vec![installed(31, 1)]),
+        later,
+        batch(31, vec![installed(31, 1)]),
+    ];
+    let (acks, fresh) = a.ingest(&round).await.unwrap();
+    let counts: Vec<(u64, u64)> = acks.iter().map(|a| (a.stored, a.duplicates)).collect();
+    assert_eq!(counts, [(2, 0), (1, 0), (1, 1), (0, 1)]);
+    assert_eq!(acks[2].acked, [2, 3]);
+    assert_eq!(fresh.len(), 4);
+    let states = a.device_states(&Filter::default()).await.unwrap();
+    let state = |id: u64| {
+        states
+            .iter()
+            .find(|s| s.device_id == format!("{id:016x}"))
+            .cloned()
+            .unwrap()
+    };
+    let s30 = state(30);
+    assert_eq!(
+        (s30.status.as_str(), s30.last_sequence, s30.outbox_dropped),
+        ("staged", 3, 3)
+    );
+    assert_eq!(s30.phases, [("DOWNLOADING_UPDATE".to_string(), 4.0)]);
+    assert_eq!(state(31).status, "staged");
+    let hourly = a.dashboard_outcomes_per_hour(0).await.unwrap();
+    let installed_n: i64 = hourly
+        .iter()
+        .filter(|(_, event, _)| event == "installed")
+        .map(|(_, _, n)| n)
+        .sum();
+    assert_eq!(installed_n, 2, "each new outcome counted once: {hourly:?}");
+    // Two replicas, 40 devices each, in opposite orders, at once.
+    let forward: Vec<EventBatch> = (100..140u64)
+        .map(|d| batch(d, vec![report(d, 1, EventKind::InstallStarted, "2.0")]))
+        .collect();
+    let backward: Vec<EventBatch> = forward.iter().rev().cloned().collect();
+    let (one, two) = tokio::join!(a.ingest(&forward), b.ingest(&backward));
+    let stored = |acks: Vec<ferry_events::BatchAck>| acks.iter().map(|a| a.stored).sum::<u64>();
+    assert_eq!(stored(one.unwrap().0) + stored(two.unwrap().0), 40);
+    assert_eq!(a.device_states(&Filter::default()).await.unwrap().len(), 42);
 }
 
 /// Rollbacks reported to two replicas halt the rollout once; pause and resume are

@@ -1,6 +1,6 @@
 //! Types that carry meaning across ferry, parsed once at the edge: [`Version`],
-//! [`DeviceId`], [`Identity`], [`Sha256`], the seal's [`RootHash`], [`PayloadKind`], and the [`Diagnose`]
-//! contract every error honours. No I/O.
+//! [`DeviceId`], [`Identity`], [`Sha256`], the seal's [`RootHash`], [`PayloadKind`], the retry
+//! [`Backoff`] (with jitter), and the [`Diagnose`] contract every error honours. No I/O.
 //!
 //! Every crate uses these and no copies of them: inner code never takes a bare `String`
 //! for a version or a bare `[u8; 32]` for a digest; JSON goes through the same
@@ -18,6 +18,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod backoff;
 mod diagnose;
 mod digest;
 mod id;
@@ -25,6 +26,7 @@ mod identity;
 mod payload;
 mod version;
 
+pub use backoff::Backoff;
 pub use diagnose::{Diagnose, Report};
 pub use digest::{DeltaDigest, DigestError, RootHash, Sha256, Sha256Hasher};
 pub use id::{DeviceId, IdError};

@@ -33,6 +33,12 @@ use crate::device::{Device, PayloadKind, SlotInfo};
 pub const CLOCK_OFFSET_ENV: &str = "FERRY_CLOCK_OFFSET";
 /// Tries for one ticket when the server is unreachable or overloaded.
 pub const TICKET_TRIES: u32 = 4;
+/// The waits between those tries: full jitter under 0.5 s, 1 s, 2 s, so the devices of a
+/// release's burst that the server turned away do not all ask again at the same moment.
+pub const TICKET_BACKOFF: ferry_types::Backoff = ferry_types::Backoff {
+    base: Duration::from_millis(500),
+    cap: Duration::from_secs(2),
+};
 
 /// The component name of the system image.
 pub const SYSTEM_COMPONENT: &str = "system";
@@ -206,8 +212,8 @@ pub fn components(root_hash: &RootHash) -> Vec<Component> {
 /// checks it: this device, this nonce, this build, these root hashes.
 ///
 /// Each attempt makes a fresh nonce and stores it durably (`boot/nonce`) before the
-/// request. An unreachable or overloaded server is tried again with backoff (0.5 s,
-/// 1 s, 2 s); a refusal is final and comes back as [`AgentError::Refused`] with the
+/// request. An unreachable or overloaded server is tried again after [`TICKET_BACKOFF`]
+/// (a random wait under 0.5 s, 1 s, 2 s); a refusal is final and comes back as [`AgentError::Refused`] with the
 /// server's code, cause, fix and data.
 pub async fn request_ticket(
     device: &Device,
@@ -225,7 +231,6 @@ pub async fn request_ticket(
     let credential = credential(device)?;
     let trusted_keys = key_set(device)?.keys().to_vec();
     let identity = device.identity.clone();
-    let mut delay = Duration::from_millis(500);
     let mut attempt = 1;
     loop {
         let nonce = Nonce::random();
@@ -257,9 +262,9 @@ pub async fn request_ticket(
             Err(e @ (AgentError::ServerUnreachable { .. } | AgentError::Overloaded { .. }))
                 if attempt < TICKET_TRIES =>
             {
-                tracing::warn!(attempt, error = %e, "personalization failed; trying again");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                let wait = TICKET_BACKOFF.wait(attempt);
+                tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, error = %e, "personalization failed; trying again");
+                tokio::time::sleep(wait).await;
                 attempt += 1;
             }
             Err(e) => return Err(e),
@@ -371,4 +376,32 @@ pub fn consume_nonce(device: &Device, slot: Slot) -> Result<(), AgentError> {
     }
     let to = device.layout().slot_nonce(slot);
     ferry_durable::rename(&from, &to).map_err(AgentError::io("consuming the nonce", &from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ticket's retries wait a random time under 0.5 s, 1 s, then 2 s: bounded, and a
+    /// herd's waits spread rather than all the same.
+    #[test]
+    fn ticket_retries_wait_under_half_a_second_one_then_two() {
+        let ceilings: Vec<u128> = (1..TICKET_TRIES)
+            .map(|n| TICKET_BACKOFF.ceiling(n).as_millis())
+            .collect();
+        assert_eq!(ceilings, [500, 1000, 2000]);
+        for attempt in 1..TICKET_TRIES {
+            let waits: Vec<Duration> = (0..200).map(|_| TICKET_BACKOFF.wait(attempt)).collect();
+            let ceiling = TICKET_BACKOFF.ceiling(attempt);
+            assert!(waits.iter().all(|w| *w <= ceiling));
+            let (low, high) = (
+                waits.iter().filter(|w| **w < ceiling / 4).count(),
+                waits.iter().filter(|w| **w > ceiling * 3 / 4).count(),
+            );
+            assert!(
+                low > 10 && high > 10,
+                "attempt {attempt}: {low} low, {high} high"
+            );
+        }
+    }
 }

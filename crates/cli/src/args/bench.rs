@@ -8,10 +8,12 @@ use clap::{Args, Subcommand};
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Tickets per second and latency of POST /v1/personalize over HTTPS on loopback,
-    /// against an in-process server with SQLite (every request a fresh nonce).
+    /// against an in-process server with SQLite, or --database/--store (every request a
+    /// fresh nonce).
     Personalize(BenchPersonalizeArgs),
     /// Event reports per second and latency of POST /v1/events over HTTPS on loopback
-    /// (batches of --batch reports, SQLite with fsync), against an in-process server.
+    /// (batches of --batch reports, SQLite with fsync, or --database/--store), against an
+    /// in-process server.
     Events(BenchEventsArgs),
     /// The running agent's figures: `GET /v1/status` round trip (p50, p99) over its
     /// socket, and the time from a cancel to the download stopping.
@@ -114,6 +116,16 @@ pub struct BenchEventsArgs {
     /// Worker threads of the server's runtime.
     #[arg(long, default_value_t = 2)]
     pub server_threads: usize,
+    /// The server's database: an empty PostgreSQL database `postgres://USER:PASSWORD@HOST:PORT/DB`
+    /// (or FERRY_DATABASE; one a run with the same --dir filled may be reused); default a
+    /// SQLite file in the data directory.
+    #[arg(long, env = "FERRY_DATABASE")]
+    pub database: Option<String>,
+    /// Where the server keeps artifacts and the served catalog: an empty bucket
+    /// `s3://BUCKET[/PREFIX]?endpoint=URL&region=R` (or FERRY_STORE); default a directory in
+    /// the data directory.
+    #[arg(long, env = "FERRY_STORE")]
+    pub store: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -160,6 +172,16 @@ pub struct BenchPersonalizeArgs {
     /// Worker threads of the server's runtime (the load generator uses the others).
     #[arg(long, default_value_t = 2)]
     pub server_threads: usize,
+    /// The server's database: an empty PostgreSQL database `postgres://USER:PASSWORD@HOST:PORT/DB`
+    /// (or FERRY_DATABASE; one a run with the same --dir filled may be reused); default a
+    /// SQLite file in the data directory.
+    #[arg(long, env = "FERRY_DATABASE")]
+    pub database: Option<String>,
+    /// Where the server keeps artifacts and the served catalog: an empty bucket
+    /// `s3://BUCKET[/PREFIX]?endpoint=URL&region=R` (or FERRY_STORE); default a directory in
+    /// the data directory.
+    #[arg(long, env = "FERRY_STORE")]
+    pub store: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

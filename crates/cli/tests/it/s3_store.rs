@@ -281,3 +281,104 @@ fn releases_in_s3_install_by_delta_chunks_and_full_through_two_servers() {
         std::fs::read(replica.join(format!("keys-online/director/{director_key}.pk8"))).unwrap()
     );
 }
+
+/// The race a shared catalog has: a leader re-signing the timestamp between a publish's pull
+/// and push. With the catalog lock every publish lands: after a leader (its own data
+/// directory, as a replica) re-signed the timestamp in a loop while releases were published
+/// from another, the catalog in the store names every release through its timestamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_land_while_a_leader_re_signs_the_timestamp() {
+    use ferry_server::tuf::{CatalogPaths, KeyCustody};
+    use ferry_server::{DataDir, PublishRequest, catalog_store};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(s3) = S3::start(&tmp.path().join("s3")) else {
+        return;
+    };
+    let store = s3.url();
+    let database = format!("sqlite://{}", tmp.path().join("shared.db").display());
+    let publisher_dir = tmp.path().join("publisher");
+    let publisher = DataDir::open_with(&publisher_dir, Some(&database), Some(&store))
+        .await
+        .unwrap();
+    ferry_server::tuf::check_custody(&publisher.path, KeyCustody::DevInDataDir)
+        .await
+        .unwrap();
+    catalog_store::push(&publisher).await.unwrap();
+    // The leader: another data directory with the same online keys, its catalog from the store.
+    let leader_dir = tmp.path().join("leader");
+    replica_of(&publisher_dir, &leader_dir);
+    let leader = DataDir::open_with(&leader_dir, Some(&database), Some(&store))
+        .await
+        .unwrap();
+    catalog_store::pull(&leader).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let signed = Arc::new(AtomicU64::new(0));
+    let re_signing = {
+        let (stop, signed) = (stop.clone(), signed.clone());
+        tokio::spawn(async move {
+            let paths = CatalogPaths::new(&leader.path, None);
+            while !stop.load(Ordering::SeqCst) {
+                catalog_store::change(&leader, async {
+                    ferry_catalog::repo::refresh_timestamp(
+                        &paths.online_keys,
+                        &paths.metadata,
+                        chrono::TimeDelta::days(1),
+                    )
+                    .await
+                    .map_err(ferry_server::ServerError::from)
+                })
+                .await
+                .unwrap();
+                signed.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let versions = ["1.0", "1.1", "1.2", "1.3", "1.4", "1.5"];
+    for (n, version) in versions.iter().enumerate() {
+        let image = tmp.path().join(format!("v{version}.img"));
+        make_image(&image, n as u32 + 1, 1);
+        ferry_server::publish(
+            &publisher,
+            PublishRequest {
+                image,
+                version: version.parse().unwrap(),
+                class: "vm".into(),
+                audiences: vec!["customer".into()],
+                offline_keys: None,
+                build_id: None,
+                level: 1,
+                delta_from: Vec::new(),
+                chunks: false,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    re_signing.await.unwrap();
+    assert!(
+        signed.load(Ordering::SeqCst) >= versions.len() as u64,
+        "the leader re-signed {} times: the race was not exercised",
+        signed.load(Ordering::SeqCst)
+    );
+
+    // What a new replica serves: the store's catalog, through its timestamp.
+    let reader = DataDir::open_with(&tmp.path().join("reader"), Some(&database), Some(&store))
+        .await
+        .unwrap();
+    catalog_store::pull(&reader).await.unwrap();
+    let metadata = CatalogPaths::new(&reader.path, None).metadata;
+    for version in versions {
+        let target = ferry_catalog::payload_target_name("vm", version);
+        assert!(
+            ferry_catalog::repo::published_target(&metadata, &target)
+                .unwrap()
+                .is_some(),
+            "release {version} is not in the catalog the store serves"
+        );
+    }
+}

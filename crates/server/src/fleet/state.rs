@@ -1,12 +1,14 @@
 //! A device's current state: the fold of its reports (newest sequence wins), and its row
 //! in `device_state`.
 
+use std::collections::HashMap;
+
 use ferry_events::{EventKind, EventReport};
 use serde::Serialize;
 use sqlx::Row;
 
 use crate::ServerError;
-use crate::db::{BindFloat, Conn, DbRow, get_flag};
+use crate::db::{BindFloat, Conn, DbRow, get_flag, placeholder_rows, rows_per_statement};
 
 /// A device's current state as the fleet read side shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -205,82 +207,110 @@ impl DeviceState {
     }
 }
 
-pub(super) async fn load_state(
+/// The stored states of `devices` (each listed once), in one statement per
+/// [`rows_per_statement`] devices; a device that never reported is absent.
+pub(super) async fn load_states(
     tx: &mut Conn,
-    device_id: &str,
-) -> Result<Option<DeviceState>, ServerError> {
-    let row = sqlx::query("SELECT * FROM device_state WHERE device_id = $1")
-        .bind(device_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    row.as_ref().map(state_from_row).transpose()
+    devices: &[&str],
+) -> Result<HashMap<String, DeviceState>, ServerError> {
+    let mut states = HashMap::with_capacity(devices.len());
+    for chunk in devices.chunks(rows_per_statement(tx)) {
+        let sql = format!(
+            "SELECT * FROM device_state WHERE device_id IN {}",
+            placeholder_rows(tx, 1, chunk.len())
+        );
+        // Only placeholders: every device id is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for device_id in chunk {
+            query = query.bind(*device_id);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            let state = state_from_row(&row)?;
+            states.insert(state.device_id.clone(), state);
+        }
+    }
+    Ok(states)
 }
 
-pub(super) async fn store_state(tx: &mut Conn, s: &DeviceState) -> Result<(), ServerError> {
-    let phases = serde_json::to_string(&s.phases)
-        .map_err(|e| ServerError::Database(sqlx::Error::Encode(e.into())))?;
-    sqlx::query(
-        "INSERT INTO device_state (device_id, device_class, version, slot, status,
-            last_event, last_event_ms, last_sequence, last_report_ms, update_id, from_version,
-            target_version, update_state, update_percent, update_started_ms, payload_kind,
-            bytes_downloaded, phases, last_error_code, last_error_state, last_error_machine,
-            last_error_ms, rolled_back, silent_since_ms, outbox_dropped, outbox_full)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)
-         ON CONFLICT (device_id) DO UPDATE SET
-            device_class = excluded.device_class,
-            version = excluded.version,
-            slot = excluded.slot,
-            status = excluded.status,
-            last_event = excluded.last_event,
-            last_event_ms = excluded.last_event_ms,
-            last_sequence = excluded.last_sequence,
-            last_report_ms = excluded.last_report_ms,
-            update_id = excluded.update_id,
-            from_version = excluded.from_version,
-            target_version = excluded.target_version,
-            update_state = excluded.update_state,
-            update_percent = excluded.update_percent,
-            update_started_ms = excluded.update_started_ms,
-            payload_kind = excluded.payload_kind,
-            bytes_downloaded = excluded.bytes_downloaded,
-            phases = excluded.phases,
-            last_error_code = excluded.last_error_code,
-            last_error_state = excluded.last_error_state,
-            last_error_machine = excluded.last_error_machine,
-            last_error_ms = excluded.last_error_ms,
-            rolled_back = excluded.rolled_back,
-            silent_since_ms = excluded.silent_since_ms,
-            outbox_dropped = excluded.outbox_dropped,
-            outbox_full = excluded.outbox_full",
-    )
-    .bind(&s.device_id)
-    .bind(&s.device_class)
-    .bind(&s.version)
-    .bind(&s.slot)
-    .bind(&s.status)
-    .bind(&s.last_event)
-    .bind(s.last_event_ms)
-    .bind(s.last_sequence)
-    .bind(s.last_report_ms)
-    .bind(&s.update_id)
-    .bind(&s.from_version)
-    .bind(&s.target_version)
-    .bind(&s.update_state)
-    .bind_float(s.update_percent)
-    .bind(s.update_started_ms)
-    .bind(&s.payload_kind)
-    .bind(s.bytes_downloaded)
-    .bind(phases)
-    .bind(&s.last_error_code)
-    .bind(&s.last_error_state)
-    .bind(&s.last_error_machine)
-    .bind(s.last_error_ms)
-    .bind(i64::from(s.rolled_back))
-    .bind(s.silent_since_ms)
-    .bind(s.outbox_dropped)
-    .bind(i64::from(s.outbox_full))
-    .execute(&mut *tx)
-    .await?;
+/// The columns of `device_state`, in the order [`store_states`] binds them.
+const COLUMNS: [&str; 26] = [
+    "device_id",
+    "device_class",
+    "version",
+    "slot",
+    "status",
+    "last_event",
+    "last_event_ms",
+    "last_sequence",
+    "last_report_ms",
+    "update_id",
+    "from_version",
+    "target_version",
+    "update_state",
+    "update_percent",
+    "update_started_ms",
+    "payload_kind",
+    "bytes_downloaded",
+    "phases",
+    "last_error_code",
+    "last_error_state",
+    "last_error_machine",
+    "last_error_ms",
+    "rolled_back",
+    "silent_since_ms",
+    "outbox_dropped",
+    "outbox_full",
+];
+
+/// Writes `states` (each device once), inserting or replacing each device's row, in one
+/// statement per [`rows_per_statement`] devices.
+pub(super) async fn store_states(tx: &mut Conn, states: &[DeviceState]) -> Result<(), ServerError> {
+    for chunk in states.chunks(rows_per_statement(tx)) {
+        let updates = COLUMNS[1..]
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO device_state ({}) VALUES {} ON CONFLICT (device_id) DO UPDATE SET {updates}",
+            COLUMNS.join(", "),
+            placeholder_rows(tx, chunk.len(), COLUMNS.len()),
+        );
+        // Only placeholders and fixed column names: every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for s in chunk {
+            let phases = serde_json::to_string(&s.phases)
+                .map_err(|e| ServerError::Database(sqlx::Error::Encode(e.into())))?;
+            query = query
+                .bind(s.device_id.clone())
+                .bind(s.device_class.clone())
+                .bind(s.version.clone())
+                .bind(s.slot.clone())
+                .bind(s.status.clone())
+                .bind(s.last_event.clone())
+                .bind(s.last_event_ms)
+                .bind(s.last_sequence)
+                .bind(s.last_report_ms)
+                .bind(s.update_id.clone())
+                .bind(s.from_version.clone())
+                .bind(s.target_version.clone())
+                .bind(s.update_state.clone())
+                .bind_float(s.update_percent)
+                .bind(s.update_started_ms)
+                .bind(s.payload_kind.clone())
+                .bind(s.bytes_downloaded)
+                .bind(phases)
+                .bind(s.last_error_code.clone())
+                .bind(s.last_error_state.clone())
+                .bind(s.last_error_machine.clone())
+                .bind(s.last_error_ms)
+                .bind(i64::from(s.rolled_back))
+                .bind(s.silent_since_ms)
+                .bind(s.outbox_dropped)
+                .bind(i64::from(s.outbox_full));
+        }
+        query.execute(&mut *tx).await?;
+    }
     Ok(())
 }
 

@@ -8,9 +8,9 @@
 //! PostgreSQL makes the second wait for the first's row lock, then re-check: the second sees
 //! `state = 'halted'` and changes nothing).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
-use crate::db::Conn;
+use crate::db::{Conn, placeholder_rows, rows_per_statement};
 use ferry_events::{Blame, EventKind, EventReport, blame};
 
 use super::store::{Rollout, load, wave_counts};
@@ -114,32 +114,80 @@ async fn record(
 }
 
 /// Counts freshly stored `reports` against their rollouts and evaluates every wave they
-/// touched; returns the ids of rollouts this call halted.
+/// touched; returns the ids of rollouts this call halted. Each (class, version)'s rollout is
+/// read once and the attempts are recorded in one statement, however many reports there are.
 pub async fn count_reports(
     conn: &mut Conn,
     reports: &[EventReport],
     received_ms: i64,
 ) -> Result<Vec<i64>, ServerError> {
-    let mut touched = BTreeSet::new();
+    let mut rollouts: HashMap<(String, String), Option<Rollout>> = HashMap::new();
+    let mut attempts = BTreeSet::new();
+    let mut failures = Vec::new();
     for report in reports {
         let (Some(kind), Some(target)) = (counted(report), &report.target_os_version) else {
             continue;
         };
-        let Some(rollout) =
-            rollout_for(conn, report.device_class.as_str(), &target.to_string()).await?
-        else {
+        let key = (report.device_class.to_string(), target.to_string());
+        let rollout = match rollouts.get(&key) {
+            Some(known) => known.clone(),
+            None => {
+                let found = rollout_for(conn, &key.0, &key.1).await?;
+                rollouts.insert(key, found.clone());
+                found
+            }
+        };
+        let Some(rollout) = rollout else {
             continue;
         };
-        let failure = match kind {
-            Counted::Attempt => None,
-            Counted::Failure(kind) => Some((kind, report.error.as_ref().map(|e| e.code.as_str()))),
-        };
-        let wave = record(conn, &rollout, &report.device_id, failure, received_ms).await?;
-        if failure.is_some() {
-            touched.insert((rollout.id, wave));
+        let wave = rollout.wave_of(&report.device_id);
+        attempts.insert((
+            rollout.id,
+            rollout.epoch,
+            report.device_id.to_string(),
+            wave,
+        ));
+        if let Counted::Failure(kind) = kind {
+            let code = report.error.as_ref().map(|e| e.code.as_str());
+            failures.push((rollout, report.device_id, kind, code, wave));
         }
     }
+    record_attempts(conn, &attempts, received_ms).await?;
+    let mut touched = BTreeSet::new();
+    for (rollout, device_id, kind, code, wave) in failures {
+        record(conn, &rollout, &device_id, Some((kind, code)), received_ms).await?;
+        touched.insert((rollout.id, wave));
+    }
     evaluate(conn, &touched, received_ms).await
+}
+
+/// Records attempts `(rollout, epoch, device, wave)` not recorded yet, in one statement per
+/// [`rows_per_statement`].
+async fn record_attempts(
+    conn: &mut Conn,
+    attempts: &BTreeSet<(i64, i64, String, u32)>,
+    at_ms: i64,
+) -> Result<(), ServerError> {
+    let attempts: Vec<_> = attempts.iter().collect();
+    for chunk in attempts.chunks(rows_per_statement(conn)) {
+        let sql = format!(
+            "INSERT INTO rollout_devices (rollout_id, epoch, device_id, wave, attempted_ms)
+             VALUES {} ON CONFLICT DO NOTHING",
+            placeholder_rows(conn, chunk.len(), 5)
+        );
+        // Only placeholders and fixed column names: every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (rollout_id, epoch, device_id, wave) in chunk {
+            query = query
+                .bind(*rollout_id)
+                .bind(*epoch)
+                .bind(device_id.clone())
+                .bind(i64::from(*wave))
+                .bind(at_ms);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Counts devices just marked silent mid-update (`(device_id, class, target version)`)

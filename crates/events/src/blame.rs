@@ -76,6 +76,7 @@ pub const BLAME: &[(&str, Blame)] = &[
     ("CACHE_STALE", Blame::Environment),
     ("CANCELLED", Blame::Environment),
     ("CATALOG_BAD_SIGNATURE", Blame::Environment),
+    ("CATALOG_BUSY", Blame::Environment),
     ("CATALOG_CACHE_DAMAGED", Blame::Environment),
     ("CATALOG_CLOCK_AHEAD", Blame::Environment),
     ("CATALOG_CLOCK_BACKWARDS", Blame::Environment),

@@ -4,7 +4,7 @@
 
 use crate::datastore::{
     LATEST_KNOWN_TIME, commit_generation, current_generation, generation_name, latest_known_time,
-    remove_stale_generations, save_trusted,
+    lock_for_refresh, remove_stale_generations, save_trusted,
 };
 use crate::error::CatalogError;
 use crate::release::ReleaseInfo;
@@ -153,6 +153,7 @@ impl Catalog {
         let targets_base_url = base_url(targets_base_url)?;
         std::fs::create_dir_all(datastore_dir)
             .map_err(CatalogError::io("create", datastore_dir))?;
+        let _refreshing = lock_for_refresh(datastore_dir).await;
         let clock = options.now.unwrap_or_else(Utc::now);
         let current = current_generation(datastore_dir);
         if !options.dry_run {
@@ -245,10 +246,8 @@ impl Catalog {
         if !options.dry_run {
             let next_generation = current.map_or(1, |generation| generation + 1);
             let staging_dir = datastore_dir.join(generation_name(next_generation));
-            let saved =
-                save_trusted(&staging_dir, updater.trusted(), latest_known).and_then(|()| {
-                    commit_generation(datastore_dir, &staging_dir, next_generation, current)
-                });
+            let saved = save_trusted(&staging_dir, updater.trusted(), latest_known)
+                .and_then(|()| commit_generation(datastore_dir, &staging_dir, next_generation));
             if let Err(error) = saved {
                 let _ = std::fs::remove_dir_all(&staging_dir);
                 return Err(error);

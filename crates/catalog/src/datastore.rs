@@ -19,7 +19,9 @@ use crate::store::sync_dir;
 use crate::trusted::TrustedSet;
 use crate::updater::metadata_file_name;
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 const CURRENT_LINK: &str = "current";
 const GENERATION_PREFIX: &str = "gen-";
@@ -85,7 +87,26 @@ pub fn trusted_metadata_dir(datastore_dir: &Path) -> Option<PathBuf> {
         .map(|generation| datastore_dir.join(generation_name(generation)))
 }
 
-/// Removes generation directories left by an interrupted refresh.
+/// Holds the datastore for one refresh: two refreshes at once in one process (the daemon's
+/// scan and a `ferry defer` it serves) would stage the same generation and remove each
+/// other's directory. Other processes are kept out by the device lock.
+pub(crate) async fn lock_for_refresh(datastore_dir: &Path) -> tokio::sync::OwnedMutexGuard<()> {
+    type Locks = Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
+    static LOCKS: OnceLock<Locks> = OnceLock::new();
+    let key = std::path::absolute(datastore_dir).unwrap_or_else(|_| datastore_dir.to_owned());
+    let lock = LOCKS
+        .get_or_init(Locks::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .entry(key)
+        .or_default()
+        .clone();
+    lock.lock_owned().await
+}
+
+/// Removes generation directories other than `current` and the one before it (left by an
+/// interrupted refresh, or older). The one before is kept so that a reader that resolved
+/// `current` just before a refresh switched it can still read its files.
 pub(crate) fn remove_stale_generations(datastore_dir: &Path, current: Option<u64>) {
     let Ok(entries) = std::fs::read_dir(datastore_dir) else {
         return;
@@ -101,18 +122,20 @@ pub(crate) fn remove_stale_generations(datastore_dir: &Path, current: Option<u64
         else {
             continue;
         };
-        if Some(generation) != current {
+        let kept =
+            current.is_some_and(|current| generation == current || generation + 1 == current);
+        if !kept {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
 
-/// Makes `staging_dir` durable and points `current` at it, then drops the previous generation.
+/// Makes `staging_dir` durable and points `current` at it, then drops the generations before
+/// the previous one.
 pub(crate) fn commit_generation(
     datastore_dir: &Path,
     staging_dir: &Path,
     generation: u64,
-    previous: Option<u64>,
 ) -> Result<(), CatalogError> {
     let entries = std::fs::read_dir(staging_dir).map_err(CatalogError::io("read", staging_dir))?;
     for entry in entries.flatten() {
@@ -127,9 +150,7 @@ pub(crate) fn commit_generation(
     make_symlink(&generation_name(generation), &temp_link)?;
     let link = datastore_dir.join(CURRENT_LINK);
     ferry_durable::rename(&temp_link, &link).map_err(CatalogError::io("rename", &temp_link))?;
-    if let Some(previous) = previous {
-        let _ = std::fs::remove_dir_all(datastore_dir.join(generation_name(previous)));
-    }
+    remove_stale_generations(datastore_dir, Some(generation));
     Ok(())
 }
 

@@ -437,3 +437,37 @@ async fn a_dry_run_refresh_verifies_without_changing_the_datastore_and_inspectio
     let error = ferry_catalog::check_root(&damaged).unwrap_err();
     assert_eq!(error.code(), "CATALOG_PINNED_ROOT_INVALID");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refreshes_at_once_in_one_process_all_succeed_and_keep_two_generations() {
+    // The daemon's background scan and a `ferry defer` it serves refresh the same
+    // datastore; once they staged the same generation and removed each other's directory.
+    let fixture = Fixture::new().await;
+    publish_gateway_releases(&fixture).await;
+    let (datastore, root) = (fixture.datastore(), fixture.pinned_root());
+    let (metadata, targets) = (fixture.server.metadata_url(), fixture.server.targets_url());
+    // Each on a task of its own, so that they run in parallel on the runtime's threads.
+    let refreshes: Vec<_> = (0..8)
+        .map(|_| {
+            let (datastore, root) = (datastore.clone(), root.clone());
+            let (metadata, targets) = (metadata.clone(), targets.clone());
+            tokio::spawn(async move {
+                ferry_catalog::Catalog::refresh(&datastore, &root, &metadata, &targets).await
+            })
+        })
+        .collect();
+    for refresh in refreshes {
+        let catalog = refresh
+            .await
+            .expect("the task")
+            .expect("every refresh succeeds");
+        assert_eq!(catalog.releases().len(), 4);
+    }
+    let generations = std::fs::read_dir(fixture.datastore())
+        .expect("datastore")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("gen-"))
+        .count();
+    assert_eq!(generations, 2, "the current generation and the one before");
+    assert!(ferry_catalog::trusted_metadata_dir(&fixture.datastore()).is_some());
+}

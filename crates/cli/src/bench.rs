@@ -105,23 +105,24 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     let n = tally.latencies.len();
     let per_second = n as f64 / a.seconds.max(1) as f64;
     let nonces: i64 = sqlx_count(&data).await;
-    let run = Run::new(a.seconds, a.connections, a.devices, a.server_threads);
+    let run = Run::new(
+        a.seconds,
+        a.connections,
+        a.devices,
+        a.server_threads,
+        backend(&data, a.database.as_deref()),
+    );
     if a.json {
         let mut result = serde_json::json!({
             "tickets_per_second": per_second,
             "tickets": n,
             "nonces_recorded": nonces,
             "client_cpu_share_percent": window.client_share(),
-            "backend": backend(&data, a.database.as_deref()),
-            "build": BUILD_PROFILE,
         });
         run.add_json(&mut result, &tally, &window);
         println!("{result}");
     } else {
-        println!(
-            "{} ({BUILD_PROFILE} build)",
-            backend(&data, a.database.as_deref())
-        );
+        println!("{}", run.header());
         println!(
             "{n} tickets {}: {per_second:.0} tickets/s, {}; {nonces} nonces recorded",
             run.text(),
@@ -413,6 +414,8 @@ pub(crate) struct Run {
     connections: usize,
     devices: usize,
     server_threads: usize,
+    /// The database and store the server ran on ([`backend`]).
+    backend: String,
 }
 
 impl Run {
@@ -421,13 +424,20 @@ impl Run {
         connections: usize,
         devices: usize,
         server_threads: usize,
+        backend: String,
     ) -> Run {
         Run {
             seconds,
             connections,
             devices,
             server_threads,
+            backend,
         }
+    }
+
+    /// "BACKEND (PROFILE build)", the first line of a benchmark's text output.
+    pub(crate) fn header(&self) -> String {
+        format!("{} ({BUILD_PROFILE} build)", self.backend)
     }
 
     /// The cores this machine has (0 when unknown).
@@ -460,6 +470,8 @@ impl Run {
                 "p50_ms": tally.percentile_ms(0.50),
                 "p99_ms": tally.percentile_ms(0.99),
                 "max_ms": tally.percentile_ms(1.0),
+                "backend": self.backend,
+                "build": BUILD_PROFILE,
             });
             if let serde_json::Value::Object(figures) = figures {
                 fields.extend(figures);

@@ -22,8 +22,7 @@ use ferry_types::{DeviceId, PayloadKind};
 
 use crate::args::BenchEventsArgs;
 use crate::bench::{
-    BUILD_PROFILE, BenchServer, CLASS, Run, Tally, Window, backend, bench_failure,
-    connection_client, open_data,
+    BenchServer, CLASS, Run, Tally, Window, backend, bench_failure, connection_client, open_data,
 };
 use crate::failure::Failure;
 
@@ -159,22 +158,23 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
         .await
         .map(|r| r.len())
         .unwrap_or(0);
-    let run = Run::new(a.seconds, a.connections, a.devices, a.server_threads);
+    let run = Run::new(
+        a.seconds,
+        a.connections,
+        a.devices,
+        a.server_threads,
+        backend(&data, a.database.as_deref()),
+    );
     if a.json {
         let mut result = serde_json::json!({
             "reports_per_second": reports_per_second,
             "batches": n,
             "batch": batch_size,
-            "backend": backend(&data, a.database.as_deref()),
-            "build": BUILD_PROFILE,
         });
         run.add_json(&mut result, &tally, &window);
         println!("{result}");
     } else {
-        println!(
-            "{} ({BUILD_PROFILE} build)",
-            backend(&data, a.database.as_deref())
-        );
+        println!("{}", run.header());
         println!(
             "{n} batches of {batch_size} {}: {reports_per_second:.0} reports/s, batch {}",
             run.text(),

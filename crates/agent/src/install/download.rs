@@ -11,10 +11,11 @@
 //!
 //! A connection that stalls past the read timeout or is cut is asked for again in the
 //! same run, from the byte it reached (a `Range` request; the frame being received stays
-//! in memory and in the spool), after a back-off of 1, 2, 4… s ([`Retry::backoff`]): up to
-//! `download_retries` times in a row, the count starting afresh once a retry brought a
-//! whole frame. The wait, its reason and its countdown go to the progress stream
-//! ([`Flow::retry`]). A stream slower than its overall deadline is not retried.
+//! in memory and in the spool), after a back-off of up to 1, 2, 4… s, at least half of it
+//! ([`Retry::backoff`]): up to `download_retries` times in a row, the count starting
+//! afresh once a retry brought a whole frame. The wait, its reason and its countdown go to
+//! the progress stream ([`Flow::retry`]). A stream slower than its overall deadline is not
+//! retried.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

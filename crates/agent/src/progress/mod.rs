@@ -116,10 +116,18 @@ pub struct Retry {
     pub at: Option<Instant>,
 }
 
+/// The ceilings of a cut download's waits before retry 1, 2, 3…: 1, 2, 4, 8, 16 s, then 30.
+pub const DOWNLOAD_BACKOFF: ferry_types::Backoff = ferry_types::Backoff {
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(30),
+};
+
 impl Retry {
-    /// How long a cut download waits before retry `n` (from 1): 1, 2, 4, 8, 16 s, then 30.
+    /// How long a cut download waits before retry `n` (from 1): between half and all of
+    /// [`DOWNLOAD_BACKOFF`]'s ceiling, at random, so that the devices an outage cut at the
+    /// same moment do not all come back in the same second.
     pub fn backoff(n: u32) -> Duration {
-        Duration::from_secs(1u64 << n.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+        DOWNLOAD_BACKOFF.wait_with(n, 0.5 + rand::random::<f64>() / 2.0)
     }
 }
 
@@ -271,6 +279,22 @@ mod tests {
         let p = phase.at(50, true).unwrap();
         assert!((p.percent - 35.0).abs() < 1e-9, "{}", p.percent);
         assert_eq!(phase.at(100, true).unwrap().percent, 54.0);
+    }
+
+    #[test]
+    fn download_retries_wait_between_half_and_all_of_the_ceiling() {
+        for n in 1..=8 {
+            let ceiling = DOWNLOAD_BACKOFF.ceiling(n);
+            let waits: Vec<Duration> = (0..200).map(|_| Retry::backoff(n)).collect();
+            assert!(
+                waits.iter().all(|w| *w >= ceiling / 2 && *w <= ceiling),
+                "retry {n}: {waits:?}"
+            );
+            assert!(waits.iter().any(|w| *w != waits[0]), "retry {n}: no jitter");
+        }
+        assert_eq!(DOWNLOAD_BACKOFF.ceiling(1), Duration::from_secs(1));
+        assert_eq!(DOWNLOAD_BACKOFF.ceiling(5), Duration::from_secs(16));
+        assert_eq!(DOWNLOAD_BACKOFF.ceiling(9), Duration::from_secs(30));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::device::{Device, PayloadKind};
 use crate::progress::estimate::Estimator;
 use crate::progress::history::{self, History, Measured};
 use crate::progress::phases::{self, Rates, Work};
-use crate::progress::{Progress, ProgressSink, Retry, log, of_text};
+use crate::progress::{DOWNLOAD_BACKOFF, Progress, ProgressSink, log, of_text};
 
 /// How long each phase took and how much of its work this run did.
 #[derive(Debug, Clone, Copy)]
@@ -224,7 +224,7 @@ impl<'a> Tracker<'a> {
             ),
             "DOWNLOADING_UPDATE" if self.limits.retries > 0 => format!(
                 "waiting for the network: no bytes for {quiet:.0} s, retrying in {:.0} s (the connection is given up after {limit:.0} s without a byte)",
-                (limit - quiet).max(0.0) + Retry::backoff(1).as_secs_f64()
+                (limit - quiet).max(0.0) + DOWNLOAD_BACKOFF.ceiling(1).as_secs_f64()
             ),
             "DOWNLOADING_UPDATE" => format!(
                 "waiting for the network: no bytes for {quiet:.0} s; {}",

@@ -551,12 +551,14 @@ mod tests {
         assert!(out.windows(2).all(|w| w[1].1.percent >= w[0].1.percent));
     }
 
-    #[test]
-    fn a_slot_bound_download_is_timed_by_its_writes_not_its_bytes() {
-        // 1000 payload bytes whose last tenth decodes to most of the image: the writes
-        // (100 units/s, 5000 units) take 50 s while the bytes would say 10 s.
+    /// 1000 payload bytes whose last tenth decodes to most of the image: the writes (100
+    /// units/s, 5000 units) take 50 s while the bytes would say 10 s; `tail` seconds of
+    /// download tail learned from earlier installs. The estimates, and their errors after
+    /// the first 5 s (the install ends 1.5 s after the writes).
+    fn slot_bound_download(tail: f64) -> (Vec<(f64, Estimate)>, Vec<f64>) {
         let mut p = plan(10.0, 1.0, 0.2);
         p[1].secondary_rate = 100.0;
+        p[1].tail = tail;
         let mut est = Estimator::new(p);
         est.work(0.0, "DOWNLOADING_UPDATE", 0, 1000);
         let mut t = 0.0;
@@ -569,8 +571,13 @@ mod tests {
             est.secondary(t, written, 5000);
             out.push((t, est.at(t)));
         }
-        let end = 50.0 + 1.0 + 0.5;
-        let errors = errors_after(&out, end, 5.0);
+        let errors = errors_after(&out, 50.0 + 1.0 + 0.5, 5.0);
+        (out, errors)
+    }
+
+    #[test]
+    fn a_slot_bound_download_is_timed_by_its_writes_not_its_bytes() {
+        let (out, errors) = slot_bound_download(0.0);
         assert!(quantile(errors.clone(), 0.5) <= 0.10, "{errors:?}");
         // The bytes stop at 990 while the writes go on: work proceeds, no stall.
         assert!(out.iter().all(|(_, e)| e.stalled_for.is_none()));
@@ -578,25 +585,9 @@ mod tests {
 
     #[test]
     fn a_slot_bound_download_does_not_count_its_tail_twice() {
-        // As above with a 4 s tail learned from earlier installs: once the writes are the
-        // bound, the time left is the writes', not the writes' plus the tail.
-        let mut p = plan(10.0, 1.0, 0.2);
-        p[1].secondary_rate = 100.0;
-        p[1].tail = 4.0;
-        let mut est = Estimator::new(p);
-        est.work(0.0, "DOWNLOADING_UPDATE", 0, 1000);
-        let mut t = 0.0;
-        let mut out = Vec::new();
-        while t < 50.0 {
-            t += 0.25;
-            let written = (t * 100.0) as u64;
-            let done = (written * 900 / 1000).min(990);
-            est.work(t, "DOWNLOADING_UPDATE", done, 1000);
-            est.secondary(t, written, 5000);
-            out.push((t, est.at(t)));
-        }
-        let end = 50.0 + 1.0 + 0.5;
-        let errors = errors_after(&out, end, 5.0);
+        // With a 4 s tail: once the writes are the bound, the time left is the writes', not
+        // the writes' plus the tail.
+        let (_, errors) = slot_bound_download(4.0);
         assert!(quantile(errors.clone(), 0.5) <= 0.10, "{errors:?}");
         assert!(quantile(errors.clone(), 0.9) <= 0.15, "{errors:?}");
     }

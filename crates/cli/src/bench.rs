@@ -20,7 +20,7 @@ use ferry_server::tuf::KeyCustody;
 use ferry_server::{DataDir, Https, PublishRequest, ServiceOptions};
 use ferry_types::{DeviceClass, DeviceId, Identity, RootHash};
 
-use crate::args::BenchPersonalizeArgs;
+use crate::args::{BenchPersonalizeArgs, LoadArgs};
 use crate::failure::Failure;
 
 pub(crate) const CLASS: &str = "bench";
@@ -37,8 +37,8 @@ pub(crate) fn bench_failure(what: &str, e: impl std::fmt::Display) -> Failure {
 /// Runs the benchmark and prints its figures.
 pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     let tmp = tempfile::tempdir().map_err(|e| bench_failure("make a directory", e))?;
-    let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
-    let data = open_data(&dir, a.database.as_deref(), a.store.as_deref()).await?;
+    let dir = a.load.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
+    let data = open_data(&dir, a.load.database.as_deref(), a.load.store.as_deref()).await?;
     let options = ServiceOptions {
         rate_limit_per_minute: u32::MAX,
         ..ServiceOptions::default()
@@ -49,9 +49,9 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     let root_hash = bench_release(&data, &dir).await?;
     data.db.set_signing_window(CLASS, BUILD, true).await?;
 
-    let server = BenchServer::start(&data, a.server_threads, options).await?;
+    let server = BenchServer::start(&data, a.load.server_threads, options).await?;
     let (addr, ca_pem) = (server.addr, server.ca_pem.clone());
-    let devices = server.enroll(&data, a.devices).await?;
+    let devices = server.enroll(&data, a.load.devices).await?;
     let devices = Arc::new(devices);
 
     // Parsed once: parsing a URL string on every request costs the client more than it
@@ -70,7 +70,7 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
     let warmup = Duration::from_secs(1);
     let started = Instant::now();
     let measure_from = started + warmup;
-    let deadline = measure_from + Duration::from_secs(a.seconds);
+    let deadline = measure_from + Duration::from_secs(a.load.seconds);
     let mut tasks = Vec::new();
     for connection in 0..a.connections.max(1) {
         let client = connection_client(&ca_pem)?;
@@ -98,38 +98,29 @@ pub async fn personalize(a: BenchPersonalizeArgs) -> Result<ExitCode, Failure> {
             tally
         }));
     }
-    let window = Window::measure(measure_from, deadline, a.seconds).await;
+    let window = Window::measure(measure_from, deadline, a.load.seconds).await;
 
     let tally = Tally::join(tasks).await?;
     server.stop().await;
     let n = tally.latencies.len();
-    let per_second = n as f64 / a.seconds.max(1) as f64;
+    let per_second = n as f64 / a.load.seconds.max(1) as f64;
     let nonces: i64 = sqlx_count(&data).await;
     let run = Run::new(
-        a.seconds,
+        &a.load,
         a.connections,
-        a.devices,
-        a.server_threads,
-        backend(&data, a.database.as_deref()),
+        backend(&data, a.load.database.as_deref()),
     );
-    if a.json {
-        let mut result = serde_json::json!({
-            "tickets_per_second": per_second,
-            "tickets": n,
-            "nonces_recorded": nonces,
-            "client_cpu_share_percent": window.client_share(),
-        });
-        run.add_json(&mut result, &tally, &window);
-        println!("{result}");
-    } else {
-        println!("{}", run.header());
-        println!(
-            "{n} tickets {}: {per_second:.0} tickets/s, {}; {nonces} nonces recorded",
-            run.text(),
-            tally.latency_text(),
-        );
-        println!("{}", window.cpu_line(true));
-    }
+    let headline = format!(
+        "{n} tickets {}: {per_second:.0} tickets/s, {}; {nonces} nonces recorded",
+        run.text(),
+        tally.latency_text(),
+    );
+    let fields = serde_json::json!({
+        "tickets_per_second": per_second,
+        "tickets": n,
+        "nonces_recorded": nonces,
+    });
+    run.print(fields, &headline, &tally, &window, true);
     Ok(tally.exit_code(true))
 }
 
@@ -414,30 +405,21 @@ pub(crate) struct Run {
     connections: usize,
     devices: usize,
     server_threads: usize,
+    json: bool,
     /// The database and store the server ran on ([`backend`]).
     backend: String,
 }
 
 impl Run {
-    pub(crate) fn new(
-        seconds: u64,
-        connections: usize,
-        devices: usize,
-        server_threads: usize,
-        backend: String,
-    ) -> Run {
+    pub(crate) fn new(load: &LoadArgs, connections: usize, backend: String) -> Run {
         Run {
-            seconds,
+            seconds: load.seconds,
             connections,
-            devices,
-            server_threads,
+            devices: load.devices,
+            server_threads: load.server_threads,
+            json: load.json,
             backend,
         }
-    }
-
-    /// "BACKEND (PROFILE build)", the first line of a benchmark's text output.
-    pub(crate) fn header(&self) -> String {
-        format!("{} ({BUILD_PROFILE} build)", self.backend)
     }
 
     /// The cores this machine has (0 when unknown).
@@ -456,10 +438,24 @@ impl Run {
         )
     }
 
-    /// Adds the run's, the tally's and the window's figures to a benchmark's JSON result
-    /// (an object).
-    pub(crate) fn add_json(&self, result: &mut serde_json::Value, tally: &Tally, window: &Window) {
-        if let Some(fields) = result.as_object_mut() {
+    /// Prints the result: with --json, `fields` and the run's, the tally's and the window's
+    /// figures as one object; else the backend, `headline` and the CPU line (`share`: with
+    /// the load generator's share of the CPU this process used).
+    pub(crate) fn print(
+        &self,
+        mut fields: serde_json::Value,
+        headline: &str,
+        tally: &Tally,
+        window: &Window,
+        share: bool,
+    ) {
+        if !self.json {
+            println!("{} ({BUILD_PROFILE} build)", self.backend);
+            println!("{headline}");
+            println!("{}", window.cpu_line(share));
+            return;
+        }
+        if let Some(object) = fields.as_object_mut() {
             let figures = serde_json::json!({
                 "connections": self.connections,
                 "devices": self.devices,
@@ -474,10 +470,17 @@ impl Run {
                 "build": BUILD_PROFILE,
             });
             if let serde_json::Value::Object(figures) = figures {
-                fields.extend(figures);
+                object.extend(figures);
+            }
+            if share {
+                object.insert(
+                    "client_cpu_share_percent".into(),
+                    window.client_share().into(),
+                );
             }
         }
-        window.add_json(result);
+        window.add_json(&mut fields);
+        println!("{fields}");
     }
 }
 

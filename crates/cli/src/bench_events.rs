@@ -89,12 +89,13 @@ pub(crate) fn report(device_id: DeviceId, sequence: u64) -> EventReport {
 /// Runs the benchmark and prints its figures.
 pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
     let tmp = tempfile::tempdir().map_err(|e| bench_failure("make a directory", e))?;
-    let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
-    let data = open_data(&dir, a.database.as_deref(), a.store.as_deref()).await?;
-    let server = BenchServer::start(&data, a.server_threads, ServiceOptions::default()).await?;
+    let dir = a.load.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
+    let data = open_data(&dir, a.load.database.as_deref(), a.load.store.as_deref()).await?;
+    let server =
+        BenchServer::start(&data, a.load.server_threads, ServiceOptions::default()).await?;
     let (addr, ca_pem) = (server.addr, server.ca_pem.clone());
     let devices: Vec<_> = server
-        .enroll(&data, a.devices)
+        .enroll(&data, a.load.devices)
         .await?
         .into_iter()
         .map(|(identity, token)| (identity.device_id, token, AtomicU64::new(0)))
@@ -105,7 +106,7 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
     let warmup = Duration::from_secs(1);
     let started = Instant::now();
     let measure_from = started + warmup;
-    let deadline = measure_from + Duration::from_secs(a.seconds);
+    let deadline = measure_from + Duration::from_secs(a.load.seconds);
     let batch_size = a.batch;
     let mut tasks = Vec::new();
     for connection in 0..a.connections.max(1) {
@@ -142,7 +143,7 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
             tally
         }));
     }
-    let window = Window::measure(measure_from, deadline, a.seconds).await;
+    let window = Window::measure(measure_from, deadline, a.load.seconds).await;
     let seconds = window.seconds;
 
     let tally = Tally::join(tasks).await?;
@@ -159,28 +160,20 @@ pub async fn run(a: BenchEventsArgs) -> Result<ExitCode, Failure> {
         .map(|r| r.len())
         .unwrap_or(0);
     let run = Run::new(
-        a.seconds,
+        &a.load,
         a.connections,
-        a.devices,
-        a.server_threads,
-        backend(&data, a.database.as_deref()),
+        backend(&data, a.load.database.as_deref()),
     );
-    if a.json {
-        let mut result = serde_json::json!({
-            "reports_per_second": reports_per_second,
-            "batches": n,
-            "batch": batch_size,
-        });
-        run.add_json(&mut result, &tally, &window);
-        println!("{result}");
-    } else {
-        println!("{}", run.header());
-        println!(
-            "{n} batches of {batch_size} {}: {reports_per_second:.0} reports/s, batch {}",
-            run.text(),
-            tally.latency_text(),
-        );
-        println!("{}", window.cpu_line(false));
-    }
+    let headline = format!(
+        "{n} batches of {batch_size} {}: {reports_per_second:.0} reports/s, batch {}",
+        run.text(),
+        tally.latency_text(),
+    );
+    let fields = serde_json::json!({
+        "reports_per_second": reports_per_second,
+        "batches": n,
+        "batch": batch_size,
+    });
+    run.print(fields, &headline, &tally, &window, false);
     Ok(tally.exit_code(stored > 0))
 }

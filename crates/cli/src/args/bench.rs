@@ -98,37 +98,14 @@ pub struct BenchProgressArgs {
 /// `ferry bench events`.
 #[derive(Debug, Args)]
 pub struct BenchEventsArgs {
-    /// Directory for the server's data (default: a temporary directory).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
     /// Concurrent connections (each sends one device's batches at a time).
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
-    /// Seconds to run (after a 1 s warm-up).
-    #[arg(long, default_value_t = 10)]
-    pub seconds: u64,
-    /// Enrolled devices the batches are spread over.
-    #[arg(long, default_value_t = 1000)]
-    pub devices: usize,
     /// Reports per batch.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=500))]
     pub batch: u64,
-    /// Worker threads of the server's runtime.
-    #[arg(long, default_value_t = 2)]
-    pub server_threads: usize,
-    /// The server's database: an empty PostgreSQL database `postgres://USER:PASSWORD@HOST:PORT/DB`
-    /// (or FERRY_DATABASE; one a run with the same --dir filled may be reused); default a
-    /// SQLite file in the data directory.
-    #[arg(long, env = "FERRY_DATABASE")]
-    pub database: Option<String>,
-    /// Where the server keeps artifacts and the served catalog: an empty bucket
-    /// `s3://BUCKET[/PREFIX]?endpoint=URL&region=R` (or FERRY_STORE); default a directory in
-    /// the data directory.
-    #[arg(long, env = "FERRY_STORE")]
-    pub store: Option<String>,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub load: LoadArgs,
 }
 
 /// `ferry bench agent`.
@@ -157,12 +134,19 @@ pub struct BenchAgentArgs {
 /// `ferry bench personalize`.
 #[derive(Debug, Args)]
 pub struct BenchPersonalizeArgs {
-    /// Directory for the server's data (default: a temporary directory).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
     /// Concurrent connections.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// The server and the run of a load benchmark (`bench personalize`, `bench events`).
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Directory for the server's data (default: a temporary directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
     /// Seconds to run (after a 1 s warm-up).
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,

@@ -351,7 +351,14 @@ fn record_boot(
     }
     recorded?;
     if failure.is_none() {
-        crate::boot::watch::begin(device, journal, update_id, &info.version, slot)?;
+        crate::boot::watch::begin(
+            device,
+            journal,
+            update_id,
+            &info.version,
+            slot,
+            &info.receipt,
+        )?;
     }
     Ok(())
 }

@@ -42,6 +42,11 @@ pub struct Watch {
     pub until: DateTime<Utc>,
     /// Seconds between two checks.
     pub every_secs: u64,
+    /// The install's receipt (its file name in `receipts/`): the report of a failure names
+    /// the payload and the version the update came from (absent in watches begun before it
+    /// was recorded).
+    #[serde(default)]
+    pub receipt: Option<String>,
 }
 
 /// What one turn of a watch decides.
@@ -112,7 +117,8 @@ pub fn pending(device: &Device) -> Result<Option<Watch>, AgentError> {
     }
 }
 
-/// At a commit of `update` (release `version` in `slot`): starts its watch when
+/// At a commit of `update` (release `version` in `slot`, installed as `receipt`): starts
+/// its watch when
 /// `config.toml` asks for one and names health checks. The deadline is durable before the
 /// watch's Begin is journaled; a watch of an earlier update still running ends (Pass).
 pub fn begin(
@@ -121,6 +127,7 @@ pub fn begin(
     update: uuid::Uuid,
     version: &Version,
     slot: Slot,
+    receipt: &str,
 ) -> Result<Option<Watch>, AgentError> {
     let Some(span) = device.config.post_commit_watch else {
         return Ok(None);
@@ -145,6 +152,7 @@ pub fn begin(
         committed_at: now,
         until: now + chrono::Duration::from_std(span.0).unwrap_or(chrono::Duration::MAX),
         every_secs: every.as_secs().max(1),
+        receipt: Some(receipt.to_owned()),
     };
     let path = path(device);
     ferry_durable::write_json(&path, &watch)
@@ -200,7 +208,12 @@ pub fn end(
         ),
         Verdict::Unhealthy(error) => (
             Event::Unhealthy,
-            serde_json::json!({ "version": watch.version, "slot": watch.slot, "error": error }),
+            serde_json::json!({
+                "version": watch.version,
+                "slot": watch.slot,
+                "receipt": watch.receipt,
+                "error": error,
+            }),
         ),
     };
     instance.fire(event, data)?;
@@ -239,6 +252,7 @@ mod tests {
             committed_at: at,
             until: at + chrono::Duration::seconds(600),
             every_secs: 30,
+            receipt: None,
         }
     }
 

@@ -155,10 +155,12 @@ impl Reporter {
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .or(history.target);
         self.add_payload(&mut report, kind.event, data);
-        if let (Some(current), Some(target)) =
-            (&report.current_os_version, &report.target_os_version)
+        // From the version the update started from: after the commit the running version
+        // is already the target.
+        if let (Some(base), Some(target)) =
+            (&report.current_base_os_version, &report.target_os_version)
         {
-            report.update_type = Some(UpdateType::between(current, target));
+            report.update_type = Some(UpdateType::between(base, target));
         }
         lock(&self.inner.outbox).append(report)?;
         Ok(())
@@ -297,9 +299,10 @@ impl Reporter {
             }
             report.target_os_version = Some(r.version);
             if report.current_os_version.as_ref() == report.target_os_version.as_ref()
-                && event == EventKind::Committed
+                && matches!(event, EventKind::Committed | EventKind::HealthFailed)
             {
-                // Committed: the running version is the new one; the update came from the old.
+                // After the commit the running version is the new one; the update came from
+                // the old.
                 report.current_base_os_version = r.from_version.clone();
             }
             return;

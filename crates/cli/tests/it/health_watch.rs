@@ -92,6 +92,11 @@ fn a_check_failing_after_the_commit_is_reported_even_across_a_restart_of_the_age
     let report = reported(data, device, "health_failed").unwrap();
     assert_eq!(report["error"]["code"], "HEALTH_WATCH_FAILED", "{report}");
     assert_eq!(report["target_os_version"], "2.0", "{report}");
+    // The update is described as it was (1.0 → 2.0, major), not as a reinstall of 2.0.
+    assert_eq!(report["current_os_version"], "2.0", "{report}");
+    assert_eq!(report["current_base_os_version"], "1.0", "{report}");
+    assert_eq!(report["update_type"], "major", "{report}");
+    assert_eq!(report["payload"]["kind"], "full", "{report}");
     assert_eq!(report["result"], "failure");
     let cause = report["error"]["cause"].as_str().unwrap();
     assert!(

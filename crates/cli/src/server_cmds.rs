@@ -106,6 +106,13 @@ async fn server_token(a: ServerTokenArgs) -> Result<ExitCode, Failure> {
         device_id: a.device,
         device_class: a.class,
         reenroll: a.reenroll,
+        tags: ferry_server::rollouts::entitle::DeviceTags {
+            tenant: a.tenant,
+            region: a.region,
+            tags: a
+                .tags
+                .map(|t| t.split(',').map(|s| s.trim().to_owned()).collect()),
+        },
     };
     let token = db
         .create_enrollment_token(&scope)

@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 
 use crate::ServerError;
 use crate::db::{Backend, Db, DbRow, Placeholders, get_flag};
+use crate::rollouts::cohort::DeviceFacts as CohortFacts;
+use crate::rollouts::entitle::{DeviceTags, store_device_tags};
 
 /// A device as the admin sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +47,9 @@ pub struct TokenScope {
     /// An operator's re-enrollment of `device_id`: replaces its identity and credential and
     /// lifts its revocation. Without it, enrolling over an existing device is refused.
     pub reenroll: bool,
+    /// The operator's tenant, region and tags the enrolled device gets, in the enrollment's
+    /// transaction (a field left `None` stays as it was).
+    pub tags: DeviceTags,
 }
 
 /// What the database says about a device and a build, for the signing rules.
@@ -80,16 +85,27 @@ impl Db {
                 why: "a re-enrollment token names the device it re-enrolls (--device ID)".into(),
             });
         }
+        // Checked now, so that a bad tag is refused to the operator, not to the device.
+        let mut checked = CohortFacts::default();
+        scope.tags.apply(&mut checked)?;
+        let given = |field: Option<&String>, value: Option<&String>| {
+            field.map(|_| value.cloned().unwrap_or_default())
+        };
+        let tags: Vec<&str> = checked.tags.iter().map(String::as_str).collect();
         let token = EnrollmentToken::random();
         sqlx::query(
-            "INSERT INTO enrollment_tokens (token_sha256, created_at, device_id, device_class, reenroll)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO enrollment_tokens (token_sha256, created_at, device_id, device_class,
+                reenroll, tenant, region, tags)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(token.sha256().to_string())
         .bind(now_text())
         .bind(scope.device_id.map(|id| id.to_string()))
         .bind(scope.device_class.as_ref().map(DeviceClass::as_str))
         .bind(i64::from(scope.reenroll))
+        .bind(given(scope.tags.tenant.as_ref(), checked.tenant.as_ref()))
+        .bind(given(scope.tags.region.as_ref(), checked.region.as_ref()))
+        .bind(scope.tags.tags.as_ref().map(|_| tags.join(",")))
         .execute(self.pool())
         .await?;
         Ok(token)
@@ -113,7 +129,7 @@ impl Db {
         let token_sha256 = token.sha256().to_string();
         let device_id = identity.device_id.to_string();
         let scope = sqlx::query(
-            "SELECT device_id, device_class, reenroll FROM enrollment_tokens
+            "SELECT device_id, device_class, reenroll, tenant, region, tags FROM enrollment_tokens
              WHERE token_sha256 = $1 AND used_at IS NULL",
         )
         .bind(&token_sha256)
@@ -123,6 +139,12 @@ impl Db {
         let bound_device: Option<String> = scope.try_get("device_id")?;
         let bound_class: Option<String> = scope.try_get("device_class")?;
         let reenroll = get_flag(&scope, "reenroll")?;
+        let tags_given: Option<String> = scope.try_get("tags")?;
+        let token_tags = DeviceTags {
+            tenant: scope.try_get("tenant")?,
+            region: scope.try_get("region")?,
+            tags: tags_given.map(|t| t.split(',').map(str::to_owned).collect()),
+        };
         let other_device = bound_device
             .as_ref()
             .is_some_and(|bound| *bound != device_id);
@@ -189,6 +211,26 @@ impl Db {
                 });
             }
             Err(e) => return Err(e.into()),
+        }
+        if !token_tags.is_empty() {
+            let mut facts = CohortFacts::default();
+            let kept =
+                sqlx::query("SELECT tenant, region, tags FROM device_tags WHERE device_id = $1")
+                    .bind(&device_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(row) = kept {
+                facts.tenant = row.try_get("tenant")?;
+                facts.region = row.try_get("region")?;
+                let tags: String = row.try_get("tags")?;
+                facts.tags = tags
+                    .split(',')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
+            token_tags.apply(&mut facts)?;
+            store_device_tags(&mut tx, &identity.device_id, &facts).await?;
         }
         tx.commit().await?;
         Ok(())

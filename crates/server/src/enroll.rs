@@ -129,6 +129,15 @@ pub struct NewToken {
     /// Re-enroll `device_id` (replacing its credential, lifting a revocation).
     #[serde(default)]
     pub reenroll: bool,
+    /// The operator's tenant the device gets at enrollment.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Its region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Its tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
 }
 
 async fn new_token(
@@ -148,6 +157,11 @@ async fn new_token(
         device_id: request.device_id,
         device_class: request.device_class,
         reenroll: request.reenroll,
+        tags: crate::rollouts::entitle::DeviceTags {
+            tenant: request.tenant,
+            region: request.region,
+            tags: request.tags,
+        },
     };
     let token = service
         .inner

@@ -267,6 +267,16 @@ pub struct ServerTokenArgs {
     /// credential replace the old, and a revocation is lifted.
     #[arg(long, requires = "device")]
     pub reenroll: bool,
+    /// The tenant the device gets at enrollment (what grants and cohorts select; as
+    /// `ferry entitlement set-tags` would set it).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// The region the device gets at enrollment.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The tags the device gets at enrollment, comma-separated.
+    #[arg(long)]
+    pub tags: Option<String>,
 }
 
 /// `ferry server devices`.

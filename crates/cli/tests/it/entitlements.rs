@@ -318,3 +318,55 @@ fn a_real_device_stops_being_offered_a_release_at_the_scan_after_its_grant_is_re
     entitlement_cli(&data, &["revoke", &id]);
     assert_eq!(offered(&f.device), Ok(vec![]));
 }
+
+#[test]
+fn a_token_made_with_tags_gives_them_to_the_device_it_enrolls() {
+    let f = fleet(1, |s| s.url());
+    let data = &f.server.data;
+    let refused = run(&[
+        "server",
+        "token",
+        "--data",
+        s(data),
+        "--tags",
+        "no spaces",
+        "--json",
+    ]);
+    assert!(!refused.status.success());
+    assert_eq!(json_error_code(&refused), "ROLLOUT_INVALID");
+    let token = ok(&[
+        "server",
+        "token",
+        "--data",
+        s(data),
+        "--tenant",
+        "acme",
+        "--region",
+        "eu",
+        "--tags",
+        "line-3,beta",
+    ]);
+    let tagged = f.root.join("tagged");
+    let (root, ca, url) = (root_file(data), f.server.ca(), f.server.url());
+    let mut args = device_init_args(&tagged, &f.v1, "1.0", &url);
+    args.extend_from_slice(&["--root", s(&root), "--ca", s(&ca)]);
+    args.extend_from_slice(&["--enroll-token", token.trim()]);
+    ok(&args);
+    let id = identity_json(&tagged)["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let facts = entitlement_cli(data, &["tags", &id]);
+    assert_eq!(facts["tenant"], "acme", "{facts}");
+    assert_eq!(facts["region"], "eu", "{facts}");
+    assert_eq!(facts["tags"], json!(["beta", "line-3"]), "{facts}");
+    // The fleet's own device enrolled with a plain token: no tags.
+    let plain = identity_json(&f.device)["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        entitlement_cli(data, &["tags", &plain])["tenant"],
+        Value::Null
+    );
+}

@@ -58,8 +58,9 @@ pub struct NewEntitlement {
     pub to: String,
 }
 
-/// The operator's facts about a device (`set-tags`); `None` leaves a field as it was.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The operator's facts about a device (`set-tags`, or an enrollment token's); `None` leaves
+/// a field as it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceTags {
     /// Tenant (`""` clears it).
     #[serde(default)]
@@ -70,6 +71,56 @@ pub struct DeviceTags {
     /// Every tag (replaces the old ones; empty clears them).
     #[serde(default)]
     pub tags: Option<Vec<String>>,
+}
+
+impl DeviceTags {
+    /// Applies the change to `facts`, every value checked.
+    pub fn apply(&self, facts: &mut DeviceFacts) -> Result<(), RolloutError> {
+        let clear = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+        if let Some(tenant) = &self.tenant {
+            facts.tenant = clear(tenant).map(|t| word("tenant", &t)).transpose()?;
+        }
+        if let Some(region) = &self.region {
+            facts.region = clear(region).map(|r| word("region", &r)).transpose()?;
+        }
+        if let Some(tags) = &self.tags {
+            facts.tags = tags
+                .iter()
+                .filter(|t| !t.is_empty())
+                .map(|t| word("tag", t))
+                .collect::<Result<BTreeSet<_>, _>>()?;
+        }
+        Ok(())
+    }
+
+    /// Whether it leaves every field as it was.
+    pub fn is_empty(&self) -> bool {
+        self.tenant.is_none() && self.region.is_none() && self.tags.is_none()
+    }
+}
+
+/// Writes `facts`' tenant, region and tags as `device_id`'s (on `conn`, which may be a
+/// transaction's).
+pub(crate) async fn store_device_tags(
+    conn: &mut sqlx::AnyConnection,
+    device_id: &DeviceId,
+    facts: &DeviceFacts,
+) -> Result<(), sqlx::Error> {
+    let tags: Vec<&str> = facts.tags.iter().map(String::as_str).collect();
+    sqlx::query(
+        "INSERT INTO device_tags (device_id, tenant, region, tags, changed_ms)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (device_id) DO UPDATE SET tenant = $2, region = $3, tags = $4,
+            changed_ms = $5",
+    )
+    .bind(device_id.to_string())
+    .bind(&facts.tenant)
+    .bind(&facts.region)
+    .bind(tags.join(","))
+    .bind(Utc::now().timestamp_millis())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Whether a device may get a release.
@@ -182,34 +233,9 @@ impl Db {
             return Err(ServerError::NotFound(format!("enrolled device {id}")));
         }
         let mut facts = self.cohort_facts(device_id, false).await?;
-        let clear = |v: &str| (!v.is_empty()).then(|| v.to_owned());
-        if let Some(tenant) = &change.tenant {
-            facts.tenant = clear(tenant).map(|t| word("tenant", &t)).transpose()?;
-        }
-        if let Some(region) = &change.region {
-            facts.region = clear(region).map(|r| word("region", &r)).transpose()?;
-        }
-        if let Some(tags) = &change.tags {
-            facts.tags = tags
-                .iter()
-                .filter(|t| !t.is_empty())
-                .map(|t| word("tag", t))
-                .collect::<Result<BTreeSet<_>, _>>()?;
-        }
-        let tags: Vec<&str> = facts.tags.iter().map(String::as_str).collect();
-        sqlx::query(
-            "INSERT INTO device_tags (device_id, tenant, region, tags, changed_ms)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (device_id) DO UPDATE SET tenant = $2, region = $3, tags = $4,
-                changed_ms = $5",
-        )
-        .bind(&id)
-        .bind(&facts.tenant)
-        .bind(&facts.region)
-        .bind(tags.join(","))
-        .bind(Utc::now().timestamp_millis())
-        .execute(self.pool())
-        .await?;
+        change.apply(&mut facts)?;
+        let mut conn = self.pool().acquire().await?;
+        store_device_tags(&mut conn, device_id, &facts).await?;
         Ok(facts)
     }
 

@@ -19,6 +19,7 @@ use ferry_server::db::{ChunkRow, DeltaRow, ReleaseRow};
 use ferry_server::devices::{NonceWriter, TokenScope};
 use ferry_server::fleet::Filter;
 use ferry_server::leader::Leadership;
+use ferry_server::rollouts::entitle::DeviceTags;
 use ferry_server::rollouts::{Action, NewRollout, RolloutState};
 use ferry_types::{DeviceId, Identity, RootHash, Sha256};
 use support::postgres::Postgres;
@@ -116,6 +117,7 @@ on_both!(rollout_halts_once, rollout_halt);
 on_both!(every_read_query_runs, reads);
 on_both!(leader_lease_moves, lease_moves);
 on_both!(dashboard_counts_and_reads, dashboard);
+on_both!(a_tokens_tags_land_at_enrollment, token_tags);
 
 /// A token enrolls one device; racing enrollments with one token on two replicas: one wins.
 async fn token_spent_once(under: Under) {
@@ -151,6 +153,62 @@ async fn token_spent_once(under: Under) {
         );
     }
     assert_eq!(a.devices().await.unwrap().len(), 21);
+}
+
+/// A token's tenant, region and tags become the device's at enrollment; a re-enrollment
+/// token that names only a region keeps the tenant and tags; a bad tag is refused when the
+/// token is made, not when the device enrolls.
+async fn token_tags(under: Under) {
+    let db = under.replica().await;
+    let tags = |tenant: Option<&str>, region: &str, tags: Option<&str>| DeviceTags {
+        tenant: tenant.map(str::to_owned),
+        region: Some(region.to_owned()),
+        tags: tags.map(|t| t.split(',').map(str::to_owned).collect()),
+    };
+    let scope = TokenScope {
+        tags: tags(Some("acme"), "eu", Some("line-3,beta")),
+        ..TokenScope::default()
+    };
+    let token = db.create_enrollment_token(&scope).await.unwrap();
+    let device = identity(7, "vm");
+    db.enroll(&token, &device, "cred").await.unwrap();
+    let facts = db.cohort_facts(&device.device_id, false).await.unwrap();
+    assert_eq!(facts.tenant.as_deref(), Some("acme"));
+    assert_eq!(facts.region.as_deref(), Some("eu"));
+    assert_eq!(facts.tags.iter().collect::<Vec<_>>(), ["beta", "line-3"]);
+
+    let again = TokenScope {
+        device_id: Some(device.device_id),
+        reenroll: true,
+        tags: tags(None, "us", None),
+        ..TokenScope::default()
+    };
+    let token = db.create_enrollment_token(&again).await.unwrap();
+    db.enroll(&token, &device, "cred-2").await.unwrap();
+    let facts = db.cohort_facts(&device.device_id, false).await.unwrap();
+    assert_eq!(facts.tenant.as_deref(), Some("acme"));
+    assert_eq!(facts.region.as_deref(), Some("us"));
+    assert_eq!(facts.tags.len(), 2);
+
+    // A plain token leaves a device's tags alone; a bad tag is no token.
+    let plain = db
+        .create_enrollment_token(&TokenScope::default())
+        .await
+        .unwrap();
+    let other = identity(8, "vm");
+    db.enroll(&plain, &other, "cred").await.unwrap();
+    let facts = db.cohort_facts(&other.device_id, false).await.unwrap();
+    assert!(facts.tenant.is_none() && facts.tags.is_empty(), "{facts:?}");
+    let bad = TokenScope {
+        tags: tags(None, "eu west", None),
+        ..TokenScope::default()
+    };
+    let refused = db.create_enrollment_token(&bad).await.unwrap_err();
+    assert_eq!(
+        ferry_types::Diagnose::code(&refused),
+        "ROLLOUT_INVALID",
+        "{refused}"
+    );
 }
 
 /// Sixty-four devices enroll at once through two pools on one database (on SQLite, two

@@ -147,10 +147,12 @@ where
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await?;
-            Ok(response.map(|body| Body::new(CountedBody {
-                body,
-                _stream: stream,
-            })))
+            Ok(response.map(|body| {
+                Body::new(CountedBody {
+                    body,
+                    _stream: stream,
+                })
+            }))
         })
     }
 }

@@ -467,6 +467,99 @@ mod tests {
         b.shutdown().await.unwrap();
     }
 
+    /// A request in flight on each protocol when the server is told to stop.
+    async fn slow_request(
+        addr: std::net::SocketAddr,
+        ca_pem: &str,
+        alpn: &[u8],
+    ) -> tokio::task::JoinHandle<(hyper::Version, u16, String)> {
+        let (mut config, _) = ferry_tls::client_config_pinned(ca_pem).unwrap();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let tls = connector.connect(name, tcp).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+        let io = TokioIo::new(tls);
+        let request = hyper::Request::get(format!("https://{addr}/slow"))
+            .body(String::new())
+            .unwrap();
+        let response = if alpn == b"h2" {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            tokio::spawn(async move { sender.send_request(request).await })
+        } else {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(connection);
+            tokio::spawn(async move { sender.send_request(request).await })
+        };
+        tokio::spawn(async move {
+            let response = response.await.unwrap().unwrap();
+            let (version, status) = (response.version(), response.status().as_u16());
+            let body = axum::body::to_bytes(axum::body::Body::new(response.into_body()), 1024)
+                .await
+                .unwrap();
+            (version, status, String::from_utf8_lossy(&body).into_owned())
+        })
+    }
+
+    /// Stopping lets the request in flight on an HTTP/2 and on an HTTP/1.1 connection
+    /// finish, then `serve` returns and the port is closed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopping_lets_requests_in_flight_finish_on_both_protocols() {
+        let ca = ferry_tls::pki::Ca::generate("serve test CA").unwrap();
+        let cert = ca.issue_server_cert(&["127.0.0.1"]).unwrap();
+        let mut tls = ferry_tls::server_config(&cert.cert_pem, &cert.key_pem).unwrap();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let router = Router::new().route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                "done"
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            Some(Arc::new(tls)),
+            router,
+            Limits::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let h2 = slow_request(addr, ca.cert_pem(), b"h2").await;
+        let h1 = slow_request(addr, ca.cert_pem(), b"http/1.1").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.send(()).unwrap();
+        let stopping = Instant::now();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !server.is_finished(),
+            "serve returned before its requests ended"
+        );
+        assert_eq!(
+            h2.await.unwrap(),
+            (hyper::Version::HTTP_2, 200, "done".to_owned())
+        );
+        assert_eq!(
+            h1.await.unwrap(),
+            (hyper::Version::HTTP_11, 200, "done".to_owned())
+        );
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returned once the requests were done")
+            .unwrap()
+            .unwrap();
+        assert!(stopping.elapsed() < Duration::from_secs(5));
+        assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+    }
+
     #[test]
     fn the_default_cap_leaves_descriptors_for_the_rest() {
         let cap = default_max_connections();

@@ -56,7 +56,11 @@ struct Answer {
 }
 
 /// `GET url` with the session `cookie` if any: the protocol it went over and the answer.
-async fn fetch(client: &reqwest::Client, url: &str, cookie: Option<&str>) -> (reqwest::Version, Answer) {
+async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    cookie: Option<&str>,
+) -> (reqwest::Version, Answer) {
     let mut request = client.get(url).header("accept", "text/html");
     if let Some(cookie) = cookie {
         request = request.header("cookie", cookie);
@@ -150,7 +154,10 @@ fn http2_and_http1_clients_get_the_same_answers() {
     let (_tmp, server) = server_with_release(&[]);
     let base = server.url();
     let clients = [
-        (client(&server, &["h2", "http/1.1"]), reqwest::Version::HTTP_2),
+        (
+            client(&server, &["h2", "http/1.1"]),
+            reqwest::Version::HTTP_2,
+        ),
         (client(&server, &["http/1.1"]), reqwest::Version::HTTP_11),
         (client(&server, &[]), reqwest::Version::HTTP_11),
     ];
@@ -183,8 +190,12 @@ fn http2_and_http1_clients_get_the_same_answers() {
         let mut pages = Vec::new();
         for (client, version) in &clients {
             let session = sign_in(client, &server).await;
-            let (went, mut page) =
-                fetch(client, &format!("{base}/dashboard/failures"), Some(&session)).await;
+            let (went, mut page) = fetch(
+                client,
+                &format!("{base}/dashboard/failures"),
+                Some(&session),
+            )
+            .await;
             assert_eq!(went, *version);
             assert_eq!(page.status, 200, "{}", page.body);
             if page.body.contains(r#"name="csrf""#) {
@@ -197,9 +208,7 @@ fn http2_and_http1_clients_get_the_same_answers() {
 }
 
 /// Opens one TLS connection to `server` offering only ALPN `h2`; asserts the server chose it.
-async fn h2_tls(
-    server: &Server,
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+async fn h2_tls(server: &Server) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(server, &["h2"])));
     let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(server.addr.ip().into());
@@ -300,7 +309,10 @@ fn one_http2_connection_carries_many_live_streams_and_an_action() {
 }
 
 /// Seconds until the server closed `io`, and every byte it sent before.
-async fn until_closed<T: tokio::io::AsyncRead + Unpin>(io: &mut T, started: Instant) -> (f64, Vec<u8>) {
+async fn until_closed<T: tokio::io::AsyncRead + Unpin>(
+    io: &mut T,
+    started: Instant,
+) -> (f64, Vec<u8>) {
     let mut sent = Vec::new();
     let mut buf = [0u8; 4096];
     let read_all = async {
@@ -331,6 +343,21 @@ fn frame_types(bytes: &[u8]) -> Vec<u8> {
 
 /// HTTP/2's GOAWAY frame type.
 const GOAWAY: u8 = 0x7;
+
+/// The server's first frame, its SETTINGS: (identifier, value) pairs.
+fn first_settings(bytes: &[u8]) -> Vec<(u16, u32)> {
+    assert!(bytes.len() >= 9 && bytes[3] == 0x4, "no SETTINGS first");
+    let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+    bytes[9..9 + len]
+        .chunks(6)
+        .map(|e| {
+            (
+                u16::from_be_bytes([e[0], e[1]]),
+                u32::from_be_bytes([e[2], e[3], e[4], e[5]]),
+            )
+        })
+        .collect()
+}
 
 #[test]
 fn an_http2_client_that_sends_nothing_is_dropped_within_two_header_deadlines() {
@@ -364,6 +391,15 @@ fn an_http2_client_that_sends_nothing_is_dropped_within_two_header_deadlines() {
             "no GOAWAY: {:?}",
             frame_types(&sent)
         );
+        // Its SETTINGS announce the stream, window and header-list bounds.
+        let settings = first_settings(&sent);
+        for (id, value) in [
+            (0x3, ferry_server::http2::MAX_CONCURRENT_STREAMS),
+            (0x4, ferry_server::http2::STREAM_WINDOW),
+            (0x6, ferry_server::http2::MAX_HEADER_LIST_SIZE),
+        ] {
+            assert!(settings.contains(&(id, value)), "{id:#x}: {settings:?}");
+        }
 
         // A client that keeps using its connection is not sent away: requests 400 ms apart
         // over three header deadlines all answered on the one connection.

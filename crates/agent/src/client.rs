@@ -133,7 +133,10 @@ impl Client {
         ca_pem: Option<&str>,
         read_timeout: Duration,
     ) -> Result<Client, AgentError> {
+        // HTTP/1.1, as the device always spoke (the server also offers HTTP/2, for browsers;
+        // the pinned configuration offers no ALPN, and this keeps platform roots alike).
         let mut builder = reqwest::Client::builder()
+            .http1_only()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(read_timeout)
             .user_agent(concat!("ferry-agent/", env!("CARGO_PKG_VERSION")));

@@ -56,7 +56,10 @@ pub(crate) struct CatalogTransport {
 impl CatalogTransport {
     /// A transport trusting the platform's roots, or only `ca_pem` when given.
     pub(crate) fn new(ca_pem: Option<&[u8]>) -> Result<Self, CatalogError> {
+        // HTTP/1.1, as devices always fetched the catalog (the server's HTTP/2 is for
+        // browsers; reqwest would otherwise offer ALPN `h2` here).
         let mut builder = reqwest::Client::builder()
+            .http1_only()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(30))
             .user_agent(concat!("ferry-catalog/", env!("CARGO_PKG_VERSION")));

@@ -86,7 +86,10 @@ impl Cache {
                 source,
             })?;
         }
+        // HTTP/1.1 upstream, as before the server offered HTTP/2 (with platform roots reqwest
+        // would otherwise offer ALPN `h2`).
         let mut builder = reqwest::Client::builder()
+            .http1_only()
             .connect_timeout(std::time::Duration::from_secs(10))
             .read_timeout(std::time::Duration::from_secs(60));
         if let Some(ca) = &config.upstream_ca {

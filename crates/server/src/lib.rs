@@ -48,6 +48,7 @@ pub mod enroll;
 mod error;
 pub mod events;
 pub mod fleet;
+pub mod http2;
 pub mod key_share;
 pub mod keyset;
 pub mod leader;

@@ -108,7 +108,9 @@ impl Secrets {
         };
         let mut tls = ferry_tls::server_config(&server_cert.cert_pem, &server_cert.key_pem)
             .map_err(|e| secrets_error("build the TLS configuration")(e.to_string()))?;
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/2 first (browsers multiplex the dashboard's live streams on one connection),
+        // HTTP/1.1 for the rest; a client that offers no ALPN (ferry's devices) gets HTTP/1.1.
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
         let credential_signer = load_or_make_key(
             &keys.join(CREDENTIAL_KEY_FILE),

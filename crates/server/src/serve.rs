@@ -5,11 +5,15 @@
 //!
 //! The listener takes a permit from a semaphore before it accepts, so beyond
 //! [`Limits::max_connections`] new connections wait in the kernel's backlog instead of
-//! costing a descriptor each; the permit goes back when the connection ends. Each connection
-//! is hyper's HTTP/1.1 with a timer (header-read timeout), its request bodies wrapped in a
-//! total deadline (tower-http), and its socket wrapped in [`IdleTimeout`]. TCP keepalive and
-//! `TCP_USER_TIMEOUT` let the kernel drop connections of devices that lost power, which the
-//! idle deadline would otherwise only notice at its next read or write.
+//! costing a descriptor each; the permit goes back when the connection ends. A TLS connection
+//! that negotiated ALPN `h2` is served as HTTP/2 under the limits of [`crate::http2`] (streams,
+//! header list, windows, keep-alive pings, unused-connection deadline); every other one
+//! (ALPN `http/1.1`, no ALPN, plain TCP) as hyper's HTTP/1.1 with a timer (header-read
+//! timeout). Either way its request bodies are wrapped in a total deadline (tower-http) and
+//! its socket in [`IdleTimeout`]. TCP keepalive and `TCP_USER_TIMEOUT` let the kernel drop
+//! connections of devices that lost power, which the idle deadline would otherwise only
+//! notice at its next read or write. On shutdown every connection is told to finish (HTTP/2:
+//! GOAWAY) and the server waits until each has given its permit back.
 
 use std::future::Future;
 use std::io;
@@ -20,14 +24,15 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
+
+use crate::http2;
 
 /// Descriptors kept for everything that is not a client connection (database, log, listener,
 /// runtime, the cache's upstream connections) when [`Limits::max_connections`] is derived from
@@ -54,12 +59,16 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Time for a request's head (request line and headers) to arrive, counted from the moment
     /// the connection is ready for it: after the handshake or after the previous answer, so it
-    /// also closes keep-alive connections left unused this long (default 10 s).
+    /// also closes keep-alive connections left unused this long (default 10 s). HTTP/2 has no
+    /// request-head deadline in hyper: there a connection with no open stream for this long
+    /// is sent a GOAWAY, and dropped one more such deadline later if still there.
     pub header_timeout: Duration,
     /// Time for a whole request body to arrive (default 30 s).
     pub body_timeout: Duration,
     /// A connection on which no byte moves either way for this long is closed: a client that
-    /// stopped reading its answer, a device that vanished mid-transfer (default 60 s).
+    /// stopped reading its answer, a device that vanished mid-transfer (default 60 s). HTTP/2
+    /// pings every half of it and drops a peer that does not answer within the other half; a
+    /// stalled HTTP/2 reader is bounded by flow control instead (the pings keep bytes moving).
     pub idle_timeout: Duration,
 }
 
@@ -111,9 +120,9 @@ pub fn default_max_connections() -> usize {
         .min(DEFAULT_MAX_CONNECTIONS)
 }
 
-/// Serves `router` on `listener` under `limits` (over TLS with `tls`, else plain HTTP) until
-/// `shutdown` completes; then stops accepting, lets each connection finish the request it is
-/// in, and returns.
+/// Serves `router` on `listener` under `limits` (over TLS with `tls`, HTTP/2 or HTTP/1.1 as
+/// ALPN chose, else plain HTTP/1.1) until `shutdown` completes; then stops accepting, lets
+/// each connection finish the requests it is in, and returns.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ServerConfig>>,
@@ -121,8 +130,9 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    let max_connections = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX >> 3);
+    let permits = Arc::new(Semaphore::new(max_connections as usize));
+    let (stop, stopped) = watch::channel(false);
     let acceptor = tls.map(TlsAcceptor::from);
     let router = router.layer(tower_http::timeout::RequestBodyDeadlineLayer::new(
         limits.body_timeout,
@@ -149,21 +159,22 @@ pub async fn serve(
             },
         };
         tune_socket(&tcp, &limits);
-        let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
+        let stopped = stopped.clone();
         tokio::spawn(async move {
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .keep_alive(true);
             let result = match acceptor {
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await
                     {
                         Ok(Ok(tls)) => {
+                            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                             let io = TokioIo::new(IdleTimeout::new(tls, limits.idle_timeout));
-                            watcher.watch(http.serve_connection(io, service)).await
+                            if h2 {
+                                serve_http2(io, service, &limits, stopped).await
+                            } else {
+                                serve_http1(io, service, &limits, stopped).await
+                            }
                         }
                         Ok(Err(error)) => {
                             tracing::debug!(%addr, %error, "TLS handshake failed");
@@ -177,7 +188,7 @@ pub async fn serve(
                 }
                 None => {
                     let io = TokioIo::new(IdleTimeout::new(tcp, limits.idle_timeout));
-                    watcher.watch(http.serve_connection(io, service)).await
+                    serve_http1(io, service, &limits, stopped).await
                 }
             };
             if let Err(error) = result {
@@ -187,8 +198,105 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Every connection is told to finish; each gives its permit back when it has.
+    let _ = stop.send(true);
+    let _ = permits.acquire_many(max_connections).await;
     Ok(())
+}
+
+/// The router as hyper serves it, one per connection.
+type Service = TowerToHyperService<Router>;
+
+/// A socket as hyper serves it.
+type Io<T> = TokioIo<IdleTimeout<T>>;
+
+/// Serves one connection as HTTP/1.1 until it ends or `stopped` turns true (then lets it
+/// finish the request it is in). The header deadline also closes keep-alive connections
+/// left unused.
+async fn serve_http1<T>(
+    io: Io<T>,
+    service: Service,
+    limits: &Limits,
+    stopped: watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let connection = std::pin::pin!(http.serve_connection(io, service));
+    let ended = until_stopped(connection, stopped, std::future::pending()).await;
+    match ended {
+        Ended::Served(result) => result,
+        Ended::Stopping(mut connection) | Ended::Unused(mut connection) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    }
+}
+
+/// Serves one TLS connection that negotiated ALPN `h2` as HTTP/2 under [`http2::builder`]'s
+/// limits, until it ends or `stopped` turns true (then lets its open streams finish). A
+/// connection with no open stream for the header deadline is sent away (GOAWAY), and dropped
+/// if it has not gone after one more header deadline: that also bounds a client that
+/// connects and never sends the HTTP/2 preface (hyper waits for the preface before it can
+/// send a GOAWAY).
+async fn serve_http2<T>(
+    io: Io<T>,
+    service: Service,
+    limits: &Limits,
+    stopped: watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let streams = http2::StreamCount::default();
+    let http = http2::builder(limits.idle_timeout);
+    let connection = std::pin::pin!(http.serve_connection(io, streams.service(service)));
+    let unused = streams.unused_for(limits.header_timeout);
+    match until_stopped(connection, stopped, unused).await {
+        Ended::Served(result) => result,
+        Ended::Stopping(mut connection) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+        Ended::Unused(mut connection) => {
+            connection.as_mut().graceful_shutdown();
+            match tokio::time::timeout(limits.header_timeout, connection).await {
+                Ok(result) => result,
+                Err(_) => Ok(()),
+            }
+        }
+    }
+}
+
+/// How a connection's service ended: it ended by itself, or the server is stopping, or the
+/// connection went unused; the last two hand the connection back to be shut down.
+enum Ended<C: Future> {
+    Served(C::Output),
+    Stopping(C),
+    Unused(C),
+}
+
+/// Drives `connection` until it ends, `stopped` turns true (or its sender is gone) or
+/// `unused` completes.
+async fn until_stopped<C: Future + Unpin>(
+    mut connection: C,
+    mut stopped: watch::Receiver<bool>,
+    unused: impl Future<Output = ()>,
+) -> Ended<C> {
+    let stopping = tokio::select! {
+        result = &mut connection => return Ended::Served(result),
+        _ = stopped.wait_for(|stop| *stop) => true,
+        () = unused => false,
+    };
+    if stopping {
+        Ended::Stopping(connection)
+    } else {
+        Ended::Unused(connection)
+    }
 }
 
 /// TCP keepalive (first probe after the idle deadline, then every 10 s, 3 tries) and
@@ -357,6 +465,99 @@ mod tests {
         }
         writer.await.unwrap();
         b.shutdown().await.unwrap();
+    }
+
+    /// A request in flight on each protocol when the server is told to stop.
+    async fn slow_request(
+        addr: std::net::SocketAddr,
+        ca_pem: &str,
+        alpn: &[u8],
+    ) -> tokio::task::JoinHandle<(hyper::Version, u16, String)> {
+        let (mut config, _) = ferry_tls::client_config_pinned(ca_pem).unwrap();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let tls = connector.connect(name, tcp).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+        let io = TokioIo::new(tls);
+        let request = hyper::Request::get(format!("https://{addr}/slow"))
+            .body(String::new())
+            .unwrap();
+        let response = if alpn == b"h2" {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            tokio::spawn(async move { sender.send_request(request).await })
+        } else {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(connection);
+            tokio::spawn(async move { sender.send_request(request).await })
+        };
+        tokio::spawn(async move {
+            let response = response.await.unwrap().unwrap();
+            let (version, status) = (response.version(), response.status().as_u16());
+            let body = axum::body::to_bytes(axum::body::Body::new(response.into_body()), 1024)
+                .await
+                .unwrap();
+            (version, status, String::from_utf8_lossy(&body).into_owned())
+        })
+    }
+
+    /// Stopping lets the request in flight on an HTTP/2 and on an HTTP/1.1 connection
+    /// finish, then `serve` returns and the port is closed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopping_lets_requests_in_flight_finish_on_both_protocols() {
+        let ca = ferry_tls::pki::Ca::generate("serve test CA").unwrap();
+        let cert = ca.issue_server_cert(&["127.0.0.1"]).unwrap();
+        let mut tls = ferry_tls::server_config(&cert.cert_pem, &cert.key_pem).unwrap();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let router = Router::new().route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                "done"
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            Some(Arc::new(tls)),
+            router,
+            Limits::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let h2 = slow_request(addr, ca.cert_pem(), b"h2").await;
+        let h1 = slow_request(addr, ca.cert_pem(), b"http/1.1").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.send(()).unwrap();
+        let stopping = Instant::now();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !server.is_finished(),
+            "serve returned before its requests ended"
+        );
+        assert_eq!(
+            h2.await.unwrap(),
+            (hyper::Version::HTTP_2, 200, "done".to_owned())
+        );
+        assert_eq!(
+            h1.await.unwrap(),
+            (hyper::Version::HTTP_11, 200, "done".to_owned())
+        );
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returned once the requests were done")
+            .unwrap()
+            .unwrap();
+        assert!(stopping.elapsed() < Duration::from_secs(5));
+        assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
     }
 
     #[test]

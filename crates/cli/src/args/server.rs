@@ -63,13 +63,15 @@ pub struct LimitArgs {
     pub handshake_timeout: u64,
     /// Seconds a client has to send a request's head once the connection is ready for it
     /// (after the handshake or the previous answer): also how long an unused keep-alive
-    /// connection stays open.
+    /// connection stays open (HTTP/2: a connection with no open stream this long is sent a
+    /// GOAWAY, and dropped one more such time later).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout: u64,
     /// Seconds a client has to send a whole request body.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout: u64,
-    /// Seconds without a byte moving either way after which a connection is closed.
+    /// Seconds without a byte moving either way after which a connection is closed (HTTP/2:
+    /// pings every half of it; a peer that does not answer within the other half is dropped).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout: u64,
 }

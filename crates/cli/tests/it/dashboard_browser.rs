@@ -252,6 +252,16 @@ fn browser_signs_in_sees_the_demo_watches_progress_halts_and_refuses_a_viewer() 
             "{fleet}"
         );
         shot(&c, &shots, "fleet").await;
+        // The browser speaks HTTP/2 to the server (ALPN `h2`): its tabs' live streams share
+        // one connection instead of six HTTP/1.1 ones.
+        let protocol = c
+            .execute(
+                "return performance.getEntriesByType('navigation')[0].nextHopProtocol",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(protocol.as_str(), Some("h2"), "{protocol:?}");
 
         // The demo device: committed 2.0, its reports, its progress chart.
         c.goto(&format!("{base}/dashboard/devices/{demo_id}"))

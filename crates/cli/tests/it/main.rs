@@ -22,6 +22,7 @@ mod event_reports;
 mod fsm_coverage;
 mod full_update;
 mod health_watch;
+mod http2;
 mod local_faults;
 mod netfaults;
 mod personalize;

@@ -132,9 +132,10 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn http_get(server: &Server, path: &str) -> (String, Vec<u8>) {
-    // The server speaks HTTPS with its own CA: curl shows the raw head and body.
+    // The server speaks HTTPS with its own CA: curl shows the raw head and body (HTTP/1.1:
+    // the server also offers HTTP/2, which `http2::` tests).
     let out = std::process::Command::new("curl")
-        .args(["-s", "-i", "--cacert", s(&server.ca())])
+        .args(["-s", "-i", "--http1.1", "--cacert", s(&server.ca())])
         .arg(format!("{}{path}", server.url()))
         .output()
         .expect("curl");

@@ -166,7 +166,7 @@ async fn run(
         let refresh = crate::trust::catalog::refresh_observed(device, Some(observer));
         tokio::pin!(refresh);
         let mut meter = ScanMeter::default();
-        loop {
+        let refreshed = loop {
             tokio::select! {
                 refreshed = &mut refresh => break refreshed,
                 Some(fetched) = rx.recv() => {
@@ -175,7 +175,15 @@ async fn run(
                     }
                 }
             }
+        };
+        // Files whose news was still queued when the refresh ended are reported too: a fast
+        // scan (or a loaded machine) still shows its units.
+        while let Ok(fetched) = rx.try_recv() {
+            if let Some(p) = meter.saw(&fetched) {
+                sink.report(&p);
+            }
         }
+        refreshed
     };
     let crate::trust::catalog::Refreshed { catalog, warnings } = refreshed?;
     let versions = catalog.versions();

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::ServerError;
 use crate::db::{Backend, Db, DbRow, Placeholders, get_flag};
 use crate::rollouts::cohort::DeviceFacts as CohortFacts;
-use crate::rollouts::entitle::{DeviceTags, store_device_tags};
+use crate::rollouts::entitle::{DeviceTags, load_device_tags, store_device_tags};
 
 /// A device as the admin sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -213,22 +213,7 @@ impl Db {
             Err(e) => return Err(e.into()),
         }
         if !token_tags.is_empty() {
-            let mut facts = CohortFacts::default();
-            let kept =
-                sqlx::query("SELECT tenant, region, tags FROM device_tags WHERE device_id = $1")
-                    .bind(&device_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(row) = kept {
-                facts.tenant = row.try_get("tenant")?;
-                facts.region = row.try_get("region")?;
-                let tags: String = row.try_get("tags")?;
-                facts.tags = tags
-                    .split(',')
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-            }
+            let mut facts = load_device_tags(&mut tx, &identity.device_id).await?;
             token_tags.apply(&mut facts)?;
             store_device_tags(&mut tx, &identity.device_id, &facts).await?;
         }

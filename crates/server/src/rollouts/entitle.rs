@@ -99,6 +99,33 @@ impl DeviceTags {
     }
 }
 
+/// `device_id`'s tenant, region and tags as stored (none when it has no row), read on
+/// `conn` (which may be a transaction's).
+pub(crate) async fn load_device_tags(
+    conn: &mut sqlx::AnyConnection,
+    device_id: &DeviceId,
+) -> Result<DeviceFacts, sqlx::Error> {
+    let row = sqlx::query("SELECT tenant, region, tags FROM device_tags WHERE device_id = $1")
+        .bind(device_id.to_string())
+        .fetch_optional(conn)
+        .await?;
+    let mut facts = DeviceFacts {
+        device_id: Some(*device_id),
+        ..DeviceFacts::default()
+    };
+    if let Some(row) = row {
+        facts.tenant = row.try_get("tenant")?;
+        facts.region = row.try_get("region")?;
+        let tags: String = row.try_get("tags")?;
+        facts.tags = tags
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    Ok(facts)
+}
+
 /// Writes `facts`' tenant, region and tags as `device_id`'s (on `conn`, which may be a
 /// transaction's).
 pub(crate) async fn store_device_tags(
@@ -246,24 +273,9 @@ impl Db {
         device_id: &DeviceId,
         audience: bool,
     ) -> Result<DeviceFacts, ServerError> {
-        let row = sqlx::query("SELECT tenant, region, tags FROM device_tags WHERE device_id = $1")
-            .bind(device_id.to_string())
-            .fetch_optional(self.pool())
-            .await?;
-        let mut facts = DeviceFacts {
-            device_id: Some(*device_id),
-            ..DeviceFacts::default()
-        };
-        if let Some(row) = row {
-            facts.tenant = row.try_get("tenant")?;
-            facts.region = row.try_get("region")?;
-            let tags: String = row.try_get("tags")?;
-            facts.tags = tags
-                .split(',')
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-                .collect();
-        }
+        let mut conn = self.pool().acquire().await?;
+        let mut facts = load_device_tags(&mut conn, device_id).await?;
+        drop(conn);
         if audience {
             facts.audience = self.reported_audience(device_id).await?;
         }

@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::ServerError;
 use crate::devices::TokenScope;
 use crate::personalize::{Service, bearer};
+use crate::rollouts::entitle::DeviceTags;
 
 /// Body of `POST /v1/enroll`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -129,15 +130,10 @@ pub struct NewToken {
     /// Re-enroll `device_id` (replacing its credential, lifting a revocation).
     #[serde(default)]
     pub reenroll: bool,
-    /// The operator's tenant the device gets at enrollment.
+    /// The operator's tenant, region and tags the device gets at enrollment
+    /// (`{"tenant": "acme", "region": "eu", "tags": ["line-3"]}`).
     #[serde(default)]
-    pub tenant: Option<String>,
-    /// Its region.
-    #[serde(default)]
-    pub region: Option<String>,
-    /// Its tags.
-    #[serde(default)]
-    pub tags: Option<Vec<String>>,
+    pub device_tags: DeviceTags,
 }
 
 async fn new_token(
@@ -157,11 +153,7 @@ async fn new_token(
         device_id: request.device_id,
         device_class: request.device_class,
         reenroll: request.reenroll,
-        tags: crate::rollouts::entitle::DeviceTags {
-            tenant: request.tenant,
-            region: request.region,
-            tags: request.tags,
-        },
+        tags: request.device_tags,
     };
     let token = service
         .inner

@@ -370,3 +370,42 @@ fn a_token_made_with_tags_gives_them_to_the_device_it_enrolls() {
         Value::Null
     );
 }
+
+#[test]
+fn the_admin_api_makes_tokens_that_tag_the_devices_they_enroll() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = sim_fleet(tmp.path(), 0);
+    let path = "/v1/admin/enrollment-tokens";
+    let (status, refused) = f
+        .api
+        .admin(path, Some(json!({"device_tags": {"tags": ["a b"]}})));
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["code"], "ROLLOUT_INVALID", "{refused}");
+    let (status, refused) = f
+        .api
+        .admin(path, Some(json!({"device_tags": {"tennant": "x"}})));
+    assert_eq!(
+        status, 400,
+        "an unknown field is refused, not ignored: {refused}"
+    );
+    let body = json!({"device_tags": {"tenant": "acme", "region": "eu", "tags": ["line-3"]}});
+    let (status, token) = f.api.admin(path, Some(body));
+    assert_eq!(status, 200, "{token}");
+    let identity = json!({
+        "device_id": "00000000000a11ce",
+        "board_id": "000000a1",
+        "chip_id": "00008103",
+        "hardware_uuid": "00000000-0000-4000-8000-000000000a11",
+        "device_class": "vm",
+    });
+    let enroll = json!({ "token": token["token"], "identity": identity });
+    let (status, enrolled) = f.api.call("/v1/enroll", "", Some(enroll));
+    assert_eq!(status, 200, "{enrolled}");
+    let (status, facts) = f.api.admin("/v1/admin/devices/00000000000a11ce/tags", None);
+    assert_eq!(status, 200, "{facts}");
+    assert_eq!(
+        (&facts["tenant"], &facts["region"], &facts["tags"]),
+        (&json!("acme"), &json!("eu"), &json!(["line-3"])),
+        "{facts}"
+    );
+}

@@ -61,6 +61,7 @@ pub struct NewEntitlement {
 /// The operator's facts about a device (`set-tags`, or an enrollment token's); `None` leaves
 /// a field as it was.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeviceTags {
     /// Tenant (`""` clears it).
     #[serde(default)]

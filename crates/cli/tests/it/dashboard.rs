@@ -9,6 +9,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use crate::common::sim::*;
+use crate::common::web::{csrf, percent_encode};
 use crate::common::*;
 use ferry_events::EventKind;
 use futures_util::StreamExt;
@@ -86,15 +87,6 @@ fn post(api: &Api, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> A
     })
 }
 
-fn percent_encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The sign-in page's pre-session cookie (as a `Cookie` header value) and the token its
 /// form carries.
 fn login_form(api: &Api) -> (String, String) {
@@ -131,15 +123,6 @@ fn sign_in(api: &Api, form: &[(&str, &str)]) -> String {
         "signing in ends the sign-in form's cookie"
     );
     set.split(';').next().unwrap().to_owned()
-}
-
-/// The CSRF token in a page's forms.
-fn csrf(page: &str) -> String {
-    let at = page
-        .find(r#"name="csrf" value=""#)
-        .expect("a form with a CSRF token")
-        + 19;
-    page[at..].split('"').next().unwrap().to_owned()
 }
 
 fn code_of(a: &Answer) -> String {

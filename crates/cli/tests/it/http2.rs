@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::sim::*;
+use crate::common::web::{csrf, percent_encode, runtime};
 use crate::common::*;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Bytes;
@@ -80,24 +81,6 @@ async fn fetch(
     (version, answer)
 }
 
-fn percent_encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The CSRF token in a page's forms.
-fn csrf(page: &str) -> String {
-    let at = page
-        .find(r#"name="csrf" value=""#)
-        .expect("a form with a CSRF token")
-        + 19;
-    page[at..].split('"').next().unwrap().to_owned()
-}
-
 /// The `name=value` of the `Set-Cookie` named `name`.
 fn set_cookie(response: &reqwest::Response, name: &str) -> String {
     response
@@ -139,14 +122,6 @@ async fn sign_in(client: &reqwest::Client, server: &Server) -> String {
         .unwrap();
     assert_eq!(signed_in.status().as_u16(), 303);
     set_cookie(&signed_in, "ferry_session")
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::web::runtime;
 use crate::common::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -217,14 +218,6 @@ async fn attack(addr: SocketAddr, url: &str, ca: Option<&str>, how: Stall) {
         last <= 10.0 * TIMEOUT as f64,
         "{how:?}: a stalled connection stayed open {last:.2} s"
     );
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

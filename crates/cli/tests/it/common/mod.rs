@@ -11,6 +11,7 @@ pub mod lan_cache;
 pub mod s3;
 pub mod sim;
 mod steps;
+pub mod web;
 #[allow(unused_imports)]
 pub use daemon::*;
 pub use https::*;

@@ -339,14 +339,8 @@ async fn two_wave_rollout(data: &DataDir, device: &DeviceId) -> Result<i64, Fail
         .create_rollout(&NewRollout {
             class: CLASS.into(),
             version: "2.0".into(),
-            audience: None,
-            cohort: None,
-            deadline: None,
-            max_deferral: None,
-            emergency: false,
             waves: Some(waves),
-            threshold: None,
-            min_attempts: None,
+            ..NewRollout::default()
         })
         .await?;
     rollout_cmds::print_one(&rollout, false);

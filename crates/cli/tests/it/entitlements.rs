@@ -15,6 +15,14 @@ fn entitlement_cli(data: &std::path::Path, args: &[&str]) -> Value {
     serde_json::from_str(&ok(&all)).unwrap()
 }
 
+/// `ferry entitlement grant` of release 2.0 of class vm to the devices `to` selects.
+fn grant_2_0(data: &std::path::Path, to: &str) -> Value {
+    entitlement_cli(
+        data,
+        &["grant", "--class", "vm", "--version", "2.0", "--to", to],
+    )
+}
+
 fn entitlement_fails(data: &std::path::Path, args: &[&str]) -> String {
     let mut all = vec!["entitlement"];
     all.extend_from_slice(args);
@@ -51,18 +59,7 @@ fn grants_sign_only_for_their_devices_and_a_revoked_grant_stops_tickets() {
         );
         assert_eq!(facts["region"], "us", "{facts}");
     }
-    let eu = entitlement_cli(
-        &f.data,
-        &[
-            "grant",
-            "--class",
-            "vm",
-            "--version",
-            "2.0",
-            "--to",
-            "region:eu,tenant:acme",
-        ],
-    );
+    let eu = grant_2_0(&f.data, "region:eu,tenant:acme");
     assert_eq!(eu["selector"], "tenant:acme,region:eu");
     let codes = |v: &(String, String)| -> Vec<String> {
         f.sims
@@ -281,18 +278,7 @@ fn a_real_device_stops_being_offered_a_release_at_the_scan_after_its_grant_is_re
         .unwrap()
         .to_owned();
     assert_eq!(offered(&f.device), Ok(vec!["vm-2.0".to_owned()]));
-    let beta = entitlement_cli(
-        &data,
-        &[
-            "grant",
-            "--class",
-            "vm",
-            "--version",
-            "2.0",
-            "--to",
-            "tag:beta",
-        ],
-    );
+    let beta = grant_2_0(&data, "tag:beta");
     // Not entitled: the offer is gone at the next scan and `ferry list` says why.
     assert_eq!(offered(&f.device), Ok(vec![]));
     let listed = ok(&["list", "--device", s(&f.device)]);

@@ -79,8 +79,9 @@ impl RolloutState {
     }
 }
 
-/// What `ferry rollout create` and `POST /v1/admin/rollouts` ask for.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What `ferry rollout create` and `POST /v1/admin/rollouts` ask for (`Default`: every
+/// optional field left to its default; `class` and `version` must be set).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewRollout {
     /// Device class.
     pub class: String,

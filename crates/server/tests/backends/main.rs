@@ -422,14 +422,9 @@ async fn rollout_halt(under: Under) {
         .create_rollout(&NewRollout {
             class: "vm".into(),
             version: "2.0".into(),
-            audience: None,
-            cohort: None,
-            waves: None,
-            deadline: None,
-            max_deferral: None,
-            emergency: false,
             threshold: Some(0.05),
             min_attempts: Some(3),
+            ..NewRollout::default()
         })
         .await
         .unwrap();
@@ -643,14 +638,7 @@ async fn reads(under: Under) {
         .create_rollout(&NewRollout {
             class: "vm".into(),
             version: "2.0".into(),
-            audience: None,
-            cohort: None,
-            waves: None,
-            deadline: None,
-            max_deferral: None,
-            emergency: false,
-            threshold: None,
-            min_attempts: None,
+            ..NewRollout::default()
         })
         .await
         .unwrap();
